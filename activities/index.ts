@@ -1,0 +1,7 @@
+// All activities, bound to one engine (config, pools, store) per worker process.
+import type { Engine } from '../lib/engine';
+import { createTenantBackupActivities } from './tenantBackup';
+
+export function createActivities(engine: Engine) {
+  return { ...createTenantBackupActivities(engine) };
+}

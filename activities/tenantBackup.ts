@@ -1,0 +1,80 @@
+// Tenant backup activities: thin steps over lib/backup. Idempotent by backup id.
+import { Context } from '@temporalio/activity';
+import type { ExportProgress } from '../lib/backup/export';
+import {
+  checkTenantBackup,
+  discardIncompleteBackup,
+  recordTenantBackup,
+  takeTenantBackup,
+  type TenantBackupCheck,
+  type TenantBackupSummary,
+} from '../lib/backup/tenantBackup';
+import type { RunRecord } from '../lib/catalog';
+import type { Engine } from '../lib/engine';
+import { tenantBackupPrefix } from '../lib/manifest';
+import { withClient } from '../lib/pg';
+import { discoverTenancy, listTenants } from '../lib/tenancy';
+import { withFailures } from './failures';
+
+export interface TenantRef {
+  tenantId: string;
+}
+
+export interface BackupRef {
+  tenantId: string;
+  backupId: string;
+}
+
+/** Heartbeats the latest progress every few seconds, also while one long table is copied. */
+export function heartbeatEvery<T>(ms: number, latest: () => T): () => void {
+  const ctx = Context.current();
+  ctx.heartbeat(latest());
+  const timer = setInterval(() => ctx.heartbeat(latest()), ms);
+  return () => clearInterval(timer);
+}
+
+export function createTenantBackupActivities(engine: Engine) {
+  return withFailures({
+    async checkTenantBackup({ tenantId }: TenantRef): Promise<TenantBackupCheck> {
+      return checkTenantBackup(engine, tenantId);
+    },
+
+    /**
+     * The whole export in one activity: a snapshot lives in one process, so a retry starts a
+     * new snapshot and rewrites every object of this backup id (never a mix of two snapshots).
+     */
+    async takeTenantBackup({ tenantId, backupId }: BackupRef): Promise<TenantBackupSummary> {
+      let progress: ExportProgress | { phase: string } = { phase: 'starting' };
+      const stop = heartbeatEvery(2000, () => progress);
+      try {
+        return await takeTenantBackup(engine, {
+          tenantId,
+          backupId,
+          onProgress: (p) => (progress = { ...p, current: [...p.current] }),
+          signal: Context.current().cancellationSignal,
+        });
+      } finally {
+        stop();
+      }
+    },
+
+    async recordTenantBackup(args: BackupRef & { manifestSha256: string }): Promise<void> {
+      await recordTenantBackup(engine, args);
+    },
+
+    async discardIncompleteBackup({ tenantId, backupId }: BackupRef): Promise<{ objectsRemoved: number }> {
+      return { objectsRemoved: await discardIncompleteBackup(engine.store, tenantBackupPrefix(tenantId, backupId)) };
+    },
+
+    async listTenants(_: Record<string, never>): Promise<string[]> {
+      const { url } = engine.config.database;
+      return withClient(engine.db, url, async (c) => listTenants(c, await discoverTenancy(c, engine.config.tenancy)));
+    },
+
+    async recordRun(run: RunRecord): Promise<void> {
+      await engine.catalog.recordRun(run);
+    },
+  });
+}
+
+export type TenantBackupActivities = ReturnType<typeof createTenantBackupActivities>;

@@ -1,0 +1,217 @@
+// The `tenantsafe` CLI (DESIGN: public contract). Every command takes --json; exit 0 ok,
+// 1 failed, 2 bad input.
+import { Command, Option } from 'commander';
+import { removeIncompleteBackups } from '../lib/backup/tenantBackup';
+import { loadConfig, redactUrl, type Config } from '../lib/config';
+import { parseDuration } from '../lib/duration';
+import { Engine } from '../lib/engine';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import { withClient } from '../lib/pg';
+import { describeOwnership, discoverTenancy, estimateTenantRows, listTenants } from '../lib/tenancy';
+import { TenantsafeClient } from './client';
+import { emit, reportError, table, type OutputOptions } from './output';
+import { listSchedules, removeTenantBackupSchedule, scheduleTenantBackups } from './schedules';
+
+interface GlobalOptions extends OutputOptions {
+  config?: string;
+}
+
+function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+function config(cmd: Command): Config {
+  return loadConfig({ path: globals(cmd).config });
+}
+
+async function withEngine<T>(cmd: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
+  const engine = new Engine(config(cmd));
+  try {
+    return await fn(engine);
+  } finally {
+    await engine.close();
+  }
+}
+
+async function withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>): Promise<T> {
+  const cfg = config(cmd);
+  const client = await TenantsafeClient.connect(cfg.temporal);
+  try {
+    return await fn(client, cfg);
+  } finally {
+    await client.close();
+  }
+}
+
+function positiveInt(name: string) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new TenantsafeError(ErrorType.BadInput, `${name} must be a positive integer (got "${v}").`, `Pass ${name} <n>.`);
+    return Number(v);
+  };
+}
+
+const sizeText = (n: number | null) => (n === null ? '-' : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
+
+export function buildProgram(): Command {
+  const program = new Command('tenantsafe')
+    .description('Backup, point-in-time recovery and tenant-level restore for multi-tenant PostgreSQL')
+    .option('--config <path>', 'tenantsafe.yaml (default: $TENANTSAFE_CONFIG, ./tenantsafe.yaml, else embedded defaults)')
+    .option('--json', 'machine-readable output')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const backup = program.command('backup').description('take backups');
+  backup
+    .command('tenant <tenantId>')
+    .description('back up one tenant from one consistent snapshot')
+    .option('--wait', 'wait for the backup to finish')
+    .action(async (tenantId: string, opts: { wait?: boolean }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.backupTenant(tenantId, opts));
+      emit(globals(cmd), out, () =>
+        out.status === 'completed'
+          ? `Backup ${out.backupId} of tenant ${out.tenantId}: ${out.rows} rows, ${sizeText(out.bytes)}, snapshot at ${out.snapshotAt}`
+          : `Backup ${out.backupId} of tenant ${out.tenantId} is running (workflow ${out.workflowId}); list it with \`tenantsafe backups list --tenant ${out.tenantId}\``,
+      );
+    });
+  backup
+    .command('all')
+    .description('back up every tenant, a few at a time')
+    .option('--wait', 'wait for all of them')
+    .option('--concurrency <n>', 'tenant backups at once', positiveInt('--concurrency'))
+    .action(async (opts: { wait?: boolean; concurrency?: number }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency }, opts));
+      emit(globals(cmd), out, () =>
+        'succeeded' in out
+          ? `${out.succeeded} tenant backups succeeded, ${out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
+          : `Backing up all tenants (workflow ${out.workflowId})`,
+      );
+    });
+
+  const backups = program.command('backups').description('look at backups');
+  backups
+    .command('list')
+    .description('complete backups (those with a manifest), newest first')
+    .option('--tenant <tenantId>', 'only this tenant')
+    .action(async (opts: { tenant?: string }, cmd: Command) => {
+      const list = await withEngine(cmd, (e) => e.catalog.listBackups({ tenantId: opts.tenant }));
+      const out = list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt }));
+      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), ['backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
+    });
+  backups
+    .command('cleanup')
+    .description('delete what interrupted backups left behind (prefixes without a manifest)')
+    .option('--older-than <duration>', 'only backups started longer ago than this', '6h')
+    .option('--dry-run', 'only list them')
+    .action(async (opts: { olderThan: string; dryRun?: boolean }, cmd: Command) => {
+      const olderThanMs = parseDuration(opts.olderThan, '--older-than');
+      const removed = await withEngine(cmd, (e) => removeIncompleteBackups(e.store, { olderThanMs, dryRun: opts.dryRun }));
+      emit(globals(cmd), { removed, dryRun: !!opts.dryRun }, () =>
+        removed.length === 0 ? 'Nothing to clean up.' : removed.map((r) => `${opts.dryRun ? 'would remove' : 'removed'} ${r.prefix} (${r.objects} objects)`).join('\n'),
+      );
+    });
+
+  program
+    .command('tenancy')
+    .command('show')
+    .description('the resolved tenancy plan: owned tables, how each is filtered, global tables')
+    .option('--tenant <tenantId>', 'estimate this tenant\'s rows per table')
+    .option('--tenants', 'also list the tenants')
+    .action(async (opts: { tenant?: string; tenants?: boolean }, cmd: Command) => {
+      const out = await withEngine(cmd, (e) =>
+        withClient(e.db, e.config.database.url, async (c) => {
+          const plan = await discoverTenancy(c, e.config.tenancy);
+          const estimates = opts.tenant ? await estimateTenantRows(c, plan, opts.tenant) : undefined;
+          return {
+            database: redactUrl(e.config.database.url),
+            tenantTable: plan.tenantTable,
+            tenantColumn: plan.tenantColumn,
+            tables: plan.tables.map((t) => ({
+              table: t.key,
+              filter: describeOwnership(t),
+              depth: t.depth,
+              partitions: t.partitions.length || undefined,
+              primaryKey: t.primaryKey,
+              generatedColumns: t.columns.filter((c) => c.generated).map((c) => c.name),
+              estimatedRows: estimates ? estimates[t.key] : t.estimatedRows,
+              alternatives: t.alternatives,
+            })),
+            globalTables: plan.globalTables,
+            warnings: plan.warnings,
+            fingerprint: plan.fingerprint,
+            ...(opts.tenants ? { tenants: await listTenants(c, plan) } : {}),
+          };
+        }),
+      );
+      emit(globals(cmd), out, () =>
+        [
+          `Tenants: ${out.tenantTable} (${out.tenantColumn})   database ${out.database}`,
+          '',
+          table(
+            out.tables.map((t) => ({ ...t, partitions: t.partitions ?? '' })),
+            ['table', 'estimatedRows', 'filter'],
+          ),
+          '',
+          `Rows: ${opts.tenant ? `estimated for tenant ${opts.tenant}` : 'all tenants (pg_class.reltuples)'}`,
+          `Global tables (not backed up with a tenant): ${out.globalTables.map((g) => `${g.key}${g.referencedBy.length ? ` (referenced by ${g.referencedBy.join(', ')})` : ''}`).join('; ') || 'none'}`,
+          ...out.warnings.map((w) => `warning: ${w}`),
+          ...(out.tenants ? ['', `Tenants (${out.tenants.length}): ${out.tenants.join(', ')}`] : []),
+        ].join('\n'),
+      );
+    });
+
+  const schedule = program.command('schedule').description('Temporal Schedules');
+  schedule
+    .command('tenant-backups')
+    .description('back up all tenants every <duration>; with --tenant, give one tenant its own interval')
+    .option('--every <duration>', 'interval, e.g. 24h')
+    .option('--tenant <tenantId>', 'a per-tenant override')
+    .option('--concurrency <n>', 'tenant backups at once (all-tenants schedule)', positiveInt('--concurrency'))
+    .option('--remove', 'delete the schedule instead')
+    .action(async (opts: { every?: string; tenant?: string; concurrency?: number; remove?: boolean }, cmd: Command) => {
+      const out = await withClientOf(cmd, async (c, cfg) => {
+        if (opts.remove) return removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant);
+        if (!opts.every) throw new TenantsafeError(ErrorType.BadInput, '--every is required.', 'Pass --every 24h (or --remove).');
+        return scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs: parseDuration(opts.every, '--every'), tenantId: opts.tenant, concurrency: opts.concurrency });
+      });
+      emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} every ${out.every}, next run ${out.nextRunAt}`));
+    });
+  schedule
+    .command('list')
+    .description('tenantsafe schedules')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => listSchedules(c.temporal));
+      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
+    });
+
+  program
+    .command('catalog')
+    .command('rebuild')
+    .description('rebuild the backup catalog from the manifests in storage')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const out = await withEngine(cmd, (e) => e.catalog.rebuild(e.store));
+      emit(globals(cmd), out, () =>
+        [`Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed).`, ...out.invalid.map((i) => `invalid: ${i.key}: ${i.error}`)].join('\n'),
+      );
+    });
+
+  program
+    .command('worker')
+    .description('run a worker on the configured task queue until interrupted')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { runWorkerUntilSignal } = await import('../workers/main');
+      await runWorkerUntilSignal(config(cmd));
+    });
+
+  program.addOption(new Option('--debug').hideHelp());
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    return reportError({ json: argv.includes('--json') }, err);
+  }
+}

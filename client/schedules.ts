@@ -1,0 +1,125 @@
+// Temporal Schedules for tenant backups (never cron). One schedule backs up all tenants;
+// a tenant with its own interval gets its own schedule and is left out of the all-tenants one.
+//
+// Overlap policy SKIP: if the previous run is still going when the next is due, the next is
+// skipped rather than queued; queued runs would pile up behind a slow one and then start
+// back to back. Catch-up window = the interval: after an outage, one missed run is made up.
+import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction } from '@temporalio/client';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import { scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
+
+export interface ScheduleSummary {
+  scheduleId: string;
+  workflowType: string;
+  every: string;
+  tenantId: string | null;
+  paused: boolean;
+  nextRunAt: string | null;
+  lastRunAt: string | null;
+}
+
+export interface TenantBackupScheduleRequest {
+  everyMs: number;
+  tenantId?: string;
+  concurrency?: number;
+}
+
+function msToDurationText(ms: number): string {
+  return `${Math.round(ms / 1000)}s`;
+}
+
+async function upsertSchedule(client: Client, scheduleId: string, everyMs: number, action: ScheduleOptionsAction, memo: Record<string, unknown>): Promise<void> {
+  const spec = { intervals: [{ every: everyMs }] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: everyMs };
+  try {
+    await client.schedule.create({ scheduleId, spec, action, policies, memo });
+  } catch (err) {
+    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
+    await client.schedule.getHandle(scheduleId).update((prev) => ({ ...prev, spec, action, policies }));
+  }
+}
+
+async function describeOrNull(client: Client, scheduleId: string): Promise<ScheduleDescription | null> {
+  try {
+    return await client.schedule.getHandle(scheduleId).describe();
+  } catch (err) {
+    if ((err as Error).name === 'ScheduleNotFoundError') return null;
+    throw err;
+  }
+}
+
+/** Tenants with their own schedule, read from the schedules themselves (Temporal holds the state). */
+async function tenantsWithOwnSchedule(client: Client): Promise<string[]> {
+  const out: string[] = [];
+  for await (const s of client.schedule.list()) {
+    const tenantId = s.memo?.tenantId;
+    if (s.scheduleId.startsWith(scheduleIds.tenantBackup('')) && typeof tenantId === 'string') out.push(tenantId);
+  }
+  return out.sort();
+}
+
+async function upsertAllTenantsSchedule(client: Client, taskQueue: string, everyMs: number, concurrency: number | undefined): Promise<void> {
+  const input: TenantBackupsAllInput = { excludeTenants: await tenantsWithOwnSchedule(client), ...(concurrency ? { concurrency } : {}) };
+  await upsertSchedule(
+    client,
+    scheduleIds.tenantBackupsAll,
+    everyMs,
+    { type: 'startWorkflow', workflowType: 'tenantBackupsAll', taskQueue, workflowId: workflowIds.tenantBackupsAll(), args: [input] },
+    { everyMs },
+  );
+}
+
+export async function scheduleTenantBackups(client: Client, taskQueue: string, req: TenantBackupScheduleRequest): Promise<ScheduleSummary> {
+  if (req.tenantId) {
+    const id = scheduleIds.tenantBackup(req.tenantId);
+    await upsertSchedule(
+      client,
+      id,
+      req.everyMs,
+      { type: 'startWorkflow', workflowType: 'tenantBackup', taskQueue, workflowId: workflowIds.tenantBackup(req.tenantId), args: [{ tenantId: req.tenantId }] },
+      { tenantId: req.tenantId, everyMs: req.everyMs },
+    );
+    await refreshExclusions(client, taskQueue);
+    return summarize(client, id);
+  }
+  await upsertAllTenantsSchedule(client, taskQueue, req.everyMs, req.concurrency);
+  return summarize(client, scheduleIds.tenantBackupsAll);
+}
+
+export async function removeTenantBackupSchedule(client: Client, taskQueue: string, tenantId?: string): Promise<{ removed: string }> {
+  const id = tenantId ? scheduleIds.tenantBackup(tenantId) : scheduleIds.tenantBackupsAll;
+  if (!(await describeOrNull(client, id))) {
+    throw new TenantsafeError(ErrorType.BadInput, `There is no schedule ${id}.`, 'List schedules with `tenantsafe schedule list`.');
+  }
+  await client.schedule.getHandle(id).delete();
+  if (tenantId) await refreshExclusions(client, taskQueue);
+  return { removed: id };
+}
+
+/** Keeps the all-tenants schedule's exclusions equal to the tenants that have their own. */
+async function refreshExclusions(client: Client, taskQueue: string): Promise<void> {
+  const all = await describeOrNull(client, scheduleIds.tenantBackupsAll);
+  if (!all || all.action.type !== 'startWorkflow') return;
+  const previous = (all.action.args?.[0] ?? {}) as TenantBackupsAllInput;
+  await upsertAllTenantsSchedule(client, taskQueue, Number(all.memo?.everyMs ?? 86_400_000), previous.concurrency);
+}
+
+async function summarize(client: Client, scheduleId: string): Promise<ScheduleSummary> {
+  const d = (await describeOrNull(client, scheduleId))!;
+  const every = d.spec.intervals?.[0]?.every;
+  return {
+    scheduleId,
+    workflowType: d.action.type === 'startWorkflow' ? d.action.workflowType : d.action.type,
+    every: every ? msToDurationText(Number(every)) : '',
+    tenantId: typeof d.memo?.tenantId === 'string' ? d.memo.tenantId : null,
+    paused: d.state.paused,
+    nextRunAt: d.info.nextActionTimes[0]?.toISOString() ?? null,
+    lastRunAt: d.info.recentActions.at(-1)?.takenAt.toISOString() ?? null,
+  };
+}
+
+export async function listSchedules(client: Client): Promise<ScheduleSummary[]> {
+  const ids: string[] = [];
+  for await (const s of client.schedule.list()) if (s.scheduleId.startsWith('schedule/')) ids.push(s.scheduleId);
+  return Promise.all(ids.sort().map((id) => summarize(client, id)));
+}

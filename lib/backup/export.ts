@@ -1,0 +1,146 @@
+// Exports one tenant's rows from one consistent snapshot (DESIGN rule 2): a coordinator
+// transaction exports its snapshot, worker connections import it and stream each table with
+// COPY ... TO STDOUT through a row digest and gzip into the store. Never buffers a table.
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import type { Client } from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { RowDigestStream } from '../checksum';
+import { connect, connectionError } from '../pg';
+import type { ObjectStore } from '../storage/types';
+import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';
+
+export interface TableExport {
+  table: string;
+  /** object key relative to the backup prefix */
+  objectKey: string;
+  rows: number;
+  rawBytes: number;
+  bytes: number;
+  sha256: string;
+  rowChecksum: string;
+}
+
+export interface SnapshotExport {
+  snapshotAt: string;
+  lsn: string;
+  serverVersion: string;
+  database: string;
+  tables: TableExport[];
+}
+
+export interface ExportProgress {
+  tablesDone: number;
+  tablesTotal: number;
+  rows: number;
+  bytes: number;
+  /** tables being copied right now */
+  current: string[];
+}
+
+export interface ExportOptions {
+  url: string;
+  plan: TenancyPlan;
+  tenantId: string;
+  store: ObjectStore;
+  /** backup prefix in the store, ending in '/' */
+  prefix: string;
+  parallelism: number;
+  compressionLevel: number;
+  onProgress?: (p: ExportProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** A data object's key: position (FK order) plus a file-safe form of the table name. */
+export function dataObjectKey(index: number, table: string): string {
+  return `data/${String(index + 1).padStart(4, '0')}-${table.replace(/[^A-Za-z0-9._-]/g, '_')}.copy.gz`;
+}
+
+export async function exportTenantSnapshot(opts: ExportOptions): Promise<SnapshotExport> {
+  const { plan, tenantId } = opts;
+  const clients: Client[] = [];
+  const abort = () => clients.forEach((c) => (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy());
+  opts.signal?.addEventListener('abort', abort, { once: true });
+  try {
+    const coordinator = await connect(opts.url, 'tenantsafe-export');
+    clients.push(coordinator);
+    await beginSnapshotTransaction(coordinator);
+    // The tenant must exist in the snapshot we read, not only a moment before it.
+    await assertTenantExists(coordinator, plan, tenantId);
+    const info = await coordinator.query<{ snapshot: string; at: Date; lsn: string; version: string; db: string }>(
+      `SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at,
+              (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+              current_setting('server_version') AS version, current_database() AS db`,
+    );
+    const { snapshot } = info.rows[0];
+
+    const workers = await Promise.all(
+      Array.from({ length: Math.max(1, Math.min(opts.parallelism, plan.tables.length)) }, async () => {
+        const c = await connect(opts.url, 'tenantsafe-export');
+        clients.push(c);
+        await beginSnapshotTransaction(c);
+        await c.query(`SET TRANSACTION SNAPSHOT '${snapshot}'`);
+        return c;
+      }),
+    );
+
+    const results = new Array<TableExport>(plan.tables.length);
+    const progress: ExportProgress = { tablesDone: 0, tablesTotal: plan.tables.length, rows: 0, bytes: 0, current: [] };
+    // Largest tables first, so one big table does not start last and run alone.
+    const queue = plan.tables.map((t, i) => ({ t, i })).sort((a, b) => b.t.estimatedRows - a.t.estimatedRows);
+    await Promise.all(
+      workers.map(async (client) => {
+        for (let job = queue.shift(); job; job = queue.shift()) {
+          progress.current.push(job.t.key);
+          opts.onProgress?.(progress);
+          results[job.i] = await exportTable(client, job.t, job.i, opts);
+          progress.current = progress.current.filter((k) => k !== job!.t.key);
+          progress.tablesDone++;
+          progress.rows += results[job.i].rows;
+          progress.bytes += results[job.i].bytes;
+          opts.onProgress?.(progress);
+        }
+      }),
+    );
+    for (const c of [...workers, coordinator]) await c.query('COMMIT');
+    return {
+      snapshotAt: info.rows[0].at.toISOString(),
+      lsn: info.rows[0].lsn,
+      serverVersion: info.rows[0].version,
+      database: info.rows[0].db,
+      tables: results,
+    };
+  } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+    throw connectionError(opts.url, err);
+  } finally {
+    opts.signal?.removeEventListener('abort', abort);
+    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+  }
+}
+
+async function beginSnapshotTransaction(c: Client): Promise<void> {
+  // A long export must not be cut off by server-side timeouts meant for app sessions.
+  await c.query(`SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '30s'`);
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+}
+
+async function exportTable(client: Client, table: OwnedTable, index: number, opts: ExportOptions): Promise<TableExport> {
+  const objectKey = dataObjectKey(index, table.key);
+  const copy = client.query(copyTo(`COPY (${tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
+  const digest = new RowDigestStream();
+  const gzip = createGzip({ level: opts.compressionLevel });
+  const [put] = await Promise.all([
+    opts.store.put(opts.prefix + objectKey, gzip, { contentType: 'application/gzip', signal: opts.signal }),
+    pipeline(copy, digest, gzip),
+  ]);
+  return {
+    table: table.key,
+    objectKey,
+    rows: digest.digest.rows,
+    rawBytes: digest.digest.bytes,
+    bytes: put.bytes,
+    sha256: put.sha256,
+    rowChecksum: digest.digest.digest(),
+  };
+}

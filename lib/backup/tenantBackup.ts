@@ -1,0 +1,170 @@
+// A tenant backup, step by step, without Temporal: check, export + manifest, record, discard.
+import { tenantChecksum } from '../checksum';
+import { databaseName } from '../config';
+import type { Engine } from '../engine';
+import { parseBackupLabel } from '../labels';
+import { manifestFile, manifestFormatVersion, startedMarkerFile, readManifest, sealManifest, tenantBackupPrefix, writeManifest, type TenantManifest } from '../manifest';
+import { reproducibleSessionSettings, withClient } from '../pg';
+import type { ObjectStore } from '../storage/types';
+import { assertTenantExists, describeOwnership, discoverTenancy } from '../tenancy';
+import { exportTenantSnapshot, type ExportProgress } from './export';
+
+export interface TenantBackupCheck {
+  database: string;
+  storageUri: string;
+  tables: number;
+}
+
+export interface TenantBackupSummary {
+  backupId: string;
+  tenantId: string;
+  prefix: string;
+  storageUri: string;
+  manifestSha256: string;
+  rows: number;
+  bytes: number;
+  snapshotAt: string;
+  lsn: string;
+  tenantChecksum: string;
+}
+
+/** Fails fast, before any object is written: tenant unknown, tenancy unresolvable, storage unwritable. */
+export async function checkTenantBackup(engine: Engine, tenantId: string): Promise<TenantBackupCheck> {
+  const { config } = engine;
+  const plan = await withClient(engine.db, config.database.url, async (c) => {
+    const p = await discoverTenancy(c, config.tenancy);
+    await assertTenantExists(c, p, tenantId);
+    return p;
+  });
+  await engine.store.probe();
+  return { database: databaseName(config.database.url), storageUri: engine.store.uri, tables: plan.tables.length };
+}
+
+/**
+ * Exports the tenant from one snapshot and writes the manifest last. Safe to run again for
+ * the same backup id: it first clears whatever an interrupted attempt left under the prefix.
+ */
+export async function takeTenantBackup(
+  engine: Engine,
+  args: { tenantId: string; backupId: string; onProgress?: (p: ExportProgress) => void; signal?: AbortSignal },
+): Promise<TenantBackupSummary> {
+  const { config, store } = engine;
+  const startedAt = new Date().toISOString();
+  const prefix = tenantBackupPrefix(args.tenantId, args.backupId);
+  const plan = await withClient(engine.db, config.database.url, (c) => discoverTenancy(c, config.tenancy));
+  await store.deletePrefix(prefix);
+  // Visible from the first moment, so an interrupted backup is always found and cleaned up.
+  await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, tenantId: args.tenantId, startedAt }) + '\n'));
+  const exported = await exportTenantSnapshot({
+    url: config.database.url,
+    plan,
+    tenantId: args.tenantId,
+    store,
+    prefix,
+    parallelism: config.backup.parallelism,
+    compressionLevel: config.backup.compressionLevel,
+    onProgress: args.onProgress,
+    signal: args.signal,
+  });
+  const tables = plan.tables.map((t, i) => {
+    const e = exported.tables[i];
+    return {
+      table: t.key,
+      schema: t.schema,
+      name: t.name,
+      columns: t.columns.map((c) => ({
+        name: c.name,
+        type: c.type,
+        notNull: c.notNull,
+        ...(c.generated ? { generated: true } : {}),
+        ...(c.identity ? { identity: c.identity } : {}),
+        ...(c.sequence ? { sequence: c.sequence } : {}),
+      })),
+      copyColumns: t.copyColumns,
+      primaryKey: t.primaryKey,
+      ownership: describeOwnership(t),
+      object: { key: e.objectKey, bytes: e.bytes, sha256: e.sha256 },
+      rows: e.rows,
+      rawBytes: e.rawBytes,
+      rowChecksum: e.rowChecksum,
+    };
+  });
+  const manifest = sealManifest({
+    formatVersion: manifestFormatVersion,
+    kind: 'tenant',
+    backupId: args.backupId,
+    tenantId: args.tenantId,
+    database: exported.database,
+    serverVersion: exported.serverVersion,
+    snapshot: { at: exported.snapshotAt, lsn: exported.lsn },
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
+    data: { format: 'text', compression: 'gzip', sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
+    tables,
+    totals: {
+      rows: tables.reduce((n, t) => n + t.rows, 0),
+      bytes: tables.reduce((n, t) => n + t.object.bytes, 0),
+      rawBytes: tables.reduce((n, t) => n + t.rawBytes, 0),
+    },
+    tenantChecksum: tenantChecksum(tables),
+  });
+  const manifestSha256 = await writeManifest(store, prefix, manifest);
+  return summaryOf(manifest, prefix, store.uri, manifestSha256);
+}
+
+function summaryOf(m: TenantManifest, prefix: string, storageUri: string, manifestSha256: string): TenantBackupSummary {
+  return {
+    backupId: m.backupId,
+    tenantId: m.tenantId,
+    prefix,
+    storageUri,
+    manifestSha256,
+    rows: m.totals.rows,
+    bytes: m.totals.bytes,
+    snapshotAt: m.snapshot.at,
+    lsn: m.snapshot.lsn,
+    tenantChecksum: m.tenantChecksum,
+  };
+}
+
+/** Indexes a written backup in the catalog (reads the manifest back: it is the source of truth). */
+export async function recordTenantBackup(engine: Engine, args: { tenantId: string; backupId: string; manifestSha256: string }): Promise<void> {
+  const prefix = tenantBackupPrefix(args.tenantId, args.backupId);
+  const manifest = await readManifest(engine.store, prefix);
+  await engine.catalog.recordBackup(manifest, engine.store.uri, prefix, args.manifestSha256);
+}
+
+/** Removes what a failed backup wrote, unless its manifest made it a complete backup. */
+export async function discardIncompleteBackup(store: ObjectStore, prefix: string): Promise<number> {
+  if (await store.stat(prefix + manifestFile)) return 0;
+  return store.deletePrefix(prefix);
+}
+
+/**
+ * Finds backup prefixes without a manifest (left by killed or terminated runs) whose label
+ * is older than `olderThanMs`, and deletes them. Younger ones may still be being written.
+ */
+export async function removeIncompleteBackups(
+  store: ObjectStore,
+  opts: { olderThanMs: number; now?: Date; dryRun?: boolean },
+): Promise<{ prefix: string; objects: number }[]> {
+  const prefixes = new Map<string, { objects: number; complete: boolean }>();
+  for await (const obj of store.list('tenants/')) {
+    const m = /^(tenants\/[^/]+\/[^/]+\/)(.*)$/.exec(obj.key);
+    if (!m) continue;
+    const entry = prefixes.get(m[1]) ?? { objects: 0, complete: false };
+    entry.objects++;
+    entry.complete ||= m[2] === manifestFile;
+    prefixes.set(m[1], entry);
+  }
+  const cutoff = (opts.now ?? new Date()).getTime() - opts.olderThanMs;
+  const removed: { prefix: string; objects: number }[] = [];
+  for (const [prefix, { objects, complete }] of prefixes) {
+    const label = parseBackupLabel(prefix.split('/')[2]);
+    if (complete || !label || label.at.getTime() > cutoff) continue;
+    if (!opts.dryRun) await store.deletePrefix(prefix);
+    removed.push({ prefix, objects });
+  }
+  return removed;
+}

@@ -1,0 +1,241 @@
+// The catalog: an index in Postgres (its own schema) of what exists in storage, plus the
+// outcome of every workflow run. It can always be rebuilt from the manifests (rule 3).
+import type { Pool, PoolClient } from 'pg';
+import { sha256Hex } from './checksum';
+import { ErrorType, TenantsafeError } from './errors';
+import { manifestFile, parseManifest, type TenantManifest } from './manifest';
+import { quoteIdent, withClient } from './pg';
+import type { ObjectStore } from './storage/types';
+
+export interface BackupRecord {
+  backupId: string;
+  kind: 'tenant';
+  tenantId: string;
+  database: string;
+  storageUri: string;
+  prefix: string;
+  manifestSha256: string;
+  rows: number;
+  bytes: number;
+  snapshotAt: string;
+  lsn: string;
+  tenantChecksum: string;
+  schemaFingerprint: string;
+  startedAt: string;
+  finishedAt: string;
+}
+
+export interface RunRecord {
+  workflowId: string;
+  runId: string;
+  workflowType: string;
+  tenantId?: string | null;
+  backupId?: string | null;
+  status: 'running' | 'completed' | 'failed';
+  error?: string | null;
+  details?: Record<string, unknown>;
+}
+
+/** Ordered migrations; append only. */
+const migrations: ((s: string) => string)[] = [
+  (s) => `
+    CREATE TABLE ${s}.backups (
+      backup_id text PRIMARY KEY,
+      kind text NOT NULL,
+      tenant_id text,
+      database text NOT NULL,
+      storage_uri text NOT NULL,
+      prefix text NOT NULL,
+      manifest_sha256 text NOT NULL,
+      rows bigint NOT NULL,
+      bytes bigint NOT NULL,
+      snapshot_at timestamptz NOT NULL,
+      lsn text NOT NULL,
+      tenant_checksum text,
+      schema_fingerprint text,
+      started_at timestamptz NOT NULL,
+      finished_at timestamptz NOT NULL,
+      manifest jsonb NOT NULL
+    );
+    CREATE INDEX backups_tenant_idx ON ${s}.backups (tenant_id, snapshot_at DESC);
+    CREATE TABLE ${s}.runs (
+      workflow_id text NOT NULL,
+      run_id text NOT NULL,
+      workflow_type text NOT NULL,
+      tenant_id text,
+      backup_id text,
+      status text NOT NULL,
+      error text,
+      details jsonb NOT NULL DEFAULT '{}',
+      started_at timestamptz NOT NULL DEFAULT now(),
+      finished_at timestamptz,
+      PRIMARY KEY (workflow_id, run_id)
+    );
+    CREATE INDEX runs_started_idx ON ${s}.runs (started_at DESC);`,
+];
+
+export class Catalog {
+  private ready: Promise<void> | null = null;
+  private readonly s: string;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly url: string,
+    schema: string,
+  ) {
+    this.s = quoteIdent(schema);
+  }
+
+  /** Creates or migrates the catalog schema once per process; safe with concurrent workers. */
+  private migrate(): Promise<void> {
+    this.ready ??= withClient(this.pool, this.url, async (c) => {
+      await c.query('BEGIN');
+      try {
+        await c.query(`SELECT pg_advisory_xact_lock(hashtext('tenantsafe.catalog.migrate'))`);
+        await c.query(`CREATE SCHEMA IF NOT EXISTS ${this.s}`);
+        await c.query(`CREATE TABLE IF NOT EXISTS ${this.s}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+        const applied = await c.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${this.s}.migrations`);
+        for (let v = (applied.rows[0].v ?? 0) + 1; v <= migrations.length; v++) {
+          await c.query(migrations[v - 1](this.s));
+          await c.query(`INSERT INTO ${this.s}.migrations (version) VALUES ($1)`, [v]);
+        }
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK');
+        throw err;
+      }
+    }).catch((err) => {
+      this.ready = null;
+      throw err;
+    });
+    return this.ready;
+  }
+
+  private async run<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
+    await this.migrate();
+    return withClient(this.pool, this.url, fn);
+  }
+
+  /** Idempotent: recording the same backup twice leaves one row. */
+  async recordBackup(manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
+    const rec = backupRecordOf(manifest, storageUri, prefix, manifestSha256);
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.backups (backup_id, kind, tenant_id, database, storage_uri, prefix, manifest_sha256, rows, bytes,
+                                        snapshot_at, lsn, tenant_checksum, schema_fingerprint, started_at, finished_at, manifest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         ON CONFLICT (backup_id) DO UPDATE SET storage_uri = EXCLUDED.storage_uri, prefix = EXCLUDED.prefix,
+           manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest`,
+        [
+          rec.backupId, rec.kind, rec.tenantId, rec.database, rec.storageUri, rec.prefix, rec.manifestSha256, rec.rows, rec.bytes,
+          rec.snapshotAt, rec.lsn, rec.tenantChecksum, rec.schemaFingerprint, rec.startedAt, rec.finishedAt, JSON.stringify(manifest),
+        ],
+      ),
+    );
+    return rec;
+  }
+
+  async listBackups(filter: { tenantId?: string } = {}): Promise<BackupRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT * FROM ${this.s}.backups WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY snapshot_at DESC, backup_id DESC`,
+        [filter.tenantId ?? null],
+      ),
+    );
+    return r.rows.map(rowToRecord);
+  }
+
+  async getBackup(backupId: string): Promise<BackupRecord> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]));
+    if (r.rowCount === 0) {
+      throw new TenantsafeError(ErrorType.BackupNotFound, `Backup "${backupId}" is not in the catalog.`, 'List backups with `tenantsafe backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
+    }
+    return rowToRecord(r.rows[0]);
+  }
+
+  async recordRun(run: RunRecord): Promise<void> {
+    const finished = run.status === 'running' ? null : new Date();
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.runs (workflow_id, run_id, workflow_type, tenant_id, backup_id, status, error, details, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (workflow_id, run_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
+           backup_id = coalesce(EXCLUDED.backup_id, ${this.s}.runs.backup_id),
+           details = ${this.s}.runs.details || EXCLUDED.details, finished_at = EXCLUDED.finished_at`,
+        [run.workflowId, run.runId, run.workflowType, run.tenantId ?? null, run.backupId ?? null, run.status, run.error ?? null, JSON.stringify(run.details ?? {}), finished],
+      ),
+    );
+  }
+
+  async listRuns(limit = 100): Promise<(RunRecord & { startedAt: string; finishedAt: string | null })[]> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.runs ORDER BY started_at DESC LIMIT $1`, [limit]));
+    return r.rows.map((x) => ({
+      workflowId: x.workflow_id, runId: x.run_id, workflowType: x.workflow_type, tenantId: x.tenant_id, backupId: x.backup_id,
+      status: x.status, error: x.error, details: x.details, startedAt: x.started_at.toISOString(), finishedAt: x.finished_at?.toISOString() ?? null,
+    }));
+  }
+
+  /**
+   * Rebuilds the backup index of one store from its manifests: adds what storage holds,
+   * drops rows whose manifest is gone. Invalid manifests are reported, not indexed.
+   */
+  async rebuild(store: ObjectStore): Promise<{ indexed: number; added: string[]; removed: string[]; invalid: { key: string; error: string }[] }> {
+    const found = new Map<string, { manifest: TenantManifest; prefix: string; sha256: string }>();
+    const invalid: { key: string; error: string }[] = [];
+    for await (const obj of store.list('tenants/')) {
+      if (!obj.key.endsWith('/' + manifestFile)) continue;
+      try {
+        const body = await store.getBytes(obj.key);
+        const manifest = parseManifest(body, obj.key);
+        found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
+      } catch (err) {
+        invalid.push({ key: obj.key, error: (err as Error).message });
+      }
+    }
+    const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
+    for (const { manifest, prefix, sha256 } of found.values()) await this.recordBackup(manifest, store.uri, prefix, sha256);
+    const removed = [...existing].filter((id) => !found.has(id));
+    if (removed.length) await this.run((c) => c.query(`DELETE FROM ${this.s}.backups WHERE backup_id = ANY($1)`, [removed]));
+    return { indexed: found.size, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };
+  }
+}
+
+function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): BackupRecord {
+  return {
+    backupId: m.backupId,
+    kind: 'tenant',
+    tenantId: m.tenantId,
+    database: m.database,
+    storageUri,
+    prefix,
+    manifestSha256,
+    rows: m.totals.rows,
+    bytes: m.totals.bytes,
+    snapshotAt: m.snapshot.at,
+    lsn: m.snapshot.lsn,
+    tenantChecksum: m.tenantChecksum,
+    schemaFingerprint: m.tenancy.fingerprint,
+    startedAt: m.startedAt,
+    finishedAt: m.finishedAt,
+  };
+}
+
+function rowToRecord(r: Record<string, any>): BackupRecord {
+  return {
+    backupId: r.backup_id,
+    kind: r.kind,
+    tenantId: r.tenant_id,
+    database: r.database,
+    storageUri: r.storage_uri,
+    prefix: r.prefix,
+    manifestSha256: r.manifest_sha256,
+    rows: Number(r.rows),
+    bytes: Number(r.bytes),
+    snapshotAt: r.snapshot_at.toISOString(),
+    lsn: r.lsn,
+    tenantChecksum: r.tenant_checksum,
+    schemaFingerprint: r.schema_fingerprint,
+    startedAt: r.started_at.toISOString(),
+    finishedAt: r.finished_at.toISOString(),
+  };
+}

@@ -1,0 +1,341 @@
+// tenantsafe.yaml: loading, ${ENV} interpolation, validation with errors that name the key,
+// and the embedded defaults used when there is no config at all (`tenantsafe dev`).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ErrorType, TenantsafeError } from './errors';
+
+export type StorageConfig =
+  | { kind: 'local'; path: string }
+  | { kind: 'gcs'; bucket: string; prefix: string; apiEndpoint?: string; projectId?: string };
+
+export interface Config {
+  /** Where the config came from: a file path, or 'embedded defaults'. */
+  source: string;
+  database: { url: string };
+  catalog: { url: string; schema: string };
+  tenancy: {
+    schemas: string[];
+    tenantTable: string;
+    tenantColumn: string;
+    globalTables: string[];
+    /** table → name of the foreign key that decides which tenant owns its rows */
+    ownership: Record<string, string>;
+  };
+  storage: { primary: StorageConfig };
+  temporal: { address: string; namespace: string; taskQueue: string };
+  backup: { parallelism: number; compressionLevel: number };
+  worker: { metricsPort: number };
+}
+
+/** Ports and paths of the embedded dev stack, relative to the project root. */
+export const embedded = {
+  postgresPort: 55432,
+  database: 'tenantsafe_sample',
+  dataDir: 'var/pg',
+  backupsDir: 'var/backups',
+  temporalAddress: '127.0.0.1:7233',
+  metricsPort: 9464,
+} as const;
+
+export const projectRoot = path.resolve(__dirname, '..');
+
+export function embeddedConfigDocument(): unknown {
+  return {
+    database: { url: `postgres://postgres@127.0.0.1:${embedded.postgresPort}/${embedded.database}` },
+    storage: { primary: { kind: 'local', path: path.join(projectRoot, embedded.backupsDir) } },
+    temporal: { address: embedded.temporalAddress },
+  };
+}
+
+export interface LoadOptions {
+  /** --config; else $TENANTSAFE_CONFIG; else ./tenantsafe.yaml if present; else embedded defaults */
+  path?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+export function configPathFor(opts: LoadOptions = {}): string | undefined {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const explicit = opts.path ?? env.TENANTSAFE_CONFIG;
+  if (explicit) return path.resolve(cwd, explicit);
+  const local = path.join(cwd, 'tenantsafe.yaml');
+  return fs.existsSync(local) ? local : undefined;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const file = configPathFor(opts);
+  if (!file) return parseConfig(embeddedConfigDocument(), { env, source: 'embedded defaults', baseDir: projectRoot });
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new TenantsafeError(
+      ErrorType.BadConfig,
+      `Cannot read config file ${file}: ${(err as Error).message}.`,
+      'Pass --config <path> or set TENANTSAFE_CONFIG to a readable tenantsafe.yaml.',
+    );
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new TenantsafeError(
+      ErrorType.BadConfig,
+      `Config file ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`,
+      'Fix the YAML syntax at the line shown.',
+    );
+  }
+  return parseConfig(doc, { env, source: file, baseDir: path.dirname(file) });
+}
+
+interface ParseContext {
+  env: NodeJS.ProcessEnv;
+  source: string;
+  /** relative storage paths are resolved against this directory */
+  baseDir: string;
+}
+
+/** Validates a config document, collecting every problem, each naming its key. */
+export function parseConfig(doc: unknown, ctx: ParseContext): Config {
+  const problems: string[] = [];
+  const root = new Section(interpolate(doc, '', ctx.env, problems), '', problems);
+
+  const database = root.section('database', true);
+  const databaseUrl = database.postgresUrl('url', true);
+  database.done();
+
+  const catalog = root.section('catalog');
+  const catalogUrl = catalog.postgresUrl('url') ?? databaseUrl;
+  const catalogSchema = catalog.identifier('schema') ?? 'tenantsafe';
+  catalog.done();
+
+  const tenancy = root.section('tenancy');
+  const tenancyConfig: Config['tenancy'] = {
+    schemas: tenancy.identifierList('schemas') ?? ['app'],
+    tenantTable: tenancy.identifier('tenantTable') ?? 'tenants',
+    tenantColumn: tenancy.identifier('tenantColumn') ?? 'tenant_id',
+    globalTables: tenancy.identifierList('globalTables') ?? [],
+    ownership: tenancy.stringMap('ownership') ?? {},
+  };
+  tenancy.done();
+
+  const storage = root.section('storage', true);
+  const primary = storage.section('primary', true);
+  const kind = primary.oneOf('kind', ['local', 'gcs'], true);
+  let primaryConfig: StorageConfig = { kind: 'local', path: '' };
+  if (kind === 'local') {
+    const dir = primary.string('path', true) ?? '';
+    primaryConfig = { kind: 'local', path: path.resolve(ctx.baseDir, dir) };
+  } else if (kind === 'gcs') {
+    primaryConfig = {
+      kind: 'gcs',
+      bucket: primary.string('bucket', true) ?? '',
+      prefix: (primary.string('prefix') ?? '').replace(/^\/+|\/+$/g, ''),
+      apiEndpoint: primary.url('apiEndpoint'),
+      projectId: primary.string('projectId'),
+    };
+  }
+  primary.done();
+  storage.done();
+
+  const temporal = root.section('temporal');
+  const temporalConfig = {
+    address: temporal.hostPort('address') ?? '127.0.0.1:7233',
+    namespace: temporal.string('namespace') ?? 'default',
+    taskQueue: temporal.string('taskQueue') ?? 'tenantsafe',
+  };
+  temporal.done();
+
+  const backup = root.section('backup');
+  const backupConfig = {
+    parallelism: backup.integer('parallelism', 1, 64) ?? 4,
+    compressionLevel: backup.integer('compressionLevel', 0, 9) ?? 1,
+  };
+  backup.done();
+
+  const worker = root.section('worker');
+  const workerConfig = { metricsPort: worker.integer('metricsPort', 0, 65535) ?? 9464 };
+  worker.done();
+
+  root.done();
+  if (problems.length > 0) {
+    throw new TenantsafeError(
+      ErrorType.BadConfig,
+      `Invalid config (${ctx.source}):\n  - ${problems.join('\n  - ')}\n`,
+      'Fix the keys listed above; docs: README.md#configuration.',
+    );
+  }
+  return {
+    source: ctx.source,
+    database: { url: databaseUrl ?? '' },
+    catalog: { url: catalogUrl ?? '', schema: catalogSchema },
+    tenancy: tenancyConfig,
+    storage: { primary: primaryConfig },
+    temporal: temporalConfig,
+    backup: backupConfig,
+    worker: workerConfig,
+  };
+}
+
+/** Replaces ${VAR} and ${VAR:-default} in every string value. */
+function interpolate(value: unknown, key: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_, name: string, fallback?: string) => {
+      const found = env[name];
+      if (found !== undefined && found !== '') return found;
+      if (fallback !== undefined) return fallback;
+      problems.push(`${key}: environment variable ${name} is not set`);
+      return '';
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${key}[${i}]`, env, problems));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, interpolate(v, key ? `${key}.${k}` : k, env, problems)]),
+    );
+  }
+  return value;
+}
+
+/** One mapping of the config; records a problem per bad or unknown key. */
+class Section {
+  private readonly values: Record<string, unknown>;
+  private readonly seen = new Set<string>();
+
+  constructor(
+    value: unknown,
+    private readonly prefix: string,
+    private readonly problems: string[],
+  ) {
+    if (value === undefined || value === null) {
+      this.values = {};
+    } else if (typeof value === 'object' && !Array.isArray(value)) {
+      this.values = value as Record<string, unknown>;
+    } else {
+      this.problems.push(`${prefix || '(top level)'}: must be a mapping of keys`);
+      this.values = {};
+    }
+  }
+
+  private key(name: string): string {
+    return this.prefix ? `${this.prefix}.${name}` : name;
+  }
+
+  private take(name: string, required: boolean): unknown {
+    this.seen.add(name);
+    const v = this.values[name];
+    if ((v === undefined || v === null || v === '') && required) this.problems.push(`${this.key(name)}: is required`);
+    return v === null || v === '' ? undefined : v;
+  }
+
+  private fail(name: string, what: string, got: unknown): undefined {
+    this.problems.push(`${this.key(name)}: ${what} (got ${JSON.stringify(got)})`);
+    return undefined;
+  }
+
+  section(name: string, required = false): Section {
+    return new Section(this.take(name, required), this.key(name), this.problems);
+  }
+
+  string(name: string, required = false): string | undefined {
+    const v = this.take(name, required);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') return this.fail(name, 'must be a string', v);
+    return String(v);
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], required = false): T | undefined {
+    const v = this.string(name, required);
+    if (v === undefined) return undefined;
+    if (!(allowed as readonly string[]).includes(v)) return this.fail(name, `must be one of ${allowed.join(', ')}`, v);
+    return v as T;
+  }
+
+  identifier(name: string): string | undefined {
+    const v = this.string(name);
+    if (v !== undefined && (v.length === 0 || v.length > 63)) return this.fail(name, 'must be a name of 1 to 63 characters', v);
+    return v;
+  }
+
+  identifierList(name: string): string[] | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((s) => typeof s !== 'string' || s.length === 0)) {
+      return this.fail(name, 'must be a list of names', v);
+    }
+    return v as string[];
+  }
+
+  stringMap(name: string): Record<string, string> | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || Array.isArray(v) || Object.values(v as object).some((s) => typeof s !== 'string')) {
+      return this.fail(name, 'must be a mapping of table name to foreign key name', v);
+    }
+    return v as Record<string, string>;
+  }
+
+  integer(name: string, min: number, max: number): number | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    const n = typeof v === 'string' && /^-?\d+$/.test(v) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+      return this.fail(name, `must be an integer from ${min} to ${max}`, v);
+    }
+    return n;
+  }
+
+  url(name: string): string | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    if (!/^https?:\/\/[^/\s]+/.test(v)) return this.fail(name, 'must be an http(s) URL', v);
+    return v;
+  }
+
+  postgresUrl(name: string, required = false): string | undefined {
+    const v = this.string(name, required);
+    if (v === undefined) return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(v);
+    } catch {
+      return this.fail(name, 'must be a postgres:// URL', redactUrl(v));
+    }
+    if (!['postgres:', 'postgresql:'].includes(parsed.protocol) || !parsed.pathname.slice(1)) {
+      return this.fail(name, 'must be a postgres://user@host:port/database URL', redactUrl(v));
+    }
+    return v;
+  }
+
+  hostPort(name: string): string | undefined {
+    const v = this.string(name);
+    if (v !== undefined && !/^[^\s:/]+:\d{1,5}$/.test(v)) return this.fail(name, 'must be host:port', v);
+    return v;
+  }
+
+  /** Reports keys nobody asked for: usually a typo. */
+  done(): void {
+    for (const k of Object.keys(this.values)) {
+      if (!this.seen.has(k)) this.problems.push(`${this.key(k)}: unknown key`);
+    }
+  }
+}
+
+/** A database URL with its password replaced, safe for logs, errors and workflow history. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/:\/\/([^:@/]+):[^@/]*@/, '://$1:***@');
+  }
+}
+
+/** The database name of a postgres URL. */
+export function databaseName(url: string): string {
+  return decodeURIComponent(new URL(url).pathname.slice(1));
+}

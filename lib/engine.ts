@@ -1,0 +1,48 @@
+// The engine's shared resources for one process (a worker, the CLI): config, database and
+// catalog pools, the primary store. Created lazily, closed once.
+import type { Pool } from 'pg';
+import { Catalog } from './catalog';
+import type { Config } from './config';
+import { createPool } from './pg';
+import { createStore } from './storage';
+import type { ObjectStore } from './storage/types';
+
+export class Engine {
+  private pools: Pool[] = [];
+  private dbPool?: Pool;
+  private catalogInstance?: Catalog;
+  private primaryStore?: ObjectStore;
+
+  constructor(readonly config: Config) {}
+
+  get db(): Pool {
+    this.dbPool ??= this.track(createPool(this.config.database.url, 4, 'tenantsafe'));
+    return this.dbPool;
+  }
+
+  get catalog(): Catalog {
+    if (!this.catalogInstance) {
+      const { url, schema } = this.config.catalog;
+      const pool = url === this.config.database.url ? this.db : this.track(createPool(url, 2, 'tenantsafe-catalog'));
+      this.catalogInstance = new Catalog(pool, url, schema);
+    }
+    return this.catalogInstance;
+  }
+
+  get store(): ObjectStore {
+    this.primaryStore ??= createStore(this.config.storage.primary);
+    return this.primaryStore;
+  }
+
+  private track(pool: Pool): Pool {
+    // An idle client losing its server (restart, failover) must not crash the process.
+    pool.on('error', () => undefined);
+    this.pools.push(pool);
+    return pool;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.pools.map((p) => p.end().catch(() => undefined)));
+    this.pools = [];
+  }
+}

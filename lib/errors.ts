@@ -1,0 +1,57 @@
+// Stable error type names, shared by the engine, activities (as ApplicationFailure types),
+// workflows and the CLI (for exit codes). Pure TypeScript: workflows import this module too.
+
+export const ErrorType = {
+  BadConfig: 'BadConfig',
+  BadInput: 'BadInput',
+  TenantNotFound: 'TenantNotFound',
+  BackupNotFound: 'BackupNotFound',
+  TenancyUnresolved: 'TenancyUnresolved',
+  DatabaseUnreachable: 'DatabaseUnreachable',
+  StorageUnwritable: 'StorageUnwritable',
+  StorageUnavailable: 'StorageUnavailable',
+  ObjectMissing: 'ObjectMissing',
+  CorruptBackup: 'CorruptBackup',
+  UnsupportedFormat: 'UnsupportedFormat',
+  AlreadyRunning: 'AlreadyRunning',
+  TemporalUnreachable: 'TemporalUnreachable',
+  NoWorker: 'NoWorker',
+} as const;
+export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
+
+/** Errors a person fixes by changing what they asked for: CLI exit code 2. */
+const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
+  ErrorType.BadConfig,
+  ErrorType.BadInput,
+  ErrorType.TenantNotFound,
+  ErrorType.BackupNotFound,
+  ErrorType.TenancyUnresolved,
+  ErrorType.UnsupportedFormat,
+  ErrorType.AlreadyRunning,
+]);
+
+/** Errors that may pass by themselves (a restarting database, a storage blip): worth retrying. */
+const transientTypes: ReadonlySet<string> = new Set<ErrorType>([
+  ErrorType.DatabaseUnreachable,
+  ErrorType.StorageUnavailable,
+]);
+
+export function isBadInput(type: string | undefined | null): boolean {
+  return type != null && badInputTypes.has(type);
+}
+
+export function isTransient(type: string | undefined | null): boolean {
+  return type != null && transientTypes.has(type);
+}
+
+/** An error with a stable type and a message that ends with what the operator should do. */
+export class TenantsafeError extends Error {
+  constructor(
+    readonly type: ErrorType,
+    problem: string,
+    readonly hint: string,
+  ) {
+    super(`${problem} HINT: ${hint}`);
+    this.name = type;
+  }
+}

@@ -1,0 +1,23 @@
+// Backup ids: YYYYMMDD-HHMMSS + kind letter + '-' + 6 hex, e.g. 20261125-053012T-3f9a2c.
+// They sort by time (pgBackRest style) and stay unique when many start in the same second.
+// Pure TypeScript: workflows import it to name backups deterministically.
+
+export const backupKinds = { tenant: 'T', safety: 'S', full: 'F' } as const;
+export type BackupKind = keyof typeof backupKinds;
+
+const labelPattern = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})([TSF])-([0-9a-f]{6})$/;
+
+/** `unique` is any hex-ish string (a workflow run id); its first 6 hex digits are used. */
+export function backupLabel(at: Date, kind: BackupKind, unique: string): string {
+  const iso = at.toISOString(); // 2026-11-25T05:30:12.345Z
+  const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}-${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}`;
+  const hex = unique.toLowerCase().replace(/[^0-9a-f]/g, '').padEnd(6, '0').slice(0, 6);
+  return `${stamp}${backupKinds[kind]}-${hex}`;
+}
+
+export function parseBackupLabel(id: string): { at: Date; kind: BackupKind } | null {
+  const m = labelPattern.exec(id);
+  if (!m) return null;
+  const kind = (Object.keys(backupKinds) as BackupKind[]).find((k) => backupKinds[k] === m[7])!;
+  return { at: new Date(Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6])), kind };
+}

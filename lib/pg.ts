@@ -1,0 +1,93 @@
+// Small Postgres helpers shared by the engine: connections with clear errors, quoting,
+// and the session settings that make COPY text output byte-for-byte reproducible.
+import { Client, Pool, type ClientConfig } from 'pg';
+import { redactUrl } from './config';
+import { ErrorType, TenantsafeError } from './errors';
+
+/** Quotes an identifier the way Postgres' quote_ident does (always, to keep mixed case). */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** schema.table, both quoted. */
+export function qualified(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
+/** A SQL string literal (standard_conforming_strings on, which is the default since 9.1). */
+export function quoteLiteral(value: string): string {
+  if (value.includes('\0')) throw new TenantsafeError(ErrorType.BadInput, 'Value contains a NUL byte.', 'Remove it.');
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/**
+ * Settings that fix the text form of values, so that a row's COPY text (and so its checksum)
+ * is the same whichever session, server or client settings produced it.
+ */
+export const reproducibleSessionSettings: Record<string, string> = {
+  DateStyle: 'ISO, MDY',
+  IntervalStyle: 'postgres',
+  TimeZone: 'UTC',
+  extra_float_digits: '1',
+  bytea_output: 'hex',
+  client_encoding: 'UTF8',
+  standard_conforming_strings: 'on',
+};
+
+const sessionOptions = Object.entries(reproducibleSessionSettings)
+  .map(([k, v]) => `-c ${k}=${v.replace(/ /g, "\\ ")}`)
+  .join(' ');
+
+export function clientConfig(url: string, applicationName = 'tenantsafe'): ClientConfig {
+  return { connectionString: url, application_name: applicationName, options: sessionOptions, connectionTimeoutMillis: 10_000 };
+}
+
+/** Turns a connection failure into an error that says which database and what to check. */
+export function connectionError(url: string, err: unknown): Error {
+  const e = err as NodeJS.ErrnoException & { code?: string };
+  const where = redactUrl(url);
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', '57P03'].includes(e.code ?? '') || /timeout/i.test(e.message)) {
+    return new TenantsafeError(
+      ErrorType.DatabaseUnreachable,
+      `Database ${where} is unreachable: ${e.code ?? ''} ${e.message}.`.replace(/\s+/g, ' '),
+      'Check that PostgreSQL is running and that database.url in the config points at it.',
+    );
+  }
+  if (e.code === '3D000' || e.code === '28P01' || e.code === '28000') {
+    return new TenantsafeError(
+      ErrorType.BadConfig,
+      `Cannot connect to ${where}: ${e.message}.`,
+      'Check the database name, user and password in database.url.',
+    );
+  }
+  return err as Error;
+}
+
+export async function connect(url: string, applicationName?: string): Promise<Client> {
+  const client = new Client(clientConfig(url, applicationName));
+  try {
+    await client.connect();
+  } catch (err) {
+    throw connectionError(url, err);
+  }
+  return client;
+}
+
+export function createPool(url: string, max = 4, applicationName?: string): Pool {
+  return new Pool({ ...clientConfig(url, applicationName), max });
+}
+
+/** Runs fn on a client from the pool, translating connection failures. */
+export async function withClient<T>(pool: Pool, url: string, fn: (c: import('pg').PoolClient) => Promise<T>): Promise<T> {
+  let client: import('pg').PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    throw connectionError(url, err);
+  }
+  try {
+    return await fn(client);
+  } finally {
+    client.release();
+  }
+}

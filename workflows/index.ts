@@ -1,0 +1,3 @@
+// Every workflow type the worker registers (DESIGN: public contract, workflow types).
+export { tenantBackup } from './tenantBackup';
+export { tenantBackupsAll } from './tenantBackupsAll';

@@ -1,0 +1,64 @@
+// Runbook: back up one tenant.
+//   1. check the tenant exists and storage is writable (bad input fails here, nothing written)
+//   2. export every owned table from one snapshot, objects first, manifest last
+//   3. index the backup in the catalog
+// On failure: remove what was written unless a manifest made it a complete backup.
+import { CancellationScope, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { TenantBackupActivities } from '../activities/tenantBackup';
+import { backupLabel } from '../lib/labels';
+import { rootCause } from './failures';
+import { requireTenantId } from './inputs';
+import { searchAttributes, tenantBackupStatusQuery, type TenantBackupInput, type TenantBackupResult, type TenantBackupStatus } from './messages';
+import { bulkCopy, shortStep } from './profiles';
+
+const step = proxyActivities<TenantBackupActivities>(shortStep);
+const copy = proxyActivities<TenantBackupActivities>(bulkCopy);
+
+export async function tenantBackup(input: TenantBackupInput): Promise<TenantBackupResult> {
+  const tenantId = requireTenantId(input);
+  const { workflowId, runId, startTime } = workflowInfo();
+  const backupId = backupLabel(startTime, 'tenant', runId);
+  const status: TenantBackupStatus = { state: 'checking', tenantId, backupId };
+  setHandler(tenantBackupStatusQuery, () => status);
+  upsertSearchAttributes([
+    { key: searchAttributes.tenantId, value: tenantId },
+    { key: searchAttributes.backupKind, value: 'tenant' },
+  ]);
+  const run = { workflowId, runId, workflowType: 'tenantBackup', tenantId, backupId };
+  await step.recordRun({ ...run, status: 'running' });
+
+  try {
+    const check = await step.checkTenantBackup({ tenantId });
+    upsertSearchAttributes([{ key: searchAttributes.database, value: check.database }]);
+
+    status.state = 'exporting';
+    const backup = await copy.takeTenantBackup({ tenantId, backupId });
+
+    status.state = 'recording';
+    await step.recordTenantBackup({ tenantId, backupId, manifestSha256: backup.manifestSha256 });
+    status.state = 'done';
+    await step.recordRun({ ...run, status: 'completed', details: { rows: backup.rows, bytes: backup.bytes } });
+    return {
+      backupId,
+      tenantId,
+      status: 'completed',
+      rows: backup.rows,
+      bytes: backup.bytes,
+      snapshotAt: backup.snapshotAt,
+      lsn: backup.lsn,
+      storageUri: backup.storageUri,
+      tenantChecksum: backup.tenantChecksum,
+    };
+  } catch (err) {
+    const cause = rootCause(err);
+    const wroteObjects = status.state !== 'checking';
+    status.state = 'failed';
+    status.error = cause.message;
+    // Compensate even when the workflow itself is being cancelled.
+    await CancellationScope.nonCancellable(async () => {
+      if (wroteObjects) await step.discardIncompleteBackup({ tenantId, backupId }).catch(() => undefined);
+      await step.recordRun({ ...run, status: 'failed', error: cause.message }).catch(() => undefined);
+    });
+    throw err;
+  }
+}
