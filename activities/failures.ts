@@ -5,7 +5,7 @@ import { isTransient, TenantsafeError } from '../lib/errors';
 
 export function toFailure(err: unknown): unknown {
   if (err instanceof TenantsafeError) {
-    return ApplicationFailure.create({ message: err.message, type: err.type, nonRetryable: !isTransient(err.type), cause: err });
+    return ApplicationFailure.create({ message: err.message, type: err.type, nonRetryable: !isTransient(err.type) });
   }
   return err;
 }

@@ -1,8 +1,8 @@
 // The `tenantsafe` CLI (DESIGN: public contract). Every command takes --json; exit 0 ok,
 // 1 failed, 2 bad input.
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { removeIncompleteBackups } from '../lib/backup/tenantBackup';
-import { loadConfig, redactUrl, type Config } from '../lib/config';
+import { defaultDevLayout, loadConfig, redactUrl, type Config } from '../lib/config';
 import { parseDuration } from '../lib/duration';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -202,7 +202,35 @@ export function buildProgram(): Command {
       await runWorkerUntilSignal(config(cmd));
     });
 
-  program.addOption(new Option('--debug').hideHelp());
+  const layoutOptions = (cmd: Command) =>
+    cmd
+      .option('--home <dir>', 'where the embedded stack keeps its cluster, Temporal state and backups', defaultDevLayout.home)
+      .option('--pg-port <n>', 'port of the private Postgres', positiveInt('--pg-port'), defaultDevLayout.pgPort)
+      .option('--temporal-port <n>', 'port of the Temporal dev server', positiveInt('--temporal-port'), defaultDevLayout.temporalPort)
+      .option('--ui-port <n>', 'port of the Temporal Web UI', positiveInt('--ui-port'), defaultDevLayout.uiPort);
+  type LayoutFlags = { home: string; pgPort: number; temporalPort: number; uiPort: number };
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+
+  layoutOptions(program.command('dev'))
+    .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')
+    .action(async (opts: LayoutFlags, cmd: Command) => {
+      const { startDevStack } = await import('./dev');
+      const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log });
+      log('tenantsafe dev: up; Ctrl-C stops it');
+      await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()).once('SIGTERM', () => resolve()));
+      await stack.stop();
+    });
+
+  layoutOptions(program.command('demo'))
+    .description('the main job end to end on the embedded defaults: stack up, back up a tenant, show it')
+    .option('--tenant <tenantId>', 'the tenant to work on', 'globex')
+    .option('--keep', 'leave the stack running afterwards')
+    .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
+      const { runDemo } = await import('./demo');
+      const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep });
+      emit(globals(cmd), out, () => `Demo done: tenant ${out.tenantId} backed up as ${out.backup.backupId} (${out.backup.rows} rows).`);
+    });
+
   return program;
 }
 

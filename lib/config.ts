@@ -25,32 +25,37 @@ export interface Config {
   storage: { primary: StorageConfig };
   temporal: { address: string; namespace: string; taskQueue: string };
   backup: { parallelism: number; compressionLevel: number };
-  worker: { metricsPort: number };
 }
-
-/** Ports and paths of the embedded dev stack, relative to the project root. */
-export const embedded = {
-  postgresPort: 55432,
-  database: 'tenantsafe_sample',
-  dataDir: 'var/pg',
-  backupsDir: 'var/backups',
-  temporalAddress: '127.0.0.1:7233',
-  metricsPort: 9464,
-} as const;
 
 export const projectRoot = path.resolve(__dirname, '..');
 
-export function embeddedConfigDocument(): unknown {
+/** Where the embedded dev stack lives: a private Postgres, a Temporal dev server, local backups. */
+export interface DevLayout {
+  /** holds pg/ (the cluster), temporal/ (sqlite) and backups/ */
+  home: string;
+  pgPort: number;
+  temporalPort: number;
+  uiPort: number;
+}
+
+export const defaultDevLayout: DevLayout = { home: path.join(projectRoot, 'var'), pgPort: 55432, temporalPort: 7233, uiPort: 8233 };
+
+/** The sample multi-tenant database the embedded stack generates. */
+export const sampleDatabase = 'tenantsafe_sample';
+
+export function embeddedConfigDocument(layout: DevLayout = defaultDevLayout): unknown {
   return {
-    database: { url: `postgres://postgres@127.0.0.1:${embedded.postgresPort}/${embedded.database}` },
-    storage: { primary: { kind: 'local', path: path.join(projectRoot, embedded.backupsDir) } },
-    temporal: { address: embedded.temporalAddress },
+    database: { url: `postgres://postgres@127.0.0.1:${layout.pgPort}/${sampleDatabase}` },
+    storage: { primary: { kind: 'local', path: path.join(layout.home, 'backups') } },
+    temporal: { address: `127.0.0.1:${layout.temporalPort}` },
   };
 }
 
 export interface LoadOptions {
   /** --config; else $TENANTSAFE_CONFIG; else ./tenantsafe.yaml if present; else embedded defaults */
   path?: string;
+  /** the embedded stack to describe when there is no config file */
+  layout?: DevLayout;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
 }
@@ -67,7 +72,7 @@ export function configPathFor(opts: LoadOptions = {}): string | undefined {
 export function loadConfig(opts: LoadOptions = {}): Config {
   const env = opts.env ?? process.env;
   const file = configPathFor(opts);
-  if (!file) return parseConfig(embeddedConfigDocument(), { env, source: 'embedded defaults', baseDir: projectRoot });
+  if (!file) return parseConfig(embeddedConfigDocument(opts.layout), { env, source: 'embedded defaults', baseDir: projectRoot });
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -156,10 +161,6 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   };
   backup.done();
 
-  const worker = root.section('worker');
-  const workerConfig = { metricsPort: worker.integer('metricsPort', 0, 65535) ?? 9464 };
-  worker.done();
-
   root.done();
   if (problems.length > 0) {
     throw new TenantsafeError(
@@ -176,7 +177,6 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     storage: { primary: primaryConfig },
     temporal: temporalConfig,
     backup: backupConfig,
-    worker: workerConfig,
   };
 }
 

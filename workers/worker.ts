@@ -26,7 +26,7 @@ export async function startWorker(
     taskQueue: config.temporal.taskQueue,
     ...(opts.bundle ? { workflowBundle: opts.bundle } : { workflowsPath }),
     activities: createActivities(engine),
-    identity: opts.identity,
+    ...(opts.identity ? { identity: opts.identity } : {}),
     // Lets in-flight activities finish their current step on a graceful stop.
     shutdownGraceTime: '10s',
   });

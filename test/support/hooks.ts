@@ -1,2 +1,9 @@
-// Root hooks for the whole mocha run (filled in as the shared test stack is built).
-export const mochaHooks = {};
+// Root hooks for the whole mocha run: the shared servers stop once at the end.
+import { stopTestStack } from './stack';
+
+export const mochaHooks = {
+  async afterAll(this: Mocha.Context) {
+    this.timeout(60_000);
+    await stopTestStack();
+  },
+};

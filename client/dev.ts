@@ -1,0 +1,107 @@
+// `tenantsafe dev` and `demo`: bring up everything on one machine. With no config, the
+// embedded defaults: a private Postgres holding the generated sample database, a Temporal dev
+// server from temporal-dev.yaml (reused when one already answers), a worker. With a config,
+// its database and Temporal are used as they are.
+import * as path from 'node:path';
+import { Client } from 'pg';
+import { configPathFor, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
+import { PrivateCluster } from '../lib/devstack/postgres';
+import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from '../lib/devstack/temporal';
+import { generateSample, type SampleOptions } from '../lib/sample/generate';
+import { startWorker, type StartedWorker } from '../workers/worker';
+
+export interface DevStack {
+  config: Config;
+  uiUrl: string | undefined;
+  worker: StartedWorker;
+  stop(): Promise<void>;
+}
+
+export interface DevStackOptions {
+  configPath?: string;
+  layout?: Partial<DevLayout>;
+  sample?: SampleOptions;
+  log: (line: string) => void;
+}
+
+/** The sample the embedded stack generates: 40 tenants of Zipf-like sizes, ~200k rows. */
+export const embeddedSample: SampleOptions = { tenants: 40, rows: 200_000 };
+
+export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
+  const layout: DevLayout = { ...defaultDevLayout, ...opts.layout };
+  const configFile = configPathFor({ path: opts.configPath });
+  const config = loadConfig({ path: opts.configPath, layout });
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    if (!configFile) stops.push(await ensureSampleDatabase(layout, opts.sample ?? embeddedSample, opts.log));
+    else opts.log(`config: ${configFile}`);
+
+    let uiUrl: string | undefined;
+    if (await isTemporalListening(config.temporal.address)) {
+      opts.log(`temporal: reusing the server at ${config.temporal.address}`);
+    } else {
+      const [host, port] = config.temporal.address.split(':');
+      const server: TemporalDevServer = await startTemporalDevServer(
+        loadTemporalDevConfig(undefined, {
+          ip: host,
+          port: Number(port),
+          uiPort: configFile ? Number(port) + 1000 : layout.uiPort,
+          httpPort: 0,
+          metricsPort: 0,
+          dbFilename: path.join(layout.home, 'temporal', 'dev.sqlite'),
+        }),
+        { logFile: path.join(layout.home, 'temporal', 'dev.log') },
+      );
+      uiUrl = server.uiUrl;
+      stops.push(() => server.stop());
+      opts.log(`temporal: dev server at ${server.address}, Web UI ${server.uiUrl}`);
+    }
+
+    const worker = await startWorker(config);
+    stops.push(() => worker.shutdown());
+    opts.log(`worker: polling task queue ${config.temporal.taskQueue}`);
+    return {
+      config,
+      uiUrl,
+      worker,
+      async stop() {
+        for (const stop of stops.reverse()) await stop().catch(() => undefined);
+      },
+    };
+  } catch (err) {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Starts (creating if needed) the private cluster and generates the sample once. Returns its stop. */
+async function ensureSampleDatabase(layout: DevLayout, sample: SampleOptions, log: (line: string) => void): Promise<() => Promise<void>> {
+  const cluster = await PrivateCluster.create({ dataDir: path.join(layout.home, 'pg'), port: layout.pgPort });
+  const wasRunning = await cluster.isRunning();
+  if (!wasRunning) await cluster.start();
+  log(`postgres: private cluster ${cluster.dataDir} on 127.0.0.1:${cluster.port}`);
+  const admin = new Client({ connectionString: cluster.url('postgres') });
+  await admin.connect();
+  try {
+    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [sampleDatabase]);
+    if (exists.rowCount === 0) {
+      log(`postgres: generating the sample multi-tenant database ${sampleDatabase} (${sample.tenants} tenants, ~${sample.rows} rows)`);
+      await admin.query(`CREATE DATABASE ${sampleDatabase}`);
+      const db = new Client({ connectionString: cluster.url(sampleDatabase) });
+      await db.connect();
+      try {
+        await generateSample(db, sample);
+      } catch (err) {
+        await db.end();
+        await admin.query(`DROP DATABASE ${sampleDatabase}`);
+        throw err;
+      }
+      await db.end();
+    }
+  } finally {
+    await admin.end();
+  }
+  return async () => {
+    if (!wasRunning) await cluster.stop('fast');
+  };
+}

@@ -1,0 +1,286 @@
+// A directory as an object store. A key maps to root/<key>; an object appears only through an
+// atomic rename of a fully written and fsynced hidden partial file, so a crash or a killed
+// writer leaves either the old object, the new one, or an invisible partial file that
+// deletePrefix cleans up.
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import * as path from 'node:path';
+import { addAbortSignal, type Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import type { StorageConfig } from '../config';
+import { ErrorType, TenantsafeError } from '../errors';
+import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
+
+export type LocalStorageConfig = Extract<StorageConfig, { kind: 'local' }>;
+
+/** `.<name>.partial-<pid>-<hex>`: where a put writes before it renames onto <name>. */
+const partialName = /^\.(.+)\.partial-\d+-[0-9a-f]+$/;
+
+function partialPath(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.partial-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+/**
+ * Throws BadInput unless `key` is a relative '/'-separated path of plain names (shared by all
+ * drivers, so a key means the same object everywhere and can never escape the store's root).
+ * A prefix may also be empty, end with '/', or end inside a name.
+ */
+export function checkKey(key: string, kind: 'key' | 'prefix' = 'key'): void {
+  const segments = key.split('/');
+  const last = segments.length - 1;
+  let problem: string | undefined;
+  if (key.includes('\0')) problem = 'contains a NUL character';
+  else if (key.startsWith('/')) problem = 'starts with /';
+  else if (segments.some((s, i) => s === '' && !(kind === 'prefix' && i === last))) problem = 'is empty or has an empty segment (//)';
+  else if (segments.some((s) => s === '.' || s === '..')) problem = 'has a . or .. segment';
+  else if (kind === 'key' && partialName.test(segments[last])) problem = 'has the name of a partial upload';
+  if (problem) {
+    throw new TenantsafeError(ErrorType.BadInput, `Invalid storage ${kind} ${JSON.stringify(key)}: it ${problem}.`, 'Use a relative path of names separated by single slashes.');
+  }
+}
+
+/** Key order as GCS lists it: by UTF-8 bytes. */
+function byKey(a: ObjectInfo, b: ObjectInfo): number {
+  return Buffer.compare(Buffer.from(a.key), Buffer.from(b.key));
+}
+
+interface Entry {
+  kind: 'object' | 'partial' | 'dir';
+  key: string;
+  file: string;
+}
+
+export class LocalStore implements ObjectStore {
+  readonly uri: string;
+  private readonly root: string;
+
+  constructor(cfg: LocalStorageConfig) {
+    this.root = path.resolve(cfg.path);
+    this.uri = pathToFileURL(this.root).href;
+  }
+
+  async put(key: string, source: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    checkKey(key);
+    opts.signal?.throwIfAborted();
+    const file = path.join(this.root, key);
+    const dir = path.dirname(file);
+    const partial = partialPath(file);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let fh: FileHandle | undefined;
+    try {
+      await this.mkdirDurably(dir);
+      fh = await this.writing(open(partial, 'wx'), partial);
+      const chunks = Buffer.isBuffer(source) ? [source] : opts.signal ? addAbortSignal(opts.signal, source) : source;
+      // Errors of the source pass through as they are: only our own writes are storage errors.
+      for await (const chunk of chunks) {
+        const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+        hash.update(buf);
+        bytes += buf.length;
+        await this.writing(fh.write(buf), partial);
+      }
+      opts.signal?.throwIfAborted();
+      await this.writing(fh.sync(), partial);
+      await this.writing(fh.close(), partial);
+      fh = undefined;
+      await this.writing(rename(partial, file), file);
+      await this.writing(fsyncDir(dir), dir);
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      await unlink(partial).catch(() => undefined);
+      throw err;
+    }
+    return { key, bytes, sha256: hash.digest('hex') };
+  }
+
+  async get(key: string): Promise<Readable> {
+    checkKey(key);
+    const fh = await this.reading(open(path.join(this.root, key), 'r'), key);
+    try {
+      // open() succeeds on a directory; reading it would fail later with EISDIR.
+      if (!(await this.reading(fh.stat(), key)).isFile()) throw this.missing(key);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return fh.createReadStream();
+  }
+
+  async getBytes(key: string): Promise<Buffer> {
+    checkKey(key);
+    return this.reading(readFile(path.join(this.root, key)), key);
+  }
+
+  async stat(key: string): Promise<ObjectInfo | null> {
+    checkKey(key);
+    try {
+      const st = await this.reading(stat(path.join(this.root, key)), key);
+      return st.isFile() ? { key, bytes: st.size } : null;
+    } catch (err) {
+      if (err instanceof TenantsafeError && err.type === ErrorType.ObjectMissing) return null;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    checkKey(prefix, 'prefix');
+    const found: ObjectInfo[] = [];
+    for (const e of await this.entries(prefix)) {
+      if (e.kind !== 'object') continue;
+      // Gone meanwhile (a concurrent delete): not listed.
+      const st = await stat(e.file).catch(() => undefined);
+      if (st) found.push({ key: e.key, bytes: st.size });
+    }
+    yield* found.sort(byKey);
+  }
+
+  async delete(key: string): Promise<void> {
+    checkKey(key);
+    await this.remove(path.join(this.root, key));
+  }
+
+  async deletePrefix(prefix: string): Promise<number> {
+    checkKey(prefix, 'prefix');
+    let deleted = 0;
+    // Post-order: a directory comes after its contents, so it is empty when its turn comes.
+    for (const e of await this.entries(prefix)) {
+      if (e.kind === 'dir') {
+        // Not empty: someone is writing there right now (or it holds what the prefix excludes).
+        await rmdir(e.file).catch(() => undefined);
+        continue;
+      }
+      if ((await this.remove(e.file)) && e.kind === 'object') deleted++;
+    }
+    return deleted;
+  }
+
+  async probe(): Promise<void> {
+    // A name of the partial kind: invisible to list, and removed by deletePrefix if we die here.
+    const file = partialPath(path.join(this.root, 'probe'));
+    await this.mkdirDurably(this.root);
+    const fh = await this.writing(open(file, 'wx'), file);
+    try {
+      await this.writing(fh.write('tenantsafe probe\n'), file);
+      await this.writing(fh.sync(), file);
+    } finally {
+      await fh.close().catch(() => undefined);
+      await unlink(file).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Everything under the directory that `prefix` ends in whose key (for a partial file: the key
+   * it was going to become; for a directory: its key plus '/') starts with prefix.
+   */
+  private async entries(prefix: string): Promise<Entry[]> {
+    const out: Entry[] = [];
+    const walk = async (dirKey: string): Promise<void> => {
+      let names;
+      try {
+        names = await readdir(path.join(this.root, dirKey), { withFileTypes: true });
+      } catch (err) {
+        if (isMissing(err)) return; // no such directory, or removed meanwhile: nothing there
+        throw this.unavailable(err, dirKey);
+      }
+      for (const d of names) {
+        const key = dirKey + d.name;
+        const file = path.join(this.root, key);
+        if (d.isDirectory()) {
+          // The walk starts in the directory the prefix ends in: below it, a directory either
+          // matches as a whole or not at all.
+          if (`${key}/`.startsWith(prefix)) {
+            await walk(`${key}/`);
+            out.push({ kind: 'dir', key, file });
+          }
+        } else if (d.isFile()) {
+          const target = partialName.exec(d.name);
+          if (target) {
+            if ((dirKey + target[1]).startsWith(prefix)) out.push({ kind: 'partial', key: dirKey + target[1], file });
+          } else if (key.startsWith(prefix)) {
+            out.push({ kind: 'object', key, file });
+          }
+        }
+      }
+    };
+    const start = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    await walk(start);
+    // A prefix ending in '/' covers its own directory too (never the root: start is '' then).
+    if (start && start === prefix) out.push({ kind: 'dir', key: start.slice(0, -1), file: path.join(this.root, start) });
+    return out;
+  }
+
+  /** mkdir -p, then fsyncs the parent of every directory it created so they survive a crash. */
+  private async mkdirDurably(dir: string): Promise<void> {
+    const first = await this.writing(mkdir(dir, { recursive: true }), dir);
+    if (!first) return;
+    for (let d = dir; ; d = path.dirname(d)) {
+      await this.writing(fsyncDir(path.dirname(d)), path.dirname(d));
+      if (d === first) return;
+    }
+  }
+
+  /** unlink; false when it was not there (deleting is idempotent). */
+  private async remove(file: string): Promise<boolean> {
+    try {
+      await unlink(file);
+      return true;
+    } catch (err) {
+      if (isMissing(err)) return false;
+      throw this.unwritable(err, file);
+    }
+  }
+
+  private async writing<T>(op: Promise<T>, file: string): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      throw this.unwritable(err, file);
+    }
+  }
+
+  private unwritable(err: unknown, file: string): TenantsafeError {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EEXIST' ? `${e.message} (a file where a directory must be)` : e.message;
+    return new TenantsafeError(
+      ErrorType.StorageUnwritable,
+      `Cannot write ${file} in local storage ${this.root}: ${why}.`,
+      `Make ${this.root} a writable directory (permissions, free space, no read-only mount, no regular file in the path), or set storage.primary.path to one.`,
+    );
+  }
+
+  private async reading<T>(op: Promise<T>, key: string): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      throw isMissing(err) ? this.missing(key) : this.unavailable(err, key);
+    }
+  }
+
+  private missing(key: string): TenantsafeError {
+    return new TenantsafeError(ErrorType.ObjectMissing, `There is no object ${key} in ${this.uri}.`, 'Check the backup id; `tenantsafe verify <backupId>` reports every missing object.');
+  }
+
+  private unavailable(err: unknown, key: string): TenantsafeError {
+    return new TenantsafeError(
+      ErrorType.StorageUnavailable,
+      `Cannot read ${key || '/'} in local storage ${this.root}: ${(err as Error).message}.`,
+      `Check that ${this.root} is mounted and readable.`,
+    );
+  }
+}
+
+/** No object at this path: nothing there, a file where a directory should be, or a directory. */
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+/** A rename or a new entry is durable only once its directory is fsynced. */
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,70 @@
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadConfig, parseConfig, redactUrl } from '../lib/config';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+
+const ctx = { env: {}, source: 'test', baseDir: '/srv/tenantsafe' };
+const minimal = { database: { url: 'postgres://app@db:5432/saas' }, storage: { primary: { kind: 'local', path: 'backups' } } };
+
+function problemsOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string {
+  try {
+    parseConfig(doc, { ...ctx, env });
+  } catch (err) {
+    assert.ok(err instanceof TenantsafeError);
+    assert.equal(err.type, ErrorType.BadConfig);
+    return err.message;
+  }
+  assert.fail('config was accepted');
+}
+
+describe('configuration', () => {
+  it('fills in defaults and resolves a relative storage path against the config file', () => {
+    const cfg = parseConfig(minimal, ctx);
+    assert.deepEqual(cfg.tenancy, { schemas: ['app'], tenantTable: 'tenants', tenantColumn: 'tenant_id', globalTables: [], ownership: {} });
+    assert.deepEqual(cfg.storage.primary, { kind: 'local', path: '/srv/tenantsafe/backups' });
+    assert.equal(cfg.catalog.url, minimal.database.url);
+    assert.deepEqual(cfg.temporal, { address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'tenantsafe' });
+  });
+
+  it('substitutes ${VAR} and ${VAR:-default} from the environment', () => {
+    const cfg = parseConfig(
+      { ...minimal, database: { url: '${DB_URL}' }, temporal: { namespace: '${NS:-prod}' } },
+      { ...ctx, env: { DB_URL: 'postgres://u:secret@h:5432/d' } },
+    );
+    assert.equal(cfg.database.url, 'postgres://u:secret@h:5432/d');
+    assert.equal(cfg.temporal.namespace, 'prod');
+  });
+
+  it('names every bad key at once, including unknown keys and missing env vars', () => {
+    const message = problemsOf(
+      { database: { url: '${NOPE}' }, storage: { primary: { kind: 's3' } }, backup: { parallelism: 0 }, temporal: { adress: 'x' } },
+    );
+    assert.match(message, /database\.url: environment variable NOPE is not set/);
+    assert.match(message, /storage\.primary\.kind: must be one of local, gcs \(got "s3"\)/);
+    assert.match(message, /backup\.parallelism: must be an integer from 1 to 64/);
+    assert.match(message, /temporal\.adress: unknown key/);
+    assert.match(message, /HINT:/);
+  });
+
+  it('requires bucket for GCS and a postgres URL for the database, without echoing passwords', () => {
+    assert.match(problemsOf({ ...minimal, storage: { primary: { kind: 'gcs' } } }), /storage\.primary\.bucket: is required/);
+    const message = problemsOf({ ...minimal, database: { url: 'mysql://root:hunter2@h/db' } });
+    assert.match(message, /database\.url: must be a postgres/);
+    assert.doesNotMatch(message, /hunter2/);
+    assert.equal(redactUrl('postgres://u:hunter2@h:5432/d'), 'postgres://u:***@h:5432/d');
+  });
+
+  it('reports a file that is not YAML with the line, and uses embedded defaults when there is no file', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-config-'));
+    const file = path.join(dir, 'tenantsafe.yaml');
+    fs.writeFileSync(file, 'database: {url: [unclosed\n');
+    assert.throws(() => loadConfig({ path: file, env: {} }), (e: TenantsafeError) => e.type === ErrorType.BadConfig && /not valid YAML/.test(e.message));
+    fs.rmSync(file);
+    const embedded = loadConfig({ env: {}, cwd: dir });
+    assert.equal(embedded.source, 'embedded defaults');
+    assert.match(embedded.database.url, /127\.0\.0\.1:55432\/tenantsafe_sample/);
+    fs.rmSync(dir, { recursive: true });
+  });
+});

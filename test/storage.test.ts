@@ -1,0 +1,393 @@
+// One conformance suite for every storage driver (local directory, GCS on fake-gcs-server),
+// plus what only one driver can show: partial files of a killed local writer, a GCS endpoint
+// that dies.
+import { strict as assert } from 'node:assert';
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { Storage } from '@google-cloud/storage';
+import { startFakeGcs, type FakeGcs } from '../lib/devstack/fakeGcs';
+import { freePorts } from '../lib/devstack/temporal';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import { createStore, type ObjectInfo, type ObjectStore } from '../lib/storage';
+
+const MiB = 1024 * 1024;
+
+/** A stream of `total` random bytes made 64 KiB at a time; sha256() once it has been read. */
+function generated(total: number, opts: { failAt?: number; onChunk?: (sent: number) => void } = {}) {
+  const hash = createHash('sha256');
+  let sent = 0;
+  async function* chunks(): AsyncGenerator<Buffer> {
+    while (sent < total) {
+      if (opts.failAt !== undefined && sent >= opts.failAt) throw new Error('the source failed on purpose');
+      const chunk = randomBytes(Math.min(64 * 1024, total - sent));
+      hash.update(chunk);
+      sent += chunk.length;
+      opts.onChunk?.(sent);
+      yield chunk;
+    }
+  }
+  return { stream: Readable.from(chunks()), sha256: () => hash.digest('hex') };
+}
+
+async function digestOf(stream: Readable): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+async function listed(store: ObjectStore, prefix: string): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const o of store.list(prefix)) out.push(o);
+  return out;
+}
+
+const keysOf = async (store: ObjectStore, prefix: string) => (await listed(store, prefix)).map((o) => o.key);
+
+async function rejectsWith(promise: Promise<unknown>, type: ErrorType): Promise<TenantsafeError> {
+  let caught: unknown;
+  await assert.rejects(promise, (err) => ((caught = err), true));
+  assert.ok(caught instanceof TenantsafeError, `expected a TenantsafeError ${type}, got ${String(caught)}`);
+  assert.equal(caught.type, type, caught.message);
+  return caught;
+}
+
+/** Every file under dir, relative to it. */
+function filesUnder(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as fs.Dirent[])
+    .filter((d) => d.isFile())
+    .map((d) => path.relative(dir, path.join(d.parentPath, d.name)));
+}
+
+interface Driver {
+  name: string;
+  before(): Promise<void>;
+  after(): Promise<void>;
+  /** an empty store of its own for each test */
+  fresh(): Promise<ObjectStore>;
+  /** a store that cannot be written, for reasons that hold even for root */
+  unwritable(): ObjectStore[];
+}
+
+let tmp: string;
+let serial = 0;
+
+const local: Driver = {
+  name: 'local',
+  async before() {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-storage-test-'));
+  },
+  async after() {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  },
+  async fresh() {
+    return createStore({ kind: 'local', path: path.join(tmp, `store-${++serial}`) });
+  },
+  unwritable() {
+    const file = path.join(tmp, 'a-regular-file');
+    fs.writeFileSync(file, 'not a directory');
+    return [createStore({ kind: 'local', path: path.join(file, 'backups') }), createStore({ kind: 'local', path: file })];
+  },
+};
+
+let emulator: FakeGcs;
+const bucket = 'conformance';
+
+const gcs: Driver = {
+  name: 'gcs',
+  async before() {
+    emulator = await startFakeGcs({});
+    await emulator.createBucket(bucket);
+  },
+  async after() {
+    await emulator?.stop();
+  },
+  async fresh() {
+    return createStore({ kind: 'gcs', bucket, prefix: `run/${++serial}`, apiEndpoint: emulator.url });
+  },
+  unwritable() {
+    return [createStore({ kind: 'gcs', bucket: 'no-such-bucket', prefix: 'backups', apiEndpoint: emulator.url })];
+  },
+};
+
+for (const driver of [local, gcs]) {
+  describe(`${driver.name} storage conformance`, () => {
+    let store: ObjectStore;
+    before(() => driver.before());
+    after(() => driver.after());
+    beforeEach(async () => {
+      store = await driver.fresh();
+    });
+
+    it('streams several megabytes in and reads back the same bytes, size and sha256', async () => {
+      const size = 9 * MiB + 7; // more than one 8 MiB upload chunk, and not a round number
+      const source = generated(size);
+      const put = await store.put('tenants/acme/t1/data.bin', source.stream);
+      const expected = source.sha256();
+      assert.deepEqual(put, { key: 'tenants/acme/t1/data.bin', bytes: size, sha256: expected });
+      assert.deepEqual(await digestOf(await store.get('tenants/acme/t1/data.bin')), { sha256: expected, bytes: size });
+      assert.deepEqual(await store.stat('tenants/acme/t1/data.bin'), { key: 'tenants/acme/t1/data.bin', bytes: size });
+    });
+
+    it('stores a Buffer and returns its sha256 and size', async () => {
+      const data = Buffer.from('{"formatVersion":1}\n');
+      const put = await store.put('m/manifest.json', data, { contentType: 'application/json' });
+      assert.deepEqual(put, { key: 'm/manifest.json', bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+      assert.deepEqual(await store.getBytes('m/manifest.json'), data);
+    });
+
+    it('overwrites an existing object with the new content', async () => {
+      await store.put('k', Buffer.from('old content, longer'));
+      await store.put('k', generated(3 * MiB).stream);
+      await store.put('k', Buffer.from('new'));
+      assert.equal((await store.getBytes('k')).toString(), 'new');
+      assert.deepEqual(await store.stat('k'), { key: 'k', bytes: 3 });
+      assert.deepEqual(await keysOf(store, ''), ['k']);
+    });
+
+    it('reports a missing object as null from stat and as ObjectMissing from get and getBytes', async () => {
+      await store.put('present/x', Buffer.from('x'));
+      assert.equal(await store.stat('present/y'), null);
+      assert.equal(await store.stat('present'), null, 'a key prefix is not an object');
+      const err = await rejectsWith(store.get('present/y'), ErrorType.ObjectMissing);
+      assert.match(err.message, /present\/y/);
+      await rejectsWith(store.getBytes('nothing/here'), ErrorType.ObjectMissing);
+    });
+
+    it('lists the objects whose key starts with the prefix, in key order, with their sizes', async () => {
+      for (const key of ['c', 'ab', 'a/b', 'a-c', 'a/a/x', 'b/2']) await store.put(key, Buffer.from(key));
+      // Byte order: '-' (0x2d) < '/' (0x2f) < 'b' (0x62).
+      assert.deepEqual(await keysOf(store, 'a'), ['a-c', 'a/a/x', 'a/b', 'ab']);
+      assert.deepEqual(await listed(store, 'a/'), [{ key: 'a/a/x', bytes: 5 }, { key: 'a/b', bytes: 3 }]);
+      assert.deepEqual(await keysOf(store, ''), ['a-c', 'a/a/x', 'a/b', 'ab', 'b/2', 'c']);
+      assert.deepEqual(await keysOf(store, 'a/a/x'), ['a/a/x']);
+      assert.deepEqual(await keysOf(store, 'zz'), []);
+    });
+
+    it('deletes idempotently', async () => {
+      await store.put('d/x', Buffer.from('x'));
+      await store.put('d/y', Buffer.from('y'));
+      await store.delete('d/x');
+      await store.delete('d/x');
+      await store.delete('never/existed');
+      assert.equal(await store.stat('d/x'), null);
+      assert.deepEqual(await keysOf(store, ''), ['d/y']);
+    });
+
+    it('deletes everything under a prefix, and nothing else, and counts what it deleted', async () => {
+      for (const key of ['tenants/acme/1/a', 'tenants/acme/1/b', 'tenants/acorn/2/a', 'tenants/bob/1/a', 'tenantsX']) {
+        await store.put(key, Buffer.from(key));
+      }
+      assert.equal(await store.deletePrefix('tenants/acme/'), 2);
+      assert.deepEqual(await keysOf(store, ''), ['tenants/acorn/2/a', 'tenants/bob/1/a', 'tenantsX']);
+      assert.equal(await store.deletePrefix('tenants/ac'), 1, 'a prefix may end inside a name');
+      assert.equal(await store.deletePrefix('tenants/ac'), 0);
+      assert.deepEqual(await keysOf(store, ''), ['tenants/bob/1/a', 'tenantsX']);
+      assert.equal(await store.deletePrefix(''), 2);
+      assert.deepEqual(await keysOf(store, ''), []);
+    });
+
+    it('leaves nothing visible, and the old object intact, when the source of a streaming put fails half-way', async () => {
+      await store.put('t/data.bin', Buffer.from('previous backup'));
+      const source = generated(20 * MiB, { failAt: 10 * MiB });
+      await assert.rejects(store.put('t/data.bin', source.stream), /the source failed on purpose/);
+      await assert.rejects(store.put('t/new.bin', generated(20 * MiB, { failAt: 10 * MiB }).stream), /the source failed on purpose/);
+      assert.deepEqual(await listed(store, ''), [{ key: 't/data.bin', bytes: 15 }]);
+      assert.equal((await store.getBytes('t/data.bin')).toString(), 'previous backup');
+      assert.equal(await store.stat('t/new.bin'), null);
+    });
+
+    it('leaves nothing visible when a streaming put is aborted through its signal', async () => {
+      const abort = new AbortController();
+      const source = generated(20 * MiB, { onChunk: (sent) => sent >= 9 * MiB && abort.abort() });
+      await assert.rejects(store.put('t/aborted.bin', source.stream, { signal: abort.signal }), { name: 'AbortError' });
+      await assert.rejects(store.put('t/aborted.bin', Buffer.from('x'), { signal: abort.signal }), { name: 'AbortError' });
+      assert.deepEqual(await keysOf(store, ''), []);
+    });
+
+    it('rejects keys and prefixes that could escape the store or alias another key', async () => {
+      for (const key of ['../x', '/x', 'a//b', 'a/../b', './a', 'a/', '', 'a\0b']) {
+        for (const op of [
+          () => store.put(key, Buffer.from('x')),
+          () => store.get(key),
+          () => store.getBytes(key),
+          () => store.stat(key),
+          () => store.delete(key),
+        ]) {
+          const err = await rejectsWith(op(), ErrorType.BadInput);
+          assert.match(err.message, /HINT:/);
+        }
+      }
+      for (const prefix of ['../', '/a', 'a//', 'a/../']) {
+        await rejectsWith(listed(store, prefix), ErrorType.BadInput);
+        await rejectsWith(store.deletePrefix(prefix), ErrorType.BadInput);
+      }
+      assert.deepEqual(await keysOf(store, ''), []);
+    });
+
+    it('probes a writable store without leaving anything behind', async () => {
+      await store.probe();
+      await store.probe();
+      assert.deepEqual(await keysOf(store, ''), []);
+    });
+
+    it('fails the probe of an unwritable store with StorageUnwritable and a hint', async () => {
+      for (const bad of driver.unwritable()) {
+        const err = await rejectsWith(bad.probe(), ErrorType.StorageUnwritable);
+        assert.match(err.message, /HINT: \S/);
+        await rejectsWith(bad.put('k', Buffer.from('x')), ErrorType.StorageUnwritable);
+        await rejectsWith(bad.put('k', generated(MiB).stream), ErrorType.StorageUnwritable);
+      }
+    });
+  });
+}
+
+describe('local storage', () => {
+  let dir: string;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-local-test-'));
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('hides the partial files of a killed writer from list and removes them with deletePrefix', async () => {
+    const root = path.join(dir, 'killed');
+    const store = createStore({ kind: 'local', path: root });
+    await store.put('b1/data.bin', Buffer.from('complete'));
+    // What a writer killed before its rename leaves: a hidden partial next to where the object goes.
+    fs.writeFileSync(path.join(root, 'b1', '.data2.bin.partial-4242-0a1b2c'), 'half');
+    fs.mkdirSync(path.join(root, 'b1', 'sub'));
+    fs.writeFileSync(path.join(root, 'b1', 'sub', '.x.partial-4242-ff'), 'half');
+    assert.deepEqual(await listed(store, ''), [{ key: 'b1/data.bin', bytes: 8 }]);
+    assert.deepEqual(await keysOf(store, 'b1/data2'), []);
+    assert.equal(await store.stat('b1/data2.bin'), null);
+    assert.equal(await store.deletePrefix('b1/'), 1);
+    assert.deepEqual(filesUnder(root), []);
+    assert.ok(!fs.existsSync(path.join(root, 'b1')), 'the emptied directory is removed too');
+  });
+
+  it('removes a partial file whose object name matches a prefix ending inside a name', async () => {
+    const root = path.join(dir, 'partial-prefix');
+    const store = createStore({ kind: 'local', path: root });
+    fs.mkdirSync(path.join(root, 't'), { recursive: true });
+    fs.writeFileSync(path.join(root, 't', '.acme.partial-1-aa'), 'half');
+    fs.writeFileSync(path.join(root, 't', '.bob.partial-1-bb'), 'half');
+    assert.equal(await store.deletePrefix('t/ac'), 0, 'partial files are not objects, so not counted');
+    assert.deepEqual(filesUnder(root), [path.join('t', '.bob.partial-1-bb')]);
+  });
+
+  it('leaves no partial file on disk after a failed or aborted put', async () => {
+    const root = path.join(dir, 'failed');
+    const store = createStore({ kind: 'local', path: root });
+    await assert.rejects(store.put('x/y', generated(4 * MiB, { failAt: MiB }).stream), /on purpose/);
+    const abort = new AbortController();
+    await assert.rejects(store.put('x/z', generated(4 * MiB, { onChunk: (n) => n > MiB && abort.abort() }).stream, { signal: abort.signal }), { name: 'AbortError' });
+    assert.deepEqual(filesUnder(root), []);
+  });
+
+  it('creates a missing root directory on probe and names the path when it cannot', async () => {
+    const root = path.join(dir, 'new', 'deeper');
+    await createStore({ kind: 'local', path: root }).probe();
+    assert.ok(fs.statSync(root).isDirectory());
+    assert.deepEqual(filesUnder(root), []);
+    fs.writeFileSync(path.join(root, 'blocker'), '');
+    const err = await rejectsWith(createStore({ kind: 'local', path: path.join(root, 'blocker', 'x') }).put('k', Buffer.from('x')), ErrorType.StorageUnwritable);
+    assert.match(err.message, /blocker/);
+  });
+});
+
+describe('gcs storage', () => {
+  let gcsServer: FakeGcs;
+  before(async () => {
+    gcsServer = await startFakeGcs({});
+    await gcsServer.createBucket('layout');
+  });
+  after(async () => {
+    await gcsServer?.stop();
+  });
+
+  it('keeps objects under the configured prefix with their sha256 in custom metadata', async () => {
+    const store = createStore({ kind: 'gcs', bucket: 'layout', prefix: 'team/backups', apiEndpoint: gcsServer.url });
+    assert.equal(store.uri, 'gs://layout/team/backups');
+    const streamed = await store.put('t/stream.bin', generated(2 * MiB).stream);
+    const buffered = await store.put('t/manifest.json', Buffer.from('{}'));
+    const raw = new Storage({ apiEndpoint: gcsServer.url }).bucket('layout');
+    const [files] = await raw.getFiles();
+    assert.deepEqual(
+      files.map((f) => [f.name, f.metadata.metadata?.sha256]),
+      [['team/backups/t/manifest.json', buffered.sha256], ['team/backups/t/stream.bin', streamed.sha256]],
+    );
+  });
+
+  it('uses STORAGE_EMULATOR_HOST when the config names no endpoint, with or without scheme and /storage/v1', async () => {
+    const saved = process.env.STORAGE_EMULATOR_HOST;
+    try {
+      for (const [i, host] of [gcsServer.url, `${gcsServer.url}/storage/v1/`, `127.0.0.1:${gcsServer.port}`].entries()) {
+        process.env.STORAGE_EMULATOR_HOST = host;
+        const store = createStore({ kind: 'gcs', bucket: 'layout', prefix: `env${i}` });
+        await store.put('buffer', Buffer.from('b'));
+        await store.put('stream', generated(MiB).stream);
+        assert.deepEqual(await listed(store, ''), [{ key: 'buffer', bytes: 1 }, { key: 'stream', bytes: MiB }], host);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.STORAGE_EMULATOR_HOST;
+      else process.env.STORAGE_EMULATOR_HOST = saved;
+    }
+  });
+
+  it('reports StorageUnavailable within 15 seconds when the endpoint is down', async () => {
+    const dead = await startFakeGcs({});
+    await dead.createBucket('dead');
+    const killed = createStore({ kind: 'gcs', bucket: 'dead', prefix: '', apiEndpoint: dead.url });
+    await killed.put('x', Buffer.from('x'));
+    dead.kill();
+    await dead.stop();
+    const [closedPort] = await freePorts('127.0.0.1', 1);
+    const closed = createStore({ kind: 'gcs', bucket: 'dead', prefix: '', apiEndpoint: `http://127.0.0.1:${closedPort}` });
+    for (const store of [killed, closed]) {
+      for (const [what, op] of [
+        ['probe', () => store.probe()],
+        ['stat', () => store.stat('x')],
+        ['get', () => store.get('x')],
+        ['list', () => listed(store, '')],
+        ['put of a stream', () => store.put('y', generated(MiB).stream)],
+      ] as const) {
+        const started = Date.now();
+        const err = await rejectsWith(op(), ErrorType.StorageUnavailable);
+        assert.ok(Date.now() - started < 15_000, `${what} took ${Date.now() - started} ms`);
+        assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:\\d+.*HINT: `));
+      }
+    }
+  });
+
+  it('fails a streaming put with StorageUnavailable when storage dies mid-way, and never shows the object', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-gcs-crash-'));
+    const [port] = await freePorts('127.0.0.1', 1);
+    let server = await startFakeGcs({ port, backend: 'filesystem', root });
+    try {
+      await server.createBucket('crash');
+      const store = createStore({ kind: 'gcs', bucket: 'crash', prefix: 'p', apiEndpoint: server.url });
+      await store.put('complete.bin', generated(MiB).stream);
+      const dying = server;
+      // Killed after the first 8 MiB chunk has gone out, while the second is being read.
+      const source = generated(24 * MiB, { onChunk: (sent) => sent === 12 * MiB && dying.kill() });
+      const started = Date.now();
+      await rejectsWith(store.put('big.bin', source.stream), ErrorType.StorageUnavailable);
+      assert.ok(Date.now() - started < 15_000);
+      await server.stop();
+      server = await startFakeGcs({ port, backend: 'filesystem', root });
+      // The object finished before the crash is there after the restart: so absence means something.
+      assert.deepEqual(await listed(store, ''), [{ key: 'complete.bin', bytes: MiB }]);
+      assert.equal(await store.stat('big.bin'), null);
+    } finally {
+      await server.stop();
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,59 @@
+// Reading backups back in tests: objects, their rows, and the live rows they should equal.
+import { gunzipSync } from 'node:zlib';
+import { Client } from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { RowDigest } from '../../lib/checksum';
+import { readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/manifest';
+import { clientConfig } from '../../lib/pg';
+import type { ObjectStore } from '../../lib/storage/types';
+import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../../lib/tenancy';
+import type { Config } from '../../lib/config';
+
+export interface BackupContents {
+  manifest: TenantManifest;
+  /** every key under the backup prefix */
+  keys: string[];
+  /** table → its rows as COPY text lines */
+  rows: Map<string, string[]>;
+}
+
+export async function readBackup(store: ObjectStore, tenantId: string, backupId: string): Promise<BackupContents> {
+  const prefix = tenantBackupPrefix(tenantId, backupId);
+  const manifest = await readManifest(store, prefix);
+  const keys: string[] = [];
+  for await (const o of store.list(prefix)) keys.push(o.key.slice(prefix.length));
+  const rows = new Map<string, string[]>();
+  for (const t of manifest.tables) {
+    const text = gunzipSync(await store.getBytes(prefix + t.object.key)).toString('utf8');
+    rows.set(t.table, text === '' ? [] : text.slice(0, -1).split('\n'));
+  }
+  return { manifest, keys, rows };
+}
+
+export function digestOf(lines: string[]): string {
+  const d = new RowDigest();
+  if (lines.length) d.update(Buffer.from(lines.join('\n') + '\n'));
+  return d.digest();
+}
+
+/** The tenant's live rows per table, as COPY text under the same session settings as a backup. */
+export async function liveRows(config: Config, tenantId: string, plan?: TenancyPlan): Promise<Map<string, string[]>> {
+  const c = new Client(clientConfig(config.database.url));
+  await c.connect();
+  try {
+    const p = plan ?? (await discoverTenancy(c, config.tenancy));
+    const out = new Map<string, string[]>();
+    for (const t of p.tables) {
+      const chunks: Buffer[] = [];
+      const stream = c.query(copyTo(`COPY (${tenantRowsQuery(p, t, tenantId)}) TO STDOUT`));
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
+      const text = Buffer.concat(chunks).toString('utf8');
+      out.set(t.key, text === '' ? [] : text.slice(0, -1).split('\n'));
+    }
+    return out;
+  } finally {
+    await c.end();
+  }
+}
+
+export const sorted = (xs: string[]) => [...xs].sort();
