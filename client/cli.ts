@@ -8,7 +8,10 @@ import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { withClient } from '../lib/pg';
 import { describeOwnership, discoverTenancy, estimateTenantRows, listTenants } from '../lib/tenancy';
+import { runWorkerUntilSignal } from '../workers/main';
 import { TenantsafeClient } from './client';
+import { runDemo } from './demo';
+import { startDevStack } from './dev';
 import { emit, reportError, table, type OutputOptions } from './output';
 import { listSchedules, removeTenantBackupSchedule, scheduleTenantBackups } from './schedules';
 
@@ -80,6 +83,7 @@ export function buildProgram(): Command {
     .option('--concurrency <n>', 'tenant backups at once', positiveInt('--concurrency'))
     .action(async (opts: { wait?: boolean; concurrency?: number }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency }, opts));
+      if ('failed' in out && out.failed.length > 0) process.exitCode = 1;
       emit(globals(cmd), out, () =>
         'succeeded' in out
           ? `${out.succeeded} tenant backups succeeded, ${out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
@@ -198,7 +202,6 @@ export function buildProgram(): Command {
     .command('worker')
     .description('run a worker on the configured task queue until interrupted')
     .action(async (_opts: unknown, cmd: Command) => {
-      const { runWorkerUntilSignal } = await import('../workers/main');
       await runWorkerUntilSignal(config(cmd));
     });
 
@@ -214,7 +217,6 @@ export function buildProgram(): Command {
   layoutOptions(program.command('dev'))
     .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')
     .action(async (opts: LayoutFlags, cmd: Command) => {
-      const { startDevStack } = await import('./dev');
       const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log });
       log('tenantsafe dev: up; Ctrl-C stops it');
       await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()).once('SIGTERM', () => resolve()));
@@ -226,7 +228,6 @@ export function buildProgram(): Command {
     .option('--tenant <tenantId>', 'the tenant to work on', 'globex')
     .option('--keep', 'leave the stack running afterwards')
     .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
-      const { runDemo } = await import('./demo');
       const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep });
       emit(globals(cmd), out, () => `Demo done: tenant ${out.tenantId} backed up as ${out.backup.backupId} (${out.backup.rows} rows).`);
     });
@@ -238,7 +239,7 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return 0;
+    return Number(process.exitCode ?? 0);
   } catch (err) {
     return reportError({ json: argv.includes('--json') }, err);
   }

@@ -48,18 +48,23 @@ async function describeOrNull(client: Client, scheduleId: string): Promise<Sched
   }
 }
 
+/** A per-tenant schedule just created or deleted: schedule listing (visibility) may not show it yet. */
+type ScheduleChange = { added?: string; removed?: string };
+
 /** Tenants with their own schedule, read from the schedules themselves (Temporal holds the state). */
-async function tenantsWithOwnSchedule(client: Client): Promise<string[]> {
-  const out: string[] = [];
+async function tenantsWithOwnSchedule(client: Client, change: ScheduleChange): Promise<string[]> {
+  const out = new Set<string>();
   for await (const s of client.schedule.list()) {
     const tenantId = s.memo?.tenantId;
-    if (s.scheduleId.startsWith(scheduleIds.tenantBackup('')) && typeof tenantId === 'string') out.push(tenantId);
+    if (s.scheduleId.startsWith(scheduleIds.tenantBackup('')) && typeof tenantId === 'string') out.add(tenantId);
   }
-  return out.sort();
+  if (change.added) out.add(change.added);
+  if (change.removed) out.delete(change.removed);
+  return [...out].sort();
 }
 
-async function upsertAllTenantsSchedule(client: Client, taskQueue: string, everyMs: number, concurrency: number | undefined): Promise<void> {
-  const input: TenantBackupsAllInput = { excludeTenants: await tenantsWithOwnSchedule(client), ...(concurrency ? { concurrency } : {}) };
+async function upsertAllTenantsSchedule(client: Client, taskQueue: string, everyMs: number, concurrency: number | undefined, change: ScheduleChange = {}): Promise<void> {
+  const input: TenantBackupsAllInput = { excludeTenants: await tenantsWithOwnSchedule(client, change), ...(concurrency ? { concurrency } : {}) };
   await upsertSchedule(
     client,
     scheduleIds.tenantBackupsAll,
@@ -79,7 +84,7 @@ export async function scheduleTenantBackups(client: Client, taskQueue: string, r
       { type: 'startWorkflow', workflowType: 'tenantBackup', taskQueue, workflowId: workflowIds.tenantBackup(req.tenantId), args: [{ tenantId: req.tenantId }] },
       { tenantId: req.tenantId, everyMs: req.everyMs },
     );
-    await refreshExclusions(client, taskQueue);
+    await refreshExclusions(client, taskQueue, { added: req.tenantId });
     return summarize(client, id);
   }
   await upsertAllTenantsSchedule(client, taskQueue, req.everyMs, req.concurrency);
@@ -92,16 +97,16 @@ export async function removeTenantBackupSchedule(client: Client, taskQueue: stri
     throw new TenantsafeError(ErrorType.BadInput, `There is no schedule ${id}.`, 'List schedules with `tenantsafe schedule list`.');
   }
   await client.schedule.getHandle(id).delete();
-  if (tenantId) await refreshExclusions(client, taskQueue);
+  if (tenantId) await refreshExclusions(client, taskQueue, { removed: tenantId });
   return { removed: id };
 }
 
 /** Keeps the all-tenants schedule's exclusions equal to the tenants that have their own. */
-async function refreshExclusions(client: Client, taskQueue: string): Promise<void> {
+async function refreshExclusions(client: Client, taskQueue: string, change: ScheduleChange): Promise<void> {
   const all = await describeOrNull(client, scheduleIds.tenantBackupsAll);
   if (!all || all.action.type !== 'startWorkflow') return;
   const previous = (all.action.args?.[0] ?? {}) as TenantBackupsAllInput;
-  await upsertAllTenantsSchedule(client, taskQueue, Number(all.memo?.everyMs ?? 86_400_000), previous.concurrency);
+  await upsertAllTenantsSchedule(client, taskQueue, Number(all.memo?.everyMs ?? 86_400_000), previous.concurrency, change);
 }
 
 async function summarize(client: Client, scheduleId: string): Promise<ScheduleSummary> {

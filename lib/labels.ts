@@ -7,11 +7,14 @@ export type BackupKind = keyof typeof backupKinds;
 
 const labelPattern = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})([TSF])-([0-9a-f]{6})$/;
 
-/** `unique` is any hex-ish string (a workflow run id); its first 6 hex digits are used. */
+/**
+ * `unique` is any hex-ish string (a workflow run id); its LAST 6 hex digits are used: run ids
+ * are UUIDv7, whose leading digits are a timestamp shared by runs started hours apart.
+ */
 export function backupLabel(at: Date, kind: BackupKind, unique: string): string {
   const iso = at.toISOString(); // 2026-11-25T05:30:12.345Z
   const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}-${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}`;
-  const hex = unique.toLowerCase().replace(/[^0-9a-f]/g, '').padEnd(6, '0').slice(0, 6);
+  const hex = unique.toLowerCase().replace(/[^0-9a-f]/g, '').padStart(6, '0').slice(-6);
   return `${stamp}${backupKinds[kind]}-${hex}`;
 }
 
