@@ -116,6 +116,7 @@ export function buildProgram(): Command {
 
   program
     .command('tenancy')
+    .description('how tenants are found in the schema')
     .command('show')
     .description('the resolved tenancy plan: owned tables, how each is filtered, global tables')
     .option('--tenant <tenantId>', 'estimate this tenant\'s rows per table')
@@ -189,6 +190,7 @@ export function buildProgram(): Command {
 
   program
     .command('catalog')
+    .description('the backup index in Postgres')
     .command('rebuild')
     .description('rebuild the backup catalog from the manifests in storage')
     .action(async (_opts: unknown, cmd: Command) => {

@@ -204,13 +204,16 @@ function interpolate(value: unknown, key: string, env: NodeJS.ProcessEnv, proble
 class Section {
   private readonly values: Record<string, unknown>;
   private readonly seen = new Set<string>();
+  /** a missing section was reported once already; its keys are not reported again */
+  private readonly absent: boolean;
 
   constructor(
     value: unknown,
     private readonly prefix: string,
     private readonly problems: string[],
   ) {
-    if (value === undefined || value === null) {
+    this.absent = value === undefined || value === null;
+    if (this.absent) {
       this.values = {};
     } else if (typeof value === 'object' && !Array.isArray(value)) {
       this.values = value as Record<string, unknown>;
@@ -227,7 +230,7 @@ class Section {
   private take(name: string, required: boolean): unknown {
     this.seen.add(name);
     const v = this.values[name];
-    if ((v === undefined || v === null || v === '') && required) this.problems.push(`${this.key(name)}: is required`);
+    if ((v === undefined || v === null || v === '') && required && !(this.absent && this.prefix)) this.problems.push(`${this.key(name)}: is required`);
     return v === null || v === '' ? undefined : v;
   }
 
