@@ -1,37 +1,15 @@
 // Shared by the benchmarks: a cached bench database, medians, RSS, output.
 import * as fs from 'node:fs';
-import { Client } from 'pg';
-import { generateSample, type SampleOptions } from '../lib/sample/generate';
+import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
 
 const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 /** A database holding the sample, generated once per option set and kept for later runs. */
 export async function benchDatabase(opts: SampleOptions): Promise<{ url: string }> {
   const name = `tenantsafe_bench_${Buffer.from(JSON.stringify(opts)).toString('hex').slice(-12)}`;
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const admin = new Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (exists.rowCount === 0) {
-      console.error(`bench: generating ${name} (${JSON.stringify(opts)}) ...`);
-      await admin.query(`CREATE DATABASE ${name}`);
-      const c = new Client({ connectionString: url.toString() });
-      await c.connect();
-      try {
-        await generateSample(c, opts);
-      } catch (err) {
-        await c.end();
-        await admin.query(`DROP DATABASE ${name}`);
-        throw err;
-      }
-      await c.end();
-    }
-  } finally {
-    await admin.end();
-  }
-  return { url: url.toString() };
+  const { url, created } = await ensureSampleDatabase(adminUrl, name, opts);
+  if (created) console.error(`bench: generated ${name} (${JSON.stringify(opts)})`);
+  return { url };
 }
 
 export function median(xs: number[]): number {

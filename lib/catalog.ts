@@ -200,7 +200,7 @@ export class Catalog {
   }
 }
 
-function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): BackupRecord {
+export function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): BackupRecord {
   return {
     backupId: m.backupId,
     kind: 'tenant',

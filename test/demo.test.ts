@@ -26,6 +26,6 @@ describe('the demo (README command 1)', function () {
     assert.equal(out.listed, true);
     assert.equal(out.uiUrl, `http://127.0.0.1:${ui}`);
     assert.ok(fs.existsSync(path.join(home, 'backups', 'tenants', 'globex', out.backup.backupId, 'manifest.json')));
-    assert.match(res.stderr, /generating the sample multi-tenant database tenantsafe_sample \(40 tenants/);
+    assert.match(res.stderr, /generated the sample multi-tenant database tenantsafe_sample \(40 tenants/);
   });
 });
