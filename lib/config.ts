@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { parseDuration } from './duration';
 import { ErrorType, TenantsafeError } from './errors';
 
 export type StorageConfig =
@@ -25,6 +26,15 @@ export interface Config {
   storage: { primary: StorageConfig };
   temporal: { address: string; namespace: string; taskQueue: string };
   backup: { parallelism: number; compressionLevel: number };
+  restore: {
+    /** distinct approvers needed besides the requester (four-eyes: 1) */
+    approvers: number;
+    approvalTimeoutMs: number;
+    lockTimeoutMs: number;
+    statementTimeoutMs: number;
+    verifyOtherTenants: boolean;
+  };
+  dashboard: { host: string; port: number; token?: string };
 }
 
 export const projectRoot = path.resolve(__dirname, '..');
@@ -161,6 +171,24 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   };
   backup.done();
 
+  const restore = root.section('restore');
+  const restoreConfig = {
+    approvers: restore.integer('approvers', 1, 10) ?? 1,
+    approvalTimeoutMs: restore.duration('approvalTimeout') ?? 24 * 3_600_000,
+    lockTimeoutMs: restore.duration('lockTimeout') ?? 10_000,
+    statementTimeoutMs: restore.duration('statementTimeout') ?? 30 * 60_000,
+    verifyOtherTenants: restore.boolean('verifyOtherTenants') ?? true,
+  };
+  restore.done();
+
+  const dashboard = root.section('dashboard');
+  const dashboardConfig = {
+    host: dashboard.string('host') ?? '127.0.0.1',
+    port: dashboard.integer('port', 0, 65535) ?? 8080,
+    token: dashboard.string('token'),
+  };
+  dashboard.done();
+
   root.done();
   if (problems.length > 0) {
     throw new TenantsafeError(
@@ -177,6 +205,8 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     storage: { primary: primaryConfig },
     temporal: temporalConfig,
     backup: backupConfig,
+    restore: restoreConfig,
+    dashboard: dashboardConfig,
   };
 }
 
@@ -289,6 +319,25 @@ class Section {
       return this.fail(name, `must be an integer from ${min} to ${max}`, v);
     }
     return n;
+  }
+
+  boolean(name: string): boolean | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    if (typeof v === 'boolean') return v;
+    if (v === 'true' || v === 'false') return v === 'true';
+    return this.fail(name, 'must be true or false', v);
+  }
+
+  /** 90s, 30m, 24h, 7d, 1h30m */
+  duration(name: string): number | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    try {
+      return parseDuration(v);
+    } catch {
+      return this.fail(name, 'must be a duration like 90s, 30m, 24h or 7d', v);
+    }
   }
 
   url(name: string): string | undefined {

@@ -16,6 +16,10 @@ export const ErrorType = {
   AlreadyRunning: 'AlreadyRunning',
   TemporalUnreachable: 'TemporalUnreachable',
   NoWorker: 'NoWorker',
+  SchemaDrift: 'SchemaDrift',
+  RestoreBlocked: 'RestoreBlocked',
+  ApprovalInvalid: 'ApprovalInvalid',
+  RestoreNotFound: 'RestoreNotFound',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -28,6 +32,11 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.TenancyUnresolved,
   ErrorType.UnsupportedFormat,
   ErrorType.AlreadyRunning,
+  ErrorType.SchemaDrift,
+  ErrorType.RestoreBlocked,
+  ErrorType.ApprovalInvalid,
+  ErrorType.RestoreNotFound,
+  ErrorType.CorruptBackup,
 ]);
 
 /** Errors that may pass by themselves (a restarting database, a storage blip): worth retrying. */

@@ -9,7 +9,7 @@ const appTenancy: Config['tenancy'] = { schemas: ['app'], tenantTable: 'tenants'
 
 function table(key: string, columns: [string, boolean][], pk: string[] | null, fks: { name: string; columns: string[]; ref: string; refColumns: string[] }[] = []): TableInfo {
   const [schema, name] = key.split('.');
-  const cols = columns.map(([n, notNull]) => ({ name: n, type: 'text', typeKind: 'b', notNull, generated: false, identity: '' as const, sequence: null }));
+  const cols = columns.map(([n, notNull]) => ({ name: n, type: 'text', typeKind: 'b', notNull, hasDefault: false, generated: false, identity: '' as const, sequence: null }));
   return {
     key, schema, name, partitioned: false, partitions: [], columns: cols, primaryKey: pk, estimatedRows: 0,
     foreignKeys: fks.map((f) => ({ name: f.name, columns: f.columns, refTable: f.ref, refColumns: f.refColumns, deferrable: false, nullable: f.columns.some((c) => !cols.find((x) => x.name === c)!.notNull) })),
