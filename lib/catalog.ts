@@ -217,10 +217,10 @@ export class Catalog {
     await this.run((c) =>
       c.query(
         `INSERT INTO ${this.s}.restores (restore_id, tenant_id, workflow_id, run_id, backup_id, state, requested_by, approved_by, digest, preview, safety_backup_id, result, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, '{}'), $9, $10, $11, $12, $13)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8::text[], '{}'), $9, $10, $11, $12, $13)
          ON CONFLICT (restore_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),
            backup_id = coalesce(EXCLUDED.backup_id, ${this.s}.restores.backup_id),
-           approved_by = coalesce($8, ${this.s}.restores.approved_by),
+           approved_by = coalesce($8::text[], ${this.s}.restores.approved_by),
            digest = coalesce(EXCLUDED.digest, ${this.s}.restores.digest),
            preview = coalesce(EXCLUDED.preview, ${this.s}.restores.preview),
            safety_backup_id = coalesce(EXCLUDED.safety_backup_id, ${this.s}.restores.safety_backup_id),
@@ -239,11 +239,12 @@ export class Catalog {
     if (r.rowCount === 0) {
       throw new TenantsafeError(ErrorType.RestoreNotFound, `Restore "${restoreId}" is not in the catalog.`, 'Check the id printed by `tenantsafe restore tenant`.');
     }
-    const x = r.rows[0];
-    return {
-      restoreId: x.restore_id, tenantId: x.tenant_id, workflowId: x.workflow_id, runId: x.run_id, backupId: x.backup_id, state: x.state,
-      requestedBy: x.requested_by, approvedBy: x.approved_by, digest: x.digest, preview: x.preview, safetyBackupId: x.safety_backup_id, result: x.result, error: x.error,
-    };
+    return restoreOf(r.rows[0]);
+  }
+
+  async listRestores(filter: { tenantId?: string } = {}): Promise<RestoreRecord[]> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at DESC`, [filter.tenantId ?? null]));
+    return r.rows.map(restoreOf);
   }
 
   /** The newest complete backup of a tenant taken at or before `at` (kind tenant: safety backups are for undo). */
@@ -296,6 +297,13 @@ export function backupRecordOf(m: TenantManifest, storageUri: string, prefix: st
     schemaFingerprint: m.tenancy.fingerprint,
     startedAt: m.startedAt,
     finishedAt: m.finishedAt,
+  };
+}
+
+function restoreOf(x: Record<string, any>): RestoreRecord {
+  return {
+    restoreId: x.restore_id, tenantId: x.tenant_id, workflowId: x.workflow_id, runId: x.run_id, backupId: x.backup_id, state: x.state,
+    requestedBy: x.requested_by, approvedBy: x.approved_by, digest: x.digest, preview: x.preview, safetyBackupId: x.safety_backup_id, result: x.result, error: x.error,
   };
 }
 

@@ -9,6 +9,7 @@ import { digestOf } from './backups';
 /** Deletes in parent and child tables, updates, and new rows, all in one tenant. */
 export async function damageTenant(c: Client, tenantId: string): Promise<void> {
   const t = tenantId.replace(/'/g, "''");
+  const intruder = `intruder-${Date.now()}`;
   await c.query(`
     -- delete two projects with everything below them (children first, as the app would)
     CREATE TEMP TABLE gone AS SELECT project_id FROM app.projects WHERE tenant_id = '${t}' ORDER BY project_id LIMIT 2;
@@ -27,7 +28,7 @@ export async function damageTenant(c: Client, tenantId: string): Promise<void> {
     UPDATE app."AuditLog" SET "Actor" = NULL WHERE "auditId" IN (SELECT "auditId" FROM app."AuditLog" WHERE tenant_id = '${t}' ORDER BY 1 LIMIT 3);
     UPDATE app.tenants SET name = 'Renamed' WHERE tenant_id = '${t}';
     -- new rows, including a new parent with a child
-    INSERT INTO app.users (tenant_id, email, created_at) VALUES ('${t}', 'intruder@${t}.example', now());
+    INSERT INTO app.users (tenant_id, email, created_at) VALUES ('${t}', '${intruder}@${t}.example', now());
     INSERT INTO app.projects (tenant_id, owner_id, name) SELECT '${t}', max(user_id), 'new project' FROM app.users WHERE tenant_id = '${t}';
     INSERT INTO app.tasks (project_id, title) SELECT max(project_id), 'new task' FROM app.projects WHERE tenant_id = '${t}';
     INSERT INTO app.page_views (tenant_id, path, viewed_at) VALUES ('${t}', '/new', now());`);
