@@ -118,10 +118,10 @@ describe('tenant restore workflow', function () {
       assert.equal((await post('wrong', { by: 'bob', digest: requested.previewDigest })).status, 401);
       const self = await post('s3cret-token', { by: 'alice', digest: requested.previewDigest });
       assert.equal(self.status, 409);
-      assert.match((await self.json()).error, /cannot approve it \(four-eyes\)/);
+      assert.match(((await self.json()) as { error: string }).error, /cannot approve it \(four-eyes\)/);
       const ok = await post('s3cret-token', { by: 'bob', digest: requested.previewDigest });
       assert.equal(ok.status, 200, await ok.clone().text());
-      assert.deepEqual((await ok.json()).approvals.map((a: { by: string }) => a.by), ['bob']);
+      assert.deepEqual(((await ok.json()) as { approvals: { by: string }[] }).approvals.map((a: { by: string }) => a.by), ['bob']);
       const status = await fetch(`${server.url}/api/restores/${requested.restoreId}`, { headers: { authorization: 'Bearer s3cret-token' } });
       assert.equal(status.status, 200);
       assert.equal((await fetch(`${server.url}/api/restores/nope`, { headers: { authorization: 'Bearer s3cret-token' } })).status, 404);
