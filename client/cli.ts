@@ -351,12 +351,17 @@ export function buildProgram(): Command {
     });
 
   layoutOptions(program.command('demo'))
-    .description('the main job end to end on the embedded defaults: stack up, back up a tenant, show it')
+    .description('the main job end to end on the embedded defaults: back up a tenant, damage it, preview, approve, restore, verify')
     .option('--tenant <tenantId>', 'the tenant to work on', 'globex')
     .option('--keep', 'leave the stack running afterwards')
     .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
       const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep });
-      emit(globals(cmd), out, () => `Demo done: tenant ${out.tenantId} backed up as ${out.backup.backupId} (${out.backup.rows} rows).`);
+      emit(globals(cmd), out, () =>
+        out.tenantMatchesBackup
+          ? `Demo done: tenant ${out.tenantId} restored from ${out.backup.backupId} and verified equal to it (restore ${out.restore.restoreId}).`
+          : `Demo FAILED: tenant ${out.tenantId} does not match its backup after restore ${out.restore.restoreId}.`,
+      );
+      if (!out.tenantMatchesBackup) process.exitCode = 1;
     });
 
   return program;

@@ -13,7 +13,7 @@ describe('the demo (README command 1)', function () {
   });
   after(() => fs.rmSync(home, { recursive: true, force: true }));
 
-  it('brings up a private Postgres with the sample, Temporal and a worker, and backs up a tenant', async () => {
+  it('brings up the stack, backs up a tenant, damages it, and restores it after a second person approves', async () => {
     const [pg, temporal, ui] = await freePorts('127.0.0.1', 3);
     const res = await runCli(['demo', '--json', '--home', home, '--pg-port', String(pg), '--temporal-port', String(temporal), '--ui-port', String(ui)], { timeoutMs: 300_000 });
     assert.equal(res.code, 0, res.stderr);
@@ -23,7 +23,13 @@ describe('the demo (README command 1)', function () {
     assert.deepEqual(out.globalTables, ['app.countries', 'app.feature_flags', 'app.plans']);
     assert.equal(out.backup.status, 'completed');
     assert.ok(out.backup.rows > 10_000, `rows: ${out.backup.rows}`);
-    assert.equal(out.listed, true);
+    assert.equal(out.restore.requestedBy === out.restore.approvedBy, false);
+    const changes = Object.values(out.restore.preview as Record<string, { insert: number; update: number; delete: number }>);
+    assert.ok(changes.some((t) => t.insert > 0) && changes.some((t) => t.update > 0) && changes.some((t) => t.delete > 0), 'the preview shows inserts, updates and deletes');
+    assert.equal(out.restore.outcome.state, 'done');
+    assert.match(out.restore.outcome.safetyBackupId, /S-/);
+    assert.equal(out.tenantMatchesBackup, true);
+    assert.ok(out.restore.outcome.verification.tables.every((t: { ok: boolean }) => t.ok));
     assert.equal(out.uiUrl, `http://127.0.0.1:${ui}`);
     assert.ok(fs.existsSync(path.join(home, 'backups', 'tenants', 'globex', out.backup.backupId, 'manifest.json')));
     assert.match(res.stderr, /generated the sample multi-tenant database tenantsafe_sample \(40 tenants/);

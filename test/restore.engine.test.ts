@@ -21,7 +21,8 @@ import {
 } from '../lib/restore';
 import { liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
-import { checksumsOf, damageTenant, expectedDifferences } from './support/restore';
+import { damageTenant } from '../lib/sample/damage';
+import { checksumsOf, expectedDifferences } from './support/restore';
 
 describe('tenant restore engine', function () {
   let db: TestDatabase;

@@ -7,7 +7,8 @@ import type { TenantRestoreResult } from '../workflows/messages';
 import { liveRows, readBackup } from './support/backups';
 import { withDb } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
-import { checksumsOf, damageTenant } from './support/restore';
+import { damageTenant } from '../lib/sample/damage';
+import { checksumsOf } from './support/restore';
 
 const tenantId = 'globex';
 

@@ -11,7 +11,8 @@ import { startWorker } from '../workers/worker';
 import { liveRows, readBackup } from './support/backups';
 import { withDb } from './support/db';
 import { createTestEnv, dbPassword, runCli, type TestEnv } from './support/env';
-import { checksumsOf, damageTenant } from './support/restore';
+import { damageTenant } from '../lib/sample/damage';
+import { checksumsOf } from './support/restore';
 import { testStack } from './support/stack';
 
 const tenantId = 'globex';
