@@ -43,13 +43,14 @@ export function createTenantBackupActivities(engine: Engine) {
      * The whole export in one activity: a snapshot lives in one process, so a retry starts a
      * new snapshot and rewrites every object of this backup id (never a mix of two snapshots).
      */
-    async takeTenantBackup({ tenantId, backupId }: BackupRef): Promise<TenantBackupSummary> {
+    async takeTenantBackup({ tenantId, backupId, requireTenant }: BackupRef & { requireTenant?: boolean }): Promise<TenantBackupSummary> {
       let progress: ExportProgress | { phase: string } = { phase: 'starting' };
       const stop = heartbeatEvery(2000, () => progress);
       try {
         return await takeTenantBackup(engine, {
           tenantId,
           backupId,
+          requireTenant,
           onProgress: (p) => (progress = { ...p, current: [...p.current] }),
           signal: Context.current().cancellationSignal,
         });

@@ -1,15 +1,34 @@
 // Shared by the benchmarks: a cached bench database, medians, RSS, output.
 import * as fs from 'node:fs';
+import { Client } from 'pg';
 import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
 
 const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
-/** A database holding the sample, generated once per option set and kept for later runs. */
-export async function benchDatabase(opts: SampleOptions): Promise<{ url: string }> {
-  const name = `tenantsafe_bench_${Buffer.from(JSON.stringify(opts)).toString('hex').slice(-12)}`;
-  const { url, created } = await ensureSampleDatabase(adminUrl, name, opts);
-  if (created) console.error(`bench: generated ${name} (${JSON.stringify(opts)})`);
-  return { url };
+/**
+ * A throwaway copy of a database holding the sample: the sample is generated once per option set
+ * (kept as a template for later runs) and cloned for this run; drop() removes the clone.
+ */
+export async function benchDatabase(opts: SampleOptions): Promise<{ url: string; drop(): Promise<void> }> {
+  const template = `tenantsafe_bench_${Buffer.from(JSON.stringify(opts)).toString('hex').slice(-12)}`;
+  const { created } = await ensureSampleDatabase(adminUrl, template, opts);
+  if (created) console.error(`bench: generated ${template} (${JSON.stringify(opts)})`);
+  const name = `${template}_run${process.pid}`;
+  const admin = new Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
 }
 
 export function median(xs: number[]): number {

@@ -101,6 +101,7 @@ async function main(): Promise<void> {
     worker.kill('SIGKILL');
     await server.stop();
     fs.rmSync(work, { recursive: true, force: true });
+    await db.drop();
   }
 
   const ratio = median(backup) / median(raw);

@@ -6,6 +6,7 @@ import { TenantsafeClient } from '../client/client';
 import { startDashboardServer } from '../client/server';
 import { loadConfig, parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
+import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
 import { tenantRestoreStatusQuery, workflowIds, type TenantRestoreResult } from '../workflows/messages';
 import { startWorker } from '../workers/worker';
 import { liveRows, readBackup } from './support/backups';
@@ -169,6 +170,24 @@ describe('tenant restore workflow', function () {
     const again = await cli('restore', 'approve', requested.restoreId, '--by', 'bob', '--digest', status.preview!.digest, '--wait');
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.json().state, 'done');
+  });
+
+  it('brings back a tenant that was deleted entirely, tenant row included', async () => {
+    await withDb(env.db.url, async (c) => {
+      const plan = await discoverTenancy(c, env.config.tenancy);
+      await c.query('BEGIN');
+      for (const t of [...plan.tables].reverse()) await c.query(`DELETE FROM ${fromTable(t, 'w')} WHERE ${tenantFilter(plan, t, 'w', tenantId)}`);
+      await c.query('COMMIT');
+    });
+    assert.ok(Object.values(await tenantState()).every((v) => v.startsWith('0:')), 'the tenant is gone');
+    const requested = await requestRestore('alice');
+    const done = await cli('restore', 'approve', requested.restoreId, '--by', 'bob', '--digest', requested.previewDigest, '--wait');
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal(done.json().state, 'done');
+    const backup = await readBackup(env.engine.store, tenantId, backupId);
+    assert.deepEqual(await tenantState(), checksumsOf(backup.rows));
+    const safety = await readBackup(env.engine.store, tenantId, done.json().safetyBackupId);
+    assert.equal(safety.manifest.totals.rows, 0, 'the safety backup of a tenant that was gone is empty');
   });
 
   it('keeps the database password and row data out of the restore workflow history', async () => {

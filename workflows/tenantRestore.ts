@@ -90,7 +90,8 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
       status.state = 'applying';
       await record();
       status.safetyBackupId = backupLabel(new Date(), 'safety', runId);
-      const safety = await copy.takeTenantBackup({ tenantId, backupId: status.safetyBackupId });
+      // the tenant may be gone entirely (that may be why it is restored): then the safety backup is empty
+      const safety = await copy.takeTenantBackup({ tenantId, backupId: status.safetyBackupId, requireTenant: false });
       await step.recordTenantBackup({ tenantId, backupId: status.safetyBackupId, manifestSha256: safety.manifestSha256 });
       await record({ safetyBackupId: status.safetyBackupId });
 

@@ -47,6 +47,8 @@ export interface ExportOptions {
   prefix: string;
   parallelism: number;
   compressionLevel: number;
+  /** false for a restore's safety backup: a tenant deleted entirely backs up as empty */
+  requireTenant?: boolean;
   onProgress?: (p: ExportProgress) => void;
   signal?: AbortSignal;
 }
@@ -66,7 +68,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     clients.push(coordinator);
     await beginSnapshotTransaction(coordinator);
     // The tenant must exist in the snapshot we read, not only a moment before it.
-    await assertTenantExists(coordinator, plan, tenantId);
+    if (opts.requireTenant !== false) await assertTenantExists(coordinator, plan, tenantId);
     const info = await coordinator.query<{ snapshot: string; at: Date; lsn: string; version: string; db: string }>(
       `SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at,
               (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,

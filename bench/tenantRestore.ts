@@ -1,0 +1,139 @@
+// Tenant restore vs a raw COPY … FROM of the same rows into empty tables, in the same run.
+//   A. 1% of the tenant's rows updated and 1% deleted (plus a few new users that own projects, so
+//      the restore deletes parents referenced through projects.owner_id, which has no index):
+//      restore time / raw COPY FROM time, target ≤ 1.5
+//   B. the tenant wiped: full replace, target ≤ 2.0
+//   C. a small tenant (~5k rows): approval → verified, target ≤ 2 s
+// Restore time = preview (stage + diff) + approval → done (safety backup, apply, verify), through
+// a real worker; the time a person takes to approve is not counted.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { Client } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { stringify } from 'yaml';
+import { TenantsafeClient } from '../client/client';
+import { loadConfig, projectRoot } from '../lib/config';
+import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
+import { Engine } from '../lib/engine';
+import { readManifest, tenantBackupPrefix } from '../lib/manifest';
+import { qualified, quoteIdent } from '../lib/pg';
+import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
+import type { TenantRestoreResult } from '../workflows/messages';
+import { benchDatabase, printTable } from './support';
+
+const whale = 'whale';
+const small = 'globex';
+
+async function main(): Promise<void> {
+  const db = await benchDatabase({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: 1_000_000 }] });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-restore-'));
+  const server = await startTemporalDevServer(loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, ui: false, dbFilename: null }));
+  const configFile = path.join(work, 'tenantsafe.yaml');
+  fs.writeFileSync(configFile, stringify({ database: { url: db.url }, storage: { primary: { kind: 'local', path: path.join(work, 'backups') } }, temporal: { address: server.address, taskQueue: 'bench' } }));
+  const config = loadConfig({ path: configFile });
+  const worker = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const engine = new Engine(config);
+  const sql = new Client({ connectionString: db.url });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = '';
+      worker.stderr!.on('data', (d) => {
+        err += d;
+        if (err.includes('polling')) resolve();
+      });
+      worker.once('exit', () => reject(new Error(`worker exited: ${err}`)));
+    });
+    await sql.connect();
+    const client = await TenantsafeClient.connect(config.temporal);
+
+    const restore = async (tenantId: string, backupId: string) => {
+      const t0 = performance.now();
+      const requested = await client.restores.request({ tenantId, backupId, requestedBy: 'bench' });
+      if (requested.state !== 'awaiting-approval') throw new Error(`restore not awaiting approval: ${requested.error}`);
+      const preview = (performance.now() - t0) / 1000;
+      const t1 = performance.now();
+      const done = (await client.restores.approve({ workflowId: requested.workflowId }, { by: 'bench-approver', digest: requested.previewDigest! }, { wait: true })) as TenantRestoreResult;
+      if (done.state !== 'done' || !done.verification?.ok) throw new Error(`restore ${done.state}, verification ${JSON.stringify(done.verification)}`);
+      return { preview, approvalToDone: (performance.now() - t1) / 1000, total: preview + (performance.now() - t1) / 1000, totals: requested.preview };
+    };
+
+    const backup = await client.backupTenant(whale, { wait: true });
+    const rawCopyFrom = await rawLoad(sql, engine, whale, backup.backupId);
+
+    // A: 1% updated, 1% deleted, a few new parents the restore must delete
+    await sql.query(`
+      UPDATE app.events SET kind = 'changed' WHERE tenant_id = '${whale}' AND event_id % 100 = 1;
+      UPDATE app.users SET display_name = 'changed' WHERE tenant_id = '${whale}' AND user_id % 100 = 1;
+      DELETE FROM app.comments WHERE comment_id % 100 = 2 AND task_id IN (SELECT task_id FROM app.tasks t JOIN app.projects p USING (project_id) WHERE p.tenant_id = '${whale}');
+      DELETE FROM app.events WHERE tenant_id = '${whale}' AND event_id % 100 = 2;
+      DELETE FROM app.page_views WHERE tenant_id = '${whale}' AND viewed_at < timestamptz '2026-04-01' + interval '300 seconds';
+      INSERT INTO app.users (tenant_id, email, created_at) SELECT '${whale}', 'new' || i || '@${whale}.example', now() FROM generate_series(1, 300) i;
+      INSERT INTO app.projects (tenant_id, owner_id, name) SELECT '${whale}', user_id, 'new' FROM app.users WHERE tenant_id = '${whale}' AND email LIKE 'new%';`);
+    const partial = await restore(whale, backup.backupId);
+
+    // B: the tenant wiped
+    // replica mode: comments.reply_to has no index, so per-row foreign-key checks would scan
+    // comments once per deleted comment (the very trap the restore's apply avoids)
+    const plan = await discoverTenancy(sql, config.tenancy);
+    await sql.query('BEGIN; SET LOCAL session_replication_role = replica');
+    for (const owned of [...plan.tables].reverse()) await sql.query(`DELETE FROM ${fromTable(owned, 'w')} WHERE ${tenantFilter(plan, owned, 'w', whale)}`);
+    await sql.query('COMMIT');
+    const wiped = await restore(whale, backup.backupId);
+
+    // C: a small tenant
+    const smallBackup = await client.backupTenant(small, { wait: true });
+    await sql.query(`UPDATE app.users SET display_name = 'changed' WHERE tenant_id = '${small}'; DELETE FROM app.page_views WHERE tenant_id = '${small}'`);
+    const smallRuns = [];
+    for (let i = 0; i < 3; i++) {
+      smallRuns.push(await restore(small, smallBackup.backupId));
+      await sql.query(`UPDATE app.users SET display_name = 'changed again ${i}' WHERE tenant_id = '${small}'`);
+    }
+    await client.close();
+
+    const total = (x: { insert: number; update: number; delete: number }) => `${x.insert} ins, ${x.update} upd, ${x.delete} del`;
+    const sum = (p: typeof partial) => Object.values(p.totals!.tables).reduce((a, t) => ({ insert: a.insert + t.insert, update: a.update + t.update, delete: a.delete + t.delete }), { insert: 0, update: 0, delete: 0 });
+    printTable('tenant restore vs raw COPY FROM into empty tables', [
+      ['tenant rows (whale)', String(backup.rows)],
+      ['raw COPY FROM (empty indexed tables)', `${rawCopyFrom.toFixed(2)} s`],
+      ['A. 1% changed + 1% deleted', `${total(sum(partial))}`],
+      ['   preview (stage + diff)', `${partial.preview.toFixed(2)} s`],
+      ['   approval → verified', `${partial.approvalToDone.toFixed(2)} s (safety backup, apply, verify)`],
+      ['   ratio (target <= 1.5)', (partial.total / rawCopyFrom).toFixed(2)],
+      ['B. full replace after wipe', `${total(sum(wiped))}`],
+      ['   preview + approval → verified', `${wiped.preview.toFixed(2)} s + ${wiped.approvalToDone.toFixed(2)} s`],
+      ['   ratio (target <= 2.0)', (wiped.total / rawCopyFrom).toFixed(2)],
+      [`C. small tenant ${small} (${smallBackup.rows} rows)`, `approval → verified ${smallRuns.map((r) => r.approvalToDone.toFixed(2)).join(', ')} s (target <= 2 s)`],
+    ]);
+  } finally {
+    await sql.end().catch(() => undefined);
+    await engine.close();
+    worker.kill('SIGKILL');
+    await server.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+    await db.drop();
+  }
+}
+
+/** The raw side: the backup's rows loaded with COPY FROM into empty copies of the tables (keys and indexes included). */
+async function rawLoad(sql: Client, engine: Engine, tenantId: string, backupId: string): Promise<number> {
+  const prefix = tenantBackupPrefix(tenantId, backupId);
+  const manifest = await readManifest(engine.store, prefix);
+  await sql.query('DROP SCHEMA IF EXISTS bench_raw CASCADE; CREATE SCHEMA bench_raw');
+  for (const t of manifest.tables) await sql.query(`CREATE TABLE ${qualified('bench_raw', t.name)} (LIKE ${qualified(t.schema, t.name)} INCLUDING DEFAULTS INCLUDING INDEXES)`);
+  const t0 = performance.now();
+  for (const t of manifest.tables) {
+    await pipeline(await engine.store.get(prefix + t.object.key), createGunzip(), sql.query(copyFrom(`COPY ${qualified('bench_raw', t.name)} (${t.copyColumns.map(quoteIdent).join(', ')}) FROM STDIN`)));
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  await sql.query('DROP SCHEMA bench_raw CASCADE');
+  return seconds;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
