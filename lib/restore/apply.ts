@@ -1,8 +1,9 @@
 // Apply an approved restore in one REPEATABLE READ transaction:
-//   recompute the plan and refuse if its digest is not the approved one;
+//   recompute the plan (or confirm nothing changed since it was computed) and refuse if its
+//   digest is not the approved one;
 //   delete child → parent, update, insert parent → child, all set-based from the staged tables;
 //   check foreign keys set-based (see below); move sequences past restored ids;
-//   check every other tenant's rows of the changed tables are untouched;
+//   prove no other tenant's row was touched (see otherTenantsTouched);
 //   mark the restore applied inside the same transaction, so a retry after a crash knows.
 //
 // Foreign keys: with session_replication_role = replica (when the role may set it) Postgres
@@ -15,7 +16,7 @@ import type { ClientBase } from 'pg';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, qualified, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, isSelected, keySetTable, wholeTableStagedRows } from './diff';
+import { currentPlan, isSelected, keySet, multisetMissing, multisetSurplus } from './diff';
 import { liveTable, type RestoreContext, type TableMapping } from './mapping';
 import type { ApplyResult, RestorePreview, RestoreSelection, TableChanges } from './types';
 
@@ -28,7 +29,7 @@ export interface ApplyOptions {
   approvedDigest: string;
   lockTimeoutMs: number;
   statementTimeoutMs: number;
-  /** compare a checksum of other tenants' rows of changed tables before and after (one scan each) */
+  /** prove, inside the transaction, that no other tenant's row was written or deleted (a scan per changed table) */
   verifyOtherTenants: boolean;
   signal?: AbortSignal;
 }
@@ -54,9 +55,10 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
     await c.query('SET CONSTRAINTS ALL DEFERRED');
 
-    const plan = await computePlan(c, ctx, opts);
+    const plan = await currentPlan(c, ctx, opts);
     if (plan.digest !== opts.approvedDigest) {
-      await c.query('ROLLBACK');
+      // nothing live was changed yet: keep the new plan (scratch tables only) for the next approval
+      await c.query('COMMIT');
       return { kind: 'plan-changed', preview: plan };
     }
     if (plan.blockers.length > 0) {
@@ -68,23 +70,24 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     }
 
     const changed = ctx.mappings.filter((m) => isSelected(opts.selection, m.table) && m.live && hasChanges(plan.tables[m.table]));
-    const othersBefore = opts.verifyOtherTenants ? await otherTenantsChecksums(c, ctx, changed, opts.tenantId) : undefined;
+    const othersBefore = opts.verifyOtherTenants && !replicaMode ? await otherTenantsRowCounts(c, ctx, changed, opts.tenantId) : undefined;
     const applied: Record<string, TableChanges> = {};
     for (const m of changed) applied[m.table] = { insert: 0, update: 0, delete: 0 };
-    const kinds = appliedKinds(opts.selection);
     const expect = (m: TableMapping, kind: keyof TableChanges, got: number) => {
       applied[m.table][kind] = got;
       const planned = plan.tables[m.table][kind];
-      if (m.key && got !== planned) {
+      if (got !== planned) {
         throw new Error(`${kind} on ${m.table} changed ${got} rows where the plan said ${planned}; rolled back`);
       }
     };
 
     for (const m of [...changed].reverse()) {
+      if (plan.tables[m.table].delete === 0) continue;
       if (!m.key) {
-        if (kinds.has('delete')) expect(m, 'delete', (await c.query(`DELETE FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', opts.tenantId)}`)).rowCount ?? 0);
-      } else if (plan.tables[m.table].delete > 0) {
-        const r = await c.query(`DELETE FROM ${liveTable(m)} l USING ${keySetTable(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key)}`);
+        const r = await c.query(`DELETE FROM ${liveTable(m)} l USING ${multisetSurplus(ctx, m, opts.tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`);
+        expect(m, 'delete', r.rowCount ?? 0);
+      } else {
+        const r = await c.query(`DELETE FROM ${liveTable(m)} l USING ${keySet(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key)}`);
         expect(m, 'delete', r.rowCount ?? 0);
       }
     }
@@ -93,40 +96,24 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       const set = m.columns.filter((col) => !m.key!.includes(col));
       const r = await c.query(
         `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${cols('s', set)})
-           FROM ${m.staged} s JOIN ${keySetTable(ctx, m, 'update')} u ON ${joinOn('u', 's', m.key)}
+           FROM ${m.staged} s JOIN ${keySet(ctx, m, 'update')} u ON ${joinOn('u', 's', m.key)}
           WHERE ${joinOn('l', 's', m.key)}`,
       );
       expect(m, 'update', r.rowCount ?? 0);
     }
     for (const m of changed) {
       const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')}) OVERRIDING SYSTEM VALUE`;
+      if (plan.tables[m.table].insert === 0) continue;
       if (!m.key) {
-        if (kinds.has('insert') && kinds.has('delete')) {
-          // the tenant's rows were deleted above: write the backed-up ones
-          const rows = wholeTableStagedRows(ctx, m, opts.selection.missingRefs, (a) => cols(a, m.columns));
-          expect(m, 'insert', (await c.query(`INSERT INTO ${target} ${rows}`)).rowCount ?? 0);
-        } else if (kinds.has('insert')) {
-          // only the missing ones: the multiset difference, compared as text like the plan
-          const types = new Map(m.stagedColumns.map((x) => [x.name, x.type]));
-          const asText = (a: string) => m.columns.map((n) => `${a}.${quoteIdent(n)}::text AS ${quoteIdent(n)}`).join(', ');
-          const missing = `${wholeTableStagedRows(ctx, m, opts.selection.missingRefs, asText)}
-                           EXCEPT ALL SELECT ${asText('l')} FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', opts.tenantId)}`;
-          const r = await c.query(`INSERT INTO ${target} SELECT ${m.columns.map((n) => `x.${quoteIdent(n)}::${types.get(n)}`).join(', ')} FROM (${missing}) x`);
-          expect(m, 'insert', r.rowCount ?? 0);
-        }
-      } else if (plan.tables[m.table].insert > 0) {
-        const r = await c.query(`INSERT INTO ${target} SELECT ${cols('s', m.columns)} FROM ${m.staged} s JOIN ${keySetTable(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`);
+        expect(m, 'insert', (await c.query(`INSERT INTO ${target} SELECT * FROM ${multisetMissing(ctx, m)} x`)).rowCount ?? 0);
+      } else {
+        const r = await c.query(`INSERT INTO ${target} SELECT ${cols('s', m.columns)} FROM ${m.staged} s JOIN ${keySet(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`);
         expect(m, 'insert', r.rowCount ?? 0);
       }
     }
 
     if (replicaMode) await checkForeignKeys(c, ctx, changed, plan);
-    if (othersBefore) {
-      const after = await otherTenantsChecksums(c, ctx, changed, opts.tenantId);
-      for (const [table, before] of othersBefore) {
-        if (after.get(table) !== before) throw new Error(`rows of other tenants in ${table} changed during the apply; rolled back`);
-      }
-    }
+    if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
     const result: ApplyResult = { applied, sequencesMoved, replicaMode };
     await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
@@ -160,16 +147,36 @@ async function canUseReplicaMode(c: ClientBase): Promise<boolean> {
   return r.rows[0].ok === true;
 }
 
-/** count and sum of row hashes of every row NOT of this tenant, per table. */
-async function otherTenantsChecksums(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], tenantId: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
+/** Rows NOT of this tenant, per table: a delete cascading into them would lower the count. */
+async function otherTenantsRowCounts(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], tenantId: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
   for (const m of tables) {
-    const r = await c.query(
-      `SELECT count(*) || ':' || coalesce(sum(hashtextextended(l::text, 0)), 0) AS h FROM ${liveTable(m)} l WHERE (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`,
-    );
-    out.set(m.table, r.rows[0].h);
+    const r = await c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`);
+    out.set(m.table, r.rows[0].n);
   }
   return out;
+}
+
+/**
+ * Other tenants' rows are untouched when every row this transaction wrote (its xmin is ours)
+ * is the tenant's, and no other tenant's row went missing. Deletes and updates only ever join
+ * on keys taken from the tenant's rows, and their row counts were checked against the plan;
+ * without replica mode a cascading delete could still reach further, so counts are compared too.
+ */
+async function assertOtherTenantsUntouched(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], tenantId: string, countsBefore?: Map<string, number>): Promise<void> {
+  for (const m of tables) {
+    const r = await c.query(
+      `SELECT count(*)::int AS n FROM ${liveTable(m)} l
+        WHERE l.xmin::text = (txid_current() % 4294967296)::text AND (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`,
+    );
+    if (r.rows[0].n > 0) throw new Error(`the apply wrote ${r.rows[0].n} rows of ${m.table} that are not the tenant's; rolled back`);
+  }
+  if (countsBefore) {
+    const after = await otherTenantsRowCounts(c, ctx, tables, tenantId);
+    for (const [table, before] of countsBefore) {
+      if (after.get(table) !== before) throw new Error(`other tenants' rows of ${table} went from ${before} to ${after.get(table)} during the apply; rolled back`);
+    }
+  }
 }
 
 /**
@@ -191,14 +198,14 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       const checks: string[] = [];
       if (childMapping?.key) {
         for (const kind of ['insert', 'update'] as const) {
-          if (plan.tables[childKey][kind] > 0) checks.push(`SELECT 1 FROM ${childFrom} JOIN ${keySetTable(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)} WHERE ${orphan}`);
+          if (plan.tables[childKey][kind] > 0) checks.push(`SELECT 1 FROM ${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)} WHERE ${orphan}`);
         }
       } else if (childMapping) {
         checks.push(`SELECT 1 FROM ${childFrom} WHERE ${orphan}`);
       }
       if (parentMapping?.key && plan.tables[fk.refTable].delete > 0) {
         // the deleted keys are gone from the parent; its referencing column set is the deleted key set when the FK targets the key
-        const deleted = keySetTable(ctx, parentMapping, 'delete');
+        const deleted = keySet(ctx, parentMapping, 'delete');
         const targetsKey = JSON.stringify(fk.refColumns) === JSON.stringify(parentMapping.key);
         if (targetsKey) checks.push(`SELECT 1 FROM ${childFrom} JOIN ${deleted} d ON ${joinOn('d', 'x', fk.refColumns, fk.columns)} WHERE ${orphan}`);
         else checks.push(`SELECT 1 FROM ${childFrom} WHERE ${orphan}`);

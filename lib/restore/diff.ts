@@ -1,7 +1,7 @@
-// The restore plan: staged backup vs the tenant's live rows, by primary key, set-based. The key
-// sets (to insert, update, delete; conflicts; rows skipped) are materialised as tables of the
-// scratch schema, so the preview counts them and the apply transaction recomputes them from the
-// very same SQL before changing anything.
+// The restore plan: staged backup vs the tenant's live rows, by primary key, set-based. One pass
+// (a FULL JOIN) per table writes its diff table in the scratch schema: the keys to insert,
+// update, delete, and conflicts (keys that now belong to another tenant). The preview counts
+// them; the apply transaction recomputes them with the very same SQL before changing anything.
 import type { ClientBase } from 'pg';
 import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
@@ -9,12 +9,18 @@ import { tenantFilter, type ForeignKeyInfo } from '../tenancy';
 import { blockingDrift, liveTable, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
 
-export type KeySet = 'insert' | 'update' | 'delete' | 'conflict' | 'skip';
-const setLetter: Record<KeySet, string> = { insert: 'i', update: 'u', delete: 'd', conflict: 'c', skip: 'x' };
+export type DiffKind = 'insert' | 'update' | 'delete' | 'conflict';
 
-/** The scratch table holding one key set of a mapping. */
-export function keySetTable(ctx: RestoreContext, m: TableMapping, set: KeySet): string {
-  return qualified(ctx.schema, `${setLetter[set]}${String(m.position + 1).padStart(4, '0')}`);
+const tableName = (ctx: RestoreContext, m: TableMapping, letter: string) => qualified(ctx.schema, `${letter}${String(m.position + 1).padStart(4, '0')}`);
+
+/** Keys of one kind of difference of a mapping, as a subquery (give it an alias). */
+export function keySet(ctx: RestoreContext, m: TableMapping, kind: DiffKind): string {
+  return `(SELECT ${cols('d', m.key!)} FROM ${tableName(ctx, m, 'd')} d WHERE d.kind = '${kind}')`;
+}
+
+/** Keys of staged rows left out under --missing-refs skip (they or their parents reference gone global rows). */
+function skipTable(ctx: RestoreContext, m: TableMapping): string {
+  return tableName(ctx, m, 'x');
 }
 
 const cols = (alias: string, names: string[]) => names.map((n) => `${alias}.${quoteIdent(n)}`).join(', ');
@@ -66,69 +72,129 @@ function skipPredicate(ctx: RestoreContext, m: TableMapping, alias: string, poli
       const parent = mappingOf(ctx, fk.refTable);
       if (!parent?.key || parent === m) continue;
       parts.push(
-        `(${notNull} AND EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${keySetTable(ctx, parent, 'skip')} px ON ${joinOn('px', 'ps', parent.key)} WHERE ${joinOn('ps', alias, fk.refColumns, fk.columns)}))`,
+        `(${notNull} AND EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${skipTable(ctx, parent)} px ON ${joinOn('px', 'ps', parent.key)} WHERE ${joinOn('ps', alias, fk.refColumns, fk.columns)}))`,
       );
     }
   }
   return parts.length ? parts.join(' OR ') : 'false';
 }
 
-/** (Re)creates a mapping's key sets from staged vs live. Runs in the preview and in the apply transaction. */
+/**
+ * Types whose equality means identical text output (the form row checksums see): compared as
+ * values, which is cheap. Others (numeric 1.0 vs 1.00, floats, json, intervals, arrays, domains,
+ * composites) are compared as text, so "equal" always means "the same bytes in a backup".
+ */
+const comparableAsValues = /^(smallint|integer|bigint|text|boolean|date|uuid|bytea|"char"|character varying(\(\d+\))?|character(\(\d+\))?|timestamp(\(\d\))? with(out)? time zone|time(\(\d\))? without time zone)$/;
+
+function differs(m: TableMapping, columns: string[]): string {
+  if (columns.length === 0) return 'false';
+  const live = new Map(m.live!.columns.map((c) => [c.name, c]));
+  return columns
+    .map((n) => {
+      const c = live.get(n)!;
+      const q = quoteIdent(n);
+      return c.typeKind === 'e' || comparableAsValues.test(c.type) ? `l.${q} IS DISTINCT FROM s.${q}` : `l.${q}::text IS DISTINCT FROM s.${q}::text`;
+    })
+    .join(' OR ');
+}
+
+/** (Re)writes a mapping's diff table from staged vs live, in one pass. Runs in the preview and in the apply transaction. */
 async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<void> {
   const key = m.key!;
-  const set = (s: KeySet) => keySetTable(ctx, m, s);
-  const notSkipped = (alias: string) => `NOT EXISTS (SELECT 1 FROM ${set('skip')} x WHERE ${joinOn('x', alias, key)})`;
+  const diff = tableName(ctx, m, 'd');
   const nonKey = m.columns.filter((col) => !key.includes(col));
-  const L = liveTable(m);
-  await c.query(`DROP TABLE IF EXISTS ${(['insert', 'update', 'delete', 'conflict', 'skip'] as KeySet[]).map(set).join(', ')}`);
-  await c.query(`CREATE UNLOGGED TABLE ${set('skip')} AS SELECT ${cols('s', key)} FROM ${m.staged} s WHERE ${skipPredicate(ctx, m, 's', policy)}`);
+  const skipping = policy === 'skip';
+  await c.query(`DROP TABLE IF EXISTS ${diff}, ${skipTable(ctx, m)}`);
+  if (skipping) await c.query(`CREATE UNLOGGED TABLE ${skipTable(ctx, m)} AS SELECT ${cols('s', key)} FROM ${m.staged} s WHERE ${skipPredicate(ctx, m, 's', policy)}`);
+  const notSkipped = (alias: string) => (skipping ? `AND NOT EXISTS (SELECT 1 FROM ${skipTable(ctx, m)} x WHERE ${joinOn('x', alias, key)})` : '');
+  const liveCols = [...key, ...nonKey];
   await c.query(
-    `CREATE UNLOGGED TABLE ${set('delete')} AS SELECT ${cols('l', key)} FROM ${liveTenantRows(ctx, m, tenantId)}
-       AND NOT EXISTS (SELECT 1 FROM ${m.staged} s WHERE ${joinOn('s', 'l', key)}) AND ${notSkipped('l')}`,
+    `CREATE UNLOGGED TABLE ${diff} AS
+     SELECT ${key.map((k) => `coalesce(s.${quoteIdent(k)}, l.${quoteIdent(k)}) AS ${quoteIdent(k)}`).join(', ')},
+            CASE WHEN l."_live" IS NULL THEN 'insert' WHEN s."_staged" IS NULL THEN 'delete' ELSE 'update' END AS kind
+       FROM (SELECT ${cols('s', liveCols)}, true AS "_staged" FROM ${m.staged} s WHERE true ${notSkipped('s')}) s
+       FULL JOIN (SELECT ${cols('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
+      WHERE s."_staged" IS NULL OR l."_live" IS NULL OR ${differs(m, nonKey)}`,
   );
-  await c.query(
-    `CREATE UNLOGGED TABLE ${set('insert')} AS SELECT ${cols('s', key)} FROM ${m.staged} s
-      WHERE NOT EXISTS (SELECT 1 FROM ${L} l WHERE ${joinOn('l', 's', key)}) AND ${notSkipped('s')}`,
-  );
-  // the key exists, but not as this tenant's row: another tenant's (or no tenant's) row
-  await c.query(
-    `CREATE UNLOGGED TABLE ${set('conflict')} AS SELECT ${cols('s', key)} FROM ${m.staged} s
-      WHERE EXISTS (SELECT 1 FROM ${L} l WHERE ${joinOn('l', 's', key)})
-        AND NOT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, tenantId)} AND ${joinOn('l', 's', key)})`,
-  );
-  // text comparison: exactly what the row checksums see (numeric 1.0 vs 1.00 differ, json compares)
-  const differs = nonKey.length ? `(${asText('l', nonKey)}) IS DISTINCT FROM (${asText('s', nonKey)})` : 'false';
-  await c.query(
-    `CREATE UNLOGGED TABLE ${set('update')} AS SELECT ${cols('s', key)} FROM ${m.staged} s JOIN ${L} l ON ${joinOn('l', 's', key)}
-      WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)} AND ${differs} AND ${notSkipped('s')}`,
-  );
+  await c.query(`ANALYZE ${diff}`);
+  // a key missing from the tenant's rows but present in the table: another tenant's (or no tenant's) row
+  await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', key)})`);
 }
 
 async function one<T = Record<string, any>>(c: ClientBase, sql: string): Promise<T> {
   return (await c.query(sql)).rows[0] as T;
 }
 
-/** Count, a few sample keys, and md5 of all keys (sorted) of a key set. */
-async function describeSet(c: ClientBase, table: string, key: string[]): Promise<{ count: number; samples: string[]; md5: string }> {
-  const keyText = key.length === 1 ? `k.${quoteIdent(key[0])}::text` : `ROW(${cols('k', key)})::text`;
-  const r = await one(c, `SELECT count(*)::int AS count, coalesce(md5(string_agg(t, E'\\n' ORDER BY t)), '') AS md5,
-                                 (array_agg(t ORDER BY t))[1:5] AS samples
-                            FROM (SELECT ${keyText} AS t FROM ${table} k) x`);
-  return { count: r.count, samples: r.samples ?? [], md5: r.md5 };
+interface SetSummary {
+  count: number;
+  samples: string[];
+  /** sum of 64-bit hashes of the keys: order-free, so no sort of millions of keys */
+  hash: string;
 }
 
-/** A table without a primary key: multiset difference of whole rows (as text). */
-/** The staged rows of a table without a key that the restore writes (skipped ones left out). */
-export function wholeTableStagedRows(ctx: RestoreContext, m: TableMapping, policy: RestoreSelection['missingRefs'], columns: (alias: string) => string): string {
-  return `SELECT ${columns('s')} FROM ${m.staged} s WHERE NOT (${skipPredicate(ctx, m, 's', policy)})`;
+/** Count, key hash and a few sample keys of every kind in a mapping's diff table. */
+async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
+  const diff = tableName(ctx, m, 'd');
+  const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${cols('d', m.key!)})::text`;
+  const r = await c.query<{ kind: DiffKind; count: number; hash: string }>(
+    `SELECT kind, count(*)::int AS count, sum(hashtextextended(${keyText}, 0))::text AS hash FROM ${diff} d GROUP BY kind`,
+  );
+  const out = { skip: 0 } as Record<DiffKind, SetSummary> & { skip: number };
+  for (const kind of ['insert', 'update', 'delete', 'conflict'] as DiffKind[]) {
+    const row = r.rows.find((x) => x.kind === kind);
+    const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT 5`, [kind])).rows.map((x) => x.k) : [];
+    out[kind] = { count: row?.count ?? 0, hash: row?.hash ?? '0', samples };
+  }
+  return out;
 }
 
-async function describeWholeTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<{ insert: number; delete: number; md5: string }> {
-  const staged = wholeTableStagedRows(ctx, m, policy, (a) => asText(a, m.columns));
-  const live = `SELECT ${asText('l', m.columns)} FROM ${liveTenantRows(ctx, m, tenantId)}`;
-  const r = await one(c, `SELECT (SELECT count(*)::int FROM (${staged} EXCEPT ALL ${live}) a) AS insert,
-                                 (SELECT count(*)::int FROM (${live} EXCEPT ALL ${staged}) b) AS delete`);
-  return { insert: r.insert, delete: r.delete, md5: sha256Hex(`${r.insert}/${r.delete}`) };
+/** A row of a table without a key, as one text value: how its identical copies are grouped. */
+export function rowText(alias: string, columns: string[]): string {
+  return `ROW(${asText(alias, columns)})::text`;
+}
+
+/**
+ * A table without a key: its diff table holds each distinct row (as text) whose number of copies
+ * differs, with net = copies in the backup - copies live (positive: insert, negative: delete).
+ */
+async function materializeMultiset(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<void> {
+  const diff = tableName(ctx, m, 'd');
+  await c.query(`DROP TABLE IF EXISTS ${diff}`);
+  await c.query(
+    `CREATE UNLOGGED TABLE ${diff} AS
+     SELECT r, sum(side)::int AS net FROM (
+       SELECT ${rowText('s', m.columns)} AS r, 1 AS side FROM ${m.staged} s WHERE NOT (${skipPredicate(ctx, m, 's', policy)})
+       UNION ALL
+       SELECT ${rowText('l', m.columns)}, -1 FROM ${liveTenantRows(ctx, m, tenantId)}
+     ) u GROUP BY r HAVING sum(side) <> 0`,
+  );
+}
+
+async function describeMultiset(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<{ insert: number; delete: number; hash: string }> {
+  const r = await one(
+    c,
+    `SELECT coalesce(sum(net) FILTER (WHERE net > 0), 0)::int AS insert, coalesce(-sum(net) FILTER (WHERE net < 0), 0)::int AS delete,
+            coalesce(sum(hashtextextended(r, 0)::numeric * net), 0)::text AS hash
+       FROM ${tableName(ctx, m, 'd')}`,
+  );
+  return { insert: r.insert, delete: r.delete, hash: r.hash };
+}
+
+/** Live copies to delete from a table without a key: (tableoid, ctid) of the surplus copies. */
+export function multisetSurplus(ctx: RestoreContext, m: TableMapping, tenantId: string): string {
+  return `(SELECT x.tableoid, x.ctid FROM (
+             SELECT l.tableoid, l.ctid, d.net, row_number() OVER (PARTITION BY d.r) AS n
+               FROM ${liveTable(m)} l JOIN ${tableName(ctx, m, 'd')} d ON d.r = ${rowText('l', m.columns)} AND d.net < 0
+              WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}
+           ) x WHERE x.n <= -x.net)`;
+}
+
+/** Staged copies to insert into a table without a key: the missing ones only. */
+export function multisetMissing(ctx: RestoreContext, m: TableMapping): string {
+  return `(SELECT ${cols('s', m.columns)} FROM (
+             SELECT s.*, d.net, row_number() OVER (PARTITION BY d.r) AS n
+               FROM ${m.staged} s JOIN ${tableName(ctx, m, 'd')} d ON d.r = ${rowText('s', m.columns)} AND d.net > 0
+           ) s WHERE s.n <= s.net)`;
 }
 
 /**
@@ -154,16 +220,15 @@ export async function computePlan(c: ClientBase, ctx: RestoreContext, args: { te
     let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
     if (m.key) {
       await materialize(c, ctx, m, tenantId, selection.missingRefs);
-      const sets = {} as Record<KeySet, Awaited<ReturnType<typeof describeSet>>>;
-      for (const s of ['insert', 'update', 'delete', 'conflict', 'skip'] as KeySet[]) sets[s] = await describeSet(c, keySetTable(ctx, m, s), m.key!);
-      const { insert: ins, update: upd, delete: del, conflict, skip } = sets;
+      const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m);
+      const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
       found = { insert: ins.count, update: upd.count, delete: del.count };
-      if (skip.count > 0 && selected) warnings.push(`${skip.count} backed-up rows of ${m.table} are skipped (they or their parents reference global rows that are gone); their live rows are kept.`);
+      if (skipped > 0 && selected) warnings.push(`${skipped} backed-up rows of ${m.table} are skipped (they or their parents reference global rows that are gone); their live rows are kept.`);
       preview = {
         samples: Object.fromEntries(
           ([['insert', ins], ['update', upd], ['delete', del]] as const).filter(([, d]) => d.count > 0).map(([k, d]) => [k, d.samples]),
         ),
-        keysMd5: { insert: ins.md5, update: upd.md5, delete: del.md5 },
+        keysHash: { insert: ins.hash, update: upd.hash, delete: del.hash },
       };
       if (conflict.count > 0 && selected && kinds.has('insert')) {
         blockers.push({
@@ -174,19 +239,16 @@ export async function computePlan(c: ClientBase, ctx: RestoreContext, args: { te
         });
       }
     } else {
-      const whole = await describeWholeTable(c, ctx, m, tenantId, selection.missingRefs);
-      found = { insert: whole.insert, update: 0, delete: whole.delete };
-      preview = { samples: {}, keysMd5: { insert: whole.md5, update: '', delete: whole.md5 }, wholeTable: true };
-      if (selected && (whole.insert || whole.delete)) warnings.push(`${m.table} has no primary key: the tenant's rows of it are replaced as a whole.`);
+      await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
+      const multiset = await describeMultiset(c, ctx, m);
+      found = { insert: multiset.insert, update: 0, delete: multiset.delete };
+      preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
     }
     const applied: TableChanges = {
       insert: selected && kinds.has('insert') ? found.insert : 0,
       update: selected && kinds.has('update') ? found.update : 0,
       delete: selected && kinds.has('delete') ? found.delete : 0,
     };
-    if (!m.key && selected && selection.mode === 'replace' && (applied.insert || applied.delete) && !(kinds.has('insert') && kinds.has('delete'))) {
-      blockers.push({ kind: 'drift', table: m.table, rows: found.insert + found.delete, message: `${m.table} has no primary key: it can only be restored with both inserts and deletes` });
-    }
     tables[m.table] = { ...applied, ...preview, selected };
     if (JSON.stringify(applied) !== JSON.stringify(found)) tables[m.table] = { ...tables[m.table], found } as TablePreview;
     for (const k of changeKinds) totals[k] += applied[k];
@@ -213,7 +275,49 @@ export async function computePlan(c: ClientBase, ctx: RestoreContext, args: { te
     warnings,
     blockers,
   };
-  return { ...preview, digest: sha256Hex(canonicalJson(preview)) };
+  const result = { ...preview, digest: sha256Hex(canonicalJson(preview)) };
+  await c.query(`DROP TABLE IF EXISTS ${planStateTable(ctx)}`);
+  await c.query(`CREATE UNLOGGED TABLE ${planStateTable(ctx)} AS SELECT $1::jsonb AS plan, $2::jsonb AS fingerprints, $3::text AS schema`, [
+    JSON.stringify(result),
+    JSON.stringify(await liveFingerprints(c, ctx, tenantId)),
+    ctx.plan.fingerprint,
+  ]);
+  return result;
+}
+
+const planStateTable = (ctx: RestoreContext) => qualified(ctx.schema, 'plan_state');
+
+/**
+ * Which row versions the tenant has, per table: any insert, update or delete (or a VACUUM FULL)
+ * changes a row's (tableoid, ctid, xmin), so an unchanged fingerprint means unchanged rows.
+ */
+async function liveFingerprints(c: ClientBase, ctx: RestoreContext, tenantId: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const m of ctx.mappings.filter((x) => x.live)) {
+    const r = await one(
+      c,
+      `SELECT count(*) || ':' || coalesce(sum(hashtextextended(l.tableoid::text || ':' || l.ctid::text || ':' || l.xmin::text, 0)), 0) AS f FROM ${liveTenantRows(ctx, m, tenantId)}`,
+    );
+    out[m.table] = r.f;
+  }
+  return out;
+}
+
+/**
+ * The plan as of now: the last one computed, when neither the tenant's rows nor the schema
+ * changed since (a scan of the tenant's row versions, cheaper than a diff); else recomputed.
+ */
+export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: { tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection }): Promise<RestorePreview> {
+  const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
+  if (exists.yes) {
+    const stored = await one<{ plan: RestorePreview; fingerprints: Record<string, string>; schema: string }>(c, `SELECT plan, fingerprints, schema FROM ${planStateTable(ctx)}`);
+    const unchanged =
+      stored.schema === ctx.plan.fingerprint &&
+      canonicalJson(stored.plan.selection) === canonicalJson(args.selection) &&
+      canonicalJson(stored.fingerprints) === canonicalJson(await liveFingerprints(c, ctx, args.tenantId));
+    if (unchanged) return stored.plan;
+  }
+  return computePlan(c, ctx, args);
 }
 
 /**
@@ -236,9 +340,9 @@ async function findReferenceBlockers(
   const applies = (m: TableMapping, k: ChangeKind) => (tables[m.table]?.[k] ?? 0) > 0;
   for (const m of ctx.mappings) {
     if (!m.key || !tables[m.table]?.selected) continue;
-    const changed = [applies(m, 'insert') && keySetTable(ctx, m, 'insert'), applies(m, 'update') && keySetTable(ctx, m, 'update')].filter(Boolean) as string[];
-    if (changed.length === 0) continue;
-    const changedRows = `(SELECT s.* FROM ${m.staged} s WHERE EXISTS (SELECT 1 FROM (${changed.map((t) => `SELECT * FROM ${t}`).join(' UNION ALL ')}) k WHERE ${joinOn('k', 's', m.key)}))`;
+    const kindsChanged = (['insert', 'update'] as const).filter((k) => applies(m, k));
+    if (kindsChanged.length === 0) continue;
+    const changedRows = `(SELECT s.* FROM ${m.staged} s WHERE EXISTS (SELECT 1 FROM ${tableName(ctx, m, 'd')} k WHERE k.kind IN (${kindsChanged.map((k) => `'${k}'`).join(', ')}) AND ${joinOn('k', 's', m.key)}))`;
     for (const fk of foreignKeysOf(ctx, m)) {
       if (!fk.columns.every((col) => m.columns.includes(col)) || !ctx.tables.has(fk.refTable)) continue;
       const ref = ctx.tables.get(fk.refTable)!;
@@ -247,7 +351,7 @@ async function findReferenceBlockers(
       const existsLive = `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)})`;
       const insertedByUs =
         parent?.key && tables[parent.table]?.insert
-          ? `OR EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${keySetTable(ctx, parent, 'insert')} pi ON ${joinOn('pi', 'ps', parent.key)} WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
+          ? `OR EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${keySet(ctx, parent, 'insert')} pi ON ${joinOn('pi', 'ps', parent.key)} WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
           : '';
       const missing = (await one(c, `SELECT count(*)::int AS n FROM ${changedRows} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
       if (missing === 0 || fk.refTable === m.table) continue;
@@ -272,7 +376,7 @@ async function findReferenceBlockers(
   // Incoming references to rows this restore deletes.
   for (const m of ctx.mappings) {
     if (!m.key || !(tables[m.table]?.delete > 0)) continue;
-    const deleted = keySetTable(ctx, m, 'delete');
+    const deleted = keySet(ctx, m, 'delete');
     for (const [childKey, child] of ctx.tables) {
       for (const fk of child.foreignKeys.filter((f) => f.refTable === m.table)) {
         const childMapping = mappingOf(ctx, childKey);
@@ -281,7 +385,7 @@ async function findReferenceBlockers(
         const rewritten = childMapping?.key
           ? (['delete', 'update'] as const)
               .filter((k) => tables[childKey]?.[k] > 0)
-              .map((k) => `AND NOT EXISTS (SELECT 1 FROM ${keySetTable(ctx, childMapping, k)} cd WHERE ${joinOn('cd', 'x', childMapping.key!)})`)
+              .map((k) => `AND NOT EXISTS (SELECT 1 FROM ${keySet(ctx, childMapping, k)} cd WHERE ${joinOn('cd', 'x', childMapping.key!)})`)
               .join(' ')
           : childMapping && tables[childKey]?.selected && kinds.has('delete')
             ? `AND (${tenantFilter(ctx.plan, childMapping.live!, 'x', args.tenantId)}) IS NOT TRUE`

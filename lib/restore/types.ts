@@ -26,9 +26,9 @@ export interface TableChanges {
 export interface TablePreview extends TableChanges {
   /** a few keys of each kind, as text, for the approver to look at */
   samples: Partial<Record<ChangeKind, string[]>>;
-  /** md5 of the sorted keys of each kind: the plan's identity, so a digest binds the exact rows */
-  keysMd5: Record<ChangeKind, string>;
-  /** no primary key: the tenant's rows of this table are replaced as a whole when they differ */
+  /** a hash over the keys of each kind: the plan's identity, so a digest binds the exact rows */
+  keysHash: Record<ChangeKind, string>;
+  /** no primary key: rows are matched as whole rows, copies counted (duplicates allowed) */
   wholeTable?: boolean;
   /** in the restore (selection and mode); false = shown for information only */
   selected: boolean;
