@@ -46,6 +46,8 @@ export interface PhysicalRestoreOptions {
   port?: number;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
+  /** runs on the extracted backup before anything in it changes (verification runs pg_verifybackup here) */
+  beforeStart?: (dataDir: string) => Promise<void>;
 }
 
 /** Throws BadInput unless `dir` is an absolute path that is missing or empty. */
@@ -77,6 +79,7 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   try {
     await extract(store, backup.prefix + baseObjectKey, expected.sha256, opts.dataDir, (bytes) => opts.onProgress?.({ ...progress, bytes }), opts.signal);
+    await opts.beforeStart?.(opts.dataDir);
     prepareDataDir(opts.dataDir);
   } catch (err) {
     rmSync(opts.dataDir, { recursive: true, force: true });
