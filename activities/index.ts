@@ -1,7 +1,9 @@
 // All activities, bound to one engine (config, pools, store) per worker process.
 import type { Engine } from '../lib/engine';
+import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
+import { createVerifyActivities } from './verify';
 
 export function createActivities(engine: Engine) {
-  return { ...createTenantBackupActivities(engine) };
+  return { ...createTenantBackupActivities(engine), ...createFullBackupActivities(engine), ...createVerifyActivities(engine) };
 }

@@ -1,3 +1,9 @@
 // Every workflow type the worker registers (DESIGN: public contract, workflow types).
 export { tenantBackup } from './tenantBackup';
 export { tenantBackupsAll } from './tenantBackupsAll';
+export { fullBackup } from './fullBackup';
+export { walArchiver } from './walArchiver';
+export { pitrRestore } from './pitrRestore';
+export { verifyBackup } from './verifyBackup';
+export { verifyRecentBackups } from './verifyRecentBackups';
+export { applyRetention } from './applyRetention';

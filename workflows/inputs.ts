@@ -21,3 +21,14 @@ export function optionalInteger(input: unknown, key: string, min: number, max: n
   }
   return v;
 }
+
+export function requireBackupId(input: unknown): string {
+  const backupId = (input as { backupId?: unknown } | null)?.backupId;
+  if (typeof backupId !== 'string' || backupId.trim() === '') {
+    throw ApplicationFailure.nonRetryable(
+      `Input must be {"backupId": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the backup id.`,
+      ErrorType.BadInput,
+    );
+  }
+  return backupId;
+}

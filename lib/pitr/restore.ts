@@ -37,7 +37,7 @@ export interface RestoreProgress {
 
 export interface PhysicalRestoreOptions {
   store: ObjectStore;
-  backup: FullBackupRecord;
+  backup: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>;
   listing: WalArchiveListing;
   /** 'immediate': stop as soon as the backup is consistent (verification restore tests) */
   target: PitrTarget | 'immediate';

@@ -13,6 +13,36 @@ import { readWalMarks, type WalMark } from '../wal/waldump';
 
 export type PitrTarget = { at: string } | { lsn: string } | { name: string } | { latest: true };
 
+/** The raw target fields of a workflow input or CLI call. */
+export interface PitrTargetFields {
+  at?: string;
+  lsn?: string;
+  name?: string;
+  latest?: boolean;
+}
+
+const isoWithZone = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+/** Exactly one of at | lsn | name | latest, each well-formed; BadInput otherwise. */
+export function pitrTargetOf(fields: PitrTargetFields): PitrTarget {
+  const given = (['at', 'lsn', 'name', 'latest'] as const).filter((k) => fields[k] !== undefined && fields[k] !== false);
+  if (given.length !== 1) {
+    throw new TenantsafeError(ErrorType.BadInput, `Give exactly one target: at, lsn, name or latest (got ${given.join(', ') || 'none'}).`, 'Pass one of --at <ISO-8601>, --lsn <lsn>, --name <restore point>, --latest.');
+  }
+  if (fields.at !== undefined) {
+    if (!isoWithZone.test(fields.at) || Number.isNaN(Date.parse(fields.at))) {
+      throw new TenantsafeError(ErrorType.BadInput, `"${fields.at}" is not an ISO-8601 time with a time zone.`, 'Write it like 2026-11-25T05:30:00Z.');
+    }
+    return { at: new Date(fields.at).toISOString() };
+  }
+  if (fields.lsn !== undefined) return { lsn: formatLsn(parseLsn(fields.lsn)) };
+  if (fields.name !== undefined) {
+    if (!fields.name.trim()) throw new TenantsafeError(ErrorType.BadInput, 'The restore point name is empty.', 'Pass --name <restore point>.');
+    return { name: fields.name };
+  }
+  return { latest: true };
+}
+
 export interface PitrWindow {
   earliest: string | null;
   latest: string | null;

@@ -66,7 +66,9 @@ export async function runRetention(engine: Engine, opts: { dryRun: boolean; now?
     }
     for (const key of walKeys) await store.delete(key);
   }
-  const incomplete = [...(await removeIncompleteBackups(store, incompleteOpts)), ...(await removeIncompleteBackups(store, { ...incompleteOpts, area: 'full' }))];
+  // A base backup of a big cluster can run for many hours: its prefix is left alone for a day at least.
+  const fullIncompleteOpts = { ...incompleteOpts, olderThanMs: Math.max(incompleteOpts.olderThanMs, 86_400_000), area: 'full' as const };
+  const incomplete = [...(await removeIncompleteBackups(store, incompleteOpts)), ...(await removeIncompleteBackups(store, fullIncompleteOpts))];
   return {
     dryRun: opts.dryRun,
     now: now.toISOString(),

@@ -87,16 +87,21 @@ function resultOf(err: unknown): CheckResult {
   return 'other';
 }
 
+/** The backup's manifest, parsed and checked (format version, own checksum). */
+export async function readBackupManifest(store: ObjectStore, located: LocatedBackup): Promise<FullManifest | TenantManifest> {
+  const key = located.prefix + manifestFile;
+  const body = await store.getBytes(key);
+  return located.kind === 'full' ? parseFullManifest(body, key) : parseManifest(body, key);
+}
+
 /** The manifest check and one check per object; the parsed manifest when it could be read. */
 export async function checkManifestAndObjects(
   store: ObjectStore,
   located: LocatedBackup,
 ): Promise<{ checks: VerificationCheck[]; manifest: FullManifest | TenantManifest | null }> {
-  const key = located.prefix + manifestFile;
   let manifest: FullManifest | TenantManifest;
   try {
-    const body = await store.getBytes(key);
-    manifest = located.kind === 'full' ? parseFullManifest(body, key) : parseManifest(body, key);
+    manifest = await readBackupManifest(store, located);
   } catch (err) {
     return { checks: [{ check: 'manifest', target: manifestFile, result: resultOf(err), detail: (err as Error).message }], manifest: null };
   }
@@ -151,7 +156,7 @@ function pgVerifybackupChecks(code: number, output: string): VerificationCheck[]
 }
 
 /** Physical backups: pg_verifybackup on the extracted files, then a real recovery in a scratch cluster. */
-export async function restoreTestPhysical(engine: Engine, record: FullBackupRecord, scratchDir: string, signal?: AbortSignal): Promise<VerificationCheck[]> {
+export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, scratchDir: string, signal?: AbortSignal): Promise<VerificationCheck[]> {
   const { store } = engine;
   const wal = record.wal!;
   const work = await mkdtemp(path.join(scratchDir, 'tenantsafe-verify-'));
