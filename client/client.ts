@@ -1,7 +1,7 @@
 // The typed client: what the CLI, the dashboard and other services use to drive tenantsafe.
 // It talks to Temporal only; row data and secrets never pass through it.
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import { ApplicationFailure, TemporalFailure } from '@temporalio/common';
+import { ApplicationFailure, TemporalFailure, type QueryDefinition } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -12,7 +12,6 @@ import {
   type TenantBackupResult,
   type TenantBackupsAllInput,
   type TenantBackupsAllResult,
-  type TenantBackupStatus,
 } from '../workflows/messages';
 import type { tenantBackup, tenantBackupsAll } from '../workflows';
 
@@ -87,7 +86,7 @@ export class TenantsafeClient {
       ],
     });
     if (opts.wait) return outcomeOf(await resultOf(handle), handle.workflowId);
-    const status = await waitForStatus(handle, (s) => s.state !== 'checking');
+    const status = await waitForStatus(handle, tenantBackupStatusQuery, (s) => s.state !== 'checking');
     if (status.state === 'failed' || status.state === 'done') {
       // failed checks surface as the workflow's error; a finished one has its result
       return outcomeOf(await resultOf(handle), handle.workflowId);
@@ -142,11 +141,11 @@ export function unwrapFailure(err: unknown): unknown {
   return new WorkflowError((e as Error).message, undefined);
 }
 
-/** Polls the status query until `done(status)` or the workflow closes. */
-async function waitForStatus(handle: WorkflowHandle, done: (s: TenantBackupStatus) => boolean, timeoutMs = 120_000): Promise<TenantBackupStatus> {
+/** Polls a status query until `done(status)` or the workflow closes. */
+export async function waitForStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 120_000): Promise<S> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const status = await handle.query(tenantBackupStatusQuery);
+    const status = await handle.query(query);
     if (done(status)) return status;
     const { status: wf } = await handle.describe();
     if (wf.name !== 'RUNNING') return status;
