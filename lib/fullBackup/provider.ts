@@ -10,6 +10,7 @@ import { assertNewDataDir, restorePhysicalBackup, type PitrRestoreResult, type R
 import { physicalWindow, planPhysicalRestore, type PitrPlan, type PitrTarget, type PitrWindow } from '../pitr/window';
 import { SupabaseApi } from '../supabase/api';
 import { listWalArchive } from '../wal/archive';
+import { ensureSlotAt } from '../wal/archiver';
 import { serverInfo, takeBaseBackup, type FullBackupProgress } from './basebackup';
 import { takeLogicalDump } from './logicalDump';
 import type { FullManifest } from './manifest';
@@ -62,6 +63,7 @@ class PostgresProvider implements FullBackupProvider {
 
   async check(): Promise<FullBackupCheck> {
     const server = await serverInfo(this.engine.config.database.url);
+    await ensureSlotAt(this.engine.config.database.url, this.engine.config.fullBackup.slot);
     await this.engine.store.probe();
     return { provider: this.kind, database: server.database, storageUri: this.engine.store.uri, needsWalArchiver: true };
   }

@@ -12,6 +12,7 @@ import { gzip } from 'node:zlib';
 import { sha256Hex } from '../checksum';
 import { pgBin } from '../devstack/postgres';
 import { ErrorType, TenantsafeError } from '../errors';
+import type { Client } from 'pg';
 import { connect, connectionError, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { historyFilePattern, historyKey, partialKey, segmentKey } from './archive';
@@ -41,51 +42,74 @@ export interface WalArchiverProgress {
 }
 
 export interface WalSource {
+  /** names the spool directory: one per cluster */
   systemIdentifier: string;
-  segmentSize: number;
-  timeline: number;
 }
 
 /** Reads what the archiver needs to know about the server, and makes sure the slot exists and is free. */
 export async function prepareWalSource(url: string, slot: string): Promise<WalSource> {
   const c = await connect(url, 'tenantsafe-wal');
   try {
-    const info = await c.query<{ sysid: string; seg: string; tli: number }>(
-      `SELECT system_identifier::text AS sysid,
-              (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') AS seg,
-              (SELECT timeline_id FROM pg_control_checkpoint()) AS tli
-         FROM pg_control_system()`,
-    );
-    const existing = await c.query<{ active_pid: number | null; slot_type: string }>(`SELECT active_pid, slot_type FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
-    if (existing.rowCount === 0) {
-      await c.query(`SELECT pg_create_physical_replication_slot($1, true)`, [slot]);
-    } else if (existing.rows[0].slot_type !== 'physical') {
-      throw new TenantsafeError(ErrorType.BadConfig, `Replication slot "${slot}" exists but is a ${existing.rows[0].slot_type} slot.`, 'Set fullBackup.slot to another name, or drop that slot.');
-    } else if (existing.rows[0].active_pid) {
+    const info = await c.query<{ sysid: string }>(`SELECT system_identifier::text AS sysid FROM pg_control_system()`);
+    const holder = await ensureSlot(c, slot);
+    if (holder) {
       // Only one archiver runs per database (one workflow id): a holder is a receiver left
       // behind by a killed worker. Disconnect it; it was started with --no-loop and exits.
-      await c.query(`SELECT pg_terminate_backend($1)`, [existing.rows[0].active_pid]);
+      await c.query(`SELECT pg_terminate_backend($1)`, [holder]);
       for (let i = 0; i < 100; i++) {
         const r = await c.query(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
         if (!r.rows[0]?.active_pid) break;
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
-    return { systemIdentifier: info.rows[0].sysid, segmentSize: Number(info.rows[0].seg), timeline: info.rows[0].tli };
+    return { systemIdentifier: info.rows[0].sysid };
   } catch (err) {
-    if (err instanceof TenantsafeError) throw err;
-    const e = err as { code?: string; message: string };
-    if (e.code === '42501' || e.code === '55000') {
-      throw new TenantsafeError(
-        ErrorType.BadConfig,
-        `The database cannot give tenantsafe a replication slot: ${e.message}.`,
-        'Connect as a role with REPLICATION (or superuser), and set max_replication_slots and max_wal_senders of at least 2 (wal_level replica).',
-      );
-    }
-    throw connectionError(url, err);
+    throw slotError(url, err);
   } finally {
     await c.end();
   }
+}
+
+/**
+ * Creates the physical slot (reserving WAL from now) unless it exists; returns the pid holding
+ * it, if any. A base backup calls it before it starts, so the slot, and so the archive, reaches
+ * back to the backup's start even when the archiver starts after the backup.
+ */
+export async function ensureSlot(c: Client, slot: string): Promise<number | null> {
+  const existing = await c.query<{ active_pid: number | null; slot_type: string }>(`SELECT active_pid, slot_type FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+  if (existing.rowCount === 0) {
+    await c.query(`SELECT pg_create_physical_replication_slot($1, true)`, [slot]);
+    return null;
+  }
+  if (existing.rows[0].slot_type !== 'physical') {
+    throw new TenantsafeError(ErrorType.BadConfig, `Replication slot "${slot}" exists but is a ${existing.rows[0].slot_type} slot.`, 'Set fullBackup.slot to another name, or drop that slot.');
+  }
+  return existing.rows[0].active_pid;
+}
+
+/** Makes sure the slot exists (see ensureSlot), with errors that say what the role lacks. */
+export async function ensureSlotAt(url: string, slot: string): Promise<void> {
+  const c = await connect(url, 'tenantsafe-wal');
+  try {
+    await ensureSlot(c, slot);
+  } catch (err) {
+    throw slotError(url, err);
+  } finally {
+    await c.end();
+  }
+}
+
+function slotError(url: string, err: unknown): Error {
+  if (err instanceof TenantsafeError) return err;
+  const e = err as { code?: string; message: string };
+  if (e.code === '42501' || e.code === '55000') {
+    return new TenantsafeError(
+      ErrorType.BadConfig,
+      `The database cannot give tenantsafe a replication slot: ${e.message}.`,
+      'Connect as a role with REPLICATION (or superuser), and set max_replication_slots and max_wal_senders of at least 2 (wal_level replica).',
+    );
+  }
+  return connectionError(url, err);
 }
 
 /** How many leading bytes of a pre-zeroed segment file hold data: everything after is zeros. */
