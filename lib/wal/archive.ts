@@ -1,7 +1,8 @@
 // The WAL archive in storage (docs/format.md, "WAL archive"): completed segments, gzipped, named
 // with the sha256 of their raw bytes; the segment being written as one `.partial` object that
 // is overwritten as it grows (trailing zeros stripped); timeline history files as they are.
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import { sha256Hex } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
@@ -29,6 +30,7 @@ export function historyKey(file: string): string {
 export const historyFilePattern = /^[0-9A-F]{8}\.history$/;
 const segmentKeyPattern = /^wal\/[0-9A-F]{16}\/([0-9A-F]{24})-([0-9a-f]{64})\.gz$/;
 const partialKeyPattern = /^wal\/[0-9A-F]{16}\/([0-9A-F]{24})\.partial\.gz$/;
+const gunzipAsync = promisify(gunzip);
 const historyKeyPattern = /^wal\/history\/([0-9A-F]{8}\.history)$/;
 
 export interface ArchivedSegment {
@@ -130,7 +132,8 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
   if (!isSegmentName(file)) return null;
   const complete = listing.segments.find((s) => s.name === file);
   if (complete) {
-    const raw = gunzipSync(await store.getBytes(complete.key));
+    // in the thread pool: a restore prefetches the next segments while serving this one
+    const raw = await gunzipAsync(await store.getBytes(complete.key));
     if (sha256Hex(raw) !== complete.sha256) {
       throw new TenantsafeError(ErrorType.CorruptBackup, `WAL segment ${complete.key} does not match its sha256.`, 'Run `tenantsafe verify` on the backups that need it; restore from an earlier point or another copy.');
     }
@@ -138,7 +141,7 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
   }
   const partial = listing.partials.find((p) => p.name === file);
   if (!partial) return null;
-  const written = gunzipSync(await store.getBytes(partial.key));
+  const written = await gunzipAsync(await store.getBytes(partial.key));
   const padded = Buffer.alloc(segmentSize);
   written.copy(padded);
   return padded;

@@ -5,6 +5,7 @@
 // behind the server: the recovery point objective. The slot keeps the server from recycling
 // WAL we have not received, so a restart (here or on another worker) leaves no gap.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -145,10 +146,19 @@ export async function archiveWal(opts: WalArchiverOptions): Promise<WalArchiverP
   let receiverDone = false;
   void exited.then(() => (receiverDone = true));
 
+  // A segment that completes is uploaded at once (a base backup waits for its last one); the
+  // segment being written, every interval.
+  let wake: () => void = () => undefined;
+  const watcher = watch(spool, (_event, file) => {
+    if (file && isSegmentName(String(file))) wake();
+  });
   const deadline = Date.now() + opts.runForMs;
   try {
     while (!receiverDone && Date.now() < deadline && !opts.signal?.aborted) {
-      await sleep(opts.partialIntervalMs, opts.signal);
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        void sleep(opts.partialIntervalMs, opts.signal).then(resolve);
+      });
       await uploader.pass();
       opts.onProgress?.(progress());
     }
@@ -161,6 +171,7 @@ export async function archiveWal(opts: WalArchiverOptions): Promise<WalArchiverP
       );
     }
   } finally {
+    watcher.close();
     await stopReceiver(receiver, exited);
   }
   // What it wrote while stopping: the archive holds everything received.
