@@ -1,6 +1,6 @@
 // The typed client for whole-database work: full backups, the WAL archiver, point-in-time
 // restores, verification and retention. Like client.ts it talks to Temporal only.
-import { WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowNotFoundError, type Workflow, type WorkflowHandle, type WorkflowStartOptions } from '@temporalio/client';
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import {
   databaseWorkflowIds,
@@ -15,6 +15,11 @@ import {
 } from '../workflows/messages';
 import type { applyRetention, fullBackup, pitrRestore, verifyBackup, walArchiver } from '../workflows';
 import { resultOf, waitForStatus, type TenantsafeClient } from './client';
+
+/** Starts a workflow of ours on the configured task queue. */
+function start<W extends Workflow>(client: TenantsafeClient, type: string, workflowId: string, args: Parameters<W>, conflict: 'USE_EXISTING' | 'FAIL' = 'USE_EXISTING'): Promise<WorkflowHandle<W>> {
+  return client.temporal.workflow.start<W>(type, { taskQueue: client.settings.taskQueue, workflowId, args, workflowIdConflictPolicy: conflict } as WorkflowStartOptions<W>);
+}
 
 /** What `full-backup` prints: the contract's fields, null until the backup is done. */
 export type FullBackupOutcome = { [K in keyof FullBackupResult]: K extends 'backupId' ? string : FullBackupResult[K] | null } & { status: 'running' | 'completed'; workflowId: string };
@@ -39,46 +44,26 @@ export async function startFullBackup(client: TenantsafeClient, opts: { wait?: b
 /** Restores to a point in time and waits for the result (restores are not fire-and-forget). */
 export async function restorePointInTime(client: TenantsafeClient, input: PitrRestoreInput): Promise<PitrRestoreResult> {
   await client.assertWorkerPolling();
-  const handle = await client.temporal.workflow.start<typeof pitrRestore>('pitrRestore', {
-    taskQueue: client.settings.taskQueue,
-    workflowId: databaseWorkflowIds.pitrRestore(input.target),
-    args: [input],
-    workflowIdConflictPolicy: 'FAIL',
-  });
+  const handle = await start<typeof pitrRestore>(client, 'pitrRestore', databaseWorkflowIds.pitrRestore(input.target), [input], 'FAIL');
   return resultOf(handle);
 }
 
 export async function verifyBackupNow(client: TenantsafeClient, backupId: string): Promise<VerifyBackupResult> {
   await client.assertWorkerPolling();
-  const handle = await client.temporal.workflow.start<typeof verifyBackup>('verifyBackup', {
-    taskQueue: client.settings.taskQueue,
-    workflowId: databaseWorkflowIds.verifyBackup(backupId),
-    args: [{ backupId }],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-  });
+  const handle = await start<typeof verifyBackup>(client, 'verifyBackup', databaseWorkflowIds.verifyBackup(backupId), [{ backupId }]);
   return resultOf(handle);
 }
 
 export async function applyRetentionNow(client: TenantsafeClient, dryRun: boolean): Promise<ApplyRetentionResult> {
   await client.assertWorkerPolling();
-  const handle = await client.temporal.workflow.start<typeof applyRetention>('applyRetention', {
-    taskQueue: client.settings.taskQueue,
-    workflowId: databaseWorkflowIds.applyRetention(),
-    args: [{ dryRun }],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-  });
+  const handle = await start<typeof applyRetention>(client, 'applyRetention', databaseWorkflowIds.applyRetention(), [{ dryRun }]);
   return resultOf(handle);
 }
 
 /** Starts the WAL archiver unless it runs; returns its status. */
 export async function startWalArchiver(client: TenantsafeClient, input: { sliceMs?: number } = {}): Promise<WalArchiverStatus> {
   await client.assertWorkerPolling();
-  const handle = await client.temporal.workflow.start<typeof walArchiver>('walArchiver', {
-    taskQueue: client.settings.taskQueue,
-    workflowId: databaseWorkflowIds.walArchiver(),
-    args: [input],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-  });
+  const handle = await start<typeof walArchiver>(client, 'walArchiver', databaseWorkflowIds.walArchiver(), [input]);
   return handle.query(walArchiverStatusQuery);
 }
 

@@ -290,19 +290,8 @@ export class Catalog {
   }
 
   /** Rebuilds the full-backup index of one store from the manifests under full/. */
-  async rebuildFullBackups(store: ObjectStore): Promise<{ indexed: number; added: string[]; removed: string[]; invalid: { key: string; error: string }[] }> {
-    const found = new Map<string, { manifest: FullManifest; sha256: string }>();
-    const invalid: { key: string; error: string }[] = [];
-    for await (const obj of store.list('full/')) {
-      if (!obj.key.endsWith('/' + manifestFile)) continue;
-      try {
-        const body = await store.getBytes(obj.key);
-        const manifest = parseFullManifest(body, obj.key);
-        found.set(manifest.backupId, { manifest, sha256: sha256Hex(body) });
-      } catch (err) {
-        invalid.push({ key: obj.key, error: (err as Error).message });
-      }
-    }
+  async rebuildFullBackups(store: ObjectStore): Promise<RebuildOutcome> {
+    const { found, invalid } = await readManifests(store, 'full/', parseFullManifest);
     const existing = new Set((await this.listFullBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
     for (const { manifest, sha256 } of found.values()) await this.recordFullBackup(manifest, store.uri, sha256);
     const removed = [...existing].filter((id) => !found.has(id));
@@ -314,19 +303,8 @@ export class Catalog {
    * Rebuilds the backup index of one store from its manifests: adds what storage holds,
    * drops rows whose manifest is gone. Invalid manifests are reported, not indexed.
    */
-  async rebuild(store: ObjectStore): Promise<{ indexed: number; added: string[]; removed: string[]; invalid: { key: string; error: string }[] }> {
-    const found = new Map<string, { manifest: TenantManifest; prefix: string; sha256: string }>();
-    const invalid: { key: string; error: string }[] = [];
-    for await (const obj of store.list('tenants/')) {
-      if (!obj.key.endsWith('/' + manifestFile)) continue;
-      try {
-        const body = await store.getBytes(obj.key);
-        const manifest = parseManifest(body, obj.key);
-        found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
-      } catch (err) {
-        invalid.push({ key: obj.key, error: (err as Error).message });
-      }
-    }
+  async rebuild(store: ObjectStore): Promise<RebuildOutcome> {
+    const { found, invalid } = await readManifests(store, 'tenants/', parseManifest);
     const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
     for (const { manifest, prefix, sha256 } of found.values()) await this.recordBackup(manifest, store.uri, prefix, sha256);
     const removed = [...existing].filter((id) => !found.has(id));
@@ -391,4 +369,32 @@ function fullRowToRecord(r: Record<string, any>): FullBackupRecord {
     startedAt: r.started_at.toISOString(),
     finishedAt: r.finished_at.toISOString(),
   };
+}
+
+export interface RebuildOutcome {
+  indexed: number;
+  added: string[];
+  removed: string[];
+  invalid: { key: string; error: string }[];
+}
+
+/** Every manifest under `area`, parsed: by backup id, with its prefix and sha256; the unreadable ones apart. */
+async function readManifests<T extends { backupId: string }>(
+  store: ObjectStore,
+  area: string,
+  parse: (body: Buffer, key: string) => T,
+): Promise<{ found: Map<string, { manifest: T; prefix: string; sha256: string }>; invalid: { key: string; error: string }[] }> {
+  const found = new Map<string, { manifest: T; prefix: string; sha256: string }>();
+  const invalid: { key: string; error: string }[] = [];
+  for await (const obj of store.list(area)) {
+    if (!obj.key.endsWith('/' + manifestFile)) continue;
+    try {
+      const body = await store.getBytes(obj.key);
+      const manifest = parse(body, obj.key);
+      found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
+    } catch (err) {
+      invalid.push({ key: obj.key, error: (err as Error).message });
+    }
+  }
+  return { found, invalid };
 }

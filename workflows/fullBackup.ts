@@ -4,12 +4,12 @@
 //   3. take the backup into storage, objects first, manifest last (waits for its WAL to be archived)
 //   4. index it in the catalog
 // On failure: remove what was written unless a manifest made it a complete backup.
-import { CancellationScope, ParentClosePolicy, proxyActivities, setHandler, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ParentClosePolicy, proxyActivities, setHandler, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
-import { rootCause } from './failures';
+import { compensate } from './failures';
 import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
 import { bulkCopy, shortStep } from './profiles';
 import { walArchiver } from './walArchiver';
@@ -47,14 +47,11 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
       finishedAt: backup.finishedAt,
     };
   } catch (err) {
-    const cause = rootCause(err);
     const wroteObjects = status.state !== 'checking';
-    status.state = 'failed';
-    status.error = cause.message;
-    await CancellationScope.nonCancellable(async () => {
-      if (wroteObjects) await step.discardIncompleteFullBackup({ backupId }).catch(() => undefined);
-      await step.recordRun({ ...run, status: 'failed', error: cause.message }).catch(() => undefined);
-    });
+    await compensate(status, err, [
+      async () => wroteObjects && step.discardIncompleteFullBackup({ backupId }),
+      (cause) => step.recordRun({ ...run, status: 'failed', error: cause }),
+    ]);
     throw err;
   }
 }

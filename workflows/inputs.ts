@@ -3,14 +3,22 @@ import { ApplicationFailure } from '@temporalio/workflow';
 import { ErrorType } from '../lib/errors';
 
 export function requireTenantId(input: unknown): string {
-  const tenantId = (input as { tenantId?: unknown } | null)?.tenantId;
-  if (typeof tenantId !== 'string' || tenantId.trim() === '') {
+  return requireId(input, 'tenantId', 'tenant');
+}
+
+export function requireBackupId(input: unknown): string {
+  return requireId(input, 'backupId', 'backup');
+}
+
+function requireId(input: unknown, key: string, what: string): string {
+  const id = (input as Record<string, unknown> | null)?.[key];
+  if (typeof id !== 'string' || id.trim() === '') {
     throw ApplicationFailure.nonRetryable(
-      `Input must be {"tenantId": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the tenant id.`,
+      `Input must be {"${key}": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the ${what} id.`,
       ErrorType.BadInput,
     );
   }
-  return tenantId;
+  return id;
 }
 
 export function optionalInteger(input: unknown, key: string, min: number, max: number, fallback: number): number {
@@ -22,13 +30,3 @@ export function optionalInteger(input: unknown, key: string, min: number, max: n
   return v;
 }
 
-export function requireBackupId(input: unknown): string {
-  const backupId = (input as { backupId?: unknown } | null)?.backupId;
-  if (typeof backupId !== 'string' || backupId.trim() === '') {
-    throw ApplicationFailure.nonRetryable(
-      `Input must be {"backupId": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the backup id.`,
-      ErrorType.BadInput,
-    );
-  }
-  return backupId;
-}
