@@ -18,7 +18,9 @@ import { resultOf, waitForStatus, type TenantsafeClient } from './client';
 
 /** Starts a workflow of ours on the configured task queue. */
 function start<W extends Workflow>(client: TenantsafeClient, type: string, workflowId: string, args: Parameters<W>, conflict: 'USE_EXISTING' | 'FAIL' = 'USE_EXISTING'): Promise<WorkflowHandle<W>> {
-  return client.temporal.workflow.start<W>(type, { taskQueue: client.settings.taskQueue, workflowId, args, workflowIdConflictPolicy: conflict } as WorkflowStartOptions<W>);
+  // the SDK's conditional args type cannot be checked against a generic W; the callers' args are typed
+  const options = { taskQueue: client.settings.taskQueue, workflowId, args, workflowIdConflictPolicy: conflict } as unknown as WorkflowStartOptions<W>;
+  return client.temporal.workflow.start<W>(type, options);
 }
 
 /** What `full-backup` prints: the contract's fields, null until the backup is done. */
