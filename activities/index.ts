@@ -2,8 +2,14 @@
 import type { Engine } from '../lib/engine';
 import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
+import { createTenantRestoreActivities } from './tenantRestore';
 import { createVerifyActivities } from './verify';
 
 export function createActivities(engine: Engine) {
-  return { ...createTenantBackupActivities(engine), ...createFullBackupActivities(engine), ...createVerifyActivities(engine) };
+  return {
+    ...createTenantBackupActivities(engine),
+    ...createTenantRestoreActivities(engine),
+    ...createFullBackupActivities(engine),
+    ...createVerifyActivities(engine),
+  };
 }

@@ -1,5 +1,6 @@
 // The `tenantsafe` CLI (DESIGN: public contract). Every command takes --json; exit 0 ok,
 // 1 failed, 2 bad input.
+import * as os from 'node:os';
 import { Command } from 'commander';
 import { removeIncompleteBackups } from '../lib/backup/tenantBackup';
 import { defaultDevLayout, loadConfig, redactUrl, type Config } from '../lib/config';
@@ -7,9 +8,12 @@ import { parseDuration } from '../lib/duration';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { withClient } from '../lib/pg';
+import { removeStaleScratchSchemas, scratchSchemaName } from '../lib/restore';
 import { describeOwnership, discoverTenancy, estimateTenantRows, listTenants } from '../lib/tenancy';
+import type { TenantRestoreInput } from '../workflows/messages';
 import { runWorkerUntilSignal } from '../workers/main';
-import { TenantsafeClient } from './client';
+import { TenantsafeClient, WorkflowError, type RestoreRequested } from './client';
+import { startDashboardServer } from './server';
 import { registerDatabaseCommands } from './databaseCommands';
 import { runDemo } from './demo';
 import { startDevStack } from './dev';
@@ -52,6 +56,32 @@ function positiveInt(name: string) {
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new TenantsafeError(ErrorType.BadInput, `${name} must be a positive integer (got "${v}").`, `Pass ${name} <n>.`);
     return Number(v);
   };
+}
+
+const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);
+
+const defaultUser = () => process.env.TENANTSAFE_USER ?? os.userInfo().username;
+
+function restoreText(r: RestoreRequested): string {
+  const rows = Object.entries(r.preview?.tables ?? {})
+    .filter(([, t]) => t.insert + t.update + t.delete > 0)
+    .map(([table, t]) => ({ table, ...t }));
+  return [
+    `Restore ${r.restoreId} of backup ${r.backupId ?? '?'}: ${r.state}`,
+    ...(r.preview ? ['', table(rows, ['table', 'insert', 'update', 'delete'])] : []),
+    ...(r.preview?.drift ?? []).map((d) => `drift: ${d}`),
+    ...(r.preview?.warnings ?? []).map((w) => `warning: ${w}`),
+    ...(r.preview?.blockers ?? []).map((b) => `BLOCKED: ${b}`),
+    ...(r.state === 'awaiting-approval' ? ['', `Approve (someone else): tenantsafe restore approve ${r.restoreId} --by <name> --digest ${r.previewDigest}`] : []),
+  ].join('\n');
+}
+
+/** A scratch schema belongs to a running restore when its workflow is still open. */
+async function restoreIsRunning(engine: Engine, client: TenantsafeClient, schema: string): Promise<boolean> {
+  const r = (await engine.catalog.listRestores()).find((x) => scratchSchemaName(x.restoreId) === schema);
+  if (!r) return false;
+  const d = await client.temporal.workflow.getHandle(r.workflowId, r.runId).describe().catch(() => undefined);
+  return d?.status.name === 'RUNNING';
 }
 
 const sizeText = (n: number | null) => (n === null ? '-' : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
@@ -117,6 +147,7 @@ export function buildProgram(): Command {
 
   program
     .command('tenancy')
+    .description('how tenants are found in the schema')
     .command('show')
     .description('the resolved tenancy plan: owned tables, how each is filtered, global tables')
     .option('--tenant <tenantId>', 'estimate this tenant\'s rows per table')
@@ -164,6 +195,101 @@ export function buildProgram(): Command {
       );
     });
 
+  const restore = program.command('restore').description('restore a tenant: preview, approval, safety backup, apply, verify');
+  const refOf = async (cmd: Command, restoreId: string) =>
+    withEngine(cmd, async (e) => {
+      const r = await e.catalog.getRestore(restoreId);
+      return { workflowId: r.workflowId, runId: r.runId };
+    });
+  restore
+    .command('tenant <tenantId>')
+    .description('stage a backup and preview what restoring it would change; waits for the preview')
+    .option('--backup <backupId>', 'the backup to restore')
+    .option('--at <time>', 'ISO-8601: the newest backup taken at or before this time')
+    .option('--mode <mode>', 'replace (the tenant becomes exactly the backup) or missing-only (re-insert missing rows)', 'replace')
+    .option('--tables <list>', 'only these tables, comma-separated (e.g. app.users,app.projects)', list)
+    .option('--changes <list>', 'only these kinds of change: insert,update,delete', list)
+    .option('--missing-refs <policy>', 'rows referencing global rows that are gone: refuse or skip', 'refuse')
+    .option('--by <who>', 'who asks (cannot approve it)', defaultUser())
+    .action(async (tenantId: string, opts: { backup?: string; at?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) =>
+        c.restores.request({
+          tenantId,
+          backupId: opts.backup,
+          at: opts.at,
+          mode: opts.mode as TenantRestoreInput['mode'],
+          tables: opts.tables,
+          changes: opts.changes as TenantRestoreInput['changes'],
+          missingRefs: opts.missingRefs as TenantRestoreInput['missingRefs'],
+          requestedBy: opts.by,
+        }),
+      );
+      emit(globals(cmd), out, () => restoreText(out));
+      if (out.error) throw new WorkflowError(out.error, out.errorType);
+    });
+  restore
+    .command('approve <restoreId>')
+    .description('approve the current preview (four-eyes: not the requester)')
+    .requiredOption('--by <who>', 'who approves')
+    .requiredOption('--digest <digest>', 'the digest of the preview you reviewed')
+    .option('--wait', 'wait until the restore is applied and verified')
+    .action(async (restoreId: string, opts: { by: string; digest: string; wait?: boolean }, cmd: Command) => {
+      const ref = await refOf(cmd, restoreId);
+      const out = await withClientOf(cmd, (c) => c.restores.approve(ref, { by: opts.by, digest: opts.digest }, { wait: opts.wait }));
+      emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}${'safetyBackupId' in out && out.safetyBackupId ? ` (safety backup ${out.safetyBackupId})` : ''}`);
+    });
+  restore
+    .command('reject <restoreId>')
+    .description('reject the restore: nothing is changed')
+    .requiredOption('--by <who>', 'who rejects')
+    .option('--reason <text>', 'why')
+    .action(async (restoreId: string, opts: { by: string; reason?: string }, cmd: Command) => {
+      const ref = await refOf(cmd, restoreId);
+      const out = await withClientOf(cmd, (c) => c.restores.reject(ref, { by: opts.by, reason: opts.reason }));
+      emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}`);
+    });
+  restore
+    .command('status <restoreId>')
+    .description('state, preview, approvals, outcome')
+    .action(async (restoreId: string, _opts: unknown, cmd: Command) => {
+      const ref = await refOf(cmd, restoreId);
+      const out = await withClientOf(cmd, (c) => c.restores.status(ref));
+      emit(globals(cmd), out, () =>
+        [
+          `Restore ${out.restoreId} of tenant ${out.tenantId}: ${out.state}${out.error ? ` (${out.error})` : ''}`,
+          `  requested by ${out.requestedBy}; approvals ${out.approvals.map((a) => a.by).join(', ') || 'none'} of ${out.approvalsRequired ?? '?'}`,
+          ...out.refused.map((r) => `  refused: ${r.by}: ${r.reason}`),
+          ...(out.safetyBackupId ? [`  safety backup ${out.safetyBackupId}`] : []),
+          ...(out.verification ? [`  verification: ${out.verification.ok ? 'ok' : 'FAILED'}`] : []),
+        ].join('\n'),
+      );
+    });
+  restore
+    .command('cleanup')
+    .description('drop scratch schemas left by restores that are no longer running')
+    .option('--dry-run', 'only list them')
+    .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
+      const removed = await withClientOf(cmd, (client) =>
+        withEngine(cmd, (e) => removeStaleScratchSchemas(e, (schema) => restoreIsRunning(e, client, schema), opts.dryRun)),
+      );
+      emit(globals(cmd), { removed, dryRun: !!opts.dryRun }, () => (removed.length ? removed.map((r) => `${opts.dryRun ? 'would drop' : 'dropped'} ${r}`).join('\n') : 'Nothing to clean up.'));
+    });
+
+  program
+    .command('dashboard')
+    .description('serve the HTTP API (restore approval relay) until interrupted')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      const engine = new Engine(cfg);
+      const client = await TenantsafeClient.connect(cfg.temporal);
+      const server = await startDashboardServer(cfg, engine, client);
+      process.stderr.write(`tenantsafe dashboard: ${server.url}\n`);
+      await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()).once('SIGTERM', () => resolve()));
+      await server.close();
+      await client.close();
+      await engine.close();
+    });
+
   const schedule = program.command('schedule').description('Temporal Schedules');
   schedule
     .command('tenant-backups')
@@ -190,6 +316,7 @@ export function buildProgram(): Command {
 
   program
     .command('catalog')
+    .description('the backup index in Postgres')
     .command('rebuild')
     .description('rebuild the backup catalog from the manifests in storage')
     .action(async (_opts: unknown, cmd: Command) => {

@@ -6,14 +6,22 @@ import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import {
+  approveSignal,
+  rejectSignal,
   searchAttributes,
   tenantBackupStatusQuery,
+  tenantRestoreStatusQuery,
   workflowIds,
+  type ApproveSignal,
+  type RejectSignal,
   type TenantBackupResult,
   type TenantBackupsAllInput,
   type TenantBackupsAllResult,
+  type TenantRestoreInput,
+  type TenantRestoreResult,
+  type TenantRestoreStatus,
 } from '../workflows/messages';
-import type { tenantBackup, tenantBackupsAll } from '../workflows';
+import type { tenantBackup, tenantBackupsAll, tenantRestore } from '../workflows';
 
 export type TemporalSettings = Config['temporal'];
 
@@ -53,6 +61,8 @@ export class TenantsafeClient {
     await this.connection.close();
   }
 
+  readonly restores = new TenantsafeRestores(this);
+
   /** Fails with a clear message when no worker polls the task queue (the workflow would just wait). */
   async assertWorkerPolling(): Promise<void> {
     const res = await this.temporal.workflowService.describeTaskQueue({
@@ -86,7 +96,7 @@ export class TenantsafeClient {
       ],
     });
     if (opts.wait) return outcomeOf(await resultOf(handle), handle.workflowId);
-    const status = await waitForStatus(handle, tenantBackupStatusQuery, (s) => s.state !== 'checking');
+    const status = await pollStatus(handle, tenantBackupStatusQuery, (s) => s.state !== 'checking');
     if (status.state === 'failed' || status.state === 'done') {
       // failed checks surface as the workflow's error; a finished one has its result
       return outcomeOf(await resultOf(handle), handle.workflowId);
@@ -104,6 +114,121 @@ export class TenantsafeClient {
     });
     return opts.wait ? resultOf(handle) : { workflowId: handle.workflowId, status: 'running' };
   }
+}
+
+/** Where a restore runs: the workflow execution behind a restore id. */
+export interface RestoreRef {
+  workflowId: string;
+  runId?: string;
+}
+
+/** What `restore tenant` prints: the contract's fields, plus the state and what blocks it. */
+export interface RestoreRequested {
+  restoreId: string;
+  previewDigest: string | null;
+  state: TenantRestoreStatus['state'];
+  backupId: string | null;
+  preview: { tables: Record<string, { insert: number; update: number; delete: number }>; warnings: string[]; blockers: string[]; drift: string[] } | null;
+  error?: string;
+  errorType?: string;
+  workflowId: string;
+}
+
+export class TenantsafeRestores {
+  constructor(private readonly client: TenantsafeClient) {}
+
+  private handle(ref: RestoreRef) {
+    return this.client.temporal.workflow.getHandle<typeof tenantRestore>(ref.workflowId, ref.runId);
+  }
+
+  /** Starts a restore and returns its preview (or why there is none). One restore per tenant at a time. */
+  async request(input: TenantRestoreInput): Promise<RestoreRequested> {
+    await this.client.assertWorkerPolling();
+    const workflowId = workflowIds.tenantRestore(input.tenantId);
+    let handle;
+    try {
+      handle = await this.client.temporal.workflow.start<typeof tenantRestore>('tenantRestore', {
+        taskQueue: this.client.settings.taskQueue,
+        workflowId,
+        args: [input],
+        workflowIdConflictPolicy: 'FAIL',
+        typedSearchAttributes: [
+          { key: searchAttributes.tenantId, value: input.tenantId },
+          { key: searchAttributes.backupKind, value: 'restore' },
+        ],
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      const running = await this.client.temporal.workflow.getHandle(workflowId).query(tenantRestoreStatusQuery).catch(() => undefined);
+      throw new TenantsafeError(
+        ErrorType.AlreadyRunning,
+        `A restore of tenant "${input.tenantId}" is already running${running ? ` (restore ${running.restoreId}, ${running.state})` : ''}; one restore per tenant at a time.`,
+        `Wait for it, or reject it: tenantsafe restore reject ${running?.restoreId ?? '<restoreId>'} --by <you>.`,
+      );
+    }
+    const status = await pollStatus(handle, tenantRestoreStatusQuery, (s) => s.state !== 'previewing');
+    const requested = requestedOf(status, workflowId);
+    if (status.state !== 'failed') return requested;
+    // the workflow's failure carries the stable type (bad input, drift, corrupt object, blocked)
+    const failure = await resultOf(handle).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    return { ...requested, error: failure instanceof Error ? failure.message : status.error, errorType: failure instanceof WorkflowError ? failure.type : undefined };
+  }
+
+  async status(ref: RestoreRef): Promise<TenantRestoreStatus> {
+    return this.handle(ref).query(tenantRestoreStatusQuery);
+  }
+
+  /**
+   * Approves by signal, after checking what the workflow would refuse anyway (wrong digest,
+   * self-approval, not awaiting approval), so a person gets the reason at once.
+   */
+  async approve(ref: RestoreRef, approval: ApproveSignal, opts: { wait?: boolean } = {}): Promise<TenantRestoreStatus | TenantRestoreResult> {
+    const handle = this.handle(ref);
+    const before = await handle.query(tenantRestoreStatusQuery);
+    const invalid = (problem: string, hint: string) => new TenantsafeError(ErrorType.ApprovalInvalid, problem, hint);
+    if (before.state !== 'awaiting-approval') throw invalid(`Restore ${before.restoreId} is ${before.state}, not awaiting approval.`, 'See `tenantsafe restore status`.');
+    if (approval.by === before.requestedBy) throw invalid(`${approval.by} requested restore ${before.restoreId} and cannot approve it (four-eyes).`, 'Ask someone else to approve it.');
+    if (approval.digest !== before.preview?.digest) {
+      throw invalid(`Digest ${approval.digest} is not the current preview's of restore ${before.restoreId}.`, `Review the current preview (\`tenantsafe restore status ${before.restoreId}\`) and approve its digest ${before.preview?.digest}.`);
+    }
+    await handle.signal(approveSignal, approval);
+    const after = await pollStatus(handle, tenantRestoreStatusQuery, (s) => s.approvals.some((a) => a.by === approval.by) || s.refused.length > before.refused.length || s.state !== 'awaiting-approval');
+    const refusal = after.refused.slice(before.refused.length).find((r) => r.by === approval.by);
+    if (refusal) throw invalid(`The approval was refused: ${refusal.reason}.`, 'Check the restore status and approve the current preview.');
+    return opts.wait ? resultOf(handle) : after;
+  }
+
+  async reject(ref: RestoreRef, rejection: RejectSignal): Promise<TenantRestoreStatus> {
+    const handle = this.handle(ref);
+    await handle.signal(rejectSignal, rejection);
+    return pollStatus(handle, tenantRestoreStatusQuery, (s) => s.state === 'rejected' || s.refused.some((r) => r.by === rejection.by));
+  }
+
+  async result(ref: RestoreRef): Promise<TenantRestoreResult> {
+    return resultOf(this.handle(ref));
+  }
+}
+
+function requestedOf(s: TenantRestoreStatus, workflowId: string): RestoreRequested {
+  return {
+    restoreId: s.restoreId,
+    previewDigest: s.preview?.digest ?? null,
+    state: s.state,
+    backupId: s.backupId ?? null,
+    preview: s.preview
+      ? {
+          tables: Object.fromEntries(Object.entries(s.preview.tables).map(([k, t]) => [k, { insert: t.insert, update: t.update, delete: t.delete }])),
+          warnings: s.preview.warnings,
+          blockers: s.preview.blockers.map((b) => b.message),
+          drift: s.preview.drift.map((d) => `${d.table}${d.column ? `.${d.column}` : ''}: ${d.kind}, ${d.policy}`),
+        }
+      : null,
+    ...(s.error ? { error: s.error } : {}),
+    workflowId,
+  };
 }
 
 function outcomeOf(r: TenantBackupResult, workflowId: string): TenantBackupOutcome {
@@ -141,8 +266,8 @@ export function unwrapFailure(err: unknown): unknown {
   return new WorkflowError((e as Error).message, undefined);
 }
 
-/** Polls a status query until `done(status)` or the workflow closes. */
-export async function waitForStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 120_000): Promise<S> {
+/** Polls a workflow's status query until `done(status)` or the workflow closes. */
+export async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 600_000): Promise<S> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const status = await handle.query(query);

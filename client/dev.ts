@@ -3,11 +3,10 @@
 // server from temporal-dev.yaml (reused when one already answers), a worker. With a config,
 // its database and Temporal are used as they are.
 import * as path from 'node:path';
-import { Client } from 'pg';
 import { configPathFor, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
 import { PrivateCluster } from '../lib/devstack/postgres';
 import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from '../lib/devstack/temporal';
-import { generateSample, type SampleOptions } from '../lib/sample/generate';
+import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
 import { startWorker, type StartedWorker } from '../workers/worker';
 
 export interface DevStack {
@@ -33,7 +32,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
   const config = loadConfig({ path: opts.configPath, layout });
   const stops: (() => Promise<void>)[] = [];
   try {
-    if (!configFile) stops.push(await ensureSampleDatabase(layout, opts.sample ?? embeddedSample, opts.log));
+    if (!configFile) stops.push(await startSampleCluster(layout, opts.sample ?? embeddedSample, opts.log));
     else opts.log(`config: ${configFile}`);
 
     let uiUrl: string | undefined;
@@ -75,32 +74,13 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
 }
 
 /** Starts (creating if needed) the private cluster and generates the sample once. Returns its stop. */
-async function ensureSampleDatabase(layout: DevLayout, sample: SampleOptions, log: (line: string) => void): Promise<() => Promise<void>> {
+async function startSampleCluster(layout: DevLayout, sample: SampleOptions, log: (line: string) => void): Promise<() => Promise<void>> {
   const cluster = await PrivateCluster.create({ dataDir: path.join(layout.home, 'pg'), port: layout.pgPort });
   const wasRunning = await cluster.isRunning();
   if (!wasRunning) await cluster.start();
   log(`postgres: private cluster ${cluster.dataDir} on 127.0.0.1:${cluster.port}`);
-  const admin = new Client({ connectionString: cluster.url('postgres') });
-  await admin.connect();
-  try {
-    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [sampleDatabase]);
-    if (exists.rowCount === 0) {
-      log(`postgres: generating the sample multi-tenant database ${sampleDatabase} (${sample.tenants} tenants, ~${sample.rows} rows)`);
-      await admin.query(`CREATE DATABASE ${sampleDatabase}`);
-      const db = new Client({ connectionString: cluster.url(sampleDatabase) });
-      await db.connect();
-      try {
-        await generateSample(db, sample);
-      } catch (err) {
-        await db.end();
-        await admin.query(`DROP DATABASE ${sampleDatabase}`);
-        throw err;
-      }
-      await db.end();
-    }
-  } finally {
-    await admin.end();
-  }
+  const { created } = await ensureSampleDatabase(cluster.url('postgres'), sampleDatabase, sample);
+  if (created) log(`postgres: generated the sample multi-tenant database ${sampleDatabase} (${sample.tenants} tenants, ~${sample.rows} rows)`);
   return async () => {
     if (!wasRunning) await cluster.stop('fast');
   };

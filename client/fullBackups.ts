@@ -14,7 +14,7 @@ import {
   type WalArchiverStatus,
 } from '../workflows/messages';
 import type { applyRetention, fullBackup, pitrRestore, verifyBackup, walArchiver } from '../workflows';
-import { resultOf, waitForStatus, type TenantsafeClient } from './client';
+import { resultOf, pollStatus, type TenantsafeClient } from './client';
 
 /** Starts a workflow of ours on the configured task queue. */
 function start<W extends Workflow>(client: TenantsafeClient, type: string, workflowId: string, args: Parameters<W>, conflict: 'USE_EXISTING' | 'FAIL' = 'USE_EXISTING'): Promise<WorkflowHandle<W>> {
@@ -38,7 +38,7 @@ export async function startFullBackup(client: TenantsafeClient, opts: { wait?: b
   });
   const done = (r: FullBackupResult): FullBackupOutcome => ({ ...r, status: 'completed', workflowId: handle.workflowId });
   if (opts.wait) return done(await resultOf(handle));
-  const status = await waitForStatus(handle, fullBackupStatusQuery, (s) => s.state !== 'checking');
+  const status = await pollStatus(handle, fullBackupStatusQuery, (s) => s.state !== 'checking');
   if (status.state === 'failed' || status.state === 'done') return done(await resultOf(handle));
   return { backupId: status.backupId, kind: null, bytes: null, startLsn: null, stopLsn: null, finishedAt: null, status: 'running', workflowId: handle.workflowId };
 }

@@ -4,13 +4,31 @@ import type { Pool, PoolClient } from 'pg';
 import { sha256Hex } from './checksum';
 import { ErrorType, TenantsafeError } from './errors';
 import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './fullBackup/manifest';
+import { parseBackupLabel } from './labels';
 import { manifestFile, parseManifest, type TenantManifest } from './manifest';
 import { quoteIdent, withClient } from './pg';
 import type { ObjectStore } from './storage/types';
 
+export interface RestoreRecord {
+  restoreId: string;
+  tenantId: string;
+  workflowId: string;
+  runId: string;
+  backupId?: string | null;
+  state: string;
+  requestedBy: string;
+  approvedBy?: string[];
+  digest?: string | null;
+  preview?: unknown;
+  safetyBackupId?: string | null;
+  result?: unknown;
+  error?: string | null;
+}
+
 export interface BackupRecord {
   backupId: string;
-  kind: 'tenant';
+  /** safety: taken by a restore just before it changed the tenant */
+  kind: 'tenant' | 'safety';
   tenantId: string;
   database: string;
   storageUri: string;
@@ -73,6 +91,25 @@ const migrations: ((s: string) => string)[] = [
       PRIMARY KEY (workflow_id, run_id)
     );
     CREATE INDEX runs_started_idx ON ${s}.runs (started_at DESC);`,
+  (s) => `
+    CREATE TABLE ${s}.restores (
+      restore_id text PRIMARY KEY,
+      tenant_id text NOT NULL,
+      workflow_id text NOT NULL,
+      run_id text NOT NULL,
+      backup_id text,
+      state text NOT NULL,
+      requested_by text NOT NULL,
+      approved_by text[] NOT NULL DEFAULT '{}',
+      digest text,
+      preview jsonb,
+      safety_backup_id text,
+      result jsonb,
+      error text,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX restores_tenant_idx ON ${s}.restores (tenant_id, created_at DESC);`,
   (s) => `
     CREATE TABLE ${s}.full_backups (
       backup_id text PRIMARY KEY,
@@ -299,6 +336,49 @@ export class Catalog {
     return { indexed: found.size, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };
   }
 
+  /** Creates or updates a restore's row; only the fields given change. */
+  async recordRestore(r: RestoreRecord): Promise<void> {
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.restores (restore_id, tenant_id, workflow_id, run_id, backup_id, state, requested_by, approved_by, digest, preview, safety_backup_id, result, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8::text[], '{}'), $9, $10, $11, $12, $13)
+         ON CONFLICT (restore_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now(),
+           backup_id = coalesce(EXCLUDED.backup_id, ${this.s}.restores.backup_id),
+           approved_by = coalesce($8::text[], ${this.s}.restores.approved_by),
+           digest = coalesce(EXCLUDED.digest, ${this.s}.restores.digest),
+           preview = coalesce(EXCLUDED.preview, ${this.s}.restores.preview),
+           safety_backup_id = coalesce(EXCLUDED.safety_backup_id, ${this.s}.restores.safety_backup_id),
+           result = coalesce(EXCLUDED.result, ${this.s}.restores.result),
+           error = EXCLUDED.error`,
+        [
+          r.restoreId, r.tenantId, r.workflowId, r.runId, r.backupId ?? null, r.state, r.requestedBy, r.approvedBy ?? null, r.digest ?? null,
+          r.preview === undefined ? null : JSON.stringify(r.preview), r.safetyBackupId ?? null, r.result === undefined ? null : JSON.stringify(r.result), r.error ?? null,
+        ],
+      ),
+    );
+  }
+
+  async getRestore(restoreId: string): Promise<RestoreRecord> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE restore_id = $1`, [restoreId]));
+    if (r.rowCount === 0) {
+      throw new TenantsafeError(ErrorType.RestoreNotFound, `Restore "${restoreId}" is not in the catalog.`, 'Check the id printed by `tenantsafe restore tenant`.');
+    }
+    return restoreOf(r.rows[0]);
+  }
+
+  async listRestores(filter: { tenantId?: string } = {}): Promise<RestoreRecord[]> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at DESC`, [filter.tenantId ?? null]));
+    return r.rows.map(restoreOf);
+  }
+
+  /** The newest complete backup of a tenant taken at or before `at` (kind tenant: safety backups are for undo). */
+  async latestBackupAtOrBefore(tenantId: string, at: Date): Promise<BackupRecord | undefined> {
+    const r = await this.run((c) =>
+      c.query(`SELECT * FROM ${this.s}.backups WHERE tenant_id = $1 AND kind = 'tenant' AND snapshot_at <= $2 ORDER BY snapshot_at DESC LIMIT 1`, [tenantId, at]),
+    );
+    return r.rows[0] ? rowToRecord(r.rows[0]) : undefined;
+  }
+
   /**
    * Rebuilds the backup index of one store from its manifests: adds what storage holds,
    * drops rows whose manifest is gone. Invalid manifests are reported, not indexed.
@@ -313,10 +393,10 @@ export class Catalog {
   }
 }
 
-function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): BackupRecord {
+export function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): BackupRecord {
   return {
     backupId: m.backupId,
-    kind: 'tenant',
+    kind: parseBackupLabel(m.backupId)?.kind === 'safety' ? 'safety' : 'tenant',
     tenantId: m.tenantId,
     database: m.database,
     storageUri,
@@ -330,6 +410,13 @@ function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, m
     schemaFingerprint: m.tenancy.fingerprint,
     startedAt: m.startedAt,
     finishedAt: m.finishedAt,
+  };
+}
+
+function restoreOf(x: Record<string, any>): RestoreRecord {
+  return {
+    restoreId: x.restore_id, tenantId: x.tenant_id, workflowId: x.workflow_id, runId: x.run_id, backupId: x.backup_id, state: x.state,
+    requestedBy: x.requested_by, approvedBy: x.approved_by, digest: x.digest, preview: x.preview, safetyBackupId: x.safety_backup_id, result: x.result, error: x.error,
   };
 }
 

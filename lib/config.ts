@@ -28,6 +28,15 @@ export interface Config {
   storage: { primary: StorageConfig };
   temporal: { address: string; namespace: string; taskQueue: string };
   backup: { parallelism: number; compressionLevel: number };
+  restore: {
+    /** distinct approvers needed besides the requester (four-eyes: 1) */
+    approvers: number;
+    approvalTimeoutMs: number;
+    lockTimeoutMs: number;
+    statementTimeoutMs: number;
+    verifyOtherTenants: boolean;
+  };
+  dashboard: { host: string; port: number; token?: string };
   fullBackup: FullBackupConfig;
   /** set when fullBackup.provider is supabase */
   supabase: SupabaseConfig | null;
@@ -240,6 +249,23 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     tenantBackupsPerRun: verification.integer('tenantBackupsPerRun', 0, 10_000) ?? 10,
   };
   verification.done();
+  const restore = root.section('restore');
+  const restoreConfig = {
+    approvers: restore.integer('approvers', 1, 10) ?? 1,
+    approvalTimeoutMs: restore.duration('approvalTimeout') ?? 24 * 3_600_000,
+    lockTimeoutMs: restore.duration('lockTimeout') ?? 10_000,
+    statementTimeoutMs: restore.duration('statementTimeout') ?? 30 * 60_000,
+    verifyOtherTenants: restore.boolean('verifyOtherTenants') ?? true,
+  };
+  restore.done();
+
+  const dashboard = root.section('dashboard');
+  const dashboardConfig = {
+    host: dashboard.string('host') ?? '127.0.0.1',
+    port: dashboard.integer('port', 0, 65535) ?? 8080,
+    token: dashboard.string('token'),
+  };
+  dashboard.done();
 
   root.done();
   if (problems.length > 0) {
@@ -261,6 +287,8 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     supabase: supabaseConfig,
     retention: retentionConfig,
     verification: verificationConfig,
+    restore: restoreConfig,
+    dashboard: dashboardConfig,
   };
 }
 
@@ -300,13 +328,16 @@ function interpolate(value: unknown, key: string, env: NodeJS.ProcessEnv, proble
 class Section {
   private readonly values: Record<string, unknown>;
   private readonly seen = new Set<string>();
+  /** a missing section was reported once already; its keys are not reported again */
+  private readonly absent: boolean;
 
   constructor(
     value: unknown,
     private readonly prefix: string,
     private readonly problems: string[],
   ) {
-    if (value === undefined || value === null) {
+    this.absent = value === undefined || value === null;
+    if (this.absent) {
       this.values = {};
     } else if (typeof value === 'object' && !Array.isArray(value)) {
       this.values = value as Record<string, unknown>;
@@ -323,7 +354,7 @@ class Section {
   private take(name: string, required: boolean): unknown {
     this.seen.add(name);
     const v = this.values[name];
-    if ((v === undefined || v === null || v === '') && required) this.problems.push(`${this.key(name)}: is required`);
+    if ((v === undefined || v === null || v === '') && required && !(this.absent && this.prefix)) this.problems.push(`${this.key(name)}: is required`);
     return v === null || v === '' ? undefined : v;
   }
 
@@ -384,6 +415,25 @@ class Section {
     return n;
   }
 
+  boolean(name: string): boolean | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    if (typeof v === 'boolean') return v;
+    if (v === 'true' || v === 'false') return v === 'true';
+    return this.fail(name, 'must be true or false', v);
+  }
+
+  /** 90s, 30m, 24h, 7d, 1h30m */
+  duration(name: string): number | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    try {
+      return parseDuration(v);
+    } catch {
+      return this.fail(name, 'must be a duration like 90s, 30m, 24h or 7d', v);
+    }
+  }
+
   url(name: string): string | undefined {
     const v = this.string(name);
     if (v === undefined) return undefined;
@@ -421,17 +471,6 @@ class Section {
       return undefined;
     }
     return v;
-  }
-
-  /** A duration as operators write it: 500ms, 90s, 6h. */
-  duration(name: string): number | undefined {
-    const v = this.string(name);
-    if (v === undefined) return undefined;
-    try {
-      return parseDuration(v, name);
-    } catch {
-      return this.fail(name, 'must be a duration like 500ms, 90s, 30m, 6h or 7d', v);
-    }
   }
 
   /** A mapping of free-form keys (e.g. tenant ids), each value a section read by `read`. */

@@ -16,10 +16,12 @@ export const ErrorType = {
   AlreadyRunning: 'AlreadyRunning',
   TemporalUnreachable: 'TemporalUnreachable',
   NoWorker: 'NoWorker',
+  SchemaDrift: 'SchemaDrift',
+  RestoreBlocked: 'RestoreBlocked',
+  ApprovalInvalid: 'ApprovalInvalid',
+  RestoreNotFound: 'RestoreNotFound',
   /** a point-in-time target the backups and WAL archive cannot reach */
   TargetOutsideWindow: 'TargetOutsideWindow',
-  /** WAL segments missing from the archive between a base backup and a target */
-  WalGap: 'WalGap',
   /** the WAL archive did not reach a base backup's stop LSN in time */
   WalArchiveBehind: 'WalArchiveBehind',
   /** PostgreSQL did not finish recovery of a restored cluster */
@@ -38,6 +40,11 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.TenancyUnresolved,
   ErrorType.UnsupportedFormat,
   ErrorType.AlreadyRunning,
+  ErrorType.SchemaDrift,
+  ErrorType.RestoreBlocked,
+  ErrorType.ApprovalInvalid,
+  ErrorType.RestoreNotFound,
+  ErrorType.CorruptBackup,
   ErrorType.TargetOutsideWindow,
 ]);
 

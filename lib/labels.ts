@@ -12,10 +12,19 @@ const labelPattern = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})([TSF])-([0-9a
  * are UUIDv7, whose leading digits are a timestamp shared by runs started hours apart.
  */
 export function backupLabel(at: Date, kind: BackupKind, unique: string): string {
+  return label(at, backupKinds[kind], unique);
+}
+
+/** Restore ids look like backup ids with kind letter R: 20261125-053012R-3f9a2c. */
+export function restoreLabel(at: Date, unique: string): string {
+  return label(at, 'R', unique);
+}
+
+function label(at: Date, letter: string, unique: string): string {
   const iso = at.toISOString(); // 2026-11-25T05:30:12.345Z
   const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}-${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}`;
   const hex = unique.toLowerCase().replace(/[^0-9a-f]/g, '').padStart(6, '0').slice(-6);
-  return `${stamp}${backupKinds[kind]}-${hex}`;
+  return `${stamp}${letter}-${hex}`;
 }
 
 export function parseBackupLabel(id: string): { at: Date; kind: BackupKind } | null {

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from 'pg';
 import { PrivateCluster } from '../lib/devstack/postgres';
-import { freePorts } from '../lib/devstack/temporal';
+import { freePorts } from '../lib/devstack/process';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { listWalArchive } from '../lib/wal/archive';

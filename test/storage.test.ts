@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { Storage } from '@google-cloud/storage';
 import { startFakeGcs, type FakeGcs } from '../lib/devstack/fakeGcs';
-import { freePorts } from '../lib/devstack/temporal';
+import { freePorts } from '../lib/devstack/process';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createStore, type ObjectInfo, type ObjectStore } from '../lib/storage';
 

@@ -3,12 +3,13 @@ import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { assertTenantExists, discoverTenancy, listTenants, planTenancy, tenantRowsQuery, type TableInfo, type TenancyPlan } from '../lib/tenancy';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
+import { createTestEnv, dbPassword, runCli, type TestEnv } from './support/env';
 
 const appTenancy: Config['tenancy'] = { schemas: ['app'], tenantTable: 'tenants', tenantColumn: 'tenant_id', globalTables: [], ownership: {} };
 
 function table(key: string, columns: [string, boolean][], pk: string[] | null, fks: { name: string; columns: string[]; ref: string; refColumns: string[] }[] = []): TableInfo {
   const [schema, name] = key.split('.');
-  const cols = columns.map(([n, notNull]) => ({ name: n, type: 'text', typeKind: 'b', notNull, generated: false, identity: '' as const, sequence: null }));
+  const cols = columns.map(([n, notNull]) => ({ name: n, type: 'text', typeKind: 'b', notNull, hasDefault: false, generated: false, identity: '' as const, sequence: null }));
   return {
     key, schema, name, partitioned: false, partitions: [], columns: cols, primaryKey: pk, estimatedRows: 0,
     foreignKeys: fks.map((f) => ({ name: f.name, columns: f.columns, refTable: f.ref, refColumns: f.refColumns, deferrable: false, nullable: f.columns.some((c) => !cols.find((x) => x.name === c)!.notNull) })),
@@ -190,5 +191,34 @@ describe('tenancy discovery on the sample database', () => {
       assert.deepEqual(rows.rows.map((r) => r.note).sort(), ['a', 'b']);
       await assert.rejects(assertTenantExists(c, p, 'abc'), (e: TenantsafeError) => e.type === ErrorType.TenantNotFound);
     });
+  });
+});
+
+describe('tenantsafe tenancy show', function () {
+  let env: TestEnv;
+  before(async function () {
+    this.timeout(120_000);
+    env = await createTestEnv('local');
+  });
+  after(async () => env?.close());
+
+  it('prints every owned table with how it is filtered, the tenant\'s estimated rows, and the global tables', async () => {
+    const res = await runCli(['tenancy', 'show', '--tenant', 'acme', '--tenants', '--json'], { configFile: env.configFile });
+    assert.equal(res.code, 0, res.stderr);
+    const out = res.json();
+    assert.equal(out.tenantTable, 'app.tenants');
+    assert.equal(out.tables.length, 12);
+    const comments = out.tables.find((t: { table: string }) => t.table === 'app.comments');
+    assert.match(comments.filter, /^through app\.tasks \(task_id → task_id, foreign key comments_task_id_fkey\)$/);
+    assert.ok(out.tables.every((t: { estimatedRows: number }) => t.estimatedRows > 0), 'acme has rows in every table');
+    assert.ok(out.tables.find((t: { table: string }) => t.table === 'app.users').estimatedRows < 5000, 'estimates are for acme, not all tenants');
+    assert.deepEqual(out.globalTables.map((g: { key: string }) => g.key), ['app.countries', 'app.feature_flags', 'app.plans']);
+    assert.deepEqual(out.tenants, env.db.tenants.map((t) => t.tenantId).sort());
+    assert.ok(!JSON.stringify(out).includes(dbPassword), 'the database URL is shown without its password');
+
+    const human = await runCli(['tenancy', 'show'], { configFile: env.configFile });
+    assert.match(human.stdout, /app\.task_labels\s+\d+\s+label_tenant = tenant \(foreign key task_labels_label_tenant_label_code_fkey to app\.labels\.tenant_id\)/);
+    assert.match(human.stdout, /Global tables \(not backed up with a tenant\): app\.countries \(referenced by app\.tenants\)/);
+    assert.match(human.stdout, /warning: app\.page_views has no primary key/);
   });
 });

@@ -156,6 +156,17 @@ for (const storage of ['local', 'gcs'] as StorageKind[]) {
 
 describe('tenant backup failures', function () {
   let env: TestEnv;
+
+  /** Runs `backup tenant acme` against a worker that uses the given config file. */
+  async function backupWithWorkerOn(file: string) {
+    const worker = await startWorker(loadConfig({ path: file }), { bundle: (await testStack()).bundle });
+    try {
+      return await runCli(['backup', 'tenant', 'acme', '--wait', '--json'], { configFile: file });
+    } finally {
+      await worker.shutdown();
+    }
+  }
+
   before(async function () {
     this.timeout(180_000);
     env = await createTestEnv('local');
@@ -174,16 +185,11 @@ describe('tenant backup failures', function () {
       d.database.url = 'postgres://postgres:pw@127.0.0.1:1/nowhere';
       d.temporal.taskQueue += '-unreachable';
     });
-    const worker = await startWorker(loadConfig({ path: file }), { bundle: (await testStack()).bundle });
-    try {
-      const res = await runCli(['backup', 'tenant', 'acme', '--wait', '--json'], { configFile: file });
-      assert.equal(res.code, 1);
-      const err = JSON.parse(res.stderr);
-      assert.equal(err.type, 'DatabaseUnreachable');
-      assert.match(err.error, /postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/nowhere is unreachable.*HINT/);
-    } finally {
-      await worker.shutdown();
-    }
+    const res = await backupWithWorkerOn(file);
+    assert.equal(res.code, 1);
+    const err = JSON.parse(res.stderr);
+    assert.equal(err.type, 'DatabaseUnreachable');
+    assert.match(err.error, /postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/nowhere is unreachable.*HINT/);
     assert.equal(fs.existsSync(path.join(env.dir, 'backups', 'tenants')), false);
   });
 
@@ -193,16 +199,11 @@ describe('tenant backup failures', function () {
       d.storage.primary.path = path.join(env.dir, 'a-file', 'backups');
       d.temporal.taskQueue += '-unwritable';
     });
-    const worker = await startWorker(loadConfig({ path: file }), { bundle: (await testStack()).bundle });
-    try {
-      const res = await runCli(['backup', 'tenant', 'acme', '--wait', '--json'], { configFile: file });
-      assert.equal(res.code, 1);
-      const err = JSON.parse(res.stderr);
-      assert.equal(err.type, 'StorageUnwritable');
-      assert.match(err.error, /a-file.*HINT/);
-    } finally {
-      await worker.shutdown();
-    }
+    const res = await backupWithWorkerOn(file);
+    assert.equal(res.code, 1);
+    const err = JSON.parse(res.stderr);
+    assert.equal(err.type, 'StorageUnwritable');
+    assert.match(err.error, /a-file.*HINT/);
     await withDb(env.db.url, async (c) => {
       const r = await c.query(`SELECT count(*)::int AS n FROM tenantsafe.runs WHERE status = 'failed' AND tenant_id = 'acme'`);
       assert.ok(r.rows[0].n >= 1, 'the failed run is recorded in the catalog');

@@ -1,6 +1,7 @@
 // Every workflow type the worker registers (DESIGN: public contract, workflow types).
 export { tenantBackup } from './tenantBackup';
 export { tenantBackupsAll } from './tenantBackupsAll';
+export { tenantRestore } from './tenantRestore';
 export { fullBackup } from './fullBackup';
 export { walArchiver } from './walArchiver';
 export { pitrRestore } from './pitrRestore';

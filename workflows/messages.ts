@@ -1,7 +1,8 @@
 // Inputs, results, signals, queries and search attributes shared by workflows, the CLI and
 // any service with a Temporal client. Add fields as optional so old histories still replay.
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { ApplyResult, ChangeKind, RestorePreview, RestoreVerification } from '../lib/restore/types';
 import type { PitrWindow } from '../lib/pitr/window';
 import type { RetentionOutcome } from '../lib/retention/run';
 import type { VerificationCheck } from '../lib/verify/verify';
@@ -16,6 +17,7 @@ export const searchAttributes = {
 export const workflowIds = {
   tenantBackup: (tenantId: string) => `tenant-backup/${tenantId}`,
   tenantBackupsAll: () => 'tenant-backups-all',
+  tenantRestore: (tenantId: string) => `tenant-restore/${tenantId}`,
 };
 
 export const scheduleIds = {
@@ -83,7 +85,70 @@ export interface TenantBackupsAllStatus {
   failed: TenantBackupFailure[];
 }
 
-export const statusQuery = defineQuery<unknown>('status');
+// ---- tenantRestore ----
+
+export interface TenantRestoreInput {
+  tenantId: string;
+  /** exactly one of backupId and at */
+  backupId?: string;
+  /** ISO-8601: the newest backup taken at or before this time */
+  at?: string;
+  mode?: 'replace' | 'missing-only';
+  tables?: string[];
+  changes?: ChangeKind[];
+  /** rows referencing global rows that are gone: refuse (default) or skip them */
+  missingRefs?: 'refuse' | 'skip';
+  /** who asks; they cannot approve it themselves */
+  requestedBy: string;
+}
+
+export type TenantRestoreState = 'previewing' | 'awaiting-approval' | 'applying' | 'verifying' | 'done' | 'rejected' | 'expired' | 'failed';
+
+/** The preview as it travels through Temporal: counts and digests, no sample keys. */
+export type PreviewSummary = Omit<RestorePreview, 'tables'> & {
+  tables: Record<string, { insert: number; update: number; delete: number; selected: boolean; wholeTable?: boolean }>;
+};
+
+export interface ApproveSignal {
+  by: string;
+  /** the digest of the preview being approved */
+  digest: string;
+}
+
+export interface RejectSignal {
+  by: string;
+  reason?: string;
+}
+
+export interface TenantRestoreStatus {
+  state: TenantRestoreState;
+  restoreId: string;
+  tenantId: string;
+  requestedBy: string;
+  backupId?: string;
+  preview?: PreviewSummary;
+  approvalsRequired?: number;
+  approvals: { by: string; digest: string; at: string }[];
+  /** approvals and rejections that did not count, and why (self-approval, stale digest, ...) */
+  refused: { by: string; reason: string; at: string }[];
+  expiresAt?: string;
+  /** set when the plan changed between approval and apply: a new approval is needed */
+  planChanged?: boolean;
+  safetyBackupId?: string;
+  applied?: ApplyResult;
+  verification?: RestoreVerification;
+  rejection?: RejectSignal;
+  error?: string;
+}
+
+export type TenantRestoreResult = Pick<TenantRestoreStatus, 'restoreId' | 'tenantId' | 'backupId' | 'safetyBackupId' | 'applied' | 'verification' | 'rejection'> & {
+  state: 'done' | 'rejected' | 'expired';
+};
+
+export const approveSignal = defineSignal<[ApproveSignal]>('approve');
+export const rejectSignal = defineSignal<[RejectSignal]>('reject');
+export const tenantRestoreStatusQuery = defineQuery<TenantRestoreStatus>('status');
+
 export const tenantBackupStatusQuery = defineQuery<TenantBackupStatus>('status');
 export const tenantBackupsAllStatusQuery = defineQuery<TenantBackupsAllStatus>('status');
 

@@ -1,9 +1,10 @@
 // A tenant backup, step by step, without Temporal: check, export + manifest, record, discard.
+import { backupRecordOf, type BackupRecord } from '../catalog';
 import { tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { parseBackupLabel } from '../labels';
-import { manifestFile, manifestFormatVersion, startedMarkerFile, readManifest, sealManifest, tenantBackupPrefix, writeManifest, type TenantManifest } from '../manifest';
+import { manifestFile, manifestFormatVersion, startedMarkerFile, readManifest, sealManifest, tenantBackupPrefix, writeManifest } from '../manifest';
 import { reproducibleSessionSettings, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, describeOwnership, discoverTenancy } from '../tenancy';
@@ -15,18 +16,11 @@ export interface TenantBackupCheck {
   tables: number;
 }
 
-export interface TenantBackupSummary {
-  backupId: string;
-  tenantId: string;
-  prefix: string;
-  storageUri: string;
-  manifestSha256: string;
-  rows: number;
-  bytes: number;
-  snapshotAt: string;
-  lsn: string;
-  tenantChecksum: string;
-}
+/** What a finished tenant backup reports to its workflow: ids, counts and digests only. */
+export type TenantBackupSummary = Pick<
+  BackupRecord,
+  'backupId' | 'tenantId' | 'prefix' | 'storageUri' | 'manifestSha256' | 'rows' | 'bytes' | 'snapshotAt' | 'lsn' | 'tenantChecksum'
+>;
 
 /** Fails fast, before any object is written: tenant unknown, tenancy unresolvable, storage unwritable. */
 export async function checkTenantBackup(engine: Engine, tenantId: string): Promise<TenantBackupCheck> {
@@ -110,21 +104,18 @@ export async function takeTenantBackup(
     tenantChecksum: tenantChecksum(tables),
   });
   const manifestSha256 = await writeManifest(store, prefix, manifest);
-  return summaryOf(manifest, prefix, store.uri, manifestSha256);
-}
-
-function summaryOf(m: TenantManifest, prefix: string, storageUri: string, manifestSha256: string): TenantBackupSummary {
+  const r = backupRecordOf(manifest, store.uri, prefix, manifestSha256);
   return {
-    backupId: m.backupId,
-    tenantId: m.tenantId,
+    backupId: r.backupId,
+    tenantId: r.tenantId,
     prefix,
-    storageUri,
+    storageUri: r.storageUri,
     manifestSha256,
-    rows: m.totals.rows,
-    bytes: m.totals.bytes,
-    snapshotAt: m.snapshot.at,
-    lsn: m.snapshot.lsn,
-    tenantChecksum: m.tenantChecksum,
+    rows: r.rows,
+    bytes: r.bytes,
+    snapshotAt: r.snapshotAt,
+    lsn: r.lsn,
+    tenantChecksum: r.tenantChecksum,
   };
 }
 

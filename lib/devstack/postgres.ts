@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect } from '../pg';
-import { freePorts, logTail } from './temporal';
+import { freePorts, logTail } from './process';
 
 const defaultMajor = 15;
 

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { projectRoot } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
+import { diesWithParent, freePorts, logTail, onPath } from './process';
 
 const execFileAsync = promisify(execFile);
 
@@ -137,20 +138,6 @@ function validate(raw: Record<string, unknown>, file: string): TemporalDevConfig
   return cfg;
 }
 
-/** An executable named `name` in one of the PATH directories. */
-function onPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    const candidate = path.join(dir, name);
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      if (fs.statSync(candidate).isFile()) return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
 const verifiedClis = new Set<string>();
 
 /** $TEMPORAL_CLI, else `temporal` on PATH, else the copy scripts/setup.sh installs in .venv/. */
@@ -170,39 +157,6 @@ export function temporalCliPath(): string {
     verifiedClis.add(cli);
   }
   return cli;
-}
-
-/** Ports nobody listens on right now, all distinct (held open together while being picked). */
-export async function freePorts(host: string, count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, host, () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
-}
-
-/** The last lines a server wrote to its log since `fromOffset`: the part that explains a failure. */
-export function logTail(file: string, fromOffset = 0, lines = 25): string {
-  try {
-    const size = fs.statSync(file).size;
-    const start = Math.max(fromOffset, size - 16_384);
-    const fd = fs.openSync(file, 'r');
-    try {
-      const buf = Buffer.alloc(size - start);
-      fs.readSync(fd, buf, 0, buf.length, start);
-      const text = buf.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
-      return text ? `\n--- last lines of ${file} ---\n${text}\n---` : `\n(${file} is empty)`;
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch (err) {
-    return `\n(cannot read ${file}: ${(err as Error).message})`;
-  }
 }
 
 /** Whether something accepts TCP connections at host:port (so `tenantsafe dev` can reuse it). */
@@ -296,8 +250,7 @@ export async function startTemporalDevServer(cfg: TemporalDevConfig, opts: Start
 
   // Linux: the kernel also stops an attached server if this process dies without running its
   // exit hooks (SIGKILL, a crash), so a killed test run cannot leave a server holding ports.
-  const setpriv = !opts.detached && process.platform === 'linux' ? onPath('setpriv') : undefined;
-  const [command, argv] = setpriv ? [setpriv, ['--pdeathsig', 'TERM', '--', cli, ...args]] : [cli, args];
+  const [command, argv] = opts.detached ? [cli, args] : diesWithParent('TERM', cli, args);
   const child = spawn(command, argv, { stdio: ['ignore', logFd, logFd], detached: opts.detached ?? false });
   fs.closeSync(logFd);
   const exited = new Promise<string>((resolve) => {

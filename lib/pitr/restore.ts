@@ -10,7 +10,7 @@ import { createGunzip } from 'node:zlib';
 import { Sha256Stream } from '../checksum';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../devstack/postgres';
-import { logTail } from '../devstack/temporal';
+import { logTail } from '../devstack/process';
 import { ErrorType, TenantsafeError } from '../errors';
 import { baseObjectKey } from '../fullBackup/basebackup';
 import { readFullManifest } from '../fullBackup/manifest';

@@ -2,7 +2,8 @@
 // sizes. Deterministic: the same options give the same rows, so tests can compare exactly.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ClientBase } from 'pg';
+import { Client, type ClientBase } from 'pg';
+import { quoteIdent } from '../pg';
 
 export interface SampleOptions {
   /** number of tenants (default 40) */
@@ -120,3 +121,35 @@ const fillStatements = [
             timestamptz '2026-04-01 00:00:00+00' + (i - i % 2 * (i % 10 = 1)::int) * interval '1 second'
      FROM gen_tenants g, generate_series(1, g.n_users * 5) i`,
 ];
+
+/**
+ * Creates database `name` next to `adminUrl` and fills it with the sample, unless it exists.
+ * A failed generation drops the half-made database. Returns whether it was created.
+ */
+export async function ensureSampleDatabase(adminUrl: string, name: string, opts: SampleOptions): Promise<{ url: string; created: boolean }> {
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const admin = new Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    // Parallel callers (test files, a demo and a bench) wait for each other here.
+    await admin.query('SELECT pg_advisory_lock(hashtext($1))', [name]);
+    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (exists.rowCount) return { url: url.toString(), created: false };
+    await admin.query(`CREATE DATABASE ${quoteIdent(name)}`);
+    const db = new Client({ connectionString: url.toString() });
+    await db.connect();
+    try {
+      await generateSample(db, opts);
+    } catch (err) {
+      await db.end();
+      await admin.query(`DROP DATABASE ${quoteIdent(name)}`);
+      throw err;
+    } finally {
+      await db.end().catch(() => undefined);
+    }
+    return { url: url.toString(), created: true };
+  } finally {
+    await admin.end();
+  }
+}

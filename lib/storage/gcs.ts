@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { IdempotencyStrategy, Storage, type Bucket } from '@google-cloud/storage';
 import type { StorageConfig } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
-import { checkKey } from './local';
+import { checkKey } from './keys';
 import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
 
 export type GcsStorageConfig = Extract<StorageConfig, { kind: 'gcs' }>;

@@ -45,9 +45,10 @@ export async function readTables(client: ClientBase, schemas: string[]): Promise
     });
   }
 
-  const cols = await client.query<{ oid: number } & Omit<ColumnInfo, 'identity'> & { identity: string; type_kind: string; not_null: boolean }>(
+  const cols = await client.query<{ oid: number } & Omit<ColumnInfo, 'identity'> & { identity: string; type_kind: string; not_null: boolean; has_default: boolean }>(
     `SELECT a.attrelid::int AS oid, a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
-            t.typtype AS type_kind, a.attnotnull AS not_null, a.attgenerated <> '' AS generated, a.attidentity AS identity,
+            t.typtype AS type_kind, a.attnotnull AS not_null, a.atthasdef OR a.attidentity <> '' AS has_default,
+            a.attgenerated <> '' AS generated, a.attidentity AS identity,
             pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) AS sequence
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
@@ -63,6 +64,7 @@ export async function readTables(client: ClientBase, schemas: string[]): Promise
       type: c.type,
       typeKind: c.type_kind,
       notNull: c.not_null,
+      hasDefault: c.has_default,
       generated: c.generated,
       identity: c.identity as ColumnInfo['identity'],
       sequence: c.sequence,

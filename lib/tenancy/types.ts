@@ -8,6 +8,8 @@ export interface ColumnInfo {
   /** pg_type.typtype: b base, e enum, d domain, c composite, r range, m multirange, p pseudo */
   typeKind: string;
   notNull: boolean;
+  /** has a DEFAULT (or is an identity): rows inserted without a value for it still get one */
+  hasDefault: boolean;
   /** GENERATED ALWAYS AS (...) STORED: never exported, recomputed by Postgres on import */
   generated: boolean;
   /** '' none, 'a' GENERATED ALWAYS AS IDENTITY, 'd' BY DEFAULT */

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { generateSample, sampleTenants, type SampleOptions, type SampleTenant } from '../../lib/sample/generate';
+import { ensureSampleDatabase, sampleTenants, type SampleOptions, type SampleTenant } from '../../lib/sample/generate';
 
 export const adminUrl = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -14,8 +14,9 @@ export function databaseUrl(name: string): string {
   return u.toString();
 }
 
-async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client({ connectionString: adminUrl });
+/** Runs fn on a short-lived client of the given database. */
+export async function withDb<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ connectionString: url });
   await c.connect();
   try {
     return await fn(c);
@@ -23,6 +24,8 @@ async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
     await c.end();
   }
 }
+
+const admin = <T>(fn: (c: Client) => Promise<T>) => withDb(adminUrl, fn);
 
 export const defaultSample: SampleOptions = { tenants: 12, rows: 30_000 };
 
@@ -35,22 +38,9 @@ function templateName(opts: SampleOptions): string {
 
 async function ensureTemplate(opts: SampleOptions): Promise<string> {
   const name = templateName(opts);
-  await admin(async (c) => {
-    // Serialise template builds of parallel runs; the lock dies with the session.
-    await c.query(`SELECT pg_advisory_lock(hashtext($1))`, [name]);
-    const exists = await c.query(`SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate`, [name]);
-    if (exists.rowCount) return;
-    await c.query(`DROP DATABASE IF EXISTS "${name}"`);
-    await c.query(`CREATE DATABASE "${name}"`);
-    const t = new Client({ connectionString: databaseUrl(name) });
-    await t.connect();
-    try {
-      await generateSample(t, opts);
-    } finally {
-      await t.end();
-    }
-    await c.query(`ALTER DATABASE "${name}" WITH IS_TEMPLATE true`);
-  });
+  const { created } = await ensureSampleDatabase(adminUrl, name, opts);
+  // a template can be cloned while nobody is connected to it
+  if (created) await admin((c) => c.query(`ALTER DATABASE "${name}" WITH IS_TEMPLATE true`));
   return name;
 }
 
@@ -77,15 +67,4 @@ export async function freshDatabase(opts: SampleOptions = defaultSample): Promis
     tenants: sampleTenants(opts),
     drop: () => admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)).then(() => undefined),
   };
-}
-
-/** Runs fn on a short-lived client of the given database. */
-export async function withDb<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
 }

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { stringify } from 'yaml';
 import { parseConfig, projectRoot, type Config } from '../../lib/config';
+import { Engine } from '../../lib/engine';
 import { startWorker, type StartedWorker } from '../../workers/worker';
 import { freshDatabase, type TestDatabase } from './db';
 import { testStack } from './stack';
@@ -25,6 +26,8 @@ export interface TestEnv {
   configFile: string;
   dir: string;
   temporal: Client;
+  /** the engine over this config, for reading storage and the catalog from tests */
+  engine: Engine;
   startWorker(): Promise<StartedWorker>;
   /** a config file variant, e.g. with a broken database URL */
   writeConfig(name: string, change: (doc: Record<string, any>) => void): string;
@@ -65,7 +68,9 @@ export async function createTestEnv(storage: StorageKind = 'local', opts: { db?:
   const config = parseConfig(document, { env: process.env, source: configFile, baseDir: dir });
   const connection = await Connection.connect({ address: stack.temporalAddress });
   const workers: StartedWorker[] = [];
+  const engine = new Engine(config);
   return {
+    engine,
     db,
     storage,
     document,
@@ -81,6 +86,7 @@ export async function createTestEnv(storage: StorageKind = 'local', opts: { db?:
     },
     async close() {
       await Promise.all(workers.map((w) => w.shutdown()));
+      await engine.close();
       await connection.close();
       if (!opts.db) await db.drop();
       fs.rmSync(dir, { recursive: true, force: true });

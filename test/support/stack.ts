@@ -1,6 +1,6 @@
 // The servers shared by the whole mocha run: one Temporal dev server (from temporal-dev.yaml,
 // in memory, on free ports), one fake-gcs-server, and the workflow bundle built once.
-import { bundleWorkflowCode, DefaultLogger, Runtime, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { startFakeGcs } from '../../lib/devstack/fakeGcs';
 import { loadTemporalDevConfig, startTemporalDevServer } from '../../lib/devstack/temporal';
 import { workflowsPath } from '../../workers/worker';
@@ -17,7 +17,8 @@ let stack: Promise<TestStack> | undefined;
 
 async function start(): Promise<TestStack> {
   // Workers log expected failures (bad input is tested on purpose); keep the test output readable.
-  Runtime.install({ logger: new DefaultLogger((process.env.TENANTSAFE_TEST_LOG as 'WARN' | undefined) ?? 'ERROR') });
+  // (An env var, not Runtime.install: the SDK drops its runtime whenever the last worker stops.)
+  process.env.TENANTSAFE_LOG_LEVEL ??= 'ERROR';
   const cfg = loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, dbFilename: null });
   const [temporal, gcs, bundle] = await Promise.all([
     startTemporalDevServer(cfg, {}),

@@ -1,0 +1,116 @@
+// Tenant restore activities: thin steps over lib/restore. The full preview (with sample keys)
+// goes to the catalog; Temporal gets counts and digests only.
+import { Context } from '@temporalio/activity';
+import type { RestoreRecord } from '../lib/catalog';
+import { databaseName } from '../lib/config';
+import type { Engine } from '../lib/engine';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import {
+  applyApprovedRestore,
+  dropRestoreScratch,
+  parseSelection,
+  previewRestore,
+  resolveRestoreSource,
+  verifyAppliedRestore,
+  type ApplyResult,
+  type RestoreJob,
+  type RestorePreview,
+  type RestoreSelection,
+  type RestoreVerification,
+} from '../lib/restore';
+import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
+import { withFailures } from './failures';
+import { heartbeatEvery } from './tenantBackup';
+
+export interface PreparedRestore {
+  backupId: string;
+  snapshotAt: string;
+  selection: RestoreSelection;
+  approvalsRequired: number;
+  approvalTimeoutMs: number;
+  database: string;
+}
+
+export type ApplyStepResult = { kind: 'applied'; result: ApplyResult } | { kind: 'plan-changed'; preview: PreviewSummary };
+
+function summarize(p: RestorePreview): PreviewSummary {
+  const tables = Object.fromEntries(
+    Object.entries(p.tables).map(([k, t]) => [k, { insert: t.insert, update: t.update, delete: t.delete, selected: t.selected, ...(t.wholeTable ? { wholeTable: true } : {}) }]),
+  );
+  return { ...p, tables };
+}
+
+export function createTenantRestoreActivities(engine: Engine) {
+  const recordPreview = (job: RestoreJob, preview: RestorePreview) =>
+    engine.catalog.recordRestore({ ...identity(), restoreId: job.restoreId, tenantId: job.tenantId, state: 'awaiting-approval', requestedBy: '', digest: preview.digest, preview });
+  // these activities always run inside a tenantRestore workflow
+  const identity = () => {
+    const { workflowId, runId } = Context.current().info.workflowExecution!;
+    return { workflowId, runId };
+  };
+
+  return withFailures({
+    /** Validates the request and picks the backup. Bad input fails here, before anything is staged. */
+    async prepareTenantRestore(input: TenantRestoreInput & { restoreId: string }): Promise<PreparedRestore> {
+      if (typeof input.requestedBy !== 'string' || input.requestedBy.trim() === '') {
+        throw new TenantsafeError(ErrorType.BadInput, 'requestedBy is required: who asks for this restore.', 'Pass --by <name> (CLI) or "requestedBy" in the workflow input.');
+      }
+      const selection = parseSelection(input);
+      const backup = await resolveRestoreSource(engine, input);
+      await engine.catalog.recordRestore({ ...identity(), restoreId: input.restoreId, tenantId: input.tenantId, backupId: backup.backupId, state: 'previewing', requestedBy: input.requestedBy });
+      const { restore, database } = engine.config;
+      return {
+        backupId: backup.backupId,
+        snapshotAt: backup.snapshotAt,
+        selection,
+        approvalsRequired: restore.approvers,
+        approvalTimeoutMs: restore.approvalTimeoutMs,
+        database: databaseName(database.url),
+      };
+    },
+
+    async previewTenantRestore(job: RestoreJob): Promise<PreviewSummary> {
+      let progress: object = { phase: 'staging' };
+      const stop = heartbeatEvery(2000, () => progress);
+      try {
+        const preview = await previewRestore(engine, job, { onProgress: (p) => (progress = { phase: 'staging', ...p }), signal: Context.current().cancellationSignal });
+        await recordPreview(job, preview);
+        return summarize(preview);
+      } finally {
+        stop();
+      }
+    },
+
+    /** The single transaction. Idempotent: a retry after a commit finds the applied marker. */
+    async applyTenantRestore(job: RestoreJob & { digest: string }): Promise<ApplyStepResult> {
+      const stop = heartbeatEvery(2000, () => ({ phase: 'applying' }));
+      try {
+        const outcome = await applyApprovedRestore(engine, job, Context.current().cancellationSignal);
+        if (outcome.kind === 'applied') return outcome;
+        await recordPreview(job, outcome.preview);
+        return { kind: 'plan-changed', preview: summarize(outcome.preview) };
+      } finally {
+        stop();
+      }
+    },
+
+    async verifyTenantRestore(args: RestoreJob & { otherTenantsUnchanged: boolean }): Promise<RestoreVerification> {
+      const stop = heartbeatEvery(2000, () => ({ phase: 'verifying' }));
+      try {
+        return await verifyAppliedRestore(engine, args, args.otherTenantsUnchanged);
+      } finally {
+        stop();
+      }
+    },
+
+    async dropRestoreScratch({ restoreId }: { restoreId: string }): Promise<void> {
+      await dropRestoreScratch(engine, restoreId);
+    },
+
+    async recordRestore(r: Omit<RestoreRecord, 'workflowId' | 'runId'>): Promise<void> {
+      await engine.catalog.recordRestore({ ...identity(), ...r });
+    },
+  });
+}
+
+export type TenantRestoreActivities = ReturnType<typeof createTenantRestoreActivities>;

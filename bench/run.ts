@@ -1,0 +1,7 @@
+// npm run bench: every benchmark, one after another.
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+
+for (const name of ['tenantBackup']) {
+  execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, `${name}.ts`)], { stdio: 'inherit' });
+}

@@ -1,0 +1,123 @@
+// Tenant backup vs a raw snapshot COPY of the same rows, measured in the same run.
+//   ratio = tenant backup time (workflow start → result, through a real worker) / raw COPY time
+//   target ≤ 1.5; and the worker's peak RSS during the backup, target ≤ 300 MB.
+// The raw side: one REPEATABLE READ transaction, each owned table's tenant rows with
+// COPY (SELECT …) TO STDOUT into a plain file, one table after another.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Client as TemporalClient, Connection } from '@temporalio/client';
+import { Client } from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { stringify } from 'yaml';
+import { projectRoot } from '../lib/config';
+import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
+import { clientConfig } from '../lib/pg';
+import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../lib/tenancy';
+import type { tenantBackup } from '../workflows';
+import { benchDatabase, median, peakRssMb, printTable } from './support';
+
+const tenantId = 'whale';
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+
+async function rawSnapshotCopy(url: string, plan: TenancyPlan, dir: string): Promise<{ seconds: number; bytes: number }> {
+  fs.mkdirSync(dir, { recursive: true });
+  const c = new Client(clientConfig(url));
+  await c.connect();
+  const t0 = performance.now();
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+  let bytes = 0;
+  for (const t of plan.tables) {
+    const file = path.join(dir, `${t.key}.copy`);
+    await pipeline(c.query(copyTo(`COPY (${tenantRowsQuery(plan, t, tenantId)}) TO STDOUT`)), fs.createWriteStream(file));
+    bytes += fs.statSync(file).size;
+  }
+  await c.query('COMMIT');
+  const seconds = (performance.now() - t0) / 1000;
+  await c.end();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { seconds, bytes };
+}
+
+async function main(): Promise<void> {
+  const db = await benchDatabase({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId, rows: 1_000_000 }] });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-'));
+  const plan = await (async () => {
+    const c = new Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      return await discoverTenancy(c, { schemas: ['app'], tenantTable: 'tenants', tenantColumn: 'tenant_id', globalTables: [], ownership: {} });
+    } finally {
+      await c.end();
+    }
+  })();
+
+  const server = await startTemporalDevServer(loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, ui: false, dbFilename: null }));
+  const configFile = path.join(work, 'tenantsafe.yaml');
+  fs.writeFileSync(
+    configFile,
+    stringify({
+      database: { url: db.url },
+      storage: { primary: { kind: 'local', path: path.join(work, 'backups') } },
+      temporal: { address: server.address, taskQueue: 'bench' },
+    }),
+  );
+  const worker = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const raw: number[] = [];
+  const backup: number[] = [];
+  let rawBytes = 0;
+  let result: Awaited<ReturnType<typeof tenantBackup>> | undefined;
+  let rssBeforeBackups = NaN;
+  let rssPeak = NaN;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = '';
+      worker.stderr!.on('data', (d) => {
+        err += d;
+        if (err.includes('polling')) resolve();
+      });
+      worker.once('exit', () => reject(new Error(`worker exited: ${err}`)));
+    });
+    const connection = await Connection.connect({ address: server.address });
+    const client = new TemporalClient({ connection });
+    rssBeforeBackups = peakRssMb(worker.pid!);
+    for (let i = 0; i < rounds; i++) {
+      const r = await rawSnapshotCopy(db.url, plan, path.join(work, 'raw'));
+      raw.push(r.seconds);
+      rawBytes = r.bytes;
+      const t0 = performance.now();
+      result = await client.workflow.execute<typeof tenantBackup>('tenantBackup', {
+        taskQueue: 'bench',
+        workflowId: `bench-${i}`,
+        args: [{ tenantId }],
+      });
+      backup.push((performance.now() - t0) / 1000);
+    }
+    rssPeak = peakRssMb(worker.pid!);
+    await connection.close();
+  } finally {
+    worker.kill('SIGKILL');
+    await server.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+
+  const ratio = median(backup) / median(raw);
+  printTable('tenant backup vs raw snapshot COPY', [
+    ['tenant rows', String(result!.rows)],
+    ['COPY text', `${(rawBytes / 2 ** 20).toFixed(1)} MiB`],
+    ['backup stored (gzip)', `${(result!.bytes / 2 ** 20).toFixed(1)} MiB`],
+    ['raw snapshot COPY (median)', `${median(raw).toFixed(2)} s   [${raw.map((s) => s.toFixed(2)).join(', ')}]`],
+    ['tenant backup workflow (median)', `${median(backup).toFixed(2)} s   [${backup.map((s) => s.toFixed(2)).join(', ')}]`],
+    ['ratio (target <= 1.5)', ratio.toFixed(2)],
+    ['worker peak RSS before backups', `${rssBeforeBackups} MB`],
+    ['worker peak RSS (target <= 300 MB)', `${rssPeak} MB`],
+    ['cores', String(os.cpus().length)],
+  ]);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,61 @@
+// Process helpers shared by the dev-stack launchers: free ports, log tails, PATH lookups, and
+// children that die with their parent.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+
+/** An executable named `name` in one of the PATH directories. */
+export function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return undefined;
+}
+
+/** Ports nobody listens on right now, all distinct (held open together while being picked). */
+export async function freePorts(host: string, count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, host, () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+/** The last lines a server wrote to its log since `fromOffset`: the part that explains a failure. */
+export function logTail(file: string, fromOffset = 0, lines = 25): string {
+  try {
+    const size = fs.statSync(file).size;
+    const start = Math.max(fromOffset, size - 16_384);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(size - start);
+      fs.readSync(fd, buf, 0, buf.length, start);
+      const text = buf.toString('utf8').trimEnd().split('\n').slice(-lines).join('\n');
+      return text ? `\n--- last lines of ${file} ---\n${text}\n---` : `\n(${file} is empty)`;
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    return `\n(cannot read ${file}: ${(err as Error).message})`;
+  }
+}
+
+/**
+ * The command line that runs `cmd` so that Linux stops it with `signal` if this process dies
+ * without running its exit hooks (SIGKILL, a crash): a killed run leaves no server holding ports.
+ */
+export function diesWithParent(signal: 'TERM' | 'KILL', cmd: string, args: string[]): [string, string[]] {
+  const setpriv = process.platform === 'linux' ? onPath('setpriv') : undefined;
+  return setpriv ? [setpriv, ['--pdeathsig', signal, '--', cmd, ...args]] : [cmd, args];
+}

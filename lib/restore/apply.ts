@@ -1,0 +1,234 @@
+// Apply an approved restore in one REPEATABLE READ transaction:
+//   recompute the plan and refuse if its digest is not the approved one;
+//   delete child → parent, update, insert parent → child, all set-based from the staged tables;
+//   check foreign keys set-based (see below); move sequences past restored ids;
+//   check every other tenant's rows of the changed tables are untouched;
+//   mark the restore applied inside the same transaction, so a retry after a crash knows.
+//
+// Foreign keys: with session_replication_role = replica (when the role may set it) Postgres
+// skips its per-row checks and triggers. Per-row checks are what makes deleting parent rows slow
+// when a referencing column has no index (each deleted row scans the child table); triggers
+// would rewrite restored rows (updated_at = now()). Instead, every foreign key that touches a
+// changed table is checked once, set-based, before commit. Without the privilege the apply runs
+// with Postgres' own checks, and says so.
+import type { ClientBase } from 'pg';
+import { ErrorType, TenantsafeError } from '../errors';
+import { connect, qualified, quoteIdent } from '../pg';
+import { tenantFilter } from '../tenancy';
+import { appliedKinds, computePlan, isSelected, keySetTable, wholeTableStagedRows } from './diff';
+import { liveTable, type RestoreContext, type TableMapping } from './mapping';
+import type { ApplyResult, RestorePreview, RestoreSelection, TableChanges } from './types';
+
+export interface ApplyOptions {
+  url: string;
+  tenantId: string;
+  backupId: string;
+  snapshotAt: string;
+  selection: RestoreSelection;
+  approvedDigest: string;
+  lockTimeoutMs: number;
+  statementTimeoutMs: number;
+  /** compare a checksum of other tenants' rows of changed tables before and after (one scan each) */
+  verifyOtherTenants: boolean;
+  signal?: AbortSignal;
+}
+
+export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'plan-changed'; preview: RestorePreview };
+
+const markerTable = (ctx: RestoreContext) => qualified(ctx.schema, 'applied');
+
+const cols = (alias: string, names: string[]) => names.map((n) => `${alias}.${quoteIdent(n)}`).join(', ');
+const joinOn = (a: string, b: string, left: string[], right = left) => left.map((n, i) => `${a}.${quoteIdent(n)} = ${b}.${quoteIdent(right[i])}`).join(' AND ');
+
+export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
+  const c = await connect(opts.url, 'tenantsafe-apply');
+  const abort = () => c.end().catch(() => undefined);
+  opts.signal?.addEventListener('abort', abort, { once: true });
+  try {
+    const done = await previouslyApplied(c, ctx, opts.approvedDigest);
+    if (done) return { kind: 'applied', result: { ...done, alreadyApplied: true } };
+
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    await c.query(`SET LOCAL lock_timeout = ${Math.round(opts.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.round(opts.statementTimeoutMs)}`);
+    const replicaMode = await canUseReplicaMode(c);
+    if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
+    await c.query('SET CONSTRAINTS ALL DEFERRED');
+
+    const plan = await computePlan(c, ctx, opts);
+    if (plan.digest !== opts.approvedDigest) {
+      await c.query('ROLLBACK');
+      return { kind: 'plan-changed', preview: plan };
+    }
+    if (plan.blockers.length > 0) {
+      throw new TenantsafeError(
+        ErrorType.RestoreBlocked,
+        `The restore cannot be applied: ${plan.blockers.map((b) => b.message).join('; ')}.`,
+        'Resolve the blockers (see the preview), or start a new restore with another selection or --missing-refs skip.',
+      );
+    }
+
+    const changed = ctx.mappings.filter((m) => isSelected(opts.selection, m.table) && m.live && hasChanges(plan.tables[m.table]));
+    const othersBefore = opts.verifyOtherTenants ? await otherTenantsChecksums(c, ctx, changed, opts.tenantId) : undefined;
+    const applied: Record<string, TableChanges> = {};
+    for (const m of changed) applied[m.table] = { insert: 0, update: 0, delete: 0 };
+    const kinds = appliedKinds(opts.selection);
+    const expect = (m: TableMapping, kind: keyof TableChanges, got: number) => {
+      applied[m.table][kind] = got;
+      const planned = plan.tables[m.table][kind];
+      if (m.key && got !== planned) {
+        throw new Error(`${kind} on ${m.table} changed ${got} rows where the plan said ${planned}; rolled back`);
+      }
+    };
+
+    for (const m of [...changed].reverse()) {
+      if (!m.key) {
+        if (kinds.has('delete')) expect(m, 'delete', (await c.query(`DELETE FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', opts.tenantId)}`)).rowCount ?? 0);
+      } else if (plan.tables[m.table].delete > 0) {
+        const r = await c.query(`DELETE FROM ${liveTable(m)} l USING ${keySetTable(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key)}`);
+        expect(m, 'delete', r.rowCount ?? 0);
+      }
+    }
+    for (const m of changed) {
+      if (!m.key || plan.tables[m.table].update === 0) continue;
+      const set = m.columns.filter((col) => !m.key!.includes(col));
+      const r = await c.query(
+        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${cols('s', set)})
+           FROM ${m.staged} s JOIN ${keySetTable(ctx, m, 'update')} u ON ${joinOn('u', 's', m.key)}
+          WHERE ${joinOn('l', 's', m.key)}`,
+      );
+      expect(m, 'update', r.rowCount ?? 0);
+    }
+    for (const m of changed) {
+      const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')}) OVERRIDING SYSTEM VALUE`;
+      if (!m.key) {
+        if (kinds.has('insert') && kinds.has('delete')) {
+          // the tenant's rows were deleted above: write the backed-up ones
+          const rows = wholeTableStagedRows(ctx, m, opts.selection.missingRefs, (a) => cols(a, m.columns));
+          expect(m, 'insert', (await c.query(`INSERT INTO ${target} ${rows}`)).rowCount ?? 0);
+        } else if (kinds.has('insert')) {
+          // only the missing ones: the multiset difference, compared as text like the plan
+          const types = new Map(m.stagedColumns.map((x) => [x.name, x.type]));
+          const asText = (a: string) => m.columns.map((n) => `${a}.${quoteIdent(n)}::text AS ${quoteIdent(n)}`).join(', ');
+          const missing = `${wholeTableStagedRows(ctx, m, opts.selection.missingRefs, asText)}
+                           EXCEPT ALL SELECT ${asText('l')} FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', opts.tenantId)}`;
+          const r = await c.query(`INSERT INTO ${target} SELECT ${m.columns.map((n) => `x.${quoteIdent(n)}::${types.get(n)}`).join(', ')} FROM (${missing}) x`);
+          expect(m, 'insert', r.rowCount ?? 0);
+        }
+      } else if (plan.tables[m.table].insert > 0) {
+        const r = await c.query(`INSERT INTO ${target} SELECT ${cols('s', m.columns)} FROM ${m.staged} s JOIN ${keySetTable(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`);
+        expect(m, 'insert', r.rowCount ?? 0);
+      }
+    }
+
+    if (replicaMode) await checkForeignKeys(c, ctx, changed, plan);
+    if (othersBefore) {
+      const after = await otherTenantsChecksums(c, ctx, changed, opts.tenantId);
+      for (const [table, before] of othersBefore) {
+        if (after.get(table) !== before) throw new Error(`rows of other tenants in ${table} changed during the apply; rolled back`);
+      }
+    }
+    const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
+    const result: ApplyResult = { applied, sequencesMoved, replicaMode };
+    await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await c.query(`INSERT INTO ${markerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
+    await c.query('COMMIT');
+    return { kind: 'applied', result };
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+    throw err;
+  } finally {
+    opts.signal?.removeEventListener('abort', abort);
+    await c.end().catch(() => undefined);
+  }
+}
+
+function hasChanges(t: TableChanges | undefined): boolean {
+  return !!t && t.insert + t.update + t.delete > 0;
+}
+
+/** The result recorded by an earlier attempt that committed (its worker may have died right after). */
+async function previouslyApplied(c: ClientBase, ctx: RestoreContext, digest: string): Promise<ApplyResult | undefined> {
+  const exists = await c.query(`SELECT to_regclass($1) AS t`, [markerTable(ctx)]);
+  if (!exists.rows[0].t) return undefined;
+  const r = await c.query(`SELECT result FROM ${markerTable(ctx)} WHERE digest = $1`, [digest]);
+  return r.rows[0]?.result;
+}
+
+async function canUseReplicaMode(c: ClientBase): Promise<boolean> {
+  const r = await c.query(`SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR has_parameter_privilege('session_replication_role', 'SET') AS ok`);
+  return r.rows[0].ok === true;
+}
+
+/** count and sum of row hashes of every row NOT of this tenant, per table. */
+async function otherTenantsChecksums(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], tenantId: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const m of tables) {
+    const r = await c.query(
+      `SELECT count(*) || ':' || coalesce(sum(hashtextextended(l::text, 0)), 0) AS h FROM ${liveTable(m)} l WHERE (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`,
+    );
+    out.set(m.table, r.rows[0].h);
+  }
+  return out;
+}
+
+/**
+ * The foreign-key checks Postgres skipped in replica mode, once per key, set-based:
+ * rows we inserted or updated must find their parents; rows we deleted must have no children left.
+ */
+async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: TableMapping[], plan: RestorePreview): Promise<void> {
+  const changedKeys = new Set(changed.map((m) => m.table));
+  for (const [childKey, child] of ctx.tables) {
+    for (const fk of child.foreignKeys) {
+      const childMapping = changed.find((m) => m.table === childKey);
+      const parentMapping = changed.find((m) => m.table === fk.refTable);
+      if (!changedKeys.has(childKey) && !changedKeys.has(fk.refTable)) continue;
+      const parent = ctx.tables.get(fk.refTable);
+      if (!parent) continue;
+      const notNull = fk.columns.map((col) => `x.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
+      const orphan = `${notNull} AND NOT EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)})`;
+      const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
+      const checks: string[] = [];
+      if (childMapping?.key) {
+        for (const kind of ['insert', 'update'] as const) {
+          if (plan.tables[childKey][kind] > 0) checks.push(`SELECT 1 FROM ${childFrom} JOIN ${keySetTable(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)} WHERE ${orphan}`);
+        }
+      } else if (childMapping) {
+        checks.push(`SELECT 1 FROM ${childFrom} WHERE ${orphan}`);
+      }
+      if (parentMapping?.key && plan.tables[fk.refTable].delete > 0) {
+        // the deleted keys are gone from the parent; its referencing column set is the deleted key set when the FK targets the key
+        const deleted = keySetTable(ctx, parentMapping, 'delete');
+        const targetsKey = JSON.stringify(fk.refColumns) === JSON.stringify(parentMapping.key);
+        if (targetsKey) checks.push(`SELECT 1 FROM ${childFrom} JOIN ${deleted} d ON ${joinOn('d', 'x', fk.refColumns, fk.columns)} WHERE ${orphan}`);
+        else checks.push(`SELECT 1 FROM ${childFrom} WHERE ${orphan}`);
+      }
+      for (const q of checks) {
+        const r = await c.query(`${q} LIMIT 1`);
+        if ((r.rowCount ?? 0) > 0) {
+          throw new TenantsafeError(
+            ErrorType.RestoreBlocked,
+            `The restore would break foreign key ${fk.name} (${childKey} → ${fk.refTable}); nothing was changed.`,
+            'A row outside the restore references rows it changes; preview again and resolve the blockers.',
+          );
+        }
+      }
+    }
+  }
+}
+
+/** setval past the highest restored id, for serial and identity columns; never backwards. */
+async function moveSequences(c: ClientBase, tables: TableMapping[]): Promise<string[]> {
+  const moved: string[] = [];
+  for (const m of tables) {
+    for (const col of m.live!.columns.filter((x) => x.sequence && m.columns.includes(x.name))) {
+      const r = await c.query(
+        `SELECT setval($1, x.m) AS v FROM (SELECT max(${quoteIdent(col.name)}) AS m FROM ${liveTable(m)}) x, ${col.sequence} s
+          WHERE x.m IS NOT NULL AND x.m > s.last_value`,
+        [col.sequence],
+      );
+      if ((r.rowCount ?? 0) > 0) moved.push(`${col.sequence} → ${r.rows[0].v}`);
+    }
+  }
+  return moved;
+}

@@ -1,0 +1,158 @@
+// Tenant restore, step by step, without Temporal (DESIGN rule 5):
+//   resolve the backup → stage + preview → (approval, outside) → apply → verify → drop scratch.
+import type { BackupRecord } from '../catalog';
+import { sha256Hex } from '../checksum';
+import type { Engine } from '../engine';
+import { ErrorType, TenantsafeError } from '../errors';
+import { manifestFile, parseManifest, type TenantManifest } from '../manifest';
+import { quoteIdent, withClient } from '../pg';
+import { applyRestore, type ApplyOutcome } from './apply';
+import { computePlan } from './diff';
+import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
+import { stageBackup } from './stage';
+import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification } from './types';
+import { verifyRestore } from './verify';
+
+export * from './types';
+export { scratchSchemaName } from './mapping';
+
+export interface RestoreRequest {
+  tenantId: string;
+  backupId?: string;
+  /** ISO-8601: restore the newest backup taken at or before it */
+  at?: string;
+  mode?: string;
+  tables?: string[];
+  changes?: string[];
+  missingRefs?: string;
+}
+
+const bad = (problem: string, hint: string) => new TenantsafeError(ErrorType.BadInput, problem, hint);
+
+/** Checks the request's options (everything but the backup) and fills in defaults. */
+export function parseSelection(req: RestoreRequest): RestoreSelection {
+  const mode = req.mode ?? 'replace';
+  if (mode !== 'replace' && mode !== 'missing-only') throw bad(`Unknown mode "${mode}".`, 'Use --mode replace or --mode missing-only.');
+  const changes = req.changes?.map((c) => c.trim());
+  const unknown = changes?.filter((c) => !(changeKinds as readonly string[]).includes(c));
+  if (unknown?.length) throw bad(`Unknown change kind(s) ${unknown.join(', ')}.`, 'Use --changes with insert, update and/or delete.');
+  if (changes && changes.length === 0) throw bad('--changes is empty.', 'Name at least one of insert, update, delete.');
+  const missingRefs = req.missingRefs ?? 'refuse';
+  if (missingRefs !== 'refuse' && missingRefs !== 'skip') throw bad(`Unknown --missing-refs "${missingRefs}".`, 'Use refuse (default) or skip.');
+  if (req.tables && req.tables.length === 0) throw bad('--tables is empty.', 'Name at least one table, e.g. --tables app.users,app.projects.');
+  return { mode, ...(req.tables ? { tables: req.tables } : {}), ...(changes ? { changes: changes as ChangeKind[] } : {}), missingRefs };
+}
+
+/** The backup to restore: the one named, or the newest at or before `at`. Bad input fails here. */
+export async function resolveRestoreSource(engine: Engine, req: RestoreRequest): Promise<BackupRecord> {
+  if (!!req.backupId === !!req.at) throw bad('Give exactly one of a backup id or a point in time.', 'Use --backup <backupId> or --at <ISO-8601 time>.');
+  if (req.backupId) {
+    const backup = await engine.catalog.getBackup(req.backupId);
+    if (backup.tenantId !== req.tenantId) {
+      throw bad(`Backup ${req.backupId} is of tenant "${backup.tenantId}", not "${req.tenantId}".`, `List the tenant's backups with \`tenantsafe backups list --tenant ${req.tenantId}\`.`);
+    }
+    return backup;
+  }
+  const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/.test(req.at!) ? new Date(req.at!) : new Date(NaN);
+  if (Number.isNaN(at.getTime())) throw bad(`"${req.at}" is not an ISO-8601 time with a time zone.`, 'Write it like 2026-11-25T09:30:00Z.');
+  if (at.getTime() > Date.now()) throw bad(`${req.at} is in the future.`, 'Pick a time in the past.');
+  const backup = await engine.catalog.latestBackupAtOrBefore(req.tenantId, at);
+  if (!backup) {
+    const all = (await engine.catalog.listBackups({ tenantId: req.tenantId })).filter((b) => b.kind === 'tenant');
+    const window = all.length ? `from ${all.at(-1)!.snapshotAt} to now` : 'empty: the tenant has no backup';
+    throw bad(`No backup of tenant "${req.tenantId}" was taken at or before ${req.at}; the restorable window is ${window}.`, 'Pick a time inside the window.');
+  }
+  return backup;
+}
+
+/** The manifest, checked against the sha256 the catalog recorded when the backup was made. */
+async function manifestOf(engine: Engine, backup: BackupRecord): Promise<TenantManifest> {
+  const key = backup.prefix + manifestFile;
+  const body = await engine.store.getBytes(key);
+  if (sha256Hex(body) !== backup.manifestSha256) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} changed since the backup was recorded (sha256 differs).`, 'Restore from another backup; run `tenantsafe verify` on this one.');
+  }
+  return parseManifest(body, key);
+}
+
+async function contextFor(engine: Engine, backup: BackupRecord, restoreId: string): Promise<RestoreContext> {
+  const manifest = await manifestOf(engine, backup);
+  return withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
+}
+
+export interface RestoreJob {
+  restoreId: string;
+  tenantId: string;
+  backupId: string;
+  selection: RestoreSelection;
+}
+
+/** Stages the backup (checking every object) and computes the preview. */
+export async function previewRestore(
+  engine: Engine,
+  job: RestoreJob,
+  hooks: { onProgress?: (p: { tablesDone: number; tablesTotal: number; rows: number }) => void; signal?: AbortSignal } = {},
+): Promise<RestorePreview> {
+  const backup = await engine.catalog.getBackup(job.backupId);
+  const ctx = await contextFor(engine, backup, job.restoreId);
+  const unknown = job.selection.tables?.filter((t) => !ctx.mappings.some((m) => m.table === t));
+  if (unknown?.length) {
+    throw bad(`Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
+  }
+  await stageBackup(ctx, { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks });
+  const preview = await withClient(engine.db, engine.config.database.url, async (c) => {
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    try {
+      return await computePlan(c, ctx, { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection });
+    } finally {
+      await c.query('COMMIT');
+    }
+  });
+  const drift = preview.blockers.find((b) => b.kind === 'drift');
+  if (drift) {
+    throw new TenantsafeError(ErrorType.SchemaDrift, `Schema drift cannot be mapped: ${drift.message}.`, 'Restore the schema first, or leave the table out with --tables.');
+  }
+  return preview;
+}
+
+export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { digest: string }, signal?: AbortSignal): Promise<ApplyOutcome> {
+  const backup = await engine.catalog.getBackup(job.backupId);
+  const ctx = await contextFor(engine, backup, job.restoreId);
+  const { restore, database } = engine.config;
+  return applyRestore(ctx, {
+    url: database.url,
+    tenantId: job.tenantId,
+    backupId: job.backupId,
+    snapshotAt: backup.snapshotAt,
+    selection: job.selection,
+    approvedDigest: job.digest,
+    lockTimeoutMs: restore.lockTimeoutMs,
+    statementTimeoutMs: restore.statementTimeoutMs,
+    verifyOtherTenants: restore.verifyOtherTenants,
+    signal,
+  });
+}
+
+export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, otherTenantsUnchanged: boolean): Promise<RestoreVerification> {
+  const backup = await engine.catalog.getBackup(job.backupId);
+  const ctx = await contextFor(engine, backup, job.restoreId);
+  return verifyRestore(ctx, { url: engine.config.database.url, tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection, otherTenantsUnchanged });
+}
+
+export async function dropRestoreScratch(engine: Engine, restoreId: string): Promise<void> {
+  await withClient(engine.db, engine.config.database.url, (c) => c.query(`DROP SCHEMA IF EXISTS ${quoteIdent(scratchSchemaName(restoreId))} CASCADE`));
+}
+
+/** Scratch schemas left by restores that are no longer running (a terminated workflow, say). */
+export async function removeStaleScratchSchemas(engine: Engine, isActive: (schema: string) => Promise<boolean>, dryRun = false): Promise<string[]> {
+  return withClient(engine.db, engine.config.database.url, async (c) => {
+    const r = await c.query<{ name: string }>(`SELECT nspname AS name FROM pg_namespace WHERE nspname LIKE $1 ORDER BY 1`, [scratchSchemaPattern]);
+    const removed: string[] = [];
+    for (const { name } of r.rows) {
+      if (await isActive(name)) continue;
+      if (!dryRun) await c.query(`DROP SCHEMA ${quoteIdent(name)} CASCADE`);
+      removed.push(name);
+    }
+    return removed;
+  });
+}

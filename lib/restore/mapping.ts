@@ -1,0 +1,118 @@
+// How a backup's tables map onto the live schema now: which columns can be copied back, which
+// key rows are matched on, and every difference (drift) since the backup with its policy.
+import type { ClientBase } from 'pg';
+import type { Config } from '../config';
+import { ErrorType, TenantsafeError } from '../errors';
+import type { ManifestTable, TenantManifest } from '../manifest';
+import { qualified } from '../pg';
+import { planTenancy, readTables, type OwnedTable, type TableInfo, type TenancyPlan } from '../tenancy';
+import type { DriftItem } from './types';
+
+export interface TableMapping {
+  table: string;
+  /** position in the manifest: parents before children */
+  position: number;
+  manifest: ManifestTable;
+  /** undefined: the table is gone since the backup */
+  live?: OwnedTable;
+  /** the scratch table holding the backup's rows */
+  staged: string;
+  /** the backup's columns, typed as the live column where there is one (else text) */
+  stagedColumns: { name: string; type: string }[];
+  /** columns copied back: in the backup and in the live table (generated ones excluded) */
+  columns: string[];
+  /** live primary key (equal to the backup's, else the table is blocked); null: none */
+  key: string[] | null;
+  /** live columns the backup lacks that are NOT NULL without a default: inserts would fail */
+  requiredNewColumns: string[];
+}
+
+export interface RestoreContext {
+  restoreId: string;
+  /** scratch schema in the live database */
+  schema: string;
+  manifest: TenantManifest;
+  plan: TenancyPlan;
+  /** every table of the configured schemas, owned or global, with its foreign keys */
+  tables: Map<string, TableInfo>;
+  mappings: TableMapping[];
+  drift: DriftItem[];
+}
+
+/** tenantsafe_restore_<restore id>: lower case, safe as an identifier. */
+export function scratchSchemaName(restoreId: string): string {
+  return `tenantsafe_restore_${restoreId.toLowerCase().replace(/[^a-z0-9]/g, '_')}`;
+}
+
+export const scratchSchemaPattern = 'tenantsafe_restore_%';
+
+export async function loadRestoreContext(c: ClientBase, args: { tenancy: Config['tenancy']; manifest: TenantManifest; restoreId: string }): Promise<RestoreContext> {
+  const tables = await readTables(c, args.tenancy.schemas);
+  const plan = planTenancy(tables, args.tenancy);
+  const schema = scratchSchemaName(args.restoreId);
+  const drift: DriftItem[] = [];
+  const mappings = args.manifest.tables.map((m, position) => mapTable(m, position, plan, schema, drift));
+  const backedUp = new Set(args.manifest.tables.map((t) => t.table));
+  for (const t of plan.tables) {
+    if (!backedUp.has(t.key)) drift.push({ table: t.key, kind: 'table-added', policy: 'new since the backup: left as it is' });
+  }
+  return { restoreId: args.restoreId, schema, manifest: args.manifest, plan, tables, mappings, drift };
+}
+
+function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema: string, drift: DriftItem[]): TableMapping {
+  const live = plan.tables.find((t) => t.key === m.table);
+  const staged = qualified(schema, `t${String(position + 1).padStart(4, '0')}`);
+  if (!live) {
+    drift.push({ table: m.table, kind: 'table-dropped', policy: 'gone since the backup (or no longer tenant-owned): cannot be restored' });
+    return { table: m.table, position, manifest: m, staged, stagedColumns: m.copyColumns.map((name) => ({ name, type: 'text' })), columns: [], key: null, requiredNewColumns: [] };
+  }
+  const liveColumns = new Map(live.columns.map((c) => [c.name, c]));
+  const backupTypes = new Map(m.columns.map((c) => [c.name, c.type]));
+  const stagedColumns = m.copyColumns.map((name) => {
+    const lc = liveColumns.get(name);
+    if (!lc || lc.generated) {
+      drift.push({ table: m.table, column: name, kind: 'column-dropped', from: backupTypes.get(name), policy: 'no longer in the table: its backed-up values are not restored' });
+      return { name, type: 'text' };
+    }
+    if (lc.type !== backupTypes.get(name)) {
+      drift.push({ table: m.table, column: name, kind: 'column-retyped', from: backupTypes.get(name), to: lc.type, policy: `values are read as ${lc.type}; a value that does not fit stops the restore` });
+    }
+    return { name, type: lc.type };
+  });
+  const columns = m.copyColumns.filter((n) => liveColumns.has(n) && !liveColumns.get(n)!.generated);
+  const requiredNewColumns: string[] = [];
+  for (const lc of live.columns) {
+    if (lc.generated || m.copyColumns.includes(lc.name)) continue;
+    const required = lc.notNull && !lc.hasDefault;
+    if (required) requiredNewColumns.push(lc.name);
+    drift.push({
+      table: m.table,
+      column: lc.name,
+      kind: 'column-added',
+      to: lc.type,
+      policy: required ? 'NOT NULL without a default: rows to insert cannot be restored' : 'restored rows get its default (updated rows keep their value)',
+    });
+  }
+  const sameKey = JSON.stringify([...(live.primaryKey ?? [])].sort()) === JSON.stringify([...(m.primaryKey ?? [])].sort());
+  if (!sameKey) {
+    drift.push({ table: m.table, kind: 'key-changed', from: (m.primaryKey ?? []).join(', ') || 'none', to: (live.primaryKey ?? []).join(', ') || 'none', policy: 'rows cannot be matched: cannot be restored' });
+  }
+  if (sameKey && live.primaryKey?.some((k) => !columns.includes(k))) {
+    throw new TenantsafeError(ErrorType.BadInput, `${m.table}: primary key column missing from the backup.`, 'This backup cannot be restored into the current schema.');
+  }
+  return { table: m.table, position, manifest: m, live, staged, stagedColumns, columns, key: sameKey ? live.primaryKey : null, requiredNewColumns };
+}
+
+/** Drift that makes a selected table impossible to restore. */
+export function blockingDrift(mapping: TableMapping): string | undefined {
+  if (!mapping.live) return `${mapping.table} no longer exists (or is no longer tenant-owned)`;
+  if (mapping.key === null && (mapping.live.primaryKey || mapping.manifest.primaryKey)) {
+    return `${mapping.table} has a different primary key now (${(mapping.manifest.primaryKey ?? []).join(', ') || 'none'} in the backup, ${(mapping.live.primaryKey ?? []).join(', ')} now)`;
+  }
+  return undefined;
+}
+
+/** Live FROM for a mapping's table (ONLY for plain tables, like the backup read it). */
+export function liveTable(m: TableMapping): string {
+  return `${m.live!.partitioned ? '' : 'ONLY '}${qualified(m.live!.schema, m.live!.name)}`;
+}

@@ -1,0 +1,84 @@
+// Tenant restore: what is asked, and the preview shown to the approver. Plain data: previews
+// carry counts, keys (a few, as samples) and digests, never row contents.
+
+export type RestoreMode = 'replace' | 'missing-only';
+export type ChangeKind = 'insert' | 'update' | 'delete';
+export const changeKinds: readonly ChangeKind[] = ['insert', 'update', 'delete'];
+
+/** What to do with backed-up rows that reference a global row (e.g. a plan) that is gone. */
+export type MissingRefsPolicy = 'refuse' | 'skip';
+
+export interface RestoreSelection {
+  mode: RestoreMode;
+  /** only these tables (keys like app.users); undefined = all */
+  tables?: string[];
+  /** only these kinds of change; undefined = all the mode allows */
+  changes?: ChangeKind[];
+  missingRefs: MissingRefsPolicy;
+}
+
+export interface TableChanges {
+  insert: number;
+  update: number;
+  delete: number;
+}
+
+export interface TablePreview extends TableChanges {
+  /** a few keys of each kind, as text, for the approver to look at */
+  samples: Partial<Record<ChangeKind, string[]>>;
+  /** md5 of the sorted keys of each kind: the plan's identity, so a digest binds the exact rows */
+  keysMd5: Record<ChangeKind, string>;
+  /** no primary key: the tenant's rows of this table are replaced as a whole when they differ */
+  wholeTable?: boolean;
+  /** in the restore (selection and mode); false = shown for information only */
+  selected: boolean;
+  /** every difference found, when the mode or selection applies only part of it */
+  found?: TableChanges;
+}
+
+export interface DriftItem {
+  table: string;
+  column?: string;
+  kind: 'table-dropped' | 'table-added' | 'column-added' | 'column-dropped' | 'column-retyped' | 'key-changed';
+  from?: string;
+  to?: string;
+  /** how it is handled, in words */
+  policy: string;
+}
+
+/** Something that stops the apply until the operator acts; the preview says what and how. */
+export interface Blocker {
+  kind: 'missing-global-refs' | 'selection-needs-parents' | 'selection-orphans-children' | 'key-conflict' | 'referenced-by-others' | 'drift';
+  table: string;
+  rows: number;
+  message: string;
+}
+
+export interface RestorePreview {
+  restoreId: string;
+  tenantId: string;
+  backupId: string;
+  snapshotAt: string;
+  selection: RestoreSelection;
+  tables: Record<string, TablePreview>;
+  totals: TableChanges;
+  drift: DriftItem[];
+  warnings: string[];
+  blockers: Blocker[];
+  /** sha256 over everything above: what an approval is bound to */
+  digest: string;
+}
+
+export interface ApplyResult {
+  applied: Record<string, TableChanges>;
+  sequencesMoved: string[];
+  /** apply ran with session_replication_role = replica (no per-row FK checks, no triggers) */
+  replicaMode: boolean;
+  alreadyApplied?: boolean;
+}
+
+export interface RestoreVerification {
+  ok: boolean;
+  tables: { table: string; expected: string; actual: string; ok: boolean; note?: string }[];
+  otherTenantsUnchanged: boolean;
+}

@@ -1,0 +1,213 @@
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { recordTenantBackup, takeTenantBackup } from '../lib/backup/tenantBackup';
+import { parseConfig } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import { backupLabel, restoreLabel } from '../lib/labels';
+import { readManifest, tenantBackupPrefix } from '../lib/manifest';
+import {
+  applyApprovedRestore,
+  dropRestoreScratch,
+  parseSelection,
+  previewRestore,
+  resolveRestoreSource,
+  verifyAppliedRestore,
+  type RestoreJob,
+  type RestoreRequest,
+} from '../lib/restore';
+import { liveRows, readBackup } from './support/backups';
+import { freshDatabase, withDb, type TestDatabase } from './support/db';
+import { checksumsOf, damageTenant, expectedDifferences } from './support/restore';
+
+describe('tenant restore engine', function () {
+  let db: TestDatabase;
+  let engine: Engine;
+  let dir: string;
+  let backupId: string;
+  const tenantId = 'globex';
+
+  before(async function () {
+    this.timeout(120_000);
+    db = await freshDatabase();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-restore-'));
+    engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } } }, { env: {}, source: 'test', baseDir: dir }));
+    backupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const summary = await takeTenantBackup(engine, { tenantId, backupId });
+    await recordTenantBackup(engine, { tenantId, backupId, manifestSha256: summary.manifestSha256 });
+  });
+  after(async () => {
+    await engine?.close();
+    await db?.drop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const others = () => Promise.all(db.tenants.filter((t) => t.tenantId !== tenantId).map(async (t) => checksumsOf(await liveRows(engine.config, t.tenantId))));
+
+  async function restore(req: Partial<RestoreRequest> = {}) {
+    const restoreId = restoreLabel(new Date(), randomBytes(3).toString('hex'));
+    const job: RestoreJob = { restoreId, tenantId, backupId, selection: parseSelection({ tenantId, ...req }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      if (preview.blockers.length) return { preview };
+      const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      assert.equal(outcome.kind, 'applied');
+      const verification = await verifyAppliedRestore(engine, job, true);
+      return { preview, outcome, verification };
+    } finally {
+      await dropRestoreScratch(engine, restoreId);
+    }
+  }
+
+  it('previews exactly the differences, then makes the tenant equal to the backup and leaves every other tenant as it was', async () => {
+    await withDb(db.url, (c) => damageTenant(c, tenantId));
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
+    const expected = expectedDifferences(manifest, (await readBackup(engine.store, tenantId, backupId)).rows, await liveRows(engine.config, tenantId));
+    const othersBefore = await others();
+
+    const { preview, outcome, verification } = await restore();
+    for (const [table, diff] of Object.entries(expected)) {
+      const p = preview.tables[table];
+      assert.deepEqual({ insert: p.insert, update: p.update, delete: p.delete }, diff, `${table}: preview counts`);
+    }
+    assert.ok(preview.totals.insert > 0 && preview.totals.update > 0 && preview.totals.delete > 0);
+    assert.equal(preview.blockers.length, 0);
+    assert.ok(outcome!.kind === 'applied' && outcome!.result.replicaMode);
+    assert.ok(verification!.ok, JSON.stringify(verification!.tables.filter((t) => !t.ok)));
+
+    const after = await readBackup(engine.store, tenantId, backupId);
+    const live = checksumsOf(await liveRows(engine.config, tenantId));
+    assert.deepEqual(live, checksumsOf(after.rows), 'the tenant equals the backup, table by table');
+    assert.deepEqual(await others(), othersBefore, 'other tenants unchanged');
+  });
+
+  it('in missing-only mode re-inserts deleted rows and changes nothing else', async () => {
+    await withDb(db.url, (c) => damageTenant(c, tenantId));
+    const before = await liveRows(engine.config, tenantId);
+    const { preview, verification } = await restore({ mode: 'missing-only' });
+    assert.ok(preview.totals.insert > 0);
+    assert.equal(preview.totals.update + preview.totals.delete, 0);
+    assert.ok(verification!.ok);
+    const after = await liveRows(engine.config, tenantId);
+    for (const [table, rows] of before) {
+      const now = new Set(after.get(table));
+      assert.ok(rows.every((r) => now.has(r)), `${table}: every row that was there is still there, unchanged`);
+      assert.equal(after.get(table)!.length, rows.length + preview.tables[table].insert, `${table}: only inserts`);
+    }
+    await restore(); // back to the backup for the next test
+  });
+
+  it('restores only the selected tables and reports the parents a selection needs', async () => {
+    await withDb(db.url, (c) => damageTenant(c, tenantId));
+    const blocked = await restore({ tables: ['app.tasks'] });
+    const needs = blocked.preview.blockers.filter((b) => b.kind === 'selection-needs-parents');
+    assert.ok(needs.some((b) => b.table === 'app.tasks' && /add app\.projects to --tables/.test(b.message)), JSON.stringify(blocked.preview.blockers));
+
+    // deleting the new user would orphan the new project that references it
+    const orphaning = await restore({ tables: ['app.users'] });
+    assert.ok(
+      orphaning.preview.blockers.some((b) => b.kind === 'selection-orphans-children' && /would orphan 1 rows of app\.projects \(projects_owner_id_fkey\): add app\.projects to --tables/.test(b.message)),
+      JSON.stringify(orphaning.preview.blockers),
+    );
+
+    const before = await liveRows(engine.config, tenantId);
+    const { preview, verification } = await restore({ tables: ['app.AuditLog', 'app.events'] });
+    assert.deepEqual(Object.entries(preview.tables).filter(([, t]) => t.selected).map(([k]) => k).sort(), ['app.AuditLog', 'app.events']);
+    assert.ok(preview.tables['app.AuditLog'].update === 3 && preview.tables['app.events'].insert > 0);
+    assert.ok(verification!.ok);
+    const after = await liveRows(engine.config, tenantId);
+    for (const table of ['app.tasks', 'app.users', 'app.projects']) assert.deepEqual(after.get(table), before.get(table), `${table} (not selected) untouched`);
+    await restore();
+  });
+
+  it('refuses rows that reference a global row that is gone, unless told to skip them', async () => {
+    await withDb(db.url, async (c) => {
+      await c.query(`INSERT INTO app.plans VALUES (9, 'Legacy', 'pro', 10)`);
+      await c.query(`UPDATE app.invoices SET plan_id = 9 WHERE invoice_id = (SELECT min(invoice_id) FROM app.invoices WHERE tenant_id = $1)`, [tenantId]);
+    });
+    const legacyBackup = backupId;
+    backupId = backupLabel(new Date(Date.now() + 1000), 'tenant', randomBytes(3).toString('hex'));
+    const s = await takeTenantBackup(engine, { tenantId, backupId });
+    await recordTenantBackup(engine, { tenantId, backupId, manifestSha256: s.manifestSha256 });
+    await withDb(db.url, async (c) => {
+      await c.query(`DELETE FROM app."InvoiceLines" WHERE invoice_id IN (SELECT invoice_id FROM app.invoices WHERE plan_id = 9)`);
+      await c.query(`DELETE FROM app.invoices WHERE plan_id = 9`);
+      await c.query(`DELETE FROM app.plans WHERE plan_id = 9`);
+    });
+    const refused = await restore();
+    const missing = refused.preview.blockers.find((b) => b.kind === 'missing-global-refs');
+    assert.ok(missing && missing.table === 'app.invoices' && missing.rows === 1 && /global table app\.plans/.test(missing.message), JSON.stringify(refused.preview.blockers));
+    assert.equal(refused.outcome, undefined);
+
+    const skipped = await restore({ missingRefs: 'skip' });
+    assert.ok(skipped.preview.warnings.some((w) => /1 backed-up rows of app\.invoices are skipped/.test(w)), JSON.stringify(skipped.preview.warnings));
+    assert.ok(skipped.preview.warnings.some((w) => /3 backed-up rows of app\.InvoiceLines are skipped/.test(w)), 'the invoice lines go with their invoice');
+    assert.ok(skipped.verification!.ok);
+    backupId = legacyBackup;
+    await restore();
+  });
+
+  it('stops at a corrupted object (one flipped byte) before touching anything', async () => {
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
+    const victim = manifest.tables.find((t) => t.table === 'app.users')!;
+    const file = path.join(dir, tenantBackupPrefix(tenantId, backupId), victim.object.key);
+    const original = fs.readFileSync(file);
+    const flipped = Buffer.from(original);
+    flipped[Math.floor(flipped.length / 2)] ^= 0x01;
+    fs.writeFileSync(file, flipped);
+    await withDb(db.url, (c) => damageTenant(c, tenantId));
+    const before = checksumsOf(await liveRows(engine.config, tenantId));
+    try {
+      await assert.rejects(restore(), (e: TenantsafeError) => e.type === ErrorType.CorruptBackup && e.message.includes(victim.object.key));
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before);
+    } finally {
+      fs.writeFileSync(file, original);
+    }
+    await restore();
+  });
+
+  it('names the column when schema drift cannot be mapped, and changes nothing', async () => {
+    await withDb(db.url, (c) => c.query(`ALTER TABLE app.users ALTER COLUMN display_name TYPE int USING NULL`));
+    try {
+      await assert.rejects(restore(), (e: TenantsafeError) => e.type === ErrorType.SchemaDrift && /app\.users\.display_name is integer now \(text in the backup\)/.test(e.message));
+      await withDb(db.url, (c) => c.query(`ALTER TABLE app.users ADD COLUMN age int NOT NULL DEFAULT 0`));
+      await withDb(db.url, (c) => c.query(`ALTER TABLE app.users ALTER COLUMN display_name TYPE text`));
+      await withDb(db.url, (c) => damageTenant(c, tenantId));
+      // a column added with a default is fine: restored rows take it
+      const { verification, preview } = await restore();
+      assert.ok(preview.drift.some((d) => d.kind === 'column-added' && d.column === 'age'));
+      assert.ok(verification!.ok);
+      // a column added NOT NULL without a default: a user to re-insert would have no value for it
+      await withDb(db.url, async (c) => {
+        await c.query(`ALTER TABLE app.users ADD COLUMN badge text NOT NULL DEFAULT 'x'; ALTER TABLE app.users ALTER COLUMN badge DROP DEFAULT`);
+        await c.query(
+          `DELETE FROM app.users u WHERE user_id = (SELECT max(user_id) FROM app.users u WHERE tenant_id = $1
+             AND NOT EXISTS (SELECT 1 FROM app.projects p WHERE p.owner_id = u.user_id) AND NOT EXISTS (SELECT 1 FROM app.comments m WHERE m.author_id = u.user_id))`,
+          [tenantId],
+        );
+      });
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(restore(), (e: TenantsafeError) => e.type === ErrorType.SchemaDrift && /column app\.users\.badge was added NOT NULL without a default/.test(e.message));
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await withDb(db.url, (c) => c.query(`ALTER TABLE app.users DROP COLUMN IF EXISTS age; ALTER TABLE app.users DROP COLUMN IF EXISTS badge; ALTER TABLE app.users ALTER COLUMN display_name TYPE text`));
+    }
+  });
+
+  it('rejects bad requests with a clear message: unknown backup, another tenant\'s backup, a bad time', async () => {
+    await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: '20200101-000000T-000000' }), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
+    const other = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const s = await takeTenantBackup(engine, { tenantId: 'acme', backupId: other });
+    await recordTenantBackup(engine, { tenantId: 'acme', backupId: other, manifestSha256: s.manifestSha256 });
+    await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: other }), /Backup .* is of tenant "acme", not "globex"/);
+    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
+    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2020-01-01T00:00:00Z' }), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
+    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2999-01-01T00:00:00Z' }), /in the future/);
+    assert.equal((await resolveRestoreSource(engine, { tenantId, at: new Date().toISOString() })).tenantId, tenantId);
+    assert.throws(() => parseSelection({ tenantId, mode: 'merge' }), /Unknown mode "merge"/);
+    assert.throws(() => parseSelection({ tenantId, changes: ['upsert'] }), /Unknown change kind\(s\) upsert/);
+  });
+});

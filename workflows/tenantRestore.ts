@@ -1,0 +1,145 @@
+// Runbook: restore one tenant (DESIGN rule 5).
+//   1. check the request and pick the backup (bad input fails here, nothing staged)
+//   2. stage the backup in a scratch schema, checking every object; preview the changes
+//   3. wait for approval of exactly this preview, by someone other than the requester
+//      (rejected → stop; no decision before the deadline → expired; nothing changed either way)
+//   4. take a safety backup of the tenant as it is now, so this restore can be undone
+//   5. apply in one transaction; if the live data moved since the preview, the plan (and its
+//      digest) changed: back to 3 with the new preview
+//   6. verify the tenant against the backup's checksums
+// Whatever happens, the scratch schema is dropped at the end.
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { TenantBackupActivities } from '../activities/tenantBackup';
+import type { ApplyStepResult, TenantRestoreActivities } from '../activities/tenantRestore';
+import { ErrorType } from '../lib/errors';
+import { backupLabel, restoreLabel } from '../lib/labels';
+import type { RestoreJob } from '../lib/restore/index';
+import { rootCause } from './failures';
+import { requireTenantId } from './inputs';
+import {
+  approveSignal,
+  rejectSignal,
+  searchAttributes,
+  tenantRestoreStatusQuery,
+  type ApproveSignal,
+  type TenantRestoreInput,
+  type TenantRestoreResult,
+  type TenantRestoreStatus,
+} from './messages';
+import { bulkCopy, shortStep } from './profiles';
+
+const step = proxyActivities<TenantRestoreActivities & TenantBackupActivities>(shortStep);
+const copy = proxyActivities<TenantRestoreActivities & TenantBackupActivities>(bulkCopy);
+
+export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRestoreResult> {
+  const tenantId = requireTenantId(input);
+  const { runId, startTime } = workflowInfo();
+  const restoreId = restoreLabel(startTime, runId);
+  const status: TenantRestoreStatus = { state: 'previewing', restoreId, tenantId, requestedBy: input.requestedBy, approvals: [], refused: [] };
+  setHandler(tenantRestoreStatusQuery, () => status);
+  setHandler(approveSignal, (a) => considerApproval(status, a));
+  setHandler(rejectSignal, (r) => {
+    if (status.state === 'previewing' || status.state === 'awaiting-approval') status.rejection = r;
+    else status.refused.push({ by: r.by, reason: `rejection arrived while ${status.state}: too late`, at: new Date().toISOString() });
+  });
+  upsertSearchAttributes([
+    { key: searchAttributes.tenantId, value: tenantId },
+    { key: searchAttributes.backupKind, value: 'restore' },
+  ]);
+  const record = (extra: object = {}) =>
+    step.recordRestore({ restoreId, tenantId, state: status.state, requestedBy: input.requestedBy, approvedBy: status.approvals.map((a) => a.by), error: status.error ?? null, ...extra });
+  const finish = async (state: TenantRestoreResult['state']): Promise<TenantRestoreResult> => {
+    status.state = state;
+    await record({ result: { applied: status.applied, verification: status.verification, rejection: status.rejection } });
+    const { backupId, safetyBackupId, applied, verification, rejection } = status;
+    return { state, restoreId, tenantId, backupId, safetyBackupId, applied, verification, rejection };
+  };
+
+  try {
+    const prepared = await step.prepareTenantRestore({ ...input, restoreId });
+    upsertSearchAttributes([{ key: searchAttributes.database, value: prepared.database }]);
+    status.backupId = prepared.backupId;
+    status.approvalsRequired = prepared.approvalsRequired;
+    const job: RestoreJob = { restoreId, tenantId, backupId: prepared.backupId, selection: prepared.selection };
+
+    let preview = await copy.previewTenantRestore(job);
+    for (;;) {
+      status.preview = preview;
+      if (preview.blockers.length > 0) {
+        throw ApplicationFailure.nonRetryable(
+          `The restore cannot be applied: ${preview.blockers.map((b) => b.message).join('; ')}. HINT: resolve the blockers, or start a new restore with another --tables selection or --missing-refs skip.`,
+          ErrorType.RestoreBlocked,
+        );
+      }
+      status.state = 'awaiting-approval';
+      status.approvals = [];
+      status.expiresAt = new Date(Date.now() + prepared.approvalTimeoutMs).toISOString();
+      await record({ digest: preview.digest });
+      const decided = await condition(() => !!status.rejection || status.approvals.length >= prepared.approvalsRequired, prepared.approvalTimeoutMs);
+      if (status.rejection) return await finish('rejected');
+      if (!decided) return await finish('expired');
+
+      status.state = 'applying';
+      await record();
+      status.safetyBackupId = backupLabel(new Date(), 'safety', runId);
+      const safety = await copy.takeTenantBackup({ tenantId, backupId: status.safetyBackupId });
+      await step.recordTenantBackup({ tenantId, backupId: status.safetyBackupId, manifestSha256: safety.manifestSha256 });
+      await record({ safetyBackupId: status.safetyBackupId });
+
+      const outcome: ApplyStepResult = await copy.applyTenantRestore({ ...job, digest: preview.digest });
+      if (outcome.kind === 'plan-changed') {
+        status.planChanged = true;
+        preview = outcome.preview;
+        continue;
+      }
+      status.applied = outcome.result;
+      break;
+    }
+
+    status.state = 'verifying';
+    await record();
+    // the apply compared every other tenant's rows before and after, inside its transaction
+    status.verification = await copy.verifyTenantRestore({ ...job, otherTenantsUnchanged: true });
+    if (!status.verification.ok) {
+      const bad = status.verification.tables.filter((t) => !t.ok).map((t) => `${t.table} (expected ${t.expected}, got ${t.actual})`);
+      throw ApplicationFailure.nonRetryable(
+        `The restored tenant does not match the backup: ${bad.join('; ')}. HINT: restore safety backup ${status.safetyBackupId} to undo, and investigate concurrent writes to the tenant.`,
+        'RestoreVerificationFailed',
+      );
+    }
+    return await finish('done');
+  } catch (err) {
+    status.state = 'failed';
+    status.error = rootCause(err).message;
+    await CancellationScope.nonCancellable(() => record().catch(() => undefined));
+    throw err;
+  } finally {
+    await CancellationScope.nonCancellable(() => step.dropRestoreScratch({ restoreId }));
+  }
+}
+
+/** An approval counts only for the preview on screen, from someone other than the requester, once. */
+function considerApproval(status: TenantRestoreStatus, a: ApproveSignal): void {
+  const why =
+    typeof a?.by !== 'string' || a.by.trim() === ''
+      ? 'approval without a name (by)'
+      : a.by === status.requestedBy
+        ? 'self-approval: the requester cannot approve their own restore'
+        : status.state !== 'awaiting-approval' || !status.preview
+          ? `approval arrived while ${status.state}`
+          : a.digest !== status.preview.digest
+            ? `digest ${a.digest} is not the current preview's (${status.preview.digest})`
+            : status.approvals.some((x) => x.by === a.by)
+              ? 'already approved by them'
+              : undefined;
+  if (why) status.refused.push({ by: String(a?.by), reason: why, at: new Date().toISOString() });
+  else status.approvals.push({ by: a.by, digest: a.digest, at: new Date().toISOString() });
+}
