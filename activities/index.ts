@@ -1,8 +1,15 @@
 // All activities, bound to one engine (config, pools, store) per worker process.
 import type { Engine } from '../lib/engine';
+import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
 import { createTenantRestoreActivities } from './tenantRestore';
+import { createVerifyActivities } from './verify';
 
 export function createActivities(engine: Engine) {
-  return { ...createTenantBackupActivities(engine), ...createTenantRestoreActivities(engine) };
+  return {
+    ...createTenantBackupActivities(engine),
+    ...createTenantRestoreActivities(engine),
+    ...createFullBackupActivities(engine),
+    ...createVerifyActivities(engine),
+  };
 }

@@ -14,6 +14,7 @@ import type { TenantRestoreInput } from '../workflows/messages';
 import { runWorkerUntilSignal } from '../workers/main';
 import { TenantsafeClient, WorkflowError, type RestoreRequested } from './client';
 import { startDashboardServer } from './server';
+import { registerDatabaseCommands } from './databaseCommands';
 import { runDemo } from './demo';
 import { startDevStack } from './dev';
 import { emit, reportError, table, type OutputOptions } from './output';
@@ -319,11 +320,16 @@ export function buildProgram(): Command {
     .command('rebuild')
     .description('rebuild the backup catalog from the manifests in storage')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withEngine(cmd, (e) => e.catalog.rebuild(e.store));
+      const out = await withEngine(cmd, async (e) => ({ ...(await e.catalog.rebuild(e.store)), full: await e.catalog.rebuildFullBackups(e.store) }));
       emit(globals(cmd), out, () =>
-        [`Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed).`, ...out.invalid.map((i) => `invalid: ${i.key}: ${i.error}`)].join('\n'),
+        [
+          `Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed), ${out.full.indexed} full backups (${out.full.added.length} added, ${out.full.removed.length} removed).`,
+          ...[...out.invalid, ...out.full.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
+        ].join('\n'),
       );
     });
+
+  registerDatabaseCommands(program, { backups, schedule }, { globals, withEngine, withClientOf, positiveInt, sizeText });
 
   program
     .command('worker')

@@ -267,7 +267,7 @@ export function unwrapFailure(err: unknown): unknown {
 }
 
 /** Polls a workflow's status query until `done(status)` or the workflow closes. */
-async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 600_000): Promise<S> {
+export async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 600_000): Promise<S> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const status = await handle.query(query);

@@ -4,9 +4,9 @@
 // Overlap policy SKIP: if the previous run is still going when the next is due, the next is
 // skipped rather than queued; queued runs would pile up behind a slow one and then start
 // back to back. Catch-up window = the interval: after an outage, one missed run is made up.
-import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction } from '@temporalio/client';
+import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction, type ScheduleSpec } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
+import { databaseScheduleIds, databaseWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
 
 export interface ScheduleSummary {
   scheduleId: string;
@@ -14,6 +14,8 @@ export interface ScheduleSummary {
   every: string;
   tenantId: string | null;
   paused: boolean;
+  /** daily schedules: the time of day, UTC */
+  at?: string;
   nextRunAt: string | null;
   lastRunAt: string | null;
 }
@@ -28,9 +30,9 @@ function msToDurationText(ms: number): string {
   return `${Math.round(ms / 1000)}s`;
 }
 
-async function upsertSchedule(client: Client, scheduleId: string, everyMs: number, action: ScheduleOptionsAction, memo: Record<string, unknown>): Promise<void> {
-  const spec = { intervals: [{ every: everyMs }] };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: everyMs };
+async function upsertSchedule(client: Client, scheduleId: string, everyMs: number, action: ScheduleOptionsAction, memo: Record<string, unknown>, calendar?: { spec: ScheduleSpec; catchupWindowMs: number }): Promise<void> {
+  const spec = calendar?.spec ?? { intervals: [{ every: everyMs }] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: calendar?.catchupWindowMs ?? everyMs };
   try {
     await client.schedule.create({ scheduleId, spec, action, policies, memo });
   } catch (err) {
@@ -117,6 +119,7 @@ async function summarize(client: Client, scheduleId: string): Promise<ScheduleSu
     workflowType: d.action.type === 'startWorkflow' ? d.action.workflowType : d.action.type,
     every: every ? msToDurationText(Number(every)) : '',
     tenantId: typeof d.memo?.tenantId === 'string' ? d.memo.tenantId : null,
+    ...(d.spec.calendars?.[0]?.comment?.startsWith('daily at ') ? { at: d.spec.calendars[0].comment.slice('daily at '.length) } : {}),
     paused: d.state.paused,
     nextRunAt: d.info.nextActionTimes[0]?.toISOString() ?? null,
     lastRunAt: d.info.recentActions.at(-1)?.takenAt.toISOString() ?? null,
@@ -127,4 +130,55 @@ export async function listSchedules(client: Client): Promise<ScheduleSummary[]> 
   const ids: string[] = [];
   for await (const s of client.schedule.list()) if (s.scheduleId.startsWith('schedule/')) ids.push(s.scheduleId);
   return Promise.all(ids.sort().map((id) => summarize(client, id)));
+}
+
+// ---- daily schedules of whole-database work (02:00 UTC full backups, retention, verification) ----
+//
+// Calendar schedules in UTC. Overlap SKIP (a backup still running at the next 02:00 is not
+// joined by a second one); the catch-up window says how late a run missed during an outage may
+// still start (6 h by default: a full backup at 08:00 is still worth having, one at 20:00 would
+// collide with the day's traffic and the next run).
+
+export type DailyScheduleKind = 'full-backups' | 'retention' | 'verification';
+
+export interface DailyScheduleRequest {
+  /** HH:MM, UTC */
+  at: string;
+  catchupWindowMs: number;
+  /** retention: only report what would be deleted */
+  dryRun?: boolean;
+}
+
+export const dailyDefaults: Record<DailyScheduleKind, string> = { 'full-backups': '02:00', retention: '03:00', verification: '04:00' };
+
+const dailyScheduleIds: Record<DailyScheduleKind, string> = {
+  'full-backups': databaseScheduleIds.fullBackups,
+  retention: databaseScheduleIds.retention,
+  verification: databaseScheduleIds.verification,
+};
+
+function dailyAction(kind: DailyScheduleKind, taskQueue: string, req: DailyScheduleRequest): ScheduleOptionsAction {
+  if (kind === 'full-backups') return { type: 'startWorkflow', workflowType: 'fullBackup', taskQueue, workflowId: databaseWorkflowIds.fullBackup(), args: [{}] };
+  if (kind === 'retention') return { type: 'startWorkflow', workflowType: 'applyRetention', taskQueue, workflowId: databaseWorkflowIds.applyRetention(), args: [{ dryRun: !!req.dryRun }] };
+  return { type: 'startWorkflow', workflowType: 'verifyRecentBackups', taskQueue, workflowId: databaseWorkflowIds.verifyRecentBackups(), args: [{}] };
+}
+
+export async function scheduleDaily(client: Client, taskQueue: string, kind: DailyScheduleKind, req: DailyScheduleRequest): Promise<ScheduleSummary> {
+  const m = /^([01]\d|2[0-3]):([0-5]\d)$/.exec(req.at);
+  if (!m) throw new TenantsafeError(ErrorType.BadInput, `--at must be a time of day HH:MM in UTC (got "${req.at}").`, `Pass --at ${dailyDefaults[kind]}.`);
+  const id = dailyScheduleIds[kind];
+  await upsertSchedule(client, id, 86_400_000, dailyAction(kind, taskQueue, req), {}, {
+    spec: { calendars: [{ hour: Number(m[1]), minute: Number(m[2]), comment: `daily at ${req.at} UTC` }] },
+    catchupWindowMs: req.catchupWindowMs,
+  });
+  return summarize(client, id);
+}
+
+export async function removeDailySchedule(client: Client, kind: DailyScheduleKind): Promise<{ removed: string }> {
+  const id = dailyScheduleIds[kind];
+  if (!(await describeOrNull(client, id))) {
+    throw new TenantsafeError(ErrorType.BadInput, `There is no schedule ${id}.`, 'List schedules with `tenantsafe schedule list`.');
+  }
+  await client.schedule.getHandle(id).delete();
+  return { removed: id };
 }

@@ -3,6 +3,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { sha256Hex } from './checksum';
 import { ErrorType, TenantsafeError } from './errors';
+import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './fullBackup/manifest';
 import { parseBackupLabel } from './labels';
 import { manifestFile, parseManifest, type TenantManifest } from './manifest';
 import { quoteIdent, withClient } from './pg';
@@ -109,7 +110,66 @@ const migrations: ((s: string) => string)[] = [
       updated_at timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX restores_tenant_idx ON ${s}.restores (tenant_id, created_at DESC);`,
+  (s) => `
+    CREATE TABLE ${s}.full_backups (
+      backup_id text PRIMARY KEY,
+      method text NOT NULL,
+      provider text NOT NULL,
+      database text NOT NULL,
+      storage_uri text NOT NULL,
+      prefix text NOT NULL,
+      manifest_sha256 text NOT NULL,
+      bytes bigint NOT NULL,
+      timeline int,
+      start_lsn pg_lsn,
+      stop_lsn pg_lsn,
+      start_segment text,
+      stop_segment text,
+      segment_size int,
+      consistent_at timestamptz NOT NULL,
+      started_at timestamptz NOT NULL,
+      finished_at timestamptz NOT NULL,
+      manifest jsonb NOT NULL
+    );
+    CREATE INDEX full_backups_consistent_idx ON ${s}.full_backups (consistent_at);
+    CREATE TABLE ${s}.verifications (
+      verification_id bigserial PRIMARY KEY,
+      backup_id text NOT NULL,
+      backup_kind text NOT NULL,
+      ok boolean NOT NULL,
+      counts jsonb NOT NULL,
+      report jsonb NOT NULL,
+      report_key text,
+      verified_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX verifications_backup_idx ON ${s}.verifications (backup_id, verified_at DESC);`,
 ];
+
+/** A full (whole-database) backup in the catalog. */
+export interface FullBackupRecord {
+  backupId: string;
+  method: FullManifest['method'];
+  provider: FullManifest['provider'];
+  database: string;
+  storageUri: string;
+  prefix: string;
+  manifestSha256: string;
+  bytes: number;
+  /** physical backups: the WAL they need */
+  wal: FullBackupWal | null;
+  consistentAt: string;
+  startedAt: string;
+  finishedAt: string;
+}
+
+export interface VerificationRecord {
+  backupId: string;
+  backupKind: 'full' | 'tenant';
+  ok: boolean;
+  counts: Record<string, number>;
+  report: unknown;
+  reportKey: string | null;
+}
 
 export class Catalog {
   private ready: Promise<void> | null = null;
@@ -212,6 +272,70 @@ export class Catalog {
     }));
   }
 
+  /** Idempotent: recording the same full backup twice leaves one row. */
+  async recordFullBackup(m: FullManifest, storageUri: string, manifestSha256: string): Promise<FullBackupRecord> {
+    const prefix = fullBackupPrefix(m.backupId);
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.full_backups (backup_id, method, provider, database, storage_uri, prefix, manifest_sha256, bytes, timeline, start_lsn, stop_lsn,
+                                             start_segment, stop_segment, segment_size, consistent_at, started_at, finished_at, manifest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT (backup_id) DO UPDATE SET storage_uri = EXCLUDED.storage_uri, manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest`,
+        [
+          m.backupId, m.method, m.provider, m.database, storageUri, prefix, manifestSha256, m.totals.bytes, m.wal?.timeline ?? null, m.wal?.startLsn ?? null,
+          m.wal?.stopLsn ?? null, m.wal?.startSegment ?? null, m.wal?.stopSegment ?? null, m.wal?.segmentSize ?? null, m.consistentAt, m.startedAt, m.finishedAt, JSON.stringify(m),
+        ],
+      ),
+    );
+    return fullRowToRecord({ backup_id: m.backupId, method: m.method, provider: m.provider, database: m.database, storage_uri: storageUri, prefix, manifest_sha256: manifestSha256, bytes: m.totals.bytes, manifest: m, consistent_at: new Date(m.consistentAt), started_at: new Date(m.startedAt), finished_at: new Date(m.finishedAt) });
+  }
+
+  /** Full backups, oldest first. */
+  async listFullBackups(): Promise<FullBackupRecord[]> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.full_backups ORDER BY consistent_at, backup_id`));
+    return r.rows.map(fullRowToRecord);
+  }
+
+  async getFullBackup(backupId: string): Promise<FullBackupRecord> {
+    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.full_backups WHERE backup_id = $1`, [backupId]));
+    if (r.rowCount === 0) {
+      throw new TenantsafeError(ErrorType.BackupNotFound, `Full backup "${backupId}" is not in the catalog.`, 'List full backups with `tenantsafe full-backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
+    }
+    return fullRowToRecord(r.rows[0]);
+  }
+
+  /** Forgets a backup (full or tenant) whose objects were deleted. */
+  async forgetBackup(backupId: string): Promise<void> {
+    await this.run(async (c) => {
+      await c.query(`DELETE FROM ${this.s}.full_backups WHERE backup_id = $1`, [backupId]);
+      await c.query(`DELETE FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]);
+    });
+  }
+
+  async recordVerification(v: VerificationRecord): Promise<void> {
+    await this.run((c) =>
+      c.query(`INSERT INTO ${this.s}.verifications (backup_id, backup_kind, ok, counts, report, report_key) VALUES ($1, $2, $3, $4, $5, $6)`, [
+        v.backupId, v.backupKind, v.ok, JSON.stringify(v.counts), JSON.stringify(v.report), v.reportKey,
+      ]),
+    );
+  }
+
+  /** Backup ids with at least one verification, and when the newest was. */
+  async lastVerified(): Promise<Map<string, string>> {
+    const r = await this.run((c) => c.query(`SELECT backup_id, max(verified_at) AS at FROM ${this.s}.verifications GROUP BY backup_id`));
+    return new Map(r.rows.map((x) => [x.backup_id as string, (x.at as Date).toISOString()]));
+  }
+
+  /** Rebuilds the full-backup index of one store from the manifests under full/. */
+  async rebuildFullBackups(store: ObjectStore): Promise<RebuildOutcome> {
+    const { found, invalid } = await readManifests(store, 'full/', parseFullManifest);
+    const existing = new Set((await this.listFullBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
+    for (const { manifest, sha256 } of found.values()) await this.recordFullBackup(manifest, store.uri, sha256);
+    const removed = [...existing].filter((id) => !found.has(id));
+    if (removed.length) await this.run((c) => c.query(`DELETE FROM ${this.s}.full_backups WHERE backup_id = ANY($1)`, [removed]));
+    return { indexed: found.size, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };
+  }
+
   /** Creates or updates a restore's row; only the fields given change. */
   async recordRestore(r: RestoreRecord): Promise<void> {
     await this.run((c) =>
@@ -259,19 +383,8 @@ export class Catalog {
    * Rebuilds the backup index of one store from its manifests: adds what storage holds,
    * drops rows whose manifest is gone. Invalid manifests are reported, not indexed.
    */
-  async rebuild(store: ObjectStore): Promise<{ indexed: number; added: string[]; removed: string[]; invalid: { key: string; error: string }[] }> {
-    const found = new Map<string, { manifest: TenantManifest; prefix: string; sha256: string }>();
-    const invalid: { key: string; error: string }[] = [];
-    for await (const obj of store.list('tenants/')) {
-      if (!obj.key.endsWith('/' + manifestFile)) continue;
-      try {
-        const body = await store.getBytes(obj.key);
-        const manifest = parseManifest(body, obj.key);
-        found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
-      } catch (err) {
-        invalid.push({ key: obj.key, error: (err as Error).message });
-      }
-    }
+  async rebuild(store: ObjectStore): Promise<RebuildOutcome> {
+    const { found, invalid } = await readManifests(store, 'tenants/', parseManifest);
     const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
     for (const { manifest, prefix, sha256 } of found.values()) await this.recordBackup(manifest, store.uri, prefix, sha256);
     const removed = [...existing].filter((id) => !found.has(id));
@@ -325,4 +438,50 @@ function rowToRecord(r: Record<string, any>): BackupRecord {
     startedAt: r.started_at.toISOString(),
     finishedAt: r.finished_at.toISOString(),
   };
+}
+
+function fullRowToRecord(r: Record<string, any>): FullBackupRecord {
+  const m = r.manifest as FullManifest;
+  return {
+    backupId: r.backup_id,
+    method: r.method,
+    provider: r.provider,
+    database: r.database,
+    storageUri: r.storage_uri,
+    prefix: r.prefix,
+    manifestSha256: r.manifest_sha256,
+    bytes: Number(r.bytes),
+    wal: m.wal,
+    consistentAt: r.consistent_at.toISOString(),
+    startedAt: r.started_at.toISOString(),
+    finishedAt: r.finished_at.toISOString(),
+  };
+}
+
+export interface RebuildOutcome {
+  indexed: number;
+  added: string[];
+  removed: string[];
+  invalid: { key: string; error: string }[];
+}
+
+/** Every manifest under `area`, parsed: by backup id, with its prefix and sha256; the unreadable ones apart. */
+async function readManifests<T extends { backupId: string }>(
+  store: ObjectStore,
+  area: string,
+  parse: (body: Buffer, key: string) => T,
+): Promise<{ found: Map<string, { manifest: T; prefix: string; sha256: string }>; invalid: { key: string; error: string }[] }> {
+  const found = new Map<string, { manifest: T; prefix: string; sha256: string }>();
+  const invalid: { key: string; error: string }[] = [];
+  for await (const obj of store.list(area)) {
+    if (!obj.key.endsWith('/' + manifestFile)) continue;
+    try {
+      const body = await store.getBytes(obj.key);
+      const manifest = parse(body, obj.key);
+      found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
+    } catch (err) {
+      invalid.push({ key: obj.key, error: (err as Error).message });
+    }
+  }
+  return { found, invalid };
 }

@@ -1,10 +1,12 @@
 // tenantsafe.yaml: loading, ${ENV} interpolation, validation with errors that name the key,
 // and the embedded defaults used when there is no config at all (`tenantsafe dev`).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from './duration';
 import { ErrorType, TenantsafeError } from './errors';
+import type { RetentionPolicy } from './retention/policy';
 
 export type StorageConfig =
   | { kind: 'local'; path: string }
@@ -35,6 +37,43 @@ export interface Config {
     verifyOtherTenants: boolean;
   };
   dashboard: { host: string; port: number; token?: string };
+  fullBackup: FullBackupConfig;
+  /** set when fullBackup.provider is supabase */
+  supabase: SupabaseConfig | null;
+  retention: RetentionConfig;
+  verification: { scratchDir: string; tenantBackupsPerRun: number };
+}
+
+export type FullBackupProviderKind = 'postgres' | 'supabase';
+
+export interface FullBackupConfig {
+  /** postgres: physical base backups + streamed WAL into our storage; supabase: the Management API + a logical dump */
+  provider: FullBackupProviderKind;
+  /** the physical replication slot pg_receivewal streams from */
+  slot: string;
+  /** pg_basebackup --max-rate in kB/s, to spare the server's disks; null: unthrottled */
+  maxRateKbps: number | null;
+  /** how long a base backup waits for the WAL archive to reach its stop LSN */
+  archiveWaitMs: number;
+  /** how often the WAL archiver uploads the segment being written: the recovery point objective */
+  walPartialIntervalMs: number;
+  /** where the WAL archiver lets pg_receivewal write, on each worker */
+  walSpoolDir: string;
+}
+
+export interface SupabaseConfig {
+  /** the 20-letter project ref */
+  projectRef: string;
+  /** a personal access token; read from the environment, never passed through Temporal */
+  accessToken: string;
+  apiUrl: string;
+}
+
+export interface RetentionConfig extends RetentionPolicy {
+  /** prefixes of interrupted backups older than this are removed */
+  incompleteAfterMs: number;
+  /** per-tenant overrides of the tenant-backup policy */
+  tenants: Record<string, Partial<RetentionPolicy>>;
 }
 
 export const projectRoot = path.resolve(__dirname, '..');
@@ -171,6 +210,45 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   };
   backup.done();
 
+  const full = root.section('fullBackup');
+  const fullBackupConfig: FullBackupConfig = {
+    provider: full.oneOf('provider', ['postgres', 'supabase'] as const) ?? 'postgres',
+    slot: full.identifier('slot') ?? 'tenantsafe',
+    maxRateKbps: full.integer('maxRateKbps', 32, 1_048_576) ?? null,
+    archiveWaitMs: full.duration('archiveWait') ?? 60_000,
+    walPartialIntervalMs: full.duration('walPartialInterval') ?? 500,
+    walSpoolDir: path.resolve(ctx.baseDir, full.string('walSpoolDir') ?? path.join(os.tmpdir(), 'tenantsafe-wal')),
+  };
+  full.done();
+
+  const usesSupabase = fullBackupConfig.provider === 'supabase';
+  const supabase = root.section('supabase', usesSupabase);
+  const projectRef = supabase.string('projectRef', usesSupabase);
+  if (projectRef && !/^[a-z]{20}$/.test(projectRef)) supabase.reject('projectRef', 'must be the 20 lowercase letters of the project ref', projectRef);
+  const accessToken = supabase.secret('accessToken', usesSupabase);
+  const apiUrl = (supabase.url('apiUrl') ?? 'https://api.supabase.com').replace(/\/+$/, '');
+  const supabaseConfig: SupabaseConfig | null = projectRef && accessToken ? { projectRef, accessToken, apiUrl } : null;
+  supabase.done();
+
+  const retention = root.section('retention');
+  const retentionConfig: RetentionConfig = {
+    ...retentionPolicyOf(retention, defaultRetention),
+    incompleteAfterMs: retention.duration('incompleteAfter') ?? 6 * 3_600_000,
+    tenants:
+      retention.mapOf('tenants', (tenant) => {
+        const override = retentionPolicyOf(tenant, {});
+        tenant.done();
+        return override;
+      }) ?? {},
+  };
+  retention.done();
+
+  const verification = root.section('verification');
+  const verificationConfig = {
+    scratchDir: path.resolve(ctx.baseDir, verification.string('scratchDir') ?? os.tmpdir()),
+    tenantBackupsPerRun: verification.integer('tenantBackupsPerRun', 0, 10_000) ?? 10,
+  };
+  verification.done();
   const restore = root.section('restore');
   const restoreConfig = {
     approvers: restore.integer('approvers', 1, 10) ?? 1,
@@ -205,9 +283,25 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     storage: { primary: primaryConfig },
     temporal: temporalConfig,
     backup: backupConfig,
+    fullBackup: fullBackupConfig,
+    supabase: supabaseConfig,
+    retention: retentionConfig,
+    verification: verificationConfig,
     restore: restoreConfig,
     dashboard: dashboardConfig,
   };
+}
+
+export const defaultRetention: RetentionPolicy = { days: 30, minCount: 3, daily: 0, weekly: 0, monthly: 0, yearly: 0 };
+
+/** The policy keys of a retention section (the top level, or one tenant's override). */
+function retentionPolicyOf<T extends Partial<RetentionPolicy>>(section: Section, defaults: T): T {
+  const out: Partial<RetentionPolicy> = { ...defaults };
+  for (const key of ['days', 'minCount', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
+    const v = section.integer(key, 0, 100_000);
+    if (v !== undefined) out[key] = v;
+  }
+  return out as T;
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. */
@@ -366,6 +460,29 @@ class Section {
     const v = this.string(name);
     if (v !== undefined && !/^[^\s:/]+:\d{1,5}$/.test(v)) return this.fail(name, 'must be host:port', v);
     return v;
+  }
+
+  /** A string that must not be echoed: problems name the key, never the value. */
+  secret(name: string, required = false): string | undefined {
+    const v = this.take(name, required);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') {
+      this.problems.push(`${this.key(name)}: must be a string (e.g. \${ENV_VAR})`);
+      return undefined;
+    }
+    return v;
+  }
+
+  /** A mapping of free-form keys (e.g. tenant ids), each value a section read by `read`. */
+  mapOf<T>(name: string, read: (section: Section) => T): Record<string, T> | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || Array.isArray(v)) return this.fail(name, 'must be a mapping', v);
+    return Object.fromEntries(Object.entries(v as object).map(([k, sub]) => [k, read(new Section(sub, this.key(`${name}.${k}`), this.problems))]));
+  }
+
+  reject(name: string, what: string, got: unknown): void {
+    this.fail(name, what, got);
   }
 
   /** Reports keys nobody asked for: usually a typo. */

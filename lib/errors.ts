@@ -20,6 +20,14 @@ export const ErrorType = {
   RestoreBlocked: 'RestoreBlocked',
   ApprovalInvalid: 'ApprovalInvalid',
   RestoreNotFound: 'RestoreNotFound',
+  /** a point-in-time target the backups and WAL archive cannot reach */
+  TargetOutsideWindow: 'TargetOutsideWindow',
+  /** the WAL archive did not reach a base backup's stop LSN in time */
+  WalArchiveBehind: 'WalArchiveBehind',
+  /** PostgreSQL did not finish recovery of a restored cluster */
+  RecoveryFailed: 'RecoveryFailed',
+  /** a backup provider's API (Supabase) answered 5xx, kept rate-limiting or could not be reached */
+  ProviderUnavailable: 'ProviderUnavailable',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -37,12 +45,14 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.ApprovalInvalid,
   ErrorType.RestoreNotFound,
   ErrorType.CorruptBackup,
+  ErrorType.TargetOutsideWindow,
 ]);
 
 /** Errors that may pass by themselves (a restarting database, a storage blip): worth retrying. */
 const transientTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.DatabaseUnreachable,
   ErrorType.StorageUnavailable,
+  ErrorType.ProviderUnavailable,
 ]);
 
 export function isBadInput(type: string | undefined | null): boolean {

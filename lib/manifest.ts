@@ -62,20 +62,26 @@ export function tenantBackupPrefix(tenantId: string, backupId: string): string {
   return `tenants/${encodeURIComponent(tenantId)}/${backupId}/`;
 }
 
-export function sealManifest(m: Omit<TenantManifest, 'manifestChecksum'>): TenantManifest {
+/** Adds the checksum over the canonical JSON of every field (tenant and full backup manifests alike). */
+export function sealManifest<const T extends { formatVersion: number }>(m: T): T & { manifestChecksum: string } {
   return { ...m, manifestChecksum: sha256Hex(canonicalJson(m)) };
 }
 
 /** Writes the manifest last and atomically; returns its sha256. */
-export async function writeManifest(store: ObjectStore, prefix: string, manifest: TenantManifest): Promise<string> {
+export async function writeManifest(store: ObjectStore, prefix: string, manifest: { manifestChecksum: string }): Promise<string> {
   const body = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
   const put = await store.put(prefix + manifestFile, body, { contentType: 'application/json' });
   return put.sha256;
 }
 
-/** Parses and checks a manifest; throws CorruptBackup or UnsupportedFormat naming the key. */
+/** Parses and checks a tenant backup manifest; throws CorruptBackup or UnsupportedFormat naming the key. */
 export function parseManifest(body: Buffer, key: string): TenantManifest {
-  let m: TenantManifest;
+  return parseSealedManifest<TenantManifest>(body, key);
+}
+
+/** Parses any manifest of ours: rejects bad JSON, an unknown format version and a checksum that does not match. */
+export function parseSealedManifest<T extends { formatVersion: number; manifestChecksum: string }>(body: Buffer, key: string): T {
+  let m: T;
   try {
     m = JSON.parse(body.toString('utf8'));
   } catch (err) {

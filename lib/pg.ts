@@ -91,3 +91,15 @@ export async function withClient<T>(pool: Pool, url: string, fn: (c: import('pg'
     client.release();
   }
 }
+
+/**
+ * How a PostgreSQL command-line tool (pg_basebackup, pg_receivewal, pg_dump) connects to `url`:
+ * the connection string without the password (it would show in `ps`), which goes in PGPASSWORD.
+ */
+export function toolConnection(url: string, applicationName: string): { conninfo: string; env: Record<string, string> } {
+  const u = new URL(url);
+  const password = decodeURIComponent(u.password);
+  u.password = '';
+  u.searchParams.set('application_name', applicationName);
+  return { conninfo: u.toString(), env: password ? { PGPASSWORD: password } : {} };
+}

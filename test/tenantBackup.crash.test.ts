@@ -1,9 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { temporal } from '@temporalio/proto';
-import { projectRoot } from '../lib/config';
 import { tenantBackupPrefix } from '../lib/manifest';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
@@ -12,27 +10,7 @@ import type { tenantBackup } from '../workflows';
 import { liveRows, readBackup, sorted } from './support/backups';
 import { freshDatabase, type TestDatabase } from './support/db';
 import { createTestEnv, runCli, type StorageKind, type TestEnv } from './support/env';
-
-/** A worker in its own process, so the test can SIGKILL it like a crashed machine. */
-async function spawnWorker(env: TestEnv): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', env.configFile, 'worker'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const deadline = Date.now() + 60_000;
-  const { TASK_QUEUE_KIND_NORMAL: kind } = temporal.api.enums.v1.TaskQueueKind;
-  const { TASK_QUEUE_TYPE_ACTIVITY: type } = temporal.api.enums.v1.TaskQueueType;
-  while (!stderr.includes('polling')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  // wait until the server has seen it poll for activities
-  for (;;) {
-    const q = await env.temporal.workflowService.describeTaskQueue({ namespace: env.config.temporal.namespace, taskQueue: { name: env.config.temporal.taskQueue, kind }, taskQueueType: type });
-    if ((q.pollers ?? []).some((p) => p.identity?.includes(String(child.pid)))) return child;
-    if (Date.now() > deadline) throw new Error('worker never polled');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { spawnWorker } from './support/workerProcess';
 
 async function keysUnder(store: ObjectStore, prefix: string): Promise<string[]> {
   const keys: string[] = [];

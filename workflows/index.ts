@@ -2,3 +2,9 @@
 export { tenantBackup } from './tenantBackup';
 export { tenantBackupsAll } from './tenantBackupsAll';
 export { tenantRestore } from './tenantRestore';
+export { fullBackup } from './fullBackup';
+export { walArchiver } from './walArchiver';
+export { pitrRestore } from './pitrRestore';
+export { verifyBackup } from './verifyBackup';
+export { verifyRecentBackups } from './verifyRecentBackups';
+export { applyRetention } from './applyRetention';

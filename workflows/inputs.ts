@@ -3,14 +3,22 @@ import { ApplicationFailure } from '@temporalio/workflow';
 import { ErrorType } from '../lib/errors';
 
 export function requireTenantId(input: unknown): string {
-  const tenantId = (input as { tenantId?: unknown } | null)?.tenantId;
-  if (typeof tenantId !== 'string' || tenantId.trim() === '') {
+  return requireId(input, 'tenantId', 'tenant');
+}
+
+export function requireBackupId(input: unknown): string {
+  return requireId(input, 'backupId', 'backup');
+}
+
+function requireId(input: unknown, key: string, what: string): string {
+  const id = (input as Record<string, unknown> | null)?.[key];
+  if (typeof id !== 'string' || id.trim() === '') {
     throw ApplicationFailure.nonRetryable(
-      `Input must be {"tenantId": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the tenant id.`,
+      `Input must be {"${key}": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the ${what} id.`,
       ErrorType.BadInput,
     );
   }
-  return tenantId;
+  return id;
 }
 
 export function optionalInteger(input: unknown, key: string, min: number, max: number, fallback: number): number {
@@ -21,3 +29,4 @@ export function optionalInteger(input: unknown, key: string, min: number, max: n
   }
   return v;
 }
+

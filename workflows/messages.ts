@@ -3,6 +3,9 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { ApplyResult, ChangeKind, RestorePreview, RestoreVerification } from '../lib/restore/types';
+import type { PitrWindow } from '../lib/pitr/window';
+import type { RetentionOutcome } from '../lib/retention/run';
+import type { VerificationCheck } from '../lib/verify/verify';
 
 export const searchAttributes = {
   tenantId: defineSearchAttributeKey('TenantId', SearchAttributeType.KEYWORD),
@@ -148,3 +151,109 @@ export const tenantRestoreStatusQuery = defineQuery<TenantRestoreStatus>('status
 
 export const tenantBackupStatusQuery = defineQuery<TenantBackupStatus>('status');
 export const tenantBackupsAllStatusQuery = defineQuery<TenantBackupsAllStatus>('status');
+
+// ---- whole-database backups: full backup, WAL archiving, PITR, verification, retention ----
+
+export const databaseWorkflowIds = {
+  /** one full backup of the configured database at a time */
+  fullBackup: () => 'full-backup',
+  /** one WAL archiver per database: it owns the replication slot */
+  walArchiver: () => 'wal-archiver',
+  /** one restore into a target directory at a time */
+  pitrRestore: (target: string) => `pitr-restore/${target}`,
+  verifyBackup: (backupId: string) => `verify-backup/${backupId}`,
+  verifyRecentBackups: () => 'verify-recent-backups',
+  applyRetention: () => 'apply-retention',
+};
+
+export const databaseScheduleIds = {
+  fullBackups: 'schedule/full-backups',
+  retention: 'schedule/retention',
+  verification: 'schedule/verification',
+};
+
+export type FullBackupInput = Record<string, never>;
+
+export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed';
+
+export interface FullBackupStatus {
+  state: FullBackupState;
+  backupId: string;
+  error?: string;
+}
+
+export interface FullBackupResult {
+  backupId: string;
+  /** physical: pg_basebackup of the cluster (provider postgres); logical: pg_dump of the database (provider supabase) */
+  kind: 'physical' | 'logical';
+  bytes: number;
+  startLsn: string | null;
+  stopLsn: string | null;
+  finishedAt: string;
+}
+
+export interface WalArchiverInput {
+  /** how long one archiving activity runs before the workflow starts the next (default 1 h) */
+  sliceMs?: number;
+  /** carried over continue-as-new */
+  carried?: { restarts: number; segmentsArchived: number };
+}
+
+export interface WalArchiverStatus {
+  state: 'streaming' | 'backing-off' | 'stopped';
+  segmentsArchived: number;
+  lastSegment: string | null;
+  restarts: number;
+  lastError: string | null;
+}
+
+export interface PitrRestoreInput {
+  at?: string;
+  lsn?: string;
+  name?: string;
+  latest?: boolean;
+  /** postgres: an empty data directory on the worker; supabase: the project ref (an in-place restore) */
+  target: string;
+  /** start the restored cluster on this port and leave it running */
+  port?: number;
+}
+
+export interface PitrRestoreStatus {
+  state: 'planning' | 'restoring' | 'done' | 'failed';
+  backupId: string | null;
+  window: PitrWindow | null;
+  error?: string;
+}
+
+export interface VerifyBackupInput {
+  backupId: string;
+}
+
+export interface VerifyBackupResult {
+  backupId: string;
+  ok: boolean;
+  counts: Record<string, number>;
+  checks: VerificationCheck[];
+  /** the JSON report in storage (a .txt beside it) */
+  reportKey: string;
+}
+
+export interface VerifyRecentBackupsInput {
+  /** tenant backups never verified to verify in this run (default: verification.tenantBackupsPerRun) */
+  tenantBackups?: number;
+}
+
+export interface VerifyRecentBackupsResult {
+  verified: { backupId: string; ok: boolean }[];
+  failed: { backupId: string; error: string }[];
+}
+
+export interface ApplyRetentionInput {
+  dryRun?: boolean;
+}
+
+export type ApplyRetentionResult = RetentionOutcome;
+
+export const fullBackupStatusQuery = defineQuery<FullBackupStatus>('status');
+export const walArchiverStatusQuery = defineQuery<WalArchiverStatus>('status');
+export const pitrRestoreStatusQuery = defineQuery<PitrRestoreStatus>('status');

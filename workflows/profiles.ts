@@ -13,3 +13,17 @@ export const bulkCopy: ActivityOptions = {
   heartbeatTimeout: '15s',
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 5 },
 };
+
+/** The WAL archiver: runs for a slice (an hour by default), heartbeating; a dead worker is noticed in 20 s. */
+export const walStream: ActivityOptions = {
+  startToCloseTimeout: '3h',
+  heartbeatTimeout: '20s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
+};
+
+/** A restore into a directory that must be empty: not retried (a retry would find it half full); the operator reruns. */
+export const restoreOnce: ActivityOptions = {
+  startToCloseTimeout: '24h',
+  heartbeatTimeout: '30s',
+  retry: { maximumAttempts: 1 },
+};

@@ -3,10 +3,10 @@
 //   2. export every owned table from one snapshot, objects first, manifest last
 //   3. index the backup in the catalog
 // On failure: remove what was written unless a manifest made it a complete backup.
-import { CancellationScope, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
-import { rootCause } from './failures';
+import { compensate } from './failures';
 import { requireTenantId } from './inputs';
 import { searchAttributes, tenantBackupStatusQuery, type TenantBackupInput, type TenantBackupResult, type TenantBackupStatus } from './messages';
 import { bulkCopy, shortStep } from './profiles';
@@ -50,15 +50,12 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
       tenantChecksum: backup.tenantChecksum,
     };
   } catch (err) {
-    const cause = rootCause(err);
     const wroteObjects = status.state !== 'checking';
-    status.state = 'failed';
-    status.error = cause.message;
     // Compensate even when the workflow itself is being cancelled.
-    await CancellationScope.nonCancellable(async () => {
-      if (wroteObjects) await step.discardIncompleteBackup({ tenantId, backupId }).catch(() => undefined);
-      await step.recordRun({ ...run, status: 'failed', error: cause.message }).catch(() => undefined);
-    });
+    await compensate(status, err, [
+      async () => wroteObjects && step.discardIncompleteBackup({ tenantId, backupId }),
+      (cause) => step.recordRun({ ...run, status: 'failed', error: cause }),
+    ]);
     throw err;
   }
 }

@@ -133,27 +133,32 @@ export async function discardIncompleteBackup(store: ObjectStore, prefix: string
   return store.deletePrefix(prefix);
 }
 
+/** Where backup prefixes live: tenants/<tenant>/<backupId>/ and full/<backupId>/. */
+const backupPrefixPatterns = { tenants: /^(tenants\/[^/]+\/([^/]+)\/)(.*)$/, full: /^(full\/([^/]+)\/)(.*)$/ };
+
 /**
  * Finds backup prefixes without a manifest (left by killed or terminated runs) whose label
  * is older than `olderThanMs`, and deletes them. Younger ones may still be being written.
+ * `area` picks tenant backups (the default) or full backups.
  */
 export async function removeIncompleteBackups(
   store: ObjectStore,
-  opts: { olderThanMs: number; now?: Date; dryRun?: boolean },
+  opts: { olderThanMs: number; now?: Date; dryRun?: boolean; area?: 'tenants' | 'full' },
 ): Promise<{ prefix: string; objects: number }[]> {
-  const prefixes = new Map<string, { objects: number; complete: boolean }>();
-  for await (const obj of store.list('tenants/')) {
-    const m = /^(tenants\/[^/]+\/[^/]+\/)(.*)$/.exec(obj.key);
+  const area = opts.area ?? 'tenants';
+  const prefixes = new Map<string, { objects: number; complete: boolean; label: string }>();
+  for await (const obj of store.list(`${area}/`)) {
+    const m = backupPrefixPatterns[area].exec(obj.key);
     if (!m) continue;
-    const entry = prefixes.get(m[1]) ?? { objects: 0, complete: false };
+    const entry = prefixes.get(m[1]) ?? { objects: 0, complete: false, label: m[2] };
     entry.objects++;
-    entry.complete ||= m[2] === manifestFile;
+    entry.complete ||= m[3] === manifestFile;
     prefixes.set(m[1], entry);
   }
   const cutoff = (opts.now ?? new Date()).getTime() - opts.olderThanMs;
   const removed: { prefix: string; objects: number }[] = [];
-  for (const [prefix, { objects, complete }] of prefixes) {
-    const label = parseBackupLabel(prefix.split('/')[2]);
+  for (const [prefix, { objects, complete, label: id }] of prefixes) {
+    const label = parseBackupLabel(id);
     if (complete || !label || label.at.getTime() > cutoff) continue;
     if (!opts.dryRun) await store.deletePrefix(prefix);
     removed.push({ prefix, objects });

@@ -35,15 +35,21 @@ function command(name: string, args: string[]): [string, string[]] {
   return asRoot ? ['runuser', ['-u', 'postgres', '--', pgBin(name), ...args]] : [pgBin(name), args];
 }
 
+export interface PgToolOptions {
+  /** client tools reading or writing our own files (pg_waldump, pg_verifybackup) run as the caller instead */
+  asCaller?: boolean;
+  env?: Record<string, string>;
+}
+
 /**
  * Runs a PostgreSQL tool (initdb, pg_ctl, pg_basebackup, pg_controldata, ...) as the user that
  * owns the clusters; resolves with its exit code and combined output, never throws for a failure.
  */
-export function runPgTool(name: string, args: string[]): Promise<{ code: number; output: string }> {
-  const [cmd, argv] = command(name, args);
+export function runPgTool(name: string, args: string[], opts: PgToolOptions = {}): Promise<{ code: number; output: string }> {
+  const [cmd, argv] = opts.asCaller ? [pgBin(name), args] : command(name, args);
   return new Promise((resolve, reject) => {
     // cwd /: the postgres user may not be allowed into the caller's working directory.
-    const child = spawn(cmd, argv, { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
     const chunks: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => chunks.push(c));
     child.stderr.on('data', (c: Buffer) => chunks.push(c));

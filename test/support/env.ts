@@ -34,7 +34,7 @@ export interface TestEnv {
   close(): Promise<void>;
 }
 
-export async function createTestEnv(storage: StorageKind = 'local', opts: { db?: TestDatabase } = {}): Promise<TestEnv> {
+export async function createTestEnv(storage: StorageKind = 'local', opts: { db?: TestDatabase; configure?: (doc: Record<string, any>, dir: string) => void } = {}): Promise<TestEnv> {
   const stack = await testStack();
   const db = opts.db ?? (await freshDatabase());
   const id = randomBytes(4).toString('hex');
@@ -56,6 +56,7 @@ export async function createTestEnv(storage: StorageKind = 'local', opts: { db?:
     temporal: { address: stack.temporalAddress, namespace: stack.namespace, taskQueue: `tenantsafe-test-${id}` },
     backup: { parallelism: 2 },
   };
+  opts.configure?.(document, dir);
   const writeConfig = (name: string, change: (doc: Record<string, any>) => void) => {
     const doc = structuredClone(document);
     change(doc);

@@ -1,0 +1,102 @@
+// Full-backup, WAL-archiving and point-in-time-restore activities: thin steps over
+// lib/fullBackup, lib/wal and lib/pitr. Long ones heartbeat and pass cancellation on.
+import { Context } from '@temporalio/activity';
+import { discardIncompleteBackup } from '../lib/backup/tenantBackup';
+import type { Engine } from '../lib/engine';
+import { sha256Hex } from '../lib/checksum';
+import { fullBackupPrefix, parseFullManifest } from '../lib/fullBackup/manifest';
+import { manifestFile } from '../lib/manifest';
+import { createFullBackupProvider, type FullBackupCheck } from '../lib/fullBackup/provider';
+import type { PitrRestoreResult } from '../lib/pitr/restore';
+import { pitrTargetOf, type PitrPlan, type PitrTargetFields } from '../lib/pitr/window';
+import { archiveWal, type WalArchiverProgress } from '../lib/wal/archiver';
+import { withFailures } from './failures';
+import { heartbeatEvery } from './tenantBackup';
+
+export interface FullBackupRef {
+  backupId: string;
+}
+
+export interface FullBackupSummary {
+  backupId: string;
+  method: 'basebackup' | 'pg_dump';
+  bytes: number;
+  startLsn: string | null;
+  stopLsn: string | null;
+  finishedAt: string;
+}
+
+export function createFullBackupActivities(engine: Engine) {
+  const provider = () => createFullBackupProvider(engine);
+  return withFailures({
+    async checkFullBackup(_: Record<string, never>): Promise<FullBackupCheck> {
+      return provider().check();
+    },
+
+    /** The whole backup in one activity: a retry starts it again from scratch under the same id. */
+    async takeFullBackup({ backupId }: FullBackupRef): Promise<FullBackupSummary> {
+      let progress: unknown = { phase: 'starting' };
+      const stop = heartbeatEvery(2000, () => progress);
+      try {
+        const m = await provider().takeBackup({ backupId, onProgress: (p) => (progress = p), signal: Context.current().cancellationSignal });
+        return { backupId, method: m.method, bytes: m.totals.bytes, startLsn: m.wal?.startLsn ?? null, stopLsn: m.wal?.stopLsn ?? null, finishedAt: m.finishedAt };
+      } finally {
+        stop();
+      }
+    },
+
+    /** Indexes the backup in the catalog from its manifest (the source of truth). */
+    async recordFullBackup({ backupId }: FullBackupRef): Promise<void> {
+      const key = fullBackupPrefix(backupId) + manifestFile;
+      const body = await engine.store.getBytes(key);
+      await engine.catalog.recordFullBackup(parseFullManifest(body, key), engine.store.uri, sha256Hex(body));
+    },
+
+    async discardIncompleteFullBackup({ backupId }: FullBackupRef): Promise<{ objectsRemoved: number }> {
+      return { objectsRemoved: await discardIncompleteBackup(engine.store, fullBackupPrefix(backupId)) };
+    },
+
+    /**
+     * Streams WAL into storage for `runForMs`, then returns (the workflow calls it again). Killed
+     * workers are noticed by the heartbeat timeout; the retry on another worker resumes from
+     * the replication slot, so nothing is lost.
+     */
+    async archiveWal({ runForMs }: { runForMs: number }): Promise<WalArchiverProgress> {
+      const { fullBackup, database, backup } = engine.config;
+      let progress: WalArchiverProgress | { phase: string } = { phase: 'starting' };
+      const stop = heartbeatEvery(2000, () => progress);
+      try {
+        return await archiveWal({
+          url: database.url,
+          store: engine.store,
+          slot: fullBackup.slot,
+          spoolDir: fullBackup.walSpoolDir,
+          partialIntervalMs: fullBackup.walPartialIntervalMs,
+          compressionLevel: backup.compressionLevel,
+          runForMs,
+          signal: Context.current().cancellationSignal,
+          onProgress: (p) => (progress = { ...p }),
+        });
+      } finally {
+        stop();
+      }
+    },
+
+    /** Checks the target against the recoverable window and picks the base backup. */
+    async planPitrRestore(args: PitrTargetFields & { restoreTarget: string }): Promise<PitrPlan> {
+      return provider().planRestore(pitrTargetOf(args), args.restoreTarget, new Date());
+    },
+
+    async runPitrRestore(args: { plan: PitrPlan; restoreTarget: string; port?: number }): Promise<PitrRestoreResult> {
+      let progress: unknown = { phase: 'starting' };
+      const stop = heartbeatEvery(2000, () => progress);
+      try {
+        return await provider().restore({ plan: args.plan, target: args.restoreTarget, port: args.port, onProgress: (p) => (progress = p), signal: Context.current().cancellationSignal });
+      } finally {
+        stop();
+      }
+    },
+  });
+}
+
+export type FullBackupActivities = ReturnType<typeof createFullBackupActivities>;

@@ -1,0 +1,96 @@
+// The typed client for whole-database work: full backups, the WAL archiver, point-in-time
+// restores, verification and retention. Like client.ts it talks to Temporal only.
+import { WorkflowNotFoundError, type Workflow, type WorkflowHandle, type WorkflowStartOptions } from '@temporalio/client';
+import type { PitrRestoreResult } from '../lib/pitr/restore';
+import {
+  databaseWorkflowIds,
+  fullBackupStatusQuery,
+  searchAttributes,
+  walArchiverStatusQuery,
+  type ApplyRetentionResult,
+  type FullBackupResult,
+  type PitrRestoreInput,
+  type VerifyBackupResult,
+  type WalArchiverStatus,
+} from '../workflows/messages';
+import type { applyRetention, fullBackup, pitrRestore, verifyBackup, walArchiver } from '../workflows';
+import { resultOf, pollStatus, type TenantsafeClient } from './client';
+
+/** Starts a workflow of ours on the configured task queue. */
+function start<W extends Workflow>(client: TenantsafeClient, type: string, workflowId: string, args: Parameters<W>, conflict: 'USE_EXISTING' | 'FAIL' = 'USE_EXISTING'): Promise<WorkflowHandle<W>> {
+  // the SDK's conditional args type cannot be checked against a generic W; the callers' args are typed
+  const options = { taskQueue: client.settings.taskQueue, workflowId, args, workflowIdConflictPolicy: conflict } as unknown as WorkflowStartOptions<W>;
+  return client.temporal.workflow.start<W>(type, options);
+}
+
+/** What `full-backup` prints: the contract's fields, null until the backup is done. */
+export type FullBackupOutcome = { [K in keyof FullBackupResult]: K extends 'backupId' ? string : FullBackupResult[K] | null } & { status: 'running' | 'completed'; workflowId: string };
+
+/** Starts a full backup, or joins the running one; returns once its checks passed, or its result with `wait`. */
+export async function startFullBackup(client: TenantsafeClient, opts: { wait?: boolean } = {}): Promise<FullBackupOutcome> {
+  await client.assertWorkerPolling();
+  const handle = await client.temporal.workflow.start<typeof fullBackup>('fullBackup', {
+    taskQueue: client.settings.taskQueue,
+    workflowId: databaseWorkflowIds.fullBackup(),
+    args: [{}],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [{ key: searchAttributes.backupKind, value: 'full' }],
+  });
+  const done = (r: FullBackupResult): FullBackupOutcome => ({ ...r, status: 'completed', workflowId: handle.workflowId });
+  if (opts.wait) return done(await resultOf(handle));
+  const status = await pollStatus(handle, fullBackupStatusQuery, (s) => s.state !== 'checking');
+  if (status.state === 'failed' || status.state === 'done') return done(await resultOf(handle));
+  return { backupId: status.backupId, kind: null, bytes: null, startLsn: null, stopLsn: null, finishedAt: null, status: 'running', workflowId: handle.workflowId };
+}
+
+/** Restores to a point in time and waits for the result (restores are not fire-and-forget). */
+export async function restorePointInTime(client: TenantsafeClient, input: PitrRestoreInput): Promise<PitrRestoreResult> {
+  await client.assertWorkerPolling();
+  const handle = await start<typeof pitrRestore>(client, 'pitrRestore', databaseWorkflowIds.pitrRestore(input.target), [input], 'FAIL');
+  return resultOf(handle);
+}
+
+export async function verifyBackupNow(client: TenantsafeClient, backupId: string): Promise<VerifyBackupResult> {
+  await client.assertWorkerPolling();
+  const handle = await start<typeof verifyBackup>(client, 'verifyBackup', databaseWorkflowIds.verifyBackup(backupId), [{ backupId }]);
+  return resultOf(handle);
+}
+
+export async function applyRetentionNow(client: TenantsafeClient, dryRun: boolean): Promise<ApplyRetentionResult> {
+  await client.assertWorkerPolling();
+  const handle = await start<typeof applyRetention>(client, 'applyRetention', databaseWorkflowIds.applyRetention(), [{ dryRun }]);
+  return resultOf(handle);
+}
+
+/** Starts the WAL archiver unless it runs; returns its status. */
+export async function startWalArchiver(client: TenantsafeClient, input: { sliceMs?: number } = {}): Promise<WalArchiverStatus> {
+  await client.assertWorkerPolling();
+  const handle = await start<typeof walArchiver>(client, 'walArchiver', databaseWorkflowIds.walArchiver(), [input]);
+  return handle.query(walArchiverStatusQuery);
+}
+
+/** Cancels the WAL archiver (it uploads what it has, then stops); false when none was running. */
+export async function stopWalArchiver(client: TenantsafeClient): Promise<boolean> {
+  const handle = client.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver());
+  try {
+    if ((await handle.describe()).status.name !== 'RUNNING') return false;
+    await handle.cancel();
+    await handle.result().catch(() => undefined);
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
+
+/** The archiver's status, or null when it is not running. */
+export async function walArchiverStatus(client: TenantsafeClient): Promise<WalArchiverStatus | null> {
+  const handle = client.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver());
+  try {
+    if ((await handle.describe()).status.name !== 'RUNNING') return null;
+    return await handle.query(walArchiverStatusQuery);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return null;
+    throw err;
+  }
+}

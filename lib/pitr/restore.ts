@@ -1,0 +1,169 @@
+// Restores a physical base backup into a NEW cluster (never in place) and replays the archived
+// WAL to a target: extract the tar (checking its sha256 on the way), write the recovery
+// settings, start PostgreSQL with a restore_command that fetches from our storage, wait until
+// it has promoted, and report where it stopped.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { Sha256Stream } from '../checksum';
+import type { FullBackupRecord } from '../catalog';
+import { PrivateCluster } from '../devstack/postgres';
+import { logTail } from '../devstack/process';
+import { ErrorType, TenantsafeError } from '../errors';
+import { baseObjectKey } from '../fullBackup/basebackup';
+import { readFullManifest } from '../fullBackup/manifest';
+import type { ObjectStore } from '../storage/types';
+import type { WalArchiveListing } from '../wal/archive';
+import { startWalServer } from './walServer';
+import type { PitrTarget } from './window';
+
+export interface PitrRestoreResult {
+  /** the time of the last transaction replayed (null when none was) */
+  recoveredTo: string | null;
+  /** the last WAL position replayed */
+  lsn: string | null;
+  dataDir: string | null;
+  /** the port the restored cluster runs on; null when it was stopped after recovery */
+  port: number | null;
+}
+
+export interface RestoreProgress {
+  phase: 'extracting' | 'replaying' | 'promoted';
+  bytes: number;
+  replayLsn?: string | null;
+}
+
+export interface PhysicalRestoreOptions {
+  store: ObjectStore;
+  backup: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>;
+  listing: WalArchiveListing;
+  /** 'immediate': stop as soon as the backup is consistent (verification restore tests) */
+  target: PitrTarget | 'immediate';
+  dataDir: string;
+  /** keep the cluster running on this port afterwards; without it, a free port and a clean stop */
+  port?: number;
+  onProgress?: (p: RestoreProgress) => void;
+  signal?: AbortSignal;
+  /** runs on the extracted backup before anything in it changes (verification runs pg_verifybackup here) */
+  beforeStart?: (dataDir: string) => Promise<void>;
+}
+
+/** Throws BadInput unless `dir` is an absolute path that is missing or empty. */
+export function assertNewDataDir(dir: string): void {
+  if (!path.isAbsolute(dir)) {
+    throw new TenantsafeError(ErrorType.BadInput, `Target ${JSON.stringify(dir)} is not an absolute path.`, 'Pass --target /absolute/path/to/an/empty/directory.');
+  }
+  if (existsSync(dir) && readdirSync(dir).length > 0) {
+    throw new TenantsafeError(ErrorType.BadInput, `Target ${dir} is not empty: tenantsafe restores into a new cluster, never over an existing one.`, 'Pass a missing or empty directory as --target.');
+  }
+}
+
+function recoverySettings(target: PhysicalRestoreOptions['target']): Record<string, string> {
+  if (target === 'immediate') return { recovery_target: 'immediate' };
+  // PostgreSQL's own timestamptz syntax: it rejects the ISO-8601 'T' and 'Z' here.
+  if ('at' in target) return { recovery_target_time: new Date(target.at).toISOString().replace('T', ' ').replace('Z', '+00'), recovery_target_inclusive: 'on' };
+  if ('lsn' in target) return { recovery_target_lsn: target.lsn, recovery_target_inclusive: 'on' };
+  if ('name' in target) return { recovery_target_name: target.name };
+  return {}; // latest: replay everything the archive holds
+}
+
+export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promise<PitrRestoreResult> {
+  assertNewDataDir(opts.dataDir);
+  const { backup, store } = opts;
+  if (!backup.wal) throw new TenantsafeError(ErrorType.BadInput, `Backup ${backup.backupId} is a logical dump, not a physical base backup.`, 'Restore it with pg_restore (docs/runbooks/supabase.md).');
+  const manifest = await readFullManifest(store, backup.prefix);
+  const expected = manifest.objects.find((o) => o.key === baseObjectKey)!;
+  const progress: RestoreProgress = { phase: 'extracting', bytes: 0 };
+  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  try {
+    await extract(store, backup.prefix + baseObjectKey, expected.sha256, opts.dataDir, (bytes) => opts.onProgress?.({ ...progress, bytes }), opts.signal);
+    await opts.beforeStart?.(opts.dataDir);
+    prepareDataDir(opts.dataDir);
+  } catch (err) {
+    rmSync(opts.dataDir, { recursive: true, force: true });
+    throw err;
+  }
+
+  const wal = await startWalServer({ store, listing: opts.listing, segmentSize: backup.wal.segmentSize });
+  let cluster: PrivateCluster | undefined;
+  try {
+    cluster = await PrivateCluster.create({
+      dataDir: opts.dataDir,
+      port: opts.port ?? 0,
+      settings: {
+        restore_command: wal.restoreCommand,
+        ...recoverySettings(opts.target),
+        recovery_target_action: 'promote',
+        // the restored cluster must never archive into, or stream from, the original's places
+        archive_mode: 'off',
+        primary_conninfo: '',
+        primary_slot_name: '',
+        hot_standby: 'on',
+      },
+    });
+    await cluster.start();
+    progress.phase = 'replaying';
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      if (!cluster.isRunning()) throw recoveryFailed(cluster, wal.errors);
+      const [state] = await cluster
+        .psql<{ recovering: boolean; lsn: string | null }>(`SELECT pg_is_in_recovery() AS recovering, pg_last_wal_replay_lsn()::text AS lsn`)
+        .catch(() => [{ recovering: true, lsn: null }]);
+      opts.onProgress?.({ ...progress, replayLsn: state.lsn });
+      if (!state.recovering) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    if (wal.errors.length > 0) throw recoveryFailed(cluster, wal.errors);
+    const [reached] = await cluster.psql<{ lsn: string | null; at: Date | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS at`);
+    opts.onProgress?.({ ...progress, phase: 'promoted', replayLsn: reached.lsn });
+    if (opts.port === undefined) await cluster.stop('fast');
+    return { recoveredTo: reached.at?.toISOString() ?? null, lsn: reached.lsn, dataDir: opts.dataDir, port: opts.port === undefined ? null : cluster.port };
+  } catch (err) {
+    // A failed restore leaves nothing running; the directory stays for the operator to read its log.
+    await cluster?.stop('immediate').catch(() => undefined);
+    throw err;
+  } finally {
+    await wal.stop();
+  }
+}
+
+function recoveryFailed(cluster: PrivateCluster, walErrors: string[]): TenantsafeError {
+  return new TenantsafeError(
+    ErrorType.RecoveryFailed,
+    `PostgreSQL did not complete recovery in ${cluster.dataDir}${walErrors.length ? ` (WAL archive: ${walErrors.join('; ')})` : ''}:${logTail(cluster.logFile)}`,
+    'Read the server log above; `tenantsafe verify <backupId>` checks the backup and its WAL.',
+  );
+}
+
+/** Streams the stored tar through a sha256 check and gunzip into `tar -x`. */
+async function extract(store: ObjectStore, key: string, sha256: string, dir: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<void> {
+  const source = await store.get(key);
+  const check = new Sha256Stream();
+  const tar = spawn('tar', ['-x', '-f', '-', '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '';
+  tar.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => tar.once('close', resolve));
+  const timer = setInterval(() => onBytes(check.bytes), 1000);
+  try {
+    await pipeline(source, check, createGunzip(), tar.stdin, { signal });
+  } finally {
+    clearInterval(timer);
+  }
+  const code = await exited;
+  if (check.hex() !== sha256) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `${key} does not match the sha256 in its manifest.`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
+  }
+  if (code !== 0) throw new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim()}`, 'Restore from another base backup.');
+}
+
+/** What a base backup lacks to start as a cluster of its own. */
+function prepareDataDir(dir: string): void {
+  mkdirSync(path.join(dir, 'pg_wal', 'archive_status'), { recursive: true });
+  rmSync(path.join(dir, 'standby.signal'), { force: true });
+  writeFileSync(path.join(dir, 'recovery.signal'), '');
+  // Debian-style servers keep their configuration outside the data directory.
+  if (!existsSync(path.join(dir, 'postgresql.conf'))) writeFileSync(path.join(dir, 'postgresql.conf'), '');
+  if (!existsSync(path.join(dir, 'pg_hba.conf'))) writeFileSync(path.join(dir, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 trust\n');
+}

@@ -1,0 +1,40 @@
+// Pins (legal hold): a pinned backup is never deleted by retention. Pins live in storage beside
+// the backups (pins/<backupId>.json), so they survive a lost or rebuilt catalog.
+import { ErrorType, TenantsafeError } from '../errors';
+import type { ObjectStore } from '../storage/types';
+
+export interface Pin {
+  backupId: string;
+  reason: string;
+  by: string;
+  at: string;
+}
+
+const pinsPrefix = 'pins/';
+
+function pinKey(backupId: string): string {
+  return `${pinsPrefix}${encodeURIComponent(backupId)}.json`;
+}
+
+export async function pinBackup(store: ObjectStore, pin: Pin): Promise<Pin> {
+  if (!pin.reason.trim()) throw new TenantsafeError(ErrorType.BadInput, 'A pin needs a reason.', 'Pass --reason "<ticket or legal matter>".');
+  await store.put(pinKey(pin.backupId), Buffer.from(JSON.stringify(pin, null, 2) + '\n'), { contentType: 'application/json' });
+  return pin;
+}
+
+/** Removes the pin; false when there was none. */
+export async function unpinBackup(store: ObjectStore, backupId: string): Promise<boolean> {
+  if (!(await store.stat(pinKey(backupId)))) return false;
+  await store.delete(pinKey(backupId));
+  return true;
+}
+
+export async function isPinned(store: ObjectStore, backupId: string): Promise<boolean> {
+  return (await store.stat(pinKey(backupId))) !== null;
+}
+
+export async function listPins(store: ObjectStore): Promise<Pin[]> {
+  const pins: Pin[] = [];
+  for await (const o of store.list(pinsPrefix)) pins.push(JSON.parse((await store.getBytes(o.key)).toString('utf8')) as Pin);
+  return pins;
+}

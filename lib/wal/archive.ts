@@ -1,0 +1,148 @@
+// The WAL archive in storage (docs/format.md, "WAL archive"): completed segments, gzipped, named
+// with the sha256 of their raw bytes; the segment being written as one `.partial` object that
+// is overwritten as it grows (trailing zeros stripped); timeline history files as they are.
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
+import { sha256Hex } from '../checksum';
+import { ErrorType, TenantsafeError } from '../errors';
+import type { ObjectStore } from '../storage/types';
+import { isSegmentName, positionKey, segmentName, segmentNumber, timelineOf } from './names';
+
+export const walPrefix = 'wal/';
+
+/** Segments are grouped by their first 16 hex digits (timeline + log id: 4 GiB of WAL a folder). */
+function folder(name: string): string {
+  return `${walPrefix}${name.slice(0, 16)}/`;
+}
+
+export function segmentKey(name: string, sha256: string): string {
+  return `${folder(name)}${name}-${sha256}.gz`;
+}
+
+export function partialKey(name: string): string {
+  return `${folder(name)}${name}.partial.gz`;
+}
+
+export function historyKey(file: string): string {
+  return `${walPrefix}history/${file}`;
+}
+
+export const historyFilePattern = /^[0-9A-F]{8}\.history$/;
+const segmentKeyPattern = /^wal\/[0-9A-F]{16}\/([0-9A-F]{24})-([0-9a-f]{64})\.gz$/;
+const partialKeyPattern = /^wal\/[0-9A-F]{16}\/([0-9A-F]{24})\.partial\.gz$/;
+const gunzipAsync = promisify(gunzip);
+const historyKeyPattern = /^wal\/history\/([0-9A-F]{8}\.history)$/;
+
+export interface ArchivedSegment {
+  name: string;
+  key: string;
+  /** stored (gzipped) size */
+  bytes: number;
+  /** sha256 of the raw segment, from the key */
+  sha256: string;
+}
+
+export interface ArchivedPartial {
+  name: string;
+  key: string;
+  bytes: number;
+}
+
+export interface WalArchiveListing {
+  /** completed segments in WAL order */
+  segments: ArchivedSegment[];
+  /** segments still being written (normally one), in WAL order */
+  partials: ArchivedPartial[];
+  histories: string[];
+}
+
+export async function listWalArchive(store: ObjectStore): Promise<WalArchiveListing> {
+  const segments: ArchivedSegment[] = [];
+  const partials: ArchivedPartial[] = [];
+  const histories: string[] = [];
+  for await (const o of store.list(walPrefix)) {
+    let m = segmentKeyPattern.exec(o.key);
+    if (m) {
+      segments.push({ name: m[1], key: o.key, bytes: o.bytes, sha256: m[2] });
+      continue;
+    }
+    m = partialKeyPattern.exec(o.key);
+    if (m) {
+      partials.push({ name: m[1], key: o.key, bytes: o.bytes });
+      continue;
+    }
+    m = historyKeyPattern.exec(o.key);
+    if (m) histories.push(m[1]);
+  }
+  const order = (a: { name: string }, b: { name: string }) => positionKey(a.name).localeCompare(positionKey(b.name)) || a.name.localeCompare(b.name);
+  // A partial whose segment has completed meanwhile is stale: the archiver deletes it right after.
+  const complete = new Set(segments.map((s) => s.name));
+  return { segments: segments.sort(order), partials: partials.filter((p) => !complete.has(p.name)).sort(order), histories: histories.sort() };
+}
+
+/** The newest segment in the archive, complete or partial. */
+export function newestSegment(listing: WalArchiveListing): string | null {
+  const names = [...listing.segments, ...listing.partials].map((s) => s.name).sort((a, b) => positionKey(a).localeCompare(positionKey(b)));
+  return names.at(-1) ?? null;
+}
+
+export interface WalGap {
+  /** first and last missing segment */
+  from: string;
+  to: string;
+  count: number;
+}
+
+/**
+ * Missing segments between `from` (default: the oldest in the archive) and the newest one.
+ * A position counts as present when a segment of any timeline, or a partial, holds it.
+ */
+export function findWalGaps(listing: WalArchiveListing, segmentSize: number, from?: string): WalGap[] {
+  const newest = newestSegment(listing);
+  const first = from ?? listing.segments[0]?.name ?? listing.partials[0]?.name;
+  if (!newest || !first) return [];
+  const present = new Set([...listing.segments, ...listing.partials].map((s) => segmentNumber(s.name, segmentSize)));
+  const gaps: WalGap[] = [];
+  const end = segmentNumber(newest, segmentSize);
+  const timeline = timelineOf(newest);
+  let open: bigint | null = null;
+  const close = (n: bigint) => {
+    if (open === null) return;
+    gaps.push({ from: segmentName(timeline, open, segmentSize), to: segmentName(timeline, n - 1n, segmentSize), count: Number(n - open) });
+    open = null;
+  };
+  for (let n = segmentNumber(first, segmentSize); n <= end; n++) {
+    if (present.has(n)) close(n);
+    else open ??= n;
+  }
+  close(end + 1n);
+  return gaps;
+}
+
+/**
+ * The raw bytes PostgreSQL's restore_command should hand over for `file` (a segment or history
+ * file name), or null when the archive does not have it. A partial segment comes back padded
+ * with zeros to the full size, as pg_receivewal leaves it. Throws CorruptBackup when a segment
+ * does not match the sha256 in its key.
+ */
+export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListing, file: string, segmentSize: number): Promise<Buffer | null> {
+  if (historyFilePattern.test(file)) {
+    return listing.histories.includes(file) ? store.getBytes(historyKey(file)) : null;
+  }
+  if (!isSegmentName(file)) return null;
+  const complete = listing.segments.find((s) => s.name === file);
+  if (complete) {
+    // in the thread pool: a restore prefetches the next segments while serving this one
+    const raw = await gunzipAsync(await store.getBytes(complete.key));
+    if (sha256Hex(raw) !== complete.sha256) {
+      throw new TenantsafeError(ErrorType.CorruptBackup, `WAL segment ${complete.key} does not match its sha256.`, 'Run `tenantsafe verify` on the backups that need it; restore from an earlier point or another copy.');
+    }
+    return raw;
+  }
+  const partial = listing.partials.find((p) => p.name === file);
+  if (!partial) return null;
+  const written = await gunzipAsync(await store.getBytes(partial.key));
+  const padded = Buffer.alloc(segmentSize);
+  written.copy(padded);
+  return padded;
+}

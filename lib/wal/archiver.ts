@@ -1,0 +1,265 @@
+// Continuous WAL archiving by streaming: pg_receivewal on a physical replication slot writes
+// segments into a local spool; every `partialIntervalMs` we upload what is new: each completed
+// segment once (gzipped, sha256 in its key), and the segment being written as a `.partial`
+// object holding every byte received so far. So the archive is at most about one interval
+// behind the server: the recovery point objective. The slot keeps the server from recycling
+// WAL we have not received, so a restart (here or on another worker) leaves no gap.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { watch } from 'node:fs';
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
+import { sha256Hex } from '../checksum';
+import { pgBin } from '../devstack/postgres';
+import { ErrorType, TenantsafeError } from '../errors';
+import type { Client } from 'pg';
+import { connect, connectionError, toolConnection } from '../pg';
+import type { ObjectStore } from '../storage/types';
+import { historyFilePattern, historyKey, partialKey, segmentKey } from './archive';
+import { isSegmentName } from './names';
+
+const gzipAsync = promisify(gzip);
+
+export interface WalArchiverOptions {
+  url: string;
+  store: ObjectStore;
+  slot: string;
+  spoolDir: string;
+  partialIntervalMs: number;
+  compressionLevel: number;
+  /** returns after this long, having stopped pg_receivewal cleanly (the caller starts it again) */
+  runForMs: number;
+  signal?: AbortSignal;
+  onProgress?: (p: WalArchiverProgress) => void;
+}
+
+export interface WalArchiverProgress {
+  segmentsArchived: number;
+  lastSegment: string | null;
+  /** the segment being written and how many of its bytes are in storage */
+  partial: { name: string; bytes: number } | null;
+  uploadedAt: string | null;
+}
+
+export interface WalSource {
+  /** names the spool directory: one per cluster */
+  systemIdentifier: string;
+}
+
+/** Reads what the archiver needs to know about the server, and makes sure the slot exists and is free. */
+export async function prepareWalSource(url: string, slot: string): Promise<WalSource> {
+  const c = await connect(url, 'tenantsafe-wal');
+  try {
+    const info = await c.query<{ sysid: string }>(`SELECT system_identifier::text AS sysid FROM pg_control_system()`);
+    const holder = await ensureSlot(c, slot);
+    if (holder) {
+      // Only one archiver runs per database (one workflow id): a holder is a receiver left
+      // behind by a killed worker. Disconnect it; it was started with --no-loop and exits.
+      await c.query(`SELECT pg_terminate_backend($1)`, [holder]);
+      for (let i = 0; i < 100; i++) {
+        const r = await c.query(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+        if (!r.rows[0]?.active_pid) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    return { systemIdentifier: info.rows[0].sysid };
+  } catch (err) {
+    throw slotError(url, err);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * Creates the physical slot (reserving WAL from now) unless it exists; returns the pid holding
+ * it, if any. A base backup calls it before it starts, so the slot, and so the archive, reaches
+ * back to the backup's start even when the archiver starts after the backup.
+ */
+export async function ensureSlot(c: Client, slot: string): Promise<number | null> {
+  const existing = await c.query<{ active_pid: number | null; slot_type: string }>(`SELECT active_pid, slot_type FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+  if (existing.rowCount === 0) {
+    await c.query(`SELECT pg_create_physical_replication_slot($1, true)`, [slot]);
+    return null;
+  }
+  if (existing.rows[0].slot_type !== 'physical') {
+    throw new TenantsafeError(ErrorType.BadConfig, `Replication slot "${slot}" exists but is a ${existing.rows[0].slot_type} slot.`, 'Set fullBackup.slot to another name, or drop that slot.');
+  }
+  return existing.rows[0].active_pid;
+}
+
+/** Makes sure the slot exists (see ensureSlot), with errors that say what the role lacks. */
+export async function ensureSlotAt(url: string, slot: string): Promise<void> {
+  const c = await connect(url, 'tenantsafe-wal');
+  try {
+    await ensureSlot(c, slot);
+  } catch (err) {
+    throw slotError(url, err);
+  } finally {
+    await c.end();
+  }
+}
+
+function slotError(url: string, err: unknown): Error {
+  if (err instanceof TenantsafeError) return err;
+  const e = err as { code?: string; message: string };
+  if (e.code === '42501' || e.code === '55000') {
+    return new TenantsafeError(
+      ErrorType.BadConfig,
+      `The database cannot give tenantsafe a replication slot: ${e.message}.`,
+      'Connect as a role with REPLICATION (or superuser), and set max_replication_slots and max_wal_senders of at least 2 (wal_level replica).',
+    );
+  }
+  return connectionError(url, err);
+}
+
+/** How many leading bytes of a pre-zeroed segment file hold data: everything after is zeros. */
+export function writtenLength(buf: Buffer): number {
+  const page = 8192;
+  const zeros = Buffer.alloc(page);
+  let end = buf.length;
+  while (end > 0) {
+    const start = Math.max(0, end - page);
+    if (buf.compare(zeros, 0, end - start, start, end) !== 0) break;
+    end = start;
+  }
+  while (end > 0 && buf[end - 1] === 0) end--;
+  return end;
+}
+
+/** Runs pg_receivewal and uploads what it writes, until runForMs passes or the signal aborts. */
+export async function archiveWal(opts: WalArchiverOptions): Promise<WalArchiverProgress> {
+  const source = await prepareWalSource(opts.url, opts.slot);
+  const spool = path.join(opts.spoolDir, source.systemIdentifier);
+  await mkdir(spool, { recursive: true, mode: 0o700 });
+  const uploader = new SpoolUploader(opts.store, spool, opts.compressionLevel);
+  const progress = () => uploader.progress;
+
+  const { conninfo, env } = toolConnection(opts.url, 'tenantsafe-wal');
+  const receiver = spawn(pgBin('pg_receivewal'), ['-D', spool, '--slot', opts.slot, '--no-loop', '-d', conninfo], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let stderr = '';
+  receiver.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const exited = new Promise<number | null>((resolve) => receiver.once('close', (code) => resolve(code)));
+  let receiverDone = false;
+  void exited.then(() => (receiverDone = true));
+
+  // A segment that completes is uploaded at once (a base backup waits for its last one); the
+  // segment being written, every interval.
+  let wake: () => void = () => undefined;
+  const watcher = watch(spool, (_event, file) => {
+    if (file && isSegmentName(String(file))) wake();
+  });
+  const deadline = Date.now() + opts.runForMs;
+  try {
+    while (!receiverDone && Date.now() < deadline && !opts.signal?.aborted) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        void sleep(opts.partialIntervalMs, opts.signal).then(resolve);
+      });
+      await uploader.pass();
+      opts.onProgress?.(progress());
+    }
+    if (receiverDone) {
+      await uploader.pass();
+      throw new TenantsafeError(
+        ErrorType.DatabaseUnreachable,
+        `pg_receivewal stopped (exit code ${await exited}): ${stderr.trim() || 'no message'}.`,
+        'Check that the database is up and accepts replication connections from this worker (pg_hba.conf, max_wal_senders).',
+      );
+    }
+  } finally {
+    watcher.close();
+    await stopReceiver(receiver, exited);
+  }
+  // What it wrote while stopping: the archive holds everything received.
+  await uploader.pass();
+  opts.onProgress?.(progress());
+  opts.signal?.throwIfAborted();
+  return progress();
+}
+
+async function stopReceiver(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGINT'); // pg_receivewal finishes its current write and exits
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Uploads, on each pass, what pg_receivewal wrote into the spool since the last one. */
+class SpoolUploader {
+  readonly progress: WalArchiverProgress = { segmentsArchived: 0, lastSegment: null, partial: null, uploadedAt: null };
+  private readonly uploaded = new Set<string>();
+  private partialSeen: { name: string; mtimeMs: number } | null = null;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly spool: string,
+    private readonly level: number,
+  ) {}
+
+  async pass(): Promise<void> {
+    const names = (await readdir(this.spool)).sort();
+    for (const file of names.filter((n) => historyFilePattern.test(n) && !this.uploaded.has(n))) {
+      await this.store.put(historyKey(file), await readFile(path.join(this.spool, file)));
+      this.uploaded.add(file);
+    }
+    const complete = names.filter(isSegmentName);
+    for (const name of complete) {
+      if (!this.uploaded.has(name)) await this.uploadSegment(name);
+    }
+    const partial = names.filter((n) => n.endsWith('.partial') && isSegmentName(n.slice(0, -8))).at(-1);
+    if (partial) await this.uploadPartial(partial);
+    // pg_receivewal resumes after the newest file it finds: keep that one, drop the rest.
+    const newest = names.filter((n) => isSegmentName(n.slice(0, 24))).at(-1);
+    for (const name of complete) if (name !== newest && this.uploaded.has(name)) await unlink(path.join(this.spool, name)).catch(() => undefined);
+  }
+
+  private async uploadSegment(name: string): Promise<void> {
+    const raw = await readFile(path.join(this.spool, name));
+    const sha256 = sha256Hex(raw);
+    const key = segmentKey(name, sha256);
+    // After a restart the same segment may be received again: it is already there, byte for byte.
+    if (!(await this.store.stat(key))) await this.store.put(key, await gzipAsync(raw, { level: this.level }), { contentType: 'application/gzip' });
+    await this.store.delete(partialKey(name));
+    this.uploaded.add(name);
+    this.progress.segmentsArchived++;
+    this.progress.lastSegment = name;
+    this.progress.uploadedAt = new Date().toISOString();
+    if (this.progress.partial?.name === name) this.progress.partial = null;
+  }
+
+  private async uploadPartial(file: string): Promise<void> {
+    const name = file.slice(0, 24);
+    const full = path.join(this.spool, file);
+    const { mtimeMs } = await stat(full).catch(() => ({ mtimeMs: -1 }));
+    if (mtimeMs < 0 || (this.partialSeen?.name === name && this.partialSeen.mtimeMs === mtimeMs)) return;
+    let raw: Buffer;
+    try {
+      raw = await readFile(full);
+    } catch {
+      return; // renamed to the completed segment meanwhile: the next pass uploads that
+    }
+    const bytes = writtenLength(raw);
+    this.partialSeen = { name, mtimeMs };
+    if (bytes === 0 || (this.progress.partial?.name === name && this.progress.partial.bytes === bytes)) return;
+    await this.store.put(partialKey(name), await gzipAsync(raw.subarray(0, bytes), { level: this.level }), { contentType: 'application/gzip' });
+    this.progress.partial = { name, bytes };
+    this.progress.uploadedAt = new Date().toISOString();
+  }
+}

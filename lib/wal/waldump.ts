@@ -1,0 +1,41 @@
+// What is in a WAL segment, read with pg_waldump: commit times (for the newest restorable
+// moment) and named restore points (for `pitr restore --name`).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runPgTool } from '../devstack/postgres';
+
+export interface WalMark {
+  lsn: string;
+  /** commit: time is the commit timestamp; restore-point: name is the point's name */
+  kind: 'commit' | 'restore-point';
+  time?: string;
+  name?: string;
+}
+
+const linePattern = /lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F/]+, desc: (COMMIT|RESTORE_POINT) (.*)$/;
+
+/** The commits and restore points of one segment (raw bytes, padded to the segment size), in WAL order. */
+export async function readWalMarks(segment: Buffer, name: string): Promise<WalMark[]> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tenantsafe-waldump-'));
+  try {
+    await writeFile(path.join(dir, name), segment);
+    // It stops with an error where the written WAL ends (a partial segment): what it printed before counts.
+    const { output } = await runPgTool('pg_waldump', ['--path', dir, '--rmgr=Transaction', '--rmgr=XLOG', name], { asCaller: true, env: { TZ: 'UTC' } });
+    const marks: WalMark[] = [];
+    for (const line of output.split('\n')) {
+      const m = linePattern.exec(line);
+      if (!m) continue;
+      if (m[2] === 'COMMIT') {
+        // "2026-11-25 06:24:20.123456 UTC; inval msgs: ..." → ISO
+        const t = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?) UTC/.exec(m[3]);
+        if (t) marks.push({ lsn: m[1], kind: 'commit', time: new Date(`${t[1]}T${t[2]}Z`).toISOString() });
+      } else {
+        marks.push({ lsn: m[1], kind: 'restore-point', name: m[3].trim() });
+      }
+    }
+    return marks;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,69 @@
+// A worker killed (SIGKILL) in the middle of a base backup: after a new worker starts, the
+// backup completes, restorable, under the same id; the WAL archiver it was running resumes.
+import { strict as assert } from 'node:assert';
+import type { ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { createStore } from '../lib/storage';
+import { databaseWorkflowIds } from '../workflows/messages';
+import type { fullBackup } from '../workflows';
+import { startSourceCluster, type SourceCluster } from './support/cluster';
+import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { spawnWorker } from './support/workerProcess';
+
+describe('full backup when the worker is killed mid-way', function () {
+  this.timeout(240_000);
+  let source: SourceCluster;
+  let env: TestEnv;
+  const workers: ChildProcess[] = [];
+
+  before(async () => {
+    source = await startSourceCluster();
+    // ~40 MB of table data, streamed at 8 MB/s: the backup takes a few seconds
+    await source.cluster.psql(`CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS pad FROM generate_series(1, 400000) g`, 'app');
+    env = await createTestEnv('local', {
+      db: source.db,
+      configure: (doc, dir) => {
+        doc.fullBackup = { maxRateKbps: 8192, walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool') };
+        doc.verification = { scratchDir: source.dir };
+      },
+    });
+  });
+  after(async () => {
+    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).cancel().catch(() => undefined);
+    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).result().catch(() => undefined);
+    workers.forEach((w) => w.kill('SIGKILL'));
+    await env?.close();
+    await source?.remove();
+  });
+
+  it('completes the backup after the worker restarts, and the backup verifies', async () => {
+    workers.push(await spawnWorker(env));
+    const handle = await env.temporal.workflow.start<typeof fullBackup>('fullBackup', {
+      taskQueue: env.config.temporal.taskQueue,
+      workflowId: databaseWorkflowIds.fullBackup(),
+      args: [{}],
+    });
+    const { backupId } = await handle.query<{ backupId: string }>('status');
+    // kill once pg_basebackup is streaming files
+    for (let i = 0; ; i++) {
+      const [p] = await source.cluster.psql<{ phase: string; done: string }>(`SELECT phase, backup_streamed::text AS done FROM pg_stat_progress_basebackup`);
+      if (p?.phase === 'streaming database files' && Number(p.done) > 4 << 20) break;
+      if (i > 600) assert.fail('the base backup never started streaming');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    workers[0].kill('SIGKILL');
+    const store = createStore(env.config.storage.primary);
+    assert.equal(await store.stat(`full/${backupId}/manifest.json`), null, 'killed before the manifest');
+
+    workers.push(await spawnWorker(env));
+    const result = await handle.result();
+    assert.equal(result.backupId, backupId);
+    const keys: string[] = [];
+    for await (const o of store.list(`full/${backupId}/`)) keys.push(o.key.slice(`full/${backupId}/`.length));
+    assert.deepEqual(keys.sort(), ['backup_manifest', 'base.tar.gz', 'manifest.json', 'started.json']);
+    const verified = await runCli(['verify', backupId, '--json'], { configFile: env.configFile });
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
+    const listed = await runCli(['full-backups', 'list', '--json'], { configFile: env.configFile });
+    assert.deepEqual(listed.json().map((b: { backupId: string }) => b.backupId), [backupId]);
+  });
+});

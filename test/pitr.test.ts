@@ -1,0 +1,291 @@
+// Whole-database backups of a private cluster, end to end through the CLI and a worker: base
+// backups with streamed WAL, point-in-time recovery into new clusters, the window and its
+// errors, verification of base backups and their WAL, and retention on real storage.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Client } from 'pg';
+import { PrivateCluster } from '../lib/devstack/postgres';
+import { freePorts } from '../lib/devstack/process';
+import { createStore } from '../lib/storage';
+import type { ObjectStore } from '../lib/storage/types';
+import { listWalArchive } from '../lib/wal/archive';
+import { segmentOfLsn } from '../lib/wal/names';
+import { databaseWorkflowIds } from '../workflows/messages';
+import { startSourceCluster, type SourceCluster } from './support/cluster';
+import { createTestEnv, runCli, type TestEnv } from './support/env';
+
+interface Row {
+  id: number;
+  /** client clock, just after COMMIT returned */
+  committedAt: number;
+}
+
+/** Commits one row every few milliseconds until stopped; can pause to leave a quiet gap. */
+class Writer {
+  readonly rows: Row[] = [];
+  private stopped = false;
+  private pause = false;
+  private loop: Promise<void> = Promise.resolve();
+  constructor(private readonly client: Client) {}
+
+  start(): void {
+    this.loop = (async () => {
+      while (!this.stopped) {
+        if (!this.pause) {
+          const r = await this.client.query<{ id: number }>(`INSERT INTO events (note) VALUES ('row') RETURNING id`);
+          this.rows.push({ id: Number(r.rows[0].id), committedAt: Date.now() });
+        }
+        await sleep(5);
+      }
+    })();
+  }
+
+  /** Runs `during` while no row is written; returns the id of the last row before. */
+  async paused<T>(during: () => Promise<T>): Promise<{ lastBefore: number; result: T }> {
+    this.pause = true;
+    await sleep(50); // an INSERT in flight when the pause began has returned by now
+    const lastBefore = this.rows.at(-1)!.id;
+    try {
+      return { lastBefore, result: await during() };
+    } finally {
+      this.pause = false;
+    }
+  }
+
+  /** A quiet moment: a time between the last commit before it and the first after. */
+  async quietMoment(ms: number): Promise<{ at: string; lastBefore: number }> {
+    const { lastBefore, result: at } = await this.paused(async () => {
+      await sleep(ms / 2);
+      const mid = new Date().toISOString();
+      await sleep(ms / 2);
+      return mid;
+    });
+    return { at, lastBefore };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('full backups and point-in-time recovery (postgres provider)', function () {
+  this.timeout(180_000);
+  let source: SourceCluster;
+  let env: TestEnv;
+  let store: ObjectStore;
+  let writerClient: Client;
+  let writer: Writer;
+  const cli = (args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
+
+  before(async function () {
+    source = await startSourceCluster();
+    await source.cluster.psql(`CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)`, 'app');
+    env = await createTestEnv('local', {
+      db: source.db,
+      configure: (doc, dir) => {
+        doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
+        doc.verification = { scratchDir: source.dir };
+        doc.retention = { days: 0, minCount: 1 };
+      },
+    });
+    store = createStore(env.config.storage.primary);
+    await env.startWorker();
+    writerClient = new Client({ connectionString: source.db.url });
+    await writerClient.connect();
+    writer = new Writer(writerClient);
+    writer.start();
+    await sleep(300);
+  });
+
+  after(async () => {
+    await writer?.stop();
+    await writerClient?.end();
+    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).cancel().catch(() => undefined);
+    await env?.close();
+    await source?.remove();
+  });
+
+  /** Waits until the window's latest moment reaches `at` (the archive is a fraction of a second behind). */
+  async function windowReaches(at: string): Promise<{ earliest: string; latest: string }> {
+    for (let i = 0; ; i++) {
+      const w = await cli(['pitr', 'window']);
+      assert.equal(w.code, 0, w.stderr);
+      if (w.json().latest >= at) return w.json();
+      if (i > 100) assert.fail(`the window never reached ${at}: ${w.stdout}`);
+      await sleep(200);
+    }
+  }
+
+  async function restoredIds(port: number): Promise<number[]> {
+    const c = new Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/app` });
+    await c.connect();
+    try {
+      return (await c.query<{ id: string }>(`SELECT id FROM events ORDER BY id`)).rows.map((r) => Number(r.id));
+    } finally {
+      await c.end();
+    }
+  }
+
+  let first: { backupId: string; startLsn: string; stopLsn: string; finishedAt: string };
+  let quiet: { at: string; lastBefore: number };
+
+  it('takes a base backup while rows are written, and prints the contract fields', async () => {
+    const res = await cli(['full-backup', '--wait']);
+    assert.equal(res.code, 0, res.stderr);
+    const out = res.json();
+    assert.deepEqual(Object.keys(out).sort(), ['backupId', 'bytes', 'finishedAt', 'kind', 'startLsn', 'status', 'stopLsn', 'workflowId']);
+    assert.equal(out.kind, 'physical');
+    assert.match(out.backupId, /^\d{8}-\d{6}F-[0-9a-f]{6}$/);
+    assert.match(out.startLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.ok(out.bytes > 100_000);
+    first = out;
+    const keys: string[] = [];
+    for await (const o of store.list(`full/${out.backupId}/`)) keys.push(o.key.slice(`full/${out.backupId}/`.length));
+    assert.deepEqual(keys.sort(), ['backup_manifest', 'base.tar.gz', 'manifest.json', 'started.json']);
+    const listed = await cli(['full-backups', 'list']);
+    assert.deepEqual(listed.json().map((b: { backupId: string }) => b.backupId), [out.backupId]);
+  });
+
+  it('restores to a time between two known commits and gets exactly the rows committed before it', async () => {
+    await sleep(500);
+    quiet = await writer.quietMoment(800);
+    await sleep(500);
+    await windowReaches(quiet.at);
+    const target = path.join(source.dir, 'at-time');
+    const res = await cli(['pitr', 'restore', '--at', quiet.at, '--target', target, '--port', String((await freePorts('127.0.0.1', 1))[0])]);
+    assert.equal(res.code, 0, res.stderr);
+    const out = res.json();
+    assert.deepEqual(Object.keys(out).sort(), ['dataDir', 'lsn', 'port', 'recoveredTo']);
+    assert.equal(out.dataDir, target);
+    assert.ok(out.recoveredTo <= quiet.at, `recovered to ${out.recoveredTo}, target ${quiet.at}`);
+    const expected = writer.rows.filter((r) => r.id <= quiet.lastBefore).map((r) => r.id);
+    assert.ok(expected.length > 50, `rows before the target: ${expected.length}`);
+    assert.ok(writer.rows.some((r) => r.id > quiet.lastBefore), 'rows were committed after the target too');
+    assert.deepEqual(await restoredIds(out.port), expected);
+  });
+
+  it('refuses targets in the future, before the first backup and past the archive, naming the window (exit 2)', async () => {
+    const cases = [
+      { at: new Date(Date.now() + 3_600_000).toISOString(), why: /is in the future/ },
+      { at: '2001-01-01T00:00:00Z', why: /is before the first base backup/ },
+      { lsn: 'FFFF/0', why: /after the end of the archived WAL/ },
+      { name: 'no-such-point', why: /no restore point named "no-such-point"/ },
+    ];
+    const window = (await cli(['pitr', 'window'])).json();
+    for (const c of cases) {
+      const flag = 'at' in c ? ['--at', c.at!] : 'lsn' in c ? ['--lsn', c.lsn!] : ['--name', c.name!];
+      const res = await cli(['pitr', 'restore', ...flag, '--target', path.join(source.dir, 'never')]);
+      assert.equal(res.code, 2, `${flag.join(' ')}: ${res.stderr}`);
+      const err = JSON.parse(res.stderr);
+      assert.equal(err.type, 'TargetOutsideWindow');
+      assert.match(err.error, c.why);
+      assert.ok(err.error.includes(`the recoverable window is ${window.earliest} to `), err.error);
+      assert.match(err.error, /HINT: /);
+    }
+    assert.equal(fs.existsSync(path.join(source.dir, 'never')), false, 'nothing was restored');
+    const notEmpty = await cli(['pitr', 'restore', '--latest', '--target', source.cluster.dataDir]);
+    assert.equal(notEmpty.code, 2);
+    assert.match(JSON.parse(notEmpty.stderr).error, /is not empty: tenantsafe restores into a new cluster/);
+    const twoTargets = await cli(['pitr', 'restore', '--latest', '--at', quiet.at, '--target', '/tmp/x']);
+    assert.equal(twoTargets.code, 2);
+  });
+
+  it('restores to a named restore point and to the latest archived commit', async () => {
+    const { lastBefore: lastAtMark, result: mark } = await writer.paused(() => cli(['pitr', 'mark', 'before-cleanup']));
+    assert.equal(mark.code, 0, mark.stderr);
+    await sleep(300);
+    await writer.stop();
+    const lastEver = writer.rows.at(-1)!;
+    await windowReaches(new Date(lastEver.committedAt - 50).toISOString());
+
+    const named = await cli(['pitr', 'restore', '--name', 'before-cleanup', '--target', path.join(source.dir, 'named'), '--port', String((await freePorts('127.0.0.1', 1))[0])]);
+    assert.equal(named.code, 0, named.stderr);
+    assert.deepEqual(await restoredIds(named.json().port), writer.rows.filter((r) => r.id <= lastAtMark).map((r) => r.id), 'exactly the rows before the mark');
+
+    const latest = await cli(['pitr', 'restore', '--latest', '--target', path.join(source.dir, 'latest')]);
+    assert.equal(latest.code, 0, latest.stderr);
+    assert.equal(latest.json().port, null, 'without --port the restored cluster is stopped');
+    const restored = await PrivateCluster.attach(latest.json().dataDir);
+    await restored.start();
+    assert.deepEqual(await restoredIds(restored.port), writer.rows.map((r) => r.id), 'every committed row, the last one included');
+    await restored.stop();
+  });
+
+  it('verifies a base backup: object checksums, WAL, pg_verifybackup and a real restore all pass', async () => {
+    const res = await cli(['verify', first.backupId]);
+    assert.equal(res.code, 0, res.stderr + res.stdout);
+    const out = res.json();
+    assert.deepEqual(Object.keys(out).sort(), ['checks', 'ok']);
+    assert.equal(out.ok, true);
+    const kinds = new Set(out.checks.map((c: { check: string }) => c.check));
+    assert.deepEqual([...kinds].sort(), ['manifest', 'object', 'pg_verifybackup', 'restore', 'wal']);
+    const reports: string[] = [];
+    for await (const o of store.list(`reports/verify/${first.backupId}/`)) reports.push(path.extname(o.key));
+    assert.deepEqual(reports.sort(), ['.json', '.txt']);
+  });
+
+  it('catches a flipped byte in a base backup and a missing WAL segment, counting each', async () => {
+    const second = (await cli(['full-backup', '--wait'])).json();
+    const root = env.config.storage.primary.kind === 'local' ? env.config.storage.primary.path : '';
+    const base = path.join(root, 'full', second.backupId, 'base.tar.gz');
+    const bytes = fs.readFileSync(base);
+    bytes[Math.floor(bytes.length / 2)] ^= 0x01;
+    fs.writeFileSync(base, bytes);
+    const flipped = await cli(['verify', second.backupId]);
+    assert.equal(flipped.code, 1);
+    const problems = flipped.json().checks.filter((c: { result: string }) => c.result !== 'ok');
+    assert.deepEqual(problems.map((c: { check: string; target: string; result: string }) => [c.check, c.target, c.result]), [
+      ['object', 'base.tar.gz', 'checksum_mismatch'],
+      ['restore', 'restore test', 'other'],
+    ]);
+
+    // the first backup's start segment goes missing from the archive
+    const listing = await listWalArchive(store);
+    const startSegment = listing.segments.find((s) => s.name.slice(8) === segmentOfLsn(first.startLsn, 1, 1 << 20).slice(8))!;
+    await store.delete(startSegment.key);
+    const missing = await cli(['verify', first.backupId]);
+    assert.equal(missing.code, 1);
+    const walProblems = missing.json().checks.filter((c: { check: string; result: string }) => c.check === 'wal' && c.result !== 'ok');
+    assert.deepEqual(walProblems.map((c: { target: string; result: string }) => [c.target, c.result]), [[startSegment.name, 'missing']]);
+    const status = await runCli(['wal', 'status', '--json'], { configFile: env.configFile });
+    assert.equal(status.code, 1, 'wal status exits 1 on a gap');
+    assert.deepEqual(status.json().gaps, [{ from: startSegment.name, to: startSegment.name, count: 1 }]);
+  });
+
+  it('applies retention: keeps the pinned and the newest backup, removes the rest and the WAL only they needed', async () => {
+    const newest = (await cli(['full-backup', '--wait'])).json();
+    const all = (await cli(['full-backups', 'list'])).json().map((b: { backupId: string }) => b.backupId);
+    assert.equal(all.length, 3);
+    const pin = await cli(['backups', 'pin', all[1], '--reason', 'LEGAL-42']);
+    assert.equal(pin.code, 0, pin.stderr);
+
+    const dry = await cli(['retention', 'apply', '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.deepEqual(dry.json().removedBackups, [all[0]]);
+    assert.equal((await cli(['full-backups', 'list'])).json().length, 3, 'a dry run deletes nothing');
+
+    const before = await listWalArchive(store);
+    const applied = (await cli(['retention', 'apply'])).json();
+    assert.deepEqual(applied.removedBackups, [all[0]]);
+    const kept = (await cli(['full-backups', 'list'])).json();
+    assert.deepEqual(kept.map((b: { backupId: string }) => b.backupId), [all[1], newest.backupId]);
+    const after = await listWalArchive(store);
+    assert.equal(after.segments.length, before.segments.length - applied.removedWalSegments);
+    assert.ok(applied.removedWalSegments > 0, 'WAL only the removed backup needed was pruned');
+
+    // The pinned backup keeps the WAL that makes it consistent; the archive is unbroken from the newest on.
+    const walChecks = async (id: string) => (await cli(['verify', id])).json().checks.filter((c: { check: string }) => c.check === 'wal') as { target: string; result: string; detail?: string }[];
+    const isGap = (c: { detail?: string }) => c.detail?.startsWith('gap of') ?? false;
+    const pinnedWal = await walChecks(all[1]);
+    assert.ok(pinnedWal.filter((c) => !isGap(c)).every((c) => c.result === 'ok'), JSON.stringify(pinnedWal));
+    assert.ok(pinnedWal.some((c) => isGap(c) && c.result === 'missing'), 'the WAL between the pinned and the newest backup went');
+    const newestWal = await walChecks(newest.backupId);
+    assert.ok(newestWal.length > 0 && newestWal.every((c) => c.result === 'ok'), JSON.stringify(newestWal));
+    assert.equal((await cli(['pitr', 'window'])).json().earliest, kept[1].consistentAt, 'the window starts at the newest backup');
+  });
+});
+

@@ -1,0 +1,35 @@
+// A private PostgreSQL cluster standing in for a customer's database, for tests of physical
+// backups, WAL archiving and point-in-time recovery (what the shared server must not be used for).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PrivateCluster } from '../../lib/devstack/postgres';
+import type { TestDatabase } from './db';
+
+export interface SourceCluster {
+  cluster: PrivateCluster;
+  /** the database the config points at, as a TestDatabase that close() leaves alone */
+  db: TestDatabase;
+  /** a directory the postgres OS user may write to: restores go below it */
+  dir: string;
+  remove(): Promise<void>;
+}
+
+/** 1 MiB WAL segments: segments fill and complete within a test, as 16 MiB ones would in production. */
+export async function startSourceCluster(database = 'app'): Promise<SourceCluster> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-src-'));
+  fs.chmodSync(dir, 0o755);
+  const cluster = await PrivateCluster.create({ dataDir: path.join(dir, 'source'), port: 0, ephemeral: true, initdbArgs: ['--wal-segsize=1'] });
+  await cluster.start();
+  await cluster.psql(`CREATE DATABASE ${database}`);
+  return {
+    cluster,
+    dir,
+    db: { name: database, url: cluster.url(database), tenants: [], drop: async () => undefined },
+    async remove() {
+      for (const c of PrivateCluster.all()) if (c.dataDir.startsWith(dir)) await c.remove().catch(() => undefined);
+      await cluster.remove();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,24 @@
+// Runbook: apply the retention policy (daily by a schedule; `tenantsafe retention apply`).
+//   one step: decide with the policy engine (full backups, each tenant's backups, WAL, interrupted
+//   backups) and, unless dryRun, delete what it does not keep; the outcome goes to the catalog.
+import { proxyActivities, workflowInfo } from '@temporalio/workflow';
+import type { TenantBackupActivities } from '../activities/tenantBackup';
+import type { VerifyActivities } from '../activities/verify';
+import type { ApplyRetentionInput, ApplyRetentionResult } from './messages';
+import { bulkCopy, shortStep } from './profiles';
+
+const step = proxyActivities<TenantBackupActivities>(shortStep);
+const long = proxyActivities<VerifyActivities>(bulkCopy);
+
+export async function applyRetention(input: ApplyRetentionInput = {}): Promise<ApplyRetentionResult> {
+  const { workflowId, runId } = workflowInfo();
+  const outcome = await long.applyRetention({ dryRun: input?.dryRun === true });
+  await step.recordRun({
+    workflowId,
+    runId,
+    workflowType: 'applyRetention',
+    status: 'completed',
+    details: { dryRun: outcome.dryRun, removedBackups: outcome.removedBackups.length, removedWalSegments: outcome.removedWalSegments, removedIncomplete: outcome.removedIncomplete.length },
+  });
+  return outcome;
+}

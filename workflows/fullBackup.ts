@@ -1,0 +1,66 @@
+// Runbook: back up the whole database (run daily by a schedule, or `tenantsafe full-backup`).
+//   1. check the provider (database or Supabase API reachable, storage writable): bad input fails here
+//   2. postgres: make sure the WAL archiver runs (a base backup is restorable only with its WAL)
+//   3. take the backup into storage, objects first, manifest last (waits for its WAL to be archived)
+//   4. index it in the catalog
+// On failure: remove what was written unless a manifest made it a complete backup.
+import { ParentClosePolicy, proxyActivities, setHandler, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { FullBackupActivities } from '../activities/fullBackup';
+import type { TenantBackupActivities } from '../activities/tenantBackup';
+import { backupLabel } from '../lib/labels';
+import { compensate } from './failures';
+import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
+import { bulkCopy, shortStep } from './profiles';
+import { walArchiver } from './walArchiver';
+
+const step = proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep);
+const copy = proxyActivities<FullBackupActivities>(bulkCopy);
+
+export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBackupResult> {
+  const { workflowId, runId, startTime } = workflowInfo();
+  const backupId = backupLabel(startTime, 'full', runId);
+  const status: FullBackupStatus = { state: 'checking', backupId };
+  setHandler(fullBackupStatusQuery, () => status);
+  upsertSearchAttributes([{ key: searchAttributes.backupKind, value: 'full' }]);
+  const run = { workflowId, runId, workflowType: 'fullBackup', backupId };
+  await step.recordRun({ ...run, status: 'running' });
+
+  try {
+    const check = await step.checkFullBackup({});
+    upsertSearchAttributes([{ key: searchAttributes.database, value: check.database }]);
+    if (check.needsWalArchiver) await ensureWalArchiver();
+
+    status.state = 'backing-up';
+    const backup = await copy.takeFullBackup({ backupId });
+
+    status.state = 'recording';
+    await step.recordFullBackup({ backupId });
+    status.state = 'done';
+    await step.recordRun({ ...run, status: 'completed', details: { bytes: backup.bytes, startLsn: backup.startLsn, stopLsn: backup.stopLsn } });
+    return {
+      backupId,
+      kind: backup.method === 'basebackup' ? 'physical' : 'logical',
+      bytes: backup.bytes,
+      startLsn: backup.startLsn,
+      stopLsn: backup.stopLsn,
+      finishedAt: backup.finishedAt,
+    };
+  } catch (err) {
+    const wroteObjects = status.state !== 'checking';
+    await compensate(status, err, [
+      async () => wroteObjects && step.discardIncompleteFullBackup({ backupId }),
+      (cause) => step.recordRun({ ...run, status: 'failed', error: cause }),
+    ]);
+    throw err;
+  }
+}
+
+/** Starts the WAL archiver unless it is running already; it outlives this workflow. */
+async function ensureWalArchiver(): Promise<void> {
+  try {
+    await startChild(walArchiver, { workflowId: databaseWorkflowIds.walArchiver(), args: [{}], parentClosePolicy: ParentClosePolicy.ABANDON });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
+}

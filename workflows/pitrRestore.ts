@@ -1,0 +1,37 @@
+// Runbook: restore the database to a point in time, into a NEW cluster (or, on Supabase, the
+// project itself once the operator names it as the target).
+//   1. check the target against the recoverable window and pick the base backup (bad targets
+//      fail here with the window in the message; nothing is touched)
+//   2. restore: extract the base backup, replay archived WAL to the target, promote
+//   3. report the point reached: time of the last transaction replayed, LSN, data dir, port
+import { proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { FullBackupActivities } from '../activities/fullBackup';
+import type { TenantBackupActivities } from '../activities/tenantBackup';
+import type { PitrRestoreResult } from '../lib/pitr/restore';
+import { rootCause } from './failures';
+import { pitrRestoreStatusQuery, type PitrRestoreInput, type PitrRestoreStatus } from './messages';
+import { restoreOnce, shortStep } from './profiles';
+
+const step = proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep);
+const restore = proxyActivities<FullBackupActivities>(restoreOnce);
+
+export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreResult> {
+  const { workflowId, runId } = workflowInfo();
+  const status: PitrRestoreStatus = { state: 'planning', backupId: null, window: null };
+  setHandler(pitrRestoreStatusQuery, () => status);
+  const run = { workflowId, runId, workflowType: 'pitrRestore' };
+  try {
+    const plan = await step.planPitrRestore({ at: input?.at, lsn: input?.lsn, name: input?.name, latest: input?.latest, restoreTarget: String(input?.target ?? '') });
+    Object.assign(status, { state: 'restoring', backupId: plan.backupId, window: plan.window });
+    await step.recordRun({ ...run, backupId: plan.backupId, status: 'running', details: { target: plan.target } });
+    const result = await restore.runPitrRestore({ plan, restoreTarget: input.target, port: input.port });
+    status.state = 'done';
+    await step.recordRun({ ...run, status: 'completed', details: { ...result } });
+    return result;
+  } catch (err) {
+    status.state = 'failed';
+    status.error = rootCause(err).message;
+    if (status.backupId) await step.recordRun({ ...run, status: 'failed', error: status.error }).catch(() => undefined);
+    throw err;
+  }
+}
