@@ -1,6 +1,13 @@
-// Shared by the benchmarks: a cached bench database, medians, RSS, output.
+// Shared by the benchmarks: bench databases and the stack around them, medians, RSS, output.
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { Client } from 'pg';
+import { stringify } from 'yaml';
+import { loadConfig, type Config } from '../lib/config';
+import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
+import { spawnWorkerProcess } from '../workers/process';
 import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
 
 const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -29,6 +36,43 @@ export async function benchDatabase(opts: SampleOptions): Promise<{ url: string;
       await c.end();
     },
   };
+}
+
+export interface BenchStack {
+  dbUrl: string;
+  config: Config;
+  /** the worker, in a process of its own (its memory is measured) */
+  worker: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** A clone of the bench database, a Temporal dev server in memory, a config and a worker process. */
+export async function benchStack(opts: SampleOptions): Promise<BenchStack> {
+  const db = await benchDatabase(opts);
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-'));
+  const server = await startTemporalDevServer(loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, ui: false, dbFilename: null }));
+  const configFile = path.join(work, 'tenantsafe.yaml');
+  fs.writeFileSync(configFile, stringify({ database: { url: db.url }, storage: { primary: { kind: 'local', path: path.join(work, 'backups') } }, temporal: { address: server.address, taskQueue: 'bench' } }));
+  const stop = async () => {
+    await server.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+    await db.drop();
+  };
+  try {
+    const worker = await spawnWorkerProcess(configFile);
+    return {
+      dbUrl: db.url,
+      config: loadConfig({ path: configFile }),
+      worker,
+      async stop() {
+        worker.kill('SIGKILL');
+        await stop();
+      },
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
 
 export function median(xs: number[]): number {

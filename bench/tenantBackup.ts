@@ -3,7 +3,6 @@
 //   target ≤ 1.5; and the worker's peak RSS during the backup, target ≤ 300 MB.
 // The raw side: one REPEATABLE READ transaction, each owned table's tenant rows with
 // COPY (SELECT …) TO STDOUT into a plain file, one table after another.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,13 +10,10 @@ import { pipeline } from 'node:stream/promises';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { stringify } from 'yaml';
-import { projectRoot } from '../lib/config';
-import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
-import { clientConfig } from '../lib/pg';
+import { clientConfig, withConnection } from '../lib/pg';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../lib/tenancy';
 import type { tenantBackup } from '../workflows';
-import { benchDatabase, median, peakRssMb, printTable } from './support';
+import { benchStack, median, peakRssMb, printTable } from './support';
 
 const tenantId = 'whale';
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -42,29 +38,8 @@ async function rawSnapshotCopy(url: string, plan: TenancyPlan, dir: string): Pro
 }
 
 async function main(): Promise<void> {
-  const db = await benchDatabase({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId, rows: 1_000_000 }] });
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-'));
-  const plan = await (async () => {
-    const c = new Client({ connectionString: db.url });
-    await c.connect();
-    try {
-      return await discoverTenancy(c, { schemas: ['app'], tenantTable: 'tenants', tenantColumn: 'tenant_id', globalTables: [], ownership: {} });
-    } finally {
-      await c.end();
-    }
-  })();
-
-  const server = await startTemporalDevServer(loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, ui: false, dbFilename: null }));
-  const configFile = path.join(work, 'tenantsafe.yaml');
-  fs.writeFileSync(
-    configFile,
-    stringify({
-      database: { url: db.url },
-      storage: { primary: { kind: 'local', path: path.join(work, 'backups') } },
-      temporal: { address: server.address, taskQueue: 'bench' },
-    }),
-  );
-  const worker = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const stack = await benchStack({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId, rows: 1_000_000 }] });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-raw-'));
   const raw: number[] = [];
   const backup: number[] = [];
   let rawBytes = 0;
@@ -72,36 +47,23 @@ async function main(): Promise<void> {
   let rssBeforeBackups = NaN;
   let rssPeak = NaN;
   try {
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      worker.stderr!.on('data', (d) => {
-        err += d;
-        if (err.includes('polling')) resolve();
-      });
-      worker.once('exit', () => reject(new Error(`worker exited: ${err}`)));
-    });
-    const connection = await Connection.connect({ address: server.address });
+    const plan = await withConnection(stack.dbUrl, (c) => discoverTenancy(c, stack.config.tenancy));
+    const connection = await Connection.connect({ address: stack.config.temporal.address });
     const client = new TemporalClient({ connection });
-    rssBeforeBackups = peakRssMb(worker.pid!);
+    rssBeforeBackups = peakRssMb(stack.worker.pid!);
     for (let i = 0; i < rounds; i++) {
-      const r = await rawSnapshotCopy(db.url, plan, path.join(work, 'raw'));
+      const r = await rawSnapshotCopy(stack.dbUrl, plan, path.join(work, 'raw'));
       raw.push(r.seconds);
       rawBytes = r.bytes;
       const t0 = performance.now();
-      result = await client.workflow.execute<typeof tenantBackup>('tenantBackup', {
-        taskQueue: 'bench',
-        workflowId: `bench-${i}`,
-        args: [{ tenantId }],
-      });
+      result = await client.workflow.execute<typeof tenantBackup>('tenantBackup', { taskQueue: stack.config.temporal.taskQueue, workflowId: `bench-${i}`, args: [{ tenantId }] });
       backup.push((performance.now() - t0) / 1000);
     }
-    rssPeak = peakRssMb(worker.pid!);
+    rssPeak = peakRssMb(stack.worker.pid!);
     await connection.close();
   } finally {
-    worker.kill('SIGKILL');
-    await server.stop();
+    await stack.stop();
     fs.rmSync(work, { recursive: true, force: true });
-    await db.drop();
   }
 
   const ratio = median(backup) / median(raw);

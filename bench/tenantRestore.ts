@@ -6,47 +6,27 @@
 //   C. a small tenant (~5k rows): approval → verified, target ≤ 2 s
 // Restore time = preview (stage + diff) + approval → done (safety backup, apply, verify), through
 // a real worker; the time a person takes to approve is not counted.
-import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { stringify } from 'yaml';
 import { TenantsafeClient } from '../client/client';
-import { loadConfig, projectRoot } from '../lib/config';
-import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
 import { Engine } from '../lib/engine';
 import { readManifest, tenantBackupPrefix } from '../lib/manifest';
 import { qualified, quoteIdent } from '../lib/pg';
 import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
 import type { TenantRestoreResult } from '../workflows/messages';
-import { benchDatabase, printTable } from './support';
+import { benchStack, printTable } from './support';
 
 const whale = 'whale';
 const small = 'globex';
 
 async function main(): Promise<void> {
-  const db = await benchDatabase({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: 1_000_000 }] });
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-restore-'));
-  const server = await startTemporalDevServer(loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, ui: false, dbFilename: null }));
-  const configFile = path.join(work, 'tenantsafe.yaml');
-  fs.writeFileSync(configFile, stringify({ database: { url: db.url }, storage: { primary: { kind: 'local', path: path.join(work, 'backups') } }, temporal: { address: server.address, taskQueue: 'bench' } }));
-  const config = loadConfig({ path: configFile });
-  const worker = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  const stack = await benchStack({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: 1_000_000 }] });
+  const { config } = stack;
   const engine = new Engine(config);
-  const sql = new Client({ connectionString: db.url });
+  const sql = new Client({ connectionString: stack.dbUrl });
   try {
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      worker.stderr!.on('data', (d) => {
-        err += d;
-        if (err.includes('polling')) resolve();
-      });
-      worker.once('exit', () => reject(new Error(`worker exited: ${err}`)));
-    });
     await sql.connect();
     const client = await TenantsafeClient.connect(config.temporal);
 
@@ -111,10 +91,7 @@ async function main(): Promise<void> {
   } finally {
     await sql.end().catch(() => undefined);
     await engine.close();
-    worker.kill('SIGKILL');
-    await server.stop();
-    fs.rmSync(work, { recursive: true, force: true });
-    await db.drop();
+    await stack.stop();
   }
 }
 

@@ -103,3 +103,13 @@ export function toolConnection(url: string, applicationName: string): { conninfo
   u.searchParams.set('application_name', applicationName);
   return { conninfo: u.toString(), env: password ? { PGPASSWORD: password } : {} };
 }
+
+/** Runs fn on a connection of its own, closed afterwards. */
+export async function withConnection<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = await connect(url);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}

@@ -1,28 +1,15 @@
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { Client } from 'pg';
-import { projectRoot } from '../lib/config';
 import type { TenantRestoreResult } from '../workflows/messages';
 import { liveRows, readBackup } from './support/backups';
 import { withDb } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { spawnWorker } from './support/workerProcess';
 import { damageTenant } from '../lib/sample/damage';
 import { checksumsOf } from './support/restore';
 
 const tenantId = 'globex';
-
-function spawnWorker(env: TestEnv): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', env.configFile, 'worker'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let err = '';
-    child.stderr!.on('data', (d) => {
-      err += d;
-      if (err.includes('polling')) resolve(child);
-    });
-    child.once('exit', () => reject(new Error(`worker exited: ${err}`)));
-  });
-}
 
 describe('tenant restore when the worker is killed during the apply', function () {
   let env: TestEnv;

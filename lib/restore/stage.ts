@@ -10,7 +10,17 @@ import { RowDigestStream, Sha256Stream } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import type { RestoreContext, TableMapping } from './mapping';
+import type { ManifestTable } from '../manifest';
+import type { RestoreContext } from './mapping';
+
+/** A backed-up table to load, and where: its scratch table and the column types to give it. */
+export interface StagedTable {
+  table: string;
+  manifest: ManifestTable;
+  /** qualified scratch table */
+  staged: string;
+  stagedColumns: { name: string; type: string }[];
+}
 
 export interface StageOptions {
   url: string;
@@ -22,13 +32,23 @@ export interface StageOptions {
   signal?: AbortSignal;
 }
 
-export async function stageBackup(ctx: RestoreContext, opts: StageOptions): Promise<void> {
+/** Stages a restore's backup, typed as the live columns (so drift surfaces here). */
+export function stageBackup(ctx: RestoreContext, opts: StageOptions): Promise<void> {
+  return stageTables({ ...opts, schema: ctx.schema, tables: ctx.mappings, checkContent: true });
+}
+
+/**
+ * Creates the scratch schema and loads every table into it, in parallel. With checkContent the
+ * rows are checked against the manifest on the way in (restore: stop before anything changes);
+ * without, only the stored bytes are (verification reads them back and compares by itself).
+ */
+export async function stageTables(opts: StageOptions & { schema: string; tables: StagedTable[]; checkContent: boolean }): Promise<void> {
   const setup = await connect(opts.url, 'tenantsafe-stage');
   try {
     await setup.query('BEGIN');
-    await setup.query(`DROP SCHEMA IF EXISTS ${quoteIdent(ctx.schema)} CASCADE`);
-    await setup.query(`CREATE SCHEMA ${quoteIdent(ctx.schema)}`);
-    for (const m of ctx.mappings) {
+    await setup.query(`DROP SCHEMA IF EXISTS ${quoteIdent(opts.schema)} CASCADE`);
+    await setup.query(`CREATE SCHEMA ${quoteIdent(opts.schema)}`);
+    for (const m of opts.tables) {
       await setup.query(`CREATE UNLOGGED TABLE ${m.staged} (${m.stagedColumns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')})`);
     }
     await setup.query('COMMIT');
@@ -36,7 +56,7 @@ export async function stageBackup(ctx: RestoreContext, opts: StageOptions): Prom
     await setup.end();
   }
 
-  const queue = [...ctx.mappings].sort((a, b) => b.manifest.rawBytes - a.manifest.rawBytes);
+  const queue = [...opts.tables].sort((a, b) => b.manifest.rawBytes - a.manifest.rawBytes);
   const progress = { tablesDone: 0, tablesTotal: queue.length, rows: 0 };
   const lanes = Math.max(1, Math.min(opts.parallelism, queue.length));
   await Promise.all(
@@ -47,7 +67,7 @@ export async function stageBackup(ctx: RestoreContext, opts: StageOptions): Prom
       try {
         await c.query(`SET statement_timeout = 0; SET client_min_messages = warning`);
         for (let m = queue.shift(); m; m = queue.shift()) {
-          await stageTable(c, m, opts);
+          await stageTable(c, m, opts.checkContent, opts);
           await c.query(`ANALYZE ${m.staged}`);
           progress.tablesDone++;
           progress.rows += m.manifest.rows;
@@ -61,7 +81,7 @@ export async function stageBackup(ctx: RestoreContext, opts: StageOptions): Prom
   );
 }
 
-async function stageTable(c: Client, m: TableMapping, opts: StageOptions): Promise<void> {
+async function stageTable(c: Client, m: StagedTable, checkContent: boolean, opts: StageOptions): Promise<void> {
   const key = opts.prefix + m.manifest.object.key;
   const sha = new Sha256Stream();
   const rows = new RowDigestStream();
@@ -74,13 +94,13 @@ async function stageTable(c: Client, m: TableMapping, opts: StageOptions): Promi
   const corrupt = (what: string) =>
     new TenantsafeError(ErrorType.CorruptBackup, `Backup object ${key} (${m.table}) is damaged: ${what}.`, 'Restore from another backup; run `tenantsafe verify <backupId>` on this one.');
   if (sha.hex() !== m.manifest.object.sha256) throw corrupt(`sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
-  if (rows.digest.rows !== m.manifest.rows || rows.digest.digest() !== m.manifest.rowChecksum) {
+  if (checkContent && (rows.digest.rows !== m.manifest.rows || rows.digest.digest() !== m.manifest.rowChecksum)) {
     throw corrupt(`its rows (${rows.digest.rows}, checksum ${rows.digest.digest()}) do not match the manifest (${m.manifest.rows}, ${m.manifest.rowChecksum})`);
   }
 }
 
 /** Names the column when a backed-up value does not fit the live column any more. */
-function stagingError(err: unknown, m: TableMapping, key: string): unknown {
+function stagingError(err: unknown, m: StagedTable, key: string): unknown {
   const e = err as { code?: string; message: string; where?: string };
   if (e instanceof TenantsafeError) return e;
   if (e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message)) {

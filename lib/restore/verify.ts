@@ -14,9 +14,10 @@ import { tenantFilter } from '../tenancy';
 import { appliedKinds, computePlan, isSelected } from './diff';
 import { liveTable, type RestoreContext, type TableMapping } from './mapping';
 import type { RestoreSelection, RestoreVerification } from './types';
-import type { Client } from 'pg';
+import type { ClientBase } from 'pg';
 
-async function digestOf(c: Client, sql: string): Promise<{ rows: number; checksum: string }> {
+/** Row count and row checksum of a query's rows, read as COPY text (the backup's own form). */
+export async function rowsDigest(c: ClientBase, sql: string): Promise<{ rows: number; checksum: string }> {
   const digest = new RowDigestStream();
   await pipeline(c.query(copyTo(`COPY (${sql}) TO STDOUT`)), digest, new Writable({ write: (_chunk, _enc, done) => done() }));
   return { rows: digest.digest.rows, checksum: digest.digest.digest() };
@@ -38,7 +39,7 @@ export async function verifyRestore(
     const tables: RestoreVerification['tables'] = [];
     for (const m of ctx.mappings.filter((x) => x.live && isSelected(args.selection, x.table))) {
       if (comparable(m)) {
-        const live = await digestOf(c, liveRowsSql(ctx, m, args.tenantId));
+        const live = await rowsDigest(c, liveRowsSql(ctx, m, args.tenantId));
         const expected = `${m.manifest.rows} rows, ${m.manifest.rowChecksum}`;
         const actual = `${live.rows} rows, ${live.checksum}`;
         tables.push({ table: m.table, expected, actual, ok: expected === actual });

@@ -3,7 +3,8 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Client } from 'pg';
+import type { Client } from 'pg';
+import { withConnection } from '../../lib/pg';
 import { ensureSampleDatabase, sampleTenants, type SampleOptions, type SampleTenant } from '../../lib/sample/generate';
 
 export const adminUrl = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -15,15 +16,7 @@ export function databaseUrl(name: string): string {
 }
 
 /** Runs fn on a short-lived client of the given database. */
-export async function withDb<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+export const withDb = withConnection;
 
 const admin = <T>(fn: (c: Client) => Promise<T>) => withDb(adminUrl, fn);
 

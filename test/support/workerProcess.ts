@@ -1,22 +1,15 @@
 // A worker in its own process, so a test can SIGKILL it like a crashed machine.
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { temporal } from '@temporalio/proto';
-import { projectRoot } from '../../lib/config';
+import { spawnWorkerProcess } from '../../workers/process';
 import type { TestEnv } from './env';
 
 /** Starts `tenantsafe worker` on the env's config; resolves once the server has seen it poll for activities. */
 export async function spawnWorker(env: TestEnv): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', env.configFile, 'worker'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
+  const child = await spawnWorkerProcess(env.configFile);
   const deadline = Date.now() + 60_000;
   const { TASK_QUEUE_KIND_NORMAL: kind } = temporal.api.enums.v1.TaskQueueKind;
   const { TASK_QUEUE_TYPE_ACTIVITY: type } = temporal.api.enums.v1.TaskQueueType;
-  while (!stderr.includes('polling')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
   // wait until the server has seen it poll for activities
   for (;;) {
     const q = await env.temporal.workflowService.describeTaskQueue({ namespace: env.config.temporal.namespace, taskQueue: { name: env.config.temporal.taskQueue, kind }, taskQueueType: type });

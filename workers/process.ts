@@ -1,0 +1,25 @@
+// A worker in a process of its own (`tenantsafe worker`), for tests that kill it like a crashed
+// machine and for benchmarks that measure its memory.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { projectRoot } from '../lib/config';
+
+/** Resolves once the worker says it polls its task queue; rejects with its output if it exits first. */
+export function spawnWorkerProcess(configFile: string, timeoutMs = 60_000): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let stderr = '';
+    const timer = setTimeout(() => reject(new Error(`worker did not start within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+      if (stderr.includes('polling')) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`worker exited: ${stderr}`));
+    });
+  });
+}
