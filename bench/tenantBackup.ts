@@ -52,9 +52,11 @@ async function main(): Promise<void> {
     const client = new TemporalClient({ connection });
     rssBeforeBackups = peakRssMb(stack.worker.pid!);
     for (let i = 0; i < rounds; i++) {
+      await withConnection(stack.dbUrl, (c) => c.query('CHECKPOINT'));
       const r = await rawSnapshotCopy(stack.dbUrl, plan, path.join(work, 'raw'));
       raw.push(r.seconds);
       rawBytes = r.bytes;
+      await withConnection(stack.dbUrl, (c) => c.query('CHECKPOINT'));
       const t0 = performance.now();
       result = await client.workflow.execute<typeof tenantBackup>('tenantBackup', { taskQueue: stack.config.temporal.taskQueue, workflowId: `bench-${i}`, args: [{ tenantId }] });
       backup.push((performance.now() - t0) / 1000);

@@ -306,8 +306,13 @@ async function liveFingerprints(c: ClientBase, ctx: RestoreContext, tenantId: st
 /**
  * The plan as of now: the last one computed, when neither the tenant's rows nor the schema
  * changed since (a scan of the tenant's row versions, cheaper than a diff); else recomputed.
+ * `reused`: its diff tables are the committed ones, readable from other sessions too.
  */
-export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: { tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection }): Promise<RestorePreview> {
+export async function currentPlan(
+  c: ClientBase,
+  ctx: RestoreContext,
+  args: { tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection },
+): Promise<{ plan: RestorePreview; reused: boolean }> {
   const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
   if (exists.yes) {
     const stored = await one<{ plan: RestorePreview; fingerprints: Record<string, string>; schema: string }>(c, `SELECT plan, fingerprints, schema FROM ${planStateTable(ctx)}`);
@@ -315,9 +320,9 @@ export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: { te
       stored.schema === ctx.plan.fingerprint &&
       canonicalJson(stored.plan.selection) === canonicalJson(args.selection) &&
       canonicalJson(stored.fingerprints) === canonicalJson(await liveFingerprints(c, ctx, args.tenantId));
-    if (unchanged) return stored.plan;
+    if (unchanged) return { plan: stored.plan, reused: true };
   }
-  return computePlan(c, ctx, args);
+  return { plan: await computePlan(c, ctx, args), reused: false };
 }
 
 /**
@@ -338,13 +343,18 @@ async function findReferenceBlockers(
 ): Promise<void> {
   const kinds = appliedKinds(args.selection);
   const applies = (m: TableMapping, k: ChangeKind) => (tables[m.table]?.[k] ?? 0) > 0;
+  // A parent restored in full ends up holding every backed-up parent row, and the backup was
+  // read from one snapshot with the foreign key enforced: its children's references hold. (A
+  // reference across tenants is still checked, set-based, by the apply.)
+  const fullyRestored = (table: string) => !!mappingOf(ctx, table) && isSelected(args.selection, table) && kinds.size === 3 && args.selection.mode === 'replace';
   for (const m of ctx.mappings) {
     if (!m.key || !tables[m.table]?.selected) continue;
     const kindsChanged = (['insert', 'update'] as const).filter((k) => applies(m, k));
     if (kindsChanged.length === 0) continue;
     const changedRows = `(SELECT s.* FROM ${m.staged} s WHERE EXISTS (SELECT 1 FROM ${tableName(ctx, m, 'd')} k WHERE k.kind IN (${kindsChanged.map((k) => `'${k}'`).join(', ')}) AND ${joinOn('k', 's', m.key)}))`;
     for (const fk of foreignKeysOf(ctx, m)) {
-      if (!fk.columns.every((col) => m.columns.includes(col)) || !ctx.tables.has(fk.refTable)) continue;
+      if (!fk.columns.every((col) => m.columns.includes(col)) || !ctx.tables.has(fk.refTable) || fk.refTable === m.table) continue;
+      if (!isGlobal(ctx, fk.refTable) && fullyRestored(fk.refTable)) continue;
       const ref = ctx.tables.get(fk.refTable)!;
       const parent = mappingOf(ctx, fk.refTable);
       const notNull = fk.columns.map((col) => `r.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
@@ -354,7 +364,7 @@ async function findReferenceBlockers(
           ? `OR EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${keySet(ctx, parent, 'insert')} pi ON ${joinOn('pi', 'ps', parent.key)} WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
           : '';
       const missing = (await one(c, `SELECT count(*)::int AS n FROM ${changedRows} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
-      if (missing === 0 || fk.refTable === m.table) continue;
+      if (missing === 0) continue;
       if (isGlobal(ctx, fk.refTable)) {
         blockers.push({
           kind: 'missing-global-refs',

@@ -136,7 +136,15 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
 export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, otherTenantsUnchanged: boolean): Promise<RestoreVerification> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
-  return verifyRestore(ctx, { url: engine.config.database.url, tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection, otherTenantsUnchanged });
+  return verifyRestore(ctx, {
+    url: engine.config.database.url,
+    tenantId: job.tenantId,
+    backupId: job.backupId,
+    snapshotAt: backup.snapshotAt,
+    selection: job.selection,
+    otherTenantsUnchanged,
+    parallelism: engine.config.backup.parallelism,
+  });
 }
 
 export async function dropRestoreScratch(engine: Engine, restoreId: string): Promise<void> {

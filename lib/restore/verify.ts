@@ -25,29 +25,46 @@ export async function rowsDigest(c: ClientBase, sql: string): Promise<{ rows: nu
 
 export async function verifyRestore(
   ctx: RestoreContext,
-  args: { url: string; tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection; otherTenantsUnchanged: boolean },
+  args: { url: string; tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection; otherTenantsUnchanged: boolean; parallelism: number },
 ): Promise<RestoreVerification> {
-  const c = await connect(args.url, 'tenantsafe-verify');
-  try {
-    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    const kinds = appliedKinds(args.selection);
-    const exact = args.selection.mode === 'replace' && kinds.size === 3 && args.selection.missingRefs === 'refuse';
-    // An exact replace is proven by the checksums alone; anything narrower by what is left to do.
-    const comparable = (m: TableMapping) => exact && m.columns.length === m.manifest.copyColumns.length;
-    const needsDiff = ctx.mappings.some((m) => m.live && isSelected(args.selection, m.table) && !comparable(m));
-    const remaining = needsDiff ? await computePlan(c, ctx, args) : undefined;
-    const tables: RestoreVerification['tables'] = [];
-    for (const m of ctx.mappings.filter((x) => x.live && isSelected(args.selection, x.table))) {
-      if (comparable(m)) {
-        const live = await rowsDigest(c, liveRowsSql(ctx, m, args.tenantId));
-        const expected = `${m.manifest.rows} rows, ${m.manifest.rowChecksum}`;
-        const actual = `${live.rows} rows, ${live.checksum}`;
-        tables.push({ table: m.table, expected, actual, ok: expected === actual });
-      } else {
-        const left = remaining!.tables[m.table];
+  const kinds = appliedKinds(args.selection);
+  const exact = args.selection.mode === 'replace' && kinds.size === 3 && args.selection.missingRefs === 'refuse';
+  // An exact replace is proven by the checksums alone; anything narrower by what is left to do.
+  const comparable = (m: TableMapping) => exact && m.columns.length === m.manifest.copyColumns.length;
+  const selected = ctx.mappings.filter((m) => m.live && isSelected(args.selection, m.table));
+  const byChecksum = selected.filter(comparable);
+  const byDiff = selected.filter((m) => !comparable(m));
+
+  const results = new Map<string, RestoreVerification['tables'][number]>();
+  // the checksums read every table once: several at a time
+  const queue = [...byChecksum].sort((a, b) => b.manifest.rawBytes - a.manifest.rawBytes);
+  await Promise.all(
+    Array.from({ length: Math.max(1, Math.min(args.parallelism, queue.length)) }, async () => {
+      if (queue.length === 0) return;
+      const c = await connect(args.url, 'tenantsafe-verify');
+      try {
+        for (let m = queue.shift(); m; m = queue.shift()) {
+          const live = await rowsDigest(c, liveRowsSql(ctx, m, args.tenantId));
+          const expected = `${m.manifest.rows} rows, ${m.manifest.rowChecksum}`;
+          const actual = `${live.rows} rows, ${live.checksum}`;
+          results.set(m.table, { table: m.table, expected, actual, ok: expected === actual });
+        }
+      } finally {
+        await c.end();
+      }
+    }),
+  );
+  if (byDiff.length > 0) {
+    const c = await connect(args.url, 'tenantsafe-verify');
+    try {
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      const remaining = await computePlan(c, ctx, args);
+      await c.query('ROLLBACK');
+      const kindsText = [...kinds].join('/');
+      for (const m of byDiff) {
+        const left = remaining.tables[m.table];
         const leftCount = left ? left.insert + left.update + left.delete : 0;
-        const kindsText = [...kinds].join('/');
-        tables.push({
+        results.set(m.table, {
           table: m.table,
           expected: `0 rows left to ${kindsText}`,
           actual: `${leftCount} rows left to ${kindsText}`,
@@ -55,12 +72,12 @@ export async function verifyRestore(
           note: exact ? 'columns changed since the backup: compared by content, not by the manifest checksum' : undefined,
         });
       }
+    } finally {
+      await c.end();
     }
-    await c.query('ROLLBACK');
-    return { ok: tables.every((t) => t.ok) && args.otherTenantsUnchanged, tables, otherTenantsUnchanged: args.otherTenantsUnchanged };
-  } finally {
-    await c.end();
   }
+  const tables = selected.map((m) => results.get(m.table)!);
+  return { ok: tables.every((t) => t.ok) && args.otherTenantsUnchanged, tables, otherTenantsUnchanged: args.otherTenantsUnchanged };
 }
 
 function liveRowsSql(ctx: RestoreContext, m: TableMapping, tenantId: string): string {
