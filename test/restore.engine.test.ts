@@ -170,6 +170,32 @@ describe('tenant restore engine', function () {
     await restore();
   });
 
+  it('loads a wiped table straight from its object, checked again: changed since the preview, the apply rolls back', async () => {
+    await withDb(db.url, (c) => c.query(`DELETE FROM app.events WHERE tenant_id = $1`, [tenantId]));
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
+    const events = manifest.tables.find((t) => t.table === 'app.events')!;
+    const file = path.join(dir, tenantBackupPrefix(tenantId, backupId), events.object.key);
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    const original = fs.readFileSync(file);
+    try {
+      const preview = await previewRestore(engine, job);
+      assert.equal(preview.tables['app.events'].insert, events.rows, 'every backed-up event is an insert');
+      const flipped = Buffer.from(original);
+      flipped[Math.floor(flipped.length / 2)] ^= 0x01;
+      fs.writeFileSync(file, flipped);
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(applyApprovedRestore(engine, { ...job, digest: preview.digest }), (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.CorruptBackup && e.message.includes(events.object.key));
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+      fs.writeFileSync(file, original);
+      const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      assert.ok(outcome.kind === 'applied' && outcome.result.applied['app.events'].insert === events.rows);
+      assert.ok((await verifyAppliedRestore(engine, job, true)).ok);
+    } finally {
+      fs.writeFileSync(file, original);
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+  });
+
   it('names the column when schema drift cannot be mapped, and changes nothing', async () => {
     await withDb(db.url, (c) => c.query(`ALTER TABLE app.users ALTER COLUMN display_name TYPE int USING NULL`));
     try {

@@ -13,13 +13,17 @@
 // changed table is checked once, set-based, before commit. Without the privilege the apply runs
 // with Postgres' own checks, and says so.
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import type { ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { Sha256Stream } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, qualified, quoteIdent } from '../pg';
+import type { ObjectStore } from '../storage/types';
 import { tenantFilter } from '../tenancy';
 import { currentPlan, isSelected, keySet, multisetMissing, multisetSurplus } from './diff';
 import { liveTable, type RestoreContext, type TableMapping } from './mapping';
+import { damagedObject, isGzipError } from './stage';
 import type { ApplyResult, RestorePreview, RestoreSelection, TableChanges } from './types';
 
 export interface ApplyOptions {
@@ -33,6 +37,8 @@ export interface ApplyOptions {
   statementTimeoutMs: number;
   /** prove, inside the transaction, that no other tenant's row was written or deleted (a scan per changed table) */
   verifyOtherTenants: boolean;
+  /** where the backup's objects are: a table restored whole is loaded from its object */
+  source: { store: ObjectStore; prefix: string };
   signal?: AbortSignal;
 }
 
@@ -104,12 +110,20 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       expect(m, 'update', r.rowCount ?? 0);
     }
     for (const m of changed) {
-      if (plan.tables[m.table].insert === 0) continue;
+      const inserts = plan.tables[m.table].insert;
+      if (inserts === 0) continue;
+      const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')})`;
       const rows = m.key
         ? `SELECT ${cols('s', m.columns)} FROM ${m.staged} s JOIN ${keySet(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`
         : `SELECT * FROM ${multisetMissing(ctx, m)} x`;
-      const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')})`;
-      expect(m, 'insert', reused ? await copyInto(opts.url, c, rows, target) : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0));
+      // every backed-up row goes in (the tenant was wiped): the backup object is the insert set
+      const wholeObject = inserts === m.manifest.rows && m.columns.join('\0') === m.manifest.copyColumns.join('\0');
+      const inserted = wholeObject
+        ? await copyBackupObject(opts.source, m, c, target)
+        : reused
+          ? await copyInto(opts.url, c, rows, target)
+          : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0);
+      expect(m, 'insert', inserted);
     }
 
     if (replicaMode) await checkForeignKeys(c, ctx, changed, plan);
@@ -144,6 +158,24 @@ async function copyInto(url: string, into: ClientBase, rows: string, target: str
   } finally {
     await reader.end();
   }
+}
+
+/**
+ * Loads a table's backup object straight into the live table, as the raw COPY FROM of a load
+ * would: no scratch table in between. The object is checked again on the way (sha256); a
+ * mismatch throws before commit, so the transaction rolls back.
+ */
+async function copyBackupObject(source: ApplyOptions['source'], m: TableMapping, into: ClientBase, target: string): Promise<number> {
+  const key = source.prefix + m.manifest.object.key;
+  const sha = new Sha256Stream();
+  const sink = into.query(copyFrom(`COPY ${target} FROM STDIN`));
+  try {
+    await pipeline(await source.store.get(key), sha, createGunzip(), sink);
+  } catch (err) {
+    throw isGzipError(err as Error) ? damagedObject(key, m.table, `${(err as Error).message} (it changed since the preview)`) : err;
+  }
+  if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} is not the manifest's (it changed since the preview)`);
+  return sink.rowCount;
 }
 
 function hasChanges(t: TableChanges | undefined): boolean {

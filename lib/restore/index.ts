@@ -129,6 +129,7 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     lockTimeoutMs: restore.lockTimeoutMs,
     statementTimeoutMs: restore.statementTimeoutMs,
     verifyOtherTenants: restore.verifyOtherTenants,
+    source: { store: engine.store, prefix: backup.prefix },
     signal,
   });
 }

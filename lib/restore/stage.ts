@@ -92,21 +92,26 @@ async function stageTable(c: Client, m: StagedTable, checkContent: boolean, opts
   } catch (err) {
     throw stagingError(err, m, key);
   }
-  const corrupt = (what: string) =>
-    new TenantsafeError(ErrorType.CorruptBackup, `Backup object ${key} (${m.table}) is damaged: ${what}.`, 'Restore from another backup; run `tenantsafe verify <backupId>` on this one.');
-  if (sha.hex() !== m.manifest.object.sha256) throw corrupt(`sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
+  if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
   if (checkContent && (rows.digest.rows !== m.manifest.rows || rows.digest.digest() !== m.manifest.rowChecksum)) {
-    throw corrupt(`its rows (${rows.digest.rows}, checksum ${rows.digest.digest()}) do not match the manifest (${m.manifest.rows}, ${m.manifest.rowChecksum})`);
+    throw damagedObject(key, m.table, `its rows (${rows.digest.rows}, checksum ${rows.digest.digest()}) do not match the manifest (${m.manifest.rows}, ${m.manifest.rowChecksum})`);
   }
+}
+
+export function damagedObject(key: string, table: string, what: string): TenantsafeError {
+  return new TenantsafeError(ErrorType.CorruptBackup, `Backup object ${key} (${table}) is damaged: ${what}.`, 'Restore from another backup; run `tenantsafe verify <backupId>` on this one.');
+}
+
+/** gunzip's complaints about a damaged stream */
+export function isGzipError(e: { code?: string; message: string }): boolean {
+  return e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message);
 }
 
 /** Names the column when a backed-up value does not fit the live column any more. */
 function stagingError(err: unknown, m: StagedTable, key: string): unknown {
   const e = err as { code?: string; message: string; where?: string };
   if (e instanceof TenantsafeError) return e;
-  if (e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message)) {
-    return new TenantsafeError(ErrorType.CorruptBackup, `Backup object ${key} (${m.table}) is damaged: ${e.message}.`, 'Restore from another backup; run `tenantsafe verify <backupId>` on this one.');
-  }
+  if (isGzipError(e)) return damagedObject(key, m.table, e.message);
   // 22xxx: data exceptions (invalid input syntax, out of range, ...) raised by COPY for a column
   if (e.code?.startsWith('22') || e.code === '23502') {
     const column = /column (\w+|"[^"]+")/.exec(e.where ?? '')?.[1]?.replace(/^"|"$/g, '');
