@@ -13,6 +13,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../manifest';
 import { connect, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
+import { Rechunk } from '../streams';
 import { listWalArchive } from '../wal/archive';
 import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/names';
 import { fullBackupPrefix, type FullBackupWal, type FullManifest } from './manifest';
@@ -86,11 +87,11 @@ export async function takeBaseBackup(
   const tar = new TarIndex(new Set([backupManifestKey]));
   const progress: FullBackupProgress = { phase: 'streaming', bytes: 0, member: null };
   const timer = setInterval(() => args.onProgress?.({ ...progress, bytes: tar.bytes, member: tar.members.at(-1)?.name ?? null }), 1000);
-  // Large output chunks: fewer round trips to the zlib thread and fewer writes to the store.
+  // Large chunks in and out: fewer round trips to the zlib thread and fewer writes to the store.
   const gzip = createGzip({ level: config.backup.compressionLevel, chunkSize: 1 << 20 });
   let base;
   try {
-    [base] = await Promise.all([store.put(prefix + baseObjectKey, gzip, { contentType: 'application/gzip', signal: args.signal }), pipeline(child.stdout, tar, gzip)]);
+    [base] = await Promise.all([store.put(prefix + baseObjectKey, gzip, { contentType: 'application/gzip', signal: args.signal }), pipeline(child.stdout, tar, new Rechunk(4 << 20), gzip)]);
     const code = await exited;
     if (code !== 0) throw baseBackupFailed(code, stderr);
   } catch (err) {
