@@ -113,3 +113,32 @@ export async function withConnection<T>(url: string, fn: (c: Client) => Promise<
     await c.end();
   }
 }
+
+/**
+ * Works through `items` over up to `lanes` connections of their own, largest first (so a big
+ * table does not start last and run alone). `setup` runs once per connection; aborting the
+ * signal ends the connections.
+ */
+export async function inLanes<T>(
+  url: string,
+  applicationName: string,
+  items: T[],
+  opts: { lanes: number; size: (item: T) => number; setup?: (c: Client) => Promise<unknown>; signal?: AbortSignal },
+  work: (c: Client, item: T) => Promise<void>,
+): Promise<void> {
+  const queue = [...items].sort((a, b) => opts.size(b) - opts.size(a));
+  await Promise.all(
+    Array.from({ length: Math.min(Math.max(1, opts.lanes), queue.length) }, async () => {
+      const c = await connect(url, applicationName);
+      const abort = () => c.end().catch(() => undefined);
+      opts.signal?.addEventListener('abort', abort, { once: true });
+      try {
+        await opts.setup?.(c);
+        for (let item = queue.shift(); item; item = queue.shift()) await work(c, item);
+      } finally {
+        opts.signal?.removeEventListener('abort', abort);
+        await c.end().catch(() => undefined);
+      }
+    }),
+  );
+}

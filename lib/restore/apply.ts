@@ -13,17 +13,15 @@
 // changed table is checked once, set-based, before commit. Without the privilege the apply runs
 // with Postgres' own checks, and says so.
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import type { ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { Sha256Stream } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, qualified, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { tenantFilter } from '../tenancy';
 import { currentPlan, isSelected, keySet, multisetMissing, multisetSurplus } from './diff';
 import { liveTable, type RestoreContext, type TableMapping } from './mapping';
-import { damagedObject, isGzipError } from './stage';
+import { copyBackupObject } from './stage';
 import type { ApplyResult, RestorePreview, RestoreSelection, TableChanges } from './types';
 
 export interface ApplyOptions {
@@ -116,10 +114,11 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       const rows = m.key
         ? `SELECT ${cols('s', m.columns)} FROM ${m.staged} s JOIN ${keySet(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`
         : `SELECT * FROM ${multisetMissing(ctx, m)} x`;
-      // every backed-up row goes in (the tenant was wiped): the backup object is the insert set
+      // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
+      // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)
       const wholeObject = inserts === m.manifest.rows && m.columns.join('\0') === m.manifest.copyColumns.join('\0');
       const inserted = wholeObject
-        ? await copyBackupObject(opts.source, m, c, target)
+        ? await copyBackupObject(opts.source.store, opts.source.prefix + m.manifest.object.key, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
         : reused
           ? await copyInto(opts.url, c, rows, target)
           : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0);
@@ -158,24 +157,6 @@ async function copyInto(url: string, into: ClientBase, rows: string, target: str
   } finally {
     await reader.end();
   }
-}
-
-/**
- * Loads a table's backup object straight into the live table, as the raw COPY FROM of a load
- * would: no scratch table in between. The object is checked again on the way (sha256); a
- * mismatch throws before commit, so the transaction rolls back.
- */
-async function copyBackupObject(source: ApplyOptions['source'], m: TableMapping, into: ClientBase, target: string): Promise<number> {
-  const key = source.prefix + m.manifest.object.key;
-  const sha = new Sha256Stream();
-  const sink = into.query(copyFrom(`COPY ${target} FROM STDIN`));
-  try {
-    await pipeline(await source.store.get(key), sha, createGunzip(), sink);
-  } catch (err) {
-    throw isGzipError(err as Error) ? damagedObject(key, m.table, `${(err as Error).message} (it changed since the preview)`) : err;
-  }
-  if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} is not the manifest's (it changed since the preview)`);
-  return sink.rowCount;
 }
 
 function hasChanges(t: TableChanges | undefined): boolean {

@@ -3,12 +3,13 @@
 // Columns take the live types, so a value that no longer fits its column stops the restore here,
 // naming the column, before anything live is touched.
 import type { Client } from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
+import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
+import type { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { RowDigestStream, Sha256Stream } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
-import { connect, quoteIdent } from '../pg';
+import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import type { ManifestTable } from '../manifest';
 import type { RestoreContext } from './mapping';
@@ -56,62 +57,58 @@ export async function stageTables(opts: StageOptions & { schema: string; tables:
     await setup.end();
   }
 
-  const queue = [...opts.tables].sort((a, b) => b.manifest.rawBytes - a.manifest.rawBytes);
-  const progress = { tablesDone: 0, tablesTotal: queue.length, rows: 0 };
-  const lanes = Math.max(1, Math.min(opts.parallelism, queue.length));
-  await Promise.all(
-    Array.from({ length: lanes }, async () => {
-      const c = await connect(opts.url, 'tenantsafe-stage');
-      const abort = () => c.end().catch(() => undefined);
-      opts.signal?.addEventListener('abort', abort, { once: true });
-      try {
-        // a small sample is enough to plan the diff's joins: ANALYZE reads 3,000 rows, not 30,000
-        await c.query(`SET statement_timeout = 0; SET client_min_messages = warning; SET default_statistics_target = 10`);
-        for (let m = queue.shift(); m; m = queue.shift()) {
-          await stageTable(c, m, opts.checkContent, opts);
-          await c.query(`ANALYZE ${m.staged}`);
-          progress.tablesDone++;
-          progress.rows += m.manifest.rows;
-          opts.onProgress?.(progress);
-        }
-      } finally {
-        opts.signal?.removeEventListener('abort', abort);
-        await c.end().catch(() => undefined);
-      }
-    }),
-  );
+  const progress = { tablesDone: 0, tablesTotal: opts.tables.length, rows: 0 };
+  // a small sample is enough to plan the diff's joins: ANALYZE reads 3,000 rows, not 30,000
+  const sessionSettings = (c: Client) => c.query(`SET statement_timeout = 0; SET client_min_messages = warning; SET default_statistics_target = 10`);
+  await inLanes(opts.url, 'tenantsafe-stage', opts.tables, { lanes: opts.parallelism, size: (m) => m.manifest.rawBytes, setup: sessionSettings, signal: opts.signal }, async (c, m) => {
+    await stageTable(c, m, opts.checkContent, opts);
+    await c.query(`ANALYZE ${m.staged}`);
+    progress.tablesDone++;
+    progress.rows += m.manifest.rows;
+    opts.onProgress?.(progress);
+  });
 }
 
 async function stageTable(c: Client, m: StagedTable, checkContent: boolean, opts: StageOptions): Promise<void> {
   const key = opts.prefix + m.manifest.object.key;
-  const sha = new Sha256Stream();
   const rows = new RowDigestStream();
   const columns = m.stagedColumns.map((col) => quoteIdent(col.name)).join(', ');
   try {
-    await pipeline(await opts.store.get(key), sha, createGunzip(), rows, c.query(copyFrom(`COPY ${m.staged} (${columns}) FROM STDIN`)));
+    await copyBackupObject(opts.store, key, m, [rows], c.query(copyFrom(`COPY ${m.staged} (${columns}) FROM STDIN`)));
   } catch (err) {
-    throw stagingError(err, m, key);
+    throw stagingError(err, m);
   }
-  if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
   if (checkContent && (rows.digest.rows !== m.manifest.rows || rows.digest.digest() !== m.manifest.rowChecksum)) {
     throw damagedObject(key, m.table, `its rows (${rows.digest.rows}, checksum ${rows.digest.digest()}) do not match the manifest (${m.manifest.rows}, ${m.manifest.rowChecksum})`);
   }
 }
 
-export function damagedObject(key: string, table: string, what: string): TenantsafeError {
+/**
+ * Streams a backup object, gunzipped (and through `via`), into a COPY FROM, checking the stored
+ * bytes against the manifest's sha256: a damaged object throws CorruptBackup. Used by staging,
+ * and by the apply for a table whose every backed-up row goes back in.
+ */
+export async function copyBackupObject(store: ObjectStore, key: string, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: CopyStreamQuery): Promise<number> {
+  const sha = new Sha256Stream();
+  try {
+    await pipeline([await store.get(key), sha, createGunzip(), ...via, sink]);
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    const gzipDamage = e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message);
+    throw gzipDamage ? damagedObject(key, m.table, e.message) : err;
+  }
+  if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
+  return sink.rowCount;
+}
+
+function damagedObject(key: string, table: string, what: string): TenantsafeError {
   return new TenantsafeError(ErrorType.CorruptBackup, `Backup object ${key} (${table}) is damaged: ${what}.`, 'Restore from another backup; run `tenantsafe verify <backupId>` on this one.');
 }
 
-/** gunzip's complaints about a damaged stream */
-export function isGzipError(e: { code?: string; message: string }): boolean {
-  return e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message);
-}
-
 /** Names the column when a backed-up value does not fit the live column any more. */
-function stagingError(err: unknown, m: StagedTable, key: string): unknown {
+function stagingError(err: unknown, m: StagedTable): unknown {
   const e = err as { code?: string; message: string; where?: string };
   if (e instanceof TenantsafeError) return e;
-  if (isGzipError(e)) return damagedObject(key, m.table, e.message);
   // 22xxx: data exceptions (invalid input syntax, out of range, ...) raised by COPY for a column
   if (e.code?.startsWith('22') || e.code === '23502') {
     const column = /column (\w+|"[^"]+")/.exec(e.where ?? '')?.[1]?.replace(/^"|"$/g, '');

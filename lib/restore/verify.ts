@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
-import { connect, quoteIdent } from '../pg';
+import { connect, inLanes, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
 import { appliedKinds, computePlan, isSelected } from './diff';
 import { liveTable, type RestoreContext, type TableMapping } from './mapping';
@@ -37,23 +37,12 @@ export async function verifyRestore(
 
   const results = new Map<string, RestoreVerification['tables'][number]>();
   // the checksums read every table once: several at a time
-  const queue = [...byChecksum].sort((a, b) => b.manifest.rawBytes - a.manifest.rawBytes);
-  await Promise.all(
-    Array.from({ length: Math.max(1, Math.min(args.parallelism, queue.length)) }, async () => {
-      if (queue.length === 0) return;
-      const c = await connect(args.url, 'tenantsafe-verify');
-      try {
-        for (let m = queue.shift(); m; m = queue.shift()) {
-          const live = await rowsDigest(c, liveRowsSql(ctx, m, args.tenantId));
-          const expected = `${m.manifest.rows} rows, ${m.manifest.rowChecksum}`;
-          const actual = `${live.rows} rows, ${live.checksum}`;
-          results.set(m.table, { table: m.table, expected, actual, ok: expected === actual });
-        }
-      } finally {
-        await c.end();
-      }
-    }),
-  );
+  await inLanes(args.url, 'tenantsafe-verify', byChecksum, { lanes: args.parallelism, size: (m) => m.manifest.rawBytes }, async (c, m) => {
+    const live = await rowsDigest(c, liveRowsSql(ctx, m, args.tenantId));
+    const expected = `${m.manifest.rows} rows, ${m.manifest.rowChecksum}`;
+    const actual = `${live.rows} rows, ${live.checksum}`;
+    results.set(m.table, { table: m.table, expected, actual, ok: expected === actual });
+  });
   if (byDiff.length > 0) {
     const c = await connect(args.url, 'tenantsafe-verify');
     try {
