@@ -123,7 +123,7 @@ export async function inLanes<T>(
   url: string,
   applicationName: string,
   items: T[],
-  opts: { lanes: number; size: (item: T) => number; setup?: (c: Client) => Promise<unknown>; signal?: AbortSignal },
+  opts: { lanes: number; size: (item: T) => number; setup?: (c: Client) => Promise<unknown>; finish?: (c: Client) => Promise<unknown>; signal?: AbortSignal },
   work: (c: Client, item: T) => Promise<void>,
 ): Promise<void> {
   const queue = [...items].sort((a, b) => opts.size(b) - opts.size(a));
@@ -135,6 +135,7 @@ export async function inLanes<T>(
       try {
         await opts.setup?.(c);
         for (let item = queue.shift(); item; item = queue.shift()) await work(c, item);
+        await opts.finish?.(c);
       } finally {
         opts.signal?.removeEventListener('abort', abort);
         await c.end().catch(() => undefined);

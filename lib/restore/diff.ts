@@ -86,16 +86,16 @@ function skipPredicate(ctx: RestoreContext, m: TableMapping, alias: string, poli
  */
 const comparableAsValues = /^(smallint|integer|bigint|text|boolean|date|uuid|bytea|"char"|character varying(\(\d+\))?|character(\(\d+\))?|timestamp(\(\d\))? with(out)? time zone|time(\(\d\))? without time zone)$/;
 
+/** A column as the diff compares it: its value where equal values mean identical text, else its text. */
+function compared(m: TableMapping, alias: string, name: string): string {
+  const c = m.live!.columns.find((x) => x.name === name)!;
+  const q = `${alias}.${quoteIdent(name)}`;
+  return c.typeKind === 'e' || comparableAsValues.test(c.type) ? q : `${q}::text`;
+}
+
 function differs(m: TableMapping, columns: string[]): string {
   if (columns.length === 0) return 'false';
-  const live = new Map(m.live!.columns.map((c) => [c.name, c]));
-  return columns
-    .map((n) => {
-      const c = live.get(n)!;
-      const q = quoteIdent(n);
-      return c.typeKind === 'e' || comparableAsValues.test(c.type) ? `l.${q} IS DISTINCT FROM s.${q}` : `l.${q}::text IS DISTINCT FROM s.${q}::text`;
-    })
-    .join(' OR ');
+  return columns.map((n) => `${compared(m, 'l', n)} IS DISTINCT FROM ${compared(m, 's', n)}`).join(' OR ');
 }
 
 /** (Re)writes a mapping's diff table from staged vs live, in one pass. Runs in the preview and in the apply transaction. */
@@ -160,13 +160,18 @@ export function rowText(alias: string, columns: string[]): string {
 async function materializeMultiset(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<void> {
   const diff = tableName(ctx, m, 'd');
   await c.query(`DROP TABLE IF EXISTS ${diff}`);
+  // grouped by the compared values (cheap to hash), each group then named by its row text
+  const grouped = m.columns.map((_, i) => `c${i}`);
+  const side = (alias: string) => m.columns.map((n, i) => `${compared(m, alias, n)} AS c${i}`).join(', ');
   await c.query(
     `CREATE UNLOGGED TABLE ${diff} AS
-     SELECT r, sum(side)::int AS net FROM (
-       SELECT ${rowText('s', m.columns)} AS r, 1 AS side FROM ${m.staged} s WHERE NOT (${skipPredicate(ctx, m, 's', policy)})
-       UNION ALL
-       SELECT ${rowText('l', m.columns)}, -1 FROM ${liveTenantRows(ctx, m, tenantId)}
-     ) u GROUP BY r HAVING sum(side) <> 0`,
+     SELECT ROW(${grouped.map((g) => `g.${g}::text`).join(', ')})::text AS r, g.net FROM (
+       SELECT ${grouped.join(', ')}, sum(side)::int AS net FROM (
+         SELECT ${side('s')}, 1 AS side FROM ${m.staged} s WHERE NOT (${skipPredicate(ctx, m, 's', policy)})
+         UNION ALL
+         SELECT ${side('l')}, -1 FROM ${liveTenantRows(ctx, m, tenantId)}
+       ) u GROUP BY ${grouped.join(', ')} HAVING sum(side) <> 0
+     ) g`,
   );
 }
 
@@ -197,78 +202,116 @@ export function multisetMissing(ctx: RestoreContext, m: TableMapping): string {
            ) s WHERE s.n <= s.net)`;
 }
 
+export interface PlanArgs {
+  tenantId: string;
+  backupId: string;
+  snapshotAt: string;
+  selection: RestoreSelection;
+}
+
+/** One table's part of the plan, and the tenant's row versions it was computed against. */
+export interface TableDiff {
+  /** absent when drift blocks the table */
+  preview?: TablePreview;
+  blockers: Blocker[];
+  warnings: string[];
+  /** absent when the table is gone live */
+  fingerprint?: string;
+}
+
 /**
- * Computes the plan. Call inside one transaction (REPEATABLE READ in the apply) so every count
- * sees the same moment. The digest binds the exact rows: approvals are for this plan only.
+ * Diffs one table (writes its diff table, counts it). Its rows and those of every other table
+ * must be read at the same moment: one transaction, or transactions sharing one snapshot.
  */
-export async function computePlan(c: ClientBase, ctx: RestoreContext, args: { tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection }): Promise<RestorePreview> {
+export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<TableDiff> {
   const { selection, tenantId } = args;
   const kinds = appliedKinds(selection);
+  const out: TableDiff = { blockers: [], warnings: [], ...(m.live ? { fingerprint: await tableFingerprint(c, ctx, m, tenantId) } : {}) };
+  const selected = isSelected(selection, m.table);
+  const drift = blockingDrift(m);
+  if (drift) {
+    if (selected) out.blockers.push({ kind: 'drift', table: m.table, rows: m.manifest.rows, message: drift });
+    return out;
+  }
+  let found: TableChanges;
+  let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
+  if (m.key) {
+    await materialize(c, ctx, m, tenantId, selection.missingRefs);
+    const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m);
+    const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
+    found = { insert: ins.count, update: upd.count, delete: del.count };
+    if (skipped > 0 && selected) out.warnings.push(`${skipped} backed-up rows of ${m.table} are skipped (they or their parents reference global rows that are gone); their live rows are kept.`);
+    preview = {
+      samples: Object.fromEntries(
+        ([['insert', ins], ['update', upd], ['delete', del]] as const).filter(([, d]) => d.count > 0).map(([k, d]) => [k, d.samples]),
+      ),
+      keysHash: { insert: ins.hash, update: upd.hash, delete: del.hash },
+    };
+    if (conflict.count > 0 && selected && kinds.has('insert')) {
+      out.blockers.push({
+        kind: 'key-conflict',
+        table: m.table,
+        rows: conflict.count,
+        message: `${conflict.count} backed-up rows of ${m.table} have keys that now belong to another tenant's row (e.g. ${conflict.samples.slice(0, 3).join(', ')})`,
+      });
+    }
+  } else {
+    await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
+    const multiset = await describeMultiset(c, ctx, m);
+    found = { insert: multiset.insert, update: 0, delete: multiset.delete };
+    preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
+  }
+  const applied: TableChanges = {
+    insert: selected && kinds.has('insert') ? found.insert : 0,
+    update: selected && kinds.has('update') ? found.update : 0,
+    delete: selected && kinds.has('delete') ? found.delete : 0,
+  };
+  out.preview = { ...applied, ...preview, selected, ...(JSON.stringify(applied) !== JSON.stringify(found) ? { found } : {}) };
+  if (applied.insert > 0 && m.requiredNewColumns.length > 0) {
+    out.blockers.push({
+      kind: 'drift',
+      table: m.table,
+      rows: applied.insert,
+      message: `column ${m.table}.${m.requiredNewColumns.join(', ')} was added NOT NULL without a default since the backup: the ${applied.insert} rows to insert have no value for it`,
+    });
+  }
+  return out;
+}
+
+/**
+ * Computes the plan in one transaction (REPEATABLE READ in the apply), so every count sees the
+ * same moment. The digest binds the exact rows: approvals are for this plan only.
+ */
+export async function computePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs): Promise<RestorePreview> {
+  const diffs = new Map<string, TableDiff>();
+  for (const m of ctx.mappings) diffs.set(m.table, await diffTable(c, ctx, m, args));
+  return assemblePlan(c, ctx, args, diffs);
+}
+
+/**
+ * The plan from every table's diff: the references the changes would break (checked across
+ * tables), the digest; stored with the row versions it was computed against, for the apply.
+ */
+export async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, diffs: Map<string, TableDiff>): Promise<RestorePreview> {
   const tables: Record<string, TablePreview> = {};
   const blockers: Blocker[] = [];
   const warnings: string[] = [];
   const totals: TableChanges = { insert: 0, update: 0, delete: 0 };
-
   for (const m of ctx.mappings) {
-    const selected = isSelected(selection, m.table);
-    const drift = blockingDrift(m);
-    if (drift) {
-      if (selected) blockers.push({ kind: 'drift', table: m.table, rows: m.manifest.rows, message: drift });
-      continue;
-    }
-    let found: TableChanges;
-    let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
-    if (m.key) {
-      await materialize(c, ctx, m, tenantId, selection.missingRefs);
-      const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m);
-      const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
-      found = { insert: ins.count, update: upd.count, delete: del.count };
-      if (skipped > 0 && selected) warnings.push(`${skipped} backed-up rows of ${m.table} are skipped (they or their parents reference global rows that are gone); their live rows are kept.`);
-      preview = {
-        samples: Object.fromEntries(
-          ([['insert', ins], ['update', upd], ['delete', del]] as const).filter(([, d]) => d.count > 0).map(([k, d]) => [k, d.samples]),
-        ),
-        keysHash: { insert: ins.hash, update: upd.hash, delete: del.hash },
-      };
-      if (conflict.count > 0 && selected && kinds.has('insert')) {
-        blockers.push({
-          kind: 'key-conflict',
-          table: m.table,
-          rows: conflict.count,
-          message: `${conflict.count} backed-up rows of ${m.table} have keys that now belong to another tenant's row (e.g. ${conflict.samples.slice(0, 3).join(', ')})`,
-        });
-      }
-    } else {
-      await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
-      const multiset = await describeMultiset(c, ctx, m);
-      found = { insert: multiset.insert, update: 0, delete: multiset.delete };
-      preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
-    }
-    const applied: TableChanges = {
-      insert: selected && kinds.has('insert') ? found.insert : 0,
-      update: selected && kinds.has('update') ? found.update : 0,
-      delete: selected && kinds.has('delete') ? found.delete : 0,
-    };
-    tables[m.table] = { ...applied, ...preview, selected };
-    if (JSON.stringify(applied) !== JSON.stringify(found)) tables[m.table] = { ...tables[m.table], found } as TablePreview;
-    for (const k of changeKinds) totals[k] += applied[k];
-    if (applied.insert > 0 && m.requiredNewColumns.length > 0) {
-      blockers.push({
-        kind: 'drift',
-        table: m.table,
-        rows: applied.insert,
-        message: `column ${m.table}.${m.requiredNewColumns.join(', ')} was added NOT NULL without a default since the backup: the ${applied.insert} rows to insert have no value for it`,
-      });
-    }
+    const d = diffs.get(m.table)!;
+    blockers.push(...d.blockers);
+    warnings.push(...d.warnings);
+    if (!d.preview) continue;
+    tables[m.table] = d.preview;
+    for (const k of changeKinds) totals[k] += d.preview[k];
   }
-
   await findReferenceBlockers(c, ctx, args, tables, blockers, warnings);
   const preview = {
     restoreId: ctx.restoreId,
-    tenantId,
+    tenantId: args.tenantId,
     backupId: args.backupId,
     snapshotAt: args.snapshotAt,
-    selection,
+    selection: args.selection,
     tables,
     totals,
     drift: ctx.drift,
@@ -276,10 +319,11 @@ export async function computePlan(c: ClientBase, ctx: RestoreContext, args: { te
     blockers,
   };
   const result = { ...preview, digest: sha256Hex(canonicalJson(preview)) };
+  const fingerprints = Object.fromEntries(ctx.mappings.filter((m) => m.live).map((m) => [m.table, diffs.get(m.table)!.fingerprint]));
   await c.query(`DROP TABLE IF EXISTS ${planStateTable(ctx)}`);
   await c.query(`CREATE UNLOGGED TABLE ${planStateTable(ctx)} AS SELECT $1::jsonb AS plan, $2::jsonb AS fingerprints, $3::text AS schema`, [
     JSON.stringify(result),
-    JSON.stringify(await liveFingerprints(c, ctx, tenantId)),
+    JSON.stringify(fingerprints),
     ctx.plan.fingerprint,
   ]);
   return result;
@@ -288,18 +332,20 @@ export async function computePlan(c: ClientBase, ctx: RestoreContext, args: { te
 const planStateTable = (ctx: RestoreContext) => qualified(ctx.schema, 'plan_state');
 
 /**
- * Which row versions the tenant has, per table: any insert, update or delete (or a VACUUM FULL)
+ * Which row versions the tenant has in a table: any insert, update or delete (or a VACUUM FULL)
  * changes a row's (tableoid, ctid, xmin), so an unchanged fingerprint means unchanged rows.
  */
+async function tableFingerprint(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string): Promise<string> {
+  const r = await one(
+    c,
+    `SELECT count(*) || ':' || coalesce(sum(hashtextextended(l.tableoid::text || ':' || l.ctid::text || ':' || l.xmin::text, 0)), 0) AS f FROM ${liveTenantRows(ctx, m, tenantId)}`,
+  );
+  return r.f;
+}
+
 async function liveFingerprints(c: ClientBase, ctx: RestoreContext, tenantId: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for (const m of ctx.mappings.filter((x) => x.live)) {
-    const r = await one(
-      c,
-      `SELECT count(*) || ':' || coalesce(sum(hashtextextended(l.tableoid::text || ':' || l.ctid::text || ':' || l.xmin::text, 0)), 0) AS f FROM ${liveTenantRows(ctx, m, tenantId)}`,
-    );
-    out[m.table] = r.f;
-  }
+  for (const m of ctx.mappings.filter((x) => x.live)) out[m.table] = await tableFingerprint(c, ctx, m, tenantId);
   return out;
 }
 
@@ -308,11 +354,7 @@ async function liveFingerprints(c: ClientBase, ctx: RestoreContext, tenantId: st
  * changed since (a scan of the tenant's row versions, cheaper than a diff); else recomputed.
  * `reused`: its diff tables are the committed ones, readable from other sessions too.
  */
-export async function currentPlan(
-  c: ClientBase,
-  ctx: RestoreContext,
-  args: { tenantId: string; backupId: string; snapshotAt: string; selection: RestoreSelection },
-): Promise<{ plan: RestorePreview; reused: boolean }> {
+export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs): Promise<{ plan: RestorePreview; reused: boolean }> {
   const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
   if (exists.yes) {
     const stored = await one<{ plan: RestorePreview; fingerprints: Record<string, string>; schema: string }>(c, `SELECT plan, fingerprints, schema FROM ${planStateTable(ctx)}`);

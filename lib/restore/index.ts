@@ -5,11 +5,11 @@ import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, type TenantManifest } from '../manifest';
-import { quoteIdent, withClient } from '../pg';
+import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, type ApplyOutcome } from './apply';
-import { computePlan } from './diff';
+import { assemblePlan, computePlan, diffTable, type PlanArgs, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
-import { stageBackup } from './stage';
+import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification } from './types';
 import { verifyRestore } from './verify';
 
@@ -99,20 +99,45 @@ export async function previewRestore(
   if (unknown?.length) {
     throw bad(`Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
   }
-  await stageBackup(ctx, { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks });
-  const preview = await withClient(engine.db, engine.config.database.url, async (c) => {
-    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    try {
-      return await computePlan(c, ctx, { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection });
-    } finally {
-      await c.query('COMMIT');
-    }
-  });
+  const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
+  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks };
+  const preview = job.selection.missingRefs === 'skip' ? await stageThenPlan(engine, ctx, args, stageOptions) : await stageAndDiffInLanes(engine, ctx, args, stageOptions);
   const drift = preview.blockers.find((b) => b.kind === 'drift');
   if (drift) {
     throw new TenantsafeError(ErrorType.SchemaDrift, `Schema drift cannot be mapped: ${drift.message}.`, 'Restore the schema first, or leave the table out with --tables.');
   }
   return preview;
+}
+
+/** Stages everything, then diffs table by table in one transaction: with --missing-refs skip a child's diff needs its parents' skipped rows. */
+async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
+  await stageBackup(ctx, stageOptions);
+  return withClient(engine.db, engine.config.database.url, async (c) => {
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    try {
+      return await computePlan(c, ctx, args);
+    } finally {
+      await c.query('COMMIT');
+    }
+  });
+}
+
+/**
+ * Each lane diffs a table as soon as it has staged it, all lanes reading the live tables as of
+ * one exported snapshot; the checks across tables run after, on the diffs the lanes committed.
+ */
+async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
+  const diffs = new Map<string, TableDiff>();
+  const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
+  try {
+    await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const { snapshot } = (await exporter.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
+    await stageBackup(ctx, stageOptions, { snapshot, work: async (c, m) => void diffs.set(m.table, await diffTable(c, ctx, m, args)) });
+    await exporter.query('COMMIT');
+  } finally {
+    await exporter.end();
+  }
+  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs));
 }
 
 export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { digest: string }, signal?: AbortSignal): Promise<ApplyOutcome> {

@@ -12,7 +12,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import type { ManifestTable } from '../manifest';
-import type { RestoreContext } from './mapping';
+import type { RestoreContext, TableMapping } from './mapping';
 
 /** A backed-up table to load, and where: its scratch table and the column types to give it. */
 export interface StagedTable {
@@ -33,9 +33,16 @@ export interface StageOptions {
   signal?: AbortSignal;
 }
 
+/** Work done on each table right after it is staged, in the same lane. */
+export interface AfterStaging<T extends StagedTable> {
+  /** each lane is one transaction that reads the live database as of this exported snapshot */
+  snapshot: string;
+  work: (c: Client, table: T) => Promise<void>;
+}
+
 /** Stages a restore's backup, typed as the live columns (so drift surfaces here). */
-export function stageBackup(ctx: RestoreContext, opts: StageOptions): Promise<void> {
-  return stageTables({ ...opts, schema: ctx.schema, tables: ctx.mappings, checkContent: true });
+export function stageBackup(ctx: RestoreContext, opts: StageOptions, then?: AfterStaging<TableMapping>): Promise<void> {
+  return stageTables({ ...opts, schema: ctx.schema, tables: ctx.mappings, checkContent: true }, then);
 }
 
 /**
@@ -43,7 +50,7 @@ export function stageBackup(ctx: RestoreContext, opts: StageOptions): Promise<vo
  * rows are checked against the manifest on the way in (restore: stop before anything changes);
  * without, only the stored bytes are (verification reads them back and compares by itself).
  */
-export async function stageTables(opts: StageOptions & { schema: string; tables: StagedTable[]; checkContent: boolean }): Promise<void> {
+export async function stageTables<T extends StagedTable>(opts: StageOptions & { schema: string; tables: T[]; checkContent: boolean }, then?: AfterStaging<T>): Promise<void> {
   const setup = await connect(opts.url, 'tenantsafe-stage');
   try {
     await setup.query('BEGIN');
@@ -58,11 +65,19 @@ export async function stageTables(opts: StageOptions & { schema: string; tables:
   }
 
   const progress = { tablesDone: 0, tablesTotal: opts.tables.length, rows: 0 };
-  // a small sample is enough to plan the diff's joins: ANALYZE reads 3,000 rows, not 30,000
-  const sessionSettings = (c: Client) => c.query(`SET statement_timeout = 0; SET client_min_messages = warning; SET default_statistics_target = 10`);
-  await inLanes(opts.url, 'tenantsafe-stage', opts.tables, { lanes: opts.parallelism, size: (m) => m.manifest.rawBytes, setup: sessionSettings, signal: opts.signal }, async (c, m) => {
+  // A small sample is enough to plan the diff's joins: ANALYZE reads 3,000 rows, not 30,000.
+  // The lanes keep the cores busy already: no parallel workers; the diff's hashes in memory.
+  const beginLane = async (c: Client) => {
+    await c.query(
+      `SET statement_timeout = 0; SET client_min_messages = warning; SET default_statistics_target = 10; SET max_parallel_workers_per_gather = 0; SET work_mem = '64MB'`,
+    );
+    if (then) await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '${then.snapshot}'`);
+  };
+  const commitLane = async (c: Client) => then && c.query('COMMIT');
+  await inLanes(opts.url, 'tenantsafe-stage', opts.tables, { lanes: opts.parallelism, size: (m) => m.manifest.rawBytes, setup: beginLane, finish: commitLane, signal: opts.signal }, async (c, m) => {
     await stageTable(c, m, opts.checkContent, opts);
     await c.query(`ANALYZE ${m.staged}`);
+    await then?.work(c, m);
     progress.tablesDone++;
     progress.rows += m.manifest.rows;
     opts.onProgress?.(progress);
