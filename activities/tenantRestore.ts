@@ -20,6 +20,7 @@ import {
 } from '../lib/restore';
 import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
 import { withFailures } from './failures';
+import { recordTenantBackup } from '../lib/backup/tenantBackup';
 import { heartbeatEvery } from './tenantBackup';
 
 export interface PreparedRestore {
@@ -81,12 +82,19 @@ export function createTenantRestoreActivities(engine: Engine) {
       }
     },
 
-    /** The single transaction. Idempotent: a retry after a commit finds the applied marker. */
-    async applyTenantRestore(job: RestoreJob & { digest: string }): Promise<ApplyStepResult> {
+    /**
+     * The single transaction, with the safety backup taken from its snapshot. Idempotent: a retry
+     * after a commit finds the applied marker (and records the safety backup, if the crash came first).
+     */
+    async applyTenantRestore(job: RestoreJob & { digest: string; safetyBackupId: string }): Promise<ApplyStepResult> {
       const stop = heartbeatEvery(2000, () => ({ phase: 'applying' }));
       try {
         const outcome = await applyApprovedRestore(engine, job, Context.current().cancellationSignal);
-        if (outcome.kind === 'applied') return outcome;
+        if (outcome.kind === 'applied') {
+          const safety = outcome.result.safetyBackup;
+          if (safety) await recordTenantBackup(engine, { tenantId: job.tenantId, ...safety });
+          return outcome;
+        }
         await recordPreview(job, outcome.preview);
         return { kind: 'plan-changed', preview: summarize(outcome.preview) };
       } finally {

@@ -268,13 +268,15 @@ export function unwrapFailure(err: unknown): unknown {
 
 /** Polls a workflow's status query until `done(status)` or the workflow closes. */
 export async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 600_000): Promise<S> {
-  const deadline = Date.now() + timeoutMs;
+  const started = Date.now();
   for (;;) {
     const status = await handle.query(query);
     if (done(status)) return status;
     const { status: wf } = await handle.describe();
     if (wf.name !== 'RUNNING') return status;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${handle.workflowId}`);
-    await new Promise((r) => setTimeout(r, 250));
+    const waited = Date.now() - started;
+    if (waited > timeoutMs) throw new Error(`Timed out waiting for ${handle.workflowId}`);
+    // often at first (a small tenant's preview takes a second), then at most once a second
+    await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(50, waited / 20))));
   }
 }

@@ -90,6 +90,8 @@ describe('tenant restore workflow', function () {
     assert.deepEqual(status.refused, [], 'the CLI refused the bad approvals before signalling');
     const listed = await cli('backups', 'list', '--tenant', tenantId);
     assert.ok(listed.json().some((b: { backupId: string }) => b.backupId === done.safetyBackupId), 'the safety backup is listed, so the restore can be undone');
+    const safety = await readBackup(env.engine.store, tenantId, done.safetyBackupId);
+    assert.deepEqual(checksumsOf(safety.rows), damaged, 'the safety backup holds the tenant exactly as the apply found it');
   });
 
   it('is approved by a plain Temporal client sending the approve signal, as another service would', async () => {

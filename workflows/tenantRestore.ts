@@ -3,10 +3,10 @@
 //   2. stage the backup in a scratch schema, checking every object; preview the changes
 //   3. wait for approval of exactly this preview, by someone other than the requester
 //      (rejected → stop; no decision before the deadline → expired; nothing changed either way)
-//   4. take a safety backup of the tenant as it is now, so this restore can be undone
-//   5. apply in one transaction; if the live data moved since the preview, the plan (and its
-//      digest) changed: back to 3 with the new preview
-//   6. verify the tenant against the backup's checksums
+//   4. apply in one transaction, backing the tenant up first as that transaction sees it (the
+//      safety backup, so this restore can be undone); if the live data moved since the preview,
+//      the plan (and its digest) changed: back to 3 with the new preview
+//   5. verify the tenant against the backup's checksums
 // Whatever happens, the scratch schema is dropped at the end.
 import {
   ApplicationFailure,
@@ -17,7 +17,6 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { TenantBackupActivities } from '../activities/tenantBackup';
 import type { ApplyStepResult, TenantRestoreActivities } from '../activities/tenantRestore';
 import { ErrorType } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
@@ -36,8 +35,8 @@ import {
 } from './messages';
 import { bulkCopy, shortStep } from './profiles';
 
-const step = proxyActivities<TenantRestoreActivities & TenantBackupActivities>(shortStep);
-const copy = proxyActivities<TenantRestoreActivities & TenantBackupActivities>(bulkCopy);
+const step = proxyActivities<TenantRestoreActivities>(shortStep);
+const copy = proxyActivities<TenantRestoreActivities>(bulkCopy);
 
 export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRestoreResult> {
   const tenantId = requireTenantId(input);
@@ -89,19 +88,16 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
 
       status.state = 'applying';
       await record();
-      status.safetyBackupId = backupLabel(new Date(), 'safety', runId);
-      // the tenant may be gone entirely (that may be why it is restored): then the safety backup is empty
-      const safety = await copy.takeTenantBackup({ tenantId, backupId: status.safetyBackupId, requireTenant: false });
-      await step.recordTenantBackup({ tenantId, backupId: status.safetyBackupId, manifestSha256: safety.manifestSha256 });
-      await record({ safetyBackupId: status.safetyBackupId });
-
-      const outcome: ApplyStepResult = await copy.applyTenantRestore({ ...job, digest: preview.digest });
+      const safetyBackupId = backupLabel(new Date(), 'safety', runId);
+      const outcome: ApplyStepResult = await copy.applyTenantRestore({ ...job, digest: preview.digest, safetyBackupId });
       if (outcome.kind === 'plan-changed') {
         status.planChanged = true;
         preview = outcome.preview;
         continue;
       }
       status.applied = outcome.result;
+      status.safetyBackupId = outcome.result.safetyBackup?.backupId;
+      await record({ safetyBackupId: status.safetyBackupId });
       break;
     }
 

@@ -49,6 +49,8 @@ export interface ExportOptions {
   compressionLevel: number;
   /** false for a restore's safety backup: a tenant deleted entirely backs up as empty */
   requireTenant?: boolean;
+  /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
+  snapshot?: string;
   onProgress?: (p: ExportProgress) => void;
   signal?: AbortSignal;
 }
@@ -67,6 +69,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     const coordinator = await connect(opts.url, 'tenantsafe-export');
     clients.push(coordinator);
     await beginSnapshotTransaction(coordinator);
+    if (opts.snapshot) await coordinator.query(`SET TRANSACTION SNAPSHOT '${opts.snapshot}'`);
     // The tenant must exist in the snapshot we read, not only a moment before it.
     if (opts.requireTenant !== false) await assertTenantExists(coordinator, plan, tenantId);
     const info = await coordinator.query<{ snapshot: string; at: Date; lsn: string; version: string; db: string }>(

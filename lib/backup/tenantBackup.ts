@@ -40,7 +40,7 @@ export async function checkTenantBackup(engine: Engine, tenantId: string): Promi
  */
 export async function takeTenantBackup(
   engine: Engine,
-  args: { tenantId: string; backupId: string; requireTenant?: boolean; onProgress?: (p: ExportProgress) => void; signal?: AbortSignal },
+  args: { tenantId: string; backupId: string; requireTenant?: boolean; snapshot?: string; onProgress?: (p: ExportProgress) => void; signal?: AbortSignal },
 ): Promise<TenantBackupSummary> {
   const { config, store } = engine;
   const startedAt = new Date().toISOString();
@@ -58,6 +58,7 @@ export async function takeTenantBackup(
     parallelism: config.backup.parallelism,
     compressionLevel: config.backup.compressionLevel,
     requireTenant: args.requireTenant,
+    snapshot: args.snapshot,
     onProgress: args.onProgress,
     signal: args.signal,
   });

@@ -1,10 +1,13 @@
 // Apply an approved restore in one REPEATABLE READ transaction:
 //   recompute the plan (or confirm nothing changed since it was computed) and refuse if its
 //   digest is not the approved one;
+//   back up the tenant as this transaction sees it, before its changes, over other connections
+//   importing its snapshot, while it works: no write can fall between safety backup and apply;
 //   delete child → parent, update, insert parent → child, all set-based from the staged tables;
 //   check foreign keys set-based (see below); move sequences past restored ids;
 //   prove no other tenant's row was touched (see otherTenantsTouched);
-//   mark the restore applied inside the same transaction, so a retry after a crash knows.
+//   wait for the safety backup; mark the restore applied inside the same transaction, so a
+//   retry after a crash knows.
 //
 // Foreign keys: with session_replication_role = replica (when the role may set it) Postgres
 // skips its per-row checks and triggers. Per-row checks are what makes deleting parent rows slow
@@ -22,7 +25,7 @@ import { tenantFilter } from '../tenancy';
 import { currentPlan, isSelected, keySet, multisetMissing, multisetSurplus } from './diff';
 import { liveTable, type RestoreContext, type TableMapping } from './mapping';
 import { copyBackupObject } from './stage';
-import type { ApplyResult, RestorePreview, RestoreSelection, TableChanges } from './types';
+import type { ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 
 export interface ApplyOptions {
   url: string;
@@ -37,6 +40,8 @@ export interface ApplyOptions {
   verifyOtherTenants: boolean;
   /** where the backup's objects are: a table restored whole is loaded from its object */
   source: { store: ObjectStore; prefix: string };
+  /** backs up the tenant as of an exported snapshot; the apply commits only once it is written */
+  safetyBackup?: (snapshot: string, signal: AbortSignal) => Promise<SafetyBackupRef>;
   signal?: AbortSignal;
 }
 
@@ -49,7 +54,12 @@ const joinOn = (a: string, b: string, left: string[], right = left) => left.map(
 
 export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
   const c = await connect(opts.url, 'tenantsafe-apply');
-  const abort = () => c.end().catch(() => undefined);
+  const safetyAbort = new AbortController();
+  let safetyBackup: Promise<SafetyBackupRef | undefined> = Promise.resolve(undefined);
+  const abort = () => {
+    safetyAbort.abort(opts.signal?.reason);
+    c.end().catch(() => undefined);
+  };
   opts.signal?.addEventListener('abort', abort, { once: true });
   try {
     const done = await previouslyApplied(c, ctx, opts.approvedDigest);
@@ -60,6 +70,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const replicaMode = await canUseReplicaMode(c);
     if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
     await c.query('SET CONSTRAINTS ALL DEFERRED');
+    const { snapshot } = (await c.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
 
     const { plan, reused } = await currentPlan(c, ctx, opts);
     if (plan.digest !== opts.approvedDigest) {
@@ -75,6 +86,10 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       );
     }
 
+    if (opts.safetyBackup) {
+      safetyBackup = opts.safetyBackup(snapshot, safetyAbort.signal);
+      safetyBackup.catch(() => undefined); // awaited before commit, or settled on the way out
+    }
     const changed = ctx.mappings.filter((m) => isSelected(opts.selection, m.table) && m.live && hasChanges(plan.tables[m.table]));
     const othersBefore = opts.verifyOtherTenants && !replicaMode ? await otherTenantsRowCounts(c, ctx, changed, opts.tenantId) : undefined;
     const applied: Record<string, TableChanges> = {};
@@ -128,13 +143,17 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     if (replicaMode) await checkForeignKeys(c, ctx, changed, plan);
     if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
-    const result: ApplyResult = { applied, sequencesMoved, replicaMode };
+    const safety = await safetyBackup;
+    const result: ApplyResult = { applied, sequencesMoved, replicaMode, ...(safety ? { safetyBackup: safety } : {}) };
     await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     await c.query(`INSERT INTO ${markerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
     await c.query('COMMIT');
     return { kind: 'applied', result };
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
+    // a retry writes the same safety backup: this attempt's export must have stopped first
+    safetyAbort.abort(err);
+    await safetyBackup.catch(() => undefined);
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     throw err;
   } finally {
@@ -193,10 +212,11 @@ async function otherTenantsRowCounts(c: ClientBase, ctx: RestoreContext, tables:
  * without replica mode a cascading delete could still reach further, so counts are compared too.
  */
 async function assertOtherTenantsUntouched(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], tenantId: string, countsBefore?: Map<string, number>): Promise<void> {
+  const ours = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0].xid;
   for (const m of tables) {
     const r = await c.query(
-      `SELECT count(*)::int AS n FROM ${liveTable(m)} l
-        WHERE l.xmin::text = (txid_current() % 4294967296)::text AND (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`,
+      `SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE l.xmin = $1::xid AND (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`,
+      [ours],
     );
     if (r.rows[0].n > 0) throw new Error(`the apply wrote ${r.rows[0].n} rows of ${m.table} that are not the tenant's; rolled back`);
   }

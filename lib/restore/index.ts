@@ -1,5 +1,6 @@
 // Tenant restore, step by step, without Temporal (DESIGN rule 5):
 //   resolve the backup → stage + preview → (approval, outside) → apply → verify → drop scratch.
+import { takeTenantBackup } from '../backup/tenantBackup';
 import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
@@ -140,7 +141,8 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
   return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs));
 }
 
-export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { digest: string }, signal?: AbortSignal): Promise<ApplyOutcome> {
+/** Applies the approved plan; with a safety backup id, the tenant as the apply found it is backed up under it first. */
+export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { digest: string; safetyBackupId?: string }, signal?: AbortSignal): Promise<ApplyOutcome> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
   const { restore, database } = engine.config;
@@ -155,6 +157,13 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     statementTimeoutMs: restore.statementTimeoutMs,
     verifyOtherTenants: restore.verifyOtherTenants,
     source: { store: engine.store, prefix: backup.prefix },
+    safetyBackup: job.safetyBackupId
+      ? async (snapshot, safetySignal) => {
+          // the tenant may be gone entirely (that may be why it is restored): then it is empty
+          const s = await takeTenantBackup(engine, { tenantId: job.tenantId, backupId: job.safetyBackupId!, requireTenant: false, snapshot, signal: safetySignal });
+          return { backupId: s.backupId, manifestSha256: s.manifestSha256 };
+        }
+      : undefined,
     signal,
   });
 }

@@ -69,8 +69,16 @@ export interface RestorePreview {
   digest: string;
 }
 
+/** A backup of the tenant as the apply found it, read from the apply transaction's own snapshot. */
+export interface SafetyBackupRef {
+  backupId: string;
+  manifestSha256: string;
+}
+
 export interface ApplyResult {
   applied: Record<string, TableChanges>;
+  /** the tenant's rows before this apply: restoring it undoes the restore */
+  safetyBackup?: SafetyBackupRef;
   sequencesMoved: string[];
   /** apply ran with session_replication_role = replica (no per-row FK checks, no triggers) */
   replicaMode: boolean;
