@@ -97,12 +97,11 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
       }
       status.applied = outcome.result;
       status.safetyBackupId = outcome.result.safetyBackup?.backupId;
-      await record({ safetyBackupId: status.safetyBackupId });
       break;
     }
 
     status.state = 'verifying';
-    await record();
+    await record({ safetyBackupId: status.safetyBackupId });
     // the apply compared every other tenant's rows before and after, inside its transaction
     status.verification = await copy.verifyTenantRestore({ ...job, otherTenantsUnchanged: true });
     if (!status.verification.ok) {
