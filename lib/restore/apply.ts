@@ -66,7 +66,10 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     if (done) return { kind: 'applied', result: { ...done, alreadyApplied: true } };
 
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    await c.query(`SET LOCAL lock_timeout = ${Math.round(opts.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.round(opts.statementTimeoutMs)}`);
+    // idle while it waits for the safety backup: a server-wide idle timeout must not end it
+    await c.query(
+      `SET LOCAL lock_timeout = ${Math.round(opts.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.round(opts.statementTimeoutMs)}; SET LOCAL idle_in_transaction_session_timeout = 0`,
+    );
     const replicaMode = await canUseReplicaMode(c);
     if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
     await c.query('SET CONSTRAINTS ALL DEFERRED');
