@@ -58,6 +58,13 @@ export function runPgTool(name: string, args: string[], opts: PgToolOptions = {}
   });
 }
 
+/** Who owns a cluster's files: the postgres OS user when we run as root, else we do. */
+export function clusterFileOwner(): { uid: number; gid: number } {
+  if (!asRoot) return { uid: process.getuid!(), gid: process.getgid!() };
+  const id = (flag: string) => Number(spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' }).stdout.trim());
+  return { uid: id('-u'), gid: id('-g') };
+}
+
 /** Makes the postgres OS user own `paths` (only when we run as root, else we own them already). */
 function chownToPostgres(paths: string[], recursive = false): void {
   if (!asRoot || paths.length === 0) return;

@@ -86,7 +86,7 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
     throw err;
   }
 
-  const wal = await startWalServer({ store, listing: opts.listing, segmentSize: backup.wal.segmentSize });
+  const wal = await startWalServer({ store, listing: opts.listing, segmentSize: backup.wal.segmentSize, spoolBeside: opts.dataDir, firstSegment: backup.wal.startSegment });
   let cluster: PrivateCluster | undefined;
   try {
     cluster = await PrivateCluster.create({

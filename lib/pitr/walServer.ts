@@ -1,27 +1,33 @@
-// Serves the WAL archive to a recovering PostgreSQL over HTTP on 127.0.0.1, for its
-// restore_command. Segments are fetched from storage, checked against their sha256 and
-// prefetched a few ahead, so replay rarely waits on storage. A segment that fails its check is
-// answered with 500 (PostgreSQL would take any failure for "no such file" and end recovery
-// early); the error is kept, and the restore fails with it.
-import { existsSync } from 'node:fs';
+// Serves the WAL archive to a recovering PostgreSQL, for its restore_command. Segments are
+// fetched from storage, checked against their sha256 and prefetched ahead into a spool
+// directory beside the data directory, so the restore_command mostly just renames a file that
+// is already there (faster than a copy); a segment not spooled yet is fetched over HTTP on
+// 127.0.0.1. A segment that fails its check is answered with 500 (PostgreSQL would take any
+// failure for "no such file" and end recovery early); the error is kept, and the restore fails
+// with it.
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chown, rename, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import { clusterFileOwner } from '../devstack/postgres';
 import type { ObjectStore } from '../storage/types';
 import { fetchWalFile, type WalArchiveListing } from '../wal/archive';
 import { isSegmentName, segmentName, segmentNumber, timelineOf } from '../wal/names';
 
 export interface WalServer {
-  /** the restore_command that fetches from this server */
+  /** the restore_command that takes a spooled segment, or fetches from this server */
   restoreCommand: string;
-  /** files asked for, in order, and whether they were there */
+  /** files fetched over HTTP, in order, and whether they were there (spooled segments are not listed) */
   requests: { file: string; found: boolean }[];
+  /** segments taken from the spool by the restore_command, in the order they were found gone */
+  spooled: string[];
   /** failures to fetch a file that exists (a corrupt or unreadable segment) */
   errors: string[];
   stop(): Promise<void>;
 }
 
-const prefetchDepth = 4;
+const prefetchDepth = 6;
 
 /** curl if the machine has it (fast to start); node otherwise (always there: it runs us). */
 function fetchCommand(url: string): string {
@@ -31,10 +37,33 @@ function fetchCommand(url: string): string {
   return `${process.execPath} -e "${script}" ${url}/%f "%p"`;
 }
 
-export async function startWalServer(opts: { store: ObjectStore; listing: WalArchiveListing; segmentSize: number }): Promise<WalServer> {
+/**
+ * Starts serving. `spoolBeside`: the data directory being recovered; the spool is a temporary
+ * directory next to it (same file system, so taking a segment is a rename), removed by stop().
+ */
+export async function startWalServer(opts: {
+  store: ObjectStore;
+  listing: WalArchiveListing;
+  segmentSize: number;
+  spoolBeside: string;
+  /** the first segment replay needs (the base backup's start): spooled at once */
+  firstSegment?: string;
+}): Promise<WalServer> {
   const cache = new Map<string, Promise<Buffer | null>>();
   const requests: WalServer['requests'] = [];
   const errors: string[] = [];
+  const spool = mkdtempSync(path.join(path.dirname(opts.spoolBeside), `.${path.basename(opts.spoolBeside)}-wal-`));
+  // the restore_command runs as the server's user: it moves segments out, and the server owns them after
+  const owner = clusterFileOwner();
+  chownSync(spool, owner.uid, owner.gid);
+  /** on their way to the spool, or in it */
+  const spooling = new Set<string>();
+  const inSpool = new Set<string>();
+  const spooled: string[] = [];
+  const served = new Set<string>();
+  const archived = new Set([...opts.listing.segments, ...opts.listing.partials].map((s) => s.name));
+  let stopped = false;
+
   const load = (file: string) => {
     let p = cache.get(file);
     if (!p) {
@@ -44,21 +73,52 @@ export async function startWalServer(opts: { store: ObjectStore; listing: WalArc
     }
     return p;
   };
-  const prefetchAfter = (file: string) => {
+  const toSpool = async (file: string) => {
+    const body = await load(file).catch(() => null); // a failing segment is left to the HTTP path, which reports it
+    if (body && !stopped && !served.has(file)) {
+      const part = path.join(spool, `${file}.part`);
+      await writeFile(part, body);
+      await chown(part, owner.uid, owner.gid);
+      await rename(part, path.join(spool, file)); // the restore_command never sees a partly written segment
+      inSpool.add(file);
+    } else {
+      spooling.delete(file);
+    }
+    cache.delete(file);
+  };
+  const prefetchFrom = (file: string, skip: bigint) => {
     const n = segmentNumber(file, opts.segmentSize);
-    for (let i = 1n; i <= BigInt(prefetchDepth); i++) {
+    for (let i = skip; i < skip + BigInt(prefetchDepth); i++) {
       const next = segmentName(timelineOf(file), n + i, opts.segmentSize);
-      if ([...opts.listing.segments, ...opts.listing.partials].some((s) => s.name === next)) void load(next);
+      if (!archived.has(next) || spooling.has(next) || served.has(next)) continue;
+      spooling.add(next);
+      void toSpool(next).catch((err: Error) => errors.push(`${next}: ${err.message}`));
     }
   };
+  // a segment gone from the spool was taken by the restore_command: keep the spool filled after it
+  const watcher = setInterval(() => {
+    if (inSpool.size === 0) return;
+    const present = new Set(readdirSync(spool));
+    for (const file of [...inSpool].filter((f) => !present.has(f))) {
+      inSpool.delete(file);
+      spooling.delete(file);
+      served.add(file);
+      spooled.push(file);
+      prefetchFrom(file, 1n);
+    }
+  }, 20);
+
+  if (opts.firstSegment) prefetchFrom(opts.firstSegment, 0n);
+
   const server = createServer((req, res) => {
     const file = decodeURIComponent((req.url ?? '').replace(/^\/wal\//, ''));
     void (async () => {
       try {
         const body = await load(file);
         cache.delete(file);
+        served.add(file);
         requests.push({ file, found: body !== null });
-        if (isSegmentName(file)) prefetchAfter(file);
+        if (isSegmentName(file)) prefetchFrom(file, 1n);
         if (!body) {
           res.writeHead(404).end();
           return;
@@ -73,9 +133,15 @@ export async function startWalServer(opts: { store: ObjectStore; listing: WalArc
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/wal`;
   return {
-    restoreCommand: fetchCommand(url),
+    restoreCommand: `mv "${spool}/%f" "%p" 2>/dev/null || ${fetchCommand(url)}`,
     requests,
+    spooled,
     errors,
-    stop: () => new Promise((resolve) => server.close(() => resolve())),
+    stop: async () => {
+      stopped = true;
+      clearInterval(watcher);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      rmSync(spool, { recursive: true, force: true });
+    },
   };
 }

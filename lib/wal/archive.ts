@@ -1,9 +1,9 @@
 // The WAL archive in storage (docs/format.md, "WAL archive"): completed segments, gzipped, named
 // with the sha256 of their raw bytes; the segment being written as one `.partial` object that
 // is overwritten as it grows (trailing zeros stripped); timeline history files as they are.
+import { webcrypto } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
-import { sha256Hex } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
 import { isSegmentName, positionKey, segmentName, segmentNumber, timelineOf } from './names';
@@ -132,9 +132,9 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
   if (!isSegmentName(file)) return null;
   const complete = listing.segments.find((s) => s.name === file);
   if (complete) {
-    // in the thread pool: a restore prefetches the next segments while serving this one
+    // gunzip and sha256 in the thread pool: a restore prefetches the next segments while serving this one
     const raw = await gunzipAsync(await store.getBytes(complete.key));
-    if (sha256Hex(raw) !== complete.sha256) {
+    if (Buffer.from(await webcrypto.subtle.digest('SHA-256', raw)).toString('hex') !== complete.sha256) {
       throw new TenantsafeError(ErrorType.CorruptBackup, `WAL segment ${complete.key} does not match its sha256.`, 'Run `tenantsafe verify` on the backups that need it; restore from an earlier point or another copy.');
     }
     return raw;
