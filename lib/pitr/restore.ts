@@ -103,7 +103,11 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
         hot_standby: 'on',
       },
     });
-    await cluster.start();
+    const starting = cluster;
+    // a segment the backup needs to become consistent was damaged: say so, not just "did not start"
+    await starting.start().catch((err: unknown) => {
+      throw wal.errors.length > 0 ? recoveryFailed(starting, wal.errors) : err;
+    });
     progress.phase = 'replaying';
     for (;;) {
       opts.signal?.throwIfAborted();
