@@ -18,10 +18,6 @@ import { isSegmentName, segmentName, segmentNumber, timelineOf } from '../wal/na
 export interface WalServer {
   /** the restore_command that takes a spooled segment, or fetches from this server */
   restoreCommand: string;
-  /** files fetched over HTTP, in order, and whether they were there (spooled segments are not listed) */
-  requests: { file: string; found: boolean }[];
-  /** segments taken from the spool by the restore_command, in the order they were found gone */
-  spooled: string[];
   /** failures to fetch a file that exists (a corrupt or unreadable segment) */
   errors: string[];
   stop(): Promise<void>;
@@ -50,7 +46,6 @@ export async function startWalServer(opts: {
   firstSegment?: string;
 }): Promise<WalServer> {
   const cache = new Map<string, Promise<Buffer | null>>();
-  const requests: WalServer['requests'] = [];
   const errors: string[] = [];
   const spool = mkdtempSync(path.join(path.dirname(opts.spoolBeside), `.${path.basename(opts.spoolBeside)}-wal-`));
   // the restore_command runs as the server's user: it moves segments out, and the server owns them after
@@ -59,7 +54,6 @@ export async function startWalServer(opts: {
   /** on their way to the spool, or in it */
   const spooling = new Set<string>();
   const inSpool = new Set<string>();
-  const spooled: string[] = [];
   const served = new Set<string>();
   const archived = new Set([...opts.listing.segments, ...opts.listing.partials].map((s) => s.name));
   let stopped = false;
@@ -103,7 +97,6 @@ export async function startWalServer(opts: {
       inSpool.delete(file);
       spooling.delete(file);
       served.add(file);
-      spooled.push(file);
       prefetchFrom(file, 1n);
     }
   }, 20);
@@ -117,7 +110,6 @@ export async function startWalServer(opts: {
         const body = await load(file);
         cache.delete(file);
         served.add(file);
-        requests.push({ file, found: body !== null });
         if (isSegmentName(file)) prefetchFrom(file, 1n);
         if (!body) {
           res.writeHead(404).end();
@@ -134,8 +126,6 @@ export async function startWalServer(opts: {
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/wal`;
   return {
     restoreCommand: `mv "${spool}/%f" "%p" 2>/dev/null || ${fetchCommand(url)}`,
-    requests,
-    spooled,
     errors,
     stop: async () => {
       stopped = true;
