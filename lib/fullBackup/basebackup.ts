@@ -5,7 +5,7 @@
 // to its stop LSN (like pgBackRest's archive check). Manifest last.
 import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
-import { gunzipSync, createGzip } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { pgBin } from '../devstack/postgres';
@@ -13,8 +13,8 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../manifest';
 import { connect, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { Rechunk } from '../streams';
-import { listWalArchive } from '../wal/archive';
+import { ParallelGzip } from '../streams';
+import { listWalArchive, segmentFolder } from '../wal/archive';
 import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/names';
 import { fullBackupPrefix, type FullBackupWal, type FullManifest } from './manifest';
 import { TarIndex } from './tarIndex';
@@ -87,11 +87,10 @@ export async function takeBaseBackup(
   const tar = new TarIndex(new Set([backupManifestKey]));
   const progress: FullBackupProgress = { phase: 'streaming', bytes: 0, member: null };
   const timer = setInterval(() => args.onProgress?.({ ...progress, bytes: tar.bytes, member: tar.members.at(-1)?.name ?? null }), 1000);
-  // Large chunks in and out: fewer round trips to the zlib thread and fewer writes to the store.
-  const gzip = createGzip({ level: config.backup.compressionLevel, chunkSize: 1 << 20 });
+  const gzip = new ParallelGzip({ level: config.backup.compressionLevel, blockSize: 4 << 20 });
   let base;
   try {
-    [base] = await Promise.all([store.put(prefix + baseObjectKey, gzip, { contentType: 'application/gzip', signal: args.signal }), pipeline(child.stdout, tar, new Rechunk(4 << 20), gzip)]);
+    [base] = await Promise.all([store.put(prefix + baseObjectKey, gzip, { contentType: 'application/gzip', signal: args.signal }), pipeline(child.stdout, tar, gzip)]);
     const code = await exited;
     if (code !== 0) throw baseBackupFailed(code, stderr);
   } catch (err) {
@@ -182,14 +181,19 @@ export async function serverInfo(url: string): Promise<ServerInfo> {
   }
 }
 
-/** Waits until the archive holds every segment from the backup's start to its stop LSN. */
+/**
+ * Waits until the archive holds every segment from the backup's start to its stop LSN. The
+ * archiver uploads a segment as soon as it completes, so the wait starts with short polls of
+ * the segments' folders only (not the whole archive) and backs off.
+ */
 export async function waitForArchivedWal(store: ObjectStore, wal: FullBackupWal, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const needed = segmentRange(wal.startSegment, wal.stopSegment, wal.segmentSize);
+  const folders = [...new Set(needed.map(segmentFolder))];
   const deadline = Date.now() + timeoutMs;
   let missing: string[] = needed;
-  for (;;) {
+  for (let pollMs = 20; ; pollMs = Math.min(1000, pollMs * 1.5)) {
     signal?.throwIfAborted();
-    const listing = await listWalArchive(store);
+    const listing = await listWalArchive(store, folders);
     const complete = new Set(listing.segments.map((s) => s.name));
     missing = needed.filter((n) => !complete.has(n));
     // A backup taken from a standby ends without a segment switch: its last segment may still be partial.
@@ -200,7 +204,7 @@ export async function waitForArchivedWal(store: ObjectStore, wal: FullBackupWal,
       if (segmentStartLsn(wal.stopSegment, wal.segmentSize) + BigInt(written) >= parseLsn(wal.stopLsn)) return;
     }
     if (Date.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
   throw new TenantsafeError(
     ErrorType.WalArchiveBehind,

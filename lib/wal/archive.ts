@@ -11,16 +11,16 @@ import { isSegmentName, positionKey, segmentName, segmentNumber, timelineOf } fr
 export const walPrefix = 'wal/';
 
 /** Segments are grouped by their first 16 hex digits (timeline + log id: 4 GiB of WAL a folder). */
-function folder(name: string): string {
+export function segmentFolder(name: string): string {
   return `${walPrefix}${name.slice(0, 16)}/`;
 }
 
 export function segmentKey(name: string, sha256: string): string {
-  return `${folder(name)}${name}-${sha256}.gz`;
+  return `${segmentFolder(name)}${name}-${sha256}.gz`;
 }
 
 export function partialKey(name: string): string {
-  return `${folder(name)}${name}.partial.gz`;
+  return `${segmentFolder(name)}${name}.partial.gz`;
 }
 
 export function historyKey(file: string): string {
@@ -56,11 +56,12 @@ export interface WalArchiveListing {
   histories: string[];
 }
 
-export async function listWalArchive(store: ObjectStore): Promise<WalArchiveListing> {
+/** The whole archive, or only what lies under `prefixes` (segment folders, say). */
+export async function listWalArchive(store: ObjectStore, prefixes: string[] = [walPrefix]): Promise<WalArchiveListing> {
   const segments: ArchivedSegment[] = [];
   const partials: ArchivedPartial[] = [];
   const histories: string[] = [];
-  for await (const o of store.list(walPrefix)) {
+  for (const prefix of prefixes) for await (const o of store.list(prefix)) {
     let m = segmentKeyPattern.exec(o.key);
     if (m) {
       segments.push({ name: m[1], key: o.key, bytes: o.bytes, sha256: m[2] });

@@ -1,0 +1,31 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { gunzipSync } from 'node:zlib';
+import { ParallelGzip } from '../lib/streams';
+
+describe('ParallelGzip', () => {
+  // Half random, half repetitive: blocks compress at different speeds, so they finish out of order.
+  const input = Buffer.concat(Array.from({ length: 40 }, (_, i) => (i % 2 ? randomBytes(7_000 + i) : Buffer.alloc(9_000 + i, `row ${i};`))));
+  const chunks = (size: number) => Array.from({ length: Math.ceil(input.length / size) }, (_, i) => input.subarray(i * size, (i + 1) * size));
+
+  it('writes gzip members in input order that gunzip, Node and the gzip tool read back as the input', async () => {
+    const out = await buffer(Readable.from(chunks(5_000)).pipe(new ParallelGzip({ level: 1, blockSize: 32_768, threads: 3 })));
+    assert.ok(gunzipSync(out).equals(input));
+    const tool = spawnSync('gzip', ['-dc'], { input: out, maxBuffer: 1 << 26 });
+    assert.equal(tool.status, 0, tool.stderr.toString());
+    assert.ok(tool.stdout.equals(input));
+    // one member per block: each starts with the gzip magic and deflate method
+    const members = out.reduce((n, _b, i) => n + (out[i] === 0x1f && out[i + 1] === 0x8b && out[i + 2] === 8 && out[i + 3] === 0 ? 1 : 0), 0);
+    assert.ok(members >= Math.floor(input.length / 32_768), `${members} members`);
+  });
+
+  it('passes a short stream, and an empty one, through as valid gzip', async () => {
+    const short = await buffer(Readable.from([Buffer.from('abc')]).pipe(new ParallelGzip({ level: 6, blockSize: 1 << 20 })));
+    assert.equal(gunzipSync(short).toString(), 'abc');
+    const empty = await buffer(Readable.from([]).pipe(new ParallelGzip({ level: 6, blockSize: 1 << 20 })));
+    assert.equal(gunzipSync(empty).length, 0);
+  });
+});
