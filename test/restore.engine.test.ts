@@ -85,6 +85,32 @@ describe('tenant restore engine', function () {
     assert.deepEqual(await others(), othersBefore, 'other tenants unchanged');
   });
 
+  it('applies an approved plan only while the tenant is as the preview saw it: after any write, a new preview', async () => {
+    await withDb(db.url, (c) => damageTenant(c, tenantId));
+    const t = `'${tenantId}'`;
+    const oldest = `(SELECT min(event_id) FROM app.events WHERE tenant_id = ${t})`;
+    const writes: Record<string, string> = {
+      'a row deleted': `DELETE FROM app.events WHERE tenant_id = ${t} AND event_id = ${oldest}`,
+      // the same number of rows: only the row versions tell
+      'a row deleted and another added': `WITH gone AS (DELETE FROM app.events WHERE tenant_id = ${t} AND event_id = ${oldest} RETURNING *)
+         INSERT INTO app.events SELECT tenant_id, event_id + 1000000000, occurred_at, kind, payload FROM gone`,
+      'a row of a table without a key updated': `UPDATE app.page_views SET path = path || '/x' WHERE ctid = (SELECT ctid FROM app.page_views WHERE tenant_id = ${t} LIMIT 1)`,
+    };
+    for (const [what, sql] of Object.entries(writes)) {
+      const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+      try {
+        const preview = await previewRestore(engine, job);
+        await withDb(db.url, (c) => c.query(sql));
+        const written = checksumsOf(await liveRows(engine.config, tenantId));
+        const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+        assert.equal(outcome.kind, 'plan-changed', what);
+        assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), written, `${what}: nothing applied`);
+      } finally {
+        await dropRestoreScratch(engine, job.restoreId);
+      }
+    }
+  });
+
   it('in missing-only mode re-inserts deleted rows and changes nothing else', async () => {
     await withDb(db.url, (c) => damageTenant(c, tenantId));
     const before = await liveRows(engine.config, tenantId);

@@ -215,8 +215,8 @@ export interface TableDiff {
   preview?: TablePreview;
   blockers: Blocker[];
   warnings: string[];
-  /** absent when the table is gone live */
-  fingerprint?: string;
+  /** the tenant's live rows in the table as the diff saw them; absent when the table is gone live */
+  liveRows?: number;
 }
 
 /**
@@ -226,11 +226,12 @@ export interface TableDiff {
 export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<TableDiff> {
   const { selection, tenantId } = args;
   const kinds = appliedKinds(selection);
-  const out: TableDiff = { blockers: [], warnings: [], ...(m.live ? { fingerprint: await tableFingerprint(c, ctx, m, tenantId) } : {}) };
+  const out: TableDiff = { blockers: [], warnings: [] };
   const selected = isSelected(selection, m.table);
   const drift = blockingDrift(m);
   if (drift) {
     if (selected) out.blockers.push({ kind: 'drift', table: m.table, rows: m.manifest.rows, message: drift });
+    if (m.live) out.liveRows = await countLiveRows(c, ctx, m, tenantId);
     return out;
   }
   let found: TableChanges;
@@ -240,6 +241,8 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
+    // staged (every backed-up row) = unchanged + update + insert + conflict; live = unchanged + update + delete
+    out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - ins.count - conflict.count + del.count;
     if (skipped > 0 && selected) out.warnings.push(`${skipped} backed-up rows of ${m.table} are skipped (they or their parents reference global rows that are gone); their live rows are kept.`);
     preview = {
       samples: Object.fromEntries(
@@ -259,6 +262,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
     const multiset = await describeMultiset(c, ctx, m);
     found = { insert: multiset.insert, update: 0, delete: multiset.delete };
+    out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - multiset.insert + multiset.delete;
     preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
   }
   const applied: TableChanges = {
@@ -285,14 +289,20 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
 export async function computePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs): Promise<RestorePreview> {
   const diffs = new Map<string, TableDiff>();
   for (const m of ctx.mappings) diffs.set(m.table, await diffTable(c, ctx, m, args));
-  return assemblePlan(c, ctx, args, diffs);
+  return assemblePlan(c, ctx, args, diffs, await snapshotXmin(c));
+}
+
+/** The oldest transaction still running when the snapshot was taken: every older one was visible to it. */
+export async function snapshotXmin(c: ClientBase): Promise<string> {
+  return (await one<{ xmin: string }>(c, 'SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin')).xmin;
 }
 
 /**
  * The plan from every table's diff: the references the changes would break (checked across
- * tables), the digest; stored with the row versions it was computed against, for the apply.
+ * tables), the digest; stored with what the apply needs to tell whether the tenant's rows
+ * changed since: their count per table, and `readAt`, the snapshotXmin of the diffs' snapshot.
  */
-export async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, diffs: Map<string, TableDiff>): Promise<RestorePreview> {
+export async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, diffs: Map<string, TableDiff>, readAt: string): Promise<RestorePreview> {
   const tables: Record<string, TablePreview> = {};
   const blockers: Blocker[] = [];
   const warnings: string[] = [];
@@ -319,11 +329,12 @@ export async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: Pla
     blockers,
   };
   const result = { ...preview, digest: sha256Hex(canonicalJson(preview)) };
-  const fingerprints = Object.fromEntries(ctx.mappings.filter((m) => m.live).map((m) => [m.table, diffs.get(m.table)!.fingerprint]));
+  const liveRows = Object.fromEntries(ctx.mappings.filter((m) => m.live).map((m) => [m.table, diffs.get(m.table)!.liveRows]));
   await c.query(`DROP TABLE IF EXISTS ${planStateTable(ctx)}`);
-  await c.query(`CREATE UNLOGGED TABLE ${planStateTable(ctx)} AS SELECT $1::jsonb AS plan, $2::jsonb AS fingerprints, $3::text AS schema`, [
+  await c.query(`CREATE UNLOGGED TABLE ${planStateTable(ctx)} AS SELECT $1::jsonb AS plan, $2::jsonb AS live_rows, $3::xid8 AS read_at, $4::text AS schema`, [
     JSON.stringify(result),
-    JSON.stringify(fingerprints),
+    JSON.stringify(liveRows),
+    readAt,
     ctx.plan.fingerprint,
   ]);
   return result;
@@ -331,22 +342,25 @@ export async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: Pla
 
 const planStateTable = (ctx: RestoreContext) => qualified(ctx.schema, 'plan_state');
 
-/**
- * Which row versions the tenant has in a table: any insert, update or delete (or a VACUUM FULL)
- * changes a row's (tableoid, ctid, xmin), so an unchanged fingerprint means unchanged rows.
- */
-async function tableFingerprint(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string): Promise<string> {
-  const r = await one(
-    c,
-    `SELECT count(*) || ':' || coalesce(sum(hashtextextended(l.tableoid::text || ':' || l.ctid::text || ':' || l.xmin::text, 0)), 0) AS f FROM ${liveTenantRows(ctx, m, tenantId)}`,
-  );
-  return r.f;
+async function countLiveRows(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string): Promise<number> {
+  return Number((await one(c, `SELECT count(*) AS n FROM ${liveTenantRows(ctx, m, tenantId)}`)).n);
 }
 
-async function liveFingerprints(c: ClientBase, ctx: RestoreContext, tenantId: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const m of ctx.mappings.filter((x) => x.live)) out[m.table] = await tableFingerprint(c, ctx, m, tenantId);
-  return out;
+/**
+ * Whether the tenant's rows are the very row versions the plan was computed against. Any
+ * insert or update writes a version whose xmin is a transaction the plan's snapshot did not see
+ * (not older than its xmin, `readAt`); a delete alone lowers the count. So: same count and no
+ * version that young means the same rows. (A version can also look young without being new, a
+ * frozen one from before a wraparound: then the plan is recomputed, which is merely slower.)
+ */
+async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId: string, liveRows: Record<string, number>, readAt: string): Promise<boolean> {
+  for (const m of ctx.mappings.filter((x) => x.live)) {
+    const [r] = (
+      await c.query<{ n: string; young: boolean }>(`SELECT count(*) AS n, coalesce(bool_or(age(l.xmin) <= age(xid($1::xid8))), false) AS young FROM ${liveTenantRows(ctx, m, tenantId)}`, [readAt])
+    ).rows;
+    if (Number(r.n) !== liveRows[m.table] || r.young) return false;
+  }
+  return true;
 }
 
 /**
@@ -357,11 +371,11 @@ async function liveFingerprints(c: ClientBase, ctx: RestoreContext, tenantId: st
 export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs): Promise<{ plan: RestorePreview; reused: boolean }> {
   const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
   if (exists.yes) {
-    const stored = await one<{ plan: RestorePreview; fingerprints: Record<string, string>; schema: string }>(c, `SELECT plan, fingerprints, schema FROM ${planStateTable(ctx)}`);
+    const stored = await one<{ plan: RestorePreview; live_rows: Record<string, number>; read_at: string; schema: string }>(c, `SELECT plan, live_rows, read_at::text, schema FROM ${planStateTable(ctx)}`);
     const unchanged =
       stored.schema === ctx.plan.fingerprint &&
       canonicalJson(stored.plan.selection) === canonicalJson(args.selection) &&
-      canonicalJson(stored.fingerprints) === canonicalJson(await liveFingerprints(c, ctx, args.tenantId));
+      (await tenantRowsUnchanged(c, ctx, args.tenantId, stored.live_rows, stored.read_at));
     if (unchanged) return { plan: stored.plan, reused: true };
   }
   return { plan: await computePlan(c, ctx, args), reused: false };

@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, type ApplyOutcome } from './apply';
-import { assemblePlan, computePlan, diffTable, type PlanArgs, type TableDiff } from './diff';
+import { assemblePlan, computePlan, diffTable, snapshotXmin, type PlanArgs, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification } from './types';
@@ -130,15 +130,17 @@ async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs
 async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
   const diffs = new Map<string, TableDiff>();
   const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
+  let readAt: string;
   try {
     await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const { snapshot } = (await exporter.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
+    readAt = await snapshotXmin(exporter);
     await stageBackup(ctx, stageOptions, { snapshot, work: async (c, m) => void diffs.set(m.table, await diffTable(c, ctx, m, args)) });
     await exporter.query('COMMIT');
   } finally {
     await exporter.end();
   }
-  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs));
+  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs, readAt));
 }
 
 /** Applies the approved plan; with a safety backup id, the tenant as the apply found it is backed up under it first. */
