@@ -108,7 +108,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     for (const m of [...changed].reverse()) {
       if (plan.tables[m.table].delete === 0) continue;
       if (!m.key) {
-        const r = await c.query(`DELETE FROM ${liveTable(m)} l USING ${multisetSurplus(ctx, m, opts.tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`);
+        const r = await withoutMergeJoins(c, () => c.query(`DELETE FROM ${liveTable(m)} l USING ${multisetSurplus(ctx, m, opts.tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`));
         expect(m, 'delete', r.rowCount ?? 0);
       } else {
         const r = await c.query(`DELETE FROM ${liveTable(m)} l USING ${keySet(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key)}`);
@@ -135,11 +135,12 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
       // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)
       const wholeObject = inserts === m.manifest.rows && m.columns.join('\0') === m.manifest.copyColumns.join('\0');
+      const insertSelect = async () => (await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0;
       const inserted = wholeObject
         ? await copyBackupObject(opts.source.store, opts.source.prefix + m.manifest.object.key, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
         : reused
           ? await copyInto(opts.url, c, rows, target)
-          : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0);
+          : await (m.key ? insertSelect() : withoutMergeJoins(c, insertSelect));
       expect(m, 'insert', inserted);
     }
 
@@ -173,12 +174,26 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
 async function copyInto(url: string, into: ClientBase, rows: string, target: string): Promise<number> {
   const reader = await connect(url, 'tenantsafe-apply-read');
   try {
+    // the reader only ever matches a few rows against a whole table (see withoutMergeJoins)
+    await reader.query('SET enable_mergejoin = off');
     const sink = into.query(copyFrom(`COPY ${target} FROM STDIN`));
     await pipeline(reader.query(copyTo(`COPY (${rows}) TO STDOUT`)), sink);
     return sink.rowCount;
   } finally {
     await reader.end();
   }
+}
+
+/**
+ * Runs a statement of a table without a key with merge joins off: it matches the few row texts
+ * of the diff against every row of the table, and the planner would rather sort the whole table
+ * by row text for that (0.2 s for 150k rows, against 0.1 s hashing the few).
+ */
+async function withoutMergeJoins<T>(c: ClientBase, statement: () => Promise<T>): Promise<T> {
+  await c.query('SET LOCAL enable_mergejoin = off');
+  const result = await statement();
+  await c.query('SET LOCAL enable_mergejoin = on');
+  return result;
 }
 
 function hasChanges(t: TableChanges | undefined): boolean {
