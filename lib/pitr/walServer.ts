@@ -24,6 +24,8 @@ export interface WalServer {
 }
 
 const prefetchDepth = 6;
+/** segments gunzipped and checked at once: replay itself needs a core of the machine */
+const prefetchConcurrency = 2;
 
 /** curl if the machine has it (fast to start); node otherwise (always there: it runs us). */
 function fetchCommand(url: string): string {
@@ -80,14 +82,34 @@ export async function startWalServer(opts: {
     }
     cache.delete(file);
   };
+  // in replay order, a few at a time
+  const queued: string[] = [];
+  let inFlight = 0;
+  const pump = () => {
+    while (inFlight < prefetchConcurrency && queued.length > 0) {
+      const next = queued.shift()!;
+      if (served.has(next)) {
+        spooling.delete(next);
+        continue;
+      }
+      inFlight++;
+      void toSpool(next)
+        .catch((err: Error) => errors.push(`${next}: ${err.message}`))
+        .finally(() => {
+          inFlight--;
+          pump();
+        });
+    }
+  };
   const prefetchFrom = (file: string, skip: bigint) => {
     const n = segmentNumber(file, opts.segmentSize);
     for (let i = skip; i < skip + BigInt(prefetchDepth); i++) {
       const next = segmentName(timelineOf(file), n + i, opts.segmentSize);
       if (!archived.has(next) || spooling.has(next) || served.has(next)) continue;
       spooling.add(next);
-      void toSpool(next).catch((err: Error) => errors.push(`${next}: ${err.message}`));
+      queued.push(next);
     }
+    pump();
   };
   // a segment gone from the spool was taken by the restore_command: keep the spool filled after it
   const watcher = setInterval(() => {
