@@ -23,7 +23,7 @@ import { connect, qualified, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { tenantFilter } from '../tenancy';
 import { currentPlan, isSelected, keySet, multisetMissing, multisetSurplus } from './diff';
-import { liveTable, type RestoreContext, type TableMapping } from './mapping';
+import { liveTable, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { copyBackupObject } from './stage';
 import type { ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 
@@ -49,7 +49,6 @@ export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'p
 
 const markerTable = (ctx: RestoreContext) => qualified(ctx.schema, 'applied');
 
-const cols = (alias: string, names: string[]) => names.map((n) => `${alias}.${quoteIdent(n)}`).join(', ');
 const joinOn = (a: string, b: string, left: string[], right = left) => left.map((n, i) => `${a}.${quoteIdent(n)} = ${b}.${quoteIdent(right[i])}`).join(' AND ');
 
 export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
@@ -119,7 +118,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       if (!m.key || plan.tables[m.table].update === 0) continue;
       const set = m.columns.filter((col) => !m.key!.includes(col));
       const r = await c.query(
-        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${cols('s', set)})
+        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${set.map((n) => stagedValue(m, 's', n)).join(', ')})
            FROM ${m.staged} s JOIN ${keySet(ctx, m, 'update')} u ON ${joinOn('u', 's', m.key)}
           WHERE ${joinOn('l', 's', m.key)}`,
       );
@@ -130,7 +129,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       if (inserts === 0) continue;
       const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')})`;
       const rows = m.key
-        ? `SELECT ${cols('s', m.columns)} FROM ${m.staged} s JOIN ${keySet(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`
+        ? `SELECT ${m.columns.map((n) => stagedValue(m, 's', n)).join(', ')} FROM ${m.staged} s JOIN ${keySet(ctx, m, 'insert')} i ON ${joinOn('i', 's', m.key)}`
         : `SELECT * FROM ${multisetMissing(ctx, m)} x`;
       // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
       // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)

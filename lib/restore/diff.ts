@@ -6,7 +6,7 @@ import type { ClientBase } from 'pg';
 import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
 import { tenantFilter, type ForeignKeyInfo } from '../tenancy';
-import { blockingDrift, liveTable, type RestoreContext, type TableMapping } from './mapping';
+import { blockingDrift, comparedAsText, liveTable, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
 
 export type DiffKind = 'insert' | 'update' | 'delete' | 'conflict';
@@ -79,18 +79,10 @@ function skipPredicate(ctx: RestoreContext, m: TableMapping, alias: string, poli
   return parts.length ? parts.join(' OR ') : 'false';
 }
 
-/**
- * Types whose equality means identical text output (the form row checksums see): compared as
- * values, which is cheap. Others (numeric 1.0 vs 1.00, floats, json, intervals, arrays, domains,
- * composites) are compared as text, so "equal" always means "the same bytes in a backup".
- */
-const comparableAsValues = /^(smallint|integer|bigint|text|boolean|date|uuid|bytea|"char"|character varying(\(\d+\))?|character(\(\d+\))?|timestamp(\(\d\))? with(out)? time zone|time(\(\d\))? without time zone)$/;
-
 /** A column as the diff compares it: its value where equal values mean identical text, else its text. */
 function compared(m: TableMapping, alias: string, name: string): string {
-  const c = m.live!.columns.find((x) => x.name === name)!;
   const q = `${alias}.${quoteIdent(name)}`;
-  return c.typeKind === 'e' || comparableAsValues.test(c.type) ? q : `${q}::text`;
+  return comparedAsText(m.live!.columns.find((x) => x.name === name)!) ? `${q}::text` : q;
 }
 
 function differs(m: TableMapping, columns: string[]): string {
@@ -196,7 +188,7 @@ export function multisetSurplus(ctx: RestoreContext, m: TableMapping, tenantId: 
 
 /** Staged copies to insert into a table without a key: the missing ones only. */
 export function multisetMissing(ctx: RestoreContext, m: TableMapping): string {
-  return `(SELECT ${cols('s', m.columns)} FROM (
+  return `(SELECT ${m.columns.map((n) => stagedValue(m, 's', n)).join(', ')} FROM (
              SELECT s.*, d.net, row_number() OVER (PARTITION BY d.r) AS n
                FROM ${m.staged} s JOIN ${tableName(ctx, m, 'd')} d ON d.r = ${rowText('s', m.columns)} AND d.net > 0
            ) s WHERE s.n <= s.net)`;

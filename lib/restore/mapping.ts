@@ -4,8 +4,8 @@ import type { ClientBase } from 'pg';
 import type { Config } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ManifestTable, TenantManifest } from '../manifest';
-import { qualified } from '../pg';
-import { planTenancy, readTables, type OwnedTable, type TableInfo, type TenancyPlan } from '../tenancy';
+import { qualified, quoteIdent } from '../pg';
+import { planTenancy, readTables, type ColumnInfo, type OwnedTable, type TableInfo, type TenancyPlan } from '../tenancy';
 import type { DriftItem } from './types';
 
 export interface TableMapping {
@@ -17,8 +17,13 @@ export interface TableMapping {
   live?: OwnedTable;
   /** the scratch table holding the backup's rows */
   staged: string;
-  /** the backup's columns, typed as the live column where there is one (else text) */
-  stagedColumns: { name: string; type: string }[];
+  /**
+   * The backup's columns, typed as the live column where there is one (else text). A column the
+   * diff compares as text anyway, of the type it had in the backup, is staged as text and cast
+   * to `castTo` only where its values are written back: parsing it (jsonb, numeric) is a good
+   * part of staging, and its values fit, coming from that very type.
+   */
+  stagedColumns: { name: string; type: string; castTo?: string }[];
   /** columns copied back: in the backup and in the live table (generated ones excluded) */
   columns: string[];
   /** live primary key (equal to the backup's, else the table is blocked); null: none */
@@ -51,7 +56,15 @@ export async function loadRestoreContext(c: ClientBase, args: { tenancy: Config[
   const plan = planTenancy(tables, args.tenancy);
   const schema = scratchSchemaName(args.restoreId);
   const drift: DriftItem[] = [];
-  const mappings = args.manifest.tables.map((m, position) => mapTable(m, position, plan, schema, drift));
+  // columns rows are joined on, staged with their type: keys, and both ends of every foreign key
+  const joinColumns = new Set<string>();
+  for (const t of tables.values()) {
+    for (const fk of t.foreignKeys) {
+      for (const col of fk.columns) joinColumns.add(`${t.key}\0${col}`);
+      for (const col of fk.refColumns) joinColumns.add(`${fk.refTable}\0${col}`);
+    }
+  }
+  const mappings = args.manifest.tables.map((m, position) => mapTable(m, position, plan, schema, drift, (col) => joinColumns.has(`${m.table}\0${col}`)));
   const backedUp = new Set(args.manifest.tables.map((t) => t.table));
   for (const t of plan.tables) {
     if (!backedUp.has(t.key)) drift.push({ table: t.key, kind: 'table-added', policy: 'new since the backup: left as it is' });
@@ -59,7 +72,7 @@ export async function loadRestoreContext(c: ClientBase, args: { tenancy: Config[
   return { restoreId: args.restoreId, schema, manifest: args.manifest, plan, tables, mappings, drift };
 }
 
-function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema: string, drift: DriftItem[]): TableMapping {
+function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema: string, drift: DriftItem[], joined: (column: string) => boolean): TableMapping {
   const live = plan.tables.find((t) => t.key === m.table);
   const staged = qualified(schema, `t${String(position + 1).padStart(4, '0')}`);
   if (!live) {
@@ -76,8 +89,11 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
     }
     if (lc.type !== backupTypes.get(name)) {
       drift.push({ table: m.table, column: name, kind: 'column-retyped', from: backupTypes.get(name), to: lc.type, policy: `values are read as ${lc.type}; a value that does not fit stops the restore` });
+      return { name, type: lc.type };
     }
-    return { name, type: lc.type };
+    // a domain's constraints may have changed since the backup: its values are checked at staging
+    const asText = comparedAsText(lc) && lc.typeKind !== 'd' && !live.primaryKey?.includes(name) && !joined(name);
+    return asText ? { name, type: 'text', castTo: lc.type } : { name, type: lc.type };
   });
   const columns = m.copyColumns.filter((n) => liveColumns.has(n) && !liveColumns.get(n)!.generated);
   const requiredNewColumns: string[] = [];
@@ -101,6 +117,23 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
     throw new TenantsafeError(ErrorType.BadInput, `${m.table}: primary key column missing from the backup.`, 'This backup cannot be restored into the current schema.');
   }
   return { table: m.table, position, manifest: m, live, staged, stagedColumns, columns, key: sameKey ? live.primaryKey : null, requiredNewColumns };
+}
+
+/**
+ * Types whose equality means identical text output (the form row checksums see): compared as
+ * values, which is cheap. Others (numeric 1.0 vs 1.00, floats, json, intervals, arrays, domains,
+ * composites) are compared as text, so "equal" always means "the same bytes in a backup".
+ */
+const comparableAsValues = /^(smallint|integer|bigint|text|boolean|date|uuid|bytea|"char"|character varying(\(\d+\))?|character(\(\d+\))?|timestamp(\(\d\))? with(out)? time zone|time(\(\d\))? without time zone)$/;
+
+export function comparedAsText(c: ColumnInfo): boolean {
+  return c.typeKind !== 'e' && !comparableAsValues.test(c.type);
+}
+
+/** A staged column's value as the live column takes it (text-staged columns cast back). */
+export function stagedValue(m: TableMapping, alias: string, name: string): string {
+  const castTo = m.stagedColumns.find((c) => c.name === name)?.castTo;
+  return `${alias}.${quoteIdent(name)}${castTo ? `::${castTo}` : ''}`;
 }
 
 /** Drift that makes a selected table impossible to restore. */
