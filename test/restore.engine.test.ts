@@ -15,6 +15,7 @@ import {
   parseSelection,
   previewRestore,
   resolveRestoreSource,
+  scratchSchemaName,
   verifyAppliedRestore,
   type RestoreJob,
   type RestoreRequest,
@@ -218,6 +219,53 @@ describe('tenant restore engine', function () {
       assert.ok((await verifyAppliedRestore(engine, job, true)).ok);
     } finally {
       fs.writeFileSync(file, original);
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+  });
+
+  it('diffs the tables a tenant has no row in from their keys alone, conflicts included; a write before the apply has them staged in full and previewed again', async () => {
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
+    const rowsOf = (table: string) => manifest.tables.find((t) => t.table === table)!.rows;
+    const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
+    const { taken, at } = await withDb(db.url, async (c) => {
+      const r = await c.query(`SELECT (SELECT min("auditId") FROM app."AuditLog" WHERE tenant_id = $1) AS taken, (SELECT min(occurred_at) FROM app.events WHERE tenant_id = $1) AS at`, [tenantId]);
+      // one backed-up key now belongs to another tenant's row; the rest of the three tables is wiped
+      await c.query(`UPDATE app."AuditLog" SET tenant_id = $2 WHERE "auditId" = $1`, [r.rows[0].taken, other]);
+      for (const table of ['app."AuditLog"', 'app.events', 'app.page_views']) await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
+      return r.rows[0] as { taken: string; at: Date };
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    const stagedColumns = (position: number) =>
+      withDb(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [`${scratchSchemaName(job.restoreId)}.t${String(position + 1).padStart(4, '0')}`])).rows[0].n as number);
+    const eventsAt = manifest.tables.findIndex((t) => t.table === 'app.events');
+    try {
+      const first = await previewRestore(engine, job);
+      assert.deepEqual(first.tables['app.events'], { ...first.tables['app.events'], insert: rowsOf('app.events'), update: 0, delete: 0 });
+      assert.equal(first.tables['app.events'].samples.insert?.length, 5);
+      assert.deepEqual([first.tables['app.page_views'].insert, first.tables['app.page_views'].delete], [rowsOf('app.page_views'), 0]);
+      assert.equal(first.tables['app.AuditLog'].insert, rowsOf('app.AuditLog') - 1);
+      assert.deepEqual(
+        first.blockers.map((b) => [b.kind, b.table, b.rows]),
+        [['key-conflict', 'app.AuditLog', 1]],
+      );
+      assert.equal(await stagedColumns(eventsAt), 3, 'events staged from its key columns only');
+
+      // the key is the tenant's again, and a new event appears: the apply stages in full and previews again
+      await withDb(db.url, async (c) => {
+        await c.query(`UPDATE app."AuditLog" SET tenant_id = $1 WHERE "auditId" = $2`, [tenantId, taken]);
+        await c.query(`INSERT INTO app.events (tenant_id, event_id, occurred_at, kind) VALUES ($1, 987654321, $2, 'new')`, [tenantId, at]);
+      });
+      const changed = await applyApprovedRestore(engine, { ...job, digest: first.digest });
+      assert.equal(changed.kind, 'plan-changed');
+      const second = changed.kind === 'plan-changed' ? changed.preview : first;
+      assert.deepEqual([second.tables['app.events'].insert, second.tables['app.events'].delete], [rowsOf('app.events'), 1]);
+      assert.deepEqual([second.tables['app.AuditLog'].insert, second.tables['app.AuditLog'].update], [rowsOf('app.AuditLog') - 1, 0]);
+      assert.equal(second.blockers.length, 0);
+      assert.equal(await stagedColumns(eventsAt), 5, 'events staged in full');
+      const outcome = await applyApprovedRestore(engine, { ...job, digest: second.digest });
+      assert.equal(outcome.kind, 'applied');
+      assert.ok((await verifyAppliedRestore(engine, job, true)).ok);
+    } finally {
       await dropRestoreScratch(engine, job.restoreId);
     }
   });

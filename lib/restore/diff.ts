@@ -6,6 +6,7 @@ import type { ClientBase } from 'pg';
 import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
 import { tenantFilter, type ForeignKeyInfo } from '../tenancy';
+import { stageInFull, type BackupSource } from './stage';
 import { blockingDrift, comparedAsText, liveTable, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
 
@@ -108,9 +109,34 @@ async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, 
        FULL JOIN (SELECT ${cols('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
       WHERE s."_staged" IS NULL OR l."_live" IS NULL OR ${differs(m, nonKey)}`,
   );
+  await markConflicts(c, ctx, m);
+}
+
+/** The diff table of a table the tenant has no row in: every staged key is to insert. */
+async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
+  const diff = tableName(ctx, m, 'd');
+  await c.query(`DROP TABLE IF EXISTS ${diff}`);
+  await c.query(`CREATE UNLOGGED TABLE ${diff} AS SELECT ${cols('s', m.key!)}, 'insert'::text AS kind FROM ${m.staged} s`);
+  await markConflicts(c, ctx, m);
+}
+
+/** A key to insert that is present in the table is another tenant's (or no tenant's) row: a conflict. */
+async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
+  const diff = tableName(ctx, m, 'd');
   await c.query(`ANALYZE ${diff}`);
-  // a key missing from the tenant's rows but present in the table: another tenant's (or no tenant's) row
-  await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', key)})`);
+  await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', m.key!)})`);
+}
+
+/**
+ * Whether a table can be diffed from its keys alone: the tenant has no row in it (as of the
+ * caller's snapshot), so every backed-up row is an insert, and the restore is an exact replace
+ * of an unchanged table, whose apply loads the table straight from its object.
+ */
+export async function needsOnlyKeys(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<boolean> {
+  const { selection } = args;
+  const exact = selection.mode === 'replace' && appliedKinds(selection).size === 3 && selection.missingRefs === 'refuse';
+  if (!exact || !m.live || blockingDrift(m) || ctx.drift.some((d) => d.table === m.table) || m.columns.join('\0') !== m.manifest.copyColumns.join('\0')) return false;
+  return !(await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any;
 }
 
 async function one<T = Record<string, any>>(c: ClientBase, sql: string): Promise<T> {
@@ -214,8 +240,9 @@ export interface TableDiff {
 /**
  * Diffs one table (writes its diff table, counts it). Its rows and those of every other table
  * must be read at the same moment: one transaction, or transactions sharing one snapshot.
+ * `keysOnly`: staged from its keys only, as needsOnlyKeys allows (a table without a key: not at all).
  */
-export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<TableDiff> {
+export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, keysOnly = false): Promise<TableDiff> {
   const { selection, tenantId } = args;
   const kinds = appliedKinds(selection);
   const out: TableDiff = { blockers: [], warnings: [] };
@@ -229,7 +256,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
   let found: TableChanges;
   let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
   if (m.key) {
-    await materialize(c, ctx, m, tenantId, selection.missingRefs);
+    await (keysOnly ? materializeInserts(c, ctx, m) : materialize(c, ctx, m, tenantId, selection.missingRefs));
     const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
@@ -251,8 +278,10 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
       });
     }
   } else {
-    await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
-    const multiset = await describeMultiset(c, ctx, m);
+    // every backed-up copy is an insert: the object's row checksum names them
+    const multiset = keysOnly
+      ? { insert: m.manifest.rows, delete: 0, hash: `rows:${m.manifest.rowChecksum}` }
+      : (await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs), await describeMultiset(c, ctx, m));
     found = { insert: multiset.insert, update: 0, delete: multiset.delete };
     out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - multiset.insert + multiset.delete;
     preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
@@ -360,7 +389,7 @@ async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId:
  * changed since (a scan of the tenant's row versions, cheaper than a diff); else recomputed.
  * `reused`: its diff tables are the committed ones, readable from other sessions too.
  */
-export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs): Promise<{ plan: RestorePreview; reused: boolean }> {
+export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs & { source: BackupSource }): Promise<{ plan: RestorePreview; reused: boolean }> {
   const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
   if (exists.yes) {
     const stored = await one<{ plan: RestorePreview; live_rows: Record<string, number>; read_at: string; schema: string }>(c, `SELECT plan, live_rows, read_at::text, schema FROM ${planStateTable(ctx)}`);
@@ -370,6 +399,7 @@ export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: Plan
       (await tenantRowsUnchanged(c, ctx, args.tenantId, stored.live_rows, stored.read_at));
     if (unchanged) return { plan: stored.plan, reused: true };
   }
+  await stageInFull(c, ctx, args.source);
   return { plan: await computePlan(c, ctx, args), reused: false };
 }
 

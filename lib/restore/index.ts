@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, type ApplyOutcome } from './apply';
-import { assemblePlan, computePlan, diffTable, snapshotXmin, type PlanArgs, type TableDiff } from './diff';
+import { assemblePlan, computePlan, diffTable, needsOnlyKeys, snapshotXmin, type PlanArgs, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification } from './types';
@@ -129,13 +129,19 @@ async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs
  */
 async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
   const diffs = new Map<string, TableDiff>();
+  const keysOnly = new Set<string>();
   const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
   let readAt: string;
   try {
     await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const { snapshot } = (await exporter.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
     readAt = await snapshotXmin(exporter);
-    await stageBackup(ctx, stageOptions, { snapshot, work: async (c, m) => void diffs.set(m.table, await diffTable(c, ctx, m, args)) });
+    await stageBackup(ctx, stageOptions, {
+      snapshot,
+      // a table the tenant has no row in (wiped): its keys are all the diff needs
+      columnsToStage: async (c, m) => ((await needsOnlyKeys(c, ctx, m, args)) ? (keysOnly.add(m.table), m.key ? m.joinColumns : []) : undefined),
+      work: async (c, m) => void diffs.set(m.table, await diffTable(c, ctx, m, args, keysOnly.has(m.table))),
+    });
     await exporter.query('COMMIT');
   } finally {
     await exporter.end();

@@ -30,6 +30,8 @@ export interface TableMapping {
   key: string[] | null;
   /** live columns the backup lacks that are NOT NULL without a default: inserts would fail */
   requiredNewColumns: string[];
+  /** backed-up columns rows are matched or joined on: the key, and both ends of foreign keys */
+  joinColumns: string[];
 }
 
 export interface RestoreContext {
@@ -77,7 +79,7 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
   const staged = qualified(schema, `t${String(position + 1).padStart(4, '0')}`);
   if (!live) {
     drift.push({ table: m.table, kind: 'table-dropped', policy: 'gone since the backup (or no longer tenant-owned): cannot be restored' });
-    return { table: m.table, position, manifest: m, staged, stagedColumns: m.copyColumns.map((name) => ({ name, type: 'text' })), columns: [], key: null, requiredNewColumns: [] };
+    return { table: m.table, position, manifest: m, staged, stagedColumns: m.copyColumns.map((name) => ({ name, type: 'text' })), columns: [], key: null, requiredNewColumns: [], joinColumns: [] };
   }
   const liveColumns = new Map(live.columns.map((c) => [c.name, c]));
   const backupTypes = new Map(m.columns.map((c) => [c.name, c.type]));
@@ -116,7 +118,8 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
   if (sameKey && live.primaryKey?.some((k) => !columns.includes(k))) {
     throw new TenantsafeError(ErrorType.BadInput, `${m.table}: primary key column missing from the backup.`, 'This backup cannot be restored into the current schema.');
   }
-  return { table: m.table, position, manifest: m, live, staged, stagedColumns, columns, key: sameKey ? live.primaryKey : null, requiredNewColumns };
+  const joinColumns = columns.filter((n) => live.primaryKey?.includes(n) || joined(n));
+  return { table: m.table, position, manifest: m, live, staged, stagedColumns, columns, key: sameKey ? live.primaryKey : null, requiredNewColumns, joinColumns };
 }
 
 /**

@@ -2,9 +2,9 @@
 // object on the way in: its sha256 (stored bytes), and its row count and row checksum (content).
 // Columns take the live types, so a value that no longer fits its column stops the restore here,
 // naming the column, before anything live is touched.
-import type { Client } from 'pg';
+import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
-import type { Transform } from 'node:stream';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { RowDigestStream, Sha256Stream } from '../checksum';
@@ -23,11 +23,15 @@ export interface StagedTable {
   stagedColumns: { name: string; type: string }[];
 }
 
-export interface StageOptions {
-  url: string;
+/** Where a backup's objects are. */
+export interface BackupSource {
   store: ObjectStore;
   /** backup prefix in the store */
   prefix: string;
+}
+
+export interface StageOptions extends BackupSource {
+  url: string;
   parallelism: number;
   onProgress?: (p: { tablesDone: number; tablesTotal: number; rows: number }) => void;
   signal?: AbortSignal;
@@ -37,6 +41,8 @@ export interface StageOptions {
 export interface AfterStaging<T extends StagedTable> {
   /** each lane is one transaction that reads the live database as of this exported snapshot */
   snapshot: string;
+  /** the columns worth loading (none: only check the object); undefined: all of them */
+  columnsToStage?: (c: Client, table: T) => Promise<string[] | undefined>;
   work: (c: Client, table: T) => Promise<void>;
 }
 
@@ -56,9 +62,7 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
     await setup.query('BEGIN');
     await setup.query(`DROP SCHEMA IF EXISTS ${quoteIdent(opts.schema)} CASCADE`);
     await setup.query(`CREATE SCHEMA ${quoteIdent(opts.schema)}`);
-    for (const m of opts.tables) {
-      await setup.query(`CREATE UNLOGGED TABLE ${m.staged} (${m.stagedColumns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')})`);
-    }
+    for (const m of opts.tables) await setup.query(createStaged(m, m.stagedColumns));
     await setup.query('COMMIT');
   } finally {
     await setup.end();
@@ -75,8 +79,9 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
   };
   const commitLane = async (c: Client) => then && c.query('COMMIT');
   await inLanes(opts.url, 'tenantsafe-stage', opts.tables, { lanes: opts.parallelism, size: (m) => m.manifest.rawBytes, setup: beginLane, finish: commitLane, signal: opts.signal }, async (c, m) => {
-    await stageTable(c, m, opts.checkContent, opts);
-    await c.query(`ANALYZE ${m.staged}`);
+    const only = await then?.columnsToStage?.(c, m);
+    await stageTable(c, m, opts.checkContent, opts, only);
+    if (only?.length !== 0) await c.query(`ANALYZE ${m.staged}`);
     await then?.work(c, m);
     progress.tablesDone++;
     progress.rows += m.manifest.rows;
@@ -84,17 +89,82 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
   });
 }
 
-async function stageTable(c: Client, m: StagedTable, checkContent: boolean, opts: StageOptions): Promise<void> {
+/**
+ * Stages in full, in the caller's transaction, the tables a preview staged in part (tables the
+ * tenant had no row in: their keys were enough): a plan computed again needs every column.
+ */
+export async function stageInFull(c: ClientBase, ctx: RestoreContext, source: BackupSource): Promise<void> {
+  for (const m of ctx.mappings.filter((x) => x.live)) {
+    const r = await c.query(`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [m.staged]);
+    if (r.rows[0].n === m.stagedColumns.length) continue;
+    await c.query(`DROP TABLE IF EXISTS ${m.staged}`);
+    await c.query(createStaged(m, m.stagedColumns));
+    await stageTable(c, m, true, source);
+    await c.query(`ANALYZE ${m.staged}`);
+  }
+}
+
+const createStaged = (m: StagedTable, columns: StagedTable['stagedColumns']) =>
+  `CREATE UNLOGGED TABLE ${m.staged} (${columns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')})`;
+
+/**
+ * Loads a table's object into its scratch table, checked on the way. `only`: just these columns
+ * (the scratch table is made of them; none: there is none, the object is only checked).
+ */
+async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, opts: BackupSource, only?: string[]): Promise<void> {
   const key = opts.prefix + m.manifest.object.key;
   const rows = new RowDigestStream();
-  const columns = m.stagedColumns.map((col) => quoteIdent(col.name)).join(', ');
+  const columns = only ? m.stagedColumns.filter((col) => only.includes(col.name)) : m.stagedColumns;
+  if (only) {
+    await c.query(`DROP TABLE ${m.staged}`);
+    if (columns.length) await c.query(createStaged(m, columns));
+  }
+  const via = only ? [rows, new FieldPicker(m.stagedColumns.map((col) => columns.includes(col)))] : [rows];
+  const names = columns.map((col) => quoteIdent(col.name)).join(', ');
   try {
-    await copyBackupObject(opts.store, key, m, [rows], c.query(copyFrom(`COPY ${m.staged} (${columns}) FROM STDIN`)));
+    if (columns.length) await copyBackupObject(opts.store, key, m, via, c.query(copyFrom(`COPY ${m.staged} (${names}) FROM STDIN`)));
+    else await readBackupObject(opts.store, key, m, via, new Writable({ write: (_chunk, _enc, done) => done() }));
   } catch (err) {
     throw stagingError(err, m);
   }
   if (checkContent && (rows.digest.rows !== m.manifest.rows || rows.digest.digest() !== m.manifest.rowChecksum)) {
     throw damagedObject(key, m.table, `its rows (${rows.digest.rows}, checksum ${rows.digest.digest()}) do not match the manifest (${m.manifest.rows}, ${m.manifest.rowChecksum})`);
+  }
+}
+
+/** Keeps the fields of each COPY text line whose position is marked (fields never hold a raw tab). */
+class FieldPicker extends Transform {
+  private carry: Buffer | null = null;
+  private readonly last: number;
+  constructor(private readonly keep: boolean[]) {
+    super();
+    this.last = keep.lastIndexOf(true);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
+    this.carry = null;
+    const out = Buffer.allocUnsafe(buf.length);
+    let o = 0;
+    let start = 0;
+    for (let nl = buf.indexOf(10, start); nl !== -1; nl = buf.indexOf(10, start)) {
+      let first = true;
+      let from = start;
+      for (let field = 0; field <= this.last; field++) {
+        const tab = buf.indexOf(9, from);
+        const to = tab === -1 || tab > nl ? nl : tab;
+        if (this.keep[field]) {
+          if (!first) out[o++] = 9;
+          o += buf.copy(out, o, from, to);
+          first = false;
+        }
+        from = to + 1;
+      }
+      out[o++] = 10;
+      start = nl + 1;
+    }
+    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
+    done(null, out.subarray(0, o));
   }
 }
 
@@ -104,6 +174,12 @@ async function stageTable(c: Client, m: StagedTable, checkContent: boolean, opts
  * and by the apply for a table whose every backed-up row goes back in.
  */
 export async function copyBackupObject(store: ObjectStore, key: string, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: CopyStreamQuery): Promise<number> {
+  await readBackupObject(store, key, m, via, sink);
+  return sink.rowCount;
+}
+
+/** Streams a backup object, gunzipped, through `via` into `sink`, checking its stored bytes (see copyBackupObject). */
+async function readBackupObject(store: ObjectStore, key: string, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: Writable): Promise<void> {
   const sha = new Sha256Stream();
   try {
     await pipeline([await store.get(key), sha, createGunzip(), ...via, sink]);
@@ -113,7 +189,6 @@ export async function copyBackupObject(store: ObjectStore, key: string, m: Pick<
     throw gzipDamage ? damagedObject(key, m.table, e.message) : err;
   }
   if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
-  return sink.rowCount;
 }
 
 function damagedObject(key: string, table: string, what: string): TenantsafeError {
