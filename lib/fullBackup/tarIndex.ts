@@ -43,7 +43,8 @@ export class TarIndex extends Transform {
   private captureName = '';
 
   constructor(private readonly captureNames: ReadonlySet<string>) {
-    super();
+    // room for a few MiB: the pipe keeps draining while the compressor waits for its threads
+    super({ highWaterMark: 4 << 20 });
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
