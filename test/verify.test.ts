@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import { withDb } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { fixtureRoot, fixtures } from './fixtures/makeBrokenRepo';
+import { verifyRecentBackups } from '../workflows';
 
 interface Check {
   check: string;
@@ -98,6 +99,22 @@ describe('verification of tenant backups', function () {
     assert.equal(out.checks.filter((c) => c.check === 'restore').length, 12);
     const recorded = await withDb(env.db.url, (c) => c.query(`SELECT ok, report_key FROM tenantsafe.verifications WHERE backup_id = $1`, [backup.json().backupId]));
     assert.deepEqual(recorded.rows.map((r) => r.ok), [true]);
+  });
+
+  it('verifies, on the schedule\'s behalf, every tenant backup not verified yet, and each only once', async () => {
+    const fresh: string[] = [];
+    for (const tenant of env.db.tenants.slice(1, 3)) {
+      const backup = await cli(['backup', 'tenant', tenant.tenantId, '--wait']);
+      assert.equal(backup.code, 0, backup.stderr);
+      fresh.push(backup.json().backupId);
+    }
+    const run = (n: number) =>
+      env.temporal.workflow.execute(verifyRecentBackups, { taskQueue: env.config.temporal.taskQueue, workflowId: `verify-recent-test-${n}`, args: [{ tenantBackups: 50 }] });
+    const first = await run(1);
+    assert.deepEqual(first.failed, []);
+    for (const backupId of fresh) assert.deepEqual(first.verified.find((v) => v.backupId === backupId), { backupId, ok: true });
+    const second = await run(2);
+    assert.deepEqual(second, { verified: [], failed: [] }, 'nothing is left to verify');
   });
 
   it('answers an unknown backup id with exit code 2', async () => {

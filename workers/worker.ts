@@ -20,7 +20,7 @@ export const workflowsPath = require.resolve('../workflows');
  * from TENANTSAFE_LOG_LEVEL (TRACE, DEBUG, INFO, WARN, ERROR). A runtime installed earlier in the
  * process (tests install their own) is kept.
  */
-function installRuntime(): void {
+export function installRuntime(): void {
   try {
     Runtime.install({ logger: new DefaultLogger((process.env.TENANTSAFE_LOG_LEVEL as LogLevel | undefined) ?? 'WARN') });
   } catch {

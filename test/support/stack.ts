@@ -42,6 +42,10 @@ export function testStack(): Promise<TestStack> {
   return stack;
 }
 
+export function testStackIfStarted(): Promise<TestStack | undefined> {
+  return stack ?? Promise.resolve(undefined);
+}
+
 export async function stopTestStack(): Promise<void> {
   if (stack) await (await stack).stop();
   stack = undefined;
