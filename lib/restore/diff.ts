@@ -150,17 +150,21 @@ interface SetSummary {
   hash: string;
 }
 
-/** Count, key hash and a few sample keys of every kind in a mapping's diff table. */
-async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
+/**
+ * Count, key hash and a few sample keys of every kind in a mapping's diff table. `keysOnly` (every
+ * backed-up row an insert): the backup's row checksum names the insert set, no hash needed.
+ */
+async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping, keysOnly: boolean): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
   const diff = tableName(ctx, m, 'd');
   const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${cols('d', m.key!)})::text`;
-  const r = await c.query<{ kind: DiffKind; count: number; hash: string }>(
-    `SELECT kind, count(*)::int AS count, sum(hashtextextended(${keyText}, 0))::text AS hash FROM ${diff} d GROUP BY kind`,
-  );
+  const hash = keysOnly ? `'rows:${m.manifest.rowChecksum}'` : `sum(hashtextextended(${keyText}, 0))::text`;
+  const r = await c.query<{ kind: DiffKind; count: number; hash: string }>(`SELECT kind, count(*)::int AS count, ${hash} AS hash FROM ${diff} d GROUP BY kind`);
   const out = { skip: 0 } as Record<DiffKind, SetSummary> & { skip: number };
   for (const kind of ['insert', 'update', 'delete', 'conflict'] as DiffKind[]) {
     const row = r.rows.find((x) => x.kind === kind);
-    const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT 5`, [kind])).rows.map((x) => x.k) : [];
+    // the keys as text only for the five kept (the sort itself is on the typed keys)
+    const first = `SELECT ${cols('d', m.key!)} FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT 5`;
+    const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${cols('d', m.key!)}`, [kind])).rows.map((x) => x.k) : [];
     out[kind] = { count: row?.count ?? 0, hash: row?.hash ?? '0', samples };
   }
   return out;
@@ -257,7 +261,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
   let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
   if (m.key) {
     await (keysOnly ? materializeInserts(c, ctx, m) : materialize(c, ctx, m, tenantId, selection.missingRefs));
-    const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m);
+    const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnly);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
     // staged (every backed-up row) = unchanged + update + insert + conflict; live = unchanged + update + delete
