@@ -282,10 +282,9 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
       });
     }
   } else {
-    // every backed-up copy is an insert: the object's row checksum names them
-    const multiset = keysOnly
-      ? { insert: m.manifest.rows, delete: 0, hash: `rows:${m.manifest.rowChecksum}` }
-      : (await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs), await describeMultiset(c, ctx, m));
+    // keysOnly: every backed-up copy is an insert, and the object's row checksum names them
+    if (!keysOnly) await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
+    const multiset = keysOnly ? { insert: m.manifest.rows, delete: 0, hash: `rows:${m.manifest.rowChecksum}` } : await describeMultiset(c, ctx, m);
     found = { insert: multiset.insert, update: 0, delete: multiset.delete };
     out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - multiset.insert + multiset.delete;
     preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
