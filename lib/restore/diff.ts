@@ -1,7 +1,8 @@
 // The restore plan: staged backup vs the tenant's live rows, by primary key, set-based. One pass
 // (a FULL JOIN) per table writes its diff table in the scratch schema: the keys to insert,
-// update, delete, and conflicts (keys that now belong to another tenant). The preview counts
-// them; the apply transaction recomputes them with the very same SQL before changing anything.
+// update, delete, and conflicts (keys that now belong to another tenant), with the backed-up
+// values of the rows to insert or update, so the apply never reads the whole staged table again.
+// The preview counts them; the apply recomputes them with the very same SQL if anything changed.
 import type { ClientBase } from 'pg';
 import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
@@ -105,6 +106,7 @@ async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, 
     `CREATE UNLOGGED TABLE ${diff} AS
      SELECT ${key.map((k) => `coalesce(s.${quoteIdent(k)}, l.${quoteIdent(k)}) AS ${quoteIdent(k)}`).join(', ')},
             CASE WHEN l."_live" IS NULL THEN 'insert' WHEN s."_staged" IS NULL THEN 'delete' ELSE 'update' END AS kind
+            ${nonKey.map((n) => `, s.${quoteIdent(n)} AS ${quoteIdent(backedUpValue(n))}`).join('')}
        FROM (SELECT ${cols('s', liveCols)}, true AS "_staged" FROM ${m.staged} s WHERE true ${notSkipped('s')}) s
        FULL JOIN (SELECT ${cols('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
       WHERE s."_staged" IS NULL OR l."_live" IS NULL OR ${differs(m, nonKey)}`,
@@ -112,7 +114,16 @@ async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, 
   await markConflicts(c, ctx, m);
 }
 
-/** The diff table of a table the tenant has no row in: every staged key is to insert. */
+/** Where the diff table keeps a non-key column's backed-up value (beside `kind`, which a column may be called too). */
+const backedUpValue = (column: string) => `+${column}`;
+
+/** The rows to insert or update, with their backed-up values in the live columns' types, from the diff table (alias it). */
+export function changedRows(ctx: RestoreContext, m: TableMapping, kind: 'insert' | 'update'): string {
+  const value = (n: string) => (m.key!.includes(n) ? `d.${quoteIdent(n)}` : `${stagedValue(m, 'd', n, backedUpValue(n))} AS ${quoteIdent(n)}`);
+  return `(SELECT ${m.columns.map(value).join(', ')} FROM ${tableName(ctx, m, 'd')} d WHERE d.kind = '${kind}')`;
+}
+
+/** The diff table of a table the tenant has no row in: every staged key is to insert (loaded from its object, no values kept). */
 async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
   const diff = tableName(ctx, m, 'd');
   await c.query(`DROP TABLE IF EXISTS ${diff}`);
@@ -187,7 +198,7 @@ async function materializeMultiset(c: ClientBase, ctx: RestoreContext, m: TableM
   const side = (alias: string) => m.columns.map((n, i) => `${compared(m, alias, n)} AS c${i}`).join(', ');
   await c.query(
     `CREATE UNLOGGED TABLE ${diff} AS
-     SELECT ROW(${grouped.map((g) => `g.${g}::text`).join(', ')})::text AS r, g.net FROM (
+     SELECT ROW(${grouped.map((g) => `g.${g}::text`).join(', ')})::text AS r, g.* FROM (
        SELECT ${grouped.join(', ')}, sum(side)::int AS net FROM (
          SELECT ${side('s')}, 1 AS side FROM ${m.staged} s WHERE NOT (${skipPredicate(ctx, m, 's', policy)})
          UNION ALL
@@ -216,12 +227,16 @@ export function multisetSurplus(ctx: RestoreContext, m: TableMapping, tenantId: 
            ) x WHERE x.n <= -x.net)`;
 }
 
-/** Staged copies to insert into a table without a key: the missing ones only. */
+/**
+ * Copies to insert into a table without a key: `net` of each missing row, from the values the
+ * diff grouped by (a value compared as text is the text of its value, cast back).
+ */
 export function multisetMissing(ctx: RestoreContext, m: TableMapping): string {
-  return `(SELECT ${m.columns.map((n) => stagedValue(m, 's', n)).join(', ')} FROM (
-             SELECT s.*, d.net, row_number() OVER (PARTITION BY d.r) AS n
-               FROM ${m.staged} s JOIN ${tableName(ctx, m, 'd')} d ON d.r = ${rowText('s', m.columns)} AND d.net > 0
-           ) s WHERE s.n <= s.net)`;
+  const value = (n: string, i: number) => {
+    const live = m.live!.columns.find((x) => x.name === n)!;
+    return `d.c${i}${comparedAsText(live) ? `::${live.type}` : ''} AS ${quoteIdent(n)}`;
+  };
+  return `(SELECT ${m.columns.map(value).join(', ')} FROM ${tableName(ctx, m, 'd')} d, generate_series(1, d.net) WHERE d.net > 0)`;
 }
 
 export interface PlanArgs {

@@ -133,10 +133,10 @@ export function comparedAsText(c: ColumnInfo): boolean {
   return c.typeKind !== 'e' && !comparableAsValues.test(c.type);
 }
 
-/** A staged column's value as the live column takes it (text-staged columns cast back). */
-export function stagedValue(m: TableMapping, alias: string, name: string): string {
+/** A staged column's value as the live column takes it (text-staged columns cast back); `column`: where it is kept. */
+export function stagedValue(m: TableMapping, alias: string, name: string, column = name): string {
   const castTo = m.stagedColumns.find((c) => c.name === name)?.castTo;
-  return `${alias}.${quoteIdent(name)}${castTo ? `::${castTo}` : ''}`;
+  return `${alias}.${quoteIdent(column)}${castTo ? `::${castTo}` : ''}`;
 }
 
 /** Drift that makes a selected table impossible to restore. */
