@@ -447,7 +447,7 @@ async function findReferenceBlockers(
     if (!m.key || !tables[m.table]?.selected) continue;
     const kindsChanged = (['insert', 'update'] as const).filter((k) => applies(m, k));
     if (kindsChanged.length === 0) continue;
-    const changedRows = `(SELECT s.* FROM ${m.staged} s WHERE EXISTS (SELECT 1 FROM ${tableName(ctx, m, 'd')} k WHERE k.kind IN (${kindsChanged.map((k) => `'${k}'`).join(', ')}) AND ${joinOn('k', 's', m.key)}))`;
+    const stagedRowsToWrite = `(SELECT s.* FROM ${m.staged} s WHERE EXISTS (SELECT 1 FROM ${tableName(ctx, m, 'd')} k WHERE k.kind IN (${kindsChanged.map((k) => `'${k}'`).join(', ')}) AND ${joinOn('k', 's', m.key)}))`;
     for (const fk of foreignKeysOf(ctx, m)) {
       if (!fk.columns.every((col) => m.columns.includes(col)) || !ctx.tables.has(fk.refTable) || fk.refTable === m.table) continue;
       if (!isGlobal(ctx, fk.refTable) && fullyRestored(fk.refTable)) continue;
@@ -459,7 +459,7 @@ async function findReferenceBlockers(
         parent?.key && tables[parent.table]?.insert
           ? `OR EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${keySet(ctx, parent, 'insert')} pi ON ${joinOn('pi', 'ps', parent.key)} WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
           : '';
-      const missing = (await one(c, `SELECT count(*)::int AS n FROM ${changedRows} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
+      const missing = (await one(c, `SELECT count(*)::int AS n FROM ${stagedRowsToWrite} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
       if (missing === 0) continue;
       if (isGlobal(ctx, fk.refTable)) {
         blockers.push({
