@@ -139,7 +139,11 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
     await stageBackup(ctx, stageOptions, {
       snapshot,
       // a table the tenant has no row in (wiped): its keys are all the diff needs
-      columnsToStage: async (c, m) => ((await needsOnlyKeys(c, ctx, m, args)) ? (keysOnly.add(m.table), m.key ? m.joinColumns : []) : undefined),
+      columnsToStage: async (c, m) => {
+        if (!(await needsOnlyKeys(c, ctx, m, args))) return undefined;
+        keysOnly.add(m.table);
+        return m.key ? m.joinColumns : [];
+      },
       work: async (c, m) => void diffs.set(m.table, await diffTable(c, ctx, m, args, keysOnly.has(m.table))),
     });
     await exporter.query('COMMIT');
