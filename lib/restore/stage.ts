@@ -1,7 +1,8 @@
 // Stage a backup into unlogged tables of a scratch schema in the live database, checking every
 // object on the way in: its sha256 (stored bytes), and its row count and row checksum (content).
-// Columns take the live types, so a value that no longer fits its column stops the restore here,
-// naming the column, before anything live is touched.
+// Columns take the live types (or text, where the type is unchanged and the diff compares text
+// anyway: TableMapping.stagedColumns), so a value that no longer fits its column stops the
+// restore here, naming the column, before anything live is touched.
 import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
