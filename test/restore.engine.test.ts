@@ -46,6 +46,10 @@ describe('tenant restore engine', function () {
     await db?.drop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
+  afterEach(async () => {
+    const leaked = await withDb(db.url, (c) => c.query(`SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenantsafe_restore_%'`));
+    assert.deepEqual(leaked.rows, [], 'a scratch schema was left behind');
+  });
 
   const others = () => Promise.all(db.tenants.filter((t) => t.tenantId !== tenantId).map(async (t) => checksumsOf(await liveRows(engine.config, t.tenantId))));
 
