@@ -1,10 +1,15 @@
 // Stream plumbing.
 import { availableParallelism } from 'node:os';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 
 const gzipAsync = promisify(gzip);
+
+/** A sink that drops what it is given: the end of a pipeline that only checks what flows through it. */
+export function discard(): Writable {
+  return new Writable({ write: (_chunk, _enc, done) => done() });
+}
 
 /**
  * gzip on several threads, as pigz does: the stream is cut into blocks of `blockSize`, each block

@@ -82,6 +82,7 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
     return { table: m.table, position, manifest: m, staged, stagedColumns: m.copyColumns.map((name) => ({ name, type: 'text' })), columns: [], key: null, requiredNewColumns: [], joinColumns: [] };
   }
   const liveColumns = new Map(live.columns.map((c) => [c.name, c]));
+  const isJoinColumn = (name: string) => !!live.primaryKey?.includes(name) || joined(name);
   const backupTypes = new Map(m.columns.map((c) => [c.name, c.type]));
   const stagedColumns = m.copyColumns.map((name) => {
     const lc = liveColumns.get(name);
@@ -94,7 +95,7 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
       return { name, type: lc.type };
     }
     // a domain's constraints may have changed since the backup: its values are checked at staging
-    const asText = comparedAsText(lc) && lc.typeKind !== 'd' && !live.primaryKey?.includes(name) && !joined(name);
+    const asText = comparedAsText(lc) && lc.typeKind !== 'd' && !isJoinColumn(name);
     return asText ? { name, type: 'text', castTo: lc.type } : { name, type: lc.type };
   });
   const columns = m.copyColumns.filter((n) => liveColumns.has(n) && !liveColumns.get(n)!.generated);
@@ -118,8 +119,7 @@ function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema:
   if (sameKey && live.primaryKey?.some((k) => !columns.includes(k))) {
     throw new TenantsafeError(ErrorType.BadInput, `${m.table}: primary key column missing from the backup.`, 'This backup cannot be restored into the current schema.');
   }
-  const joinColumns = columns.filter((n) => live.primaryKey?.includes(n) || joined(n));
-  return { table: m.table, position, manifest: m, live, staged, stagedColumns, columns, key: sameKey ? live.primaryKey : null, requiredNewColumns, joinColumns };
+  return { table: m.table, position, manifest: m, live, staged, stagedColumns, columns, key: sameKey ? live.primaryKey : null, requiredNewColumns, joinColumns: columns.filter(isJoinColumn) };
 }
 
 /**

@@ -5,10 +5,11 @@
 // restore here, naming the column, before anything live is touched.
 import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
-import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { RowDigestStream, Sha256Stream } from '../checksum';
+import { discard } from '../streams';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
@@ -124,7 +125,7 @@ async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, 
   const names = columns.map((col) => quoteIdent(col.name)).join(', ');
   try {
     if (columns.length) await copyBackupObject(opts.store, key, m, via, c.query(copyFrom(`COPY ${m.staged} (${names}) FROM STDIN`)));
-    else await readBackupObject(opts.store, key, m, via, new Writable({ write: (_chunk, _enc, done) => done() }));
+    else await readBackupObject(opts.store, key, m, via, discard());
   } catch (err) {
     throw stagingError(err, m);
   }

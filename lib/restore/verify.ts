@@ -6,9 +6,9 @@
 // Other tenants were checked inside the apply transaction (their rows' checksums before and
 // after, in one snapshot), which a check out here could not do without racing live writes.
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
+import { discard } from '../streams';
 import { connect, inLanes, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
 import { appliedKinds, computePlan, isSelected } from './diff';
@@ -19,7 +19,7 @@ import type { ClientBase } from 'pg';
 /** Row count and row checksum of a query's rows, read as COPY text (the backup's own form). */
 export async function rowsDigest(c: ClientBase, sql: string): Promise<{ rows: number; checksum: string }> {
   const digest = new RowDigestStream();
-  await pipeline(c.query(copyTo(`COPY (${sql}) TO STDOUT`)), digest, new Writable({ write: (_chunk, _enc, done) => done() }));
+  await pipeline(c.query(copyTo(`COPY (${sql}) TO STDOUT`)), digest, discard());
   return { rows: digest.digest.rows, checksum: digest.digest.digest() };
 }
 
