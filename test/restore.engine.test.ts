@@ -201,8 +201,12 @@ describe('tenant restore engine', function () {
     await restore();
   });
 
-  it('loads a wiped table straight from its object, checked again: changed since the preview, the apply rolls back', async () => {
-    await withDb(db.url, (c) => c.query(`DELETE FROM app.events WHERE tenant_id = $1`, [tenantId]));
+  it('loads a wiped table straight from its object, vacuumed first, checked again: changed since the preview, the apply rolls back', async () => {
+    const wipedAt = new Date();
+    await withDb(db.url, async (c) => {
+      await c.query(`DELETE FROM app.events WHERE tenant_id = $1`, [tenantId]);
+      await c.query('SELECT pg_stat_force_next_flush()'); // its dead tuples counted now, as long before a real approval
+    });
     const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
     const events = manifest.tables.find((t) => t.table === 'app.events')!;
     const file = path.join(dir, tenantBackupPrefix(tenantId, backupId), events.object.key);
@@ -221,6 +225,10 @@ describe('tenant restore engine', function () {
       const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
       assert.ok(outcome.kind === 'applied' && outcome.result.applied['app.events'].insert === events.rows);
       assert.ok((await verifyAppliedRestore(engine, job, true)).ok);
+      const vacuumed = await withDb(db.url, (c) =>
+        c.query(`SELECT max(last_vacuum) AS at FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM pg_partition_tree('app.events'))`),
+      );
+      assert.ok(vacuumed.rows[0].at >= wipedAt, `app.events, holding the wiped rows as dead tuples, was vacuumed before the load (last vacuum ${vacuumed.rows[0].at})`);
     } finally {
       fs.writeFileSync(file, original);
       await dropRestoreScratch(engine, job.restoreId);

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gunzipSync } from 'node:zlib';
+import { FieldPicker } from '../lib/restore/stage';
 import { ParallelGzip } from '../lib/streams';
 
 describe('ParallelGzip', () => {
@@ -27,5 +28,21 @@ describe('ParallelGzip', () => {
     assert.equal(gunzipSync(short).toString(), 'abc');
     const empty = await buffer(Readable.from([]).pipe(new ParallelGzip({ level: 6, blockSize: 1 << 20 })));
     assert.equal(gunzipSync(empty).length, 0);
+  });
+});
+
+describe('FieldPicker', () => {
+  const lines = ['1\tacme\t\\N\ta\\tb\t2026-01-01', '22\tglobex\t{"x": 1}\t\t', '333\t\\N\tz\ty\tx'];
+  const input = Buffer.from(lines.map((l) => `${l}\n`).join(''));
+  const pick = (keep: boolean[]) => lines.map((l) => `${l.split('\t').filter((_f, i) => keep[i]).join('\t')}\n`).join('');
+
+  it('keeps the marked fields of every line, however the lines are split into chunks', async () => {
+    for (const keep of [[true, false, true], [false, true, false, false, true], [true, true, true, true, true], [false, false, false, true]]) {
+      for (const size of [1, 2, 3, 7, input.length]) {
+        const chunks = Array.from({ length: Math.ceil(input.length / size) }, (_, i) => input.subarray(i * size, (i + 1) * size));
+        const out = await buffer(Readable.from(chunks).pipe(new FieldPicker(keep)));
+        assert.equal(out.toString(), pick(keep), `keep ${keep}, chunks of ${size}`);
+      }
+    }
   });
 });

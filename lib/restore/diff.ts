@@ -402,15 +402,20 @@ async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId:
   return true;
 }
 
+/** The plan the last preview (or apply) stored, with what tells whether it still holds. */
+export async function storedPlan(c: ClientBase, ctx: RestoreContext): Promise<{ plan: RestorePreview; live_rows: Record<string, number>; read_at: string; schema: string } | undefined> {
+  const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
+  return exists.yes ? one(c, `SELECT plan, live_rows, read_at::text, schema FROM ${planStateTable(ctx)}`) : undefined;
+}
+
 /**
  * The plan as of now: the last one computed, when neither the tenant's rows nor the schema
  * changed since (a scan of the tenant's row versions, cheaper than a diff); else recomputed.
  * `reused`: its diff tables are the committed ones, readable from other sessions too.
  */
 export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs & { source: BackupSource }): Promise<{ plan: RestorePreview; reused: boolean }> {
-  const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
-  if (exists.yes) {
-    const stored = await one<{ plan: RestorePreview; live_rows: Record<string, number>; read_at: string; schema: string }>(c, `SELECT plan, live_rows, read_at::text, schema FROM ${planStateTable(ctx)}`);
+  const stored = await storedPlan(c, ctx);
+  if (stored) {
     const unchanged =
       stored.schema === ctx.plan.fingerprint &&
       canonicalJson(stored.plan.selection) === canonicalJson(args.selection) &&

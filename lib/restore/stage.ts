@@ -134,38 +134,38 @@ async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, 
   }
 }
 
-/** Keeps the fields of each COPY text line whose position is marked (fields never hold a raw tab). */
-class FieldPicker extends Transform {
-  private carry: Buffer | null = null;
-  private readonly last: number;
+/**
+ * Keeps the fields of each COPY text line whose position is marked (fields never hold a raw tab).
+ * One pass over the bytes, its place in the line carried from chunk to chunk: a call per field
+ * (indexOf, copy) cost more than loading the whole row.
+ */
+export class FieldPicker extends Transform {
+  private field = 0;
+  /** kept, and after another kept field: a tab goes before it */
+  private readonly tabBefore: boolean[];
   constructor(private readonly keep: boolean[]) {
     super();
-    this.last = keep.lastIndexOf(true);
+    this.tabBefore = keep.map((k, i) => k && keep.slice(0, i).includes(true));
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
-    this.carry = null;
-    const out = Buffer.allocUnsafe(buf.length);
+    const out = Buffer.allocUnsafe(chunk.length);
+    const { keep, tabBefore } = this;
+    let field = this.field;
     let o = 0;
-    let start = 0;
-    for (let nl = buf.indexOf(10, start); nl !== -1; nl = buf.indexOf(10, start)) {
-      let first = true;
-      let from = start;
-      for (let field = 0; field <= this.last; field++) {
-        const tab = buf.indexOf(9, from);
-        const to = tab === -1 || tab > nl ? nl : tab;
-        if (this.keep[field]) {
-          if (!first) out[o++] = 9;
-          o += buf.copy(out, o, from, to);
-          first = false;
-        }
-        from = to + 1;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i];
+      if (b === 10) {
+        out[o++] = 10;
+        field = 0;
+      } else if (b === 9) {
+        field++;
+        if (tabBefore[field]) out[o++] = 9;
+      } else if (keep[field]) {
+        out[o++] = b;
       }
-      out[o++] = 10;
-      start = nl + 1;
     }
-    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
+    this.field = field;
     done(null, out.subarray(0, o));
   }
 }

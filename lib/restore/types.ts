@@ -82,6 +82,8 @@ export interface ApplyResult {
   sequencesMoved: string[];
   /** apply ran with session_replication_role = replica (no per-row FK checks, no triggers) */
   replicaMode: boolean;
+  /** tables vacuumed before the apply loaded them whole (they held the tenant's deleted rows) */
+  vacuumed?: string[];
   alreadyApplied?: boolean;
 }
 
