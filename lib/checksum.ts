@@ -92,6 +92,18 @@ export class RowDigestStream extends Transform {
   }
 }
 
+/**
+ * The row checksum of a set of rows after some rows were removed from it and others added,
+ * from the three sets' checksums alone (each lane a sum mod 2^32: sums subtract).
+ */
+export function adjustRowChecksum(base: string, removed: string, added: string): string {
+  const lane = (hex: string, i: number) => parseInt(hex.slice(i * 8, i * 8 + 8), 16);
+  return [0, 1].map((i) => ((lane(base, i) - lane(removed, i) + lane(added, i)) >>> 0).toString(16).padStart(8, '0')).join('');
+}
+
+/** The row checksum of no rows. */
+export const emptyRowChecksum = new RowDigest().digest();
+
 /** One checksum for a tenant: over every table's row count and row checksum, in table order. */
 export function tenantChecksum(tables: { table: string; rows: number; rowChecksum: string }[]): string {
   const h = createHash('sha256');

@@ -59,7 +59,8 @@ describe('tenant restore engine', function () {
     try {
       const preview = await previewRestore(engine, job);
       if (preview.blockers.length) return { preview };
-      const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      const safetyBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+      const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest, safetyBackupId });
       assert.equal(outcome.kind, 'applied');
       const verification = await verifyAppliedRestore(engine, job, true);
       return { preview, outcome, verification };
@@ -83,11 +84,31 @@ describe('tenant restore engine', function () {
     assert.equal(preview.blockers.length, 0);
     assert.ok(outcome!.kind === 'applied' && outcome!.result.replicaMode);
     assert.ok(verification!.ok, JSON.stringify(verification!.tables.filter((t) => !t.ok)));
+    const fromDelta = verification!.tables.filter((t) => t.note?.includes('safety backup')).map((t) => t.table);
+    assert.ok(fromDelta.includes('app.events') && fromDelta.includes('app.users'), `checksums of the changed tables from the safety backup and the rows the apply changed (${fromDelta})`);
 
     const after = await readBackup(engine.store, tenantId, backupId);
     const live = checksumsOf(await liveRows(engine.config, tenantId));
     assert.deepEqual(live, checksumsOf(after.rows), 'the tenant equals the backup, table by table');
     assert.deepEqual(await others(), othersBefore, 'other tenants unchanged');
+  });
+
+  it('verifies by reading every row when anyone else wrote the tenant after the apply: a write is never hidden by the shortcut', async () => {
+    await withDb(db.url, (c) => damageTenant(c, tenantId));
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      const safetyBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+      assert.equal((await applyApprovedRestore(engine, { ...job, digest: preview.digest, safetyBackupId })).kind, 'applied');
+      // after the commit, a row the apply did not touch changes: same row count, the versions tell
+      await withDb(db.url, (c) => c.query(`UPDATE app.events SET kind = kind || '!' WHERE ctid = (SELECT ctid FROM app.events WHERE tenant_id = $1 ORDER BY event_id DESC LIMIT 1)`, [tenantId]));
+      const verification = await verifyAppliedRestore(engine, job, true);
+      const events = verification.tables.find((t) => t.table === 'app.events')!;
+      assert.ok(!verification.ok && !events.ok && !events.note, `app.events read in full and found changed: ${JSON.stringify(events)}`);
+      assert.ok(verification.tables.filter((t) => t.table !== 'app.events').every((t) => t.ok));
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
   });
 
   it('applies an approved plan only while the tenant is as the preview saw it: after any write, a new preview', async () => {

@@ -18,14 +18,16 @@
 import { pipeline } from 'node:stream/promises';
 import type { ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, qualified, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { tenantFilter } from '../tenancy';
-import { changedRows, currentPlan, isSelected, keySet, multisetMissing, multisetSurplus, storedPlan } from './diff';
-import { liveTable, type RestoreContext, type TableMapping } from './mapping';
+import { changedRows, currentPlan, isSelected, keySet, multisetMissing, multisetSurplus, snapshotXmin, storedPlan } from './diff';
+import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import { copyBackupObject } from './stage';
-import type { ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
+import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
+import { rowsDigest } from './verify';
 
 export interface ApplyOptions {
   url: string;
@@ -73,7 +75,9 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const replicaMode = await canUseReplicaMode(c);
     if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
     await c.query('SET CONSTRAINTS ALL DEFERRED');
+    if (process.env.RPC) await c.query(`SET LOCAL random_page_cost = ${process.env.RPC}`);
     const { snapshot } = (await c.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
+    const readAt = await snapshotXmin(c);
 
     const { plan, reused } = await currentPlan(c, ctx, opts);
     if (plan.digest !== opts.approvedDigest) {
@@ -105,6 +109,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       }
     };
 
+    const removed = await rowsToRemove(c, ctx, changed, plan, opts.tenantId);
     for (const m of [...changed].reverse()) {
       if (plan.tables[m.table].delete === 0) continue;
       if (!m.key) {
@@ -149,7 +154,9 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
     const safety = await safetyBackup;
-    const result: ApplyResult = { applied, sequencesMoved, replicaMode, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
+    const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
+    const delta = { xid, readAt, removed };
+    const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
     await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     await c.query(`INSERT INTO ${markerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
     await c.query('COMMIT');
@@ -168,7 +175,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
 }
 
 /** Every backed-up row of the table goes in, as the backup has it: the apply loads its object. */
-const loadsWhole = (m: TableMapping, inserts: number) => inserts === m.manifest.rows && m.columns.join('\0') === m.manifest.copyColumns.join('\0');
+const loadsWhole = (m: TableMapping, inserts: number) => inserts === m.manifest.rows && sameColumnsAsBackup(m);
 
 /**
  * Vacuums the tables the approved plan loads whole while they still hold the tenant's deleted
@@ -228,11 +235,38 @@ function hasChanges(t: TableChanges | undefined): boolean {
   return !!t && t.insert + t.update + t.delete > 0;
 }
 
-/** The result recorded by an earlier attempt that committed (its worker may have died right after). */
-async function previouslyApplied(c: ClientBase, ctx: RestoreContext, digest: string): Promise<ApplyResult | undefined> {
+/**
+ * The row count and checksum of the rows the apply is about to delete, or to replace by
+ * updating them, per table whose columns are the backup's (the others are verified in full).
+ */
+async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], plan: RestorePreview, tenantId: string): Promise<ApplyDelta['removed']> {
+  const removed: ApplyDelta['removed'] = {};
+  for (const m of tables.filter((x) => sameColumnsAsBackup(x))) {
+    const { delete: deletes, update: updates } = plan.tables[m.table];
+    const columns = m.manifest.copyColumns.map((n) => `l.${quoteIdent(n)}`).join(', ');
+    const sets = [];
+    if (!m.key && deletes > 0) sets.push(`SELECT ${columns} FROM ${liveTable(m)} l, ${multisetSurplus(ctx, m, tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`);
+    for (const [kind, n] of [['delete', deletes], ['update', updates]] as const) {
+      if (m.key && n > 0) sets.push(`SELECT ${columns} FROM ${liveTable(m)} l JOIN ${keySet(ctx, m, kind)} k ON ${joinOn('l', 'k', m.key)}`);
+    }
+    let total = { rows: 0, checksum: emptyRowChecksum };
+    for (const sql of sets) {
+      const d = await withoutMergeJoins(c, () => rowsDigest(c, sql));
+      total = { rows: total.rows + d.rows, checksum: adjustRowChecksum(total.checksum, emptyRowChecksum, d.checksum) };
+    }
+    removed[m.table] = total;
+  }
+  return removed;
+}
+
+/**
+ * The result recorded by the apply that committed (its worker may have died right after): of
+ * this digest, or without one, the last (a restore commits one apply).
+ */
+export async function previouslyApplied(c: ClientBase, ctx: RestoreContext, digest?: string): Promise<ApplyResult | undefined> {
   const exists = await c.query(`SELECT to_regclass($1) AS t`, [markerTable(ctx)]);
   if (!exists.rows[0].t) return undefined;
-  const r = await c.query(`SELECT result FROM ${markerTable(ctx)} WHERE digest = $1`, [digest]);
+  const r = await c.query(`SELECT result FROM ${markerTable(ctx)} WHERE digest = $1 OR $1 IS NULL ORDER BY applied_at DESC LIMIT 1`, [digest ?? null]);
   return r.rows[0]?.result;
 }
 

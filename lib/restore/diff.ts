@@ -8,7 +8,7 @@ import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
 import { tenantFilter, type ForeignKeyInfo } from '../tenancy';
 import { stageInFull, type BackupSource } from './stage';
-import { blockingDrift, comparedAsText, liveTable, stagedValue, type RestoreContext, type TableMapping } from './mapping';
+import { blockingDrift, comparedAsText, liveTable, sameColumnsAsBackup, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
 
 export type DiffKind = 'insert' | 'update' | 'delete' | 'conflict';
@@ -146,7 +146,7 @@ async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping
 export async function needsOnlyKeys(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<boolean> {
   const { selection } = args;
   const exact = selection.mode === 'replace' && appliedKinds(selection).size === 3 && selection.missingRefs === 'refuse';
-  if (!exact || !m.live || blockingDrift(m) || ctx.drift.some((d) => d.table === m.table) || m.columns.join('\0') !== m.manifest.copyColumns.join('\0')) return false;
+  if (!exact || !m.live || blockingDrift(m) || ctx.drift.some((d) => d.table === m.table) || !sameColumnsAsBackup(m)) return false;
   return !(await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any;
 }
 

@@ -5,13 +5,13 @@ import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { manifestFile, parseManifest, type TenantManifest } from '../manifest';
+import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
-import { applyRestore, type ApplyOutcome } from './apply';
+import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
 import { assemblePlan, computePlan, diffTable, needsOnlyKeys, snapshotXmin, type PlanArgs, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
-import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification } from './types';
+import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
 import { verifyRestore } from './verify';
 
 export * from './types';
@@ -183,7 +183,9 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
 export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, otherTenantsUnchanged: boolean): Promise<RestoreVerification> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
+  const applied = await withClient(engine.db, engine.config.database.url, (c) => previouslyApplied(c, ctx));
   return verifyRestore(ctx, {
+    delta: applied?.delta && applied.safetyBackup ? { applied: applied.delta, changes: applied.applied, safety: await safetyManifest(engine, job.tenantId, applied.safetyBackup) } : undefined,
     url: engine.config.database.url,
     tenantId: job.tenantId,
     backupId: job.backupId,
@@ -192,6 +194,16 @@ export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, othe
     otherTenantsUnchanged,
     parallelism: engine.config.backup.parallelism,
   });
+}
+
+/** The manifest of a restore's safety backup, checked against the sha256 the apply recorded. */
+async function safetyManifest(engine: Engine, tenantId: string, ref: SafetyBackupRef): Promise<TenantManifest> {
+  const key = tenantBackupPrefix(tenantId, ref.backupId) + manifestFile;
+  const body = await engine.store.getBytes(key);
+  if (sha256Hex(body) !== ref.manifestSha256) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Safety backup manifest ${key} changed since the restore wrote it (sha256 differs).`, `Run \`tenantsafe verify ${ref.backupId}\`.`);
+  }
+  return parseManifest(body, key);
 }
 
 export async function dropRestoreScratch(engine: Engine, restoreId: string): Promise<void> {

@@ -148,6 +148,11 @@ export function blockingDrift(mapping: TableMapping): string | undefined {
   return undefined;
 }
 
+/** The table still has the backup's columns, in its order: its rows read back as the backup wrote them. */
+export function sameColumnsAsBackup(m: TableMapping): boolean {
+  return m.columns.join('\0') === m.manifest.copyColumns.join('\0');
+}
+
 /** Live FROM for a mapping's table (ONLY for plain tables, like the backup read it). */
 export function liveTable(m: TableMapping): string {
   return `${m.live!.partitioned ? '' : 'ONLY '}${qualified(m.live!.schema, m.live!.name)}`;

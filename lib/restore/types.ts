@@ -75,6 +75,12 @@ export interface SafetyBackupRef {
   manifestSha256: string;
 }
 
+export interface ApplyDelta {
+  xid: string;
+  readAt: string;
+  removed: Record<string, { rows: number; checksum: string }>;
+}
+
 export interface ApplyResult {
   applied: Record<string, TableChanges>;
   /** the tenant's rows before this apply: restoring it undoes the restore */
@@ -82,6 +88,12 @@ export interface ApplyResult {
   sequencesMoved: string[];
   /** apply ran with session_replication_role = replica (no per-row FK checks, no triggers) */
   replicaMode: boolean;
+  /**
+   * What the apply changed, for a verification that reads only that: its transaction, the
+   * snapshot it read (snapshotXmin), and per changed table the rows it removed (deleted, or the
+   * old versions of those it updated) as a row count and checksum in the backup's column order.
+   */
+  delta?: ApplyDelta;
   /** tables vacuumed before the apply loaded them whole (they held the tenant's deleted rows) */
   vacuumed?: string[];
   alreadyApplied?: boolean;
