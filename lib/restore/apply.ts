@@ -75,7 +75,6 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const replicaMode = await canUseReplicaMode(c);
     if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
     await c.query('SET CONSTRAINTS ALL DEFERRED');
-    if (process.env.RPC) await c.query(`SET LOCAL random_page_cost = ${process.env.RPC}`);
     const { snapshot } = (await c.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
     const readAt = await snapshotXmin(c);
 
