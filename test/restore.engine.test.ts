@@ -176,6 +176,43 @@ describe('tenant restore engine', function () {
     await restore();
   });
 
+  it('checks foreign keys set-based in the apply: a restored row that references another tenant\'s row, gone since, rolls it back', async () => {
+    const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
+    const { commentId, userId, author } = await withDb(db.url, async (c) => {
+      const user = await c.query(`INSERT INTO app.users (tenant_id, email, created_at) VALUES ($1, 'fk-check@example.com', now()) RETURNING user_id`, [other]);
+      const comment = await c.query(
+        `SELECT c.comment_id, c.author_id FROM app.comments c JOIN app.tasks t USING (task_id) JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1 ORDER BY c.comment_id LIMIT 1`,
+        [tenantId],
+      );
+      await c.query(`UPDATE app.comments SET author_id = $2 WHERE comment_id = $1`, [comment.rows[0].comment_id, user.rows[0].user_id]);
+      return { commentId: comment.rows[0].comment_id, userId: user.rows[0].user_id, author: comment.rows[0].author_id };
+    });
+    // a backup in which a comment of the tenant names the other tenant's user as its author
+    const crossBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const summary = await takeTenantBackup(engine, { tenantId, backupId: crossBackupId });
+    await recordTenantBackup(engine, { tenantId, backupId: crossBackupId, manifestSha256: summary.manifestSha256 });
+    // since: the comment gets its author back, then is deleted (the restore will insert it); the user goes
+    await withDb(db.url, async (c) => {
+      await c.query(`UPDATE app.comments SET author_id = $2 WHERE comment_id = $1`, [commentId, author]);
+      await c.query(`DELETE FROM app.comments WHERE reply_to = $1`, [commentId]);
+      await c.query(`DELETE FROM app.comments WHERE comment_id = $1`, [commentId]);
+      await c.query(`DELETE FROM app.users WHERE user_id = $1`, [userId]);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: crossBackupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      assert.ok(preview.tables['app.comments'].insert > 0);
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('comments_author_id_fkey'),
+      );
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+  });
+
   it('refuses rows that reference a global row that is gone, unless told to skip them', async () => {
     await withDb(db.url, async (c) => {
       await c.query(`INSERT INTO app.plans VALUES (9, 'Legacy', 'pro', 10)`);
