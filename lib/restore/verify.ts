@@ -95,14 +95,13 @@ type Delta = { applied: ApplyDelta; changes: ApplyResult['applied']; safety: Ten
  */
 async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, delta: Delta): Promise<{ rows: number; checksum: string } | undefined> {
   const before = delta.safety.tables.find((t) => t.table === m.table);
+  if (!before || !sameColumnsAsBackup(m) || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
   const written = delta.changes[m.table] ? delta.changes[m.table].insert + delta.changes[m.table].update : 0;
   // most rows written: reading them back is reading the table, and the arithmetic saves nothing
   if (written > m.manifest.rows / 2) return undefined;
-  // a table the apply did not change has no entry; one it changed with other columns is not comparable
+  // no entry: a table the apply did not change
   const removed = delta.applied.removed[m.table] ?? { rows: 0, checksum: emptyRowChecksum };
-  if (!before || !sameColumnsAsBackup(m) || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
   const { xid, readAt } = delta.applied;
-  const tenantRows = liveRowsSql(ctx, m, tenantId);
   const [now] = (
     await c.query<{ n: string; others: boolean }>(
       `SELECT count(*) AS n, coalesce(bool_or(l.xmin <> $1::xid AND age(l.xmin) <= age(xid($2::xid8))), false) AS others FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`,
@@ -110,7 +109,7 @@ async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, te
     )
   ).rows;
   if (now.others || Number(now.n) !== m.manifest.rows) return undefined;
-  const added = await rowsDigest(c, `${tenantRows} AND l.xmin = '${xid}'::xid`);
+  const added = await rowsDigest(c, `${liveRowsSql(ctx, m, tenantId)} AND l.xmin = '${BigInt(xid)}'::xid`); // COPY takes no parameters
   return { rows: before.rows - removed.rows + added.rows, checksum: adjustRowChecksum(before.rowChecksum, removed.checksum, added.checksum) };
 }
 
