@@ -91,9 +91,9 @@ export function createTenantRestoreActivities(engine: Engine) {
       try {
         const outcome = await applyApprovedRestore(engine, job, Context.current().cancellationSignal);
         if (outcome.kind === 'applied') {
-          const safety = outcome.result.safetyBackup;
-          if (safety) await recordTenantBackup(engine, { tenantId: job.tenantId, ...safety });
-          return outcome;
+          const { delta: _forTheVerification, ...result } = outcome.result; // it reads the delta from the database
+          if (result.safetyBackup) await recordTenantBackup(engine, { tenantId: job.tenantId, ...result.safetyBackup });
+          return { kind: 'applied', result };
         }
         await recordPreview(job, outcome.preview);
         return { kind: 'plan-changed', preview: summarize(outcome.preview) };
