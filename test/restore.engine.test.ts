@@ -346,11 +346,14 @@ describe('tenant restore engine', function () {
       await assert.rejects(restore(), (e: TenantsafeError) => e.type === ErrorType.SchemaDrift && /app\.users\.display_name is integer now \(text in the backup\)/.test(e.message));
       await withDb(db.url, (c) => c.query(`ALTER TABLE app.users ADD COLUMN age int NOT NULL DEFAULT 0`));
       await withDb(db.url, (c) => c.query(`ALTER TABLE app.users ALTER COLUMN display_name TYPE text`));
-      await withDb(db.url, (c) => damageTenant(c, tenantId));
+      await withDb(db.url, async (c) => {
+        await damageTenant(c, tenantId);
+        await c.query(`DELETE FROM app."AuditLog" WHERE tenant_id = $1`, [tenantId]); // wiped: staged from its keys alone
+      });
       // a column added with a default is fine: restored rows take it
       const { verification, preview } = await restore();
       assert.ok(preview.drift.some((d) => d.kind === 'column-added' && d.column === 'age'));
-      assert.ok(verification!.ok);
+      assert.ok(verification!.ok, JSON.stringify(verification!.tables.filter((t) => !t.ok)));
       // a column added NOT NULL without a default: a user to re-insert would have no value for it
       await withDb(db.url, async (c) => {
         await c.query(`ALTER TABLE app.users ADD COLUMN badge text NOT NULL DEFAULT 'x'; ALTER TABLE app.users ALTER COLUMN badge DROP DEFAULT`);
@@ -363,8 +366,19 @@ describe('tenant restore engine', function () {
       const before = checksumsOf(await liveRows(engine.config, tenantId));
       await assert.rejects(restore(), (e: TenantsafeError) => e.type === ErrorType.SchemaDrift && /column app\.users\.badge was added NOT NULL without a default/.test(e.message));
       assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+      // a column dropped since the backup: users is verified by what is left to change, every table diffed again
+      await withDb(db.url, async (c) => {
+        await c.query(`ALTER TABLE app.users DROP COLUMN badge; ALTER TABLE app.users DROP COLUMN settings`);
+        await c.query(`DELETE FROM app."AuditLog" WHERE tenant_id = $1`, [tenantId]);
+      });
+      const dropped = await restore();
+      assert.ok(dropped.preview.drift.some((d) => d.kind === 'column-dropped' && d.column === 'settings'), JSON.stringify(dropped.preview.drift));
+      assert.ok(dropped.verification!.ok, JSON.stringify(dropped.verification!.tables.filter((t) => !t.ok)));
     } finally {
-      await withDb(db.url, (c) => c.query(`ALTER TABLE app.users DROP COLUMN IF EXISTS age; ALTER TABLE app.users DROP COLUMN IF EXISTS badge; ALTER TABLE app.users ALTER COLUMN display_name TYPE text`));
+      await withDb(db.url, (c) =>
+        c.query(`ALTER TABLE app.users DROP COLUMN IF EXISTS age; ALTER TABLE app.users DROP COLUMN IF EXISTS badge; ALTER TABLE app.users ALTER COLUMN display_name TYPE text;
+                 ALTER TABLE app.users ADD COLUMN IF NOT EXISTS settings jsonb`),
+      );
     }
   });
 

@@ -14,9 +14,9 @@ import type { TenantManifest } from '../manifest';
 import { discard } from '../streams';
 import { connect, inLanes, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, isSelected } from './diff';
+import { appliedKinds, computePlan, diffTable, isSelected } from './diff';
 import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
-import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification } from './types';
+import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, TableChanges } from './types';
 import type { ClientBase } from 'pg';
 
 /** Row count and row checksum of a query's rows, read as COPY text (the backup's own form). */
@@ -61,11 +61,15 @@ export async function verifyRestore(
     const c = await connect(args.url, 'tenantsafe-verify');
     try {
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      const remaining = await computePlan(c, ctx, args);
+      // an exact replace diffs these tables alone (others may be staged from their keys only);
+      // a narrower restore diffs them all, as its preview did (a skipped parent row skips children)
+      const remaining: Record<string, TableChanges | undefined> = {};
+      if (exact) for (const m of byDiff) remaining[m.table] = (await diffTable(c, ctx, m, args)).preview;
+      else Object.assign(remaining, (await computePlan(c, ctx, args)).tables);
       await c.query('ROLLBACK');
       const kindsText = [...kinds].join('/');
       for (const m of byDiff) {
-        const left = remaining.tables[m.table];
+        const left = remaining[m.table];
         const leftCount = left ? left.insert + left.update + left.delete : 0;
         results.set(m.table, {
           table: m.table,
