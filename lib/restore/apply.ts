@@ -146,11 +146,11 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       if (wholeObject) loadedWhole.add(m.table);
     }
 
+    const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
     if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole);
-    if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, loadedWhole, othersBefore);
+    if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, xid, loadedWhole, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
     const safety = await safetyBackup;
-    const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
     const delta = { xid, readAt, removed };
     const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
     await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
@@ -296,10 +296,11 @@ async function assertOtherTenantsUntouched(
   ctx: RestoreContext,
   tables: TableMapping[],
   tenantId: string,
+  /** this transaction's */
+  ours: string,
   loadedWhole: Set<string>,
   countsBefore?: Map<string, number>,
 ): Promise<void> {
-  const ours = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0].xid;
   for (const m of tables) {
     const proof = () =>
       c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE l.xmin = $1::xid AND (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`, [ours]);
@@ -334,7 +335,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       if (childMapping?.key) {
         // the rows written hold the diff table's values, when it kept them (not for a table loaded
         // whole): check those few, not a join of their keys with the whole child table
-        const valuesKept = !loadsWhole(childMapping, plan.tables[childKey].insert) && fk.columns.every((col) => childMapping.columns.includes(col));
+        const valuesKept = !loadedWhole.has(childKey) && fk.columns.every((col) => childMapping.columns.includes(col));
         for (const kind of ['insert', 'update'] as const) {
           if (plan.tables[childKey][kind] === 0) continue;
           if (valuesKept) checks.push(`SELECT 1 FROM ${changedRows(ctx, childMapping, kind)} x WHERE ${orphan}`);

@@ -34,6 +34,11 @@ export function isSelected(sel: RestoreSelection, table: string): boolean {
 }
 
 /** The kinds of change the mode and selection allow. */
+/** The tenant is to become exactly the backup: replace, every kind of change, no row skipped. */
+export function isExactReplace(sel: RestoreSelection): boolean {
+  return sel.mode === 'replace' && appliedKinds(sel).size === 3 && sel.missingRefs === 'refuse';
+}
+
 export function appliedKinds(sel: RestoreSelection): Set<ChangeKind> {
   const allowed: ChangeKind[] = sel.mode === 'missing-only' ? ['insert'] : [...changeKinds];
   return new Set(allowed.filter((k) => !sel.changes || sel.changes.includes(k)));
@@ -144,9 +149,7 @@ async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping
  * of an unchanged table, whose apply loads the table straight from its object.
  */
 export async function needsOnlyKeys(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<boolean> {
-  const { selection } = args;
-  const exact = selection.mode === 'replace' && appliedKinds(selection).size === 3 && selection.missingRefs === 'refuse';
-  if (!exact || !m.live || blockingDrift(m) || ctx.drift.some((d) => d.table === m.table) || !sameColumnsAsBackup(m)) return false;
+  if (!isExactReplace(args.selection) || !m.live || blockingDrift(m) || ctx.drift.some((d) => d.table === m.table) || !sameColumnsAsBackup(m)) return false;
   return !(await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any;
 }
 

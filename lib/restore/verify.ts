@@ -14,7 +14,7 @@ import type { TenantManifest } from '../manifest';
 import { discard } from '../streams';
 import { connect, inLanes, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, diffTable, isSelected } from './diff';
+import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected } from './diff';
 import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, TableChanges } from './types';
 import type { ClientBase } from 'pg';
@@ -41,9 +41,9 @@ export async function verifyRestore(
   },
 ): Promise<RestoreVerification> {
   const kinds = appliedKinds(args.selection);
-  const exact = args.selection.mode === 'replace' && kinds.size === 3 && args.selection.missingRefs === 'refuse';
+  const exact = isExactReplace(args.selection);
   // An exact replace is proven by the checksums alone; anything narrower by what is left to do.
-  const comparable = (m: TableMapping) => exact && m.columns.length === m.manifest.copyColumns.length;
+  const comparable = (m: TableMapping) => exact && sameColumnsAsBackup(m);
   const selected = ctx.mappings.filter((m) => m.live && isSelected(args.selection, m.table));
   const byChecksum = selected.filter(comparable);
   const byDiff = selected.filter((m) => !comparable(m));
@@ -99,7 +99,7 @@ type Delta = { applied: ApplyDelta; changes: ApplyResult['applied']; safety: Ten
  */
 async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, delta: Delta): Promise<{ rows: number; checksum: string } | undefined> {
   const before = delta.safety.tables.find((t) => t.table === m.table);
-  if (!before || !sameColumnsAsBackup(m) || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
+  if (!before || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
   const written = delta.changes[m.table] ? delta.changes[m.table].insert + delta.changes[m.table].update : 0;
   // most rows written: reading them back is reading the table, and the arithmetic saves nothing
   if (written > m.manifest.rows / 2) return undefined;
