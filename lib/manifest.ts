@@ -10,6 +10,18 @@ export const manifestFile = 'manifest.json';
 /** written first: marks a backup in progress (or, beside a manifest, where a complete one began) */
 export const startedMarkerFile = 'started.json';
 
+/**
+ * What tells, later, whether a row version was there when the snapshot was read: the snapshot's
+ * xmin (every older transaction had ended), and the cluster history and database it counts in.
+ */
+export interface SnapshotOrigin {
+  /** pg_snapshot_xmin of the snapshot, an xid8 as text */
+  xmin: string;
+  systemIdentifier: string;
+  timeline: number;
+  databaseOid: number;
+}
+
 export interface ManifestColumn {
   name: string;
   type: string;
@@ -44,7 +56,8 @@ export interface TenantManifest {
   tenantId: string;
   database: string;
   serverVersion: string;
-  snapshot: { at: string; lsn: string };
+  /** origin: absent in backups written before it was recorded */
+  snapshot: { at: string; lsn: string; origin?: SnapshotOrigin };
   startedAt: string;
   finishedAt: string;
   tenancy: { tenantTable: string; tenantColumn: string; fingerprint: string; warnings: string[] };

@@ -23,6 +23,9 @@ import {
 import { liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 import { damageTenant } from '../lib/sample/damage';
+import { comparableBackupXmin, computePlan } from '../lib/restore/diff';
+import { loadRestoreContext } from '../lib/restore/mapping';
+import { stageInFull } from '../lib/restore/stage';
 import { checksumsOf, expectedDifferences } from './support/restore';
 
 describe('tenant restore engine', function () {
@@ -338,6 +341,82 @@ describe('tenant restore engine', function () {
     } finally {
       await dropRestoreScratch(engine, job.restoreId);
     }
+  });
+
+  it('stages nothing of a table whose rows are the very ones backed up, unless a parent moved rows in: same plan as staging it all', async () => {
+    const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
+    // before the backup: another tenant's project with two tasks, and two tasks of the tenant's (none with comments or labels)
+    const { project, ours } = await withDb(db.url, async (c) => {
+      const owner = (await c.query(`SELECT min(user_id) AS id FROM app.users WHERE tenant_id = $1`, [other])).rows[0].id;
+      const p = (await c.query(`INSERT INTO app.projects (tenant_id, owner_id, name) VALUES ($1, $2, 'moves') RETURNING project_id`, [other, owner])).rows[0].project_id;
+      await c.query(`INSERT INTO app.tasks (project_id, title) VALUES ($1, 'a'), ($1, 'b')`, [p]);
+      const mine = (await c.query(`SELECT min(project_id) AS id FROM app.projects WHERE tenant_id = $1`, [tenantId])).rows[0].id;
+      const t = await c.query(`INSERT INTO app.tasks (project_id, title) VALUES ($1, 'c'), ($1, 'd') RETURNING task_id`, [mine]);
+      return { project: p as string, ours: t.rows.map((r) => r.task_id as string) };
+    });
+    const fresh = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const summary = await takeTenantBackup(engine, { tenantId, backupId: fresh });
+    await recordTenantBackup(engine, { tenantId, backupId: fresh, manifestSha256: summary.manifestSha256 });
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, fresh));
+    // after it: the project (and so its two tasks) moves into the tenant, two of its tasks go, and one event changes:
+    // app.tasks holds as many rows as backed up, none of them written since; only their parent was
+    await withDb(db.url, async (c) => {
+      await c.query(`UPDATE app.projects SET tenant_id = $1 WHERE project_id = $2`, [tenantId, project]);
+      await c.query(`DELETE FROM app.tasks WHERE task_id = ANY($1)`, [ours]);
+      await c.query(`UPDATE app.events SET kind = 'moved' WHERE ctid = (SELECT ctid FROM app.events WHERE tenant_id = $1 LIMIT 1)`, [tenantId]);
+    });
+    const expected = expectedDifferences(manifest, (await readBackup(engine.store, tenantId, fresh)).rows, await liveRows(engine.config, tenantId));
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: fresh, selection: parseSelection({ tenantId }) };
+    const staged = (table: string) =>
+      withDb(db.url, async (c) => {
+        const position = manifest.tables.findIndex((t) => t.table === table);
+        return (await c.query(`SELECT to_regclass($1) IS NOT NULL AS yes`, [`${scratchSchemaName(job.restoreId)}.t${String(position + 1).padStart(4, '0')}`])).rows[0].yes as boolean;
+      });
+    try {
+      const preview = await previewRestore(engine, job);
+      for (const [table, diff] of Object.entries(expected)) {
+        const p = preview.tables[table];
+        assert.deepEqual({ insert: p.insert, update: p.update, delete: p.delete }, diff, `${table}: preview counts`);
+      }
+      assert.deepEqual([preview.tables['app.tasks'].insert, preview.tables['app.tasks'].delete, preview.tables['app.projects'].delete], [2, 2, 1], 'the moved-in tasks found');
+      const skipped = [];
+      for (const m of manifest.tables) if (!(await staged(m.table))) skipped.push(m.table);
+      assert.deepEqual(skipped.sort(), ['app.AuditLog', 'app.InvoiceLines', 'app.comments', 'app.invoices', 'app.labels', 'app.page_views', 'app.task_labels', 'app.tenants', 'app.users'], 'the unchanged tables staged nothing');
+
+      // the same plan, digest included, as staging every table and diffing it
+      const full = await withDb(db.url, async (c) => {
+        const ctx = await loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId: job.restoreId });
+        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        try {
+          await stageInFull(c, ctx, { store: engine.store, prefix: tenantBackupPrefix(tenantId, fresh) });
+          return await computePlan(c, ctx, { tenantId, backupId: fresh, snapshotAt: manifest.snapshot.at, selection: job.selection });
+        } finally {
+          await c.query('ROLLBACK');
+        }
+      });
+      assert.equal(full.digest, preview.digest, 'digest of the plan computed from every table staged');
+
+      const safetyBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+      assert.equal((await applyApprovedRestore(engine, { ...job, digest: preview.digest, safetyBackupId })).kind, 'applied');
+      assert.ok((await verifyAppliedRestore(engine, job, true)).ok, 'verified');
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), checksumsOf((await readBackup(engine.store, tenantId, fresh)).rows), 'the tenant equals the backup');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+  });
+
+  it('compares row versions with a backup only in the database and history it read', async () => {
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
+    const origin = manifest.snapshot.origin!;
+    const as = (o: Partial<typeof origin>) => ({ ...manifest, snapshot: { ...manifest.snapshot, origin: { ...origin, ...o } } });
+    await withDb(db.url, async (c) => {
+      assert.equal(await comparableBackupXmin(c, manifest), origin.xmin, 'the database it read');
+      assert.equal(await comparableBackupXmin(c, as({ timeline: origin.timeline + 1 })), undefined, 'another timeline (a point-in-time recovery since)');
+      assert.equal(await comparableBackupXmin(c, as({ systemIdentifier: '1' })), undefined, 'another cluster');
+      assert.equal(await comparableBackupXmin(c, as({ databaseOid: origin.databaseOid + 1 })), undefined, 'another database (a copy)');
+      assert.equal(await comparableBackupXmin(c, as({ xmin: String(BigInt(origin.xmin) + 10n ** 9n) })), undefined, 'ids that went backwards');
+      assert.equal(await comparableBackupXmin(c, { ...manifest, snapshot: { at: manifest.snapshot.at, lsn: manifest.snapshot.lsn } }), undefined, 'a backup without its origin');
+    });
   });
 
   it('names the column when schema drift cannot be mapped, and changes nothing', async () => {

@@ -3,9 +3,10 @@
 // COPY ... TO STDOUT through a row digest and gzip into the store. Never buffers a table.
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import type { Client } from 'pg';
+import type { Client, ClientBase } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
+import type { SnapshotOrigin } from '../manifest';
 import { connect, connectionError } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';
@@ -24,6 +25,8 @@ export interface TableExport {
 export interface SnapshotExport {
   snapshotAt: string;
   lsn: string;
+  /** the snapshot's xmin and where its transaction ids mean something (see SnapshotOrigin) */
+  origin: SnapshotOrigin;
   serverVersion: string;
   database: string;
   tables: TableExport[];
@@ -77,6 +80,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
               (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
               current_setting('server_version') AS version, current_database() AS db`,
     );
+    const origin = await snapshotOrigin(coordinator);
     const { snapshot } = info.rows[0];
 
     const workers = await Promise.all(
@@ -111,6 +115,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     return {
       snapshotAt: info.rows[0].at.toISOString(),
       lsn: info.rows[0].lsn,
+      origin,
       serverVersion: info.rows[0].version,
       database: info.rows[0].db,
       tables: results,
@@ -122,6 +127,17 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     opts.signal?.removeEventListener('abort', abort);
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }
+}
+
+/** The origin of the transaction's snapshot (see SnapshotOrigin). */
+export async function snapshotOrigin(c: ClientBase): Promise<SnapshotOrigin> {
+  const r = await c.query<{ xmin: string; system: string; timeline: number; db: number }>(
+    `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, s.system_identifier::text AS system,
+            (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline, (SELECT oid FROM pg_database WHERE datname = current_database())::int AS db
+       FROM pg_control_system() s`,
+  );
+  const { xmin, system, timeline, db } = r.rows[0];
+  return { xmin, systemIdentifier: system, timeline, databaseOid: db };
 }
 
 async function beginSnapshotTransaction(c: Client): Promise<void> {

@@ -92,7 +92,7 @@ export async function takeTenantBackup(
     tenantId: args.tenantId,
     database: exported.database,
     serverVersion: exported.serverVersion,
-    snapshot: { at: exported.snapshotAt, lsn: exported.lsn },
+    snapshot: { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin },
     startedAt,
     finishedAt: new Date().toISOString(),
     tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },

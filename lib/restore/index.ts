@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
-import { assemblePlan, computePlan, diffTable, needsOnlyKeys, snapshotXmin, type PlanArgs, type TableDiff } from './diff';
+import { assemblePlan, comparableBackupXmin, computePlan, diffTable, needsOnlyKeys, snapshotXmin, tenantRowsAsBackedUp, unchangedTableDiff, type PlanArgs, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
@@ -130,21 +130,29 @@ async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs
 async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
   const diffs = new Map<string, TableDiff>();
   const keysOnly = new Set<string>();
+  const asBackedUp = new Set<string>();
   const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
   let readAt: string;
   try {
     await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const { snapshot } = (await exporter.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
     readAt = await snapshotXmin(exporter);
+    const backupXmin = await comparableBackupXmin(exporter, ctx.manifest);
     await stageBackup(ctx, stageOptions, {
       snapshot,
+      // the tenant's rows of the table are the very ones backed up: nothing to stage or diff
+      unchanged: async (c, m) => {
+        if (!backupXmin || !(await tenantRowsAsBackedUp(c, ctx, m, args, backupXmin))) return false;
+        asBackedUp.add(m.table);
+        return true;
+      },
       // a table the tenant has no row in (wiped): its keys are all the diff needs
       columnsToStage: async (c, m) => {
         if (!(await needsOnlyKeys(c, ctx, m, args))) return undefined;
         keysOnly.add(m.table);
         return m.key ? m.joinColumns : [];
       },
-      work: async (c, m) => void diffs.set(m.table, await diffTable(c, ctx, m, args, keysOnly.has(m.table))),
+      work: async (c, m) => void diffs.set(m.table, asBackedUp.has(m.table) ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, keysOnly.has(m.table))),
     });
     await exporter.query('COMMIT');
   } finally {

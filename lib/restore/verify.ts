@@ -14,7 +14,7 @@ import type { TenantManifest } from '../manifest';
 import { discard } from '../streams';
 import { connect, inLanes, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected } from './diff';
+import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected, writtenSince } from './diff';
 import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, TableChanges } from './types';
 import type { ClientBase } from 'pg';
@@ -108,7 +108,7 @@ async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, te
   const { xid, readAt } = delta.applied;
   const [now] = (
     await c.query<{ n: string; others: boolean }>(
-      `SELECT count(*) AS n, coalesce(bool_or(l.xmin <> $1::xid AND age(l.xmin) <= age(xid($2::xid8))), false) AS others FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`,
+      `SELECT count(*) AS n, coalesce(bool_or(l.xmin <> $1::xid AND ${writtenSince('l', '$2::xid8')}), false) AS others FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`,
       [xid, readAt],
     )
   ).rows;

@@ -23,6 +23,27 @@ export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string
   return `EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} ${p} WHERE ${join} AND ${tenantFilter(plan, parent, p, tenantId)})`;
 }
 
+/**
+ * The same rows as tenantFilter, as inner joins with the parent rows that tie each to the tenant
+ * (aliased `alias_p`, `alias_p_p`, ...; a parent is joined on the key its foreign key references,
+ * so still one row per tenant row): for reading the parents' columns too, such as their xmin.
+ * `joins` follows `FROM <table> <alias>`; `aliases` starts with `alias`.
+ */
+export function tenantChain(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string): { joins: string; where: string; aliases: string[] } {
+  const aliases = [alias];
+  const joins: string[] = [];
+  let t = table;
+  for (let o = t.ownership; o.kind === 'parent'; o = t.ownership) {
+    const child = aliases.at(-1)!;
+    const p = `${child}_p`;
+    t = ownedTable(plan, o.parent);
+    joins.push(`JOIN ${qualified(t.schema, t.name)} ${p} ON ${o.columns.map((c, i) => `${p}.${quoteIdent(o.parentColumns[i])} = ${child}.${quoteIdent(c)}`).join(' AND ')}`);
+    aliases.push(p);
+  }
+  const root = t.ownership as Exclude<OwnedTable['ownership'], { kind: 'parent' }>;
+  return { joins: joins.join(' '), where: `${aliases.at(-1)}.${quoteIdent(root.column)} = ${quoteLiteral(tenantId)}`, aliases };
+}
+
 /** FROM clause for a table: ONLY for plain tables (old-style inheritance children are tables of their own). */
 export function fromTable(table: OwnedTable, alias: string): string {
   return `${table.partitioned ? '' : 'ONLY '}${qualified(table.schema, table.name)} ${alias}`;
