@@ -333,12 +333,15 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
       const checks: string[] = [];
       if (childMapping?.key) {
-        // the rows written hold the diff table's values, when it kept them (not for a table loaded
-        // whole): check those few, not a join of their keys with the whole child table
+        // the values of the rows written, not a join of their keys with the whole child table: a
+        // table loaded whole holds the backed-up rows, staged (join columns at least); else the
+        // diff table kept the few rows' values
+        const staged = loadedWhole.has(childKey) && fk.columns.every((col) => childMapping.joinColumns.includes(col));
         const valuesKept = !loadedWhole.has(childKey) && fk.columns.every((col) => childMapping.columns.includes(col));
         for (const kind of ['insert', 'update'] as const) {
           if (plan.tables[childKey][kind] === 0) continue;
-          if (valuesKept) checks.push(`SELECT 1 FROM ${changedRows(ctx, childMapping, kind)} x WHERE ${orphan}`);
+          if (staged) checks.push(`SELECT 1 FROM ${childMapping.staged} x WHERE ${orphan}`);
+          else if (valuesKept) checks.push(`SELECT 1 FROM ${changedRows(ctx, childMapping, kind)} x WHERE ${orphan}`);
           else checks.push(`SELECT 1 FROM ${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)} WHERE ${orphan}`);
         }
       } else if (childMapping) {

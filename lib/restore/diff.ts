@@ -138,8 +138,13 @@ async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMa
   await markConflicts(c, ctx, m);
 }
 
-/** A key to insert that is present in the table is another tenant's (or no tenant's) row: a conflict. */
+/**
+ * A key to insert that is present in the table is another tenant's (or no tenant's) row: a
+ * conflict. Not where the key holds the tenant id itself: a row with such a key is the tenant's.
+ */
 async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
+  const ownership = m.live!.ownership;
+  if (ownership.kind !== 'parent' && m.key!.includes(ownership.column)) return;
   const diff = tableName(ctx, m, 'd');
   await c.query(`ANALYZE ${diff}`);
   await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', m.key!)})`);
