@@ -266,17 +266,29 @@ export function unwrapFailure(err: unknown): unknown {
   return new WorkflowError((e as Error).message, undefined);
 }
 
-/** Polls a workflow's status query until `done(status)` or the workflow closes. */
+/**
+ * Asks a workflow's status query until `done(status)` or the workflow closes: again each time the
+ * workflow writes history events, long-polling for them (the server holds the call until one is
+ * written), not on a timer. Asking every 50 ms kept the Temporal server and this client busy for
+ * ~0.3 CPU-seconds per second of a restore's preview, on the same cores as the preview.
+ */
 export async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 600_000): Promise<S> {
   const started = Date.now();
+  const { workflowService, options } = handle.client;
+  let nextPageToken: Uint8Array | undefined;
   for (;;) {
     const status = await handle.query(query);
     if (done(status)) return status;
-    const { status: wf } = await handle.describe();
-    if (wf.name !== 'RUNNING') return status;
-    const waited = Date.now() - started;
-    if (waited > timeoutMs) throw new Error(`Timed out waiting for ${handle.workflowId}`);
-    // often at first (a small tenant's preview takes a second), then at most once a second
-    await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(50, waited / 20))));
+    if (Date.now() - started > timeoutMs) throw new Error(`Timed out waiting for ${handle.workflowId}`);
+    const page = await workflowService.getWorkflowExecutionHistory({
+      namespace: options.namespace,
+      execution: { workflowId: handle.workflowId },
+      waitNewEvent: true,
+      skipArchival: true,
+      nextPageToken,
+    });
+    // no token to wait on: the history is complete, the workflow closed
+    if (!page.nextPageToken?.length) return handle.query(query);
+    nextPageToken = page.nextPageToken;
   }
 }
