@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { Client } from 'pg';
+import { snapshotOrigin } from '../lib/backup/export';
+import type { SnapshotOrigin } from '../lib/manifest';
 import { PrivateCluster } from '../lib/devstack/postgres';
 import { freePorts } from '../lib/devstack/process';
 import { createStore } from '../lib/storage';
@@ -131,6 +133,16 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     }
   }
 
+  async function originOf(url: string): Promise<SnapshotOrigin> {
+    const c = new Client({ connectionString: url });
+    await c.connect();
+    try {
+      return await snapshotOrigin(c);
+    } finally {
+      await c.end();
+    }
+  }
+
   let first: { backupId: string; startLsn: string; stopLsn: string; finishedAt: string };
   let quiet: { at: string; lastBefore: number };
 
@@ -167,6 +179,10 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     assert.ok(expected.length > 50, `rows before the target: ${expected.length}`);
     assert.ok(writer.rows.some((r) => r.id > quiet.lastBefore), 'rows were committed after the target too');
     assert.deepEqual(await restoredIds(out.port), expected);
+    // the same system on a new timeline: a tenant restore there compares no row versions with backups read before
+    const [was, now] = await Promise.all([originOf(source.db.url), originOf(`postgres://postgres@127.0.0.1:${out.port}/app`)]);
+    assert.equal(now.systemIdentifier, was.systemIdentifier);
+    assert.ok(now.timeline > was.timeline, `timeline ${was.timeline} → ${now.timeline}`);
   });
 
   it('refuses targets in the future, before the first backup and past the archive, naming the window (exit 2)', async () => {

@@ -129,11 +129,17 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
   }
 }
 
-/** The origin of the transaction's snapshot (see SnapshotOrigin). */
+/**
+ * The origin of the transaction's snapshot (see SnapshotOrigin). A primary's timeline is the one
+ * it writes WAL on (the first 8 hex digits of the current WAL file's name): the last checkpoint's
+ * lags a promotion until the next checkpoint. A standby's is the last restartpoint's.
+ */
 export async function snapshotOrigin(c: ClientBase): Promise<SnapshotOrigin> {
   const r = await c.query<{ xmin: string; system: string; timeline: number; db: number }>(
     `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin, s.system_identifier::text AS system,
-            (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline, (SELECT oid FROM pg_database WHERE datname = current_database())::int AS db
+            CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+                 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
+            (SELECT oid FROM pg_database WHERE datname = current_database())::int AS db
        FROM pg_control_system() s`,
   );
   const { xmin, system, timeline, db } = r.rows[0];
