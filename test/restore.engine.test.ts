@@ -214,6 +214,24 @@ describe('tenant restore engine', function () {
     } finally {
       await dropRestoreScratch(engine, job.restoreId);
     }
+    // the same when every comment of the tenant is gone: the apply loads the table whole from its object
+    await withDb(db.url, (c) =>
+      c.query(`DELETE FROM app.comments WHERE task_id IN (SELECT t.task_id FROM app.tasks t JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1)`, [tenantId]),
+    );
+    const wiped: RestoreJob = { ...job, restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')) };
+    try {
+      const preview = await previewRestore(engine, wiped);
+      const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, crossBackupId));
+      assert.equal(preview.tables['app.comments'].insert, manifest.tables.find((t) => t.table === 'app.comments')!.rows, 'every backed-up comment is to insert');
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...wiped, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('comments_author_id_fkey'),
+      );
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, wiped.restoreId);
+    }
   });
 
   it('refuses rows that reference a global row that is gone, unless told to skip them', async () => {
@@ -234,6 +252,14 @@ describe('tenant restore engine', function () {
     const missing = refused.preview.blockers.find((b) => b.kind === 'missing-global-refs');
     assert.ok(missing && missing.table === 'app.invoices' && missing.rows === 1 && /global table app\.plans/.test(missing.message), JSON.stringify(refused.preview.blockers));
     assert.equal(refused.outcome, undefined);
+    // the same when the tenant has no invoice left: the table is diffed from its key and join columns alone
+    await withDb(db.url, async (c) => {
+      await c.query(`DELETE FROM app."InvoiceLines" WHERE invoice_id IN (SELECT invoice_id FROM app.invoices WHERE tenant_id = $1)`, [tenantId]);
+      await c.query(`DELETE FROM app.invoices WHERE tenant_id = $1`, [tenantId]);
+    });
+    const wiped = await restore();
+    const stillMissing = wiped.preview.blockers.find((b) => b.kind === 'missing-global-refs');
+    assert.ok(stillMissing && stillMissing.table === 'app.invoices' && stillMissing.rows === 1, JSON.stringify(wiped.preview.blockers));
 
     const skipped = await restore({ missingRefs: 'skip' });
     assert.ok(skipped.preview.warnings.some((w) => /1 backed-up rows of app\.invoices are skipped/.test(w)), JSON.stringify(skipped.preview.warnings));
@@ -308,8 +334,11 @@ describe('tenant restore engine', function () {
       return r.rows[0] as { taken: string; at: Date };
     });
     const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
-    const stagedColumns = (position: number) =>
-      withDb(db.url, async (c) => (await c.query(`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [`${scratchSchemaName(job.restoreId)}.t${String(position + 1).padStart(4, '0')}`])).rows[0].n as number);
+    const columnsOf = (letter: 't' | 'd', position: number) =>
+      withDb(db.url, async (c) => {
+        const table = `${scratchSchemaName(job.restoreId)}.${letter}${String(position + 1).padStart(4, '0')}`;
+        return (await c.query(`SELECT array_agg(attname ORDER BY attnum)::text[] AS names FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [table])).rows[0].names as string[] | null;
+      });
     const eventsAt = manifest.tables.findIndex((t) => t.table === 'app.events');
     try {
       const first = await previewRestore(engine, job);
@@ -321,7 +350,8 @@ describe('tenant restore engine', function () {
         first.blockers.map((b) => [b.kind, b.table, b.rows]),
         [['key-conflict', 'app.AuditLog', 1]],
       );
-      assert.equal(await stagedColumns(eventsAt), 3, 'events staged from its key columns only');
+      // staged from its key columns only, the staged table then made the diff table (renamed, not copied)
+      assert.deepEqual([await columnsOf('t', eventsAt), await columnsOf('d', eventsAt)], [null, ['tenant_id', 'event_id', 'occurred_at', 'kind']]);
 
       // the key is the tenant's again, and a new event appears: the apply stages in full and previews again
       await withDb(db.url, async (c) => {
@@ -334,7 +364,7 @@ describe('tenant restore engine', function () {
       assert.deepEqual([second.tables['app.events'].insert, second.tables['app.events'].delete], [rowsOf('app.events'), 1]);
       assert.deepEqual([second.tables['app.AuditLog'].insert, second.tables['app.AuditLog'].update], [rowsOf('app.AuditLog') - 1, 0]);
       assert.equal(second.blockers.length, 0);
-      assert.equal(await stagedColumns(eventsAt), 5, 'events staged in full');
+      assert.equal((await columnsOf('t', eventsAt))?.length, 5, 'events staged in full');
       const outcome = await applyApprovedRestore(engine, { ...job, digest: second.digest });
       assert.equal(outcome.kind, 'applied');
       assert.ok((await verifyAppliedRestore(engine, job, true)).ok);

@@ -333,15 +333,12 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
       const checks: string[] = [];
       if (childMapping?.key) {
-        // the values of the rows written, not a join of their keys with the whole child table: a
-        // table loaded whole holds the backed-up rows, staged (join columns at least); else the
-        // diff table kept the few rows' values
-        const staged = loadedWhole.has(childKey) && fk.columns.every((col) => childMapping.joinColumns.includes(col));
-        const valuesKept = !loadedWhole.has(childKey) && fk.columns.every((col) => childMapping.columns.includes(col));
+        // the rows written, as the diff table keeps their backed-up values (a table loaded whole:
+        // its key and join columns at least), not a join of their keys with the whole child table
+        const valuesKept = fk.columns.every((col) => childMapping.columns.includes(col));
         for (const kind of ['insert', 'update'] as const) {
           if (plan.tables[childKey][kind] === 0) continue;
-          if (staged) checks.push(`SELECT 1 FROM ${childMapping.staged} x WHERE ${orphan}`);
-          else if (valuesKept) checks.push(`SELECT 1 FROM ${changedRows(ctx, childMapping, kind)} x WHERE ${orphan}`);
+          if (valuesKept) checks.push(`SELECT 1 FROM ${changedRows(ctx, childMapping, kind, fk.columns)} x WHERE ${orphan}`);
           else checks.push(`SELECT 1 FROM ${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)} WHERE ${orphan}`);
         }
       } else if (childMapping) {

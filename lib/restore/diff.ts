@@ -15,7 +15,8 @@ import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type R
 
 export type DiffKind = 'insert' | 'update' | 'delete' | 'conflict';
 
-const tableName = (ctx: RestoreContext, m: TableMapping, letter: string) => qualified(ctx.schema, `${letter}${String(m.position + 1).padStart(4, '0')}`);
+const bareName = (m: TableMapping, letter: string) => `${letter}${String(m.position + 1).padStart(4, '0')}`;
+const tableName = (ctx: RestoreContext, m: TableMapping, letter: string) => qualified(ctx.schema, bareName(m, letter));
 
 /** Keys of one kind of difference of a mapping, as a subquery (give it an alias). */
 export function keySet(ctx: RestoreContext, m: TableMapping, kind: DiffKind): string {
@@ -124,17 +125,27 @@ async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, 
 /** Where the diff table keeps a non-key column's backed-up value (beside `kind`, which a column may be called too). */
 const backedUpValue = (column: string) => `+${column}`;
 
-/** The rows to insert or update, with their backed-up values in the live columns' types, from the diff table (alias it). */
-export function changedRows(ctx: RestoreContext, m: TableMapping, kind: 'insert' | 'update'): string {
+/**
+ * The rows to insert or update (of some kinds), with their backed-up values in the live columns'
+ * types, from the diff table (alias it): all columns, or some (a table diffed from its keys alone
+ * holds its key and join columns only).
+ */
+export function changedRows(ctx: RestoreContext, m: TableMapping, kinds: 'insert' | 'update' | readonly ('insert' | 'update')[], columns = m.columns): string {
   const value = (n: string) => (m.key!.includes(n) ? `d.${quoteIdent(n)}` : `${stagedValue(m, 'd', n, backedUpValue(n))} AS ${quoteIdent(n)}`);
-  return `(SELECT ${m.columns.map(value).join(', ')} FROM ${tableName(ctx, m, 'd')} d WHERE d.kind = '${kind}')`;
+  const wanted = (typeof kinds === 'string' ? [kinds] : kinds).map((k) => `'${k}'`).join(', ');
+  return `(SELECT ${columns.map(value).join(', ')} FROM ${tableName(ctx, m, 'd')} d WHERE d.kind IN (${wanted}))`;
 }
 
-/** The diff table of a table the tenant has no row in: every staged key is to insert (loaded from its object, no values kept). */
+/**
+ * The diff table of a table the tenant has no row in: every staged row is to insert (loaded from
+ * its object, no values kept but the key and join columns). The staged table becomes it, its
+ * columns named as materialize names them: renamed, not copied.
+ */
 async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
-  const diff = tableName(ctx, m, 'd');
-  await c.query(`DROP TABLE IF EXISTS ${diff}`);
-  await c.query(`CREATE UNLOGGED TABLE ${diff} AS SELECT ${cols('s', m.key!)}, 'insert'::text AS kind FROM ${m.staged} s`);
+  await c.query(`DROP TABLE IF EXISTS ${tableName(ctx, m, 'd')}`);
+  for (const n of m.joinColumns.filter((x) => !m.key!.includes(x))) await c.query(`ALTER TABLE ${m.staged} RENAME COLUMN ${quoteIdent(n)} TO ${quoteIdent(backedUpValue(n))}`);
+  await c.query(`ALTER TABLE ${m.staged} ADD COLUMN kind text NOT NULL DEFAULT 'insert'`);
+  await c.query(`ALTER TABLE ${m.staged} RENAME TO ${quoteIdent(bareName(m, 'd'))}`);
   await markConflicts(c, ctx, m);
 }
 
@@ -525,7 +536,6 @@ async function findReferenceBlockers(
     if (!m.key || !tables[m.table]?.selected) continue;
     const kindsChanged = (['insert', 'update'] as const).filter((k) => applies(m, k));
     if (kindsChanged.length === 0) continue;
-    const stagedRowsToWrite = `(SELECT s.* FROM ${m.staged} s WHERE EXISTS (SELECT 1 FROM ${tableName(ctx, m, 'd')} k WHERE k.kind IN (${kindsChanged.map((k) => `'${k}'`).join(', ')}) AND ${joinOn('k', 's', m.key)}))`;
     for (const fk of foreignKeysOf(ctx, m)) {
       if (!fk.columns.every((col) => m.columns.includes(col)) || !ctx.tables.has(fk.refTable) || fk.refTable === m.table) continue;
       if (!isGlobal(ctx, fk.refTable) && fullyRestored(fk.refTable)) continue;
@@ -534,10 +544,10 @@ async function findReferenceBlockers(
       const notNull = fk.columns.map((col) => `r.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
       const existsLive = `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)})`;
       const insertedByUs =
-        parent?.key && tables[parent.table]?.insert
-          ? `OR EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${keySet(ctx, parent, 'insert')} pi ON ${joinOn('pi', 'ps', parent.key)} WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
+        parent?.key && tables[parent.table]?.insert && fk.refColumns.every((col) => parent.columns.includes(col))
+          ? `OR EXISTS (SELECT 1 FROM ${changedRows(ctx, parent, 'insert', fk.refColumns)} ps WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
           : '';
-      const missing = (await one(c, `SELECT count(*)::int AS n FROM ${stagedRowsToWrite} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
+      const missing = (await one(c, `SELECT count(*)::int AS n FROM ${changedRows(ctx, m, kindsChanged, fk.columns)} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
       if (missing === 0) continue;
       if (isGlobal(ctx, fk.refTable)) {
         blockers.push({
