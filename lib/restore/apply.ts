@@ -20,7 +20,7 @@ import type { ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
-import { connect, qualified, quoteIdent } from '../pg';
+import { connect, qualified, quoteIdent, quoteLiteral } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { tenantFilter } from '../tenancy';
 import { changedRows, currentPlan, isSelected, keySet, multisetMissing, multisetSurplus, snapshotXmin, storedPlan } from './diff';
@@ -147,7 +147,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     }
 
     const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
-    if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole);
+    if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole, opts.tenantId);
     if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, xid, loadedWhole, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
     const safety = await safetyBackup;
@@ -319,7 +319,7 @@ async function assertOtherTenantsUntouched(
  * The foreign-key checks Postgres skipped in replica mode, once per key, set-based:
  * rows we inserted or updated must find their parents; rows we deleted must have no children left.
  */
-async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: TableMapping[], plan: RestorePreview, loadedWhole: Set<string>): Promise<void> {
+async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: TableMapping[], plan: RestorePreview, loadedWhole: Set<string>, tenantId: string): Promise<void> {
   const changedKeys = new Set(changed.map((m) => m.table));
   for (const [childKey, child] of ctx.tables) {
     for (const fk of child.foreignKeys) {
@@ -332,7 +332,12 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       const orphan = `${notNull} AND NOT EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)})`;
       const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
       const checks: string[] = [];
-      if (childMapping?.key) {
+      const ownership = childMapping?.live!.ownership;
+      const written = childMapping ? plan.tables[childKey].insert + plan.tables[childKey].update : 0;
+      if (written > 0 && ownership && ownership.kind !== 'parent' && fk.columns.length === 1 && fk.columns[0] === ownership.column) {
+        // every row written holds the tenant id in it (the tenant's rows, as backed up): one parent to find
+        checks.push(`SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} p WHERE p.${quoteIdent(fk.refColumns[0])} = ${quoteLiteral(tenantId)})`);
+      } else if (childMapping?.key) {
         // the rows written, as the diff table keeps their backed-up values (a table loaded whole:
         // its key and join columns at least), not a join of their keys with the whole child table
         const valuesKept = fk.columns.every((col) => childMapping.columns.includes(col));
