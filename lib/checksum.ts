@@ -12,33 +12,9 @@ const seedA = 0x9747b28c;
 const seedB = 0x2545f491;
 const newline = 10;
 
-function murmur3(buf: Uint8Array, start: number, end: number, seed: number): number {
-  let h = seed;
-  let i = start;
-  const blocksEnd = end - ((end - start) & 3);
-  for (; i < blocksEnd; i += 4) {
-    let k = buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    h ^= Math.imul(k, 0x1b873593);
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  let k = 0;
-  switch (end - i) {
-    case 3:
-      k ^= buf[i + 2] << 16;
-    // falls through
-    case 2:
-      k ^= buf[i + 1] << 8;
-    // falls through
-    case 1:
-      k ^= buf[i];
-      k = Math.imul(k, 0xcc9e2d51);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, 0x1b873593);
-  }
-  h ^= end - start;
+/** Finishes one murmur3 lane. */
+function fmix(h: number, length: number): number {
+  h ^= length;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
@@ -70,9 +46,42 @@ export class RowDigest {
     if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
   }
 
+  /** murmur3 (32-bit) of the row under both seeds, in one pass over its bytes: the lanes differ only in their state */
   private addRow(buf: Uint8Array, start: number, end: number): void {
-    this.sumA = (this.sumA + murmur3(buf, start, end, seedA)) >>> 0;
-    this.sumB = (this.sumB + murmur3(buf, start, end, seedB)) >>> 0;
+    let a = seedA;
+    let b = seedB;
+    let i = start;
+    const blocksEnd = end - ((end - start) & 3);
+    for (; i < blocksEnd; i += 4) {
+      let k = buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24);
+      k = Math.imul(k, 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      k = Math.imul(k, 0x1b873593);
+      a ^= k;
+      a = (a << 13) | (a >>> 19);
+      a = (Math.imul(a, 5) + 0xe6546b64) | 0;
+      b ^= k;
+      b = (b << 13) | (b >>> 19);
+      b = (Math.imul(b, 5) + 0xe6546b64) | 0;
+    }
+    let k = 0;
+    switch (end - i) {
+      case 3:
+        k ^= buf[i + 2] << 16;
+      // falls through
+      case 2:
+        k ^= buf[i + 1] << 8;
+      // falls through
+      case 1:
+        k ^= buf[i];
+        k = Math.imul(k, 0xcc9e2d51);
+        k = (k << 15) | (k >>> 17);
+        k = Math.imul(k, 0x1b873593);
+        a ^= k;
+        b ^= k;
+    }
+    this.sumA = (this.sumA + fmix(a, end - start)) >>> 0;
+    this.sumB = (this.sumB + fmix(b, end - start)) >>> 0;
     this.rows++;
   }
 
