@@ -119,6 +119,7 @@ async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, 
        FULL JOIN (SELECT ${cols('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
       WHERE s."_staged" IS NULL OR l."_live" IS NULL OR ${differs(m, nonKey)}`,
   );
+  await c.query(`ANALYZE ${diff}`);
   await markConflicts(c, ctx, m);
 }
 
@@ -141,24 +142,25 @@ export function changedRows(ctx: RestoreContext, m: TableMapping, kinds: 'insert
  * its object, no values kept but the key and join columns). The staged table becomes it, its
  * columns named as materialize names them: renamed, not copied.
  */
-async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
+async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<number> {
   await c.query(`DROP TABLE IF EXISTS ${tableName(ctx, m, 'd')}`);
   for (const n of m.joinColumns.filter((x) => !m.key!.includes(x))) await c.query(`ALTER TABLE ${m.staged} RENAME COLUMN ${quoteIdent(n)} TO ${quoteIdent(backedUpValue(n))}`);
   await c.query(`ALTER TABLE ${m.staged} ADD COLUMN kind text NOT NULL DEFAULT 'insert'`);
+  // its statistics are the staged table's, analyzed after staging
   await c.query(`ALTER TABLE ${m.staged} RENAME TO ${quoteIdent(bareName(m, 'd'))}`);
-  await markConflicts(c, ctx, m);
+  return markConflicts(c, ctx, m);
 }
 
 /**
  * A key to insert that is present in the table is another tenant's (or no tenant's) row: a
  * conflict. Not where the key holds the tenant id itself: a row with such a key is the tenant's.
  */
-async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<void> {
+async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<number> {
   const ownership = m.live!.ownership;
-  if (ownership.kind !== 'parent' && m.key!.includes(ownership.column)) return;
+  if (ownership.kind !== 'parent' && m.key!.includes(ownership.column)) return 0;
   const diff = tableName(ctx, m, 'd');
-  await c.query(`ANALYZE ${diff}`);
-  await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', m.key!)})`);
+  const r = await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', m.key!)})`);
+  return r.rowCount ?? 0;
 }
 
 /**
@@ -248,16 +250,21 @@ interface SetSummary {
 
 /**
  * Count, key hash and a few sample keys of every kind in a mapping's diff table. `keysOnly` (every
- * backed-up row an insert): the backup's row checksum names the insert set, no hash needed.
+ * backed-up row an insert but the conflicts): the counts are known, and the backup's row checksum
+ * names the insert set, no hash needed.
  */
-async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping, keysOnly: boolean): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
+async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping, keysOnly?: { conflicts: number }): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
   const diff = tableName(ctx, m, 'd');
   const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${cols('d', m.key!)})::text`;
-  const hash = keysOnly ? `'rows:${m.manifest.rowChecksum}'` : `sum(hashtextextended(${keyText}, 0))::text`;
-  const r = await c.query<{ kind: DiffKind; count: number; hash: string }>(`SELECT kind, count(*)::int AS count, ${hash} AS hash FROM ${diff} d GROUP BY kind`);
+  const rows = keysOnly
+    ? [
+        { kind: 'insert', count: m.manifest.rows - keysOnly.conflicts, hash: `rows:${m.manifest.rowChecksum}` },
+        { kind: 'conflict', count: keysOnly.conflicts, hash: '0' },
+      ].filter((x) => x.count > 0)
+    : (await c.query<{ kind: DiffKind; count: number; hash: string }>(`SELECT kind, count(*)::int AS count, sum(hashtextextended(${keyText}, 0))::text AS hash FROM ${diff} d GROUP BY kind`)).rows;
   const out = { skip: 0 } as Record<DiffKind, SetSummary> & { skip: number };
   for (const kind of ['insert', 'update', 'delete', 'conflict'] as DiffKind[]) {
-    const row = r.rows.find((x) => x.kind === kind);
+    const row = rows.find((x) => x.kind === kind);
     // the keys as text only for the five kept (the sort itself is on the typed keys)
     const first = `SELECT ${cols('d', m.key!)} FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT 5`;
     const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${cols('d', m.key!)}`, [kind])).rows.map((x) => x.k) : [];
@@ -360,8 +367,9 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
   let found: TableChanges;
   let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
   if (m.key) {
-    await (keysOnly ? materializeInserts(c, ctx, m) : materialize(c, ctx, m, tenantId, selection.missingRefs));
-    const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnly);
+    const keysOnlyDiff = keysOnly ? { conflicts: await materializeInserts(c, ctx, m) } : undefined;
+    if (!keysOnly) await materialize(c, ctx, m, tenantId, selection.missingRefs);
+    const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnlyDiff);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
     // staged (every backed-up row) = unchanged + update + insert + conflict; live = unchanged + update + delete
