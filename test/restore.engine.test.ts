@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Client } from 'pg';
 import { recordTenantBackup, takeTenantBackup } from '../lib/backup/tenantBackup';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
@@ -18,6 +19,7 @@ import {
   scratchSchemaName,
   verifyAppliedRestore,
   type RestoreJob,
+  type RestorePreview,
   type RestoreRequest,
 } from '../lib/restore';
 import { liveRows, readBackup } from './support/backups';
@@ -201,36 +203,63 @@ describe('tenant restore engine', function () {
       await c.query(`DELETE FROM app.comments WHERE comment_id = $1`, [commentId]);
       await c.query(`DELETE FROM app.users WHERE user_id = $1`, [userId]);
     });
-    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: crossBackupId, selection: parseSelection({ tenantId }) };
-    try {
-      const preview = await previewRestore(engine, job);
-      assert.ok(preview.tables['app.comments'].insert > 0, 'the deleted comment is to insert');
-      const before = checksumsOf(await liveRows(engine.config, tenantId));
-      await assert.rejects(
-        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
-        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('comments_author_id_fkey'),
-      );
-      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
-    } finally {
-      await dropRestoreScratch(engine, job.restoreId);
-    }
+    // the apply rolls back on the foreign key, changing nothing
+    const refusedByForeignKey = async (check: (preview: RestorePreview) => void) => {
+      const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: crossBackupId, selection: parseSelection({ tenantId }) };
+      try {
+        const preview = await previewRestore(engine, job);
+        check(preview);
+        const before = checksumsOf(await liveRows(engine.config, tenantId));
+        await assert.rejects(
+          applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+          (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('comments_author_id_fkey'),
+        );
+        assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+      } finally {
+        await dropRestoreScratch(engine, job.restoreId);
+      }
+    };
+    await refusedByForeignKey((preview) => assert.ok(preview.tables['app.comments'].insert > 0, 'the deleted comment is to insert'));
     // the same when every comment of the tenant is gone: the apply loads the table whole from its object
     await withDb(db.url, (c) =>
       c.query(`DELETE FROM app.comments WHERE task_id IN (SELECT t.task_id FROM app.tasks t JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1)`, [tenantId]),
     );
-    const wiped: RestoreJob = { ...job, restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')) };
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, crossBackupId));
+    const backedUp = manifest.tables.find((t) => t.table === 'app.comments')!.rows;
+    await refusedByForeignKey((preview) => assert.equal(preview.tables['app.comments'].insert, backedUp, 'every backed-up comment is to insert'));
+  });
+
+  it('locks the parents of the rows it writes, as Postgres would: a parent deleted meanwhile fails the apply, it never leaves an orphan', async () => {
+    // a backup in which one invoice of the tenant is on plan 10; since, the invoice is deleted (the restore will insert it)
+    const { invoiceId } = await withDb(db.url, async (c) => {
+      await c.query(`INSERT INTO app.plans VALUES (10, 'Race', 'pro', 10)`);
+      const r = await c.query(`UPDATE app.invoices SET plan_id = 10 WHERE invoice_id = (SELECT min(invoice_id) FROM app.invoices WHERE tenant_id = $1) RETURNING invoice_id`, [tenantId]);
+      return { invoiceId: r.rows[0].invoice_id as string };
+    });
+    const raceBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const summary = await takeTenantBackup(engine, { tenantId, backupId: raceBackupId });
+    await recordTenantBackup(engine, { tenantId, backupId: raceBackupId, manifestSha256: summary.manifestSha256 });
+    await withDb(db.url, async (c) => {
+      await c.query(`DELETE FROM app."InvoiceLines" WHERE invoice_id = $1`, [invoiceId]);
+      await c.query(`DELETE FROM app.invoices WHERE invoice_id = $1`, [invoiceId]);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: raceBackupId, selection: parseSelection({ tenantId }) };
+    const impatient = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, restore: { lockTimeout: '1s' } }, { env: {}, source: 'test', baseDir: dir }));
+    const deleter = new Client({ connectionString: db.url });
+    await deleter.connect();
     try {
-      const preview = await previewRestore(engine, wiped);
-      const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, crossBackupId));
-      assert.equal(preview.tables['app.comments'].insert, manifest.tables.find((t) => t.table === 'app.comments')!.rows, 'every backed-up comment is to insert');
-      const before = checksumsOf(await liveRows(engine.config, tenantId));
-      await assert.rejects(
-        applyApprovedRestore(engine, { ...wiped, digest: preview.digest }),
-        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('comments_author_id_fkey'),
-      );
-      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+      const preview = await previewRestore(engine, job);
+      assert.equal(preview.tables['app.invoices'].insert, 1);
+      // another session deletes the plan while the apply runs (its snapshot still shows the plan)
+      await deleter.query(`BEGIN; DELETE FROM app.plans WHERE plan_id = 10`);
+      await assert.rejects(applyApprovedRestore(impatient, { ...job, digest: preview.digest }), /lock timeout/);
+      await deleter.query('COMMIT');
+      const orphans = await withDb(db.url, (c) => c.query(`SELECT count(*)::int AS n FROM app.invoices i WHERE NOT EXISTS (SELECT 1 FROM app.plans p WHERE p.plan_id = i.plan_id)`));
+      assert.equal(orphans.rows[0].n, 0, 'no invoice left on a plan that is gone');
     } finally {
-      await dropRestoreScratch(engine, wiped.restoreId);
+      await deleter.end();
+      await impatient.close();
+      await dropRestoreScratch(engine, job.restoreId);
     }
   });
 

@@ -147,7 +147,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     }
 
     const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
-    if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole, opts.tenantId);
+    if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole, opts.tenantId, xid);
     if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, xid, loadedWhole, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
     const safety = await safetyBackup;
@@ -316,10 +316,15 @@ async function assertOtherTenantsUntouched(
 }
 
 /**
- * The foreign-key checks Postgres skipped in replica mode, once per key, set-based:
- * rows we inserted or updated must find their parents; rows we deleted must have no children left.
+ * The foreign-key checks Postgres skipped in replica mode, once per key, set-based: rows we
+ * inserted or updated must find their parents; rows we deleted must have no children left.
+ * Postgres' own check would also lock each parent row found (FOR KEY SHARE) until commit: the
+ * transaction's snapshot still shows a parent that another session deletes meanwhile. So the
+ * parents of the rows written are locked too, those this apply did not write itself: a delete in
+ * progress makes the apply wait (up to lock_timeout), one committed since fails it (serialization
+ * failure); either way it rolls back and is retried, never leaving an orphan.
  */
-async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: TableMapping[], plan: RestorePreview, loadedWhole: Set<string>, tenantId: string): Promise<void> {
+async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: TableMapping[], plan: RestorePreview, loadedWhole: Set<string>, tenantId: string, ours: string): Promise<void> {
   const changedKeys = new Set(changed.map((m) => m.table));
   for (const [childKey, child] of ctx.tables) {
     for (const fk of child.foreignKeys) {
@@ -328,44 +333,57 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       if (!changedKeys.has(childKey) && !changedKeys.has(fk.refTable)) continue;
       const parent = ctx.tables.get(fk.refTable);
       if (!parent) continue;
+      const parentTable = qualified(parent.schema, parent.name);
+      const blocked = () =>
+        new TenantsafeError(
+          ErrorType.RestoreBlocked,
+          `The restore would break foreign key ${fk.name} (${childKey} → ${fk.refTable}); nothing was changed.`,
+          'A row outside the restore references rows it changes; preview again and resolve the blockers.',
+        );
+      const run = (sql: string) => {
+        const query = () => c.query(sql);
+        return loadedWhole.has(childKey) || loadedWhole.has(fk.refTable) ? without(c, 'enable_nestloop', query) : query();
+      };
       const notNull = fk.columns.map((col) => `x.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
-      const orphan = `${notNull} AND NOT EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)})`;
+      const noParent = (also = '') => `NOT EXISTS (SELECT 1 FROM ${parentTable} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)}${also})`;
+      const oursXid = `'${BigInt(ours)}'::xid`;
       const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
-      const checks: string[] = [];
       const ownership = childMapping?.live!.ownership;
       const written = childMapping ? plan.tables[childKey].insert + plan.tables[childKey].update : 0;
+
+      // the rows written (FROM items aliased x), found and their parents locked
+      const rowsWritten: string[] = [];
       if (written > 0 && ownership && ownership.kind !== 'parent' && fk.columns.length === 1 && fk.columns[0] === ownership.column) {
         // every row written holds the tenant id in it (the tenant's rows, as backed up): one parent to find
-        checks.push(`SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} p WHERE p.${quoteIdent(fk.refColumns[0])} = ${quoteLiteral(tenantId)})`);
+        const r = await run(`SELECT 1 FROM ${parentTable} p WHERE p.${quoteIdent(fk.refColumns[0])} = ${quoteLiteral(tenantId)} FOR KEY SHARE OF p`);
+        if ((r.rowCount ?? 0) === 0) throw blocked();
       } else if (childMapping?.key) {
-        // the rows written, as the diff table keeps their backed-up values (a table loaded whole:
-        // its key and join columns at least), not a join of their keys with the whole child table
+        // as the diff table keeps their backed-up values (a table loaded whole: its key and join
+        // columns at least), not a join of their keys with the whole child table
         const valuesKept = fk.columns.every((col) => childMapping.columns.includes(col));
         for (const kind of ['insert', 'update'] as const) {
           if (plan.tables[childKey][kind] === 0) continue;
-          if (valuesKept) checks.push(`SELECT 1 FROM ${changedRows(ctx, childMapping, kind, fk.columns)} x WHERE ${orphan}`);
-          else checks.push(`SELECT 1 FROM ${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)} WHERE ${orphan}`);
+          rowsWritten.push(valuesKept ? `${changedRows(ctx, childMapping, kind, fk.columns)} x` : `${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)}`);
         }
-      } else if (childMapping) {
-        checks.push(`SELECT 1 FROM ${childFrom} WHERE ${orphan}`);
+      } else if (childMapping && written > 0) {
+        rowsWritten.push(`(SELECT * FROM ${childFrom} WHERE x.xmin = ${oursXid}) x`);
       }
+      for (const rows of rowsWritten) {
+        // often every parent is one this apply wrote (a parent restored whole): one anti-join tells
+        if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent(` AND p.xmin = ${oursXid}`)} LIMIT 1`)).rowCount ?? 0) === 0) continue;
+        if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent()} LIMIT 1`)).rowCount ?? 0) > 0) throw blocked();
+        const refs = fk.refColumns.map((col) => `p.${quoteIdent(col)}`).join(', ');
+        const values = fk.columns.map((col) => `x.${quoteIdent(col)}`).join(', ');
+        await run(`SELECT 1 FROM ${parentTable} p WHERE (${refs}) IN (SELECT ${values} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`);
+      }
+
       if (parentMapping?.key && plan.tables[fk.refTable].delete > 0) {
         // the deleted keys are gone from the parent; its referencing column set is the deleted key set when the FK targets the key
         const deleted = keySet(ctx, parentMapping, 'delete');
         const targetsKey = JSON.stringify(fk.refColumns) === JSON.stringify(parentMapping.key);
-        if (targetsKey) checks.push(`SELECT 1 FROM ${childFrom} JOIN ${deleted} d ON ${joinOn('d', 'x', fk.refColumns, fk.columns)} WHERE ${orphan}`);
-        else checks.push(`SELECT 1 FROM ${childFrom} WHERE ${orphan}`);
-      }
-      for (const q of checks) {
-        const check = () => c.query(`${q} LIMIT 1`);
-        const r = loadedWhole.has(childKey) || loadedWhole.has(fk.refTable) ? await without(c, 'enable_nestloop', check) : await check();
-        if ((r.rowCount ?? 0) > 0) {
-          throw new TenantsafeError(
-            ErrorType.RestoreBlocked,
-            `The restore would break foreign key ${fk.name} (${childKey} → ${fk.refTable}); nothing was changed.`,
-            'A row outside the restore references rows it changes; preview again and resolve the blockers.',
-          );
-        }
+        const children = targetsKey ? `${childFrom} JOIN ${deleted} d ON ${joinOn('d', 'x', fk.refColumns, fk.columns)}` : childFrom;
+        const r = await run(`SELECT 1 FROM ${children} WHERE ${notNull} AND ${noParent()} LIMIT 1`);
+        if ((r.rowCount ?? 0) > 0) throw blocked();
       }
     }
   }
