@@ -100,8 +100,9 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
 }
 
 /**
- * Stages in full, in the caller's transaction, the tables a preview staged in part (tables the
- * tenant had no row in: their keys were enough): a plan computed again needs every column.
+ * Stages in full, in the caller's transaction, the tables a preview staged in part or not at all
+ * (a table the tenant had no row in: its keys, become its diff table; one whose rows were the
+ * backed-up ones: nothing): a plan computed again needs every row and column.
  */
 export async function stageInFull(c: ClientBase, ctx: RestoreContext, source: BackupSource): Promise<void> {
   for (const m of ctx.mappings.filter((x) => x.live)) {
