@@ -36,12 +36,12 @@ export function isSelected(sel: RestoreSelection, table: string): boolean {
   return !sel.tables || sel.tables.includes(table);
 }
 
-/** The kinds of change the mode and selection allow. */
 /** The tenant is to become exactly the backup: replace, every kind of change, no row skipped. */
 export function isExactReplace(sel: RestoreSelection): boolean {
   return sel.mode === 'replace' && appliedKinds(sel).size === 3 && sel.missingRefs === 'refuse';
 }
 
+/** The kinds of change the mode and selection allow. */
 export function appliedKinds(sel: RestoreSelection): Set<ChangeKind> {
   const allowed: ChangeKind[] = sel.mode === 'missing-only' ? ['insert'] : [...changeKinds];
   return new Set(allowed.filter((k) => !sel.changes || sel.changes.includes(k)));
@@ -163,16 +163,6 @@ async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping
   return r.rowCount ?? 0;
 }
 
-/**
- * Whether a table can be diffed from its keys alone: the tenant has no row in it (as of the
- * caller's snapshot), so every backed-up row is an insert, and the restore is an exact replace
- * of an unchanged table, whose apply loads the table straight from its object.
- */
-export async function needsOnlyKeys(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs): Promise<boolean> {
-  if (!replacesAsBackedUp(ctx, m, args.selection)) return false;
-  return !(await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any;
-}
-
 /** An exact replace of a table whose schema is the backup's: the tenant's rows are to become the backed-up ones, as they are. */
 function replacesAsBackedUp(ctx: RestoreContext, m: TableMapping, selection: RestoreSelection): boolean {
   return isExactReplace(selection) && !!m.live && !blockingDrift(m) && !ctx.drift.some((d) => d.table === m.table) && sameColumnsAsBackup(m);
@@ -198,24 +188,36 @@ export async function comparableBackupXmin(c: ClientBase, manifest: TenantManife
   return sameHistory && since >= 0n && since < 2n ** 30n ? then.xmin : undefined;
 }
 
+/** How much of a table's backup a preview stages (see stagingOf). */
+export type Staging = 'nothing' | 'keys' | 'all';
+
 /**
- * Whether the tenant's rows of a table are the very row versions the backup read (as of the
- * caller's snapshot), so there is nothing to stage or diff in it: as many rows as the backup
- * holds, and neither a row nor a parent row that ties it to the tenant written by a transaction
- * the backup's snapshot could not see. A row deleted lowers the count, and a row that makes up
- * for it is either written since or tied to the tenant by a parent written since (moved in).
- * Only in an exact replace of a table whose schema is the backup's.
+ * How much of a table's backup the preview stages, as of the caller's snapshot. In an exact
+ * replace of a table whose schema is the backup's:
+ *  - nothing, where the tenant's rows are the very row versions the backup read: as many as the
+ *    backup holds, and neither a row nor a parent row that ties it to the tenant written by a
+ *    transaction the backup's snapshot could not see (a row deleted lowers the count, and a row
+ *    that makes up for it is either written since or tied to the tenant by a parent written
+ *    since: moved in). Only with `backupXmin` (comparableBackupXmin);
+ *  - keys, where the tenant has no row: every backed-up row is an insert, and the apply loads the
+ *    table straight from its object;
+ * else all of it.
  */
-export async function tenantRowsAsBackedUp(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, backupXmin: string): Promise<boolean> {
-  if (!replacesAsBackedUp(ctx, m, args.selection)) return false;
+export async function stagingOf(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, backupXmin: string | undefined): Promise<Staging> {
+  if (!replacesAsBackedUp(ctx, m, args.selection)) return 'all';
+  if (!backupXmin) return (await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any ? 'all' : 'keys';
   const own = await tenantRowVersions(c, ctx, m, args.tenantId, backupXmin);
-  if (own.rows !== m.manifest.rows || own.writtenSince) return false;
-  const chain = tenantChain(ctx.plan, m.live!, 'l', args.tenantId);
-  if (chain.aliases.length === 1) return true;
-  // joined only now: the chain's inner joins cost twice the semi-joins above (comments: 240 ms vs 135 ms)
+  if (own.rows === m.manifest.rows && !own.writtenSince && !(await movedInSince(c, ctx, m, args.tenantId, backupXmin))) return 'nothing';
+  return own.rows === 0 ? 'keys' : 'all';
+}
+
+/** Whether a tenant row of the table hangs from a parent row written since a snapshot of this xmin (xid8 text). */
+async function movedInSince(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, xmin: string): Promise<boolean> {
+  const chain = tenantChain(ctx.plan, m.live!, 'l', tenantId);
+  if (chain.aliases.length === 1) return false;
+  // the chain's inner joins cost twice tenantRowVersions' semi-joins (comments: 240 ms vs 135 ms)
   const parentWrittenSince = chain.aliases.slice(1).map((a) => writtenSince(a, '$1::xid8')).join(' OR ');
-  const r = await one<{ moved: boolean }>(c, `SELECT EXISTS (SELECT 1 FROM ${liveTable(m)} l ${chain.joins} WHERE ${chain.where} AND (${parentWrittenSince})) AS moved`, [backupXmin]);
-  return !r.moved;
+  return (await one<{ moved: boolean }>(c, `SELECT EXISTS (SELECT 1 FROM ${liveTable(m)} l ${chain.joins} WHERE ${chain.where} AND (${parentWrittenSince})) AS moved`, [xmin])).moved;
 }
 
 /** The tenant's rows of a table: how many, and whether any was written since a snapshot of this xmin (xid8 text). */
@@ -228,7 +230,7 @@ async function tenantRowVersions(c: ClientBase, ctx: RestoreContext, m: TableMap
   return { rows: Number(r.n), writtenSince: r.young };
 }
 
-/** The diff of a table whose tenant rows are the backed-up ones (tenantRowsAsBackedUp): what diffTable would find, without staging it. */
+/** The diff of a table that needs nothing staged (stagingOf): what diffTable would find, without staging it. */
 export function unchangedTableDiff(m: TableMapping, args: PlanArgs): TableDiff {
   const none: TableChanges = { insert: 0, update: 0, delete: 0 };
   const preview: TablePreview = m.key
@@ -351,7 +353,7 @@ export interface TableDiff {
 /**
  * Diffs one table (writes its diff table, counts it). Its rows and those of every other table
  * must be read at the same moment: one transaction, or transactions sharing one snapshot.
- * `keysOnly`: staged from its keys only, as needsOnlyKeys allows (a table without a key: not at all).
+ * `keysOnly`: staged from its keys only, as stagingOf allows (a table without a key: not at all).
  */
 export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, keysOnly = false): Promise<TableDiff> {
   const { selection, tenantId } = args;

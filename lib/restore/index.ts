@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
-import { assemblePlan, comparableBackupXmin, computePlan, diffTable, needsOnlyKeys, snapshotXmin, tenantRowsAsBackedUp, unchangedTableDiff, type PlanArgs, type TableDiff } from './diff';
+import { assemblePlan, comparableBackupXmin, computePlan, diffTable, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
@@ -129,8 +129,7 @@ async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs
  */
 async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
   const diffs = new Map<string, TableDiff>();
-  const keysOnly = new Set<string>();
-  const asBackedUp = new Set<string>();
+  const staging = new Map<string, Staging>();
   const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
   let readAt: string;
   try {
@@ -140,19 +139,18 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
     const backupXmin = await comparableBackupXmin(exporter, ctx.manifest);
     await stageBackup(ctx, stageOptions, {
       snapshot,
-      // the tenant's rows of the table are the very ones backed up: nothing to stage or diff
+      // asked first: how much each table needs (nothing where the tenant's rows are the very
+      // ones backed up; keys where it has none, as after a wipe)
       unchanged: async (c, m) => {
-        if (!backupXmin || !(await tenantRowsAsBackedUp(c, ctx, m, args, backupXmin))) return false;
-        asBackedUp.add(m.table);
-        return true;
+        staging.set(m.table, await stagingOf(c, ctx, m, args, backupXmin));
+        return staging.get(m.table) === 'nothing';
       },
-      // a table the tenant has no row in (wiped): its keys are all the diff needs
-      columnsToStage: async (c, m) => {
-        if (!(await needsOnlyKeys(c, ctx, m, args))) return undefined;
-        keysOnly.add(m.table);
+      // a table the tenant has no row in: its keys are all the diff needs (a table without one: none)
+      columnsToStage: async (_c, m) => {
+        if (staging.get(m.table) !== 'keys') return undefined;
         return m.key ? m.joinColumns : [];
       },
-      work: async (c, m) => void diffs.set(m.table, asBackedUp.has(m.table) ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, keysOnly.has(m.table))),
+      work: async (c, m) => void diffs.set(m.table, staging.get(m.table) === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, staging.get(m.table) === 'keys')),
     });
     await exporter.query('COMMIT');
   } finally {
