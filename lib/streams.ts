@@ -11,6 +11,23 @@ export function discard(): Writable {
   return new Writable({ write: (_chunk, _enc, done) => done() });
 }
 
+/** Passes the first `n` lines on and drops the rest (the checks before it still see every line). */
+export class FirstLines extends Transform {
+  constructor(private left: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    let end = 0;
+    while (this.left > 0 && end < chunk.length) {
+      const newline = chunk.indexOf(10, end);
+      end = newline === -1 ? chunk.length : newline + 1;
+      if (newline !== -1) this.left--;
+    }
+    done(null, end > 0 ? chunk.subarray(0, end) : undefined);
+  }
+}
+
 /**
  * gzip on several threads, as pigz does: the stream is cut into blocks of `blockSize`, each block
  * is compressed on its own in the thread pool and written out, in order, as one gzip member.

@@ -9,7 +9,7 @@ import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
-import { readManifest, tenantBackupPrefix } from '../lib/manifest';
+import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/manifest';
 import {
   applyApprovedRestore,
   dropRestoreScratch,
@@ -55,6 +55,13 @@ describe('tenant restore engine', function () {
     const leaked = await withDb(db.url, (c) => c.query(`SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenantsafe_restore_%'`));
     assert.deepEqual(leaked.rows, [], 'a scratch schema was left behind');
   });
+
+  /** A restore's scratch table (staged: t, diff: d) of the table at this position of the manifest. */
+  const scratchTable = (restoreId: string, letter: 't' | 'd', position: number) => `${scratchSchemaName(restoreId)}.${letter}${String(position + 1).padStart(4, '0')}`;
+
+  /** How many rows a restore's diff table holds, of a table of this manifest. */
+  const diffRows = (restoreId: string, manifest: TenantManifest, table: string) =>
+    withDb(db.url, async (c) => Number((await c.query(`SELECT count(*) AS n FROM ${scratchTable(restoreId, 'd', manifest.tables.findIndex((t) => t.table === table))}`)).rows[0].n));
 
   const others = () => Promise.all(db.tenants.filter((t) => t.tenantId !== tenantId).map(async (t) => checksumsOf(await liveRows(engine.config, t.tenantId))));
 
@@ -356,8 +363,8 @@ describe('tenant restore engine', function () {
     const rowsOf = (table: string) => manifest.tables.find((t) => t.table === table)!.rows;
     const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
     const { taken, at } = await withDb(db.url, async (c) => {
-      const r = await c.query(`SELECT (SELECT min("auditId") FROM app."AuditLog" WHERE tenant_id = $1) AS taken, (SELECT min(occurred_at) FROM app.events WHERE tenant_id = $1) AS at`, [tenantId]);
-      // one backed-up key now belongs to another tenant's row; the rest of the three tables is wiped
+      const r = await c.query(`SELECT (SELECT max("auditId") FROM app."AuditLog" WHERE tenant_id = $1) AS taken, (SELECT min(occurred_at) FROM app.events WHERE tenant_id = $1) AS at`, [tenantId]);
+      // one backed-up key (the last: not among the first few) now belongs to another tenant's row; the rest of the three tables is wiped
       await c.query(`UPDATE app."AuditLog" SET tenant_id = $2 WHERE "auditId" = $1`, [r.rows[0].taken, other]);
       for (const table of ['app."AuditLog"', 'app.events', 'app.page_views']) await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
       return r.rows[0] as { taken: string; at: Date };
@@ -365,7 +372,7 @@ describe('tenant restore engine', function () {
     const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
     const columnsOf = (letter: 't' | 'd', position: number) =>
       withDb(db.url, async (c) => {
-        const table = `${scratchSchemaName(job.restoreId)}.${letter}${String(position + 1).padStart(4, '0')}`;
+        const table = scratchTable(job.restoreId, letter, position);
         return (await c.query(`SELECT array_agg(attname ORDER BY attnum)::text[] AS names FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [table])).rows[0].names as string[] | null;
       });
     const eventsAt = manifest.tables.findIndex((t) => t.table === 'app.events');
@@ -381,6 +388,9 @@ describe('tenant restore engine', function () {
       );
       // staged from its key columns only, the staged table then made the diff table (renamed, not copied)
       assert.deepEqual([await columnsOf('t', eventsAt), await columnsOf('d', eventsAt)], [null, ['tenant_id', 'event_id', 'occurred_at', 'kind']]);
+      // events' keys hold the tenant id and its one foreign key is on it: no check needs them, its first five are staged (the
+      // preview's sample); AuditLog's keys are checked for conflicts: every one is staged
+      assert.deepEqual([await diffRows(job.restoreId, manifest, 'app.events'), await diffRows(job.restoreId, manifest, 'app.AuditLog')], [5, rowsOf('app.AuditLog')]);
 
       // the key is the tenant's again, and a new event appears: the apply stages in full and previews again
       await withDb(db.url, async (c) => {
@@ -400,6 +410,48 @@ describe('tenant restore engine', function () {
     } finally {
       await dropRestoreScratch(engine, job.restoreId);
     }
+  });
+
+  it('stages every key of a wiped table whose foreign key the apply checks, even when its key holds the tenant id', async () => {
+    const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
+    // keyed by the tenant id, with a foreign key on another column: its last row references a task of another tenant's
+    const foreignTask = await withDb(db.url, async (c) => {
+      await c.query(`CREATE TABLE app.task_notes (tenant_id text NOT NULL REFERENCES app.tenants, note_id int NOT NULL, task_id bigint NOT NULL REFERENCES app.tasks, PRIMARY KEY (tenant_id, note_id))`);
+      await c.query(
+        `INSERT INTO app.task_notes SELECT $1, row_number() OVER (ORDER BY t.task_id), t.task_id FROM app.tasks t JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1 LIMIT 40`,
+        [tenantId],
+      );
+      const project = (await c.query(`SELECT min(project_id) AS id FROM app.projects WHERE tenant_id = $1`, [other])).rows[0].id;
+      const task = (await c.query(`INSERT INTO app.tasks (project_id, title) VALUES ($1, 'noted by another tenant') RETURNING task_id`, [project])).rows[0].task_id;
+      await c.query(`INSERT INTO app.task_notes VALUES ($1, 1000, $2)`, [tenantId, task]);
+      return task as string;
+    });
+    const notedBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: notedBackupId, selection: parseSelection({ tenantId }) };
+    try {
+      const summary = await takeTenantBackup(engine, { tenantId, backupId: notedBackupId });
+      await recordTenantBackup(engine, { tenantId, backupId: notedBackupId, manifestSha256: summary.manifestSha256 });
+      const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, notedBackupId));
+      // since: the tenant's notes and events are wiped, and the other tenant's task is gone
+      await withDb(db.url, async (c) => {
+        for (const table of ['app.task_notes', 'app.events']) await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
+        await c.query(`DELETE FROM app.tasks WHERE task_id = $1`, [foreignTask]);
+      });
+      const preview = await previewRestore(engine, job);
+      assert.equal(preview.tables['app.task_notes'].insert, 41, 'every backed-up note is to insert');
+      const staged = [await diffRows(job.restoreId, manifest, 'app.task_notes'), await diffRows(job.restoreId, manifest, 'app.events')];
+      assert.deepEqual(staged, [41, 5], 'every note key staged (the apply checks their tasks), five of the events');
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('task_notes_task_id_fkey'),
+      );
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+      await withDb(db.url, (c) => c.query('DROP TABLE app.task_notes'));
+    }
+    await restore();
   });
 
   it('stages nothing of a table whose rows are the very ones backed up, unless a parent moved rows in: same plan as staging it all', async () => {
@@ -429,7 +481,7 @@ describe('tenant restore engine', function () {
     const staged = (table: string) =>
       withDb(db.url, async (c) => {
         const position = manifest.tables.findIndex((t) => t.table === table);
-        return (await c.query(`SELECT to_regclass($1) IS NOT NULL AS yes`, [`${scratchSchemaName(job.restoreId)}.t${String(position + 1).padStart(4, '0')}`])).rows[0].yes as boolean;
+        return (await c.query(`SELECT to_regclass($1) IS NOT NULL AS yes`, [scratchTable(job.restoreId, 't', position)])).rows[0].yes as boolean;
       });
     try {
       const preview = await previewRestore(engine, job);

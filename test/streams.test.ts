@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gunzipSync } from 'node:zlib';
 import { FieldPicker } from '../lib/restore/stage';
-import { ParallelGzip } from '../lib/streams';
+import { FirstLines, ParallelGzip } from '../lib/streams';
 
 describe('ParallelGzip', () => {
   // Half random, half repetitive: blocks compress at different speeds, so they finish out of order.
@@ -42,6 +42,21 @@ describe('FieldPicker', () => {
         const chunks = Array.from({ length: Math.ceil(input.length / size) }, (_, i) => input.subarray(i * size, (i + 1) * size));
         const out = await buffer(Readable.from(chunks).pipe(new FieldPicker(keep)));
         assert.equal(out.toString(), pick(keep), `keep ${keep}, chunks of ${size}`);
+      }
+    }
+  });
+});
+
+describe('FirstLines', () => {
+  const input = Buffer.from(Array.from({ length: 50 }, (_, i) => `${i}\tline ${'x'.repeat(i)}\n`).join(''));
+  const firstLines = (n: number) => input.toString().split('\n').slice(0, n).map((l) => `${l}\n`).join('');
+
+  it('passes the first n lines whole and nothing after, however the lines are split into chunks', async () => {
+    for (const size of [1, 3, 7, 64, input.length]) {
+      const chunks = Array.from({ length: Math.ceil(input.length / size) }, (_, i) => input.subarray(i * size, (i + 1) * size));
+      for (const n of [0, 1, 5, 50, 60]) {
+        const out = await buffer(Readable.from(chunks).pipe(new FirstLines(n)));
+        assert.equal(out.toString(), firstLines(Math.min(n, 50)), `${n} lines in chunks of ${size}`);
       }
     }
   });

@@ -189,7 +189,10 @@ export async function comparableBackupXmin(c: ClientBase, manifest: TenantManife
 }
 
 /** How much of a table's backup a preview stages (see stagingOf). */
-export type Staging = 'nothing' | 'keys' | 'all';
+export type Staging = 'nothing' | 'first-keys' | 'keys' | 'all';
+
+/** Keys shown per kind of change in a preview. */
+export const sampleSize = 5;
 
 /**
  * How much of a table's backup the preview stages, as of the caller's snapshot. In an exact
@@ -201,14 +204,29 @@ export type Staging = 'nothing' | 'keys' | 'all';
  *    since: moved in). Only with `backupXmin` (comparableBackupXmin);
  *  - keys, where the tenant has no row: every backed-up row is an insert, and the apply loads the
  *    table straight from its object;
+ *  - the first keys only, for the preview's sample, where besides no check needs the keys either
+ *    (firstKeysSuffice);
  * else all of it.
  */
 export async function stagingOf(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, backupXmin: string | undefined): Promise<Staging> {
   if (!replacesAsBackedUp(ctx, m, args.selection)) return 'all';
-  if (!backupXmin) return (await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any ? 'all' : 'keys';
+  const none = firstKeysSuffice(ctx, m) ? 'first-keys' : 'keys';
+  if (!backupXmin) return (await one(c, `SELECT EXISTS (SELECT 1 FROM ${liveTenantRows(ctx, m, args.tenantId)}) AS any`)).any ? 'all' : none;
   const own = await tenantRowVersions(c, ctx, m, args.tenantId, backupXmin);
   if (own.rows === m.manifest.rows && !own.writtenSince && !(await movedInSince(c, ctx, m, args.tenantId, backupXmin))) return 'nothing';
-  return own.rows === 0 ? 'keys' : 'all';
+  return own.rows === 0 ? none : 'all';
+}
+
+/**
+ * For a table the tenant has no row in, in an exact replace: whether no check needs its keys, so
+ * the preview stages a few, as its sample. No live row can hold one of them (the key holds the
+ * tenant id), and its foreign keys are on the tenant id alone (one value in every row, which the
+ * apply looks up once). Its children's checks look at live rows: it is restored whole.
+ */
+function firstKeysSuffice(ctx: RestoreContext, m: TableMapping): boolean {
+  const ownership = m.live!.ownership;
+  if (!m.key || ownership.kind === 'parent' || !m.key.includes(ownership.column)) return false;
+  return foreignKeysOf(ctx, m).every((fk) => fk.columns.length === 1 && fk.columns[0] === ownership.column);
 }
 
 /** Whether a tenant row of the table hangs from a parent row written since a snapshot of this xmin (xid8 text). */
@@ -268,7 +286,7 @@ async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping,
   for (const kind of ['insert', 'update', 'delete', 'conflict'] as DiffKind[]) {
     const row = rows.find((x) => x.kind === kind);
     // the keys as text only for the five kept (the sort itself is on the typed keys)
-    const first = `SELECT ${cols('d', m.key!)} FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT 5`;
+    const first = `SELECT ${cols('d', m.key!)} FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT ${sampleSize}`;
     const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${cols('d', m.key!)}`, [kind])).rows.map((x) => x.k) : [];
     out[kind] = { count: row?.count ?? 0, hash: row?.hash ?? '0', samples };
   }

@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
-import { assemblePlan, comparableBackupXmin, computePlan, diffTable, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
+import { assemblePlan, comparableBackupXmin, computePlan, diffTable, sampleSize, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
@@ -146,11 +146,16 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
         return staging.get(m.table) === 'nothing';
       },
       // a table the tenant has no row in: its keys are all the diff needs (a table without one: none)
-      columnsToStage: async (_c, m) => {
-        if (staging.get(m.table) !== 'keys') return undefined;
-        return m.key ? m.joinColumns : [];
+      toStage: async (_c, m) => {
+        const how = staging.get(m.table);
+        if (how === 'first-keys') return { columns: m.joinColumns, firstRows: sampleSize };
+        if (how !== 'keys') return undefined;
+        return { columns: m.key ? m.joinColumns : [] };
       },
-      work: async (c, m) => void diffs.set(m.table, staging.get(m.table) === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, staging.get(m.table) === 'keys')),
+      work: async (c, m) => {
+        const how = staging.get(m.table);
+        diffs.set(m.table, how === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, how === 'keys' || how === 'first-keys'));
+      },
     });
     await exporter.query('COMMIT');
   } finally {

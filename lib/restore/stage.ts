@@ -9,7 +9,7 @@ import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { RowDigestStream, Sha256Stream } from '../checksum';
-import { discard } from '../streams';
+import { discard, FirstLines } from '../streams';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
@@ -45,9 +45,15 @@ export interface AfterStaging<T extends StagedTable> {
   snapshot: string;
   /** true: the live rows are the backed-up ones, nothing to load; only the object's stored bytes are checked */
   unchanged?: (c: Client, table: T) => Promise<boolean>;
-  /** the columns worth loading (none: only check the object); undefined: all of them */
-  columnsToStage?: (c: Client, table: T) => Promise<string[] | undefined>;
+  /** what is worth loading: some columns (none: only check the object), maybe of the first rows only; undefined: all of it */
+  toStage?: (c: Client, table: T) => Promise<StagedPart | undefined>;
   work: (c: Client, table: T) => Promise<void>;
+}
+
+/** Part of a table to stage: these columns, of every row or of the first `firstRows` (every row is still checked). */
+export interface StagedPart {
+  columns: string[];
+  firstRows?: number;
 }
 
 /** Stages a restore's backup, typed as the live columns (so drift surfaces here). */
@@ -88,9 +94,9 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
       await c.query(`DROP TABLE ${m.staged}`);
       await checkStoredBytes(opts, m);
     } else {
-      const only = await then?.columnsToStage?.(c, m);
-      await stageTable(c, m, opts.checkContent, opts, only);
-      if (only?.length !== 0) await c.query(`ANALYZE ${m.staged}`);
+      const part = await then?.toStage?.(c, m);
+      await stageTable(c, m, opts.checkContent, opts, part);
+      if (part?.columns.length !== 0) await c.query(`ANALYZE ${m.staged}`);
     }
     await then?.work(c, m);
     progress.tablesDone++;
@@ -119,18 +125,21 @@ const createStaged = (m: StagedTable, columns: StagedTable['stagedColumns']) =>
   `CREATE UNLOGGED TABLE ${m.staged} (${columns.map((c) => `${quoteIdent(c.name)} ${c.type}`).join(', ')})`;
 
 /**
- * Loads a table's object into its scratch table, checked on the way. `only`: just these columns
- * (the scratch table is made of them; none: there is none, the object is only checked).
+ * Loads a table's object into its scratch table, checked on the way. `part`: just these columns
+ * (the scratch table is made of them; none: there is none, the object is only checked), maybe
+ * of the first rows only.
  */
-async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, opts: BackupSource, only?: string[]): Promise<void> {
+async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, opts: BackupSource, part?: StagedPart): Promise<void> {
   const key = opts.prefix + m.manifest.object.key;
   const rows = new RowDigestStream();
-  const columns = only ? m.stagedColumns.filter((col) => only.includes(col.name)) : m.stagedColumns;
-  if (only) {
+  const columns = part ? m.stagedColumns.filter((col) => part.columns.includes(col.name)) : m.stagedColumns;
+  if (part) {
     await c.query(`DROP TABLE ${m.staged}`);
     if (columns.length) await c.query(createStaged(m, columns));
   }
-  const via = only ? [rows, new FieldPicker(m.stagedColumns.map((col) => columns.includes(col)))] : [rows];
+  const via: Transform[] = [rows];
+  if (part?.firstRows !== undefined) via.push(new FirstLines(part.firstRows));
+  if (part) via.push(new FieldPicker(m.stagedColumns.map((col) => columns.includes(col))));
   const names = columns.map((col) => quoteIdent(col.name)).join(', ');
   try {
     if (columns.length) await copyBackupObject(opts.store, key, m, via, c.query(copyFrom(`COPY ${m.staged} (${names}) FROM STDIN`)));
