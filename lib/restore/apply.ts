@@ -16,13 +16,13 @@
 // changed table is checked once, set-based, before commit. Without the privilege the apply runs
 // with Postgres' own checks, and says so.
 import { pipeline } from 'node:stream/promises';
-import type { ClientBase } from 'pg';
+import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, qualified, quoteIdent, quoteLiteral } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { tenantFilter } from '../tenancy';
+import { notTenantFilter } from '../tenancy';
 import { changedRows, currentPlan, isSelected, keySet, multisetMissing, multisetSurplus, snapshotXmin, storedPlan } from './diff';
 import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import { copyBackupObject } from './stage';
@@ -57,15 +57,17 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   const c = await connect(opts.url, 'tenantsafe-apply');
   const safetyAbort = new AbortController();
   let safetyBackup: Promise<SafetyBackupRef | undefined> = Promise.resolve(undefined);
+  let vacuums: DeadRowVacuums | undefined;
   const abort = () => {
     safetyAbort.abort(opts.signal?.reason);
     c.end().catch(() => undefined);
+    vacuums?.abort();
   };
   opts.signal?.addEventListener('abort', abort, { once: true });
   try {
     const done = await previouslyApplied(c, ctx, opts.approvedDigest);
     if (done) return { kind: 'applied', result: { ...done, alreadyApplied: true } };
-    const vacuumed = await vacuumDeadTenantRows(c, ctx);
+    vacuums = await DeadRowVacuums.start(c, opts.url, ctx);
 
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     // idle while it waits for the safety backup: a server-wide idle timeout must not end it
@@ -137,6 +139,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
       // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)
       const wholeObject = loadsWhole(m, inserts);
+      if (wholeObject) await vacuums.before(m.table);
       const inserted = wholeObject
         ? await copyBackupObject(opts.source.store, opts.source.prefix + m.manifest.object.key, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
         : reused
@@ -151,6 +154,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, xid, loadedWhole, othersBefore);
     const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
     const safety = await safetyBackup;
+    const vacuumed = await vacuums.finished();
     const delta = { xid, readAt, removed };
     const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
     await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
@@ -167,6 +171,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   } finally {
     opts.signal?.removeEventListener('abort', abort);
     await c.end().catch(() => undefined);
+    await vacuums?.close();
   }
 }
 
@@ -179,24 +184,65 @@ const loadsWhole = (m: TableMapping, inserts: number) => inserts === m.manifest.
  * check every restored key against its dead predecessor in each unique index, a heap visit per
  * row (events, 300k rows: 1.2-1.5 s against 0.85 s vacuumed; the vacuum 0.08 s). Only where
  * autovacuum would soon do the same (dead tuples at least a fifth of the table and half the rows
- * to load); SKIP_LOCKED: not while it does. Before the transaction: VACUUM cannot run in one.
+ * to load); SKIP_LOCKED: not while it does. VACUUM cannot run in a transaction: on a connection
+ * of its own, table after table in the order the apply loads them, while the apply works (it
+ * waits for a table's vacuum only before loading it). TRUNCATE false: the apply's transaction
+ * holds a lock on every table it read, which the truncation that ends a vacuum would wait on for
+ * up to 5 s, to give back pages the apply is about to fill.
  */
-async function vacuumDeadTenantRows(c: ClientBase, ctx: RestoreContext): Promise<string[]> {
-  const plan = (await storedPlan(c, ctx))?.plan;
-  const vacuumed: string[] = [];
-  for (const m of ctx.mappings.filter((x) => x.live && loadsWhole(x, plan?.tables[x.table]?.insert ?? -1))) {
-    const table = qualified(m.live!.schema, m.live!.name);
-    const r = await c.query<{ dead: string; live: string }>(
-      `SELECT coalesce(sum(s.n_dead_tup), 0) AS dead, coalesce(sum(s.n_live_tup), 0) AS live FROM pg_stat_user_tables s
-        WHERE s.relid = $1::regclass OR s.relid IN (SELECT relid FROM pg_partition_tree($1::regclass))`,
-      [table],
-    );
-    const dead = Number(r.rows[0].dead);
-    if (dead < m.manifest.rows / 2 || dead < (dead + Number(r.rows[0].live)) / 5) continue;
-    await c.query(`VACUUM (SKIP_LOCKED) ${table}`);
-    vacuumed.push(m.table);
+class DeadRowVacuums {
+  private constructor(
+    private readonly conn: Client | undefined,
+    /** per table, settled once it is vacuumed (and the tables before it) */
+    private readonly done: Map<string, Promise<unknown>>,
+  ) {}
+
+  /** Picks the tables (before the apply's transaction: the stored plan, the statistics) and starts vacuuming them. */
+  static async start(c: ClientBase, url: string, ctx: RestoreContext): Promise<DeadRowVacuums> {
+    const plan = (await storedPlan(c, ctx))?.plan;
+    const tables: string[] = [];
+    for (const m of ctx.mappings.filter((x) => x.live && loadsWhole(x, plan?.tables[x.table]?.insert ?? -1))) {
+      const table = qualified(m.live!.schema, m.live!.name);
+      const r = await c.query<{ dead: string; live: string }>(
+        `SELECT coalesce(sum(s.n_dead_tup), 0) AS dead, coalesce(sum(s.n_live_tup), 0) AS live FROM pg_stat_user_tables s
+          WHERE s.relid = $1::regclass OR s.relid IN (SELECT relid FROM pg_partition_tree($1::regclass))`,
+        [table],
+      );
+      const dead = Number(r.rows[0].dead);
+      if (dead >= m.manifest.rows / 2 && dead >= (dead + Number(r.rows[0].live)) / 5) tables.push(m.table);
+    }
+    if (tables.length === 0) return new DeadRowVacuums(undefined, new Map());
+    const conn = await connect(url, 'tenantsafe-apply-vacuum');
+    let previous: Promise<unknown> = Promise.resolve();
+    const done = new Map<string, Promise<unknown>>();
+    for (const table of tables) {
+      const m = ctx.mappings.find((x) => x.table === table)!;
+      previous = previous.then(() => conn.query(`VACUUM (SKIP_LOCKED, TRUNCATE false) ${qualified(m.live!.schema, m.live!.name)}`));
+      previous.catch(() => undefined); // awaited by the apply, or settled on the way out
+      done.set(table, previous);
+    }
+    return new DeadRowVacuums(conn, done);
   }
-  return vacuumed;
+
+  /** Waits until the table is vacuumed, if it is to be. */
+  async before(table: string): Promise<void> {
+    await this.done.get(table);
+  }
+
+  /** The tables vacuumed, once all are. */
+  async finished(): Promise<string[]> {
+    await Promise.all(this.done.values());
+    return [...this.done.keys()];
+  }
+
+  abort(): void {
+    this.conn?.end().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.done.values());
+    await this.conn?.end().catch(() => undefined);
+  }
 }
 
 /**
@@ -279,7 +325,7 @@ async function canUseReplicaMode(c: ClientBase): Promise<boolean> {
 async function otherTenantsRowCounts(c: ClientBase, ctx: RestoreContext, tables: TableMapping[], tenantId: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const m of tables) {
-    const r = await c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`);
+    const r = await c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE ${notTenantFilter(ctx.plan, m.live!, 'l', tenantId)}`);
     out.set(m.table, r.rows[0].n);
   }
   return out;
@@ -303,7 +349,7 @@ async function assertOtherTenantsUntouched(
 ): Promise<void> {
   for (const m of tables) {
     const proof = () =>
-      c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE l.xmin = $1::xid AND (${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}) IS NOT TRUE`, [ours]);
+      c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE l.xmin = $1::xid AND ${notTenantFilter(ctx.plan, m.live!, 'l', tenantId)}`, [ours]);
     const r = loadedWhole.has(m.table) ? await without(c, 'enable_nestloop', proof) : await proof();
     if (r.rows[0].n > 0) throw new Error(`the apply wrote ${r.rows[0].n} rows of ${m.table} that are not the tenant's; rolled back`);
   }

@@ -8,7 +8,7 @@ import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
 import { snapshotOrigin } from '../backup/export';
 import type { TenantManifest } from '../manifest';
-import { tenantChain, tenantFilter, type ForeignKeyInfo } from '../tenancy';
+import { notTenantFilter, tenantChain, tenantFilter, type ForeignKeyInfo } from '../tenancy';
 import { stageInFull, type BackupSource } from './stage';
 import { blockingDrift, comparedAsText, liveTable, sameColumnsAsBackup, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
@@ -610,7 +610,7 @@ async function findReferenceBlockers(
               .map((k) => `AND NOT EXISTS (SELECT 1 FROM ${keySet(ctx, childMapping, k)} cd WHERE ${joinOn('cd', 'x', childMapping.key!)})`)
               .join(' ')
           : childMapping && tables[childKey]?.selected && kinds.has('delete')
-            ? `AND (${tenantFilter(ctx.plan, childMapping.live!, 'x', args.tenantId)}) IS NOT TRUE`
+            ? `AND ${notTenantFilter(ctx.plan, childMapping.live!, 'x', args.tenantId)}`
             : '';
         const q = `SELECT count(*)::int AS n FROM ${childMapping ? liveTable(childMapping) : qualified(child.schema, child.name)} x
                     WHERE (${cols('x', fk.columns)}) IN (${targets}) ${rewritten}`;

@@ -24,6 +24,17 @@ export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string
 }
 
 /**
+ * The rows tenantFilter leaves out: other tenants' and no tenant's (a NULL tenant column). Through
+ * a parent, NOT EXISTS, which Postgres plans as an anti-join; `(EXISTS ...) IS NOT TRUE` means the
+ * same (EXISTS is never NULL) but is run as a subplan, per row or hashed as the estimates go
+ * (tasks written by a restore: 15 ms against 70-190 ms).
+ */
+export function notTenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string): string {
+  const filter = tenantFilter(plan, table, alias, tenantId);
+  return table.ownership.kind === 'parent' ? `NOT ${filter}` : `(${filter}) IS NOT TRUE`;
+}
+
+/**
  * The same rows as tenantFilter, as inner joins with the parent rows that tie each to the tenant
  * (aliased `alias_p`, `alias_p_p`, ...; a parent is joined on the key its foreign key references,
  * so still one row per tenant row): for reading the parents' columns too, such as their xmin.
