@@ -63,6 +63,23 @@ describe('tenant restore engine', function () {
   const diffRows = (restoreId: string, manifest: TenantManifest, table: string) =>
     withDb(db.url, async (c) => Number((await c.query(`SELECT count(*) AS n FROM ${scratchTable(restoreId, 'd', manifest.tables.findIndex((t) => t.table === table))}`)).rows[0].n));
 
+  /** Previews a restore of the backup (checked by `check`), approves it, and sees the apply roll back on the foreign key, changing nothing. */
+  async function refusedByForeignKey(fromBackup: string, foreignKey: string, check: (preview: RestorePreview, restoreId: string) => Promise<void>) {
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: fromBackup, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      await check(preview, job.restoreId);
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes(foreignKey),
+      );
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+  }
+
   const others = () => Promise.all(db.tenants.filter((t) => t.tenantId !== tenantId).map(async (t) => checksumsOf(await liveRows(engine.config, t.tenantId))));
 
   async function restore(req: Partial<RestoreRequest> = {}) {
@@ -211,29 +228,14 @@ describe('tenant restore engine', function () {
       await c.query(`DELETE FROM app.users WHERE user_id = $1`, [userId]);
     });
     // the apply rolls back on the foreign key, changing nothing
-    const refusedByForeignKey = async (check: (preview: RestorePreview) => void) => {
-      const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: crossBackupId, selection: parseSelection({ tenantId }) };
-      try {
-        const preview = await previewRestore(engine, job);
-        check(preview);
-        const before = checksumsOf(await liveRows(engine.config, tenantId));
-        await assert.rejects(
-          applyApprovedRestore(engine, { ...job, digest: preview.digest }),
-          (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('comments_author_id_fkey'),
-        );
-        assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
-      } finally {
-        await dropRestoreScratch(engine, job.restoreId);
-      }
-    };
-    await refusedByForeignKey((preview) => assert.ok(preview.tables['app.comments'].insert > 0, 'the deleted comment is to insert'));
+    await refusedByForeignKey(crossBackupId, 'comments_author_id_fkey', async (preview) => assert.ok(preview.tables['app.comments'].insert > 0, 'the deleted comment is to insert'));
     // the same when every comment of the tenant is gone: the apply loads the table whole from its object
     await withDb(db.url, (c) =>
       c.query(`DELETE FROM app.comments WHERE task_id IN (SELECT t.task_id FROM app.tasks t JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1)`, [tenantId]),
     );
     const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, crossBackupId));
     const backedUp = manifest.tables.find((t) => t.table === 'app.comments')!.rows;
-    await refusedByForeignKey((preview) => assert.equal(preview.tables['app.comments'].insert, backedUp, 'every backed-up comment is to insert'));
+    await refusedByForeignKey(crossBackupId, 'comments_author_id_fkey', async (preview) => assert.equal(preview.tables['app.comments'].insert, backedUp, 'every backed-up comment is to insert'));
   });
 
   it('locks the parents of the rows it writes, as Postgres would: a parent deleted meanwhile fails the apply, it never leaves an orphan', async () => {
@@ -427,7 +429,6 @@ describe('tenant restore engine', function () {
       return task as string;
     });
     const notedBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
-    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: notedBackupId, selection: parseSelection({ tenantId }) };
     try {
       const summary = await takeTenantBackup(engine, { tenantId, backupId: notedBackupId });
       await recordTenantBackup(engine, { tenantId, backupId: notedBackupId, manifestSha256: summary.manifestSha256 });
@@ -437,18 +438,12 @@ describe('tenant restore engine', function () {
         for (const table of ['app.task_notes', 'app.events']) await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
         await c.query(`DELETE FROM app.tasks WHERE task_id = $1`, [foreignTask]);
       });
-      const preview = await previewRestore(engine, job);
-      assert.equal(preview.tables['app.task_notes'].insert, 41, 'every backed-up note is to insert');
-      const staged = [await diffRows(job.restoreId, manifest, 'app.task_notes'), await diffRows(job.restoreId, manifest, 'app.events')];
-      assert.deepEqual(staged, [41, 5], 'every note key staged (the apply checks their tasks), five of the events');
-      const before = checksumsOf(await liveRows(engine.config, tenantId));
-      await assert.rejects(
-        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
-        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && e.message.includes('task_notes_task_id_fkey'),
-      );
-      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+      await refusedByForeignKey(notedBackupId, 'task_notes_task_id_fkey', async (preview, restoreId) => {
+        assert.equal(preview.tables['app.task_notes'].insert, 41, 'every backed-up note is to insert');
+        const staged = [await diffRows(restoreId, manifest, 'app.task_notes'), await diffRows(restoreId, manifest, 'app.events')];
+        assert.deepEqual(staged, [41, 5], 'every note key staged (the apply checks their tasks), five of the events');
+      });
     } finally {
-      await dropRestoreScratch(engine, job.restoreId);
       await withDb(db.url, (c) => c.query('DROP TABLE app.task_notes'));
     }
     await restore();
