@@ -238,6 +238,37 @@ describe('tenant restore engine', function () {
     await refusedByForeignKey(crossBackupId, 'comments_author_id_fkey', async (preview) => assert.equal(preview.tables['app.comments'].insert, backedUp, 'every backed-up comment is to insert'));
   });
 
+  it('proves inside the apply that every row it wrote is the tenant\'s: a task restored under a project moved to another tenant rolls it back', async () => {
+    const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
+    const { project, task } = await withDb(db.url, async (c) => {
+      const owner = (await c.query(`SELECT min(user_id) AS id FROM app.users WHERE tenant_id = $1`, [tenantId])).rows[0].id;
+      const p = (await c.query(`INSERT INTO app.projects (tenant_id, owner_id, name) VALUES ($1, $2, 'moves away') RETURNING project_id`, [tenantId, owner])).rows[0].project_id;
+      const t = (await c.query(`INSERT INTO app.tasks (project_id, title) VALUES ($1, 'left behind') RETURNING task_id`, [p])).rows[0].task_id;
+      return { project: p as string, task: t as string };
+    });
+    const movedBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const summary = await takeTenantBackup(engine, { tenantId, backupId: movedBackupId });
+    await recordTenantBackup(engine, { tenantId, backupId: movedBackupId, manifestSha256: summary.manifestSha256 });
+    // since: the project went to another tenant, and its task was deleted. Restoring the tasks alone
+    // inserts the task under its project, which exists (no blocker), but as the other tenant's
+    await withDb(db.url, async (c) => {
+      await c.query(`UPDATE app.projects SET tenant_id = $2 WHERE project_id = $1`, [project, other]);
+      await c.query(`DELETE FROM app.tasks WHERE task_id = $1`, [task]);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: movedBackupId, selection: parseSelection({ tenantId, tables: ['app.tasks'] }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      assert.deepEqual([preview.tables['app.tasks'].insert, preview.blockers.length], [1, 0], JSON.stringify(preview.blockers));
+      const before = await Promise.all([tenantId, other].map(async (t) => checksumsOf(await liveRows(engine.config, t))));
+      await assert.rejects(applyApprovedRestore(engine, { ...job, digest: preview.digest }), /the apply wrote 1 rows of app\.tasks that are not the tenant's; rolled back/);
+      const after = await Promise.all([tenantId, other].map(async (t) => checksumsOf(await liveRows(engine.config, t))));
+      assert.deepEqual(after, before, 'nothing changed, for either tenant');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+      await withDb(db.url, (c) => c.query(`DELETE FROM app.projects WHERE project_id = $1`, [project]));
+    }
+  });
+
   it('locks the parents of the rows it writes, as Postgres would: a parent deleted meanwhile fails the apply, it never leaves an orphan', async () => {
     // a backup in which one invoice of the tenant is on plan 10; since, the invoice is deleted (the restore will insert it)
     const { invoiceId } = await withDb(db.url, async (c) => {

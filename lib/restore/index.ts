@@ -145,7 +145,8 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
         staging.set(m.table, await stagingOf(c, ctx, m, args, backupXmin));
         return staging.get(m.table) === 'nothing';
       },
-      // a table the tenant has no row in: its keys are all the diff needs (a table without one: none)
+      // a table the tenant has no row in: its keys are all the diff needs (a table without one: none;
+      // where no check needs them either, the first few, the preview's sample)
       toStage: async (_c, m) => {
         const how = staging.get(m.table);
         if (how === 'first-keys') return { columns: m.joinColumns, firstRows: sampleSize };
