@@ -238,7 +238,7 @@ describe('tenant restore engine', function () {
     await refusedByForeignKey(crossBackupId, 'comments_author_id_fkey', async (preview) => assert.equal(preview.tables['app.comments'].insert, backedUp, 'every backed-up comment is to insert'));
   });
 
-  it('proves inside the apply that every row it wrote is the tenant\'s: a task restored under a project moved to another tenant rolls it back', async () => {
+  it('blocks rows whose parent, through the key that ties them to the tenant, is another tenant\'s now', async () => {
     const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
     const { project, task } = await withDb(db.url, async (c) => {
       const owner = (await c.query(`SELECT min(user_id) AS id FROM app.users WHERE tenant_id = $1`, [tenantId])).rows[0].id;
@@ -249,8 +249,8 @@ describe('tenant restore engine', function () {
     const movedBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
     const summary = await takeTenantBackup(engine, { tenantId, backupId: movedBackupId });
     await recordTenantBackup(engine, { tenantId, backupId: movedBackupId, manifestSha256: summary.manifestSha256 });
-    // since: the project went to another tenant, and its task was deleted. Restoring the tasks alone
-    // inserts the task under its project, which exists (no blocker), but as the other tenant's
+    // since: the project went to another tenant, and its task was deleted. Restoring the tasks
+    // alone would insert the task under its project, which exists, but as the other tenant's
     await withDb(db.url, async (c) => {
       await c.query(`UPDATE app.projects SET tenant_id = $2 WHERE project_id = $1`, [project, other]);
       await c.query(`DELETE FROM app.tasks WHERE task_id = $1`, [task]);
@@ -258,15 +258,52 @@ describe('tenant restore engine', function () {
     const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: movedBackupId, selection: parseSelection({ tenantId, tables: ['app.tasks'] }) };
     try {
       const preview = await previewRestore(engine, job);
-      assert.deepEqual([preview.tables['app.tasks'].insert, preview.blockers.length], [1, 0], JSON.stringify(preview.blockers));
+      assert.deepEqual(
+        preview.blockers.map((b) => [b.kind, b.table, b.rows]),
+        [['parent-of-another-tenant', 'app.tasks', 1]],
+        JSON.stringify(preview.blockers),
+      );
+      assert.match(preview.blockers[0].message, /hang from app\.projects rows that now belong to another tenant \(tasks_project_id_fkey\)/);
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(applyApprovedRestore(engine, { ...job, digest: preview.digest }), (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked);
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+      await withDb(db.url, (c) => c.query(`DELETE FROM app.projects WHERE project_id = $1`, [project]));
+    }
+  });
+
+  it('proves inside the apply that every row it wrote is the tenant\'s: a trigger that reroutes a restored task to another tenant rolls it back', async () => {
+    const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
+    const task = await withDb(db.url, async (c) => {
+      const mine = (await c.query(`SELECT min(project_id) AS id FROM app.projects WHERE tenant_id = $1`, [tenantId])).rows[0].id;
+      const theirs = (await c.query(`SELECT min(project_id) AS id FROM app.projects WHERE tenant_id = $1`, [other])).rows[0].id;
+      // a trigger that fires even in replica mode, as the apply runs where it may
+      await c.query(`CREATE FUNCTION app.reroute() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.title = 'rerouted' THEN NEW.project_id := ${Number(theirs)}; END IF; RETURN NEW; END $$`);
+      await c.query(`CREATE TRIGGER reroute BEFORE INSERT ON app.tasks FOR EACH ROW EXECUTE FUNCTION app.reroute()`);
+      await c.query(`ALTER TABLE app.tasks ENABLE ALWAYS TRIGGER reroute`);
+      return (await c.query(`UPDATE app.tasks SET title = 'rerouted' WHERE task_id = (SELECT min(task_id) FROM app.tasks WHERE project_id = $1) RETURNING task_id, title`, [mine])).rows[0];
+    });
+    const taskBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: taskBackupId, selection: parseSelection({ tenantId }) };
+    try {
+      const summary = await takeTenantBackup(engine, { tenantId, backupId: taskBackupId });
+      await recordTenantBackup(engine, { tenantId, backupId: taskBackupId, manifestSha256: summary.manifestSha256 });
+      await withDb(db.url, async (c) => {
+        await c.query(`DELETE FROM app.comments WHERE reply_to IN (SELECT comment_id FROM app.comments WHERE task_id = $1)`, [task.task_id]);
+        for (const table of ['app.comments', 'app.task_labels', 'app.tasks']) await c.query(`DELETE FROM ${table} WHERE task_id = $1`, [task.task_id]);
+      });
+      const preview = await previewRestore(engine, job);
+      assert.equal(preview.tables['app.tasks'].insert, 1, 'the deleted task is to insert');
       const before = await Promise.all([tenantId, other].map(async (t) => checksumsOf(await liveRows(engine.config, t))));
       await assert.rejects(applyApprovedRestore(engine, { ...job, digest: preview.digest }), /the apply wrote 1 rows of app\.tasks that are not the tenant's; rolled back/);
       const after = await Promise.all([tenantId, other].map(async (t) => checksumsOf(await liveRows(engine.config, t))));
       assert.deepEqual(after, before, 'nothing changed, for either tenant');
     } finally {
       await dropRestoreScratch(engine, job.restoreId);
-      await withDb(db.url, (c) => c.query(`DELETE FROM app.projects WHERE project_id = $1`, [project]));
+      await withDb(db.url, (c) => c.query(`DROP TRIGGER reroute ON app.tasks; DROP FUNCTION app.reroute()`));
     }
+    await restore();
   });
 
   it('locks the parents of the rows it writes, as Postgres would: a parent deleted meanwhile fails the apply, it never leaves an orphan', async () => {

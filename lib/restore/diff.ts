@@ -8,7 +8,7 @@ import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
 import { snapshotOrigin } from '../backup/export';
 import type { TenantManifest } from '../manifest';
-import { notTenantFilter, tenantChain, tenantFilter, type ForeignKeyInfo } from '../tenancy';
+import { notTenantFilter, ownedTable, tenantChain, tenantFilter, type ForeignKeyInfo } from '../tenancy';
 import { stageInFull, type BackupSource } from './stage';
 import { blockingDrift, comparedAsText, liveTable, sameColumnsAsBackup, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
@@ -543,6 +543,8 @@ export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: Plan
  *  - backed-up rows (to insert or update) pointing at global rows that are gone;
  *  - rows to insert or update pointing at parent rows that exist neither live nor among the
  *    parent rows this restore inserts (a --tables selection without its parents);
+ *  - rows to insert or update whose parent, through the foreign key that ties them to the
+ *    tenant, is another tenant's now (moved since the backup; restored, they would be theirs);
  *  - live rows outside this restore's deletes (other tenants', global tables', or tables left
  *    out of the selection) pointing at rows this restore deletes.
  */
@@ -575,7 +577,27 @@ async function findReferenceBlockers(
         parent?.key && tables[parent.table]?.insert && fk.refColumns.every((col) => parent.columns.includes(col))
           ? `OR EXISTS (SELECT 1 FROM ${changedRows(ctx, parent, 'insert', fk.refColumns)} ps WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
           : '';
-      const missing = (await one(c, `SELECT count(*)::int AS n FROM ${changedRows(ctx, m, kindsChanged, fk.columns)} r WHERE ${notNull} AND NOT (${existsLive} ${insertedByUs})`)).n as number;
+      // the foreign key that ties the table's rows to the tenant: a parent that exists but is
+      // another tenant's now would make a restored row theirs
+      const ownership = m.live!.ownership;
+      const ownParent =
+        ownership.kind === 'parent' && ownership.foreignKey === fk.name
+          ? `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)} AND ${tenantFilter(ctx.plan, ownedTable(ctx.plan, fk.refTable), 'p', args.tenantId)})`
+          : undefined;
+      const { missing, others } = await one<{ missing: number; others: number }>(
+        c,
+        `SELECT count(*) FILTER (WHERE NOT (${existsLive} ${insertedByUs}))::int AS missing,
+                ${ownParent ? `count(*) FILTER (WHERE ${existsLive} AND NOT (${ownParent} ${insertedByUs}))::int` : '0'} AS others
+           FROM ${changedRows(ctx, m, kindsChanged, fk.columns)} r WHERE ${notNull}`,
+      );
+      if (others > 0) {
+        blockers.push({
+          kind: 'parent-of-another-tenant',
+          table: m.table,
+          rows: others,
+          message: `${others} rows of ${m.table} to restore hang from ${fk.refTable} rows that now belong to another tenant (${fk.name}): restored, they would be that tenant's`,
+        });
+      }
       if (missing === 0) continue;
       if (isGlobal(ctx, fk.refTable)) {
         blockers.push({
