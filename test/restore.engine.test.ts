@@ -306,6 +306,38 @@ describe('tenant restore engine', function () {
     await restore();
   });
 
+  it('blocks rows that would collide on a unique key with a live row left in place; a replace that deletes that row goes through', async () => {
+    await withDb(db.url, (c) => c.query(`INSERT INTO app.users (tenant_id, email, created_at) VALUES ($1, 'unique@globex.example', now())`, [tenantId]));
+    const uniqueBackupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+    const summary = await takeTenantBackup(engine, { tenantId, backupId: uniqueBackupId });
+    await recordTenantBackup(engine, { tenantId, backupId: uniqueBackupId, manifestSha256: summary.manifestSha256 });
+    // since: the user was deleted, and a new one took the address
+    await withDb(db.url, async (c) => {
+      await c.query(`DELETE FROM app.users WHERE tenant_id = $1 AND email = 'unique@globex.example'`, [tenantId]);
+      await c.query(`INSERT INTO app.users (tenant_id, email, created_at) VALUES ($1, 'unique@globex.example', now())`, [tenantId]);
+    });
+    const saved = backupId;
+    backupId = uniqueBackupId;
+    try {
+      // missing-only keeps the new user: the deleted one cannot come back beside it
+      const kept = await restore({ mode: 'missing-only' });
+      assert.deepEqual(
+        kept.preview.blockers.map((b) => [b.kind, b.table, b.rows]),
+        [['unique-conflict', 'app.users', 1]],
+        JSON.stringify(kept.preview.blockers),
+      );
+      assert.match(kept.preview.blockers[0].message, /collide on unique key users_tenant_id_email_key \(tenant_id, email\)/);
+      assert.equal(kept.outcome, undefined, 'not applied');
+      // a replace deletes the new user first
+      const replaced = await restore();
+      assert.deepEqual(replaced.preview.blockers, []);
+      assert.ok(replaced.verification?.ok, JSON.stringify(replaced.verification));
+    } finally {
+      backupId = saved;
+    }
+    await restore();
+  });
+
   it('locks the parents of the rows it writes, as Postgres would: a parent deleted meanwhile fails the apply, it never leaves an orphan', async () => {
     // a backup in which one invoice of the tenant is on plan 10; since, the invoice is deleted (the restore will insert it)
     const { invoiceId } = await withDb(db.url, async (c) => {

@@ -11,7 +11,7 @@ function table(key: string, columns: [string, boolean][], pk: string[] | null, f
   const [schema, name] = key.split('.');
   const cols = columns.map(([n, notNull]) => ({ name: n, type: 'text', typeKind: 'b', notNull, hasDefault: false, generated: false, identity: '' as const, sequence: null }));
   return {
-    key, schema, name, partitioned: false, partitions: [], columns: cols, primaryKey: pk, estimatedRows: 0,
+    key, schema, name, partitioned: false, partitions: [], columns: cols, primaryKey: pk, uniqueKeys: [], estimatedRows: 0,
     foreignKeys: fks.map((f) => ({ name: f.name, columns: f.columns, refTable: f.ref, refColumns: f.refColumns, deferrable: false, nullable: f.columns.some((c) => !cols.find((x) => x.name === c)!.notNull) })),
   };
 }

@@ -219,14 +219,16 @@ export async function stagingOf(c: ClientBase, ctx: RestoreContext, m: TableMapp
 
 /**
  * For a table the tenant has no row in, in an exact replace: whether no check needs its keys, so
- * the preview stages a few, as its sample. No live row can hold one of them (the key holds the
- * tenant id), and its foreign keys are on the tenant id alone (one value in every row, which the
- * apply looks up once). Its children's checks look at live rows: it is restored whole.
+ * the preview stages a few, as its sample. No live row can hold one of them (the key, and every
+ * unique key, holds the tenant id), and its foreign keys are on the tenant id alone (one value in
+ * every row, which the apply looks up once). Its children's checks look at live rows: it is
+ * restored whole.
  */
 function firstKeysSuffice(ctx: RestoreContext, m: TableMapping): boolean {
   const ownership = m.live!.ownership;
   if (!m.key || ownership.kind === 'parent' || !m.key.includes(ownership.column)) return false;
-  return foreignKeysOf(ctx, m).every((fk) => fk.columns.length === 1 && fk.columns[0] === ownership.column);
+  const uniqueToTenant = (ctx.tables.get(m.table)?.uniqueKeys ?? []).every((u) => u.columns.includes(ownership.column));
+  return uniqueToTenant && foreignKeysOf(ctx, m).every((fk) => fk.columns.length === 1 && fk.columns[0] === ownership.column);
 }
 
 /** Whether a tenant row of the table hangs from a parent row written since a snapshot of this xmin (xid8 text). */
@@ -423,6 +425,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     delete: selected && kinds.has('delete') ? found.delete : 0,
   };
   out.preview = { ...applied, ...preview, selected, ...(JSON.stringify(applied) !== JSON.stringify(found) ? { found } : {}) };
+  if (m.key) out.blockers.push(...(await uniqueConflicts(c, ctx, m, applied)));
   if (applied.insert > 0 && m.requiredNewColumns.length > 0) {
     out.blockers.push({
       kind: 'drift',
@@ -432,6 +435,37 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     });
   }
   return out;
+}
+
+/**
+ * Rows the restore writes (inserts, updates) that would collide, on a unique key other than the
+ * primary key, with a live row it leaves in place (not one it deletes or updates, nor the row
+ * itself): another row holds those values now, as when another tenant took a globally unique
+ * email or name since the backup. (NULLs collide only under NULLS NOT DISTINCT; `=` says so.)
+ */
+async function uniqueConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping, applied: TableChanges): Promise<Blocker[]> {
+  const written = (['insert', 'update'] as const).filter((k) => applied[k] > 0);
+  if (written.length === 0) return [];
+  const key = m.key!;
+  const leftInPlace = (['delete', 'update'] as const)
+    .filter((k) => applied[k] > 0)
+    .map((k) => `AND NOT EXISTS (SELECT 1 FROM ${keySet(ctx, m, k)} x WHERE ${joinOn('x', 'l', key)})`)
+    .join(' ');
+  const blockers: Blocker[] = [];
+  for (const u of ctx.tables.get(m.table)?.uniqueKeys ?? []) {
+    if (!u.columns.every((col) => m.columns.includes(col))) continue;
+    const same = u.columns.map((col) => (u.nullsNotDistinct ? `l.${quoteIdent(col)} IS NOT DISTINCT FROM w.${quoteIdent(col)}` : `l.${quoteIdent(col)} = w.${quoteIdent(col)}`)).join(' AND ');
+    const rows = changedRows(ctx, m, written, [...new Set([...key, ...u.columns])]);
+    const n = (await one(c, `SELECT count(*)::int AS n FROM ${rows} w WHERE EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${same} AND NOT (${joinOn('l', 'w', key)}) ${leftInPlace})`)).n as number;
+    if (n === 0) continue;
+    blockers.push({
+      kind: 'unique-conflict',
+      table: m.table,
+      rows: n,
+      message: `${n} rows of ${m.table} to restore collide on unique key ${u.name} (${u.columns.join(', ')}) with live rows the restore leaves in place: another row holds those values now`,
+    });
+  }
+  return blockers;
 }
 
 /**

@@ -30,7 +30,7 @@ export interface TableMapping {
   key: string[] | null;
   /** live columns the backup lacks that are NOT NULL without a default: inserts would fail */
   requiredNewColumns: string[];
-  /** backed-up columns rows are matched or joined on: the key, and both ends of foreign keys */
+  /** backed-up columns rows are matched or joined on: the key, both ends of foreign keys, unique keys */
   joinColumns: string[];
 }
 
@@ -58,13 +58,15 @@ export async function loadRestoreContext(c: ClientBase, args: { tenancy: Config[
   const plan = planTenancy(tables, args.tenancy);
   const schema = scratchSchemaName(args.restoreId);
   const drift: DriftItem[] = [];
-  // columns rows are joined on, staged with their type: keys, and both ends of every foreign key
+  // columns rows are joined on, staged with their type: keys, both ends of every foreign key, and
+  // unique keys (rows written are matched against live rows on them)
   const joinColumns = new Set<string>();
   for (const t of tables.values()) {
     for (const fk of t.foreignKeys) {
       for (const col of fk.columns) joinColumns.add(`${t.key}\0${col}`);
       for (const col of fk.refColumns) joinColumns.add(`${fk.refTable}\0${col}`);
     }
+    for (const u of t.uniqueKeys) for (const col of u.columns) joinColumns.add(`${t.key}\0${col}`);
   }
   const mappings = args.manifest.tables.map((m, position) => mapTable(m, position, plan, schema, drift, (col) => joinColumns.has(`${m.table}\0${col}`)));
   const backedUp = new Set(args.manifest.tables.map((t) => t.table));

@@ -48,7 +48,7 @@ export interface DriftItem {
 
 /** Something that stops the apply until the operator acts; the preview says what and how. */
 export interface Blocker {
-  kind: 'missing-global-refs' | 'selection-needs-parents' | 'parent-of-another-tenant' | 'selection-orphans-children' | 'key-conflict' | 'referenced-by-others' | 'drift';
+  kind: 'missing-global-refs' | 'selection-needs-parents' | 'parent-of-another-tenant' | 'selection-orphans-children' | 'key-conflict' | 'unique-conflict' | 'referenced-by-others' | 'drift';
   table: string;
   rows: number;
   message: string;

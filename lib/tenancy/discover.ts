@@ -41,6 +41,7 @@ export async function readTables(client: ClientBase, schemas: string[]): Promise
       columns: [],
       primaryKey: null,
       foreignKeys: [],
+      uniqueKeys: [],
       estimatedRows: Math.round(r.reltuples),
     });
   }
@@ -96,6 +97,21 @@ export async function readTables(client: ClientBase, schemas: string[]): Promise
       table.foreignKeys.push({ name: c.name, columns: c.columns, refTable: c.ref!, refColumns: c.ref_columns, deferrable: c.deferrable, nullable });
     }
   }
+
+  // nullsnotdistinct is new in Postgres 15: read through to_jsonb, absent (false) before
+  const uniques = await client.query<{ oid: number; name: string; columns: string[]; nulls_not_distinct: boolean }>(
+    `SELECT i.indrelid::int AS oid, ic.relname AS name,
+            coalesce((to_jsonb(i) ->> 'indnullsnotdistinct')::boolean, false) AS nulls_not_distinct,
+            ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num
+                  WHERE k.ord <= i.indnkeyatts ORDER BY k.ord)::text[] AS columns
+       FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+      WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND NOT i.indisprimary AND i.indisvalid
+        AND i.indpred IS NULL AND i.indexprs IS NULL
+      ORDER BY i.indrelid, ic.relname`,
+    [oids],
+  );
+  for (const u of uniques.rows) byOid.get(u.oid)!.uniqueKeys.push({ name: u.name, columns: u.columns, nullsNotDistinct: u.nulls_not_distinct });
   return new Map([...byOid.values()].map((t) => [t.key, t]));
 }
 

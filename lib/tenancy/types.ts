@@ -29,6 +29,14 @@ export interface ForeignKeyInfo {
   nullable: boolean;
 }
 
+/** A unique index other than the primary key, on plain columns, not partial: rows a restore writes must not collide on it. */
+export interface UniqueKeyInfo {
+  name: string;
+  columns: string[];
+  /** NULLS NOT DISTINCT (Postgres 15): NULLs collide too */
+  nullsNotDistinct: boolean;
+}
+
 export interface TableInfo {
   /** schema.name, unquoted: the table's key everywhere in tenantsafe (e.g. app.AuditLog) */
   key: string;
@@ -40,6 +48,7 @@ export interface TableInfo {
   columns: ColumnInfo[];
   primaryKey: string[] | null;
   foreignKeys: ForeignKeyInfo[];
+  uniqueKeys: UniqueKeyInfo[];
   /** pg_class.reltuples of the table (summed over partitions): all tenants together */
   estimatedRows: number;
 }
