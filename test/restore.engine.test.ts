@@ -25,7 +25,7 @@ import {
 import { liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 import { damageTenant } from '../lib/sample/damage';
-import { comparableBackupXmin, computePlan } from '../lib/restore/diff';
+import { comparableBackupXmin, computePlan, stagingOf } from '../lib/restore/diff';
 import { loadRestoreContext } from '../lib/restore/mapping';
 import { stageInFull } from '../lib/restore/stage';
 import { checksumsOf, expectedDifferences } from './support/restore';
@@ -623,6 +623,24 @@ describe('tenant restore engine', function () {
       assert.equal(await comparableBackupXmin(c, as({ xmin: String(BigInt(origin.xmin) + 10n ** 9n) })), undefined, 'ids that went backwards');
       assert.equal(await comparableBackupXmin(c, { ...manifest, snapshot: { at: manifest.snapshot.at, lsn: manifest.snapshot.lsn } }), undefined, 'a backup without its origin');
     });
+  });
+
+  it('stages a table in full, or from its keys where the tenant has no row, for a backup without its origin (no row versions compared)', async () => {
+    const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, backupId));
+    const args = { tenantId, backupId, snapshotAt: manifest.snapshot.at, selection: parseSelection({ tenantId }) };
+    const staging = await withDb(db.url, async (c) => {
+      const ctx = await loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId: 'origin-less' });
+      const of = (table: string) => stagingOf(c, ctx, ctx.mappings.find((m) => m.table === table)!, args, undefined);
+      await c.query('BEGIN');
+      try {
+        for (const table of ['app."AuditLog"', 'app.events']) await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
+        return [await of('app.users'), await of('app.AuditLog'), await of('app.events')];
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    // users unchanged since the backup: without an origin that cannot be told, staged in full
+    assert.deepEqual(staging, ['all', 'keys', 'first-keys']);
   });
 
   it('names the column when schema drift cannot be mapped, and changes nothing', async () => {
