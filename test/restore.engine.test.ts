@@ -296,7 +296,10 @@ describe('tenant restore engine', function () {
       const preview = await previewRestore(engine, job);
       assert.equal(preview.tables['app.tasks'].insert, 1, 'the deleted task is to insert');
       const before = await Promise.all([tenantId, other].map(async (t) => checksumsOf(await liveRows(engine.config, t))));
-      await assert.rejects(applyApprovedRestore(engine, { ...job, digest: preview.digest }), /the apply wrote 1 rows of app\.tasks that are not the tenant's; rolled back/);
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && /wrote 1 rows of app\.tasks that are not the tenant's; rolled back/.test(e.message),
+      );
       const after = await Promise.all([tenantId, other].map(async (t) => checksumsOf(await liveRows(engine.config, t))));
       assert.deepEqual(after, before, 'nothing changed, for either tenant');
     } finally {

@@ -351,7 +351,14 @@ async function assertOtherTenantsUntouched(
     const proof = () =>
       c.query(`SELECT count(*)::int AS n FROM ${liveTable(m)} l WHERE l.xmin = $1::xid AND ${notTenantFilter(ctx.plan, m.live!, 'l', tenantId)}`, [ours]);
     const r = loadedWhole.has(m.table) ? await without(c, 'enable_nestloop', proof) : await proof();
-    if (r.rows[0].n > 0) throw new Error(`the apply wrote ${r.rows[0].n} rows of ${m.table} that are not the tenant's; rolled back`);
+    if (r.rows[0].n > 0) {
+      // the preview checks what could make a row another tenant's: this is a trigger or rule that rewrote rows, which a retry would repeat
+      throw new TenantsafeError(
+        ErrorType.RestoreBlocked,
+        `The apply wrote ${r.rows[0].n} rows of ${m.table} that are not the tenant's; rolled back, nothing was changed.`,
+        `Look for triggers or rules on ${m.table} that rewrite inserted or updated rows (a trigger enabled ALWAYS or REPLICA fires during a restore).`,
+      );
+    }
   }
   if (countsBefore) {
     const after = await otherTenantsRowCounts(c, ctx, tables, tenantId);
