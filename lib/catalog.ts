@@ -366,6 +366,22 @@ export class Catalog {
     return restoreOf(r.rows[0]);
   }
 
+  /**
+   * The backups that restores not finished yet read (previewing, awaiting approval, applying,
+   * verifying), of those updated since `since`: a restore whose workflow was terminated leaves
+   * its row in such a state for good.
+   */
+  async backupsInUse(since: Date): Promise<Set<string>> {
+    const r = await this.run((c) =>
+      c.query<{ backup_id: string }>(
+        `SELECT DISTINCT backup_id FROM ${this.s}.restores
+          WHERE backup_id IS NOT NULL AND state IN ('previewing', 'awaiting-approval', 'applying', 'verifying') AND updated_at >= $1`,
+        [since],
+      ),
+    );
+    return new Set(r.rows.map((x) => x.backup_id));
+  }
+
   async listRestores(filter: { tenantId?: string } = {}): Promise<RestoreRecord[]> {
     const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at DESC`, [filter.tenantId ?? null]));
     return r.rows.map(restoreOf);

@@ -1,8 +1,19 @@
 // The retention engine over a simulated calendar: 400 days of daily 02:00 backups (with an
-// outage at the end), the policy applied every day at 03:00 with an injected clock.
+// outage at the end), the policy applied every day at 03:00 with an injected clock; and on a
+// real catalog, the backups restores are reading.
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { recordTenantBackup, takeTenantBackup } from '../lib/backup/tenantBackup';
+import { parseConfig } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { backupLabel } from '../lib/labels';
 import { pitrAnchor, planRetention, planWalRetention, type RetentionPolicy } from '../lib/retention/policy';
+import { runRetention } from '../lib/retention/run';
 import { positionKey, segmentName } from '../lib/wal/names';
+import { freshDatabase, withDb, type TestDatabase } from './support/db';
 
 const segmentSize = 16 * 1024 * 1024;
 const dayMs = 86_400_000;
@@ -112,5 +123,52 @@ describe('retention over a simulated 400-day calendar', () => {
     assert.equal(base.keep.length, 30);
     assert.equal(longer.keep.length, 45);
     assert.deepEqual(base.keep.find((k) => k.backupId === 't-59')!.reasons, ['min-count', 'recent']);
+  });
+});
+
+describe('retention of tenant backups a restore reads', () => {
+  let db: TestDatabase;
+  let engine: Engine;
+  let dir: string;
+  const tenantId = 'globex';
+  const ids: string[] = [];
+
+  before(async function () {
+    this.timeout(120_000);
+    db = await freshDatabase({ tenants: 3, rows: 2_000 });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-retention-'));
+    const doc = { database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, retention: { days: 0, minCount: 1 } };
+    engine = new Engine(parseConfig(doc, { env: {}, source: 'test', baseDir: dir }));
+    for (const at of [Date.now() - 2_000, Date.now()]) {
+      const backupId = backupLabel(new Date(at), 'tenant', randomBytes(3).toString('hex'));
+      const s = await takeTenantBackup(engine, { tenantId, backupId });
+      await recordTenantBackup(engine, { tenantId, backupId, manifestSha256: s.manifestSha256 });
+      ids.push(backupId);
+    }
+  });
+  after(async () => {
+    await engine?.close();
+    await db?.drop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps a backup while a restore of it waits for approval or applies, not for a restore row left behind', async () => {
+    const [older, newer] = ids;
+    const removed = async () => (await runRetention(engine, { dryRun: true })).removedBackups;
+    assert.deepEqual(await removed(), [older], 'only the newest is kept (days 0, minCount 1)');
+
+    const restore = { restoreId: 'r-in-use', tenantId, workflowId: 'tenant-restore/globex', runId: 'run', backupId: older, state: 'awaiting-approval', requestedBy: 'alice' };
+    await engine.catalog.recordRestore(restore);
+    const outcome = await runRetention(engine, { dryRun: true });
+    assert.deepEqual(outcome.removedBackups, [], 'the backup a restore waits to apply stays');
+    assert.deepEqual(outcome.kept.find((k) => k.backupId === older)?.reasons, ['in-use']);
+    assert.ok(outcome.kept.some((k) => k.backupId === newer));
+
+    // a restore row not updated for longer than the approval timeout and a day: its workflow is gone
+    await withDb(db.url, (c) => c.query(`UPDATE ${engine.config.catalog.schema}.restores SET updated_at = now() - interval '3 days' WHERE restore_id = $1`, [restore.restoreId]));
+    assert.deepEqual(await removed(), [older]);
+    // and a finished one does not hold it either
+    await engine.catalog.recordRestore({ ...restore, state: 'done' });
+    assert.deepEqual(await removed(), [older]);
   });
 });

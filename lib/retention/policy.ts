@@ -4,6 +4,7 @@
 //
 // A backup is kept when any rule keeps it:
 //   pinned     a pin (legal hold) is on it
+//   in-use     a restore not finished yet reads it (waiting for approval, applying)
 //   min-count  it is one of the newest `minCount` backups (never deleted, whatever their age)
 //   recent     it is younger than `days` days
 //   daily/weekly/monthly/yearly (GFS)  it is the newest backup of one of the newest N UTC days
@@ -23,13 +24,15 @@ export interface RetentionPolicy {
   yearly: number;
 }
 
-export type KeepReason = 'pinned' | 'min-count' | 'recent' | 'daily' | 'weekly' | 'monthly' | 'yearly';
+export type KeepReason = 'pinned' | 'in-use' | 'min-count' | 'recent' | 'daily' | 'weekly' | 'monthly' | 'yearly';
 
 export interface RetentionCandidate {
   backupId: string;
   /** when the backup's data is from (ISO-8601): its snapshot or consistent point */
   at: string;
   pinned: boolean;
+  /** a restore not finished yet reads it */
+  inUse?: boolean;
 }
 
 export interface RetentionDecision {
@@ -58,6 +61,7 @@ export function planRetention(backups: RetentionCandidate[], policy: RetentionPo
   newestFirst.forEach((b, index) => {
     const reasons: KeepReason[] = [];
     if (b.pinned) reasons.push('pinned');
+    if (b.inUse) reasons.push('in-use');
     if (index < policy.minCount) reasons.push('min-count');
     if (Date.parse(b.at) > cutoff) reasons.push('recent');
     const bucket = buckets(new Date(b.at));

@@ -35,10 +35,14 @@ export async function runRetention(engine: Engine, opts: { dryRun: boolean; now?
   const remove: { backupId: string; prefix: string }[] = fullDecision.remove.map((id) => ({ backupId: id, prefix: fullBackupPrefix(id) }));
 
   const tenantBackups = await catalog.listBackups();
+  // a restore reads its backup from the preview to the verification, approval wait included (up
+  // to restore.approvalTimeout); a row older than that by a day is a restore whose workflow ended
+  // without saying so
+  const inUse = await catalog.backupsInUse(new Date(now.getTime() - config.restore.approvalTimeoutMs - 86_400_000));
   for (const tenantId of new Set(tenantBackups.map((b) => b.tenantId))) {
     const mine = tenantBackups.filter((b) => b.tenantId === tenantId);
     const decision = planRetention(
-      mine.map((b) => ({ backupId: b.backupId, at: b.snapshotAt, pinned: pinned.has(b.backupId) })),
+      mine.map((b) => ({ backupId: b.backupId, at: b.snapshotAt, pinned: pinned.has(b.backupId), inUse: inUse.has(b.backupId) })),
       { ...policy, ...config.retention.tenants[tenantId] },
       now,
     );
