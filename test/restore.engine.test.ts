@@ -4,7 +4,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
-import { recordTenantBackup, takeTenantBackup } from '../lib/backup/tenantBackup';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -22,7 +21,7 @@ import {
   type RestorePreview,
   type RestoreRequest,
 } from '../lib/restore';
-import { liveRows, readBackup } from './support/backups';
+import { backUpNow, liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 import { damageTenant } from '../lib/sample/damage';
 import { comparableBackupXmin, computePlan, stagingOf } from '../lib/restore/diff';
@@ -42,7 +41,7 @@ describe('tenant restore engine', function () {
     db = await freshDatabase();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-restore-'));
     engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } } }, { env: {}, source: 'test', baseDir: dir }));
-    backupId = await backUpNow();
+    backupId = await backUpNow(engine, tenantId);
   });
   after(async () => {
     await engine?.close();
@@ -56,14 +55,6 @@ describe('tenant restore engine', function () {
 
   /** A restore's scratch table (staged: t, diff: d) of the table at this position of the manifest. */
   const scratchTable = (restoreId: string, letter: 't' | 'd', position: number) => `${scratchSchemaName(restoreId)}.${letter}${String(position + 1).padStart(4, '0')}`;
-
-  /** Takes a backup of a tenant now and records it in the catalog, as the backup workflow does: its id. */
-  async function backUpNow(of = tenantId, at = new Date()): Promise<string> {
-    const id = backupLabel(at, 'tenant', randomBytes(3).toString('hex'));
-    const s = await takeTenantBackup(engine, { tenantId: of, backupId: id });
-    await recordTenantBackup(engine, { tenantId: of, backupId: id, manifestSha256: s.manifestSha256 });
-    return id;
-  }
 
   /** How many rows a restore's diff table holds, of a table of this manifest. */
   const diffRows = (restoreId: string, manifest: TenantManifest, table: string) =>
@@ -223,7 +214,7 @@ describe('tenant restore engine', function () {
       return { commentId: comment.rows[0].comment_id, userId: user.rows[0].user_id, author: comment.rows[0].author_id };
     });
     // a backup in which a comment of the tenant names the other tenant's user as its author
-    const crossBackupId = await backUpNow();
+    const crossBackupId = await backUpNow(engine, tenantId);
     // since: the comment gets its author back, then is deleted (the restore will insert it); the user goes
     await withDb(db.url, async (c) => {
       await c.query(`UPDATE app.comments SET author_id = $2 WHERE comment_id = $1`, [commentId, author]);
@@ -250,7 +241,7 @@ describe('tenant restore engine', function () {
       const t = (await c.query(`INSERT INTO app.tasks (project_id, title) VALUES ($1, 'left behind') RETURNING task_id`, [p])).rows[0].task_id;
       return { project: p as string, task: t as string };
     });
-    const movedBackupId = await backUpNow();
+    const movedBackupId = await backUpNow(engine, tenantId);
     // since: the project went to another tenant, and its task was deleted. Restoring the tasks
     // alone would insert the task under its project, which exists, but as the other tenant's
     await withDb(db.url, async (c) => {
@@ -288,7 +279,7 @@ describe('tenant restore engine', function () {
     });
     const restoreId = restoreLabel(new Date(), randomBytes(3).toString('hex'));
     try {
-      const job: RestoreJob = { restoreId, tenantId, backupId: await backUpNow(), selection: parseSelection({ tenantId }) };
+      const job: RestoreJob = { restoreId, tenantId, backupId: await backUpNow(engine, tenantId), selection: parseSelection({ tenantId }) };
       await withDb(db.url, async (c) => {
         await c.query(`DELETE FROM app.comments WHERE reply_to IN (SELECT comment_id FROM app.comments WHERE task_id = $1)`, [task.task_id]);
         for (const table of ['app.comments', 'app.task_labels', 'app.tasks']) await c.query(`DELETE FROM ${table} WHERE task_id = $1`, [task.task_id]);
@@ -311,7 +302,7 @@ describe('tenant restore engine', function () {
 
   it('blocks rows that would collide on a unique key with a live row left in place; a replace that deletes that row goes through', async () => {
     await withDb(db.url, (c) => c.query(`INSERT INTO app.users (tenant_id, email, created_at) VALUES ($1, 'unique@globex.example', now())`, [tenantId]));
-    const uniqueBackupId = await backUpNow();
+    const uniqueBackupId = await backUpNow(engine, tenantId);
     // since: the user was deleted, and a new one took the address
     await withDb(db.url, async (c) => {
       await c.query(`DELETE FROM app.users WHERE tenant_id = $1 AND email = 'unique@globex.example'`, [tenantId]);
@@ -346,7 +337,7 @@ describe('tenant restore engine', function () {
       const r = await c.query(`UPDATE app.invoices SET plan_id = 10 WHERE invoice_id = (SELECT min(invoice_id) FROM app.invoices WHERE tenant_id = $1) RETURNING invoice_id`, [tenantId]);
       return { invoiceId: r.rows[0].invoice_id as string };
     });
-    const raceBackupId = await backUpNow();
+    const raceBackupId = await backUpNow(engine, tenantId);
     await withDb(db.url, async (c) => {
       await c.query(`DELETE FROM app."InvoiceLines" WHERE invoice_id = $1`, [invoiceId]);
       await c.query(`DELETE FROM app.invoices WHERE invoice_id = $1`, [invoiceId]);
@@ -377,7 +368,7 @@ describe('tenant restore engine', function () {
       await c.query(`UPDATE app.invoices SET plan_id = 9 WHERE invoice_id = (SELECT min(invoice_id) FROM app.invoices WHERE tenant_id = $1)`, [tenantId]);
     });
     const legacyBackup = backupId;
-    backupId = await backUpNow(tenantId, new Date(Date.now() + 1000));
+    backupId = await backUpNow(engine, tenantId, new Date(Date.now() + 1000));
     await withDb(db.url, async (c) => {
       await c.query(`DELETE FROM app."InvoiceLines" WHERE invoice_id IN (SELECT invoice_id FROM app.invoices WHERE plan_id = 9)`);
       await c.query(`DELETE FROM app.invoices WHERE plan_id = 9`);
@@ -526,7 +517,7 @@ describe('tenant restore engine', function () {
       return task as string;
     });
     try {
-      const notedBackupId = await backUpNow();
+      const notedBackupId = await backUpNow(engine, tenantId);
       const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, notedBackupId));
       // since: the tenant's notes and events are wiped, and the other tenant's task is gone
       await withDb(db.url, async (c) => {
@@ -555,7 +546,7 @@ describe('tenant restore engine', function () {
       const t = await c.query(`INSERT INTO app.tasks (project_id, title) VALUES ($1, 'c'), ($1, 'd') RETURNING task_id`, [mine]);
       return { project: p as string, ours: t.rows.map((r) => r.task_id as string) };
     });
-    const fresh = await backUpNow();
+    const fresh = await backUpNow(engine, tenantId);
     const manifest = await readManifest(engine.store, tenantBackupPrefix(tenantId, fresh));
     // after it: the project (and so its two tasks) moves into the tenant, two of its tasks go, and one event changes:
     // app.tasks holds as many rows as backed up, none of them written since; only their parent was
@@ -680,7 +671,7 @@ describe('tenant restore engine', function () {
 
   it('rejects bad requests with a clear message: unknown backup, another tenant\'s backup, a bad time', async () => {
     await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: '20200101-000000T-000000' }), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
-    const other = await backUpNow('acme');
+    const other = await backUpNow(engine, 'acme');
     await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: other }), /Backup .* is of tenant "acme", not "globex"/);
     await assert.rejects(resolveRestoreSource(engine, { tenantId, at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
     await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2020-01-01T00:00:00Z' }), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);

@@ -2,17 +2,15 @@
 // outage at the end), the policy applied every day at 03:00 with an injected clock; and on a
 // real catalog, the backups restores are reading.
 import { strict as assert } from 'node:assert';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { recordTenantBackup, takeTenantBackup } from '../lib/backup/tenantBackup';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { backupLabel } from '../lib/labels';
 import { pitrAnchor, planRetention, planWalRetention, type RetentionPolicy } from '../lib/retention/policy';
 import { runRetention } from '../lib/retention/run';
 import { positionKey, segmentName } from '../lib/wal/names';
+import { backUpNow } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 
 const segmentSize = 16 * 1024 * 1024;
@@ -139,12 +137,7 @@ describe('retention of tenant backups a restore reads', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-retention-'));
     const doc = { database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, retention: { days: 0, minCount: 1 } };
     engine = new Engine(parseConfig(doc, { env: {}, source: 'test', baseDir: dir }));
-    for (const at of [Date.now() - 2_000, Date.now()]) {
-      const backupId = backupLabel(new Date(at), 'tenant', randomBytes(3).toString('hex'));
-      const s = await takeTenantBackup(engine, { tenantId, backupId });
-      await recordTenantBackup(engine, { tenantId, backupId, manifestSha256: s.manifestSha256 });
-      ids.push(backupId);
-    }
+    for (const at of [Date.now() - 2_000, Date.now()]) ids.push(await backUpNow(engine, tenantId, new Date(at)));
   });
   after(async () => {
     await engine?.close();

@@ -200,26 +200,25 @@ class DeadRowVacuums {
   /** Picks the tables (before the apply's transaction: the stored plan, the statistics) and starts vacuuming them. */
   static async start(c: ClientBase, url: string, ctx: RestoreContext): Promise<DeadRowVacuums> {
     const plan = (await storedPlan(c, ctx))?.plan;
-    const tables: string[] = [];
+    const tables: { key: string; name: string }[] = [];
     for (const m of ctx.mappings.filter((x) => x.live && loadsWhole(x, plan?.tables[x.table]?.insert ?? -1))) {
-      const table = qualified(m.live!.schema, m.live!.name);
+      const name = qualified(m.live!.schema, m.live!.name);
       const r = await c.query<{ dead: string; live: string }>(
         `SELECT coalesce(sum(s.n_dead_tup), 0) AS dead, coalesce(sum(s.n_live_tup), 0) AS live FROM pg_stat_user_tables s
           WHERE s.relid = $1::regclass OR s.relid IN (SELECT relid FROM pg_partition_tree($1::regclass))`,
-        [table],
+        [name],
       );
       const dead = Number(r.rows[0].dead);
-      if (dead >= m.manifest.rows / 2 && dead >= (dead + Number(r.rows[0].live)) / 5) tables.push(m.table);
+      if (dead >= m.manifest.rows / 2 && dead >= (dead + Number(r.rows[0].live)) / 5) tables.push({ key: m.table, name });
     }
     if (tables.length === 0) return new DeadRowVacuums(undefined, new Map());
     const conn = await connect(url, 'tenantsafe-apply-vacuum');
     let previous: Promise<unknown> = Promise.resolve();
     const done = new Map<string, Promise<unknown>>();
-    for (const table of tables) {
-      const m = ctx.mappings.find((x) => x.table === table)!;
-      previous = previous.then(() => conn.query(`VACUUM (SKIP_LOCKED, TRUNCATE false) ${qualified(m.live!.schema, m.live!.name)}`));
+    for (const { key, name } of tables) {
+      previous = previous.then(() => conn.query(`VACUUM (SKIP_LOCKED, TRUNCATE false) ${name}`));
       previous.catch(() => undefined); // awaited by the apply, or settled on the way out
-      done.set(table, previous);
+      done.set(key, previous);
     }
     return new DeadRowVacuums(conn, done);
   }

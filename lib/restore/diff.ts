@@ -8,7 +8,7 @@ import { canonicalJson, sha256Hex } from '../checksum';
 import { qualified, quoteIdent } from '../pg';
 import { snapshotOrigin } from '../backup/export';
 import type { TenantManifest } from '../manifest';
-import { notTenantFilter, ownedTable, tenantChain, tenantFilter, type ForeignKeyInfo } from '../tenancy';
+import { notTenantFilter, ownedTable, tenantChain, tenantFilter, type ForeignKeyInfo, type UniqueKeyInfo } from '../tenancy';
 import { stageInFull, type BackupSource } from './stage';
 import { blockingDrift, comparedAsText, liveTable, sameColumnsAsBackup, stagedValue, type RestoreContext, type TableMapping } from './mapping';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
@@ -59,6 +59,11 @@ function mappingOf(ctx: RestoreContext, table: string): TableMapping | undefined
 /** Foreign keys of a live table (from the catalog, the current schema). */
 function foreignKeysOf(ctx: RestoreContext, m: TableMapping): ForeignKeyInfo[] {
   return ctx.tables.get(m.table)?.foreignKeys ?? [];
+}
+
+/** Unique keys of a live table other than its primary key (from the catalog, the current schema). */
+function uniqueKeysOf(ctx: RestoreContext, m: TableMapping): UniqueKeyInfo[] {
+  return ctx.tables.get(m.table)?.uniqueKeys ?? [];
 }
 
 function isGlobal(ctx: RestoreContext, table: string): boolean {
@@ -227,7 +232,7 @@ export async function stagingOf(c: ClientBase, ctx: RestoreContext, m: TableMapp
 function firstKeysSuffice(ctx: RestoreContext, m: TableMapping): boolean {
   const ownership = m.live!.ownership;
   if (!m.key || ownership.kind === 'parent' || !m.key.includes(ownership.column)) return false;
-  const uniqueToTenant = (ctx.tables.get(m.table)?.uniqueKeys ?? []).every((u) => u.columns.includes(ownership.column));
+  const uniqueToTenant = uniqueKeysOf(ctx, m).every((u) => u.columns.includes(ownership.column));
   return uniqueToTenant && foreignKeysOf(ctx, m).every((fk) => fk.columns.length === 1 && fk.columns[0] === ownership.column);
 }
 
@@ -452,7 +457,7 @@ async function uniqueConflicts(c: ClientBase, ctx: RestoreContext, m: TableMappi
     .map((k) => `AND NOT EXISTS (SELECT 1 FROM ${keySet(ctx, m, k)} x WHERE ${joinOn('x', 'l', key)})`)
     .join(' ');
   const blockers: Blocker[] = [];
-  for (const u of ctx.tables.get(m.table)?.uniqueKeys ?? []) {
+  for (const u of uniqueKeysOf(ctx, m)) {
     if (!u.columns.every((col) => m.columns.includes(col))) continue;
     const same = u.columns.map((col) => (u.nullsNotDistinct ? `l.${quoteIdent(col)} IS NOT DISTINCT FROM w.${quoteIdent(col)}` : `l.${quoteIdent(col)} = w.${quoteIdent(col)}`)).join(' AND ');
     const rows = changedRows(ctx, m, written, [...new Set([...key, ...u.columns])]);
@@ -606,7 +611,8 @@ async function findReferenceBlockers(
       const ref = ctx.tables.get(fk.refTable)!;
       const parent = mappingOf(ctx, fk.refTable);
       const notNull = fk.columns.map((col) => `r.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
-      const existsLive = `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)})`;
+      const parentRow = (also = '') => `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)}${also})`;
+      const existsLive = parentRow();
       const insertedByUs =
         parent?.key && tables[parent.table]?.insert && fk.refColumns.every((col) => parent.columns.includes(col))
           ? `OR EXISTS (SELECT 1 FROM ${changedRows(ctx, parent, 'insert', fk.refColumns)} ps WHERE ${joinOn('ps', 'r', fk.refColumns, fk.columns)})`
@@ -615,9 +621,7 @@ async function findReferenceBlockers(
       // another tenant's now would make a restored row theirs
       const ownership = m.live!.ownership;
       const ownParent =
-        ownership.kind === 'parent' && ownership.foreignKey === fk.name
-          ? `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)} AND ${tenantFilter(ctx.plan, ownedTable(ctx.plan, fk.refTable), 'p', args.tenantId)})`
-          : undefined;
+        ownership.kind === 'parent' && ownership.foreignKey === fk.name ? parentRow(` AND ${tenantFilter(ctx.plan, ownedTable(ctx.plan, fk.refTable), 'p', args.tenantId)}`) : undefined;
       const { missing, others } = await one<{ missing: number; others: number }>(
         c,
         `SELECT count(*) FILTER (WHERE NOT (${existsLive} ${insertedByUs}))::int AS missing,

@@ -1,4 +1,6 @@
-// Reading backups back in tests: objects, their rows, and the live rows they should equal.
+// Backups in tests: taking one as the workflow does; reading objects, their rows, and the live
+// rows they should equal.
+import { randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
@@ -8,6 +10,17 @@ import { clientConfig } from '../../lib/pg';
 import type { ObjectStore } from '../../lib/storage/types';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../../lib/tenancy';
 import type { Config } from '../../lib/config';
+import { recordTenantBackup, takeTenantBackup } from '../../lib/backup/tenantBackup';
+import type { Engine } from '../../lib/engine';
+import { backupLabel } from '../../lib/labels';
+
+/** Takes a backup of a tenant now (labelled as of `at`) and records it in the catalog, as the backup workflow does: its id. */
+export async function backUpNow(engine: Engine, tenantId: string, at = new Date()): Promise<string> {
+  const backupId = backupLabel(at, 'tenant', randomBytes(3).toString('hex'));
+  const s = await takeTenantBackup(engine, { tenantId, backupId });
+  await recordTenantBackup(engine, { tenantId, backupId, manifestSha256: s.manifestSha256 });
+  return backupId;
+}
 
 export interface BackupContents {
   manifest: TenantManifest;
