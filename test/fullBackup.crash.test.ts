@@ -8,7 +8,7 @@ import { databaseWorkflowIds } from '../workflows/messages';
 import type { fullBackup } from '../workflows';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
-import { spawnWorker } from './support/workerProcess';
+import { spawnWorkerProcess } from '../workers/process';
 
 describe('full backup when the worker is killed mid-way', function () {
   this.timeout(240_000);
@@ -37,7 +37,7 @@ describe('full backup when the worker is killed mid-way', function () {
   });
 
   it('completes the backup after the worker restarts, and the backup verifies', async () => {
-    workers.push(await spawnWorker(env));
+    workers.push(await spawnWorkerProcess(env.configFile));
     const handle = await env.temporal.workflow.start<typeof fullBackup>('fullBackup', {
       taskQueue: env.config.temporal.taskQueue,
       workflowId: databaseWorkflowIds.fullBackup(),
@@ -55,7 +55,7 @@ describe('full backup when the worker is killed mid-way', function () {
     const store = createStore(env.config.storage.primary);
     assert.equal(await store.stat(`full/${backupId}/manifest.json`), null, 'killed before the manifest');
 
-    workers.push(await spawnWorker(env));
+    workers.push(await spawnWorkerProcess(env.configFile));
     const result = await handle.result();
     assert.equal(result.backupId, backupId);
     const keys: string[] = [];

@@ -10,7 +10,7 @@ import type { tenantBackup } from '../workflows';
 import { liveRows, readBackup, sorted } from './support/backups';
 import { freshDatabase, type TestDatabase } from './support/db';
 import { createTestEnv, runCli, type StorageKind, type TestEnv } from './support/env';
-import { spawnWorker } from './support/workerProcess';
+import { spawnWorkerProcess } from '../workers/process';
 
 async function keysUnder(store: ObjectStore, prefix: string): Promise<string[]> {
   const keys: string[] = [];
@@ -65,12 +65,12 @@ describe('tenant backup when the worker is killed mid-way', function () {
       }
 
       it('completes the backup after the worker restarts, with exactly the objects of its manifest', async () => {
-        workers.push(await spawnWorker(env));
+        workers.push(await spawnWorkerProcess(env.configFile));
         const { handle, backupId, prefix } = await startBackup();
         const atKill = await killMidBackup(store, prefix, workers[0]);
         assert.ok(atKill.includes('started.json'));
 
-        workers.push(await spawnWorker(env));
+        workers.push(await spawnWorkerProcess(env.configFile));
         const result = await handle.result();
         assert.equal(result.backupId, backupId);
         const backup = await readBackup(store, 'whale', backupId);
@@ -87,7 +87,7 @@ describe('tenant backup when the worker is killed mid-way', function () {
       });
 
       it('leaves no visible backup and, after cleanup, no object when the run is abandoned', async () => {
-        workers.push(await spawnWorker(env));
+        workers.push(await spawnWorkerProcess(env.configFile));
         const { handle, backupId, prefix } = await startBackup();
         await killMidBackup(store, prefix, workers[0]);
         await handle.terminate('test: abandoned after a crash');

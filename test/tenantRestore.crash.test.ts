@@ -5,7 +5,7 @@ import type { TenantRestoreResult } from '../workflows/messages';
 import { liveRows, readBackup } from './support/backups';
 import { withDb } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
-import { spawnWorker } from './support/workerProcess';
+import { spawnWorkerProcess } from '../workers/process';
 import { damageTenant } from '../lib/sample/damage';
 import { checksumsOf } from './support/restore';
 
@@ -22,7 +22,7 @@ describe('tenant restore when the worker is killed during the apply', function (
   after(async () => env?.close());
 
   it('rolls the transaction back, retries on a new worker and finishes: never half-restored', async () => {
-    workers.push(await spawnWorker(env));
+    workers.push(await spawnWorkerProcess(env.configFile));
     const cli = (...args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
     const backupId = (await cli('backup', 'tenant', tenantId, '--wait')).json().backupId;
     await withDb(env.db.url, (c) => damageTenant(c, tenantId));
@@ -69,7 +69,7 @@ describe('tenant restore when the worker is killed during the apply', function (
       await watcher.end();
     }
 
-    workers.push(await spawnWorker(env));
+    workers.push(await spawnWorkerProcess(env.configFile));
     const r = await env.engine.catalog.getRestore(requested.restoreId);
     const done = (await env.temporal.workflow.getHandle(r.workflowId, r.runId).result()) as TenantRestoreResult;
     assert.equal(done.state, 'done');

@@ -1,4 +1,5 @@
 // The tenantsafe worker: every workflow and activity on the configured task queue.
+import { temporal } from '@temporalio/proto';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Config } from '../lib/config';
@@ -49,6 +50,7 @@ export async function startWorker(
     await engine.close();
     await connection.close();
   });
+  await untilPolling(connection, worker, done);
   return {
     worker,
     engine,
@@ -58,4 +60,36 @@ export async function startWorker(
       await done;
     },
   };
+}
+
+/**
+ * Resolves once the server lists this worker among its task queue's pollers, of workflow tasks and
+ * of activity tasks: run() returns before the first polls arrive, and a client that checks for a
+ * worker right away (the demo's first backup, `tenantsafe worker` saying it polls) found none.
+ */
+async function untilPolling(connection: NativeConnection, worker: Worker, done: Promise<void>, timeoutMs = 60_000): Promise<void> {
+  const { namespace, taskQueue, identity } = worker.options;
+  const { TASK_QUEUE_TYPE_WORKFLOW, TASK_QUEUE_TYPE_ACTIVITY } = temporal.api.enums.v1.TaskQueueType;
+  let stopped = false;
+  done.then(
+    () => (stopped = true),
+    () => (stopped = true),
+  );
+  const deadline = Date.now() + timeoutMs;
+  for (const taskQueueType of [TASK_QUEUE_TYPE_WORKFLOW, TASK_QUEUE_TYPE_ACTIVITY]) {
+    for (;;) {
+      const q = await connection.workflowService.describeTaskQueue({ namespace, taskQueue: { name: taskQueue, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL }, taskQueueType });
+      if ((q.pollers ?? []).some((p) => p.identity === identity)) break;
+      if (stopped) {
+        await done; // its error, if it failed
+        throw new Error(`the worker stopped before it polled task queue ${taskQueue}`);
+      }
+      if (Date.now() > deadline) {
+        worker.shutdown();
+        await done.catch(() => undefined);
+        throw new Error(`the worker did not poll task queue ${taskQueue} within ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 }
