@@ -221,4 +221,19 @@ describe('tenantsafe tenancy show', function () {
     assert.match(human.stdout, /Global tables \(not backed up with a tenant\): app\.countries \(referenced by app\.tenants\)/);
     assert.match(human.stdout, /warning: app\.page_views has no primary key/);
   });
+
+  it('prints a JSON document of several megabytes whole through a pipe', async () => {
+    // Node writes to a pipe asynchronously: an exit right after the write used to cut it at 128 KiB
+    await withDb(env.db.url, (c) =>
+      c.query(`INSERT INTO app.tenants (tenant_id, name, plan_id, created_at)
+               SELECT 'pipe-tenant-' || lpad(g::text, 24, '0'), 'Pipe ' || g, (SELECT min(plan_id) FROM app.plans), now()
+                 FROM generate_series(1, 60000) g`),
+    );
+    const res = await runCli(['tenancy', 'show', '--tenants', '--json'], { configFile: env.configFile });
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(res.stdout.length > 2 << 20, `${res.stdout.length} bytes of JSON`);
+    const out = res.json();
+    assert.equal(out.tenants.length, env.db.tenants.length + 60000);
+    assert.ok(out.tenants.includes('pipe-tenant-000000000000000000060000'), 'the last tenant is in the document');
+  });
 });
