@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client } from 'pg';
+import { connect } from '../lib/pg';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -344,8 +344,7 @@ describe('tenant restore engine', function () {
     });
     const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: raceBackupId, selection: parseSelection({ tenantId }) };
     const impatient = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, restore: { lockTimeout: '1s' } }, { env: {}, source: 'test', baseDir: dir }));
-    const deleter = new Client({ connectionString: db.url });
-    await deleter.connect();
+    const deleter = await connect(db.url);
     try {
       const preview = await previewRestore(engine, job);
       assert.equal(preview.tables['app.invoices'].insert, 1);
@@ -445,6 +444,46 @@ describe('tenant restore engine', function () {
     } finally {
       fs.writeFileSync(file, original);
       await dropRestoreScratch(engine, job.restoreId);
+    }
+  });
+
+  it('after a crash emptied the scratch tables, stages again as the preview did: the approved plan applies, and a verification still sees what is missing', async () => {
+    // what crash recovery does to every unlogged table, the staged rows and the stored plan among them: back to empty
+    const crashReset = (restoreId: string) =>
+      withDb(db.url, async (c) => {
+        const scratch = await c.query<{ t: string }>(`SELECT oid::regclass::text AS t FROM pg_class WHERE relnamespace = $1::regnamespace AND relkind = 'r'`, [scratchSchemaName(restoreId)]);
+        await c.query(`TRUNCATE ${scratch.rows.map((r) => r.t).join(', ')}`);
+      });
+    await withDb(db.url, async (c) => {
+      await damageTenant(c, tenantId);
+      await c.query(`DELETE FROM app.events WHERE tenant_id = $1`, [tenantId]);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      await crashReset(job.restoreId);
+      const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      assert.equal(outcome.kind, 'applied', 'the same plan as the one approved (a wiped table staged from its first keys, as in the preview)');
+      assert.ok((await verifyAppliedRestore(engine, job, true)).ok);
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), checksumsOf((await readBackup(engine.store, tenantId, backupId)).rows), 'the tenant equals the backup');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+
+    // a missing-only restore is verified against its staged rows: emptied, they would show nothing missing
+    await withDb(db.url, (c) => c.query(`DELETE FROM app.comments WHERE comment_id IN (SELECT c.comment_id FROM app.comments c JOIN app.tasks USING (task_id) JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM app.comments r WHERE r.reply_to = c.comment_id) ORDER BY 1 LIMIT 3)`, [tenantId]));
+    const missingOnly: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId, mode: 'missing-only' }) };
+    try {
+      const preview = await previewRestore(engine, missingOnly);
+      assert.equal(preview.tables['app.comments'].insert, 3);
+      assert.equal((await applyApprovedRestore(engine, { ...missingOnly, digest: preview.digest })).kind, 'applied');
+      await withDb(db.url, (c) => c.query(`DELETE FROM app.comments WHERE comment_id IN (SELECT c.comment_id FROM app.comments c JOIN app.tasks USING (task_id) JOIN app.projects p USING (project_id) WHERE p.tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM app.comments r WHERE r.reply_to = c.comment_id) ORDER BY 1 LIMIT 1)`, [tenantId]));
+      await crashReset(missingOnly.restoreId);
+      const verification = await verifyAppliedRestore(engine, missingOnly, true);
+      assert.equal(verification.ok, false, 'a comment deleted after the apply is missing again');
+      assert.equal(verification.tables.find((t) => t.table === 'app.comments')!.actual, '1 rows left to insert');
+    } finally {
+      await dropRestoreScratch(engine, missingOnly.restoreId);
     }
   });
 

@@ -578,6 +578,16 @@ export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: Plan
 }
 
 /**
+ * Whether the scratch tables still hold what the preview staged. Crash recovery empties every
+ * unlogged table at once, and the stored plan is one of them: a preview always stores it, so
+ * without it the staged rows may be gone too, and a plan computed from them would delete what
+ * the backup holds.
+ */
+export async function scratchSurvived(c: ClientBase, ctx: RestoreContext): Promise<boolean> {
+  return (await storedPlan(c, ctx)) !== undefined;
+}
+
+/**
  * References that the apply would break, counted set-based:
  *  - backed-up rows (to insert or update) pointing at global rows that are gone;
  *  - rows to insert or update pointing at parent rows that exist neither live nor among the

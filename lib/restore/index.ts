@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
 import { connect, quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
-import { assemblePlan, comparableBackupXmin, computePlan, diffTable, sampleSize, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
+import { assemblePlan, comparableBackupXmin, computePlan, diffTable, sampleSize, scratchSurvived, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { stageBackup, type StageOptions } from './stage';
 import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
@@ -89,25 +89,28 @@ export interface RestoreJob {
 }
 
 /** Stages the backup (checking every object) and computes the preview. */
-export async function previewRestore(
-  engine: Engine,
-  job: RestoreJob,
-  hooks: { onProgress?: (p: { tablesDone: number; tablesTotal: number; rows: number }) => void; signal?: AbortSignal } = {},
-): Promise<RestorePreview> {
+type StagingHooks = { onProgress?: (p: { tablesDone: number; tablesTotal: number; rows: number }) => void; signal?: AbortSignal };
+
+export async function previewRestore(engine: Engine, job: RestoreJob, hooks: StagingHooks = {}): Promise<RestorePreview> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
   const unknown = job.selection.tables?.filter((t) => !ctx.mappings.some((m) => m.table === t));
   if (unknown?.length) {
     throw bad(`Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
   }
-  const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
-  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks };
-  const preview = job.selection.missingRefs === 'skip' ? await stageThenPlan(engine, ctx, args, stageOptions) : await stageAndDiffInLanes(engine, ctx, args, stageOptions);
+  const preview = await stageAndPlan(engine, ctx, backup, job, hooks);
   const drift = preview.blockers.find((b) => b.kind === 'drift');
   if (drift) {
     throw new TenantsafeError(ErrorType.SchemaDrift, `Schema drift cannot be mapped: ${drift.message}.`, 'Restore the schema first, or leave the table out with --tables.');
   }
   return preview;
+}
+
+/** Stages the backup into the scratch schema and computes (and stores) the plan. */
+function stageAndPlan(engine: Engine, ctx: RestoreContext, backup: BackupRecord, job: RestoreJob, hooks: StagingHooks): Promise<RestorePreview> {
+  const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
+  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks };
+  return job.selection.missingRefs === 'skip' ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
 }
 
 /** Stages everything, then diffs table by table in one transaction: with --missing-refs skip a child's diff needs its parents' skipped rows. */
@@ -170,6 +173,10 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
   const { restore, database } = engine.config;
+  // Crash recovery empties unlogged tables, the staged rows and the stored plan among them:
+  // staged again as the preview did, a tenant unchanged since gives the approved plan back.
+  const scratchLost = await withClient(engine.db, database.url, async (c) => !(await previouslyApplied(c, ctx)) && !(await scratchSurvived(c, ctx)));
+  if (scratchLost) await stageAndPlan(engine, ctx, backup, job, { signal });
   return applyRestore(ctx, {
     url: database.url,
     tenantId: job.tenantId,
@@ -206,6 +213,7 @@ export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, othe
     selection: job.selection,
     otherTenantsUnchanged,
     parallelism: engine.config.backup.parallelism,
+    source: { store: engine.store, prefix: backup.prefix },
   });
 }
 

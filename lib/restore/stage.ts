@@ -108,12 +108,13 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
 /**
  * Stages in full, in the caller's transaction, the tables a preview staged in part or not at all
  * (a table the tenant had no row in: its keys, become its diff table; one whose rows were the
- * backed-up ones: nothing): a plan computed again needs every row and column.
+ * backed-up ones: nothing): a plan computed again needs every row and column. `everyTable`:
+ * all of them, when the staged rows may be gone (see scratchSurvived).
  */
-export async function stageInFull(c: ClientBase, ctx: RestoreContext, source: BackupSource): Promise<void> {
+export async function stageInFull(c: ClientBase, ctx: RestoreContext, source: BackupSource, opts: { everyTable?: boolean } = {}): Promise<void> {
   for (const m of ctx.mappings.filter((x) => x.live)) {
     const r = await c.query(`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [m.staged]);
-    if (r.rows[0].n === m.stagedColumns.length) continue;
+    if (r.rows[0].n === m.stagedColumns.length && !opts.everyTable) continue;
     await c.query(`DROP TABLE IF EXISTS ${m.staged}`);
     await c.query(createStaged(m, m.stagedColumns));
     await stageTable(c, m, true, source);

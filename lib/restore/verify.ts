@@ -14,8 +14,9 @@ import type { TenantManifest } from '../manifest';
 import { discard } from '../streams';
 import { connect, inLanes, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected, writtenSince } from './diff';
+import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected, scratchSurvived, writtenSince } from './diff';
 import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { stageInFull, type BackupSource } from './stage';
 import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, TableChanges } from './types';
 import type { ClientBase } from 'pg';
 
@@ -36,6 +37,8 @@ export async function verifyRestore(
     selection: RestoreSelection;
     otherTenantsUnchanged: boolean;
     parallelism: number;
+    /** the backup's objects: the tables diffed are staged again from them if a crash emptied the scratch tables */
+    source: BackupSource;
     /** what the apply changed, and the safety backup it took: the tenant as the apply found it */
     delta?: Delta;
   },
@@ -61,6 +64,7 @@ export async function verifyRestore(
     const c = await connect(args.url, 'tenantsafe-verify');
     try {
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      if (!(await scratchSurvived(c, ctx))) await stageInFull(c, ctx, args.source, { everyTable: true });
       // an exact replace diffs these tables alone (others may be staged from their keys only);
       // a narrower restore diffs them all, as its preview did (a skipped parent row skips children)
       const remaining: Record<string, TableChanges | undefined> = {};
