@@ -1,5 +1,6 @@
-// Lint rules that catch what breaks durable code: floating promises anywhere, and Node
-// builtins or I/O libraries inside workflow code (it must stay deterministic).
+// Lint rules that catch what breaks durable code: floating promises anywhere, Node builtins or
+// I/O libraries inside workflow code (it must stay deterministic), and Postgres connections made
+// anywhere but lib/pg.ts (its factory keeps a dropped connection from crashing the process).
 import tseslint from 'typescript-eslint';
 
 const nodeBuiltins = ['assert', 'buffer', 'child_process', 'cluster', 'crypto', 'dgram', 'dns', 'events', 'fs', 'http', 'http2', 'https', 'net', 'os', 'path', 'perf_hooks', 'process', 'readline', 'stream', 'timers', 'tls', 'url', 'util', 'v8', 'vm', 'worker_threads', 'zlib'];
@@ -13,6 +14,15 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+    },
+  },
+  {
+    files: ['**/*.ts'],
+    ignores: ['lib/pg.ts', 'workflows/**'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        paths: [{ name: 'pg', importNames: ['Client', 'Pool', 'default'], allowTypeImports: true, message: 'Connect with connect(), withConnection() or createPool() from lib/pg.ts: they survive a dropped connection.' }],
+      }],
     },
   },
   {

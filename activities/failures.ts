@@ -1,13 +1,16 @@
 // Turns engine errors into Temporal failures: bad input and broken backups fail the activity
-// for good (non-retryable, stable type); transient ones (database or storage down) retry.
+// for good (non-retryable, stable type); transient ones (database or storage down, a connection
+// lost to a restart or a failover) retry.
 import { ApplicationFailure } from '@temporalio/common';
 import { isTransient, TenantsafeError } from '../lib/errors';
+import { connectionError, isConnectionLost } from '../lib/pg';
 
 export function toFailure(err: unknown): unknown {
-  if (err instanceof TenantsafeError) {
-    return ApplicationFailure.create({ message: err.message, type: err.type, nonRetryable: !isTransient(err.type) });
+  const typed = isConnectionLost(err) ? connectionError(undefined, err) : err;
+  if (typed instanceof TenantsafeError) {
+    return ApplicationFailure.create({ message: typed.message, type: typed.type, nonRetryable: !isTransient(typed.type) });
   }
-  return err;
+  return typed;
 }
 
 /** Wraps every activity of a set so engine errors reach the workflow typed. */

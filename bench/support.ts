@@ -3,9 +3,9 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client } from 'pg';
 import { stringify } from 'yaml';
 import { loadConfig, type Config } from '../lib/config';
+import { withConnection } from '../lib/pg';
 import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
 import { spawnWorkerProcess } from '../workers/process';
 import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
@@ -21,19 +21,13 @@ export async function benchDatabase(opts: SampleOptions): Promise<{ url: string;
   const { created } = await ensureSampleDatabase(adminUrl, template, opts);
   if (created) console.error(`bench: generated ${template} (${JSON.stringify(opts)})`);
   const name = `${template}_run${process.pid}`;
-  const admin = new Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name} TEMPLATE ${template}`);
-  await admin.end();
+  await withConnection(adminUrl, (c) => c.query(`CREATE DATABASE ${name} TEMPLATE ${template}`));
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
     async drop() {
-      const c = new Client({ connectionString: adminUrl });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
+      await withConnection(adminUrl, (c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
     },
   };
 }

@@ -8,9 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
-import { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { clientConfig, withConnection } from '../lib/pg';
+import { connect, withConnection } from '../lib/pg';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../lib/tenancy';
 import type { tenantBackup } from '../workflows';
 import { benchStack, median, peakRssMb, printTable } from './support';
@@ -20,8 +19,7 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 
 async function rawSnapshotCopy(url: string, plan: TenancyPlan, dir: string): Promise<{ seconds: number; bytes: number }> {
   fs.mkdirSync(dir, { recursive: true });
-  const c = new Client(clientConfig(url));
-  await c.connect();
+  const c = await connect(url);
   const t0 = performance.now();
   await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
   let bytes = 0;

@@ -8,12 +8,12 @@
 // a real worker; the time a person takes to approve is not counted.
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { Client } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TenantsafeClient } from '../client/client';
 import { Engine } from '../lib/engine';
 import { readManifest, tenantBackupPrefix } from '../lib/manifest';
-import { qualified, quoteIdent } from '../lib/pg';
+import type { Client } from 'pg';
+import { connect, qualified, quoteIdent } from '../lib/pg';
 import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
 import type { TenantRestoreResult } from '../workflows/messages';
 import { benchStack, median, printTable } from './support';
@@ -32,9 +32,8 @@ async function main(): Promise<void> {
   const stack = await benchStack({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: 1_000_000 }] });
   const { config } = stack;
   const engine = new Engine(config);
-  const sql = new Client({ connectionString: stack.dbUrl });
+  const sql = await connect(stack.dbUrl);
   try {
-    await sql.connect();
     const client = await TenantsafeClient.connect(config.temporal);
 
     // every measured phase starts after a checkpoint, so none pays for another's dirty pages

@@ -35,8 +35,6 @@ export class Engine {
   }
 
   private track(pool: Pool): Pool {
-    // An idle client losing its server (restart, failover) must not crash the process.
-    pool.on('error', () => undefined);
     this.pools.push(pool);
     return pool;
   }

@@ -1,6 +1,6 @@
 // Small Postgres helpers shared by the engine: connections with clear errors, quoting,
 // and the session settings that make COPY text output byte-for-byte reproducible.
-import { Client, Pool, type ClientConfig } from 'pg';
+import { Client, Pool, type ClientConfig, type PoolClient } from 'pg';
 import { redactUrl } from './config';
 import { ErrorType, TenantsafeError } from './errors';
 
@@ -44,29 +44,61 @@ export function clientConfig(url: string, applicationName = 'tenantsafe'): Clien
   return { connectionString: url, application_name: applicationName, options: sessionOptions, connectionTimeoutMillis: 10_000 };
 }
 
-/** Turns a connection failure into an error that says which database and what to check. */
-export function connectionError(url: string, err: unknown): Error {
+/**
+ * A connection that went away under a query or between two: the server restarted, crashed or
+ * failed over (57P01-57P03, and every SQLSTATE of class 08), the network cut it, or pg gave up
+ * on the client after one of those.
+ */
+export function isConnectionLost(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const message = typeof e?.message === 'string' ? e.message : '';
+  return ['ECONNRESET', 'EPIPE', '57P01', '57P02', '57P03'].includes(code) || /^08[0-9A-Z]{3}$/.test(code) || /^Connection terminated|is not queryable/.test(message);
+}
+
+/**
+ * Turns a connection failure (at connect, or lost on the way) into an error that says which
+ * database and what to check; other errors are returned as they are.
+ */
+export function connectionError(url: string | undefined, err: unknown): Error {
   const e = err as NodeJS.ErrnoException & { code?: string };
-  const where = redactUrl(url);
-  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', '57P03'].includes(e.code ?? '') || /timeout/i.test(e.message)) {
+  const where = url ? `Database ${redactUrl(url)}` : 'The database';
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', '57P03'].includes(e.code ?? '') || /timeout/i.test(e.message)) {
     return new TenantsafeError(
       ErrorType.DatabaseUnreachable,
-      `Database ${where} is unreachable: ${e.code ?? ''} ${e.message}.`.replace(/\s+/g, ' '),
+      `${where} is unreachable: ${e.code ?? ''} ${e.message}.`.replace(/\s+/g, ' '),
       'Check that PostgreSQL is running and that database.url in the config points at it.',
+    );
+  }
+  if (isConnectionLost(err)) {
+    return new TenantsafeError(
+      ErrorType.DatabaseUnreachable,
+      `${where} closed the connection: ${e.code ? `${e.code} ` : ''}${e.message} (a restart, a failover or a network cut; what the step had not committed was rolled back).`,
+      'The step is retried by itself; if it keeps failing, check that PostgreSQL is up and accepts connections.',
     );
   }
   if (e.code === '3D000' || e.code === '28P01' || e.code === '28000') {
     return new TenantsafeError(
       ErrorType.BadConfig,
-      `Cannot connect to ${where}: ${e.message}.`,
+      `Cannot connect to ${url ? redactUrl(url) : 'the database'}: ${e.message}.`,
       'Check the database name, user and password in database.url.',
     );
   }
   return err as Error;
 }
 
+/**
+ * pg emits 'error' on a client whose connection drops, besides failing the query it runs, and
+ * an emitter with no listener throws it: a restart would take the whole process down. The
+ * query's own failure (or the next one's: the client is no longer queryable) fails the step.
+ */
+function survivesDrops<T extends Client | PoolClient>(client: T): T {
+  client.on('error', () => undefined);
+  return client;
+}
+
 export async function connect(url: string, applicationName?: string): Promise<Client> {
-  const client = new Client(clientConfig(url, applicationName));
+  const client = survivesDrops(new Client(clientConfig(url, applicationName)));
   try {
     await client.connect();
   } catch (err) {
@@ -75,8 +107,12 @@ export async function connect(url: string, applicationName?: string): Promise<Cl
   return client;
 }
 
+/** A pool whose clients, idle or checked out, survive a dropped connection (see survivesDrops). */
 export function createPool(url: string, max = 4, applicationName?: string): Pool {
-  return new Pool({ ...clientConfig(url, applicationName), max });
+  const pool = new Pool({ ...clientConfig(url, applicationName), max });
+  pool.on('error', () => undefined); // an idle client's: the pool has removed it already
+  pool.on('connect', (client) => survivesDrops(client));
+  return pool;
 }
 
 /** Runs fn on a client from the pool, translating connection failures. */

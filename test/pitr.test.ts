@@ -5,7 +5,8 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { Client } from 'pg';
+import type { Client } from 'pg';
+import { connect, withConnection } from '../lib/pg';
 import { snapshotOrigin } from '../lib/backup/export';
 import type { SnapshotOrigin } from '../lib/manifest';
 import { PrivateCluster } from '../lib/devstack/postgres';
@@ -97,8 +98,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     });
     store = createStore(env.config.storage.primary);
     await env.startWorker();
-    writerClient = new Client({ connectionString: source.db.url });
-    await writerClient.connect();
+    writerClient = await connect(source.db.url);
     writer = new Writer(writerClient);
     writer.start();
     await sleep(300);
@@ -124,18 +124,12 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   }
 
   async function restoredIds(port: number): Promise<number[]> {
-    const c = new Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/app` });
-    await c.connect();
-    try {
-      return (await c.query<{ id: string }>(`SELECT id FROM events ORDER BY id`)).rows.map((r) => Number(r.id));
-    } finally {
-      await c.end();
-    }
+    const rows = await withConnection(`postgres://postgres@127.0.0.1:${port}/app`, (c) => c.query<{ id: string }>(`SELECT id FROM events ORDER BY id`));
+    return rows.rows.map((r) => Number(r.id));
   }
 
   async function originOf(url: string): Promise<SnapshotOrigin> {
-    const c = new Client({ connectionString: url });
-    await c.connect();
+    const c = await connect(url);
     try {
       return await snapshotOrigin(c);
     } finally {

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Client } from 'pg';
+import { connect } from '../lib/pg';
 import { loadConfig } from '../lib/config';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
@@ -72,8 +72,7 @@ for (const storage of ['local', 'gcs'] as StorageKind[]) {
     });
 
     it('is consistent while other sessions write: every table shows the same moment', async () => {
-      const writer = new Client({ connectionString: env.db.url });
-      await writer.connect();
+      const writer = await connect(env.db.url);
       await writer.query(`CREATE TABLE IF NOT EXISTS public.writer_progress (n int)`);
       let stop = false;
       let committed = 0;

@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
-import { Client } from 'pg';
 import type { TenantRestoreResult } from '../workflows/messages';
 import { liveRows, readBackup } from './support/backups';
 import { withDb } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { spawnWorkerProcess } from '../workers/process';
+import { connect } from '../lib/pg';
 import { damageTenant } from '../lib/sample/damage';
 import { checksumsOf } from './support/restore';
 
@@ -32,11 +32,9 @@ describe('tenant restore when the worker is killed during the apply', function (
 
     // Hold a lock only the apply's last statement needs (task_labels gets inserts only, and
     // inserts go parent → child), so it stops after its deletes, updates and other inserts.
-    const blocker = new Client({ connectionString: env.db.url });
-    await blocker.connect();
+    const blocker = await connect(env.db.url);
     // a session of its own: inside a transaction pg_stat_activity keeps showing its first snapshot
-    const watcher = new Client({ connectionString: env.db.url });
-    await watcher.connect();
+    const watcher = await connect(env.db.url);
     const applySessions = async (filter = '') =>
       (await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'tenantsafe-apply' ${filter}`)).rows[0].n as number;
     await blocker.query('BEGIN');

@@ -304,14 +304,19 @@ export class PrivateCluster {
   async crash(): Promise<void> {
     const pid = this.postmasterPid();
     if (pid === undefined) throw new TenantsafeError(ErrorType.BadInput, `PostgreSQL in ${this.dataDir} is not running.`, 'start() it before crash().');
-    const group = [pid, ...childPids(pid)];
-    for (const p of group) {
+    // The postmaster is frozen first: backends that see it die exit cleanly, rolling back (which
+    // a crash does not), and it must not start crash handling of its own before the rest is gone.
+    const signal = (p: number, sig: NodeJS.Signals) => {
       try {
-        process.kill(p, 'SIGKILL');
+        process.kill(p, sig);
       } catch {
         // exited by itself meanwhile
       }
-    }
+    };
+    signal(pid, 'SIGSTOP');
+    const group = [pid, ...childPids(pid)];
+    for (const p of group.slice(1)) signal(p, 'SIGKILL');
+    signal(pid, 'SIGKILL');
     const deadline = Date.now() + 30_000;
     while (group.some(alive)) {
       if (Date.now() > deadline) throw new Error(`processes ${group.filter(alive).join(', ')} of ${this.dataDir} survived SIGKILL`);

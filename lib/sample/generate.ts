@@ -2,8 +2,8 @@
 // sizes. Deterministic: the same options give the same rows, so tests can compare exactly.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Client, type ClientBase } from 'pg';
-import { quoteIdent } from '../pg';
+import type { ClientBase } from 'pg';
+import { connect, quoteIdent } from '../pg';
 
 export interface SampleOptions {
   /** number of tenants (default 40) */
@@ -129,16 +129,14 @@ const fillStatements = [
 export async function ensureSampleDatabase(adminUrl: string, name: string, opts: SampleOptions): Promise<{ url: string; created: boolean }> {
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const admin = new Client({ connectionString: adminUrl });
-  await admin.connect();
+  const admin = await connect(adminUrl, 'tenantsafe-sample');
   try {
     // Parallel callers (test files, a demo and a bench) wait for each other here.
     await admin.query('SELECT pg_advisory_lock(hashtext($1))', [name]);
     const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
     if (exists.rowCount) return { url: url.toString(), created: false };
     await admin.query(`CREATE DATABASE ${quoteIdent(name)}`);
-    const db = new Client({ connectionString: url.toString() });
-    await db.connect();
+    const db = await connect(url.toString(), 'tenantsafe-sample');
     try {
       await generateSample(db, opts);
     } catch (err) {

@@ -2,11 +2,10 @@
 // rows they should equal.
 import { randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
-import { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigest } from '../../lib/checksum';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/manifest';
-import { clientConfig } from '../../lib/pg';
+import { connect } from '../../lib/pg';
 import type { ObjectStore } from '../../lib/storage/types';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../../lib/tenancy';
 import type { Config } from '../../lib/config';
@@ -51,8 +50,7 @@ export function digestOf(lines: string[]): string {
 
 /** The tenant's live rows per table, as COPY text under the same session settings as a backup. */
 export async function liveRows(config: Config, tenantId: string, plan?: TenancyPlan): Promise<Map<string, string[]>> {
-  const c = new Client(clientConfig(config.database.url));
-  await c.connect();
+  const c = await connect(config.database.url);
   try {
     const p = plan ?? (await discoverTenancy(c, config.tenancy));
     const out = new Map<string, string[]>();
