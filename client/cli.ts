@@ -1,5 +1,10 @@
 // The `tenantsafe` CLI (DESIGN: public contract). Every command takes --json; exit 0 ok,
 // 1 failed, 2 bad input. Each area's commands live in a module of their own (*Commands.ts).
+//
+// What is slow to load (the Temporal SDK, the worker, the dev stack) is required inside the
+// actions that use it, so `--help` or a catalog query does not wait for it. require(), not
+// import(): under tsx's CommonJS hook (the tests, bin/tenantsafe without a build) import() goes
+// to Node's ESM loader, which cannot load TypeScript.
 import { Command } from 'commander';
 import { registerDatabaseCommands } from './databaseCommands';
 import { reportError } from './output';
@@ -22,9 +27,9 @@ export function buildProgram(): Command {
   registerTenancyCommands(program);
   registerRestoreCommands(program);
   registerDashboardCommand(program);
-  const { schedule } = registerScheduleCommands(program);
+  registerScheduleCommands(program);
   registerCatalogCommands(program);
-  registerDatabaseCommands(program, { backups, schedule });
+  registerDatabaseCommands(program, { backups });
   registerWorkerCommand(program);
   registerDevCommands(program);
   return program;

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { loadConfig, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { TenantsafeClient } from './client';
+import type { TenantsafeClient } from './client';
 import type { OutputOptions } from './output';
 
 interface GlobalOptions extends OutputOptions {
@@ -31,6 +31,7 @@ export async function withEngine<T>(cmd: Command, fn: (engine: Engine) => Promis
 
 export async function withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>): Promise<T> {
   const cfg = config(cmd);
+  const { TenantsafeClient } = require('./client') as typeof import('./client');
   const client = await TenantsafeClient.connect(cfg.temporal);
   try {
     return await fn(client, cfg);

@@ -1,7 +1,7 @@
 // CLI commands for whole-database work (DESIGN: public contract): full-backup, pitr window,
-// pitr restore, verify, retention, pins, the WAL archiver and the daily schedules.
+// pitr restore, verify, retention, pins and the WAL archiver. Their daily schedules are in
+// scheduleCommands.ts.
 import type { Command } from 'commander';
-import { parseDuration } from '../lib/duration';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
 import { withClient } from '../lib/pg';
@@ -9,17 +9,18 @@ import { pitrTargetOf } from '../lib/pitr/window';
 import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
-import { applyRetentionNow, restorePointInTime, startFullBackup, startWalArchiver, stopWalArchiver, verifyBackupNow, walArchiverStatus } from './fullBackups';
 import { emit, table } from './output';
-import { dailyDefaults, removeDailySchedule, scheduleDaily, type DailyScheduleKind, type ScheduleSummary } from './schedules';
 
-export function registerDatabaseCommands(program: Command, parents: { backups: Command; schedule: Command }): void {
+// Required on use: it loads the Temporal SDK (see cli.ts).
+const fullBackups = () => require('./fullBackups') as typeof import('./fullBackups');
+
+export function registerDatabaseCommands(program: Command, parents: { backups: Command }): void {
   program
     .command('full-backup')
     .description('back up the whole database (postgres: base backup + WAL archive; supabase: pg_dump into our storage)')
     .option('--wait', 'wait for the backup to finish')
     .action(async (opts: { wait?: boolean }, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => startFullBackup(c, opts));
+      const out = await withClientOf(cmd, (c) => fullBackups().startFullBackup(c, opts));
       emit(globals(cmd), out, () =>
         out.status === 'completed'
           ? `Full backup ${out.backupId} (${out.kind}): ${sizeText(out.bytes)}${out.startLsn ? `, WAL ${out.startLsn} to ${out.stopLsn}` : ''}, finished ${out.finishedAt}`
@@ -60,7 +61,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .option('--port <n>', 'start the restored cluster on this port and leave it running', positiveInt('--port'))
     .action(async (opts: { at?: string; lsn?: string; name?: string; latest?: boolean; target: string; port?: number }, cmd: Command) => {
       pitrTargetOf(opts); // bad input fails here, before Temporal is asked
-      const out = await withClientOf(cmd, (c) => restorePointInTime(c, { at: opts.at, lsn: opts.lsn, name: opts.name, latest: opts.latest, target: opts.target, port: opts.port }));
+      const out = await withClientOf(cmd, (c) => fullBackups().restorePointInTime(c, { at: opts.at, lsn: opts.lsn, name: opts.name, latest: opts.latest, target: opts.target, port: opts.port }));
       emit(globals(cmd), out, () =>
         `Restored to ${out.recoveredTo ?? '(no transaction replayed)'} (LSN ${out.lsn ?? '-'})${out.dataDir ? ` in ${out.dataDir}` : ''}${out.port ? `, running on port ${out.port}` : out.dataDir ? ', stopped' : ''}`,
       );
@@ -82,7 +83,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('verify <backupId>')
     .description('verify a backup: object checksums, WAL, pg_verifybackup, a real restore test; exit 1 when a check fails')
     .action(async (backupId: string, _opts: unknown, cmd: Command) => {
-      const r = await withClientOf(cmd, (c) => verifyBackupNow(c, backupId));
+      const r = await withClientOf(cmd, (c) => fullBackups().verifyBackupNow(c, backupId));
       if (!r.ok) process.exitCode = 1;
       emit(globals(cmd), { ok: r.ok, checks: r.checks }, () =>
         [`${r.backupId}: ${r.ok ? 'OK' : 'PROBLEMS FOUND'} (${Object.entries(r.counts).map(([k, n]) => `${k} ${n}`).join(', ')}); report ${r.reportKey}`, ...r.checks.map((c) => `  [${c.result}] ${c.check} ${c.target}${c.detail ? ` — ${c.detail}` : ''}`)].join('\n'),
@@ -95,7 +96,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .description('delete what the retention policy does not keep (backups, WAL no kept backup needs, interrupted backups)')
     .option('--dry-run', 'only report')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => applyRetentionNow(c, !!opts.dryRun));
+      const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun));
       const verb = out.dryRun ? 'would remove' : 'removed';
       emit(globals(cmd), out, () =>
         [`Kept ${out.kept.length} backups; ${verb} ${out.removedBackups.length} backups, ${out.removedWalSegments} WAL segments, ${out.removedIncomplete.length} interrupted backups.`, ...out.removedBackups.map((id) => `  ${verb} ${id}`)].join('\n'),
@@ -132,14 +133,14 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('start')
     .description('start archiving WAL (the first full backup starts it too)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => startWalArchiver(c));
+      const out = await withClientOf(cmd, (c) => fullBackups().startWalArchiver(c));
       emit(globals(cmd), out, () => `WAL archiver ${out.state}`);
     });
   wal
     .command('stop')
     .description('stop archiving WAL (point-in-time recovery stops at the last archived moment)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const stopped = await withClientOf(cmd, (c) => stopWalArchiver(c));
+      const stopped = await withClientOf(cmd, (c) => fullBackups().stopWalArchiver(c));
       emit(globals(cmd), { stopped }, () => (stopped ? 'WAL archiver stopped' : 'The WAL archiver was not running'));
     });
   wal
@@ -151,7 +152,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
         const segmentSize = (await e.catalog.listFullBackups()).find((b) => b.wal)?.wal?.segmentSize ?? 16 * 1024 * 1024;
         return { segments: listing.segments.length, newestSegment: newestSegment(listing), partial: listing.partials.at(-1)?.name ?? null, gaps: findWalGaps(listing, segmentSize) };
       });
-      const archiver = await withClientOf(cmd, (c) => walArchiverStatus(c)).catch(() => null);
+      const archiver = await withClientOf(cmd, (c) => fullBackups().walArchiverStatus(c)).catch(() => null);
       const out = { ...archive, archiver };
       emit(globals(cmd), out, () =>
         [
@@ -162,21 +163,4 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       );
       if (out.gaps.length) process.exitCode = 1;
     });
-
-  for (const kind of ['full-backups', 'retention', 'verification'] as DailyScheduleKind[]) {
-    parents.schedule
-      .command(kind)
-      .description(`run ${kind === 'full-backups' ? 'a full backup' : kind === 'retention' ? 'retention' : 'verification of recent backups'} daily (UTC)`)
-      .option('--at <HH:MM>', 'time of day, UTC', dailyDefaults[kind])
-      .option('--catchup-window <duration>', 'how late a run missed during an outage may still start', '6h')
-      .option('--dry-run', 'retention: only report')
-      .option('--remove', 'delete the schedule instead')
-      .action(async (opts: { at: string; catchupWindow: string; dryRun?: boolean; remove?: boolean }, cmd: Command) => {
-        const catchupWindowMs = parseDuration(opts.catchupWindow, '--catchup-window');
-        const out = await withClientOf<ScheduleSummary | { removed: string }>(cmd, (c, cfg) =>
-          opts.remove ? removeDailySchedule(c.temporal, kind) : scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { at: opts.at, catchupWindowMs, dryRun: opts.dryRun }),
-        );
-        emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} daily at ${out.at}, next run ${out.nextRunAt}`));
-      });
-  }
 }

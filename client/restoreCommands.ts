@@ -4,9 +4,10 @@ import type { Command } from 'commander';
 import type { Engine } from '../lib/engine';
 import { removeStaleScratchSchemas, scratchSchemaName } from '../lib/restore';
 import type { TenantRestoreInput } from '../workflows/messages';
-import { WorkflowError, type RestoreRequested, type TenantsafeClient } from './client';
+import type { RestoreRequested, TenantsafeClient } from './client';
 import { defaultUser, globals, list, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
+import { WorkflowError } from './workflowError';
 
 function restoreText(r: RestoreRequested): string {
   const rows = Object.entries(r.preview?.tables ?? {})

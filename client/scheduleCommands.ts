@@ -1,14 +1,17 @@
-// CLI commands for Temporal Schedules of tenant backups: schedule tenant-backups|list. The daily
-// schedules of whole-database work join the same `schedule` command from databaseCommands.ts.
+// CLI commands for Temporal Schedules: schedule tenant-backups|list, and the daily schedules of
+// whole-database work (full-backups, retention, verification).
 import type { Command } from 'commander';
 import { parseDuration } from '../lib/duration';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { globals, positiveInt, withClientOf } from './commandHelpers';
+import { dailyDefaults, type DailyScheduleKind } from './dailySchedules';
 import { emit, table } from './output';
-import { listSchedules, removeTenantBackupSchedule, scheduleTenantBackups } from './schedules';
+import type { ScheduleSummary } from './schedules';
 
-/** `schedule`; returns it for the whole-database commands to add their daily schedules to. */
-export function registerScheduleCommands(program: Command): { schedule: Command } {
+// Required on use: it loads the Temporal SDK (see cli.ts).
+const schedules = () => require('./schedules') as typeof import('./schedules');
+
+export function registerScheduleCommands(program: Command): void {
   const schedule = program.command('schedule').description('Temporal Schedules');
   schedule
     .command('tenant-backups')
@@ -19,9 +22,9 @@ export function registerScheduleCommands(program: Command): { schedule: Command 
     .option('--remove', 'delete the schedule instead')
     .action(async (opts: { every?: string; tenant?: string; concurrency?: number; remove?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, async (c, cfg) => {
-        if (opts.remove) return removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant);
+        if (opts.remove) return schedules().removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant);
         if (!opts.every) throw new TenantsafeError(ErrorType.BadInput, '--every is required.', 'Pass --every 24h (or --remove).');
-        return scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs: parseDuration(opts.every, '--every'), tenantId: opts.tenant, concurrency: opts.concurrency });
+        return schedules().scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs: parseDuration(opts.every, '--every'), tenantId: opts.tenant, concurrency: opts.concurrency });
       });
       emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} every ${out.every}, next run ${out.nextRunAt}`));
     });
@@ -29,8 +32,23 @@ export function registerScheduleCommands(program: Command): { schedule: Command 
     .command('list')
     .description('tenantsafe schedules')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => listSchedules(c.temporal));
+      const out = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal));
       emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
     });
-  return { schedule };
+  for (const kind of ['full-backups', 'retention', 'verification'] as DailyScheduleKind[]) {
+    schedule
+      .command(kind)
+      .description(`run ${kind === 'full-backups' ? 'a full backup' : kind === 'retention' ? 'retention' : 'verification of recent backups'} daily (UTC)`)
+      .option('--at <HH:MM>', 'time of day, UTC', dailyDefaults[kind])
+      .option('--catchup-window <duration>', 'how late a run missed during an outage may still start', '6h')
+      .option('--dry-run', 'retention: only report')
+      .option('--remove', 'delete the schedule instead')
+      .action(async (opts: { at: string; catchupWindow: string; dryRun?: boolean; remove?: boolean }, cmd: Command) => {
+        const catchupWindowMs = parseDuration(opts.catchupWindow, '--catchup-window');
+        const out = await withClientOf<ScheduleSummary | { removed: string }>(cmd, (c, cfg) =>
+          opts.remove ? schedules().removeDailySchedule(c.temporal, kind) : schedules().scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { at: opts.at, catchupWindowMs, dryRun: opts.dryRun }),
+        );
+        emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} daily at ${out.at}, next run ${out.nextRunAt}`));
+      });
+  }
 }

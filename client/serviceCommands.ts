@@ -1,15 +1,10 @@
 // CLI commands that run tenantsafe itself rather than ask it something: the dashboard, a worker,
-// the dev stack, and the demo on that stack.
+// the dev stack, and the demo on that stack. Each action requires what it runs (see cli.ts).
 import type { Command } from 'commander';
 import { defaultDevLayout } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { runWorkerUntilSignal } from '../workers/main';
-import { TenantsafeClient } from './client';
 import { config, globals, positiveInt } from './commandHelpers';
-import { runDemo } from './demo';
-import { startDevStack } from './dev';
 import { emit } from './output';
-import { startDashboardServer } from './server';
 
 type LayoutFlags = { home: string; pgPort: number; temporalPort: number; uiPort: number };
 
@@ -22,6 +17,8 @@ export function registerDashboardCommand(program: Command): void {
     .command('dashboard')
     .description('serve the HTTP API (restore approval relay) until interrupted')
     .action(async (_opts: unknown, cmd: Command) => {
+      const { TenantsafeClient } = require('./client') as typeof import('./client');
+      const { startDashboardServer } = require('./server') as typeof import('./server');
       const cfg = config(cmd);
       const engine = new Engine(cfg);
       const client = await TenantsafeClient.connect(cfg.temporal);
@@ -39,6 +36,7 @@ export function registerWorkerCommand(program: Command): void {
     .command('worker')
     .description('run a worker on the configured task queue until interrupted')
     .action(async (_opts: unknown, cmd: Command) => {
+      const { runWorkerUntilSignal } = require('../workers/main') as typeof import('../workers/main');
       await runWorkerUntilSignal(config(cmd));
     });
 }
@@ -55,6 +53,7 @@ export function registerDevCommands(program: Command): void {
   layoutOptions(program.command('dev'))
     .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')
     .action(async (opts: LayoutFlags, cmd: Command) => {
+      const { startDevStack } = require('./dev') as typeof import('./dev');
       const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log });
       log('tenantsafe dev: up; Ctrl-C stops it');
       await untilInterrupted();
@@ -66,6 +65,7 @@ export function registerDevCommands(program: Command): void {
     .option('--tenant <tenantId>', 'the tenant to work on', 'globex')
     .option('--keep', 'leave the stack running afterwards')
     .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
+      const { runDemo } = require('./demo') as typeof import('./demo');
       const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep });
       emit(globals(cmd), out, () =>
         out.tenantMatchesBackup
