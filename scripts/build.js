@@ -44,7 +44,16 @@ function build() {
   // or none (and runs the sources), never half of one.
   const next = `${buildDir}.${process.pid}.tmp`;
   try {
-    require('esbuild').buildSync({ absWorkingDir: root, entryPoints: sources, outdir: next, outbase: '.', format: 'cjs', platform: 'node', target: 'node20', logLevel: 'warning' });
+    const esbuild = require('esbuild');
+    const tsconfigRaw = fs.readFileSync(path.join(root, 'tsconfig.json'), 'utf8');
+    // One file at a time, its source map naming the source by its base name: the map is read
+    // relative to the module's file name, which is the source's.
+    for (const source of sources) {
+      const { code } = esbuild.transformSync(fs.readFileSync(path.join(root, source), 'utf8'), { loader: 'ts', format: 'cjs', platform: 'node', target: 'node20', tsconfigRaw, sourcemap: 'inline', sourcesContent: false, sourcefile: path.basename(source) });
+      const out = path.join(next, source.replace(/\.ts$/, '.js'));
+      fs.mkdirSync(path.dirname(out), { recursive: true });
+      fs.writeFileSync(out, code);
+    }
     fs.writeFileSync(path.join(next, 'sources.txt'), sources.join('\n') + '\n');
     // A source saved while the compiler ran is newer than this and makes the build stale.
     fs.utimesSync(path.join(next, 'sources.txt'), startedAt, startedAt);
