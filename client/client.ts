@@ -22,6 +22,10 @@ import {
   type TenantRestoreStatus,
 } from '../workflows/messages';
 import type { tenantBackup, tenantBackupsAll, tenantRestore } from '../workflows';
+import { WorkflowError } from './workflowError';
+
+/** What this client's calls throw when a workflow fails. */
+export { WorkflowError };
 
 export type TemporalSettings = Config['temporal'];
 
@@ -241,15 +245,6 @@ export async function resultOf<T>(handle: WorkflowHandle<(...args: any[]) => Pro
     return await handle.result();
   } catch (err) {
     throw unwrapFailure(err);
-  }
-}
-
-export class WorkflowError extends Error {
-  constructor(
-    message: string,
-    readonly type: string | undefined,
-  ) {
-    super(message);
   }
 }
 

@@ -1,38 +1,29 @@
 // CLI commands for whole-database work (DESIGN: public contract): full-backup, pitr window,
-// pitr restore, verify, retention, pins, the WAL archiver and the daily schedules.
+// pitr restore, verify, retention, pins and the WAL archiver. Their daily schedules are in
+// scheduleCommands.ts.
 import type { Command } from 'commander';
-import type { Config } from '../lib/config';
-import { parseDuration } from '../lib/duration';
-import type { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
 import { withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
 import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
-import type { TenantsafeClient } from './client';
-import { applyRetentionNow, restorePointInTime, startFullBackup, startWalArchiver, stopWalArchiver, verifyBackupNow, walArchiverStatus } from './fullBackups';
-import { emit, table, type OutputOptions } from './output';
-import { dailyDefaults, removeDailySchedule, scheduleDaily, type DailyScheduleKind, type ScheduleSummary } from './schedules';
+import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { emit, table } from './output';
 
-export interface CliHelpers {
-  globals(cmd: Command): OutputOptions;
-  withEngine<T>(cmd: Command, fn: (engine: Engine) => Promise<T>): Promise<T>;
-  withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>): Promise<T>;
-  positiveInt(name: string): (v: string) => number;
-  sizeText(n: number | null): string;
-}
+// Required on use: it loads the Temporal SDK (see cli.ts).
+const fullBackups = () => require('./fullBackups') as typeof import('./fullBackups');
 
-export function registerDatabaseCommands(program: Command, parents: { backups: Command; schedule: Command }, h: CliHelpers): void {
+export function registerDatabaseCommands(program: Command, parents: { backups: Command }): void {
   program
     .command('full-backup')
     .description('back up the whole database (postgres: base backup + WAL archive; supabase: pg_dump into our storage)')
     .option('--wait', 'wait for the backup to finish')
     .action(async (opts: { wait?: boolean }, cmd: Command) => {
-      const out = await h.withClientOf(cmd, (c) => startFullBackup(c, opts));
-      emit(h.globals(cmd), out, () =>
+      const out = await withClientOf(cmd, (c) => fullBackups().startFullBackup(c, opts));
+      emit(globals(cmd), out, () =>
         out.status === 'completed'
-          ? `Full backup ${out.backupId} (${out.kind}): ${h.sizeText(out.bytes)}${out.startLsn ? `, WAL ${out.startLsn} to ${out.stopLsn}` : ''}, finished ${out.finishedAt}`
+          ? `Full backup ${out.backupId} (${out.kind}): ${sizeText(out.bytes)}${out.startLsn ? `, WAL ${out.startLsn} to ${out.stopLsn}` : ''}, finished ${out.finishedAt}`
           : `Full backup ${out.backupId} is running (workflow ${out.workflowId})`,
       );
     });
@@ -43,12 +34,12 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .description('full backups in our storage, oldest first (--provider: the provider\'s own list, e.g. Supabase\'s)')
     .option('--provider', 'list the provider\'s backups instead')
     .action(async (opts: { provider?: boolean }, cmd: Command) => {
-      const out = await h.withEngine(cmd, async (e) =>
+      const out = await withEngine(cmd, async (e) =>
         opts.provider
           ? createFullBackupProvider(e).listProviderBackups()
           : (await e.catalog.listFullBackups()).map((b) => ({ backupId: b.backupId, method: b.method, bytes: b.bytes, consistentAt: b.consistentAt, startLsn: b.wal?.startLsn ?? null, stopLsn: b.wal?.stopLsn ?? null })),
       );
-      emit(h.globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { backupId: 1 })));
+      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { backupId: 1 })));
     });
 
   const pitr = program.command('pitr').description('point-in-time recovery');
@@ -56,8 +47,8 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('window')
     .description('the earliest and latest restorable times')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await h.withEngine(cmd, (e) => createFullBackupProvider(e).window());
-      emit(h.globals(cmd), out, () => (out.earliest ? `Recoverable from ${out.earliest} to ${out.latest}` : 'Nothing is recoverable yet: take a full backup (`tenantsafe full-backup --wait`).'));
+      const out = await withEngine(cmd, (e) => createFullBackupProvider(e).window());
+      emit(globals(cmd), out, () => (out.earliest ? `Recoverable from ${out.earliest} to ${out.latest}` : 'Nothing is recoverable yet: take a full backup (`tenantsafe full-backup --wait`).'));
     });
   pitr
     .command('restore')
@@ -67,11 +58,11 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .option('--name <point>', 'a restore point made with pg_create_restore_point (or `tenantsafe pitr mark`)')
     .option('--latest', 'everything the archive holds')
     .requiredOption('--target <dir>', 'an empty data directory (supabase: the project ref, to confirm an in-place restore)')
-    .option('--port <n>', 'start the restored cluster on this port and leave it running', h.positiveInt('--port'))
+    .option('--port <n>', 'start the restored cluster on this port and leave it running', positiveInt('--port'))
     .action(async (opts: { at?: string; lsn?: string; name?: string; latest?: boolean; target: string; port?: number }, cmd: Command) => {
       pitrTargetOf(opts); // bad input fails here, before Temporal is asked
-      const out = await h.withClientOf(cmd, (c) => restorePointInTime(c, { at: opts.at, lsn: opts.lsn, name: opts.name, latest: opts.latest, target: opts.target, port: opts.port }));
-      emit(h.globals(cmd), out, () =>
+      const out = await withClientOf(cmd, (c) => fullBackups().restorePointInTime(c, { at: opts.at, lsn: opts.lsn, name: opts.name, latest: opts.latest, target: opts.target, port: opts.port }));
+      emit(globals(cmd), out, () =>
         `Restored to ${out.recoveredTo ?? '(no transaction replayed)'} (LSN ${out.lsn ?? '-'})${out.dataDir ? ` in ${out.dataDir}` : ''}${out.port ? `, running on port ${out.port}` : out.dataDir ? ', stopped' : ''}`,
       );
     });
@@ -79,22 +70,22 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('mark <name>')
     .description('create a named restore point in the database (pg_create_restore_point), for `pitr restore --name`')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
-      const out = await h.withEngine(cmd, (e) =>
+      const out = await withEngine(cmd, (e) =>
         withClient(e.db, e.config.database.url, async (c) => {
           const r = await c.query<{ lsn: string; at: Date }>(`SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS at`, [name]);
           return { name, lsn: r.rows[0].lsn, at: r.rows[0].at.toISOString() };
         }),
       );
-      emit(h.globals(cmd), out, () => `Restore point "${out.name}" at LSN ${out.lsn} (${out.at})`);
+      emit(globals(cmd), out, () => `Restore point "${out.name}" at LSN ${out.lsn} (${out.at})`);
     });
 
   program
     .command('verify <backupId>')
     .description('verify a backup: object checksums, WAL, pg_verifybackup, a real restore test; exit 1 when a check fails')
     .action(async (backupId: string, _opts: unknown, cmd: Command) => {
-      const r = await h.withClientOf(cmd, (c) => verifyBackupNow(c, backupId));
+      const r = await withClientOf(cmd, (c) => fullBackups().verifyBackupNow(c, backupId));
       if (!r.ok) process.exitCode = 1;
-      emit(h.globals(cmd), { ok: r.ok, checks: r.checks }, () =>
+      emit(globals(cmd), { ok: r.ok, checks: r.checks }, () =>
         [`${r.backupId}: ${r.ok ? 'OK' : 'PROBLEMS FOUND'} (${Object.entries(r.counts).map(([k, n]) => `${k} ${n}`).join(', ')}); report ${r.reportKey}`, ...r.checks.map((c) => `  [${c.result}] ${c.check} ${c.target}${c.detail ? ` — ${c.detail}` : ''}`)].join('\n'),
       );
     });
@@ -105,9 +96,9 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .description('delete what the retention policy does not keep (backups, WAL no kept backup needs, interrupted backups)')
     .option('--dry-run', 'only report')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
-      const out = await h.withClientOf(cmd, (c) => applyRetentionNow(c, !!opts.dryRun));
+      const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun));
       const verb = out.dryRun ? 'would remove' : 'removed';
-      emit(h.globals(cmd), out, () =>
+      emit(globals(cmd), out, () =>
         [`Kept ${out.kept.length} backups; ${verb} ${out.removedBackups.length} backups, ${out.removedWalSegments} WAL segments, ${out.removedIncomplete.length} interrupted backups.`, ...out.removedBackups.map((id) => `  ${verb} ${id}`)].join('\n'),
       );
     });
@@ -118,23 +109,23 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .requiredOption('--reason <text>', 'why (a ticket, a legal matter)')
     .option('--by <who>', 'who asks', process.env.USER ?? 'unknown')
     .action(async (backupId: string, opts: { reason: string; by: string }, cmd: Command) => {
-      const out = await h.withEngine(cmd, (e) => pinBackup(e.store, { backupId, reason: opts.reason, by: opts.by, at: new Date().toISOString() }));
-      emit(h.globals(cmd), out, () => `Pinned ${backupId}: ${opts.reason}`);
+      const out = await withEngine(cmd, (e) => pinBackup(e.store, { backupId, reason: opts.reason, by: opts.by, at: new Date().toISOString() }));
+      emit(globals(cmd), out, () => `Pinned ${backupId}: ${opts.reason}`);
     });
   parents.backups
     .command('unpin <backupId>')
     .description('lift the legal hold')
     .action(async (backupId: string, _opts: unknown, cmd: Command) => {
-      const removed = await h.withEngine(cmd, (e) => unpinBackup(e.store, backupId));
+      const removed = await withEngine(cmd, (e) => unpinBackup(e.store, backupId));
       if (!removed) throw new TenantsafeError(ErrorType.BadInput, `Backup ${backupId} is not pinned.`, 'List pins with `tenantsafe backups pins`.');
-      emit(h.globals(cmd), { unpinned: backupId }, () => `Unpinned ${backupId}`);
+      emit(globals(cmd), { unpinned: backupId }, () => `Unpinned ${backupId}`);
     });
   parents.backups
     .command('pins')
     .description('backups under legal hold')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await h.withEngine(cmd, (e) => listPins(e.store));
-      emit(h.globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['backupId', 'reason', 'by', 'at']));
+      const out = await withEngine(cmd, (e) => listPins(e.store));
+      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['backupId', 'reason', 'by', 'at']));
     });
 
   const wal = program.command('wal').description('the WAL archiver (postgres provider)');
@@ -142,28 +133,28 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('start')
     .description('start archiving WAL (the first full backup starts it too)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await h.withClientOf(cmd, (c) => startWalArchiver(c));
-      emit(h.globals(cmd), out, () => `WAL archiver ${out.state}`);
+      const out = await withClientOf(cmd, (c) => fullBackups().startWalArchiver(c));
+      emit(globals(cmd), out, () => `WAL archiver ${out.state}`);
     });
   wal
     .command('stop')
     .description('stop archiving WAL (point-in-time recovery stops at the last archived moment)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const stopped = await h.withClientOf(cmd, (c) => stopWalArchiver(c));
-      emit(h.globals(cmd), { stopped }, () => (stopped ? 'WAL archiver stopped' : 'The WAL archiver was not running'));
+      const stopped = await withClientOf(cmd, (c) => fullBackups().stopWalArchiver(c));
+      emit(globals(cmd), { stopped }, () => (stopped ? 'WAL archiver stopped' : 'The WAL archiver was not running'));
     });
   wal
     .command('status')
     .description('the archive: newest segment, gaps, and whether the archiver runs')
     .action(async (_opts: unknown, cmd: Command) => {
-      const archive = await h.withEngine(cmd, async (e) => {
+      const archive = await withEngine(cmd, async (e) => {
         const listing = await listWalArchive(e.store);
         const segmentSize = (await e.catalog.listFullBackups()).find((b) => b.wal)?.wal?.segmentSize ?? 16 * 1024 * 1024;
         return { segments: listing.segments.length, newestSegment: newestSegment(listing), partial: listing.partials.at(-1)?.name ?? null, gaps: findWalGaps(listing, segmentSize) };
       });
-      const archiver = await h.withClientOf(cmd, (c) => walArchiverStatus(c)).catch(() => null);
+      const archiver = await withClientOf(cmd, (c) => fullBackups().walArchiverStatus(c)).catch(() => null);
       const out = { ...archive, archiver };
-      emit(h.globals(cmd), out, () =>
+      emit(globals(cmd), out, () =>
         [
           `WAL archive: ${out.segments} segments, newest ${out.newestSegment ?? '-'}${out.partial ? ` (being written)` : ''}`,
           `Archiver: ${archiver ? `${archiver.state}, ${archiver.restarts} restarts${archiver.lastError ? `, last error: ${archiver.lastError}` : ''}` : 'not running'}`,
@@ -172,21 +163,4 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       );
       if (out.gaps.length) process.exitCode = 1;
     });
-
-  for (const kind of ['full-backups', 'retention', 'verification'] as DailyScheduleKind[]) {
-    parents.schedule
-      .command(kind)
-      .description(`run ${kind === 'full-backups' ? 'a full backup' : kind === 'retention' ? 'retention' : 'verification of recent backups'} daily (UTC)`)
-      .option('--at <HH:MM>', 'time of day, UTC', dailyDefaults[kind])
-      .option('--catchup-window <duration>', 'how late a run missed during an outage may still start', '6h')
-      .option('--dry-run', 'retention: only report')
-      .option('--remove', 'delete the schedule instead')
-      .action(async (opts: { at: string; catchupWindow: string; dryRun?: boolean; remove?: boolean }, cmd: Command) => {
-        const catchupWindowMs = parseDuration(opts.catchupWindow, '--catchup-window');
-        const out = await h.withClientOf<ScheduleSummary | { removed: string }>(cmd, (c, cfg) =>
-          opts.remove ? removeDailySchedule(c.temporal, kind) : scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { at: opts.at, catchupWindowMs, dryRun: opts.dryRun }),
-        );
-        emit(h.globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} daily at ${out.at}, next run ${out.nextRunAt}`));
-      });
-  }
 }

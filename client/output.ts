@@ -2,7 +2,7 @@
 // short text. Exit 0 ok, 1 failed, 2 bad input (DESIGN rule 7).
 import { CommanderError } from 'commander';
 import { isBadInput, TenantsafeError } from '../lib/errors';
-import { WorkflowError } from './client';
+import { WorkflowError } from './workflowError';
 
 export interface OutputOptions {
   json?: boolean;

@@ -7,6 +7,7 @@
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction, type ScheduleSpec } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { databaseScheduleIds, databaseWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
+import { dailyDefaults, type DailyScheduleKind } from './dailySchedules';
 
 export interface ScheduleSummary {
   scheduleId: string;
@@ -139,8 +140,6 @@ export async function listSchedules(client: Client): Promise<ScheduleSummary[]> 
 // still start (6 h by default: a full backup at 08:00 is still worth having, one at 20:00 would
 // collide with the day's traffic and the next run).
 
-export type DailyScheduleKind = 'full-backups' | 'retention' | 'verification';
-
 export interface DailyScheduleRequest {
   /** HH:MM, UTC */
   at: string;
@@ -148,8 +147,6 @@ export interface DailyScheduleRequest {
   /** retention: only report what would be deleted */
   dryRun?: boolean;
 }
-
-export const dailyDefaults: Record<DailyScheduleKind, string> = { 'full-backups': '02:00', retention: '03:00', verification: '04:00' };
 
 const dailyScheduleIds: Record<DailyScheduleKind, string> = {
   'full-backups': databaseScheduleIds.fullBackups,

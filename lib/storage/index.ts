@@ -1,13 +1,16 @@
 // The storage drivers behind one factory; callers depend on ObjectStore only.
 import type { StorageConfig } from '../config';
-import { GcsStore } from './gcs';
 import { LocalStore } from './local';
 import type { ObjectStore } from './types';
 
 export type * from './types';
-export { GcsStore, type GcsStorageConfig } from './gcs';
+export type { GcsStore, GcsStorageConfig } from './gcs';
 export { LocalStore, type LocalStorageConfig } from './local';
 
 export function createStore(cfg: StorageConfig): ObjectStore {
-  return cfg.kind === 'gcs' ? new GcsStore(cfg) : new LocalStore(cfg);
+  if (cfg.kind !== 'gcs') return new LocalStore(cfg);
+  // Required only when configured: the GCS library is slow to load, and a CLI command on local
+  // storage need not wait for it.
+  const { GcsStore } = require('./gcs') as typeof import('./gcs');
+  return new GcsStore(cfg);
 }

@@ -1,0 +1,54 @@
+// What the CLI's command modules share: the global options, the engine or Temporal client a
+// command runs with, option parsers and how sizes are printed.
+import * as os from 'node:os';
+import type { Command } from 'commander';
+import { loadConfig, type Config } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import type { TenantsafeClient } from './client';
+import type { OutputOptions } from './output';
+
+interface GlobalOptions extends OutputOptions {
+  config?: string;
+}
+
+export function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals<GlobalOptions>();
+}
+
+export function config(cmd: Command): Config {
+  return loadConfig({ path: globals(cmd).config });
+}
+
+export async function withEngine<T>(cmd: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
+  const engine = new Engine(config(cmd));
+  try {
+    return await fn(engine);
+  } finally {
+    await engine.close();
+  }
+}
+
+export async function withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>): Promise<T> {
+  const cfg = config(cmd);
+  const { TenantsafeClient } = require('./client') as typeof import('./client');
+  const client = await TenantsafeClient.connect(cfg.temporal);
+  try {
+    return await fn(client, cfg);
+  } finally {
+    await client.close();
+  }
+}
+
+export function positiveInt(name: string) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new TenantsafeError(ErrorType.BadInput, `${name} must be a positive integer (got "${v}").`, `Pass ${name} <n>.`);
+    return Number(v);
+  };
+}
+
+export const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);
+
+export const defaultUser = () => process.env.TENANTSAFE_USER ?? os.userInfo().username;
+
+export const sizeText = (n: number | null) => (n === null ? '-' : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);

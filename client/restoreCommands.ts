@@ -1,0 +1,114 @@
+// CLI commands for tenant restore: restore tenant (request and preview), approve, reject,
+// status, and cleanup of scratch schemas that restores no longer running left behind.
+import type { Command } from 'commander';
+import type { Engine } from '../lib/engine';
+import { removeStaleScratchSchemas, scratchSchemaName } from '../lib/restore';
+import type { TenantRestoreInput } from '../workflows/messages';
+import type { RestoreRequested, TenantsafeClient } from './client';
+import { defaultUser, globals, list, withClientOf, withEngine } from './commandHelpers';
+import { emit, table } from './output';
+import { WorkflowError } from './workflowError';
+
+function restoreText(r: RestoreRequested): string {
+  const rows = Object.entries(r.preview?.tables ?? {})
+    .filter(([, t]) => t.insert + t.update + t.delete > 0)
+    .map(([table, t]) => ({ table, ...t }));
+  return [
+    `Restore ${r.restoreId} of backup ${r.backupId ?? '?'}: ${r.state}`,
+    ...(r.preview ? ['', table(rows, ['table', 'insert', 'update', 'delete'])] : []),
+    ...(r.preview?.drift ?? []).map((d) => `drift: ${d}`),
+    ...(r.preview?.warnings ?? []).map((w) => `warning: ${w}`),
+    ...(r.preview?.blockers ?? []).map((b) => `BLOCKED: ${b}`),
+    ...(r.state === 'awaiting-approval' ? ['', `Approve (someone else): tenantsafe restore approve ${r.restoreId} --by <name> --digest ${r.previewDigest}`] : []),
+  ].join('\n');
+}
+
+/** A scratch schema belongs to a running restore when its workflow is still open. */
+async function restoreIsRunning(engine: Engine, client: TenantsafeClient, schema: string): Promise<boolean> {
+  const r = (await engine.catalog.listRestores()).find((x) => scratchSchemaName(x.restoreId) === schema);
+  if (!r) return false;
+  const d = await client.temporal.workflow.getHandle(r.workflowId, r.runId).describe().catch(() => undefined);
+  return d?.status.name === 'RUNNING';
+}
+
+export function registerRestoreCommands(program: Command): void {
+  const restore = program.command('restore').description('restore a tenant: preview, approval, safety backup, apply, verify');
+  const refOf = async (cmd: Command, restoreId: string) =>
+    withEngine(cmd, async (e) => {
+      const r = await e.catalog.getRestore(restoreId);
+      return { workflowId: r.workflowId, runId: r.runId };
+    });
+  restore
+    .command('tenant <tenantId>')
+    .description('stage a backup and preview what restoring it would change; waits for the preview')
+    .option('--backup <backupId>', 'the backup to restore')
+    .option('--at <time>', 'ISO-8601: the newest backup taken at or before this time')
+    .option('--mode <mode>', 'replace (the tenant becomes exactly the backup) or missing-only (re-insert missing rows)', 'replace')
+    .option('--tables <list>', 'only these tables, comma-separated (e.g. app.users,app.projects)', list)
+    .option('--changes <list>', 'only these kinds of change: insert,update,delete', list)
+    .option('--missing-refs <policy>', 'rows referencing global rows that are gone: refuse or skip', 'refuse')
+    .option('--by <who>', 'who asks (cannot approve it)', defaultUser())
+    .action(async (tenantId: string, opts: { backup?: string; at?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) =>
+        c.restores.request({
+          tenantId,
+          backupId: opts.backup,
+          at: opts.at,
+          mode: opts.mode as TenantRestoreInput['mode'],
+          tables: opts.tables,
+          changes: opts.changes as TenantRestoreInput['changes'],
+          missingRefs: opts.missingRefs as TenantRestoreInput['missingRefs'],
+          requestedBy: opts.by,
+        }),
+      );
+      emit(globals(cmd), out, () => restoreText(out));
+      if (out.error) throw new WorkflowError(out.error, out.errorType);
+    });
+  restore
+    .command('approve <restoreId>')
+    .description('approve the current preview (four-eyes: not the requester)')
+    .requiredOption('--by <who>', 'who approves')
+    .requiredOption('--digest <digest>', 'the digest of the preview you reviewed')
+    .option('--wait', 'wait until the restore is applied and verified')
+    .action(async (restoreId: string, opts: { by: string; digest: string; wait?: boolean }, cmd: Command) => {
+      const ref = await refOf(cmd, restoreId);
+      const out = await withClientOf(cmd, (c) => c.restores.approve(ref, { by: opts.by, digest: opts.digest }, { wait: opts.wait }));
+      emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}${'safetyBackupId' in out && out.safetyBackupId ? ` (safety backup ${out.safetyBackupId})` : ''}`);
+    });
+  restore
+    .command('reject <restoreId>')
+    .description('reject the restore: nothing is changed')
+    .requiredOption('--by <who>', 'who rejects')
+    .option('--reason <text>', 'why')
+    .action(async (restoreId: string, opts: { by: string; reason?: string }, cmd: Command) => {
+      const ref = await refOf(cmd, restoreId);
+      const out = await withClientOf(cmd, (c) => c.restores.reject(ref, { by: opts.by, reason: opts.reason }));
+      emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}`);
+    });
+  restore
+    .command('status <restoreId>')
+    .description('state, preview, approvals, outcome')
+    .action(async (restoreId: string, _opts: unknown, cmd: Command) => {
+      const ref = await refOf(cmd, restoreId);
+      const out = await withClientOf(cmd, (c) => c.restores.status(ref));
+      emit(globals(cmd), out, () =>
+        [
+          `Restore ${out.restoreId} of tenant ${out.tenantId}: ${out.state}${out.error ? ` (${out.error})` : ''}`,
+          `  requested by ${out.requestedBy}; approvals ${out.approvals.map((a) => a.by).join(', ') || 'none'} of ${out.approvalsRequired ?? '?'}`,
+          ...out.refused.map((r) => `  refused: ${r.by}: ${r.reason}`),
+          ...(out.safetyBackupId ? [`  safety backup ${out.safetyBackupId}`] : []),
+          ...(out.verification ? [`  verification: ${out.verification.ok ? 'ok' : 'FAILED'}`] : []),
+        ].join('\n'),
+      );
+    });
+  restore
+    .command('cleanup')
+    .description('drop scratch schemas left by restores that are no longer running')
+    .option('--dry-run', 'only list them')
+    .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
+      const removed = await withClientOf(cmd, (client) =>
+        withEngine(cmd, (e) => removeStaleScratchSchemas(e, (schema) => restoreIsRunning(e, client, schema), opts.dryRun)),
+      );
+      emit(globals(cmd), { removed, dryRun: !!opts.dryRun }, () => (removed.length ? removed.map((r) => `${opts.dryRun ? 'would drop' : 'dropped'} ${r}`).join('\n') : 'Nothing to clean up.'));
+    });
+}

@@ -1,0 +1,77 @@
+// CLI commands that run tenantsafe itself rather than ask it something: the dashboard, a worker,
+// the dev stack, and the demo on that stack. Each action requires what it runs (see cli.ts).
+import type { Command } from 'commander';
+import { defaultDevLayout } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { config, globals, positiveInt } from './commandHelpers';
+import { emit } from './output';
+
+type LayoutFlags = { home: string; pgPort: number; temporalPort: number; uiPort: number };
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+const untilInterrupted = () => new Promise<void>((resolve) => process.once('SIGINT', () => resolve()).once('SIGTERM', () => resolve()));
+
+export function registerDashboardCommand(program: Command): void {
+  program
+    .command('dashboard')
+    .description('serve the HTTP API (restore approval relay) until interrupted')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { TenantsafeClient } = require('./client') as typeof import('./client');
+      const { startDashboardServer } = require('./server') as typeof import('./server');
+      const cfg = config(cmd);
+      const engine = new Engine(cfg);
+      const client = await TenantsafeClient.connect(cfg.temporal);
+      const server = await startDashboardServer(cfg, engine, client);
+      process.stderr.write(`tenantsafe dashboard: ${server.url}\n`);
+      await untilInterrupted();
+      await server.close();
+      await client.close();
+      await engine.close();
+    });
+}
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description('run a worker on the configured task queue until interrupted')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { runWorkerUntilSignal } = require('../workers/main') as typeof import('../workers/main');
+      await runWorkerUntilSignal(config(cmd));
+    });
+}
+
+/** `dev` and `demo`, which share the options of the embedded stack's layout. */
+export function registerDevCommands(program: Command): void {
+  const layoutOptions = (cmd: Command) =>
+    cmd
+      .option('--home <dir>', 'where the embedded stack keeps its cluster, Temporal state and backups', defaultDevLayout.home)
+      .option('--pg-port <n>', 'port of the private Postgres', positiveInt('--pg-port'), defaultDevLayout.pgPort)
+      .option('--temporal-port <n>', 'port of the Temporal dev server', positiveInt('--temporal-port'), defaultDevLayout.temporalPort)
+      .option('--ui-port <n>', 'port of the Temporal Web UI', positiveInt('--ui-port'), defaultDevLayout.uiPort);
+
+  layoutOptions(program.command('dev'))
+    .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')
+    .action(async (opts: LayoutFlags, cmd: Command) => {
+      const { startDevStack } = require('./dev') as typeof import('./dev');
+      const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log });
+      log('tenantsafe dev: up; Ctrl-C stops it');
+      await untilInterrupted();
+      await stack.stop();
+    });
+
+  layoutOptions(program.command('demo'))
+    .description('the main job end to end on the embedded defaults: back up a tenant, damage it, preview, approve, restore, verify')
+    .option('--tenant <tenantId>', 'the tenant to work on', 'globex')
+    .option('--keep', 'leave the stack running afterwards')
+    .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
+      const { runDemo } = require('./demo') as typeof import('./demo');
+      const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep });
+      emit(globals(cmd), out, () =>
+        out.tenantMatchesBackup
+          ? `Demo done: tenant ${out.tenantId} restored from ${out.backup.backupId} and verified equal to it (restore ${out.restore.restoreId}).`
+          : `Demo FAILED: tenant ${out.tenantId} does not match its backup after restore ${out.restore.restoreId}.`,
+      );
+      if (!out.tenantMatchesBackup) process.exitCode = 1;
+    });
+}

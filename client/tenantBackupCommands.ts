@@ -1,0 +1,79 @@
+// CLI commands for tenant backups: backup tenant|all, backups list|cleanup, and catalog rebuild,
+// which re-indexes them (and full backups) from storage.
+import type { Command } from 'commander';
+import { removeIncompleteBackups } from '../lib/backup/tenantBackup';
+import { parseDuration } from '../lib/duration';
+import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { emit, table } from './output';
+
+/** `backup` and `backups`; returns `backups`, which the whole-database commands add to. */
+export function registerTenantBackupCommands(program: Command): { backups: Command } {
+  const backup = program.command('backup').description('take backups');
+  backup
+    .command('tenant <tenantId>')
+    .description('back up one tenant from one consistent snapshot')
+    .option('--wait', 'wait for the backup to finish')
+    .action(async (tenantId: string, opts: { wait?: boolean }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.backupTenant(tenantId, opts));
+      emit(globals(cmd), out, () =>
+        out.status === 'completed'
+          ? `Backup ${out.backupId} of tenant ${out.tenantId}: ${out.rows} rows, ${sizeText(out.bytes)}, snapshot at ${out.snapshotAt}`
+          : `Backup ${out.backupId} of tenant ${out.tenantId} is running (workflow ${out.workflowId}); list it with \`tenantsafe backups list --tenant ${out.tenantId}\``,
+      );
+    });
+  backup
+    .command('all')
+    .description('back up every tenant, a few at a time')
+    .option('--wait', 'wait for all of them')
+    .option('--concurrency <n>', 'tenant backups at once', positiveInt('--concurrency'))
+    .action(async (opts: { wait?: boolean; concurrency?: number }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency }, opts));
+      if ('failed' in out && out.failed.length > 0) process.exitCode = 1;
+      emit(globals(cmd), out, () =>
+        'succeeded' in out
+          ? `${out.succeeded} tenant backups succeeded, ${out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
+          : `Backing up all tenants (workflow ${out.workflowId})`,
+      );
+    });
+
+  const backups = program.command('backups').description('look at backups');
+  backups
+    .command('list')
+    .description('complete backups (those with a manifest), newest first')
+    .option('--tenant <tenantId>', 'only this tenant')
+    .action(async (opts: { tenant?: string }, cmd: Command) => {
+      const list = await withEngine(cmd, (e) => e.catalog.listBackups({ tenantId: opts.tenant }));
+      const out = list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt }));
+      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), ['backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
+    });
+  backups
+    .command('cleanup')
+    .description('delete what interrupted backups left behind (prefixes without a manifest)')
+    .option('--older-than <duration>', 'only backups started longer ago than this', '6h')
+    .option('--dry-run', 'only list them')
+    .action(async (opts: { olderThan: string; dryRun?: boolean }, cmd: Command) => {
+      const olderThanMs = parseDuration(opts.olderThan, '--older-than');
+      const removed = await withEngine(cmd, (e) => removeIncompleteBackups(e.store, { olderThanMs, dryRun: opts.dryRun }));
+      emit(globals(cmd), { removed, dryRun: !!opts.dryRun }, () =>
+        removed.length === 0 ? 'Nothing to clean up.' : removed.map((r) => `${opts.dryRun ? 'would remove' : 'removed'} ${r.prefix} (${r.objects} objects)`).join('\n'),
+      );
+    });
+  return { backups };
+}
+
+export function registerCatalogCommands(program: Command): void {
+  program
+    .command('catalog')
+    .description('the backup index in Postgres')
+    .command('rebuild')
+    .description('rebuild the backup catalog from the manifests in storage')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const out = await withEngine(cmd, async (e) => ({ ...(await e.catalog.rebuild(e.store)), full: await e.catalog.rebuildFullBackups(e.store) }));
+      emit(globals(cmd), out, () =>
+        [
+          `Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed), ${out.full.indexed} full backups (${out.full.added.length} added, ${out.full.removed.length} removed).`,
+          ...[...out.invalid, ...out.full.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
+        ].join('\n'),
+      );
+    });
+}
