@@ -50,7 +50,11 @@ describe('a database crash in the middle of a step', function () {
   });
   after(async () => {
     await releasePreparedLock().catch(() => undefined);
-    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).cancel().catch(() => undefined);
+    // stopped while its worker still runs: the archiver's id is the namespace's, and one left
+    // running would stand in for the next test's
+    const archiver = env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver());
+    await archiver?.cancel().catch(() => undefined);
+    await archiver?.result().catch(() => undefined);
     worker?.kill('SIGKILL');
     await env?.close();
     await source?.remove();

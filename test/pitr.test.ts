@@ -108,6 +108,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     await writer?.stop();
     await writerClient?.end();
     await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).cancel().catch(() => undefined);
+    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).result().catch(() => undefined);
     await env?.close();
     await source?.remove();
   });
