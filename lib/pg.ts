@@ -97,8 +97,9 @@ function survivesDrops<T extends Client | PoolClient>(client: T): T {
   return client;
 }
 
-export async function connect(url: string, applicationName?: string): Promise<Client> {
-  const client = survivesDrops(new Client(clientConfig(url, applicationName)));
+/** `replication: 'database'`: a walsender connection, for logical replication commands. */
+export async function connect(url: string, applicationName?: string, opts: { replication?: 'database' } = {}): Promise<Client> {
+  const client = survivesDrops(new Client({ ...clientConfig(url, applicationName), ...opts }));
   try {
     await client.connect();
   } catch (err) {
