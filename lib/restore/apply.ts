@@ -20,11 +20,12 @@ import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
-import { connect, qualified, quoteIdent, quoteLiteral } from '../pg';
+import { allNotNull, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { notTenantFilter } from '../tenancy';
-import { changedRows, currentPlan, isSelected, keySet, multisetMissing, multisetSurplus, snapshotXmin, storedPlan } from './diff';
-import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { currentPlan, isSelected, multisetMissing, multisetSurplus, snapshotXmin, storedPlan } from './diff';
+import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
 import { copyBackupObject } from './stage';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 import { rowsDigest } from './verify';
@@ -48,10 +49,6 @@ export interface ApplyOptions {
 }
 
 export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'plan-changed'; preview: RestorePreview };
-
-const markerTable = (ctx: RestoreContext) => qualified(ctx.schema, 'applied');
-
-const joinOn = (a: string, b: string, left: string[], right = left) => left.map((n, i) => `${a}.${quoteIdent(n)} = ${b}.${quoteIdent(right[i])}`).join(' AND ');
 
 export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
   const c = await connect(opts.url, 'tenantsafe-apply');
@@ -125,7 +122,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       if (!m.key || plan.tables[m.table].update === 0) continue;
       const set = m.columns.filter((col) => !m.key!.includes(col));
       const r = await c.query(
-        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${set.map((n) => `u.${quoteIdent(n)}`).join(', ')})
+        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${columnList('u', set)})
            FROM ${changedRows(ctx, m, 'update')} u WHERE ${joinOn('l', 'u', m.key)}`,
       );
       expect(m, 'update', r.rowCount ?? 0);
@@ -157,8 +154,8 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const vacuumed = await vacuums.finished();
     const delta = { xid, readAt, removed };
     const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
-    await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    await c.query(`INSERT INTO ${markerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
+    await c.query(`CREATE TABLE ${appliedMarkerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
     await c.query('COMMIT');
     return { kind: 'applied', result };
   } catch (err) {
@@ -287,7 +284,7 @@ async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMap
   const removed: ApplyDelta['removed'] = {};
   for (const m of tables.filter((x) => sameColumnsAsBackup(x))) {
     const { delete: deletes, update: updates } = plan.tables[m.table];
-    const columns = m.manifest.copyColumns.map((n) => `l.${quoteIdent(n)}`).join(', ');
+    const columns = columnList('l', m.manifest.copyColumns);
     const sets: string[] = [];
     if (!m.key && deletes > 0) sets.push(`SELECT ${columns} FROM ${liveTable(m)} l, ${multisetSurplus(ctx, m, tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`);
     for (const [kind, n] of [['delete', deletes], ['update', updates]] as const) {
@@ -309,9 +306,9 @@ async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMap
  * this digest, or without one, the last (a restore commits one apply).
  */
 export async function previouslyApplied(c: ClientBase, ctx: RestoreContext, digest?: string): Promise<ApplyResult | undefined> {
-  const exists = await c.query(`SELECT to_regclass($1) AS t`, [markerTable(ctx)]);
+  const exists = await c.query(`SELECT to_regclass($1) AS t`, [appliedMarkerTable(ctx)]);
   if (!exists.rows[0].t) return undefined;
-  const r = await c.query(`SELECT result FROM ${markerTable(ctx)} WHERE digest = $1 OR $1 IS NULL ORDER BY applied_at DESC LIMIT 1`, [digest ?? null]);
+  const r = await c.query(`SELECT result FROM ${appliedMarkerTable(ctx)} WHERE digest = $1 OR $1 IS NULL ORDER BY applied_at DESC LIMIT 1`, [digest ?? null]);
   return r.rows[0]?.result;
 }
 
@@ -396,7 +393,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
         const query = () => c.query(sql);
         return loadedWhole.has(childKey) || loadedWhole.has(fk.refTable) ? without(c, 'enable_nestloop', query) : query();
       };
-      const notNull = fk.columns.map((col) => `x.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
+      const notNull = allNotNull('x', fk.columns);
       const noParent = (also = '') => `NOT EXISTS (SELECT 1 FROM ${parentTable} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)}${also})`;
       const oursXid = `'${BigInt(ours)}'::xid`;
       const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
@@ -424,9 +421,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
         // often every parent is one this apply wrote (a parent restored whole): one anti-join tells
         if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent(` AND p.xmin = ${oursXid}`)} LIMIT 1`)).rowCount ?? 0) === 0) continue;
         if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent()} LIMIT 1`)).rowCount ?? 0) > 0) throw blocked();
-        const refs = fk.refColumns.map((col) => `p.${quoteIdent(col)}`).join(', ');
-        const values = fk.columns.map((col) => `x.${quoteIdent(col)}`).join(', ');
-        await run(`SELECT 1 FROM ${parentTable} p WHERE (${refs}) IN (SELECT ${values} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`);
+        await run(`SELECT 1 FROM ${parentTable} p WHERE (${columnList('p', fk.refColumns)}) IN (SELECT ${columnList('x', fk.columns)} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`);
       }
 
       if (parentMapping?.key && plan.tables[fk.refTable].delete > 0) {

@@ -5,32 +5,14 @@
 // The preview counts them; the apply recomputes them with the very same SQL if anything changed.
 import type { ClientBase } from 'pg';
 import { canonicalJson, sha256Hex } from '../checksum';
-import { qualified, quoteIdent } from '../pg';
+import { allNotNull, columnList, joinOn, qualified, quoteIdent } from '../pg';
 import { snapshotOrigin } from '../backup/export';
 import type { TenantManifest } from '../manifest';
 import { notTenantFilter, ownedTable, tenantChain, tenantFilter, type ForeignKeyInfo, type UniqueKeyInfo } from '../tenancy';
 import { stageInFull, type BackupSource } from './stage';
-import { blockingDrift, comparedAsText, liveTable, sameColumnsAsBackup, stagedValue, type RestoreContext, type TableMapping } from './mapping';
+import { blockingDrift, comparedAsText, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { backedUpValue, changedRows, keySet, liveTable, liveTenantRows, one, planStateTable, scratchTable, scratchTableName, writtenSince, type DiffKind } from './sql';
 import { changeKinds, type Blocker, type ChangeKind, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
-
-export type DiffKind = 'insert' | 'update' | 'delete' | 'conflict';
-
-const bareName = (m: TableMapping, letter: string) => `${letter}${String(m.position + 1).padStart(4, '0')}`;
-const tableName = (ctx: RestoreContext, m: TableMapping, letter: string) => qualified(ctx.schema, bareName(m, letter));
-
-/** Keys of one kind of difference of a mapping, as a subquery (give it an alias). */
-export function keySet(ctx: RestoreContext, m: TableMapping, kind: DiffKind): string {
-  return `(SELECT ${cols('d', m.key!)} FROM ${tableName(ctx, m, 'd')} d WHERE d.kind = '${kind}')`;
-}
-
-/** Keys of staged rows left out under --missing-refs skip (they or their parents reference gone global rows). */
-function skipTable(ctx: RestoreContext, m: TableMapping): string {
-  return tableName(ctx, m, 'x');
-}
-
-const cols = (alias: string, names: string[]) => names.map((n) => `${alias}.${quoteIdent(n)}`).join(', ');
-const joinOn = (a: string, b: string, left: string[], right = left) => left.map((n, i) => `${a}.${quoteIdent(n)} = ${b}.${quoteIdent(right[i])}`).join(' AND ');
-const asText = (alias: string, names: string[]) => names.map((n) => `${alias}.${quoteIdent(n)}::text`).join(', ');
 
 export function isSelected(sel: RestoreSelection, table: string): boolean {
   return !sel.tables || sel.tables.includes(table);
@@ -45,11 +27,6 @@ export function isExactReplace(sel: RestoreSelection): boolean {
 export function appliedKinds(sel: RestoreSelection): Set<ChangeKind> {
   const allowed: ChangeKind[] = sel.mode === 'missing-only' ? ['insert'] : [...changeKinds];
   return new Set(allowed.filter((k) => !sel.changes || sel.changes.includes(k)));
-}
-
-/** The tenant's live rows of a mapping's table, for FROM clauses (alias l). */
-function liveTenantRows(ctx: RestoreContext, m: TableMapping, tenantId: string, alias = 'l'): string {
-  return `${liveTable(m)} ${alias} WHERE ${tenantFilter(ctx.plan, m.live!, alias, tenantId)}`;
 }
 
 function mappingOf(ctx: RestoreContext, table: string): TableMapping | undefined {
@@ -79,7 +56,7 @@ function skipPredicate(ctx: RestoreContext, m: TableMapping, alias: string, poli
   const parts: string[] = [];
   for (const fk of foreignKeysOf(ctx, m)) {
     if (!fk.columns.every((c) => m.stagedColumns.some((s) => s.name === c))) continue;
-    const notNull = fk.columns.map((c) => `${alias}.${quoteIdent(c)} IS NOT NULL`).join(' AND ');
+    const notNull = allNotNull(alias, fk.columns);
     if (isGlobal(ctx, fk.refTable) && ctx.tables.has(fk.refTable)) {
       const g = ctx.tables.get(fk.refTable)!;
       parts.push(`(${notNull} AND NOT EXISTS (SELECT 1 FROM ${qualified(g.schema, g.name)} g WHERE ${joinOn('g', alias, fk.refColumns, fk.columns)}))`);
@@ -87,7 +64,7 @@ function skipPredicate(ctx: RestoreContext, m: TableMapping, alias: string, poli
       const parent = mappingOf(ctx, fk.refTable);
       if (!parent?.key || parent === m) continue;
       parts.push(
-        `(${notNull} AND EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${skipTable(ctx, parent)} px ON ${joinOn('px', 'ps', parent.key)} WHERE ${joinOn('ps', alias, fk.refColumns, fk.columns)}))`,
+        `(${notNull} AND EXISTS (SELECT 1 FROM ${parent.staged} ps JOIN ${scratchTable(ctx, parent, 'skipped')} px ON ${joinOn('px', 'ps', parent.key)} WHERE ${joinOn('ps', alias, fk.refColumns, fk.columns)}))`,
       );
     }
   }
@@ -108,38 +85,24 @@ function differs(m: TableMapping, columns: string[]): string {
 /** (Re)writes a mapping's diff table from staged vs live, in one pass. Runs in the preview and in the apply transaction. */
 async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<void> {
   const key = m.key!;
-  const diff = tableName(ctx, m, 'd');
+  const diff = scratchTable(ctx, m, 'diff');
   const nonKey = m.columns.filter((col) => !key.includes(col));
   const skipping = policy === 'skip';
-  await c.query(`DROP TABLE IF EXISTS ${diff}, ${skipTable(ctx, m)}`);
-  if (skipping) await c.query(`CREATE UNLOGGED TABLE ${skipTable(ctx, m)} AS SELECT ${cols('s', key)} FROM ${m.staged} s WHERE ${skipPredicate(ctx, m, 's', policy)}`);
-  const notSkipped = (alias: string) => (skipping ? `AND NOT EXISTS (SELECT 1 FROM ${skipTable(ctx, m)} x WHERE ${joinOn('x', alias, key)})` : '');
+  await c.query(`DROP TABLE IF EXISTS ${diff}, ${scratchTable(ctx, m, 'skipped')}`);
+  if (skipping) await c.query(`CREATE UNLOGGED TABLE ${scratchTable(ctx, m, 'skipped')} AS SELECT ${columnList('s', key)} FROM ${m.staged} s WHERE ${skipPredicate(ctx, m, 's', policy)}`);
+  const notSkipped = (alias: string) => (skipping ? `AND NOT EXISTS (SELECT 1 FROM ${scratchTable(ctx, m, 'skipped')} x WHERE ${joinOn('x', alias, key)})` : '');
   const liveCols = [...key, ...nonKey];
   await c.query(
     `CREATE UNLOGGED TABLE ${diff} AS
      SELECT ${key.map((k) => `coalesce(s.${quoteIdent(k)}, l.${quoteIdent(k)}) AS ${quoteIdent(k)}`).join(', ')},
             CASE WHEN l."_live" IS NULL THEN 'insert' WHEN s."_staged" IS NULL THEN 'delete' ELSE 'update' END AS kind
             ${nonKey.map((n) => `, s.${quoteIdent(n)} AS ${quoteIdent(backedUpValue(n))}`).join('')}
-       FROM (SELECT ${cols('s', liveCols)}, true AS "_staged" FROM ${m.staged} s WHERE true ${notSkipped('s')}) s
-       FULL JOIN (SELECT ${cols('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
+       FROM (SELECT ${columnList('s', liveCols)}, true AS "_staged" FROM ${m.staged} s WHERE true ${notSkipped('s')}) s
+       FULL JOIN (SELECT ${columnList('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
       WHERE s."_staged" IS NULL OR l."_live" IS NULL OR ${differs(m, nonKey)}`,
   );
   await c.query(`ANALYZE ${diff}`);
   await markConflicts(c, ctx, m);
-}
-
-/** Where the diff table keeps a non-key column's backed-up value (beside `kind`, which a column may be called too). */
-const backedUpValue = (column: string) => `+${column}`;
-
-/**
- * The rows to insert or update (of some kinds), with their backed-up values in the live columns'
- * types, from the diff table (alias it): all columns, or some (a table diffed from its keys alone
- * holds its key and join columns only).
- */
-export function changedRows(ctx: RestoreContext, m: TableMapping, kinds: 'insert' | 'update' | readonly ('insert' | 'update')[], columns = m.columns): string {
-  const value = (n: string) => (m.key!.includes(n) ? `d.${quoteIdent(n)}` : `${stagedValue(m, 'd', n, backedUpValue(n))} AS ${quoteIdent(n)}`);
-  const wanted = (typeof kinds === 'string' ? [kinds] : kinds).map((k) => `'${k}'`).join(', ');
-  return `(SELECT ${columns.map(value).join(', ')} FROM ${tableName(ctx, m, 'd')} d WHERE d.kind IN (${wanted}))`;
 }
 
 /**
@@ -148,11 +111,11 @@ export function changedRows(ctx: RestoreContext, m: TableMapping, kinds: 'insert
  * columns named as materialize names them: renamed, not copied.
  */
 async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<number> {
-  await c.query(`DROP TABLE IF EXISTS ${tableName(ctx, m, 'd')}`);
+  await c.query(`DROP TABLE IF EXISTS ${scratchTable(ctx, m, 'diff')}`);
   for (const n of m.joinColumns.filter((x) => !m.key!.includes(x))) await c.query(`ALTER TABLE ${m.staged} RENAME COLUMN ${quoteIdent(n)} TO ${quoteIdent(backedUpValue(n))}`);
   await c.query(`ALTER TABLE ${m.staged} ADD COLUMN kind text NOT NULL DEFAULT 'insert'`);
   // its statistics are the staged table's, analyzed after staging
-  await c.query(`ALTER TABLE ${m.staged} RENAME TO ${quoteIdent(bareName(m, 'd'))}`);
+  await c.query(`ALTER TABLE ${m.staged} RENAME TO ${quoteIdent(scratchTableName(m.position, 'diff'))}`);
   return markConflicts(c, ctx, m);
 }
 
@@ -163,7 +126,7 @@ async function materializeInserts(c: ClientBase, ctx: RestoreContext, m: TableMa
 async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping): Promise<number> {
   const ownership = m.live!.ownership;
   if (ownership.kind !== 'parent' && m.key!.includes(ownership.column)) return 0;
-  const diff = tableName(ctx, m, 'd');
+  const diff = scratchTable(ctx, m, 'diff');
   const r = await c.query(`UPDATE ${diff} d SET kind = 'conflict' WHERE d.kind = 'insert' AND EXISTS (SELECT 1 FROM ${liveTable(m)} l WHERE ${joinOn('l', 'd', m.key!)})`);
   return r.rowCount ?? 0;
 }
@@ -171,11 +134,6 @@ async function markConflicts(c: ClientBase, ctx: RestoreContext, m: TableMapping
 /** An exact replace of a table whose schema is the backup's: the tenant's rows are to become the backed-up ones, as they are. */
 function replacesAsBackedUp(ctx: RestoreContext, m: TableMapping, selection: RestoreSelection): boolean {
   return isExactReplace(selection) && !!m.live && !blockingDrift(m) && !ctx.drift.some((d) => d.table === m.table) && sameColumnsAsBackup(m);
-}
-
-/** True for a row version written by a transaction that a snapshot of this xmin (an xid8 SQL expression) could not see. */
-export function writtenSince(alias: string, xmin: string): string {
-  return `age(${alias}.xmin) <= age(xid(${xmin}))`;
 }
 
 /**
@@ -264,10 +222,6 @@ export function unchangedTableDiff(m: TableMapping, args: PlanArgs): TableDiff {
   return { preview, blockers: [], warnings: [], liveRows: m.manifest.rows };
 }
 
-async function one<T = Record<string, any>>(c: ClientBase, sql: string, params?: unknown[]): Promise<T> {
-  return (await c.query(sql, params)).rows[0] as T;
-}
-
 interface SetSummary {
   count: number;
   samples: string[];
@@ -281,8 +235,8 @@ interface SetSummary {
  * names the insert set, no hash needed.
  */
 async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping, keysOnly?: { conflicts: number }): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
-  const diff = tableName(ctx, m, 'd');
-  const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${cols('d', m.key!)})::text`;
+  const diff = scratchTable(ctx, m, 'diff');
+  const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${columnList('d', m.key!)})::text`;
   const rows = keysOnly
     ? [
         { kind: 'insert', count: m.manifest.rows - keysOnly.conflicts, hash: `rows:${m.manifest.rowChecksum}` },
@@ -293,8 +247,8 @@ async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping,
   for (const kind of ['insert', 'update', 'delete', 'conflict'] as DiffKind[]) {
     const row = rows.find((x) => x.kind === kind);
     // the keys as text only for the five kept (the sort itself is on the typed keys)
-    const first = `SELECT ${cols('d', m.key!)} FROM ${diff} d WHERE kind = $1 ORDER BY ${cols('d', m.key!)} LIMIT ${sampleSize}`;
-    const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${cols('d', m.key!)}`, [kind])).rows.map((x) => x.k) : [];
+    const first = `SELECT ${columnList('d', m.key!)} FROM ${diff} d WHERE kind = $1 ORDER BY ${columnList('d', m.key!)} LIMIT ${sampleSize}`;
+    const samples = row ? (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${columnList('d', m.key!)}`, [kind])).rows.map((x) => x.k) : [];
     out[kind] = { count: row?.count ?? 0, hash: row?.hash ?? '0', samples };
   }
   return out;
@@ -302,7 +256,7 @@ async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping,
 
 /** A row of a table without a key, as one text value: how its identical copies are grouped. */
 export function rowText(alias: string, columns: string[]): string {
-  return `ROW(${asText(alias, columns)})::text`;
+  return `ROW(${columns.map((n) => `${alias}.${quoteIdent(n)}::text`).join(', ')})::text`;
 }
 
 /**
@@ -310,7 +264,7 @@ export function rowText(alias: string, columns: string[]): string {
  * differs, with net = copies in the backup - copies live (positive: insert, negative: delete).
  */
 async function materializeMultiset(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<void> {
-  const diff = tableName(ctx, m, 'd');
+  const diff = scratchTable(ctx, m, 'diff');
   await c.query(`DROP TABLE IF EXISTS ${diff}`);
   // grouped by the compared values (cheap to hash), each group then named by its row text
   const grouped = m.columns.map((_, i) => `c${i}`);
@@ -332,7 +286,7 @@ async function describeMultiset(c: ClientBase, ctx: RestoreContext, m: TableMapp
     c,
     `SELECT coalesce(sum(net) FILTER (WHERE net > 0), 0)::int AS insert, coalesce(-sum(net) FILTER (WHERE net < 0), 0)::int AS delete,
             coalesce(sum(hashtextextended(r, 0)::numeric * net), 0)::text AS hash
-       FROM ${tableName(ctx, m, 'd')}`,
+       FROM ${scratchTable(ctx, m, 'diff')}`,
   );
   return { insert: r.insert, delete: r.delete, hash: r.hash };
 }
@@ -341,7 +295,7 @@ async function describeMultiset(c: ClientBase, ctx: RestoreContext, m: TableMapp
 export function multisetSurplus(ctx: RestoreContext, m: TableMapping, tenantId: string): string {
   return `(SELECT x.tableoid, x.ctid FROM (
              SELECT l.tableoid, l.ctid, d.net, row_number() OVER (PARTITION BY d.r) AS n
-               FROM ${liveTable(m)} l JOIN ${tableName(ctx, m, 'd')} d ON d.r = ${rowText('l', m.columns)} AND d.net < 0
+               FROM ${liveTable(m)} l JOIN ${scratchTable(ctx, m, 'diff')} d ON d.r = ${rowText('l', m.columns)} AND d.net < 0
               WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}
            ) x WHERE x.n <= -x.net)`;
 }
@@ -355,7 +309,7 @@ export function multisetMissing(ctx: RestoreContext, m: TableMapping): string {
     const live = m.live!.columns.find((x) => x.name === n)!;
     return `d.c${i}${comparedAsText(live) ? `::${live.type}` : ''} AS ${quoteIdent(n)}`;
   };
-  return `(SELECT ${m.columns.map(value).join(', ')} FROM ${tableName(ctx, m, 'd')} d, generate_series(1, d.net) WHERE d.net > 0)`;
+  return `(SELECT ${m.columns.map(value).join(', ')} FROM ${scratchTable(ctx, m, 'diff')} d, generate_series(1, d.net) WHERE d.net > 0)`;
 }
 
 export interface PlanArgs {
@@ -397,7 +351,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     const keysOnlyDiff = keysOnly ? { conflicts: await materializeInserts(c, ctx, m) } : undefined;
     if (!keysOnly) await materialize(c, ctx, m, tenantId, selection.missingRefs);
     const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnlyDiff);
-    const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${skipTable(ctx, m)}`)).n : 0;
+    const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${scratchTable(ctx, m, 'skipped')}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
     // staged (every backed-up row) = unchanged + update + insert + conflict; live = unchanged + update + delete
     out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - ins.count - conflict.count + del.count;
@@ -531,8 +485,6 @@ export async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: Pla
   return result;
 }
 
-const planStateTable = (ctx: RestoreContext) => qualified(ctx.schema, 'plan_state');
-
 async function countLiveRows(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string): Promise<number> {
   return Number((await one(c, `SELECT count(*) AS n FROM ${liveTenantRows(ctx, m, tenantId)}`)).n);
 }
@@ -620,7 +572,7 @@ async function findReferenceBlockers(
       if (!isGlobal(ctx, fk.refTable) && fullyRestored(fk.refTable)) continue;
       const ref = ctx.tables.get(fk.refTable)!;
       const parent = mappingOf(ctx, fk.refTable);
-      const notNull = fk.columns.map((col) => `r.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
+      const notNull = allNotNull('r', fk.columns);
       const parentRow = (also = '') => `EXISTS (SELECT 1 FROM ${qualified(ref.schema, ref.name)} p WHERE ${joinOn('p', 'r', fk.refColumns, fk.columns)}${also})`;
       const existsLive = parentRow();
       const insertedByUs =
@@ -672,7 +624,7 @@ async function findReferenceBlockers(
     for (const [childKey, child] of ctx.tables) {
       for (const fk of child.foreignKeys.filter((f) => f.refTable === m.table)) {
         const childMapping = mappingOf(ctx, childKey);
-        const targets = `SELECT ${cols('p', fk.refColumns)} FROM ${liveTable(m)} p JOIN ${deleted} d ON ${joinOn('d', 'p', m.key)}`;
+        const targets = `SELECT ${columnList('p', fk.refColumns)} FROM ${liveTable(m)} p JOIN ${deleted} d ON ${joinOn('d', 'p', m.key)}`;
         // child rows this restore deletes, or rewrites to their backed-up values, do not count
         const rewritten = childMapping?.key
           ? (['delete', 'update'] as const)
@@ -683,7 +635,7 @@ async function findReferenceBlockers(
             ? `AND ${notTenantFilter(ctx.plan, childMapping.live!, 'x', args.tenantId)}`
             : '';
         const q = `SELECT count(*)::int AS n FROM ${childMapping ? liveTable(childMapping) : qualified(child.schema, child.name)} x
-                    WHERE (${cols('x', fk.columns)}) IN (${targets}) ${rewritten}`;
+                    WHERE (${columnList('x', fk.columns)}) IN (${targets}) ${rewritten}`;
         const n = (await one(c, q)).n as number;
         if (n === 0) continue;
         const sameTenant = childMapping ? (await one(c, `${q} AND ${tenantFilter(ctx.plan, childMapping.live!, 'x', args.tenantId)}`)).n : 0;

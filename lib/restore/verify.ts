@@ -12,10 +12,11 @@ import { to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum, RowDigestStream } from '../checksum';
 import type { TenantManifest } from '../manifest';
 import { discard } from '../streams';
-import { connect, inLanes, quoteIdent } from '../pg';
+import { columnList, connect, inLanes } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected, scratchSurvived, writtenSince } from './diff';
-import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected, scratchSurvived } from './diff';
+import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { liveTable, writtenSince } from './sql';
 import { stageInFull, type BackupSource } from './stage';
 import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, TableChanges } from './types';
 import type { ClientBase } from 'pg';
@@ -122,5 +123,5 @@ async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, te
 }
 
 function liveRowsSql(ctx: RestoreContext, m: TableMapping, tenantId: string): string {
-  return `SELECT ${m.manifest.copyColumns.map((n) => `l.${quoteIdent(n)}`).join(', ')} FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`;
+  return `SELECT ${columnList('l', m.manifest.copyColumns)} FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`;
 }
