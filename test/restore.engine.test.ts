@@ -24,7 +24,8 @@ import {
 import { backUpNow, liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 import { damageTenant } from '../lib/sample/damage';
-import { comparableBackupXmin, computePlan, stagingOf } from '../lib/restore/diff';
+import { computePlan } from '../lib/restore/plan';
+import { comparableBackupXmin, stagingOf } from '../lib/restore/stagingDecision';
 import { loadRestoreContext } from '../lib/restore/mapping';
 import { stageInFull } from '../lib/restore/stage';
 import { checksumsOf, expectedDifferences } from './support/restore';

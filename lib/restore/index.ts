@@ -6,12 +6,11 @@ import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
-import { connect, quoteIdent, withClient } from '../pg';
+import { quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
-import { assemblePlan, comparableBackupXmin, computePlan, diffTable, sampleSize, scratchSurvived, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
-import { stageBackup, type StageOptions } from './stage';
-import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
+import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
+import { changeKinds, type ChangeKind, type RestoreJob, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
 import { verifyRestore } from './verify';
 
 export * from './types';
@@ -81,16 +80,7 @@ async function contextFor(engine: Engine, backup: BackupRecord, restoreId: strin
   return withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
 }
 
-export interface RestoreJob {
-  restoreId: string;
-  tenantId: string;
-  backupId: string;
-  selection: RestoreSelection;
-}
-
 /** Stages the backup (checking every object) and computes the preview. */
-type StagingHooks = { onProgress?: (p: { tablesDone: number; tablesTotal: number; rows: number }) => void; signal?: AbortSignal };
-
 export async function previewRestore(engine: Engine, job: RestoreJob, hooks: StagingHooks = {}): Promise<RestorePreview> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
@@ -106,67 +96,6 @@ export async function previewRestore(engine: Engine, job: RestoreJob, hooks: Sta
   return preview;
 }
 
-/** Stages the backup into the scratch schema and computes (and stores) the plan. */
-function stageAndPlan(engine: Engine, ctx: RestoreContext, backup: BackupRecord, job: RestoreJob, hooks: StagingHooks): Promise<RestorePreview> {
-  const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
-  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks };
-  return job.selection.missingRefs === 'skip' ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
-}
-
-/** Stages everything, then diffs table by table in one transaction: with --missing-refs skip a child's diff needs its parents' skipped rows. */
-async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
-  await stageBackup(ctx, stageOptions);
-  return withClient(engine.db, engine.config.database.url, async (c) => {
-    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    try {
-      return await computePlan(c, ctx, args);
-    } finally {
-      await c.query('COMMIT');
-    }
-  });
-}
-
-/**
- * Each lane diffs a table as soon as it has staged it, all lanes reading the live tables as of
- * one exported snapshot; the checks across tables run after, on the diffs the lanes committed.
- */
-async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
-  const diffs = new Map<string, TableDiff>();
-  const staging = new Map<string, Staging>();
-  const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
-  let readAt: string;
-  try {
-    await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    const { snapshot } = (await exporter.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
-    readAt = await snapshotXmin(exporter);
-    const backupXmin = await comparableBackupXmin(exporter, ctx.manifest);
-    await stageBackup(ctx, stageOptions, {
-      snapshot,
-      // asked first: how much each table needs (nothing where the tenant's rows are the very
-      // ones backed up; keys where it has none, as after a wipe)
-      unchanged: async (c, m) => {
-        staging.set(m.table, await stagingOf(c, ctx, m, args, backupXmin));
-        return staging.get(m.table) === 'nothing';
-      },
-      // a table the tenant has no row in: its keys are all the diff needs (a table without one: none;
-      // where no check needs them either, the first few, the preview's sample)
-      toStage: async (_c, m) => {
-        const how = staging.get(m.table);
-        if (how === 'first-keys') return { columns: m.joinColumns, firstRows: sampleSize };
-        if (how !== 'keys') return undefined;
-        return { columns: m.key ? m.joinColumns : [] };
-      },
-      work: async (c, m) => {
-        const how = staging.get(m.table);
-        diffs.set(m.table, how === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, how === 'keys' || how === 'first-keys'));
-      },
-    });
-    await exporter.query('COMMIT');
-  } finally {
-    await exporter.end();
-  }
-  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs, readAt));
-}
 
 /** Applies the approved plan; with a safety backup id, the tenant as the apply found it is backed up under it first. */
 export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { digest: string; safetyBackupId?: string }, signal?: AbortSignal): Promise<ApplyOutcome> {

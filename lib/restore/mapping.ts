@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ManifestTable, TenantManifest } from '../manifest';
 import { qualified } from '../pg';
-import { planTenancy, readTables, type ColumnInfo, type OwnedTable, type TableInfo, type TenancyPlan } from '../tenancy';
+import { planTenancy, readTables, type ColumnInfo, type ForeignKeyInfo, type OwnedTable, type TableInfo, type TenancyPlan, type UniqueKeyInfo } from '../tenancy';
 import { scratchTableName } from './sql';
 import type { DriftItem } from './types';
 
@@ -148,4 +148,24 @@ export function blockingDrift(mapping: TableMapping): string | undefined {
 /** The table still has the backup's columns, in its order: its rows read back as the backup wrote them. */
 export function sameColumnsAsBackup(m: TableMapping): boolean {
   return m.columns.join('\0') === m.manifest.copyColumns.join('\0');
+}
+
+/** The mapping of a table that still exists live. */
+export function mappingOf(ctx: RestoreContext, table: string): TableMapping | undefined {
+  return ctx.mappings.find((m) => m.table === table && m.live);
+}
+
+/** Foreign keys of a live table (from the catalog, the current schema). */
+export function foreignKeysOf(ctx: RestoreContext, m: TableMapping): ForeignKeyInfo[] {
+  return ctx.tables.get(m.table)?.foreignKeys ?? [];
+}
+
+/** Unique keys of a live table other than its primary key (from the catalog, the current schema). */
+export function uniqueKeysOf(ctx: RestoreContext, m: TableMapping): UniqueKeyInfo[] {
+  return ctx.tables.get(m.table)?.uniqueKeys ?? [];
+}
+
+/** A table no tenant owns (not in the tenancy plan): a restore never writes it. */
+export function isGlobal(ctx: RestoreContext, table: string): boolean {
+  return !ctx.plan.tables.some((t) => t.key === table);
 }
