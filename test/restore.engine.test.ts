@@ -11,6 +11,7 @@ import { backupLabel, restoreLabel } from '../lib/labels';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/manifest';
 import {
   applyApprovedRestore,
+  checkRestoreRequest,
   dropRestoreScratch,
   parseSelection,
   previewRestore,
@@ -710,13 +711,14 @@ describe('tenant restore engine', function () {
   });
 
   it('rejects bad requests with a clear message: unknown backup, another tenant\'s backup, a bad time', async () => {
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: '20200101-000000T-000000' }), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
+    const checked = (req: Omit<RestoreRequest, 'tenantId' | 'requestedBy'>) => checkRestoreRequest({ tenantId, requestedBy: 'alice', ...req });
+    await assert.rejects(resolveRestoreSource(engine, checked({ backupId: '20200101-000000T-000000' })), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
     const other = await backUpNow(engine, 'acme');
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: other }), /Backup .* is of tenant "acme", not "globex"/);
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2020-01-01T00:00:00Z' }), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2999-01-01T00:00:00Z' }), /in the future/);
-    assert.equal((await resolveRestoreSource(engine, { tenantId, at: new Date().toISOString() })).tenantId, tenantId);
+    await assert.rejects(resolveRestoreSource(engine, checked({ backupId: other })), /Backup .* is of tenant "acme", not "globex"/);
+    assert.throws(() => checked({ at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
+    await assert.rejects(resolveRestoreSource(engine, checked({ at: '2020-01-01T00:00:00Z' })), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
+    assert.throws(() => checked({ at: '2999-01-01T00:00:00Z' }), /in the future/);
+    assert.equal((await resolveRestoreSource(engine, checked({ at: new Date().toISOString() }))).tenantId, tenantId);
     assert.throws(() => parseSelection({ tenantId, mode: 'merge' }), /Unknown mode "merge"/);
     assert.throws(() => parseSelection({ tenantId, changes: ['upsert'] }), /Unknown change kind\(s\) upsert/);
   });

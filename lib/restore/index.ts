@@ -10,57 +10,32 @@ import { quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
-import { changeKinds, type ChangeKind, type RestoreJob, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
+import type { CheckedRestoreRequest } from './rules';
+import type { RestoreJob, RestorePreview, RestoreVerification, SafetyBackupRef } from './types';
 import { verifyRestore } from './verify';
 
+export * from './rules';
 export * from './types';
 export { scratchSchemaName } from './mapping';
 
-export interface RestoreRequest {
-  tenantId: string;
-  backupId?: string;
-  /** ISO-8601: restore the newest backup taken at or before it */
-  at?: string;
-  mode?: string;
-  tables?: string[];
-  changes?: string[];
-  missingRefs?: string;
-}
-
-const bad = (problem: string, hint: string) => new TenantsafeError(ErrorType.BadInput, problem, hint);
-
-/** Checks the request's options (everything but the backup) and fills in defaults. */
-export function parseSelection(req: RestoreRequest): RestoreSelection {
-  const mode = req.mode ?? 'replace';
-  if (mode !== 'replace' && mode !== 'missing-only') throw bad(`Unknown mode "${mode}".`, 'Use --mode replace or --mode missing-only.');
-  const changes = req.changes?.map((c) => c.trim());
-  const unknown = changes?.filter((c) => !(changeKinds as readonly string[]).includes(c));
-  if (unknown?.length) throw bad(`Unknown change kind(s) ${unknown.join(', ')}.`, 'Use --changes with insert, update and/or delete.');
-  if (changes && changes.length === 0) throw bad('--changes is empty.', 'Name at least one of insert, update, delete.');
-  const missingRefs = req.missingRefs ?? 'refuse';
-  if (missingRefs !== 'refuse' && missingRefs !== 'skip') throw bad(`Unknown --missing-refs "${missingRefs}".`, 'Use refuse (default) or skip.');
-  if (req.tables && req.tables.length === 0) throw bad('--tables is empty.', 'Name at least one table, e.g. --tables app.users,app.projects.');
-  return { mode, ...(req.tables ? { tables: req.tables } : {}), ...(changes ? { changes: changes as ChangeKind[] } : {}), missingRefs };
-}
-
-/** The backup to restore: the one named, or the newest at or before `at`. Bad input fails here. */
-export async function resolveRestoreSource(engine: Engine, req: RestoreRequest): Promise<BackupRecord> {
-  if (!!req.backupId === !!req.at) throw bad('Give exactly one of a backup id or a point in time.', 'Use --backup <backupId> or --at <ISO-8601 time>.');
-  if (req.backupId) {
-    const backup = await engine.catalog.getBackup(req.backupId);
-    if (backup.tenantId !== req.tenantId) {
-      throw bad(`Backup ${req.backupId} is of tenant "${backup.tenantId}", not "${req.tenantId}".`, `List the tenant's backups with \`tenantsafe backups list --tenant ${req.tenantId}\`.`);
+/** The backup to restore, of a checked request: the one named, or the newest at or before its time. */
+export async function resolveRestoreSource(engine: Engine, { tenantId, source }: Pick<CheckedRestoreRequest, 'tenantId' | 'source'>): Promise<BackupRecord> {
+  if ('backupId' in source) {
+    const backup = await engine.catalog.getBackup(source.backupId);
+    if (backup.tenantId !== tenantId) {
+      throw new TenantsafeError(
+        ErrorType.BadInput,
+        `Backup ${source.backupId} is of tenant "${backup.tenantId}", not "${tenantId}".`,
+        `List the tenant's backups with \`tenantsafe backups list --tenant ${tenantId}\`.`,
+      );
     }
     return backup;
   }
-  const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/.test(req.at!) ? new Date(req.at!) : new Date(NaN);
-  if (Number.isNaN(at.getTime())) throw bad(`"${req.at}" is not an ISO-8601 time with a time zone.`, 'Write it like 2026-11-25T09:30:00Z.');
-  if (at.getTime() > Date.now()) throw bad(`${req.at} is in the future.`, 'Pick a time in the past.');
-  const backup = await engine.catalog.latestBackupAtOrBefore(req.tenantId, at);
+  const backup = await engine.catalog.latestBackupAtOrBefore(tenantId, source.time);
   if (!backup) {
-    const all = (await engine.catalog.listBackups({ tenantId: req.tenantId })).filter((b) => b.kind === 'tenant');
+    const all = (await engine.catalog.listBackups({ tenantId })).filter((b) => b.kind === 'tenant');
     const window = all.length ? `from ${all.at(-1)!.snapshotAt} to now` : 'empty: the tenant has no backup';
-    throw bad(`No backup of tenant "${req.tenantId}" was taken at or before ${req.at}; the restorable window is ${window}.`, 'Pick a time inside the window.');
+    throw new TenantsafeError(ErrorType.BadInput, `No backup of tenant "${tenantId}" was taken at or before ${source.at}; the restorable window is ${window}.`, 'Pick a time inside the window.');
   }
   return backup;
 }
@@ -86,7 +61,7 @@ export async function previewRestore(engine: Engine, job: RestoreJob, hooks: Sta
   const ctx = await contextFor(engine, backup, job.restoreId);
   const unknown = job.selection.tables?.filter((t) => !ctx.mappings.some((m) => m.table === t));
   if (unknown?.length) {
-    throw bad(`Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
+    throw new TenantsafeError(ErrorType.BadInput, `Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
   }
   const preview = await stageAndPlan(engine, ctx, backup, job, hooks);
   const drift = preview.blockers.find((b) => b.kind === 'drift');
