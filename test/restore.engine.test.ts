@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { connect } from '../lib/pg';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ErrorType, isTransient, TenantsafeError } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/manifest';
 import {
@@ -298,6 +298,31 @@ describe('tenant restore engine', function () {
     } finally {
       await dropRestoreScratch(engine, restoreId);
       await withDb(db.url, (c) => c.query(`DROP TRIGGER reroute ON app.tasks; DROP FUNCTION app.reroute()`));
+    }
+    await restore();
+  });
+
+  it('rolls the apply back for good when a statement changes another number of rows than the approved plan: a trigger that skips deletes', async () => {
+    await withDb(db.url, async (c) => {
+      await damageTenant(c, tenantId);
+      // fires even in replica mode, as the apply runs where it may
+      await c.query(`CREATE FUNCTION app.keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+      await c.query(`CREATE TRIGGER keep BEFORE DELETE ON app.projects FOR EACH ROW EXECUTE FUNCTION app.keep()`);
+      await c.query(`ALTER TABLE app.projects ENABLE ALWAYS TRIGGER keep`);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      assert.equal(preview.tables['app.projects'].delete, 1, 'the project made since the backup is to delete');
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && !isTransient(e.type) && /delete on app\.projects changed 0 rows where the approved plan said 1; rolled back/.test(e.message),
+      );
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+      await withDb(db.url, (c) => c.query(`DROP TRIGGER keep ON app.projects; DROP FUNCTION app.keep()`));
     }
     await restore();
   });

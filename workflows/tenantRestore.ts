@@ -112,7 +112,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
       const bad = status.verification.tables.filter((t) => !t.ok).map((t) => `${t.table} (expected ${t.expected}, got ${t.actual})`);
       throw ApplicationFailure.nonRetryable(
         `The restored tenant does not match the backup: ${bad.join('; ')}. HINT: restore safety backup ${status.safetyBackupId} to undo, and investigate concurrent writes to the tenant.`,
-        'RestoreVerificationFailed',
+        ErrorType.RestoreVerificationFailed,
       );
     }
     return await finish('done');

@@ -101,11 +101,19 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const othersBefore = opts.verifyOtherTenants && !replicaMode ? await otherTenantsRowCounts(c, ctx, changed, opts.tenantId) : undefined;
     const applied: Record<string, TableChanges> = {};
     for (const m of changed) applied[m.table] = { insert: 0, update: 0, delete: 0 };
+    // The plan was computed, or found to hold, in this transaction's snapshot; a write by another
+    // session since makes the statement that meets it fail (serialization failure, unique
+    // violation), which is retried, and the retry's plan sees the write. So a count that differs
+    // comes from something that acts the same on every attempt: not retried.
     const expect = (m: TableMapping, kind: keyof TableChanges, got: number) => {
       applied[m.table][kind] = got;
       const planned = plan.tables[m.table][kind];
       if (got !== planned) {
-        throw new Error(`${kind} on ${m.table} changed ${got} rows where the plan said ${planned}; rolled back`);
+        throw new TenantsafeError(
+          ErrorType.RestoreBlocked,
+          `The apply's ${kind} on ${m.table} changed ${got} rows where the approved plan said ${planned}; rolled back, nothing was changed.`,
+          `Look for triggers or rules on ${m.table} that skip or add rows (a trigger enabled ALWAYS or REPLICA fires during a restore), or a row-level security policy; then start the restore again.`,
+        );
       }
     };
 
@@ -361,7 +369,14 @@ async function assertOtherTenantsUntouched(
   if (countsBefore) {
     const after = await otherTenantsRowCounts(c, ctx, tables, tenantId);
     for (const [table, before] of countsBefore) {
-      if (after.get(table) !== before) throw new Error(`other tenants' rows of ${table} went from ${before} to ${after.get(table)} during the apply; rolled back`);
+      if (after.get(table) !== before) {
+        // as deterministic as the proof above: a cascade or trigger the plan did not foresee
+        throw new TenantsafeError(
+          ErrorType.RestoreBlocked,
+          `Other tenants' rows of ${table} went from ${before} to ${after.get(table)} during the apply; rolled back, nothing was changed.`,
+          'A delete reached rows outside the restore (a foreign key with ON DELETE CASCADE or SET NULL, or a trigger): start the restore again; its preview lists the rows that reference what it deletes.',
+        );
+      }
     }
   }
 }
