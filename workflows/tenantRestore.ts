@@ -1,4 +1,4 @@
-// Runbook: restore one tenant (DESIGN rule 5).
+// Runbook: restore one tenant (docs/architecture.md, core rule 5).
 //   1. check the request and pick the backup (bad input fails here, nothing staged)
 //   2. stage the backup in a scratch schema, checking every object; preview the changes
 //   3. wait for approval of exactly this preview, by someone other than the requester

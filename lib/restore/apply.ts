@@ -3,9 +3,9 @@
 //   digest is not the approved one;
 //   back up the tenant as this transaction sees it, before its changes, over other connections
 //   importing its snapshot, while it works: no write can fall between safety backup and apply;
-//   delete child → parent, update, insert parent → child, all set-based from the staged tables;
+//   delete child → parent, update, insert parent → child, all set-based from the diff tables;
 //   check foreign keys set-based (see below); move sequences past restored ids;
-//   prove no other tenant's row was touched (see otherTenantsTouched);
+//   prove no other tenant's row was touched (see assertOtherTenantsUntouched);
 //   wait for the safety backup; mark the restore applied inside the same transaction, so a
 //   retry after a crash knows.
 //
@@ -189,7 +189,7 @@ const loadsWhole = (m: TableMapping, inserts: number) => inserts === m.manifest.
  * Vacuums the tables the approved plan loads whole while they still hold the tenant's deleted
  * rows as dead tuples, as right after a wipe that autovacuum has not reached yet: COPY would
  * check every restored key against its dead predecessor in each unique index, a heap visit per
- * row (events, 300k rows: 1.2-1.5 s against 0.85 s vacuumed; the vacuum 0.08 s). Only where
+ * row, which costs more than the vacuum (bench/README.md). Only where
  * autovacuum would soon do the same (dead tuples at least a fifth of the table and half the rows
  * to load); SKIP_LOCKED: not while it does. VACUUM cannot run in a transaction: on a connection
  * of its own, table after table in the order the apply loads them, while the apply works (it
@@ -253,8 +253,8 @@ class DeadRowVacuums {
 
 /**
  * Inserts rows with COPY: another session reads them from the (committed) scratch tables as COPY
- * text, this transaction loads them with COPY FROM, Postgres' batched insert path, about twice
- * as fast as INSERT ... SELECT. COPY takes identity values as given, like OVERRIDING SYSTEM VALUE.
+ * text, this transaction loads them with COPY FROM, Postgres' batched insert path, faster than
+ * INSERT ... SELECT. COPY takes identity values as given, like OVERRIDING SYSTEM VALUE.
  */
 async function copyInto(url: string, into: ClientBase, rows: string, target: string): Promise<number> {
   const reader = await connect(url, 'tenantsafe-apply-read');
@@ -270,10 +270,9 @@ async function copyInto(url: string, into: ClientBase, rows: string, target: str
 /**
  * Runs a statement with one join method off. Merge joins, for a delete from a table without a
  * key: it matches the few row texts of the diff against every row of the table, and the planner
- * would rather sort the whole table by row text for that (0.2 s for 150k rows, against 0.1 s
- * hashing the few). Nested loops, for a check on a table just loaded whole: vacuumed before, it
- * keeps the statistics of the emptied table (a few rows), and the planner would probe it row by
- * row (the proof on 240k comments: 150 ms → 535 ms).
+ * would rather sort the whole table by row text for that than hash the few. Nested loops, for a
+ * check on a table just loaded whole: vacuumed before, it keeps the statistics of the emptied
+ * table (a few rows), and the planner would probe it row by row.
  */
 async function without<T>(c: ClientBase, join: 'enable_mergejoin' | 'enable_nestloop', statement: () => Promise<T>): Promise<T> {
   await c.query(`SET LOCAL ${join} = off`);

@@ -1,4 +1,4 @@
-// Tenant restore, step by step, without Temporal (DESIGN rule 5):
+// Tenant restore, step by step, without Temporal (docs/architecture.md, core rule 5):
 //   resolve the backup → stage + preview → (approval, outside) → apply → verify → drop scratch.
 import { takeTenantBackup } from '../backup/tenantBackup';
 import type { BackupRecord } from '../catalog';

@@ -76,7 +76,8 @@ export async function comparableBackupXmin(c: ClientBase, manifest: TenantManife
 async function movedInSince(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, xmin: string): Promise<boolean> {
   const chain = tenantChain(ctx.plan, m.live!, 'l', tenantId);
   if (chain.aliases.length === 1) return false;
-  // the chain's inner joins cost twice tenantRowVersions' semi-joins (comments: 240 ms vs 135 ms)
+  // a query of its own, only where the tenant's rows matched the backup: the chain's inner joins
+  // cost more than tenantRowVersions' semi-joins
   const parentWrittenSince = chain.aliases.slice(1).map((a) => writtenSince(a, '$1::xid8')).join(' OR ');
   return (await one<{ moved: boolean }>(c, `SELECT EXISTS (SELECT 1 FROM ${liveTable(m)} l ${chain.joins} WHERE ${chain.where} AND (${parentWrittenSince})) AS moved`, [xmin])).moved;
 }

@@ -5,8 +5,9 @@
 //     alone proves the tenant equals the backup. Where the apply left a delta and a safety
 //     backup, the checksum is had without reading every row (see fromDelta); else, or if that
 //     does not come out equal, from every row.
-// Other tenants were checked inside the apply transaction (their rows' checksums before and
-// after, in one snapshot), which a check out here could not do without racing live writes.
+// Other tenants were checked inside the apply transaction (no row it wrote is theirs, and without
+// replica mode their row counts are unchanged), which a check out here could not do without
+// racing live writes.
 import { pipeline } from 'node:stream/promises';
 import { to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum, RowDigestStream } from '../checksum';

@@ -25,8 +25,7 @@ export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string
 /**
  * The rows tenantFilter leaves out: other tenants' and no tenant's (a NULL tenant column). Through
  * a parent, NOT EXISTS, which Postgres plans as an anti-join; `(EXISTS ...) IS NOT TRUE` means the
- * same (EXISTS is never NULL) but is run as a subplan, per row or hashed as the estimates go
- * (tasks written by a restore: 15 ms against 70-190 ms).
+ * same (EXISTS is never NULL) but is run as a subplan, per row or hashed as the estimates go.
  */
 export function notTenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string): string {
   const filter = tenantFilter(plan, table, alias, tenantId);
