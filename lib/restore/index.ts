@@ -71,7 +71,6 @@ export async function previewRestore(engine: Engine, job: RestoreJob, hooks: Sta
   return preview;
 }
 
-
 /** Applies the approved plan; with a safety backup id, the tenant as the apply found it is backed up under it first. */
 export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { digest: string; safetyBackupId?: string }, signal?: AbortSignal): Promise<ApplyOutcome> {
   const backup = await engine.catalog.getBackup(job.backupId);
