@@ -1,9 +1,15 @@
 // Lint rules that catch what breaks durable code: floating promises anywhere, Node builtins or
-// I/O libraries inside workflow code (it must stay deterministic), and Postgres connections made
-// anywhere but lib/pg.ts (its factory keeps a dropped connection from crashing the process).
+// I/O libraries inside workflow code and the pure modules it runs (it must stay deterministic),
+// and Postgres connections made anywhere but lib/pg.ts (its factory keeps a dropped connection
+// from crashing the process).
 import tseslint from 'typescript-eslint';
 
 const nodeBuiltins = ['assert', 'buffer', 'child_process', 'cluster', 'crypto', 'dgram', 'dns', 'events', 'fs', 'http', 'http2', 'https', 'net', 'os', 'path', 'perf_hooks', 'process', 'readline', 'stream', 'timers', 'tls', 'url', 'util', 'v8', 'vm', 'worker_threads', 'zlib'];
+
+const ioModules = [...nodeBuiltins, ...nodeBuiltins.map((m) => `node:${m}`), 'pg', 'pg-copy-streams', '@google-cloud/storage'];
+
+// The engine modules workflows may run (besides importing types from any): pure, no I/O.
+const pureModules = ['lib/errors', 'lib/labels', 'lib/inputs', 'lib/restore/rules', 'lib/restore/types'];
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'var/**', '.venv/**', 'build/**', 'eslint.config.mjs'] },
@@ -29,8 +35,24 @@ export default tseslint.config(
     files: ['workflows/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', {
-        paths: [...nodeBuiltins, ...nodeBuiltins.map((m) => `node:${m}`), 'pg', 'pg-copy-streams', '@google-cloud/storage', '@temporalio/activity', '@temporalio/worker', '@temporalio/client'].map((name) => ({ name, message: 'Workflow code must be deterministic: no I/O, no Node builtins. Put it in an activity.' })),
-        patterns: [{ group: ['../activities/*', '../activities', '../lib/*', '!../lib/errors', '!../lib/labels'], allowTypeImports: true, message: 'Workflows import activity and engine *types* only (lib/errors and lib/labels are pure).' }],
+        paths: [...ioModules, '@temporalio/activity', '@temporalio/worker', '@temporalio/client'].map((name) => ({ name, message: 'Workflow code must be deterministic: no I/O, no Node builtins. Put it in an activity.' })),
+        patterns: [{
+          regex: `^\\.\\./(activities(/|$)|lib(/|$)(?!(${pureModules.map((m) => m.slice('lib/'.length)).join('|')})$))`,
+          allowTypeImports: true,
+          message: `Workflows import activity and engine *types* only; of lib/ they may run the pure modules: ${pureModules.join(', ')}.`,
+        }],
+      }],
+    },
+  },
+  {
+    files: pureModules.map((m) => `${m}.ts`),
+    rules: {
+      'no-restricted-imports': ['error', {
+        paths: ioModules.map((name) => ({ name, message: 'Workflows run this module: no I/O, no Node builtins.' })),
+        patterns: [
+          { group: ['@temporalio/*'], message: 'A pure module knows nothing of Temporal: the engine, the client and workflows all import it.' },
+          { regex: '^\\.\\.?/(?!(errors|labels|inputs|types)$)', allowTypeImports: true, message: `Workflows run this module: it imports (besides types) only the other pure modules, ${pureModules.join(', ')}.` },
+        ],
       }],
     },
   },

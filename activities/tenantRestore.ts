@@ -4,11 +4,10 @@ import { Context } from '@temporalio/activity';
 import type { RestoreRecord } from '../lib/catalog';
 import { databaseName } from '../lib/config';
 import type { Engine } from '../lib/engine';
-import { ErrorType, TenantsafeError } from '../lib/errors';
 import {
   applyApprovedRestore,
+  checkRestoreRequest,
   dropRestoreScratch,
-  parseSelection,
   previewRestore,
   resolveRestoreSource,
   verifyAppliedRestore,
@@ -53,17 +52,14 @@ export function createTenantRestoreActivities(engine: Engine) {
   return withFailures({
     /** Validates the request and picks the backup. Bad input fails here, before anything is staged. */
     async prepareTenantRestore(input: TenantRestoreInput & { restoreId: string }): Promise<PreparedRestore> {
-      if (typeof input.requestedBy !== 'string' || input.requestedBy.trim() === '') {
-        throw new TenantsafeError(ErrorType.BadInput, 'requestedBy is required: who asks for this restore.', 'Pass --by <name> (CLI) or "requestedBy" in the workflow input.');
-      }
-      const selection = parseSelection(input);
-      const backup = await resolveRestoreSource(engine, input);
-      await engine.catalog.recordRestore({ ...identity(), restoreId: input.restoreId, tenantId: input.tenantId, backupId: backup.backupId, state: 'previewing', requestedBy: input.requestedBy });
+      const request = checkRestoreRequest(input);
+      const backup = await resolveRestoreSource(engine, request);
+      await engine.catalog.recordRestore({ ...identity(), restoreId: input.restoreId, tenantId: request.tenantId, backupId: backup.backupId, state: 'previewing', requestedBy: request.requestedBy });
       const { restore, database } = engine.config;
       return {
         backupId: backup.backupId,
         snapshotAt: backup.snapshotAt,
-        selection,
+        selection: request.selection,
         approvalsRequired: restore.approvers,
         approvalTimeoutMs: restore.approvalTimeoutMs,
         database: databaseName(database.url),

@@ -5,6 +5,7 @@ import { ApplicationFailure, TemporalFailure, type QueryDefinition } from '@temp
 import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import { approvalInvalid, approvalRefusal } from '../lib/restore/rules';
 import {
   approveSignal,
   rejectSignal,
@@ -186,22 +187,19 @@ export class TenantsafeRestores {
   }
 
   /**
-   * Approves by signal, after checking what the workflow would refuse anyway (wrong digest,
-   * self-approval, not awaiting approval), so a person gets the reason at once.
+   * Approves by signal, after checking the rules the workflow applies to it (lib/restore/rules.ts),
+   * so a person gets the reason at once.
    */
   async approve(ref: RestoreRef, approval: ApproveSignal, opts: { wait?: boolean } = {}): Promise<TenantRestoreStatus | TenantRestoreResult> {
     const handle = this.handle(ref);
     const before = await handle.query(tenantRestoreStatusQuery);
-    const invalid = (problem: string, hint: string) => new TenantsafeError(ErrorType.ApprovalInvalid, problem, hint);
-    if (before.state !== 'awaiting-approval') throw invalid(`Restore ${before.restoreId} is ${before.state}, not awaiting approval.`, 'See `tenantsafe restore status`.');
-    if (approval.by === before.requestedBy) throw invalid(`${approval.by} requested restore ${before.restoreId} and cannot approve it (four-eyes).`, 'Ask someone else to approve it.');
-    if (approval.digest !== before.preview?.digest) {
-      throw invalid(`Digest ${approval.digest} is not the current preview's of restore ${before.restoreId}.`, `Review the current preview (\`tenantsafe restore status ${before.restoreId}\`) and approve its digest ${before.preview?.digest}.`);
-    }
+    const refusal = approvalRefusal(before, approval);
+    if (refusal) throw approvalInvalid(refusal);
     await handle.signal(approveSignal, approval);
     const after = await pollStatus(handle, tenantRestoreStatusQuery, (s) => s.approvals.some((a) => a.by === approval.by) || s.refused.length > before.refused.length || s.state !== 'awaiting-approval');
-    const refusal = after.refused.slice(before.refused.length).find((r) => r.by === approval.by);
-    if (refusal) throw invalid(`The approval was refused: ${refusal.reason}.`, 'Check the restore status and approve the current preview.');
+    // the restore moved on between the check and the signal (it expired, say)
+    const refused = after.refused.slice(before.refused.length).find((r) => r.by === approval.by);
+    if (refused) throw approvalInvalid({ reason: `The approval was refused: ${refused.reason}`, hint: 'Check the restore status and approve the current preview.' });
     return opts.wait ? resultOf(handle) : after;
   }
 

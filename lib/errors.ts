@@ -18,6 +18,11 @@ export const ErrorType = {
   NoWorker: 'NoWorker',
   SchemaDrift: 'SchemaDrift',
   RestoreBlocked: 'RestoreBlocked',
+  /**
+   * the restored tenant does not match its backup after the apply committed: not bad input (the
+   * request was sound), not transient (verifying again reads the same rows); the safety backup undoes it
+   */
+  RestoreVerificationFailed: 'RestoreVerificationFailed',
   ApprovalInvalid: 'ApprovalInvalid',
   RestoreNotFound: 'RestoreNotFound',
   /** a point-in-time target the backups and WAL archive cannot reach */

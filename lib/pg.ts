@@ -1,5 +1,5 @@
-// Small Postgres helpers shared by the engine: connections with clear errors, quoting,
-// and the session settings that make COPY text output byte-for-byte reproducible.
+// Small Postgres helpers shared by the engine: connections with clear errors, quoting and the
+// SQL text built from quoted names, and the session settings that make COPY text output byte-for-byte reproducible.
 import { Client, Pool, type ClientConfig, type PoolClient } from 'pg';
 import { redactUrl } from './config';
 import { ErrorType, TenantsafeError } from './errors';
@@ -12,6 +12,21 @@ export function quoteIdent(name: string): string {
 /** schema.table, both quoted. */
 export function qualified(schema: string, table: string): string {
   return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
+/** alias.a, alias.b, ...: a list of columns of one FROM item. */
+export function columnList(alias: string, names: readonly string[]): string {
+  return names.map((n) => `${alias}.${quoteIdent(n)}`).join(', ');
+}
+
+/** a.x = b.y AND ...: rows of two FROM items matched column by column, left[i] with right[i]. */
+export function joinOn(a: string, b: string, left: readonly string[], right: readonly string[] = left): string {
+  return left.map((n, i) => `${a}.${quoteIdent(n)} = ${b}.${quoteIdent(right[i])}`).join(' AND ');
+}
+
+/** alias.a IS NOT NULL AND ...: a foreign key checks a row's reference only then (MATCH SIMPLE). */
+export function allNotNull(alias: string, names: readonly string[]): string {
+  return names.map((n) => `${alias}.${quoteIdent(n)} IS NOT NULL`).join(' AND ');
 }
 
 /** A SQL string literal (standard_conforming_strings on, which is the default since 9.1). */

@@ -6,11 +6,12 @@ import * as path from 'node:path';
 import { connect } from '../lib/pg';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ErrorType, isTransient, TenantsafeError } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/manifest';
 import {
   applyApprovedRestore,
+  checkRestoreRequest,
   dropRestoreScratch,
   parseSelection,
   previewRestore,
@@ -24,7 +25,8 @@ import {
 import { backUpNow, liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 import { damageTenant } from '../lib/sample/damage';
-import { comparableBackupXmin, computePlan, stagingOf } from '../lib/restore/diff';
+import { computePlan } from '../lib/restore/plan';
+import { comparableBackupXmin, stagingOf } from '../lib/restore/stagingDecision';
 import { loadRestoreContext } from '../lib/restore/mapping';
 import { stageInFull } from '../lib/restore/stage';
 import { checksumsOf, expectedDifferences } from './support/restore';
@@ -296,6 +298,31 @@ describe('tenant restore engine', function () {
     } finally {
       await dropRestoreScratch(engine, restoreId);
       await withDb(db.url, (c) => c.query(`DROP TRIGGER reroute ON app.tasks; DROP FUNCTION app.reroute()`));
+    }
+    await restore();
+  });
+
+  it('rolls the apply back for good when a statement changes another number of rows than the approved plan: a trigger that skips deletes', async () => {
+    await withDb(db.url, async (c) => {
+      await damageTenant(c, tenantId);
+      // fires even in replica mode, as the apply runs where it may
+      await c.query(`CREATE FUNCTION app.keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+      await c.query(`CREATE TRIGGER keep BEFORE DELETE ON app.projects FOR EACH ROW EXECUTE FUNCTION app.keep()`);
+      await c.query(`ALTER TABLE app.projects ENABLE ALWAYS TRIGGER keep`);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      assert.equal(preview.tables['app.projects'].delete, 1, 'the project made since the backup is to delete');
+      const before = checksumsOf(await liveRows(engine.config, tenantId));
+      await assert.rejects(
+        applyApprovedRestore(engine, { ...job, digest: preview.digest }),
+        (e: Error) => e instanceof TenantsafeError && e.type === ErrorType.RestoreBlocked && !isTransient(e.type) && /delete on app\.projects changed 0 rows where the approved plan said 1; rolled back/.test(e.message),
+      );
+      assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), before, 'nothing changed');
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+      await withDb(db.url, (c) => c.query(`DROP TRIGGER keep ON app.projects; DROP FUNCTION app.keep()`));
     }
     await restore();
   });
@@ -709,13 +736,14 @@ describe('tenant restore engine', function () {
   });
 
   it('rejects bad requests with a clear message: unknown backup, another tenant\'s backup, a bad time', async () => {
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: '20200101-000000T-000000' }), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
+    const checked = (req: Omit<RestoreRequest, 'tenantId' | 'requestedBy'>) => checkRestoreRequest({ tenantId, requestedBy: 'alice', ...req });
+    await assert.rejects(resolveRestoreSource(engine, checked({ backupId: '20200101-000000T-000000' })), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
     const other = await backUpNow(engine, 'acme');
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, backupId: other }), /Backup .* is of tenant "acme", not "globex"/);
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2020-01-01T00:00:00Z' }), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
-    await assert.rejects(resolveRestoreSource(engine, { tenantId, at: '2999-01-01T00:00:00Z' }), /in the future/);
-    assert.equal((await resolveRestoreSource(engine, { tenantId, at: new Date().toISOString() })).tenantId, tenantId);
+    await assert.rejects(resolveRestoreSource(engine, checked({ backupId: other })), /Backup .* is of tenant "acme", not "globex"/);
+    assert.throws(() => checked({ at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
+    await assert.rejects(resolveRestoreSource(engine, checked({ at: '2020-01-01T00:00:00Z' })), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
+    assert.throws(() => checked({ at: '2999-01-01T00:00:00Z' }), /in the future/);
+    assert.equal((await resolveRestoreSource(engine, checked({ at: new Date().toISOString() }))).tenantId, tenantId);
     assert.throws(() => parseSelection({ tenantId, mode: 'merge' }), /Unknown mode "merge"/);
     assert.throws(() => parseSelection({ tenantId, changes: ['upsert'] }), /Unknown change kind\(s\) upsert/);
   });

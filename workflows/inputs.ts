@@ -1,32 +1,27 @@
-// Validation of workflow inputs typed by hand in the Temporal UI: fail fast, never retry.
+// Workflow inputs typed by hand in the Temporal UI: checked by the pure rules of lib/inputs.ts,
+// failing the run at once, never retried.
 import { ApplicationFailure } from '@temporalio/workflow';
-import { ErrorType } from '../lib/errors';
+import { TenantsafeError } from '../lib/errors';
+import * as check from '../lib/inputs';
+
+/** Runs a pure check from lib/: its TenantsafeError fails the workflow for good, keeping its type. */
+export function failFast<T>(run: () => T): T {
+  try {
+    return run();
+  } catch (err) {
+    if (err instanceof TenantsafeError) throw ApplicationFailure.nonRetryable(err.message, err.type);
+    throw err;
+  }
+}
 
 export function requireTenantId(input: unknown): string {
-  return requireId(input, 'tenantId', 'tenant');
+  return failFast(() => check.requiredId(input, 'tenantId', 'tenant'));
 }
 
 export function requireBackupId(input: unknown): string {
-  return requireId(input, 'backupId', 'backup');
-}
-
-function requireId(input: unknown, key: string, what: string): string {
-  const id = (input as Record<string, unknown> | null)?.[key];
-  if (typeof id !== 'string' || id.trim() === '') {
-    throw ApplicationFailure.nonRetryable(
-      `Input must be {"${key}": "<id>"} (got ${JSON.stringify(input)}). HINT: start the workflow with a JSON object holding the ${what} id.`,
-      ErrorType.BadInput,
-    );
-  }
-  return id;
+  return failFast(() => check.requiredId(input, 'backupId', 'backup'));
 }
 
 export function optionalInteger(input: unknown, key: string, min: number, max: number, fallback: number): number {
-  const v = (input as Record<string, unknown> | null)?.[key];
-  if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw ApplicationFailure.nonRetryable(`${key} must be an integer from ${min} to ${max} (got ${JSON.stringify(v)}). HINT: fix the workflow input.`, ErrorType.BadInput);
-  }
-  return v;
+  return failFast(() => check.optionalInteger(input, key, min, max, fallback));
 }
-

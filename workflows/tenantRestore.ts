@@ -1,4 +1,4 @@
-// Runbook: restore one tenant (DESIGN rule 5).
+// Runbook: restore one tenant (docs/architecture.md, core rule 5).
 //   1. check the request and pick the backup (bad input fails here, nothing staged)
 //   2. stage the backup in a scratch schema, checking every object; preview the changes
 //   3. wait for approval of exactly this preview, by someone other than the requester
@@ -21,6 +21,7 @@ import type { ApplyStepResult, TenantRestoreActivities } from '../activities/ten
 import { ErrorType } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import type { RestoreJob } from '../lib/restore/index';
+import { approvalRefusal } from '../lib/restore/rules';
 import { rootCause } from './failures';
 import { requireTenantId } from './inputs';
 import {
@@ -28,7 +29,6 @@ import {
   rejectSignal,
   searchAttributes,
   tenantRestoreStatusQuery,
-  type ApproveSignal,
   type TenantRestoreInput,
   type TenantRestoreResult,
   type TenantRestoreStatus,
@@ -44,7 +44,11 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   const restoreId = restoreLabel(startTime, runId);
   const status: TenantRestoreStatus = { state: 'previewing', restoreId, tenantId, requestedBy: input.requestedBy, approvals: [], refused: [] };
   setHandler(tenantRestoreStatusQuery, () => status);
-  setHandler(approveSignal, (a) => considerApproval(status, a));
+  setHandler(approveSignal, (a) => {
+    const refusal = approvalRefusal(status, a);
+    if (refusal) status.refused.push({ by: String(a?.by), reason: refusal.reason, at: new Date().toISOString() });
+    else status.approvals.push({ by: a.by, digest: a.digest, at: new Date().toISOString() });
+  });
   setHandler(rejectSignal, (r) => {
     if (status.state === 'previewing' || status.state === 'awaiting-approval') status.rejection = r;
     else status.refused.push({ by: r.by, reason: `rejection arrived while ${status.state}: too late`, at: new Date().toISOString() });
@@ -108,7 +112,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
       const bad = status.verification.tables.filter((t) => !t.ok).map((t) => `${t.table} (expected ${t.expected}, got ${t.actual})`);
       throw ApplicationFailure.nonRetryable(
         `The restored tenant does not match the backup: ${bad.join('; ')}. HINT: restore safety backup ${status.safetyBackupId} to undo, and investigate concurrent writes to the tenant.`,
-        'RestoreVerificationFailed',
+        ErrorType.RestoreVerificationFailed,
       );
     }
     return await finish('done');
@@ -120,22 +124,4 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   } finally {
     await CancellationScope.nonCancellable(() => step.dropRestoreScratch({ restoreId }));
   }
-}
-
-/** An approval counts only for the preview on screen, from someone other than the requester, once. */
-function considerApproval(status: TenantRestoreStatus, a: ApproveSignal): void {
-  const why =
-    typeof a?.by !== 'string' || a.by.trim() === ''
-      ? 'approval without a name (by)'
-      : a.by === status.requestedBy
-        ? 'self-approval: the requester cannot approve their own restore'
-        : status.state !== 'awaiting-approval' || !status.preview
-          ? `approval arrived while ${status.state}`
-          : a.digest !== status.preview.digest
-            ? `digest ${a.digest} is not the current preview's (${status.preview.digest})`
-            : status.approvals.some((x) => x.by === a.by)
-              ? 'already approved by them'
-              : undefined;
-  if (why) status.refused.push({ by: String(a?.by), reason: why, at: new Date().toISOString() });
-  else status.approvals.push({ by: a.by, digest: a.digest, at: new Date().toISOString() });
 }

@@ -6,6 +6,7 @@ import { gunzipSync } from 'node:zlib';
 import type { FullBackupRecord } from '../catalog';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
+import { timeWithZone } from '../inputs';
 import type { ObjectStore } from '../storage/types';
 import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, type WalArchiveListing } from '../wal/archive';
 import { formatLsn, parseLsn, positionKey, segmentStartLsn } from '../wal/names';
@@ -21,20 +22,13 @@ export interface PitrTargetFields {
   latest?: boolean;
 }
 
-const isoWithZone = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
-
 /** Exactly one of at | lsn | name | latest, each well-formed; BadInput otherwise. */
 export function pitrTargetOf(fields: PitrTargetFields): PitrTarget {
   const given = (['at', 'lsn', 'name', 'latest'] as const).filter((k) => fields[k] !== undefined && fields[k] !== false);
   if (given.length !== 1) {
     throw new TenantsafeError(ErrorType.BadInput, `Give exactly one target: at, lsn, name or latest (got ${given.join(', ') || 'none'}).`, 'Pass one of --at <ISO-8601>, --lsn <lsn>, --name <restore point>, --latest.');
   }
-  if (fields.at !== undefined) {
-    if (!isoWithZone.test(fields.at) || Number.isNaN(Date.parse(fields.at))) {
-      throw new TenantsafeError(ErrorType.BadInput, `"${fields.at}" is not an ISO-8601 time with a time zone.`, 'Write it like 2026-11-25T05:30:00Z.');
-    }
-    return { at: new Date(fields.at).toISOString() };
-  }
+  if (fields.at !== undefined) return { at: timeWithZone(fields.at).toISOString() };
   if (fields.lsn !== undefined) return { lsn: formatLsn(parseLsn(fields.lsn)) };
   if (fields.name !== undefined) {
     if (!fields.name.trim()) throw new TenantsafeError(ErrorType.BadInput, 'The restore point name is empty.', 'Pass --name <restore point>.');

@@ -3,9 +3,9 @@
 //   digest is not the approved one;
 //   back up the tenant as this transaction sees it, before its changes, over other connections
 //   importing its snapshot, while it works: no write can fall between safety backup and apply;
-//   delete child → parent, update, insert parent → child, all set-based from the staged tables;
+//   delete child → parent, update, insert parent → child, all set-based from the diff tables;
 //   check foreign keys set-based (see below); move sequences past restored ids;
-//   prove no other tenant's row was touched (see otherTenantsTouched);
+//   prove no other tenant's row was touched (see assertOtherTenantsUntouched);
 //   wait for the safety backup; mark the restore applied inside the same transaction, so a
 //   retry after a crash knows.
 //
@@ -20,11 +20,14 @@ import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
-import { connect, qualified, quoteIdent, quoteLiteral } from '../pg';
+import { allNotNull, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { notTenantFilter } from '../tenancy';
-import { changedRows, currentPlan, isSelected, keySet, multisetMissing, multisetSurplus, snapshotXmin, storedPlan } from './diff';
-import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { multisetMissing, multisetSurplus } from './diff';
+import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { currentPlan, snapshotXmin, storedPlan } from './plan';
+import { isSelected } from './rules';
+import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
 import { copyBackupObject } from './stage';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 import { rowsDigest } from './verify';
@@ -48,10 +51,6 @@ export interface ApplyOptions {
 }
 
 export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'plan-changed'; preview: RestorePreview };
-
-const markerTable = (ctx: RestoreContext) => qualified(ctx.schema, 'applied');
-
-const joinOn = (a: string, b: string, left: string[], right = left) => left.map((n, i) => `${a}.${quoteIdent(n)} = ${b}.${quoteIdent(right[i])}`).join(' AND ');
 
 export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
   const c = await connect(opts.url, 'tenantsafe-apply');
@@ -102,11 +101,19 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const othersBefore = opts.verifyOtherTenants && !replicaMode ? await otherTenantsRowCounts(c, ctx, changed, opts.tenantId) : undefined;
     const applied: Record<string, TableChanges> = {};
     for (const m of changed) applied[m.table] = { insert: 0, update: 0, delete: 0 };
+    // The plan was computed, or found to hold, in this transaction's snapshot; a write by another
+    // session since makes the statement that meets it fail (serialization failure, unique
+    // violation), which is retried, and the retry's plan sees the write. So a count that differs
+    // comes from something that acts the same on every attempt: not retried.
     const expect = (m: TableMapping, kind: keyof TableChanges, got: number) => {
       applied[m.table][kind] = got;
       const planned = plan.tables[m.table][kind];
       if (got !== planned) {
-        throw new Error(`${kind} on ${m.table} changed ${got} rows where the plan said ${planned}; rolled back`);
+        throw new TenantsafeError(
+          ErrorType.RestoreBlocked,
+          `The apply's ${kind} on ${m.table} changed ${got} rows where the approved plan said ${planned}; rolled back, nothing was changed.`,
+          `Look for triggers or rules on ${m.table} that skip or add rows (a trigger enabled ALWAYS or REPLICA fires during a restore), or a row-level security policy; then start the restore again.`,
+        );
       }
     };
 
@@ -125,7 +132,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       if (!m.key || plan.tables[m.table].update === 0) continue;
       const set = m.columns.filter((col) => !m.key!.includes(col));
       const r = await c.query(
-        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${set.map((n) => `u.${quoteIdent(n)}`).join(', ')})
+        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${columnList('u', set)})
            FROM ${changedRows(ctx, m, 'update')} u WHERE ${joinOn('l', 'u', m.key)}`,
       );
       expect(m, 'update', r.rowCount ?? 0);
@@ -157,8 +164,8 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const vacuumed = await vacuums.finished();
     const delta = { xid, readAt, removed };
     const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
-    await c.query(`CREATE TABLE ${markerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    await c.query(`INSERT INTO ${markerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
+    await c.query(`CREATE TABLE ${appliedMarkerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
     await c.query('COMMIT');
     return { kind: 'applied', result };
   } catch (err) {
@@ -182,7 +189,7 @@ const loadsWhole = (m: TableMapping, inserts: number) => inserts === m.manifest.
  * Vacuums the tables the approved plan loads whole while they still hold the tenant's deleted
  * rows as dead tuples, as right after a wipe that autovacuum has not reached yet: COPY would
  * check every restored key against its dead predecessor in each unique index, a heap visit per
- * row (events, 300k rows: 1.2-1.5 s against 0.85 s vacuumed; the vacuum 0.08 s). Only where
+ * row, which costs more than the vacuum (bench/README.md). Only where
  * autovacuum would soon do the same (dead tuples at least a fifth of the table and half the rows
  * to load); SKIP_LOCKED: not while it does. VACUUM cannot run in a transaction: on a connection
  * of its own, table after table in the order the apply loads them, while the apply works (it
@@ -246,8 +253,8 @@ class DeadRowVacuums {
 
 /**
  * Inserts rows with COPY: another session reads them from the (committed) scratch tables as COPY
- * text, this transaction loads them with COPY FROM, Postgres' batched insert path, about twice
- * as fast as INSERT ... SELECT. COPY takes identity values as given, like OVERRIDING SYSTEM VALUE.
+ * text, this transaction loads them with COPY FROM, Postgres' batched insert path, faster than
+ * INSERT ... SELECT. COPY takes identity values as given, like OVERRIDING SYSTEM VALUE.
  */
 async function copyInto(url: string, into: ClientBase, rows: string, target: string): Promise<number> {
   const reader = await connect(url, 'tenantsafe-apply-read');
@@ -263,10 +270,9 @@ async function copyInto(url: string, into: ClientBase, rows: string, target: str
 /**
  * Runs a statement with one join method off. Merge joins, for a delete from a table without a
  * key: it matches the few row texts of the diff against every row of the table, and the planner
- * would rather sort the whole table by row text for that (0.2 s for 150k rows, against 0.1 s
- * hashing the few). Nested loops, for a check on a table just loaded whole: vacuumed before, it
- * keeps the statistics of the emptied table (a few rows), and the planner would probe it row by
- * row (the proof on 240k comments: 150 ms → 535 ms).
+ * would rather sort the whole table by row text for that than hash the few. Nested loops, for a
+ * check on a table just loaded whole: vacuumed before, it keeps the statistics of the emptied
+ * table (a few rows), and the planner would probe it row by row.
  */
 async function without<T>(c: ClientBase, join: 'enable_mergejoin' | 'enable_nestloop', statement: () => Promise<T>): Promise<T> {
   await c.query(`SET LOCAL ${join} = off`);
@@ -287,7 +293,7 @@ async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMap
   const removed: ApplyDelta['removed'] = {};
   for (const m of tables.filter((x) => sameColumnsAsBackup(x))) {
     const { delete: deletes, update: updates } = plan.tables[m.table];
-    const columns = m.manifest.copyColumns.map((n) => `l.${quoteIdent(n)}`).join(', ');
+    const columns = columnList('l', m.manifest.copyColumns);
     const sets: string[] = [];
     if (!m.key && deletes > 0) sets.push(`SELECT ${columns} FROM ${liveTable(m)} l, ${multisetSurplus(ctx, m, tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`);
     for (const [kind, n] of [['delete', deletes], ['update', updates]] as const) {
@@ -309,9 +315,9 @@ async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMap
  * this digest, or without one, the last (a restore commits one apply).
  */
 export async function previouslyApplied(c: ClientBase, ctx: RestoreContext, digest?: string): Promise<ApplyResult | undefined> {
-  const exists = await c.query(`SELECT to_regclass($1) AS t`, [markerTable(ctx)]);
+  const exists = await c.query(`SELECT to_regclass($1) AS t`, [appliedMarkerTable(ctx)]);
   if (!exists.rows[0].t) return undefined;
-  const r = await c.query(`SELECT result FROM ${markerTable(ctx)} WHERE digest = $1 OR $1 IS NULL ORDER BY applied_at DESC LIMIT 1`, [digest ?? null]);
+  const r = await c.query(`SELECT result FROM ${appliedMarkerTable(ctx)} WHERE digest = $1 OR $1 IS NULL ORDER BY applied_at DESC LIMIT 1`, [digest ?? null]);
   return r.rows[0]?.result;
 }
 
@@ -362,7 +368,14 @@ async function assertOtherTenantsUntouched(
   if (countsBefore) {
     const after = await otherTenantsRowCounts(c, ctx, tables, tenantId);
     for (const [table, before] of countsBefore) {
-      if (after.get(table) !== before) throw new Error(`other tenants' rows of ${table} went from ${before} to ${after.get(table)} during the apply; rolled back`);
+      if (after.get(table) !== before) {
+        // as deterministic as the proof above: a cascade or trigger the plan did not foresee
+        throw new TenantsafeError(
+          ErrorType.RestoreBlocked,
+          `Other tenants' rows of ${table} went from ${before} to ${after.get(table)} during the apply; rolled back, nothing was changed.`,
+          'A delete reached rows outside the restore (a foreign key with ON DELETE CASCADE or SET NULL, or a trigger): start the restore again; its preview lists the rows that reference what it deletes.',
+        );
+      }
     }
   }
 }
@@ -396,7 +409,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
         const query = () => c.query(sql);
         return loadedWhole.has(childKey) || loadedWhole.has(fk.refTable) ? without(c, 'enable_nestloop', query) : query();
       };
-      const notNull = fk.columns.map((col) => `x.${quoteIdent(col)} IS NOT NULL`).join(' AND ');
+      const notNull = allNotNull('x', fk.columns);
       const noParent = (also = '') => `NOT EXISTS (SELECT 1 FROM ${parentTable} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)}${also})`;
       const oursXid = `'${BigInt(ours)}'::xid`;
       const childFrom = `${childMapping ? liveTable(childMapping) : `ONLY ${qualified(child.schema, child.name)}`} x`;
@@ -424,9 +437,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
         // often every parent is one this apply wrote (a parent restored whole): one anti-join tells
         if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent(` AND p.xmin = ${oursXid}`)} LIMIT 1`)).rowCount ?? 0) === 0) continue;
         if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent()} LIMIT 1`)).rowCount ?? 0) > 0) throw blocked();
-        const refs = fk.refColumns.map((col) => `p.${quoteIdent(col)}`).join(', ');
-        const values = fk.columns.map((col) => `x.${quoteIdent(col)}`).join(', ');
-        await run(`SELECT 1 FROM ${parentTable} p WHERE (${refs}) IN (SELECT ${values} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`);
+        await run(`SELECT 1 FROM ${parentTable} p WHERE (${columnList('p', fk.refColumns)}) IN (SELECT ${columnList('x', fk.columns)} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`);
       }
 
       if (parentMapping?.key && plan.tables[fk.refTable].delete > 0) {

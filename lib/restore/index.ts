@@ -1,4 +1,4 @@
-// Tenant restore, step by step, without Temporal (DESIGN rule 5):
+// Tenant restore, step by step, without Temporal (docs/architecture.md, core rule 5):
 //   resolve the backup → stage + preview → (approval, outside) → apply → verify → drop scratch.
 import { takeTenantBackup } from '../backup/tenantBackup';
 import type { BackupRecord } from '../catalog';
@@ -6,62 +6,36 @@ import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
-import { connect, quoteIdent, withClient } from '../pg';
+import { quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
-import { assemblePlan, comparableBackupXmin, computePlan, diffTable, sampleSize, scratchSurvived, snapshotXmin, stagingOf, unchangedTableDiff, type PlanArgs, type Staging, type TableDiff } from './diff';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
-import { stageBackup, type StageOptions } from './stage';
-import { changeKinds, type ChangeKind, type RestorePreview, type RestoreSelection, type RestoreVerification, type SafetyBackupRef } from './types';
+import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
+import type { CheckedRestoreRequest } from './rules';
+import type { RestoreJob, RestorePreview, RestoreVerification, SafetyBackupRef } from './types';
 import { verifyRestore } from './verify';
 
+export * from './rules';
 export * from './types';
 export { scratchSchemaName } from './mapping';
 
-export interface RestoreRequest {
-  tenantId: string;
-  backupId?: string;
-  /** ISO-8601: restore the newest backup taken at or before it */
-  at?: string;
-  mode?: string;
-  tables?: string[];
-  changes?: string[];
-  missingRefs?: string;
-}
-
-const bad = (problem: string, hint: string) => new TenantsafeError(ErrorType.BadInput, problem, hint);
-
-/** Checks the request's options (everything but the backup) and fills in defaults. */
-export function parseSelection(req: RestoreRequest): RestoreSelection {
-  const mode = req.mode ?? 'replace';
-  if (mode !== 'replace' && mode !== 'missing-only') throw bad(`Unknown mode "${mode}".`, 'Use --mode replace or --mode missing-only.');
-  const changes = req.changes?.map((c) => c.trim());
-  const unknown = changes?.filter((c) => !(changeKinds as readonly string[]).includes(c));
-  if (unknown?.length) throw bad(`Unknown change kind(s) ${unknown.join(', ')}.`, 'Use --changes with insert, update and/or delete.');
-  if (changes && changes.length === 0) throw bad('--changes is empty.', 'Name at least one of insert, update, delete.');
-  const missingRefs = req.missingRefs ?? 'refuse';
-  if (missingRefs !== 'refuse' && missingRefs !== 'skip') throw bad(`Unknown --missing-refs "${missingRefs}".`, 'Use refuse (default) or skip.');
-  if (req.tables && req.tables.length === 0) throw bad('--tables is empty.', 'Name at least one table, e.g. --tables app.users,app.projects.');
-  return { mode, ...(req.tables ? { tables: req.tables } : {}), ...(changes ? { changes: changes as ChangeKind[] } : {}), missingRefs };
-}
-
-/** The backup to restore: the one named, or the newest at or before `at`. Bad input fails here. */
-export async function resolveRestoreSource(engine: Engine, req: RestoreRequest): Promise<BackupRecord> {
-  if (!!req.backupId === !!req.at) throw bad('Give exactly one of a backup id or a point in time.', 'Use --backup <backupId> or --at <ISO-8601 time>.');
-  if (req.backupId) {
-    const backup = await engine.catalog.getBackup(req.backupId);
-    if (backup.tenantId !== req.tenantId) {
-      throw bad(`Backup ${req.backupId} is of tenant "${backup.tenantId}", not "${req.tenantId}".`, `List the tenant's backups with \`tenantsafe backups list --tenant ${req.tenantId}\`.`);
+/** The backup to restore, of a checked request: the one named, or the newest at or before its time. */
+export async function resolveRestoreSource(engine: Engine, { tenantId, source }: Pick<CheckedRestoreRequest, 'tenantId' | 'source'>): Promise<BackupRecord> {
+  if ('backupId' in source) {
+    const backup = await engine.catalog.getBackup(source.backupId);
+    if (backup.tenantId !== tenantId) {
+      throw new TenantsafeError(
+        ErrorType.BadInput,
+        `Backup ${source.backupId} is of tenant "${backup.tenantId}", not "${tenantId}".`,
+        `List the tenant's backups with \`tenantsafe backups list --tenant ${tenantId}\`.`,
+      );
     }
     return backup;
   }
-  const at = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/.test(req.at!) ? new Date(req.at!) : new Date(NaN);
-  if (Number.isNaN(at.getTime())) throw bad(`"${req.at}" is not an ISO-8601 time with a time zone.`, 'Write it like 2026-11-25T09:30:00Z.');
-  if (at.getTime() > Date.now()) throw bad(`${req.at} is in the future.`, 'Pick a time in the past.');
-  const backup = await engine.catalog.latestBackupAtOrBefore(req.tenantId, at);
+  const backup = await engine.catalog.latestBackupAtOrBefore(tenantId, source.time);
   if (!backup) {
-    const all = (await engine.catalog.listBackups({ tenantId: req.tenantId })).filter((b) => b.kind === 'tenant');
+    const all = (await engine.catalog.listBackups({ tenantId })).filter((b) => b.kind === 'tenant');
     const window = all.length ? `from ${all.at(-1)!.snapshotAt} to now` : 'empty: the tenant has no backup';
-    throw bad(`No backup of tenant "${req.tenantId}" was taken at or before ${req.at}; the restorable window is ${window}.`, 'Pick a time inside the window.');
+    throw new TenantsafeError(ErrorType.BadInput, `No backup of tenant "${tenantId}" was taken at or before ${source.at}; the restorable window is ${window}.`, 'Pick a time inside the window.');
   }
   return backup;
 }
@@ -81,22 +55,13 @@ async function contextFor(engine: Engine, backup: BackupRecord, restoreId: strin
   return withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
 }
 
-export interface RestoreJob {
-  restoreId: string;
-  tenantId: string;
-  backupId: string;
-  selection: RestoreSelection;
-}
-
 /** Stages the backup (checking every object) and computes the preview. */
-type StagingHooks = { onProgress?: (p: { tablesDone: number; tablesTotal: number; rows: number }) => void; signal?: AbortSignal };
-
 export async function previewRestore(engine: Engine, job: RestoreJob, hooks: StagingHooks = {}): Promise<RestorePreview> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
   const unknown = job.selection.tables?.filter((t) => !ctx.mappings.some((m) => m.table === t));
   if (unknown?.length) {
-    throw bad(`Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
+    throw new TenantsafeError(ErrorType.BadInput, `Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
   }
   const preview = await stageAndPlan(engine, ctx, backup, job, hooks);
   const drift = preview.blockers.find((b) => b.kind === 'drift');
@@ -104,68 +69,6 @@ export async function previewRestore(engine: Engine, job: RestoreJob, hooks: Sta
     throw new TenantsafeError(ErrorType.SchemaDrift, `Schema drift cannot be mapped: ${drift.message}.`, 'Restore the schema first, or leave the table out with --tables.');
   }
   return preview;
-}
-
-/** Stages the backup into the scratch schema and computes (and stores) the plan. */
-function stageAndPlan(engine: Engine, ctx: RestoreContext, backup: BackupRecord, job: RestoreJob, hooks: StagingHooks): Promise<RestorePreview> {
-  const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
-  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, parallelism: engine.config.backup.parallelism, ...hooks };
-  return job.selection.missingRefs === 'skip' ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
-}
-
-/** Stages everything, then diffs table by table in one transaction: with --missing-refs skip a child's diff needs its parents' skipped rows. */
-async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
-  await stageBackup(ctx, stageOptions);
-  return withClient(engine.db, engine.config.database.url, async (c) => {
-    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    try {
-      return await computePlan(c, ctx, args);
-    } finally {
-      await c.query('COMMIT');
-    }
-  });
-}
-
-/**
- * Each lane diffs a table as soon as it has staged it, all lanes reading the live tables as of
- * one exported snapshot; the checks across tables run after, on the diffs the lanes committed.
- */
-async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
-  const diffs = new Map<string, TableDiff>();
-  const staging = new Map<string, Staging>();
-  const exporter = await connect(engine.config.database.url, 'tenantsafe-preview');
-  let readAt: string;
-  try {
-    await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    const { snapshot } = (await exporter.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
-    readAt = await snapshotXmin(exporter);
-    const backupXmin = await comparableBackupXmin(exporter, ctx.manifest);
-    await stageBackup(ctx, stageOptions, {
-      snapshot,
-      // asked first: how much each table needs (nothing where the tenant's rows are the very
-      // ones backed up; keys where it has none, as after a wipe)
-      unchanged: async (c, m) => {
-        staging.set(m.table, await stagingOf(c, ctx, m, args, backupXmin));
-        return staging.get(m.table) === 'nothing';
-      },
-      // a table the tenant has no row in: its keys are all the diff needs (a table without one: none;
-      // where no check needs them either, the first few, the preview's sample)
-      toStage: async (_c, m) => {
-        const how = staging.get(m.table);
-        if (how === 'first-keys') return { columns: m.joinColumns, firstRows: sampleSize };
-        if (how !== 'keys') return undefined;
-        return { columns: m.key ? m.joinColumns : [] };
-      },
-      work: async (c, m) => {
-        const how = staging.get(m.table);
-        diffs.set(m.table, how === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, how === 'keys' || how === 'first-keys'));
-      },
-    });
-    await exporter.query('COMMIT');
-  } finally {
-    await exporter.end();
-  }
-  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs, readAt));
 }
 
 /** Applies the approved plan; with a safety backup id, the tenant as the apply found it is backed up under it first. */

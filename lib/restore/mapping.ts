@@ -4,8 +4,9 @@ import type { ClientBase } from 'pg';
 import type { Config } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ManifestTable, TenantManifest } from '../manifest';
-import { qualified, quoteIdent } from '../pg';
-import { planTenancy, readTables, type ColumnInfo, type OwnedTable, type TableInfo, type TenancyPlan } from '../tenancy';
+import { qualified } from '../pg';
+import { planTenancy, readTables, type ColumnInfo, type ForeignKeyInfo, type OwnedTable, type TableInfo, type TenancyPlan, type UniqueKeyInfo } from '../tenancy';
+import { scratchTableName } from './sql';
 import type { DriftItem } from './types';
 
 export interface TableMapping {
@@ -78,7 +79,7 @@ export async function loadRestoreContext(c: ClientBase, args: { tenancy: Config[
 
 function mapTable(m: ManifestTable, position: number, plan: TenancyPlan, schema: string, drift: DriftItem[], joined: (column: string) => boolean): TableMapping {
   const live = plan.tables.find((t) => t.key === m.table);
-  const staged = qualified(schema, `t${String(position + 1).padStart(4, '0')}`);
+  const staged = qualified(schema, scratchTableName(position, 'staged'));
   if (!live) {
     drift.push({ table: m.table, kind: 'table-dropped', policy: 'gone since the backup (or no longer tenant-owned): cannot be restored' });
     return { table: m.table, position, manifest: m, staged, stagedColumns: m.copyColumns.map((name) => ({ name, type: 'text' })), columns: [], key: null, requiredNewColumns: [], joinColumns: [] };
@@ -135,12 +136,6 @@ export function comparedAsText(c: ColumnInfo): boolean {
   return c.typeKind !== 'e' && !comparableAsValues.test(c.type);
 }
 
-/** A staged column's value as the live column takes it (text-staged columns cast back); `column`: where it is kept. */
-export function stagedValue(m: TableMapping, alias: string, name: string, column = name): string {
-  const castTo = m.stagedColumns.find((c) => c.name === name)?.castTo;
-  return `${alias}.${quoteIdent(column)}${castTo ? `::${castTo}` : ''}`;
-}
-
 /** Drift that makes a selected table impossible to restore. */
 export function blockingDrift(mapping: TableMapping): string | undefined {
   if (!mapping.live) return `${mapping.table} no longer exists (or is no longer tenant-owned)`;
@@ -155,7 +150,22 @@ export function sameColumnsAsBackup(m: TableMapping): boolean {
   return m.columns.join('\0') === m.manifest.copyColumns.join('\0');
 }
 
-/** Live FROM for a mapping's table (ONLY for plain tables, like the backup read it). */
-export function liveTable(m: TableMapping): string {
-  return `${m.live!.partitioned ? '' : 'ONLY '}${qualified(m.live!.schema, m.live!.name)}`;
+/** The mapping of a table that still exists live. */
+export function mappingOf(ctx: RestoreContext, table: string): TableMapping | undefined {
+  return ctx.mappings.find((m) => m.table === table && m.live);
+}
+
+/** Foreign keys of a live table (from the catalog, the current schema). */
+export function foreignKeysOf(ctx: RestoreContext, m: TableMapping): ForeignKeyInfo[] {
+  return ctx.tables.get(m.table)?.foreignKeys ?? [];
+}
+
+/** Unique keys of a live table other than its primary key (from the catalog, the current schema). */
+export function uniqueKeysOf(ctx: RestoreContext, m: TableMapping): UniqueKeyInfo[] {
+  return ctx.tables.get(m.table)?.uniqueKeys ?? [];
+}
+
+/** A table no tenant owns (not in the tenancy plan): a restore never writes it. */
+export function isGlobal(ctx: RestoreContext, table: string): boolean {
+  return !ctx.plan.tables.some((t) => t.key === table);
 }

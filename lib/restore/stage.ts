@@ -211,7 +211,7 @@ async function readBackupObject(store: ObjectStore, key: string, m: Pick<StagedT
   const sha = new Sha256Stream();
   try {
     // gunzip hands out chunkSize pieces, each a trip to the thread pool and through every stream
-    // after it: 256 KiB, not 16 KiB, halves the client's CPU per byte (events: 0.26 s → 0.15 s)
+    // after it: 256 KiB pieces, not the default 16 KiB, make far fewer trips
     await pipeline([await store.get(key), sha, createGunzip({ chunkSize: 256 * 1024 }), ...via, sink]);
   } catch (err) {
     const e = err as { code?: string; message: string };

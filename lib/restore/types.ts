@@ -17,6 +17,14 @@ export interface RestoreSelection {
   missingRefs: MissingRefsPolicy;
 }
 
+/** A restore as the engine runs it: the request checked and its backup picked. */
+export interface RestoreJob {
+  restoreId: string;
+  tenantId: string;
+  backupId: string;
+  selection: RestoreSelection;
+}
+
 export interface TableChanges {
   insert: number;
   update: number;

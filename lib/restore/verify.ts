@@ -5,17 +5,21 @@
 //     alone proves the tenant equals the backup. Where the apply left a delta and a safety
 //     backup, the checksum is had without reading every row (see fromDelta); else, or if that
 //     does not come out equal, from every row.
-// Other tenants were checked inside the apply transaction (their rows' checksums before and
-// after, in one snapshot), which a check out here could not do without racing live writes.
+// Other tenants were checked inside the apply transaction (no row it wrote is theirs, and without
+// replica mode their row counts are unchanged), which a check out here could not do without
+// racing live writes.
 import { pipeline } from 'node:stream/promises';
 import { to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum, RowDigestStream } from '../checksum';
 import type { TenantManifest } from '../manifest';
 import { discard } from '../streams';
-import { connect, inLanes, quoteIdent } from '../pg';
+import { columnList, connect, inLanes } from '../pg';
 import { tenantFilter } from '../tenancy';
-import { appliedKinds, computePlan, diffTable, isExactReplace, isSelected, scratchSurvived, writtenSince } from './diff';
-import { liveTable, sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { diffTable } from './diff';
+import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
+import { computePlan, scratchSurvived } from './plan';
+import { appliedKinds, isExactReplace, isSelected } from './rules';
+import { liveTable, writtenSince } from './sql';
 import { stageInFull, type BackupSource } from './stage';
 import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, TableChanges } from './types';
 import type { ClientBase } from 'pg';
@@ -122,5 +126,5 @@ async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, te
 }
 
 function liveRowsSql(ctx: RestoreContext, m: TableMapping, tenantId: string): string {
-  return `SELECT ${m.manifest.copyColumns.map((n) => `l.${quoteIdent(n)}`).join(', ')} FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`;
+  return `SELECT ${columnList('l', m.manifest.copyColumns)} FROM ${liveTable(m)} l WHERE ${tenantFilter(ctx.plan, m.live!, 'l', tenantId)}`;
 }

@@ -1,5 +1,5 @@
 // SQL that selects one tenant's rows of an owned table, derived from the tenancy plan.
-import { qualified, quoteIdent, quoteLiteral } from '../pg';
+import { columnList, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
 import type { OwnedTable, TenancyPlan } from './types';
 
 export function ownedTable(plan: TenancyPlan, key: string): OwnedTable {
@@ -19,15 +19,13 @@ export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string
   if (o.kind !== 'parent') return `${alias}.${quoteIdent(o.column)} = ${quoteLiteral(tenantId)}`;
   const parent = ownedTable(plan, o.parent);
   const p = `${alias}_p`;
-  const join = o.columns.map((c, i) => `${p}.${quoteIdent(o.parentColumns[i])} = ${alias}.${quoteIdent(c)}`).join(' AND ');
-  return `EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} ${p} WHERE ${join} AND ${tenantFilter(plan, parent, p, tenantId)})`;
+  return `EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} ${p} WHERE ${joinOn(p, alias, o.parentColumns, o.columns)} AND ${tenantFilter(plan, parent, p, tenantId)})`;
 }
 
 /**
  * The rows tenantFilter leaves out: other tenants' and no tenant's (a NULL tenant column). Through
  * a parent, NOT EXISTS, which Postgres plans as an anti-join; `(EXISTS ...) IS NOT TRUE` means the
- * same (EXISTS is never NULL) but is run as a subplan, per row or hashed as the estimates go
- * (tasks written by a restore: 15 ms against 70-190 ms).
+ * same (EXISTS is never NULL) but is run as a subplan, per row or hashed as the estimates go.
  */
 export function notTenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string): string {
   const filter = tenantFilter(plan, table, alias, tenantId);
@@ -48,22 +46,21 @@ export function tenantChain(plan: TenancyPlan, table: OwnedTable, alias: string,
     const child = aliases.at(-1)!;
     const p = `${child}_p`;
     t = ownedTable(plan, o.parent);
-    joins.push(`JOIN ${qualified(t.schema, t.name)} ${p} ON ${o.columns.map((c, i) => `${p}.${quoteIdent(o.parentColumns[i])} = ${child}.${quoteIdent(c)}`).join(' AND ')}`);
+    joins.push(`JOIN ${qualified(t.schema, t.name)} ${p} ON ${joinOn(p, child, o.parentColumns, o.columns)}`);
     aliases.push(p);
   }
   const root = t.ownership as Exclude<OwnedTable['ownership'], { kind: 'parent' }>;
   return { joins: joins.join(' '), where: `${aliases.at(-1)}.${quoteIdent(root.column)} = ${quoteLiteral(tenantId)}`, aliases };
 }
 
-/** FROM clause for a table: ONLY for plain tables (old-style inheritance children are tables of their own). */
-export function fromTable(table: OwnedTable, alias: string): string {
-  return `${table.partitioned ? '' : 'ONLY '}${qualified(table.schema, table.name)} ${alias}`;
+/** FROM item for a table: ONLY for plain tables (old-style inheritance children are tables of their own). */
+export function fromTable(table: OwnedTable, alias?: string): string {
+  return `${table.partitioned ? '' : 'ONLY '}${qualified(table.schema, table.name)}${alias ? ` ${alias}` : ''}`;
 }
 
 /** SELECT of the tenant's rows of one table, exported columns only (no generated ones). */
 export function tenantRowsQuery(plan: TenancyPlan, table: OwnedTable, tenantId: string): string {
-  const cols = table.copyColumns.map((c) => `t.${quoteIdent(c)}`).join(', ');
-  return `SELECT ${cols} FROM ${fromTable(table, 't')} WHERE ${tenantFilter(plan, table, 't', tenantId)}`;
+  return `SELECT ${columnList('t', table.copyColumns)} FROM ${fromTable(table, 't')} WHERE ${tenantFilter(plan, table, 't', tenantId)}`;
 }
 
 /** Human-readable: how a table's tenant filter is derived. */

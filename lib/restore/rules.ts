@@ -1,0 +1,123 @@
+// The rules of a tenant restore that need no database, each in one place: what a request may ask
+// (checked by the activity that starts a restore, before anything is staged), what a selection
+// means, and whose approval counts (checked by the workflow on every approve signal, and by the
+// client before it sends one). Pure: no I/O, no Node builtins, no pg, no Temporal; workflows
+// import it. What needs the database (the backup exists and is the tenant's, the tables asked
+// for are in it) the engine checks, in lib/restore/index.ts.
+import { ErrorType, TenantsafeError } from '../errors';
+import { requiredId, timeWithZone } from '../inputs';
+import { changeKinds, type ChangeKind, type RestoreSelection } from './types';
+
+/** A restore as asked for: the workflow input (perhaps typed in the Temporal UI) or the CLI's options. */
+export interface RestoreRequest {
+  tenantId: string;
+  /** who asks: they cannot approve it themselves */
+  requestedBy?: string;
+  backupId?: string;
+  /** ISO-8601: restore the newest backup taken at or before it */
+  at?: string;
+  mode?: string;
+  tables?: string[];
+  changes?: string[];
+  missingRefs?: string;
+}
+
+/** The backup to restore: the one named, or the newest at or before a time (as given, and read). */
+export type RestoreSource = { backupId: string } | { at: string; time: Date };
+
+/** A request that keeps every rule that needs no database. */
+export interface CheckedRestoreRequest {
+  tenantId: string;
+  requestedBy: string;
+  source: RestoreSource;
+  selection: RestoreSelection;
+}
+
+const bad = (problem: string, hint: string) => new TenantsafeError(ErrorType.BadInput, problem, hint);
+
+/** Checks a request, in the order a person fixes it: who, then what, then from which backup. */
+export function checkRestoreRequest(req: RestoreRequest, now = new Date()): CheckedRestoreRequest {
+  const tenantId = requiredId(req, 'tenantId', 'tenant');
+  if (typeof req.requestedBy !== 'string' || req.requestedBy.trim() === '') {
+    throw bad('requestedBy is required: who asks for this restore.', 'Pass --by <name> (CLI) or "requestedBy" in the workflow input.');
+  }
+  const selection = parseSelection(req);
+  return { tenantId, requestedBy: req.requestedBy, selection, source: restoreSource(req, now) };
+}
+
+/** Checks the request's options (everything but who asks and the backup) and fills in defaults. */
+export function parseSelection(req: RestoreRequest): RestoreSelection {
+  const mode = req.mode ?? 'replace';
+  if (mode !== 'replace' && mode !== 'missing-only') throw bad(`Unknown mode "${mode}".`, 'Use --mode replace or --mode missing-only.');
+  const changes = req.changes?.map((c) => c.trim());
+  const unknown = changes?.filter((c) => !(changeKinds as readonly string[]).includes(c));
+  if (unknown?.length) throw bad(`Unknown change kind(s) ${unknown.join(', ')}.`, 'Use --changes with insert, update and/or delete.');
+  if (changes && changes.length === 0) throw bad('--changes is empty.', 'Name at least one of insert, update, delete.');
+  const missingRefs = req.missingRefs ?? 'refuse';
+  if (missingRefs !== 'refuse' && missingRefs !== 'skip') throw bad(`Unknown --missing-refs "${missingRefs}".`, 'Use refuse (default) or skip.');
+  if (req.tables && req.tables.length === 0) throw bad('--tables is empty.', 'Name at least one table, e.g. --tables app.users,app.projects.');
+  return { mode, ...(req.tables ? { tables: req.tables } : {}), ...(changes ? { changes: changes as ChangeKind[] } : {}), missingRefs };
+}
+
+function restoreSource(req: RestoreRequest, now: Date): RestoreSource {
+  if (!!req.backupId === !!req.at) throw bad('Give exactly one of a backup id or a point in time.', 'Use --backup <backupId> or --at <ISO-8601 time>.');
+  if (req.backupId) return { backupId: req.backupId };
+  const time = timeWithZone(req.at!);
+  if (time.getTime() > now.getTime()) throw bad(`${req.at} is in the future.`, 'Pick a time in the past.');
+  return { at: req.at!, time };
+}
+
+/** The selection restores this table (without --tables, every one). */
+export function isSelected(sel: RestoreSelection, table: string): boolean {
+  return !sel.tables || sel.tables.includes(table);
+}
+
+/** The tenant is to become exactly the backup: replace, every kind of change, no row skipped. */
+export function isExactReplace(sel: RestoreSelection): boolean {
+  return sel.mode === 'replace' && appliedKinds(sel).size === 3 && sel.missingRefs === 'refuse';
+}
+
+/** The kinds of change the mode and selection allow. */
+export function appliedKinds(sel: RestoreSelection): Set<ChangeKind> {
+  const allowed: ChangeKind[] = sel.mode === 'missing-only' ? ['insert'] : [...changeKinds];
+  return new Set(allowed.filter((k) => !sel.changes || sel.changes.includes(k)));
+}
+
+/** What the approval rules look at in a restore (its workflow's status). */
+export interface ApprovalTarget {
+  restoreId: string;
+  state: string;
+  requestedBy: string;
+  preview?: { digest: string };
+  approvals: readonly { by: string }[];
+}
+
+/** Why an approval does not count (the workflow records it), and what to do instead. */
+export interface ApprovalRefusal {
+  reason: string;
+  hint: string;
+}
+
+/**
+ * Why an approval does not count, or undefined when it does: it must name who approves, come
+ * while the restore awaits approval, from someone other than the requester (four-eyes), for the
+ * digest of the preview on screen, and once per person. Any signal may arrive, so nothing is
+ * taken for granted about its shape.
+ */
+export function approvalRefusal(restore: ApprovalTarget, approval: { by?: unknown; digest?: unknown } | null | undefined): ApprovalRefusal | undefined {
+  const { by, digest } = approval ?? {};
+  const id = restore.restoreId;
+  if (typeof by !== 'string' || by.trim() === '') return { reason: 'The approval names no one (by)', hint: 'Say who approves: --by <name>, or "by" in the signal.' };
+  if (restore.state !== 'awaiting-approval' || !restore.preview) return { reason: `Restore ${id} is ${restore.state}, not awaiting approval`, hint: 'See `tenantsafe restore status`.' };
+  if (by === restore.requestedBy) return { reason: `${by} requested restore ${id} and cannot approve it (four-eyes)`, hint: 'Ask someone else to approve it.' };
+  if (digest !== restore.preview.digest) {
+    return { reason: `Digest ${String(digest)} is not the current preview's of restore ${id}`, hint: `Review the current preview (\`tenantsafe restore status ${id}\`) and approve its digest ${restore.preview.digest}.` };
+  }
+  if (restore.approvals.some((a) => a.by === by)) return { reason: `${by} already approved restore ${id}`, hint: 'Another person has to approve it too.' };
+  return undefined;
+}
+
+/** A refused approval as the error the client reports. */
+export function approvalInvalid(refusal: ApprovalRefusal): TenantsafeError {
+  return new TenantsafeError(ErrorType.ApprovalInvalid, `${refusal.reason}.`, refusal.hint);
+}
