@@ -1,11 +1,11 @@
 // Full-backup, WAL-archiving and point-in-time-restore activities: thin steps over
 // lib/fullBackup, lib/wal and lib/pitr. Long ones heartbeat and pass cancellation on.
 import { Context } from '@temporalio/activity';
-import { discardIncompleteBackup } from '../lib/backup/tenantBackup';
+import { discardIncompleteBackup } from '../lib/tenantBackup';
 import type { Engine } from '../lib/engine';
 import { sha256Hex } from '../lib/checksum';
-import { fullBackupPrefix, parseFullManifest } from '../lib/fullBackup/manifest';
-import { manifestFile } from '../lib/manifest';
+import { fullBackupPrefix, parseFullManifest } from '../lib/format/fullManifest';
+import { manifestFile } from '../lib/format/sealed';
 import { createFullBackupProvider, type FullBackupCheck } from '../lib/fullBackup/provider';
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import { pitrTargetOf, type PitrPlan, type PitrTargetFields } from '../lib/pitr/window';

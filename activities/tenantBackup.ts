@@ -1,6 +1,6 @@
 // Tenant backup activities: thin steps over lib/backup. Idempotent by backup id.
 import { Context } from '@temporalio/activity';
-import type { ExportProgress } from '../lib/backup/export';
+import type { ExportProgress } from '../lib/tenantBackup/export';
 import {
   checkTenantBackup,
   discardIncompleteBackup,
@@ -8,10 +8,10 @@ import {
   takeTenantBackup,
   type TenantBackupCheck,
   type TenantBackupSummary,
-} from '../lib/backup/tenantBackup';
+} from '../lib/tenantBackup';
 import type { RunRecord } from '../lib/catalog';
 import type { Engine } from '../lib/engine';
-import { tenantBackupPrefix } from '../lib/manifest';
+import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { withClient } from '../lib/pg';
 import { discoverTenancy, listTenants } from '../lib/tenancy';
 import { withFailures } from './failures';

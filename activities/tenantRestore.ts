@@ -19,7 +19,7 @@ import {
 } from '../lib/restore';
 import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
 import { withFailures } from './failures';
-import { recordTenantBackup } from '../lib/backup/tenantBackup';
+import { recordTenantBackup } from '../lib/tenantBackup';
 import { heartbeatEvery } from './tenantBackup';
 
 export interface PreparedRestore {

@@ -1,7 +1,7 @@
 // Verification and retention activities: thin steps over lib/verify and lib/retention.
 import type { Engine } from '../lib/engine';
-import type { FullManifest } from '../lib/fullBackup/manifest';
-import type { TenantManifest } from '../lib/manifest';
+import type { FullManifest } from '../lib/format/fullManifest';
+import type { TenantManifest } from '../lib/format/tenantManifest';
 import { runRetention, type RetentionOutcome } from '../lib/retention/run';
 import {
   checkLogicalDump,
@@ -16,7 +16,7 @@ import {
   writeReport,
   type VerificationCheck,
   type VerificationReport,
-} from '../lib/verify/verify';
+} from '../lib/verification/verifyBackup';
 import { withFailures } from './failures';
 import { heartbeatEvery } from './tenantBackup';
 import { Context } from '@temporalio/activity';

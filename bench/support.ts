@@ -6,9 +6,9 @@ import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig, type Config } from '../lib/config';
 import { withConnection } from '../lib/pg';
-import { loadTemporalDevConfig, startTemporalDevServer } from '../lib/devstack/temporal';
+import { loadTemporalDevConfig, startTemporalDevServer } from '../client/temporalDevServer';
 import { spawnWorkerProcess } from '../workers/process';
-import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
+import { ensureSampleDatabase, type SampleOptions } from '../sample/generate';
 
 const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 

@@ -11,7 +11,7 @@ import { createGunzip } from 'node:zlib';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TenantsafeClient } from '../client/client';
 import { Engine } from '../lib/engine';
-import { readManifest, tenantBackupPrefix } from '../lib/manifest';
+import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { Client } from 'pg';
 import { connect, qualified, quoteIdent } from '../lib/pg';
 import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';

@@ -1,4 +1,4 @@
-// The `tenantsafe` CLI (DESIGN: public contract). Every command takes --json; exit 0 ok,
+// The `tenantsafe` CLI (the public CLI contract: README, CLI). Every command takes --json; exit 0 ok,
 // 1 failed, 2 bad input. Each area's commands live in a module of their own (*Commands.ts).
 //
 // What is slow to load (the Temporal SDK, the worker, the dev stack) is required inside the

@@ -262,8 +262,8 @@ export function unwrapFailure(err: unknown): unknown {
 /**
  * Asks a workflow's status query until `done(status)` or the workflow closes: again each time the
  * workflow writes history events, long-polling for them (the server holds the call until one is
- * written), not on a timer. Asking every 50 ms kept the Temporal server and this client busy for
- * ~0.3 CPU-seconds per second of a restore's preview, on the same cores as the preview.
+ * written), not on a timer: asking on a short timer kept the Temporal server and this client
+ * busy on the same cores as the preview it waits for.
  */
 export async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefinition<S>, done: (s: S) => boolean, timeoutMs = 600_000): Promise<S> {
   const started = Date.now();
@@ -272,7 +272,9 @@ export async function pollStatus<S>(handle: WorkflowHandle, query: QueryDefiniti
   for (;;) {
     const status = await handle.query(query);
     if (done(status)) return status;
-    if (Date.now() - started > timeoutMs) throw new Error(`Timed out waiting for ${handle.workflowId}`);
+    if (Date.now() - started > timeoutMs) {
+      throw new TenantsafeError(ErrorType.NoWorker, `Workflow ${handle.workflowId} did not reach the expected state within ${timeoutMs / 1000} s.`, `Check that a worker polls its task queue (\`tenantsafe worker\`) and look at the workflow in the Temporal UI.`);
+    }
     const page = await workflowService.getWorkflowExecutionHistory({
       namespace: options.namespace,
       execution: { workflowId: handle.workflowId },

@@ -1,4 +1,4 @@
-// CLI commands for whole-database work (DESIGN: public contract): full-backup, pitr window,
+// CLI commands for whole-database work (the public CLI contract: README, CLI): full-backup, pitr window,
 // pitr restore, verify, retention, pins and the WAL archiver. Their daily schedules are in
 // scheduleCommands.ts.
 import type { Command } from 'commander';

@@ -3,7 +3,7 @@
 //   and child tables, updates, new rows) → preview a restore as one person → approve it as
 //   another → apply → verify → show that the tenant equals its backup again.
 import { withClient } from '../lib/pg';
-import { damageTenant } from '../lib/sample/damage';
+import { damageTenant } from '../sample/damage';
 import { discoverTenancy } from '../lib/tenancy';
 import type { TenantRestoreResult } from '../workflows/messages';
 import { TenantsafeClient, type TenantBackupOutcome } from './client';

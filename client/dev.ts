@@ -4,9 +4,9 @@
 // its database and Temporal are used as they are.
 import * as path from 'node:path';
 import { configPathFor, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
-import { PrivateCluster } from '../lib/devstack/postgres';
-import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from '../lib/devstack/temporal';
-import { ensureSampleDatabase, type SampleOptions } from '../lib/sample/generate';
+import { PrivateCluster } from '../lib/postgres/cluster';
+import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from './temporalDevServer';
+import { ensureSampleDatabase, type SampleOptions } from '../sample/generate';
 import { startWorker, type StartedWorker } from '../workers/worker';
 
 export interface DevStack {

@@ -1,5 +1,5 @@
 // CLI output and exit codes: --json prints exactly the contract's JSON on stdout; humans get
-// short text. Exit 0 ok, 1 failed, 2 bad input (DESIGN rule 7).
+// short text. Exit 0 ok, 1 failed, 2 bad input (docs/architecture.md, core rule 7).
 import { CommanderError } from 'commander';
 import { isBadInput, TenantsafeError } from '../lib/errors';
 import { WorkflowError } from './workflowError';

@@ -1,5 +1,5 @@
 // The dashboard server's HTTP API. For now: the restore relay, so services without a Temporal
-// client can look at a restore and approve or reject it (DESIGN: other services approve by
+// client can look at a restore and approve or reject it (other services approve by a
 // signal, or through this API). Every /api request needs `Authorization: Bearer <token>`.
 //
 //   GET  /healthz

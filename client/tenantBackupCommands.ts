@@ -1,7 +1,7 @@
 // CLI commands for tenant backups: backup tenant|all, backups list|cleanup, and catalog rebuild,
 // which re-indexes them (and full backups) from storage.
 import type { Command } from 'commander';
-import { removeIncompleteBackups } from '../lib/backup/tenantBackup';
+import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
 import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';

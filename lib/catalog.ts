@@ -3,9 +3,10 @@
 import type { Pool, PoolClient } from 'pg';
 import { sha256Hex } from './checksum';
 import { ErrorType, TenantsafeError } from './errors';
-import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './fullBackup/manifest';
+import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './format/fullManifest';
 import { parseBackupLabel } from './labels';
-import { manifestFile, parseManifest, type TenantManifest } from './manifest';
+import { parseManifest, type TenantManifest } from './format/tenantManifest';
+import { manifestFile } from './format/sealed';
 import { quoteIdent, withClient } from './pg';
 import type { ObjectStore } from './storage/types';
 

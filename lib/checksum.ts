@@ -6,6 +6,7 @@
 // docs/format.md.
 import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
+import { ErrorType, TenantsafeError } from './errors';
 
 export const rowChecksumAlgorithm = 'murmur3x2-sum64';
 
@@ -88,7 +89,9 @@ export class RowDigest {
 
   /** 16 hex digits. Throws if the input did not end with a newline (a truncated row). */
   digest(): string {
-    if (this.carry) throw new Error(`row data ends in the middle of a row (${this.carry.length} bytes after the last newline)`);
+    if (this.carry) {
+      throw new TenantsafeError(ErrorType.CorruptBackup, `Row data ends in the middle of a row (${this.carry.length} bytes after the last newline).`, 'The object was cut short: restore from another backup; run `tenantsafe verify <backupId>` on this one.');
+    }
     return this.sumA.toString(16).padStart(8, '0') + this.sumB.toString(16).padStart(8, '0');
   }
 }

@@ -49,8 +49,8 @@ export const reproducibleSessionSettings: Record<string, string> = {
   standard_conforming_strings: 'on',
 };
 
-// JIT compilation pays off on long analytic queries run many times; on our one-shot bulk
-// statements (a diff, a tenant scan through nested EXISTS) it cost 50-100 ms of CPU each.
+// JIT compilation pays off on long analytic queries run many times; our one-shot bulk statements
+// (a diff, a tenant scan through nested EXISTS) spent more compiling than it saved (bench/README.md).
 const sessionOptions = Object.entries({ ...reproducibleSessionSettings, jit: 'off' })
   .map(([k, v]) => `-c ${k}=${v.replace(/ /g, "\\ ")}`)
   .join(' ');

@@ -9,7 +9,7 @@ const path = require('node:path');
 
 const root = path.join(__dirname, '..');
 const buildDir = path.join(root, 'build');
-const sourceDirs = ['activities', 'client', 'lib', 'workers', 'workflows'];
+const sourceDirs = ['activities', 'client', 'lib', 'sample', 'workers', 'workflows'];
 /** The compiled sources, one path a line; its mtime is when their compilation started. */
 const sourceList = path.join(buildDir, 'sources.txt');
 

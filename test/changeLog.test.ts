@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ReplicationStream, type Transaction } from '../lib/changeLog/replication';
-import { PrivateCluster } from '../lib/devstack/postgres';
+import { PrivateCluster } from '../lib/postgres/cluster';
 import { withConnection } from '../lib/pg';
 
 describe('the change log stream', function () {

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { freePorts } from '../lib/devstack/process';
+import { freePorts } from '../lib/process';
 import { runCli } from './support/env';
 
 describe('the demo (README command 1)', function () {

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { projectRoot } from '../lib/config';
-import { PrivateCluster } from '../lib/devstack/postgres';
+import { PrivateCluster } from '../lib/postgres/cluster';
 import {
   isTemporalListening,
   loadTemporalDevConfig,
@@ -15,7 +15,7 @@ import {
   temporalCliPath,
   type TemporalDevConfig,
   type TemporalDevServer,
-} from '../lib/devstack/temporal';
+} from '../client/temporalDevServer';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { connect } from '../lib/pg';
 
@@ -103,7 +103,7 @@ describe('the Temporal dev server launcher', () => {
   it('dies with the process that started it, even when that process is SIGKILLed', async () => {
     const [pid, logFile] = JSON.parse(
       runNode(`
-        const t = require('./lib/devstack/temporal');
+        const t = require('./client/temporalDevServer');
         t.startTemporalDevServer(t.loadTemporalDevConfig(undefined, ${JSON.stringify({ ...testOverrides, ui: false })})).then((s) => {
           process.stdout.write(JSON.stringify([s.pid, s.logFile]));
           process.kill(process.pid, 'SIGKILL');
@@ -229,7 +229,7 @@ describe('private PostgreSQL clusters', () => {
     const dir = path.join(root, 'ephemeral');
     const port = Number(
       runNode(`
-        const { PrivateCluster } = require('./lib/devstack/postgres');
+        const { PrivateCluster } = require('./lib/postgres/cluster');
         PrivateCluster.create({ dataDir: ${JSON.stringify(dir)}, port: 0, ephemeral: true })
           .then(async (c) => { await c.start(); process.stdout.write(String(c.port)); });`),
     );

@@ -8,7 +8,7 @@ import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, isTransient, TenantsafeError } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
-import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/manifest';
+import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/format/tenantManifest';
 import {
   applyApprovedRestore,
   checkRestoreRequest,
@@ -24,7 +24,7 @@ import {
 } from '../lib/restore';
 import { backUpNow, liveRows, readBackup } from './support/backups';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
-import { damageTenant } from '../lib/sample/damage';
+import { damageTenant } from '../sample/damage';
 import { computePlan } from '../lib/restore/plan';
 import { comparableBackupXmin, stagingOf } from '../lib/restore/stagingDecision';
 import { loadRestoreContext } from '../lib/restore/mapping';

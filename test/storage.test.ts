@@ -8,8 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { Storage } from '@google-cloud/storage';
-import { startFakeGcs, type FakeGcs } from '../lib/devstack/fakeGcs';
-import { freePorts } from '../lib/devstack/process';
+import { startFakeGcs, type FakeGcs } from './doubles/fakeGcs';
+import { freePorts } from '../lib/process';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createStore, type ObjectInfo, type ObjectStore } from '../lib/storage';
 

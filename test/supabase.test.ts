@@ -2,7 +2,7 @@
 // published OpenAPI shapes: list backups, the PITR window, a PITR restore, the error paths
 // (401, 404, 429 then success), and the logical dump into our own storage.
 import { strict as assert } from 'node:assert';
-import { startFakeSupabase, type FakeSupabase } from '../lib/devstack/supabaseApi';
+import { startFakeSupabase, type FakeSupabase } from './doubles/supabaseApi';
 import { createStore } from '../lib/storage';
 import { databaseWorkflowIds } from '../workflows/messages';
 import { createTestEnv, runCli, type TestEnv } from './support/env';

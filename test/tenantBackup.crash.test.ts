@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { tenantBackupPrefix } from '../lib/manifest';
+import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { workflowIds } from '../workflows/messages';

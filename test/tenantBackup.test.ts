@@ -6,7 +6,7 @@ import { connect } from '../lib/pg';
 import { loadConfig } from '../lib/config';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
-import { tenantBackupPrefix } from '../lib/manifest';
+import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { workflowIds } from '../workflows/messages';
 import { digestOf, liveRows, readBackup, sorted } from './support/backups';
 import { withDb } from './support/db';

@@ -6,7 +6,7 @@ import { withDb } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { spawnWorkerProcess } from '../workers/process';
 import { connect } from '../lib/pg';
-import { damageTenant } from '../lib/sample/damage';
+import { damageTenant } from '../sample/damage';
 import { checksumsOf } from './support/restore';
 
 const tenantId = 'globex';

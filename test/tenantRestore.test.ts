@@ -12,7 +12,7 @@ import { startWorker } from '../workers/worker';
 import { liveRows, readBackup } from './support/backups';
 import { withDb } from './support/db';
 import { createTestEnv, dbPassword, runCli, type TestEnv } from './support/env';
-import { damageTenant } from '../lib/sample/damage';
+import { damageTenant } from '../sample/damage';
 import { checksumsOf } from './support/restore';
 import { testStack } from './support/stack';
 

@@ -1,5 +1,5 @@
 // The workflow bundle, built once per version of the workflow sources, in a child process:
-// webpack's memory peak (~250 MB) then never counts against a worker, and a restarted worker
+// webpack's memory peak then never counts against a worker, and a restarted worker
 // starts in a second instead of re-bundling.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';

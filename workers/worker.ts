@@ -5,6 +5,7 @@ import { createActivities } from '../activities';
 import type { Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { workflowBundlePath } from './bundle';
+import { ErrorType, TenantsafeError } from '../lib/errors';
 
 export interface StartedWorker {
   worker: Worker;
@@ -82,12 +83,12 @@ async function untilPolling(connection: NativeConnection, worker: Worker, done: 
       if ((q.pollers ?? []).some((p) => p.identity === identity)) break;
       if (stopped) {
         await done; // its error, if it failed
-        throw new Error(`the worker stopped before it polled task queue ${taskQueue}`);
+        throw new TenantsafeError(ErrorType.NoWorker, `The worker stopped before it polled task queue ${taskQueue}.`, 'Read the worker log above for the reason.');
       }
       if (Date.now() > deadline) {
         worker.shutdown();
         await done.catch(() => undefined);
-        throw new Error(`the worker did not poll task queue ${taskQueue} within ${timeoutMs} ms`);
+        throw new TenantsafeError(ErrorType.NoWorker, `The worker did not poll task queue ${taskQueue} within ${timeoutMs / 1000} s.`, 'Check that the Temporal server at temporal.address answers, and the namespace exists.');
       }
       await new Promise((r) => setTimeout(r, 50));
     }

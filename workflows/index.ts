@@ -1,4 +1,4 @@
-// Every workflow type the worker registers (DESIGN: public contract, workflow types).
+// Every workflow type the worker registers (the workflow types of the public contract: docs/architecture.md).
 export { tenantBackup } from './tenantBackup';
 export { tenantBackupsAll } from './tenantBackupsAll';
 export { tenantRestore } from './tenantRestore';

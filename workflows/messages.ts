@@ -5,7 +5,7 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { ApplyResult, ChangeKind, RestorePreview, RestoreVerification } from '../lib/restore/types';
 import type { PitrWindow } from '../lib/pitr/window';
 import type { RetentionOutcome } from '../lib/retention/run';
-import type { VerificationCheck } from '../lib/verify/verify';
+import type { VerificationCheck } from '../lib/verification/verifyBackup';
 
 export const searchAttributes = {
   tenantId: defineSearchAttributeKey('TenantId', SearchAttributeType.KEYWORD),
@@ -13,7 +13,7 @@ export const searchAttributes = {
   database: defineSearchAttributeKey('Database', SearchAttributeType.KEYWORD),
 };
 
-/** Deterministic ids: one writer per tenant (DESIGN rule 6). */
+/** Deterministic ids: one writer per tenant (docs/architecture.md, core rule 6). */
 export const workflowIds = {
   tenantBackup: (tenantId: string) => `tenant-backup/${tenantId}`,
   tenantBackupsAll: () => 'tenant-backups-all',

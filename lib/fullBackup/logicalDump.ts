@@ -7,11 +7,11 @@ import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Engine } from '../engine';
-import { pgBin } from '../devstack/postgres';
+import { pgBin } from '../postgres/tools';
 import { ErrorType, TenantsafeError } from '../errors';
-import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../manifest';
+import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
 import { connect, toolConnection } from '../pg';
-import { fullBackupPrefix, type FullBackupObject, type FullManifest } from './manifest';
+import { fullBackupPrefix, type FullBackupObject, type FullManifest } from '../format/fullManifest';
 
 export const dumpFolder = 'dump/';
 

@@ -13,7 +13,7 @@ import { listWalArchive } from '../wal/archive';
 import { ensureSlotAt } from '../wal/archiver';
 import { serverInfo, takeBaseBackup, type FullBackupProgress } from './basebackup';
 import { takeLogicalDump } from './logicalDump';
-import type { FullManifest } from './manifest';
+import type { FullManifest } from '../format/fullManifest';
 
 export interface FullBackupCheck {
   provider: FullBackupProviderKind;

@@ -10,7 +10,7 @@ import { chown, rename, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { clusterFileOwner } from '../devstack/postgres';
+import { clusterFileOwner } from '../postgres/tools';
 import type { ObjectStore } from '../storage/types';
 import { fetchWalFile, type WalArchiveListing } from '../wal/archive';
 import { isSegmentName, segmentName, segmentNumber, timelineOf } from '../wal/names';

@@ -30,7 +30,7 @@ import { isSelected } from './rules';
 import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
 import { copyBackupObject } from './stage';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
-import { rowsDigest } from './verify';
+import { rowsDigest } from './verifyApplied';
 
 export interface ApplyOptions {
   url: string;

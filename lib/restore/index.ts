@@ -1,18 +1,19 @@
 // Tenant restore, step by step, without Temporal (docs/architecture.md, core rule 5):
 //   resolve the backup → stage + preview → (approval, outside) → apply → verify → drop scratch.
-import { takeTenantBackup } from '../backup/tenantBackup';
+import { takeTenantBackup } from '../tenantBackup';
 import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { manifestFile, parseManifest, tenantBackupPrefix, type TenantManifest } from '../manifest';
+import { parseManifest, tenantBackupPrefix, type TenantManifest } from '../format/tenantManifest';
+import { manifestFile } from '../format/sealed';
 import { quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
 import type { CheckedRestoreRequest } from './rules';
 import type { RestoreJob, RestorePreview, RestoreVerification, SafetyBackupRef } from './types';
-import { verifyRestore } from './verify';
+import { verifyRestore } from './verifyApplied';
 
 export * from './rules';
 export * from './types';

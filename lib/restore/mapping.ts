@@ -3,7 +3,7 @@
 import type { ClientBase } from 'pg';
 import type { Config } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
-import type { ManifestTable, TenantManifest } from '../manifest';
+import type { ManifestTable, TenantManifest } from '../format/tenantManifest';
 import { qualified } from '../pg';
 import { planTenancy, readTables, type ColumnInfo, type ForeignKeyInfo, type OwnedTable, type TableInfo, type TenancyPlan, type UniqueKeyInfo } from '../tenancy';
 import { scratchTableName } from './sql';

@@ -13,7 +13,7 @@ import { discard, FirstLines } from '../streams';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import type { ManifestTable } from '../manifest';
+import type { ManifestTable } from '../format/tenantManifest';
 import type { RestoreContext, TableMapping } from './mapping';
 
 /** A backed-up table to load, and where: its scratch table and the column types to give it. */

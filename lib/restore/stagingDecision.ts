@@ -3,8 +3,8 @@
 // else all of it. Told from row versions: their count, and whether any was written by a
 // transaction the backup's snapshot could not see.
 import type { ClientBase } from 'pg';
-import { snapshotOrigin } from '../backup/export';
-import type { TenantManifest } from '../manifest';
+import { snapshotOrigin } from '../tenantBackup/export';
+import type { TenantManifest } from '../format/tenantManifest';
 import { tenantChain } from '../tenancy';
 import { blockingDrift, foreignKeysOf, sameColumnsAsBackup, uniqueKeysOf, type RestoreContext, type TableMapping } from './mapping';
 import type { PlanArgs } from './plan';

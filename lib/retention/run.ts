@@ -3,10 +3,10 @@
 // and prefixes of interrupted backups. With dryRun it only reports. Deletion order makes a
 // crash harmless: a backup's manifest goes first (it stops existing), then its objects, then its
 // catalog row; pins are read again right before each deletion.
-import { removeIncompleteBackups } from '../backup/tenantBackup';
+import { removeIncompleteBackups } from '../tenantBackup';
 import type { Engine } from '../engine';
-import { fullBackupPrefix } from '../fullBackup/manifest';
-import { manifestFile } from '../manifest';
+import { fullBackupPrefix } from '../format/fullManifest';
+import { manifestFile } from '../format/sealed';
 import { listWalArchive } from '../wal/archive';
 import { isPinned, listPins } from './pins';
 import { pitrAnchor, planRetention, planWalRetention, type KeepReason, type RetentionPolicy } from './policy';

@@ -1,4 +1,4 @@
-// Tenancy discovery (DESIGN rule 4): read the catalog and decide, for every table in the
+// Tenancy discovery (docs/architecture.md, core rule 4): read the catalog and decide, for every table in the
 // configured schemas, whether it holds tenant rows and how they are tied to the tenant.
 import { createHash } from 'node:crypto';
 import type { ClientBase } from 'pg';

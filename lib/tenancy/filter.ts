@@ -1,10 +1,11 @@
 // SQL that selects one tenant's rows of an owned table, derived from the tenancy plan.
 import { columnList, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
 import type { OwnedTable, TenancyPlan } from './types';
+import { ErrorType, TenantsafeError } from '../errors';
 
 export function ownedTable(plan: TenancyPlan, key: string): OwnedTable {
   const t = plan.tables.find((x) => x.key === key);
-  if (!t) throw new Error(`${key} is not a tenant-owned table in this plan`);
+  if (!t) throw new TenantsafeError(ErrorType.TenancyUnresolved, `${key} is not a tenant-owned table in this plan.`, 'Look at `tenantsafe tenancy show`; tenancy.ownership may name a table that is not owned.');
   return t;
 }
 

@@ -1,37 +1,14 @@
-// The WAL archive in storage (docs/format.md, "WAL archive"): completed segments, gzipped, named
-// with the sha256 of their raw bytes; the segment being written as one `.partial` object that
-// is overwritten as it grows (trailing zeros stripped); timeline history files as they are.
+// Reading the WAL archive in storage (its layout: lib/format/walArchive.ts): listing it, finding
+// gaps, fetching a segment whole.
 import { webcrypto } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
+import { historyFilePattern, historyKey, historyKeyPattern, partialKeyPattern, segmentKeyPattern, walPrefix } from '../format/walArchive';
 import { isSegmentName, positionKey, segmentName, segmentNumber, timelineOf } from './names';
 
-export const walPrefix = 'wal/';
-
-/** Segments are grouped by their first 16 hex digits (timeline + log id: 4 GiB of WAL a folder). */
-export function segmentFolder(name: string): string {
-  return `${walPrefix}${name.slice(0, 16)}/`;
-}
-
-export function segmentKey(name: string, sha256: string): string {
-  return `${segmentFolder(name)}${name}-${sha256}.gz`;
-}
-
-export function partialKey(name: string): string {
-  return `${segmentFolder(name)}${name}.partial.gz`;
-}
-
-export function historyKey(file: string): string {
-  return `${walPrefix}history/${file}`;
-}
-
-export const historyFilePattern = /^[0-9A-F]{8}\.history$/;
-const segmentKeyPattern = /^wal\/[0-9A-F]{16}\/([0-9A-F]{24})-([0-9a-f]{64})\.gz$/;
-const partialKeyPattern = /^wal\/[0-9A-F]{16}\/([0-9A-F]{24})\.partial\.gz$/;
 const gunzipAsync = promisify(gunzip);
-const historyKeyPattern = /^wal\/history\/([0-9A-F]{8}\.history)$/;
 
 export interface ArchivedSegment {
   name: string;

@@ -11,12 +11,12 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { sha256Hex } from '../checksum';
-import { pgBin } from '../devstack/postgres';
+import { pgBin } from '../postgres/tools';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { Client } from 'pg';
 import { connect, connectionError, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { historyFilePattern, historyKey, partialKey, segmentKey } from './archive';
+import { historyFilePattern, historyKey, partialKey, segmentKey } from '../format/walArchive';
 import { isSegmentName } from './names';
 
 const gzipAsync = promisify(gzip);

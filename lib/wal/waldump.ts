@@ -3,7 +3,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runPgTool } from '../devstack/postgres';
+import { runPgTool } from '../postgres/tools';
 
 export interface WalMark {
   lsn: string;

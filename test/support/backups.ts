@@ -4,12 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigest } from '../../lib/checksum';
-import { readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/manifest';
+import { readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/format/tenantManifest';
 import { connect } from '../../lib/pg';
 import type { ObjectStore } from '../../lib/storage/types';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../../lib/tenancy';
 import type { Config } from '../../lib/config';
-import { recordTenantBackup, takeTenantBackup } from '../../lib/backup/tenantBackup';
+import { recordTenantBackup, takeTenantBackup } from '../../lib/tenantBackup';
 import type { Engine } from '../../lib/engine';
 import { backupLabel } from '../../lib/labels';
 

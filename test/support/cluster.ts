@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PrivateCluster } from '../../lib/devstack/postgres';
+import { PrivateCluster } from '../../lib/postgres/cluster';
 import type { TestDatabase } from './db';
 
 export interface SourceCluster {

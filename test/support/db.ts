@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from 'pg';
 import { withConnection } from '../../lib/pg';
-import { ensureSampleDatabase, sampleTenants, type SampleOptions, type SampleTenant } from '../../lib/sample/generate';
+import { ensureSampleDatabase, sampleTenants, type SampleOptions, type SampleTenant } from '../../sample/generate';
 
 export const adminUrl = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -23,7 +23,7 @@ const admin = <T>(fn: (c: Client) => Promise<T>) => withDb(adminUrl, fn);
 export const defaultSample: SampleOptions = { tenants: 12, rows: 30_000 };
 
 function templateName(opts: SampleOptions): string {
-  const dir = path.join(__dirname, '../../lib/sample');
+  const dir = path.join(__dirname, '../../sample');
   const h = createHash('sha256').update(JSON.stringify(opts));
   for (const f of ['schema.sql', 'generate.ts']) h.update(fs.readFileSync(path.join(dir, f)));
   return `tenantsafe_tpl_${h.digest('hex').slice(0, 12)}`;

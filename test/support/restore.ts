@@ -1,6 +1,6 @@
 // Restore test helpers: the differences between a backup and live rows, computed independently
 // of the restore engine (in JS, from COPY text lines keyed by primary key).
-import type { TenantManifest } from '../../lib/manifest';
+import type { TenantManifest } from '../../lib/format/tenantManifest';
 import type { TableChanges } from '../../lib/restore';
 import { digestOf } from './backups';
 

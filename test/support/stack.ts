@@ -1,8 +1,8 @@
 // The servers shared by the whole mocha run: one Temporal dev server (from temporal-dev.yaml,
 // in memory, on free ports), one fake-gcs-server, and the workflow bundle built once.
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { startFakeGcs } from '../../lib/devstack/fakeGcs';
-import { loadTemporalDevConfig, startTemporalDevServer } from '../../lib/devstack/temporal';
+import { startFakeGcs } from '../doubles/fakeGcs';
+import { loadTemporalDevConfig, startTemporalDevServer } from '../../client/temporalDevServer';
 import { workflowsPath } from '../../workers/worker';
 
 export interface TestStack {

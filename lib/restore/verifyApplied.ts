@@ -11,7 +11,7 @@
 import { pipeline } from 'node:stream/promises';
 import { to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum, RowDigestStream } from '../checksum';
-import type { TenantManifest } from '../manifest';
+import type { TenantManifest } from '../format/tenantManifest';
 import { discard } from '../streams';
 import { columnList, connect, inLanes } from '../pg';
 import { tenantFilter } from '../tenancy';

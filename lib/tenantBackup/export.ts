@@ -1,4 +1,4 @@
-// Exports one tenant's rows from one consistent snapshot (DESIGN rule 2): a coordinator
+// Exports one tenant's rows from one consistent snapshot (docs/architecture.md, core rule 2): a coordinator
 // transaction exports its snapshot, worker connections import it and stream each table with
 // COPY ... TO STDOUT through a row digest and gzip into the store. Never buffers a table.
 import { pipeline } from 'node:stream/promises';
@@ -6,7 +6,7 @@ import { createGzip } from 'node:zlib';
 import type { Client, ClientBase } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
-import type { SnapshotOrigin } from '../manifest';
+import type { SnapshotOrigin } from '../format/tenantManifest';
 import { connect, connectionError } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';

@@ -2,7 +2,7 @@
 // sealed with the checksum of its canonical JSON like a tenant backup's manifest.
 import type { FullBackupProviderKind } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
-import { manifestFile, parseSealedManifest } from '../manifest';
+import { manifestFile, parseSealedManifest } from './sealed';
 import type { ObjectStore } from '../storage/types';
 
 export interface FullBackupObject {

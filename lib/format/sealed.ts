@@ -1,0 +1,45 @@
+// What every manifest of ours shares (docs/format.md): a format version readers check, and a
+// checksum over its own canonical JSON; written last and atomically, so a present manifest means
+// a complete backup.
+import { canonicalJson, sha256Hex } from '../checksum';
+import { ErrorType, TenantsafeError } from '../errors';
+import type { ObjectStore } from '../storage/types';
+
+export const manifestFormatVersion = 1;
+export const manifestFile = 'manifest.json';
+/** written first: marks a backup in progress (or, beside a manifest, where a complete one began) */
+export const startedMarkerFile = 'started.json';
+
+/** Adds the checksum over the canonical JSON of every field (tenant and full backup manifests alike). */
+export function sealManifest<const T extends { formatVersion: number }>(m: T): T & { manifestChecksum: string } {
+  return { ...m, manifestChecksum: sha256Hex(canonicalJson(m)) };
+}
+
+/** Writes the manifest last and atomically; returns its sha256. */
+export async function writeManifest(store: ObjectStore, prefix: string, manifest: { manifestChecksum: string }): Promise<string> {
+  const body = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+  const put = await store.put(prefix + manifestFile, body, { contentType: 'application/json' });
+  return put.sha256;
+}
+
+/** Parses any manifest of ours: rejects bad JSON, an unknown format version and a checksum that does not match. */
+export function parseSealedManifest<T extends { formatVersion: number; manifestChecksum: string }>(body: Buffer, key: string): T {
+  let m: T;
+  try {
+    m = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} is not valid JSON: ${(err as Error).message}.`, 'The backup cannot be trusted; use another backup.');
+  }
+  if (m?.formatVersion !== manifestFormatVersion) {
+    throw new TenantsafeError(
+      ErrorType.UnsupportedFormat,
+      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads version ${manifestFormatVersion}.`,
+      'Use the tenantsafe release that wrote this backup, or a newer one.',
+    );
+  }
+  const { manifestChecksum, ...rest } = m;
+  if (manifestChecksum !== sha256Hex(canonicalJson(rest))) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} does not match its own checksum: it was altered or damaged.`, 'The backup cannot be trusted; use another backup.');
+  }
+  return m;
+}
