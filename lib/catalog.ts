@@ -56,6 +56,9 @@ export interface RunRecord {
   details?: Record<string, unknown>;
 }
 
+/** A timestamptz as ISO-8601 text in UTC with its microseconds (a JavaScript Date would drop them). */
+const microsText = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
 /** Ordered migrations; append only. */
 const migrations: ((s: string) => string)[] = [
   (s) => `
@@ -144,7 +147,70 @@ const migrations: ((s: string) => string)[] = [
       verified_at timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX verifications_backup_idx ON ${s}.verifications (backup_id, verified_at DESC);`,
+  (s) => `
+    CREATE TABLE ${s}.change_segments (
+      stream text NOT NULL,
+      first_commit_lsn pg_lsn NOT NULL,
+      last_end_lsn pg_lsn NOT NULL,
+      first_commit_time timestamptz NOT NULL,
+      last_commit_time timestamptz NOT NULL,
+      manifest_key text NOT NULL,
+      manifest_sha256 text NOT NULL,
+      transactions int NOT NULL,
+      bytes bigint NOT NULL,
+      PRIMARY KEY (stream, first_commit_lsn, last_end_lsn)
+    );
+    CREATE INDEX change_segments_end_idx ON ${s}.change_segments (stream, last_end_lsn);
+    CREATE TABLE ${s}.change_log_gaps (
+      stream text NOT NULL,
+      from_lsn pg_lsn NOT NULL,
+      to_lsn pg_lsn NOT NULL,
+      from_time timestamptz,
+      to_time timestamptz NOT NULL,
+      reason text NOT NULL,
+      PRIMARY KEY (stream, from_lsn, to_lsn)
+    );
+    CREATE TABLE ${s}.change_log_streams (
+      stream text PRIMARY KEY,
+      started_lsn pg_lsn NOT NULL,
+      started_at timestamptz NOT NULL,
+      caught_up_lsn pg_lsn,
+      caught_up_at timestamptz,
+      updated_at timestamptz NOT NULL DEFAULT now()
+    );`,
 ];
+
+/** A change-log segment in the catalog (its manifest in storage is the truth). */
+export interface ChangeSegmentRecord {
+  stream: string;
+  firstCommitLsn: string;
+  lastEndLsn: string;
+  /** to the microsecond */
+  firstCommitTime: string;
+  lastCommitTime: string;
+  manifestKey: string;
+  manifestSha256: string;
+  transactions: number;
+  bytes: number;
+}
+
+/** Where a change log stands: since when it runs, and the server's position and clock it had caught up to. */
+export interface ChangeLogStream {
+  stream: string;
+  startedLsn: string;
+  startedAt: string;
+  caughtUpLsn: string | null;
+  caughtUpAt: string | null;
+}
+
+export interface ChangeLogGapRecord {
+  stream: string;
+  fromLsn: string;
+  toLsn: string;
+  fromTime: string | null;
+  toTime: string;
+  reason: string;
+}
 
 /** A full (whole-database) backup in the catalog. */
 export interface FullBackupRecord {
@@ -249,6 +315,94 @@ export class Catalog {
       throw new TenantsafeError(ErrorType.BackupNotFound, `Backup "${backupId}" is not in the catalog.`, 'List backups with `tenantsafe backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
     }
     return rowToRecord(r.rows[0]);
+  }
+
+  /** Idempotent: the same segment recorded twice is one row. */
+  async recordChangeSegment(r: ChangeSegmentRecord): Promise<void> {
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.change_segments (stream, first_commit_lsn, last_end_lsn, first_commit_time, last_commit_time, manifest_key, manifest_sha256, transactions, bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
+        [r.stream, r.firstCommitLsn, r.lastEndLsn, r.firstCommitTime, r.lastCommitTime, r.manifestKey, r.manifestSha256, r.transactions, r.bytes],
+      ),
+    );
+  }
+
+  /** The stream's segments that end after `afterLsn`, in commit order. */
+  async listChangeSegments(stream: string, afterLsn = '0/0'): Promise<ChangeSegmentRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT stream, first_commit_lsn::text, last_end_lsn::text, ${microsText('first_commit_time')} AS first_commit_time, ${microsText('last_commit_time')} AS last_commit_time,
+                manifest_key, manifest_sha256, transactions, bytes
+           FROM ${this.s}.change_segments WHERE stream = $1 AND last_end_lsn > $2::pg_lsn ORDER BY first_commit_lsn, last_end_lsn`,
+        [stream, afterLsn],
+      ),
+    );
+    return r.rows.map((x) => ({
+      stream: x.stream,
+      firstCommitLsn: x.first_commit_lsn,
+      lastEndLsn: x.last_end_lsn,
+      firstCommitTime: x.first_commit_time,
+      lastCommitTime: x.last_commit_time,
+      manifestKey: x.manifest_key,
+      manifestSha256: x.manifest_sha256,
+      transactions: x.transactions,
+      bytes: Number(x.bytes),
+    }));
+  }
+
+  /** The end of the last transaction the stream holds, and its commit time. */
+  async changeLogEnd(stream: string): Promise<{ lsn: string; time: string } | undefined> {
+    const r = await this.run((c) =>
+      c.query(`SELECT last_end_lsn::text AS lsn, ${microsText('last_commit_time')} AS time FROM ${this.s}.change_segments WHERE stream = $1 ORDER BY last_end_lsn DESC LIMIT 1`, [stream]),
+    );
+    return r.rows[0];
+  }
+
+  async recordChangeLogStart(stream: string, lsn: string): Promise<void> {
+    await this.run((c) => c.query(`INSERT INTO ${this.s}.change_log_streams (stream, started_lsn, started_at) VALUES ($1, $2, clock_timestamp()) ON CONFLICT DO NOTHING`, [stream, lsn]));
+  }
+
+  async recordChangeLogCaughtUp(stream: string, lsn: string, at: string): Promise<void> {
+    await this.run((c) =>
+      c.query(`UPDATE ${this.s}.change_log_streams SET caught_up_lsn = $2, caught_up_at = $3, updated_at = now() WHERE stream = $1 AND (caught_up_lsn IS NULL OR caught_up_lsn <= $2::pg_lsn)`, [stream, lsn, at]),
+    );
+  }
+
+  async getChangeLogStream(stream: string): Promise<ChangeLogStream | undefined> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT stream, started_lsn::text, ${microsText('started_at')} AS started_at, caught_up_lsn::text, ${microsText('caught_up_at')} AS caught_up_at
+           FROM ${this.s}.change_log_streams WHERE stream = $1`,
+        [stream],
+      ),
+    );
+    const x = r.rows[0];
+    return x && { stream: x.stream, startedLsn: x.started_lsn, startedAt: x.started_at, caughtUpLsn: x.caught_up_lsn, caughtUpAt: x.caught_up_at };
+  }
+
+  async recordChangeLogGap(g: ChangeLogGapRecord): Promise<void> {
+    await this.run((c) =>
+      c.query(`INSERT INTO ${this.s}.change_log_gaps (stream, from_lsn, to_lsn, from_time, to_time, reason) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, [
+        g.stream,
+        g.fromLsn,
+        g.toLsn,
+        g.fromTime,
+        g.toTime,
+        g.reason,
+      ]),
+    );
+  }
+
+  async listChangeLogGaps(stream: string): Promise<ChangeLogGapRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT stream, from_lsn::text, to_lsn::text, ${microsText('from_time')} AS from_time, ${microsText('to_time')} AS to_time, reason
+           FROM ${this.s}.change_log_gaps WHERE stream = $1 ORDER BY from_lsn`,
+        [stream],
+      ),
+    );
+    return r.rows.map((x) => ({ stream: x.stream, fromLsn: x.from_lsn, toLsn: x.to_lsn, fromTime: x.from_time, toTime: x.to_time, reason: x.reason }));
   }
 
   async recordRun(run: RunRecord): Promise<void> {

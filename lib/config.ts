@@ -38,6 +38,7 @@ export interface Config {
   };
   dashboard: { host: string; port: number; token?: string };
   fullBackup: FullBackupConfig;
+  changeLog: ChangeLogConfig;
   /** set when fullBackup.provider is supabase */
   supabase: SupabaseConfig | null;
   retention: RetentionConfig;
@@ -59,6 +60,21 @@ export interface FullBackupConfig {
   walPartialIntervalMs: number;
   /** where the WAL archiver lets pg_receivewal write, on each worker */
   walSpoolDir: string;
+}
+
+/** The change log (logical decoding) that tenant point-in-time restores replay. */
+export interface ChangeLogConfig {
+  enabled: boolean;
+  /** the logical replication slot it reads (pgoutput) */
+  slot: string;
+  /** the publication of the tenant-owned tables, kept in step with the tenancy plan */
+  publication: string;
+  /** how often what was received is written to storage, at most */
+  flushIntervalMs: number;
+  /** set REPLICA IDENTITY FULL on owned tables without a primary key (else the change log refuses to start) */
+  replicaIdentityFull: boolean;
+  /** how long a tenant backup waits for the exact boundary with the change log before it goes without */
+  boundaryWaitMs: number;
 }
 
 export interface SupabaseConfig {
@@ -221,6 +237,17 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   };
   full.done();
 
+  const changes = root.section('changeLog');
+  const changeLogConfig: ChangeLogConfig = {
+    enabled: changes.boolean('enabled') ?? false,
+    slot: changes.identifier('slot') ?? 'tenantsafe_changes',
+    publication: changes.identifier('publication') ?? 'tenantsafe_changes',
+    flushIntervalMs: changes.duration('flushInterval') ?? 500,
+    replicaIdentityFull: changes.boolean('replicaIdentityFull') ?? false,
+    boundaryWaitMs: changes.duration('boundaryWait') ?? 10_000,
+  };
+  changes.done();
+
   const usesSupabase = fullBackupConfig.provider === 'supabase';
   const supabase = root.section('supabase', usesSupabase);
   const projectRef = supabase.string('projectRef', usesSupabase);
@@ -284,6 +311,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     temporal: temporalConfig,
     backup: backupConfig,
     fullBackup: fullBackupConfig,
+    changeLog: changeLogConfig,
     supabase: supabaseConfig,
     retention: retentionConfig,
     verification: verificationConfig,

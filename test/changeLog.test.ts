@@ -4,9 +4,17 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { captureChanges, prepareChangeLog } from '../lib/changeLog/capture';
+import { readChangeLog, type LoggedTransaction } from '../lib/changeLog/read';
 import { ReplicationStream, type Transaction } from '../lib/changeLog/replication';
+import { Engine } from '../lib/engine';
+import { ErrorType, type TenantsafeError } from '../lib/errors';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { withConnection } from '../lib/pg';
+import { formatLsn } from '../lib/wal/names';
+import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
+import { startSourceCluster, type SourceCluster } from './support/cluster';
+import { createTestEnv, type TestEnv } from './support/env';
 
 describe('the change log stream', function () {
   this.timeout(120_000);
@@ -104,3 +112,107 @@ describe('the change log stream', function () {
     }
   });
 });
+
+describe('the change log', function () {
+  this.timeout(180_000);
+  let source: SourceCluster;
+  let env: TestEnv;
+  const sample = { tenants: 4, rows: 4_000 };
+
+  before(async () => {
+    source = await startSourceCluster('app', { wal_level: 'logical' });
+    const { url } = await ensureSampleDatabase(source.cluster.url(), 'saas', sample);
+    env = await createTestEnv('local', {
+      db: { name: 'saas', url, tenants: sampleTenants(sample), drop: async () => undefined },
+      configure: (doc) => {
+        doc.changeLog = { enabled: true, flushInterval: '200ms', replicaIdentityFull: true };
+      },
+    });
+  });
+  after(async () => {
+    await env?.close();
+    await source?.remove();
+  });
+
+  const sql = (text: string, params?: unknown[]) => withConnection(env.db.url, (c) => c.query(text, params));
+
+  it('refuses to publish a table without a primary key unless allowed, naming it, and changes nothing', async () => {
+    const strict = new Engine({ ...env.config, changeLog: { ...env.config.changeLog, replicaIdentityFull: false } });
+    try {
+      await assert.rejects(prepareChangeLog(strict), (e: TenantsafeError) => e.type === ErrorType.BadConfig && /app\.page_views/.test(e.message) && /REPLICA IDENTITY FULL/.test(e.message));
+      assert.equal((await sql(`SELECT count(*)::int AS n FROM pg_publication`)).rows[0].n, 0, 'no publication made');
+      assert.equal((await sql(`SELECT count(*)::int AS n FROM pg_replication_slots`)).rows[0].n, 0, 'no slot made');
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('stores every committed change of the owned tables, once, in commit order; the slot moves only as far as stored', async () => {
+    const ac = new AbortController();
+    const capturing = captureChanges(env.engine, { runForMs: 120_000, signal: ac.signal });
+    let lastCommit = '';
+    try {
+      // the slot exists once prepared: changes from here on are captured
+      await waitFor('the slot', async () => (await sql(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].n === 1);
+      for (let i = 0; i < 20; i++) {
+        await sql(`UPDATE app.users SET display_name = $1 WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = 'acme')`, [`n${i}`]);
+      }
+      await sql(`INSERT INTO app.page_views (tenant_id, path, viewed_at) VALUES ('globex', '/x', now())`);
+      await sql(`DELETE FROM app.page_views WHERE ctid = (SELECT min(ctid) FROM app.page_views WHERE tenant_id = 'globex')`);
+      lastCommit = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
+      const stream = await streamOf(env);
+      await waitFor('the log to catch up', async () => parseLsnText((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsnText(lastCommit));
+    } finally {
+      ac.abort();
+    }
+    const progress = await capturing;
+    const logged: LoggedTransaction[] = [];
+    for await (const { txn } of readChangeLog(env.engine.store, env.engine.catalog, progress.stream, 0n)) logged.push(txn);
+    const updates = logged.flatMap((t) => t.changes).filter((c) => c.kind === 'update' && c.table === 'app.users');
+    assert.deepEqual(
+      updates.map((c) => (c.kind === 'update' ? c.row[3] : null)),
+      Array.from({ length: 20 }, (_, i) => `n${i}`),
+      'every update once, in order (display_name is the fourth column)',
+    );
+    const views = logged.flatMap((t) => t.changes).filter((c) => c.kind !== 'truncate' && c.table === 'app.page_views');
+    assert.deepEqual(views.map((c) => c.kind), ['insert', 'delete']);
+    assert.ok(logged.every((t, i) => i === 0 || t.commitLsn > logged[i - 1].commitLsn), 'commit order');
+    const slot = (await sql(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].l;
+    assert.ok(parseLsnText(slot) >= logged.at(-1)!.endLsn, `the slot (${slot}) is past the last stored transaction`);
+    assert.equal(progress.durableLsn, formatLsn(logged.at(-1)!.endLsn), 'what it reports stored is the last transaction stored');
+  });
+
+  it('records a gap when its slot was dropped, and logs again from a new slot', async () => {
+    const stream = await streamOf(env);
+    const before = await env.engine.catalog.changeLogEnd(stream);
+    await sql(`SELECT pg_drop_replication_slot('tenantsafe_changes')`);
+    await sql(`UPDATE app.users SET display_name = 'lost' WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = 'acme')`);
+    await prepareChangeLog(env.engine);
+    const gaps = await env.engine.catalog.listChangeLogGaps(stream);
+    assert.equal(gaps.length, 1);
+    assert.equal(gaps[0].fromLsn, before!.lsn);
+    assert.match(gaps[0].reason, /dropped/);
+    const keys: string[] = [];
+    for await (const o of env.engine.store.list(`changelog/${stream}/gaps/`)) keys.push(o.key);
+    assert.equal(keys.length, 1, 'the gap is in storage too, for a catalog rebuild');
+  });
+});
+
+async function streamOf(env: TestEnv): Promise<string> {
+  const r = await withConnection(env.db.url, (c) =>
+    c.query<{ s: string }>(`SELECT s.system_identifier::text || '-' || d.oid AS s FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()`),
+  );
+  return r.rows[0].s;
+}
+
+const parseLsnText = (text: string) => {
+  const [hi, lo] = text.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+};
+
+async function waitFor(what: string, probe: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; !(await probe()); i++) {
+    if (i > 300) assert.fail(`never: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -49,6 +49,8 @@ export interface Transaction {
   /** microseconds since the Unix epoch */
   commitTimeUs: bigint;
   changes: Change[];
+  /** the shape of each table it changed, as the stream gave it then (columns of the rows, in order) */
+  relations: Record<string, RelationShape>;
 }
 
 export interface StreamOptions {
@@ -192,7 +194,7 @@ export class ReplicationStream {
     switch (msg.tag) {
       case 'begin':
         // the parser gives microseconds since the Unix epoch already
-        this.current = { xid: msg.xid >>> 0, commitLsn: parseLsn(msg.commitLsn!), endLsn: 0n, commitTimeUs: BigInt(msg.commitTime as bigint), changes: [] };
+        this.current = { xid: msg.xid >>> 0, commitLsn: parseLsn(msg.commitLsn!), endLsn: 0n, commitTimeUs: BigInt(msg.commitTime as bigint), changes: [], relations: {} };
         return;
       case 'relation': {
         // values stay as Postgres printed them: every column's parser is the identity
@@ -250,6 +252,8 @@ export class ReplicationStream {
   }
 
   private tableOf(relation: Pgoutput.MessageRelation): string {
+    const shape = this.relations.get(relation.relationOid);
+    if (shape && this.current) this.current.relations[shape.table] = shape;
     return `${relation.schema}.${relation.name}`;
   }
 

@@ -16,10 +16,10 @@ export interface SourceCluster {
 }
 
 /** 1 MiB WAL segments: segments fill and complete within a test, as 16 MiB ones would in production. */
-export async function startSourceCluster(database = 'app'): Promise<SourceCluster> {
+export async function startSourceCluster(database = 'app', settings: Record<string, string> = {}): Promise<SourceCluster> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-src-'));
   fs.chmodSync(dir, 0o755);
-  const cluster = await PrivateCluster.create({ dataDir: path.join(dir, 'source'), port: 0, ephemeral: true, initdbArgs: ['--wal-segsize=1'] });
+  const cluster = await PrivateCluster.create({ dataDir: path.join(dir, 'source'), port: 0, ephemeral: true, initdbArgs: ['--wal-segsize=1'], settings });
   await cluster.start();
   await cluster.psql(`CREATE DATABASE ${database}`);
   return {

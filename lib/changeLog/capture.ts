@@ -1,0 +1,275 @@
+// The change log: every committed change to the tenant-owned tables, read from a logical
+// replication slot and written to storage in segments (lib/format/changeLog.ts). A segment is
+// acknowledged to the server only once its manifest is in storage and the catalog knows it, so
+// a crash anywhere loses nothing; what the server sends again after one is dropped by its LSN.
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
+import type { Client } from 'pg';
+import type { Catalog } from '../catalog';
+import { sha256Hex } from '../checksum';
+import type { ChangeLogConfig } from '../config';
+import type { Engine } from '../engine';
+import { ErrorType, TenantsafeError } from '../errors';
+import { gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
+import { connectionError, qualified, quoteIdent, withConnection } from '../pg';
+import type { ObjectStore } from '../storage/types';
+import { discoverTenancy } from '../tenancy';
+import { formatMicros } from '../time';
+import { formatLsn, parseLsn } from '../wal/names';
+import { ReplicationStream, type RelationShape, type Transaction } from './replication';
+
+export interface ChangeLogProgress {
+  stream: string;
+  /** the end of the last transaction stored */
+  durableLsn: string;
+  segments: number;
+  transactions: number;
+  /** the server time up to which every commit is stored (null: not caught up during this run) */
+  caughtUpAt: string | null;
+}
+
+/** A segment is written once it holds this much (JSON), or when the flush interval is up. */
+const segmentBytes = 32 << 20;
+
+/** The change log of this database: one per cluster history and database. */
+export function changeLogStream(info: { systemIdentifier: string; databaseOid: number }): string {
+  return `${info.systemIdentifier}-${info.databaseOid}`;
+}
+
+/**
+ * Makes the database ready to stream: wal_level logical, every owned table with a replica
+ * identity that logs its key (REPLICA IDENTITY FULL where there is no primary key), the
+ * publication listing exactly the owned tables, the slot. A slot lost or dropped since the last
+ * run is a gap, recorded, and a new slot starts the log again.
+ */
+export async function prepareChangeLog(engine: Engine): Promise<{ stream: string; startLsn: bigint }> {
+  const { url } = engine.config.database;
+  const cfg = engine.config.changeLog;
+  return withConnection(url, async (c) => {
+    const info = (
+      await c.query<{ wal_level: string; system: string; db: number }>(
+        `SELECT current_setting('wal_level') AS wal_level, s.system_identifier::text AS system, d.oid::int AS db
+           FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()`,
+      )
+    ).rows[0];
+    if (info.wal_level !== 'logical') {
+      throw new TenantsafeError(
+        ErrorType.BadConfig,
+        `The change log needs wal_level = logical; the database has ${info.wal_level}.`,
+        'Run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL (Supabase has it already), or set changeLog.enabled: false.',
+      );
+    }
+    const stream = changeLogStream({ systemIdentifier: info.system, databaseOid: info.db });
+    const plan = await discoverTenancy(c, engine.config.tenancy);
+    await ensureReplicaIdentity(c, plan.tables.flatMap((t) => [qualified(t.schema, t.name), ...t.partitions.map(partitionSql)]), cfg);
+    await ensurePublication(c, cfg.publication, plan.tables.map((t) => ({ key: t.key, sql: qualified(t.schema, t.name) })));
+    const startLsn = await ensureSlot(c, engine, stream, cfg.slot);
+    return { stream, startLsn };
+  }).catch((err) => {
+    throw connectionError(url, err);
+  });
+}
+
+/** A partition's key (schema.name, unquoted) as SQL. */
+const partitionSql = (key: string) => qualified(key.slice(0, key.indexOf('.')), key.slice(key.indexOf('.') + 1));
+
+/** Tables without a primary key need REPLICA IDENTITY FULL: without it, once published, the application's own updates and deletes of them fail. */
+async function ensureReplicaIdentity(c: Client, tables: string[], cfg: ChangeLogConfig): Promise<void> {
+  const r = await c.query<{ t: string }>(
+    `SELECT c.oid::regclass::text AS t FROM pg_class c
+      WHERE c.oid = ANY($1::text[]::regclass[]) AND c.relkind = 'r' AND c.relreplident <> 'f'
+        AND (c.relreplident = 'n' OR NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident)))
+      ORDER BY 1`,
+    [tables],
+  );
+  if (r.rowCount === 0) return;
+  const names = r.rows.map((x) => x.t);
+  if (!cfg.replicaIdentityFull) {
+    throw new TenantsafeError(
+      ErrorType.BadConfig,
+      `Tenant-owned tables without a primary key cannot be in the change log as they are: ${names.join(', ')}.`,
+      'Give them a primary key, or run ALTER TABLE ... REPLICA IDENTITY FULL on each (or set changeLog.replicaIdentityFull: true to let tenantsafe do it).',
+    );
+  }
+  for (const t of names) await c.query(`ALTER TABLE ${t} REPLICA IDENTITY FULL`);
+}
+
+/** The publication lists exactly the owned tables (partitioned ones by their root: changes come as the root's). */
+async function ensurePublication(c: Client, publication: string, tables: { key: string; sql: string }[]): Promise<void> {
+  const existing = await c.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1`, [publication]);
+  const pub = await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [publication]);
+  const list = tables.map((t) => t.sql).join(', ');
+  if (pub.rowCount === 0) {
+    await c.query(`CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`);
+  } else if (existing.rows.map((x) => x.t).sort().join('\0') !== tables.map((t) => t.key).sort().join('\0')) {
+    await c.query(`ALTER PUBLICATION ${quoteIdent(publication)} SET TABLE ${list}`);
+  }
+}
+
+/** The slot, created if missing; where streaming resumes. A slot gone or lost since the log last ran is a gap. */
+async function ensureSlot(c: Client, engine: Engine, stream: string, slot: string): Promise<bigint> {
+  const { catalog, store } = engine;
+  const found = (await c.query<{ wal_status: string | null; active_pid: number | null; confirmed: string | null; plugin: string | null }>(
+    `SELECT wal_status, active_pid, confirmed_flush_lsn::text AS confirmed, plugin FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  )).rows[0];
+  if (found && found.plugin !== 'pgoutput') {
+    throw new TenantsafeError(ErrorType.BadConfig, `Replication slot "${slot}" exists but is not a pgoutput logical slot.`, 'Set changeLog.slot to another name, or drop that slot.');
+  }
+  if (found?.active_pid) {
+    // one change log per database (one workflow id): a holder is a stream a killed worker left
+    await c.query(`SELECT pg_terminate_backend($1)`, [found.active_pid]);
+    await waitUntilInactive(c, slot);
+  }
+  const known = await catalog.getChangeLogStream(stream);
+  const end = await catalog.changeLogEnd(stream);
+  if (found && found.wal_status !== 'lost') {
+    if (!known) await catalog.recordChangeLogStart(stream, found.confirmed!);
+    return parseLsn(end?.lsn ?? known?.startedLsn ?? found.confirmed!);
+  }
+  if (found) await c.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+  const created = parseLsn((await c.query<{ lsn: string }>(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])).rows[0].lsn);
+  if (!known) {
+    await catalog.recordChangeLogStart(stream, formatLsn(created));
+  } else {
+    const to = { lsn: formatLsn(created), time: formatMicros(BigInt(Date.now()) * 1000n) };
+    const from = end ? { lsn: end.lsn, time: end.time } : { lsn: known.startedLsn, time: null };
+    const reason = found ? 'the slot was invalidated: the server removed WAL it still needed (max_slot_wal_keep_size)' : 'the slot was dropped';
+    const gap = sealGap({ stream, from, to, reason });
+    await store.put(gapKey(stream, parseLsn(from.lsn), created), Buffer.from(JSON.stringify(gap, null, 2) + '\n'), { contentType: 'application/json' });
+    await catalog.recordChangeLogGap({ stream, fromLsn: from.lsn, toLsn: to.lsn, fromTime: from.time, toTime: to.time, reason });
+  }
+  return created;
+}
+
+async function waitUntilInactive(c: Client, slot: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const r = await c.query(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    if (!r.rows[0]?.active_pid) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Streams changes into storage for `runForMs`, then returns (the workflow calls it again). */
+export async function captureChanges(engine: Engine, opts: { runForMs: number; signal?: AbortSignal; onProgress?: (p: ChangeLogProgress) => void }): Promise<ChangeLogProgress> {
+  const cfg = engine.config.changeLog;
+  const { stream, startLsn } = await prepareChangeLog(engine);
+  const progress: ChangeLogProgress = { stream, durableLsn: formatLsn(startLsn), segments: 0, transactions: 0, caughtUpAt: null };
+  const replication = await ReplicationStream.open({ url: engine.config.database.url, slot: cfg.slot, publication: cfg.publication, startLsn });
+  const segment = new SegmentWriter(engine.store, engine.catalog, stream, engine.config.backup.compressionLevel);
+  let durable = startLsn;
+  let caughtUpRecorded = 0n;
+  const flush = async () => {
+    const end = await segment.flush();
+    if (end === undefined) return;
+    durable = end;
+    replication.acknowledge(end);
+    progress.durableLsn = formatLsn(end);
+    progress.segments++;
+  };
+  const deadline = Date.now() + opts.runForMs;
+  try {
+    while (Date.now() < deadline && !opts.signal?.aborted) {
+      const waitMs = segment.pending ? Math.max(0, segment.startedAt + cfg.flushIntervalMs - Date.now()) : Math.min(cfg.flushIntervalMs * 4, Math.max(0, deadline - Date.now()));
+      const txn = await replication.next(AbortSignal.any([AbortSignal.timeout(Math.max(1, waitMs)), ...(opts.signal ? [opts.signal] : [])]));
+      // sent again after a crash (the server's own position is not durable): already stored
+      if (txn && txn.endLsn > durable) {
+        if (!segment.accepts(txn)) await flush();
+        segment.add(txn);
+        progress.transactions++;
+      }
+      if (segment.pending && (Date.now() >= segment.startedAt + cfg.flushIntervalMs || segment.bytes >= segmentBytes)) await flush();
+      const caughtUp = replication.caughtUpTo;
+      if (!segment.pending && caughtUp && caughtUp.lsn > caughtUpRecorded) {
+        caughtUpRecorded = caughtUp.lsn;
+        progress.caughtUpAt = formatMicros(caughtUp.serverTimeUs);
+        await engine.catalog.recordChangeLogCaughtUp(stream, formatLsn(caughtUp.lsn), progress.caughtUpAt);
+      }
+      opts.onProgress?.(progress);
+    }
+    await flush();
+  } finally {
+    await replication.close();
+  }
+  return progress;
+}
+
+/** The transactions of the segment being gathered; written (data, manifest, catalog) by flush(). */
+class SegmentWriter {
+  private txns: Transaction[] = [];
+  private lines: string[] = [];
+  private relations: Record<string, RelationShape> = {};
+  bytes = 0;
+  startedAt = 0;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly catalog: Catalog,
+    private readonly stream: string,
+    private readonly compressionLevel: number,
+  ) {}
+
+  get pending(): boolean {
+    return this.txns.length > 0;
+  }
+
+  /** A segment holds one shape per table: a table whose columns changed starts a new one. */
+  accepts(txn: Transaction): boolean {
+    return Object.entries(txn.relations).every(([t, shape]) => !this.relations[t] || sameShape(this.relations[t], shape));
+  }
+
+  add(txn: Transaction): void {
+    if (!this.pending) this.startedAt = Date.now();
+    this.txns.push(txn);
+    const line = transactionLine(txn);
+    this.lines.push(line);
+    this.bytes += line.length + 1;
+    Object.assign(this.relations, txn.relations);
+  }
+
+  /** Writes the segment: its data, then its manifest, then its catalog row. Returns the end of its last transaction. */
+  async flush(): Promise<bigint | undefined> {
+    if (!this.pending) return undefined;
+    const first = this.txns[0];
+    const last = this.txns[this.txns.length - 1];
+    const keys = segmentKeys(this.stream, first.commitLsn, last.endLsn);
+    const raw = Buffer.from(this.lines.join('\n') + '\n');
+    const data = await gzipAsync(raw, { level: this.compressionLevel });
+    const put = await this.store.put(keys.data, data, { contentType: 'application/gzip' });
+    const manifest = sealSegmentManifest({
+      stream: this.stream,
+      firstCommitLsn: formatLsn(first.commitLsn),
+      lastEndLsn: formatLsn(last.endLsn),
+      firstCommitTime: formatMicros(first.commitTimeUs),
+      lastCommitTime: formatMicros(last.commitTimeUs),
+      transactions: this.txns.length,
+      changes: this.txns.reduce((n, t) => n + t.changes.length, 0),
+      relations: Object.fromEntries(Object.entries(this.relations).map(([t, { columns, identity, identityKind }]) => [t, { columns, identity, identityKind }])),
+      object: { key: keys.data.slice(streamPrefix(this.stream).length), bytes: put.bytes, sha256: put.sha256, rawBytes: raw.length },
+    });
+    const body = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+    await this.store.put(keys.manifest, body, { contentType: 'application/json' });
+    await this.catalog.recordChangeSegment({
+      stream: this.stream,
+      firstCommitLsn: manifest.firstCommitLsn,
+      lastEndLsn: manifest.lastEndLsn,
+      firstCommitTime: manifest.firstCommitTime,
+      lastCommitTime: manifest.lastCommitTime,
+      manifestKey: keys.manifest,
+      manifestSha256: sha256Hex(body),
+      transactions: manifest.transactions,
+      bytes: put.bytes,
+    });
+    this.txns = [];
+    this.lines = [];
+    this.relations = {};
+    this.bytes = 0;
+    return last.endLsn;
+  }
+}
+
+function sameShape(a: RelationShape, b: RelationShape): boolean {
+  return a.columns.join('\0') === b.columns.join('\0') && a.identity.join('\0') === b.identity.join('\0');
+}
+
+const gzipAsync = promisify(gzip);

@@ -1,0 +1,79 @@
+// The change log in storage (docs/format.md, "Change log"): the committed transactions of the
+// tenant-owned tables, in commit order, as segments. A segment's data object is written first,
+// its sealed manifest last; a segment without a manifest does not exist. Gaps (WAL the log does
+// not hold: its slot was lost or dropped) are sealed records of their own.
+//
+//   changelog/<stream>/segments/<first commit LSN>-<last end LSN>.jsonl.gz   one transaction a line
+//   changelog/<stream>/segments/<first commit LSN>-<last end LSN>.json       the segment's manifest
+//   changelog/<stream>/gaps/<from LSN>-<to LSN>.json
+//
+// <stream> is the cluster's system identifier and the database's oid: a re-created database or
+// a restored cluster starts a log of its own. LSNs in keys are 16 hex digits, so keys sort in
+// commit order.
+import type { RelationShape, Transaction } from '../changeLog/replication';
+import type { ObjectStore } from '../storage/types';
+import { formatMicros } from '../time';
+import { formatLsn } from '../wal/names';
+import { manifestFormatVersion, parseSealedManifest, sealManifest } from './sealed';
+
+export const changeLogPrefix = 'changelog/';
+
+export function streamPrefix(stream: string): string {
+  return `${changeLogPrefix}${stream}/`;
+}
+
+const lsnKey = (lsn: bigint) => lsn.toString(16).toUpperCase().padStart(16, '0');
+
+export function segmentKeys(stream: string, firstCommitLsn: bigint, lastEndLsn: bigint): { data: string; manifest: string } {
+  const base = `${streamPrefix(stream)}segments/${lsnKey(firstCommitLsn)}-${lsnKey(lastEndLsn)}`;
+  return { data: `${base}.jsonl.gz`, manifest: `${base}.json` };
+}
+
+export function gapKey(stream: string, fromLsn: bigint, toLsn: bigint): string {
+  return `${streamPrefix(stream)}gaps/${lsnKey(fromLsn)}-${lsnKey(toLsn)}.json`;
+}
+
+export interface ChangeSegmentManifest {
+  formatVersion: number;
+  kind: 'changeSegment';
+  stream: string;
+  firstCommitLsn: string;
+  lastEndLsn: string;
+  firstCommitTime: string;
+  lastCommitTime: string;
+  transactions: number;
+  changes: number;
+  /** each table's columns as the changes of this segment give them */
+  relations: Record<string, Omit<RelationShape, 'table'>>;
+  object: { key: string; bytes: number; sha256: string; rawBytes: number };
+  manifestChecksum: string;
+}
+
+export interface ChangeLogGap {
+  formatVersion: number;
+  kind: 'changeLogGap';
+  stream: string;
+  /** the end of the last transaction the log holds before the gap, and its commit time (null: the log held nothing yet) */
+  from: { lsn: string; time: string | null };
+  /** where the log starts again */
+  to: { lsn: string; time: string };
+  reason: string;
+  manifestChecksum: string;
+}
+
+/** A transaction as one line of a segment: LSNs as Postgres prints them, the commit time to the microsecond. */
+export function transactionLine(t: Transaction): string {
+  return JSON.stringify({ xid: t.xid, commitLsn: formatLsn(t.commitLsn), endLsn: formatLsn(t.endLsn), commitTime: formatMicros(t.commitTimeUs), changes: t.changes });
+}
+
+export function sealSegmentManifest(m: Omit<ChangeSegmentManifest, 'formatVersion' | 'kind' | 'manifestChecksum'>): ChangeSegmentManifest {
+  return sealManifest({ formatVersion: manifestFormatVersion, kind: 'changeSegment' as const, ...m });
+}
+
+export function sealGap(g: Omit<ChangeLogGap, 'formatVersion' | 'kind' | 'manifestChecksum'>): ChangeLogGap {
+  return sealManifest({ formatVersion: manifestFormatVersion, kind: 'changeLogGap' as const, ...g });
+}
+
+export async function readSegmentManifest(store: ObjectStore, key: string): Promise<ChangeSegmentManifest> {
+  return parseSealedManifest<ChangeSegmentManifest>(await store.getBytes(key), key);
+}
