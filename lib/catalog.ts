@@ -29,7 +29,7 @@ export interface RestoreRecord {
 export interface BackupRecord {
   backupId: string;
   /** safety: taken by a restore just before it changed the tenant */
-  kind: 'tenant' | 'safety';
+  kind: 'tenant' | 'safety' | 'pointInTime';
   tenantId: string;
   database: string;
   storageUri: string;
@@ -567,7 +567,7 @@ export class Catalog {
 export function backupRecordOf(m: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): BackupRecord {
   return {
     backupId: m.backupId,
-    kind: parseBackupLabel(m.backupId)?.kind === 'safety' ? 'safety' : 'tenant',
+    kind: m.pointInTime ? 'pointInTime' : parseBackupLabel(m.backupId)?.kind === 'safety' ? 'safety' : 'tenant',
     tenantId: m.tenantId,
     database: m.database,
     storageUri,

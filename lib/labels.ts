@@ -2,10 +2,11 @@
 // They sort by time (pgBackRest style) and stay unique when many start in the same second.
 // Pure TypeScript: workflows import it to name backups deterministically.
 
-export const backupKinds = { tenant: 'T', safety: 'S', full: 'F' } as const;
+/** T a tenant backup, S a restore's safety backup, P a tenant rebuilt as of a point in time, F a full backup */
+export const backupKinds = { tenant: 'T', safety: 'S', pointInTime: 'P', full: 'F' } as const;
 export type BackupKind = keyof typeof backupKinds;
 
-const labelPattern = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})([TSF])-([0-9a-f]{6})$/;
+const labelPattern = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})([TSPF])-([0-9a-f]{6})$/;
 
 /**
  * `unique` is any hex-ish string (a workflow run id); its LAST 6 hex digits are used: run ids

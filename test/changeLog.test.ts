@@ -15,6 +15,8 @@ import { formatLsn } from '../lib/wal/names';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, type TestEnv } from './support/env';
+import { backUpNow, readBackup } from './support/backups';
+import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 
 describe('the change log stream', function () {
   this.timeout(120_000);
@@ -180,6 +182,45 @@ describe('the change log', function () {
     const slot = (await sql(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].l;
     assert.ok(parseLsnText(slot) >= logged.at(-1)!.endLsn, `the slot (${slot}) is past the last stored transaction`);
     assert.equal(progress.durableLsn, formatLsn(logged.at(-1)!.endLsn), 'what it reports stored is the last transaction stored');
+  });
+
+  it('takes a tenant backup at an exact boundary with the log: every commit before it in the backup, every one at or after it in the log', async () => {
+    const ac = new AbortController();
+    const capturing = captureChanges(env.engine, { runForMs: 120_000, signal: ac.signal });
+    // a writer commits all along, so commits fall on both sides of the boundary
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) await sql(`INSERT INTO app.page_views (tenant_id, path, viewed_at) VALUES ('acme', $1, now())`, [`/w${i}`]);
+    })();
+    let backupId = '';
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      backupId = await backUpNow(env.engine, 'acme');
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      writing = false;
+      await writer;
+    }
+    const last = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
+    const stream = await streamOf(env);
+    await waitFor('the log to catch up', async () => parseLsnText((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsnText(last));
+    ac.abort();
+    await capturing;
+
+    const backup = await readBackup(env.engine.store, 'acme', backupId);
+    const manifest = await readManifest(env.engine.store, tenantBackupPrefix('acme', backupId));
+    assert.ok(manifest.snapshot.changeLogLsn, 'the boundary is recorded');
+    const boundary = parseLsnText(manifest.snapshot.changeLogLsn!);
+    const pathOf = (line: string) => line.split('\t')[1];
+    const inBackup = new Set(backup.rows.get('app.page_views')!.map(pathOf).filter((p) => p.startsWith('/w')));
+    const after = new Set<string>();
+    const before = new Set<string>();
+    for await (const { txn } of readChangeLog(env.engine.store, env.engine.catalog, stream, 0n)) {
+      for (const c of txn.changes) if (c.kind === 'insert' && c.table === 'app.page_views' && String(c.row[1]).startsWith('/w')) (txn.commitLsn < boundary ? before : after).add(String(c.row[1]));
+    }
+    assert.ok(before.size > 0 && after.size > 0, `commits on both sides (${before.size} before, ${after.size} after)`);
+    assert.deepEqual([...inBackup].sort(), [...before].sort(), 'the backup holds exactly the commits before the boundary');
+    assert.ok([...after].every((p) => !inBackup.has(p)), 'and none of those at or after it');
   });
 
   it('records a gap when its slot was dropped, and logs again from a new slot', async () => {

@@ -15,6 +15,19 @@ export interface SnapshotOrigin {
   databaseOid: number;
 }
 
+/** How a point-in-time tenant state was rebuilt, for the preview and the record. */
+export interface PointInTimeSource {
+  source: 'changeLog' | 'pitrClone';
+  /** what was asked: a time (ISO-8601, microseconds) or an LSN */
+  target: { at?: string; lsn?: string };
+  /** the last transaction included: where its commit record ends, and its commit time (null: none after the base) */
+  lastCommit: { lsn: string; time: string } | null;
+  /** the tenant backup the change log was replayed onto */
+  baseBackupId?: string;
+  /** why this source */
+  reason: string;
+}
+
 export interface ManifestColumn {
   name: string;
   type: string;
@@ -49,8 +62,15 @@ export interface TenantManifest {
   tenantId: string;
   database: string;
   serverVersion: string;
-  /** origin: absent in backups written before it was recorded */
-  snapshot: { at: string; lsn: string; origin?: SnapshotOrigin };
+  /**
+   * origin: absent in backups written before it was recorded, and in one rebuilt as of a point
+   * in time. changeLogLsn: the exact boundary with the change log (the snapshot holds every
+   * transaction whose commit starts before it, none at or after); absent where the backup
+   * could not wait for it, or no change log ran.
+   */
+  snapshot: { at: string; lsn: string; origin?: SnapshotOrigin; changeLogLsn?: string };
+  /** a tenant rebuilt as of a point in time (restore --at/--lsn): where from, and up to which commit */
+  pointInTime?: PointInTimeSource;
   startedAt: string;
   finishedAt: string;
   tenancy: { tenantTable: string; tenantColumn: string; fingerprint: string; warnings: string[] };

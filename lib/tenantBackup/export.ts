@@ -25,6 +25,8 @@ export interface TableExport {
 export interface SnapshotExport {
   snapshotAt: string;
   lsn: string;
+  /** the exact boundary with the change log, where one was asked for and could be had in time */
+  changeLogLsn?: string;
   /** the snapshot's xmin and where its transaction ids mean something (see SnapshotOrigin) */
   origin: SnapshotOrigin;
   serverVersion: string;
@@ -54,6 +56,10 @@ export interface ExportOptions {
   requireTenant?: boolean;
   /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
   snapshot?: string;
+  /** take the snapshot at an exact boundary with the change log, waiting up to this long for it (see changeLogBoundary) */
+  changeLogBoundaryWaitMs?: number;
+  /** the SELECT of the tenant's rows of a table (default: from the live table, through its tenant filter) */
+  rowsQuery?: (table: OwnedTable) => string;
   onProgress?: (p: ExportProgress) => void;
   signal?: AbortSignal;
 }
@@ -69,10 +75,13 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
   const abort = () => clients.forEach((c) => (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy());
   opts.signal?.addEventListener('abort', abort, { once: true });
   try {
+    const boundary = !opts.snapshot && opts.changeLogBoundaryWaitMs !== undefined ? await changeLogBoundary(opts.url, opts.changeLogBoundaryWaitMs) : undefined;
     const coordinator = await connect(opts.url, 'tenantsafe-export');
     clients.push(coordinator);
     await beginSnapshotTransaction(coordinator);
-    if (opts.snapshot) await coordinator.query(`SET TRANSACTION SNAPSHOT '${opts.snapshot}'`);
+    const imported = opts.snapshot ?? boundary?.snapshot;
+    if (imported) await coordinator.query(`SET TRANSACTION SNAPSHOT '${imported}'`);
+    await boundary?.release();
     // The tenant must exist in the snapshot we read, not only a moment before it.
     if (opts.requireTenant !== false) await assertTenantExists(coordinator, plan, tenantId);
     const info = await coordinator.query<{ snapshot: string; at: Date; lsn: string; version: string; db: string }>(
@@ -115,6 +124,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     return {
       snapshotAt: info.rows[0].at.toISOString(),
       lsn: info.rows[0].lsn,
+      ...(boundary ? { changeLogLsn: boundary.lsn } : {}),
       origin,
       serverVersion: info.rows[0].version,
       database: info.rows[0].db,
@@ -146,6 +156,43 @@ export async function snapshotOrigin(c: ClientBase): Promise<SnapshotOrigin> {
   return { xmin, systemIdentifier: system, timeline, databaseOid: db };
 }
 
+/**
+ * A snapshot at an exact position of the WAL: the one a new logical slot exports, which sees
+ * every transaction whose commit record starts before the slot's consistent point and none at
+ * or after it. (The WAL position read beside an ordinary snapshot is no such boundary: a commit
+ * can be in the WAL and not yet visible.) The slot is temporary, dropped when its connection
+ * closes; the snapshot can be imported until then. Making the slot waits for the transactions
+ * running when it starts: after `waitMs`, none (undefined), and the backup goes without.
+ */
+async function changeLogBoundary(url: string, waitMs: number): Promise<{ snapshot: string; lsn: string; release(): Promise<void> } | undefined> {
+  let c: Client;
+  try {
+    c = await connect(url, 'tenantsafe-export-boundary', { replication: 'database' });
+  } catch {
+    return undefined;
+  }
+  const release = () => c.end().catch(() => undefined);
+  const slot = `tenantsafe_boundary_${process.pid}_${Date.now().toString(36)}`;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const created = await Promise.race([
+      c.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs))),
+    ]);
+    if (!created) {
+      await release();
+      return undefined;
+    }
+    return { snapshot: created.rows[0].snapshot_name, lsn: created.rows[0].consistent_point, release };
+  } catch {
+    // wal_level below logical, no free slot, no REPLICATION privilege: a backup without a boundary
+    await release();
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function beginSnapshotTransaction(c: Client): Promise<void> {
   // A long export must not be cut off by server-side timeouts meant for app sessions.
   await c.query(`SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '30s'`);
@@ -154,7 +201,7 @@ async function beginSnapshotTransaction(c: Client): Promise<void> {
 
 async function exportTable(client: Client, table: OwnedTable, index: number, opts: ExportOptions): Promise<TableExport> {
   const objectKey = dataObjectKey(index, table.key);
-  const copy = client.query(copyTo(`COPY (${tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
+  const copy = client.query(copyTo(`COPY (${opts.rowsQuery?.(table) ?? tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
   const digest = new RowDigestStream();
   const gzip = createGzip({ level: opts.compressionLevel });
   const [put] = await Promise.all([

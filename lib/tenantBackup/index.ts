@@ -4,11 +4,12 @@ import { tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { parseBackupLabel } from '../labels';
-import { readManifest, tenantBackupPrefix } from '../format/tenantManifest';
+import { readManifest, tenantBackupPrefix, type PointInTimeSource } from '../format/tenantManifest';
 import { manifestFile, manifestFormatVersion, startedMarkerFile, sealManifest, writeManifest } from '../format/sealed';
-import { reproducibleSessionSettings, withClient } from '../pg';
+import type { ClientBase } from 'pg';
+import { reproducibleSessionSettings, withClient, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { assertTenantExists, describeOwnership, discoverTenancy } from '../tenancy';
+import { assertTenantExists, describeOwnership, discoverTenancy, type OwnedTable } from '../tenancy';
 import { exportTenantSnapshot, type ExportProgress } from './export';
 
 export interface TenantBackupCheck {
@@ -41,17 +42,28 @@ export async function checkTenantBackup(engine: Engine, tenantId: string): Promi
  */
 export async function takeTenantBackup(
   engine: Engine,
-  args: { tenantId: string; backupId: string; requireTenant?: boolean; snapshot?: string; onProgress?: (p: ExportProgress) => void; signal?: AbortSignal },
+  args: {
+    tenantId: string;
+    backupId: string;
+    requireTenant?: boolean;
+    snapshot?: string;
+    onProgress?: (p: ExportProgress) => void;
+    signal?: AbortSignal;
+    /** a tenant rebuilt as of a point in time: read from `url` (a PITR clone) or through `rowsQuery` (the change log's replay), recorded as of that point */
+    pointInTime?: { source: PointInTimeSource; url?: string; rowsQuery?: (table: OwnedTable) => string; at: string; lsn: string };
+  },
 ): Promise<TenantBackupSummary> {
   const { config, store } = engine;
   const startedAt = new Date().toISOString();
   const prefix = tenantBackupPrefix(args.tenantId, args.backupId);
-  const plan = await withClient(engine.db, config.database.url, (c) => discoverTenancy(c, config.tenancy));
+  const url = args.pointInTime?.url ?? config.database.url;
+  const discover = (c: ClientBase) => discoverTenancy(c, config.tenancy);
+  const plan = url === config.database.url ? await withClient(engine.db, url, discover) : await withConnection(url, discover);
   await store.deletePrefix(prefix);
   // Visible from the first moment, so an interrupted backup is always found and cleaned up.
   await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, tenantId: args.tenantId, startedAt }) + '\n'));
   const exported = await exportTenantSnapshot({
-    url: config.database.url,
+    url,
     plan,
     tenantId: args.tenantId,
     store,
@@ -60,6 +72,9 @@ export async function takeTenantBackup(
     compressionLevel: config.backup.compressionLevel,
     requireTenant: args.requireTenant,
     snapshot: args.snapshot,
+    // a boundary only where the change log runs (a safety backup reads the apply's snapshot)
+    ...(config.changeLog.enabled && !args.pointInTime ? { changeLogBoundaryWaitMs: config.changeLog.boundaryWaitMs } : {}),
+    rowsQuery: args.pointInTime?.rowsQuery,
     onProgress: args.onProgress,
     signal: args.signal,
   });
@@ -93,7 +108,10 @@ export async function takeTenantBackup(
     tenantId: args.tenantId,
     database: exported.database,
     serverVersion: exported.serverVersion,
-    snapshot: { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin },
+    snapshot: args.pointInTime
+      ? { at: args.pointInTime.at, lsn: args.pointInTime.lsn }
+      : { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
+    ...(args.pointInTime ? { pointInTime: args.pointInTime.source } : {}),
     startedAt,
     finishedAt: new Date().toISOString(),
     tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
