@@ -13,14 +13,15 @@ export function ownedTable(plan: TenancyPlan, key: string): OwnedTable {
  * A boolean SQL expression true for the rows of `table` (aliased `alias`) that belong to the
  * tenant. Through-parent ownership becomes nested EXISTS semi-joins, which Postgres plans as
  * hash or index semi-joins. The tenant id is inlined as a literal because COPY takes no
- * parameters; Postgres casts it to the column's type.
+ * parameters; Postgres casts it to the column's type. `tableSql` names the parent tables (by
+ * default the live ones; a rebuild of the tenant as of a point in time reads its own).
  */
-export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string): string {
+export function tenantFilter(plan: TenancyPlan, table: OwnedTable, alias: string, tenantId: string, tableSql: (t: OwnedTable) => string = (t) => qualified(t.schema, t.name)): string {
   const o = table.ownership;
   if (o.kind !== 'parent') return `${alias}.${quoteIdent(o.column)} = ${quoteLiteral(tenantId)}`;
   const parent = ownedTable(plan, o.parent);
   const p = `${alias}_p`;
-  return `EXISTS (SELECT 1 FROM ${qualified(parent.schema, parent.name)} ${p} WHERE ${joinOn(p, alias, o.parentColumns, o.columns)} AND ${tenantFilter(plan, parent, p, tenantId)})`;
+  return `EXISTS (SELECT 1 FROM ${tableSql(parent)} ${p} WHERE ${joinOn(p, alias, o.parentColumns, o.columns)} AND ${tenantFilter(plan, parent, p, tenantId, tableSql)})`;
 }
 
 /**

@@ -5,6 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigest } from '../../lib/checksum';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/format/tenantManifest';
+import type { ClientBase } from 'pg';
 import { connect } from '../../lib/pg';
 import type { ObjectStore } from '../../lib/storage/types';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../../lib/tenancy';
@@ -52,19 +53,23 @@ export function digestOf(lines: string[]): string {
 export async function liveRows(config: Config, tenantId: string, plan?: TenancyPlan): Promise<Map<string, string[]>> {
   const c = await connect(config.database.url);
   try {
-    const p = plan ?? (await discoverTenancy(c, config.tenancy));
-    const out = new Map<string, string[]>();
-    for (const t of p.tables) {
-      const chunks: Buffer[] = [];
-      const stream = c.query(copyTo(`COPY (${tenantRowsQuery(p, t, tenantId)}) TO STDOUT`));
-      for await (const chunk of stream) chunks.push(chunk as Buffer);
-      const text = Buffer.concat(chunks).toString('utf8');
-      out.set(t.key, text === '' ? [] : text.slice(0, -1).split('\n'));
-    }
-    return out;
+    return await tenantRowsOver(c, plan ?? (await discoverTenancy(c, config.tenancy)), tenantId);
   } finally {
     await c.end();
   }
+}
+
+/** The tenant's rows per table as COPY text, read by a given session (in its transaction's snapshot, if it has one). */
+export async function tenantRowsOver(c: ClientBase, plan: TenancyPlan, tenantId: string): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  for (const t of plan.tables) {
+    const chunks: Buffer[] = [];
+    const stream = c.query(copyTo(`COPY (${tenantRowsQuery(plan, t, tenantId)}) TO STDOUT`));
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    out.set(t.key, text === '' ? [] : text.slice(0, -1).split('\n'));
+  }
+  return out;
 }
 
 export const sorted = (xs: string[]) => [...xs].sort();
