@@ -11,10 +11,11 @@ import { Engine } from '../lib/engine';
 import { ErrorType, type TenantsafeError } from '../lib/errors';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { withConnection } from '../lib/pg';
-import { formatLsn } from '../lib/wal/names';
+import { formatLsn, parseLsn } from '../lib/wal/names';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, type TestEnv } from './support/env';
+import { waitFor } from './support/wait';
 import { backUpNow, readBackup } from './support/backups';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 
@@ -163,7 +164,7 @@ describe('the change log', function () {
       await sql(`DELETE FROM app.page_views WHERE ctid = (SELECT min(ctid) FROM app.page_views WHERE tenant_id = 'globex')`);
       lastCommit = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
       const stream = await streamOf(env);
-      await waitFor('the log to catch up', async () => parseLsnText((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsnText(lastCommit));
+      await waitFor('the log to catch up', async () => parseLsn((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsn(lastCommit));
     } finally {
       ac.abort();
     }
@@ -180,7 +181,7 @@ describe('the change log', function () {
     assert.deepEqual(views.map((c) => c.kind), ['insert', 'delete']);
     assert.ok(logged.every((t, i) => i === 0 || t.commitLsn > logged[i - 1].commitLsn), 'commit order');
     const slot = (await sql(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].l;
-    assert.ok(parseLsnText(slot) >= logged.at(-1)!.endLsn, `the slot (${slot}) is past the last stored transaction`);
+    assert.ok(parseLsn(slot) >= logged.at(-1)!.endLsn, `the slot (${slot}) is past the last stored transaction`);
     assert.equal(progress.durableLsn, formatLsn(logged.at(-1)!.endLsn), 'what it reports stored is the last transaction stored');
   });
 
@@ -203,14 +204,14 @@ describe('the change log', function () {
     }
     const last = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
     const stream = await streamOf(env);
-    await waitFor('the log to catch up', async () => parseLsnText((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsnText(last));
+    await waitFor('the log to catch up', async () => parseLsn((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsn(last));
     ac.abort();
     await capturing;
 
     const backup = await readBackup(env.engine.store, 'acme', backupId);
     const manifest = await readManifest(env.engine.store, tenantBackupPrefix('acme', backupId));
     assert.ok(manifest.snapshot.changeLogLsn, 'the boundary is recorded');
-    const boundary = parseLsnText(manifest.snapshot.changeLogLsn!);
+    const boundary = parseLsn(manifest.snapshot.changeLogLsn!);
     const pathOf = (line: string) => line.split('\t')[1];
     const inBackup = new Set(backup.rows.get('app.page_views')!.map(pathOf).filter((p) => p.startsWith('/w')));
     const after = new Set<string>();
@@ -246,14 +247,4 @@ async function streamOf(env: TestEnv): Promise<string> {
   return r.rows[0].s;
 }
 
-const parseLsnText = (text: string) => {
-  const [hi, lo] = text.split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-};
 
-async function waitFor(what: string, probe: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; !(await probe()); i++) {
-    if (i > 300) assert.fail(`never: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

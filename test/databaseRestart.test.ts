@@ -16,9 +16,9 @@ import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { defaultSample } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { checksumsOf } from './support/restore';
+import { waitFor as waitUntil } from './support/wait';
 
 const tenantId = 'acme';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('a database crash in the middle of a step', function () {
   this.timeout(300_000);
@@ -75,12 +75,8 @@ describe('a database crash in the middle of a step', function () {
     return r.rows;
   }
 
-  async function waitFor(what: string, probe: () => Promise<boolean>): Promise<void> {
-    for (let i = 0; !(await probe()); i++) {
-      if (i > 300) assert.fail(`never: ${what}${restore ? ` (restore: ${(await cli('restore', 'status', restore.restoreId)).stdout})` : ''}`);
-      await sleep(100);
-    }
-  }
+  const waitFor = (what: string, probe: () => Promise<boolean>) =>
+    waitUntil(what, probe, { state: async () => (restore ? `restore: ${(await cli('restore', 'status', restore.restoreId)).stdout}` : 'no restore yet') });
 
   const preparedLock = 'test-held-lock';
   /** A prepared transaction holding a lock: unlike a session's, it survives a crash. */

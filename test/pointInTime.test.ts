@@ -10,11 +10,12 @@ import { backupLabel } from '../lib/labels';
 import { connect, withConnection } from '../lib/pg';
 import { ChangeLogCannot, rebuildFromChangeLog, type PointInTimeTarget } from '../lib/pointInTime/changeLogReplay';
 import { discoverTenancy, type TenancyPlan } from '../lib/tenancy';
-import { formatLsn } from '../lib/wal/names';
+import { formatLsn, parseLsn } from '../lib/wal/names';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
 import { backUpNow, readBackup, tenantRowsOver } from './support/backups';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, type TestEnv } from './support/env';
+import { waitFor } from './support/wait';
 import { checksumsOf } from './support/restore';
 
 const tenantId = 'acme';
@@ -141,14 +142,5 @@ describe('a tenant rebuilt as of a point in time from the change log', function 
   });
 });
 
-const lsn = (text: string) => {
-  const [hi, lo] = text.split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
-};
+const lsn = parseLsn;
 
-async function waitFor(what: string, probe: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; !(await probe()); i++) {
-    if (i > 300) assert.fail(`never: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
