@@ -42,7 +42,12 @@ export interface Config {
   /** set when fullBackup.provider is supabase */
   supabase: SupabaseConfig | null;
   retention: RetentionConfig;
-  verification: { scratchDir: string; tenantBackupsPerRun: number };
+  verification: {
+    scratchDir: string;
+    tenantBackupsPerRun: number;
+    /** the share of scratchDir's file system a scratch restore must leave free (others write there too) */
+    scratchKeepFreePercent: number;
+  };
 }
 
 export type FullBackupProviderKind = 'postgres' | 'supabase';
@@ -274,6 +279,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   const verificationConfig = {
     scratchDir: path.resolve(ctx.baseDir, verification.string('scratchDir') ?? os.tmpdir()),
     tenantBackupsPerRun: verification.integer('tenantBackupsPerRun', 0, 10_000) ?? 10,
+    scratchKeepFreePercent: verification.integer('scratchKeepFreePercent', 0, 99) ?? 5,
   };
   verification.done();
   const restore = root.section('restore');

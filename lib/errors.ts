@@ -31,6 +31,12 @@ export const ErrorType = {
   WalArchiveBehind: 'WalArchiveBehind',
   /** PostgreSQL did not finish recovery of a restored cluster */
   RecoveryFailed: 'RecoveryFailed',
+  /**
+   * a scratch restore would not fit in the free space of verification.scratchDir: not bad input
+   * (the request is sound), not transient (space does not come back by itself between retries);
+   * an operator frees space or moves the scratch directory, then runs it again
+   */
+  InsufficientSpace: 'InsufficientSpace',
   /** a backup provider's API (Supabase) answered 5xx, kept rate-limiting or could not be reached */
   ProviderUnavailable: 'ProviderUnavailable',
 } as const;

@@ -70,11 +70,12 @@ describe('configuration', () => {
 });
 
 describe('configuration of full backups, Supabase, retention and verification', () => {
-  it('defaults to the postgres provider, 30 days of retention with three backups always kept, and half-second WAL uploads', () => {
+  it('defaults to the postgres provider, 30 days of retention with three backups always kept, half-second WAL uploads and 5% of the scratch file system kept free', () => {
     const cfg = parseConfig(minimal, ctx);
     assert.equal(cfg.fullBackup.provider, 'postgres');
     assert.equal(cfg.fullBackup.slot, 'tenantsafe');
     assert.equal(cfg.fullBackup.walPartialIntervalMs, 500);
+    assert.equal(cfg.verification.scratchKeepFreePercent, 5);
     assert.equal(cfg.supabase, null);
     assert.deepEqual({ ...cfg.retention, tenants: undefined }, { days: 30, minCount: 3, daily: 0, weekly: 0, monthly: 0, yearly: 0, incompleteAfterMs: 21_600_000, tenants: undefined });
   });
@@ -100,7 +101,7 @@ describe('configuration of full backups, Supabase, retention and verification', 
       fullBackup: { provider: 'rds', walPartialInterval: 'soon' },
       supabase: { projectRef: 'ABC', accessToken: 42 },
       retention: { days: -1, tenants: { acme: { dayz: 3 } } },
-      verification: { tenantBackupsPerRun: 'many' },
+      verification: { tenantBackupsPerRun: 'many', scratchKeepFreePercent: 100 },
     });
     assert.match(message, /fullBackup\.provider: must be one of postgres, supabase \(got "rds"\)/);
     assert.match(message, /fullBackup\.walPartialInterval: must be a duration/);
@@ -109,6 +110,7 @@ describe('configuration of full backups, Supabase, retention and verification', 
     assert.match(message, /retention\.days: must be an integer from 0/);
     assert.match(message, /retention\.tenants\.acme\.dayz: unknown key/);
     assert.match(message, /verification\.tenantBackupsPerRun: must be an integer/);
+    assert.match(message, /verification\.scratchKeepFreePercent: must be an integer from 0 to 99/);
     assert.doesNotMatch(message, /42/);
     assert.match(problemsOf({ ...minimal, fullBackup: { provider: 'supabase' } }), /supabase: is required/);
   });

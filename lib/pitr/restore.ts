@@ -15,6 +15,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { baseObjectKey } from '../fullBackup/basebackup';
 import { readFullManifest } from '../format/fullManifest';
 import type { ObjectStore } from '../storage/types';
+import { formatMicros, parseMicros } from '../time';
 import type { WalArchiveListing } from '../wal/archive';
 import { startWalServer } from './walServer';
 import type { PitrTarget } from './window';
@@ -62,8 +63,9 @@ export function assertNewDataDir(dir: string): void {
 
 function recoverySettings(target: PhysicalRestoreOptions['target']): Record<string, string> {
   if (target === 'immediate') return { recovery_target: 'immediate' };
-  // PostgreSQL's own timestamptz syntax: it rejects the ISO-8601 'T' and 'Z' here.
-  if ('at' in target) return { recovery_target_time: new Date(target.at).toISOString().replace('T', ' ').replace('Z', '+00'), recovery_target_inclusive: 'on' };
+  // PostgreSQL's own timestamptz syntax: it rejects the ISO-8601 'T' and 'Z' here. To the
+  // microsecond: a target cut to milliseconds would leave out a commit made within the same one.
+  if ('at' in target) return { recovery_target_time: formatMicros(parseMicros(target.at)).replace('T', ' ').replace('Z', '+00'), recovery_target_inclusive: 'on' };
   if ('lsn' in target) return { recovery_target_lsn: target.lsn, recovery_target_inclusive: 'on' };
   if ('name' in target) return { recovery_target_name: target.name };
   return {}; // latest: replay everything the archive holds

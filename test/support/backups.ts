@@ -49,10 +49,11 @@ export function digestOf(lines: string[]): string {
   return d.digest();
 }
 
-/** The tenant's live rows per table, as COPY text under the same session settings as a backup. */
-export async function liveRows(config: Config, tenantId: string, plan?: TenancyPlan): Promise<Map<string, string[]>> {
+/** The tenant's live rows per table, as COPY text under the same session settings as a backup; as of an exported snapshot when given. */
+export async function liveRows(config: Config, tenantId: string, plan?: TenancyPlan, snapshot?: string): Promise<Map<string, string[]>> {
   const c = await connect(config.database.url);
   try {
+    if (snapshot) await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '${snapshot}'`);
     return await tenantRowsOver(c, plan ?? (await discoverTenancy(c, config.tenancy)), tenantId);
   } finally {
     await c.end();
