@@ -1,5 +1,6 @@
 // All activities, bound to one engine (config, pools, store) per worker process.
 import type { Engine } from '../lib/engine';
+import { createChangeLogActivities } from './changeLog';
 import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
 import { createTenantRestoreActivities } from './tenantRestore';
@@ -11,5 +12,6 @@ export function createActivities(engine: Engine) {
     ...createTenantRestoreActivities(engine),
     ...createFullBackupActivities(engine),
     ...createVerifyActivities(engine),
+    ...createChangeLogActivities(engine),
   };
 }

@@ -14,6 +14,7 @@ import {
   type ApplyResult,
   type RestoreJob,
   type RestorePreview,
+  type PointInTimePlan,
   type RestoreSelection,
   type RestoreVerification,
 } from '../lib/restore';
@@ -21,10 +22,15 @@ import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
 import { withFailures } from './failures';
 import { recordTenantBackup } from '../lib/tenantBackup';
 import { heartbeatEvery } from './tenantBackup';
+import { describeTarget, planPointInTime, rebuildPointInTime } from '../lib/pointInTime';
+import { pointInTimeLabel } from '../lib/labels';
 
 export interface PreparedRestore {
   backupId: string;
+  /** the backup's snapshot time, or the point in time asked for */
   snapshotAt: string;
+  /** a restore to a point in time: how the tenant is rebuilt there */
+  pointInTime?: PointInTimePlan;
   selection: RestoreSelection;
   approvalsRequired: number;
   approvalTimeoutMs: number;
@@ -53,12 +59,17 @@ export function createTenantRestoreActivities(engine: Engine) {
     /** Validates the request and picks the backup. Bad input fails here, before anything is staged. */
     async prepareTenantRestore(input: TenantRestoreInput & { restoreId: string }): Promise<PreparedRestore> {
       const request = checkRestoreRequest(input);
-      const backup = await resolveRestoreSource(engine, request);
-      await engine.catalog.recordRestore({ ...identity(), restoreId: input.restoreId, tenantId: request.tenantId, backupId: backup.backupId, state: 'previewing', requestedBy: request.requestedBy });
+      const { source } = request;
+      // a point in time: the preview rebuilds the tenant there first, under an id of this restore's
+      const pointInTime = 'pointInTime' in source ? await planPointInTime(engine, request.tenantId, source.pointInTime) : undefined;
+      const backup = 'pointInTime' in source ? undefined : await resolveRestoreSource(engine, { tenantId: request.tenantId, source });
+      const backupId = backup?.backupId ?? pointInTimeLabel(input.restoreId);
+      await engine.catalog.recordRestore({ ...identity(), restoreId: input.restoreId, tenantId: request.tenantId, backupId, state: 'previewing', requestedBy: request.requestedBy });
       const { restore, database } = engine.config;
       return {
-        backupId: backup.backupId,
-        snapshotAt: backup.snapshotAt,
+        backupId,
+        snapshotAt: backup?.snapshotAt ?? describeTarget(pointInTime!.target),
+        ...(pointInTime ? { pointInTime } : {}),
         selection: request.selection,
         approvalsRequired: restore.approvers,
         approvalTimeoutMs: restore.approvalTimeoutMs,
@@ -70,7 +81,12 @@ export function createTenantRestoreActivities(engine: Engine) {
       let progress: object = { phase: 'staging' };
       const stop = heartbeatEvery(2000, () => progress);
       try {
-        const preview = await previewRestore(engine, job, { onProgress: (p) => (progress = { phase: 'staging', ...p }), signal: Context.current().cancellationSignal });
+        const signal = Context.current().cancellationSignal;
+        if (job.pointInTime) {
+          progress = { phase: 'rebuilding' };
+          await rebuildPointInTime(engine, { tenantId: job.tenantId, backupId: job.backupId, plan: job.pointInTime, signal, onProgress: (p) => (progress = { phase: 'rebuilding', ...p }) });
+        }
+        const preview = await previewRestore(engine, job, { onProgress: (p) => (progress = { phase: 'staging', ...p }), signal });
         await recordPreview(job, preview);
         return summarize(preview);
       } finally {

@@ -5,7 +5,8 @@ import { ApplicationFailure, TemporalFailure, type QueryDefinition } from '@temp
 import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { approvalInvalid, approvalRefusal } from '../lib/restore/rules';
+import { approvalInvalid, approvalRefusal, checkRestoreRequest } from '../lib/restore/rules';
+import type { PointInTimePreview } from '../lib/restore/types';
 import {
   approveSignal,
   rejectSignal,
@@ -133,7 +134,14 @@ export interface RestoreRequested {
   previewDigest: string | null;
   state: TenantRestoreStatus['state'];
   backupId: string | null;
-  preview: { tables: Record<string, { insert: number; update: number; delete: number }>; warnings: string[]; blockers: string[]; drift: string[] } | null;
+  preview: {
+    tables: Record<string, { insert: number; update: number; delete: number }>;
+    warnings: string[];
+    blockers: string[];
+    drift: string[];
+    /** a restore to a point in time: the source, the last commit included, and why */
+    pointInTime?: PointInTimePreview;
+  } | null;
   error?: string;
   errorType?: string;
   workflowId: string;
@@ -148,6 +156,8 @@ export class TenantsafeRestores {
 
   /** Starts a restore and returns its preview (or why there is none). One restore per tenant at a time. */
   async request(input: TenantRestoreInput): Promise<RestoreRequested> {
+    // what needs no database fails here, before a workflow starts (the workflow checks it again)
+    checkRestoreRequest(input);
     await this.client.assertWorkerPolling();
     const workflowId = workflowIds.tenantRestore(input.tenantId);
     let handle;
@@ -226,6 +236,7 @@ function requestedOf(s: TenantRestoreStatus, workflowId: string): RestoreRequest
           warnings: s.preview.warnings,
           blockers: s.preview.blockers.map((b) => b.message),
           drift: s.preview.drift.map((d) => `${d.table}${d.column ? `.${d.column}` : ''}: ${d.kind}, ${d.policy}`),
+          ...(s.preview.pointInTime ? { pointInTime: s.preview.pointInTime } : {}),
         }
       : null,
     ...(s.error ? { error: s.error } : {}),

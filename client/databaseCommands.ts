@@ -8,6 +8,8 @@ import { withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
 import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
+import { workflowScopes } from '../lib/databaseIdentity';
+import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
 import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
@@ -128,19 +130,59 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['backupId', 'reason', 'by', 'at']));
     });
 
+  const changelog = program.command('changelog').description('the change log (logical decoding) that tenant point-in-time restores replay');
+  changelog
+    .command('start')
+    .description('start streaming committed changes of the tenant-owned tables into storage (needs wal_level logical)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const scope = await withEngine(cmd, async (e) => {
+        await prepareChangeLog(e); // bad configuration fails here, at the command line
+        return (await workflowScopes(e)).changeLog;
+      });
+      const out = await withClientOf(cmd, (c) => fullBackups().startChangeLog(c, scope));
+      emit(globals(cmd), out, () => `Change log ${out.state}`);
+    });
+  changelog
+    .command('stop')
+    .description('stop it (it stores what it received first); the slot stays, so nothing committed meanwhile is lost when it starts again')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const scope = await withEngine(cmd, async (e) => (await workflowScopes(e)).changeLog);
+      const stopped = await withClientOf(cmd, (c) => fullBackups().stopChangeLog(c, scope));
+      emit(globals(cmd), { stopped }, () => (stopped ? 'Change log stopped' : 'The change log was not running'));
+    });
+  changelog
+    .command('status')
+    .description('how far the log reaches, its gaps, the slot: its lag and whether the server may drop WAL it needs')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { scope, ...log } = await withEngine(cmd, async (e) => ({ scope: (await workflowScopes(e)).changeLog, ...(await changeLogState(e)) }));
+      const streaming = await withClientOf(cmd, (c) => fullBackups().changeLogStatus(c, scope)).catch(() => null);
+      const out = { ...log, streaming };
+      emit(globals(cmd), out, () =>
+        [
+          `Change log ${out.stream ?? '(none yet)'}: ${out.startedAt ? `since ${out.startedAt}, ` : ''}stored to ${out.durable?.time ?? '-'} (${out.durable?.lsn ?? '-'}), caught up to ${out.caughtUpAt ?? '-'}`,
+          `Slot ${out.slot.name}: ${out.slot.exists ? `${out.slot.walStatus}, ${sizeText(out.slot.lagBytes)} behind${out.slot.safeWalBytes !== null ? `, ${sizeText(out.slot.safeWalBytes)} before the server may drop WAL it needs` : ' (max_slot_wal_keep_size unlimited)'}` : 'missing'}`,
+          `Streaming: ${streaming ? `${streaming.state}, ${streaming.restarts} restarts${streaming.lastError ? `, last error: ${streaming.lastError}` : ''}` : 'not running'}`,
+          ...(out.gaps.length ? out.gaps.map((g) => `GAP: ${g.fromTime ?? '?'} to ${g.toTime} (${g.reason})`) : ['No gaps.']),
+        ].join('\n'),
+      );
+      if (out.gaps.length || !out.slot.exists || out.slot.walStatus === 'lost') process.exitCode = 1;
+    });
+
   const wal = program.command('wal').description('the WAL archiver (postgres provider)');
   wal
     .command('start')
     .description('start archiving WAL (the first full backup starts it too)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => fullBackups().startWalArchiver(c));
+      const scope = await withEngine(cmd, async (e) => (await workflowScopes(e)).walArchiver);
+      const out = await withClientOf(cmd, (c) => fullBackups().startWalArchiver(c, scope));
       emit(globals(cmd), out, () => `WAL archiver ${out.state}`);
     });
   wal
     .command('stop')
     .description('stop archiving WAL (point-in-time recovery stops at the last archived moment)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const stopped = await withClientOf(cmd, (c) => fullBackups().stopWalArchiver(c));
+      const scope = await withEngine(cmd, async (e) => (await workflowScopes(e)).walArchiver);
+      const stopped = await withClientOf(cmd, (c) => fullBackups().stopWalArchiver(c, scope));
       emit(globals(cmd), { stopped }, () => (stopped ? 'WAL archiver stopped' : 'The WAL archiver was not running'));
     });
   wal
@@ -150,10 +192,11 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       const archive = await withEngine(cmd, async (e) => {
         const listing = await listWalArchive(e.store);
         const segmentSize = (await e.catalog.listFullBackups()).find((b) => b.wal)?.wal?.segmentSize ?? 16 * 1024 * 1024;
-        return { segments: listing.segments.length, newestSegment: newestSegment(listing), partial: listing.partials.at(-1)?.name ?? null, gaps: findWalGaps(listing, segmentSize) };
+        return { scope: (await workflowScopes(e)).walArchiver, segments: listing.segments.length, newestSegment: newestSegment(listing), partial: listing.partials.at(-1)?.name ?? null, gaps: findWalGaps(listing, segmentSize) };
       });
-      const archiver = await withClientOf(cmd, (c) => fullBackups().walArchiverStatus(c)).catch(() => null);
-      const out = { ...archive, archiver };
+      const { scope, ...listed } = archive;
+      const archiver = await withClientOf(cmd, (c) => fullBackups().walArchiverStatus(c, scope)).catch(() => null);
+      const out = { ...listed, archiver };
       emit(globals(cmd), out, () =>
         [
           `WAL archive: ${out.segments} segments, newest ${out.newestSegment ?? '-'}${out.partial ? ` (being written)` : ''}`,

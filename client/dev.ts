@@ -8,6 +8,7 @@ import { PrivateCluster } from '../lib/postgres/cluster';
 import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from './temporalDevServer';
 import { ensureSampleDatabase, type SampleOptions } from '../sample/generate';
 import { startWorker, type StartedWorker } from '../workers/worker';
+import { workflowScopes } from '../lib/databaseIdentity';
 
 export interface DevStack {
   config: Config;
@@ -59,6 +60,18 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     const worker = await startWorker(config);
     stops.push(() => worker.shutdown());
     opts.log(`worker: polling task queue ${config.temporal.taskQueue}`);
+    if (config.changeLog.enabled) {
+      // runs on after `dev` stops, like the WAL archiver; `tenantsafe changelog stop` ends it
+      const { startChangeLog } = require('./fullBackups') as typeof import('./fullBackups');
+      const { TenantsafeClient } = require('./client') as typeof import('./client');
+      const client = await TenantsafeClient.connect(config.temporal);
+      try {
+        await startChangeLog(client, (await workflowScopes(worker.engine)).changeLog);
+      } finally {
+        await client.close();
+      }
+      opts.log('change log: streaming');
+    }
     return {
       config,
       uiUrl,

@@ -1,19 +1,22 @@
 // The typed client for whole-database work: full backups, the WAL archiver, point-in-time
 // restores, verification and retention. Like client.ts it talks to Temporal only.
 import { WorkflowNotFoundError, type Workflow, type WorkflowHandle, type WorkflowStartOptions } from '@temporalio/client';
+import type { QueryDefinition } from '@temporalio/common';
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import {
   databaseWorkflowIds,
   fullBackupStatusQuery,
   searchAttributes,
   walArchiverStatusQuery,
+  changeLogStatusQuery,
   type ApplyRetentionResult,
+  type ChangeLogStatus,
   type FullBackupResult,
   type PitrRestoreInput,
   type VerifyBackupResult,
   type WalArchiverStatus,
 } from '../workflows/messages';
-import type { applyRetention, fullBackup, pitrRestore, verifyBackup, walArchiver } from '../workflows';
+import type { applyRetention, changeLog, fullBackup, pitrRestore, verifyBackup, walArchiver } from '../workflows';
 import { resultOf, pollStatus, type TenantsafeClient } from './client';
 
 /** Starts a workflow of ours on the configured task queue. */
@@ -63,15 +66,26 @@ export async function applyRetentionNow(client: TenantsafeClient, dryRun: boolea
 }
 
 /** Starts the WAL archiver unless it runs; returns its status. */
-export async function startWalArchiver(client: TenantsafeClient, input: { sliceMs?: number } = {}): Promise<WalArchiverStatus> {
+export async function startWalArchiver(client: TenantsafeClient, scope: string, input: { sliceMs?: number } = {}): Promise<WalArchiverStatus> {
   await client.assertWorkerPolling();
-  const handle = await start<typeof walArchiver>(client, 'walArchiver', databaseWorkflowIds.walArchiver(), [input]);
+  const handle = await start<typeof walArchiver>(client, 'walArchiver', databaseWorkflowIds.walArchiver(scope), [input]);
   return handle.query(walArchiverStatusQuery);
 }
 
-/** Cancels the WAL archiver (it uploads what it has, then stops); false when none was running. */
-export async function stopWalArchiver(client: TenantsafeClient): Promise<boolean> {
-  const handle = client.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver());
+export async function startChangeLog(client: TenantsafeClient, scope: string, input: { sliceMs?: number } = {}): Promise<ChangeLogStatus> {
+  await client.assertWorkerPolling();
+  const handle = await start<typeof changeLog>(client, 'changeLog', databaseWorkflowIds.changeLog(scope), [input]);
+  return handle.query(changeLogStatusQuery);
+}
+
+export const stopWalArchiver = (client: TenantsafeClient, scope: string) => stopRunning(client, databaseWorkflowIds.walArchiver(scope));
+export const walArchiverStatus = (client: TenantsafeClient, scope: string) => statusIfRunning(client, databaseWorkflowIds.walArchiver(scope), walArchiverStatusQuery);
+export const stopChangeLog = (client: TenantsafeClient, scope: string) => stopRunning(client, databaseWorkflowIds.changeLog(scope));
+export const changeLogStatus = (client: TenantsafeClient, scope: string) => statusIfRunning(client, databaseWorkflowIds.changeLog(scope), changeLogStatusQuery);
+
+/** Cancels a long-running workflow (the archiver, the change log: each stores what it has, then stops); false when it was not running. */
+async function stopRunning(client: TenantsafeClient, workflowId: string): Promise<boolean> {
+  const handle = client.temporal.workflow.getHandle(workflowId);
   try {
     if ((await handle.describe()).status.name !== 'RUNNING') return false;
     await handle.cancel();
@@ -83,12 +97,12 @@ export async function stopWalArchiver(client: TenantsafeClient): Promise<boolean
   }
 }
 
-/** The archiver's status, or null when it is not running. */
-export async function walArchiverStatus(client: TenantsafeClient): Promise<WalArchiverStatus | null> {
-  const handle = client.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver());
+/** A long-running workflow's status, or null when it is not running. */
+async function statusIfRunning<S>(client: TenantsafeClient, workflowId: string, query: QueryDefinition<S>): Promise<S | null> {
+  const handle = client.temporal.workflow.getHandle(workflowId);
   try {
     if ((await handle.describe()).status.name !== 'RUNNING') return null;
-    return await handle.query(walArchiverStatusQuery);
+    return await handle.query(query);
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return null;
     throw err;

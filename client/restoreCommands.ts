@@ -2,7 +2,8 @@
 // status, and cleanup of scratch schemas that restores no longer running left behind.
 import type { Command } from 'commander';
 import type { Engine } from '../lib/engine';
-import { removeStaleScratchSchemas, scratchSchemaName } from '../lib/restore';
+import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
+import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
 import type { TenantRestoreInput } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
 import { defaultUser, globals, list, withClientOf, withEngine } from './commandHelpers';
@@ -19,8 +20,22 @@ function restoreText(r: RestoreRequested): string {
     ...(r.preview?.drift ?? []).map((d) => `drift: ${d}`),
     ...(r.preview?.warnings ?? []).map((w) => `warning: ${w}`),
     ...(r.preview?.blockers ?? []).map((b) => `BLOCKED: ${b}`),
+    ...(r.preview?.pointInTime ? ['', pointInTimeText(r.preview.pointInTime)] : []),
     ...(r.state === 'awaiting-approval' ? ['', `Approve (someone else): tenantsafe restore approve ${r.restoreId} --by <name> --digest ${r.previewDigest}`] : []),
   ].join('\n');
+}
+
+/** Where a point-in-time restore's rows come from, up to which commit, and why. */
+function pointInTimeText(p: PointInTimePreview): string {
+  const last = p.lastCommit ? `the last commit included ends at ${p.lastCommit.lsn}, committed ${p.lastCommit.time}` : 'no commit after the base backup';
+  const from = p.source === 'changeLog' ? `the change log, replayed onto backup ${p.baseBackupId}` : 'a PITR clone of the database';
+  return `Rebuilt as of ${p.target.at ?? `LSN ${p.target.lsn}`} from ${from}: ${last}.\nWhy: ${p.reason}.`;
+}
+
+function windowText(w: RestoreWindows): string {
+  const line = (name: string, s: SourceWindow) =>
+    `${name.padEnd(10)} ${s.earliest ? `${s.earliest} to ${s.latest}` : '(none)'}${s.gaps.map((g) => `\n           gap: ${g.from ?? '?'} to ${g.to} (${g.reason})`).join('')}`;
+  return [`Tenant ${w.tenantId} can be restored to any moment in:`, line('changeLog', w.changeLog), line('pitrClone', w.pitrClone), line('backups', w.backups) + ' (whole backups only)'].join('\n');
 }
 
 /** A scratch schema belongs to a running restore when its workflow is still open. */
@@ -42,18 +57,22 @@ export function registerRestoreCommands(program: Command): void {
     .command('tenant <tenantId>')
     .description('stage a backup and preview what restoring it would change; waits for the preview')
     .option('--backup <backupId>', 'the backup to restore')
-    .option('--at <time>', 'ISO-8601: the newest backup taken at or before this time')
+    .option('--at <time>', 'ISO-8601 with a zone: the tenant exactly as committed then (microseconds kept; a commit at that very time included)')
+    .option('--lsn <lsn>', 'the tenant exactly as committed up to this WAL position')
+    .option('--backup-before <time>', 'ISO-8601: the newest backup taken at or before this time')
     .option('--mode <mode>', 'replace (the tenant becomes exactly the backup) or missing-only (re-insert missing rows)', 'replace')
     .option('--tables <list>', 'only these tables, comma-separated (e.g. app.users,app.projects)', list)
     .option('--changes <list>', 'only these kinds of change: insert,update,delete', list)
     .option('--missing-refs <policy>', 'rows referencing global rows that are gone: refuse or skip', 'refuse')
     .option('--by <who>', 'who asks (cannot approve it)', defaultUser())
-    .action(async (tenantId: string, opts: { backup?: string; at?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string }, cmd: Command) => {
+    .action(async (tenantId: string, opts: { backup?: string; at?: string; lsn?: string; backupBefore?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) =>
         c.restores.request({
           tenantId,
           backupId: opts.backup,
           at: opts.at,
+          lsn: opts.lsn,
+          backupBefore: opts.backupBefore,
           mode: opts.mode as TenantRestoreInput['mode'],
           tables: opts.tables,
           changes: opts.changes as TenantRestoreInput['changes'],
@@ -63,6 +82,14 @@ export function registerRestoreCommands(program: Command): void {
       );
       emit(globals(cmd), out, () => restoreText(out));
       if (out.error) throw new WorkflowError(out.error, out.errorType);
+    });
+  restore
+    .command('window')
+    .description('what a tenant can be restored to: per source (change log, PITR clone, whole backups) the earliest and latest moment, and gaps')
+    .requiredOption('--tenant <tenantId>', 'the tenant')
+    .action(async (opts: { tenant: string }, cmd: Command) => {
+      const out = await withEngine(cmd, (e) => (require('../lib/pointInTime') as typeof import('../lib/pointInTime')).restoreWindows(e, opts.tenant));
+      emit(globals(cmd), out, () => windowText(out));
     });
   restore
     .command('approve <restoreId>')

@@ -351,6 +351,23 @@ export class Catalog {
     }));
   }
 
+  /**
+   * The tenant's backups the change log can extend, oldest first: those with an exact boundary
+   * (snapshot.changeLogLsn) taken in this cluster and database.
+   */
+  async changeLogBases(tenantId: string, origin: { systemIdentifier: string; databaseOid: number }): Promise<{ backupId: string; snapshotAt: string; boundary: string }[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT backup_id, ${microsText('snapshot_at')} AS at, manifest->'snapshot'->>'changeLogLsn' AS boundary FROM ${this.s}.backups
+          WHERE tenant_id = $1 AND kind = 'tenant' AND manifest->'snapshot' ? 'changeLogLsn'
+            AND manifest->'snapshot'->'origin'->>'systemIdentifier' = $2 AND (manifest->'snapshot'->'origin'->>'databaseOid')::int = $3
+          ORDER BY (manifest->'snapshot'->>'changeLogLsn')::pg_lsn`,
+        [tenantId, origin.systemIdentifier, origin.databaseOid],
+      ),
+    );
+    return r.rows.map((x) => ({ backupId: x.backup_id, snapshotAt: x.at, boundary: x.boundary }));
+  }
+
   /** The end of the last transaction the stream holds, and its commit time. */
   async changeLogEnd(stream: string): Promise<{ lsn: string; time: string } | undefined> {
     const r = await this.run((c) =>

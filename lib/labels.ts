@@ -16,6 +16,11 @@ export function backupLabel(at: Date, kind: BackupKind, unique: string): string 
   return label(at, backupKinds[kind], unique);
 }
 
+/** The tenant a restore to a point in time rebuilds is a backup named after the restore: 20261125-053012P-3f9a2c. */
+export function pointInTimeLabel(restoreId: string): string {
+  return restoreId.replace(/R-([0-9a-f]{6})$/, 'P-$1');
+}
+
 /** Restore ids look like backup ids with kind letter R: 20261125-053012R-3f9a2c. */
 export function restoreLabel(at: Date, unique: string): string {
   return label(at, 'R', unique);

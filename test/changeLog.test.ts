@@ -14,7 +14,8 @@ import { withConnection } from '../lib/pg';
 import { formatLsn, parseLsn } from '../lib/wal/names';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
-import { createTestEnv, type TestEnv } from './support/env';
+import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { spawnWorkerProcess } from '../workers/process';
 import { waitFor } from './support/wait';
 import { backUpNow, readBackup } from './support/backups';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
@@ -222,6 +223,38 @@ describe('the change log', function () {
     assert.ok(before.size > 0 && after.size > 0, `commits on both sides (${before.size} before, ${after.size} after)`);
     assert.deepEqual([...inBackup].sort(), [...before].sort(), 'the backup holds exactly the commits before the boundary');
     assert.ok([...after].every((p) => !inBackup.has(p)), 'and none of those at or after it');
+  });
+
+  it('runs as a workflow: a worker killed while it streams loses no change and doubles none', async () => {
+    const cli = (...args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
+    const stream = await streamOf(env);
+    const from = parseLsn((await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
+    let worker = await spawnWorkerProcess(env.configFile);
+    try {
+      const started = await cli('changelog', 'start');
+      assert.equal(started.code, 0, started.stderr);
+      const update = (i: number) => sql(`UPDATE app.users SET display_name = $1 WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = $2)`, [`k${i}`, i % 2 ? 'acme' : 'globex']);
+      for (let i = 0; i < 30; i++) await update(i);
+      await waitFor('the first changes stored', async () => ((await env.engine.catalog.changeLogEnd(stream)) ? parseLsn((await env.engine.catalog.changeLogEnd(stream))!.lsn) > from : false));
+      worker.kill('SIGKILL');
+      for (let i = 30; i < 60; i++) await update(i); // while no worker runs: the slot keeps them
+      worker = await spawnWorkerProcess(env.configFile);
+      const last = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
+      await waitFor('the log to catch up after the restart', async () => parseLsn((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsn(last), { tries: 600 });
+      const status = await cli('changelog', 'status');
+      assert.equal(status.code, 0, status.stdout + status.stderr);
+      assert.equal(status.json().streaming.state, 'streaming');
+      assert.ok(status.json().slot.exists && status.json().slot.walStatus === 'reserved', status.stdout);
+      const stopped = await cli('changelog', 'stop');
+      assert.deepEqual(stopped.json(), { stopped: true });
+    } finally {
+      worker.kill('SIGKILL');
+    }
+    const names: string[] = [];
+    for await (const { txn } of readChangeLog(env.engine.store, env.engine.catalog, stream, from)) {
+      for (const c of txn.changes) if (c.kind === 'update' && c.table === 'app.users' && /^k\d+$/.test(String(c.row[3]))) names.push(String(c.row[3]));
+    }
+    assert.deepEqual(names, Array.from({ length: 60 }, (_, i) => `k${i}`), 'every change once, in order');
   });
 
   it('records a gap when its slot was dropped, and logs again from a new slot', async () => {

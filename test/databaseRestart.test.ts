@@ -17,6 +17,7 @@ import { defaultSample } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { checksumsOf } from './support/restore';
 import { waitFor as waitUntil } from './support/wait';
+import { workflowScopes } from '../lib/databaseIdentity';
 
 const tenantId = 'acme';
 
@@ -52,7 +53,7 @@ describe('a database crash in the middle of a step', function () {
     await releasePreparedLock().catch(() => undefined);
     // stopped while its worker still runs: the archiver's id is the namespace's, and one left
     // running would stand in for the next test's
-    const archiver = env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver());
+    const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
     await archiver?.cancel().catch(() => undefined);
     await archiver?.result().catch(() => undefined);
     worker?.kill('SIGKILL');

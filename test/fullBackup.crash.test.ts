@@ -9,6 +9,7 @@ import type { fullBackup } from '../workflows';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { spawnWorkerProcess } from '../workers/process';
+import { workflowScopes } from '../lib/databaseIdentity';
 
 describe('full backup when the worker is killed mid-way', function () {
   this.timeout(240_000);
@@ -29,8 +30,9 @@ describe('full backup when the worker is killed mid-way', function () {
     });
   });
   after(async () => {
-    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).cancel().catch(() => undefined);
-    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).result().catch(() => undefined);
+    const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
+    await archiver?.cancel().catch(() => undefined);
+    await archiver?.result().catch(() => undefined);
     workers.forEach((w) => w.kill('SIGKILL'));
     await env?.close();
     await source?.remove();

@@ -18,6 +18,7 @@ import { segmentOfLsn } from '../lib/wal/names';
 import { databaseWorkflowIds } from '../workflows/messages';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { workflowScopes } from '../lib/databaseIdentity';
 
 interface Row {
   id: number;
@@ -107,8 +108,9 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   after(async () => {
     await writer?.stop();
     await writerClient?.end();
-    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).cancel().catch(() => undefined);
-    await env?.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver()).result().catch(() => undefined);
+    const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
+    await archiver?.cancel().catch(() => undefined);
+    await archiver?.result().catch(() => undefined);
     await env?.close();
     await source?.remove();
   });

@@ -737,13 +737,25 @@ describe('tenant restore engine', function () {
 
   it('rejects bad requests with a clear message: unknown backup, another tenant\'s backup, a bad time', async () => {
     const checked = (req: Omit<RestoreRequest, 'tenantId' | 'requestedBy'>) => checkRestoreRequest({ tenantId, requestedBy: 'alice', ...req });
-    await assert.rejects(resolveRestoreSource(engine, checked({ backupId: '20200101-000000T-000000' })), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
+    const backupSource = (req: Omit<RestoreRequest, 'tenantId' | 'requestedBy'>) => {
+      const { source } = checked(req);
+      if ('pointInTime' in source) throw new Error('a backup source was expected');
+      return resolveRestoreSource(engine, { tenantId, source });
+    };
+    await assert.rejects(backupSource({ backupId: '20200101-000000T-000000' }), (e: TenantsafeError) => e.type === ErrorType.BackupNotFound);
     const other = await backUpNow(engine, 'acme');
-    await assert.rejects(resolveRestoreSource(engine, checked({ backupId: other })), /Backup .* is of tenant "acme", not "globex"/);
+    await assert.rejects(backupSource({ backupId: other }), /Backup .* is of tenant "acme", not "globex"/);
+    assert.throws(() => checked({ backupBefore: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
     assert.throws(() => checked({ at: 'yesterday' }), /"yesterday" is not an ISO-8601 time/);
-    await assert.rejects(resolveRestoreSource(engine, checked({ at: '2020-01-01T00:00:00Z' })), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
+    assert.throws(() => checked({ at: '2026-01-01T00:00:00' }), /not an ISO-8601 time with a time zone/);
+    assert.throws(() => checked({ lsn: '0/x' }), /"0\/x" is not an LSN/);
+    assert.throws(() => checked({ at: '2026-01-01T00:00:00Z', backupId: other }), /Give one source, not backupId and at/);
+    assert.throws(() => checked({}), /Give what to restore/);
+    await assert.rejects(backupSource({ backupBefore: '2020-01-01T00:00:00Z' }), /No backup of tenant "globex" was taken at or before 2020-01-01T00:00:00Z; the restorable window is from .* to now/);
+    assert.throws(() => checked({ backupBefore: '2999-01-01T00:00:00Z' }), /in the future/);
     assert.throws(() => checked({ at: '2999-01-01T00:00:00Z' }), /in the future/);
-    assert.equal((await resolveRestoreSource(engine, checked({ at: new Date().toISOString() }))).tenantId, tenantId);
+    assert.deepEqual(checked({ at: '2026-01-01T01:00:00.1234567+01:00' }).source, { pointInTime: { at: '2026-01-01T00:00:00.123456Z' } }, 'microseconds kept, in UTC');
+    assert.equal((await backupSource({ backupBefore: new Date().toISOString() })).tenantId, tenantId);
     assert.throws(() => parseSelection({ tenantId, mode: 'merge' }), /Unknown mode "merge"/);
     assert.throws(() => parseSelection({ tenantId, changes: ['upsert'] }), /Unknown change kind\(s\) upsert/);
   });

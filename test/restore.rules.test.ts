@@ -13,15 +13,20 @@ describe('restore rules (no database)', () => {
     assert.throws(() => checkRestoreRequest({ ...req, changes: [] }), badInput(/--changes is empty/));
     assert.throws(() => checkRestoreRequest({ ...req, tables: [] }), badInput(/--tables is empty/));
     assert.throws(() => checkRestoreRequest({ ...req, missingRefs: 'ignore' }), badInput(/Unknown --missing-refs "ignore"/));
-    assert.throws(() => checkRestoreRequest({ ...req, at: '2026-11-25T05:30:00Z' }), badInput(/Give exactly one of a backup id or a point in time/));
-    assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined }), badInput(/Give exactly one/));
+    assert.throws(() => checkRestoreRequest({ ...req, at: '2026-11-25T05:30:00Z' }), badInput(/Give one source, not backupId and at/));
+    assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined }), badInput(/Give what to restore/));
     assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined, at: '2026-11-25 05:30' }), badInput(/"2026-11-25 05:30" is not an ISO-8601 time with a time zone/));
+    assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined, backupBefore: '2026-11-25 05:30' }), badInput(/"2026-11-25 05:30" is not an ISO-8601 time with a time zone/));
+    assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined, lsn: '16/B374D848X' }), badInput(/is not an LSN/));
     const now = new Date('2026-11-25T06:00:00Z');
     assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined, at: '2026-11-25T07:00:00+00:30' }, now), badInput(/is in the future/));
+    assert.throws(() => checkRestoreRequest({ ...req, backupId: undefined, backupBefore: '2026-11-25T07:00:00+00:30' }, now), badInput(/is in the future/));
 
     assert.deepEqual(checkRestoreRequest(req), { tenantId: 'globex', requestedBy: 'alice', selection: { mode: 'replace', missingRefs: 'refuse' }, source: { backupId: req.backupId } });
-    const atTime = checkRestoreRequest({ ...req, backupId: undefined, at: '2026-11-25T06:30:00+01:00', changes: [' insert'], tables: ['app.users'] }, now);
-    assert.deepEqual(atTime.source, { at: '2026-11-25T06:30:00+01:00', time: new Date('2026-11-25T05:30:00Z') });
+    const atTime = checkRestoreRequest({ ...req, backupId: undefined, backupBefore: '2026-11-25T06:30:00+01:00', changes: [' insert'], tables: ['app.users'] }, now);
+    assert.deepEqual(atTime.source, { backupBefore: '2026-11-25T06:30:00+01:00', time: new Date('2026-11-25T05:30:00Z') });
+    assert.deepEqual(checkRestoreRequest({ ...req, backupId: undefined, at: '2026-11-25T06:30:00.000001+01:00' }, now).source, { pointInTime: { at: '2026-11-25T05:30:00.000001Z' } });
+    assert.deepEqual(checkRestoreRequest({ ...req, backupId: undefined, lsn: '16/b374d848' }, now).source, { pointInTime: { lsn: '16/B374D848' } });
     assert.deepEqual(atTime.selection, { mode: 'replace', tables: ['app.users'], changes: ['insert'], missingRefs: 'refuse' });
   });
 

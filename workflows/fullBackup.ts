@@ -29,7 +29,7 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
   try {
     const check = await step.checkFullBackup({});
     upsertSearchAttributes([{ key: searchAttributes.database, value: check.database }]);
-    if (check.needsWalArchiver) await ensureWalArchiver();
+    if (check.needsWalArchiver) await ensureWalArchiver(check.walArchiverScope);
 
     status.state = 'backing-up';
     const backup = await copy.takeFullBackup({ backupId });
@@ -57,9 +57,9 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
 }
 
 /** Starts the WAL archiver unless it is running already; it outlives this workflow. */
-async function ensureWalArchiver(): Promise<void> {
+async function ensureWalArchiver(scope: string | undefined): Promise<void> {
   try {
-    await startChild(walArchiver, { workflowId: databaseWorkflowIds.walArchiver(), args: [{}], parentClosePolicy: ParentClosePolicy.ABANDON });
+    await startChild(walArchiver, { workflowId: databaseWorkflowIds.walArchiver(scope), args: [{}], parentClosePolicy: ParentClosePolicy.ABANDON });
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }

@@ -4,6 +4,7 @@ export { tenantBackupsAll } from './tenantBackupsAll';
 export { tenantRestore } from './tenantRestore';
 export { fullBackup } from './fullBackup';
 export { walArchiver } from './walArchiver';
+export { changeLog } from './changeLog';
 export { pitrRestore } from './pitrRestore';
 export { verifyBackup } from './verifyBackup';
 export { verifyRecentBackups } from './verifyRecentBackups';

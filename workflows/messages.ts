@@ -89,10 +89,14 @@ export interface TenantBackupsAllStatus {
 
 export interface TenantRestoreInput {
   tenantId: string;
-  /** exactly one of backupId and at */
+  /** exactly one of backupId, at, lsn and backupBefore */
   backupId?: string;
-  /** ISO-8601: the newest backup taken at or before this time */
+  /** ISO-8601 with a zone: the tenant exactly as committed then (a commit at that very time included) */
   at?: string;
+  /** the tenant exactly as committed up to this WAL position */
+  lsn?: string;
+  /** ISO-8601: the newest backup taken at or before this time */
+  backupBefore?: string;
   mode?: 'replace' | 'missing-only';
   tables?: string[];
   changes?: ChangeKind[];
@@ -157,8 +161,13 @@ export const tenantBackupsAllStatusQuery = defineQuery<TenantBackupsAllStatus>('
 export const databaseWorkflowIds = {
   /** one full backup of the configured database at a time */
   fullBackup: () => 'full-backup',
-  /** one WAL archiver per database: it owns the replication slot */
-  walArchiver: () => 'wal-archiver',
+  /**
+   * one WAL archiver per cluster and store (scope: lib/databaseIdentity.ts): it owns the
+   * replication slot. Without a scope, the id of runs started before it had one.
+   */
+  walArchiver: (scope?: string) => (scope ? `wal-archiver/${scope}` : 'wal-archiver'),
+  /** one change log per database and store: it owns the logical slot */
+  changeLog: (scope: string) => `change-log/${scope}`,
   /** one restore into a target directory at a time */
   pitrRestore: (target: string) => `pitr-restore/${target}`,
   verifyBackup: (backupId: string) => `verify-backup/${backupId}`,
@@ -203,6 +212,25 @@ export interface WalArchiverStatus {
   state: 'streaming' | 'backing-off' | 'stopped';
   segmentsArchived: number;
   lastSegment: string | null;
+  restarts: number;
+  lastError: string | null;
+}
+
+export interface ChangeLogInput {
+  /** how long one streaming activity runs before the workflow starts the next (default 1 h) */
+  sliceMs?: number;
+  /** carried over continue-as-new */
+  carried?: { restarts: number; segments: number; transactions: number };
+}
+
+export interface ChangeLogStatus {
+  state: 'streaming' | 'backing-off' | 'stopped';
+  segments: number;
+  transactions: number;
+  /** the end of the last transaction stored */
+  durableLsn: string | null;
+  /** the server time up to which every commit is stored */
+  caughtUpAt: string | null;
   restarts: number;
   lastError: string | null;
 }
@@ -256,4 +284,5 @@ export type ApplyRetentionResult = RetentionOutcome;
 
 export const fullBackupStatusQuery = defineQuery<FullBackupStatus>('status');
 export const walArchiverStatusQuery = defineQuery<WalArchiverStatus>('status');
+export const changeLogStatusQuery = defineQuery<ChangeLogStatus>('status');
 export const pitrRestoreStatusQuery = defineQuery<PitrRestoreStatus>('status');

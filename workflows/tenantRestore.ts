@@ -71,7 +71,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     upsertSearchAttributes([{ key: searchAttributes.database, value: prepared.database }]);
     status.backupId = prepared.backupId;
     status.approvalsRequired = prepared.approvalsRequired;
-    const job: RestoreJob = { restoreId, tenantId, backupId: prepared.backupId, selection: prepared.selection };
+    const job: RestoreJob = { restoreId, tenantId, backupId: prepared.backupId, selection: prepared.selection, ...(prepared.pointInTime ? { pointInTime: prepared.pointInTime } : {}) };
 
     let preview = await copy.previewTenantRestore(job);
     for (;;) {

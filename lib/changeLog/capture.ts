@@ -14,6 +14,7 @@ import { gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transa
 import { connectionError, qualified, quoteIdent, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { discoverTenancy } from '../tenancy';
+import { databaseIdentity } from '../databaseIdentity';
 import { formatMicros } from '../time';
 import { formatLsn, parseLsn } from '../wal/names';
 import { ReplicationStream, type RelationShape, type Transaction } from './replication';
@@ -273,3 +274,35 @@ function sameShape(a: RelationShape, b: RelationShape): boolean {
 }
 
 const gzipAsync = promisify(gzip);
+
+/** Where the change log stands, for `changelog status` and monitoring: what it holds, its gaps, and its slot. */
+export async function changeLogState(engine: Engine): Promise<{
+  stream: string;
+  startedAt: string | null;
+  durable: { lsn: string; time: string } | null;
+  caughtUpAt: string | null;
+  gaps: Awaited<ReturnType<Catalog['listChangeLogGaps']>>;
+  slot: { name: string; exists: boolean; walStatus: string | null; lagBytes: number; safeWalBytes: number | null };
+}> {
+  const stream = changeLogStream(await databaseIdentity(engine));
+  const started = await engine.catalog.getChangeLogStream(stream);
+  const durable = (await engine.catalog.changeLogEnd(stream)) ?? null;
+  const gaps = await engine.catalog.listChangeLogGaps(stream);
+  const name = engine.config.changeLog.slot;
+  const slot = await withConnection(engine.config.database.url, (c) =>
+    c.query<{ wal_status: string | null; lag: string; safe: string | null }>(
+      `SELECT wal_status, (pg_current_wal_lsn() - coalesce(confirmed_flush_lsn, restart_lsn))::bigint::text AS lag, safe_wal_size::text AS safe
+         FROM pg_replication_slots WHERE slot_name = $1`,
+      [name],
+    ),
+  );
+  const s = slot.rows[0];
+  return {
+    stream,
+    startedAt: started?.startedAt ?? null,
+    durable,
+    caughtUpAt: started?.caughtUpAt ?? null,
+    gaps,
+    slot: { name, exists: !!s, walStatus: s?.wal_status ?? null, lagBytes: Number(s?.lag ?? 0), safeWalBytes: s?.safe == null ? null : Number(s.safe) },
+  };
+}

@@ -14,6 +14,7 @@ import { ensureSlotAt } from '../wal/archiver';
 import { serverInfo, takeBaseBackup, type FullBackupProgress } from './basebackup';
 import { takeLogicalDump } from './logicalDump';
 import type { FullManifest } from '../format/fullManifest';
+import { workflowScopes } from '../databaseIdentity';
 
 export interface FullBackupCheck {
   provider: FullBackupProviderKind;
@@ -21,6 +22,8 @@ export interface FullBackupCheck {
   storageUri: string;
   /** postgres: the backup needs the WAL archiver running */
   needsWalArchiver: boolean;
+  /** postgres: the end of the archiver's workflow id (one per cluster and store) */
+  walArchiverScope?: string;
 }
 
 /** A backup as the provider itself lists it (Supabase's own backups; ours for postgres). */
@@ -65,7 +68,7 @@ class PostgresProvider implements FullBackupProvider {
     const server = await serverInfo(this.engine.config.database.url);
     await ensureSlotAt(this.engine.config.database.url, this.engine.config.fullBackup.slot);
     await this.engine.store.probe();
-    return { provider: this.kind, database: server.database, storageUri: this.engine.store.uri, needsWalArchiver: true };
+    return { provider: this.kind, database: server.database, storageUri: this.engine.store.uri, needsWalArchiver: true, walArchiverScope: (await workflowScopes(this.engine)).walArchiver };
   }
 
   takeBackup(args: Parameters<FullBackupProvider['takeBackup']>[0]): Promise<FullManifest> {

@@ -11,7 +11,7 @@ import { quoteIdent, withClient } from '../pg';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
-import type { CheckedRestoreRequest } from './rules';
+import type { RestoreSource } from './rules';
 import type { RestoreJob, RestorePreview, RestoreVerification, SafetyBackupRef } from './types';
 import { verifyRestore } from './verifyApplied';
 
@@ -20,7 +20,7 @@ export * from './types';
 export { scratchSchemaName } from './mapping';
 
 /** The backup to restore, of a checked request: the one named, or the newest at or before its time. */
-export async function resolveRestoreSource(engine: Engine, { tenantId, source }: Pick<CheckedRestoreRequest, 'tenantId' | 'source'>): Promise<BackupRecord> {
+export async function resolveRestoreSource(engine: Engine, { tenantId, source }: { tenantId: string; source: Exclude<RestoreSource, { pointInTime: unknown }> }): Promise<BackupRecord> {
   if ('backupId' in source) {
     const backup = await engine.catalog.getBackup(source.backupId);
     if (backup.tenantId !== tenantId) {
@@ -36,7 +36,7 @@ export async function resolveRestoreSource(engine: Engine, { tenantId, source }:
   if (!backup) {
     const all = (await engine.catalog.listBackups({ tenantId })).filter((b) => b.kind === 'tenant');
     const window = all.length ? `from ${all.at(-1)!.snapshotAt} to now` : 'empty: the tenant has no backup';
-    throw new TenantsafeError(ErrorType.BadInput, `No backup of tenant "${tenantId}" was taken at or before ${source.at}; the restorable window is ${window}.`, 'Pick a time inside the window.');
+    throw new TenantsafeError(ErrorType.BadInput, `No backup of tenant "${tenantId}" was taken at or before ${source.backupBefore}; the restorable window is ${window}.`, 'Pick a time inside the window.');
   }
   return backup;
 }

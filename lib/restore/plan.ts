@@ -132,6 +132,7 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
     drift: ctx.drift,
     warnings,
     blockers,
+    ...(ctx.manifest.pointInTime ? { pointInTime: ctx.manifest.pointInTime } : {}),
   };
   const result = { ...preview, digest: sha256Hex(canonicalJson(preview)) };
   const liveRows = Object.fromEntries(ctx.mappings.filter((m) => m.live).map((m) => [m.table, diffs.get(m.table)!.liveRows]));

@@ -6,6 +6,7 @@
 // for are in it) the engine checks, in lib/restore/index.ts.
 import { ErrorType, TenantsafeError } from '../errors';
 import { requiredId, timeWithZone } from '../inputs';
+import { formatMicros, parseMicros } from '../time';
 import { changeKinds, type ChangeKind, type RestoreSelection } from './types';
 
 /** A restore as asked for: the workflow input (perhaps typed in the Temporal UI) or the CLI's options. */
@@ -14,16 +15,20 @@ export interface RestoreRequest {
   /** who asks: they cannot approve it themselves */
   requestedBy?: string;
   backupId?: string;
-  /** ISO-8601: restore the newest backup taken at or before it */
+  /** ISO-8601 with a zone: the tenant exactly as committed then (a commit at that very time is in) */
   at?: string;
+  /** the tenant exactly as committed up to this WAL position */
+  lsn?: string;
+  /** ISO-8601: the newest backup taken at or before it */
+  backupBefore?: string;
   mode?: string;
   tables?: string[];
   changes?: string[];
   missingRefs?: string;
 }
 
-/** The backup to restore: the one named, or the newest at or before a time (as given, and read). */
-export type RestoreSource = { backupId: string } | { at: string; time: Date };
+/** What to restore: a backup named, the newest backup at or before a time, or the tenant as of a point in time. */
+export type RestoreSource = { backupId: string } | { backupBefore: string; time: Date } | { pointInTime: { at: string } | { lsn: string } };
 
 /** A request that keeps every rule that needs no database. */
 export interface CheckedRestoreRequest {
@@ -60,11 +65,26 @@ export function parseSelection(req: RestoreRequest): RestoreSelection {
 }
 
 function restoreSource(req: RestoreRequest, now: Date): RestoreSource {
-  if (!!req.backupId === !!req.at) throw bad('Give exactly one of a backup id or a point in time.', 'Use --backup <backupId> or --at <ISO-8601 time>.');
+  const given = (['backupId', 'at', 'lsn', 'backupBefore'] as const).filter((k) => req[k] !== undefined && req[k] !== '');
+  if (given.length !== 1) {
+    throw bad(
+      given.length ? `Give one source, not ${given.join(' and ')}.` : 'Give what to restore.',
+      'Use --backup <backupId>, --at <ISO-8601 time with zone>, --lsn <lsn> or --backup-before <ISO-8601 time>.',
+    );
+  }
   if (req.backupId) return { backupId: req.backupId };
-  const time = timeWithZone(req.at!);
-  if (time.getTime() > now.getTime()) throw bad(`${req.at} is in the future.`, 'Pick a time in the past.');
-  return { at: req.at!, time };
+  if (req.lsn !== undefined) {
+    if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(req.lsn)) throw bad(`"${req.lsn}" is not an LSN.`, 'Write it the way PostgreSQL prints one, e.g. 0/3000148.');
+    return { pointInTime: { lsn: req.lsn.toUpperCase() } };
+  }
+  if (req.at !== undefined) {
+    const us = parseMicros(req.at);
+    if (us > BigInt(now.getTime()) * 1000n) throw bad(`${req.at} is in the future.`, 'Pick a time in the past.');
+    return { pointInTime: { at: formatMicros(us) } };
+  }
+  const time = timeWithZone(req.backupBefore!);
+  if (time.getTime() > now.getTime()) throw bad(`${req.backupBefore} is in the future.`, 'Pick a time in the past.');
+  return { backupBefore: req.backupBefore!, time };
 }
 
 /** The selection restores this table (without --tables, every one). */

@@ -23,6 +23,19 @@ export interface RestoreJob {
   tenantId: string;
   backupId: string;
   selection: RestoreSelection;
+  /** a restore to a point in time: the backup is the tenant rebuilt there, by the preview, before it stages it */
+  pointInTime?: PointInTimePlan;
+}
+
+/** How a tenant is rebuilt at a point in time (lib/pointInTime): the source, and why that one. */
+export interface PointInTimePlan {
+  source: 'changeLog' | 'pitrClone';
+  /** a time (ISO-8601, microseconds; a commit at exactly that time is in) or an LSN */
+  target: { at: string } | { lsn: string };
+  reason: string;
+  /** changeLog: the tenant backup the log is replayed onto, and the log */
+  baseBackupId?: string;
+  stream?: string;
 }
 
 export interface TableChanges {
@@ -73,8 +86,18 @@ export interface RestorePreview {
   drift: DriftItem[];
   warnings: string[];
   blockers: Blocker[];
+  /** a restore to a point in time: where the backup came from, the last commit it includes, and why that source */
+  pointInTime?: PointInTimePreview;
   /** sha256 over everything above: what an approval is bound to */
   digest: string;
+}
+
+export interface PointInTimePreview {
+  source: 'changeLog' | 'pitrClone';
+  target: { at?: string; lsn?: string };
+  lastCommit: { lsn: string; time: string } | null;
+  baseBackupId?: string;
+  reason: string;
 }
 
 /** A backup of the tenant as the apply found it, read from the apply transaction's own snapshot. */
