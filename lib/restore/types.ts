@@ -1,5 +1,6 @@
 // Tenant restore: what is asked, and the preview shown to the approver. Plain data: previews
 // carry counts, keys (a few, as samples) and digests, never row contents.
+import type { PointInTimeSource } from '../format/tenantManifest';
 
 export type RestoreMode = 'replace' | 'missing-only';
 export type ChangeKind = 'insert' | 'update' | 'delete';
@@ -92,13 +93,8 @@ export interface RestorePreview {
   digest: string;
 }
 
-export interface PointInTimePreview {
-  source: 'changeLog' | 'pitrClone';
-  target: { at?: string; lsn?: string };
-  lastCommit: { lsn: string; time: string } | null;
-  baseBackupId?: string;
-  reason: string;
-}
+/** A restore to a point in time, as its rebuilt backup's manifest records it (source, target, last commit, base, why). */
+export type PointInTimePreview = PointInTimeSource;
 
 /** A backup of the tenant as the apply found it, read from the apply transaction's own snapshot. */
 export interface SafetyBackupRef {
