@@ -38,7 +38,7 @@ const none = (): SourceWindow => ({ earliest: null, latest: null, gaps: [] });
 
 interface ChangeLogView {
   stream: string;
-  /** bases the log extends (after any gap since their boundary: none) */
+  /** tenant backups with an exact boundary taken since the log started, oldest first */
   bases: { backupId: string; snapshotAt: string; boundary: string }[];
   gaps: Awaited<ReturnType<Engine['catalog']['listChangeLogGaps']>>;
   /** how far the log reaches: a time and an LSN (every commit up to them is logged) */
@@ -56,22 +56,13 @@ async function changeLogView(engine: Engine, tenantId: string): Promise<ChangeLo
     ...(started.caughtUpAt && started.caughtUpLsn ? [{ time: started.caughtUpAt, lsn: started.caughtUpLsn }] : []),
     ...(end ? [{ time: end.time, lsn: end.lsn }] : []),
   ].sort((a, b) => (parseMicros(b.time) > parseMicros(a.time) ? 1 : -1));
-  // a base counts from where the log had started, and not across a gap after its boundary
-  const afterStart = (await engine.catalog.changeLogBases(tenantId, origin)).filter((b) => parseLsn(b.boundary) >= parseLsn(started.startedLsn));
-  const lastGap = gaps.at(-1);
-  const bases = lastGap ? afterStart.filter((b) => parseLsn(b.boundary) >= parseLsn(lastGap.toLsn)) : afterStart;
+  const bases = (await engine.catalog.changeLogBases(tenantId, origin)).filter((b) => parseLsn(b.boundary) >= parseLsn(started.startedLsn));
   return { stream, bases, gaps, latest: candidates[0] ?? null };
 }
 
 export async function restoreWindows(engine: Engine, tenantId: string): Promise<RestoreWindows> {
   const view = await changeLogView(engine, tenantId);
-  const changeLog: SourceWindow = view
-    ? {
-        earliest: view.bases[0]?.snapshotAt ?? null,
-        latest: view.bases.length ? (view.latest?.time ?? null) : null,
-        gaps: view.gaps.map((g) => ({ from: g.fromTime, to: g.toTime, reason: g.reason })),
-      }
-    : none();
+  const changeLog: SourceWindow = view?.bases.length ? changeLogWindow(view) : none();
   const physical = engine.config.fullBackup.provider === 'postgres' ? await physicalWindow(engine) : undefined;
   const pitrClone: SourceWindow = physical?.earliest ? { earliest: physical.earliest, latest: physical.latest, gaps: [] } : none();
   const tenantBackups = (await engine.catalog.listBackups({ tenantId })).filter((b) => b.kind === 'tenant');
@@ -104,12 +95,33 @@ export async function planPointInTime(engine: Engine, tenantId: string, target: 
   );
 }
 
+/**
+ * The log restores from its oldest base to how far it reaches, except across a gap: after the
+ * last gap it restores again only from a base taken after it.
+ */
+function changeLogWindow(view: ChangeLogView): SourceWindow {
+  const lastGap = view.gaps.at(-1);
+  const baseAfterLastGap = !lastGap || view.bases.some((b) => parseLsn(b.boundary) >= parseLsn(lastGap.toLsn));
+  return {
+    earliest: view.bases[0].snapshotAt,
+    latest: baseAfterLastGap ? (view.latest?.time ?? null) : (lastGap.fromTime ?? view.bases[0].snapshotAt),
+    gaps: view.gaps.map((g) => ({ from: g.fromTime, to: g.toTime, reason: g.reason })),
+  };
+}
+
 /** The change log's plan for the target, or why it cannot take it. */
 function changeLogChoice(view: ChangeLogView | undefined, target: PointInTimeTarget, wanted: string): { plan: PointInTimePlan } | { whyNot: string } {
   if (!view) return { whyNot: 'no change log runs for this database' };
   // a base's snapshot time is kept to the millisecond: it must lie a whole one before the target
   const base = [...view.bases].reverse().find((b) => ('at' in target ? parseMicros(b.snapshotAt) + 1000n <= parseMicros(target.at) : parseLsn(b.boundary) <= parseLsn(target.lsn)));
-  if (!base) return { whyNot: `the change log has no tenant backup to start from before ${wanted}` };
+  if (!base) return { whyNot: `the change log has no tenant backup of this tenant to start from before ${wanted}` };
+  // commits after a gap's start and before its end were never logged
+  const gap = view.gaps.find(
+    (g) => parseLsn(g.toLsn) > parseLsn(base.boundary) && ('at' in target ? g.fromTime === null || parseMicros(g.fromTime) < parseMicros(target.at) : parseLsn(g.fromLsn) < parseLsn(target.lsn)),
+  );
+  if (gap) {
+    return { whyNot: `the change log has a gap from ${gap.fromTime ?? gap.fromLsn} to ${gap.toTime} (${gap.reason}) between backup ${base.backupId} and ${wanted}` };
+  }
   const reached = view.latest && ('at' in target ? parseMicros(view.latest.time) >= parseMicros(target.at) : parseLsn(view.latest.lsn) >= parseLsn(target.lsn));
   if (!reached) return { whyNot: `the change log reaches only ${view.latest?.time ?? 'nothing yet'}` };
   return {
