@@ -260,6 +260,8 @@ describe('the change log', function () {
   it('records a gap when its slot was dropped, and logs again from a new slot', async () => {
     const stream = await streamOf(env);
     const before = await env.engine.catalog.changeLogEnd(stream);
+    // the walsender of the worker killed before ends once the server notices its connection is gone
+    await waitFor('the slot to be released', async () => (await sql(`SELECT active FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].active === false);
     await sql(`SELECT pg_drop_replication_slot('tenantsafe_changes')`);
     await sql(`UPDATE app.users SET display_name = 'lost' WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = 'acme')`);
     await prepareChangeLog(env.engine);

@@ -13,7 +13,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
 import { connectionError, qualified, quoteIdent, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { discoverTenancy } from '../tenancy';
+import { discoverTenancy, type TenancyPlan } from '../tenancy';
 import { databaseIdentity } from '../databaseIdentity';
 import { formatMicros } from '../time';
 import { formatLsn, parseLsn } from '../wal/names';
@@ -62,7 +62,7 @@ export async function prepareChangeLog(engine: Engine): Promise<{ stream: string
     }
     const stream = changeLogStream({ systemIdentifier: info.system, databaseOid: info.db });
     const plan = await discoverTenancy(c, engine.config.tenancy);
-    await ensureReplicaIdentity(c, plan.tables.flatMap((t) => [qualified(t.schema, t.name), ...t.partitions.map(partitionSql)]), cfg);
+    await ensureReplicaIdentity(c, await tablesNeedingFullIdentity(c, plan), cfg);
     await ensurePublication(c, cfg.publication, plan.tables.map((t) => ({ key: t.key, sql: qualified(t.schema, t.name) })));
     const startLsn = await ensureSlot(c, engine, stream, cfg.slot);
     return { stream, startLsn };
@@ -74,8 +74,13 @@ export async function prepareChangeLog(engine: Engine): Promise<{ stream: string
 /** A partition's key (schema.name, unquoted) as SQL. */
 const partitionSql = (key: string) => qualified(key.slice(0, key.indexOf('.')), key.slice(key.indexOf('.') + 1));
 
-/** Tables without a primary key need REPLICA IDENTITY FULL: without it, once published, the application's own updates and deletes of them fail. */
-async function ensureReplicaIdentity(c: Client, tables: string[], cfg: ChangeLogConfig): Promise<void> {
+/**
+ * Owned tables (partitions included) whose updates and deletes the log could not follow as they
+ * are: no primary key nor replica identity index, and not REPLICA IDENTITY FULL. Once published,
+ * the application's own updates and deletes of them would fail.
+ */
+export async function tablesNeedingFullIdentity(c: Client, plan: TenancyPlan): Promise<string[]> {
+  const tables = plan.tables.flatMap((t) => [qualified(t.schema, t.name), ...t.partitions.map(partitionSql)]);
   const r = await c.query<{ t: string }>(
     `SELECT c.oid::regclass::text AS t FROM pg_class c
       WHERE c.oid = ANY($1::text[]::regclass[]) AND c.relkind = 'r' AND c.relreplident <> 'f'
@@ -83,8 +88,11 @@ async function ensureReplicaIdentity(c: Client, tables: string[], cfg: ChangeLog
       ORDER BY 1`,
     [tables],
   );
-  if (r.rowCount === 0) return;
-  const names = r.rows.map((x) => x.t);
+  return r.rows.map((x) => x.t);
+}
+
+async function ensureReplicaIdentity(c: Client, names: string[], cfg: ChangeLogConfig): Promise<void> {
+  if (names.length === 0) return;
   if (!cfg.replicaIdentityFull) {
     throw new TenantsafeError(
       ErrorType.BadConfig,
