@@ -279,6 +279,30 @@ describe('tenant point-in-time restore, end to end', function () {
     await assertNothingLeftBehind();
   });
 
+  it('falls back to a PITR clone when the log cannot be exact (a parent moved in from another tenant), saying why', async () => {
+    const backup = await cli('backup', 'tenant', tenant, '--wait');
+    assert.equal(backup.code, 0, backup.stderr);
+    // a task with its comments moves into the tenant: the comments were in neither its backup nor its log
+    await sql(
+      `UPDATE app.tasks SET project_id = (SELECT min(project_id) FROM app.projects WHERE tenant_id = $1)
+        WHERE task_id = (SELECT min(t.task_id) FROM app.tasks t JOIN app.projects p USING (project_id)
+                          WHERE p.tenant_id = $2 AND EXISTS (SELECT FROM app.comments c WHERE c.task_id = t.task_id))`,
+      [tenant, others[0]],
+    );
+    const point = await markedPoint('four');
+    await logCaughtUp();
+    await waitFor('the WAL archive to reach the point', async () => {
+      const w = await physicalWindow(env.engine);
+      return !!w.latest && parseMicros(w.latest) >= parseMicros(point.at);
+    });
+    const { requested } = await restoreTo('--at', point.at);
+    const p = requested.preview.pointInTime;
+    assert.equal(p.source, 'pitrClone', JSON.stringify(p));
+    assert.match(p.reason, /change log cannot rebuild this tenant exactly: .*moved into the tenant.*PITR clone/, p.reason);
+    assert.deepEqual(checksumsOf(await rowsOf(tenant)), checksumsOf(point.reference));
+    await assertNothingLeftBehind();
+  });
+
   it('refuses bad targets with exit 2 and a hint, changing nothing and leaving nothing behind', async () => {
     const before = checksumsOf(await rowsOf(tenant));
     const future = new Date(Date.now() + 3_600_000).toISOString();

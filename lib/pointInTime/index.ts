@@ -75,12 +75,17 @@ export async function restoreWindows(engine: Engine, tenantId: string): Promise<
  * stretch from a base backup to the target without a gap, else a PITR clone when full backups
  * and WAL reach the target, else TargetOutsideWindow naming every window.
  */
-export async function planPointInTime(engine: Engine, tenantId: string, target: PointInTimeTarget, now = new Date()): Promise<PointInTimePlan> {
+export async function planPointInTime(
+  engine: Engine,
+  tenantId: string,
+  target: PointInTimeTarget,
+  opts: { now?: Date; changeLogCannot?: string } = {},
+): Promise<PointInTimePlan> {
   const wanted = describeTarget(target);
-  if ('at' in target && parseMicros(target.at) > BigInt(now.getTime()) * 1000n) {
+  if ('at' in target && parseMicros(target.at) > BigInt((opts.now ?? new Date()).getTime()) * 1000n) {
     throw new TenantsafeError(ErrorType.BadInput, `${target.at} is in the future.`, 'Pick a time in the past: `tenantsafe restore window --tenant <id>` shows what can be restored.');
   }
-  const choice = changeLogChoice(await changeLogView(engine, tenantId), target, wanted);
+  const choice = opts.changeLogCannot ? { whyNot: opts.changeLogCannot } : changeLogChoice(await changeLogView(engine, tenantId), target, wanted);
   if ('plan' in choice) return choice.plan;
   const { whyNot } = choice;
   const windows = await restoreWindows(engine, tenantId);
@@ -157,12 +162,9 @@ export async function rebuildPointInTime(
       summary = (await rebuildFromChangeLog(engine, { tenantId: args.tenantId, backupId: args.backupId, base, stream: plan.stream!, target: plan.target, reason: plan.reason, signal: args.signal })).backup;
     } catch (err) {
       if (!(err instanceof ChangeLogCannot)) throw err;
-      const fallback = await planPointInTime(engine, args.tenantId, plan.target).catch(() => undefined);
-      const reason = `the change log cannot rebuild this tenant exactly: ${err.message}`;
-      if (!fallback || fallback.source !== 'pitrClone') {
-        throw new TenantsafeError(ErrorType.TargetOutsideWindow, `Tenant "${args.tenantId}" cannot be restored to ${describeTarget(plan.target)}: ${reason}, and no full backup reaches it.`, 'Restore a backup with --backup, or take full backups (PITR) so a clone can be used.');
-      }
-      summary = await rebuildFromPitrClone(engine, { tenantId: args.tenantId, backupId: args.backupId, target: plan.target, reason, signal: args.signal, onProgress: args.onProgress });
+      // the log still covers the target: plan again without it, which names every window when no clone can reach it
+      const fallback = await planPointInTime(engine, args.tenantId, plan.target, { changeLogCannot: `the change log cannot rebuild this tenant exactly: ${err.message}` });
+      summary = await rebuildFromPitrClone(engine, { tenantId: args.tenantId, backupId: args.backupId, target: plan.target, reason: fallback.reason, signal: args.signal, onProgress: args.onProgress });
     }
   } else {
     summary = await rebuildFromPitrClone(engine, { tenantId: args.tenantId, backupId: args.backupId, target: plan.target, reason: plan.reason, signal: args.signal, onProgress: args.onProgress });
