@@ -225,6 +225,33 @@ describe('the change log', function () {
     assert.ok([...after].every((p) => !inBackup.has(p)), 'and none of those at or after it');
   });
 
+  it('publishes a table made tenant-owned since the log started before a backup\'s boundary, and logs its changes from there', async () => {
+    const ac = new AbortController();
+    const capturing = captureChanges(env.engine, { runForMs: 120_000, signal: ac.signal });
+    const stream = await streamOf(env);
+    let backupId = '';
+    try {
+      await waitFor('the capture to run', async () => (await sql(`SELECT active FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0]?.active === true);
+      await sql(`CREATE TABLE app.notes (note_id bigserial PRIMARY KEY, tenant_id text NOT NULL REFERENCES app.tenants, body text)`);
+      await sql(`INSERT INTO app.notes (tenant_id, body) VALUES ('acme', 'before the backup')`);
+      backupId = await backUpNow(env.engine, 'acme');
+      await sql(`INSERT INTO app.notes (tenant_id, body) VALUES ('acme', 'after the backup')`);
+      const last = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
+      await waitFor('the log to catch up', async () => parseLsn((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsn(last));
+    } finally {
+      ac.abort();
+      await capturing;
+    }
+    const manifest = await readManifest(env.engine.store, tenantBackupPrefix('acme', backupId));
+    assert.ok(manifest.tables.some((t) => t.table === 'app.notes'), 'the backup reads the new table');
+    assert.ok(manifest.snapshot.changeLogLsn, 'and still has a boundary: the table joined the publication before it');
+    const notes: string[] = [];
+    for await (const { txn } of readChangeLog(env.engine.store, env.engine.catalog, stream, parseLsn(manifest.snapshot.changeLogLsn!))) {
+      for (const c of txn.changes) if (c.kind === 'insert' && c.table === 'app.notes') notes.push(String(c.row[2]));
+    }
+    assert.deepEqual(notes, ['after the backup'], 'its changes after the boundary are in the log');
+  });
+
   it('runs as a workflow: a worker killed while it streams loses no change and doubles none', async () => {
     const cli = (...args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
     const stream = await streamOf(env);

@@ -11,12 +11,13 @@ import type { ChangeLogConfig } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
-import { connectionError, qualified, quoteIdent, withConnection } from '../pg';
+import { connectionError, qualified, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { discoverTenancy, type TenancyPlan } from '../tenancy';
 import { databaseIdentity } from '../databaseIdentity';
 import { formatMicros } from '../time';
 import { formatLsn, parseLsn } from '../wal/names';
+import { publishOwnedTables } from './publication';
 import { ReplicationStream, type RelationShape, type Transaction } from './replication';
 
 export interface ChangeLogProgress {
@@ -63,7 +64,7 @@ export async function prepareChangeLog(engine: Engine): Promise<{ stream: string
     const stream = changeLogStream({ systemIdentifier: info.system, databaseOid: info.db });
     const plan = await discoverTenancy(c, engine.config.tenancy);
     await ensureReplicaIdentity(c, await tablesNeedingFullIdentity(c, plan), cfg);
-    await ensurePublication(c, cfg.publication, plan.tables.map((t) => ({ key: t.key, sql: qualified(t.schema, t.name) })));
+    await publishOwnedTables(c, cfg.publication, plan, { create: true });
     const startLsn = await ensureSlot(c, engine, stream, cfg.slot);
     return { stream, startLsn };
   }).catch((err) => {
@@ -101,18 +102,6 @@ async function ensureReplicaIdentity(c: Client, names: string[], cfg: ChangeLogC
     );
   }
   for (const t of names) await c.query(`ALTER TABLE ${t} REPLICA IDENTITY FULL`);
-}
-
-/** The publication lists exactly the owned tables (partitioned ones by their root: changes come as the root's). */
-async function ensurePublication(c: Client, publication: string, tables: { key: string; sql: string }[]): Promise<void> {
-  const existing = await c.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1`, [publication]);
-  const pub = await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [publication]);
-  const list = tables.map((t) => t.sql).join(', ');
-  if (pub.rowCount === 0) {
-    await c.query(`CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`);
-  } else if (existing.rows.map((x) => x.t).sort().join('\0') !== tables.map((t) => t.key).sort().join('\0')) {
-    await c.query(`ALTER PUBLICATION ${quoteIdent(publication)} SET TABLE ${list}`);
-  }
 }
 
 /** The slot, created if missing; where streaming resumes. A slot gone or lost since the log last ran is a gap. */
@@ -180,7 +169,7 @@ export async function captureChanges(engine: Engine, opts: { runForMs: number; s
   try {
     while (Date.now() < deadline && !opts.signal?.aborted) {
       const waitMs = segment.pending ? Math.max(0, segment.startedAt + cfg.flushIntervalMs - Date.now()) : Math.min(cfg.flushIntervalMs * 4, Math.max(0, deadline - Date.now()));
-      const txn = await replication.next(AbortSignal.any([AbortSignal.timeout(Math.max(1, waitMs)), ...(opts.signal ? [opts.signal] : [])]));
+      const txn = await replication.next(opts.signal, Math.max(1, waitMs));
       // sent again after a crash (the server's own position is not durable): already stored
       if (txn && txn.endLsn > durable) {
         if (!segment.accepts(txn)) await flush();
