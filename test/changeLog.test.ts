@@ -124,7 +124,7 @@ describe('the change log', function () {
   const sample = { tenants: 4, rows: 4_000 };
 
   before(async () => {
-    source = await startSourceCluster('app', { wal_level: 'logical' });
+    source = await startSourceCluster('app', { wal_level: 'logical', max_slot_wal_keep_size: '1GB' });
     const { url } = await ensureSampleDatabase(source.cluster.url(), 'saas', sample);
     env = await createTestEnv('local', {
       db: { name: 'saas', url, tenants: sampleTenants(sample), drop: async () => undefined },
@@ -258,8 +258,13 @@ describe('the change log', function () {
     const from = parseLsn((await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
     let worker = await spawnWorkerProcess(env.configFile);
     try {
+      const disabled = await runCli(['changelog', 'start', '--json'], { configFile: env.writeConfig('disabled.yaml', (d) => (d.changeLog.enabled = false)) });
+      assert.equal(disabled.code, 2, disabled.stdout + disabled.stderr);
+      assert.match(JSON.parse(disabled.stderr).error, /changeLog\.enabled is false.*HINT: Set changeLog\.enabled: true/);
       const started = await cli('changelog', 'start');
       assert.equal(started.code, 0, started.stderr);
+      assert.deepEqual(started.json().warnings, [], started.stdout);
+      assert.match(started.json().workflowId, /^change-log\/\d+-\d+\/[0-9a-f]{8}$/);
       const update = (i: number) => sql(`UPDATE app.users SET display_name = $1 WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = $2)`, [`k${i}`, i % 2 ? 'acme' : 'globex']);
       for (let i = 0; i < 30; i++) await update(i);
       await waitFor('the first changes stored', async () => ((await env.engine.catalog.changeLogEnd(stream)) ? parseLsn((await env.engine.catalog.changeLogEnd(stream))!.lsn) > from : false));
@@ -272,6 +277,7 @@ describe('the change log', function () {
       assert.equal(status.code, 0, status.stdout + status.stderr);
       assert.equal(status.json().streaming.state, 'streaming');
       assert.ok(status.json().slot.exists && status.json().slot.walStatus === 'reserved', status.stdout);
+      assert.equal(status.json().maxSlotWalKeepBytes, 1 << 30);
       const stopped = await cli('changelog', 'stop');
       assert.deepEqual(stopped.json(), { stopped: true });
     } finally {

@@ -185,6 +185,10 @@ describe('tenant point-in-time restore, end to end', function () {
     assert.equal(backup.code, 0, backup.stderr);
     first = await markedPoint('one');
     await logCaughtUp();
+    // this cluster leaves max_slot_wal_keep_size unlimited: the status warns (exit 1); gaps alone would not
+    const status = await cli('changelog', 'status');
+    assert.equal(status.code, 1, status.stdout + status.stderr);
+    assert.deepEqual(status.json().warnings.map((w: string) => w.split(':')[0]), ['max_slot_wal_keep_size is unlimited']);
 
     // the worker dies; meanwhile its slot is dropped and the tenant written: those commits are lost to the log
     worker!.kill('SIGKILL');

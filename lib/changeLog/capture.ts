@@ -280,6 +280,8 @@ export async function changeLogState(engine: Engine): Promise<{
   caughtUpAt: string | null;
   gaps: Awaited<ReturnType<Catalog['listChangeLogGaps']>>;
   slot: { name: string; exists: boolean; walStatus: string | null; lagBytes: number; safeWalBytes: number | null };
+  /** max_slot_wal_keep_size in bytes; null: unlimited (the slot may hold WAL until the disk fills) */
+  maxSlotWalKeepBytes: number | null;
 }> {
   const stream = changeLogStream(await databaseIdentity(engine));
   const started = await engine.catalog.getChangeLogStream(stream);
@@ -287,13 +289,16 @@ export async function changeLogState(engine: Engine): Promise<{
   const gaps = await engine.catalog.listChangeLogGaps(stream);
   const name = engine.config.changeLog.slot;
   const slot = await withConnection(engine.config.database.url, (c) =>
-    c.query<{ wal_status: string | null; lag: string; safe: string | null }>(
-      `SELECT wal_status, (pg_current_wal_lsn() - coalesce(confirmed_flush_lsn, restart_lsn))::bigint::text AS lag, safe_wal_size::text AS safe
-         FROM pg_replication_slots WHERE slot_name = $1`,
+    c.query<{ wal_status: string | null; lag: string | null; safe: string | null; keep: string }>(
+      `SELECT s.wal_status, (pg_current_wal_lsn() - coalesce(s.confirmed_flush_lsn, s.restart_lsn))::bigint::text AS lag, s.safe_wal_size::text AS safe,
+              (SELECT setting::bigint * 1048576 FROM pg_settings WHERE name = 'max_slot_wal_keep_size')::text AS keep
+         FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`,
       [name],
     ),
   );
-  const s = slot.rows[0];
+  const row = slot.rows[0];
+  const s = row.wal_status === null && row.lag === null ? undefined : row;
+  const keep = Number(row.keep);
   return {
     stream,
     startedAt: started?.startedAt ?? null,
@@ -301,5 +306,6 @@ export async function changeLogState(engine: Engine): Promise<{
     caughtUpAt: started?.caughtUpAt ?? null,
     gaps,
     slot: { name, exists: !!s, walStatus: s?.wal_status ?? null, lagBytes: Number(s?.lag ?? 0), safeWalBytes: s?.safe == null ? null : Number(s.safe) },
+    maxSlotWalKeepBytes: keep < 0 ? null : keep,
   };
 }
