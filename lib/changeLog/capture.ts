@@ -10,7 +10,7 @@ import { sha256Hex } from '../checksum';
 import type { ChangeLogConfig } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
+import { gapKey, sealGap, sealSegmentManifest, sealStart, segmentKeys, startKey, streamPrefix, transactionLine } from '../format/changeLog';
 import { connectionError, qualified, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { discoverTenancy, type TenancyPlan } from '../tenancy';
@@ -122,13 +122,13 @@ async function ensureSlot(c: Client, engine: Engine, stream: string, slot: strin
   const known = await catalog.getChangeLogStream(stream);
   const end = await catalog.changeLogEnd(stream);
   if (found && found.wal_status !== 'lost') {
-    if (!known) await catalog.recordChangeLogStart(stream, found.confirmed!);
+    if (!known) await recordStart(store, catalog, stream, found.confirmed!);
     return parseLsn(end?.lsn ?? known?.startedLsn ?? found.confirmed!);
   }
   if (found) await c.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
   const created = parseLsn((await c.query<{ lsn: string }>(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])).rows[0].lsn);
   if (!known) {
-    await catalog.recordChangeLogStart(stream, formatLsn(created));
+    await recordStart(store, catalog, stream, formatLsn(created));
   } else {
     const to = { lsn: formatLsn(created), time: formatMicros(BigInt(Date.now()) * 1000n) };
     const from = end ? { lsn: end.lsn, time: end.time } : { lsn: known.startedLsn, time: null };
@@ -138,6 +138,13 @@ async function ensureSlot(c: Client, engine: Engine, stream: string, slot: strin
     await catalog.recordChangeLogGap({ stream, fromLsn: from.lsn, toLsn: to.lsn, fromTime: from.time, toTime: to.time, reason });
   }
   return created;
+}
+
+/** In storage first, so a catalog rebuilt from storage knows where the log begins. */
+async function recordStart(store: ObjectStore, catalog: Catalog, stream: string, lsn: string): Promise<void> {
+  const at = formatMicros(BigInt(Date.now()) * 1000n);
+  await store.put(startKey(stream), Buffer.from(JSON.stringify(sealStart({ stream, lsn, at }), null, 2) + '\n'), { contentType: 'application/json' });
+  await catalog.recordChangeLogStart(stream, lsn, at);
 }
 
 async function waitUntilInactive(c: Client, slot: string): Promise<void> {
