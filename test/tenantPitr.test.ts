@@ -264,6 +264,10 @@ describe('tenant point-in-time restore, end to end', function () {
     const clone = await rebuildFromPitrClone(env.engine, { tenantId: tenant, backupId, target: { at: second.at }, reason: 'test: source 2 beside source 1' });
     assert.deepEqual(checksumsOf((await readBackup(env.engine.store, tenant, backupId)).rows), checksumsOf(second.reference), 'the PITR clone agrees');
     assert.equal(clone.lastCommit?.time, second.at);
+    // and to the LSN the preview printed for the last commit included: the same rows
+    const byLsn = backupLabel(new Date(), 'pointInTime', randomBytes(3).toString('hex'));
+    await rebuildFromPitrClone(env.engine, { tenantId: tenant, backupId: byLsn, target: { lsn: p.lastCommit.lsn }, reason: 'test: source 2 to an LSN' });
+    assert.deepEqual(checksumsOf((await readBackup(env.engine.store, tenant, byLsn)).rows), checksumsOf(second.reference), 'the PITR clone to the LSN agrees');
   });
 
   it('restores into a gap after a full backup from a PITR clone, saying why', async () => {
