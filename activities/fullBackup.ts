@@ -10,6 +10,8 @@ import { createFullBackupProvider, type FullBackupCheck } from '../lib/fullBacku
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import { pitrTargetOf, type PitrPlan, type PitrTargetFields } from '../lib/pitr/window';
 import { archiveWal, type WalArchiverProgress } from '../lib/wal/archiver';
+import { WalProgressReporter } from '../lib/wal/progress';
+import { workflowScopes } from '../lib/databaseIdentity';
 import { withFailures } from './failures';
 import { heartbeatEvery } from './tenantBackup';
 
@@ -65,8 +67,13 @@ export function createFullBackupActivities(engine: Engine) {
       const { fullBackup, database, backup } = engine.config;
       let progress: WalArchiverProgress | { phase: string } = { phase: 'starting' };
       const stop = heartbeatEvery(2000, () => progress);
+      const signal = Context.current().cancellationSignal;
+      // the health model's view of the archive (lib/monitoring): alive, how far, the last error
+      const reporter = new WalProgressReporter(engine.catalog, (await workflowScopes(engine)).walArchiver);
+      await reporter.started().catch(() => undefined);
+      let last: WalArchiverProgress | null = null;
       try {
-        return await archiveWal({
+        const done = await archiveWal({
           url: database.url,
           store: engine.store,
           slot: fullBackup.slot,
@@ -74,9 +81,18 @@ export function createFullBackupActivities(engine: Engine) {
           partialIntervalMs: fullBackup.walPartialIntervalMs,
           compressionLevel: backup.compressionLevel,
           runForMs,
-          signal: Context.current().cancellationSignal,
-          onProgress: (p) => (progress = { ...p }),
+          signal,
+          onProgress: (p) => {
+            progress = { ...p };
+            last = progress;
+            reporter.progress(p);
+          },
         });
+        await reporter.finished(done);
+        return done;
+      } catch (err) {
+        await reporter.finished(last, signal.aborted ? undefined : err);
+        throw err;
       } finally {
         stop();
       }

@@ -10,6 +10,7 @@ import {
   type TenantBackupSummary,
 } from '../lib/tenantBackup';
 import type { RunRecord } from '../lib/catalog';
+import { databaseName } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { withClient } from '../lib/pg';
@@ -73,7 +74,7 @@ export function createTenantBackupActivities(engine: Engine) {
     },
 
     async recordRun(run: RunRecord): Promise<void> {
-      await engine.catalog.recordRun(run);
+      await engine.catalog.recordRun({ database: databaseName(engine.config.database.url), ...run });
     },
   });
 }

@@ -7,6 +7,7 @@
 // to Node's ESM loader, which cannot load TypeScript.
 import { Command } from 'commander';
 import { registerDatabaseCommands } from './databaseCommands';
+import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   const { backups } = registerTenantBackupCommands(program);
   registerTenancyCommands(program);
   registerRestoreCommands(program);
+  registerMonitoringCommands(program);
   registerDashboardCommand(program);
   registerScheduleCommands(program);
   registerCatalogCommands(program);

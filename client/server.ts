@@ -3,6 +3,7 @@
 // signal, or through this API). Every /api request needs `Authorization: Bearer <token>`.
 //
 //   GET  /healthz
+//   GET  /metrics                                 → Prometheus metrics (monitoring.metricsToken, when set, as a bearer token)
 //   GET  /api/restores/:restoreId                 → status
 //   POST /api/restores/:restoreId/approve {by, digest}
 //   POST /api/restores/:restoreId/reject  {by, reason?}
@@ -12,7 +13,9 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { ErrorType, isBadInput, TenantsafeError } from '../lib/errors';
+import { HealthCache, processRegistry, registerHealthMetrics, serveMetrics } from '../lib/monitoring/metrics';
 import type { TenantsafeClient } from './client';
+import { collectHealth } from './health';
 import { WorkflowError } from './workflowError';
 
 export interface DashboardServer {
@@ -53,6 +56,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
   if (!token) {
     throw new TenantsafeError(ErrorType.BadConfig, 'dashboard.token is not set: the HTTP API would accept approvals from anyone.', 'Set dashboard.token (e.g. ${TENANTSAFE_DASHBOARD_TOKEN}) in the config.');
   }
+  // /metrics: the catalog-derived gauges (lib/monitoring) and this process's own
+  const registry = processRegistry();
+  const health = new HealthCache(() => collectHealth(engine, client.temporal), config.monitoring.cacheTtlMs);
+  registerHealthMetrics(registry, health);
   const refOf = async (restoreId: string) => {
     const r = await engine.catalog.getRestore(restoreId);
     return { workflowId: r.workflowId, runId: r.runId };
@@ -66,6 +73,7 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
     const route = async () => {
       const url = new URL(req.url ?? '/', 'http://localhost');
       if (req.method === 'GET' && url.pathname === '/healthz') return send(200, { ok: true });
+      if (req.method === 'GET' && url.pathname === '/metrics') return serveMetrics(registry, req, res, config.monitoring.metricsToken);
       if (!url.pathname.startsWith('/api/')) return send(404, { error: 'not found' });
       if (!tokenMatches(req.headers.authorization, token)) return send(401, { error: 'missing or wrong bearer token' });
       const m = /^\/api\/restores\/([^/]+)(?:\/(approve|reject))?$/.exec(url.pathname);

@@ -55,6 +55,10 @@ export interface RunRecord {
   backupId?: string | null;
   status: 'running' | 'completed' | 'failed';
   error?: string | null;
+  /** the failure's stable type (lib/errors.ts), when it had one */
+  errorType?: string | null;
+  /** the database the run served (the worker's configured database when absent) */
+  database?: string | null;
   details?: Record<string, unknown>;
 }
 
@@ -180,6 +184,59 @@ const migrations: ((s: string) => string)[] = [
       caught_up_at timestamptz,
       updated_at timestamptz NOT NULL DEFAULT now()
     );`,
+  // Monitoring (lib/monitoring): what runs served and why they failed; the WAL archiver's
+  // progress; per tenant and kind, how many backups and their newest and oldest, kept by a
+  // trigger (the health model reads one row per tenant, not one per backup); indexes for recent
+  // failures, pending approvals and recent verifications.
+  (s) => `
+    ALTER TABLE ${s}.runs ADD COLUMN database text, ADD COLUMN error_type text;
+    CREATE INDEX runs_type_tenant_idx ON ${s}.runs (workflow_type, tenant_id, started_at DESC);
+    CREATE INDEX runs_failed_idx ON ${s}.runs (workflow_type, started_at DESC) WHERE status = 'failed';
+    CREATE INDEX restores_awaiting_idx ON ${s}.restores (updated_at) WHERE state = 'awaiting-approval';
+    CREATE INDEX verifications_verified_idx ON ${s}.verifications (verified_at DESC);
+    CREATE TABLE ${s}.wal_archive_progress (
+      scope text PRIMARY KEY,
+      segment text,
+      segment_bytes bigint,
+      archived_at timestamptz,
+      seen_at timestamptz NOT NULL,
+      error text,
+      error_at timestamptz
+    );
+    CREATE TABLE ${s}.tenant_backup_stats (
+      database text NOT NULL,
+      kind text NOT NULL,
+      tenant_id text NOT NULL,
+      points int NOT NULL,
+      newest timestamptz NOT NULL,
+      oldest timestamptz NOT NULL,
+      PRIMARY KEY (database, kind, tenant_id)
+    );
+    INSERT INTO ${s}.tenant_backup_stats
+      SELECT database, kind, tenant_id, count(*), max(snapshot_at), min(snapshot_at) FROM ${s}.backups WHERE tenant_id IS NOT NULL GROUP BY 1, 2, 3;
+    -- Inserts add (commutative: concurrent ones need no recount); a delete recounts the end it
+    -- removed, under the stats row's lock, from the rows committed (an insert waiting on that lock
+    -- applies itself after).
+    CREATE FUNCTION ${s}.track_tenant_backup() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+      IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.tenant_id IS NOT NULL THEN
+        UPDATE ${s}.tenant_backup_stats t SET points = t.points - 1,
+          newest = CASE WHEN OLD.snapshot_at >= t.newest THEN coalesce((SELECT max(b.snapshot_at) FROM ${s}.backups b
+                     WHERE b.tenant_id = OLD.tenant_id AND b.database = OLD.database AND b.kind = OLD.kind), t.newest) ELSE t.newest END,
+          oldest = CASE WHEN OLD.snapshot_at <= t.oldest THEN coalesce((SELECT min(b.snapshot_at) FROM ${s}.backups b
+                     WHERE b.tenant_id = OLD.tenant_id AND b.database = OLD.database AND b.kind = OLD.kind), t.oldest) ELSE t.oldest END
+         WHERE t.database = OLD.database AND t.kind = OLD.kind AND t.tenant_id = OLD.tenant_id;
+        DELETE FROM ${s}.tenant_backup_stats WHERE database = OLD.database AND kind = OLD.kind AND tenant_id = OLD.tenant_id AND points <= 0;
+      END IF;
+      IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.tenant_id IS NOT NULL THEN
+        INSERT INTO ${s}.tenant_backup_stats AS t VALUES (NEW.database, NEW.kind, NEW.tenant_id, 1, NEW.snapshot_at, NEW.snapshot_at)
+          ON CONFLICT (database, kind, tenant_id) DO UPDATE
+          SET points = t.points + 1, newest = greatest(t.newest, EXCLUDED.newest), oldest = least(t.oldest, EXCLUDED.oldest);
+      END IF;
+      RETURN NULL;
+    END $f$;
+    CREATE TRIGGER backups_tenant_stats AFTER INSERT OR DELETE OR UPDATE OF database, kind, tenant_id, snapshot_at ON ${s}.backups
+      FOR EACH ROW EXECUTE FUNCTION ${s}.track_tenant_backup();`,
 ];
 
 /** A change-log segment in the catalog (its manifest in storage is the truth). */
@@ -229,6 +286,21 @@ export interface FullBackupRecord {
   consistentAt: string;
   startedAt: string;
   finishedAt: string;
+}
+
+/**
+ * The WAL archiver's last report (per archiver scope, lib/databaseIdentity.ts): the newest segment
+ * in the archive and how many of its bytes (null: the whole segment), when the archive last grew,
+ * when the archiver last reported at all, and its last error.
+ */
+export interface WalArchiveProgress {
+  scope: string;
+  segment: string | null;
+  segmentBytes: number | null;
+  archivedAt: string | null;
+  seenAt: string;
+  error: string | null;
+  errorAt: string | null;
 }
 
 export interface VerificationRecord {
@@ -428,14 +500,66 @@ export class Catalog {
     const finished = run.status === 'running' ? null : new Date();
     await this.run((c) =>
       c.query(
-        `INSERT INTO ${this.s}.runs (workflow_id, run_id, workflow_type, tenant_id, backup_id, status, error, details, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (workflow_id, run_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
+        `INSERT INTO ${this.s}.runs (workflow_id, run_id, workflow_type, tenant_id, backup_id, status, error, details, finished_at, database, error_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (workflow_id, run_id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, error_type = EXCLUDED.error_type,
            backup_id = coalesce(EXCLUDED.backup_id, ${this.s}.runs.backup_id),
+           database = coalesce(EXCLUDED.database, ${this.s}.runs.database),
            details = ${this.s}.runs.details || EXCLUDED.details, finished_at = EXCLUDED.finished_at`,
-        [run.workflowId, run.runId, run.workflowType, run.tenantId ?? null, run.backupId ?? null, run.status, run.error ?? null, JSON.stringify(run.details ?? {}), finished],
+        [
+          run.workflowId, run.runId, run.workflowType, run.tenantId ?? null, run.backupId ?? null, run.status, run.error ?? null, JSON.stringify(run.details ?? {}), finished,
+          run.database ?? null, run.errorType ?? null,
+        ],
       ),
     );
+  }
+
+  /**
+   * The WAL archiver's report: `archived` when the archive grew (its newest segment, the bytes of
+   * it stored, null for a whole one, and when), else only that it is alive; `error` when a slice failed.
+   */
+  async recordWalArchiveProgress(scope: string, report: { archived?: { segment: string; bytes: number | null; at: string }; error?: string }): Promise<void> {
+    const a = report.archived;
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.wal_archive_progress AS p (scope, segment, segment_bytes, archived_at, seen_at, error, error_at)
+         VALUES ($1, $2, $3, $4, now(), $5, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)
+         ON CONFLICT (scope) DO UPDATE SET seen_at = now(),
+           segment = coalesce(EXCLUDED.segment, p.segment),
+           segment_bytes = CASE WHEN EXCLUDED.segment IS NULL THEN p.segment_bytes ELSE EXCLUDED.segment_bytes END,
+           archived_at = coalesce(EXCLUDED.archived_at, p.archived_at),
+           error = coalesce(EXCLUDED.error, p.error), error_at = coalesce(EXCLUDED.error_at, p.error_at)`,
+        [scope, a?.segment ?? null, a?.bytes ?? null, a?.at ?? null, report.error ?? null],
+      ),
+    );
+  }
+
+  async getWalArchiveProgress(scope: string): Promise<WalArchiveProgress | undefined> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT scope, segment, segment_bytes, ${microsText('archived_at')} AS archived_at, ${microsText('seen_at')} AS seen_at, error, ${microsText('error_at')} AS error_at
+           FROM ${this.s}.wal_archive_progress WHERE scope = $1`,
+        [scope],
+      ),
+    );
+    const x = r.rows[0];
+    return x && { scope: x.scope, segment: x.segment, segmentBytes: x.segment_bytes === null ? null : Number(x.segment_bytes), archivedAt: x.archived_at, seenAt: x.seen_at, error: x.error, errorAt: x.error_at };
+  }
+
+  /**
+   * Runs read-only queries of the catalog's tables for the health model (lib/monitoring), on one
+   * connection, in one REPEATABLE READ transaction (every aggregate sees the same moment), the
+   * schema given quoted.
+   */
+  async read<T>(fn: (c: PoolClient, schema: string) => Promise<T>): Promise<T> {
+    return this.run(async (c) => {
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      try {
+        return await fn(c, this.s);
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
   }
 
   async listRuns(limit = 100): Promise<(RunRecord & { startedAt: string; finishedAt: string | null })[]> {

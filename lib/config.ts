@@ -26,7 +26,13 @@ export interface Config {
     ownership: Record<string, string>;
   };
   storage: { primary: StorageConfig };
-  temporal: { address: string; namespace: string; taskQueue: string };
+  temporal: {
+    address: string;
+    namespace: string;
+    taskQueue: string;
+    /** the Temporal Web UI, for links to a run (health items, status); none: ids only */
+    uiUrl?: string;
+  };
   backup: { parallelism: number; compressionLevel: number };
   restore: {
     /** distinct approvers needed besides the requester (four-eyes: 1) */
@@ -37,6 +43,9 @@ export interface Config {
     verifyOtherTenants: boolean;
   };
   dashboard: { host: string; port: number; token?: string };
+  /** the worker process: its Prometheus /metrics listener (port 0: none) */
+  worker: { metricsHost: string; metricsPort: number };
+  monitoring: MonitoringConfig;
   fullBackup: FullBackupConfig;
   changeLog: ChangeLogConfig;
   /** set when fullBackup.provider is supabase */
@@ -80,6 +89,39 @@ export interface ChangeLogConfig {
   replicaIdentityFull: boolean;
   /** how long a tenant backup waits for the exact boundary with the change log before it goes without */
   boundaryWaitMs: number;
+}
+
+/**
+ * What the health model (lib/monitoring) judges against: how often each kind of backup must
+ * succeed, how far an age may pass that interval, the recovery point objectives, how long a
+ * restore may wait for approval; and how much per-tenant detail the metrics carry.
+ */
+export interface MonitoringConfig {
+  /**
+   * The interval each kind must succeed within. undefined: the Temporal schedule's interval when
+   * one exists (tenant backups: else 24 h; full backups and verification: else not judged);
+   * null (`off`): its age is not judged.
+   */
+  schedules: { tenantBackup?: number | null; fullBackup?: number | null; verification?: number | null };
+  /** an age over interval × warningFactor is a warning, over interval × criticalFactor critical */
+  warningFactor: number;
+  criticalFactor: number;
+  /** the WAL archive's recovery point objective: achieved RPO over it is a warning, over twice it critical */
+  rpoTargetMs: number;
+  /** the change log's: how far it may trail the database */
+  changeLogLagTargetMs: number;
+  /** the WAL archiver not heard from for this long (it reports every 30 s): critical */
+  walStalledAfterMs: number;
+  /** a restore waiting for approval longer than this: warning */
+  approvalWaitMs: number;
+  /** per-tenant metrics for the N worst tenants (bounded cardinality) */
+  topTenants: number;
+  /** tenants whose per-tenant metrics are always exported */
+  tenants: string[];
+  /** how long a computed health report serves /metrics before it is computed again */
+  cacheTtlMs: number;
+  /** when set, /metrics (worker and dashboard) asks for `Authorization: Bearer <metricsToken>` */
+  metricsToken?: string;
 }
 
 export interface SupabaseConfig {
@@ -221,6 +263,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     address: temporal.hostPort('address') ?? '127.0.0.1:7233',
     namespace: temporal.string('namespace') ?? 'default',
     taskQueue: temporal.string('taskQueue') ?? 'tenantsafe',
+    ...optional('uiUrl', temporal.url('uiUrl')?.replace(/\/+$/, '')),
   };
   temporal.done();
 
@@ -300,6 +343,36 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   };
   dashboard.done();
 
+  const worker = root.section('worker');
+  const workerConfig = {
+    metricsHost: worker.string('metricsHost') ?? '127.0.0.1',
+    metricsPort: worker.integer('metricsPort', 0, 65535) ?? 0,
+  };
+  worker.done();
+
+  const monitoring = root.section('monitoring');
+  const schedules = monitoring.section('schedules');
+  const monitoringConfig: MonitoringConfig = {
+    schedules: {
+      ...optional('tenantBackup', schedules.durationOrOff('tenantBackup')),
+      ...optional('fullBackup', schedules.durationOrOff('fullBackup')),
+      ...optional('verification', schedules.durationOrOff('verification')),
+    },
+    warningFactor: monitoring.number('warningFactor', 1, 100) ?? 1.5,
+    criticalFactor: monitoring.number('criticalFactor', 1, 100) ?? 2,
+    rpoTargetMs: monitoring.duration('rpoTarget') ?? 5 * 60_000,
+    changeLogLagTargetMs: monitoring.duration('changeLogLagTarget') ?? 5 * 60_000,
+    walStalledAfterMs: monitoring.duration('walStalledAfter') ?? 3 * 60_000,
+    approvalWaitMs: monitoring.duration('approvalWait') ?? 3_600_000,
+    topTenants: monitoring.integer('topTenants', 0, 1000) ?? 10,
+    tenants: monitoring.identifierList('tenants') ?? [],
+    cacheTtlMs: monitoring.duration('cacheTtl') ?? 30_000,
+    ...optional('metricsToken', monitoring.secret('metricsToken')),
+  };
+  schedules.done();
+  if (monitoringConfig.criticalFactor < monitoringConfig.warningFactor) monitoring.reject('criticalFactor', `must be at least warningFactor (${monitoringConfig.warningFactor})`, monitoringConfig.criticalFactor);
+  monitoring.done();
+
   root.done();
   if (problems.length > 0) {
     throw new TenantsafeError(
@@ -323,7 +396,14 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     verification: verificationConfig,
     restore: restoreConfig,
     dashboard: dashboardConfig,
+    worker: workerConfig,
+    monitoring: monitoringConfig,
   };
+}
+
+/** `{[key]: value}` when value is defined, else `{}`: optional keys stay absent. */
+function optional<K extends string, V>(key: K, value: V | undefined): { [k in K]?: V } {
+  return (value === undefined ? {} : { [key]: value }) as { [k in K]?: V };
 }
 
 export const defaultRetention: RetentionPolicy = { days: 30, minCount: 3, daily: 0, weekly: 0, monthly: 0, yearly: 0 };
@@ -449,6 +529,14 @@ class Section {
     return n;
   }
 
+  number(name: string, min: number, max: number): number | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    const n = typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max) return this.fail(name, `must be a number from ${min} to ${max}`, v);
+    return n;
+  }
+
   boolean(name: string): boolean | undefined {
     const v = this.take(name, false);
     if (v === undefined) return undefined;
@@ -465,6 +553,18 @@ class Section {
       return parseDuration(v);
     } catch {
       return this.fail(name, 'must be a duration like 90s, 30m, 24h or 7d', v);
+    }
+  }
+
+  /** a duration, or `off` (null) */
+  durationOrOff(name: string): number | null | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    if (v === 'off') return null;
+    try {
+      return parseDuration(v);
+    } catch {
+      return this.fail(name, 'must be a duration like 24h, or off', v);
     }
   }
 

@@ -7,6 +7,6 @@ export async function runWorkerUntilSignal(config: Config): Promise<void> {
   const stop = () => void started.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  process.stderr.write(`tenantsafe worker: polling ${config.temporal.taskQueue} at ${config.temporal.address} (namespace ${config.temporal.namespace})\n`);
+  process.stderr.write(`tenantsafe worker: polling ${config.temporal.taskQueue} at ${config.temporal.address} (namespace ${config.temporal.namespace})${started.metricsUrl ? `, metrics at ${started.metricsUrl}` : ''}\n`);
   await started.done;
 }

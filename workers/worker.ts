@@ -6,12 +6,15 @@ import type { Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { workflowBundlePath } from './bundle';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import { startWorkerMonitoring } from './metrics';
 
 export interface StartedWorker {
   worker: Worker;
   engine: Engine;
   /** resolves when the worker has stopped (after shutdown() or a fatal error) */
   done: Promise<void>;
+  /** its Prometheus endpoint (worker.metricsPort), when on */
+  metricsUrl: string | null;
   shutdown(): Promise<void>;
 }
 
@@ -37,17 +40,29 @@ export async function startWorker(
   installRuntime();
   const engine = new Engine(config);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
-  const worker = await Worker.create({
-    connection,
-    namespace: config.temporal.namespace,
-    taskQueue: config.temporal.taskQueue,
-    workflowBundle: opts.bundle ?? { codePath: workflowBundlePath() },
-    activities: createActivities(engine),
-    ...(opts.identity ? { identity: opts.identity } : {}),
-    // Lets in-flight activities finish their current step on a graceful stop.
-    shutdownGraceTime: '10s',
-  });
+  let monitoring: Awaited<ReturnType<typeof startWorkerMonitoring>> = null;
+  let worker: Worker;
+  try {
+    monitoring = await startWorkerMonitoring(config, engine, connection);
+    worker = await Worker.create({
+      connection,
+      namespace: config.temporal.namespace,
+      taskQueue: config.temporal.taskQueue,
+      workflowBundle: opts.bundle ?? { codePath: workflowBundlePath() },
+      activities: createActivities(engine),
+      ...(monitoring ? { interceptors: { activity: [monitoring.interceptor] } } : {}),
+      ...(opts.identity ? { identity: opts.identity } : {}),
+      // Lets in-flight activities finish their current step on a graceful stop.
+      shutdownGraceTime: '10s',
+    });
+  } catch (err) {
+    await monitoring?.close();
+    await engine.close();
+    await connection.close();
+    throw err;
+  }
   const done = worker.run().finally(async () => {
+    await monitoring?.close();
     await engine.close();
     await connection.close();
   });
@@ -56,6 +71,7 @@ export async function startWorker(
     worker,
     engine,
     done,
+    metricsUrl: monitoring?.url ?? null,
     async shutdown() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await done;

@@ -13,11 +13,11 @@ export function rootCause(err: unknown): { message: string; type?: string } {
  * A run failed: its status says so with the cause, and the compensations run newest-first
  * (each failure ignored), even when the workflow itself is being cancelled. The caller rethrows.
  */
-export async function compensate(status: { state: string; error?: string }, err: unknown, compensations: ((cause: string) => Promise<unknown>)[]): Promise<void> {
-  const cause = rootCause(err).message;
+export async function compensate(status: { state: string; error?: string }, err: unknown, compensations: ((cause: string, type?: string) => Promise<unknown>)[]): Promise<void> {
+  const { message: cause, type } = rootCause(err);
   status.state = 'failed';
   status.error = cause;
   await CancellationScope.nonCancellable(async () => {
-    for (const undo of compensations) await undo(cause).catch(() => undefined);
+    for (const undo of compensations) await undo(cause, type).catch(() => undefined);
   });
 }

@@ -50,7 +50,7 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
     const wroteObjects = status.state !== 'checking';
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteFullBackup({ backupId }),
-      (cause) => step.recordRun({ ...run, status: 'failed', error: cause }),
+      (cause, type) => step.recordRun({ ...run, status: 'failed', error: cause, errorType: type ?? null }),
     ]);
     throw err;
   }

@@ -30,8 +30,9 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreR
     return result;
   } catch (err) {
     status.state = 'failed';
-    status.error = rootCause(err).message;
-    if (status.backupId) await step.recordRun({ ...run, status: 'failed', error: status.error }).catch(() => undefined);
+    const cause = rootCause(err);
+    status.error = cause.message;
+    if (status.backupId) await step.recordRun({ ...run, status: 'failed', error: status.error, errorType: cause.type ?? null }).catch(() => undefined);
     throw err;
   }
 }

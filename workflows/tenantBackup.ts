@@ -54,7 +54,7 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
     // Compensate even when the workflow itself is being cancelled.
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteBackup({ tenantId, backupId }),
-      (cause) => step.recordRun({ ...run, status: 'failed', error: cause }),
+      (cause, type) => step.recordRun({ ...run, status: 'failed', error: cause, errorType: type ?? null }),
     ]);
     throw err;
   }

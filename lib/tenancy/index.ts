@@ -49,3 +49,10 @@ export async function estimateTenantRows(client: ClientBase, plan: TenancyPlan, 
   }
   return out;
 }
+
+/** Which of `tenantIds` have a row in the tenant table (a tenant deleted since its backups were taken has none). */
+export async function existingTenants(client: ClientBase, plan: TenancyPlan, tenantIds: string[]): Promise<Set<string>> {
+  const col = quoteIdent(plan.tenantColumn);
+  const r = await client.query<{ id: string }>(`SELECT ${col}::text AS id FROM ${tenantTableSql(plan)} WHERE ${col}::text = ANY($1::text[])`, [tenantIds]);
+  return new Set(r.rows.map((x) => x.id));
+}
