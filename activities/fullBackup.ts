@@ -10,7 +10,7 @@ import { createFullBackupProvider, type FullBackupCheck } from '../lib/fullBacku
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import { pitrTargetOf, type PitrPlan, type PitrTargetFields } from '../lib/pitr/window';
 import { archiveWal, type WalArchiverProgress } from '../lib/wal/archiver';
-import { WalProgressReporter } from '../lib/wal/progress';
+import { serverWalPosition, WalProgressReporter } from '../lib/wal/progress';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { withFailures } from './failures';
 import { heartbeatEvery } from './tenantBackup';
@@ -69,7 +69,7 @@ export function createFullBackupActivities(engine: Engine) {
       const stop = heartbeatEvery(2000, () => progress);
       const signal = Context.current().cancellationSignal;
       // the health model's view of the archive (lib/monitoring): alive, how far, the last error
-      const reporter = new WalProgressReporter(engine.catalog, (await workflowScopes(engine)).walArchiver);
+      const reporter = new WalProgressReporter(engine.catalog, (await workflowScopes(engine)).walArchiver, () => serverWalPosition(engine));
       await reporter.started().catch(() => undefined);
       let last: WalArchiverProgress | null = null;
       try {

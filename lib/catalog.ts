@@ -199,6 +199,7 @@ const migrations: ((s: string) => string)[] = [
       segment text,
       segment_bytes bigint,
       archived_at timestamptz,
+      caught_up_at timestamptz,
       seen_at timestamptz NOT NULL,
       error text,
       error_at timestamptz
@@ -298,6 +299,8 @@ export interface WalArchiveProgress {
   segment: string | null;
   segmentBytes: number | null;
   archivedAt: string | null;
+  /** the archive last held everything the server had written then */
+  caughtUpAt: string | null;
   seenAt: string;
   error: string | null;
   errorAt: string | null;
@@ -516,20 +519,22 @@ export class Catalog {
 
   /**
    * The WAL archiver's report: `archived` when the archive grew (its newest segment, the bytes of
-   * it stored, null for a whole one, and when), else only that it is alive; `error` when a slice failed.
+   * it stored, null for a whole one, and when), `caughtUpAt` when it held everything the server
+   * had written at that moment, `error` when a slice failed; in any case that it is alive.
    */
-  async recordWalArchiveProgress(scope: string, report: { archived?: { segment: string; bytes: number | null; at: string }; error?: string }): Promise<void> {
+  async recordWalArchiveProgress(scope: string, report: { archived?: { segment: string; bytes: number | null; at: string }; caughtUpAt?: string; error?: string }): Promise<void> {
     const a = report.archived;
     await this.run((c) =>
       c.query(
-        `INSERT INTO ${this.s}.wal_archive_progress AS p (scope, segment, segment_bytes, archived_at, seen_at, error, error_at)
-         VALUES ($1, $2, $3, $4, now(), $5, CASE WHEN $5::text IS NULL THEN NULL ELSE now() END)
+        `INSERT INTO ${this.s}.wal_archive_progress AS p (scope, segment, segment_bytes, archived_at, caught_up_at, seen_at, error, error_at)
+         VALUES ($1, $2, $3, $4, $5, now(), $6, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END)
          ON CONFLICT (scope) DO UPDATE SET seen_at = now(),
            segment = coalesce(EXCLUDED.segment, p.segment),
            segment_bytes = CASE WHEN EXCLUDED.segment IS NULL THEN p.segment_bytes ELSE EXCLUDED.segment_bytes END,
            archived_at = coalesce(EXCLUDED.archived_at, p.archived_at),
+           caught_up_at = greatest(EXCLUDED.caught_up_at, p.caught_up_at),
            error = coalesce(EXCLUDED.error, p.error), error_at = coalesce(EXCLUDED.error_at, p.error_at)`,
-        [scope, a?.segment ?? null, a?.bytes ?? null, a?.at ?? null, report.error ?? null],
+        [scope, a?.segment ?? null, a?.bytes ?? null, a?.at ?? null, report.caughtUpAt ?? null, report.error ?? null],
       ),
     );
   }
@@ -537,13 +542,14 @@ export class Catalog {
   async getWalArchiveProgress(scope: string): Promise<WalArchiveProgress | undefined> {
     const r = await this.run((c) =>
       c.query(
-        `SELECT scope, segment, segment_bytes, ${microsText('archived_at')} AS archived_at, ${microsText('seen_at')} AS seen_at, error, ${microsText('error_at')} AS error_at
+        `SELECT scope, segment, segment_bytes, ${microsText('archived_at')} AS archived_at, ${microsText('caught_up_at')} AS caught_up_at, ${microsText('seen_at')} AS seen_at,
+                error, ${microsText('error_at')} AS error_at
            FROM ${this.s}.wal_archive_progress WHERE scope = $1`,
         [scope],
       ),
     );
     const x = r.rows[0];
-    return x && { scope: x.scope, segment: x.segment, segmentBytes: x.segment_bytes === null ? null : Number(x.segment_bytes), archivedAt: x.archived_at, seenAt: x.seen_at, error: x.error, errorAt: x.error_at };
+    return x && { scope: x.scope, segment: x.segment, segmentBytes: x.segment_bytes === null ? null : Number(x.segment_bytes), archivedAt: x.archived_at, caughtUpAt: x.caught_up_at, seenAt: x.seen_at, error: x.error, errorAt: x.error_at };
   }
 
   /**

@@ -115,3 +115,62 @@ describe('configuration of full backups, Supabase, retention and verification', 
     assert.match(problemsOf({ ...minimal, fullBackup: { provider: 'supabase' } }), /supabase: is required/);
   });
 });
+
+describe('configuration of monitoring and the worker\'s metrics', () => {
+  it('defaults to no metrics listener, intervals from the schedules, ×1.5 and ×2, five-minute RPO targets', () => {
+    const cfg = parseConfig(minimal, ctx);
+    assert.deepEqual(cfg.worker, { metricsHost: '127.0.0.1', metricsPort: 0 });
+    assert.deepEqual(cfg.monitoring, {
+      schedules: {},
+      warningFactor: 1.5,
+      criticalFactor: 2,
+      rpoTargetMs: 300_000,
+      changeLogLagTargetMs: 300_000,
+      walStalledAfterMs: 180_000,
+      approvalWaitMs: 3_600_000,
+      topTenants: 10,
+      tenants: [],
+      cacheTtlMs: 30_000,
+    });
+    assert.equal(cfg.temporal.uiUrl, undefined);
+  });
+
+  it('reads intervals or off, factors, targets, a UI URL and the metrics token from the environment', () => {
+    const cfg = parseConfig(
+      {
+        ...minimal,
+        temporal: { uiUrl: 'http://127.0.0.1:8233/' },
+        worker: { metricsPort: 9464, metricsHost: '0.0.0.0' },
+        monitoring: { schedules: { tenantBackup: '6h', fullBackup: 'off' }, warningFactor: 1.2, criticalFactor: '3', rpoTarget: '30s', tenants: ['acme'], metricsToken: '${METRICS_TOKEN}' },
+      },
+      { ...ctx, env: { METRICS_TOKEN: 'm3trics' } },
+    );
+    assert.equal(cfg.temporal.uiUrl, 'http://127.0.0.1:8233');
+    assert.deepEqual(cfg.worker, { metricsHost: '0.0.0.0', metricsPort: 9464 });
+    assert.deepEqual(cfg.monitoring.schedules, { tenantBackup: 21_600_000, fullBackup: null });
+    assert.equal(cfg.monitoring.warningFactor, 1.2);
+    assert.equal(cfg.monitoring.criticalFactor, 3);
+    assert.equal(cfg.monitoring.rpoTargetMs, 30_000);
+    assert.deepEqual(cfg.monitoring.tenants, ['acme']);
+    assert.equal(cfg.monitoring.metricsToken, 'm3trics');
+  });
+
+  it('names every bad monitoring key, without echoing the token', () => {
+    const message = problemsOf({
+      ...minimal,
+      worker: { metricsPort: 70000, port: 1 },
+      monitoring: { schedules: { tenantBackup: 'daily', restore: '1h' }, warningFactor: 0.5, criticalFactor: 'x', approvalWait: 'soon', topTenants: -1, metricsToken: 12345 },
+    });
+    assert.match(message, /worker\.metricsPort: must be an integer from 0 to 65535/);
+    assert.match(message, /worker\.port: unknown key/);
+    assert.match(message, /monitoring\.schedules\.tenantBackup: must be a duration like 24h, or off \(got "daily"\)/);
+    assert.match(message, /monitoring\.schedules\.restore: unknown key/);
+    assert.match(message, /monitoring\.warningFactor: must be a number from 1 to 100/);
+    assert.match(message, /monitoring\.criticalFactor: must be a number from 1 to 100/);
+    assert.match(message, /monitoring\.approvalWait: must be a duration/);
+    assert.match(message, /monitoring\.topTenants: must be an integer from 0 to 1000/);
+    assert.match(message, /monitoring\.metricsToken: must be a string/);
+    assert.doesNotMatch(message, /12345/);
+    assert.match(problemsOf({ ...minimal, monitoring: { warningFactor: 2, criticalFactor: 1.5 } }), /monitoring\.criticalFactor: must be at least warningFactor \(2\) \(got 1\.5\)/);
+  });
+});

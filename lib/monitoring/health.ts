@@ -697,7 +697,9 @@ async function judgeWal(engine: Engine, full: FullFacts, now: string, memo: Heal
   const segmentSize = Number(seg);
   const archived = progress?.segment ? segmentStartLsn(progress.segment, segmentSize) + BigInt(progress.segmentBytes ?? segmentSize) : null;
   const lagBytes = archived === null ? null : Number(parseLsn(serverLsn) > archived ? parseLsn(serverLsn) - archived : 0n);
-  const rpoSeconds = lagBytes === null ? null : lagBytes === 0 ? 0 : progress!.archivedAt ? Math.max(0, secondsBetween(progress!.archivedAt, now)) : null;
+  // 0 while the archive holds everything; else since it last did (before its first catch-up: since it last grew)
+  const since = progress?.caughtUpAt ?? progress?.archivedAt ?? null;
+  const rpoSeconds = lagBytes === null ? null : lagBytes === 0 ? 0 : since ? Math.max(0, secondsBetween(since, now)) : null;
   const silentSeconds = progress ? secondsBetween(progress.seenAt, now) : null;
   const items: JudgedItems = [];
   let level: Level = 'ok';

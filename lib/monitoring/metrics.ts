@@ -49,8 +49,9 @@ export class WorkerMetrics {
 }
 
 /**
- * The latest health report, computed at most every `ttlMs`. The first call waits for one; later
- * calls get the one at hand at once and start the next in the background when it is stale.
+ * The latest health report, computed at most every `ttlMs`. The first call waits for one; a later
+ * call finding it stale starts the next and waits for it up to `waitMs` (a scrape stays fast),
+ * else gets the one at hand while the next is computed in the background.
  */
 export class HealthCache {
   private report: HealthReport | null = null;
@@ -63,11 +64,16 @@ export class HealthCache {
   constructor(
     private readonly compute: () => Promise<HealthReport>,
     private readonly ttlMs: number,
+    private readonly waitMs = 50,
   ) {}
 
   async get(): Promise<HealthReport | null> {
     if (!this.report && !this.error) await this.refresh();
-    else if (Date.now() - this.computedAt >= this.ttlMs) void this.refresh();
+    else if (Date.now() - this.computedAt >= this.ttlMs) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.refresh(), new Promise((resolve) => (timer = setTimeout(resolve, this.waitMs)))]);
+      clearTimeout(timer);
+    }
     return this.report;
   }
 
