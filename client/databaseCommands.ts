@@ -95,13 +95,17 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   program
     .command('retention')
     .command('apply')
-    .description('delete what the retention policy does not keep (backups, WAL no kept backup needs, interrupted backups)')
+    .description('delete what the retention policy does not keep (backups, WAL and change-log segments no kept backup needs, interrupted backups)')
     .option('--dry-run', 'only report')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun));
       const verb = out.dryRun ? 'would remove' : 'removed';
       emit(globals(cmd), out, () =>
-        [`Kept ${out.kept.length} backups; ${verb} ${out.removedBackups.length} backups, ${out.removedWalSegments} WAL segments, ${out.removedIncomplete.length} interrupted backups.`, ...out.removedBackups.map((id) => `  ${verb} ${id}`)].join('\n'),
+        [
+          `Kept ${out.kept.length} backups; ${verb} ${out.removedBackups.length} backups, ${out.removedWalSegments} WAL segments, ${out.removedChangeSegments ?? 0} change-log segments, ${out.removedIncomplete.length} interrupted backups.`,
+          ...out.removedBackups.map((id) => `  ${verb} ${id}`),
+          ...(out.changeLogCuts ?? []).map((c) => `  change log ${c.stream}: ${c.upTo ? `segments ending at or before ${c.upTo} go (${c.by})` : `all kept (${c.by})`}`),
+        ].join('\n'),
       );
     });
 

@@ -3,6 +3,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { sha256Hex } from './checksum';
 import { ErrorType, TenantsafeError } from './errors';
+import { changeLogStream } from './format/changeLog';
 import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './format/fullManifest';
 import { parseBackupLabel } from './labels';
 import { parseManifest, type TenantManifest } from './format/tenantManifest';
@@ -366,6 +367,40 @@ export class Catalog {
       ),
     );
     return r.rows.map((x) => ({ backupId: x.backup_id, snapshotAt: x.at, boundary: x.boundary }));
+  }
+
+  /**
+   * Every tenant backup the change log can extend (kind tenant, with snapshot.changeLogLsn and
+   * its origin), of every tenant and stream: what retention keeps the log for.
+   */
+  async changeLogBoundaries(): Promise<{ backupId: string; tenantId: string; stream: string; boundary: string }[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT backup_id, tenant_id, manifest->'snapshot'->'origin'->>'systemIdentifier' AS system, (manifest->'snapshot'->'origin'->>'databaseOid')::int AS db,
+                manifest->'snapshot'->>'changeLogLsn' AS boundary
+           FROM ${this.s}.backups WHERE kind = 'tenant' AND manifest->'snapshot' ? 'changeLogLsn' AND manifest->'snapshot' ? 'origin'
+          ORDER BY (manifest->'snapshot'->>'changeLogLsn')::pg_lsn, backup_id`,
+      ),
+    );
+    return r.rows.map((x) => ({ backupId: x.backup_id, tenantId: x.tenant_id, stream: changeLogStream({ systemIdentifier: x.system, databaseOid: x.db }), boundary: x.boundary }));
+  }
+
+  /** The streams the catalog holds segments or gaps of. */
+  async changeLogStreams(): Promise<string[]> {
+    const r = await this.run((c) => c.query<{ stream: string }>(`SELECT stream FROM ${this.s}.change_segments UNION SELECT stream FROM ${this.s}.change_log_gaps ORDER BY 1`));
+    return r.rows.map((x) => x.stream);
+  }
+
+  /** Forgets a segment (retention, before its objects go). */
+  async forgetChangeSegment(s: { stream: string; firstCommitLsn: string; lastEndLsn: string }): Promise<void> {
+    await this.run((c) =>
+      c.query(`DELETE FROM ${this.s}.change_segments WHERE stream = $1 AND first_commit_lsn = $2::pg_lsn AND last_end_lsn = $3::pg_lsn`, [s.stream, s.firstCommitLsn, s.lastEndLsn]),
+    );
+  }
+
+  /** Forgets a gap (retention, before its object goes). */
+  async forgetChangeLogGap(g: { stream: string; fromLsn: string; toLsn: string }): Promise<void> {
+    await this.run((c) => c.query(`DELETE FROM ${this.s}.change_log_gaps WHERE stream = $1 AND from_lsn = $2::pg_lsn AND to_lsn = $3::pg_lsn`, [g.stream, g.fromLsn, g.toLsn]));
   }
 
   /** The end of the last transaction the stream holds, and its commit time. */

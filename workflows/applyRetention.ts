@@ -1,6 +1,7 @@
 // Runbook: apply the retention policy (daily by a schedule; `tenantsafe retention apply`).
-//   one step: decide with the policy engine (full backups, each tenant's backups, WAL, interrupted
-//   backups) and, unless dryRun, delete what it does not keep; the outcome goes to the catalog.
+//   one step: decide with the policy engine (full backups, each tenant's backups, WAL, the change
+//   log, interrupted backups) and, unless dryRun, delete what it does not keep; the outcome goes to
+//   the catalog.
 import { proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import type { VerifyActivities } from '../activities/verify';
@@ -18,7 +19,14 @@ export async function applyRetention(input: ApplyRetentionInput = {}): Promise<A
     runId,
     workflowType: 'applyRetention',
     status: 'completed',
-    details: { dryRun: outcome.dryRun, removedBackups: outcome.removedBackups.length, removedWalSegments: outcome.removedWalSegments, removedIncomplete: outcome.removedIncomplete.length },
+    details: {
+      dryRun: outcome.dryRun,
+      removedBackups: outcome.removedBackups.length,
+      removedWalSegments: outcome.removedWalSegments,
+      // absent in a result an older worker returned
+      removedChangeSegments: outcome.removedChangeSegments ?? 0,
+      removedIncomplete: outcome.removedIncomplete.length,
+    },
   });
   return outcome;
 }

@@ -10,7 +10,7 @@ import { sha256Hex } from '../checksum';
 import type { ChangeLogConfig } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
+import { changeLogStream, gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
 import { connectionError, qualified, quoteIdent, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { discoverTenancy } from '../tenancy';
@@ -31,11 +31,6 @@ export interface ChangeLogProgress {
 
 /** A segment is written once it holds this much (JSON), or when the flush interval is up. */
 const segmentBytes = 32 << 20;
-
-/** The change log of this database: one per cluster history and database. */
-export function changeLogStream(info: { systemIdentifier: string; databaseOid: number }): string {
-  return `${info.systemIdentifier}-${info.databaseOid}`;
-}
 
 /**
  * Makes the database ready to stream: wal_level logical, every owned table with a replica

@@ -8,7 +8,7 @@
 // Else the target is outside every window: bad input, naming the windows.
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { changeLogStream } from '../changeLog/capture';
+import { changeLogStream } from '../format/changeLog';
 import { databaseIdentity } from '../databaseIdentity';
 import { physicalWindow } from '../pitr/window';
 import { recordTenantBackup } from '../tenantBackup';
