@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
-import { withClient } from '../lib/pg';
+import { microsText, withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
 import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
@@ -74,8 +74,8 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, (e) =>
         withClient(e.db, e.config.database.url, async (c) => {
-          const r = await c.query<{ lsn: string; at: Date }>(`SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS at`, [name]);
-          return { name, lsn: r.rows[0].lsn, at: r.rows[0].at.toISOString() };
+          const r = await c.query<{ lsn: string; at: string }>(`SELECT pg_create_restore_point($1)::text AS lsn, ${microsText('clock_timestamp()')} AS at`, [name]);
+          return { name, lsn: r.rows[0].lsn, at: r.rows[0].at };
         }),
       );
       emit(globals(cmd), out, () => `Restore point "${out.name}" at LSN ${out.lsn} (${out.at})`);

@@ -6,9 +6,10 @@ import { ErrorType, TenantsafeError } from './errors';
 import { changeLogStream } from './format/changeLog';
 import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './format/fullManifest';
 import { parseBackupLabel } from './labels';
+import { formatMicros, parseMicros } from './time';
 import { parseManifest, type TenantManifest } from './format/tenantManifest';
 import { manifestFile } from './format/sealed';
-import { quoteIdent, withClient } from './pg';
+import { microsText, quoteIdent, withClient } from './pg';
 import type { ObjectStore } from './storage/types';
 
 export interface RestoreRecord {
@@ -57,8 +58,10 @@ export interface RunRecord {
   details?: Record<string, unknown>;
 }
 
-/** A timestamptz as ISO-8601 text in UTC with its microseconds (a JavaScript Date would drop them). */
-const microsText = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+/** A table's columns with its times as text to the microsecond (`<column>_us`), for the record mappers below. */
+const withMicros = (...columns: string[]) => `*, ${columns.map((c) => `${microsText(c)} AS ${c}_us`).join(', ')}`;
+const backupColumns = withMicros('snapshot_at', 'started_at', 'finished_at');
+const fullBackupColumns = withMicros('consistent_at', 'started_at', 'finished_at');
 
 /** Ordered migrations; append only. */
 const migrations: ((s: string) => string)[] = [
@@ -303,7 +306,7 @@ export class Catalog {
   async listBackups(filter: { tenantId?: string } = {}): Promise<BackupRecord[]> {
     const r = await this.run((c) =>
       c.query(
-        `SELECT * FROM ${this.s}.backups WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY snapshot_at DESC, backup_id DESC`,
+        `SELECT ${backupColumns} FROM ${this.s}.backups WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY snapshot_at DESC, backup_id DESC`,
         [filter.tenantId ?? null],
       ),
     );
@@ -311,7 +314,7 @@ export class Catalog {
   }
 
   async getBackup(backupId: string): Promise<BackupRecord> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]));
+    const r = await this.run((c) => c.query(`SELECT ${backupColumns} FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]));
     if (r.rowCount === 0) {
       throw new TenantsafeError(ErrorType.BackupNotFound, `Backup "${backupId}" is not in the catalog.`, 'List backups with `tenantsafe backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
     }
@@ -472,10 +475,10 @@ export class Catalog {
   }
 
   async listRuns(limit = 100): Promise<(RunRecord & { startedAt: string; finishedAt: string | null })[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.runs ORDER BY started_at DESC LIMIT $1`, [limit]));
+    const r = await this.run((c) => c.query(`SELECT ${withMicros('started_at', 'finished_at')} FROM ${this.s}.runs ORDER BY started_at DESC LIMIT $1`, [limit]));
     return r.rows.map((x) => ({
       workflowId: x.workflow_id, runId: x.run_id, workflowType: x.workflow_type, tenantId: x.tenant_id, backupId: x.backup_id,
-      status: x.status, error: x.error, details: x.details, startedAt: x.started_at.toISOString(), finishedAt: x.finished_at?.toISOString() ?? null,
+      status: x.status, error: x.error, details: x.details, startedAt: x.started_at_us, finishedAt: x.finished_at_us,
     }));
   }
 
@@ -494,17 +497,18 @@ export class Catalog {
         ],
       ),
     );
-    return fullRowToRecord({ backup_id: m.backupId, method: m.method, provider: m.provider, database: m.database, storage_uri: storageUri, prefix, manifest_sha256: manifestSha256, bytes: m.totals.bytes, manifest: m, consistent_at: new Date(m.consistentAt), started_at: new Date(m.startedAt), finished_at: new Date(m.finishedAt) });
+    const us = (iso: string) => formatMicros(parseMicros(iso));
+    return fullRowToRecord({ backup_id: m.backupId, method: m.method, provider: m.provider, database: m.database, storage_uri: storageUri, prefix, manifest_sha256: manifestSha256, bytes: m.totals.bytes, manifest: m, consistent_at_us: us(m.consistentAt), started_at_us: us(m.startedAt), finished_at_us: us(m.finishedAt) });
   }
 
   /** Full backups, oldest first. */
   async listFullBackups(): Promise<FullBackupRecord[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.full_backups ORDER BY consistent_at, backup_id`));
+    const r = await this.run((c) => c.query(`SELECT ${fullBackupColumns} FROM ${this.s}.full_backups ORDER BY consistent_at, backup_id`));
     return r.rows.map(fullRowToRecord);
   }
 
   async getFullBackup(backupId: string): Promise<FullBackupRecord> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.full_backups WHERE backup_id = $1`, [backupId]));
+    const r = await this.run((c) => c.query(`SELECT ${fullBackupColumns} FROM ${this.s}.full_backups WHERE backup_id = $1`, [backupId]));
     if (r.rowCount === 0) {
       throw new TenantsafeError(ErrorType.BackupNotFound, `Full backup "${backupId}" is not in the catalog.`, 'List full backups with `tenantsafe full-backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
     }
@@ -529,8 +533,8 @@ export class Catalog {
 
   /** Backup ids with at least one verification, and when the newest was. */
   async lastVerified(): Promise<Map<string, string>> {
-    const r = await this.run((c) => c.query(`SELECT backup_id, max(verified_at) AS at FROM ${this.s}.verifications GROUP BY backup_id`));
-    return new Map(r.rows.map((x) => [x.backup_id as string, (x.at as Date).toISOString()]));
+    const r = await this.run((c) => c.query(`SELECT backup_id, ${microsText('max(verified_at)')} AS at FROM ${this.s}.verifications GROUP BY backup_id`));
+    return new Map(r.rows.map((x) => [x.backup_id as string, x.at as string]));
   }
 
   /** Rebuilds the full-backup index of one store from the manifests under full/. */
@@ -594,10 +598,10 @@ export class Catalog {
     return r.rows.map(restoreOf);
   }
 
-  /** The newest complete backup of a tenant taken at or before `at` (kind tenant: safety backups are for undo). */
-  async latestBackupAtOrBefore(tenantId: string, at: Date): Promise<BackupRecord | undefined> {
+  /** The newest complete backup of a tenant taken at or before `at` (ISO-8601 with a zone, to the microsecond; kind tenant: safety backups are for undo). */
+  async latestBackupAtOrBefore(tenantId: string, at: string): Promise<BackupRecord | undefined> {
     const r = await this.run((c) =>
-      c.query(`SELECT * FROM ${this.s}.backups WHERE tenant_id = $1 AND kind = 'tenant' AND snapshot_at <= $2 ORDER BY snapshot_at DESC LIMIT 1`, [tenantId, at]),
+      c.query(`SELECT ${backupColumns} FROM ${this.s}.backups WHERE tenant_id = $1 AND kind = 'tenant' AND snapshot_at <= $2::timestamptz ORDER BY snapshot_at DESC LIMIT 1`, [tenantId, at]),
     );
     return r.rows[0] ? rowToRecord(r.rows[0]) : undefined;
   }
@@ -627,12 +631,13 @@ export function backupRecordOf(m: TenantManifest, storageUri: string, prefix: st
     manifestSha256,
     rows: m.totals.rows,
     bytes: m.totals.bytes,
-    snapshotAt: m.snapshot.at,
+    // as the catalog gives them back: to the microsecond (manifests written before kept milliseconds)
+    snapshotAt: formatMicros(parseMicros(m.snapshot.at)),
     lsn: m.snapshot.lsn,
     tenantChecksum: m.tenantChecksum,
     schemaFingerprint: m.tenancy.fingerprint,
-    startedAt: m.startedAt,
-    finishedAt: m.finishedAt,
+    startedAt: formatMicros(parseMicros(m.startedAt)),
+    finishedAt: formatMicros(parseMicros(m.finishedAt)),
   };
 }
 
@@ -654,12 +659,12 @@ function rowToRecord(r: Record<string, any>): BackupRecord {
     manifestSha256: r.manifest_sha256,
     rows: Number(r.rows),
     bytes: Number(r.bytes),
-    snapshotAt: r.snapshot_at.toISOString(),
+    snapshotAt: r.snapshot_at_us,
     lsn: r.lsn,
     tenantChecksum: r.tenant_checksum,
     schemaFingerprint: r.schema_fingerprint,
-    startedAt: r.started_at.toISOString(),
-    finishedAt: r.finished_at.toISOString(),
+    startedAt: r.started_at_us,
+    finishedAt: r.finished_at_us,
   };
 }
 
@@ -675,9 +680,9 @@ function fullRowToRecord(r: Record<string, any>): FullBackupRecord {
     manifestSha256: r.manifest_sha256,
     bytes: Number(r.bytes),
     wal: m.wal,
-    consistentAt: r.consistent_at.toISOString(),
-    startedAt: r.started_at.toISOString(),
-    finishedAt: r.finished_at.toISOString(),
+    consistentAt: r.consistent_at_us,
+    startedAt: r.started_at_us,
+    finishedAt: r.finished_at_us,
   };
 }
 

@@ -6,19 +6,21 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Client } from 'pg';
-import { connect, withConnection } from '../lib/pg';
+import { connect, microsText, withConnection } from '../lib/pg';
 import { snapshotOrigin } from '../lib/tenantBackup/export';
 import type { SnapshotOrigin } from '../lib/format/tenantManifest';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { freePorts } from '../lib/process';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
+import { parseMicros } from '../lib/time';
 import { listWalArchive } from '../lib/wal/archive';
 import { segmentOfLsn } from '../lib/wal/names';
 import { databaseWorkflowIds } from '../workflows/messages';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { workflowScopes } from '../lib/databaseIdentity';
+import { waitFor } from './support/wait';
 
 interface Row {
   id: number;
@@ -87,7 +89,8 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   const cli = (args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
 
   before(async function () {
-    source = await startSourceCluster();
+    // commit times as Postgres keeps them (pg_last_committed_xact), to hold the window's latest against
+    source = await startSourceCluster('app', { track_commit_timestamp: 'on' });
     await source.cluster.psql(`CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)`, 'app');
     env = await createTestEnv('local', {
       db: source.db,
@@ -120,7 +123,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     for (let i = 0; ; i++) {
       const w = await cli(['pitr', 'window']);
       assert.equal(w.code, 0, w.stderr);
-      if (w.json().latest >= at) return w.json();
+      if (parseMicros(w.json().latest) >= parseMicros(at)) return w.json();
       if (i > 100) assert.fail(`the window never reached ${at}: ${w.stdout}`);
       await sleep(200);
     }
@@ -171,7 +174,8 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     const out = res.json();
     assert.deepEqual(Object.keys(out).sort(), ['dataDir', 'lsn', 'port', 'recoveredTo']);
     assert.equal(out.dataDir, target);
-    assert.ok(out.recoveredTo <= quiet.at, `recovered to ${out.recoveredTo}, target ${quiet.at}`);
+    assert.match(out.recoveredTo, /\.\d{6}Z$/, 'the last commit replayed, to the microsecond');
+    assert.ok(parseMicros(out.recoveredTo) <= parseMicros(quiet.at), `recovered to ${out.recoveredTo}, target ${quiet.at}`);
     const expected = writer.rows.filter((r) => r.id <= quiet.lastBefore).map((r) => r.id);
     assert.ok(expected.length > 50, `rows before the target: ${expected.length}`);
     assert.ok(writer.rows.some((r) => r.id > quiet.lastBefore), 'rows were committed after the target too');
@@ -227,6 +231,24 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     await restored.start();
     assert.deepEqual(await restoredIds(restored.port), writer.rows.map((r) => r.id), 'every committed row, the last one included');
     await restored.stop();
+  });
+
+  it('prints the window\'s latest to the microsecond, as Postgres keeps it: given back as --at, it restores that very commit', async () => {
+    const newestCommit = async () =>
+      (await withConnection(source.db.url, (c) => c.query<{ at: string }>(`SELECT ${microsText('(pg_last_committed_xact()).timestamp')} AS at`))).rows[0].at;
+    let latest = '';
+    // nothing commits any more: the archive reaches the newest commit within a moment
+    await waitFor('the window to reach the newest commit', async () => {
+      const [w, newest] = await Promise.all([cli(['pitr', 'window']), newestCommit()]);
+      latest = w.json().latest;
+      return latest === newest;
+    }, { tries: 150, intervalMs: 200, state: async () => `window ${latest}, newest commit ${await newestCommit()}` });
+    assert.match(latest, /\.\d{6}Z$/);
+    const port = (await freePorts('127.0.0.1', 1))[0];
+    const res = await cli(['pitr', 'restore', '--at', latest, '--target', path.join(source.dir, 'at-latest'), '--port', String(port)]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.json().recoveredTo, latest, 'recovered to that commit, printed the same way');
+    assert.deepEqual(await restoredIds(port), writer.rows.map((r) => r.id), 'every committed row');
   });
 
   it('fails a restore whose WAL holds a damaged segment, naming it', async () => {

@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Sha256Stream } from '../checksum';
 import type { FullBackupRecord } from '../catalog';
+import { microsText } from '../pg';
 import { PrivateCluster } from '../postgres/cluster';
 import { logTail } from '../process';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -122,10 +123,10 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     if (wal.errors.length > 0) throw recoveryFailed(cluster, wal.errors);
-    const [reached] = await cluster.psql<{ lsn: string | null; at: Date | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS at`);
+    const [reached] = await cluster.psql<{ lsn: string | null; at: string | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, ${microsText('pg_last_xact_replay_timestamp()')} AS at`);
     opts.onProgress?.({ ...progress, phase: 'promoted', replayLsn: reached.lsn });
     if (opts.port === undefined) await cluster.stop('fast');
-    return { recoveredTo: reached.at?.toISOString() ?? null, lsn: reached.lsn, dataDir: opts.dataDir, port: opts.port === undefined ? null : cluster.port };
+    return { recoveredTo: reached.at, lsn: reached.lsn, dataDir: opts.dataDir, port: opts.port === undefined ? null : cluster.port };
   } catch (err) {
     // A failed restore leaves nothing running; the directory stays for the operator to read its log.
     await cluster?.stop('immediate').catch(() => undefined);

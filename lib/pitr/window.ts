@@ -8,6 +8,7 @@ import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { timeWithZone } from '../inputs';
 import type { ObjectStore } from '../storage/types';
+import { formatMicros, microsOf, parseMicros } from '../time';
 import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, type WalArchiveListing } from '../wal/archive';
 import { formatLsn, parseLsn, positionKey, segmentStartLsn } from '../wal/names';
 import { readWalMarks, type WalMark } from '../wal/waldump';
@@ -28,7 +29,11 @@ export function pitrTargetOf(fields: PitrTargetFields): PitrTarget {
   if (given.length !== 1) {
     throw new TenantsafeError(ErrorType.BadInput, `Give exactly one target: at, lsn, name or latest (got ${given.join(', ') || 'none'}).`, 'Pass one of --at <ISO-8601>, --lsn <lsn>, --name <restore point>, --latest.');
   }
-  if (fields.at !== undefined) return { at: timeWithZone(fields.at).toISOString() };
+  if (fields.at !== undefined) {
+    timeWithZone(fields.at);
+    // to the microsecond: a target cut to milliseconds would leave out a commit made earlier within the same one
+    return { at: formatMicros(parseMicros(fields.at)) };
+  }
   if (fields.lsn !== undefined) return { lsn: formatLsn(parseLsn(fields.lsn)) };
   if (fields.name !== undefined) {
     if (!fields.name.trim()) throw new TenantsafeError(ErrorType.BadInput, 'The restore point name is empty.', 'Pass --name <restore point>.');
@@ -74,7 +79,7 @@ export async function physicalWindow(engine: Engine): Promise<PhysicalWindow> {
   const end = await archiveEnd(engine.store, listing, newest, segmentSize);
   const earliest = backups[0].consistentAt;
   const lastCommit = await newestCommit(engine.store, listing, segmentSize, backups[0].wal.startSegment);
-  return { earliest, latest: lastCommit && lastCommit > earliest ? lastCommit : earliest, backups, listing, endLsn: formatLsn(end) };
+  return { earliest, latest: lastCommit && parseMicros(lastCommit) > parseMicros(earliest) ? lastCommit : earliest, backups, listing, endLsn: formatLsn(end) };
 }
 
 async function archiveEnd(store: ObjectStore, listing: WalArchiveListing, newest: string, segmentSize: number): Promise<bigint> {
@@ -94,7 +99,7 @@ async function* marksNewestFirst(store: ObjectStore, listing: WalArchiveListing,
   }
 }
 
-/** The newest commit time in the archive, looking back at most commitSearchDepth segments. */
+/** The newest commit time in the archive (to the microsecond), looking back at most commitSearchDepth segments. */
 async function newestCommit(store: ObjectStore, listing: WalArchiveListing, segmentSize: number, floor: string): Promise<string | null> {
   let looked = 0;
   for await (const marks of marksNewestFirst(store, listing, segmentSize, floor)) {
@@ -125,11 +130,11 @@ export async function planPhysicalRestore(engine: Engine, target: PitrTarget, no
   const newestFirst = [...w.backups].reverse();
   if ('latest' in target) return { backupId: newestFirst[0].backupId, target, window };
   if ('at' in target) {
-    const at = Date.parse(target.at);
-    if (at > now.getTime()) throw outside(`Target ${target.at} is in the future`, window);
-    if (at < Date.parse(w.earliest!)) throw outside(`Target ${target.at} is before the first base backup`, window);
-    if (at > Date.parse(w.latest!)) throw outside(`Target ${target.at} is after the newest archived transaction`, window);
-    return { backupId: newestFirst.find((b) => Date.parse(b.consistentAt) <= at)!.backupId, target, window };
+    const at = parseMicros(target.at);
+    if (at > microsOf(now)) throw outside(`Target ${target.at} is in the future`, window);
+    if (at < parseMicros(w.earliest!)) throw outside(`Target ${target.at} is before the first base backup`, window);
+    if (at > parseMicros(w.latest!)) throw outside(`Target ${target.at} is after the newest archived transaction`, window);
+    return { backupId: newestFirst.find((b) => parseMicros(b.consistentAt) <= at)!.backupId, target, window };
   }
   const lsnBackup = (lsn: bigint, what: string) => {
     if (lsn < parseLsn(w.backups[0].wal.stopLsn)) throw outside(`${what} is before the first base backup ends (LSN ${w.backups[0].wal.stopLsn})`, window);

@@ -12,7 +12,7 @@ import { changeLogStream } from '../format/changeLog';
 import { databaseIdentity } from '../databaseIdentity';
 import { physicalWindow } from '../pitr/window';
 import { recordTenantBackup } from '../tenantBackup';
-import { parseMicros } from '../time';
+import { formatMicros, parseMicros } from '../time';
 import { parseLsn } from '../wal/names';
 import type { PointInTimePlan } from '../restore/types';
 import { ChangeLogCannot, rebuildFromChangeLog, type PointInTimeTarget } from './changeLogReplay';
@@ -34,6 +34,16 @@ export interface RestoreWindows {
 }
 
 const none = (): SourceWindow => ({ earliest: null, latest: null, gaps: [] });
+
+/**
+ * The earliest target a base backup serves: its snapshot time (read after the snapshot, so every
+ * commit it holds is earlier). Backups written before snapshot times kept microseconds hold them
+ * cut to the millisecond (they end in 000): the snapshot may be up to 999 µs later than that.
+ */
+function servesFrom(snapshotAt: string): bigint {
+  const us = parseMicros(snapshotAt);
+  return us % 1000n === 0n ? us + 999n : us;
+}
 
 
 interface ChangeLogView {
@@ -67,7 +77,7 @@ export async function restoreWindows(engine: Engine, tenantId: string): Promise<
   const view = await changeLogView(engine, tenantId);
   const changeLog: SourceWindow = view
     ? {
-        earliest: view.bases[0]?.snapshotAt ?? null,
+        earliest: view.bases[0] ? formatMicros(servesFrom(view.bases[0].snapshotAt)) : null,
         latest: view.bases.length ? (view.latest?.time ?? null) : null,
         gaps: view.gaps.map((g) => ({ from: g.fromTime, to: g.toTime, reason: g.reason })),
       }
@@ -107,8 +117,7 @@ export async function planPointInTime(engine: Engine, tenantId: string, target: 
 /** The change log's plan for the target, or why it cannot take it. */
 function changeLogChoice(view: ChangeLogView | undefined, target: PointInTimeTarget, wanted: string): { plan: PointInTimePlan } | { whyNot: string } {
   if (!view) return { whyNot: 'no change log runs for this database' };
-  // a base's snapshot time is kept to the millisecond: it must lie a whole one before the target
-  const base = [...view.bases].reverse().find((b) => ('at' in target ? parseMicros(b.snapshotAt) + 1000n <= parseMicros(target.at) : parseLsn(b.boundary) <= parseLsn(target.lsn)));
+  const base = [...view.bases].reverse().find((b) => ('at' in target ? servesFrom(b.snapshotAt) <= parseMicros(target.at) : parseLsn(b.boundary) <= parseLsn(target.lsn)));
   if (!base) return { whyNot: `the change log has no tenant backup to start from before ${wanted}` };
   const reached = view.latest && ('at' in target ? parseMicros(view.latest.time) >= parseMicros(target.at) : parseLsn(view.latest.lsn) >= parseLsn(target.lsn));
   if (!reached) return { whyNot: `the change log reaches only ${view.latest?.time ?? 'nothing yet'}` };

@@ -4,10 +4,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runPgTool } from '../postgres/tools';
+import { formatMicros, parseMicros } from '../time';
 
 export interface WalMark {
   lsn: string;
-  /** commit: time is the commit timestamp; restore-point: name is the point's name */
+  /** commit: time is the commit timestamp (to the microsecond); restore-point: name is the point's name */
   kind: 'commit' | 'restore-point';
   time?: string;
   name?: string;
@@ -27,9 +28,9 @@ export async function readWalMarks(segment: Buffer, name: string): Promise<WalMa
       const m = linePattern.exec(line);
       if (!m) continue;
       if (m[2] === 'COMMIT') {
-        // "2026-11-25 06:24:20.123456 UTC; inval msgs: ..." → ISO
+        // "2026-11-25 06:24:20.123456 UTC; inval msgs: ..." → ISO, the microseconds kept (a Date would drop them)
         const t = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?) UTC/.exec(m[3]);
-        if (t) marks.push({ lsn: m[1], kind: 'commit', time: new Date(`${t[1]}T${t[2]}Z`).toISOString() });
+        if (t) marks.push({ lsn: m[1], kind: 'commit', time: formatMicros(parseMicros(`${t[1]}T${t[2]}Z`)) });
       } else {
         marks.push({ lsn: m[1], kind: 'restore-point', name: m[3].trim() });
       }
