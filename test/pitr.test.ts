@@ -9,6 +9,8 @@ import type { Client } from 'pg';
 import { connect, microsText, withConnection } from '../lib/pg';
 import { snapshotOrigin } from '../lib/tenantBackup/export';
 import type { SnapshotOrigin } from '../lib/format/tenantManifest';
+import { createFullBackupProvider } from '../lib/fullBackup/provider';
+import { pitrTargetOf } from '../lib/pitr/window';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { freePorts } from '../lib/process';
 import { createStore } from '../lib/storage';
@@ -244,6 +246,13 @@ describe('full backups and point-in-time recovery (postgres provider)', function
       return latest === newest;
     }, { tries: 150, intervalMs: 200, state: async () => `window ${latest}, newest commit ${await newestCommit()}` });
     assert.match(latest, /\.\d{6}Z$/);
+    // as the activities do, with no commit after it in the archive: recovery cannot wait for one
+    const provider = createFullBackupProvider(env.engine);
+    const plan = await provider.planRestore(pitrTargetOf({ at: latest }), path.join(source.dir, 'at-newest'), new Date());
+    assert.ok(plan.stopAfterXid, 'recovery stops after the newest commit, not at its time');
+    const alone = await provider.restore({ plan, target: path.join(source.dir, 'at-newest') });
+    assert.equal(alone.recoveredTo, latest);
+    // and through the CLI and the workflow
     const port = (await freePorts('127.0.0.1', 1))[0];
     const res = await cli(['pitr', 'restore', '--at', latest, '--target', path.join(source.dir, 'at-latest'), '--port', String(port)]);
     assert.equal(res.code, 0, res.stderr);

@@ -41,8 +41,11 @@ export interface PhysicalRestoreOptions {
   store: ObjectStore;
   backup: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>;
   listing: WalArchiveListing;
-  /** 'immediate': stop as soon as the backup is consistent (verification restore tests) */
-  target: PitrTarget | 'immediate';
+  /**
+   * 'immediate': stop as soon as the backup is consistent (verification restore tests); afterXid:
+   * right after this transaction's commit (a time target at the newest archived commit, see PitrPlan)
+   */
+  target: PitrTarget | 'immediate' | { afterXid: string };
   dataDir: string;
   /** keep the cluster running on this port afterwards; without it, a free port and a clean stop */
   port?: number;
@@ -69,6 +72,8 @@ function recoverySettings(target: PhysicalRestoreOptions['target']): Record<stri
   if ('at' in target) return { recovery_target_time: formatMicros(parseMicros(target.at)).replace('T', ' ').replace('Z', '+00'), recovery_target_inclusive: 'on' };
   if ('lsn' in target) return { recovery_target_lsn: target.lsn, recovery_target_inclusive: 'on' };
   if ('name' in target) return { recovery_target_name: target.name };
+  // after this transaction's commit: unlike an LSN, it reports that commit's time as the last replayed
+  if ('afterXid' in target) return { recovery_target_xid: target.afterXid, recovery_target_inclusive: 'on' };
   return {}; // latest: replay everything the archive holds
 }
 
