@@ -22,19 +22,12 @@ import { restorePhysicalBackup } from '../lib/pitr/restore';
 import { fetchWalFile, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { archiveWal } from '../lib/wal/archiver';
 import { parseLsn, segmentStartLsn } from '../lib/wal/names';
-import { median } from './support';
+import { median, percentile, runCommand } from './support';
 
 const scale = Number(process.env.BENCH_SCALE ?? 30);
 const level = 1;
 
-function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}: ${err.slice(-2000)}`))));
-  });
-}
+const run = (cmd: string, args: string[], env: Record<string, string> = {}) => runCommand(cmd, args, env).then(() => undefined);
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const t = performance.now();
@@ -44,7 +37,6 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
 
 const dirSize = (dir: string): number => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).reduce((n, d) => n + statSync(path.join(d.parentPath, d.name)).size, 0);
 const mb = (n: number) => `${(n / 1048576).toFixed(0)} MiB`;
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-'));

@@ -15,8 +15,7 @@ import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { Client } from 'pg';
 import { connect, qualified, quoteIdent } from '../lib/pg';
 import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
-import type { TenantRestoreResult } from '../workflows/messages';
-import { benchStack, median, printTable } from './support';
+import { benchStack, median, printTable, timedRestore } from './support';
 
 const whale = 'whale';
 /** restores of A and of B, and raw loads: single runs vary by +-20% on a shared 2-core machine, their median far less */
@@ -38,15 +37,8 @@ async function main(): Promise<void> {
 
     // every measured phase starts after a checkpoint, so none pays for another's dirty pages
     const restore = async (tenantId: string, backupId: string) => {
-      await sql.query('CHECKPOINT');
-      const t0 = performance.now();
-      const requested = await client.restores.request({ tenantId, backupId, requestedBy: 'bench' });
-      if (requested.state !== 'awaiting-approval') throw new Error(`restore not awaiting approval: ${requested.error}`);
-      const preview = (performance.now() - t0) / 1000;
-      const t1 = performance.now();
-      const done = (await client.restores.approve({ workflowId: requested.workflowId }, { by: 'bench-approver', digest: requested.previewDigest! }, { wait: true })) as TenantRestoreResult;
-      if (done.state !== 'done' || !done.verification?.ok) throw new Error(`restore ${done.state}, verification ${JSON.stringify(done.verification)}`);
-      return { preview, approvalToDone: (performance.now() - t1) / 1000, total: preview + (performance.now() - t1) / 1000, totals: requested.preview };
+      const r = await timedRestore(client, sql, { tenantId, backupId });
+      return { ...r, totals: r.requested.preview };
     };
 
     const backup = await client.backupTenant(whale, { wait: true });

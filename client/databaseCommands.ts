@@ -12,6 +12,7 @@ import { workflowScopes } from '../lib/databaseIdentity';
 import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
 import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
+import { databaseWorkflowIds, type ChangeLogStatus } from '../workflows/messages';
 
 // Required on use: it loads the Temporal SDK (see cli.ts).
 const fullBackups = () => require('./fullBackups') as typeof import('./fullBackups');
@@ -139,12 +140,17 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('start')
     .description('start streaming committed changes of the tenant-owned tables into storage (needs wal_level logical)')
     .action(async (_opts: unknown, cmd: Command) => {
-      const scope = await withEngine(cmd, async (e) => {
+      const { scope, state } = await withEngine(cmd, async (e) => {
+        if (!e.config.changeLog.enabled) {
+          // tenant backups take their boundary with the log only when it is enabled: without, it would have nothing to extend
+          throw new TenantsafeError(ErrorType.BadConfig, 'changeLog.enabled is false: tenant backups would take no boundary for the log to start from.', 'Set changeLog.enabled: true in the config (then restart the workers), and start it again.');
+        }
         await prepareChangeLog(e); // bad configuration fails here, at the command line
-        return (await workflowScopes(e)).changeLog;
+        return { scope: (await workflowScopes(e)).changeLog, state: await changeLogState(e) };
       });
-      const out = await withClientOf(cmd, (c) => fullBackups().startChangeLog(c, scope));
-      emit(globals(cmd), out, () => `Change log ${out.state}`);
+      const status = await withClientOf(cmd, (c) => fullBackups().startChangeLog(c, scope));
+      const out = { ...status, workflowId: databaseWorkflowIds.changeLog(scope), warnings: changeLogWarnings(state, status) };
+      emit(globals(cmd), out, () => [`Change log ${out.state} (workflow ${out.workflowId})`, ...out.warnings.map((w) => `warning: ${w}`)].join('\n'));
     });
   changelog
     .command('stop')
@@ -160,16 +166,18 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .action(async (_opts: unknown, cmd: Command) => {
       const { scope, ...log } = await withEngine(cmd, async (e) => ({ scope: (await workflowScopes(e)).changeLog, ...(await changeLogState(e)) }));
       const streaming = await withClientOf(cmd, (c) => fullBackups().changeLogStatus(c, scope)).catch(() => null);
-      const out = { ...log, streaming };
+      const out = { ...log, workflowId: databaseWorkflowIds.changeLog(scope), streaming, warnings: changeLogWarnings(log, streaming) };
       emit(globals(cmd), out, () =>
         [
           `Change log ${out.stream ?? '(none yet)'}: ${out.startedAt ? `since ${out.startedAt}, ` : ''}stored to ${out.durable?.time ?? '-'} (${out.durable?.lsn ?? '-'}), caught up to ${out.caughtUpAt ?? '-'}`,
           `Slot ${out.slot.name}: ${out.slot.exists ? `${out.slot.walStatus}, ${sizeText(out.slot.lagBytes)} behind${out.slot.safeWalBytes !== null ? `, ${sizeText(out.slot.safeWalBytes)} before the server may drop WAL it needs` : ' (max_slot_wal_keep_size unlimited)'}` : 'missing'}`,
           `Streaming: ${streaming ? `${streaming.state}, ${streaming.restarts} restarts${streaming.lastError ? `, last error: ${streaming.lastError}` : ''}` : 'not running'}`,
-          ...(out.gaps.length ? out.gaps.map((g) => `GAP: ${g.fromTime ?? '?'} to ${g.toTime} (${g.reason})`) : ['No gaps.']),
+          ...(out.gaps.length ? out.gaps.map((g) => `gap: ${g.fromTime ?? '?'} to ${g.toTime} (${g.reason})`) : ['No gaps.']),
+          ...out.warnings.map((w) => `WARNING: ${w}`),
         ].join('\n'),
       );
-      if (out.gaps.length || !out.slot.exists || out.slot.walStatus === 'lost') process.exitCode = 1;
+      // gaps are history (restore windows show them); what needs a person now is a warning
+      if (out.warnings.length) process.exitCode = 1;
     });
 
   const wal = program.command('wal').description('the WAL archiver (postgres provider)');
@@ -210,4 +218,19 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       );
       if (out.gaps.length) process.exitCode = 1;
     });
+}
+
+/** What about the change log needs a person now: it is not streaming, its slot is gone or in danger, or nothing bounds the WAL the slot holds. */
+function changeLogWarnings(log: Awaited<ReturnType<typeof changeLogState>>, streaming: ChangeLogStatus | null): string[] {
+  return [
+    ...(streaming === null ? ['the change log is not running: `tenantsafe changelog start`'] : []),
+    ...(streaming?.state === 'backing-off' ? [`the change log is backing off after an error: ${streaming.lastError}`] : []),
+    ...(!log.slot.exists ? [`slot ${log.slot.name} is missing: commits are not logged until the log starts again, and that will be a gap`] : []),
+    ...(log.slot.walStatus === 'lost' || log.slot.walStatus === 'unreserved'
+      ? [`slot ${log.slot.name} is ${log.slot.walStatus}: the server ${log.slot.walStatus === 'lost' ? 'removed' : 'is about to remove'} WAL it needs; that will be a gap`]
+      : []),
+    ...(log.maxSlotWalKeepBytes === null
+      ? ['max_slot_wal_keep_size is unlimited: a log that stops reading keeps WAL until the disk is full; set it (ALTER SYSTEM SET max_slot_wal_keep_size = \'…GB\', then SELECT pg_reload_conf())']
+      : []),
+  ];
 }

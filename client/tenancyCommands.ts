@@ -20,6 +20,8 @@ export function registerTenancyCommands(program: Command): void {
         withClient(e.db, e.config.database.url, async (c) => {
           const plan = await discoverTenancy(c, e.config.tenancy);
           const estimates = opts.tenant ? await estimateTenantRows(c, plan, opts.tenant) : undefined;
+          // loaded here: the replication parser behind it is not needed by other commands
+          const { tablesNeedingFullIdentity } = require('../lib/changeLog/capture') as typeof import('../lib/changeLog/capture');
           return {
             database: redactUrl(e.config.database.url),
             tenantTable: plan.tenantTable,
@@ -36,6 +38,8 @@ export function registerTenancyCommands(program: Command): void {
             })),
             globalTables: plan.globalTables,
             warnings: plan.warnings,
+            /** tables the change log can follow only with REPLICA IDENTITY FULL (no primary key) */
+            needReplicaIdentityFull: await tablesNeedingFullIdentity(c, plan),
             fingerprint: plan.fingerprint,
             ...(opts.tenants ? { tenants: await listTenants(c, plan) } : {}),
           };
@@ -53,6 +57,9 @@ export function registerTenancyCommands(program: Command): void {
           `Rows: ${opts.tenant ? `estimated for tenant ${opts.tenant}` : 'all tenants (pg_class.reltuples)'}`,
           `Global tables (not backed up with a tenant): ${out.globalTables.map((g) => `${g.key}${g.referencedBy.length ? ` (referenced by ${g.referencedBy.join(', ')})` : ''}`).join('; ') || 'none'}`,
           ...out.warnings.map((w) => `warning: ${w}`),
+          ...(out.needReplicaIdentityFull.length
+            ? [`Change log: without a primary key, these need REPLICA IDENTITY FULL (changeLog.replicaIdentityFull: true sets it): ${out.needReplicaIdentityFull.join(', ')}`]
+            : []),
           ...(out.tenants ? ['', `Tenants (${out.tenants.length}): ${out.tenants.join(', ')}`] : []),
         ].join('\n'),
       );

@@ -68,11 +68,16 @@ export function registerCatalogCommands(program: Command): void {
     .command('rebuild')
     .description('rebuild the backup catalog from the manifests in storage')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withEngine(cmd, async (e) => ({ ...(await e.catalog.rebuild(e.store)), full: await e.catalog.rebuildFullBackups(e.store) }));
+      const out = await withEngine(cmd, async (e) => ({
+        ...(await e.catalog.rebuild(e.store)),
+        full: await e.catalog.rebuildFullBackups(e.store),
+        changeLog: await e.catalog.rebuildChangeLog(e.store),
+      }));
       emit(globals(cmd), out, () =>
         [
           `Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed), ${out.full.indexed} full backups (${out.full.added.length} added, ${out.full.removed.length} removed).`,
-          ...[...out.invalid, ...out.full.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
+          `Change log: ${out.changeLog.streams} streams, ${out.changeLog.segments} segments, ${out.changeLog.gaps} gaps.`,
+          ...[...out.invalid, ...out.full.invalid, ...out.changeLog.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
         ].join('\n'),
       );
     });

@@ -3,14 +3,15 @@
 import type { Pool, PoolClient } from 'pg';
 import { sha256Hex } from './checksum';
 import { ErrorType, TenantsafeError } from './errors';
-import { changeLogStream } from './format/changeLog';
 import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './format/fullManifest';
 import { parseBackupLabel } from './labels';
 import { formatMicros, parseMicros } from './time';
 import { parseManifest, type TenantManifest } from './format/tenantManifest';
-import { manifestFile } from './format/sealed';
+import { changeLogPrefix, changeLogStream, type ChangeLogGap, type ChangeLogStart, type ChangeSegmentManifest } from './format/changeLog';
+import { manifestFile, parseSealedManifest } from './format/sealed';
 import { microsText, quoteIdent, withClient } from './pg';
 import type { ObjectStore } from './storage/types';
+import { parseLsn } from './wal/names';
 
 export interface RestoreRecord {
   restoreId: string;
@@ -414,8 +415,8 @@ export class Catalog {
     return r.rows[0];
   }
 
-  async recordChangeLogStart(stream: string, lsn: string): Promise<void> {
-    await this.run((c) => c.query(`INSERT INTO ${this.s}.change_log_streams (stream, started_lsn, started_at) VALUES ($1, $2, clock_timestamp()) ON CONFLICT DO NOTHING`, [stream, lsn]));
+  async recordChangeLogStart(stream: string, lsn: string, at: string): Promise<void> {
+    await this.run((c) => c.query(`INSERT INTO ${this.s}.change_log_streams (stream, started_lsn, started_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, [stream, lsn, at]));
   }
 
   async recordChangeLogCaughtUp(stream: string, lsn: string, at: string): Promise<void> {
@@ -610,6 +611,58 @@ export class Catalog {
    * Rebuilds the backup index of one store from its manifests: adds what storage holds,
    * drops rows whose manifest is gone. Invalid manifests are reported, not indexed.
    */
+  /**
+   * The change log's rows from its records in storage: each stream's start, segments and gaps.
+   * A stream logged before its start was recorded in storage begins, as far as anyone can now
+   * tell, at its first logged commit (a base backup before that is no base for it).
+   */
+  async rebuildChangeLog(store: ObjectStore): Promise<{ streams: number; segments: number; gaps: number; invalid: { key: string; error: string }[] }> {
+    const invalid: { key: string; error: string }[] = [];
+    const starts = new Map<string, { lsn: string; at: string }>();
+    const segments: { manifest: ChangeSegmentManifest; key: string; sha256: string }[] = [];
+    const gaps: ChangeLogGap[] = [];
+    for await (const obj of store.list(changeLogPrefix)) {
+      if (!obj.key.endsWith('.json')) continue;
+      try {
+        const body = await store.getBytes(obj.key);
+        const record = parseSealedManifest<ChangeLogStart | ChangeSegmentManifest | ChangeLogGap>(body, obj.key);
+        if (record.kind === 'changeLogStart') starts.set(record.stream, { lsn: record.lsn, at: record.at });
+        else if (record.kind === 'changeSegment') segments.push({ manifest: record, key: obj.key, sha256: sha256Hex(body) });
+        else if (record.kind === 'changeLogGap') gaps.push(record);
+      } catch (err) {
+        invalid.push({ key: obj.key, error: (err as Error).message });
+      }
+    }
+    segments.sort((a, b) => (parseLsn(a.manifest.firstCommitLsn) < parseLsn(b.manifest.firstCommitLsn) ? -1 : 1));
+    for (const { manifest: m } of segments) if (!starts.has(m.stream)) starts.set(m.stream, { lsn: m.firstCommitLsn, at: m.firstCommitTime });
+    await this.run(async (c) => {
+      await c.query('BEGIN');
+      try {
+        for (const table of ['change_segments', 'change_log_gaps', 'change_log_streams']) await c.query(`DELETE FROM ${this.s}.${table}`);
+        for (const [stream, start] of starts) {
+          await c.query(`INSERT INTO ${this.s}.change_log_streams (stream, started_lsn, started_at) VALUES ($1, $2, $3)`, [stream, start.lsn, start.at]);
+        }
+        for (const { manifest: m, key, sha256 } of segments) {
+          await c.query(
+            `INSERT INTO ${this.s}.change_segments (stream, first_commit_lsn, last_end_lsn, first_commit_time, last_commit_time, manifest_key, manifest_sha256, transactions, bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
+            [m.stream, m.firstCommitLsn, m.lastEndLsn, m.firstCommitTime, m.lastCommitTime, key, sha256, m.transactions, m.object.bytes],
+          );
+        }
+        for (const g of gaps) {
+          await c.query(`INSERT INTO ${this.s}.change_log_gaps (stream, from_lsn, to_lsn, from_time, to_time, reason) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, [
+            g.stream, g.from.lsn, g.to.lsn, g.from.time, g.to.time, g.reason,
+          ]);
+        }
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK');
+        throw err;
+      }
+    });
+    return { streams: starts.size, segments: segments.length, gaps: gaps.length, invalid };
+  }
+
   async rebuild(store: ObjectStore): Promise<RebuildOutcome> {
     const { found, invalid } = await readManifests(store, 'tenants/', parseManifest);
     const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));

@@ -124,7 +124,7 @@ describe('the change log', function () {
   const sample = { tenants: 4, rows: 4_000 };
 
   before(async () => {
-    source = await startSourceCluster('app', { wal_level: 'logical' });
+    source = await startSourceCluster('app', { wal_level: 'logical', max_slot_wal_keep_size: '1GB' });
     const { url } = await ensureSampleDatabase(source.cluster.url(), 'saas', sample);
     env = await createTestEnv('local', {
       db: { name: 'saas', url, tenants: sampleTenants(sample), drop: async () => undefined },
@@ -225,14 +225,46 @@ describe('the change log', function () {
     assert.ok([...after].every((p) => !inBackup.has(p)), 'and none of those at or after it');
   });
 
+  it('publishes a table made tenant-owned since the log started before a backup\'s boundary, and logs its changes from there', async () => {
+    const ac = new AbortController();
+    const capturing = captureChanges(env.engine, { runForMs: 120_000, signal: ac.signal });
+    const stream = await streamOf(env);
+    let backupId = '';
+    try {
+      await waitFor('the capture to run', async () => (await sql(`SELECT active FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0]?.active === true);
+      await sql(`CREATE TABLE app.notes (note_id bigserial PRIMARY KEY, tenant_id text NOT NULL REFERENCES app.tenants, body text)`);
+      await sql(`INSERT INTO app.notes (tenant_id, body) VALUES ('acme', 'before the backup')`);
+      backupId = await backUpNow(env.engine, 'acme');
+      await sql(`INSERT INTO app.notes (tenant_id, body) VALUES ('acme', 'after the backup')`);
+      const last = (await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
+      await waitFor('the log to catch up', async () => parseLsn((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= parseLsn(last));
+    } finally {
+      ac.abort();
+      await capturing;
+    }
+    const manifest = await readManifest(env.engine.store, tenantBackupPrefix('acme', backupId));
+    assert.ok(manifest.tables.some((t) => t.table === 'app.notes'), 'the backup reads the new table');
+    assert.ok(manifest.snapshot.changeLogLsn, 'and still has a boundary: the table joined the publication before it');
+    const notes: string[] = [];
+    for await (const { txn } of readChangeLog(env.engine.store, env.engine.catalog, stream, parseLsn(manifest.snapshot.changeLogLsn!))) {
+      for (const c of txn.changes) if (c.kind === 'insert' && c.table === 'app.notes') notes.push(String(c.row[2]));
+    }
+    assert.deepEqual(notes, ['after the backup'], 'its changes after the boundary are in the log');
+  });
+
   it('runs as a workflow: a worker killed while it streams loses no change and doubles none', async () => {
     const cli = (...args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
     const stream = await streamOf(env);
     const from = parseLsn((await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
     let worker = await spawnWorkerProcess(env.configFile);
     try {
+      const disabled = await runCli(['changelog', 'start', '--json'], { configFile: env.writeConfig('disabled.yaml', (d) => (d.changeLog.enabled = false)) });
+      assert.equal(disabled.code, 2, disabled.stdout + disabled.stderr);
+      assert.match(JSON.parse(disabled.stderr).error, /changeLog\.enabled is false.*HINT: Set changeLog\.enabled: true/);
       const started = await cli('changelog', 'start');
       assert.equal(started.code, 0, started.stderr);
+      assert.deepEqual(started.json().warnings, [], started.stdout);
+      assert.match(started.json().workflowId, /^change-log\/\d+-\d+\/[0-9a-f]{8}$/);
       const update = (i: number) => sql(`UPDATE app.users SET display_name = $1 WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = $2)`, [`k${i}`, i % 2 ? 'acme' : 'globex']);
       for (let i = 0; i < 30; i++) await update(i);
       await waitFor('the first changes stored', async () => ((await env.engine.catalog.changeLogEnd(stream)) ? parseLsn((await env.engine.catalog.changeLogEnd(stream))!.lsn) > from : false));
@@ -245,6 +277,7 @@ describe('the change log', function () {
       assert.equal(status.code, 0, status.stdout + status.stderr);
       assert.equal(status.json().streaming.state, 'streaming');
       assert.ok(status.json().slot.exists && status.json().slot.walStatus === 'reserved', status.stdout);
+      assert.equal(status.json().maxSlotWalKeepBytes, 1 << 30);
       const stopped = await cli('changelog', 'stop');
       assert.deepEqual(stopped.json(), { stopped: true });
     } finally {
@@ -260,6 +293,8 @@ describe('the change log', function () {
   it('records a gap when its slot was dropped, and logs again from a new slot', async () => {
     const stream = await streamOf(env);
     const before = await env.engine.catalog.changeLogEnd(stream);
+    // the walsender of the worker killed before ends once the server notices its connection is gone
+    await waitFor('the slot to be released', async () => (await sql(`SELECT active FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].active === false);
     await sql(`SELECT pg_drop_replication_slot('tenantsafe_changes')`);
     await sql(`UPDATE app.users SET display_name = 'lost' WHERE user_id = (SELECT min(user_id) FROM app.users WHERE tenant_id = 'acme')`);
     await prepareChangeLog(env.engine);

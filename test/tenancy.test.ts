@@ -215,11 +215,13 @@ describe('tenantsafe tenancy show', function () {
     assert.deepEqual(out.globalTables.map((g: { key: string }) => g.key), ['app.countries', 'app.feature_flags', 'app.plans']);
     assert.deepEqual(out.tenants, env.db.tenants.map((t) => t.tenantId).sort());
     assert.ok(!JSON.stringify(out).includes(dbPassword), 'the database URL is shown without its password');
+    assert.deepEqual(out.needReplicaIdentityFull, ['app.page_views'], 'the keyless table the change log needs REPLICA IDENTITY FULL for');
 
     const human = await runCli(['tenancy', 'show'], { configFile: env.configFile });
     assert.match(human.stdout, /app\.task_labels\s+\d+\s+label_tenant = tenant \(foreign key task_labels_label_tenant_label_code_fkey to app\.labels\.tenant_id\)/);
     assert.match(human.stdout, /Global tables \(not backed up with a tenant\): app\.countries \(referenced by app\.tenants\)/);
     assert.match(human.stdout, /warning: app\.page_views has no primary key/);
+    assert.match(human.stdout, /Change log: without a primary key, these need REPLICA IDENTITY FULL .*: app\.page_views$/m);
   });
 
   it('prints a JSON document of several megabytes whole through a pipe', async () => {

@@ -4,13 +4,14 @@
 //      (a slot lost meanwhile is recorded as a gap by the next slice, which starts a new slot)
 //   3. a configuration error (wal_level, replica identity, privileges) stops it: a person must fix it
 //   4. cancel it (`tenantsafe changelog stop`); continue as new when history grows
-import { continueAsNew, proxyActivities, setHandler } from '@temporalio/workflow';
+import { continueAsNew, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { ChangeLogActivities } from '../activities/changeLog';
 import { changeLogStatusQuery, type ChangeLogInput, type ChangeLogStatus } from './messages';
-import { walStream } from './profiles';
+import { stopWaitsForTheStream, walStream, walStreamUntilStopped } from './profiles';
 import { runInSlices } from './slices';
 
 const stream = proxyActivities<ChangeLogActivities>(walStream);
+const streamUntilStopped = proxyActivities<ChangeLogActivities>(walStreamUntilStopped);
 
 const defaultSliceMs = 3_600_000;
 
@@ -20,7 +21,7 @@ export async function changeLog(input: ChangeLogInput = {}): Promise<ChangeLogSt
   const status: ChangeLogStatus = { state: 'streaming', ...carried, durableLsn: null, caughtUpAt: null, lastError: null };
   setHandler(changeLogStatusQuery, () => status);
   const ended = await runInSlices(status, async () => {
-    const progress = await stream.streamChanges({ runForMs: sliceMs });
+    const progress = await (patched(stopWaitsForTheStream) ? streamUntilStopped : stream).streamChanges({ runForMs: sliceMs });
     status.segments += progress.segments;
     status.transactions += progress.transactions;
     status.durableLsn = progress.durableLsn;

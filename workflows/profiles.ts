@@ -1,5 +1,5 @@
 // Activity option profiles. Every one bounds its retries: the SDK default retries forever.
-import type { ActivityOptions } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
 
 /** Catalog writes, checks, small object operations. */
 export const shortStep: ActivityOptions = {
@@ -20,6 +20,14 @@ export const walStream: ActivityOptions = {
   heartbeatTimeout: '20s',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
 };
+
+/**
+ * walStream whose cancellation waits until the activity has stored what it received and let go of
+ * its slot: a stopped log or archiver is really stopped when `stop` returns. Runs started before
+ * it existed did not wait; the workflows choose it behind the patch below.
+ */
+export const walStreamUntilStopped: ActivityOptions = { ...walStream, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
+export const stopWaitsForTheStream = 'stop-waits-for-the-stream';
 
 /** A restore into a directory that must be empty: not retried (a retry would find it half full); the operator reruns. */
 export const restoreOnce: ActivityOptions = {

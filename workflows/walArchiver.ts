@@ -3,13 +3,14 @@
 //   2. when it returns, run the next slice; when it fails, back off a minute and run it again
 //   3. a configuration error (no replication permission) stops the archiver: a person must fix it
 //   4. cancel it (`tenantsafe wal stop`) to stop archiving; continue as new when history grows
-import { continueAsNew, proxyActivities, setHandler } from '@temporalio/workflow';
+import { continueAsNew, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import { walArchiverStatusQuery, type WalArchiverInput, type WalArchiverStatus } from './messages';
-import { walStream } from './profiles';
+import { stopWaitsForTheStream, walStream, walStreamUntilStopped } from './profiles';
 import { runInSlices } from './slices';
 
 const stream = proxyActivities<FullBackupActivities>(walStream);
+const streamUntilStopped = proxyActivities<FullBackupActivities>(walStreamUntilStopped);
 
 const defaultSliceMs = 3_600_000;
 
@@ -18,7 +19,7 @@ export async function walArchiver(input: WalArchiverInput = {}): Promise<WalArch
   const status: WalArchiverStatus = { state: 'streaming', segmentsArchived: input.carried?.segmentsArchived ?? 0, lastSegment: null, restarts: input.carried?.restarts ?? 0, lastError: null };
   setHandler(walArchiverStatusQuery, () => status);
   const ended = await runInSlices(status, async () => {
-    const progress = await stream.archiveWal({ runForMs: sliceMs });
+    const progress = await (patched(stopWaitsForTheStream) ? streamUntilStopped : stream).archiveWal({ runForMs: sliceMs });
     status.segmentsArchived += progress.segmentsArchived;
     status.lastSegment = progress.lastSegment ?? status.lastSegment;
   });

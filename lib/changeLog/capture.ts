@@ -10,13 +10,14 @@ import { sha256Hex } from '../checksum';
 import type { ChangeLogConfig } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { changeLogStream, gapKey, sealGap, sealSegmentManifest, segmentKeys, streamPrefix, transactionLine } from '../format/changeLog';
-import { connectionError, qualified, quoteIdent, withConnection } from '../pg';
+import { changeLogStream, gapKey, sealGap, sealSegmentManifest, sealStart, segmentKeys, startKey, streamPrefix, transactionLine } from '../format/changeLog';
+import { connectionError, qualified, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { discoverTenancy } from '../tenancy';
+import { discoverTenancy, type TenancyPlan } from '../tenancy';
 import { databaseIdentity } from '../databaseIdentity';
 import { formatMicros } from '../time';
 import { formatLsn, parseLsn } from '../wal/names';
+import { publishOwnedTables } from './publication';
 import { ReplicationStream, type RelationShape, type Transaction } from './replication';
 
 export interface ChangeLogProgress {
@@ -28,6 +29,9 @@ export interface ChangeLogProgress {
   /** the server time up to which every commit is stored (null: not caught up during this run) */
   caughtUpAt: string | null;
 }
+
+/** The stream's id is the format's (lib/format/changeLog.ts); re-exported for those who import it from here. */
+export { changeLogStream };
 
 /** A segment is written once it holds this much (JSON), or when the flush interval is up. */
 const segmentBytes = 32 << 20;
@@ -57,8 +61,8 @@ export async function prepareChangeLog(engine: Engine): Promise<{ stream: string
     }
     const stream = changeLogStream({ systemIdentifier: info.system, databaseOid: info.db });
     const plan = await discoverTenancy(c, engine.config.tenancy);
-    await ensureReplicaIdentity(c, plan.tables.flatMap((t) => [qualified(t.schema, t.name), ...t.partitions.map(partitionSql)]), cfg);
-    await ensurePublication(c, cfg.publication, plan.tables.map((t) => ({ key: t.key, sql: qualified(t.schema, t.name) })));
+    await ensureReplicaIdentity(c, await tablesNeedingFullIdentity(c, plan), cfg);
+    await publishOwnedTables(c, cfg.publication, plan, { create: true });
     const startLsn = await ensureSlot(c, engine, stream, cfg.slot);
     return { stream, startLsn };
   }).catch((err) => {
@@ -69,8 +73,13 @@ export async function prepareChangeLog(engine: Engine): Promise<{ stream: string
 /** A partition's key (schema.name, unquoted) as SQL. */
 const partitionSql = (key: string) => qualified(key.slice(0, key.indexOf('.')), key.slice(key.indexOf('.') + 1));
 
-/** Tables without a primary key need REPLICA IDENTITY FULL: without it, once published, the application's own updates and deletes of them fail. */
-async function ensureReplicaIdentity(c: Client, tables: string[], cfg: ChangeLogConfig): Promise<void> {
+/**
+ * Owned tables (partitions included) whose updates and deletes the log could not follow as they
+ * are: no primary key nor replica identity index, and not REPLICA IDENTITY FULL. Once published,
+ * the application's own updates and deletes of them would fail.
+ */
+export async function tablesNeedingFullIdentity(c: Client, plan: TenancyPlan): Promise<string[]> {
+  const tables = plan.tables.flatMap((t) => [qualified(t.schema, t.name), ...t.partitions.map(partitionSql)]);
   const r = await c.query<{ t: string }>(
     `SELECT c.oid::regclass::text AS t FROM pg_class c
       WHERE c.oid = ANY($1::text[]::regclass[]) AND c.relkind = 'r' AND c.relreplident <> 'f'
@@ -78,8 +87,11 @@ async function ensureReplicaIdentity(c: Client, tables: string[], cfg: ChangeLog
       ORDER BY 1`,
     [tables],
   );
-  if (r.rowCount === 0) return;
-  const names = r.rows.map((x) => x.t);
+  return r.rows.map((x) => x.t);
+}
+
+async function ensureReplicaIdentity(c: Client, names: string[], cfg: ChangeLogConfig): Promise<void> {
+  if (names.length === 0) return;
   if (!cfg.replicaIdentityFull) {
     throw new TenantsafeError(
       ErrorType.BadConfig,
@@ -88,18 +100,6 @@ async function ensureReplicaIdentity(c: Client, tables: string[], cfg: ChangeLog
     );
   }
   for (const t of names) await c.query(`ALTER TABLE ${t} REPLICA IDENTITY FULL`);
-}
-
-/** The publication lists exactly the owned tables (partitioned ones by their root: changes come as the root's). */
-async function ensurePublication(c: Client, publication: string, tables: { key: string; sql: string }[]): Promise<void> {
-  const existing = await c.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1`, [publication]);
-  const pub = await c.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [publication]);
-  const list = tables.map((t) => t.sql).join(', ');
-  if (pub.rowCount === 0) {
-    await c.query(`CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`);
-  } else if (existing.rows.map((x) => x.t).sort().join('\0') !== tables.map((t) => t.key).sort().join('\0')) {
-    await c.query(`ALTER PUBLICATION ${quoteIdent(publication)} SET TABLE ${list}`);
-  }
 }
 
 /** The slot, created if missing; where streaming resumes. A slot gone or lost since the log last ran is a gap. */
@@ -120,13 +120,13 @@ async function ensureSlot(c: Client, engine: Engine, stream: string, slot: strin
   const known = await catalog.getChangeLogStream(stream);
   const end = await catalog.changeLogEnd(stream);
   if (found && found.wal_status !== 'lost') {
-    if (!known) await catalog.recordChangeLogStart(stream, found.confirmed!);
+    if (!known) await recordStart(store, catalog, stream, found.confirmed!);
     return parseLsn(end?.lsn ?? known?.startedLsn ?? found.confirmed!);
   }
   if (found) await c.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
   const created = parseLsn((await c.query<{ lsn: string }>(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [slot])).rows[0].lsn);
   if (!known) {
-    await catalog.recordChangeLogStart(stream, formatLsn(created));
+    await recordStart(store, catalog, stream, formatLsn(created));
   } else {
     const to = { lsn: formatLsn(created), time: formatMicros(BigInt(Date.now()) * 1000n) };
     const from = end ? { lsn: end.lsn, time: end.time } : { lsn: known.startedLsn, time: null };
@@ -136,6 +136,13 @@ async function ensureSlot(c: Client, engine: Engine, stream: string, slot: strin
     await catalog.recordChangeLogGap({ stream, fromLsn: from.lsn, toLsn: to.lsn, fromTime: from.time, toTime: to.time, reason });
   }
   return created;
+}
+
+/** In storage first, so a catalog rebuilt from storage knows where the log begins. */
+async function recordStart(store: ObjectStore, catalog: Catalog, stream: string, lsn: string): Promise<void> {
+  const at = formatMicros(BigInt(Date.now()) * 1000n);
+  await store.put(startKey(stream), Buffer.from(JSON.stringify(sealStart({ stream, lsn, at }), null, 2) + '\n'), { contentType: 'application/json' });
+  await catalog.recordChangeLogStart(stream, lsn, at);
 }
 
 async function waitUntilInactive(c: Client, slot: string): Promise<void> {
@@ -167,7 +174,7 @@ export async function captureChanges(engine: Engine, opts: { runForMs: number; s
   try {
     while (Date.now() < deadline && !opts.signal?.aborted) {
       const waitMs = segment.pending ? Math.max(0, segment.startedAt + cfg.flushIntervalMs - Date.now()) : Math.min(cfg.flushIntervalMs * 4, Math.max(0, deadline - Date.now()));
-      const txn = await replication.next(AbortSignal.any([AbortSignal.timeout(Math.max(1, waitMs)), ...(opts.signal ? [opts.signal] : [])]));
+      const txn = await replication.next(opts.signal, Math.max(1, waitMs));
       // sent again after a crash (the server's own position is not durable): already stored
       if (txn && txn.endLsn > durable) {
         if (!segment.accepts(txn)) await flush();
@@ -278,6 +285,8 @@ export async function changeLogState(engine: Engine): Promise<{
   caughtUpAt: string | null;
   gaps: Awaited<ReturnType<Catalog['listChangeLogGaps']>>;
   slot: { name: string; exists: boolean; walStatus: string | null; lagBytes: number; safeWalBytes: number | null };
+  /** max_slot_wal_keep_size in bytes; null: unlimited (the slot may hold WAL until the disk fills) */
+  maxSlotWalKeepBytes: number | null;
 }> {
   const stream = changeLogStream(await databaseIdentity(engine));
   const started = await engine.catalog.getChangeLogStream(stream);
@@ -285,13 +294,16 @@ export async function changeLogState(engine: Engine): Promise<{
   const gaps = await engine.catalog.listChangeLogGaps(stream);
   const name = engine.config.changeLog.slot;
   const slot = await withConnection(engine.config.database.url, (c) =>
-    c.query<{ wal_status: string | null; lag: string; safe: string | null }>(
-      `SELECT wal_status, (pg_current_wal_lsn() - coalesce(confirmed_flush_lsn, restart_lsn))::bigint::text AS lag, safe_wal_size::text AS safe
-         FROM pg_replication_slots WHERE slot_name = $1`,
+    c.query<{ wal_status: string | null; lag: string | null; safe: string | null; keep: string }>(
+      `SELECT s.wal_status, (pg_current_wal_lsn() - coalesce(s.confirmed_flush_lsn, s.restart_lsn))::bigint::text AS lag, s.safe_wal_size::text AS safe,
+              (SELECT setting::bigint * 1048576 FROM pg_settings WHERE name = 'max_slot_wal_keep_size')::text AS keep
+         FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`,
       [name],
     ),
   );
-  const s = slot.rows[0];
+  const row = slot.rows[0];
+  const s = row.wal_status === null && row.lag === null ? undefined : row;
+  const keep = Number(row.keep);
   return {
     stream,
     startedAt: started?.startedAt ?? null,
@@ -299,5 +311,6 @@ export async function changeLogState(engine: Engine): Promise<{
     caughtUpAt: started?.caughtUpAt ?? null,
     gaps,
     slot: { name, exists: !!s, walStatus: s?.wal_status ?? null, lagBytes: Number(s?.lag ?? 0), safeWalBytes: s?.safe == null ? null : Number(s.safe) },
+    maxSlotWalKeepBytes: keep < 0 ? null : keep,
   };
 }

@@ -122,15 +122,28 @@ export class ReplicationStream {
     return stream;
   }
 
-  /** The next committed transaction, in commit order; waits for one. */
-  async next(signal?: AbortSignal): Promise<Transaction | undefined> {
+  /**
+   * The next committed transaction, in commit order; waits for one, at most `timeoutMs` (then
+   * undefined). The timer exists only while it waits: one made for every transaction (an
+   * AbortSignal.timeout) cost the capture more CPU under load than decoding.
+   */
+  async next(signal?: AbortSignal, timeoutMs?: number): Promise<Transaction | undefined> {
     while (this.queue.length === 0) {
       if (this.failure) throw this.failure;
       if (signal?.aborted || this.ended) return undefined;
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        signal?.addEventListener('abort', () => resolve(), { once: true });
+      const timedOut = await new Promise<boolean>((resolve) => {
+        const done = (expired: boolean) => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', aborted);
+          this.wake = undefined;
+          resolve(expired);
+        };
+        const aborted = () => done(false);
+        const timer = timeoutMs === undefined ? undefined : setTimeout(() => done(true), timeoutMs);
+        this.wake = () => done(false);
+        signal?.addEventListener('abort', aborted, { once: true });
       });
+      if (timedOut) return undefined;
     }
     const txn = this.queue.shift()!;
     if (this.queue.length < this.maxQueued / 2) this.socket()?.resume();

@@ -6,6 +6,7 @@
 //   changelog/<stream>/segments/<first commit LSN>-<last end LSN>.jsonl.gz   one transaction a line
 //   changelog/<stream>/segments/<first commit LSN>-<last end LSN>.json       the segment's manifest
 //   changelog/<stream>/gaps/<from LSN>-<to LSN>.json
+//   changelog/<stream>/started.json                                           where the log begins
 //
 // <stream> is the cluster's system identifier and the database's oid: a re-created database or
 // a restored cluster starts a log of its own. LSNs in keys are 16 hex digits, so keys sort in
@@ -47,6 +48,21 @@ export function changeLogObjectOfKey(key: string): { kind: 'segment' | 'gap'; fr
   return { kind: m[1] === 'gaps' ? 'gap' : 'segment', from: BigInt(`0x${m[2]}`), to: BigInt(`0x${m[3]}`) };
 }
 
+/** Where the stream's log begins: a tenant backup with a boundary before it is no base for it. */
+export function startKey(stream: string): string {
+  return `${streamPrefix(stream)}started.json`;
+}
+
+export interface ChangeLogStart {
+  formatVersion: number;
+  kind: 'changeLogStart';
+  stream: string;
+  /** the slot's first position: every commit at or after it is logged (or a gap says otherwise) */
+  lsn: string;
+  at: string;
+  manifestChecksum: string;
+}
+
 export interface ChangeSegmentManifest {
   formatVersion: number;
   kind: 'changeSegment';
@@ -86,6 +102,10 @@ export function sealSegmentManifest(m: Omit<ChangeSegmentManifest, 'formatVersio
 
 export function sealGap(g: Omit<ChangeLogGap, 'formatVersion' | 'kind' | 'manifestChecksum'>): ChangeLogGap {
   return sealManifest({ formatVersion: manifestFormatVersion, kind: 'changeLogGap' as const, ...g });
+}
+
+export function sealStart(m: Omit<ChangeLogStart, 'formatVersion' | 'kind' | 'manifestChecksum'>): ChangeLogStart {
+  return sealManifest({ formatVersion: manifestFormatVersion, kind: 'changeLogStart' as const, ...m });
 }
 
 export async function readSegmentManifest(store: ObjectStore, key: string): Promise<ChangeSegmentManifest> {

@@ -17,6 +17,7 @@ import { baseObjectKey } from '../fullBackup/basebackup';
 import { readFullManifest } from '../format/fullManifest';
 import type { ObjectStore } from '../storage/types';
 import { formatMicros, parseMicros } from '../time';
+import { formatLsn, parseLsn } from '../wal/names';
 import type { WalArchiveListing } from '../wal/archive';
 import { startWalServer } from './walServer';
 import type { PitrTarget } from './window';
@@ -70,9 +71,12 @@ function recoverySettings(target: PhysicalRestoreOptions['target']): Record<stri
   // PostgreSQL's own timestamptz syntax: it rejects the ISO-8601 'T' and 'Z' here. To the
   // microsecond: a target cut to milliseconds would leave out a commit made within the same one.
   if ('at' in target) return { recovery_target_time: formatMicros(parseMicros(target.at)).replace('T', ' ').replace('Z', '+00'), recovery_target_inclusive: 'on' };
-  if ('lsn' in target) return { recovery_target_lsn: target.lsn, recovery_target_inclusive: 'on' };
+  // every record starting at or before the LSN, nothing after: PostgreSQL's inclusive stop would
+  // also replay the first record starting after it (a commit there included), which the change log
+  // leaves out; so stop just before L + 1
+  if ('lsn' in target) return { recovery_target_lsn: formatLsn(parseLsn(target.lsn) + 1n), recovery_target_inclusive: 'off' };
   if ('name' in target) return { recovery_target_name: target.name };
-  // after this transaction's commit: unlike an LSN, it reports that commit's time as the last replayed
+  // right after this transaction's commit, the archive's last perhaps: an LSN target needs a record after it to stop at
   if ('afterXid' in target) return { recovery_target_xid: target.afterXid, recovery_target_inclusive: 'on' };
   return {}; // latest: replay everything the archive holds
 }

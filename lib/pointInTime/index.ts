@@ -48,7 +48,7 @@ function servesFrom(snapshotAt: string): bigint {
 
 interface ChangeLogView {
   stream: string;
-  /** bases the log extends (after any gap since their boundary: none) */
+  /** tenant backups with an exact boundary taken since the log started, oldest first */
   bases: { backupId: string; snapshotAt: string; boundary: string }[];
   gaps: Awaited<ReturnType<Engine['catalog']['listChangeLogGaps']>>;
   /** how far the log reaches: a time and an LSN (every commit up to them is logged) */
@@ -66,22 +66,13 @@ async function changeLogView(engine: Engine, tenantId: string): Promise<ChangeLo
     ...(started.caughtUpAt && started.caughtUpLsn ? [{ time: started.caughtUpAt, lsn: started.caughtUpLsn }] : []),
     ...(end ? [{ time: end.time, lsn: end.lsn }] : []),
   ].sort((a, b) => (parseMicros(b.time) > parseMicros(a.time) ? 1 : -1));
-  // a base counts from where the log had started, and not across a gap after its boundary
-  const afterStart = (await engine.catalog.changeLogBases(tenantId, origin)).filter((b) => parseLsn(b.boundary) >= parseLsn(started.startedLsn));
-  const lastGap = gaps.at(-1);
-  const bases = lastGap ? afterStart.filter((b) => parseLsn(b.boundary) >= parseLsn(lastGap.toLsn)) : afterStart;
+  const bases = (await engine.catalog.changeLogBases(tenantId, origin)).filter((b) => parseLsn(b.boundary) >= parseLsn(started.startedLsn));
   return { stream, bases, gaps, latest: candidates[0] ?? null };
 }
 
 export async function restoreWindows(engine: Engine, tenantId: string): Promise<RestoreWindows> {
   const view = await changeLogView(engine, tenantId);
-  const changeLog: SourceWindow = view
-    ? {
-        earliest: view.bases[0] ? formatMicros(servesFrom(view.bases[0].snapshotAt)) : null,
-        latest: view.bases.length ? (view.latest?.time ?? null) : null,
-        gaps: view.gaps.map((g) => ({ from: g.fromTime, to: g.toTime, reason: g.reason })),
-      }
-    : none();
+  const changeLog: SourceWindow = view?.bases.length ? changeLogWindow(view) : none();
   const physical = engine.config.fullBackup.provider === 'postgres' ? await physicalWindow(engine) : undefined;
   const pitrClone: SourceWindow = physical?.earliest ? { earliest: physical.earliest, latest: physical.latest, gaps: [] } : none();
   const tenantBackups = (await engine.catalog.listBackups({ tenantId })).filter((b) => b.kind === 'tenant');
@@ -94,12 +85,17 @@ export async function restoreWindows(engine: Engine, tenantId: string): Promise<
  * stretch from a base backup to the target without a gap, else a PITR clone when full backups
  * and WAL reach the target, else TargetOutsideWindow naming every window.
  */
-export async function planPointInTime(engine: Engine, tenantId: string, target: PointInTimeTarget, now = new Date()): Promise<PointInTimePlan> {
+export async function planPointInTime(
+  engine: Engine,
+  tenantId: string,
+  target: PointInTimeTarget,
+  opts: { now?: Date; changeLogCannot?: string } = {},
+): Promise<PointInTimePlan> {
   const wanted = describeTarget(target);
-  if ('at' in target && parseMicros(target.at) > BigInt(now.getTime()) * 1000n) {
+  if ('at' in target && parseMicros(target.at) > BigInt((opts.now ?? new Date()).getTime()) * 1000n) {
     throw new TenantsafeError(ErrorType.BadInput, `${target.at} is in the future.`, 'Pick a time in the past: `tenantsafe restore window --tenant <id>` shows what can be restored.');
   }
-  const choice = changeLogChoice(await changeLogView(engine, tenantId), target, wanted);
+  const choice = opts.changeLogCannot ? { whyNot: opts.changeLogCannot } : changeLogChoice(await changeLogView(engine, tenantId), target, wanted);
   if ('plan' in choice) return choice.plan;
   const { whyNot } = choice;
   const windows = await restoreWindows(engine, tenantId);
@@ -114,11 +110,32 @@ export async function planPointInTime(engine: Engine, tenantId: string, target: 
   );
 }
 
+/**
+ * The log restores from its oldest base to how far it reaches, except across a gap: after the
+ * last gap it restores again only from a base taken after it.
+ */
+function changeLogWindow(view: ChangeLogView): SourceWindow {
+  const lastGap = view.gaps.at(-1);
+  const baseAfterLastGap = !lastGap || view.bases.some((b) => parseLsn(b.boundary) >= parseLsn(lastGap.toLsn));
+  return {
+    earliest: formatMicros(servesFrom(view.bases[0].snapshotAt)),
+    latest: baseAfterLastGap ? (view.latest?.time ?? null) : (lastGap.fromTime ?? formatMicros(servesFrom(view.bases[0].snapshotAt))),
+    gaps: view.gaps.map((g) => ({ from: g.fromTime, to: g.toTime, reason: g.reason })),
+  };
+}
+
 /** The change log's plan for the target, or why it cannot take it. */
 function changeLogChoice(view: ChangeLogView | undefined, target: PointInTimeTarget, wanted: string): { plan: PointInTimePlan } | { whyNot: string } {
   if (!view) return { whyNot: 'no change log runs for this database' };
   const base = [...view.bases].reverse().find((b) => ('at' in target ? servesFrom(b.snapshotAt) <= parseMicros(target.at) : parseLsn(b.boundary) <= parseLsn(target.lsn)));
-  if (!base) return { whyNot: `the change log has no tenant backup to start from before ${wanted}` };
+  if (!base) return { whyNot: `the change log has no tenant backup of this tenant to start from before ${wanted}` };
+  // commits after a gap's start and before its end were never logged
+  const gap = view.gaps.find(
+    (g) => parseLsn(g.toLsn) > parseLsn(base.boundary) && ('at' in target ? g.fromTime === null || parseMicros(g.fromTime) < parseMicros(target.at) : parseLsn(g.fromLsn) < parseLsn(target.lsn)),
+  );
+  if (gap) {
+    return { whyNot: `the change log has a gap from ${gap.fromTime ?? gap.fromLsn} to ${gap.toTime} (${gap.reason}) between backup ${base.backupId} and ${wanted}` };
+  }
   const reached = view.latest && ('at' in target ? parseMicros(view.latest.time) >= parseMicros(target.at) : parseLsn(view.latest.lsn) >= parseLsn(target.lsn));
   if (!reached) return { whyNot: `the change log reaches only ${view.latest?.time ?? 'nothing yet'}` };
   return {
@@ -154,12 +171,9 @@ export async function rebuildPointInTime(
       summary = (await rebuildFromChangeLog(engine, { tenantId: args.tenantId, backupId: args.backupId, base, stream: plan.stream!, target: plan.target, reason: plan.reason, signal: args.signal })).backup;
     } catch (err) {
       if (!(err instanceof ChangeLogCannot)) throw err;
-      const fallback = await planPointInTime(engine, args.tenantId, plan.target).catch(() => undefined);
-      const reason = `the change log cannot rebuild this tenant exactly: ${err.message}`;
-      if (!fallback || fallback.source !== 'pitrClone') {
-        throw new TenantsafeError(ErrorType.TargetOutsideWindow, `Tenant "${args.tenantId}" cannot be restored to ${describeTarget(plan.target)}: ${reason}, and no full backup reaches it.`, 'Restore a backup with --backup, or take full backups (PITR) so a clone can be used.');
-      }
-      summary = await rebuildFromPitrClone(engine, { tenantId: args.tenantId, backupId: args.backupId, target: plan.target, reason, signal: args.signal, onProgress: args.onProgress });
+      // the log still covers the target: plan again without it, which names every window when no clone can reach it
+      const fallback = await planPointInTime(engine, args.tenantId, plan.target, { changeLogCannot: `the change log cannot rebuild this tenant exactly: ${err.message}` });
+      summary = await rebuildFromPitrClone(engine, { tenantId: args.tenantId, backupId: args.backupId, target: plan.target, reason: fallback.reason, signal: args.signal, onProgress: args.onProgress });
     }
   } else {
     summary = await rebuildFromPitrClone(engine, { tenantId: args.tenantId, backupId: args.backupId, target: plan.target, reason: plan.reason, signal: args.signal, onProgress: args.onProgress });

@@ -7,7 +7,8 @@ import type { Client, ClientBase } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
 import type { SnapshotOrigin } from '../format/tenantManifest';
-import { connect, connectionError, microsText } from '../pg';
+import { connect, connectionError, microsText, withConnection } from '../pg';
+import { publishOwnedTables, unpublishedTables } from '../changeLog/publication';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';
 
@@ -56,8 +57,8 @@ export interface ExportOptions {
   requireTenant?: boolean;
   /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
   snapshot?: string;
-  /** take the snapshot at an exact boundary with the change log, waiting up to this long for it (see changeLogBoundary) */
-  changeLogBoundaryWaitMs?: number;
+  /** take the snapshot at an exact boundary with the change log reading this publication, waiting up to waitMs for it (see changeLogBoundary) */
+  changeLogBoundary?: { waitMs: number; publication: string };
   /** the SELECT of the tenant's rows of a table (default: from the live table, through its tenant filter) */
   rowsQuery?: (table: OwnedTable) => string;
   onProgress?: (p: ExportProgress) => void;
@@ -75,13 +76,15 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
   const abort = () => clients.forEach((c) => (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy());
   opts.signal?.addEventListener('abort', abort, { once: true });
   try {
-    const boundary = !opts.snapshot && opts.changeLogBoundaryWaitMs !== undefined ? await changeLogBoundary(opts.url, opts.changeLogBoundaryWaitMs) : undefined;
+    const boundary = !opts.snapshot && opts.changeLogBoundary ? await changeLogBoundary(opts.url, plan, opts.changeLogBoundary) : undefined;
     const coordinator = await connect(opts.url, 'tenantsafe-export');
     clients.push(coordinator);
     await beginSnapshotTransaction(coordinator);
     const imported = opts.snapshot ?? boundary?.snapshot;
     if (imported) await coordinator.query(`SET TRANSACTION SNAPSHOT '${imported}'`);
     await boundary?.release();
+    // a table the log did not follow at the boundary (added since its last start): the log cannot extend this backup
+    const changeLogLsn = boundary && (await unpublishedTables(coordinator, opts.changeLogBoundary!.publication, plan)).length === 0 ? boundary.lsn : undefined;
     // The tenant must exist in the snapshot we read, not only a moment before it.
     if (opts.requireTenant !== false) await assertTenantExists(coordinator, plan, tenantId);
     const info = await coordinator.query<{ snapshot: string; at: string; lsn: string; version: string; db: string }>(
@@ -124,7 +127,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     return {
       snapshotAt: info.rows[0].at,
       lsn: info.rows[0].lsn,
-      ...(boundary ? { changeLogLsn: boundary.lsn } : {}),
+      ...(changeLogLsn ? { changeLogLsn } : {}),
       origin,
       serverVersion: info.rows[0].version,
       database: info.rows[0].db,
@@ -164,7 +167,10 @@ export async function snapshotOrigin(c: ClientBase): Promise<SnapshotOrigin> {
  * closes; the snapshot can be imported until then. Making the slot waits for the transactions
  * running when it starts: after `waitMs`, none (undefined), and the backup goes without.
  */
-async function changeLogBoundary(url: string, waitMs: number): Promise<{ snapshot: string; lsn: string; release(): Promise<void> } | undefined> {
+async function changeLogBoundary(url: string, plan: TenancyPlan, opts: { waitMs: number; publication: string }): Promise<{ snapshot: string; lsn: string; release(): Promise<void> } | undefined> {
+  const { waitMs } = opts;
+  // tables made tenant-owned since the log last started join its publication now, before the boundary
+  await withConnection(url, (pc) => publishOwnedTables(pc, opts.publication, plan, { create: false })).catch(() => undefined);
   let c: Client;
   try {
     c = await connect(url, 'tenantsafe-export-boundary', { replication: 'database' });

@@ -73,7 +73,7 @@ export async function takeTenantBackup(
     requireTenant: args.requireTenant,
     snapshot: args.snapshot,
     // a boundary only where the change log runs (a safety backup reads the apply's snapshot)
-    ...(config.changeLog.enabled && !args.pointInTime ? { changeLogBoundaryWaitMs: config.changeLog.boundaryWaitMs } : {}),
+    ...(config.changeLog.enabled && !args.pointInTime ? { changeLogBoundary: { waitMs: config.changeLog.boundaryWaitMs, publication: config.changeLog.publication } } : {}),
     rowsQuery: args.pointInTime?.rowsQuery,
     onProgress: args.onProgress,
     signal: args.signal,

@@ -1,0 +1,501 @@
+// Tenant point-in-time restore from the change log, and the change log's capture under load
+// (issue 19, "Performance"), each as ratios measured in the same run:
+//   A. a small tenant restored to a time after N logged changes (its own and as many of another
+//      tenant's), as a person meets it: preview + approval → verified, through a worker, the change
+//      log streaming in that worker; beside it the same tenant restored from a backup of that same
+//      moment (--backup), and the engine's rebuild alone. On two databases ≥ 10× apart in size:
+//      targets: about the same time on both; ≤ 3× the restore from a backup, plus time linear in
+//      the changes replayed (shown at three N).
+//   B. the capture (lib/changeLog/capture.ts, a process of its own) under pgbench at full rate:
+//      how far behind the log is (p50/p95), the capture's CPU and peak RSS (≤ 200 MB), pgbench's
+//      TPS with and without it, the WAL the slot holds. Target: ≤ 1 s behind, WAL bounded.
+// Usage: npx tsx bench/tenantPitr.ts   (BENCH_WHALE_ROWS: rows of the large database's extra
+// tenant, default 2M; BENCH_PGBENCH_SECONDS: the run with the capture, default 50, the others half; BENCH_ONLY=A or B: one part)
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Client } from 'pg';
+import { stringify } from 'yaml';
+import { TenantsafeClient } from '../client/client';
+import { startChangeLog, stopChangeLog } from '../client/fullBackups';
+import { changeLogStream } from '../lib/changeLog/capture';
+import type { Catalog } from '../lib/catalog';
+import { loadConfig } from '../lib/config';
+import { databaseIdentity, workflowScopes } from '../lib/databaseIdentity';
+import { Engine } from '../lib/engine';
+import { backupLabel } from '../lib/labels';
+import { connect } from '../lib/pg';
+import { rebuildFromChangeLog } from '../lib/pointInTime/changeLogReplay';
+import { pgBin } from '../lib/postgres/tools';
+import { parseLsn } from '../lib/wal/names';
+import {
+  benchCluster,
+  benchStack,
+  cpuSeconds,
+  median,
+  peakRssMb,
+  percentile,
+  printTable,
+  runCommand,
+  sleep,
+  timedRestore,
+  waitUntil,
+  type BenchStack,
+  type TimedRestore,
+} from './support';
+
+/** the tenant restored: 4.4k rows */
+const tenant = 'globex';
+/** written as much as the tenant meanwhile: its changes are in the log the rebuild reads too */
+const noise = 'acme';
+/** restores of each kind per database size: single restores vary by ±20% on this shared machine */
+const rounds = 3;
+/** tenant changes before the target in A's comparison */
+const comparedChanges = 1_000;
+/** tenant changes before the target in the replay series */
+const replaySeries = [1_000, 10_000, 50_000];
+const whaleRows = Number(process.env.BENCH_WHALE_ROWS ?? 2_000_000);
+const pgbenchSeconds = Number(process.env.BENCH_PGBENCH_SECONDS ?? 50);
+
+const seconds = (x: number) => `${x.toFixed(2)} s`;
+const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(2)).join(', ')}]`;
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(0)} MiB`;
+
+async function main(): Promise<void> {
+  const only = process.env.BENCH_ONLY;
+  const a = only === 'B' ? undefined : await restoreFromChangeLog();
+  const b = only === 'A' ? undefined : await captureUnderPgbench();
+  if (a) printTable('tenant point-in-time restore from the change log (A)', a);
+  if (b) printTable('change log capture under pgbench (B)', b);
+}
+
+// ---------------------------------------------------------------- A -----------------------------
+
+/** One database size: its stack (worker with the change log streaming), a client, an engine of our own. */
+interface Side {
+  name: string;
+  stack: BenchStack;
+  engine: Engine;
+  client: TenantsafeClient;
+  sql: Client;
+  stream: string;
+  bytes: number;
+  /** rows of the tenant, and of the whole database's owned tables */
+  tenantRows: number;
+  writer: ChangeWriter;
+}
+
+interface Round {
+  /** through the worker: from the change log, to the target time */
+  changeLog: TimedRestore;
+  /** through the worker: from a backup of the tenant taken at the target */
+  backup: TimedRestore;
+  /** the engine alone: base backup + log → kind-P backup (what the preview does before it stages) */
+  rebuild: number;
+  transactionsReplayed: number;
+}
+
+async function restoreFromChangeLog(): Promise<[string, string][]> {
+  const pg = await benchCluster({ wal_level: 'logical' });
+  const sides: Side[] = [];
+  try {
+    const sizes = [
+      { name: 'small', sample: { tenants: 5, rows: 20_000 } },
+      { name: 'large', sample: { tenants: 5, rows: 20_000, extraTenants: [{ tenantId: 'whale', rows: whaleRows }] } },
+    ];
+    // both generated before either log starts: neither slot reads the other's generation
+    const dbs = [];
+    for (const s of sizes) dbs.push(await pg.sampleDatabase(`pitr_${s.name}`, s.sample));
+    for (const [i, s] of sizes.entries()) sides.push(await startSide(s.name, dbs[i]));
+
+    // 1. the comparison, rounds interleaved between the sizes (the VM's speed drifts)
+    const results = new Map<string, Round[]>(sides.map((s) => [s.name, []]));
+    for (let r = 0; r < rounds; r++) {
+      for (const side of sides) results.get(side.name)!.push(await compareRound(side, comparedChanges, r % 2 === 0));
+    }
+    // 2. replay time against the changes replayed, on the small database
+    const series = [];
+    for (const n of replaySeries) series.push(await replayRound(sides[0], n));
+
+    const rows: [string, string][] = [];
+    const med = (name: string, f: (r: Round) => number) => median(results.get(name)!.map(f));
+    for (const side of sides) {
+      const rs = results.get(side.name)!;
+      rows.push(
+        [`${side.name} database (${mib(side.bytes)}), tenant ${tenant} ${side.tenantRows} rows`, `${comparedChanges} changes of ${tenant} + ${comparedChanges} of ${noise} after the base backup, median of ${rounds}`],
+        ['   change log --at: preview + approval → verified', `${seconds(med(side.name, (r) => r.changeLog.preview))} + ${seconds(med(side.name, (r) => r.changeLog.approvalToDone))} = ${seconds(med(side.name, (r) => r.changeLog.total))}   ${list(rs.map((r) => r.changeLog.total))}`],
+        ['   --backup of the same moment: preview + approval → verified', `${seconds(med(side.name, (r) => r.backup.preview))} + ${seconds(med(side.name, (r) => r.backup.approvalToDone))} = ${seconds(med(side.name, (r) => r.backup.total))}   ${list(rs.map((r) => r.backup.total))}`],
+        ['   engine rebuild alone (base + log → kind-P backup)', `${seconds(med(side.name, (r) => r.rebuild))}   ${list(rs.map((r) => r.rebuild))}, ${rs[0].transactionsReplayed} transactions`],
+        ['   ratio change log / backup (target ≤ 3), per round', `${(med(side.name, (r) => r.changeLog.total / r.backup.total)).toFixed(2)}   ${list(rs.map((r) => r.changeLog.total / r.backup.total))}`],
+      );
+    }
+    const [small, large] = sides.map((s) => s.name);
+    rows.push(
+      [`database size ratio large / small`, `${(sides[1].bytes / sides[0].bytes).toFixed(1)}× (target ≥ 10×)`],
+      ['change log --at, large / small (target ≈ 1)', `${(med(large, (r) => r.changeLog.total) / med(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)})`],
+    );
+    for (const s of series) {
+      rows.push([
+        `replay: ${s.changes} + ${s.changes} changes (${s.transactions} transactions), small database`,
+        `engine rebuild ${seconds(s.rebuild)} ${list(s.rebuilds)}; --at preview + approval → verified ${seconds(s.restore)} ${list(s.restores)}`,
+      ]);
+    }
+    const [first, last] = [series[0], series.at(-1)!];
+    const slope = (last.rebuild - first.rebuild) / (2 * (last.changes - first.changes));
+    rows.push(['replay cost per 1,000 changes (engine, first to last of the series)', `${(slope * 1000 * 1000).toFixed(0)} ms; fixed part ${seconds(first.rebuild - slope * 2 * first.changes)}`]);
+    return rows;
+  } finally {
+    for (const side of sides) {
+      await stopChangeLog(side.client, (await workflowScopes(side.engine)).changeLog).catch(() => undefined);
+      await side.client.close().catch(() => undefined);
+      await side.sql.end().catch(() => undefined);
+      await side.engine.close();
+      await side.stack.stop();
+    }
+    await pg.remove();
+  }
+}
+
+async function startSide(name: string, db: { url: string; drop(): Promise<void> }): Promise<Side> {
+  // the users' settings, but for the slot's name: two databases share the cluster
+  const stack = await benchStack(db, { config: { changeLog: { enabled: true, slot: `tenantsafe_changes_${name}`, replicaIdentityFull: true } } });
+  const engine = new Engine(stack.config);
+  const client = await TenantsafeClient.connect(stack.config.temporal);
+  const sql = await connect(stack.dbUrl, 'bench');
+  // the change log streams in the worker, as `tenantsafe changelog start` (or `dev`) runs it
+  await startChangeLog(client, (await workflowScopes(engine)).changeLog);
+  const stream = changeLogStream(await databaseIdentity(engine));
+  await waitUntil('the change log to stream', async () => (await sql.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [stack.config.changeLog.slot])).rowCount === 1);
+  const bytes = Number((await sql.query(`SELECT pg_database_size(current_database())::text AS b`)).rows[0].b);
+  const writer = await ChangeWriter.create(sql);
+  const tenantRows = (await client.backupTenant(tenant, { wait: true })).rows ?? 0;
+  return { name, stack, engine, client, sql, stream, bytes, tenantRows, writer };
+}
+
+/**
+ * Base backup (an exact boundary), N changes of the tenant and N of another, the target time, a
+ * backup of the tenant as it is then; then the tenant restored to the target both ways, each
+ * after the tenant was changed again (as a person would find it), and the engine's rebuild.
+ */
+async function compareRound(side: Side, n: number, changeLogFirst: boolean): Promise<Round> {
+  const { client, sql } = side;
+  const base = await client.backupTenant(tenant, { wait: true });
+  await side.writer.write(n);
+  const at = await serverTime(sql);
+  const atTarget = await client.backupTenant(tenant, { wait: true });
+  const fromLog = async () => {
+    await damage(side);
+    const r = await timedRestore(client, sql, { tenantId: tenant, at });
+    const p = r.requested.preview?.pointInTime;
+    if (p?.source !== 'changeLog') throw new Error(`the restore to ${at} took ${p?.source ?? 'no point-in-time source'}: ${p?.reason}`);
+    // the rebuilt tenant is the backup taken at the target, row for row
+    const rebuilt = await side.engine.catalog.getBackup(r.requested.backupId!);
+    const reference = await side.engine.catalog.getBackup(atTarget.backupId);
+    if (rebuilt.tenantChecksum !== reference.tenantChecksum || rebuilt.rows !== reference.rows) {
+      throw new Error(`the change log rebuilt ${rebuilt.rows} rows (${rebuilt.tenantChecksum}), the backup at the target holds ${reference.rows} (${reference.tenantChecksum})`);
+    }
+    return r;
+  };
+  const fromBackup = async () => {
+    await damage(side);
+    return timedRestore(client, sql, { tenantId: tenant, backupId: atTarget.backupId });
+  };
+  const changeLog = changeLogFirst ? await fromLog() : undefined;
+  const backup = await fromBackup();
+  const rebuilt = await rebuildAlone(side, base.backupId, at);
+  return { changeLog: changeLog ?? (await fromLog()), backup, ...rebuilt };
+}
+
+/** Replay time against N: the engine's rebuild and the restore through the worker, median of `rounds` each. */
+async function replayRound(side: Side, n: number) {
+  const base = await side.client.backupTenant(tenant, { wait: true });
+  await side.writer.write(n);
+  const at = await serverTime(side.sql);
+  const restores = [];
+  const rebuilds = [];
+  let transactions = 0;
+  for (let i = 0; i < rounds; i++) {
+    await damage(side);
+    restores.push((await timedRestore(side.client, side.sql, { tenantId: tenant, at })).total);
+    const r = await rebuildAlone(side, base.backupId, at);
+    rebuilds.push(r.rebuild);
+    transactions = r.transactionsReplayed;
+  }
+  return { changes: n, transactions, rebuild: median(rebuilds), rebuilds, restore: median(restores), restores };
+}
+
+async function rebuildAlone(side: Side, baseBackupId: string, at: string): Promise<{ rebuild: number; transactionsReplayed: number }> {
+  const base = await side.engine.catalog.getBackup(baseBackupId);
+  await side.sql.query('CHECKPOINT');
+  const t0 = performance.now();
+  const r = await rebuildFromChangeLog(side.engine, { tenantId: tenant, backupId: backupLabel(new Date(), 'pointInTime', randomBytes(3).toString('hex')), base, stream: side.stream, target: { at }, reason: 'bench' });
+  return { rebuild: (performance.now() - t0) / 1000, transactionsReplayed: r.transactionsReplayed };
+}
+
+/** The tenant changed after the target (what a restore undoes), and the log caught up with it. */
+async function damage(side: Side): Promise<void> {
+  await side.sql.query(`UPDATE app.users SET display_name = 'damaged ${Date.now()}' WHERE tenant_id = $1`, [tenant]);
+  await side.sql.query(`DELETE FROM app.page_views WHERE tenant_id = $1`, [tenant]);
+  await logCaughtUp(side.sql, side.engine.catalog, side.stream);
+}
+
+/** The server's clock now, to the microsecond, as `--at` takes it. */
+async function serverTime(sql: Client): Promise<string> {
+  return (await sql.query(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`)).rows[0].t;
+}
+
+/** How far the log holds every commit: its last stored transaction's end, or where it last caught up (whichever is later). */
+async function logReach(catalog: Catalog, stream: string): Promise<bigint> {
+  const [end, state] = await Promise.all([catalog.changeLogEnd(stream), catalog.getChangeLogStream(stream)]);
+  return [end?.lsn, state?.caughtUpLsn].reduce((a, l) => (l && parseLsn(l) > a ? parseLsn(l) : a), 0n);
+}
+
+async function logCaughtUp(sql: Client, catalog: Catalog, stream: string, timeoutMs = 60_000): Promise<void> {
+  const now = parseLsn((await sql.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
+  await waitUntil('the change log to catch up', async () => (await logReach(catalog, stream)) >= now, timeoutMs);
+}
+
+/**
+ * Writes N row changes to the tenant and N to the noise tenant, interleaved, 50 a transaction:
+ * 20 updates of events (partitioned), 10 of tasks (a child without the tenant column), 16
+ * inserts into AuditLog and 4 deletes of rows inserted before (the tenant's size stays put).
+ */
+class ChangeWriter {
+  private round = 0;
+  private readonly inserted = new Map<string, number[]>();
+
+  private constructor(
+    private readonly sql: Client,
+    private readonly tasks: Map<string, number[]>,
+    private readonly events: Map<string, number>,
+  ) {}
+
+  static async create(sql: Client): Promise<ChangeWriter> {
+    const tasks = new Map<string, number[]>();
+    const events = new Map<string, number>();
+    for (const t of [tenant, noise]) {
+      tasks.set(t, (await sql.query(`SELECT task_id::int AS id FROM app.tasks JOIN app.projects USING (project_id) WHERE tenant_id = $1 ORDER BY 1`, [t])).rows.map((r) => r.id));
+      events.set(t, (await sql.query(`SELECT max(event_id)::int AS n FROM app.events WHERE tenant_id = $1`, [t])).rows[0].n);
+    }
+    return new ChangeWriter(sql, tasks, events);
+  }
+
+  async write(n: number): Promise<void> {
+    for (let done = 0; done < n; done += 50) for (const t of [tenant, noise]) await this.transaction(t);
+  }
+
+  private async transaction(t: string): Promise<void> {
+    const k = this.round++;
+    const events = this.events.get(t)!;
+    const from = 1 + ((k * 20) % (events - 20));
+    const tasks = this.tasks.get(t)!;
+    const someTasks = Array.from({ length: 10 }, (_, i) => tasks[(k * 10 + i) % tasks.length]);
+    const mine = this.inserted.get(t) ?? [];
+    const gone = mine.length >= 4 ? mine.splice(0, 4) : [];
+    const r = await this.sql.query(`
+      BEGIN;
+      UPDATE app.events SET payload = jsonb_build_object('bench', ${k}, 'note', 'updated by the bench') WHERE tenant_id = '${t}' AND event_id BETWEEN ${from} AND ${from + 19};
+      UPDATE app.tasks SET estimate = ${k % 1000} + 0.5, status = 'doing' WHERE task_id IN (${someTasks.join(', ')});
+      ${gone.length ? `DELETE FROM app."AuditLog" WHERE "auditId" IN (${gone.join(', ')});` : ''}
+      INSERT INTO app."AuditLog" (tenant_id, "Actor", "eventType", "At") SELECT '${t}', 'bench ' || i, 'bench.change', now() FROM generate_series(1, ${gone.length ? 16 : 20}) i RETURNING "auditId";
+      COMMIT`);
+    const results = r as unknown as { command: string; rows: { auditId: string }[] }[];
+    mine.push(...results.find((x) => x.command === 'INSERT')!.rows.map((x) => Number(x.auditId)));
+    this.inserted.set(t, mine);
+  }
+}
+
+// ---------------------------------------------------------------- B -----------------------------
+
+/** How often the slot's restart_lsn moved on: the WAL it holds fell by more than 1 MiB from one sample to the next. */
+function restartMoves(held: number[]): number {
+  return held.filter((h, i) => i > 0 && h < held[i - 1] - 1048576).length;
+}
+
+/**
+ * pgbench's own tables and its built-in TPC-B-like script, made tenant-owned the way the product's
+ * tenancy needs: pgbench_branches is the tenant table and `bid` the tenant column, which
+ * pgbench_tellers, pgbench_accounts and pgbench_history all carry (history has no key: REPLICA
+ * IDENTITY FULL, as changeLog.replicaIdentityFull sets it). "pgbench at its full rate" is then
+ * exactly the load the phrase names, every change of it in the log.
+ * Runs, in this order so that a drift of the machine's speed cancels out: without a consumer,
+ * with pg_recvlogical (the raw tool: the same pgoutput stream written to a file, fsynced every
+ * second), with the capture (longer: the slot's WAL is kept between its restart points, which
+ * move every ~15-30 s), pg_recvlogical again, without again.
+ */
+async function captureUnderPgbench(): Promise<[string, string][]> {
+  const scale = 10;
+  const clients = 8;
+  const pg = await benchCluster({ wal_level: 'logical' });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-capture-'));
+  const children: ChildProcess[] = [];
+  try {
+    await pg.cluster.psql('CREATE DATABASE pgbench');
+    const url = pg.cluster.url('pgbench');
+    const pgArgs = ['-h', '127.0.0.1', '-p', String(pg.cluster.port), '-U', 'postgres'];
+    await runCommand(pgBin('pgbench'), ['-i', '-q', '-s', String(scale), '--foreign-keys', ...pgArgs, 'pgbench']);
+    const configFile = path.join(work, 'tenantsafe.yaml');
+    fs.writeFileSync(
+      configFile,
+      stringify({
+        database: { url },
+        storage: { primary: { kind: 'local', path: path.join(work, 'store') } },
+        tenancy: { schemas: ['public'], tenantTable: 'pgbench_branches', tenantColumn: 'bid' },
+        changeLog: { enabled: true, replicaIdentityFull: true },
+      }),
+    );
+    const engine = new Engine(loadConfig({ path: configFile }));
+    const sql = await connect(url, 'bench');
+    const slot = engine.config.changeLog.slot;
+    // what the capture's setup does to the tables, done first so that every run sees the same;
+    // pg_recvlogical's publication lists the same tables
+    await sql.query('ALTER TABLE pgbench_history REPLICA IDENTITY FULL');
+    await sql.query('CREATE PUBLICATION bench_raw FOR TABLE pgbench_branches, pgbench_tellers, pgbench_accounts, pgbench_history');
+    const pgbench = async (seconds: number) => {
+      await sql.query('CHECKPOINT');
+      const out = await runCommand(pgBin('pgbench'), ['-M', 'prepared', '-c', String(clients), '-j', '2', '-T', String(seconds), ...pgArgs, 'pgbench']);
+      const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);
+      if (!tps) throw new Error(`pgbench: no tps in ${out}`);
+      return Number(tps[1]);
+    };
+    const slotActive = (name: string) => waitUntil(`slot ${name} to stream`, async () => (await sql.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [name])).rowCount === 1);
+    const stopChild = async (child: ChildProcess) => {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+      children.splice(children.indexOf(child), 1);
+    };
+    /** each consumer starts from a slot of its own made now: none catches up on WAL of the runs before */
+    const dropSlot = async (name: string) => {
+      await waitUntil(`slot ${name} released`, async () => (await sql.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active`, [name])).rowCount === 0);
+      await sql.query(`SELECT pg_drop_replication_slot($1)`, [name]);
+    };
+
+    const rawRun = async (seconds: number) => {
+      await sql.query(`SELECT pg_create_logical_replication_slot('bench_raw', 'pgoutput')`);
+      const child = spawn(pgBin('pg_recvlogical'), [...pgArgs, '-d', 'pgbench', '-S', 'bench_raw', '--start', '-o', 'proto_version=1', '-o', 'publication_names=bench_raw', '-F', '1', '-f', path.join(work, 'raw.out')], { stdio: 'ignore' });
+      children.push(child);
+      await slotActive('bench_raw');
+      const pid = (await sql.query<{ pid: number }>(`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = 'bench_raw'`)).rows[0].pid;
+      const cpu0 = { self: cpuSeconds(child.pid!), walsender: cpuSeconds(pid), t: performance.now() };
+      let loaded = true;
+      const running = pgbench(seconds).finally(() => (loaded = false));
+      const held: number[] = [];
+      while (loaded) {
+        held.push(Number((await sql.query(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS held FROM pg_replication_slots WHERE slot_name = 'bench_raw'`)).rows[0].held));
+        await sleep(100);
+      }
+      const tps = await running;
+      const wall = (performance.now() - cpu0.t) / 1000;
+      const cpu = { self: (cpuSeconds(child.pid!) - cpu0.self) / wall, walsender: (cpuSeconds(pid) - cpu0.walsender) / wall };
+      await stopChild(child);
+      await dropSlot('bench_raw');
+      fs.rmSync(path.join(work, 'raw.out'), { force: true });
+      return { tps, cpu, held };
+    };
+
+    const captureRun = async (seconds: number) => {
+      const child = spawn(process.execPath, ['--require', require.resolve('tsx/cjs'), path.join(__dirname, 'captureProcess.ts'), configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(child);
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      await slotActive(slot);
+      const stream = changeLogStream(await databaseIdentity(engine));
+      await logCaughtUp(sql, engine.catalog, stream);
+      const pid = child.pid!;
+      const walsender = (await sql.query<{ pid: number }>(`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1`, [slot])).rows[0].pid;
+      const rssAtStart = peakRssMb(pid);
+      // sampled every ~100 ms: the server's WAL position, how far the log holds every commit, the WAL the slot holds
+      const positions: { t: number; lsn: bigint }[] = [];
+      const reaches: { t: number; lsn: bigint }[] = [];
+      const held: number[] = [];
+      const unconfirmed: number[] = [];
+      const sample = async () => {
+        const t = Date.now();
+        const r = await sql.query(
+          `SELECT pg_current_wal_lsn()::text AS l, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS held,
+                  pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS unconfirmed
+             FROM pg_replication_slots WHERE slot_name = $1`,
+          [slot],
+        );
+        positions.push({ t, lsn: parseLsn(r.rows[0].l) });
+        held.push(Number(r.rows[0].held));
+        unconfirmed.push(Number(r.rows[0].unconfirmed));
+        reaches.push({ t: Date.now(), lsn: await logReach(engine.catalog, stream) });
+      };
+      const cpu0 = { self: cpuSeconds(pid), walsender: cpuSeconds(walsender), t: performance.now() };
+      let loaded = true;
+      const running = pgbench(seconds).finally(() => (loaded = false));
+      while (loaded) {
+        await sample();
+        await sleep(100);
+      }
+      const tps = await running;
+      const wall = (performance.now() - cpu0.t) / 1000;
+      const cpu = { self: (cpuSeconds(pid) - cpu0.self) / wall, walsender: (cpuSeconds(walsender) - cpu0.walsender) / wall };
+      const underLoad = positions.length;
+      const last = positions.at(-1)!;
+      // the load is over: how long until the log holds everything
+      const drainFrom = Date.now();
+      while (reaches.at(-1)!.lsn < last.lsn && Date.now() - drainFrom < 120_000) {
+        await sample();
+        await sleep(100);
+      }
+      const drained = (reaches.at(-1)!.t - drainFrom) / 1000;
+      const rssPeak = peakRssMb(pid);
+      await stopChild(child);
+      await dropSlot(slot);
+      const progress = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { transactions?: number; segments?: number };
+      // each position sampled under load: from when the server had written that far until the log held it
+      const lags: number[] = [];
+      let j = 0;
+      for (const p of positions.slice(0, underLoad)) {
+        while (j < reaches.length && (reaches[j].lsn < p.lsn || reaches[j].t < p.t)) j++;
+        if (j === reaches.length) break;
+        lags.push((reaches[j].t - p.t) / 1000);
+      }
+      return { tps, cpu, lags, unreached: underLoad - lags.length, drained, rssAtStart, rssPeak, held, unconfirmed, walBytes: Number(last.lsn - positions[0].lsn), progress };
+    };
+
+    const short = Math.round(pgbenchSeconds / 2);
+    await pgbench(10); // warm-up: caches, and the first autovacuum of the fresh tables
+    const none1 = await pgbench(short);
+    const raw1 = await rawRun(short);
+    const ours = await captureRun(pgbenchSeconds);
+    const raw2 = await rawRun(short);
+    const none2 = await pgbench(short);
+    await sql.end();
+    await engine.close();
+
+    const without = (none1 + none2) / 2;
+    const raw = (raw1.tps + raw2.tps) / 2;
+    const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
+    const { lags } = ours;
+    return [
+      ['pgbench', `scale ${scale} (${scale} tenants = branches), built-in TPC-B-like script, -M prepared -c ${clients} -j 2; ${os.cpus().length} cores`],
+      [`TPS without a consumer (${short} s, before / after)`, `${none1.toFixed(0)} / ${none2.toFixed(0)}`],
+      [`TPS with pg_recvlogical (${short} s, before / after)`, `${raw1.tps.toFixed(0)} / ${raw2.tps.toFixed(0)}: ${pct(raw / without)} of without; pg_recvlogical CPU ${pct((raw1.cpu.self + raw2.cpu.self) / 2)}, its walsender ${pct((raw1.cpu.walsender + raw2.cpu.walsender) / 2)}`],
+      [`TPS with the capture (${pgbenchSeconds} s)`, `${ours.tps.toFixed(0)}: ${pct(ours.tps / without)} of without, ${pct(ours.tps / raw)} of with pg_recvlogical`],
+      ['log behind the server (p50 / p95 / max), under load', `${percentile(lags, 50).toFixed(2)} s / ${percentile(lags, 95).toFixed(2)} s / ${Math.max(...lags).toFixed(2)} s, ${lags.length} samples${ours.unreached ? `, ${ours.unreached} not reached within 120 s after the load` : ''} (target ≤ 1 s)`],
+      ['log holds everything, after the load ended', seconds(ours.drained)],
+      ['capture CPU under load (% of one core)', `${pct(ours.cpu.self)}; its walsender ${pct(ours.cpu.walsender)}`],
+      ['capture RSS: at start / peak (VmHWM)', `${ours.rssAtStart} MB / ${ours.rssPeak} MB (target ≤ 200 MB)`],
+      ['logged', `${ours.progress.transactions ?? '?'} transactions in ${ours.progress.segments ?? '?'} segments; ${mib(ours.walBytes)} of WAL written meanwhile`],
+      [
+        'WAL the slot held (restart_lsn behind the server)',
+        `max ${mib(Math.max(...ours.held))}, median ${mib(median(ours.held))}, restart_lsn moved ${restartMoves(ours.held)} times in ${pgbenchSeconds} s; pg_recvlogical's: max ${mib(Math.max(...raw1.held, ...raw2.held))} (${short} s runs). confirmed_flush_lsn behind: max ${mib(Math.max(...ours.unconfirmed))}`,
+      ],
+    ];
+  } finally {
+    for (const child of children) child.kill('SIGKILL');
+    await pg.remove();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
