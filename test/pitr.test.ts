@@ -3,6 +3,7 @@
 // errors, verification of base backups and their WAL, and retention on real storage.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Client } from 'pg';
@@ -16,7 +17,9 @@ import { freePorts } from '../lib/process';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { parseMicros } from '../lib/time';
-import { listWalArchive } from '../lib/wal/archive';
+import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
+import { partialKey, segmentKey } from '../lib/format/walArchive';
+import { sha256Hex } from '../lib/checksum';
 import { segmentOfLsn } from '../lib/wal/names';
 import { databaseWorkflowIds } from '../workflows/messages';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
@@ -354,3 +357,24 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   });
 });
 
+
+describe('the WAL archive read for a recovery', () => {
+  it('serves a segment that completed after the listing, its partial gone meanwhile', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-wal-'));
+    try {
+      const archive = createStore({ kind: 'local', path: dir });
+      const name = '000000010000000000000003';
+      const segmentSize = 1 << 20;
+      const full = Buffer.alloc(segmentSize, 7);
+      await archive.put(partialKey(name), gzipSync(full.subarray(0, 1000)));
+      const listing = await listWalArchive(archive);
+      assert.deepEqual(listing.partials.map((p) => p.name), [name]);
+      // what the archiver does when the segment completes: the segment, then the partial goes
+      await archive.put(segmentKey(name, sha256Hex(full)), gzipSync(full));
+      await archive.delete(partialKey(name));
+      assert.deepEqual(await fetchWalFile(archive, listing, name, segmentSize), full);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
