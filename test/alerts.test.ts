@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import type { AlertOutcome } from '../lib/alerts';
+import { Notifier, type AlertOutcome } from '../lib/alerts';
 import { sanitizeMessage, webhookPayload } from '../lib/alerts/format';
 import { listAlerts } from '../lib/alerts/store';
 import { parseConfig } from '../lib/config';
@@ -97,8 +97,11 @@ describe('alerts notifier (catalog, a real HTTP receiver and a real SMTP server)
   let webhook: WebhookReceiver;
   let smtp: SmtpReceiver;
   const engines: Engine[] = [];
+  const notifiers: Notifier[] = [];
+  /** what the notifier would log (failed attempts are expected here), kept out of the test output */
+  const logged: string[] = [];
 
-  function engineFor(alerts: Record<string, unknown>, extra: Record<string, unknown> = {}): Engine {
+  function engineFor(alerts: Record<string, unknown>, extra: Record<string, unknown> = {}): { catalog: Engine['catalog']; alerts: Notifier } {
     const config = parseConfig(
       {
         database: { url: db.url.replace('postgres@', 'postgres:db-secret-pw@') },
@@ -118,7 +121,9 @@ describe('alerts notifier (catalog, a real HTTP receiver and a real SMTP server)
     );
     const engine = new Engine(config);
     engines.push(engine);
-    return engine;
+    const notifier = new Notifier(config, engine.catalog, (level, message) => logged.push(`${level}: ${message}`));
+    notifiers.push(notifier);
+    return { catalog: engine.catalog, alerts: notifier };
   }
 
   const outcome = (o: Partial<AlertOutcome> & Pick<AlertOutcome, 'outcome' | 'runId'>): AlertOutcome => ({
@@ -139,6 +144,7 @@ describe('alerts notifier (catalog, a real HTTP receiver and a real SMTP server)
     smtp = await startSmtpReceiver({ auth: { user: 'alerts', password: 'smtp-pw-456' } });
   });
   afterEach(async () => {
+    await Promise.all(notifiers.splice(0).map((n) => n.stop()));
     await Promise.all(engines.splice(0).map((e) => e.close()));
     await webhook.close();
     await smtp.close();
@@ -273,6 +279,7 @@ describe('alerts notifier (catalog, a real HTTP receiver and a real SMTP server)
       return r.rows[0]?.status === 'abandoned' && /webhook answered 503 Service Unavailable: try later/.test(r.rows[0].last_error);
     });
     assert.ok(webhook.attempts >= 2);
+    assert.ok(logged.some((l) => /^error: gave up the webhook notice .* after \d+ attempts: webhook answered 503/.test(l)), logged.join('\n'));
   });
 
   it('keeps secrets and row values out of what it sends and stores', async () => {
