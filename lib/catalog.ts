@@ -183,6 +183,49 @@ const migrations: ((s: string) => string)[] = [
       caught_up_at timestamptz,
       updated_at timestamptz NOT NULL DEFAULT now()
     );`,
+  // pushed alerts (lib/alerts/store.ts): each alert key's state, the outcomes already counted
+  // (idempotency keys), and the notices to deliver per channel (an outbox)
+  (s) => `
+    CREATE TABLE ${s}.alerts (
+      alert_key text PRIMARY KEY,
+      kind text NOT NULL,
+      subject text NOT NULL,
+      state text NOT NULL CHECK (state IN ('open', 'resolved')),
+      sequence int NOT NULL,
+      failures int NOT NULL,
+      opened_at timestamptz NOT NULL,
+      resolved_at timestamptz,
+      last_error_type text,
+      last_error text,
+      opened_by jsonb NOT NULL,
+      last_failed_by jsonb NOT NULL,
+      resolved_by jsonb,
+      updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE ${s}.alert_events (
+      idempotency_key text PRIMARY KEY,
+      alert_key text NOT NULL,
+      outcome text NOT NULL,
+      transition text,
+      recorded_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX alert_events_recorded_idx ON ${s}.alert_events (recorded_at);
+    CREATE TABLE ${s}.alert_deliveries (
+      delivery_id bigserial PRIMARY KEY,
+      notice_id text NOT NULL,
+      channel text NOT NULL,
+      alert_key text NOT NULL,
+      notice jsonb NOT NULL,
+      status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'abandoned')),
+      attempts int NOT NULL DEFAULT 0,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      next_attempt_at timestamptz NOT NULL DEFAULT now(),
+      leased_until timestamptz,
+      sent_at timestamptz,
+      last_error text,
+      UNIQUE (notice_id, channel)
+    );
+    CREATE INDEX alert_deliveries_pending_idx ON ${s}.alert_deliveries (alert_key, channel, delivery_id) WHERE status = 'pending';`,
 ];
 
 /** A change-log segment in the catalog (its manifest in storage is the truth). */
@@ -283,6 +326,11 @@ export class Catalog {
   private async run<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
     await this.migrate();
     return withClient(this.pool, this.url, fn);
+  }
+
+  /** Runs `fn` on a catalog connection once the schema is migrated, with the schema's quoted name: for engine modules that keep their own tables here (lib/alerts/store.ts). */
+  async withSchema<T>(fn: (c: PoolClient, schema: string) => Promise<T>): Promise<T> {
+    return this.run((c) => fn(c, this.s));
   }
 
   /** Idempotent: recording the same backup twice leaves one row. */

@@ -47,6 +47,8 @@ export async function startWorker(
     // Lets in-flight activities finish their current step on a graceful stop.
     shutdownGraceTime: '10s',
   });
+  // notices queued by this worker's activities, or left by a worker that stopped, go out from here
+  engine.alerts.start();
   const done = worker.run().finally(async () => {
     await engine.close();
     await connection.close();
