@@ -1,5 +1,6 @@
 // All activities, bound to one engine (config, pools, store) per worker process.
 import type { Engine } from '../lib/engine';
+import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
 import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
@@ -13,5 +14,6 @@ export function createActivities(engine: Engine) {
     ...createFullBackupActivities(engine),
     ...createVerifyActivities(engine),
     ...createChangeLogActivities(engine),
+    ...createAlertActivities(engine),
   };
 }

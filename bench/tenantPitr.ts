@@ -29,7 +29,8 @@ import { backupLabel } from '../lib/labels';
 import { connect } from '../lib/pg';
 import { rebuildFromChangeLog } from '../lib/pointInTime/changeLogReplay';
 import { pgBin } from '../lib/postgres/tools';
-import { parseLsn } from '../lib/wal/names';
+import { parseMicros } from '../lib/time';
+import { formatLsn, parseLsn } from '../lib/wal/names';
 import {
   benchCluster,
   benchStack,
@@ -50,8 +51,10 @@ import {
 const tenant = 'globex';
 /** written as much as the tenant meanwhile: its changes are in the log the rebuild reads too */
 const noise = 'acme';
-/** restores of each kind per database size: single restores vary by ±20% on this shared machine */
-const rounds = 3;
+/** restores of each kind per database size: single restores vary by ±20% and more on this shared machine */
+const rounds = 5;
+/** restores and rebuilds per point of the replay series */
+const seriesRounds = 3;
 /** tenant changes before the target in A's comparison */
 const comparedChanges = 1_000;
 /** tenant changes before the target in the replay series */
@@ -116,8 +119,7 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
       for (const side of sides) results.get(side.name)!.push(await compareRound(side, comparedChanges, r % 2 === 0));
     }
     // 2. replay time against the changes replayed, on the small database
-    const series = [];
-    for (const n of replaySeries) series.push(await replayRound(sides[0], n));
+    const series = await replaySeriesOn(sides[0]);
 
     const rows: [string, string][] = [];
     const med = (name: string, f: (r: Round) => number) => median(results.get(name)!.map(f));
@@ -142,9 +144,12 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
         `engine rebuild ${seconds(s.rebuild)} ${list(s.rebuilds)}; --at preview + approval → verified ${seconds(s.restore)} ${list(s.restores)}`,
       ]);
     }
-    const [first, last] = [series[0], series.at(-1)!];
-    const slope = (last.rebuild - first.rebuild) / (2 * (last.changes - first.changes));
-    rows.push(['replay cost per 1,000 changes (engine, first to last of the series)', `${(slope * 1000 * 1000).toFixed(0)} ms; fixed part ${seconds(first.rebuild - slope * 2 * first.changes)}`]);
+    // linear: each further 1,000 changes (a tenant's and the other's alike) costs about the same
+    const steps = series.slice(1).map((s, i) => ({ from: series[i], to: s, ms: ((s.rebuild - series[i].rebuild) / (2 * (s.changes - series[i].changes))) * 1e6 }));
+    rows.push([
+      'replay: engine rebuild per 1,000 more changes',
+      `${steps.map((x) => `${2 * x.from.changes} → ${2 * x.to.changes}: ${x.ms.toFixed(0)} ms`).join('; ')}; rebuild at 0 changes (extrapolated) ${seconds(series[0].rebuild - (steps[0].ms / 1e6) * 2 * series[0].changes)}`,
+    ]);
     return rows;
   } finally {
     for (const side of sides) {
@@ -208,22 +213,33 @@ async function compareRound(side: Side, n: number, changeLogFirst: boolean): Pro
   return { changeLog: changeLog ?? (await fromLog()), backup, ...rebuilt };
 }
 
-/** Replay time against N: the engine's rebuild and the restore through the worker, median of `rounds` each. */
-async function replayRound(side: Side, n: number) {
-  const base = await side.client.backupTenant(tenant, { wait: true });
-  await side.writer.write(n);
-  const at = await serverTime(side.sql);
-  const restores = [];
-  const rebuilds = [];
-  let transactions = 0;
-  for (let i = 0; i < rounds; i++) {
-    await damage(side);
-    restores.push((await timedRestore(side.client, side.sql, { tenantId: tenant, at })).total);
-    const r = await rebuildAlone(side, base.backupId, at);
-    rebuilds.push(r.rebuild);
-    transactions = r.transactionsReplayed;
+/**
+ * Replay time against N: for each N a base backup, N changes (and N of the other tenant), a
+ * target, and the tenant restored to it through the worker, each time after the same damage (so
+ * every restore undoes the same difference); then the engine's rebuilds, in rounds over the N
+ * (the machine's speed drifts; a rebuild reads only the backup and the log). Medians of `seriesRounds`.
+ */
+async function replaySeriesOn(side: Side) {
+  const points = [];
+  for (const n of replaySeries) {
+    const base = await side.client.backupTenant(tenant, { wait: true });
+    await side.writer.write(n);
+    const at = await serverTime(side.sql);
+    const restores = [];
+    for (let i = 0; i < seriesRounds; i++) {
+      await damage(side);
+      restores.push((await timedRestore(side.client, side.sql, { tenantId: tenant, at })).total);
+    }
+    points.push({ changes: n, baseBackupId: base.backupId, at, restores, rebuilds: [] as number[], transactions: 0 });
   }
-  return { changes: n, transactions, rebuild: median(rebuilds), rebuilds, restore: median(restores), restores };
+  for (let i = 0; i < seriesRounds; i++) {
+    for (const p of points) {
+      const r = await rebuildAlone(side, p.baseBackupId, p.at);
+      p.rebuilds.push(r.rebuild);
+      p.transactions = r.transactionsReplayed;
+    }
+  }
+  return points.map((p) => ({ ...p, rebuild: median(p.rebuilds), restore: median(p.restores) }));
 }
 
 async function rebuildAlone(side: Side, baseBackupId: string, at: string): Promise<{ rebuild: number; transactionsReplayed: number }> {
@@ -444,6 +460,13 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
         await sleep(100);
       }
       const drained = (reaches.at(-1)!.t - drainFrom) / 1000;
+      // where the lag comes from: each segment seen in the catalog (first sample past its end)
+      // against its first commit (what waits longest: the flush interval, then the write) and its last
+      const segments = [];
+      for (const seg of await engine.catalog.listChangeSegments(stream, formatLsn(positions[0].lsn))) {
+        const seen = reaches.find((r) => r.lsn >= parseLsn(seg.lastEndLsn));
+        if (seen) segments.push({ afterFirst: (seen.t - Number(parseMicros(seg.firstCommitTime) / 1000n)) / 1000, afterLast: (seen.t - Number(parseMicros(seg.lastCommitTime) / 1000n)) / 1000 });
+      }
       const rssPeak = peakRssMb(pid);
       await stopChild(child);
       await dropSlot(slot);
@@ -456,7 +479,7 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
         if (j === reaches.length) break;
         lags.push((reaches[j].t - p.t) / 1000);
       }
-      return { tps, cpu, lags, unreached: underLoad - lags.length, drained, rssAtStart, rssPeak, held, unconfirmed, walBytes: Number(last.lsn - positions[0].lsn), progress };
+      return { tps, cpu, lags, segments, unreached: underLoad - lags.length, drained, rssAtStart, rssPeak, held, unconfirmed, walBytes: Number(last.lsn - positions[0].lsn), progress };
     };
 
     const short = Math.round(pgbenchSeconds / 2);
@@ -479,6 +502,10 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
       [`TPS with pg_recvlogical (${short} s, before / after)`, `${raw1.tps.toFixed(0)} / ${raw2.tps.toFixed(0)}: ${pct(raw / without)} of without; pg_recvlogical CPU ${pct((raw1.cpu.self + raw2.cpu.self) / 2)}, its walsender ${pct((raw1.cpu.walsender + raw2.cpu.walsender) / 2)}`],
       [`TPS with the capture (${pgbenchSeconds} s)`, `${ours.tps.toFixed(0)}: ${pct(ours.tps / without)} of without, ${pct(ours.tps / raw)} of with pg_recvlogical`],
       ['log behind the server (p50 / p95 / max), under load', `${percentile(lags, 50).toFixed(2)} s / ${percentile(lags, 95).toFixed(2)} s / ${Math.max(...lags).toFixed(2)} s, ${lags.length} samples${ours.unreached ? `, ${ours.unreached} not reached within 120 s after the load` : ''} (target ≤ 1 s)`],
+      [
+        `a segment in the catalog after its first / last commit (flushInterval ${engine.config.changeLog.flushIntervalMs} ms)`,
+        `p50 ${percentile(ours.segments.map((x) => x.afterFirst), 50).toFixed(2)} / ${percentile(ours.segments.map((x) => x.afterLast), 50).toFixed(2)} s, max ${Math.max(...ours.segments.map((x) => x.afterFirst)).toFixed(2)} / ${Math.max(...ours.segments.map((x) => x.afterLast)).toFixed(2)} s, ${ours.segments.length} segments (seen by the ~100 ms sampling)`,
+      ],
       ['log holds everything, after the load ended', seconds(ours.drained)],
       ['capture CPU under load (% of one core)', `${pct(ours.cpu.self)}; its walsender ${pct(ours.cpu.walsender)}`],
       ['capture RSS: at start / peak (VmHWM)', `${ours.rssAtStart} MB / ${ours.rssPeak} MB (target ≤ 200 MB)`],

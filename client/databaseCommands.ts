@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
-import { withClient } from '../lib/pg';
+import { microsText, withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
 import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
@@ -75,8 +75,8 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, (e) =>
         withClient(e.db, e.config.database.url, async (c) => {
-          const r = await c.query<{ lsn: string; at: Date }>(`SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS at`, [name]);
-          return { name, lsn: r.rows[0].lsn, at: r.rows[0].at.toISOString() };
+          const r = await c.query<{ lsn: string; at: string }>(`SELECT pg_create_restore_point($1)::text AS lsn, ${microsText('clock_timestamp()')} AS at`, [name]);
+          return { name, lsn: r.rows[0].lsn, at: r.rows[0].at };
         }),
       );
       emit(globals(cmd), out, () => `Restore point "${out.name}" at LSN ${out.lsn} (${out.at})`);
@@ -96,13 +96,17 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   program
     .command('retention')
     .command('apply')
-    .description('delete what the retention policy does not keep (backups, WAL no kept backup needs, interrupted backups)')
+    .description('delete what the retention policy does not keep (backups, WAL and change-log segments no kept backup needs, interrupted backups)')
     .option('--dry-run', 'only report')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun));
       const verb = out.dryRun ? 'would remove' : 'removed';
       emit(globals(cmd), out, () =>
-        [`Kept ${out.kept.length} backups; ${verb} ${out.removedBackups.length} backups, ${out.removedWalSegments} WAL segments, ${out.removedIncomplete.length} interrupted backups.`, ...out.removedBackups.map((id) => `  ${verb} ${id}`)].join('\n'),
+        [
+          `Kept ${out.kept.length} backups; ${verb} ${out.removedBackups.length} backups, ${out.removedWalSegments} WAL segments, ${out.removedChangeSegments ?? 0} change-log segments, ${out.removedIncomplete.length} interrupted backups.`,
+          ...out.removedBackups.map((id) => `  ${verb} ${id}`),
+          ...(out.changeLogCuts ?? []).map((c) => `  change log ${c.stream}: ${c.upTo ? `segments ending at or before ${c.upTo} go (${c.by})` : `all kept (${c.by})`}`),
+        ].join('\n'),
       );
     });
 

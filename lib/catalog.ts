@@ -5,10 +5,11 @@ import { sha256Hex } from './checksum';
 import { ErrorType, TenantsafeError } from './errors';
 import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './format/fullManifest';
 import { parseBackupLabel } from './labels';
+import { formatMicros, parseMicros } from './time';
 import { parseManifest, type TenantManifest } from './format/tenantManifest';
-import { changeLogPrefix, type ChangeLogGap, type ChangeLogStart, type ChangeSegmentManifest } from './format/changeLog';
+import { changeLogPrefix, changeLogStream, type ChangeLogGap, type ChangeLogStart, type ChangeSegmentManifest } from './format/changeLog';
 import { manifestFile, parseSealedManifest } from './format/sealed';
-import { quoteIdent, withClient } from './pg';
+import { microsText, quoteIdent, withClient } from './pg';
 import type { ObjectStore } from './storage/types';
 import { parseLsn } from './wal/names';
 
@@ -62,8 +63,10 @@ export interface RunRecord {
   details?: Record<string, unknown>;
 }
 
-/** A timestamptz as ISO-8601 text in UTC with its microseconds (a JavaScript Date would drop them). */
-const microsText = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+/** A table's columns with its times as text to the microsecond (`<column>_us`), for the record mappers below. */
+const withMicros = (...columns: string[]) => `*, ${columns.map((c) => `${microsText(c)} AS ${c}_us`).join(', ')}`;
+const backupColumns = withMicros('snapshot_at', 'started_at', 'finished_at');
+const fullBackupColumns = withMicros('consistent_at', 'started_at', 'finished_at');
 
 /** Ordered migrations; append only. */
 const migrations: ((s: string) => string)[] = [
@@ -184,6 +187,49 @@ const migrations: ((s: string) => string)[] = [
       caught_up_at timestamptz,
       updated_at timestamptz NOT NULL DEFAULT now()
     );`,
+  // pushed alerts (lib/alerts/store.ts): each alert key's state, the outcomes already counted
+  // (idempotency keys), and the notices to deliver per channel (an outbox)
+  (s) => `
+    CREATE TABLE ${s}.alerts (
+      alert_key text PRIMARY KEY,
+      kind text NOT NULL,
+      subject text NOT NULL,
+      state text NOT NULL CHECK (state IN ('open', 'resolved')),
+      sequence int NOT NULL,
+      failures int NOT NULL,
+      opened_at timestamptz NOT NULL,
+      resolved_at timestamptz,
+      last_error_type text,
+      last_error text,
+      opened_by jsonb NOT NULL,
+      last_failed_by jsonb NOT NULL,
+      resolved_by jsonb,
+      updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE ${s}.alert_events (
+      idempotency_key text PRIMARY KEY,
+      alert_key text NOT NULL,
+      outcome text NOT NULL,
+      transition text,
+      recorded_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX alert_events_recorded_idx ON ${s}.alert_events (recorded_at);
+    CREATE TABLE ${s}.alert_deliveries (
+      delivery_id bigserial PRIMARY KEY,
+      notice_id text NOT NULL,
+      channel text NOT NULL,
+      alert_key text NOT NULL,
+      notice jsonb NOT NULL,
+      status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'abandoned')),
+      attempts int NOT NULL DEFAULT 0,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      next_attempt_at timestamptz NOT NULL DEFAULT now(),
+      leased_until timestamptz,
+      sent_at timestamptz,
+      last_error text,
+      UNIQUE (notice_id, channel)
+    );
+    CREATE INDEX alert_deliveries_pending_idx ON ${s}.alert_deliveries (alert_key, channel, delivery_id) WHERE status = 'pending';`,
   // Monitoring (lib/monitoring): what runs served and why they failed; the WAL archiver's
   // progress; per tenant and kind, how many backups and their newest and oldest, kept by a
   // trigger (the health model reads one row per tenant, not one per backup); indexes for recent
@@ -357,6 +403,11 @@ export class Catalog {
     return withClient(this.pool, this.url, fn);
   }
 
+  /** Runs `fn` on a catalog connection once the schema is migrated, with the schema's quoted name: for engine modules that keep their own tables here (lib/alerts/store.ts). */
+  async withSchema<T>(fn: (c: PoolClient, schema: string) => Promise<T>): Promise<T> {
+    return this.run((c) => fn(c, this.s));
+  }
+
   /** Idempotent: recording the same backup twice leaves one row. */
   async recordBackup(manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
     const rec = backupRecordOf(manifest, storageUri, prefix, manifestSha256);
@@ -379,7 +430,7 @@ export class Catalog {
   async listBackups(filter: { tenantId?: string } = {}): Promise<BackupRecord[]> {
     const r = await this.run((c) =>
       c.query(
-        `SELECT * FROM ${this.s}.backups WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY snapshot_at DESC, backup_id DESC`,
+        `SELECT ${backupColumns} FROM ${this.s}.backups WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY snapshot_at DESC, backup_id DESC`,
         [filter.tenantId ?? null],
       ),
     );
@@ -387,7 +438,7 @@ export class Catalog {
   }
 
   async getBackup(backupId: string): Promise<BackupRecord> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]));
+    const r = await this.run((c) => c.query(`SELECT ${backupColumns} FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]));
     if (r.rowCount === 0) {
       throw new TenantsafeError(ErrorType.BackupNotFound, `Backup "${backupId}" is not in the catalog.`, 'List backups with `tenantsafe backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
     }
@@ -443,6 +494,40 @@ export class Catalog {
       ),
     );
     return r.rows.map((x) => ({ backupId: x.backup_id, snapshotAt: x.at, boundary: x.boundary }));
+  }
+
+  /**
+   * Every tenant backup the change log can extend (kind tenant, with snapshot.changeLogLsn and
+   * its origin), of every tenant and stream: what retention keeps the log for.
+   */
+  async changeLogBoundaries(): Promise<{ backupId: string; tenantId: string; stream: string; boundary: string }[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT backup_id, tenant_id, manifest->'snapshot'->'origin'->>'systemIdentifier' AS system, (manifest->'snapshot'->'origin'->>'databaseOid')::int AS db,
+                manifest->'snapshot'->>'changeLogLsn' AS boundary
+           FROM ${this.s}.backups WHERE kind = 'tenant' AND manifest->'snapshot' ? 'changeLogLsn' AND manifest->'snapshot' ? 'origin'
+          ORDER BY (manifest->'snapshot'->>'changeLogLsn')::pg_lsn, backup_id`,
+      ),
+    );
+    return r.rows.map((x) => ({ backupId: x.backup_id, tenantId: x.tenant_id, stream: changeLogStream({ systemIdentifier: x.system, databaseOid: x.db }), boundary: x.boundary }));
+  }
+
+  /** The streams the catalog holds segments or gaps of. */
+  async changeLogStreams(): Promise<string[]> {
+    const r = await this.run((c) => c.query<{ stream: string }>(`SELECT stream FROM ${this.s}.change_segments UNION SELECT stream FROM ${this.s}.change_log_gaps ORDER BY 1`));
+    return r.rows.map((x) => x.stream);
+  }
+
+  /** Forgets a segment (retention, before its objects go). */
+  async forgetChangeSegment(s: { stream: string; firstCommitLsn: string; lastEndLsn: string }): Promise<void> {
+    await this.run((c) =>
+      c.query(`DELETE FROM ${this.s}.change_segments WHERE stream = $1 AND first_commit_lsn = $2::pg_lsn AND last_end_lsn = $3::pg_lsn`, [s.stream, s.firstCommitLsn, s.lastEndLsn]),
+    );
+  }
+
+  /** Forgets a gap (retention, before its object goes). */
+  async forgetChangeLogGap(g: { stream: string; fromLsn: string; toLsn: string }): Promise<void> {
+    await this.run((c) => c.query(`DELETE FROM ${this.s}.change_log_gaps WHERE stream = $1 AND from_lsn = $2::pg_lsn AND to_lsn = $3::pg_lsn`, [g.stream, g.fromLsn, g.toLsn]));
   }
 
   /** The end of the last transaction the stream holds, and its commit time. */
@@ -569,10 +654,10 @@ export class Catalog {
   }
 
   async listRuns(limit = 100): Promise<(RunRecord & { startedAt: string; finishedAt: string | null })[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.runs ORDER BY started_at DESC LIMIT $1`, [limit]));
+    const r = await this.run((c) => c.query(`SELECT ${withMicros('started_at', 'finished_at')} FROM ${this.s}.runs ORDER BY started_at DESC LIMIT $1`, [limit]));
     return r.rows.map((x) => ({
       workflowId: x.workflow_id, runId: x.run_id, workflowType: x.workflow_type, tenantId: x.tenant_id, backupId: x.backup_id,
-      status: x.status, error: x.error, details: x.details, startedAt: x.started_at.toISOString(), finishedAt: x.finished_at?.toISOString() ?? null,
+      status: x.status, error: x.error, details: x.details, startedAt: x.started_at_us, finishedAt: x.finished_at_us,
     }));
   }
 
@@ -591,17 +676,18 @@ export class Catalog {
         ],
       ),
     );
-    return fullRowToRecord({ backup_id: m.backupId, method: m.method, provider: m.provider, database: m.database, storage_uri: storageUri, prefix, manifest_sha256: manifestSha256, bytes: m.totals.bytes, manifest: m, consistent_at: new Date(m.consistentAt), started_at: new Date(m.startedAt), finished_at: new Date(m.finishedAt) });
+    const us = (iso: string) => formatMicros(parseMicros(iso));
+    return fullRowToRecord({ backup_id: m.backupId, method: m.method, provider: m.provider, database: m.database, storage_uri: storageUri, prefix, manifest_sha256: manifestSha256, bytes: m.totals.bytes, manifest: m, consistent_at_us: us(m.consistentAt), started_at_us: us(m.startedAt), finished_at_us: us(m.finishedAt) });
   }
 
   /** Full backups, oldest first. */
   async listFullBackups(): Promise<FullBackupRecord[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.full_backups ORDER BY consistent_at, backup_id`));
+    const r = await this.run((c) => c.query(`SELECT ${fullBackupColumns} FROM ${this.s}.full_backups ORDER BY consistent_at, backup_id`));
     return r.rows.map(fullRowToRecord);
   }
 
   async getFullBackup(backupId: string): Promise<FullBackupRecord> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.full_backups WHERE backup_id = $1`, [backupId]));
+    const r = await this.run((c) => c.query(`SELECT ${fullBackupColumns} FROM ${this.s}.full_backups WHERE backup_id = $1`, [backupId]));
     if (r.rowCount === 0) {
       throw new TenantsafeError(ErrorType.BackupNotFound, `Full backup "${backupId}" is not in the catalog.`, 'List full backups with `tenantsafe full-backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
     }
@@ -626,8 +712,8 @@ export class Catalog {
 
   /** Backup ids with at least one verification, and when the newest was. */
   async lastVerified(): Promise<Map<string, string>> {
-    const r = await this.run((c) => c.query(`SELECT backup_id, max(verified_at) AS at FROM ${this.s}.verifications GROUP BY backup_id`));
-    return new Map(r.rows.map((x) => [x.backup_id as string, (x.at as Date).toISOString()]));
+    const r = await this.run((c) => c.query(`SELECT backup_id, ${microsText('max(verified_at)')} AS at FROM ${this.s}.verifications GROUP BY backup_id`));
+    return new Map(r.rows.map((x) => [x.backup_id as string, x.at as string]));
   }
 
   /** Rebuilds the full-backup index of one store from the manifests under full/. */
@@ -691,10 +777,10 @@ export class Catalog {
     return r.rows.map(restoreOf);
   }
 
-  /** The newest complete backup of a tenant taken at or before `at` (kind tenant: safety backups are for undo). */
-  async latestBackupAtOrBefore(tenantId: string, at: Date): Promise<BackupRecord | undefined> {
+  /** The newest complete backup of a tenant taken at or before `at` (ISO-8601 with a zone, to the microsecond; kind tenant: safety backups are for undo). */
+  async latestBackupAtOrBefore(tenantId: string, at: string): Promise<BackupRecord | undefined> {
     const r = await this.run((c) =>
-      c.query(`SELECT * FROM ${this.s}.backups WHERE tenant_id = $1 AND kind = 'tenant' AND snapshot_at <= $2 ORDER BY snapshot_at DESC LIMIT 1`, [tenantId, at]),
+      c.query(`SELECT ${backupColumns} FROM ${this.s}.backups WHERE tenant_id = $1 AND kind = 'tenant' AND snapshot_at <= $2::timestamptz ORDER BY snapshot_at DESC LIMIT 1`, [tenantId, at]),
     );
     return r.rows[0] ? rowToRecord(r.rows[0]) : undefined;
   }
@@ -776,12 +862,13 @@ export function backupRecordOf(m: TenantManifest, storageUri: string, prefix: st
     manifestSha256,
     rows: m.totals.rows,
     bytes: m.totals.bytes,
-    snapshotAt: m.snapshot.at,
+    // as the catalog gives them back: to the microsecond (manifests written before kept milliseconds)
+    snapshotAt: formatMicros(parseMicros(m.snapshot.at)),
     lsn: m.snapshot.lsn,
     tenantChecksum: m.tenantChecksum,
     schemaFingerprint: m.tenancy.fingerprint,
-    startedAt: m.startedAt,
-    finishedAt: m.finishedAt,
+    startedAt: formatMicros(parseMicros(m.startedAt)),
+    finishedAt: formatMicros(parseMicros(m.finishedAt)),
   };
 }
 
@@ -803,12 +890,12 @@ function rowToRecord(r: Record<string, any>): BackupRecord {
     manifestSha256: r.manifest_sha256,
     rows: Number(r.rows),
     bytes: Number(r.bytes),
-    snapshotAt: r.snapshot_at.toISOString(),
+    snapshotAt: r.snapshot_at_us,
     lsn: r.lsn,
     tenantChecksum: r.tenant_checksum,
     schemaFingerprint: r.schema_fingerprint,
-    startedAt: r.started_at.toISOString(),
-    finishedAt: r.finished_at.toISOString(),
+    startedAt: r.started_at_us,
+    finishedAt: r.finished_at_us,
   };
 }
 
@@ -824,9 +911,9 @@ function fullRowToRecord(r: Record<string, any>): FullBackupRecord {
     manifestSha256: r.manifest_sha256,
     bytes: Number(r.bytes),
     wal: m.wal,
-    consistentAt: r.consistent_at.toISOString(),
-    startedAt: r.started_at.toISOString(),
-    finishedAt: r.finished_at.toISOString(),
+    consistentAt: r.consistent_at_us,
+    startedAt: r.started_at_us,
+    finishedAt: r.finished_at_us,
   };
 }
 

@@ -30,7 +30,7 @@ export interface Config {
     address: string;
     namespace: string;
     taskQueue: string;
-    /** the Temporal Web UI, for links to a run (health items, status); none: ids only */
+    /** the Temporal Web UI (e.g. http://127.0.0.1:8233): alerts, health items and the dashboard link to the run there; none: ids only */
     uiUrl?: string;
   };
   backup: { parallelism: number; compressionLevel: number };
@@ -51,6 +51,7 @@ export interface Config {
   /** set when fullBackup.provider is supabase */
   supabase: SupabaseConfig | null;
   retention: RetentionConfig;
+  alerts: AlertsConfig;
   verification: {
     scratchDir: string;
     tenantBackupsPerRun: number;
@@ -122,6 +123,29 @@ export interface MonitoringConfig {
   cacheTtlMs: number;
   /** when set, /metrics (worker and dashboard) asks for `Authorization: Bearer <metricsToken>` */
   metricsToken?: string;
+}
+
+/** Pushed alerts (lib/alerts): where a failing job and its recovery are announced. */
+export interface AlertsConfig {
+  /** a JSON POST that Slack incoming webhooks accept (text + blocks), with the alert's fields beside them */
+  webhook: { url: string; headers: Record<string, string> } | null;
+  email: { smtp: SmtpConfig; from: string; to: string[] } | null;
+  /** one delivery attempt, at most (connect, send, answer) */
+  timeoutMs: number;
+  /** the wait after a failed delivery attempt; it doubles each time, up to maxRetryIntervalMs */
+  retryIntervalMs: number;
+  maxRetryIntervalMs: number;
+  /** a notice still undelivered this long after it was raised is given up (recorded in the catalog) */
+  giveUpAfterMs: number;
+}
+
+export interface SmtpConfig {
+  host: string;
+  port: number;
+  /** TLS from the first byte (port 465); else STARTTLS when the server offers it */
+  secure: boolean;
+  user?: string;
+  password?: string;
 }
 
 export interface SupabaseConfig {
@@ -263,8 +287,8 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     address: temporal.hostPort('address') ?? '127.0.0.1:7233',
     namespace: temporal.string('namespace') ?? 'default',
     taskQueue: temporal.string('taskQueue') ?? 'tenantsafe',
-    ...optional('uiUrl', temporal.url('uiUrl')?.replace(/\/+$/, '')),
   };
+  const uiUrl = temporal.url('uiUrl')?.replace(/\/+$/, '');
   temporal.done();
 
   const backup = root.section('backup');
@@ -317,6 +341,8 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
       }) ?? {},
   };
   retention.done();
+
+  const alertsConfig = alertsOf(root.section('alerts'));
 
   const verification = root.section('verification');
   const verificationConfig = {
@@ -387,12 +413,13 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     catalog: { url: catalogUrl ?? '', schema: catalogSchema },
     tenancy: tenancyConfig,
     storage: { primary: primaryConfig },
-    temporal: temporalConfig,
+    temporal: uiUrl ? { ...temporalConfig, uiUrl } : temporalConfig,
     backup: backupConfig,
     fullBackup: fullBackupConfig,
     changeLog: changeLogConfig,
     supabase: supabaseConfig,
     retention: retentionConfig,
+    alerts: alertsConfig,
     verification: verificationConfig,
     restore: restoreConfig,
     dashboard: dashboardConfig,
@@ -416,6 +443,44 @@ function retentionPolicyOf<T extends Partial<RetentionPolicy>>(section: Section,
     if (v !== undefined) out[key] = v;
   }
   return out as T;
+}
+
+/** The alerts section: a webhook, e-mail, or both; nothing configured sends nothing. */
+function alertsOf(alerts: Section): AlertsConfig {
+  const webhook = alerts.optionalSection('webhook');
+  let webhookConfig: AlertsConfig['webhook'] = null;
+  if (webhook) {
+    const url = webhook.secretUrl('url', true);
+    const headers = webhook.secretMap('headers') ?? {};
+    webhook.done();
+    if (url) webhookConfig = { url, headers };
+  }
+  const email = alerts.optionalSection('email');
+  let emailConfig: AlertsConfig['email'] = null;
+  if (email) {
+    const smtp = email.section('smtp', true);
+    const secure = smtp.boolean('secure') ?? false;
+    const host = smtp.string('host', true);
+    const port = smtp.integer('port', 1, 65535) ?? (secure ? 465 : 587);
+    const user = smtp.string('user');
+    const password = smtp.secret('password');
+    if (password !== undefined && user === undefined) smtp.reject('user', 'is required with a password', null);
+    smtp.done();
+    const from = email.emailAddress('from', true);
+    const to = email.emailList('to', true);
+    email.done();
+    if (host && from && to) emailConfig = { smtp: { host, port, secure, ...(user !== undefined ? { user } : {}), ...(password !== undefined ? { password } : {}) }, from, to };
+  }
+  const config: AlertsConfig = {
+    webhook: webhookConfig,
+    email: emailConfig,
+    timeoutMs: alerts.duration('timeout') ?? 10_000,
+    retryIntervalMs: alerts.duration('retryInterval') ?? 5_000,
+    maxRetryIntervalMs: alerts.duration('maxRetryInterval') ?? 5 * 60_000,
+    giveUpAfterMs: alerts.duration('giveUpAfter') ?? 24 * 3_600_000,
+  };
+  alerts.done();
+  return config;
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. */
@@ -479,6 +544,12 @@ class Section {
 
   section(name: string, required = false): Section {
     return new Section(this.take(name, required), this.key(name), this.problems);
+  }
+
+  /** A subsection that is there, or undefined when the key is absent. */
+  optionalSection(name: string): Section | undefined {
+    const v = this.take(name, false);
+    return v === undefined ? undefined : new Section(v, this.key(name), this.problems);
   }
 
   string(name: string, required = false): string | undefined {
@@ -590,6 +661,51 @@ class Section {
     return v;
   }
 
+  /** An http(s) URL that may hold a secret (a Slack webhook's path is one): problems never echo it. */
+  secretUrl(name: string, required = false): string | undefined {
+    const v = this.secret(name, required);
+    if (v === undefined) return undefined;
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(v);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || !['http:', 'https:'].includes(parsed.protocol) || !parsed.hostname) {
+      this.problems.push(`${this.key(name)}: must be an http(s) URL like https://hooks.example.com/... (the value is not shown: it may hold a secret)`);
+      return undefined;
+    }
+    return v;
+  }
+
+  /** A mapping of names to strings that may be secrets (HTTP headers): problems name the key, never a value. */
+  secretMap(name: string): Record<string, string> | undefined {
+    const v = this.take(name, false);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'object' || Array.isArray(v) || Object.entries(v as object).some(([k, s]) => !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k) || (typeof s !== 'string' && typeof s !== 'number'))) {
+      this.problems.push(`${this.key(name)}: must be a mapping of header names to strings (e.g. Authorization: "Bearer \${TOKEN}")`);
+      return undefined;
+    }
+    return Object.fromEntries(Object.entries(v as object).map(([k, s]) => [k, String(s)]));
+  }
+
+  /** a@b.example, or Name <a@b.example> */
+  emailAddress(name: string, required = false): string | undefined {
+    const v = this.string(name, required);
+    if (v !== undefined && !isEmailAddress(v)) return this.fail(name, 'must be an e-mail address like alerts@example.com', v);
+    return v;
+  }
+
+  emailList(name: string, required = false): string[] | undefined {
+    const v = this.take(name, required);
+    if (v === undefined) return undefined;
+    const list = typeof v === 'string' ? [v] : v;
+    if (!Array.isArray(list) || list.length === 0 || list.some((a) => typeof a !== 'string' || !isEmailAddress(a))) {
+      return this.fail(name, 'must be a list of one or more e-mail addresses like [ops@example.com]', v);
+    }
+    return list as string[];
+  }
+
   hostPort(name: string): string | undefined {
     const v = this.string(name);
     if (v !== undefined && !/^[^\s:/]+:\d{1,5}$/.test(v)) return this.fail(name, 'must be host:port', v);
@@ -625,6 +741,10 @@ class Section {
       if (!this.seen.has(k)) this.problems.push(`${this.key(k)}: unknown key`);
     }
   }
+}
+
+function isEmailAddress(v: string): boolean {
+  return /^(?:[^<>@\r\n]*<[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+)$/.test(v.trim());
 }
 
 /** A database URL with its password replaced, safe for logs, errors and workflow history. */

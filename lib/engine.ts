@@ -1,6 +1,7 @@
 // The engine's shared resources for one process (a worker, the CLI): config, database and
-// catalog pools, the primary store. Created lazily, closed once.
+// catalog pools, the primary store, the alerts' notifier. Created lazily, closed once.
 import type { Pool } from 'pg';
+import { Notifier } from './alerts';
 import { Catalog } from './catalog';
 import type { Config } from './config';
 import { createPool } from './pg';
@@ -12,6 +13,7 @@ export class Engine {
   private dbPool?: Pool;
   private catalogInstance?: Catalog;
   private primaryStore?: ObjectStore;
+  private notifier?: Notifier;
 
   constructor(readonly config: Config) {}
 
@@ -34,12 +36,19 @@ export class Engine {
     return this.primaryStore;
   }
 
+  /** Pushed alerts: records outcomes in the catalog and delivers notices in the background. */
+  get alerts(): Notifier {
+    this.notifier ??= new Notifier(this.config, this.catalog);
+    return this.notifier;
+  }
+
   private track(pool: Pool): Pool {
     this.pools.push(pool);
     return pool;
   }
 
   async close(): Promise<void> {
+    await this.notifier?.stop();
     await Promise.all(this.pools.map((p) => p.end().catch(() => undefined)));
     this.pools = [];
   }

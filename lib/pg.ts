@@ -29,6 +29,15 @@ export function allNotNull(alias: string, names: readonly string[]): string {
   return names.map((n) => `${alias}.${quoteIdent(n)} IS NOT NULL`).join(' AND ');
 }
 
+/**
+ * A timestamptz expression as ISO-8601 text in UTC with its microseconds, e.g.
+ * 2026-11-25T05:30:00.123456Z: a JavaScript Date would drop them, and a time printed without them
+ * and given back as a target could fall before the commit it names.
+ */
+export function microsText(expr: string): string {
+  return `to_char((${expr}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
 /** A SQL string literal (standard_conforming_strings on, which is the default since 9.1). */
 export function quoteLiteral(value: string): string {
   if (value.includes('\0')) throw new TenantsafeError(ErrorType.BadInput, 'Value contains a NUL byte.', 'Remove it.');

@@ -202,7 +202,7 @@ describe('a database crash in the middle of a step', function () {
     });
     await waitFor(`the archive reaches ${committedAt}`, async () => {
       const w = await cli('pitr', 'window');
-      return w.code === 0 && w.json().latest >= committedAt;
+      return w.code === 0 && Date.parse(w.json().latest) >= Date.parse(committedAt);
     });
   });
 });

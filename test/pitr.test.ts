@@ -3,22 +3,29 @@
 // errors, verification of base backups and their WAL, and retention on real storage.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Client } from 'pg';
-import { connect, withConnection } from '../lib/pg';
+import { connect, microsText, withConnection } from '../lib/pg';
 import { snapshotOrigin } from '../lib/tenantBackup/export';
 import type { SnapshotOrigin } from '../lib/format/tenantManifest';
+import { createFullBackupProvider } from '../lib/fullBackup/provider';
+import { pitrTargetOf } from '../lib/pitr/window';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { freePorts } from '../lib/process';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
-import { listWalArchive } from '../lib/wal/archive';
+import { parseMicros } from '../lib/time';
+import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
+import { partialKey, segmentKey } from '../lib/format/walArchive';
+import { sha256Hex } from '../lib/checksum';
 import { segmentOfLsn } from '../lib/wal/names';
 import { databaseWorkflowIds } from '../workflows/messages';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { workflowScopes } from '../lib/databaseIdentity';
+import { waitFor } from './support/wait';
 
 interface Row {
   id: number;
@@ -87,7 +94,8 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   const cli = (args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
 
   before(async function () {
-    source = await startSourceCluster();
+    // commit times as Postgres keeps them (pg_last_committed_xact), to hold the window's latest against
+    source = await startSourceCluster('app', { track_commit_timestamp: 'on' });
     await source.cluster.psql(`CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)`, 'app');
     env = await createTestEnv('local', {
       db: source.db,
@@ -120,7 +128,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     for (let i = 0; ; i++) {
       const w = await cli(['pitr', 'window']);
       assert.equal(w.code, 0, w.stderr);
-      if (w.json().latest >= at) return w.json();
+      if (parseMicros(w.json().latest) >= parseMicros(at)) return w.json();
       if (i > 100) assert.fail(`the window never reached ${at}: ${w.stdout}`);
       await sleep(200);
     }
@@ -171,7 +179,8 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     const out = res.json();
     assert.deepEqual(Object.keys(out).sort(), ['dataDir', 'lsn', 'port', 'recoveredTo']);
     assert.equal(out.dataDir, target);
-    assert.ok(out.recoveredTo <= quiet.at, `recovered to ${out.recoveredTo}, target ${quiet.at}`);
+    assert.match(out.recoveredTo, /\.\d{6}Z$/, 'the last commit replayed, to the microsecond');
+    assert.ok(parseMicros(out.recoveredTo) <= parseMicros(quiet.at), `recovered to ${out.recoveredTo}, target ${quiet.at}`);
     const expected = writer.rows.filter((r) => r.id <= quiet.lastBefore).map((r) => r.id);
     assert.ok(expected.length > 50, `rows before the target: ${expected.length}`);
     assert.ok(writer.rows.some((r) => r.id > quiet.lastBefore), 'rows were committed after the target too');
@@ -227,6 +236,31 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     await restored.start();
     assert.deepEqual(await restoredIds(restored.port), writer.rows.map((r) => r.id), 'every committed row, the last one included');
     await restored.stop();
+  });
+
+  it('prints the window\'s latest to the microsecond, as Postgres keeps it: given back as --at, it restores that very commit', async () => {
+    const newestCommit = async () =>
+      (await withConnection(source.db.url, (c) => c.query<{ at: string }>(`SELECT ${microsText('(pg_last_committed_xact()).timestamp')} AS at`))).rows[0].at;
+    let latest = '';
+    // nothing commits any more: the archive reaches the newest commit within a moment
+    await waitFor('the window to reach the newest commit', async () => {
+      const [w, newest] = await Promise.all([cli(['pitr', 'window']), newestCommit()]);
+      latest = w.json().latest;
+      return latest === newest;
+    }, { tries: 150, intervalMs: 200, state: async () => `window ${latest}, newest commit ${await newestCommit()}` });
+    assert.match(latest, /\.\d{6}Z$/);
+    // as the activities do, with no commit after it in the archive: recovery cannot wait for one
+    const provider = createFullBackupProvider(env.engine);
+    const plan = await provider.planRestore(pitrTargetOf({ at: latest }), path.join(source.dir, 'at-newest'), new Date());
+    assert.ok(plan.stopAfterXid, 'recovery stops after the newest commit, not at its time');
+    const alone = await provider.restore({ plan, target: path.join(source.dir, 'at-newest') });
+    assert.equal(alone.recoveredTo, latest);
+    // and through the CLI and the workflow
+    const port = (await freePorts('127.0.0.1', 1))[0];
+    const res = await cli(['pitr', 'restore', '--at', latest, '--target', path.join(source.dir, 'at-latest'), '--port', String(port)]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.json().recoveredTo, latest, 'recovered to that commit, printed the same way');
+    assert.deepEqual(await restoredIds(port), writer.rows.map((r) => r.id), 'every committed row');
   });
 
   it('fails a restore whose WAL holds a damaged segment, naming it', async () => {
@@ -323,3 +357,24 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   });
 });
 
+
+describe('the WAL archive read for a recovery', () => {
+  it('serves a segment that completed after the listing, its partial gone meanwhile', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-wal-'));
+    try {
+      const archive = createStore({ kind: 'local', path: dir });
+      const name = '000000010000000000000003';
+      const segmentSize = 1 << 20;
+      const full = Buffer.alloc(segmentSize, 7);
+      await archive.put(partialKey(name), gzipSync(full.subarray(0, 1000)));
+      const listing = await listWalArchive(archive);
+      assert.deepEqual(listing.partials.map((p) => p.name), [name]);
+      // what the archiver does when the segment completes: the segment, then the partial goes
+      await archive.put(segmentKey(name, sha256Hex(full)), gzipSync(full));
+      await archive.delete(partialKey(name));
+      assert.deepEqual(await fetchWalFile(archive, listing, name, segmentSize), full);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -756,6 +756,10 @@ describe('tenant restore engine', function () {
     assert.throws(() => checked({ at: '2999-01-01T00:00:00Z' }), /in the future/);
     assert.deepEqual(checked({ at: '2026-01-01T01:00:00.1234567+01:00' }).source, { pointInTime: { at: '2026-01-01T00:00:00.123456Z' } }, 'microseconds kept, in UTC');
     assert.equal((await backupSource({ backupBefore: new Date().toISOString() })).tenantId, tenantId);
+    // a printed snapshot time, given back, finds that very backup (its microseconds kept)
+    const newest = (await engine.catalog.listBackups({ tenantId })).find((b) => b.kind === 'tenant')!;
+    assert.match(newest.snapshotAt, /\.\d{6}Z$/);
+    assert.equal((await backupSource({ backupBefore: newest.snapshotAt })).backupId, newest.backupId);
     assert.throws(() => parseSelection({ tenantId, mode: 'merge' }), /Unknown mode "merge"/);
     assert.throws(() => parseSelection({ tenantId, changes: ['upsert'] }), /Unknown change kind\(s\) upsert/);
   });

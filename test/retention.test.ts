@@ -1,17 +1,31 @@
 // The retention engine over a simulated calendar: 400 days of daily 02:00 backups (with an
-// outage at the end), the policy applied every day at 03:00 with an injected clock; and on a
-// real catalog, the backups restores are reading.
+// outage at the end), the policy applied every day at 03:00 with an injected clock; on a real
+// catalog, the backups restores are reading; and on a private logical cluster, the change log
+// that follows the tenant backups it extends.
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { captureChanges } from '../lib/changeLog/capture';
+import { readChangeLog } from '../lib/changeLog/read';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { pitrAnchor, planRetention, planWalRetention, type RetentionPolicy } from '../lib/retention/policy';
+import { streamPrefix } from '../lib/format/changeLog';
+import { backupLabel } from '../lib/labels';
+import { withConnection } from '../lib/pg';
+import { planPointInTime } from '../lib/pointInTime';
+import { rebuildFromChangeLog } from '../lib/pointInTime/changeLogReplay';
+import { pitrAnchor, planChangeLogRetention, planRetention, planWalRetention, type RetentionPolicy } from '../lib/retention/policy';
 import { runRetention } from '../lib/retention/run';
-import { positionKey, segmentName } from '../lib/wal/names';
-import { backUpNow } from './support/backups';
+import { formatMicros } from '../lib/time';
+import { formatLsn, parseLsn, positionKey, segmentName } from '../lib/wal/names';
+import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
+import { backUpNow, readBackup } from './support/backups';
+import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
+import { createTestEnv, type TestEnv } from './support/env';
+import { waitFor } from './support/wait';
 
 const segmentSize = 16 * 1024 * 1024;
 const dayMs = 86_400_000;
@@ -163,5 +177,143 @@ describe('retention of tenant backups a restore reads', () => {
     // and a finished one does not hold it either
     await engine.catalog.recordRestore({ ...restore, state: 'done' });
     assert.deepEqual(await removed(), [older]);
+  });
+});
+
+describe('retention of the change log: segments follow the tenant backups they extend', () => {
+  const seg = (end: number, commitUs: number) => ({ lastEndLsn: BigInt(end), lastCommitUs: BigInt(commitUs) });
+  const segments = [seg(100, 1_000), seg(200, 2_000), seg(300, 3_000), seg(400, 4_000)];
+
+  it('cuts at the oldest boundary among the kept backups of every tenant, never into the newest segment', () => {
+    const cut = planChangeLogRetention({ segments, bases: [{ backupId: 'acme-2', boundary: 350n }, { backupId: 'globex-1', boundary: 250n }], horizonUs: 10_000n });
+    assert.deepEqual(cut, { upTo: 250n, by: { backupId: 'globex-1' } });
+    const late = planChangeLogRetention({ segments, bases: [{ backupId: 'acme-3', boundary: 900n }], horizonUs: 0n });
+    assert.equal(late.upTo, 399n, 'a boundary past the newest segment: that segment stays all the same');
+  });
+
+  it('with no backup the log extends, keeps the segments younger than the age horizon, and the newest whatever its age', () => {
+    assert.deepEqual(planChangeLogRetention({ segments, bases: [], horizonUs: 2_500n }), { upTo: 200n, by: { horizon: formatMicros(2_500n) } });
+    assert.equal(planChangeLogRetention({ segments, bases: [], horizonUs: 99_000n }).upTo, 300n, 'all old: all but the newest');
+    assert.equal(planChangeLogRetention({ segments, bases: [], horizonUs: 500n }).upTo, null, 'all young: none');
+    assert.equal(planChangeLogRetention({ segments: [], bases: [], horizonUs: 99_000n }).upTo, null);
+  });
+});
+
+describe('retention of the change log on a logical cluster', function () {
+  this.timeout(240_000);
+  let source: SourceCluster;
+  let env: TestEnv;
+  let stream: string;
+  let capture: { stop(): Promise<void> };
+  const sample = { tenants: 3, rows: 2_000 };
+  const sql = (text: string, params?: unknown[]) => withConnection(env.db.url, (c) => c.query(text, params));
+  const view = (tenantId: string, p: string) => sql(`INSERT INTO app.page_views (tenant_id, path, viewed_at) VALUES ($1, $2, now())`, [tenantId, p]);
+  /** Waits until every commit so far is in a stored segment. */
+  const logCaughtUp = async () => {
+    const last = parseLsn((await sql(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
+    await waitFor('the log to catch up', async () => parseLsn((await env.engine.catalog.getChangeLogStream(stream))?.caughtUpLsn ?? '0/0') >= last);
+  };
+  const ids: Record<'acme1' | 'globex' | 'acme2', string> = { acme1: '', globex: '', acme2: '' };
+  let mark: { commitTime: string };
+
+  before(async () => {
+    source = await startSourceCluster('app', { wal_level: 'logical' });
+    const { url } = await ensureSampleDatabase(source.cluster.url(), 'saas', sample);
+    env = await createTestEnv('local', {
+      db: { name: 'saas', url, tenants: sampleTenants(sample), drop: async () => undefined },
+      configure: (doc) => {
+        doc.changeLog = { enabled: true, flushInterval: '100ms', replicaIdentityFull: true };
+        // each tenant keeps only its newest backup
+        doc.retention = { days: 0, minCount: 1 };
+      },
+    });
+    const ac = new AbortController();
+    const running = captureChanges(env.engine, { runForMs: 600_000, signal: ac.signal });
+    capture = { stop: async () => (ac.abort(), void (await running)) };
+    await waitFor('the slot', async () => (await sql(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].n === 1);
+    stream = (await sql(`SELECT s.system_identifier::text || '-' || d.oid AS s FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()`)).rows[0].s;
+
+    // acme's first backup, globex's only one, acme's second, with commits of both tenants around them
+    await view('globex', '/w1');
+    await logCaughtUp();
+    ids.acme1 = await backUpNow(env.engine, 'acme');
+    await view('globex', '/w2');
+    await logCaughtUp();
+    ids.globex = await backUpNow(env.engine, 'globex');
+    await view('globex', '/w3');
+    await logCaughtUp();
+    ids.acme2 = await backUpNow(env.engine, 'acme');
+    await view('acme', '/w4');
+    await view('globex', '/mark');
+    await logCaughtUp();
+    await view('globex', '/too-late');
+    await logCaughtUp();
+    for await (const { txn } of readChangeLog(env.engine.store, env.engine.catalog, stream, 0n)) {
+      if (txn.changes.some((c) => c.kind === 'insert' && c.row[1] === '/mark')) mark = txn;
+    }
+    assert.ok(mark, 'the marked commit is in the log');
+  });
+  after(async () => {
+    await capture?.stop().catch(() => undefined);
+    await env?.close();
+    await source?.remove();
+  });
+
+  const storedSegments = async () => {
+    const keys: string[] = [];
+    for await (const o of env.engine.store.list(`${streamPrefix(stream)}segments/`)) keys.push(o.key);
+    return keys;
+  };
+  const boundaryOf = async (backupId: string) => parseLsn((await env.engine.catalog.changeLogBoundaries()).find((b) => b.backupId === backupId)!.boundary);
+
+  it('removes the segments that end at or before the oldest boundary any tenant\'s kept backup has, and keeps every one after it', async () => {
+    const cut = await boundaryOf(ids.globex);
+    assert.ok(cut < (await boundaryOf(ids.acme2)), 'globex\'s backup is the oldest kept one with a boundary');
+    const before = await env.engine.catalog.listChangeSegments(stream);
+    const old = before.filter((s) => parseLsn(s.lastEndLsn) <= cut);
+    assert.ok(old.length >= 2, `segments before the cut: ${old.length}`);
+    // a crash of an earlier run between a segment's catalog row and its objects: objects no reader reaches
+    const leftover = old[0];
+    await env.engine.catalog.forgetChangeSegment(leftover);
+
+    const dry = await runRetention(env.engine, { dryRun: true });
+    assert.deepEqual(dry.removedBackups, [ids.acme1]);
+    assert.equal(dry.removedChangeSegments, old.length, 'the leftover counted with the recorded ones');
+    assert.deepEqual(dry.changeLogCuts, [{ stream, upTo: formatLsn(cut), by: ids.globex }]);
+    assert.equal((await env.engine.catalog.listChangeSegments(stream)).length, before.length - 1, 'a dry run deletes nothing');
+    assert.equal((await storedSegments()).length, before.length * 2);
+
+    const applied = await runRetention(env.engine, { dryRun: false });
+    assert.deepEqual(applied.removedBackups, [ids.acme1]);
+    assert.equal(applied.removedChangeSegments, old.length);
+    const after = await env.engine.catalog.listChangeSegments(stream);
+    assert.ok(after.every((s) => parseLsn(s.lastEndLsn) > cut), 'every recorded segment left ends after the cut');
+    const younger = before.filter((s) => parseLsn(s.lastEndLsn) > cut).map((s) => s.manifestKey);
+    assert.deepEqual(after.map((s) => s.manifestKey).filter((k) => younger.includes(k)), younger, 'and every one after it is still there');
+    const stored = await storedSegments();
+    assert.equal(stored.length, after.length * 2, 'storage holds exactly the recorded segments, data and manifest');
+    assert.ok(!stored.some((k) => k.includes(leftover.manifestKey.slice(0, -'.json'.length))), 'the leftover is gone too');
+  });
+
+  it('still rebuilds a tenant at a point in time from the oldest kept backup, and from the newest', async () => {
+    const globexPlan = await planPointInTime(env.engine, 'globex', { at: mark.commitTime });
+    assert.equal(globexPlan.source, 'changeLog');
+    assert.equal(globexPlan.baseBackupId, ids.globex);
+    const base = await env.engine.catalog.getBackup(ids.globex);
+    const backupId = backupLabel(new Date(), 'pointInTime', randomBytes(3).toString('hex'));
+    await rebuildFromChangeLog(env.engine, { tenantId: 'globex', backupId, base, stream, target: { at: mark.commitTime }, reason: 'test' });
+    const paths = (await readBackup(env.engine.store, 'globex', backupId)).rows.get('app.page_views')!.map((l) => l.split('\t')[1]);
+    assert.ok(['/w1', '/w2', '/w3', '/mark'].every((p) => paths.includes(p)), 'before the backup from it, after it from the log, the point itself');
+    assert.ok(!paths.includes('/too-late'));
+    assert.equal((await planPointInTime(env.engine, 'acme', { at: mark.commitTime })).baseBackupId, ids.acme2);
+  });
+
+  it('cuts at the next oldest boundary once the oldest backup goes', async () => {
+    await backUpNow(env.engine, 'globex');
+    const applied = await runRetention(env.engine, { dryRun: false });
+    assert.deepEqual(applied.removedBackups, [ids.globex]);
+    const cut = await boundaryOf(ids.acme2);
+    assert.deepEqual(applied.changeLogCuts, [{ stream, upTo: formatLsn(cut), by: ids.acme2 }]);
+    assert.ok((await env.engine.catalog.listChangeSegments(stream)).every((s) => parseLsn(s.lastEndLsn) > cut));
   });
 });

@@ -53,6 +53,8 @@ for (const storage of ['local', 'gcs'] as StorageKind[]) {
       assert.deepEqual(sorted(backup.keys), sorted([...manifest.tables.map((t) => t.object.key), 'manifest.json', 'started.json']));
       const listed = await runCli(['backups', 'list', '--tenant', 'globex', '--json'], { configFile: env.configFile });
       assert.deepEqual(listed.json()[0], { backupId: out.backupId, tenantId: 'globex', status: 'completed', rows: out.rows, bytes: out.bytes, snapshotAt: out.snapshotAt });
+      assert.match(out.snapshotAt, /\.\d{6}Z$/, 'the snapshot time as Postgres read it, to the microsecond');
+      assert.equal(manifest.snapshot.at, out.snapshotAt);
     });
 
     it('holds exactly the tenant\'s rows, table by table, and none of another tenant', async () => {

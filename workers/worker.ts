@@ -61,6 +61,8 @@ export async function startWorker(
     await connection.close();
     throw err;
   }
+  // notices queued by this worker's activities, or left by a worker that stopped, go out from here
+  engine.alerts.start();
   const done = worker.run().finally(async () => {
     await monitoring?.close();
     await engine.close();

@@ -26,7 +26,7 @@ export async function changeLog(input: ChangeLogInput = {}): Promise<ChangeLogSt
     status.transactions += progress.transactions;
     status.durableLsn = progress.durableLsn;
     status.caughtUpAt = progress.caughtUpAt ?? status.caughtUpAt;
-  });
+  }, 'changeLog');
   if (ended === 'stopped') return status;
   return continueAsNew<typeof changeLog>({ sliceMs: input.sliceMs, carried: { restarts: status.restarts, segments: status.segments, transactions: status.transactions } });
 }

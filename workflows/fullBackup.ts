@@ -3,12 +3,14 @@
 //   2. postgres: make sure the WAL archiver runs (a base backup is restorable only with its WAL)
 //   3. take the backup into storage, objects first, manifest last (waits for its WAL to be archived)
 //   4. index it in the catalog
-// On failure: remove what was written unless a manifest made it a complete backup.
+//   5. report the outcome to the alerts (a success resolves an open alert of the database's full backups)
+// On failure: remove what was written unless a manifest made it a complete backup; alert.
 import { ParentClosePolicy, proxyActivities, setHandler, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
+import { announce, failureOf } from './alerts';
 import { compensate } from './failures';
 import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
 import { bulkCopy, shortStep } from './profiles';
@@ -38,6 +40,7 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
     await step.recordFullBackup({ backupId });
     status.state = 'done';
     await step.recordRun({ ...run, status: 'completed', details: { bytes: backup.bytes, startLsn: backup.startLsn, stopLsn: backup.stopLsn } });
+    await announce({ kind: 'fullBackup', outcome: 'succeeded', step: 'outcome', backupId });
     return {
       backupId,
       kind: backup.method === 'basebackup' ? 'physical' : 'logical',
@@ -51,6 +54,7 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteFullBackup({ backupId }),
       (cause, type) => step.recordRun({ ...run, status: 'failed', error: cause, errorType: type ?? null }),
+      () => announce({ kind: 'fullBackup', outcome: 'failed', step: 'outcome', backupId, error: failureOf(err) }),
     ]);
     throw err;
   }

@@ -29,6 +29,11 @@ export const scheduleIds = {
 
 export interface TenantBackupInput {
   tenantId: string;
+  /**
+   * set by tenantBackupsAll: its one alert sums up the failures of the batch, so this run alerts
+   * only when it succeeds (resolving an alert of the tenant's own), not when it fails
+   */
+  inBatch?: boolean;
 }
 
 export type TenantBackupState = 'checking' | 'exporting' | 'recording' | 'done' | 'failed';
@@ -255,6 +260,8 @@ export interface PitrRestoreStatus {
 
 export interface VerifyBackupInput {
   backupId: string;
+  /** set by verifyRecentBackups: its one alert sums up the failures, so this run alerts only when it succeeds */
+  inBatch?: boolean;
 }
 
 export interface VerifyBackupResult {

@@ -35,3 +35,11 @@ export const restoreOnce: ActivityOptions = {
   heartbeatTimeout: '30s',
   retry: { maximumAttempts: 1 },
 };
+
+/** Reporting a job's outcome to the alerts (a catalog write; delivery is the worker's background work). Its failure is ignored. */
+export const alertStep: ActivityOptions = {
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 3 },
+};
+/** Runs started before the alerts existed replay without their notifyAlert steps (workflows/alerts.ts). */
+export const pushAlerts = 'push-alerts';

@@ -2,10 +2,13 @@
 //   1. check the tenant exists and storage is writable (bad input fails here, nothing written)
 //   2. export every owned table from one snapshot, objects first, manifest last
 //   3. index the backup in the catalog
-// On failure: remove what was written unless a manifest made it a complete backup.
+//   4. report the outcome to the alerts: a success resolves the tenant's open alert
+// On failure: remove what was written unless a manifest made it a complete backup; alert (unless a
+// batch, tenantBackupsAll, alerts for it).
 import { proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
+import { announce, failureOf } from './alerts';
 import { compensate } from './failures';
 import { requireTenantId } from './inputs';
 import { searchAttributes, tenantBackupStatusQuery, type TenantBackupInput, type TenantBackupResult, type TenantBackupStatus } from './messages';
@@ -38,6 +41,7 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
     await step.recordTenantBackup({ tenantId, backupId, manifestSha256: backup.manifestSha256 });
     status.state = 'done';
     await step.recordRun({ ...run, status: 'completed', details: { rows: backup.rows, bytes: backup.bytes } });
+    await announce({ kind: 'tenantBackup', outcome: 'succeeded', step: 'outcome', tenantId, backupId });
     return {
       backupId,
       tenantId,
@@ -55,6 +59,8 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteBackup({ tenantId, backupId }),
       (cause, type) => step.recordRun({ ...run, status: 'failed', error: cause, errorType: type ?? null }),
+      // in a batch, tenantBackupsAll's one alert names this failure
+      async () => input?.inBatch !== true && announce({ kind: 'tenantBackup', outcome: 'failed', step: 'outcome', tenantId, backupId, error: failureOf(err) }),
     ]);
     throw err;
   }

@@ -7,7 +7,8 @@
 //      safety backup, so this restore can be undone); if the live data moved since the preview,
 //      the plan (and its digest) changed: back to 3 with the new preview
 //   5. verify the tenant against the backup's checksums
-// Whatever happens, the scratch schema is dropped at the end.
+// Whatever happens, the scratch schema is dropped at the end. A failure alerts (lib/alerts); the
+// tenant's next restore that completes resolves it.
 import {
   ApplicationFailure,
   CancellationScope,
@@ -22,6 +23,7 @@ import { ErrorType } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import type { RestoreJob } from '../lib/restore/index';
 import { approvalRefusal } from '../lib/restore/rules';
+import { announce, failureOf } from './alerts';
 import { rootCause } from './failures';
 import { requireTenantId } from './inputs';
 import {
@@ -62,6 +64,8 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   const finish = async (state: TenantRestoreResult['state']): Promise<TenantRestoreResult> => {
     status.state = state;
     await record({ result: { applied: status.applied, verification: status.verification, rejection: status.rejection } });
+    // a person's rejection or silence is no failure: only a restore that completes resolves the tenant's restore alert
+    if (state === 'done') await announce({ kind: 'tenantRestore', outcome: 'succeeded', step: 'outcome', tenantId, backupId: status.backupId });
     const { backupId, safetyBackupId, applied, verification, rejection } = status;
     return { state, restoreId, tenantId, backupId, safetyBackupId, applied, verification, rejection };
   };
@@ -120,6 +124,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     status.state = 'failed';
     status.error = rootCause(err).message;
     await CancellationScope.nonCancellable(() => record().catch(() => undefined));
+    await announce({ kind: 'tenantRestore', outcome: 'failed', step: 'outcome', tenantId, backupId: status.backupId, error: failureOf(err) });
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => step.dropRestoreScratch({ restoreId }));

@@ -22,7 +22,7 @@ export async function walArchiver(input: WalArchiverInput = {}): Promise<WalArch
     const progress = await (patched(stopWaitsForTheStream) ? streamUntilStopped : stream).archiveWal({ runForMs: sliceMs });
     status.segmentsArchived += progress.segmentsArchived;
     status.lastSegment = progress.lastSegment ?? status.lastSegment;
-  });
+  }, 'walArchiver');
   if (ended === 'stopped') return status;
   return continueAsNew<typeof walArchiver>({ sliceMs: input.sliceMs, carried: { restarts: status.restarts, segmentsArchived: status.segmentsArchived } });
 }

@@ -10,7 +10,7 @@ import { sha256Hex } from '../checksum';
 import type { ChangeLogConfig } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { gapKey, sealGap, sealSegmentManifest, sealStart, segmentKeys, startKey, streamPrefix, transactionLine } from '../format/changeLog';
+import { changeLogStream, gapKey, sealGap, sealSegmentManifest, sealStart, segmentKeys, startKey, streamPrefix, transactionLine } from '../format/changeLog';
 import { connectionError, qualified, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { discoverTenancy, type TenancyPlan } from '../tenancy';
@@ -30,13 +30,11 @@ export interface ChangeLogProgress {
   caughtUpAt: string | null;
 }
 
+/** The stream's id is the format's (lib/format/changeLog.ts); re-exported for those who import it from here. */
+export { changeLogStream };
+
 /** A segment is written once it holds this much (JSON), or when the flush interval is up. */
 const segmentBytes = 32 << 20;
-
-/** The change log of this database: one per cluster history and database. */
-export function changeLogStream(info: { systemIdentifier: string; databaseOid: number }): string {
-  return `${info.systemIdentifier}-${info.databaseOid}`;
-}
 
 /**
  * Makes the database ready to stream: wal_level logical, every owned table with a replica

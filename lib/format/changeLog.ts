@@ -19,6 +19,11 @@ import { manifestFormatVersion, parseSealedManifest, sealManifest } from './seal
 
 export const changeLogPrefix = 'changelog/';
 
+/** The change log of a database: one per cluster history (system identifier) and database oid. */
+export function changeLogStream(info: { systemIdentifier: string; databaseOid: number }): string {
+  return `${info.systemIdentifier}-${info.databaseOid}`;
+}
+
 export function streamPrefix(stream: string): string {
   return `${changeLogPrefix}${stream}/`;
 }
@@ -32,6 +37,15 @@ export function segmentKeys(stream: string, firstCommitLsn: bigint, lastEndLsn: 
 
 export function gapKey(stream: string, fromLsn: bigint, toLsn: bigint): string {
   return `${streamPrefix(stream)}gaps/${lsnKey(fromLsn)}-${lsnKey(toLsn)}.json`;
+}
+
+const keyPattern = /\/(segments|gaps)\/([0-9A-F]{16})-([0-9A-F]{16})\.(json|jsonl\.gz)$/;
+
+/** What a stream's key names: a segment's data or manifest (its first commit and last end), or a gap (from, to); undefined for any other key. */
+export function changeLogObjectOfKey(key: string): { kind: 'segment' | 'gap'; from: bigint; to: bigint } | undefined {
+  const m = keyPattern.exec(key);
+  if (!m || (m[1] === 'gaps' && m[4] !== 'json')) return undefined;
+  return { kind: m[1] === 'gaps' ? 'gap' : 'segment', from: BigInt(`0x${m[2]}`), to: BigInt(`0x${m[3]}`) };
 }
 
 /** Where the stream's log begins: a tenant backup with a boundary before it is no base for it. */

@@ -11,7 +11,7 @@ import type { Engine } from '../engine';
 import { pgBin } from '../postgres/tools';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
-import { connect, toolConnection } from '../pg';
+import { connect, microsText, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { ParallelGzip } from '../streams';
 import { segmentFolder } from '../format/walArchive';
@@ -103,7 +103,8 @@ export async function takeBaseBackup(
     clearInterval(timer);
     args.signal?.removeEventListener('abort', kill);
   }
-  const stoppedAt = new Date().toISOString();
+  // the server's clock, as the commit times the window and recovery targets are compared with
+  const stoppedAt = await serverNow(config.database.url);
   const manifestText = tar.captured.get(backupManifestKey);
   if (!tar.complete || !manifestText) {
     throw new TenantsafeError(ErrorType.CorruptBackup, 'pg_basebackup ended without a complete tar holding a backup_manifest.', 'Check the pg_basebackup version (15 or later) and take the backup again.');
@@ -177,6 +178,16 @@ export async function serverInfo(url: string): Promise<ServerInfo> {
          FROM pg_control_system()`,
     );
     return { database: r.rows[0].db, version: r.rows[0].version, systemIdentifier: r.rows[0].sysid, segmentSize: Number(r.rows[0].seg) };
+  } finally {
+    await c.end();
+  }
+}
+
+/** The server's clock now, to the microsecond. */
+async function serverNow(url: string): Promise<string> {
+  const c = await connect(url, 'tenantsafe-full-backup');
+  try {
+    return (await c.query<{ at: string }>(`SELECT ${microsText('clock_timestamp()')} AS at`)).rows[0].at;
   } finally {
     await c.end();
   }

@@ -10,7 +10,7 @@ import type { Engine } from '../engine';
 import { pgBin } from '../postgres/tools';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
-import { connect, toolConnection } from '../pg';
+import { connect, microsText, toolConnection } from '../pg';
 import { fullBackupPrefix, type FullBackupObject, type FullManifest } from '../format/fullManifest';
 
 export const dumpFolder = 'dump/';
@@ -26,8 +26,8 @@ export async function takeLogicalDump(engine: Engine, args: { backupId: string; 
   const holder = await connect(config.database.url, 'tenantsafe-dump');
   try {
     await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    const snap = await holder.query<{ snapshot: string; at: Date; db: string; version: string; sysid: string }>(
-      `SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at, current_database() AS db,
+    const snap = await holder.query<{ snapshot: string; at: string; db: string; version: string; sysid: string }>(
+      `SELECT pg_export_snapshot() AS snapshot, ${microsText('clock_timestamp()')} AS at, current_database() AS db,
               current_setting('server_version') AS version, (SELECT system_identifier::text FROM pg_control_system()) AS sysid`,
     );
     const { snapshot, at, db, version, sysid } = snap.rows[0];
@@ -54,7 +54,7 @@ export async function takeLogicalDump(engine: Engine, args: { backupId: string; 
       systemIdentifier: sysid,
       startedAt,
       finishedAt: new Date().toISOString(),
-      consistentAt: at.toISOString(),
+      consistentAt: at,
       wal: null,
       backupManifest: null,
       objects,

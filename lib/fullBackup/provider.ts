@@ -89,7 +89,8 @@ class PostgresProvider implements FullBackupProvider {
     const backup = await this.engine.catalog.getFullBackup(req.plan.backupId);
     // The archive as it is now: a --latest restore replays up to here.
     const listing = await listWalArchive(this.engine.store);
-    return restorePhysicalBackup({ store: this.engine.store, backup, listing, target: req.plan.target, dataDir: req.target, port: req.port, onProgress: req.onProgress, signal: req.signal });
+    const target = req.plan.stopAfterXid ? { afterXid: req.plan.stopAfterXid } : req.plan.target;
+    return restorePhysicalBackup({ store: this.engine.store, backup, listing, target, dataDir: req.target, port: req.port, onProgress: req.onProgress, signal: req.signal });
   }
 
   async listProviderBackups(): Promise<ProviderBackup[]> {

@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Sha256Stream } from '../checksum';
 import type { FullBackupRecord } from '../catalog';
+import { microsText } from '../pg';
 import { PrivateCluster } from '../postgres/cluster';
 import { logTail } from '../process';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -41,8 +42,11 @@ export interface PhysicalRestoreOptions {
   store: ObjectStore;
   backup: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>;
   listing: WalArchiveListing;
-  /** 'immediate': stop as soon as the backup is consistent (verification restore tests) */
-  target: PitrTarget | 'immediate';
+  /**
+   * 'immediate': stop as soon as the backup is consistent (verification restore tests); afterXid:
+   * right after this transaction's commit (a time target at the newest archived commit, see PitrPlan)
+   */
+  target: PitrTarget | 'immediate' | { afterXid: string };
   dataDir: string;
   /** keep the cluster running on this port afterwards; without it, a free port and a clean stop */
   port?: number;
@@ -72,6 +76,8 @@ function recoverySettings(target: PhysicalRestoreOptions['target']): Record<stri
   // leaves out; so stop just before L + 1
   if ('lsn' in target) return { recovery_target_lsn: formatLsn(parseLsn(target.lsn) + 1n), recovery_target_inclusive: 'off' };
   if ('name' in target) return { recovery_target_name: target.name };
+  // right after this transaction's commit, the archive's last perhaps: an LSN target needs a record after it to stop at
+  if ('afterXid' in target) return { recovery_target_xid: target.afterXid, recovery_target_inclusive: 'on' };
   return {}; // latest: replay everything the archive holds
 }
 
@@ -126,10 +132,10 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     if (wal.errors.length > 0) throw recoveryFailed(cluster, wal.errors);
-    const [reached] = await cluster.psql<{ lsn: string | null; at: Date | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS at`);
+    const [reached] = await cluster.psql<{ lsn: string | null; at: string | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, ${microsText('pg_last_xact_replay_timestamp()')} AS at`);
     opts.onProgress?.({ ...progress, phase: 'promoted', replayLsn: reached.lsn });
     if (opts.port === undefined) await cluster.stop('fast');
-    return { recoveredTo: reached.at?.toISOString() ?? null, lsn: reached.lsn, dataDir: opts.dataDir, port: opts.port === undefined ? null : cluster.port };
+    return { recoveredTo: reached.at, lsn: reached.lsn, dataDir: opts.dataDir, port: opts.port === undefined ? null : cluster.port };
   } catch (err) {
     // A failed restore leaves nothing running; the directory stays for the operator to read its log.
     await cluster?.stop('immediate').catch(() => undefined);

@@ -8,6 +8,7 @@ import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { timeWithZone } from '../inputs';
 import type { ObjectStore } from '../storage/types';
+import { formatMicros, microsOf, parseMicros } from '../time';
 import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, type WalArchiveListing } from '../wal/archive';
 import { formatLsn, parseLsn, positionKey, segmentStartLsn } from '../wal/names';
 import { readWalMarks, type WalMark } from '../wal/waldump';
@@ -28,7 +29,11 @@ export function pitrTargetOf(fields: PitrTargetFields): PitrTarget {
   if (given.length !== 1) {
     throw new TenantsafeError(ErrorType.BadInput, `Give exactly one target: at, lsn, name or latest (got ${given.join(', ') || 'none'}).`, 'Pass one of --at <ISO-8601>, --lsn <lsn>, --name <restore point>, --latest.');
   }
-  if (fields.at !== undefined) return { at: timeWithZone(fields.at).toISOString() };
+  if (fields.at !== undefined) {
+    timeWithZone(fields.at);
+    // to the microsecond: a target cut to milliseconds would leave out a commit made earlier within the same one
+    return { at: formatMicros(parseMicros(fields.at)) };
+  }
   if (fields.lsn !== undefined) return { lsn: formatLsn(parseLsn(fields.lsn)) };
   if (fields.name !== undefined) {
     if (!fields.name.trim()) throw new TenantsafeError(ErrorType.BadInput, 'The restore point name is empty.', 'Pass --name <restore point>.');
@@ -48,6 +53,14 @@ export interface PhysicalWindow extends PitrWindow {
   listing: WalArchiveListing;
   /** the end of the archived WAL */
   endLsn: string | null;
+  /** the newest commit archived after the window's start (the window's latest), where it lies and its transaction */
+  latestCommit: WalCommit | null;
+}
+
+interface WalCommit {
+  time: string;
+  lsn: string;
+  xid: string;
 }
 
 export interface PitrPlan {
@@ -56,6 +69,12 @@ export interface PitrPlan {
   window: PitrWindow;
   /** where a restore point of a --name target lies */
   targetLsn?: string;
+  /**
+   * A time target at the newest archived commit: recovery stops after that commit, this
+   * transaction's. PostgreSQL stops at a time only on seeing a commit later than it, which the
+   * archive does not hold yet: it would end recovery short of the target and refuse to start.
+   */
+  stopAfterXid?: string;
 }
 
 /** How many segments back from the newest the window looks for the newest commit. */
@@ -64,7 +83,7 @@ const commitSearchDepth = 16;
 export async function physicalWindow(engine: Engine): Promise<PhysicalWindow> {
   const all = (await engine.catalog.listFullBackups()).filter((b): b is PhysicalWindow['backups'][number] => b.method === 'basebackup' && b.wal !== null);
   const listing = await listWalArchive(engine.store);
-  const empty: PhysicalWindow = { earliest: null, latest: null, backups: [], listing, endLsn: null };
+  const empty: PhysicalWindow = { earliest: null, latest: null, backups: [], listing, endLsn: null, latestCommit: null };
   if (all.length === 0) return empty;
   const segmentSize = all[0].wal.segmentSize;
   const lastGap = findWalGaps(listing, segmentSize, all[0].wal.startSegment).at(-1);
@@ -74,7 +93,8 @@ export async function physicalWindow(engine: Engine): Promise<PhysicalWindow> {
   const end = await archiveEnd(engine.store, listing, newest, segmentSize);
   const earliest = backups[0].consistentAt;
   const lastCommit = await newestCommit(engine.store, listing, segmentSize, backups[0].wal.startSegment);
-  return { earliest, latest: lastCommit && lastCommit > earliest ? lastCommit : earliest, backups, listing, endLsn: formatLsn(end) };
+  const after = lastCommit && parseMicros(lastCommit.time) > parseMicros(earliest) ? lastCommit : null;
+  return { earliest, latest: after?.time ?? earliest, backups, listing, endLsn: formatLsn(end), latestCommit: after };
 }
 
 async function archiveEnd(store: ObjectStore, listing: WalArchiveListing, newest: string, segmentSize: number): Promise<bigint> {
@@ -94,12 +114,12 @@ async function* marksNewestFirst(store: ObjectStore, listing: WalArchiveListing,
   }
 }
 
-/** The newest commit time in the archive, looking back at most commitSearchDepth segments. */
-async function newestCommit(store: ObjectStore, listing: WalArchiveListing, segmentSize: number, floor: string): Promise<string | null> {
+/** The newest commit in the archive (its time, to the microsecond, and LSN), looking back at most commitSearchDepth segments. */
+async function newestCommit(store: ObjectStore, listing: WalArchiveListing, segmentSize: number, floor: string): Promise<WalCommit | null> {
   let looked = 0;
   for await (const marks of marksNewestFirst(store, listing, segmentSize, floor)) {
     const commit = marks.filter((m) => m.kind === 'commit').at(-1);
-    if (commit) return commit.time!;
+    if (commit) return { time: commit.time!, lsn: commit.lsn, xid: commit.xid! };
     if (++looked >= commitSearchDepth) break;
   }
   return null;
@@ -125,11 +145,14 @@ export async function planPhysicalRestore(engine: Engine, target: PitrTarget, no
   const newestFirst = [...w.backups].reverse();
   if ('latest' in target) return { backupId: newestFirst[0].backupId, target, window };
   if ('at' in target) {
-    const at = Date.parse(target.at);
-    if (at > now.getTime()) throw outside(`Target ${target.at} is in the future`, window);
-    if (at < Date.parse(w.earliest!)) throw outside(`Target ${target.at} is before the first base backup`, window);
-    if (at > Date.parse(w.latest!)) throw outside(`Target ${target.at} is after the newest archived transaction`, window);
-    return { backupId: newestFirst.find((b) => Date.parse(b.consistentAt) <= at)!.backupId, target, window };
+    const at = parseMicros(target.at);
+    if (at > microsOf(now)) throw outside(`Target ${target.at} is in the future`, window);
+    if (at < parseMicros(w.earliest!)) throw outside(`Target ${target.at} is before the first base backup`, window);
+    if (at > parseMicros(w.latest!)) throw outside(`Target ${target.at} is after the newest archived transaction`, window);
+    const base = newestFirst.find((b) => parseMicros(b.consistentAt) <= at)!;
+    const last = w.latestCommit;
+    const atNewest = last && at >= parseMicros(last.time) && parseLsn(last.lsn) >= parseLsn(base.wal.stopLsn);
+    return { backupId: base.backupId, target, window, ...(atNewest ? { stopAfterXid: last.xid } : {}) };
   }
   const lsnBackup = (lsn: bigint, what: string) => {
     if (lsn < parseLsn(w.backups[0].wal.stopLsn)) throw outside(`${what} is before the first base backup ends (LSN ${w.backups[0].wal.stopLsn})`, window);

@@ -8,11 +8,11 @@
 // Else the target is outside every window: bad input, naming the windows.
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { changeLogStream } from '../changeLog/capture';
+import { changeLogStream } from '../format/changeLog';
 import { databaseIdentity } from '../databaseIdentity';
 import { physicalWindow } from '../pitr/window';
 import { recordTenantBackup } from '../tenantBackup';
-import { parseMicros } from '../time';
+import { formatMicros, parseMicros } from '../time';
 import { parseLsn } from '../wal/names';
 import type { PointInTimePlan } from '../restore/types';
 import { ChangeLogCannot, rebuildFromChangeLog, type PointInTimeTarget } from './changeLogReplay';
@@ -34,6 +34,16 @@ export interface RestoreWindows {
 }
 
 const none = (): SourceWindow => ({ earliest: null, latest: null, gaps: [] });
+
+/**
+ * The earliest target a base backup serves: its snapshot time (read after the snapshot, so every
+ * commit it holds is earlier). Backups written before snapshot times kept microseconds hold them
+ * cut to the millisecond (they end in 000): the snapshot may be up to 999 µs later than that.
+ */
+function servesFrom(snapshotAt: string): bigint {
+  const us = parseMicros(snapshotAt);
+  return us % 1000n === 0n ? us + 999n : us;
+}
 
 
 interface ChangeLogView {
@@ -108,8 +118,8 @@ function changeLogWindow(view: ChangeLogView): SourceWindow {
   const lastGap = view.gaps.at(-1);
   const baseAfterLastGap = !lastGap || view.bases.some((b) => parseLsn(b.boundary) >= parseLsn(lastGap.toLsn));
   return {
-    earliest: view.bases[0].snapshotAt,
-    latest: baseAfterLastGap ? (view.latest?.time ?? null) : (lastGap.fromTime ?? view.bases[0].snapshotAt),
+    earliest: formatMicros(servesFrom(view.bases[0].snapshotAt)),
+    latest: baseAfterLastGap ? (view.latest?.time ?? null) : (lastGap.fromTime ?? formatMicros(servesFrom(view.bases[0].snapshotAt))),
     gaps: view.gaps.map((g) => ({ from: g.fromTime, to: g.toTime, reason: g.reason })),
   };
 }
@@ -117,8 +127,7 @@ function changeLogWindow(view: ChangeLogView): SourceWindow {
 /** The change log's plan for the target, or why it cannot take it. */
 function changeLogChoice(view: ChangeLogView | undefined, target: PointInTimeTarget, wanted: string): { plan: PointInTimePlan } | { whyNot: string } {
   if (!view) return { whyNot: 'no change log runs for this database' };
-  // a base's snapshot time is kept to the millisecond: it must lie a whole one before the target
-  const base = [...view.bases].reverse().find((b) => ('at' in target ? parseMicros(b.snapshotAt) + 1000n <= parseMicros(target.at) : parseLsn(b.boundary) <= parseLsn(target.lsn)));
+  const base = [...view.bases].reverse().find((b) => ('at' in target ? servesFrom(b.snapshotAt) <= parseMicros(target.at) : parseLsn(b.boundary) <= parseLsn(target.lsn)));
   if (!base) return { whyNot: `the change log has no tenant backup of this tenant to start from before ${wanted}` };
   // commits after a gap's start and before its end were never logged
   const gap = view.gaps.find(

@@ -71,7 +71,7 @@ export async function rebuildFromPitrClone(engine: Engine, args: PitrCloneReques
       store: engine.store,
       backup,
       listing,
-      target,
+      target: plan.stopAfterXid ? { afterXid: plan.stopAfterXid } : target,
       dataDir,
       port: 0, // a free port; the clone keeps running for the export
       signal: args.signal,

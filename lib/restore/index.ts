@@ -8,6 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { parseManifest, tenantBackupPrefix, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
 import { quoteIdent, withClient } from '../pg';
+import { formatMicros, parseMicros } from '../time';
 import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
@@ -32,7 +33,8 @@ export async function resolveRestoreSource(engine: Engine, { tenantId, source }:
     }
     return backup;
   }
-  const backup = await engine.catalog.latestBackupAtOrBefore(tenantId, source.time);
+  // to the microsecond: a backup's printed snapshotAt given back finds that very backup
+  const backup = await engine.catalog.latestBackupAtOrBefore(tenantId, formatMicros(parseMicros(source.backupBefore)));
   if (!backup) {
     const all = (await engine.catalog.listBackups({ tenantId })).filter((b) => b.kind === 'tenant');
     const window = all.length ? `from ${all.at(-1)!.snapshotAt} to now` : 'empty: the tenant has no backup';

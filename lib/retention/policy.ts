@@ -13,6 +13,8 @@
 // restored to its own consistent point); the WAL from the start of the oldest backup kept by
 // `min-count` or `recent` onward is kept whole, so point-in-time recovery reaches back that
 // far. GFS-only and pinned older backups do not hold the archive open in between.
+// Change log: segments follow the tenant backups they extend (planChangeLogRetention).
+import { formatMicros } from '../time';
 import { positionKey } from '../wal/names';
 
 export interface RetentionPolicy {
@@ -106,4 +108,38 @@ export function pitrAnchor<T extends { backupId: string; at: string }>(decision:
   const byAge = (ids: Set<string>) => backups.filter((b) => ids.has(b.backupId)).sort((a, b) => a.at.localeCompare(b.at));
   const pitr = byAge(new Set(decision.keep.filter((k) => k.reasons.includes('recent') || k.reasons.includes('min-count')).map((k) => k.backupId)));
   return pitr[0] ?? byAge(new Set(decision.keep.map((k) => k.backupId))).at(-1) ?? null;
+}
+
+/** Where retention may cut one change-log stream, and why there. */
+export interface ChangeLogCut {
+  /** segments that end at or before this LSN may go, and gaps that end there or before (null: nothing goes) */
+  upTo: bigint | null;
+  /** the oldest kept backup the log extends (its boundary), or the age horizon when no such backup is kept */
+  by: { backupId: string } | { horizon: string };
+}
+
+/**
+ * How much of one change-log stream no kept backup needs. A point-in-time rebuild reads the
+ * transactions after its base backup's boundary (snapshot.changeLogLsn), so a segment that ends
+ * at or before the oldest boundary among the kept backups of the stream (every tenant's: the log
+ * is shared) is read by none. The restore window promises the log from its oldest base on, and
+ * the planner trusts the catalog to hold it whole from there: nothing after that boundary goes.
+ * With no such backup kept, the segments whose last commit is older than the age horizon go (the
+ * log serves no restore then; the horizon keeps what the policy calls recent, as it would keep a
+ * backup). The newest segment always stays: the capture resumes from its end and a gap found
+ * later starts there.
+ */
+export function planChangeLogRetention(args: {
+  segments: { lastEndLsn: bigint; lastCommitUs: bigint }[];
+  /** the kept backups of this stream with an exact boundary */
+  bases: { backupId: string; boundary: bigint }[];
+  horizonUs: bigint;
+}): ChangeLogCut {
+  const tail = args.segments.reduce<bigint | null>((max, s) => (max === null || s.lastEndLsn > max ? s.lastEndLsn : max), null);
+  const belowTail = (lsn: bigint | null) => (lsn === null || tail === null || lsn < tail ? lsn : tail - 1n);
+  const oldest = [...args.bases].sort((a, b) => (a.boundary < b.boundary ? -1 : a.boundary > b.boundary ? 1 : a.backupId.localeCompare(b.backupId)))[0];
+  if (oldest) return { upTo: belowTail(oldest.boundary), by: { backupId: oldest.backupId } };
+  const aged = args.segments.filter((s) => s.lastCommitUs <= args.horizonUs && s.lastEndLsn !== tail).map((s) => s.lastEndLsn);
+  const upTo = aged.length ? aged.reduce((max, l) => (l > max ? l : max)) : null;
+  return { upTo: belowTail(upTo), by: { horizon: formatMicros(args.horizonUs) } };
 }

@@ -7,7 +7,7 @@ import type { Client, ClientBase } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
 import type { SnapshotOrigin } from '../format/tenantManifest';
-import { connect, connectionError, withConnection } from '../pg';
+import { connect, connectionError, microsText, withConnection } from '../pg';
 import { publishOwnedTables, unpublishedTables } from '../changeLog/publication';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';
@@ -87,8 +87,8 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     const changeLogLsn = boundary && (await unpublishedTables(coordinator, opts.changeLogBoundary!.publication, plan)).length === 0 ? boundary.lsn : undefined;
     // The tenant must exist in the snapshot we read, not only a moment before it.
     if (opts.requireTenant !== false) await assertTenantExists(coordinator, plan, tenantId);
-    const info = await coordinator.query<{ snapshot: string; at: Date; lsn: string; version: string; db: string }>(
-      `SELECT pg_export_snapshot() AS snapshot, clock_timestamp() AS at,
+    const info = await coordinator.query<{ snapshot: string; at: string; lsn: string; version: string; db: string }>(
+      `SELECT pg_export_snapshot() AS snapshot, ${microsText('clock_timestamp()')} AS at,
               (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
               current_setting('server_version') AS version, current_database() AS db`,
     );
@@ -125,7 +125,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     );
     for (const c of [...workers, coordinator]) await c.query('COMMIT');
     return {
-      snapshotAt: info.rows[0].at.toISOString(),
+      snapshotAt: info.rows[0].at,
       lsn: info.rows[0].lsn,
       ...(changeLogLsn ? { changeLogLsn } : {}),
       origin,

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
-import { historyFilePattern, historyKey, historyKeyPattern, partialKeyPattern, segmentKeyPattern, walPrefix } from '../format/walArchive';
+import { historyFilePattern, historyKey, historyKeyPattern, partialKeyPattern, segmentFolder, segmentKeyPattern, walPrefix } from '../format/walArchive';
 import { isSegmentName, positionKey, segmentName, segmentNumber, timelineOf } from './names';
 
 const gunzipAsync = promisify(gunzip);
@@ -109,18 +109,28 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
   }
   if (!isSegmentName(file)) return null;
   const complete = listing.segments.find((s) => s.name === file);
-  if (complete) {
-    // gunzip and sha256 in the thread pool: a restore prefetches the next segments while serving this one
-    const raw = await gunzipAsync(await store.getBytes(complete.key));
-    if (Buffer.from(await webcrypto.subtle.digest('SHA-256', raw)).toString('hex') !== complete.sha256) {
-      throw new TenantsafeError(ErrorType.CorruptBackup, `WAL segment ${complete.key} does not match its sha256.`, 'Run `tenantsafe verify` on the backups that need it; restore from an earlier point or another copy.');
-    }
-    return raw;
-  }
+  if (complete) return completeSegment(store, complete);
   const partial = listing.partials.find((p) => p.name === file);
   if (!partial) return null;
-  const written = await gunzipAsync(await store.getBytes(partial.key));
+  let written: Buffer;
+  try {
+    written = await gunzipAsync(await store.getBytes(partial.key));
+  } catch (err) {
+    // the segment completed after the listing and the archiver deleted its partial: read the segment
+    const again = (await listWalArchive(store, [segmentFolder(file)])).segments.find((s) => s.name === file);
+    if (!again) throw err;
+    return completeSegment(store, again);
+  }
   const padded = Buffer.alloc(segmentSize);
   written.copy(padded);
   return padded;
+}
+
+async function completeSegment(store: ObjectStore, complete: ArchivedSegment): Promise<Buffer> {
+  // gunzip and sha256 in the thread pool: a restore prefetches the next segments while serving this one
+  const raw = await gunzipAsync(await store.getBytes(complete.key));
+  if (Buffer.from(await webcrypto.subtle.digest('SHA-256', raw)).toString('hex') !== complete.sha256) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `WAL segment ${complete.key} does not match its sha256.`, 'Run `tenantsafe verify` on the backups that need it; restore from an earlier point or another copy.');
+  }
+  return raw;
 }

@@ -4,16 +4,18 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runPgTool } from '../postgres/tools';
+import { formatMicros, parseMicros } from '../time';
 
 export interface WalMark {
   lsn: string;
-  /** commit: time is the commit timestamp; restore-point: name is the point's name */
+  /** commit: time is the commit timestamp (to the microsecond), xid the transaction's; restore-point: name is the point's name */
   kind: 'commit' | 'restore-point';
   time?: string;
+  xid?: string;
   name?: string;
 }
 
-const linePattern = /lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F/]+, desc: (COMMIT|RESTORE_POINT) (.*)$/;
+const linePattern = /tx: +(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F/]+, desc: (COMMIT|RESTORE_POINT) (.*)$/;
 
 /** The commits and restore points of one segment (raw bytes, padded to the segment size), in WAL order. */
 export async function readWalMarks(segment: Buffer, name: string): Promise<WalMark[]> {
@@ -26,12 +28,12 @@ export async function readWalMarks(segment: Buffer, name: string): Promise<WalMa
     for (const line of output.split('\n')) {
       const m = linePattern.exec(line);
       if (!m) continue;
-      if (m[2] === 'COMMIT') {
-        // "2026-11-25 06:24:20.123456 UTC; inval msgs: ..." → ISO
-        const t = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?) UTC/.exec(m[3]);
-        if (t) marks.push({ lsn: m[1], kind: 'commit', time: new Date(`${t[1]}T${t[2]}Z`).toISOString() });
+      if (m[3] === 'COMMIT') {
+        // "2026-11-25 06:24:20.123456 UTC; inval msgs: ..." → ISO, the microseconds kept (a Date would drop them)
+        const t = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?) UTC/.exec(m[4]);
+        if (t) marks.push({ lsn: m[2], kind: 'commit', time: formatMicros(parseMicros(`${t[1]}T${t[2]}Z`)), xid: m[1] });
       } else {
-        marks.push({ lsn: m[1], kind: 'restore-point', name: m[3].trim() });
+        marks.push({ lsn: m[2], kind: 'restore-point', name: m[4].trim() });
       }
     }
     return marks;

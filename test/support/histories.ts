@@ -2,7 +2,9 @@
 // test/fixtures/histories and replayed against the current workflow code by test/replay.test.ts,
 // so a change that would break runs already in flight fails CI. `RECORD_HISTORIES=1 npm test`
 // records them anew from the test run's own server: for each type, its completed run with the
-// longest history (the most paths through the code).
+// longest history (the most paths through the code). A workflow that changed behind a patch keeps
+// its older history (<type>.json, the runs in flight then) beside one of the new code
+// (<type>.<version>.json): `RECORD_HISTORIES=1 RECORD_HISTORIES_AS=<version>` writes those.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -23,7 +25,8 @@ export async function recordHistories(address: string, namespace: string): Promi
     fs.mkdirSync(historiesDir, { recursive: true });
     for (const [type, run] of longest) {
       const history = await client.workflow.getHandle(run.workflowId, run.runId).fetchHistory();
-      fs.writeFileSync(path.join(historiesDir, `${type}.json`), JSON.stringify({ workflowId: run.workflowId, history: JSON.parse(historyToJSON(history)) }, null, 1) + '\n');
+      const version = process.env.RECORD_HISTORIES_AS ? `.${process.env.RECORD_HISTORIES_AS}` : '';
+      fs.writeFileSync(path.join(historiesDir, `${type}${version}.json`), JSON.stringify({ workflowId: run.workflowId, history: JSON.parse(historyToJSON(history)) }, null, 1) + '\n');
     }
     return [...longest.keys()].sort();
   } finally {

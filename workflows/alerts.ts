@@ -1,0 +1,26 @@
+// Reporting a job's outcome to the pushed alerts (lib/alerts, through the notifyAlert activity):
+// a failure opens the job's alert unless it is open, the next success resolves it. Never fails
+// the job: the report's own failure is ignored, and it runs even while the job is being cancelled.
+import { CancellationScope, patched, proxyActivities } from '@temporalio/workflow';
+import type { AlertActivities } from '../activities/alerts';
+import type { AlertOutcomeInput } from '../lib/alerts/types';
+import { rootCause } from './failures';
+import { alertStep, pushAlerts } from './profiles';
+
+const alerts = proxyActivities<AlertActivities>(alertStep);
+
+/** False while replaying a run that started before alerts existed: it schedules no report. */
+export function alertsOn(): boolean {
+  return patched(pushAlerts);
+}
+
+export async function announce(report: AlertOutcomeInput): Promise<void> {
+  if (!alertsOn()) return;
+  await CancellationScope.nonCancellable(() => alerts.notifyAlert(report)).catch(() => undefined);
+}
+
+/** The failure of a job, for its report: the root cause's message and stable type. */
+export function failureOf(err: unknown): { message: string; type?: string } {
+  const cause = rootCause(err);
+  return cause.type ? { message: cause.message, type: cause.type } : { message: cause.message };
+}
