@@ -11,7 +11,7 @@ import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
-import { registerDashboardCommand, registerDevCommands, registerWorkerCommand } from './serviceCommands';
+import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerWorkerCommand } from './serviceCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
 
@@ -29,6 +29,7 @@ export function buildProgram(): Command {
   registerRestoreCommands(program);
   registerMonitoringCommands(program);
   registerDashboardCommand(program);
+  registerHashSecretCommand(program);
   registerScheduleCommands(program);
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });

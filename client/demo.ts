@@ -25,6 +25,8 @@ export interface DemoResult {
   /** every table's row checksum equals the backup manifest's */
   tenantMatchesBackup: boolean;
   uiUrl: string | undefined;
+  /** the dashboard's address, while the stack runs */
+  dashboardUrl: string | undefined;
 }
 
 const requester = 'demo-operator';
@@ -66,6 +68,7 @@ export async function runDemo(opts: DevStackOptions & { tenantId: string; keep: 
     log(`5. verification: ${verification?.ok ? 'every table\'s checksum equals the backup\'s, other tenants unchanged' : 'FAILED'}`);
     for (const t of verification?.tables ?? []) if (!t.ok) log(`   ${t.table}: expected ${t.expected}, got ${t.actual}`);
     if (stack.uiUrl) log(`Temporal UI: ${stack.uiUrl}/namespaces/${stack.config.temporal.namespace}/workflows`);
+    if (stack.dashboardUrl) log(`Dashboard: ${stack.dashboardUrl}/restores/${encodeURIComponent(requested.restoreId)}`);
 
     if (opts.keep) {
       log('the stack stays up; Ctrl-C stops it');
@@ -79,6 +82,7 @@ export async function runDemo(opts: DevStackOptions & { tenantId: string; keep: 
       restore: { restoreId: requested.restoreId, requestedBy: requester, approvedBy: approver, previewDigest: requested.previewDigest, preview: requested.preview.tables, outcome },
       tenantMatchesBackup: outcome.state === 'done' && !!verification?.ok,
       uiUrl: stack.uiUrl,
+      dashboardUrl: stack.dashboardUrl,
     };
   } finally {
     await client.close();

@@ -1,7 +1,11 @@
 // `tenantsafe dev` and `demo`: bring up everything on one machine. With no config, the
 // embedded defaults: a private Postgres holding the generated sample database, a Temporal dev
 // server from temporal-dev.yaml (reused when one already answers), a worker. With a config,
-// its database and Temporal are used as they are.
+// its database and Temporal are used as they are. The dashboard comes up too: with no
+// dashboard.users or dashboard.token in the config, for an operator `dev` whose token is kept in
+// <home>/dashboard-token (made once, readable by its owner only).
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { configPathFor, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
 import { PrivateCluster } from '../lib/postgres/cluster';
@@ -13,6 +17,8 @@ import { workflowScopes } from '../lib/databaseIdentity';
 export interface DevStack {
   config: Config;
   uiUrl: string | undefined;
+  /** the dashboard, unless its port was taken */
+  dashboardUrl: string | undefined;
   worker: StartedWorker;
   stop(): Promise<void>;
 }
@@ -21,6 +27,8 @@ export interface DevStackOptions {
   configPath?: string;
   layout?: Partial<DevLayout>;
   sample?: SampleOptions;
+  /** the dashboard's port (default: dashboard.port of the config) */
+  dashboardPort?: number;
   log: (line: string) => void;
 }
 
@@ -53,6 +61,8 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
         { logFile: path.join(layout.home, 'temporal', 'dev.log') },
       );
       uiUrl = server.uiUrl;
+      // alerts and the dashboard link runs to the Web UI this stack serves
+      config.temporal.uiUrl ??= server.uiUrl;
       stops.push(() => server.stop());
       opts.log(`temporal: dev server at ${server.address}, Web UI ${server.uiUrl}`);
     }
@@ -72,9 +82,12 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       }
       opts.log('change log: streaming');
     }
+    const dashboard = await startDevDashboard(config, worker, layout.home, opts);
+    if (dashboard) stops.push(dashboard.stop);
     return {
       config,
       uiUrl,
+      dashboardUrl: dashboard?.url,
       worker,
       async stop() {
         for (const stop of stops.reverse()) await stop().catch(() => undefined);
@@ -83,6 +96,39 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
   } catch (err) {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/** The dashboard on the worker's engine; null (and a line saying so) when its port is taken. */
+async function startDevDashboard(config: Config, worker: StartedWorker, home: string, opts: DevStackOptions): Promise<{ url: string; stop: () => Promise<void> } | null> {
+  const { TenantsafeClient } = require('./client') as typeof import('./client');
+  const { startDashboardServer } = require('./server') as typeof import('./server');
+  let dashboardConfig = { ...config.dashboard, ...(opts.dashboardPort ? { port: opts.dashboardPort } : {}) };
+  let signIn = '';
+  if (dashboardConfig.users.length === 0 && !dashboardConfig.token) {
+    const file = path.join(home, 'dashboard-token');
+    fs.mkdirSync(home, { recursive: true });
+    if (!fs.existsSync(file)) fs.writeFileSync(file, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
+    const token = fs.readFileSync(file, 'utf8').trim();
+    dashboardConfig = { ...dashboardConfig, users: [{ name: 'dev', role: 'operator', token, relay: false }] };
+    signIn = ` (sign in as "dev" with the token in ${file})`;
+  }
+  const client = await TenantsafeClient.connect(config.temporal);
+  try {
+    const server = await startDashboardServer({ ...config, dashboard: dashboardConfig }, worker.engine, client);
+    opts.log(`dashboard: ${server.url}/${signIn}`);
+    return {
+      url: server.url,
+      stop: async () => {
+        await server.close();
+        await client.close();
+      },
+    };
+  } catch (err) {
+    await client.close();
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    opts.log(`dashboard: not started, ${dashboardConfig.host}:${dashboardConfig.port} is in use (--dashboard-port <n> picks another)`);
+    return null;
   }
 }
 

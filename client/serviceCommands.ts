@@ -4,9 +4,10 @@ import type { Command } from 'commander';
 import { defaultDevLayout } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { config, globals, positiveInt } from './commandHelpers';
+import { ErrorType, TenantsafeError } from '../lib/errors';
 import { emit } from './output';
 
-type LayoutFlags = { home: string; pgPort: number; temporalPort: number; uiPort: number };
+type LayoutFlags = { home: string; pgPort: number; temporalPort: number; uiPort: number; dashboardPort?: number };
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -15,7 +16,7 @@ const untilInterrupted = () => new Promise<void>((resolve) => process.once('SIGI
 export function registerDashboardCommand(program: Command): void {
   program
     .command('dashboard')
-    .description('serve the HTTP API (restore approval relay) until interrupted')
+    .description('serve the dashboard (pages, the restore approval API, /metrics) until interrupted')
     .action(async (_opts: unknown, cmd: Command) => {
       const { TenantsafeClient } = require('./client') as typeof import('./client');
       const { startDashboardServer } = require('./server') as typeof import('./server');
@@ -28,6 +29,25 @@ export function registerDashboardCommand(program: Command): void {
       await server.close();
       await client.close();
       await engine.close();
+    });
+}
+
+export function registerHashSecretCommand(program: Command): void {
+  program
+    .command('hash-secret')
+    .description("hash a dashboard user's password (or, with --token, a long random token) read from stdin, for tenantsafe.yaml")
+    .option('--token', 'a token of 32 characters or more: a fast sha256 hash (a password gets scrypt)')
+    .action(async (opts: { token?: boolean }, cmd: Command) => {
+      const { hashPassword, hashToken, minTokenLength } = require('../lib/secretHash') as typeof import('../lib/secretHash');
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      const secret = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+      if (secret === '') throw new TenantsafeError(ErrorType.BadInput, 'No secret on stdin.', 'Pipe it in: printf %s "$PASSWORD" | tenantsafe hash-secret');
+      if (opts.token && secret.length < minTokenLength) {
+        throw new TenantsafeError(ErrorType.BadInput, `A token hashed with --token must be at least ${minTokenLength} characters (a fast hash of a short one could be guessed).`, 'Make one with `openssl rand -base64 32`, or hash a password without --token.');
+      }
+      const hash = opts.token ? hashToken(secret) : await hashPassword(secret);
+      emit(globals(cmd), { hash }, () => hash);
     });
 }
 
@@ -48,13 +68,14 @@ export function registerDevCommands(program: Command): void {
       .option('--home <dir>', 'where the embedded stack keeps its cluster, Temporal state and backups', defaultDevLayout.home)
       .option('--pg-port <n>', 'port of the private Postgres', positiveInt('--pg-port'), defaultDevLayout.pgPort)
       .option('--temporal-port <n>', 'port of the Temporal dev server', positiveInt('--temporal-port'), defaultDevLayout.temporalPort)
-      .option('--ui-port <n>', 'port of the Temporal Web UI', positiveInt('--ui-port'), defaultDevLayout.uiPort);
+      .option('--ui-port <n>', 'port of the Temporal Web UI', positiveInt('--ui-port'), defaultDevLayout.uiPort)
+      .option('--dashboard-port <n>', 'port of the dashboard (default: dashboard.port of the config, 8080)', positiveInt('--dashboard-port'));
 
   layoutOptions(program.command('dev'))
     .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')
     .action(async (opts: LayoutFlags, cmd: Command) => {
       const { startDevStack } = require('./dev') as typeof import('./dev');
-      const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log });
+      const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log, ...(opts.dashboardPort ? { dashboardPort: opts.dashboardPort } : {}) });
       log('tenantsafe dev: up; Ctrl-C stops it');
       await untilInterrupted();
       await stack.stop();
@@ -66,7 +87,7 @@ export function registerDevCommands(program: Command): void {
     .option('--keep', 'leave the stack running afterwards')
     .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
       const { runDemo } = require('./demo') as typeof import('./demo');
-      const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep });
+      const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep, ...(opts.dashboardPort ? { dashboardPort: opts.dashboardPort } : {}) });
       emit(globals(cmd), out, () =>
         out.tenantMatchesBackup
           ? `Demo done: tenant ${out.tenantId} restored from ${out.backup.backupId} and verified equal to it (restore ${out.restore.restoreId}).`

@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from './duration';
+import { isSecretHash, looksHashed } from './secretHash';
 import { ErrorType, TenantsafeError } from './errors';
 import type { RetentionPolicy } from './retention/policy';
 
@@ -42,7 +43,7 @@ export interface Config {
     statementTimeoutMs: number;
     verifyOtherTenants: boolean;
   };
-  dashboard: { host: string; port: number; token?: string };
+  dashboard: DashboardConfig;
   /** the worker process: its Prometheus /metrics listener (port 0: none) */
   worker: { metricsHost: string; metricsPort: number };
   monitoring: MonitoringConfig;
@@ -90,6 +91,33 @@ export interface ChangeLogConfig {
   replicaIdentityFull: boolean;
   /** how long a tenant backup waits for the exact boundary with the change log before it goes without */
   boundaryWaitMs: number;
+}
+
+export type DashboardRole = 'read-only' | 'operator';
+
+/** Someone who may sign in to the dashboard (client/dashboard), or call its HTTP API. */
+export interface DashboardUser {
+  name: string;
+  /** read-only: every page; operator: also approve and reject restores */
+  role: DashboardRole;
+  /** for `Authorization: Bearer`: a hash (sha256$ or scrypt$, `tenantsafe hash-secret`) or the token as the environment gave it */
+  token?: string;
+  /** for the sign-in form and basic auth: a hash (scrypt$) or the password as the environment gave it */
+  password?: string;
+  /** over the HTTP API, may approve or reject on behalf of the person it names (`by`): a service that relays */
+  relay: boolean;
+}
+
+export interface DashboardConfig {
+  host: string;
+  port: number;
+  /** the HTTP API's token from before users: an operator named `dashboard.token` that relays */
+  token?: string;
+  users: DashboardUser[];
+  /** how long a sign-in lasts */
+  sessionTtlMs: number;
+  /** signs sessions and forms; several dashboard processes behind one address need the same. None: random per process */
+  sessionSecret?: string;
 }
 
 /**
@@ -361,13 +389,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   };
   restore.done();
 
-  const dashboard = root.section('dashboard');
-  const dashboardConfig = {
-    host: dashboard.string('host') ?? '127.0.0.1',
-    port: dashboard.integer('port', 0, 65535) ?? 8080,
-    token: dashboard.string('token'),
-  };
-  dashboard.done();
+  const dashboardConfig = dashboardOf(root.section('dashboard'), (doc as { dashboard?: { users?: unknown } } | null)?.dashboard?.users);
 
   const worker = root.section('worker');
   const workerConfig = {
@@ -443,6 +465,56 @@ function retentionPolicyOf<T extends Partial<RetentionPolicy>>(section: Section,
     if (v !== undefined) out[key] = v;
   }
   return out as T;
+}
+
+const userNamePattern = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+/**
+ * The dashboard section. A user's token or password is a hash (`tenantsafe hash-secret`) or a
+ * reference to the environment (`${ALICE_PASSWORD}`): a secret written into the file as itself is
+ * refused. `rawUsers` is the users mapping before ${ENV} interpolation, to tell them apart.
+ */
+function dashboardOf(dashboard: Section, rawUsers: unknown): DashboardConfig {
+  const raw = (name: string, key: string): unknown => (rawUsers && typeof rawUsers === 'object' ? (rawUsers as Record<string, Record<string, unknown> | undefined>)[name]?.[key] : undefined);
+  const users = dashboard.mapOf('users', (user, name): DashboardUser | undefined => {
+    const role = user.oneOf('role', ['read-only', 'operator'] as const, true);
+    const secretOf = (key: 'token' | 'password', minLength: number): string | undefined => {
+      const v = user.secret(key);
+      if (v === undefined) return undefined;
+      const given = raw(name, key);
+      const fromEnv = typeof given === 'string' && /\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}/.test(given);
+      if (looksHashed(v)) {
+        if (!isSecretHash(v)) return user.rejectSecret(key, 'is not a well-formed hash (make one with `tenantsafe hash-secret`)');
+        return v;
+      }
+      if (!fromEnv) return user.rejectSecret(key, `must be a hash (\`tenantsafe hash-secret${key === 'token' ? ' --token' : ''}\`) or an environment reference like \${${name.toUpperCase().replace(/[^A-Z0-9]+/g, '_')}_${key.toUpperCase()}}; a secret written in the file is refused`);
+      if (v.length < minLength) return user.rejectSecret(key, `must be at least ${minLength} characters`);
+      return v;
+    };
+    const token = secretOf('token', 16);
+    const password = secretOf('password', 8);
+    const relay = user.boolean('relay') ?? false;
+    user.done();
+    if (!userNamePattern.test(name)) user.reject('', 'a user name is 1 to 64 letters, digits and . _ @ - (starting with a letter or digit)', name);
+    else if (token === undefined && password === undefined && raw(name, 'token') === undefined && raw(name, 'password') === undefined) user.reject('', 'needs a token or a password', name);
+    if (!role || (token === undefined && password === undefined)) return undefined;
+    return { name, role, ...(token !== undefined ? { token } : {}), ...(password !== undefined ? { password } : {}), relay };
+  });
+  const config: DashboardConfig = {
+    host: dashboard.string('host') ?? '127.0.0.1',
+    port: dashboard.integer('port', 0, 65535) ?? 8080,
+    ...optional('token', dashboard.secret('token')),
+    users: Object.values(users ?? {}).filter((u): u is DashboardUser => u !== undefined),
+    sessionTtlMs: dashboard.duration('sessionTtl') ?? 12 * 3_600_000,
+    ...optional('sessionSecret', dashboard.secret('sessionSecret')),
+  };
+  if (config.sessionSecret !== undefined && config.sessionSecret.length < 32) dashboard.rejectSecret('sessionSecret', 'must be at least 32 characters');
+  const plainTokens = config.users.filter((u) => u.token && !looksHashed(u.token));
+  for (const u of plainTokens) {
+    if (plainTokens.some((o) => o !== u && o.token === u.token) || u.token === config.token) dashboard.rejectSecret(`users.${u.name}.token`, 'is the same as another user\'s (a token must say who calls)');
+  }
+  dashboard.done();
+  return config;
 }
 
 /** The alerts section: a webhook, e-mail, or both; nothing configured sends nothing. */
@@ -724,15 +796,23 @@ class Section {
   }
 
   /** A mapping of free-form keys (e.g. tenant ids), each value a section read by `read`. */
-  mapOf<T>(name: string, read: (section: Section) => T): Record<string, T> | undefined {
+  mapOf<T>(name: string, read: (section: Section, key: string) => T): Record<string, T> | undefined {
     const v = this.take(name, false);
     if (v === undefined) return undefined;
     if (typeof v !== 'object' || Array.isArray(v)) return this.fail(name, 'must be a mapping', v);
-    return Object.fromEntries(Object.entries(v as object).map(([k, sub]) => [k, read(new Section(sub, this.key(`${name}.${k}`), this.problems))]));
+    return Object.fromEntries(Object.entries(v as object).map(([k, sub]) => [k, read(new Section(sub, this.key(`${name}.${k}`), this.problems), k)]));
   }
 
+  /** A problem with a key; '' names the section itself. */
   reject(name: string, what: string, got: unknown): void {
-    this.fail(name, what, got);
+    if (name === '') this.problems.push(`${this.prefix}: ${what} (got ${JSON.stringify(got)})`);
+    else this.fail(name, what, got);
+  }
+
+  /** A problem with a secret's value: the key is named, the value never shown. */
+  rejectSecret(name: string, what: string): undefined {
+    this.problems.push(`${this.key(name)}: ${what} (the value is not shown)`);
+    return undefined;
   }
 
   /** Reports keys nobody asked for: usually a typo. */

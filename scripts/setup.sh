@@ -7,6 +7,7 @@
 #   - PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup) from Debian when missing
 #   - pgbackrest from Debian when missing (the full-backup benchmark reports it beside us)
 #   - prometheus and promtool from Debian when missing (the alert rules' tests need both: required)
+#   - chromium from Debian when missing (the dashboard's browser test drives it with playwright-core: required)
 #   - build/: the TypeScript sources compiled for bin/tenantsafe (scripts/build.js), when changed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,18 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
   else
     say "prometheus and promtool are missing; install the Debian package prometheus (the alert rules' tests need them)"
+    exit 1
+  fi
+fi
+
+# Required: the dashboard's browser test (test/dashboard.test.ts) drives Debian's chromium with
+# playwright-core (a devDependency, which downloads no browser of its own); it fails without it.
+if [ ! -x "${TENANTSAFE_CHROMIUM:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium from Debian (for the dashboard's browser test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+  else
+    say "chromium is missing; install the Debian package chromium (the dashboard's browser test needs it), or set TENANTSAFE_CHROMIUM"
     exit 1
   fi
 fi

@@ -14,8 +14,8 @@ describe('the demo (README command 1)', function () {
   after(() => fs.rmSync(home, { recursive: true, force: true }));
 
   it('brings up the stack, backs up a tenant, damages it, and restores it after a second person approves', async () => {
-    const [pg, temporal, ui] = await freePorts('127.0.0.1', 3);
-    const res = await runCli(['demo', '--json', '--home', home, '--pg-port', String(pg), '--temporal-port', String(temporal), '--ui-port', String(ui)], { timeoutMs: 300_000 });
+    const [pg, temporal, ui, dashboard] = await freePorts('127.0.0.1', 4);
+    const res = await runCli(['demo', '--json', '--home', home, '--pg-port', String(pg), '--temporal-port', String(temporal), '--ui-port', String(ui), '--dashboard-port', String(dashboard)], { timeoutMs: 300_000 });
     assert.equal(res.code, 0, res.stderr);
     const out = res.json();
     assert.equal(out.tenantId, 'globex');
@@ -31,6 +31,12 @@ describe('the demo (README command 1)', function () {
     assert.equal(out.tenantMatchesBackup, true);
     assert.ok(out.restore.outcome.verification.tables.every((t: { ok: boolean }) => t.ok));
     assert.equal(out.uiUrl, `http://127.0.0.1:${ui}`);
+    assert.equal(out.dashboardUrl, `http://127.0.0.1:${dashboard}`);
+    const tokenFile = path.join(home, 'dashboard-token');
+    assert.equal(fs.statSync(tokenFile).mode & 0o777, 0o600, 'the dev operator\'s token is readable by its owner only');
+    assert.ok(res.stderr.includes(`dashboard: http://127.0.0.1:${dashboard}/ (sign in as "dev" with the token in ${tokenFile})`), res.stderr);
+    assert.ok(!res.stderr.includes(fs.readFileSync(tokenFile, 'utf8').trim()), 'the token itself is not printed');
+    assert.match(res.stderr, new RegExp(`Dashboard: http://127\\.0\\.0\\.1:${dashboard}/restores/${out.restore.restoreId}`));
     assert.ok(fs.existsSync(path.join(home, 'backups', 'tenants', 'globex', out.backup.backupId, 'manifest.json')));
     assert.match(res.stderr, /generated the sample multi-tenant database tenantsafe_sample \(40 tenants/);
   });
