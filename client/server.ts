@@ -58,7 +58,8 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
   }
   // /metrics: the catalog-derived gauges (lib/monitoring) and this process's own
   const registry = processRegistry();
-  const health = new HealthCache(() => collectHealth(engine, client.temporal), config.monitoring.cacheTtlMs);
+  const memo = {}; // the tenancy plan and workflow scopes, found again every 10 minutes
+  const health = new HealthCache(() => collectHealth(engine, client.temporal, { memo }), config.monitoring.cacheTtlMs);
   registerHealthMetrics(registry, health);
   const refOf = async (restoreId: string) => {
     const r = await engine.catalog.getRestore(restoreId);
