@@ -69,8 +69,8 @@ export function createFullBackupActivities(engine: Engine) {
       const stop = heartbeatEvery(2000, () => progress);
       const signal = Context.current().cancellationSignal;
       // the health model's view of the archive (lib/monitoring): alive, how far, the last error
-      const reporter = new WalProgressReporter(engine.catalog, (await workflowScopes(engine)).walArchiver, () => serverWalPosition(engine));
-      await reporter.started().catch(() => undefined);
+      const reporter = new WalProgressReporter(engine.catalog, async () => (await workflowScopes(engine)).walArchiver, () => serverWalPosition(engine));
+      reporter.started();
       let last: WalArchiverProgress | null = null;
       try {
         const done = await archiveWal({

@@ -137,11 +137,12 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
 
   // /metrics: the catalog-derived gauges (lib/monitoring) and this process's own
   const registry = processRegistry();
-  const metricsHealth = new HealthCache(() => collectHealth(engine, client.temporal), config.monitoring.cacheTtlMs);
+  // the tenancy plan and workflow scopes, found again every 10 minutes (metrics and pages share them)
+  const memo: HealthMemo = {};
+  const metricsHealth = new HealthCache(() => collectHealth(engine, client.temporal, { memo }), config.monitoring.cacheTtlMs);
   registerHealthMetrics(registry, metricsHealth);
 
   // Pages judge afresh (a failure shows at once); what Temporal says (schedules, pollers) is asked at most every 10 s.
-  const memo: HealthMemo = {};
   let facts: { at: number; value: Promise<TemporalFacts> } | undefined;
   const temporalNow = (): Promise<TemporalFacts> => {
     if (!facts || Date.now() - facts.at > 10_000) facts = { at: Date.now(), value: temporalFacts(client.temporal, config, { timeoutMs: 3000 }) };

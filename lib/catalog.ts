@@ -259,6 +259,7 @@ const migrations: ((s: string) => string)[] = [
       oldest timestamptz NOT NULL,
       PRIMARY KEY (database, kind, tenant_id)
     );
+    CREATE INDEX tenant_backup_stats_newest_idx ON ${s}.tenant_backup_stats (database, kind, newest, tenant_id);
     INSERT INTO ${s}.tenant_backup_stats
       SELECT database, kind, tenant_id, count(*), max(snapshot_at), min(snapshot_at) FROM ${s}.backups WHERE tenant_id IS NOT NULL GROUP BY 1, 2, 3;
     -- Inserts add (commutative: concurrent ones need no recount); a delete recounts the end it
@@ -645,6 +646,8 @@ export class Catalog {
   async read<T>(fn: (c: PoolClient, schema: string) => Promise<T>): Promise<T> {
     return this.run(async (c) => {
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      // the per-tenant judgement hashes a row per tenant: in memory, not spilled to disk
+      await c.query(`SET LOCAL work_mem = '64MB'`);
       try {
         return await fn(c, this.s);
       } finally {

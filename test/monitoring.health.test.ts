@@ -147,7 +147,7 @@ describe('the health model on many tenants, and its edges', function () {
   });
 
   it('serves the catalog-derived gauges at the dashboard\'s /metrics, behind monitoring.metricsToken', async () => {
-    const cfg = parseConfig({ ...env.document, dashboard: { port: 0, token: 'dash-token' }, monitoring: { topTenants: 3, metricsToken: 'metrics-token', schedules: { tenantBackup: '24h' } } }, { env: {}, source: 'test', baseDir: env.dir });
+    const cfg = parseConfig({ ...env.document, dashboard: { port: 0, token: 'dash-token' }, monitoring: { topTenants: 3, tenants: ['acme', 'bulk-000042'], metricsToken: 'metrics-token', schedules: { tenantBackup: '24h' } } }, { env: {}, source: 'test', baseDir: env.dir });
     const engine = new Engine(cfg);
     const client = await TenantsafeClient.connect(cfg.temporal);
     const server = await startDashboardServer(cfg, engine, client);
@@ -159,8 +159,10 @@ describe('the health model on many tenants, and its edges', function () {
       assert.equal(sampleValue(s, 'tenantsafe_failing', { database: db, kind: 'tenant' }), 2);
       assert.equal(sampleValue(s, 'tenantsafe_tenants', { database: db, level: 'critical' }), 3);
       assert.equal(sampleValue(s, 'tenantsafe_restore_points', { database: db, kind: 'tenant' }), 100_015);
-      // per-tenant series for the 3 worst only, with 20,006 tenants
-      assert.deepEqual(s.filter((x) => x.name === 'tenantsafe_tenant_health_status').map((x) => x.labels.tenant).sort(), ['initech', 'stark', 'umbrella']);
+      // per-tenant series for the 3 worst and the 2 configured only, with 20,006 tenants
+      assert.deepEqual(s.filter((x) => x.name === 'tenantsafe_tenant_health_status').map((x) => x.labels.tenant).sort(), ['acme', 'bulk-000042', 'initech', 'stark', 'umbrella']);
+      assert.equal(sampleValue(s, 'tenantsafe_tenant_restore_points', { tenant: 'bulk-000042' }), 5);
+      assert.equal(sampleValue(s, 'tenantsafe_tenant_health_status', { tenant: 'acme' }), 0);
       assert.equal(sampleValue(s, 'tenantsafe_stale', { database: db, kind: 'tenant', severity: 'warning' }), 1);
       assert.equal(sampleValue(s, 'tenantsafe_health_status', { database: db, kind: 'temporal' }), undefined);
       assert.ok(s.filter((x) => x.name.startsWith('tenantsafe_')).length < 200, 'bounded series');

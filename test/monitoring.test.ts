@@ -5,6 +5,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { freePorts } from '../lib/process';
+import { damageTenant } from '../sample/damage';
 import { withDb } from './support/db';
 import { createTestEnv, runCli, type CliResult, type TestEnv } from './support/env';
 import { sampleValue, scrape, type Sample } from './support/prometheus';
@@ -182,6 +183,31 @@ describe('monitoring: check, status and /metrics on a real stack', function () {
     assert.equal(sampleValue(s, 'tenantsafe_approval_wait_limit_seconds'), 6);
     assert.equal((await cli(['restore', 'reject', restoreId, '--by', 'bob'])).code, 0);
     await waitFor('the restore is rejected', async () => (await check()).code === 0, { tries: 50, intervalMs: 200 });
+  });
+
+  it('records each step of an applied restore and the rows it changed, as the restore reported them', async () => {
+    const before = await scrape(metricsUrl);
+    const count = (x: Sample[], step: string) => sampleValue(x, 'tenantsafe_restore_duration_seconds_count', { step }) ?? 0;
+    const rows = (x: Sample[], change: string) => sampleValue(x, 'tenantsafe_restore_rows_total', { change }) ?? 0;
+    assert.equal(count(before, 'preview'), 1, 'the rejected restore was previewed once');
+    assert.equal(count(before, 'apply'), 0);
+    await withDb(env.db.url, (c) => damageTenant(c, 'acme'));
+    const requested = await cli(['restore', 'tenant', 'acme', '--backup', backups.acme.backupId, '--by', 'alice', '--json']);
+    assert.equal(requested.code, 0, requested.stderr);
+    const { restoreId, previewDigest } = requested.json();
+    const done = await cli(['restore', 'approve', restoreId, '--by', 'bob', '--digest', previewDigest, '--wait', '--json']);
+    assert.equal(done.code, 0, done.stderr);
+    const result = done.json();
+    assert.equal(result.state, 'done');
+    const applied = Object.values(result.applied.applied as Record<string, { insert: number; update: number; delete: number }>);
+    const s = await scrape(metricsUrl);
+    for (const step of ['preview', 'apply', 'verify']) assert.equal(count(s, step) - count(before, step), 1, `one ${step}`);
+    for (const change of ['insert', 'update', 'delete'] as const) {
+      assert.equal(rows(s, change) - rows(before, change), applied.reduce((n, t) => n + t[change], 0), `${change}d rows`);
+    }
+    assert.ok(rows(s, 'insert') > 0 && rows(s, 'delete') > 0);
+    // the safety backup of acme is a restore point of another kind: acme still has one tenant backup
+    assert.equal((await check()).code, 0);
   });
 
   it('shows one tenant on request: its runs with the failure, its restore points', async () => {

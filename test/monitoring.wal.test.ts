@@ -82,6 +82,9 @@ describe('monitoring the WAL archive (postgres provider, private cluster)', func
     assert.equal(sampleValue(s, 'tenantsafe_wal_stalled_after_seconds'), 4);
     assert.ok(sampleValue(s, 'tenantsafe_wal_archiver_last_seen_timestamp_seconds')! > Date.now() / 1000 - 5);
     assert.equal(sampleValue(s, 'tenantsafe_restore_points', { kind: 'full' }), 1);
+    // what the worker measured: the base backup's duration and bytes, as it reported them
+    assert.equal(sampleValue(s, 'tenantsafe_backup_duration_seconds_count', { kind: 'full' }), 1);
+    assert.equal(sampleValue(s, 'tenantsafe_backup_bytes_total', { kind: 'full' }), full.json().bytes);
   });
 
   it('makes a stopped archiver a stall (CRITICAL), and the achieved RPO grow past its target as the server writes on', async () => {

@@ -114,7 +114,8 @@ export async function startWorkerMonitoring(config: Config, engine: Engine, conn
   const registry = processRegistry();
   const metrics = new WorkerMetrics(registry);
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const cache = new HealthCache(() => collectHealth(engine, client), config.monitoring.cacheTtlMs);
+  const memo = {}; // the tenancy plan and workflow scopes, found again every 10 minutes
+  const cache = new HealthCache(() => collectHealth(engine, client, { memo }), config.monitoring.cacheTtlMs);
   registerHealthMetrics(registry, cache);
   const server = http.createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;

@@ -37,6 +37,7 @@ import {
   readLastTenantFailure,
   readNewestTenantBackup,
   readPendingApprovals,
+  readStalestTenant,
   readTenantDetail,
   readTenantPage,
   readTenantRows,
@@ -453,6 +454,7 @@ export async function computeHealth(engine: Engine, opts: HealthOptions = {}): P
       if (gone.length > 0) {
         flagged = flagged.filter((t) => exists.has(t.tenantId));
         aggregate = withoutTenants(aggregate, gone);
+        if (!aggregate.stalest) aggregate.stalest = await engine.catalog.read((c, s) => readStalestTenant(c, s, db, gone.map((t) => t.tenantId)));
       }
     } else {
       await withClient(engine.db, config.database.url, (c) => c.query('SELECT 1'));
@@ -506,7 +508,8 @@ export async function computeHealth(engine: Engine, opts: HealthOptions = {}): P
       const stale = flagged.filter((t) => t.ageLevel > 0).slice(0, 3).map((t) => `${t.tenantId} (${durationText(t.ageSeconds ?? 0)} old)`);
       item('tenant', 'age', staleLevel, `${plural(tenant.stale.critical + tenant.stale.warning, 'tenant')} older than the schedule allows (${everyText(expected.tenant)}; warning at ×${m.warningFactor}, critical at ×${m.criticalFactor}): ${stale.join(', ')}.`, { tenantId: flagged.find((t) => t.ageLevel > 0)?.tenantId }, 'backup-too-old');
     } else {
-      item('tenant', 'age', 'ok', `Every tenant has a backup within its schedule (${everyText(expected.tenant)}); the stalest, ${tenant.stalest?.tenantId}, is ${durationText(secondsBetween(tenant.stalest!.at, now))} old.`, {}, 'backup-too-old');
+      const stalest = tenant.stalest ? `; the stalest, ${tenant.stalest.tenantId}, is ${durationText(secondsBetween(tenant.stalest.at, now))} old` : '';
+      item('tenant', 'age', 'ok', `Every tenant has a backup within its schedule (${everyText(expected.tenant)})${stalest}.`, {}, 'backup-too-old');
     }
   }
 

@@ -76,9 +76,7 @@ export interface TenantAggregate {
  */
 function judgedTenantsSql(s: string, filter = 'true'): string {
   return `
-    WITH per_tenant AS (
-      SELECT tenant_id, newest, oldest, points FROM ${s}.tenant_backup_stats WHERE database = $1 AND kind = 'tenant' AND ${filter}
-    ), failed AS (
+    WITH failed AS (
       SELECT DISTINCT ON (tenant_id) tenant_id, workflow_id, run_id, backup_id, error, error_type, started_at, finished_at
         FROM ${s}.runs
        WHERE workflow_type = 'tenantBackup' AND status = 'failed' AND started_at > now() - make_interval(secs => $5::float8 / 1000)
@@ -89,16 +87,17 @@ function judgedTenantsSql(s: string, filter = 'true'): string {
     ), keep AS (
       SELECT * FROM unnest($10::text[], $11::int[]) AS k(tenant_id, min_count)
     ), judged AS (
-      SELECT t.tenant_id, p.newest, p.oldest, coalesce(p.points, 0) AS points, f.workflow_id, f.run_id, f.backup_id, f.error, f.error_type,
-             f.started_at AS failed_started, f.finished_at AS failed_finished,
+      SELECT coalesce(p.tenant_id, f.tenant_id) AS tenant_id, p.newest, p.oldest, coalesce(p.points, 0) AS points,
+             f.workflow_id, f.run_id, f.backup_id, f.error, f.error_type, f.started_at AS failed_started, f.finished_at AS failed_finished,
              CASE WHEN e.tenant_id IS NOT NULL THEN e.every_ms ELSE $2::float8 END AS every_ms,
              coalesce(k.min_count, $9::int) AS min_count,
              (f.tenant_id IS NOT NULL AND (p.newest IS NULL OR p.newest < f.started_at)) AS failing,
              extract(epoch FROM now() - p.newest)::float8 AS age_s,
              extract(epoch FROM now() - p.oldest)::float8 AS span_s
-        FROM (SELECT tenant_id FROM per_tenant UNION SELECT tenant_id FROM failed) t
-        LEFT JOIN per_tenant p USING (tenant_id) LEFT JOIN failed f USING (tenant_id)
-        LEFT JOIN every e USING (tenant_id) LEFT JOIN keep k USING (tenant_id)
+        FROM (SELECT tenant_id, newest, oldest, points FROM ${s}.tenant_backup_stats WHERE database = $1 AND kind = 'tenant' AND ${filter}) p
+        FULL JOIN failed f ON f.tenant_id = p.tenant_id
+        LEFT JOIN every e ON e.tenant_id = coalesce(p.tenant_id, f.tenant_id)
+        LEFT JOIN keep k ON k.tenant_id = coalesce(p.tenant_id, f.tenant_id)
     ), leveled AS (
       SELECT *,
              CASE WHEN every_ms IS NULL OR newest IS NULL THEN 0
@@ -156,15 +155,16 @@ export async function readTenants(c: PoolClient, s: string, db: string, j: Tenan
                       count(*) FILTER (WHERE age_level = 1)::int AS stale_warning, count(*) FILTER (WHERE age_level = 2)::int AS stale_critical,
                       count(*) FILTER (WHERE points < promised)::int AS below,
                       count(*) FILTER (WHERE level = 0)::int AS l0, count(*) FILTER (WHERE level = 1)::int AS l1, count(*) FILTER (WHERE level = 2)::int AS l2,
-                      ${microsText('max(newest)')} AS newest, ${microsText('max(oldest)')} AS shallowest, ${microsText('min(oldest)')} AS deepest,
-                      (SELECT json_build_object('tenantId', tenant_id, 'newestAt', ${microsText('newest')}) FROM t WHERE newest IS NOT NULL ORDER BY newest, tenant_id LIMIT 1) AS stalest
+                      ${microsText('max(newest)')} AS newest, ${microsText('max(oldest)')} AS shallowest, ${microsText('min(oldest)')} AS deepest
                  FROM t) a) AS aggregate,
+            (SELECT json_build_object('tenantId', tenant_id, 'newestAt', ${microsText('newest')}) FROM ${s}.tenant_backup_stats
+              WHERE database = $1 AND kind = 'tenant' ORDER BY newest, tenant_id LIMIT 1) AS stalest,
             (SELECT coalesce(json_agg(f), '[]') FROM (
                SELECT ${tenantRowColumns} FROM t WHERE level > 0
                 ORDER BY level DESC, failing DESC, age_level DESC, newest ASC NULLS FIRST, tenant_id LIMIT $12) f) AS flagged`,
     [...judgementParams(db, j), cap + 1],
   );
-  const a = r.rows[0].aggregate;
+  const a = { ...r.rows[0].aggregate, stalest: r.rows[0].stalest };
   return {
     aggregate: {
       tenants: a.tenants,
@@ -182,6 +182,16 @@ export async function readTenants(c: PoolClient, s: string, db: string, j: Tenan
     },
     flagged: (r.rows[0].flagged as Record<string, any>[]).map(tenantRowOf),
   };
+}
+
+/** The tenant whose newest backup is the oldest, leaving out some (those gone from the database). */
+export async function readStalestTenant(c: PoolClient, s: string, db: string, except: string[]): Promise<{ tenantId: string; newestAt: string } | null> {
+  const r = await c.query(
+    `SELECT tenant_id, ${microsText('newest')} AS newest FROM ${s}.tenant_backup_stats
+      WHERE database = $1 AND kind = 'tenant' AND tenant_id <> ALL($2::text[]) ORDER BY newest, tenant_id LIMIT 1`,
+    [db, except],
+  );
+  return r.rows[0] ? { tenantId: r.rows[0].tenant_id, newestAt: r.rows[0].newest } : null;
 }
 
 /** Judgements of the given tenants (opt-in metrics, one tenant on request). */

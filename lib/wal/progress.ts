@@ -42,17 +42,20 @@ export class WalProgressReporter {
   /** the server's position read at the last report, and when */
   private previous: { lsn: bigint; at: string } | null = null;
 
+  private scope: string | null = null;
+
+  /** `scope` (the archiver's, lib/databaseIdentity.ts) is found on the first report: a database down at the start fails the archiver, not this. */
   constructor(
     private readonly catalog: Catalog,
-    private readonly scope: string,
+    private readonly findScope: () => Promise<string>,
     private readonly server: () => Promise<ServerWalPosition>,
     private readonly intervals = walReportIntervals,
   ) {}
 
-  /** The archiver started a slice: it is alive. */
-  async started(): Promise<void> {
+  /** The archiver started a slice: it is alive (written in the background: the archiver does not wait for the catalog). */
+  started(): void {
     this.lastWrite = Date.now();
-    await this.report(null);
+    this.writing = this.report(null).finally(() => (this.writing = null));
   }
 
   /** Called on every pass; writes when due, never two writes at once, never failing the archiver. */
@@ -81,6 +84,7 @@ export class WalProgressReporter {
       const end = this.archived && server ? segmentStartLsn(this.archived.segment, server.segmentSize) + BigInt(this.archived.bytes ?? server.segmentSize) : null;
       const caughtUpAt = end !== null && this.previous && end >= this.previous.lsn ? this.previous.at : undefined;
       if (server) this.previous = { lsn: server.lsn, at: new Date().toISOString() };
+      this.scope ??= await this.findScope();
       await this.catalog.recordWalArchiveProgress(this.scope, { ...(archived ? { archived } : {}), ...(caughtUpAt ? { caughtUpAt } : {}), ...(error ? { error } : {}) });
     } catch {
       // the catalog is down: the next report says it; archiving goes on
