@@ -124,6 +124,7 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
 
     const rows: [string, string][] = [];
     const med = (name: string, f: (r: Round) => number) => median(results.get(name)!.map(f));
+    const best = (name: string, f: (r: Round) => number) => Math.min(...results.get(name)!.map(f));
     for (const side of sides) {
       const rs = results.get(side.name)!;
       rows.push(
@@ -137,7 +138,9 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
     const [small, large] = sides.map((s) => s.name);
     rows.push(
       [`database size ratio large / small`, `${(sides[1].bytes / sides[0].bytes).toFixed(1)}× (target ≥ 10×)`],
-      ['change log --at, large / small (target ≈ 1)', `${(med(large, (r) => r.changeLog.total) / med(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)})`],
+      ['change log --at, large / small (target ≈ 1), of medians', `${(med(large, (r) => r.changeLog.total) / med(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)})`],
+      // others' work on the same cores only ever adds time: the best round is the steadiest figure
+      ['   the same, of the best rounds', `${(best(large, (r) => r.changeLog.total) / best(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(best(large, (r) => r.rebuild) / best(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(best(large, (r) => r.backup.total) / best(small, (r) => r.backup.total)).toFixed(2)})`],
     );
     for (const s of series) {
       rows.push([
