@@ -10,7 +10,8 @@
 //      how far behind the log is (p50/p95), the capture's CPU and peak RSS (≤ 200 MB), pgbench's
 //      TPS with and without it, the WAL the slot holds. Target: ≤ 1 s behind, WAL bounded.
 // Usage: npx tsx bench/tenantPitr.ts   (BENCH_WHALE_ROWS: rows of the large database's extra
-// tenant, default 2M; BENCH_PGBENCH_SECONDS: the run with the capture, default 50, the others half; BENCH_ONLY=A or B: one part)
+// tenant, default 2M; BENCH_PGBENCH_SECONDS: the pgbench run with the capture, default 50, the
+// others half as long; BENCH_ONLY=A or B: one part)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -123,6 +124,7 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
 
     const rows: [string, string][] = [];
     const med = (name: string, f: (r: Round) => number) => median(results.get(name)!.map(f));
+    const best = (name: string, f: (r: Round) => number) => Math.min(...results.get(name)!.map(f));
     for (const side of sides) {
       const rs = results.get(side.name)!;
       rows.push(
@@ -136,7 +138,9 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
     const [small, large] = sides.map((s) => s.name);
     rows.push(
       [`database size ratio large / small`, `${(sides[1].bytes / sides[0].bytes).toFixed(1)}× (target ≥ 10×)`],
-      ['change log --at, large / small (target ≈ 1)', `${(med(large, (r) => r.changeLog.total) / med(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)})`],
+      ['change log --at, large / small (target ≈ 1), of medians', `${(med(large, (r) => r.changeLog.total) / med(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)})`],
+      // others' work on the same cores only ever adds time: the best round is the steadiest figure
+      ['   the same, of the best rounds', `${(best(large, (r) => r.changeLog.total) / best(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(best(large, (r) => r.rebuild) / best(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(best(large, (r) => r.backup.total) / best(small, (r) => r.backup.total)).toFixed(2)})`],
     );
     for (const s of series) {
       rows.push([
@@ -452,14 +456,17 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
       const wall = (performance.now() - cpu0.t) / 1000;
       const cpu = { self: (cpuSeconds(pid) - cpu0.self) / wall, walsender: (cpuSeconds(walsender) - cpu0.walsender) / wall };
       const underLoad = positions.length;
+      // the load is over: how long until the log holds the server's position now, past its last
+      // commit (WAL written outside the log's tables, as vacuum, checkpoints or other tables do):
+      // only the log's caught-up position can reach it. What a restore to "now" waits for.
+      await sql.query(`SELECT pg_logical_emit_message(false, 'tenantsafe-bench', 'not in the log')`);
+      await sample();
       const last = positions.at(-1)!;
-      // the load is over: how long until the log holds everything
-      const drainFrom = Date.now();
-      while (reaches.at(-1)!.lsn < last.lsn && Date.now() - drainFrom < 120_000) {
-        await sample();
+      while (reaches.at(-1)!.lsn < last.lsn && Date.now() - last.t < 120_000) {
         await sleep(100);
+        await sample();
       }
-      const drained = (reaches.at(-1)!.t - drainFrom) / 1000;
+      const drained = (reaches.at(-1)!.t - last.t) / 1000;
       // where the lag comes from: each segment seen in the catalog (first sample past its end)
       // against its first commit (what waits longest: the flush interval, then the write) and its last
       const segments = [];
@@ -506,7 +513,7 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
         `a segment in the catalog after its first / last commit (flushInterval ${engine.config.changeLog.flushIntervalMs} ms)`,
         `p50 ${percentile(ours.segments.map((x) => x.afterFirst), 50).toFixed(2)} / ${percentile(ours.segments.map((x) => x.afterLast), 50).toFixed(2)} s, max ${Math.max(...ours.segments.map((x) => x.afterFirst)).toFixed(2)} / ${Math.max(...ours.segments.map((x) => x.afterLast)).toFixed(2)} s, ${ours.segments.length} segments (seen by the ~100 ms sampling)`,
       ],
-      ['log holds everything, after the load ended', seconds(ours.drained)],
+      ['after the load: the log reaches the server position read then, within', `${seconds(ours.drained)} (target ≤ 1 s)`],
       ['capture CPU under load (% of one core)', `${pct(ours.cpu.self)}; its walsender ${pct(ours.cpu.walsender)}`],
       ['capture RSS: at start / peak (VmHWM)', `${ours.rssAtStart} MB / ${ours.rssPeak} MB (target ≤ 200 MB)`],
       ['logged', `${ours.progress.transactions ?? '?'} transactions in ${ours.progress.segments ?? '?'} segments; ${mib(ours.walBytes)} of WAL written meanwhile`],

@@ -173,7 +173,9 @@ export async function captureChanges(engine: Engine, opts: { runForMs: number; s
   const deadline = Date.now() + opts.runForMs;
   try {
     while (Date.now() < deadline && !opts.signal?.aborted) {
-      const waitMs = segment.pending ? Math.max(0, segment.startedAt + cfg.flushIntervalMs - Date.now()) : Math.min(cfg.flushIntervalMs * 4, Math.max(0, deadline - Date.now()));
+      // idle, it still looks every flush interval: a keepalive saying it caught up does not wake it,
+      // and until it records that, a restore to a time after the last logged commit waits
+      const waitMs = segment.pending ? Math.max(0, segment.startedAt + cfg.flushIntervalMs - Date.now()) : Math.min(cfg.flushIntervalMs, Math.max(0, deadline - Date.now()));
       const txn = await replication.next(opts.signal, Math.max(1, waitMs));
       // sent again after a crash (the server's own position is not durable): already stored
       if (txn && txn.endLsn > durable) {
