@@ -28,7 +28,9 @@ import * as nodePath from 'node:path';
 import { configSecrets } from '../lib/alerts';
 import { sanitizeMessage } from '../lib/alerts/format';
 import { databaseName, type Config } from '../lib/config';
-import { getVerification, restoresPage, tenantBackupsPage, tenantInCatalog, verificationsPage } from '../lib/dashboard/reads';
+import { fullTrend, getVerification, restoresPage, tenantBackupsPage, tenantInCatalog, tenantRestorePoints, tenantTrend, verificationsPage } from '../lib/dashboard/reads';
+import { retentionView } from '../lib/dashboard/retention';
+import { listPins, type Pin } from '../lib/retention/pins';
 import type { Engine } from '../lib/engine';
 import { ErrorType, isBadInput, TenantsafeError } from '../lib/errors';
 import { computeHealth, runLink, tenantHealth, tenantHealthPage, type HealthMemo, type HealthReport, type TemporalFacts } from '../lib/monitoring/health';
@@ -51,6 +53,8 @@ export interface DashboardServer {
 export interface DashboardOptions {
   /** where the server says what went wrong on its side (never a secret): stderr by default */
   log?: (line: string) => void;
+  /** how long one judgement serves the pages (concurrent views share it): 1000 ms; the bench sets 0 */
+  healthReuseMs?: number;
 }
 
 /** Longer request targets are answered 414; a request line or headers past maxHeaderBytes, 400. */
@@ -151,7 +155,7 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
   let judging: { at: number; report: Promise<HealthReport> } | undefined;
   const healthNow = async (): Promise<HealthReport> => {
     // concurrent page views share one judgement, and reuse it for a second
-    if (!judging || Date.now() - judging.at > 1000) {
+    if (!judging || Date.now() - judging.at >= (opts.healthReuseMs ?? 1000)) {
       const report = temporalNow().then((temporal) => computeHealth(engine, { temporal, memo }));
       judging = { at: Date.now(), report };
       report.catch(() => (judging = undefined));
@@ -170,7 +174,24 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
     }
   };
 
-  const css = fs.readFileSync(nodePath.join(staticDir, 'dashboard.css'));
+  // pins live in storage (pins/<backupId>.json): listed at most every 30 s
+  let pinList: { at: number; pins: Promise<Pin[]> } | undefined;
+  const pinsNow = (): Promise<Pin[]> => {
+    if (!pinList || Date.now() - pinList.at > 30_000) {
+      const pins = listPins(engine.store);
+      pinList = { at: Date.now(), pins };
+      pins.catch(() => (pinList = undefined));
+    }
+    return pinList.pins;
+  };
+
+  // served from the package, never a CDN: the stylesheet, the charts' script, uPlot (npm: uplot)
+  const assets = new Map<string, { type: string; body: Buffer }>([
+    ['/static/dashboard.css', { type: 'text/css; charset=utf-8', body: fs.readFileSync(nodePath.join(staticDir, 'dashboard.css')) }],
+    ['/static/charts.js', { type: 'text/javascript; charset=utf-8', body: fs.readFileSync(nodePath.join(staticDir, 'charts.js')) }],
+    ['/static/vendor/uplot.js', { type: 'text/javascript; charset=utf-8', body: fs.readFileSync(require.resolve('uplot/dist/uPlot.iife.min.js')) }],
+    ['/static/vendor/uplot.css', { type: 'text/css; charset=utf-8', body: fs.readFileSync(require.resolve('uplot/dist/uPlot.min.css')) }],
+  ]);
 
   const server = http.createServer({ maxHeaderSize: maxHeaderBytes }, (req, res) => {
     const isApi = (req.url ?? '').startsWith('/api/');
@@ -218,9 +239,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       const method = req.method ?? 'GET';
       if (method === 'GET' && p === '/healthz') return sendJson(200, { ok: true });
       if (method === 'GET' && p === '/metrics') return serveMetrics(registry, req, res, config.monitoring.metricsToken);
-      if (method === 'GET' && p === '/static/dashboard.css') {
-        res.writeHead(200, { ...baseHeaders, 'content-type': 'text/css; charset=utf-8', 'cache-control': 'max-age=300' });
-        return res.end(css);
+      const asset = method === 'GET' ? assets.get(p) : undefined;
+      if (asset) {
+        res.writeHead(200, { ...baseHeaders, 'content-type': asset.type, 'cache-control': 'max-age=300' });
+        return res.end(asset.body);
       }
       if (p.startsWith('/api/')) return api(url);
 
@@ -271,7 +293,8 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         const report = await healthNow();
         const d = report.databases.find((x) => x.database === db);
         if (!d) throw new HttpProblem(404, 'Not Found', `No database "${db}" in the config (it serves ${database}).`);
-        return page(200, { title: db, section: 'overview' }, pages.databasePage(report, d));
+        const trend = await fullTrend(engine, db);
+        return page(200, { title: db, section: 'overview', charts: trend.length > 1 }, pages.databasePage(report, d, trend));
       }
       if (top === 'tenants' && parts.length === 1) {
         const q = url.searchParams.get('q') ?? '';
@@ -291,8 +314,20 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         if (!detail.known && !inCatalog && inDatabase !== true) {
           throw new HttpProblem(404, 'Not Found', `No tenant "${tenantId}": the catalog has no backup, run or restore of it${inDatabase === false ? ' and the tenant table does not hold it' : ''}.`, 'Search for it on the tenants page.');
         }
-        const [backups, restores] = await Promise.all([tenantBackupsPage(engine, tenantId, (n - 1) * 20, 20), restoresPage(engine, { tenantId, offset: 0, limit: 10 })]);
-        return page(200, { title: tenantId, section: 'tenants' }, pages.tenantPage(detail, backups, restores.rows, inDatabase));
+        const since = new Date(Date.now() - config.restore.approvalTimeoutMs - 86_400_000);
+        const [backups, restores, trend, points, pins, inUse] = await Promise.all([
+          tenantBackupsPage(engine, tenantId, (n - 1) * 20, 20),
+          restoresPage(engine, { tenantId, offset: 0, limit: 10 }),
+          tenantTrend(engine, tenantId),
+          tenantRestorePoints(engine, tenantId),
+          pinsNow(),
+          engine.catalog.backupsInUse(since),
+        ]);
+        const mine = new Set(points.map((x) => x.backupId));
+        const policy = { ...config.retention, ...config.retention.tenants[tenantId] };
+        const retention = retentionView(points, new Set(pins.map((x) => x.backupId)), inUse, policy, new Date());
+        const extras = { trend, retention, pins: pins.filter((x) => mine.has(x.backupId)), override: tenantId in config.retention.tenants };
+        return page(200, { title: tenantId, section: 'tenants', charts: trend.length > 1 }, pages.tenantPage(detail, backups, restores.rows, inDatabase, extras));
       }
       if (top === 'restores' && parts.length === 1) {
         const n = pageOf(url);

@@ -181,3 +181,24 @@ describe('dashboard authentication and form tokens', () => {
     assert.equal(html`<ul>${['<a>', html`<li>kept</li>`]}</ul>`.text, '<ul>&lt;a&gt;<li>kept</li></ul>');
   });
 });
+
+describe('the dashboard\'s retention view of a tenant', () => {
+  it('says why each restore point is kept, what the next run removes and what expires next by age', () => {
+    const { retentionView } = require('../lib/dashboard/retention') as typeof import('../lib/dashboard/retention');
+    const now = new Date('2026-06-30T12:00:00Z');
+    const day = (d: number) => new Date(now.getTime() - d * 86_400_000).toISOString();
+    const points = [0, 1, 5, 20, 40, 90].map((d) => ({ backupId: `b${d}`, at: day(d) }));
+    const v = retentionView(points, new Set(['b90']), new Set(), { days: 30, minCount: 2, daily: 0, weekly: 0, monthly: 0, yearly: 0 }, now);
+    assert.deepEqual(v.points.map((p) => [p.backupId, p.reasons]), [
+      ['b0', ['min-count', 'recent']],
+      ['b1', ['min-count', 'recent']],
+      ['b5', ['recent']],
+      ['b20', ['recent']],
+      ['b40', []],
+      ['b90', ['pinned']],
+    ]);
+    assert.deepEqual(v.removable, ['b40']);
+    assert.deepEqual(v.nextToGo, { backupId: 'b20', at: day(20), goesAt: new Date(Date.parse(day(20)) + 30 * 86_400_000).toISOString() });
+    assert.equal(retentionView(points.slice(0, 2), new Set(), new Set(), { days: 30, minCount: 2, daily: 0, weekly: 0, monthly: 0, yearly: 0 }, now).nextToGo, null, 'the newest two stay whatever their age');
+  });
+});

@@ -15,6 +15,7 @@ import { verifyBackupNow } from '../client/fullBackups';
 import { startDashboardServer, type DashboardServer } from '../client/server';
 import { parseConfig, projectRoot, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
+import { pinBackup } from '../lib/retention/pins';
 import { hashPassword } from '../lib/secretHash';
 import { damageTenant } from '../sample/damage';
 import { withDb } from './support/db';
@@ -69,6 +70,9 @@ describe('the dashboard on a real stack', function () {
     acmeBackupId = (await client.backupTenant('acme', { wait: true })).backupId;
     const verified = await verifyBackupNow(client, acmeBackupId);
     assert.ok(verified.ok, JSON.stringify(verified.checks));
+    // a second restore point for acme's trend and timeline, the first pinned
+    await client.backupTenant('acme', { wait: true });
+    await pinBackup(env.engine.store, { backupId: acmeBackupId, reason: 'legal hold TICKET-7', by: 'carol', at: new Date().toISOString() });
     // a real failure: the storage directory replaced by a file while umbrella is backed up
     const storageDir = (env.config.storage.primary as { path: string }).path;
     fs.renameSync(storageDir, `${storageDir}.away`);
@@ -311,6 +315,26 @@ describe('the dashboard on a real stack', function () {
       const replay = await bob.request.post(`${server.url}/restores/${restoreId}/approve`, { form: { digest, csrf }, maxRedirects: 0 });
       assert.equal(replay.status(), 403);
       assert.match(await replay.text(), /already sent once: nothing was done/);
+    });
+
+    it('draws a tenant\'s size and duration trends with uPlot served from the package, and its restore points on a timeline with their pins', async () => {
+      const page = await signedIn('carol', secrets.CAROL_PASSWORD);
+      const problems: string[] = [];
+      page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+      page.on('pageerror', (e) => problems.push(e.message));
+      const loaded: string[] = [];
+      page.on('request', (r) => loaded.push(r.url()));
+      await page.goto(`${server.url}/tenants/acme`);
+      await page.waitForSelector('div.chart[data-drawn="true"] canvas');
+      assert.equal(await page.locator('div.chart[data-drawn="true"] canvas').count(), 2, 'size and duration');
+      assert.ok(loaded.every((u) => u.startsWith(server.url)), `everything from the dashboard itself: ${loaded.join(', ')}`);
+      assert.equal(await page.locator('svg.timeline circle.point').count(), 2);
+      assert.equal(await page.locator(`svg.timeline circle.point.pinned[data-backup="${acmeBackupId}"]`).count(), 1);
+      assert.match((await page.textContent('.pins'))!, /legal hold TICKET-7/);
+      assert.match((await page.textContent('.next-to-go'))!, /nothing goes by age alone|kept only as recent/);
+      assert.match((await page.locator(`table.backups tr[data-backup="${acmeBackupId}"]`).textContent())!, /pinned/);
+      await shot(page, '8-tenant-trends-retention');
+      assert.deepEqual(problems, [], 'no script error and no Content-Security-Policy violation');
     });
 
     it('finds a verification report, reads it and downloads it as JSON', async () => {

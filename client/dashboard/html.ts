@@ -85,6 +85,8 @@ export interface PageOptions {
   /** the sign-out form's token */
   signOutToken?: string;
   flash?: { level: 'ok' | 'warning' | 'critical'; text: string } | null;
+  /** the page draws charts: load uPlot and the script that draws them (from the package) */
+  charts?: boolean;
 }
 
 export function layout(o: PageOptions, body: Html): string {
@@ -96,6 +98,9 @@ export function layout(o: PageOptions, body: Html): string {
 ${o.refreshSeconds ? html`<meta http-equiv="refresh" content="${o.refreshSeconds}">` : ''}
 <title>${o.title} · tenantsafe</title>
 <link rel="stylesheet" href="/static/dashboard.css">
+${o.charts ? html`<link rel="stylesheet" href="/static/vendor/uplot.css">
+<script src="/static/vendor/uplot.js" defer></script>
+<script src="/static/charts.js" defer></script>` : ''}
 </head>
 <body>
 <header class="top">

@@ -4,9 +4,11 @@
 // layout. Every value goes through the `html` tag, which escapes it.
 import type { DatabaseHealth, HealthItem, HealthReport, Level, PendingApproval, RunLink, TenantHealth, tenantHealth } from '../../lib/monitoring/health';
 import { durationText } from '../../lib/monitoring/health';
-import type { BackupRow, Page, RestoreRow, VerificationRecordFull, VerificationRow } from '../../lib/dashboard/reads';
+import type { BackupRow, Page, RestoreRow, TrendPoint, VerificationRecordFull, VerificationRow } from '../../lib/dashboard/reads';
+import type { RetainedPoint, RetentionView } from '../../lib/dashboard/retention';
+import type { Pin } from '../../lib/retention/pins';
 import type { TenantRestoreStatus } from '../../workflows/messages';
-import { bytesText, externalLink, html, levelBadge, path, when, withQuery, type Html } from './html';
+import { bytesText, externalLink, html, Html, levelBadge, path, when, withQuery } from './html';
 
 export type TenantDetail = Awaited<ReturnType<typeof tenantHealth>>;
 
@@ -160,7 +162,7 @@ function expectationText(e: { everyMs: number | null; source: string }): string 
 }
 
 /** One database: every kind the health model judges, with last success and failure. */
-export function databasePage(r: HealthReport, d: DatabaseHealth): Html {
+export function databasePage(r: HealthReport, d: DatabaseHealth, fullTrend: TrendPoint[]): Html {
   const t = d.tenant;
   return html`<h1>${d.database} ${levelBadge(d.level)}</h1>
     ${d.reachable ? '' : html`<p class="flash critical">The database does not answer: ${reasonText(d.error)}</p>`}
@@ -182,6 +184,7 @@ export function databasePage(r: HealthReport, d: DatabaseHealth): Html {
         <dt>last success</dt><dd>${eventLine(d.full.lastSuccess)}</dd><dt>last failure</dt><dd>${eventLine(d.full.lastFailure)}</dd>
         <dt>kept</dt><dd>${d.full.restorePoints} (the policy promises ${d.full.promisedRestorePoints} by now), oldest ${when(d.full.oldestRestorableAt)}</dd></dl>
     </section>
+    ${fullTrend.length ? trendCharts('full-trend', 'Full backups: size and duration', fullTrend) : ''}
     <section><h2>Verification ${levelBadge(d.verification.level)}</h2>
       <dl class="facts"><dt>schedule</dt><dd>${expectationText(d.verification.expected)}</dd>
         <dt>results</dt><dd>${d.verification.ok} ok, ${d.verification.failing} failing, ${d.verification.unverified} not verified</dd>
@@ -215,18 +218,102 @@ export function tenantsPage(p: { total: number; offset: number; tenants: TenantH
     <p class="muted">Listed: tenants the catalog has backups or recent failed attempts of. Open a tenant by its id for everything else.</p>`;
 }
 
-function backupRows(rows: BackupRow[]): Html {
+/** How long a backup took: tenths of a second below a minute. */
+function tookText(seconds: number): string {
+  return seconds < 60 ? `${seconds.toFixed(1)}s` : durationText(seconds);
+}
+
+function keptText(p: RetainedPoint | undefined, kind: string): Html {
+  if (kind !== 'tenant') return html`<span class="muted">${kind === 'safety' ? 'safety backup' : 'point in time'}</span>`;
+  if (!p) return html`<span class="muted">-</span>`;
+  if (p.reasons.length === 0) return html`<span class="tag goes">goes at the next run</span>`;
+  return html`${p.pinned ? html`<span class="tag pinned">pinned</span> ` : ''}${p.reasons.filter((r) => r !== 'pinned').join(', ')}`;
+}
+
+function backupRows(rows: BackupRow[], retained: Map<string, RetainedPoint> = new Map()): Html {
   return html`<table class="backups">
-    <thead><tr><th>backup</th><th>kind</th><th>snapshot</th><th>rows</th><th>size</th><th>took</th><th>verified</th></tr></thead>
+    <thead><tr><th>backup</th><th>kind</th><th>snapshot</th><th>rows</th><th>size</th><th>took</th><th>verified</th><th>kept because</th></tr></thead>
     <tbody>${rows.map(
-      (b) => html`<tr data-backup="${b.backupId}"><td><code>${b.backupId}</code></td><td>${b.kind}</td><td>${when(b.snapshotAt)}</td><td>${b.rows}</td><td>${bytesText(b.bytes)}</td><td>${durationText(b.seconds)}</td>
-        <td>${b.verification ? html`<a href="${path('verifications', b.verification.id)}">${b.verification.ok ? 'ok' : 'FAILED'}</a>` : html`<span class="muted">no</span>`}</td></tr>`,
+      (b) => html`<tr data-backup="${b.backupId}"><td><code>${b.backupId}</code></td><td>${b.kind}</td><td>${when(b.snapshotAt)}</td><td>${b.rows}</td><td>${bytesText(b.bytes)}</td><td>${tookText(b.seconds)}</td>
+        <td>${b.verification ? html`<a href="${path('verifications', b.verification.id)}">${b.verification.ok ? 'ok' : 'FAILED'}</a>` : html`<span class="muted">no</span>`}</td>
+        <td>${keptText(retained.get(b.backupId), b.kind)}</td></tr>`,
     )}</tbody>
   </table>`;
 }
 
-export function tenantPage(d: TenantDetail, backups: Page<BackupRow>, restores: RestoreRow[], inDatabase: boolean | null): Html {
+/**
+ * Size and duration of the newest backups as charts (uPlot, served from the package by
+ * /static/vendor/uplot.js and drawn by /static/charts.js); the numbers ride in a JSON data block,
+ * which no browser executes.
+ */
+export function trendCharts(id: string, title: string, points: TrendPoint[]): Html {
+  if (points.length < 2) return html`<section class="trends"><h2>${title}</h2><p class="muted">Charts need two backups or more (${points.length} so far).</p></section>`;
+  const x = points.map((p) => Date.parse(p.at) / 1000);
+  const data = { size: { label: 'size', unit: 'bytes', x, y: points.map((p) => p.bytes) }, duration: { label: 'duration', unit: 's', x, y: points.map((p) => Math.round(p.seconds * 1000) / 1000) } };
+  const json = new Html(JSON.stringify(data).replace(/</g, '\\u003c'));
+  const last = points[points.length - 1];
+  return html`<section class="trends" aria-labelledby="${id}-title"><h2 id="${id}-title">${title}</h2>
+    <script type="application/json" id="${id}">${json}</script>
+    <div class="charts">
+      <figure><figcaption>Size</figcaption><div class="chart" data-source="${id}" data-series="size" role="img" aria-label="backup size over time"></div></figure>
+      <figure><figcaption>Duration</figcaption><div class="chart" data-source="${id}" data-series="duration" role="img" aria-label="backup duration over time"></div></figure>
+    </div>
+    <p class="muted">The newest ${points.length} backups; the last ${bytesText(last.bytes)} in ${tookText(last.seconds)}.</p>
+  </section>`;
+}
+
+const pointColors = { pinned: '#7c3aed', goes: '#b42318', tier: '#0b5cad', kept: '#1a7f37' };
+
+function pointClass(p: RetainedPoint): keyof typeof pointColors {
+  if (p.pinned) return 'pinned';
+  if (p.reasons.length === 0) return 'goes';
+  if (p.reasons.every((r) => r === 'daily' || r === 'weekly' || r === 'monthly' || r === 'yearly')) return 'tier';
+  return 'kept';
+}
+
+/** A tenant's restore points on a timeline (an SVG drawn here: no script), why each is kept, what goes next, its pins. */
+export function retentionSection(v: RetentionView, pins: Pin[], now: number, override: boolean): Html {
+  const width = 960;
+  const pad = 12;
+  const times = v.points.map((p) => Date.parse(p.at));
+  const from = Math.min(now - 86_400_000, ...times);
+  const xOf = (t: number) => pad + ((t - from) / Math.max(1, now - from)) * (width - 2 * pad);
+  const p = v.policy;
+  return html`<section class="retention" aria-labelledby="retention-title"><h2 id="retention-title">Retention</h2>
+    <p>Policy${override ? ' (this tenant\'s own)' : ''}: every backup of the last ${p.days} days, the newest ${p.minCount} always${p.daily + p.weekly + p.monthly + p.yearly > 0 ? `, and the newest of ${[p.daily && `${p.daily} days`, p.weekly && `${p.weekly} weeks`, p.monthly && `${p.monthly} months`, p.yearly && `${p.yearly} years`].filter(Boolean).join(', ')}` : ''}; pinned ones for good.</p>
+    ${v.points.length
+      ? html`<svg class="timeline" viewBox="0 0 ${width} 56" width="100%" height="56" role="img" aria-label="restore points from ${new Date(from).toISOString()} to now">
+          <line x1="${pad}" y1="28" x2="${width - pad}" y2="28" stroke="#c7ccd5" stroke-width="2"/>
+          ${v.nextToGo ? html`<line x1="${xOf(Date.parse(v.nextToGo.at))}" y1="8" x2="${xOf(Date.parse(v.nextToGo.at))}" y2="48" stroke="#9a6700" stroke-dasharray="3 2"/>` : ''}
+          ${v.points.map((pt) => {
+            const c = pointClass(pt);
+            return html`<circle class="point ${c}" data-backup="${pt.backupId}" cx="${xOf(Date.parse(pt.at)).toFixed(1)}" cy="28" r="6" fill="${c === 'goes' ? '#fff' : pointColors[c]}" stroke="${pointColors[c]}" stroke-width="2"><title>${pt.backupId} ${pt.at}: ${pt.reasons.length ? pt.reasons.join(', ') : 'goes at the next retention run'}</title></circle>`;
+          })}
+          <text x="${pad}" y="54" font-size="10" fill="#6b7280">${new Date(from).toISOString().slice(0, 10)}</text>
+          <text x="${width - pad}" y="54" font-size="10" fill="#6b7280" text-anchor="end">now</text>
+        </svg>
+        <p class="legend"><span class="key kept">kept (recent, newest)</span> <span class="key tier">kept by a daily/weekly/monthly/yearly tier</span> <span class="key pinned">pinned</span> <span class="key goes">goes at the next run</span></p>`
+      : html`<p class="muted">No restore points.</p>`}
+    <dl class="facts">
+      <dt>restore points</dt><dd>${v.points.length}, the oldest ${when(v.points.at(-1)?.at)}</dd>
+      <dt>next retention run removes</dt><dd class="removable">${v.removable.length ? v.removable.map((id) => html`<code>${id}</code> `) : html`<span class="muted">nothing</span>`}</dd>
+      <dt>expires next</dt><dd class="next-to-go">${v.nextToGo ? html`<code>${v.nextToGo.backupId}</code> at ${when(v.nextToGo.goesAt)} <span class="muted">(kept only as recent; newer backups can push an older one out of the newest ${p.minCount} or a tier sooner)</span>` : html`<span class="muted">nothing goes by age alone</span>`}</dd>
+      <dt>pins</dt><dd class="pins">${pins.length ? html`<ul>${pins.map((x) => html`<li><code>${x.backupId}</code> by ${x.by} ${when(x.at)}: ${x.reason}</li>`)}</ul>` : html`<span class="muted">none</span>`}</dd>
+    </dl>
+  </section>`;
+}
+
+export interface TenantExtras {
+  trend: TrendPoint[];
+  retention: RetentionView;
+  pins: Pin[];
+  /** the tenant has a retention override */
+  override: boolean;
+}
+
+export function tenantPage(d: TenantDetail, backups: Page<BackupRow>, restores: RestoreRow[], inDatabase: boolean | null, extras: TenantExtras): Html {
   const h = d.health;
+  const retained = new Map(extras.retention.points.map((p) => [p.backupId, p]));
   return html`<h1>Tenant ${d.tenantId} ${h ? levelBadge(h.level) : ''}</h1>
     ${inDatabase === false ? html`<p class="flash warning">The tenant is no longer in the database's tenant table; its backups remain until retention removes them.</p>` : ''}
     ${h
@@ -238,8 +325,10 @@ export function tenantPage(d: TenantDetail, backups: Page<BackupRow>, restores: 
         </dl>`
       : html`<p class="muted">No backup of this tenant and no failed attempt in the catalog.</p>`}
     ${d.pendingApprovals.length ? html`<p class="flash warning">Awaiting approval: ${d.pendingApprovals.map((a) => restoreLink(a.restoreId))}</p>` : ''}
+    ${trendCharts('tenant-trend', 'Size and duration', extras.trend)}
+    ${retentionSection(extras.retention, extras.pins, Date.now(), extras.override)}
     <section><h2>Backups</h2>
-      ${backups.rows.length ? backupRows(backups.rows) : html`<p class="muted">None.</p>`}
+      ${backups.rows.length ? backupRows(backups.rows, retained) : html`<p class="muted">None.</p>`}
       ${pager(backups, (page) => withQuery(path('tenants', d.tenantId), { page }))}
     </section>
     <section><h2>Backup runs</h2>

@@ -151,3 +151,47 @@ export async function getVerification(engine: Engine, id: number): Promise<Verif
     return r.rows[0] ? { ...verificationOf(r.rows[0]), report: r.rows[0].report } : undefined;
   });
 }
+
+export interface TrendPoint {
+  /** the backup's snapshot (tenant) or consistent point (full), ISO-8601 */
+  at: string;
+  backupId: string;
+  bytes: number;
+  rows: number | null;
+  seconds: number;
+}
+
+/** A tenant's newest `limit` tenant backups, oldest first: size and duration over time. */
+export async function tenantTrend(engine: Engine, tenantId: string, limit = 100): Promise<TrendPoint[]> {
+  return engine.catalog.read(async (c, s) => {
+    const r = await c.query(
+      `SELECT backup_id, ${microsText('snapshot_at')} AS at, bytes, rows, extract(epoch FROM finished_at - started_at)::float8 AS seconds
+         FROM ${s}.backups WHERE tenant_id = $1 AND kind = 'tenant' ORDER BY snapshot_at DESC, backup_id DESC LIMIT $2`,
+      [tenantId, limit],
+    );
+    return r.rows.reverse().map((x) => ({ at: x.at, backupId: x.backup_id, bytes: Number(x.bytes), rows: Number(x.rows), seconds: Number(x.seconds) }));
+  });
+}
+
+/** A database's newest `limit` full backups, oldest first (index full_backups_consistent_idx). */
+export async function fullTrend(engine: Engine, database: string, limit = 100): Promise<TrendPoint[]> {
+  return engine.catalog.read(async (c, s) => {
+    const r = await c.query(
+      `SELECT backup_id, ${microsText('consistent_at')} AS at, bytes, extract(epoch FROM finished_at - started_at)::float8 AS seconds
+         FROM ${s}.full_backups WHERE database = $1 ORDER BY consistent_at DESC, backup_id DESC LIMIT $2`,
+      [database, limit],
+    );
+    return r.rows.reverse().map((x) => ({ at: x.at, backupId: x.backup_id, bytes: Number(x.bytes), rows: null, seconds: Number(x.seconds) }));
+  });
+}
+
+/** Every restore point of a tenant (kind tenant: what retention judges), newest first, at most `cap`. */
+export async function tenantRestorePoints(engine: Engine, tenantId: string, cap = 5000): Promise<{ backupId: string; at: string }[]> {
+  return engine.catalog.read(async (c, s) => {
+    const r = await c.query(
+      `SELECT backup_id, ${microsText('snapshot_at')} AS at FROM ${s}.backups WHERE tenant_id = $1 AND kind = 'tenant' ORDER BY snapshot_at DESC, backup_id DESC LIMIT $2`,
+      [tenantId, cap],
+    );
+    return r.rows.map((x) => ({ backupId: x.backup_id, at: x.at }));
+  });
+}
