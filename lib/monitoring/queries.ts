@@ -3,7 +3,7 @@
 // tenants nothing here brings one row per tenant or per backup into JavaScript, except the
 // tenants that need attention, up to a cap.
 import type { PoolClient } from 'pg';
-import { microsText } from './sql';
+import { microsText } from '../pg';
 
 /** Failures that say the request was wrong (an unknown tenant, a run already going), not that backups are broken. */
 export const requestErrorTypes = ['BadInput', 'TenantNotFound', 'AlreadyRunning'];
