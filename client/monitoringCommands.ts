@@ -76,22 +76,10 @@ export function checkLine(r: HealthReport): string {
   return `TENANTSAFE ${r.level.toUpperCase()} - ${r.summary} | ${perfData(r)}`;
 }
 
-const kindNames: Record<string, string> = {
-  tenant: 'tenant backups',
-  full: 'full backups',
-  verification: 'verification',
-  wal: 'WAL archive',
-  changeLog: 'change log',
-  retention: 'retention',
-  approval: 'approvals',
-  database: 'database',
-  temporal: 'Temporal',
-};
-
 function itemLine(i: HealthItem): string {
   const run = i.run ? `\n${' '.repeat(26)}run: ${i.run.url ?? `${i.run.workflowId} ${i.run.runId}`}` : '';
   const help = i.level === 'ok' ? '' : `\n${' '.repeat(26)}runbook: ${i.runbook}`;
-  return `${i.level.toUpperCase().padEnd(9)} ${(kindNames[i.kind] ?? i.kind).padEnd(15)} ${i.message}${run}${help}`;
+  return `${i.level.toUpperCase().padEnd(9)} ${health().healthKindNames[i.kind].padEnd(15)} ${i.message}${run}${help}`;
 }
 
 function when(at: string | null | undefined, now: string, durationText: (s: number) => string): string {

@@ -4,24 +4,11 @@ import { sanitizeMessage, webhookPayload } from '../lib/alerts/format';
 import { listAlerts } from '../lib/alerts/store';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ctx, minimal, problemsOf } from './support/config';
 import { freshDatabase, withDb, type TestDatabase } from './support/db';
 import { startSmtpReceiver, startWebhookReceiver, type SmtpReceiver, type WebhookReceiver } from './support/receivers';
 import { waitFor } from './support/wait';
 
-const ctx = { env: {}, source: 'test', baseDir: '/srv/tenantsafe' };
-const minimal = { database: { url: 'postgres://app@db:5432/saas' }, storage: { primary: { kind: 'local', path: 'backups' } } };
-
-function problemsOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string {
-  try {
-    parseConfig(doc, { ...ctx, env });
-  } catch (err) {
-    assert.ok(err instanceof TenantsafeError);
-    assert.equal(err.type, ErrorType.BadConfig);
-    return err.message;
-  }
-  assert.fail('config was accepted');
-}
 
 describe('configuration of alerts', () => {
   it('sends nothing by default, and reads a webhook, e-mail and the Temporal UI address with secrets from the environment', () => {

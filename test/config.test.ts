@@ -4,20 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, parseConfig, redactUrl } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ctx, minimal, problemsOf } from './support/config';
 
-const ctx = { env: {}, source: 'test', baseDir: '/srv/tenantsafe' };
-const minimal = { database: { url: 'postgres://app@db:5432/saas' }, storage: { primary: { kind: 'local', path: 'backups' } } };
-
-function problemsOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string {
-  try {
-    parseConfig(doc, { ...ctx, env });
-  } catch (err) {
-    assert.ok(err instanceof TenantsafeError);
-    assert.equal(err.type, ErrorType.BadConfig);
-    return err.message;
-  }
-  assert.fail('config was accepted');
-}
 
 describe('configuration', () => {
   it('fills in defaults and resolves a relative storage path against the config file', () => {

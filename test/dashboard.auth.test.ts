@@ -4,22 +4,9 @@ import { strict as assert } from 'node:assert';
 import { DashboardAuth, legacyTokenUser, sessionCookie } from '../client/dashboard/auth';
 import { html } from '../client/dashboard/html';
 import { parseConfig, type DashboardConfig } from '../lib/config';
-import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ctx, minimal, problemsOf } from './support/config';
 import { hashPassword, hashToken, isSecretHash, secretMatches } from '../lib/secretHash';
 
-const ctx = { env: {}, source: 'test', baseDir: '/srv/tenantsafe' };
-const minimal = { database: { url: 'postgres://app@db:5432/saas' }, storage: { primary: { kind: 'local', path: 'backups' } } };
-
-function problemsOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string {
-  try {
-    parseConfig(doc, { ...ctx, env });
-  } catch (err) {
-    assert.ok(err instanceof TenantsafeError);
-    assert.equal(err.type, ErrorType.BadConfig);
-    return err.message;
-  }
-  assert.fail('config was accepted');
-}
 
 const longToken = 'tok-' + 'x'.repeat(40);
 

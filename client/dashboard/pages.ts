@@ -3,7 +3,7 @@
 // workflow's status query. Each function returns the page's body; client/server.ts wraps it in the
 // layout. Every value goes through the `html` tag, which escapes it.
 import type { DatabaseHealth, HealthItem, HealthReport, Level, PendingApproval, RunLink, TenantHealth, tenantHealth } from '../../lib/monitoring/health';
-import { durationText } from '../../lib/monitoring/health';
+import { durationText, healthKindNames } from '../../lib/monitoring/health';
 import type { BackupRow, Page, RestoreRow, TrendPoint, VerificationRecordFull, VerificationRow } from '../../lib/dashboard/reads';
 import type { RetainedPoint, RetentionView } from '../../lib/dashboard/retention';
 import type { Pin } from '../../lib/retention/pins';
@@ -11,18 +11,6 @@ import type { TenantRestoreStatus } from '../../workflows/messages';
 import { bytesText, externalLink, html, Html, levelBadge, path, when, withQuery } from './html';
 
 export type TenantDetail = Awaited<ReturnType<typeof tenantHealth>>;
-
-const kindLabels: Record<string, string> = {
-  tenant: 'tenant backups',
-  full: 'full backups',
-  verification: 'verification',
-  wal: 'WAL archive',
-  changeLog: 'change log',
-  retention: 'retention',
-  approval: 'approvals',
-  database: 'database',
-  temporal: 'Temporal',
-};
 
 /** An error's first sentence, without its HINT: a page shows the reason, the run has the rest. */
 export function reasonText(error: string | null | undefined): string {
@@ -56,7 +44,7 @@ function pager(p: { total: number; offset: number; limit: number }, link: (page:
 
 function itemView(i: HealthItem): Html {
   return html`<li class="item ${i.level}" data-id="${i.id}">
-    ${levelBadge(i.level)} <span class="kind">${kindLabels[i.kind] ?? i.kind}</span>
+    ${levelBadge(i.level)} <span class="kind">${healthKindNames[i.kind]}</span>
     <span class="message">${i.message}</span>
     <span class="links">
       ${i.tenantId ? tenantLink(i.tenantId) : ''}

@@ -59,6 +59,19 @@ const worst = (...ls: Level[]): Level => levelNames[Math.max(0, ...ls.map(levelR
 
 export type HealthKind = 'tenant' | 'full' | 'verification' | 'wal' | 'changeLog' | 'retention' | 'approval' | 'database' | 'temporal';
 
+/** Each kind as people read it (status, the dashboard). */
+export const healthKindNames: Record<HealthKind, string> = {
+  tenant: 'tenant backups',
+  full: 'full backups',
+  verification: 'verification',
+  wal: 'WAL archive',
+  changeLog: 'change log',
+  retention: 'retention',
+  approval: 'approvals',
+  database: 'database',
+  temporal: 'Temporal',
+};
+
 /** What the health model holds each kind to. */
 export interface Expectation {
   /** the interval it must succeed within; null: its age is not judged */
