@@ -53,6 +53,7 @@ export interface Config {
   supabase: SupabaseConfig | null;
   retention: RetentionConfig;
   alerts: AlertsConfig;
+  dr: DrConfig;
   verification: {
     scratchDir: string;
     tenantBackupsPerRun: number;
@@ -91,6 +92,62 @@ export interface ChangeLogConfig {
   replicaIdentityFull: boolean;
   /** how long a tenant backup waits for the exact boundary with the change log before it goes without */
   boundaryWaitMs: number;
+}
+
+/**
+ * Disaster recovery: the targets every failover and drill is measured against, the standby
+ * (self-managed provider), the endpoint applications connect through, the failover policy, the drills.
+ */
+export interface DrConfig {
+  /** the data loss and the downtime the operator accepts; every failover and drill is judged against them */
+  targets: { rpoMs: number; rtoMs: number };
+  /** null when no standby is configured: failover and switchover refuse */
+  standby: DrStandbyConfig | null;
+  /** null when applications connect straight to the database: failover then cannot switch them */
+  endpoint: DrEndpointConfig | null;
+  failover: DrFailoverConfig;
+  drill: DrDrillConfig;
+}
+
+export interface DrStandbyConfig {
+  /** the standby's data directory, on the host of the worker that runs `standby create` */
+  dataDir: string;
+  host: string;
+  port: number;
+  /** the physical replication slot on the primary that keeps the standby's WAL */
+  slot: string;
+  /** synchronous_standby_names names the standby: a commit waits for it (RPO 0) */
+  synchronous: boolean;
+  /** a failover refuses (unless forced) when the standby has replayed less than this many bytes of the primary's WAL */
+  maxLagBytes: number;
+}
+
+export interface DrEndpointConfig {
+  /** PgBouncer's admin console (database `pgbouncer`), where PAUSE, RELOAD and RESUME are sent */
+  adminUrl: string;
+  /** the file of PgBouncer's [databases] section the failover rewrites (included by pgbouncer.ini) */
+  databasesFile: string;
+  /** the database name applications use through PgBouncer */
+  database: string;
+  /** the application's URL through PgBouncer, for the write check after a switch */
+  url: string;
+}
+
+export interface DrFailoverConfig {
+  /** required: a person or service approves by signal; automatic: the workflow goes on alone */
+  approval: 'required' | 'automatic';
+  /** failed probes in a row before the primary counts as lost */
+  probes: number;
+  probeIntervalMs: number;
+  probeTimeoutMs: number;
+  approvalTimeoutMs: number;
+}
+
+export interface DrDrillConfig {
+  /** how often the Temporal Schedule runs a drill; null: no schedule (drills run by hand) */
+  intervalMs: number | null;
+  /** tenants whose rows the drill compares with their latest tenant backup */
+  sampleTenants: number;
 }
 
 export type DashboardRole = 'read-only' | 'operator';
@@ -371,6 +428,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   retention.done();
 
   const alertsConfig = alertsOf(root.section('alerts'));
+  const drConfig = drOf(root.section('dr'), ctx.baseDir);
 
   const verification = root.section('verification');
   const verificationConfig = {
@@ -442,6 +500,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     supabase: supabaseConfig,
     retention: retentionConfig,
     alerts: alertsConfig,
+    dr: drConfig,
     verification: verificationConfig,
     restore: restoreConfig,
     dashboard: dashboardConfig,
@@ -553,6 +612,60 @@ function alertsOf(alerts: Section): AlertsConfig {
   };
   alerts.done();
   return config;
+}
+
+function drOf(dr: Section, baseDir: string): DrConfig {
+  const targets = dr.section('targets');
+  const targetsConfig = { rpoMs: targets.duration('rpo') ?? 5_000, rtoMs: targets.duration('rto') ?? 60_000 };
+  targets.done();
+
+  const standby = dr.optionalSection('standby');
+  let standbyConfig: DrStandbyConfig | null = null;
+  if (standby) {
+    const dataDir = standby.string('dataDir', true);
+    const port = standby.integer('port', 1, 65535);
+    if (port === undefined) standby.string('port', true);
+    standbyConfig = {
+      dataDir: path.resolve(baseDir, dataDir ?? ''),
+      host: standby.string('host') ?? '127.0.0.1',
+      port: port ?? 0,
+      slot: standby.identifier('slot') ?? 'tenantsafe_standby',
+      synchronous: standby.boolean('synchronous') ?? false,
+      maxLagBytes: standby.bytes('maxLag') ?? 16 * 1024 * 1024,
+    };
+    standby.done();
+  }
+
+  const endpoint = dr.optionalSection('endpoint');
+  let endpointConfig: DrEndpointConfig | null = null;
+  if (endpoint) {
+    const adminUrl = endpoint.postgresUrl('adminUrl', true);
+    const databasesFile = endpoint.string('databasesFile', true);
+    const database = endpoint.string('database', true);
+    const url = endpoint.postgresUrl('url', true);
+    endpoint.done();
+    if (adminUrl && databasesFile && database && url) endpointConfig = { adminUrl, databasesFile: path.resolve(baseDir, databasesFile), database, url };
+  }
+
+  const failover = dr.section('failover');
+  const failoverConfig: DrFailoverConfig = {
+    approval: failover.oneOf('approval', ['required', 'automatic'] as const) ?? 'required',
+    probes: failover.integer('probes', 1, 100) ?? 3,
+    probeIntervalMs: failover.duration('probeInterval') ?? 1_000,
+    probeTimeoutMs: failover.duration('probeTimeout') ?? 2_000,
+    approvalTimeoutMs: failover.duration('approvalTimeout') ?? 3_600_000,
+  };
+  failover.done();
+
+  const drill = dr.section('drill');
+  const drillInterval = drill.durationOrOff('interval');
+  const drillConfig: DrDrillConfig = {
+    intervalMs: drillInterval === undefined ? 7 * 24 * 3_600_000 : drillInterval,
+    sampleTenants: drill.integer('sampleTenants', 0, 1000) ?? 1,
+  };
+  drill.done();
+  dr.done();
+  return { targets: targetsConfig, standby: standbyConfig, endpoint: endpointConfig, failover: failoverConfig, drill: drillConfig };
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. */
@@ -697,6 +810,16 @@ class Section {
     } catch {
       return this.fail(name, 'must be a duration like 90s, 30m, 24h or 7d', v);
     }
+  }
+
+  /** a size in bytes: 1048576, 512kB, 16MB, 1GB (powers of 1024, as Postgres reads them) */
+  bytes(name: string): number | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    const m = /^\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*$/.exec(v);
+    if (!m) return this.fail(name, 'must be a size like 1048576, 512kB, 16MB or 1GB', v);
+    const unit = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }[m[2] ?? 'B'] ?? 1;
+    return Number(m[1]) * unit;
   }
 
   /** a duration, or `off` (null) */

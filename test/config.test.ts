@@ -162,3 +162,49 @@ describe('configuration of monitoring and the worker\'s metrics', () => {
     assert.match(problemsOf({ ...minimal, monitoring: { warningFactor: 2, criticalFactor: 1.5 } }), /monitoring\.criticalFactor: must be at least warningFactor \(2\) \(got 1\.5\)/);
   });
 });
+
+describe('configuration of disaster recovery', () => {
+  it('defaults to RPO 5 s and RTO 60 s, no standby and no endpoint, approved failovers after three failed probes, a weekly drill', () => {
+    const { dr } = parseConfig(minimal, ctx);
+    assert.deepEqual(dr.targets, { rpoMs: 5_000, rtoMs: 60_000 });
+    assert.equal(dr.standby, null);
+    assert.equal(dr.endpoint, null);
+    assert.deepEqual(dr.failover, { approval: 'required', probes: 3, probeIntervalMs: 1_000, probeTimeoutMs: 2_000, approvalTimeoutMs: 3_600_000 });
+    assert.deepEqual(dr.drill, { intervalMs: 7 * 24 * 3_600_000, sampleTenants: 1 });
+  });
+
+  it('reads a standby, a PgBouncer endpoint, an automatic policy and drills turned off', () => {
+    const { dr } = parseConfig(
+      {
+        ...minimal,
+        dr: {
+          targets: { rpo: '0s', rto: '10s' },
+          standby: { dataDir: 'standby', port: 5433, synchronous: true, maxLag: '1MB' },
+          endpoint: { adminUrl: 'postgres://pgbouncer@127.0.0.1:6432/pgbouncer', databasesFile: 'pgbouncer/databases.ini', database: 'saas', url: 'postgres://app@127.0.0.1:6432/saas' },
+          failover: { approval: 'automatic', probes: 5 },
+          drill: { interval: 'off' },
+        },
+      },
+      ctx,
+    );
+    assert.deepEqual(dr.targets, { rpoMs: 0, rtoMs: 10_000 });
+    assert.deepEqual(dr.standby, { dataDir: '/srv/tenantsafe/standby', host: '127.0.0.1', port: 5433, slot: 'tenantsafe_standby', synchronous: true, maxLagBytes: 1024 * 1024 });
+    assert.equal(dr.endpoint?.databasesFile, '/srv/tenantsafe/pgbouncer/databases.ini');
+    assert.equal(dr.failover.approval, 'automatic');
+    assert.equal(dr.failover.probes, 5);
+    assert.equal(dr.drill.intervalMs, null);
+  });
+
+  it('names every bad DR key', () => {
+    const message = problemsOf({
+      ...minimal,
+      dr: { targets: { rto: 'soon' }, standby: { port: 70000, maxLag: 'lots' }, endpoint: { database: 'saas' }, failover: { approval: 'maybe' } },
+    });
+    assert.match(message, /dr\.targets\.rto: must be a duration/);
+    assert.match(message, /dr\.standby\.dataDir: is required/);
+    assert.match(message, /dr\.standby\.port: must be an integer from 1 to 65535/);
+    assert.match(message, /dr\.standby\.maxLag: must be a size like/);
+    assert.match(message, /dr\.endpoint\.adminUrl: is required/);
+    assert.match(message, /dr\.failover\.approval: must be one of required, automatic/);
+  });
+});
