@@ -3,6 +3,7 @@ import type { Engine } from '../lib/engine';
 import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
 import { createFullBackupActivities } from './fullBackup';
+import { createStandbyActivities } from './standby';
 import { createTenantBackupActivities } from './tenantBackup';
 import { createTenantRestoreActivities } from './tenantRestore';
 import { createVerifyActivities } from './verify';
@@ -15,5 +16,6 @@ export function createActivities(engine: Engine) {
     ...createVerifyActivities(engine),
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
+    ...createStandbyActivities(engine),
   };
 }

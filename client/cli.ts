@@ -12,6 +12,7 @@ import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
 import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerWorkerCommand } from './serviceCommands';
+import { registerStandbyCommands } from './standbyCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
 
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerScheduleCommands(program);
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
+  registerStandbyCommands(program);
   registerWorkerCommand(program);
   registerDevCommands(program);
   return program;

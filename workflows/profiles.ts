@@ -43,3 +43,13 @@ export const alertStep: ActivityOptions = {
 };
 /** Runs started before the alerts existed replay without their notifyAlert steps (workflows/alerts.ts). */
 export const pushAlerts = 'push-alerts';
+
+/**
+ * Building or rebuilding a standby: long (extracting, catching up), heartbeating; a dead worker is
+ * noticed in 15 s and the retry cleans what the attempt left half-built (lib/dr/standby.ts).
+ */
+export const standbyBuild: ActivityOptions = {
+  startToCloseTimeout: '24h',
+  heartbeatTimeout: '15s',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 3 },
+};
