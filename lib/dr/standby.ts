@@ -86,7 +86,7 @@ export interface StandbyStatus {
   host: string;
   port: number;
   primaryReachable: boolean;
-  /** the primary's current WAL position */
+  /** the primary's current WAL position (flushed: what it can send) */
   primaryLsn: string | null;
   /** the standby's last replayed and received positions */
   replayLsn: string | null;
@@ -221,7 +221,8 @@ async function primaryFacts(url: string): Promise<PrimaryFacts> {
     if (f.wal_level === 'minimal' || f.senders < 1) {
       throw new TenantsafeError(ErrorType.BadConfig, `The primary at ${hostPortOf(url)} cannot feed a standby (wal_level ${f.wal_level}, max_wal_senders ${f.senders}).`, 'Set wal_level = replica and max_wal_senders of at least 3 on the primary, then restart it.');
     }
-    const pos = await c.query<{ lsn: string; timeline: number }>(`SELECT pg_current_wal_lsn()::text AS lsn, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline`);
+    // flushed: what a walsender, and so the WAL archiver, can have; records past it wait in memory for the next flush
+    const pos = await c.query<{ lsn: string; timeline: number }>(`SELECT pg_current_wal_flush_lsn()::text AS lsn, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline`);
     return { systemIdentifier: f.sysid, timeline: pos.rows[0].timeline, currentLsn: pos.rows[0].lsn, rewindable: f.rewindable };
   });
 }
@@ -489,7 +490,9 @@ export async function createStandby(engine: Engine, opts: CreateStandbyOptions):
 
 /** Stops the server of a data directory, if one runs, and removes the directory. */
 async function removeDataDir(dataDir: string): Promise<void> {
-  if (fs.existsSync(path.join(dataDir, 'PG_VERSION'))) {
+  // a base backup holds no postmaster.pid: only a server started here leaves one
+  if (fs.existsSync(path.join(dataDir, 'postmaster.pid'))) {
+    chownToPostgres([dataDir], true); // an attempt killed while extracting as root left files pg_ctl cannot read
     const result = await runPgTool('pg_ctl', ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '60']);
     // "no server running" (exit 3) is what we want too
     if (result.code !== 0 && !/no server running|PID file .* does not exist/i.test(result.output)) {
@@ -524,7 +527,7 @@ export async function standbyStatus(opts: { primaryUrl: string; standby: Standby
   let replication: { state: string; sync_state: string; write_lag: number | null; flush_lag: number | null; replay_lag: number | null } | undefined;
   try {
     await withConnection(opts.primaryUrl, async (c) => {
-      const r = await c.query<{ lsn: string; names: string }>(`SELECT pg_current_wal_lsn()::text AS lsn, current_setting('synchronous_standby_names') AS names`);
+      const r = await c.query<{ lsn: string; names: string }>(`SELECT pg_current_wal_flush_lsn()::text AS lsn, current_setting('synchronous_standby_names') AS names`);
       Object.assign(status, { primaryReachable: true, primaryLsn: r.rows[0].lsn, synchronousStandbyNames: r.rows[0].names });
       const rep = await c.query(
         `SELECT state, sync_state, extract(epoch FROM write_lag)::float8 AS write_lag, extract(epoch FROM flush_lag)::float8 AS flush_lag, extract(epoch FROM replay_lag)::float8 AS replay_lag
