@@ -342,7 +342,7 @@ describe('standby create when the worker is killed mid-way', function () {
     const marker = JSON.parse(fs.readFileSync(path.join(node.dataDir, 'tenantsafe-standby.json'), 'utf8'));
     assert.equal(marker.state, 'building', 'killed before the build finished');
 
-    workers.push(await spawnWorkerProcess(env.configFile));
+    workers.push(await spawnWorkerProcess(env.configFile, 180_000)); // a loaded machine starts a worker slowly
     const result = await handle.result();
     assert.equal(result.outcome, 'rebuilt', 'the retry found the half-built directory and built it again');
     await source.cluster.psql(`INSERT INTO events VALUES (400001, 'after the kill')`, 'app');

@@ -9,4 +9,5 @@ export { pitrRestore } from './pitrRestore';
 export { verifyBackup } from './verifyBackup';
 export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
-export { standbyCreate, standbyRebuild } from './standby';
+export { standbyCreate } from './standbyCreate';
+export { standbyRebuild } from './standbyRebuild';

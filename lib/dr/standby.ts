@@ -61,11 +61,8 @@ export interface CreateStandbyOptions {
   signal?: AbortSignal;
 }
 
-export interface CreateStandbyResult {
-  /** created: built now; rebuilt: a half-built directory was cleaned first; running / restarted: a standby built earlier, left as it is (started when it was stopped) */
-  outcome: 'created' | 'rebuilt' | 'running' | 'restarted';
-  /** the base backup it was built from (null when it existed already) */
-  backupId: string | null;
+/** What a build and a rebuild report of the standby they leave streaming. */
+export interface StandbyReport {
   dataDir: string;
   host: string;
   port: number;
@@ -73,9 +70,16 @@ export interface CreateStandbyResult {
   synchronous: boolean;
   replayLsn: string | null;
   primaryLsn: string | null;
+  tookMs: number;
+}
+
+export interface CreateStandbyResult extends StandbyReport {
+  /** created: built now; rebuilt: a half-built directory was cleaned first; running / restarted: a standby built earlier, left as it is (started when it was stopped) */
+  outcome: 'created' | 'rebuilt' | 'running' | 'restarted';
+  /** the base backup it was built from (null when it existed already) */
+  backupId: string | null;
   /** false when the primary has neither wal_log_hints nor data checksums: after a failover it could not be rewound, failback copies it whole */
   rewindable: boolean;
-  tookMs: number;
 }
 
 export type StandbyState = 'streaming' | 'catching-up' | 'stopped' | 'absent' | 'not-replicating';
@@ -132,19 +136,11 @@ export interface RebuildOptions {
   signal?: AbortSignal;
 }
 
-export interface RebuildResult {
+export interface RebuildResult extends StandbyReport {
   /** rewind: pg_rewind of the old directory; basebackup: a fresh copy of the new primary; running: it already streams from the new primary */
   path: 'rewind' | 'basebackup' | 'running';
   /** why it did not rewind (basebackup path) */
   reason: string | null;
-  dataDir: string;
-  host: string;
-  port: number;
-  slot: string;
-  synchronous: boolean;
-  replayLsn: string | null;
-  primaryLsn: string | null;
-  tookMs: number;
 }
 
 /** How long a standby may replay nothing new without streaming before we call it stuck. */

@@ -6,14 +6,12 @@
 //      primary, started, caught up until the primary streams to it; synchronous_standby_names
 //      set or cleared. A standby built earlier is left as it is; a half-built one is built again.
 //   3. record the run
-// Runbook: failback's first half (`tenantsafe standby rebuild`): the old primary's data directory
-// becomes a standby of the new primary (pg_rewind, else a fresh copy); the run is recorded.
 import { proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { StandbyActivities } from '../activities/standby';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
-import type { CreateStandbyResult, RebuildResult } from '../lib/dr/standby';
+import type { CreateStandbyResult } from '../lib/dr/standby';
 import { rootCause } from './failures';
-import { standbyCreateStatusQuery, standbyRebuildStatusQuery, type StandbyCreateInput, type StandbyCreateStatus, type StandbyRebuildInput, type StandbyRebuildStatus } from './messages';
+import { standbyCreateStatusQuery, type StandbyCreateInput, type StandbyCreateStatus } from './messages';
 import { shortStep, standbyBuild } from './profiles';
 
 const step = proxyActivities<StandbyActivities & TenantBackupActivities>(shortStep);
@@ -37,25 +35,6 @@ export async function standbyCreate(_input: StandbyCreateInput = {}): Promise<Cr
     const checked = status.state !== 'checking';
     Object.assign(status, { state: 'failed', error: cause.message });
     if (checked) await step.recordRun({ ...run, backupId: status.backupId, status: 'failed', error: cause.message, errorType: cause.type ?? null }).catch(() => undefined);
-    throw err;
-  }
-}
-
-export async function standbyRebuild(input: StandbyRebuildInput): Promise<RebuildResult> {
-  const { workflowId, runId } = workflowInfo();
-  const status: StandbyRebuildStatus = { state: 'rebuilding' };
-  setHandler(standbyRebuildStatusQuery, () => status);
-  const run = { workflowId, runId, workflowType: 'standbyRebuild' };
-  try {
-    await step.recordRun({ ...run, status: 'running', details: { dataDir: input.dataDir, primary: input.primary } });
-    const result = await build.rebuildStandby(input);
-    status.state = 'done';
-    await step.recordRun({ ...run, status: 'completed', details: { path: result.path, reason: result.reason, replayLsn: result.replayLsn, tookMs: result.tookMs } });
-    return result;
-  } catch (err) {
-    const cause = rootCause(err);
-    Object.assign(status, { state: 'failed', error: cause.message });
-    await step.recordRun({ ...run, status: 'failed', error: cause.message, errorType: cause.type ?? null }).catch(() => undefined);
     throw err;
   }
 }
