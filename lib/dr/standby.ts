@@ -293,8 +293,19 @@ async function freeSlot(primaryUrl: string, slot: string): Promise<boolean> {
   });
 }
 
+/** Drops the slot once no walsender holds it (one of a standby just stopped lets go within seconds). */
 async function dropSlot(primaryUrl: string, slot: string): Promise<void> {
-  await withConnection(primaryUrl, (c) => c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, [slot]));
+  await withConnection(primaryUrl, async (c) => {
+    for (let i = 0; i < 50; i++) {
+      const r = await c.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+      if (r.rowCount === 0) return;
+      if (!r.rows[0].active) {
+        await c.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+        return;
+      }
+      await sleep(100);
+    }
+  });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -455,29 +466,33 @@ export async function createStandby(engine: Engine, opts: CreateStandbyOptions):
     );
   }
 
-  fs.mkdirSync(standby.dataDir, { recursive: true, mode: 0o700 });
-  writeMarker(standby.dataDir, { state: 'building', systemIdentifier: check.primary.systemIdentifier, source: 'backup', backupId: backup.backupId });
-  await extractBaseBackup(engine.store, backup, standby.dataDir, (bytes) => opts.onProgress?.({ phase: 'extracting', bytes }), opts.signal);
-  prepareDataDir(standby.dataDir, 'standby.signal');
-  dropSynchronousNames(standby.dataDir);
-  fs.rmSync(path.join(standby.dataDir, 'log'), { recursive: true, force: true }); // the primary's server log, copied with it
-
-  // the archive as it is now, up to the slot's start at least: replay goes on by streaming from there
-  const walServer = await startWalServer({ store: engine.store, listing: await listWalArchive(engine.store), segmentSize: backup.wal.segmentSize, spoolBeside: standby.dataDir, firstSegment: backup.wal.startSegment });
   let cluster: PrivateCluster | undefined;
   let replayLsn: string | null;
   try {
-    cluster = await PrivateCluster.create({ dataDir: standby.dataDir, port: standby.port, settings: standbySettings(primaryUrl, standby, walServer.restoreCommand) });
-    await cluster.start();
-    replayLsn = await waitUntilStreaming(cluster, primaryUrl, standby.slot, walServer.errors, opts.onProgress, opts.signal);
-    // streaming from the slot now: the archive's server goes with this process, so the standby must not ask it again
-    cluster.appendConfig({ restore_command: '' });
-    await cluster.psql(`SELECT pg_reload_conf()`);
+    fs.mkdirSync(standby.dataDir, { recursive: true, mode: 0o700 });
+    writeMarker(standby.dataDir, { state: 'building', systemIdentifier: check.primary.systemIdentifier, source: 'backup', backupId: backup.backupId });
+    await extractBaseBackup(engine.store, backup, standby.dataDir, (bytes) => opts.onProgress?.({ phase: 'extracting', bytes }), opts.signal);
+    prepareDataDir(standby.dataDir, 'standby.signal');
+    dropSynchronousNames(standby.dataDir);
+    fs.rmSync(path.join(standby.dataDir, 'log'), { recursive: true, force: true }); // the primary's server log, copied with it
+
+    // the archive as it is now, up to the slot's start at least: replay goes on by streaming from there
+    const walServer = await startWalServer({ store: engine.store, listing: await listWalArchive(engine.store), segmentSize: backup.wal.segmentSize, spoolBeside: standby.dataDir, firstSegment: backup.wal.startSegment });
+    try {
+      cluster = await PrivateCluster.create({ dataDir: standby.dataDir, port: standby.port, settings: standbySettings(primaryUrl, standby, walServer.restoreCommand) });
+      await cluster.start();
+      replayLsn = await waitUntilStreaming(cluster, primaryUrl, standby.slot, walServer.errors, opts.onProgress, opts.signal);
+      // streaming from the slot now: the archive's server goes with this process, so the standby must not ask it again
+      cluster.appendConfig({ restore_command: '' });
+      await cluster.psql(`SELECT pg_reload_conf()`);
+    } finally {
+      await walServer.stop();
+    }
   } catch (err) {
+    // nothing streams from the slot now: it would keep the primary's WAL until its disk fills (the run again makes it anew)
     await cluster?.stop('immediate').catch(() => undefined);
+    await dropSlot(primaryUrl, standby.slot).catch(() => undefined);
     throw err;
-  } finally {
-    await walServer.stop();
   }
   writeMarker(standby.dataDir, { state: 'ready', systemIdentifier: check.primary.systemIdentifier, source: 'backup', backupId: backup.backupId });
   await applySynchronousMode(primaryUrl, standby.slot, opts.synchronous);
