@@ -35,7 +35,7 @@ import { logTail } from '../process';
 import { findWalGaps, listWalArchive } from '../wal/archive';
 import { ensureSlot } from '../wal/archiver';
 import { waitForArchivedWal } from '../fullBackup/basebackup';
-import { parseLsn, segmentOfLsn } from '../wal/names';
+import { formatLsn, parseLsn, segmentOfLsn } from '../wal/names';
 
 export interface StandbyNode {
   /** the data directory, on the machine that runs this code */
@@ -142,6 +142,9 @@ export interface RebuildResult extends StandbyReport {
   /** why it did not rewind (basebackup path) */
   reason: string | null;
 }
+
+/** XLOG_BLCKSZ: PostgreSQL's WAL page size (a compile-time constant nobody changes). */
+const walPageSize = 8192;
 
 /** How long a standby may replay nothing new without streaming before we call it stuck. */
 const stallMs = 120_000;
@@ -453,9 +456,13 @@ export async function createStandby(engine: Engine, opts: CreateStandbyOptions):
   const createdSlot = await freeSlot(primaryUrl, standby.slot);
   // The slot keeps the primary's WAL from here on; the archive must hold everything before it.
   const { currentLsn, timeline } = await primaryFacts(primaryUrl);
+  // The archive's partial segment ends at its last non-zero byte, which may lie a few bytes short
+  // of the last record's end until the next record comes; the WAL page holding the position starts
+  // with a header that is never zero, so reaching that page's start proves the archiver has come this far.
+  const reach = formatLsn(parseLsn(currentLsn) & ~BigInt(walPageSize - 1));
   try {
     const { wal } = backup;
-    await waitForArchivedWal(engine.store, { ...wal, stopLsn: currentLsn, stopSegment: segmentOfLsn(currentLsn, timeline, wal.segmentSize) }, engine.config.fullBackup.archiveWaitMs, opts.signal);
+    await waitForArchivedWal(engine.store, { ...wal, stopLsn: reach, stopSegment: segmentOfLsn(reach, timeline, wal.segmentSize) }, engine.config.fullBackup.archiveWaitMs, opts.signal);
   } catch (err) {
     if (createdSlot) await dropSlot(primaryUrl, standby.slot).catch(() => undefined);
     if (!(err instanceof TenantsafeError && err.type === ErrorType.WalArchiveBehind)) throw err;
