@@ -4,7 +4,12 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import { damageTenant } from '../sample/damage';
 import { liveRows } from './support/backups';
-import { withDb } from './support/db';
+import { adminUrl, databaseUrl, withDb } from './support/db';
+import { startFakeSupabase, type FakeSupabase } from './doubles/supabaseApi';
+import { parseConfig } from '../lib/config';
+import { startWorker, type StartedWorker } from '../workers/worker';
+import { stringify } from 'yaml';
+import { testStack } from './support/stack';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import * as path from 'node:path';
 import { workflowScopes } from '../lib/databaseIdentity';
@@ -21,7 +26,7 @@ import { readOff, runbooksDir, runbookSteps, runRunbook } from './support/runboo
 
 describe('runbooks', function () {
   it('mark the commands an operator types, and every runbook the DR issue names has some', () => {
-    for (const name of ['tenant-restore-undo', 'wal-lost']) {
+    for (const name of ['tenant-restore-undo', 'wal-lost', 'supabase-project-loss']) {
       const steps = runbookSteps(name);
       assert.ok(steps.every((s) => s.command.startsWith('tenantsafe ') || s.command.startsWith('pg_') || s.command.startsWith('psql ')), `${name}: ${steps.map((s) => s.command).join('\n')}`);
     }
@@ -131,5 +136,98 @@ describe('runbooks', function () {
       assert.ok(window, outputs[5].stdout);
       assert.ok(parseMicros(window[1]) >= parseMicros(newBackup.consistentAt) - 1_000_000n, `the window starts at the new backup: ${outputs[5].stdout}`);
     });
+  });
+
+  describe('a Supabase project lost (supabase-project-loss.md)', function () {
+    const token = 'sbp_0123456789abcdef0123456789abcdef01234567';
+    const oldRef = 'abcdefghijklmnopqrst';
+    const newRef = 'tsrqponmlkjihgfedcba';
+    const tenantId = 'globex';
+    const suffix = `${process.pid}_${Date.now()}`;
+    const catalogDb = `tenantsafe_rb_catalog_${suffix}`;
+    const newProjectDb = `tenantsafe_rb_newproject_${suffix}`;
+    let api: FakeSupabase;
+    let env: TestEnv;
+    let oldWorker: StartedWorker;
+    let newWorker: StartedWorker | undefined;
+    const project = (ref: string) => ({ ref, name: ref, pitrEnabled: false, earliestBackup: 0, latestBackup: 0, backups: [], status: 'ACTIVE_HEALTHY' });
+
+    before(async function () {
+      this.timeout(180_000);
+      api = await startFakeSupabase({ token, projects: [project(oldRef), project(newRef)] });
+      await withDb(adminUrl, async (c) => {
+        await c.query(`CREATE DATABASE ${catalogDb}`);
+        await c.query(`CREATE DATABASE ${newProjectDb}`);
+      });
+      env = await createTestEnv('local', {
+        configure: (doc) => {
+          doc.catalog = { url: databaseUrl(catalogDb) };
+          doc.fullBackup = { provider: 'supabase' };
+          doc.supabase = { projectRef: oldRef, accessToken: token, apiUrl: api.url };
+        },
+      });
+      oldWorker = await env.startWorker();
+    });
+    after(async function () {
+      this.timeout(60_000);
+      await newWorker?.shutdown();
+      await env?.close();
+      await api?.stop();
+      await withDb(adminUrl, async (c) => {
+        for (const db of [catalogDb, newProjectDb]) await c.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      });
+    });
+
+    it('restores the newest dump into a new project, brings a tenant forward from its newer backup, and backs the new project up', async function () {
+      this.timeout(600_000);
+      const cli = async (...args: string[]) => {
+        const r = await runCli([...args, '--json'], { configFile: env.configFile });
+        assert.equal(r.code, 0, r.stderr);
+        return r.json();
+      };
+      const dump = await cli('full-backup', '--wait');
+      // the tenant changes after the dump and is backed up: the dump alone would lose that
+      await withDb(env.db.url, (c) => damageTenant(c, tenantId));
+      const { backupId: tenantBackupId } = await cli('backup', 'tenant', tenantId, '--wait');
+      const tenantAtLoss = await tenantState(env.config);
+      const othersAtDump = await Promise.all(env.db.tenants.filter((t) => t.tenantId !== tenantId).map(async (t) => checksumsOf(await liveRows(env.config, t.tenantId))));
+
+      const newUrl = databaseUrl(newProjectDb);
+      const newDocument = { ...structuredClone(env.document), database: { url: newUrl }, supabase: { ...env.document.supabase, projectRef: newRef } };
+      const newConfig = parseConfig(newDocument, { env: process.env, source: env.configFile, baseDir: env.dir });
+      const outputs = await runRunbook('supabase-project-loss', {
+        configFile: env.configFile,
+        fill: {
+          'dump-id': () => dump.backupId,
+          'new-database-url': () => newUrl,
+          tenant: () => tenantId,
+          'tenant-backup-id': () => tenantBackupId,
+          requester: () => 'alice',
+          approver: () => 'bob',
+          'restore-id': (earlier) => readOff(earlier, /^Restore (\S+) of backup/m),
+          digest: (earlier) => readOff(earlier, /--digest ([0-9a-f]{64})/),
+        },
+        after: async (o) => {
+          if (!o.step.command.startsWith('tenantsafe full-backups restore')) return;
+          // step 3 of the runbook, done by hand: the config and the workers move to the new project
+          fs.writeFileSync(env.configFile, stringify(newDocument));
+          await oldWorker.shutdown();
+          await withDb(adminUrl, (c) => c.query(`DROP DATABASE ${env.db.name} WITH (FORCE)`));
+          newWorker = await startWorker(newConfig, { bundle: (await testStack()).bundle });
+        },
+      });
+      assert.match(outputs[2].stdout, /Restored dump .* into the new database: schemas app/);
+      assert.deepEqual(await tenantState(newConfig), tenantAtLoss, 'the tenant as its newest backup holds it');
+      const othersNow = await Promise.all(env.db.tenants.filter((t) => t.tenantId !== tenantId).map(async (t) => checksumsOf(await liveRows(newConfig, t.tenantId))));
+      assert.deepEqual(othersNow, othersAtDump, 'every other tenant as the dump holds it');
+      const dumps = await withDb(databaseUrl(catalogDb), (c) => c.query(`SELECT database FROM tenantsafe.full_backups ORDER BY started_at`));
+      assert.deepEqual(dumps.rows.map((r) => r.database), [env.db.name, newProjectDb], 'the new project has its first dump');
+      // the refusal: a target that is not empty changes nothing
+      const again = await runCli(['full-backups', 'restore', dump.backupId, '--into', newUrl], { configFile: env.configFile });
+      assert.equal(again.code, 2);
+      assert.match(again.stderr, /not empty: schema app has \d+ table\(s\).*HINT: Restore into a new, empty database/s);
+    });
+
+    const tenantState = async (config: Parameters<typeof liveRows>[0]) => checksumsOf(await liveRows(config, tenantId));
   });
 });
