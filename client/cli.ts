@@ -11,7 +11,7 @@ import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
-import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerWorkerCommand } from './serviceCommands';
+import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerTemporalCommands, registerWorkerCommand } from './serviceCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
 
@@ -34,6 +34,7 @@ export function buildProgram(): Command {
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
   registerWorkerCommand(program);
+  registerTemporalCommands(program);
   registerDevCommands(program);
   return program;
 }

@@ -208,3 +208,17 @@ describe('configuration of disaster recovery', () => {
     assert.match(message, /dr\.failover\.approval: must be one of required, automatic/);
   });
 });
+
+describe('configuration of the Temporal connection', () => {
+  it('reads TLS files relative to the config, an API key from the environment, and `tls: true`', () => {
+    const cfg = parseConfig({ ...minimal, temporal: { address: 'ns.tmprl.cloud:7233', tls: { ca: 'ca.pem', clientCert: 'c.pem', clientKey: 'c.key', serverName: 'temporal.internal' }, apiKey: '${KEY}' } }, { ...ctx, env: { KEY: 'secret-key' } });
+    assert.deepEqual(cfg.temporal.tls, { caFile: '/srv/tenantsafe/ca.pem', clientCertFile: '/srv/tenantsafe/c.pem', clientKeyFile: '/srv/tenantsafe/c.key', serverName: 'temporal.internal' });
+    assert.equal(cfg.temporal.apiKey, 'secret-key');
+    assert.deepEqual(parseConfig({ ...minimal, temporal: { tls: true } }, ctx).temporal.tls, {});
+    assert.equal(parseConfig({ ...minimal, temporal: { tls: false } }, ctx).temporal.tls, undefined);
+  });
+
+  it('wants both halves of a client certificate', () => {
+    assert.match(problemsOf({ ...minimal, temporal: { tls: { clientCert: 'c.pem' } } }), /temporal\.tls\.clientKey: is required with the other half of the client certificate/);
+  });
+});
