@@ -20,6 +20,7 @@ export function buildProgram(): Command {
     .description('Backup, point-in-time recovery and tenant-level restore for multi-tenant PostgreSQL')
     .option('--config <path>', 'tenantsafe.yaml (default: $TENANTSAFE_CONFIG, ./tenantsafe.yaml, else embedded defaults)')
     .option('--json', 'machine-readable output')
+    .version((require('../package.json') as { version: string }).version, '--version', 'print the version')
     .showHelpAfterError()
     .exitOverride();
 

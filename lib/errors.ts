@@ -42,7 +42,10 @@ export const ErrorType = {
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
-/** Errors a person fixes by changing what they asked for: CLI exit code 2. */
+/**
+ * Errors a person fixes by changing what they asked for: CLI exit code 2, HTTP 400. (A corrupt
+ * backup is not one: the request was sound and the backup is broken, exit 1; it is not retried either.)
+ */
 const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.BadConfig,
   ErrorType.BadInput,
@@ -55,7 +58,6 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.RestoreBlocked,
   ErrorType.ApprovalInvalid,
   ErrorType.RestoreNotFound,
-  ErrorType.CorruptBackup,
   ErrorType.TargetOutsideWindow,
 ]);
 

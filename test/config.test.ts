@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, parseConfig, redactUrl } from '../lib/config';
-import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ErrorType, isBadInput, isTransient, TenantsafeError } from '../lib/errors';
 import { ctx, minimal, problemsOf } from './support/config';
 
 
@@ -220,5 +220,17 @@ describe('configuration of the Temporal connection', () => {
 
   it('wants both halves of a client certificate', () => {
     assert.match(problemsOf({ ...minimal, temporal: { tls: { clientCert: 'c.pem' } } }), /temporal\.tls\.clientKey: is required with the other half of the client certificate/);
+  });
+});
+
+describe('the error catalog (docs/errors.md)', () => {
+  it('has a line for every error type, with its exit code and whether it is retried as the code decides', () => {
+    const doc = fs.readFileSync(path.join(__dirname, '..', 'docs', 'errors.md'), 'utf8');
+    for (const type of Object.values(ErrorType)) {
+      const row = new RegExp(`^\\| \`${type}\` \\| (\\d) \\| (yes|no|—) \\|`, 'm').exec(doc);
+      assert.ok(row, `docs/errors.md has no line for ${type}`);
+      assert.equal(Number(row[1]), isBadInput(type) ? 2 : 1, `${type}'s exit code`);
+      if (row[2] !== '—') assert.equal(row[2] === 'yes', isTransient(type), `${type} retried`);
+    }
   });
 });
