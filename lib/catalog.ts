@@ -27,6 +27,9 @@ export interface RestoreRecord {
   safetyBackupId?: string | null;
   result?: unknown;
   error?: string | null;
+  /** ISO-8601 to the microsecond; in lists */
+  createdAt?: string;
+  updatedAt?: string;
 }
 
 export interface BackupRecord {
@@ -886,8 +889,15 @@ export class Catalog {
     return new Set(r.rows.map((x) => x.backup_id));
   }
 
-  async listRestores(filter: { tenantId?: string } = {}): Promise<RestoreRecord[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at DESC`, [filter.tenantId ?? null]));
+  /** Restores, newest first: of one tenant, in one state, at most `limit`. */
+  async listRestores(filter: { tenantId?: string; state?: string; limit?: number } = {}): Promise<RestoreRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT ${withMicros('created_at', 'updated_at')} FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR state = $2)
+          ORDER BY created_at DESC, restore_id DESC LIMIT $3`,
+        [filter.tenantId ?? null, filter.state ?? null, filter.limit ?? null],
+      ),
+    );
     return r.rows.map(restoreOf);
   }
 
@@ -990,6 +1000,7 @@ function restoreOf(x: Record<string, any>): RestoreRecord {
   return {
     restoreId: x.restore_id, tenantId: x.tenant_id, workflowId: x.workflow_id, runId: x.run_id, backupId: x.backup_id, state: x.state,
     requestedBy: x.requested_by, approvedBy: x.approved_by, digest: x.digest, preview: x.preview, safetyBackupId: x.safety_backup_id, result: x.result, error: x.error,
+    ...(x.created_at_us ? { createdAt: x.created_at_us, updatedAt: x.updated_at_us } : {}),
   };
 }
 

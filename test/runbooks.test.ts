@@ -76,6 +76,11 @@ describe('runbooks', function () {
       assert.match(outputs.at(-1)!.stdout, /: done/);
       assert.match(outputs.at(-1)!.stdout, /verification: ok/);
       assert.deepEqual(await tenantState(), beforeMistake, 'the tenant is as the wrong restore found it');
+      const listed = await cli('restore', 'list', '--tenant', tenantId);
+      assert.deepEqual(listed.map((r: { restoreId: string; state: string }) => r.state), ['done', 'done']);
+      assert.equal(listed[1].restoreId, wrong.restoreId, 'newest first');
+      assert.equal(listed[0].backupId, readOff(outputs.slice(0, 1), /safety backup (\S+)/), "the undo restored the wrong restore's safety backup");
+      assert.deepEqual(await cli('restore', 'list', '--tenant', tenantId, '--state', 'failed'), []);
     });
   });
 
