@@ -1,6 +1,7 @@
 // CLI commands of disaster recovery: failover (and its approve, reject, status), switchover.
 import type { Command } from 'commander';
 import { databaseName } from '../lib/config';
+import { checkDrConfigured } from '../lib/dr/failover';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { FailoverResult, FailoverStatus, SwitchoverResult, SwitchoverStatus } from '../workflows/messages';
 import type { FailoverRef, FailoverRequested, TenantsafeDr } from './drClient';
@@ -46,6 +47,13 @@ async function failoverRef(cmd: Command, failoverId: string): Promise<FailoverRe
   });
 }
 
+/** Who approves or rejects (`--by`, parsed by the parent command), never a default: a decision names a person. */
+function decider(cmd: Command, verb: string): { by: string; reason?: string; wait?: boolean } {
+  const opts = cmd.optsWithGlobals<{ by?: string; reason?: string; wait?: boolean }>();
+  if (!opts.by) throw new TenantsafeError(ErrorType.BadInput, `Say who ${verb}.`, 'Pass --by <who>.');
+  return { by: opts.by, reason: opts.reason, wait: opts.wait };
+}
+
 const withDr = <T>(cmd: Command, fn: (dr: TenantsafeDr, client: TenantsafeClient) => Promise<T>) =>
   withClientOf(cmd, (client) => {
     const { TenantsafeDr } = require('./drClient') as typeof import('./drClient');
@@ -57,35 +65,37 @@ export function registerDrCommands(program: Command): void {
     .command('failover')
     .description('fail over to the standby when the primary is lost: probes, approval, fencing, promotion, the endpoint switched, RTO and loss recorded')
     .option('--reason <text>', 'why (kept in the catalog)')
-    .option('--by <who>', 'who asks (cannot approve it)', defaultUser())
+    // also the approver's or rejecter's name of the subcommands: commander gives `--by` to this command wherever it is written
+    .option('--by <who>', 'who asks (default: $TENANTSAFE_USER or your login; cannot approve it); with approve/reject: who decides')
     .option('--force', 'fail over even though the primary answers, or the standby is further behind than dr.standby.maxLag')
     .option('--database <name>', 'the database (default: the configured one)')
     .option('--wait', 'wait until the failover is done')
     .action(async (opts: { reason?: string; by: string; force?: boolean; database?: string; wait?: boolean }, cmd: Command) => {
       if (!opts.reason) throw new TenantsafeError(ErrorType.BadInput, 'A failover needs a reason.', 'Pass --reason <text>, e.g. --reason "primary host lost".');
-      const database = opts.database ?? databaseName(config(cmd).database.url);
-      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy: opts.by, force: opts.force, database: opts.database }, { wait: opts.wait }));
+      const cfg = config(cmd);
+      checkDrConfigured(cfg); // what needs no server fails here, before a workflow starts (it checks again)
+      const database = opts.database ?? databaseName(cfg.database.url);
+      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy: opts.by ?? defaultUser(), force: opts.force, database: opts.database }, { wait: opts.wait }));
       emit(globals(cmd), out, () => failoverText(out));
       if ('errorType' in out && out.state === 'failed') throw new WorkflowError(out.error ?? 'The failover failed.', out.errorType);
     });
   failover
     .command('approve <failoverId>')
-    .description('approve a failover waiting for approval (not by whoever asked for it)')
-    .requiredOption('--by <who>', 'who approves')
+    .description('approve a failover waiting for approval (not by whoever asked for it): --by <who> required')
     .option('--wait', 'wait until the failover is done')
-    .action(async (failoverId: string, opts: { by: string; wait?: boolean }, cmd: Command) => {
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const { by, wait } = decider(cmd, 'approves');
       const ref = await failoverRef(cmd, failoverId);
-      const out = await withDr(cmd, (dr) => dr.approve(ref, failoverId, opts.by, { wait: opts.wait }));
+      const out = await withDr(cmd, (dr) => dr.approve(ref, failoverId, by, { wait }));
       emit(globals(cmd), out, () => failoverText(out));
     });
   failover
     .command('reject <failoverId>')
-    .description('reject a failover: nothing is changed')
-    .requiredOption('--by <who>', 'who rejects')
-    .option('--reason <text>', 'why')
-    .action(async (failoverId: string, opts: { by: string; reason?: string }, cmd: Command) => {
+    .description('reject a failover, nothing changed: --by <who> required, --reason <text>')
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const { by, reason } = decider(cmd, 'rejects');
       const ref = await failoverRef(cmd, failoverId);
-      const out = await withDr(cmd, (dr) => dr.reject(ref, { by: opts.by, reason: opts.reason }));
+      const out = await withDr(cmd, (dr) => dr.reject(ref, { by, reason }));
       emit(globals(cmd), out, () => failoverText(out));
     });
   failover
@@ -103,7 +113,9 @@ export function registerDrCommands(program: Command): void {
     .option('--database <name>', 'the database (default: the configured one)')
     .option('--wait', 'wait until the switchover is done')
     .action(async (opts: { by: string; database?: string; wait?: boolean }, cmd: Command) => {
-      const database = opts.database ?? databaseName(config(cmd).database.url);
+      const cfg = config(cmd);
+      checkDrConfigured(cfg);
+      const database = opts.database ?? databaseName(cfg.database.url);
       const out = await withDr(cmd, (dr) => dr.switchover(database, { requestedBy: opts.by, database: opts.database }, { wait: opts.wait }));
       emit(globals(cmd), out, () => switchoverText(out));
     });

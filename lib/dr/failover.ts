@@ -9,8 +9,7 @@
 // again still refuses ordinary writes. The hard fence is the endpoint, which no longer names it.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DrEndpointConfig } from '../config';
-import { databaseName } from '../config';
+import { databaseName, type Config, type DrEndpointConfig, type DrStandbyConfig } from '../config';
 import type { DrNode, DrRoles } from '../catalog';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -39,6 +38,16 @@ export interface DrPlan {
 
 const refused = (problem: string, hint: string) => new TenantsafeError(ErrorType.FailoverRefused, problem, hint);
 
+/** The standby and the endpoint a failover or switchover needs, or a bad-config error naming the missing one (the CLI checks before it starts a workflow). */
+export function checkDrConfigured(config: Config): { standby: DrStandbyConfig; endpoint: DrEndpointConfig } {
+  const { standby, endpoint } = config.dr;
+  if (!standby) throw new TenantsafeError(ErrorType.BadConfig, 'No standby is configured (dr.standby): there is nothing to fail over to.', 'Configure dr.standby and create it (`tenantsafe standby create`).');
+  if (!endpoint) {
+    throw new TenantsafeError(ErrorType.BadConfig, 'No application endpoint is configured (dr.endpoint): applications could not be moved to the new primary.', 'Put PgBouncer in front of the database and configure dr.endpoint (README, Disaster recovery).');
+  }
+  return { standby, endpoint };
+}
+
 /** The plan, or why there can be none (no standby, no endpoint, another database asked for): bad input. */
 export async function drPlan(engine: Engine, askedDatabase?: string): Promise<DrPlan & { endpoint: DrEndpointConfig }> {
   const { dr } = engine.config;
@@ -46,15 +55,12 @@ export async function drPlan(engine: Engine, askedDatabase?: string): Promise<Dr
   if (askedDatabase !== undefined && askedDatabase !== database) {
     throw new TenantsafeError(ErrorType.BadInput, `This configuration serves database "${database}", not "${askedDatabase}".`, `Leave out "database", or use the configuration of ${askedDatabase}.`);
   }
-  if (!dr.standby) throw new TenantsafeError(ErrorType.BadConfig, 'No standby is configured (dr.standby): there is nothing to fail over to.', 'Configure dr.standby and create it (`tenantsafe standby create`).');
-  if (!dr.endpoint) {
-    throw new TenantsafeError(ErrorType.BadConfig, 'No application endpoint is configured (dr.endpoint): applications could not be moved to the new primary.', 'Put PgBouncer in front of the database and configure dr.endpoint (README, Disaster recovery).');
-  }
+  const { standby, endpoint } = checkDrConfigured(engine.config);
   const roles = await engine.catalog.getDrRoles(database);
   const url = new URL(engine.config.database.url);
   const configured = {
     primary: { host: url.hostname, port: Number(url.port || 5432), dataDir: dr.primaryDataDir },
-    standby: { host: dr.standby.host, port: dr.standby.port, dataDir: dr.standby.dataDir },
+    standby: { host: standby.host, port: standby.port, dataDir: standby.dataDir },
   };
   if (roles && !roles.standby) throw new TenantsafeError(ErrorType.BadConfig, `Database ${database} has no standby since ${roles.changedBy}.`, 'Create one (`tenantsafe standby create`) first.');
   return {
@@ -67,10 +73,10 @@ export async function drPlan(engine: Engine, askedDatabase?: string): Promise<Dr
     probeIntervalMs: dr.failover.probeIntervalMs,
     probeTimeoutMs: dr.failover.probeTimeoutMs,
     approvalTimeoutMs: dr.failover.approvalTimeoutMs,
-    maxLagBytes: dr.standby.maxLagBytes,
-    synchronous: dr.standby.synchronous,
+    maxLagBytes: standby.maxLagBytes,
+    synchronous: standby.synchronous,
     targets: dr.targets,
-    endpoint: dr.endpoint,
+    endpoint,
   };
 }
 
