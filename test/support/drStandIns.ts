@@ -101,6 +101,8 @@ export async function startPgBouncer(dir: string, database: string, target: { po
 /** An application writing ids one by one through the endpoint, reconnecting on errors, logging which ids were acknowledged. */
 export interface TestWriter {
   acknowledged: number[];
+  /** Date.now() when each of them was acknowledged */
+  acknowledgedAt: number[];
   errors: string[];
   /** resolves once `n` more ids were acknowledged */
   moreAcknowledged(n: number): Promise<void>;
@@ -109,6 +111,7 @@ export interface TestWriter {
 
 export function startWriter(url: string, table = 'ids'): TestWriter {
   const acknowledged: number[] = [];
+  const acknowledgedAt: number[] = [];
   const errors: string[] = [];
   let running = true;
   let next = 1;
@@ -120,6 +123,7 @@ export function startWriter(url: string, table = 'ids'): TestWriter {
         const id = next++;
         await client.query(`INSERT INTO ${table} (id) VALUES (${id})`);
         acknowledged.push(id);
+        acknowledgedAt.push(Date.now());
       } catch (err) {
         errors.push((err as Error).message);
         await client?.end().catch(() => undefined);
@@ -131,6 +135,7 @@ export function startWriter(url: string, table = 'ids'): TestWriter {
   })();
   return {
     acknowledged,
+    acknowledgedAt,
     errors,
     async moreAcknowledged(n) {
       const target = acknowledged.length + n;
