@@ -6,6 +6,8 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { endpointTarget } from '../lib/dr/endpoint';
+import { judgeFailover, type LossEstimate, type ProbeOutcome, type StandbyPosition } from '../lib/dr/failover';
+import { approvalRefusal } from '../lib/restore/rules';
 import { withConnection } from '../lib/pg';
 import type { PrivateCluster } from '../lib/postgres/cluster';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
@@ -262,6 +264,43 @@ describe('switchover through PgBouncer', function () {
     assert.equal(event.status, 'done');
     assert.equal(event.dataLossBytes, 0);
     assert.equal((await f.env.engine.catalog.getDrRoles('app'))?.standbyState, 'needs-rebuild');
+  });
+});
+
+describe('failover rules', () => {
+  const plan = { maxLagBytes: 1000, standbyState: 'streaming' as const, primary: { host: 'a', port: 1, dataDir: null }, standby: { host: 'b', port: 2, dataDir: null } };
+  const lost: ProbeOutcome = { lost: true, firstFailedAt: '2026-12-06T07:00:00Z', lastLsn: null, failures: ['x', 'y', 'z'] };
+  const standby: StandbyPosition = { inRecovery: true, streaming: false, lsn: '0/3000000', lastReplayAt: null };
+  const loss = (bytes: number | null): LossEstimate => ({ bytes, ms: bytes === null ? null : 40, source: 'wal-on-disk', oldPrimaryLsn: null, standbyLsn: '0/3000000' });
+  const refusal = (fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return undefined;
+  };
+
+  it('goes on with a lost primary and a standby within maxLag, or an unknown loss', () => {
+    assert.equal(refusal(() => judgeFailover(plan, lost, standby, loss(1000), false)), undefined);
+    assert.equal(refusal(() => judgeFailover(plan, lost, standby, loss(null), false)), undefined);
+  });
+
+  it('refuses a primary that answered, a standby behind or not replicating; --force overrides all but the last', () => {
+    const answered: ProbeOutcome = { ...lost, lost: false, failures: ['x'] };
+    assert.match(refusal(() => judgeFailover(plan, answered, standby, loss(0), false)) ?? '', /answered some of the probes.*HINT:.*--force/);
+    assert.match(refusal(() => judgeFailover(plan, lost, standby, loss(1001), false)) ?? '', /1001 bytes of WAL behind.*about 40 ms of commits.*HINT:.*accept the loss of 1001 bytes \(40 ms\)/);
+    assert.equal(refusal(() => judgeFailover(plan, answered, standby, loss(5000), true)), undefined);
+    assert.match(refusal(() => judgeFailover(plan, lost, { ...standby, inRecovery: false }, loss(0), true)) ?? '', /is not replicating/);
+    assert.match(refusal(() => judgeFailover({ ...plan, standbyState: 'fenced' }, lost, standby, loss(0), true)) ?? '', /its state is fenced/);
+  });
+
+  it('counts an approval of this failover by someone other than the requester, and refuses one naming another run', () => {
+    const target = { restoreId: '20261206-070000X-aaaaaa', what: 'failover' as const, state: 'awaiting-approval', requestedBy: 'alice', preview: { digest: '20261206-070000X-aaaaaa' }, approvals: [] };
+    assert.equal(approvalRefusal(target, { by: 'bob', digest: target.restoreId }), undefined);
+    assert.match(approvalRefusal(target, { by: 'alice', digest: target.restoreId })?.reason ?? '', /alice requested failover 20261206-070000X-aaaaaa and cannot approve it/);
+    assert.match(approvalRefusal(target, { by: 'bob', digest: '20261205-000000X-bbbbbb' })?.reason ?? '', /names 20261205-000000X-bbbbbb, not failover 20261206-070000X-aaaaaa/);
+    assert.match(approvalRefusal({ ...target, state: 'done' }, { by: 'bob', digest: target.restoreId })?.reason ?? '', /Failover .* is done, not awaiting approval/);
   });
 });
 
