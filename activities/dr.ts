@@ -106,10 +106,14 @@ export function createDrActivities(engine: Engine) {
       return waitForReplay(standbyUrl, input.lsn, replayTimeoutMs);
     },
 
-    /** Compensation of a switchover that failed before the promotion: the primary takes writes again, clients go on. */
+    /** Compensation of a switchover that failed before the promotion: the primary takes writes again. */
     async undoDrDemotion(input: DrNodes): Promise<void> {
       const { primaryUrl } = await nodesOf(input);
       await unfenceServer(primaryUrl);
+    },
+
+    /** Compensation of a switchover that failed before the promotion: the held clients go on (to the primary the file still names). */
+    async resumeDrEndpoint(): Promise<void> {
       await resumeEndpoint(endpointOf());
     },
 

@@ -1,7 +1,8 @@
 // Failover and switchover through a real PgBouncer, under an application writing ids through it.
 //   failover: kill -9 of the primary, then `tenantsafe failover` with the automatic policy and the
 //     default probes (3, 1 s apart): RTO as the workflow measures it (first failed probe → first
-//     write through the endpoint) and as the writer saw it (kill → its next acknowledged write);
+//     write through the endpoint) and as the writer saw it (kill → its next acknowledged write, the
+//     CLI's start included: what a user waits for);
 //     target ≤ 10 s, median of 5
 //   switchover: `tenantsafe switchover --wait`: the time clients waited (pause → first write) and
 //     the acknowledged ids missing on the new primary; target ≤ 5 s with 0 loss, median of 5
@@ -75,9 +76,10 @@ async function main(): Promise<void> {
     await writer.moreAcknowledged(100);
     for (let i = 0; i < rounds; i++) {
       // failover: kill -9, then the command at once (an operator's or a monitor's reaction is not counted)
-      const acknowledgedAtKill = writer.acknowledged.length;
-      const killedAt = Date.now();
       await primary.crash();
+      // from here on, every acknowledgement comes from the new primary
+      const killedAt = Date.now();
+      const acknowledgedAtKill = writer.acknowledged.length;
       const t0 = performance.now();
       const result = cli(stack.configFile, ['failover', '--reason', `bench round ${i}`, '--by', 'bench', '--wait']);
       const commandMs = performance.now() - t0;

@@ -13,7 +13,7 @@ import type { PrivateCluster } from '../lib/postgres/cluster';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { adminUrl } from './support/db';
 import { startPgBouncer, startTestStandby, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
-import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { createTestEnv, dbPassword, runCli, type TestEnv } from './support/env';
 
 interface Fixture {
   source: SourceCluster;
@@ -155,6 +155,11 @@ describe('failover through PgBouncer under steady writes (synchronous standby, a
 
     const status = await runCli(['failover', 'status', failoverId, '--json'], { configFile: f.env.configFile });
     assert.equal(status.json().state, 'done');
+    // core rule 1: the URLs (with their passwords) stay in the config, out of history
+    const raw = JSON.stringify(await f.env.temporal.workflow.getHandle(event.workflowId, event.runId).fetchHistory());
+    const text = raw + [...raw.matchAll(/"data":"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1], 'base64').toString('utf8')).join('\n');
+    assert.match(text, /awaiting-approval|lossEstimate|firstFailedAt/, 'history was decoded');
+    assert.ok(!text.includes(dbPassword));
   });
 
   it('fencing: the old primary started again receives no writes through the endpoint', async () => {

@@ -14,7 +14,7 @@ import { ApplicationFailure, CancellationScope, condition, proxyActivities, setH
 import type { DrActivities, DrOutcomeInput } from '../activities/dr';
 import type { DrEventRecord } from '../lib/catalog';
 import type { DrPlan } from '../lib/dr/failover';
-import { ErrorType } from '../lib/errors';
+import { ErrorType, isBadInput } from '../lib/errors';
 import { drLabel } from '../lib/labels';
 import { approvalRefusal } from '../lib/restore/rules';
 import { rootCause } from './failures';
@@ -128,8 +128,8 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     status.state = 'failed';
     status.error = cause.message;
     if (plan) {
-      const refusal = cause.type === ErrorType.FailoverRefused || cause.type === ErrorType.BadInput || cause.type === ErrorType.BadConfig;
-      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: refusal ? 'refused' : 'failed', finishedAt: now(), error: cause.message }) }).catch(() => undefined));
+      // bad input (refused, misconfigured) changed nothing: a refusal, not a failure
+      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: isBadInput(cause.type) ? 'refused' : 'failed', finishedAt: now(), error: cause.message }) }).catch(() => undefined));
     }
     throw err;
   }

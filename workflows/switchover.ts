@@ -12,7 +12,7 @@ import { ApplicationFailure, CancellationScope, proxyActivities, setHandler, ups
 import type { DrActivities, DrOutcomeInput } from '../activities/dr';
 import type { DrEventRecord } from '../lib/catalog';
 import type { DrPlan } from '../lib/dr/failover';
-import { ErrorType } from '../lib/errors';
+import { ErrorType, isBadInput } from '../lib/errors';
 import { drLabel } from '../lib/labels';
 import { compensate, rootCause } from './failures';
 import { searchAttributes, switchoverStatusQuery, type SwitchoverInput, type SwitchoverResult, type SwitchoverStatus } from './messages';
@@ -58,9 +58,10 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
 
     status.state = 'pausing';
     const pausedAt = Date.now();
-    compensations.unshift(() => step.undoDrDemotion(nodes));
+    compensations.unshift(() => step.resumeDrEndpoint());
     await step.pauseDrEndpoint();
     status.state = 'demoting';
+    compensations.unshift(() => step.undoDrDemotion(nodes));
     const { finalLsn } = await step.demoteDrPrimary(nodes);
     status.finalLsn = finalLsn;
     status.state = 'catching-up';
@@ -92,8 +93,7 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
     await compensate(status, err, compensations);
     if (plan) {
       const { type } = rootCause(err);
-      const refused = type === ErrorType.FailoverRefused || type === ErrorType.BadInput || type === ErrorType.BadConfig;
-      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: refused ? 'refused' : 'failed', finishedAt: new Date().toISOString(), error: status.error }) }).catch(() => undefined));
+      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: isBadInput(type) ? 'refused' : 'failed', finishedAt: new Date().toISOString(), error: status.error }) }).catch(() => undefined));
     }
     throw err;
   }
