@@ -7,6 +7,7 @@
 // to Node's ESM loader, which cannot load TypeScript.
 import { Command } from 'commander';
 import { registerDatabaseCommands } from './databaseCommands';
+import { registerDrCommands } from './drCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerScheduleCommands(program);
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
+  registerDrCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);
   registerDevCommands(program);

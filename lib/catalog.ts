@@ -311,7 +311,44 @@ const migrations: ((s: string) => string)[] = [
       PRIMARY KEY (workflow_id, run_id)
     );
     CREATE INDEX dr_events_kind_idx ON ${s}.dr_events (database, kind, started_at DESC);`,
+  (s) => `
+    CREATE TABLE ${s}.dr_roles (
+      database text PRIMARY KEY,
+      primary_host text NOT NULL,
+      primary_port int NOT NULL,
+      primary_data_dir text,
+      standby_host text,
+      standby_port int,
+      standby_data_dir text,
+      standby_state text NOT NULL,
+      changed_by text NOT NULL,
+      changed_at timestamptz NOT NULL DEFAULT now()
+    );`,
 ];
+
+/** A PostgreSQL server of the DR pair, and where its data directory is (when the worker can see it). */
+export interface DrNode {
+  host: string;
+  port: number;
+  dataDir: string | null;
+}
+
+/**
+ * Which server is the primary now, after failovers and switchovers (until the first one, the
+ * config's database.url and dr.standby say it). The standby's state: `streaming` a replica of the
+ * primary; `fenced` the old primary after a failover (it must not take writes; rebuild it);
+ * `needs-rebuild` the old primary after a switchover (read-only, ready for pg_rewind).
+ */
+export interface DrRoles {
+  database: string;
+  primary: DrNode;
+  standby: DrNode | null;
+  standbyState: 'streaming' | 'fenced' | 'needs-rebuild';
+  /** the workflow (id/run) that made them so */
+  changedBy: string;
+  /** ISO-8601 */
+  changedAt?: string;
+}
 
 /** The kinds of disaster-recovery events the catalog keeps, each measured against the targets. */
 export type DrEventKind = 'failover' | 'switchover' | 'failback' | 'drill';
@@ -734,6 +771,34 @@ export class Catalog {
           e.rtoMs ?? null, e.rpoMs ?? null, e.dataLossBytes ?? null, e.rtoTargetMs, e.rpoTargetMs, e.metTargets ?? null, e.reportKey ?? null,
           e.error ?? null, JSON.stringify(e.details ?? {}),
         ],
+      ),
+    );
+  }
+
+  /** The roles a failover or switchover left; null when none has run (the config's say). */
+  async getDrRoles(database: string): Promise<DrRoles | null> {
+    const r = await this.run((c) => c.query(`SELECT *, ${microsText('changed_at')} AS changed_at_us FROM ${this.s}.dr_roles WHERE database = $1`, [database]));
+    const row = r.rows[0];
+    if (!row) return null;
+    return {
+      database,
+      primary: { host: row.primary_host, port: row.primary_port, dataDir: row.primary_data_dir },
+      standby: row.standby_host === null ? null : { host: row.standby_host, port: row.standby_port, dataDir: row.standby_data_dir },
+      standbyState: row.standby_state,
+      changedBy: row.changed_by,
+      changedAt: row.changed_at_us,
+    };
+  }
+
+  async setDrRoles(roles: DrRoles): Promise<void> {
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.dr_roles (database, primary_host, primary_port, primary_data_dir, standby_host, standby_port, standby_data_dir, standby_state, changed_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (database) DO UPDATE SET primary_host = EXCLUDED.primary_host, primary_port = EXCLUDED.primary_port,
+           primary_data_dir = EXCLUDED.primary_data_dir, standby_host = EXCLUDED.standby_host, standby_port = EXCLUDED.standby_port,
+           standby_data_dir = EXCLUDED.standby_data_dir, standby_state = EXCLUDED.standby_state, changed_by = EXCLUDED.changed_by, changed_at = now()`,
+        [roles.database, roles.primary.host, roles.primary.port, roles.primary.dataDir, roles.standby?.host ?? null, roles.standby?.port ?? null, roles.standby?.dataDir ?? null, roles.standbyState, roles.changedBy],
       ),
     );
   }

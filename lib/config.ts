@@ -118,6 +118,11 @@ export interface DrConfig {
   targets: { rpoMs: number; rtoMs: number };
   /** null when no standby is configured: failover and switchover refuse */
   standby: DrStandbyConfig | null;
+  /**
+   * the primary's data directory, when the worker runs on its host: a failover then reads the WAL
+   * the lost primary left (pg_waldump) and measures the commits lost exactly; null: estimated from the last probe
+   */
+  primaryDataDir: string | null;
   /** null when applications connect straight to the database: failover then cannot switch them */
   endpoint: DrEndpointConfig | null;
   failover: DrFailoverConfig;
@@ -133,7 +138,7 @@ export interface DrStandbyConfig {
   slot: string;
   /** synchronous_standby_names names the standby: a commit waits for it (RPO 0) */
   synchronous: boolean;
-  /** a failover refuses (unless forced) when the standby has replayed less than this many bytes of the primary's WAL */
+  /** a failover refuses (unless forced) when the standby lacks more than this many bytes of the primary's WAL (the loss estimate) */
   maxLagBytes: number;
 }
 
@@ -673,6 +678,8 @@ function drOf(dr: Section, baseDir: string): DrConfig {
     standby.done();
   }
 
+  const primaryDataDir = dr.string('primaryDataDir');
+
   const endpoint = dr.optionalSection('endpoint');
   let endpointConfig: DrEndpointConfig | null = null;
   if (endpoint) {
@@ -702,7 +709,14 @@ function drOf(dr: Section, baseDir: string): DrConfig {
   };
   drill.done();
   dr.done();
-  return { targets: targetsConfig, standby: standbyConfig, endpoint: endpointConfig, failover: failoverConfig, drill: drillConfig };
+  return {
+    targets: targetsConfig,
+    standby: standbyConfig,
+    primaryDataDir: primaryDataDir ? path.resolve(baseDir, primaryDataDir) : null,
+    endpoint: endpointConfig,
+    failover: failoverConfig,
+    drill: drillConfig,
+  };
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. */

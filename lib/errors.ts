@@ -39,6 +39,11 @@ export const ErrorType = {
   InsufficientSpace: 'InsufficientSpace',
   /** a backup provider's API (Supabase) answered 5xx, kept rate-limiting or could not be reached */
   ProviderUnavailable: 'ProviderUnavailable',
+  /**
+   * a failover or switchover that would do harm as asked: the primary answers, the standby is not
+   * a replicating standby, or it is further behind than dr.standby.maxLag (the loss estimate named)
+   */
+  FailoverRefused: 'FailoverRefused',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
@@ -59,6 +64,7 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.ApprovalInvalid,
   ErrorType.RestoreNotFound,
   ErrorType.TargetOutsideWindow,
+  ErrorType.FailoverRefused,
 ]);
 
 /** Errors that may pass by themselves (a restarting database, a storage blip): worth retrying. */

@@ -169,6 +169,7 @@ describe('configuration of disaster recovery', () => {
     assert.deepEqual(dr.targets, { rpoMs: 5_000, rtoMs: 60_000 });
     assert.equal(dr.standby, null);
     assert.equal(dr.endpoint, null);
+    assert.equal(dr.primaryDataDir, null);
     assert.deepEqual(dr.failover, { approval: 'required', probes: 3, probeIntervalMs: 1_000, probeTimeoutMs: 2_000, approvalTimeoutMs: 3_600_000 });
     assert.deepEqual(dr.drill, { intervalMs: 7 * 24 * 3_600_000, sampleTenants: 1 });
   });
@@ -180,6 +181,7 @@ describe('configuration of disaster recovery', () => {
         dr: {
           targets: { rpo: '0s', rto: '10s' },
           standby: { dataDir: 'standby', port: 5433, synchronous: true, maxLag: '1MB' },
+          primaryDataDir: 'pg/main',
           endpoint: { adminUrl: 'postgres://pgbouncer@127.0.0.1:6432/pgbouncer', databasesFile: 'pgbouncer/databases.ini', database: 'saas', url: 'postgres://app@127.0.0.1:6432/saas' },
           failover: { approval: 'automatic', probes: 5 },
           drill: { interval: 'off' },
@@ -190,6 +192,7 @@ describe('configuration of disaster recovery', () => {
     assert.deepEqual(dr.targets, { rpoMs: 0, rtoMs: 10_000 });
     assert.deepEqual(dr.standby, { dataDir: '/srv/tenantsafe/standby', host: '127.0.0.1', port: 5433, slot: 'tenantsafe_standby', synchronous: true, maxLagBytes: 1024 * 1024 });
     assert.equal(dr.endpoint?.databasesFile, '/srv/tenantsafe/pgbouncer/databases.ini');
+    assert.equal(dr.primaryDataDir, '/srv/tenantsafe/pg/main');
     assert.equal(dr.failover.approval, 'automatic');
     assert.equal(dr.failover.probes, 5);
     assert.equal(dr.drill.intervalMs, null);
