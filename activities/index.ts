@@ -2,6 +2,7 @@
 import type { Engine } from '../lib/engine';
 import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
+import { createDrActivities } from './dr';
 import { createFullBackupActivities } from './fullBackup';
 import { createStandbyActivities } from './standby';
 import { createTenantBackupActivities } from './tenantBackup';
@@ -17,5 +18,6 @@ export function createActivities(engine: Engine) {
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
     ...createStandbyActivities(engine),
+    ...createDrActivities(engine),
   };
 }

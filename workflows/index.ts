@@ -11,3 +11,5 @@ export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
 export { standbyCreate } from './standbyCreate';
 export { standbyRebuild } from './standbyRebuild';
+export { failover } from './failover';
+export { switchover } from './switchover';

@@ -53,3 +53,13 @@ export const standbyBuild: ActivityOptions = {
   heartbeatTimeout: '15s',
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 3 },
 };
+
+/**
+ * Failover steps that wait on servers (the probes, a promotion, the write check through the
+ * endpoint): up to a few minutes, heartbeating; retried a little, never for long (the RTO runs).
+ */
+export const drStep: ActivityOptions = {
+  startToCloseTimeout: '3m',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 3 },
+};
