@@ -4,6 +4,7 @@ import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
 import { createDrActivities } from './dr';
 import { createFullBackupActivities } from './fullBackup';
+import { createStandbyActivities } from './standby';
 import { createTenantBackupActivities } from './tenantBackup';
 import { createTenantRestoreActivities } from './tenantRestore';
 import { createVerifyActivities } from './verify';
@@ -16,6 +17,7 @@ export function createActivities(engine: Engine) {
     ...createVerifyActivities(engine),
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
+    ...createStandbyActivities(engine),
     ...createDrActivities(engine),
   };
 }

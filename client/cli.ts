@@ -12,6 +12,7 @@ import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
+import { registerStandbyCommands } from './standbyCommands';
 import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerTemporalCommands, registerWorkerCommand } from './serviceCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerScheduleCommands(program);
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
+  registerStandbyCommands(program);
   registerDrCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);

@@ -9,5 +9,7 @@ export { pitrRestore } from './pitrRestore';
 export { verifyBackup } from './verifyBackup';
 export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
+export { standbyCreate } from './standbyCreate';
+export { standbyRebuild } from './standbyRebuild';
 export { failover } from './failover';
 export { switchover } from './switchover';

@@ -294,6 +294,44 @@ export const walArchiverStatusQuery = defineQuery<WalArchiverStatus>('status');
 export const changeLogStatusQuery = defineQuery<ChangeLogStatus>('status');
 export const pitrRestoreStatusQuery = defineQuery<PitrRestoreStatus>('status');
 
+// ---- disaster recovery: the standby (self-managed provider) ----
+
+export const standbyWorkflowIds = {
+  /** one build of the configured standby at a time (a second `standby create` joins it) */
+  standbyCreate: () => 'standby-create',
+  /** one rebuild of a data directory at a time */
+  standbyRebuild: (dataDir: string) => `standby-rebuild/${dataDir}`,
+};
+
+export type StandbyCreateInput = Record<string, never>;
+
+export interface StandbyCreateStatus {
+  /** checking: nothing changed yet (a refusal fails here); building: the data directory is being written */
+  state: 'checking' | 'building' | 'done' | 'failed';
+  /** the base backup it starts from (null when a standby is there already) */
+  backupId: string | null;
+  error?: string;
+}
+
+/** Failback's first half: the old primary's data directory (on the worker's machine) becomes a standby of the new primary. */
+export interface StandbyRebuildInput {
+  dataDir: string;
+  /** the new primary, host:port (the credentials are database.url's) */
+  primary: string;
+  /** the port the rebuilt standby listens on; default: the one its directory's settings name */
+  port?: number;
+  /** the address it listens on; default dr.standby.host */
+  host?: string;
+}
+
+export interface StandbyRebuildStatus {
+  state: 'rebuilding' | 'done' | 'failed';
+  error?: string;
+}
+
+export const standbyCreateStatusQuery = defineQuery<StandbyCreateStatus>('status');
+export const standbyRebuildStatusQuery = defineQuery<StandbyRebuildStatus>('status');
+
 // ---- disaster recovery: failover, switchover ----
 
 /** One failover or switchover per database at a time (the conflict policy refuses a second). */

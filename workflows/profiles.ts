@@ -45,6 +45,16 @@ export const alertStep: ActivityOptions = {
 export const pushAlerts = 'push-alerts';
 
 /**
+ * Building or rebuilding a standby: long (extracting, catching up), heartbeating; a dead worker is
+ * noticed in 15 s and the retry cleans what the attempt left half-built (lib/dr/standby.ts).
+ */
+export const standbyBuild: ActivityOptions = {
+  startToCloseTimeout: '24h',
+  heartbeatTimeout: '15s',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 3 },
+};
+
+/**
  * Failover steps that wait on servers (the probes, a promotion, the write check through the
  * endpoint): up to a few minutes, heartbeating; retried a little, never for long (the RTO runs).
  */

@@ -85,14 +85,12 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
   assertNewDataDir(opts.dataDir);
   const { backup, store } = opts;
   if (!backup.wal) throw new TenantsafeError(ErrorType.BadInput, `Backup ${backup.backupId} is a logical dump, not a physical base backup.`, 'Restore it with pg_restore (docs/runbooks/supabase.md).');
-  const manifest = await readFullManifest(store, backup.prefix);
-  const expected = manifest.objects.find((o) => o.key === baseObjectKey)!;
   const progress: RestoreProgress = { phase: 'extracting', bytes: 0 };
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   try {
-    await extract(store, backup.prefix + baseObjectKey, expected.sha256, opts.dataDir, (bytes) => opts.onProgress?.({ ...progress, bytes }), opts.signal);
+    await extractBaseBackup(store, backup, opts.dataDir, (bytes) => opts.onProgress?.({ ...progress, bytes }), opts.signal);
     await opts.beforeStart?.(opts.dataDir);
-    prepareDataDir(opts.dataDir);
+    prepareDataDir(opts.dataDir, 'recovery.signal');
   } catch (err) {
     rmSync(opts.dataDir, { recursive: true, force: true });
     throw err;
@@ -153,6 +151,13 @@ function recoveryFailed(cluster: PrivateCluster, walErrors: string[]): Tenantsaf
   );
 }
 
+/** Extracts a physical base backup (its tar, sha256 checked against the manifest) into `dir`, which exists. */
+export async function extractBaseBackup(store: ObjectStore, backup: Pick<FullBackupRecord, 'prefix'>, dir: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<void> {
+  const manifest = await readFullManifest(store, backup.prefix);
+  const expected = manifest.objects.find((o) => o.key === baseObjectKey)!;
+  await extract(store, backup.prefix + baseObjectKey, expected.sha256, dir, onBytes, signal);
+}
+
 /** Streams the stored tar through a sha256 check and gunzip into `tar -x`. */
 async function extract(store: ObjectStore, key: string, sha256: string, dir: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<void> {
   const source = await store.get(key);
@@ -174,11 +179,14 @@ async function extract(store: ObjectStore, key: string, sha256: string, dir: str
   if (code !== 0) throw new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim()}`, 'Restore from another base backup.');
 }
 
-/** What a base backup lacks to start as a cluster of its own. */
-function prepareDataDir(dir: string): void {
+/**
+ * What a base backup lacks to start as a cluster of its own: recovery.signal to recover and
+ * promote (PITR), standby.signal to stay a standby (lib/dr/standby.ts).
+ */
+export function prepareDataDir(dir: string, mode: 'recovery.signal' | 'standby.signal'): void {
   mkdirSync(path.join(dir, 'pg_wal', 'archive_status'), { recursive: true });
-  rmSync(path.join(dir, 'standby.signal'), { force: true });
-  writeFileSync(path.join(dir, 'recovery.signal'), '');
+  rmSync(path.join(dir, mode === 'recovery.signal' ? 'standby.signal' : 'recovery.signal'), { force: true });
+  writeFileSync(path.join(dir, mode), '');
   // Debian-style servers keep their configuration outside the data directory.
   if (!existsSync(path.join(dir, 'postgresql.conf'))) writeFileSync(path.join(dir, 'postgresql.conf'), '');
   if (!existsSync(path.join(dir, 'pg_hba.conf'))) writeFileSync(path.join(dir, 'pg_hba.conf'), 'local all all trust\nhost all all 127.0.0.1/32 trust\n');
