@@ -7,6 +7,7 @@
 // to Node's ESM loader, which cannot load TypeScript.
 import { Command } from 'commander';
 import { registerDatabaseCommands } from './databaseCommands';
+import { registerDrillCommands } from './drillCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerScheduleCommands(program);
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
+  registerDrillCommands(program);
   registerWorkerCommand(program);
   registerDevCommands(program);
   return program;

@@ -9,3 +9,4 @@ export { pitrRestore } from './pitrRestore';
 export { verifyBackup } from './verifyBackup';
 export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
+export { drDrill } from './drDrill';

@@ -293,3 +293,52 @@ export const fullBackupStatusQuery = defineQuery<FullBackupStatus>('status');
 export const walArchiverStatusQuery = defineQuery<WalArchiverStatus>('status');
 export const changeLogStatusQuery = defineQuery<ChangeLogStatus>('status');
 export const pitrRestoreStatusQuery = defineQuery<PitrRestoreStatus>('status');
+
+// ---- disaster recovery: drills ----
+
+export const drWorkflowIds = {
+  /** one drill of a database at a time (a second start joins the running one) */
+  drDrill: (database: string) => `dr-drill/${database}`,
+};
+
+export const drScheduleIds = {
+  drills: 'schedule/dr-drills',
+};
+
+export interface DrDrillInput {
+  /** the configured database's name (the only one, for now); absent: the first */
+  database?: string;
+}
+
+export type DrDrillState = 'starting' | 'drilling' | 'recording' | 'done' | 'failed';
+
+export interface DrDrillStatus {
+  state: DrDrillState;
+  drillId: string | null;
+  backupId: string | null;
+  error?: string;
+}
+
+/** A drill's outcome: the report itself stays in storage (reportKey, htmlKey). */
+export interface DrDrillResult {
+  drillId: string;
+  database: string;
+  backupId: string;
+  /** every check passed or was not comparable */
+  ok: boolean;
+  /** ok, and the achieved RTO and RPO within dr.targets */
+  metTargets: boolean;
+  rtoMs: number | null;
+  rpoMs: number | null;
+  rtoTargetMs: number;
+  rpoTargetMs: number;
+  /** checks by result: ok, failed, not_comparable */
+  checks: Record<string, number>;
+  /** the first failed checks, in words */
+  problems: string[];
+  reportKey: string;
+  htmlKey: string;
+  reportSha256: string;
+}
+
+export const drDrillStatusQuery = defineQuery<DrDrillStatus>('status');

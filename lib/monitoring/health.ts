@@ -89,6 +89,8 @@ export interface ScheduleFacts {
   perTenantEveryMs?: Record<string, number>;
   fullBackupEveryMs?: number;
   verificationEveryMs?: number;
+  /** the DR drill schedule */
+  drillEveryMs?: number;
 }
 
 /** What the caller found out about Temporal, when it asked. */
