@@ -6,6 +6,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { computeHealth } from '../lib/monitoring/health';
 import { withConnection } from '../lib/pg';
 import type { DrillReport } from '../lib/dr/report';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
@@ -106,6 +107,9 @@ describe('DR drills on a private cluster', function () {
     assert.equal(recorded.rtoMs, out.rtoMs);
     assert.equal(recorded.reportKey, out.reportKey);
     assert.equal(recorded.details?.reportSha256, out.reportSha256);
+    const dr = (await computeHealth(env.engine)).databases[0].dr;
+    assert.equal(dr.level, 'ok');
+    assert.equal(dr.lastDrill?.rtoMs, out.rtoMs);
     const shown = await cli('drill', 'show', String(recorded.details?.drillId));
     assert.equal(shown.code, 0, shown.stderr);
     assert.equal(shown.json().report.drillId, recorded.details?.drillId);
@@ -134,6 +138,12 @@ describe('DR drills on a private cluster', function () {
     const report = JSON.parse(fs.readFileSync(path.join(storeRoot(), out.reportKey), 'utf8')) as DrillReport;
     assert.deepEqual(report.checks.map((c) => [c.check, c.result]), [['restore', 'failed'], ['teardown', 'ok']]);
     assert.match(fs.readFileSync(path.join(storeRoot(), out.htmlKey), 'utf8'), /id="outcome">FAILED</);
+
+    // the health model (check, status, metrics, dashboard) judges it critical
+    const health = await computeHealth(env.engine);
+    assert.equal(health.databases[0].dr.level, 'critical');
+    assert.equal(health.databases[0].dr.lastDrill?.drillId, recorded.details?.drillId);
+    assert.match(health.items.find((i) => i.id === 'saas/dr/drill-failed')!.message, /^The latest DR drill \(.*\) failed: /);
 
     // the refused drill of the first test opened the alert, the passing one resolved it, this one opens it again
     const drillNotices = () => webhook.received.map((r) => r.body.tenantsafe).filter((n) => n?.kind === 'drDrill');
