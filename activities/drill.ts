@@ -37,7 +37,7 @@ export function createDrillActivities(engine: Engine) {
     },
 
     /** Restores, checks, measures, tears down, stores the report (JSON and HTML); returns its summary. */
-    async runDrill(args: { drillId: string; startedAt: string }): Promise<DrDrillResult> {
+    async runDrill(args: { drillId: string; backupId: string; startedAt: string }): Promise<DrDrillResult> {
       let progress: DrillProgress = { phase: 'fetching' };
       const stop = heartbeatEvery(2000, () => progress);
       try {

@@ -24,7 +24,7 @@ export async function drDrill(input: DrDrillInput): Promise<DrDrillResult> {
     const started = await step.startDrill({ database: input?.database, startedAt });
     Object.assign(status, { state: 'drilling', drillId: started.drillId, backupId: started.backupId });
     try {
-      result = await drill.runDrill({ drillId: started.drillId, startedAt });
+      result = await drill.runDrill({ drillId: started.drillId, backupId: started.backupId, startedAt });
     } catch (err) {
       await step.finishDrill({ drillId: started.drillId, startedAt, error: failureOf(err) }).catch(() => undefined);
       throw err;

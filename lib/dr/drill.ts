@@ -56,6 +56,8 @@ export interface DrillProgress {
 export interface DrillRequest {
   /** names the drill: its report's folder and its record (lib/dr/report.ts drillId) */
   drillId: string;
+  /** the full backup to restore, as drillSource chose it when the drill started */
+  backupId: string;
   /** when the drill started (the workflow's start): RTO counts from here */
   startedAt: string;
   signal?: AbortSignal;
@@ -90,7 +92,7 @@ export async function runDrill(engine: Engine, req: DrillRequest): Promise<Drill
   const progress = (p: DrillProgress) => req.onProgress?.(p);
   progress({ phase: 'fetching' });
 
-  const backup = await drillSource(engine);
+  const backup = await engine.catalog.getFullBackup(req.backupId);
   const live = await liveAtStart(engine);
   const listing = await listWalArchive(engine.store);
   const wal = backup.wal!;
@@ -144,7 +146,7 @@ export async function runDrill(engine: Engine, req: DrillRequest): Promise<Drill
     timings.checksMs = since() - promotedMs;
   } catch (err) {
     req.signal?.throwIfAborted();
-    checks.push({ check: 'restore', target: 'scratch cluster', result: 'failed', detail: (err as Error).message.slice(0, 4000) });
+    checks.push({ check: 'restore', target: restored ? 'checks on the restored cluster' : 'scratch cluster', result: 'failed', detail: (err as Error).message.slice(0, 4000) });
     if (!timings.fetchMs) timings.fetchMs = marks.extracted || since();
   } finally {
     progress({ phase: 'tearing-down' });
