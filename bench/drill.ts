@@ -58,13 +58,13 @@ async function main(): Promise<void> {
     for (const s of [...listing.segments, ...listing.partials]) fs.writeFileSync(path.join(walDir, s.name), (await fetchWalFile(engine.store, listing, s.name, backup.wal!.segmentSize))!);
     fs.chmodSync(walDir, 0o755);
 
-    const drills: { ms: number; rtoMs: number; fetchMs: number; replayMs: number; checksMs: number; ok: boolean }[] = [];
+    const drills: { ms: number; rtoMs: number; workerMs: number; teardownMs: number; fetchMs: number; replayMs: number; checksMs: number; ok: boolean }[] = [];
     const hands: number[] = [];
     for (let i = 0; i < rounds; i++) {
       spawnSync('sync');
       const d = await timed(() => cli('drill', 'run', '--wait'));
       const report = JSON.parse(fs.readFileSync(path.join(storeRoot, d.value.reportKey), 'utf8'));
-      drills.push({ ms: d.ms, rtoMs: d.value.rtoMs, ok: d.value.ok, fetchMs: report.timings.fetchMs + report.timings.restoreMs, replayMs: report.timings.replayMs, checksMs: report.timings.checksMs });
+      drills.push({ ms: d.ms, rtoMs: d.value.rtoMs, ok: d.value.ok, workerMs: Date.parse(report.finishedAt) - Date.parse(report.startedAt), teardownMs: report.timings.teardownMs, fetchMs: report.timings.fetchMs + report.timings.restoreMs, replayMs: report.timings.replayMs, checksMs: report.timings.checksMs });
       spawnSync('sync');
       const hand = path.join(pg.dir, `hand-${i}`);
       hands.push((await timed(() => handRunRestore(path.join(storeRoot, backup.prefix, baseObjectKey), walDir, hand))).ms);
@@ -76,6 +76,7 @@ async function main(): Promise<void> {
       ['drill, CLI to end (incl. teardown, report)', `${s(m((d) => d.ms))}  [${drills.map((d) => s(d.ms)).join(', ')}]`],
       ['drill RTO (worker: start → answering, checks passed)', `${s(m((d) => d.rtoMs))}  [${drills.map((d) => s(d.rtoMs)).join(', ')}]`],
       ['  of which fetch+start / replay / checks', `${s(m((d) => d.fetchMs))} / ${s(m((d) => d.replayMs))} / ${s(m((d) => d.checksMs))}`],
+      ['drill worker-side, start → report written (teardown)', `${s(m((d) => d.workerMs))} (${s(m((d) => d.teardownMs))})`],
       ['hand-run restore (tar -xzf, restore_command cp, promote)', `${s(median(hands))}  [${hands.map(s).join(', ')}]`],
       ['ratio drill CLI / hand-run', (m((d) => d.ms) / median(hands)).toFixed(2)],
       ['ratio drill RTO / hand-run', (m((d) => d.rtoMs) / median(hands)).toFixed(2)],
