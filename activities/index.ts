@@ -3,6 +3,7 @@ import type { Engine } from '../lib/engine';
 import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
 import { createDrillActivities } from './drill';
+import { createDrActivities } from './dr';
 import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
 import { createTenantRestoreActivities } from './tenantRestore';
@@ -17,5 +18,6 @@ export function createActivities(engine: Engine) {
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
     ...createDrillActivities(engine),
+    ...createDrActivities(engine),
   };
 }

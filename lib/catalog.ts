@@ -27,6 +27,9 @@ export interface RestoreRecord {
   safetyBackupId?: string | null;
   result?: unknown;
   error?: string | null;
+  /** ISO-8601 to the microsecond; in lists */
+  createdAt?: string;
+  updatedAt?: string;
 }
 
 export interface BackupRecord {
@@ -308,7 +311,44 @@ const migrations: ((s: string) => string)[] = [
       PRIMARY KEY (workflow_id, run_id)
     );
     CREATE INDEX dr_events_kind_idx ON ${s}.dr_events (database, kind, started_at DESC);`,
+  (s) => `
+    CREATE TABLE ${s}.dr_roles (
+      database text PRIMARY KEY,
+      primary_host text NOT NULL,
+      primary_port int NOT NULL,
+      primary_data_dir text,
+      standby_host text,
+      standby_port int,
+      standby_data_dir text,
+      standby_state text NOT NULL,
+      changed_by text NOT NULL,
+      changed_at timestamptz NOT NULL DEFAULT now()
+    );`,
 ];
+
+/** A PostgreSQL server of the DR pair, and where its data directory is (when the worker can see it). */
+export interface DrNode {
+  host: string;
+  port: number;
+  dataDir: string | null;
+}
+
+/**
+ * Which server is the primary now, after failovers and switchovers (until the first one, the
+ * config's database.url and dr.standby say it). The standby's state: `streaming` a replica of the
+ * primary; `fenced` the old primary after a failover (it must not take writes; rebuild it);
+ * `needs-rebuild` the old primary after a switchover (read-only, ready for pg_rewind).
+ */
+export interface DrRoles {
+  database: string;
+  primary: DrNode;
+  standby: DrNode | null;
+  standbyState: 'streaming' | 'fenced' | 'needs-rebuild';
+  /** the workflow (id/run) that made them so */
+  changedBy: string;
+  /** ISO-8601 */
+  changedAt?: string;
+}
 
 /** The kinds of disaster-recovery events the catalog keeps, each measured against the targets. */
 export type DrEventKind = 'failover' | 'switchover' | 'failback' | 'drill';
@@ -735,6 +775,34 @@ export class Catalog {
     );
   }
 
+  /** The roles a failover or switchover left; null when none has run (the config's say). */
+  async getDrRoles(database: string): Promise<DrRoles | null> {
+    const r = await this.run((c) => c.query(`SELECT *, ${microsText('changed_at')} AS changed_at_us FROM ${this.s}.dr_roles WHERE database = $1`, [database]));
+    const row = r.rows[0];
+    if (!row) return null;
+    return {
+      database,
+      primary: { host: row.primary_host, port: row.primary_port, dataDir: row.primary_data_dir },
+      standby: row.standby_host === null ? null : { host: row.standby_host, port: row.standby_port, dataDir: row.standby_data_dir },
+      standbyState: row.standby_state,
+      changedBy: row.changed_by,
+      changedAt: row.changed_at_us,
+    };
+  }
+
+  async setDrRoles(roles: DrRoles): Promise<void> {
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.dr_roles (database, primary_host, primary_port, primary_data_dir, standby_host, standby_port, standby_data_dir, standby_state, changed_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (database) DO UPDATE SET primary_host = EXCLUDED.primary_host, primary_port = EXCLUDED.primary_port,
+           primary_data_dir = EXCLUDED.primary_data_dir, standby_host = EXCLUDED.standby_host, standby_port = EXCLUDED.standby_port,
+           standby_data_dir = EXCLUDED.standby_data_dir, standby_state = EXCLUDED.standby_state, changed_by = EXCLUDED.changed_by, changed_at = now()`,
+        [roles.database, roles.primary.host, roles.primary.port, roles.primary.dataDir, roles.standby?.host ?? null, roles.standby?.port ?? null, roles.standby?.dataDir ?? null, roles.standbyState, roles.changedBy],
+      ),
+    );
+  }
+
   /** The newest DR events first, of one kind or all. */
   async listDrEvents(filter: { kind?: DrEventKind; database?: string; limit?: number } = {}): Promise<DrEventRecord[]> {
     const r = await this.run((c) =>
@@ -886,8 +954,15 @@ export class Catalog {
     return new Set(r.rows.map((x) => x.backup_id));
   }
 
-  async listRestores(filter: { tenantId?: string } = {}): Promise<RestoreRecord[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at DESC`, [filter.tenantId ?? null]));
+  /** Restores, newest first: of one tenant, in one state, at most `limit`. */
+  async listRestores(filter: { tenantId?: string; state?: string; limit?: number } = {}): Promise<RestoreRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT ${withMicros('created_at', 'updated_at')} FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR state = $2)
+          ORDER BY created_at DESC, restore_id DESC LIMIT $3`,
+        [filter.tenantId ?? null, filter.state ?? null, filter.limit ?? null],
+      ),
+    );
     return r.rows.map(restoreOf);
   }
 
@@ -990,6 +1065,7 @@ function restoreOf(x: Record<string, any>): RestoreRecord {
   return {
     restoreId: x.restore_id, tenantId: x.tenant_id, workflowId: x.workflow_id, runId: x.run_id, backupId: x.backup_id, state: x.state,
     requestedBy: x.requested_by, approvedBy: x.approved_by, digest: x.digest, preview: x.preview, safetyBackupId: x.safety_backup_id, result: x.result, error: x.error,
+    ...(x.created_at_us ? { createdAt: x.created_at_us, updatedAt: x.updated_at_us } : {}),
   };
 }
 

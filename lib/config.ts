@@ -33,6 +33,10 @@ export interface Config {
     taskQueue: string;
     /** the Temporal Web UI (e.g. http://127.0.0.1:8233): alerts, health items and the dashboard link to the run there; none: ids only */
     uiUrl?: string;
+    /** TLS to the frontend (a secured cluster, Temporal Cloud); absent: plaintext, unless an API key is set */
+    tls?: TemporalTlsConfig;
+    /** a Temporal Cloud API key, sent as a bearer token (implies TLS) */
+    apiKey?: string;
   };
   backup: { parallelism: number; compressionLevel: number };
   restore: {
@@ -94,6 +98,17 @@ export interface ChangeLogConfig {
   boundaryWaitMs: number;
 }
 
+/** TLS to Temporal: files are read when a connection is made (the CLI's reading commands never need them). */
+export interface TemporalTlsConfig {
+  /** PEM of the CA that signed the server's certificate; absent: the system's CAs */
+  caFile?: string;
+  /** PEM certificate and key for mutual TLS (both or neither) */
+  clientCertFile?: string;
+  clientKeyFile?: string;
+  /** the name the server's certificate is checked against, when not the address's host */
+  serverName?: string;
+}
+
 /**
  * Disaster recovery: the targets every failover and drill is measured against, the standby
  * (self-managed provider), the endpoint applications connect through, the failover policy, the drills.
@@ -103,6 +118,11 @@ export interface DrConfig {
   targets: { rpoMs: number; rtoMs: number };
   /** null when no standby is configured: failover and switchover refuse */
   standby: DrStandbyConfig | null;
+  /**
+   * the primary's data directory, when the worker runs on its host: a failover then reads the WAL
+   * the lost primary left (pg_waldump) and measures the commits lost exactly; null: estimated from the last probe
+   */
+  primaryDataDir: string | null;
   /** null when applications connect straight to the database: failover then cannot switch them */
   endpoint: DrEndpointConfig | null;
   failover: DrFailoverConfig;
@@ -118,7 +138,7 @@ export interface DrStandbyConfig {
   slot: string;
   /** synchronous_standby_names names the standby: a commit waits for it (RPO 0) */
   synchronous: boolean;
-  /** a failover refuses (unless forced) when the standby has replayed less than this many bytes of the primary's WAL */
+  /** a failover refuses (unless forced) when the standby lacks more than this many bytes of the primary's WAL (the loss estimate) */
   maxLagBytes: number;
 }
 
@@ -374,6 +394,8 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     taskQueue: temporal.string('taskQueue') ?? 'tenantsafe',
   };
   const uiUrl = temporal.url('uiUrl')?.replace(/\/+$/, '');
+  const tls = temporalTlsOf(temporal, ctx.baseDir);
+  const apiKey = temporal.secret('apiKey');
   temporal.done();
 
   const backup = root.section('backup');
@@ -493,7 +515,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     catalog: { url: catalogUrl ?? '', schema: catalogSchema },
     tenancy: tenancyConfig,
     storage: { primary: primaryConfig },
-    temporal: uiUrl ? { ...temporalConfig, uiUrl } : temporalConfig,
+    temporal: { ...temporalConfig, ...optional('uiUrl', uiUrl), ...optional('tls', tls), ...optional('apiKey', apiKey) },
     backup: backupConfig,
     fullBackup: fullBackupConfig,
     changeLog: changeLogConfig,
@@ -614,6 +636,26 @@ function alertsOf(alerts: Section): AlertsConfig {
   return config;
 }
 
+/** `tls: true` (system CAs), or a mapping of files and the server name; absent or false: none. */
+function temporalTlsOf(temporal: Section, baseDir: string): TemporalTlsConfig | undefined {
+  if (typeof temporal.peek('tls') === 'boolean' || temporal.peek('tls') === 'true' || temporal.peek('tls') === 'false') return temporal.boolean('tls') ? {} : undefined;
+  const tls = temporal.optionalSection('tls');
+  if (!tls) return undefined;
+  const file = (name: string) => {
+    const v = tls.string(name);
+    return v === undefined ? undefined : path.resolve(baseDir, v);
+  };
+  const config: TemporalTlsConfig = {
+    ...optional('caFile', file('ca')),
+    ...optional('clientCertFile', file('clientCert')),
+    ...optional('clientKeyFile', file('clientKey')),
+    ...optional('serverName', tls.string('serverName')),
+  };
+  if ((config.clientCertFile === undefined) !== (config.clientKeyFile === undefined)) tls.reject(config.clientCertFile ? 'clientKey' : 'clientCert', 'is required with the other half of the client certificate', null);
+  tls.done();
+  return config;
+}
+
 function drOf(dr: Section, baseDir: string): DrConfig {
   const targets = dr.section('targets');
   const targetsConfig = { rpoMs: targets.duration('rpo') ?? 5_000, rtoMs: targets.duration('rto') ?? 60_000 };
@@ -635,6 +677,8 @@ function drOf(dr: Section, baseDir: string): DrConfig {
     };
     standby.done();
   }
+
+  const primaryDataDir = dr.string('primaryDataDir');
 
   const endpoint = dr.optionalSection('endpoint');
   let endpointConfig: DrEndpointConfig | null = null;
@@ -665,7 +709,14 @@ function drOf(dr: Section, baseDir: string): DrConfig {
   };
   drill.done();
   dr.done();
-  return { targets: targetsConfig, standby: standbyConfig, endpoint: endpointConfig, failover: failoverConfig, drill: drillConfig };
+  return {
+    targets: targetsConfig,
+    standby: standbyConfig,
+    primaryDataDir: primaryDataDir ? path.resolve(baseDir, primaryDataDir) : null,
+    endpoint: endpointConfig,
+    failover: failoverConfig,
+    drill: drillConfig,
+  };
 }
 
 /** Replaces ${VAR} and ${VAR:-default} in every string value. */
@@ -725,6 +776,11 @@ class Section {
   private fail(name: string, what: string, got: unknown): undefined {
     this.problems.push(`${this.key(name)}: ${what} (got ${JSON.stringify(got)})`);
     return undefined;
+  }
+
+  /** The raw value of a key, without taking it (to choose how to read it). */
+  peek(name: string): unknown {
+    return this.values[name];
   }
 
   section(name: string, required = false): Section {

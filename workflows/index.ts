@@ -10,3 +10,5 @@ export { verifyBackup } from './verifyBackup';
 export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
 export { drDrill } from './drDrill';
+export { failover } from './failover';
+export { switchover } from './switchover';
