@@ -2,6 +2,7 @@
 import type { Engine } from '../lib/engine';
 import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
+import { createDrillActivities } from './drill';
 import { createDrActivities } from './dr';
 import { createFullBackupActivities } from './fullBackup';
 import { createStandbyActivities } from './standby';
@@ -18,6 +19,7 @@ export function createActivities(engine: Engine) {
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
     ...createStandbyActivities(engine),
+    ...createDrillActivities(engine),
     ...createDrActivities(engine),
   };
 }

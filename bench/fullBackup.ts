@@ -6,12 +6,11 @@
 //   3. PITR restore: tenantsafe (from storage, WAL served by restore_command) / a hand-run
 //      restore of the same base tar and the same WAL (tar -x, restore_command cp)
 // Usage: npx tsx bench/fullBackup.ts   (BENCH_SCALE=<pgbench scale>, default 30 ≈ 450 MB)
-import { spawn, spawnSync } from 'node:child_process';
-import { createReadStream, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync, readdirSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync, readdirSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { gunzipSync, createGunzip } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import { parseConfig } from '../lib/config';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { pgBin } from '../lib/postgres/tools';
@@ -22,7 +21,7 @@ import { restorePhysicalBackup } from '../lib/pitr/restore';
 import { fetchWalFile, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { archiveWal } from '../lib/wal/archiver';
 import { parseLsn, segmentStartLsn } from '../lib/wal/names';
-import { median, percentile, runCommand } from './support';
+import { handRunRestore, median, percentile, runCommand } from './support';
 
 const scale = Number(process.env.BENCH_SCALE ?? 30);
 const level = 1;
@@ -130,21 +129,7 @@ async function main(): Promise<void> {
   mkdirSync(walDir);
   for (const s of [...listing.segments, ...listing.partials]) writeFileSync(path.join(walDir, s.name), (await fetchWalFile(engine.store, listing, s.name, 16 << 20))!);
   chmodSync(walDir, 0o755);
-  const handRun = async (hand: string) => {
-    mkdirSync(hand, { mode: 0o700 });
-    const tar = spawn('tar', ['-x', '-f', '-', '-C', hand], { stdio: ['pipe', 'ignore', 'inherit'] });
-    const closed = new Promise((resolve) => tar.once('close', resolve));
-    await pipeline(createReadStream(path.join(dir, 'store', backup.prefix, baseObjectKey)), createGunzip(), tar.stdin);
-    await closed;
-    mkdirSync(path.join(hand, 'pg_wal', 'archive_status'), { recursive: true });
-    writeFileSync(path.join(hand, 'recovery.signal'), '');
-    const c = await PrivateCluster.create({ dataDir: hand, port: 0, settings: { restore_command: `cp ${walDir}/%f "%p"`, recovery_target_action: 'promote', archive_mode: 'off' } });
-    await c.start();
-    while ((await c.psql<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0].r) await new Promise((resolve) => setTimeout(resolve, 100));
-    const [reached] = await c.psql<{ lsn: string }>('SELECT pg_last_wal_replay_lsn()::text AS lsn');
-    await c.stop('fast');
-    return reached.lsn;
-  };
+  const handRun = (hand: string) => handRunRestore(path.join(dir, 'store', backup.prefix, baseObjectKey), walDir, hand);
   // alternating, each after a sync, so neither pays for the other's dirty pages; median of 3 each
   const oursRuns: { ms: number; value: { lsn: string | null } }[] = [];
   const handRuns: { ms: number; value: string }[] = [];

@@ -1,6 +1,8 @@
 // Shared by the benchmarks: bench databases (on the shared server or a private cluster) and the
 // stack around them, commands, medians and percentiles, CPU and RSS of a process, output.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -202,4 +204,26 @@ export function printTable(title: string, rows: [string, string][]): void {
   const w = Math.max(...rows.map(([k]) => k.length));
   console.log(`\n${title}\n${'-'.repeat(title.length)}`);
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+}
+
+/**
+ * A restore as an operator runs it by hand with PostgreSQL's tools: `tar -xzf` of the stored base
+ * backup into `dataDir`, recovery.signal, restore_command `cp` from a directory of WAL segments
+ * decompressed beforehand (not timed: a lower bound for the hand-run), start, wait for promotion;
+ * the cluster is stopped afterwards. Returns where replay ended.
+ */
+export async function handRunRestore(baseTarGz: string, walDir: string, dataDir: string): Promise<string> {
+  fs.mkdirSync(dataDir, { mode: 0o700 });
+  const tar = spawn('tar', ['-x', '-f', '-', '-C', dataDir], { stdio: ['pipe', 'ignore', 'inherit'] });
+  const closed = new Promise((resolve) => tar.once('close', resolve));
+  await pipeline(fs.createReadStream(baseTarGz), createGunzip(), tar.stdin);
+  await closed;
+  fs.mkdirSync(path.join(dataDir, 'pg_wal', 'archive_status'), { recursive: true });
+  fs.writeFileSync(path.join(dataDir, 'recovery.signal'), '');
+  const c = await PrivateCluster.create({ dataDir, port: 0, settings: { restore_command: `cp ${walDir}/%f "%p"`, recovery_target_action: 'promote', archive_mode: 'off' } });
+  await c.start();
+  while ((await c.psql<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0].r) await sleep(100);
+  const [reached] = await c.psql<{ lsn: string }>('SELECT pg_last_wal_replay_lsn()::text AS lsn');
+  await c.stop('fast');
+  return reached.lsn;
 }

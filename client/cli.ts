@@ -7,6 +7,7 @@
 // to Node's ESM loader, which cannot load TypeScript.
 import { Command } from 'commander';
 import { registerDatabaseCommands } from './databaseCommands';
+import { registerDrillCommands } from './drillCommands';
 import { registerDrCommands } from './drCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
   registerStandbyCommands(program);
+  registerDrillCommands(program);
   registerDrCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);

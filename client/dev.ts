@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { configPathFor, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
+import { configPathFor, databaseName, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from './temporalDevServer';
 import { ensureSampleDatabase, type SampleOptions } from '../sample/generate';
@@ -82,6 +82,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       }
       opts.log('change log: streaming');
     }
+    if (config.dr.drill.intervalMs !== null) await scheduleDevDrills(config, config.dr.drill.intervalMs, opts.log);
     const dashboard = await startDevDashboard(config, worker, layout.home, opts);
     if (dashboard) stops.push(dashboard.stop);
     return {
@@ -96,6 +97,19 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
   } catch (err) {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/** The weekly DR drill (dr.drill.interval) as a Temporal Schedule: created, or updated to the config's interval. */
+async function scheduleDevDrills(config: Config, everyMs: number, log: (line: string) => void): Promise<void> {
+  const { TenantsafeClient } = require('./client') as typeof import('./client');
+  const { scheduleDrills } = require('./schedules') as typeof import('./schedules');
+  const client = await TenantsafeClient.connect(config.temporal);
+  try {
+    const s = await scheduleDrills(client.temporal, config.temporal.taskQueue, databaseName(config.database.url), everyMs);
+    log(`dr drills: ${s.scheduleId} every ${s.every}, next ${s.nextRunAt}`);
+  } finally {
+    await client.close();
   }
 }
 

@@ -6,7 +6,7 @@ import { temporal as proto } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { computeHealth, type HealthOptions, type HealthReport, type ScheduleFacts, type TemporalFacts } from '../lib/monitoring/health';
-import { databaseScheduleIds, scheduleIds } from '../workflows/messages';
+import { databaseScheduleIds, drScheduleIds, scheduleIds } from '../workflows/messages';
 
 const dayMs = 86_400_000;
 
@@ -29,7 +29,7 @@ export async function temporalFacts(client: Client, config: Config, opts: { time
   }
 }
 
-/** The intervals of tenantsafe's schedules (client/schedules.ts): tenant backups (all, per tenant), daily full backups and verification. */
+/** The intervals of tenantsafe's schedules (client/schedules.ts): tenant backups (all, per tenant), daily full backups and verification, DR drills. */
 async function scheduleFacts(client: Client): Promise<ScheduleFacts> {
   const facts: ScheduleFacts = {};
   for await (const s of client.schedule.list()) {
@@ -39,6 +39,7 @@ async function scheduleFacts(client: Client): Promise<ScheduleFacts> {
       (facts.perTenantEveryMs ??= {})[s.memo.tenantId] = every;
     } else if (s.scheduleId === databaseScheduleIds.fullBackups) facts.fullBackupEveryMs = dayMs;
     else if (s.scheduleId === databaseScheduleIds.verification) facts.verificationEveryMs = dayMs;
+    else if (s.scheduleId === drScheduleIds.drills && Number.isFinite(every)) facts.drillEveryMs = every;
   }
   // tenants with their own schedule are judged by it; the others by the all-tenants one (24 h when there is none)
   if (facts.perTenantEveryMs && facts.tenantBackupEveryMs === undefined) facts.tenantBackupEveryMs = dayMs;

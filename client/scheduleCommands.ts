@@ -1,6 +1,7 @@
 // CLI commands for Temporal Schedules: schedule tenant-backups|list, and the daily schedules of
 // whole-database work (full-backups, retention, verification).
 import type { Command } from 'commander';
+import { databaseName } from '../lib/config';
 import { parseDuration } from '../lib/duration';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { globals, positiveInt, withClientOf } from './commandHelpers';
@@ -34,6 +35,23 @@ export function registerScheduleCommands(program: Command): void {
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal));
       emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
+    });
+  schedule
+    .command('drills')
+    .description('run a DR drill every <duration> (default: dr.drill.interval of the config, weekly)')
+    .option('--every <duration>', 'interval, e.g. 7d')
+    .option('--remove', 'delete the schedule instead')
+    .action(async (opts: { every?: string; remove?: boolean }, cmd: Command) => {
+      const out = await withClientOf<ScheduleSummary | { removed: string }>(cmd, async (c, cfg) => {
+        const everyMs = opts.every ? parseDuration(opts.every, '--every') : cfg.dr.drill.intervalMs;
+        if (opts.remove) {
+          if (!(await schedules().removeDrillSchedule(c.temporal))) throw new TenantsafeError(ErrorType.BadInput, 'There is no drill schedule.', 'List schedules with `tenantsafe schedule list`.');
+          return { removed: 'schedule/dr-drills' };
+        }
+        if (everyMs === null) throw new TenantsafeError(ErrorType.BadInput, 'dr.drill.interval is off in the config and no --every was given.', 'Pass --every 7d, or set dr.drill.interval.');
+        return schedules().scheduleDrills(c.temporal, cfg.temporal.taskQueue, databaseName(cfg.database.url), everyMs);
+      });
+      emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} every ${out.every}, next run ${out.nextRunAt}`));
     });
   for (const kind of ['full-backups', 'retention', 'verification'] as DailyScheduleKind[]) {
     schedule

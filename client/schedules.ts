@@ -6,7 +6,7 @@
 // back to back. Catch-up window = the interval: after an outage, one missed run is made up.
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction, type ScheduleSpec } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { databaseScheduleIds, databaseWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
+import { databaseScheduleIds, databaseWorkflowIds, drScheduleIds, drWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
 import { dailyDefaults, type DailyScheduleKind } from './dailySchedules';
 
 export interface ScheduleSummary {
@@ -178,4 +178,19 @@ export async function removeDailySchedule(client: Client, kind: DailyScheduleKin
   }
   await client.schedule.getHandle(id).delete();
   return { removed: id };
+}
+
+// ---- DR drills (weekly by default: dr.drill.interval) ----
+
+/** Creates or updates the drill schedule: a drDrill of the database every `everyMs` (overlap SKIP, catch-up window the interval). */
+export async function scheduleDrills(client: Client, taskQueue: string, database: string, everyMs: number): Promise<ScheduleSummary> {
+  await upsertSchedule(client, drScheduleIds.drills, everyMs, { type: 'startWorkflow', workflowType: 'drDrill', taskQueue, workflowId: drWorkflowIds.drDrill(database), args: [{}] }, { everyMs });
+  return summarize(client, drScheduleIds.drills);
+}
+
+/** Deletes the drill schedule; false when there was none. */
+export async function removeDrillSchedule(client: Client): Promise<boolean> {
+  if (!(await describeOrNull(client, drScheduleIds.drills))) return false;
+  await client.schedule.getHandle(drScheduleIds.drills).delete();
+  return true;
 }

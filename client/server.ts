@@ -34,6 +34,7 @@ import { listPins, type Pin } from '../lib/retention/pins';
 import type { Engine } from '../lib/engine';
 import { ErrorType, isBadInput, TenantsafeError } from '../lib/errors';
 import { computeHealth, runLink, tenantHealth, tenantHealthPage, type HealthMemo, type HealthReport, type TemporalFacts } from '../lib/monitoring/health';
+import { drillPrefix } from '../lib/dr/report';
 import { HealthCache, processRegistry, registerHealthMetrics, serveMetrics } from '../lib/monitoring/metrics';
 import { withClient } from '../lib/pg';
 import { discoverTenancy, existingTenants, type TenancyPlan } from '../lib/tenancy';
@@ -349,6 +350,14 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         if (v.reportKey && v.reportKey.startsWith('reports/verify/')) body = (await engine.store.getBytes(v.reportKey).catch(() => Buffer.from(body))).toString('utf8');
         const file = `verification-${v.backupId}-${v.verifiedAt.replace(/[^0-9TZ]/g, '')}.json`.replace(/[^A-Za-z0-9._-]/g, '_');
         res.writeHead(200, { ...baseHeaders, 'content-type': 'application/json', 'content-disposition': `attachment; filename="${file}"` });
+        return res.end(body);
+      }
+      if (top === 'drills' && id && action === 'report.html' && parts.length === 3) {
+        // the report as the drill stored it: its own inline style, no script
+        if (!/^\d{8}-\d{6}-[0-9a-f]{8}$/.test(id)) throw new HttpProblem(404, 'Not Found', 'No such drill.');
+        const body = await engine.store.getBytes(drillPrefix(id) + 'report.html').catch(() => null);
+        if (!body) throw new HttpProblem(404, 'Not Found', `No report of drill ${id} in storage.`);
+        res.writeHead(200, { ...baseHeaders, 'content-type': 'text/html; charset=utf-8', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'" });
         return res.end(body);
       }
       throw new HttpProblem(404, 'Not Found', 'There is no such page.');

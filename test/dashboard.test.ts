@@ -198,6 +198,29 @@ describe('the dashboard on a real stack', function () {
       assert.equal(await restoreState('globex'), 'awaiting-approval', 'nothing changed');
     });
 
+    it('shows the newest drills in the DR slot, achieved against the targets, and serves each drill\'s stored report', async () => {
+      const drillId = '20261206-080000-abcdef01';
+      await env.engine.store.put(`dr/drills/${drillId}/report.html`, Buffer.from('<!doctype html><title>DR drill</title><span id="outcome">OVER TARGET</span>'));
+      await env.engine.catalog.recordDrEvent({
+        workflowId: 'dr-drill/test', runId: 'run-1', kind: 'drill', database: env.db.name, status: 'done', startedAt: '2026-12-06T08:00:00.000000Z', finishedAt: '2026-12-06T08:01:12.000000Z',
+        rtoMs: 72_300, rpoMs: 0, rtoTargetMs: 60_000, rpoTargetMs: 5_000, metTargets: false, reportKey: `dr/drills/${drillId}/report.json`, details: { drillId, htmlKey: `dr/drills/${drillId}/report.html` },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // past the server's reuse of its last judgement
+      const page = await (await get('/', bob)).text();
+      const slot = /<section aria-labelledby="dr"[^]*?<\/section>/.exec(page)![0];
+      assert.match(slot, new RegExp(`<tr class="dr-drill"><td>drill <code>${drillId}</code></td><td>done</td>`));
+      assert.match(slot, /<span class="failed">72\.3s<\/span> <span class="muted">of 60\.0s<\/span>/);
+      assert.match(slot, /<span class="ok">0\.0s<\/span> <span class="muted">of 5\.0s<\/span>/);
+      const link = new RegExp(`<a href="(/drills/${drillId}/report\\.html)">report</a>`).exec(slot);
+      assert.ok(link, slot);
+      const report = await get(link[1], bob);
+      assert.equal(report.status, 200);
+      assert.match(report.headers.get('content-security-policy') ?? '', /default-src 'none'/);
+      assert.match(await report.text(), /id="outcome">OVER TARGET</);
+      assert.equal((await get('/drills/20990101-000000-00000000/report.html', bob)).status, 404);
+      assert.equal((await get('/drills/..%2F..%2Fetc/report.html', bob)).status, 404);
+    });
+
     it('keeps the restore relay API: dashboard.token approves for whom it names', async () => {
       const legacy = parseConfig({ ...env.document, dashboard: { port: 0, token: 'relay-token-0123456789' } }, { env: {}, source: 'test', baseDir: env.dir });
       const relay = await startDashboardServer(legacy, engine, client);

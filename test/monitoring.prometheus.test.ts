@@ -51,7 +51,7 @@ describe('alert rules end to end: a real Prometheus scraping a real worker', fun
     await waitFor('Prometheus scrapes the worker and loaded the rules', async () => {
       const up = (await prometheus.api('query?query=' + encodeURIComponent('tenantsafe_failing{kind="tenant"}'))) as { result: { value: [number, string] }[] };
       const groups = (await prometheus.api('rules')) as { groups: { rules: unknown[] }[] };
-      return up.result.length === 1 && up.result[0].value[1] === '0' && groups.groups[0]?.rules.length === 17;
+      return up.result.length === 1 && up.result[0].value[1] === '0' && groups.groups[0]?.rules.length === 19;
     }, { tries: 150, intervalMs: 200 });
     assert.deepEqual((await alerts()).filter((a) => a.labels.alertname === 'TenantsafeBackupFailed'), [], 'nothing failed yet');
 

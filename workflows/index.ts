@@ -11,5 +11,6 @@ export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
 export { standbyCreate } from './standbyCreate';
 export { standbyRebuild } from './standbyRebuild';
+export { drDrill } from './drDrill';
 export { failover } from './failover';
 export { switchover } from './switchover';

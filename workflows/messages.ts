@@ -338,6 +338,8 @@ export const standbyRebuildStatusQuery = defineQuery<StandbyRebuildStatus>('stat
 export const drWorkflowIds = {
   failover: (database: string) => `failover/${database}`,
   switchover: (database: string) => `switchover/${database}`,
+  /** one drill of a database at a time (a second start joins the running one) */
+  drDrill: (database: string) => `dr-drill/${database}`,
 };
 
 export interface FailoverInput {
@@ -433,3 +435,47 @@ export type SwitchoverResult = Pick<SwitchoverStatus, 'switchoverId' | 'database
 export const failoverApproveSignal = defineSignal<[FailoverApproveSignal]>('approve');
 export const failoverStatusQuery = defineQuery<FailoverStatus>('status');
 export const switchoverStatusQuery = defineQuery<SwitchoverStatus>('status');
+
+// ---- disaster recovery: drills ----
+
+export const drScheduleIds = {
+  drills: 'schedule/dr-drills',
+};
+
+export interface DrDrillInput {
+  /** the configured database's name (the only one, for now); absent: the first */
+  database?: string;
+}
+
+export type DrDrillState = 'starting' | 'drilling' | 'recording' | 'done' | 'failed';
+
+export interface DrDrillStatus {
+  state: DrDrillState;
+  drillId: string | null;
+  backupId: string | null;
+  error?: string;
+}
+
+/** A drill's outcome: the report itself stays in storage (reportKey, htmlKey). */
+export interface DrDrillResult {
+  drillId: string;
+  database: string;
+  backupId: string;
+  /** every check passed or was not comparable */
+  ok: boolean;
+  /** ok, and the achieved RTO and RPO within dr.targets */
+  metTargets: boolean;
+  rtoMs: number | null;
+  rpoMs: number | null;
+  rtoTargetMs: number;
+  rpoTargetMs: number;
+  /** checks by result: ok, failed, not_comparable */
+  checks: Record<string, number>;
+  /** the first failed checks, in words */
+  problems: string[];
+  reportKey: string;
+  htmlKey: string;
+  reportSha256: string;
+}
+
+export const drDrillStatusQuery = defineQuery<DrDrillStatus>('status');

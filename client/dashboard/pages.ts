@@ -135,9 +135,22 @@ export function overviewPage(r: HealthReport): Html {
     <section aria-labelledby="databases"><h2 id="databases">Databases</h2><div class="cards">${r.databases.map(databaseCard)}</div></section>
     <section aria-labelledby="dr" class="dr-slot" data-slot="dr-status">
       <h2 id="dr">Disaster recovery</h2>
-      <p class="muted">Standby, failover and drill status will show here once disaster recovery is set up (docs/runbooks).</p>
+      ${r.databases.map(drEvents)}
     </section>
     <details class="ok-items"><summary>${good.length} checks OK</summary><ul class="items">${good.map(itemView)}</ul></details>`;
+}
+
+/** The newest drills and failovers of a database: achieved RTO and RPO against the targets, each drill's report. */
+function drEvents(d: DatabaseHealth): Html {
+  const seconds = (ms: number | null) => (ms === null ? '-' : `${(ms / 1000).toFixed(1)}s`);
+  const achieved = (ms: number | null, target: number) => html`<span class="${ms !== null && ms <= target ? 'ok' : 'failed'}">${seconds(ms)}</span> <span class="muted">of ${seconds(target)}</span>`;
+  if (d.dr.recent.length === 0) return html`<p class="muted">${d.database}: no drill or failover yet (\`tenantsafe drill run\`; ${d.dr.expected.everyMs === null ? 'no drill schedule' : `a drill ${durationText(d.dr.expected.everyMs / 1000)}`}).</p>`;
+  return html`<table class="dr-events" data-database="${d.database}"><thead><tr><th>${d.database}</th><th>status</th><th>started</th><th>RTO</th><th>RPO</th><th>targets</th><th>report</th></tr></thead><tbody>
+    ${d.dr.recent.map((e) => html`<tr class="dr-${e.kind}"><td>${e.kind}${e.drillId ? html` <code>${e.drillId}</code>` : ''}</td><td>${e.status}</td><td>${when(e.startedAt)}</td>
+      <td>${achieved(e.rtoMs, e.rtoTargetMs)}</td><td>${achieved(e.rpoMs, e.rpoTargetMs)}</td>
+      <td>${e.metTargets === null ? '-' : levelBadge(e.metTargets ? 'ok' : e.status === 'failed' ? 'critical' : 'warning')}</td>
+      <td>${e.htmlKey && e.drillId ? html`<a href="${path('drills', e.drillId, 'report.html')}">report</a>` : ''} ${runRef(e.run)}</td></tr>`)}
+  </tbody></table>`;
 }
 
 function eventLine(e: { at: string; error?: string; errorType?: string | null; run?: RunLink | null; backupId?: string | null; tenantId?: string | null } | null | undefined): Html {

@@ -13,6 +13,7 @@ const kindTitles: Record<AlertKind, (n: { database: string; tenantId?: string; b
   changeLog: (n) => `Change log of ${n.database}`,
   tenantRestore: (n) => `Restore of tenant ${n.tenantId} (${n.database})`,
   applyRetention: (n) => `Retention of ${n.database}`,
+  drDrill: (n) => `DR drill of ${n.database}`,
 };
 
 export function alertTitle(kind: AlertKind, n: { database: string; tenantId?: string; backupId?: string }): string {

@@ -12,7 +12,8 @@ export type AlertKind =
   | 'walArchiver'
   | 'changeLog'
   | 'tenantRestore'
-  | 'applyRetention';
+  | 'applyRetention'
+  | 'drDrill';
 
 /** A run over many items (tenantBackupsAll, verifyRecentBackups): one alert sums up its failures. */
 export interface AlertSummary {

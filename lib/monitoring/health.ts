@@ -17,6 +17,10 @@
 //                   twice it: critical; a gap in the last 24 h: warning
 //   retention       a tenant (or the full backups) with fewer restore points than the policy
 //                   promises by now, min(minCount, scheduled runs since its oldest): warning
+//   dr              the newest DR drill failed: critical; it ran but missed dr.targets: warning;
+//                   the newest passing drill older than the drill interval (the schedule's, else
+//                   dr.drill.interval once a drill has run) × warningFactor / × criticalFactor;
+//                   a drill schedule but no drill yet: warning
 //   approval        a restore waiting for approval longer than approvalWait (1 h): warning
 //   database        the live database does not answer: critical
 //   temporal        (given by the caller) Temporal unreachable or no worker polls: critical
@@ -24,6 +28,7 @@
 // Bounded with 100k tenants: tenants are judged in SQL (lib/monitoring/queries.ts); only those
 // that need attention come back, the worst first, at most `flaggedCap`; per-tenant detail for the
 // N worst, the configured ones, or one on request.
+import type { DrEventRecord } from '../catalog';
 import type { Config } from '../config';
 import { databaseName } from '../config';
 import { changeLogState } from '../changeLog/capture';
@@ -57,7 +62,7 @@ const levelNames: Level[] = ['ok', 'warning', 'critical'];
 export const levelRank = (l: Level): number => levelNames.indexOf(l);
 const worst = (...ls: Level[]): Level => levelNames[Math.max(0, ...ls.map(levelRank))];
 
-export type HealthKind = 'tenant' | 'full' | 'verification' | 'wal' | 'changeLog' | 'retention' | 'approval' | 'database' | 'temporal';
+export type HealthKind = 'tenant' | 'full' | 'verification' | 'wal' | 'changeLog' | 'retention' | 'dr' | 'approval' | 'database' | 'temporal';
 
 /** Each kind as people read it (status, the dashboard). */
 export const healthKindNames: Record<HealthKind, string> = {
@@ -67,6 +72,7 @@ export const healthKindNames: Record<HealthKind, string> = {
   wal: 'WAL archive',
   changeLog: 'change log',
   retention: 'retention',
+  dr: 'DR drills',
   approval: 'approvals',
   database: 'database',
   temporal: 'Temporal',
@@ -89,6 +95,8 @@ export interface ScheduleFacts {
   perTenantEveryMs?: Record<string, number>;
   fullBackupEveryMs?: number;
   verificationEveryMs?: number;
+  /** the DR drill schedule */
+  drillEveryMs?: number;
 }
 
 /** What the caller found out about Temporal, when it asked. */
@@ -247,6 +255,40 @@ export interface ChangeLogHealth {
   slot: { name: string; exists: boolean; walStatus: string | null };
 }
 
+/** A drill, failover, switchover or failback as the health model, the metrics and the dashboard show it (catalog: dr_events). */
+export interface DrEventSummary {
+  kind: DrEventRecord['kind'];
+  status: DrEventRecord['status'];
+  startedAt: string;
+  finishedAt: string | null;
+  metTargets: boolean | null;
+  rtoMs: number | null;
+  rpoMs: number | null;
+  rtoTargetMs: number;
+  rpoTargetMs: number;
+  /** drills: the report's id and keys in storage */
+  drillId: string | null;
+  reportKey: string | null;
+  htmlKey: string | null;
+  error: string | null;
+  run: RunLink | null;
+}
+
+export interface DrHealth {
+  level: Level;
+  expected: Expectation;
+  /** the newest finished drill */
+  lastDrill: DrEventSummary | null;
+  /** the newest drill that passed its checks (its targets aside) */
+  lastSuccess: SuccessEvent | null;
+  lastFailure: FailureEvent | null;
+  /** since the newest drill that passed */
+  ageSeconds: number | null;
+  targets: { rtoSeconds: number; rpoSeconds: number };
+  /** the newest drills and failovers, newest first (at most 10) */
+  recent: DrEventSummary[];
+}
+
 export interface PendingApproval {
   restoreId: string;
   tenantId: string;
@@ -271,6 +313,7 @@ export interface DatabaseHealth {
   /** null: changeLog.enabled is false */
   changeLog: ChangeLogHealth | null;
   retention: { level: Level; tenantsBelow: number; fullBelow: boolean };
+  dr: DrHealth;
   approvals: { level: Level; count: number; waitLimitSeconds: number; oldest: PendingApproval[] };
 }
 
@@ -551,6 +594,10 @@ export async function computeHealth(engine: Engine, opts: HealthOptions = {}): P
     item('verification', 'age', level, verification.ageSeconds === null ? `No verification yet (expected ${everyText(expected.verification)}).` : `The newest verification ran ${durationText(verification.ageSeconds)} ago (${everyText(expected.verification)}).`, {}, 'verification-overdue');
   }
 
+  // ---- DR drills ----
+  const dr = judgeDr(config, await engine.catalog.listDrEvents({ database: db, limit: 50 }), opts.temporal?.schedules?.drillEveryMs, now);
+  for (const [check, level, message, anchor] of dr.items) item('dr', check, level, message, {}, anchor);
+
   // ---- WAL archive, change log (need the live database) ----
   const wal = reachable ? await judgeWal(engine, facts.full, now, opts.memo).catch((err: unknown) => walUnknown(err)) : null;
   if (wal) {
@@ -614,6 +661,7 @@ export async function computeHealth(engine: Engine, opts: HealthOptions = {}): P
     wal: wal?.health ?? null,
     changeLog: changeLog?.health ?? null,
     retention: { level: retentionLevel, tenantsBelow: tenant.belowRetention, fullBelow },
+    dr: dr.health,
     approvals: { level: approvalLevel, count: facts.approvals.count, waitLimitSeconds: m.approvalWaitMs / 1000, oldest: approvals },
   };
   const level = worst(...items.map((i) => i.level));
@@ -693,6 +741,69 @@ function judgeVerification(_config: Config, v: VerificationFacts, expected: Expe
 }
 
 type JudgedItems = [check: string, level: Level, message: string, anchor: string][];
+
+function drSummary(config: Config, e: DrEventRecord): DrEventSummary {
+  const detail = (k: string) => (typeof e.details?.[k] === 'string' ? (e.details[k] as string) : null);
+  return {
+    kind: e.kind,
+    status: e.status,
+    startedAt: e.startedAt,
+    finishedAt: e.finishedAt ?? null,
+    metTargets: e.metTargets ?? null,
+    rtoMs: e.rtoMs ?? null,
+    rpoMs: e.rpoMs ?? null,
+    rtoTargetMs: e.rtoTargetMs,
+    rpoTargetMs: e.rpoTargetMs,
+    drillId: detail('drillId'),
+    reportKey: e.reportKey ?? null,
+    htmlKey: detail('htmlKey'),
+    error: e.error ?? null,
+    run: runLink(config, e.workflowId, e.runId),
+  };
+}
+
+function judgeDr(config: Config, events: DrEventRecord[], scheduledEveryMs: number | undefined, now: string): { health: DrHealth; items: JudgedItems } {
+  const m = config.monitoring;
+  const drills = events.filter((e) => e.kind === 'drill' && e.status !== 'running').map((e) => drSummary(config, e));
+  const last = drills[0] ?? null;
+  const passed = drills.find((d) => d.status === 'done') ?? null;
+  const failed = drills.find((d) => d.status === 'failed') ?? null;
+  // a drill schedule is what promises drills; without one, the config's interval once drills run
+  const everyMs = scheduledEveryMs ?? (drills.length > 0 ? config.dr.drill.intervalMs : null);
+  const expected: Expectation = {
+    everyMs,
+    source: scheduledEveryMs !== undefined ? 'schedule' : everyMs === null ? (config.dr.drill.intervalMs === null ? 'off' : 'none') : 'config',
+    warningAfterMs: everyMs === null ? null : everyMs * m.warningFactor,
+    criticalAfterMs: everyMs === null ? null : everyMs * m.criticalFactor,
+  };
+  const ageSeconds = passed ? secondsBetween(passed.finishedAt ?? passed.startedAt, now) : null;
+  const items: JudgedItems = [];
+  const s = (ms: number | null) => (ms === null ? 'not reached' : durationText(ms / 1000));
+  if (last?.status === 'failed') {
+    items.push(['drill-failed', 'critical', `The latest DR drill${last.drillId ? ` (${last.drillId})` : ''} failed: ${firstSentence(last.error)}`, 'dr-drills']);
+  } else if (last && last.metTargets === false) {
+    items.push(['drill-failed', 'warning', `The latest DR drill (${last.drillId}) missed its targets: RTO ${s(last.rtoMs)} (target ${s(last.rtoTargetMs)}), RPO ${s(last.rpoMs)} (target ${s(last.rpoTargetMs)}).`, 'dr-drills']);
+  } else if (last) {
+    items.push(['drill-failed', 'ok', `The latest DR drill (${last.drillId}) passed: RTO ${s(last.rtoMs)}, RPO ${s(last.rpoMs)} (targets ${s(last.rtoTargetMs)}, ${s(last.rpoTargetMs)}).`, 'dr-drills']);
+  }
+  if (everyMs !== null) {
+    const level = passed ? ageLevel(ageSeconds, expected) : 'warning';
+    items.push(['drill-age', level, passed ? `The newest passing DR drill is ${durationText(ageSeconds!)} old (${everyText(expected)}).` : `No DR drill has passed yet (expected ${everyText(expected)}).`, 'dr-drills']);
+  }
+  return {
+    health: {
+      level: worst(...items.map(([, l]) => l)),
+      expected,
+      lastDrill: last,
+      lastSuccess: passed ? { at: passed.finishedAt ?? passed.startedAt, run: passed.run } : null,
+      lastFailure: failed ? { at: failed.finishedAt ?? failed.startedAt, error: failed.error ?? 'failed', errorType: 'DrillFailed', run: failed.run } : null,
+      ageSeconds,
+      targets: { rtoSeconds: config.dr.targets.rtoMs / 1000, rpoSeconds: config.dr.targets.rpoMs / 1000 },
+      recent: events.slice(0, 10).map((e) => drSummary(config, e)),
+    },
+    items,
+  };
+}
 
 async function judgeWal(engine: Engine, full: FullFacts, now: string, memo: HealthMemo | undefined): Promise<{ health: WalHealth; items: JudgedItems } | null> {
   const config = engine.config;

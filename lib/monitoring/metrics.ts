@@ -126,7 +126,7 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
   const up = new Gauge({ name: 'tenantsafe_health_up', help: '1 when the last health computation read the catalog, 0 when it failed (the other tenantsafe_ gauges then show the last report).', registers: [registry], collect: update });
   const refreshDuration = new Gauge({ name: 'tenantsafe_health_refresh_duration_seconds', help: 'How long the last health computation took.', registers: [registry] });
   const generated = gauge('tenantsafe_health_generated_timestamp_seconds', 'When the health report the gauges show was computed (catalog clock).', []);
-  const status = gauge('tenantsafe_health_status', 'Health by kind: 0 ok, 1 warning, 2 critical (kind: tenant, full, verification, wal, changeLog, retention, approval, database).', ['database', 'kind']);
+  const status = gauge('tenantsafe_health_status', 'Health by kind: 0 ok, 1 warning, 2 critical (kind: tenant, full, verification, wal, changeLog, retention, dr, approval, database).', ['database', 'kind']);
   const lastSuccess = gauge('tenantsafe_last_success_timestamp_seconds', 'Newest success by kind: tenant (newest tenant backup of any tenant), full, verification (newest passed), wal (the archive last grew), changeLog (caught up to). Absent: never.', ['database', 'kind']);
   const lastFailure = gauge('tenantsafe_last_failure_timestamp_seconds', 'Newest failure by kind: tenant, full (failed runs), verification (failed report), wal (failed archiver slice), changeLog (newest gap). Absent: never.', ['database', 'kind']);
   const failing = gauge('tenantsafe_failing', 'Subjects whose latest attempt failed, by kind: tenant (tenants), full (0 or 1), verification (backups whose newest verification failed).', ['database', 'kind']);
@@ -149,6 +149,10 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
   const approvals = gauge('tenantsafe_pending_approvals', 'Restores awaiting approval.', ['database']);
   const oldestApproval = gauge('tenantsafe_oldest_pending_approval_timestamp_seconds', 'Since when the longest-waiting restore awaits approval (absent: none).', ['database']);
   const approvalLimit = gauge('tenantsafe_approval_wait_limit_seconds', 'How long a restore may await approval before it is a warning (monitoring.approvalWait).', ['database']);
+  const drillSuccess = gauge('tenantsafe_dr_drill_last_success_timestamp_seconds', 'When the newest DR drill that passed its checks finished (absent: none yet).', ['database']);
+  const drillMet = gauge('tenantsafe_dr_drill_met_targets', 'The newest finished DR drill: 1 passed within dr.targets, 0 failed or missed a target (absent: none yet).', ['database']);
+  const drillAchieved = gauge('tenantsafe_dr_drill_achieved_seconds', 'What the newest finished DR drill achieved, by objective: rto (drill start to the restored cluster answering, checks passed), rpo (what a recovery then would have lost). Absent: not reached.', ['database', 'objective']);
+  const drTarget = gauge('tenantsafe_dr_target_seconds', 'The DR targets every drill and failover is judged against, by objective: rto, rpo (dr.targets).', ['database', 'objective']);
   const tStatus = gauge('tenantsafe_tenant_health_status', 'Per tenant (the monitoring.topTenants worst and monitoring.tenants): 0 ok, 1 warning, 2 critical.', ['database', 'tenant']);
   const tSuccess = gauge('tenantsafe_tenant_last_success_timestamp_seconds', "Per tenant (as above): its newest backup's snapshot time.", ['database', 'tenant']);
   const tFailure = gauge('tenantsafe_tenant_last_failure_timestamp_seconds', 'Per tenant (as above): its newest failed backup run.', ['database', 'tenant']);
@@ -209,6 +213,15 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
         set(gaps, { database }, d.changeLog.gaps);
         set(lastGap, { database }, seconds(d.changeLog.lastFailure?.at));
       }
+      set(status, { database, kind: 'dr' }, levelValue[d.dr.level]);
+      set(interval, { database, kind: 'drill' }, d.dr.expected.everyMs === null ? null : d.dr.expected.everyMs / 1000);
+      set(drillSuccess, { database }, seconds(d.dr.lastSuccess?.at));
+      const drill = d.dr.lastDrill;
+      if (drill) set(drillMet, { database }, drill.metTargets ? 1 : 0);
+      set(drillAchieved, { database, objective: 'rto' }, drill?.rtoMs === null || drill?.rtoMs === undefined ? null : drill.rtoMs / 1000);
+      set(drillAchieved, { database, objective: 'rpo' }, drill?.rpoMs === null || drill?.rpoMs === undefined ? null : drill.rpoMs / 1000);
+      set(drTarget, { database, objective: 'rto' }, d.dr.targets.rtoSeconds);
+      set(drTarget, { database, objective: 'rpo' }, d.dr.targets.rpoSeconds);
       set(approvals, { database }, d.approvals.count);
       set(oldestApproval, { database }, seconds(d.approvals.oldest[0]?.since));
       set(approvalLimit, { database }, d.approvals.waitLimitSeconds);

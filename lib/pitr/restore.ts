@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Sha256Stream } from '../checksum';
+import { discard } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { microsText } from '../pg';
 import { PrivateCluster } from '../postgres/cluster';
@@ -167,16 +168,26 @@ async function extract(store: ObjectStore, key: string, sha256: string, dir: str
   tar.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => tar.once('close', resolve));
   const timer = setInterval(() => onBytes(check.bytes), 1000);
+  const corrupt = () => new TenantsafeError(ErrorType.CorruptBackup, `${key} does not match the sha256 in its manifest.`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
   try {
     await pipeline(source, check, createGunzip(), tar.stdin, { signal });
+  } catch (err) {
+    // damaged bytes break gunzip or tar before the whole object went by: say so, not "EPIPE"
+    tar.kill();
+    if (!signal?.aborted && (await sha256Of(store, key).catch(() => sha256)) !== sha256) throw corrupt();
+    throw err;
   } finally {
     clearInterval(timer);
   }
   const code = await exited;
-  if (check.hex() !== sha256) {
-    throw new TenantsafeError(ErrorType.CorruptBackup, `${key} does not match the sha256 in its manifest.`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
-  }
+  if (check.hex() !== sha256) throw corrupt();
   if (code !== 0) throw new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim()}`, 'Restore from another base backup.');
+}
+
+async function sha256Of(store: ObjectStore, key: string): Promise<string> {
+  const hash = new Sha256Stream();
+  await pipeline(await store.get(key), hash, discard());
+  return hash.hex();
 }
 
 /**

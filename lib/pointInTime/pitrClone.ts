@@ -3,26 +3,23 @@
 // backups and the WAL archive (the PITR restore of lib/pitr); the tenant is exported from the
 // clone with the ordinary tenant export, as a backup of kind P; the clone is removed whatever
 // happens. The caller records the backup in the catalog and restores from it as from any other.
-import { chmod, mkdtemp, rm, statfs } from 'node:fs/promises';
-import * as path from 'node:path';
 import type { ClientBase } from 'pg';
-import type { FullBackupRecord } from '../catalog';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { readFullManifest } from '../format/fullManifest';
 import type { PointInTimeSource } from '../format/tenantManifest';
 import { parseBackupLabel } from '../labels';
 import { withConnection } from '../pg';
 import { restorePhysicalBackup, type RestoreProgress } from '../pitr/restore';
 import { planPhysicalRestore } from '../pitr/window';
 import { PrivateCluster } from '../postgres/cluster';
+import { assertScratchSpace, makeScratchDir, removeScratchCluster } from '../postgres/scratch';
 import { assertTenantExists, discoverTenancy } from '../tenancy';
 import { takeTenantBackup, type TenantBackupSummary } from '../tenantBackup';
 import type { ExportProgress } from '../tenantBackup/export';
 import { formatMicros, parseMicros } from '../time';
-import { listWalArchive, newestSegment, type WalArchiveListing } from '../wal/archive';
-import { formatLsn, parseLsn, segmentStartLsn } from '../wal/names';
+import { archiveEndLsn, listWalArchive, type WalArchiveListing } from '../wal/archive';
+import { formatLsn, parseLsn } from '../wal/names';
 
 /** at: ISO-8601 with a zone, to the microsecond; lsn: as PostgreSQL prints it (X/Y) */
 export type PitrCloneTarget = { at: string } | { lsn: string };
@@ -60,13 +57,11 @@ export async function rebuildFromPitrClone(engine: Engine, args: PitrCloneReques
   const backup = await engine.catalog.getFullBackup(plan.backupId);
   // The archive as it is now: the same listing sizes the clone and serves its recovery.
   const listing = await listWalArchive(engine.store);
-  await assertScratchSpace(engine, backup, listing, target);
+  await assertScratchSpace(engine, backup, await replayEnd(engine, listing, backup.wal!.segmentSize, target), 'A PITR clone');
   args.signal?.throwIfAborted();
 
-  const work = await mkdtemp(path.join(engine.config.verification.scratchDir, 'tenantsafe-pitr-clone-'));
+  const { work, dataDir } = await makeScratchDir(engine, 'tenantsafe-pitr-clone-');
   try {
-    await chmod(work, 0o755); // the postgres OS user runs the clone inside it
-    const dataDir = path.join(work, 'data');
     await restorePhysicalBackup({
       store: engine.store,
       backup,
@@ -103,7 +98,7 @@ export async function rebuildFromPitrClone(engine: Engine, args: PitrCloneReques
     });
     return { ...summary, lastCommit };
   } finally {
-    await removeClone(work);
+    await removeScratchCluster(work);
   }
 }
 
@@ -147,42 +142,6 @@ async function assertTenantExisted(c: ClientBase, engine: Engine, tenantId: stri
 }
 
 /**
- * Refuses, before anything is written, a clone the scratch file system cannot hold. The estimate
- * errs high, on the side of refusing rather than filling the disk halfway through:
- *   the base backup unpacked (its manifest's uncompressed size)
- * + twice the WAL that replay may read (replayEnd): once for the data files, which grow by at
- *   most what the replayed records carry; once for pg_wal, where recovery keeps the segments it
- *   replayed until a restartpoint recycles them
- * + a tenth of both for the server log, the segments fetched ahead, the WAL written after
- *   promotion and the file system's own overhead.
- * Free is what an unprivileged user may take (bavail): the clone's files belong to the postgres
- * OS user, who cannot use the blocks kept for root.
- */
-async function assertScratchSpace(engine: Engine, backup: FullBackupRecord, listing: WalArchiveListing, target: PitrCloneTarget): Promise<void> {
-  const { scratchDir, scratchKeepFreePercent } = engine.config.verification;
-  const wal = backup.wal!;
-  const base = (await readFullManifest(engine.store, backup.prefix)).totals.rawBytes;
-  const end = await replayEnd(engine, listing, wal.segmentSize, target);
-  const replayed = Number(end > parseLsn(wal.startLsn) ? end - parseLsn(wal.startLsn) : 0n);
-  const needed = Math.ceil((base + 2 * replayed) * 1.1);
-  let disk;
-  try {
-    disk = await statfs(scratchDir);
-  } catch (err) {
-    throw new TenantsafeError(ErrorType.BadConfig, `verification.scratchDir ${scratchDir} cannot be used: ${(err as Error).message}.`, 'Point verification.scratchDir at an existing directory the worker may write to.');
-  }
-  const free = disk.bavail * disk.bsize;
-  const keepFree = Math.ceil((disk.blocks * disk.bsize * scratchKeepFreePercent) / 100);
-  if (free - needed >= keepFree) return;
-  throw new TenantsafeError(
-    ErrorType.InsufficientSpace,
-    `A PITR clone of full backup ${backup.backupId} needs about ${sizeText(needed)} in ${scratchDir} (the base backup unpacked, ${sizeText(base)}, and room for ${sizeText(replayed)} of WAL twice): ` +
-      `${sizeText(free)} are free, of which verification.scratchKeepFreePercent keeps ${sizeText(keepFree)} (${scratchKeepFreePercent}% of the file system) free.`,
-    'Free space there, or point verification.scratchDir at a file system with more room; nothing was written.',
-  );
-}
-
-/**
  * Where replay ends, at the latest: an LSN target itself. Replay to a time stops at the first
  * commit after it: before the start of a base backup begun after that time, unless nothing
  * committed in between; with no such backup, the end of the archive bounds it.
@@ -192,24 +151,5 @@ async function replayEnd(engine: Engine, listing: WalArchiveListing, segmentSize
   const at = parseMicros(target.at);
   const later = (await engine.catalog.listFullBackups()).find((b) => b.wal && parseMicros(b.startedAt) > at);
   if (later) return parseLsn(later.wal!.startLsn);
-  const newest = newestSegment(listing);
-  return newest ? segmentStartLsn(newest, segmentSize) + BigInt(segmentSize) : 0n;
-}
-
-function sizeText(bytes: number): string {
-  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${Math.ceil(bytes / 2 ** 20)} MiB`;
-}
-
-/**
- * Stops the clone and deletes its directory. Always: after an export that failed or was
- * aborted too. A clone pg_ctl cannot stop is killed: its data is going anyway.
- */
-async function removeClone(work: string): Promise<void> {
-  const clone = await PrivateCluster.attach(path.join(work, 'data')).catch(() => undefined); // none: it never got as far as a cluster
-  try {
-    await clone?.remove();
-  } catch {
-    if (clone?.isRunning()) await clone.crash();
-  }
-  await rm(work, { recursive: true, force: true });
+  return archiveEndLsn(listing, segmentSize);
 }

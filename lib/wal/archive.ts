@@ -6,7 +6,7 @@ import { gunzip } from 'node:zlib';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
 import { historyFilePattern, historyKey, historyKeyPattern, partialKeyPattern, segmentFolder, segmentKeyPattern, walPrefix } from '../format/walArchive';
-import { isSegmentName, positionKey, segmentName, segmentNumber, timelineOf } from './names';
+import { isSegmentName, positionKey, segmentName, segmentNumber, segmentStartLsn, timelineOf } from './names';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -62,6 +62,12 @@ export async function listWalArchive(store: ObjectStore, prefixes: string[] = [w
 export function newestSegment(listing: WalArchiveListing): string | null {
   const names = [...listing.segments, ...listing.partials].map((s) => s.name).sort((a, b) => positionKey(a).localeCompare(positionKey(b)));
   return names.at(-1) ?? null;
+}
+
+/** Where the archive ends at the latest: the end of its newest segment, complete or partial (0 when empty). */
+export function archiveEndLsn(listing: WalArchiveListing, segmentSize: number): bigint {
+  const newest = newestSegment(listing);
+  return newest ? segmentStartLsn(newest, segmentSize) + BigInt(segmentSize) : 0n;
 }
 
 export interface WalGap {

@@ -1,0 +1,95 @@
+// Benchmark of a DR drill against the restore an operator would run by hand, in the same run on
+// the same backup (not a timed test):
+//   drill      `tenantsafe drill run --wait` from the CLI to its end (what a user waits for:
+//              restore from storage, WAL served to restore_command, row counts of every tenant
+//              table against the live database, sample tenants' checksums, teardown, the report),
+//              and the worker-side RTO it measured (drill start → restored cluster answering and
+//              checks passed)
+//   hand-run   tar -xzf of the same stored base backup, restore_command cp of the same WAL
+//              (decompressed beforehand, not timed), start, wait for promotion
+// Three rounds, alternating, each after a sync; medians and the ratio drill / hand-run.
+// Usage: npx tsx bench/drill.ts   (BENCH_ROWS: sample rows, default 400000; BENCH_TENANTS: 40)
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Engine } from '../lib/engine';
+import { baseObjectKey } from '../lib/fullBackup/basebackup';
+import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
+import { sampleTenants } from '../sample/generate';
+import { runCli } from '../test/support/env';
+import { benchCluster, benchStack, handRunRestore, median, printTable } from './support';
+
+const sample = { tenants: Number(process.env.BENCH_TENANTS ?? 40), rows: Number(process.env.BENCH_ROWS ?? 400_000) };
+const rounds = 3;
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const t = performance.now();
+  const value = await fn();
+  return { ms: performance.now() - t, value };
+}
+
+async function main(): Promise<void> {
+  const pg = await benchCluster({ max_wal_size: '2GB' });
+  const db = await pg.sampleDatabase('saas', sample);
+  const stack = await benchStack(db, {
+    config: {
+      fullBackup: { walSpoolDir: path.join(pg.dir, 'spool') },
+      verification: { scratchDir: pg.dir },
+      dr: { drill: { sampleTenants: 3 } },
+    },
+  });
+  const cli = async (...args: string[]) => {
+    const r = await runCli([...args, '--json'], { configFile: stack.configFile, timeoutMs: 3_600_000 });
+    if (r.code !== 0) throw new Error(`tenantsafe ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+    return r.json();
+  };
+  const engine = new Engine(stack.config);
+  try {
+    for (const t of sampleTenants(sample).slice(0, 3)) await cli('backup', 'tenant', t.tenantId, '--wait');
+    const full = await cli('full-backup', '--wait');
+    const backup = await engine.catalog.getFullBackup(full.backupId);
+    const storeRoot = (stack.config.storage.primary as { path: string }).path;
+
+    // the hand-run's WAL: every segment the archive holds now, decompressed (not timed)
+    const walDir = path.join(pg.dir, 'hand-wal');
+    fs.mkdirSync(walDir);
+    const listing = await listWalArchive(engine.store);
+    for (const s of [...listing.segments, ...listing.partials]) fs.writeFileSync(path.join(walDir, s.name), (await fetchWalFile(engine.store, listing, s.name, backup.wal!.segmentSize))!);
+    fs.chmodSync(walDir, 0o755);
+
+    const drills: { ms: number; rtoMs: number; workerMs: number; teardownMs: number; fetchMs: number; replayMs: number; checksMs: number; ok: boolean }[] = [];
+    const hands: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      spawnSync('sync');
+      const d = await timed(() => cli('drill', 'run', '--wait'));
+      const report = JSON.parse(fs.readFileSync(path.join(storeRoot, d.value.reportKey), 'utf8'));
+      drills.push({ ms: d.ms, rtoMs: d.value.rtoMs, ok: d.value.ok, workerMs: Date.parse(report.finishedAt) - Date.parse(report.startedAt), teardownMs: report.timings.teardownMs, fetchMs: report.timings.fetchMs + report.timings.restoreMs, replayMs: report.timings.replayMs, checksMs: report.timings.checksMs });
+      spawnSync('sync');
+      const hand = path.join(pg.dir, `hand-${i}`);
+      hands.push((await timed(() => handRunRestore(path.join(storeRoot, backup.prefix, baseObjectKey), walDir, hand))).ms);
+      fs.rmSync(hand, { recursive: true, force: true });
+    }
+    const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+    const m = (f: (d: (typeof drills)[number]) => number) => median(drills.map(f));
+    printTable(`DR drill vs a hand-run restore (${sample.tenants} tenants, ${sample.rows} rows, base backup ${(backup.bytes / 2 ** 20).toFixed(0)} MiB stored, ${os.cpus().length} cores; median of ${rounds})`, [
+      ['drill, CLI to end (incl. teardown, report)', `${s(m((d) => d.ms))}  [${drills.map((d) => s(d.ms)).join(', ')}]`],
+      ['drill RTO (worker: start → answering, checks passed)', `${s(m((d) => d.rtoMs))}  [${drills.map((d) => s(d.rtoMs)).join(', ')}]`],
+      ['  of which fetch+start / replay / checks', `${s(m((d) => d.fetchMs))} / ${s(m((d) => d.replayMs))} / ${s(m((d) => d.checksMs))}`],
+      ['drill worker-side, start → report written (teardown)', `${s(m((d) => d.workerMs))} (${s(m((d) => d.teardownMs))})`],
+      ['hand-run restore (tar -xzf, restore_command cp, promote)', `${s(median(hands))}  [${hands.map(s).join(', ')}]`],
+      ['ratio drill CLI / hand-run', (m((d) => d.ms) / median(hands)).toFixed(2)],
+      ['ratio drill RTO / hand-run', (m((d) => d.rtoMs) / median(hands)).toFixed(2)],
+      ['every drill passed', String(drills.every((d) => d.ok))],
+    ]);
+  } finally {
+    await engine.close();
+    await stack.stop();
+    await pg.remove();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
