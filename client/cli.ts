@@ -11,6 +11,7 @@ import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
+import { registerStorageCommands } from './storageCommands';
 import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerWorkerCommand } from './serviceCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerScheduleCommands(program);
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
+  registerStorageCommands(program);
   registerWorkerCommand(program);
   registerDevCommands(program);
   return program;
