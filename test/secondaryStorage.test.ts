@@ -39,8 +39,36 @@ async function contentsOf(store: ObjectStore, prefix = ''): Promise<Map<string, 
   return out;
 }
 
-describe('secondary storage', function () {
+/** Where the two locations are, and how the primary is lost. */
+interface Arrangement {
+  name: string;
+  locations(gcsUrl: string, bucket: string, dir: string): { primary: Record<string, unknown>; secondary: Record<string, unknown> };
+  losePrimary(env: TestEnv, bucket: string): Promise<void>;
+}
+
+const arrangements: Arrangement[] = [
+  {
+    name: 'a local primary and a GCS secondary, the primary directory removed',
+    locations: (gcsUrl, bucket, dir) => ({
+      primary: { kind: 'local', path: path.join(dir, 'backups') },
+      secondary: { kind: 'gcs', bucket, prefix: 'other-region', apiEndpoint: gcsUrl, projectId: 'test' },
+    }),
+    losePrimary: async (env) => fs.rmSync(env.document.storage.primary.path, { recursive: true, force: true }),
+  },
+  {
+    name: 'a GCS primary and a local secondary, the primary bucket deleted',
+    locations: (gcsUrl, bucket, dir) => ({
+      primary: { kind: 'gcs', bucket, prefix: 'backups', apiEndpoint: gcsUrl, projectId: 'test' },
+      secondary: { kind: 'local', path: path.join(dir, 'other-region') },
+    }),
+    losePrimary: async (_env, bucket) => (await testStack()).gcs.deleteBucket(bucket),
+  },
+];
+
+for (const arrangement of arrangements) describe(`secondary storage: ${arrangement.name}`, function () {
   this.timeout(300_000);
+  const first = arrangement === arrangements[0];
+  let bucket: string;
   let source: SourceCluster;
   let env: TestEnv;
   let primary: ObjectStore;
@@ -55,12 +83,12 @@ describe('secondary storage', function () {
     source = await startSourceCluster('app', { track_commit_timestamp: 'on' });
     const sample = { tenants: 3, rows: 1_500 };
     const { url } = await ensureSampleDatabase(source.cluster.url(), 'saas', sample);
-    const bucket = `tenantsafe-copy-${process.pid}-${Date.now()}`;
+    bucket = `tenantsafe-copy-${process.pid}-${Date.now()}`;
     await stack.gcs.createBucket(bucket);
     env = await createTestEnv('local', {
       db: { name: 'saas', url, tenants: sampleTenants(sample), drop: async () => undefined },
       configure: (doc, dir) => {
-        doc.storage.secondary = { kind: 'gcs', bucket, prefix: 'other-region', apiEndpoint: stack.gcs.url, projectId: 'test' };
+        doc.storage = arrangement.locations(stack.gcs.url, bucket, dir);
         doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
         doc.verification = { scratchDir: source.dir };
       },
@@ -100,7 +128,7 @@ describe('secondary storage', function () {
     for (const [key, sha] of walOnPrimary) assert.equal(walOnSecondary.get(key), sha, `${key} on the secondary`);
   });
 
-  it('with the primary directory gone, restores the whole database to a point in time and a tenant from the secondary, by itself and with --from secondary', async () => {
+  it('with the primary location gone, restores the whole database to a point in time and a tenant from the secondary, by itself and with --from secondary', async () => {
     const marker = await withConnection(env.db.url, async (c) => {
       await c.query(`CREATE TABLE IF NOT EXISTS public.dr_probe (note text)`);
       return (await c.query<{ at: string }>(`INSERT INTO public.dr_probe VALUES ('before the loss') RETURNING to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`)).rows[0].at;
@@ -112,7 +140,7 @@ describe('secondary storage', function () {
     await withConnection(env.db.url, (c) => damageTenant(c, tenant));
     const damaged = await tenantState();
 
-    fs.rmSync(env.document.storage.primary.path, { recursive: true, force: true });
+    await arrangement.losePrimary(env, bucket);
 
     for (const from of [[], ['--from', 'secondary']]) {
       const target = path.join(source.dir, `restored${from.length ? '-from-secondary' : ''}`);
@@ -138,7 +166,7 @@ describe('secondary storage', function () {
     }
   });
 
-  it('a secondary that is down during a backup leaves the backup whole on the primary, holds later manifests back, and storage sync catches it up', async () => {
+  if (first) it('a secondary that is down during a backup leaves the backup whole on the primary, holds later manifests back, and storage sync catches it up', async () => {
     const stack = await testStack();
     const later = `tenantsafe-later-${process.pid}-${Date.now()}`;
     const file = env.writeConfig('secondary-down.yaml', (doc) => {
@@ -178,7 +206,7 @@ describe('secondary storage', function () {
     }
   });
 
-  it('refuses --from secondary when no secondary is configured (exit 2, a HINT, nothing started), and a location it does not know', async () => {
+  if (first) it('refuses --from secondary when no secondary is configured (exit 2, a HINT, nothing started), and a location it does not know', async () => {
     const file = env.writeConfig('no-secondary.yaml', (doc) => delete doc.storage.secondary);
     const restoresBefore = (await env.engine.catalog.listRestores()).length;
     const target = path.join(source.dir, 'never');
@@ -198,7 +226,7 @@ describe('secondary storage', function () {
     assert.equal(fs.existsSync(target), false, 'nothing was written to the target');
   });
 
-  it('refuses a secondary that names the primary\'s location', () => {
+  if (first) it('refuses a secondary that names the primary\'s location', () => {
     const doc = { database: { url: 'postgres://u@h/db' }, storage: { primary: { kind: 'local', path: 'b' }, secondary: { kind: 'local', path: './b' } } };
     assert.throws(() => parseConfig(doc, { env: {}, source: 'test', baseDir: '/tmp' }), /storage\.secondary: names the same location as storage\.primary/);
   });

@@ -71,9 +71,13 @@ export class ReplicatedStore implements ObjectStore {
       const stored = await this.primary.put(key, source, opts).catch((err: unknown) => {
         if (!isStorageFailure(err)) throw err;
         this.primaryFailed(err);
-        // a stream is spent: the caller's retry writes it to the secondary
-        if (!Buffer.isBuffer(source)) throw err;
-        return undefined;
+        if (Buffer.isBuffer(source)) return undefined; // written to the secondary below
+        // a stream is spent: a retry (transient, so activities retry) writes it to the secondary
+        throw new TenantsafeError(
+          ErrorType.StorageUnavailable,
+          `${(err as TenantsafeError).message.replace(/ HINT: .*$/s, '')}; the secondary ${this.secondary.uri} takes the next attempt.`,
+          'Retry: writes go to the secondary while the primary fails; `tenantsafe storage sync` copies them back once it is fixed.',
+        );
       });
       if (stored) {
         await this.copyToSecondary(key, stored, opts);
