@@ -185,6 +185,11 @@ for (const arrangement of arrangements) describe(`secondary storage: ${arrangeme
       const status = await runCli(['storage', 'status', '--json'], { configFile: file });
       assert.equal(status.code, 1, status.stdout + status.stderr);
       assert.ok(status.json().secondary.behindBy > 0 && status.json().secondary.missedChanges > 0, status.stdout);
+      const storageItems = async () => {
+        const check = await runCli(['check', '--no-temporal', '--json'], { configFile: file });
+        return Object.fromEntries(check.json().problems.filter((p: { id: string }) => p.id.includes('/storage/')).map((p: { id: string; level: string }) => [p.id.split('/').pop(), p.level]));
+      };
+      assert.deepEqual(await storageItems(), { 'secondary-behind': 'warning' }, 'the health model reports the secondary behind');
 
       // back, but still behind: a new backup's objects are copied, its manifest waits for the sync
       const second = await backUpNow(engine, 'globex');
@@ -201,6 +206,7 @@ for (const arrangement of arrangements) describe(`secondary storage: ${arrangeme
       assert.deepEqual(await store.lagMarkers('secondary'), [], 'the markers are gone once caught up');
       const again = await runCli(['storage', 'status', '--json'], { configFile: file });
       assert.equal(again.code, 0, again.stdout + again.stderr);
+      assert.deepEqual(await storageItems(), {}, 'nothing behind any more');
     } finally {
       await engine.close();
     }

@@ -26,6 +26,12 @@ export interface LagMarker {
   error: string;
 }
 
+/** When a marker was written, from its key (ISO-8601, to the second). */
+export function lagMarkerTime(markerKey: string): string {
+  const s = markerKey.slice(markerKey.lastIndexOf('/') + 1);
+  return `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`;
+}
+
 /** After the primary fails, reads and writes go straight to the secondary for this long before the primary is tried again. */
 const primaryRetryMs = 60_000;
 /** The same notice is logged at most once in this long (a lost primary fails every read). */
