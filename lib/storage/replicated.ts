@@ -178,7 +178,8 @@ export class ReplicatedStore implements ObjectStore {
     try {
       // a manifest waits until its objects are all there: `storage sync` copies it after them
       if (isManifestKey(key) && (await this.lagMarkers('secondary')).length > 0) {
-        this.notice('manifest-held', `the secondary ${this.secondary.uri} is behind: manifests wait for \`tenantsafe storage sync\` (${key} the first)`);
+        // recorded too: a sync that began before this manifest existed leaves the secondary still marked behind
+        await this.recordLag('secondary', 'put', key, 'held back until the objects the secondary misses are copied');
         return;
       }
       const copied = await this.secondary.put(key, await this.primary.get(key), { contentType: opts.contentType, signal: opts.signal });
