@@ -218,7 +218,7 @@ export class LocalStore implements ObjectStore {
     return new TenantsafeError(
       ErrorType.StorageUnwritable,
       `Cannot write ${file} in local storage ${this.root}: ${why}.`,
-      `Make ${this.root} a writable directory (permissions, free space, no read-only mount, no regular file in the path), or set storage.primary.path to one.`,
+      `Make ${this.root} a writable directory (permissions, free space, no read-only mount, no regular file in the path), or point storage.primary.path (or storage.secondary.path) at one.`,
     );
   }
 
