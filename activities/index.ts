@@ -2,6 +2,7 @@
 import type { Engine } from '../lib/engine';
 import { createAlertActivities } from './alerts';
 import { createChangeLogActivities } from './changeLog';
+import { createDrActivities } from './dr';
 import { createFullBackupActivities } from './fullBackup';
 import { createTenantBackupActivities } from './tenantBackup';
 import { createTenantRestoreActivities } from './tenantRestore';
@@ -15,5 +16,6 @@ export function createActivities(engine: Engine) {
     ...createVerifyActivities(engine),
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
+    ...createDrActivities(engine),
   };
 }

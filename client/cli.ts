@@ -7,12 +7,13 @@
 // to Node's ESM loader, which cannot load TypeScript.
 import { Command } from 'commander';
 import { registerDatabaseCommands } from './databaseCommands';
+import { registerDrCommands } from './drCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
 import { registerStorageCommands } from './storageCommands';
-import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerWorkerCommand } from './serviceCommands';
+import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerTemporalCommands, registerWorkerCommand } from './serviceCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
 
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .description('Backup, point-in-time recovery and tenant-level restore for multi-tenant PostgreSQL')
     .option('--config <path>', 'tenantsafe.yaml (default: $TENANTSAFE_CONFIG, ./tenantsafe.yaml, else embedded defaults)')
     .option('--json', 'machine-readable output')
+    .version((require('../package.json') as { version: string }).version, '--version', 'print the version')
     .showHelpAfterError()
     .exitOverride();
 
@@ -35,7 +37,9 @@ export function buildProgram(): Command {
   registerCatalogCommands(program);
   registerDatabaseCommands(program, { backups });
   registerStorageCommands(program);
+  registerDrCommands(program);
   registerWorkerCommand(program);
+  registerTemporalCommands(program);
   registerDevCommands(program);
   return program;
 }

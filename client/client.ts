@@ -24,6 +24,7 @@ import {
   type TenantRestoreStatus,
 } from '../workflows/messages';
 import type { tenantBackup, tenantBackupsAll, tenantRestore } from '../workflows';
+import { temporalConnectionOptions } from './temporalConnection';
 import { WorkflowError } from './workflowError';
 
 /** What this client's calls throw when a workflow fails. */
@@ -52,12 +53,15 @@ export class TenantsafeClient {
   static async connect(settings: TemporalSettings): Promise<TenantsafeClient> {
     let connection: Connection;
     try {
-      connection = await Connection.connect({ address: settings.address, connectTimeout: '5s' });
+      connection = await Connection.connect({ ...temporalConnectionOptions(settings), connectTimeout: '5s' });
     } catch (err) {
+      if (err instanceof TenantsafeError) throw err;
       throw new TenantsafeError(
         ErrorType.TemporalUnreachable,
-        `Cannot reach Temporal at ${settings.address}: ${(err as Error).message}.`,
-        'Start it with `tenantsafe dev`, or set temporal.address in the config.',
+        `Cannot reach Temporal at ${settings.address}${settings.tls || settings.apiKey ? ' over TLS' : ''}: ${(err as Error).message}.`,
+        settings.tls || settings.apiKey
+          ? 'Check temporal.address, temporal.tls (the CA, the client certificate and key, serverName) and temporal.apiKey against the server.'
+          : 'Start it with `tenantsafe dev`, or set temporal.address in the config (and temporal.tls for a secured server).',
       );
     }
     return new TenantsafeClient(new Client({ connection, namespace: settings.namespace }), connection, settings);
@@ -68,6 +72,32 @@ export class TenantsafeClient {
   }
 
   readonly restores = new TenantsafeRestores(this);
+
+  /**
+   * Registers in the namespace the search attributes tenantsafe's workflows set (a dev server gets
+   * them from temporal-dev.yaml; a real cluster does not, and the first workflow setting one
+   * would fail). Idempotent; an attribute of that name with another type is refused.
+   */
+  async registerSearchAttributes(): Promise<{ registered: string[]; present: string[] }> {
+    const keyword = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
+    const namespace = this.settings.namespace;
+    const listed = await this.connection.operatorService.listSearchAttributes({ namespace });
+    const existing = listed.customAttributes ?? {};
+    const wanted = Object.values(searchAttributes).map((k) => k.name);
+    const clashing = wanted.filter((name) => name in existing && existing[name] !== keyword);
+    if (clashing.length > 0) {
+      throw new TenantsafeError(
+        ErrorType.BadConfig,
+        `Namespace ${namespace} has search attribute(s) ${clashing.join(', ')} of another type than Keyword.`,
+        'tenantsafe needs them as Keyword: remove them from the namespace (temporal operator search-attribute remove) or use another namespace.',
+      );
+    }
+    const missing = wanted.filter((name) => !(name in existing));
+    if (missing.length > 0) {
+      await this.connection.operatorService.addSearchAttributes({ namespace, searchAttributes: Object.fromEntries(missing.map((name) => [name, keyword])) });
+    }
+    return { registered: missing, present: wanted.filter((name) => name in existing) };
+  }
 
   /** Fails with a clear message when no worker polls the task queue (the workflow would just wait). */
   async assertWorkerPolling(): Promise<void> {

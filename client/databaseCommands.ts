@@ -1,8 +1,9 @@
 // CLI commands for whole-database work (the public CLI contract: README, CLI): full-backup, pitr window,
-// pitr restore, verify, retention, pins and the WAL archiver. Their daily schedules are in
+// pitr restore, a logical dump restored elsewhere, verify, retention, pins and the WAL archiver. Their daily schedules are in
 // scheduleCommands.ts.
 import type { Command } from 'commander';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import { restoreLogicalDump } from '../lib/fullBackup/logicalDump';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
 import { microsText, withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
@@ -10,7 +11,7 @@ import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
-import { fromOption, fromOptionHelp, globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { fromOption, fromOptionHelp, globals, list, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { databaseWorkflowIds, type ChangeLogStatus } from '../workflows/messages';
 
@@ -31,8 +32,17 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       );
     });
 
-  program
-    .command('full-backups')
+  const fullBackupsCommand = program.command('full-backups');
+  fullBackupsCommand
+    .command('restore <backupId>')
+    .description('restore a logical dump (provider supabase) into another, empty database: a new project after the first is lost')
+    .requiredOption('--into <url>', 'the new database (postgres://…); the schemas restored must not hold tables there')
+    .option('--schemas <list>', 'the schemas to restore (default: tenancy.schemas)', list)
+    .action(async (backupId: string, opts: { into: string; schemas?: string[] }, cmd: Command) => {
+      const out = await withEngine(cmd, (e) => restoreLogicalDump(e, { backupId, targetUrl: opts.into, schemas: opts.schemas }));
+      emit(globals(cmd), out, () => `Restored dump ${out.backupId} (as of ${out.consistentAt}) into the new database: schemas ${out.schemas.join(', ')}, ${out.files} files, ${sizeText(out.bytes)} checked, in ${(out.durationMs / 1000).toFixed(1)} s`);
+    });
+  fullBackupsCommand
     .command('list')
     .description('full backups in our storage, oldest first (--provider: the provider\'s own list, e.g. Supabase\'s)')
     .option('--provider', 'list the provider\'s backups instead')

@@ -184,6 +184,37 @@ export function registerMonitoringCommands(program: Command): void {
     });
 
   program
+    .command('doctor')
+    .description('preflight checks of this deployment, each on its line with a HINT when it fails: config, database and role privileges for the features configured, server settings, PostgreSQL tools, storage, scratch disk, clock, Temporal, search attributes, workers; exit 0 ok, 1 warning, 2 critical')
+    .option('--no-temporal', 'check the database, tools and storage only')
+    .action(async (opts: Options, cmd: Command) => {
+      const { engineChecks, failedLine, verdict } = require('../lib/doctor') as typeof import('../lib/doctor');
+      let lines: import('../lib/doctor').DoctorLine[];
+      try {
+        const cfg = configOf(cmd);
+        const { Engine } = require('../lib/engine') as typeof import('../lib/engine');
+        const engine = new Engine(cfg);
+        try {
+          lines = await engineChecks(engine);
+        } finally {
+          await engine.close();
+        }
+        if (opts.temporal !== false) lines.push(...(await (require('./doctor') as typeof import('./doctor')).temporalChecks(cfg)));
+      } catch (err) {
+        lines = [failedLine('config', err, 'Fix the config.')];
+      }
+      const status = verdict(lines);
+      const label = { ok: 'OK', warning: 'WARNING', critical: 'CRITICAL' } as const;
+      emit(globals(cmd), { status, exitCode: checkExitCode[status], checks: lines }, () =>
+        [
+          ...lines.flatMap((l) => [`${label[l.status].padEnd(9)} ${l.check}: ${l.detail}`, ...(l.hint ? [`${' '.repeat(10)}HINT: ${l.hint}`] : [])]),
+          `tenantsafe doctor: ${status === 'ok' ? 'all checks passed' : `${lines.filter((l) => l.status === 'critical').length} critical, ${lines.filter((l) => l.status === 'warning').length} warning(s)`}`,
+        ].join('\n'),
+      );
+      process.exitCode = checkExitCode[status];
+    });
+
+  program
     .command('status')
     .description('the health overview: failing items first, each kind, the worst tenants, pending approvals; --tenant for one tenant')
     .option('--tenant <tenantId>', 'one tenant: its runs, restore points and pending restores')

@@ -6,7 +6,7 @@ import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
 import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
 import type { TenantRestoreInput } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
-import { defaultUser, fromOption, fromOptionHelp, globals, list, withClientOf, withEngine } from './commandHelpers';
+import { defaultUser, fromOption, fromOptionHelp, globals, list, positiveInt, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { WorkflowError } from './workflowError';
 
@@ -114,6 +114,17 @@ export function registerRestoreCommands(program: Command): void {
       const ref = await refOf(cmd, restoreId);
       const out = await withClientOf(cmd, (c) => c.restores.reject(ref, { by: opts.by, reason: opts.reason }));
       emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}`);
+    });
+  restore
+    .command('list')
+    .description('restores, newest first: id, tenant, state, backup, who asked and approved, the safety backup')
+    .option('--tenant <tenantId>', 'of one tenant')
+    .option('--state <state>', 'in one state: previewing, awaiting-approval, applying, verifying, done, rejected, expired, failed')
+    .option('--limit <n>', 'at most n (default 50)', positiveInt('--limit'))
+    .action(async (opts: { tenant?: string; state?: string; limit?: number }, cmd: Command) => {
+      const restores = await withEngine(cmd, (e) => e.catalog.listRestores({ tenantId: opts.tenant, state: opts.state, limit: opts.limit ?? 50 }));
+      const out = restores.map((r) => ({ restoreId: r.restoreId, tenantId: r.tenantId, state: r.state, backupId: r.backupId ?? null, requestedBy: r.requestedBy, approvedBy: r.approvedBy ?? [], safetyBackupId: r.safetyBackupId ?? null, createdAt: r.createdAt, error: r.error ?? null }));
+      emit(globals(cmd), out, () => (out.length ? table(out.map((r) => ({ ...r, approvedBy: r.approvedBy.join(',') })) as unknown as Record<string, unknown>[], ['restoreId', 'tenantId', 'state', 'backupId', 'requestedBy', 'approvedBy', 'safetyBackupId', 'createdAt']) : 'No restores.'));
     });
   restore
     .command('status <restoreId>')

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { defaultDevLayout } from '../lib/config';
 import { Engine } from '../lib/engine';
-import { config, globals, positiveInt } from './commandHelpers';
+import { config, globals, positiveInt, withClientOf } from './commandHelpers';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { emit } from './output';
 
@@ -94,5 +94,18 @@ export function registerDevCommands(program: Command): void {
           : `Demo FAILED: tenant ${out.tenantId} does not match its backup after restore ${out.restore.restoreId}.`,
       );
       if (!out.tenantMatchesBackup) process.exitCode = 1;
+    });
+}
+
+export function registerTemporalCommands(program: Command): void {
+  const temporal = program.command('temporal').description('the Temporal server tenantsafe runs on');
+  temporal
+    .command('setup')
+    .description('register the search attributes tenantsafe sets (TenantId, BackupKind, Database: Keyword) in the configured namespace; idempotent. Once per namespace on a real cluster (the dev server has them)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.registerSearchAttributes());
+      emit(globals(cmd), out, () =>
+        [...out.registered.map((n) => `registered ${n} (Keyword)`), ...out.present.map((n) => `${n} (Keyword) was there`)].join('\n'),
+      );
     });
 }

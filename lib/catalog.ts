@@ -27,6 +27,9 @@ export interface RestoreRecord {
   safetyBackupId?: string | null;
   result?: unknown;
   error?: string | null;
+  /** ISO-8601 to the microsecond; in lists */
+  createdAt?: string;
+  updatedAt?: string;
 }
 
 export interface BackupRecord {
@@ -285,7 +288,101 @@ const migrations: ((s: string) => string)[] = [
     END $f$;
     CREATE TRIGGER backups_tenant_stats AFTER INSERT OR DELETE OR UPDATE OF database, kind, tenant_id, snapshot_at ON ${s}.backups
       FOR EACH ROW EXECUTE FUNCTION ${s}.track_tenant_backup();`,
+  (s) => `
+    CREATE TABLE ${s}.dr_events (
+      workflow_id text NOT NULL,
+      run_id text NOT NULL,
+      kind text NOT NULL,
+      database text NOT NULL,
+      status text NOT NULL,
+      reason text,
+      requested_by text,
+      started_at timestamptz NOT NULL,
+      finished_at timestamptz,
+      rto_ms bigint,
+      rpo_ms bigint,
+      data_loss_bytes bigint,
+      rto_target_ms bigint NOT NULL,
+      rpo_target_ms bigint NOT NULL,
+      met_targets boolean,
+      report_key text,
+      error text,
+      details jsonb NOT NULL DEFAULT '{}',
+      PRIMARY KEY (workflow_id, run_id)
+    );
+    CREATE INDEX dr_events_kind_idx ON ${s}.dr_events (database, kind, started_at DESC);`,
+  (s) => `
+    CREATE TABLE ${s}.dr_roles (
+      database text PRIMARY KEY,
+      primary_host text NOT NULL,
+      primary_port int NOT NULL,
+      primary_data_dir text,
+      standby_host text,
+      standby_port int,
+      standby_data_dir text,
+      standby_state text NOT NULL,
+      changed_by text NOT NULL,
+      changed_at timestamptz NOT NULL DEFAULT now()
+    );`,
 ];
+
+/** A PostgreSQL server of the DR pair, and where its data directory is (when the worker can see it). */
+export interface DrNode {
+  host: string;
+  port: number;
+  dataDir: string | null;
+}
+
+/**
+ * Which server is the primary now, after failovers and switchovers (until the first one, the
+ * config's database.url and dr.standby say it). The standby's state: `streaming` a replica of the
+ * primary; `fenced` the old primary after a failover (it must not take writes; rebuild it);
+ * `needs-rebuild` the old primary after a switchover (read-only, ready for pg_rewind).
+ */
+export interface DrRoles {
+  database: string;
+  primary: DrNode;
+  standby: DrNode | null;
+  standbyState: 'streaming' | 'fenced' | 'needs-rebuild';
+  /** the workflow (id/run) that made them so */
+  changedBy: string;
+  /** ISO-8601 */
+  changedAt?: string;
+}
+
+/** The kinds of disaster-recovery events the catalog keeps, each measured against the targets. */
+export type DrEventKind = 'failover' | 'switchover' | 'failback' | 'drill';
+export type DrEventStatus = 'running' | 'done' | 'failed' | 'refused';
+
+/**
+ * A failover, switchover, failback or drill: when, why, by whom, and what it achieved against the
+ * targets (RTO: the primary lost, or the drill started, until the first successful write or the
+ * restored cluster answering; RPO: the span of commits lost, or behind the restore's end).
+ */
+export interface DrEventRecord {
+  workflowId: string;
+  runId: string;
+  kind: DrEventKind;
+  database: string;
+  status: DrEventStatus;
+  reason?: string | null;
+  requestedBy?: string | null;
+  /** ISO-8601 */
+  startedAt: string;
+  finishedAt?: string | null;
+  rtoMs?: number | null;
+  rpoMs?: number | null;
+  /** WAL bytes written on the old primary and never replayed on the new one, when known */
+  dataLossBytes?: number | null;
+  rtoTargetMs: number;
+  rpoTargetMs: number;
+  /** null while running or when nothing was measured */
+  metTargets?: boolean | null;
+  /** the drill report's key in storage */
+  reportKey?: string | null;
+  error?: string | null;
+  details?: Record<string, unknown>;
+}
 
 /** A change-log segment in the catalog (its manifest in storage is the truth). */
 export interface ChangeSegmentRecord {
@@ -656,6 +753,88 @@ export class Catalog {
     });
   }
 
+  /** Records a DR event's start or outcome; a later record of the same run completes the earlier one. */
+  async recordDrEvent(e: DrEventRecord): Promise<void> {
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.dr_events (workflow_id, run_id, kind, database, status, reason, requested_by, started_at, finished_at,
+           rto_ms, rpo_ms, data_loss_bytes, rto_target_ms, rpo_target_ms, met_targets, report_key, error, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT (workflow_id, run_id) DO UPDATE SET status = EXCLUDED.status, finished_at = EXCLUDED.finished_at,
+           reason = coalesce(EXCLUDED.reason, ${this.s}.dr_events.reason), requested_by = coalesce(EXCLUDED.requested_by, ${this.s}.dr_events.requested_by),
+           rto_ms = coalesce(EXCLUDED.rto_ms, ${this.s}.dr_events.rto_ms), rpo_ms = coalesce(EXCLUDED.rpo_ms, ${this.s}.dr_events.rpo_ms),
+           data_loss_bytes = coalesce(EXCLUDED.data_loss_bytes, ${this.s}.dr_events.data_loss_bytes),
+           met_targets = EXCLUDED.met_targets, report_key = coalesce(EXCLUDED.report_key, ${this.s}.dr_events.report_key),
+           error = EXCLUDED.error, details = ${this.s}.dr_events.details || EXCLUDED.details`,
+        [
+          e.workflowId, e.runId, e.kind, e.database, e.status, e.reason ?? null, e.requestedBy ?? null, e.startedAt, e.finishedAt ?? null,
+          e.rtoMs ?? null, e.rpoMs ?? null, e.dataLossBytes ?? null, e.rtoTargetMs, e.rpoTargetMs, e.metTargets ?? null, e.reportKey ?? null,
+          e.error ?? null, JSON.stringify(e.details ?? {}),
+        ],
+      ),
+    );
+  }
+
+  /** The roles a failover or switchover left; null when none has run (the config's say). */
+  async getDrRoles(database: string): Promise<DrRoles | null> {
+    const r = await this.run((c) => c.query(`SELECT *, ${microsText('changed_at')} AS changed_at_us FROM ${this.s}.dr_roles WHERE database = $1`, [database]));
+    const row = r.rows[0];
+    if (!row) return null;
+    return {
+      database,
+      primary: { host: row.primary_host, port: row.primary_port, dataDir: row.primary_data_dir },
+      standby: row.standby_host === null ? null : { host: row.standby_host, port: row.standby_port, dataDir: row.standby_data_dir },
+      standbyState: row.standby_state,
+      changedBy: row.changed_by,
+      changedAt: row.changed_at_us,
+    };
+  }
+
+  async setDrRoles(roles: DrRoles): Promise<void> {
+    await this.run((c) =>
+      c.query(
+        `INSERT INTO ${this.s}.dr_roles (database, primary_host, primary_port, primary_data_dir, standby_host, standby_port, standby_data_dir, standby_state, changed_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (database) DO UPDATE SET primary_host = EXCLUDED.primary_host, primary_port = EXCLUDED.primary_port,
+           primary_data_dir = EXCLUDED.primary_data_dir, standby_host = EXCLUDED.standby_host, standby_port = EXCLUDED.standby_port,
+           standby_data_dir = EXCLUDED.standby_data_dir, standby_state = EXCLUDED.standby_state, changed_by = EXCLUDED.changed_by, changed_at = now()`,
+        [roles.database, roles.primary.host, roles.primary.port, roles.primary.dataDir, roles.standby?.host ?? null, roles.standby?.port ?? null, roles.standby?.dataDir ?? null, roles.standbyState, roles.changedBy],
+      ),
+    );
+  }
+
+  /** The newest DR events first, of one kind or all. */
+  async listDrEvents(filter: { kind?: DrEventKind; database?: string; limit?: number } = {}): Promise<DrEventRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT ${withMicros('started_at', 'finished_at')} FROM ${this.s}.dr_events
+          WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR database = $2)
+          ORDER BY started_at DESC, workflow_id, run_id LIMIT $3`,
+        [filter.kind ?? null, filter.database ?? null, filter.limit ?? 100],
+      ),
+    );
+    return r.rows.map((row) => ({
+      workflowId: row.workflow_id,
+      runId: row.run_id,
+      kind: row.kind,
+      database: row.database,
+      status: row.status,
+      reason: row.reason,
+      requestedBy: row.requested_by,
+      startedAt: row.started_at_us,
+      finishedAt: row.finished_at_us,
+      rtoMs: row.rto_ms === null ? null : Number(row.rto_ms),
+      rpoMs: row.rpo_ms === null ? null : Number(row.rpo_ms),
+      dataLossBytes: row.data_loss_bytes === null ? null : Number(row.data_loss_bytes),
+      rtoTargetMs: Number(row.rto_target_ms),
+      rpoTargetMs: Number(row.rpo_target_ms),
+      metTargets: row.met_targets,
+      reportKey: row.report_key,
+      error: row.error,
+      details: row.details,
+    }));
+  }
+
   async listRuns(limit = 100): Promise<(RunRecord & { startedAt: string; finishedAt: string | null })[]> {
     const r = await this.run((c) => c.query(`SELECT ${withMicros('started_at', 'finished_at')} FROM ${this.s}.runs ORDER BY started_at DESC LIMIT $1`, [limit]));
     return r.rows.map((x) => ({
@@ -775,8 +954,15 @@ export class Catalog {
     return new Set(r.rows.map((x) => x.backup_id));
   }
 
-  async listRestores(filter: { tenantId?: string } = {}): Promise<RestoreRecord[]> {
-    const r = await this.run((c) => c.query(`SELECT * FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at DESC`, [filter.tenantId ?? null]));
+  /** Restores, newest first: of one tenant, in one state, at most `limit`. */
+  async listRestores(filter: { tenantId?: string; state?: string; limit?: number } = {}): Promise<RestoreRecord[]> {
+    const r = await this.run((c) =>
+      c.query(
+        `SELECT ${withMicros('created_at', 'updated_at')} FROM ${this.s}.restores WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR state = $2)
+          ORDER BY created_at DESC, restore_id DESC LIMIT $3`,
+        [filter.tenantId ?? null, filter.state ?? null, filter.limit ?? null],
+      ),
+    );
     return r.rows.map(restoreOf);
   }
 
@@ -879,6 +1065,7 @@ function restoreOf(x: Record<string, any>): RestoreRecord {
   return {
     restoreId: x.restore_id, tenantId: x.tenant_id, workflowId: x.workflow_id, runId: x.run_id, backupId: x.backup_id, state: x.state,
     requestedBy: x.requested_by, approvedBy: x.approved_by, digest: x.digest, preview: x.preview, safetyBackupId: x.safety_backup_id, result: x.result, error: x.error,
+    ...(x.created_at_us ? { createdAt: x.created_at_us, updatedAt: x.updated_at_us } : {}),
   };
 }
 

@@ -34,6 +34,10 @@ export interface Config {
     taskQueue: string;
     /** the Temporal Web UI (e.g. http://127.0.0.1:8233): alerts, health items and the dashboard link to the run there; none: ids only */
     uiUrl?: string;
+    /** TLS to the frontend (a secured cluster, Temporal Cloud); absent: plaintext, unless an API key is set */
+    tls?: TemporalTlsConfig;
+    /** a Temporal Cloud API key, sent as a bearer token (implies TLS) */
+    apiKey?: string;
   };
   backup: { parallelism: number; compressionLevel: number };
   restore: {
@@ -54,6 +58,7 @@ export interface Config {
   supabase: SupabaseConfig | null;
   retention: RetentionConfig;
   alerts: AlertsConfig;
+  dr: DrConfig;
   verification: {
     scratchDir: string;
     tenantBackupsPerRun: number;
@@ -92,6 +97,78 @@ export interface ChangeLogConfig {
   replicaIdentityFull: boolean;
   /** how long a tenant backup waits for the exact boundary with the change log before it goes without */
   boundaryWaitMs: number;
+}
+
+/** TLS to Temporal: files are read when a connection is made (the CLI's reading commands never need them). */
+export interface TemporalTlsConfig {
+  /** PEM of the CA that signed the server's certificate; absent: the system's CAs */
+  caFile?: string;
+  /** PEM certificate and key for mutual TLS (both or neither) */
+  clientCertFile?: string;
+  clientKeyFile?: string;
+  /** the name the server's certificate is checked against, when not the address's host */
+  serverName?: string;
+}
+
+/**
+ * Disaster recovery: the targets every failover and drill is measured against, the standby
+ * (self-managed provider), the endpoint applications connect through, the failover policy, the drills.
+ */
+export interface DrConfig {
+  /** the data loss and the downtime the operator accepts; every failover and drill is judged against them */
+  targets: { rpoMs: number; rtoMs: number };
+  /** null when no standby is configured: failover and switchover refuse */
+  standby: DrStandbyConfig | null;
+  /**
+   * the primary's data directory, when the worker runs on its host: a failover then reads the WAL
+   * the lost primary left (pg_waldump) and measures the commits lost exactly; null: estimated from the last probe
+   */
+  primaryDataDir: string | null;
+  /** null when applications connect straight to the database: failover then cannot switch them */
+  endpoint: DrEndpointConfig | null;
+  failover: DrFailoverConfig;
+  drill: DrDrillConfig;
+}
+
+export interface DrStandbyConfig {
+  /** the standby's data directory, on the host of the worker that runs `standby create` */
+  dataDir: string;
+  host: string;
+  port: number;
+  /** the physical replication slot on the primary that keeps the standby's WAL */
+  slot: string;
+  /** synchronous_standby_names names the standby: a commit waits for it (RPO 0) */
+  synchronous: boolean;
+  /** a failover refuses (unless forced) when the standby lacks more than this many bytes of the primary's WAL (the loss estimate) */
+  maxLagBytes: number;
+}
+
+export interface DrEndpointConfig {
+  /** PgBouncer's admin console (database `pgbouncer`), where PAUSE, RELOAD and RESUME are sent */
+  adminUrl: string;
+  /** the file of PgBouncer's [databases] section the failover rewrites (included by pgbouncer.ini) */
+  databasesFile: string;
+  /** the database name applications use through PgBouncer */
+  database: string;
+  /** the application's URL through PgBouncer, for the write check after a switch */
+  url: string;
+}
+
+export interface DrFailoverConfig {
+  /** required: a person or service approves by signal; automatic: the workflow goes on alone */
+  approval: 'required' | 'automatic';
+  /** failed probes in a row before the primary counts as lost */
+  probes: number;
+  probeIntervalMs: number;
+  probeTimeoutMs: number;
+  approvalTimeoutMs: number;
+}
+
+export interface DrDrillConfig {
+  /** how often the Temporal Schedule runs a drill; null: no schedule (drills run by hand) */
+  intervalMs: number | null;
+  /** tenants whose rows the drill compares with their latest tenant backup */
+  sampleTenants: number;
 }
 
 export type DashboardRole = 'read-only' | 'operator';
@@ -327,6 +404,8 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     taskQueue: temporal.string('taskQueue') ?? 'tenantsafe',
   };
   const uiUrl = temporal.url('uiUrl')?.replace(/\/+$/, '');
+  const tls = temporalTlsOf(temporal, ctx.baseDir);
+  const apiKey = temporal.secret('apiKey');
   temporal.done();
 
   const backup = root.section('backup');
@@ -381,6 +460,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   retention.done();
 
   const alertsConfig = alertsOf(root.section('alerts'));
+  const drConfig = drOf(root.section('dr'), ctx.baseDir);
 
   const verification = root.section('verification');
   const verificationConfig = {
@@ -445,13 +525,14 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     catalog: { url: catalogUrl ?? '', schema: catalogSchema },
     tenancy: tenancyConfig,
     storage: secondaryConfig ? { primary: primaryConfig, secondary: secondaryConfig } : { primary: primaryConfig },
-    temporal: uiUrl ? { ...temporalConfig, uiUrl } : temporalConfig,
+    temporal: { ...temporalConfig, ...optional('uiUrl', uiUrl), ...optional('tls', tls), ...optional('apiKey', apiKey) },
     backup: backupConfig,
     fullBackup: fullBackupConfig,
     changeLog: changeLogConfig,
     supabase: supabaseConfig,
     retention: retentionConfig,
     alerts: alertsConfig,
+    dr: drConfig,
     verification: verificationConfig,
     restore: restoreConfig,
     dashboard: dashboardConfig,
@@ -565,6 +646,89 @@ function alertsOf(alerts: Section): AlertsConfig {
   return config;
 }
 
+/** `tls: true` (system CAs), or a mapping of files and the server name; absent or false: none. */
+function temporalTlsOf(temporal: Section, baseDir: string): TemporalTlsConfig | undefined {
+  if (typeof temporal.peek('tls') === 'boolean' || temporal.peek('tls') === 'true' || temporal.peek('tls') === 'false') return temporal.boolean('tls') ? {} : undefined;
+  const tls = temporal.optionalSection('tls');
+  if (!tls) return undefined;
+  const file = (name: string) => {
+    const v = tls.string(name);
+    return v === undefined ? undefined : path.resolve(baseDir, v);
+  };
+  const config: TemporalTlsConfig = {
+    ...optional('caFile', file('ca')),
+    ...optional('clientCertFile', file('clientCert')),
+    ...optional('clientKeyFile', file('clientKey')),
+    ...optional('serverName', tls.string('serverName')),
+  };
+  if ((config.clientCertFile === undefined) !== (config.clientKeyFile === undefined)) tls.reject(config.clientCertFile ? 'clientKey' : 'clientCert', 'is required with the other half of the client certificate', null);
+  tls.done();
+  return config;
+}
+
+function drOf(dr: Section, baseDir: string): DrConfig {
+  const targets = dr.section('targets');
+  const targetsConfig = { rpoMs: targets.duration('rpo') ?? 5_000, rtoMs: targets.duration('rto') ?? 60_000 };
+  targets.done();
+
+  const standby = dr.optionalSection('standby');
+  let standbyConfig: DrStandbyConfig | null = null;
+  if (standby) {
+    const dataDir = standby.string('dataDir', true);
+    const port = standby.integer('port', 1, 65535);
+    if (port === undefined) standby.string('port', true);
+    standbyConfig = {
+      dataDir: path.resolve(baseDir, dataDir ?? ''),
+      host: standby.string('host') ?? '127.0.0.1',
+      port: port ?? 0,
+      slot: standby.identifier('slot') ?? 'tenantsafe_standby',
+      synchronous: standby.boolean('synchronous') ?? false,
+      maxLagBytes: standby.bytes('maxLag') ?? 16 * 1024 * 1024,
+    };
+    standby.done();
+  }
+
+  const primaryDataDir = dr.string('primaryDataDir');
+
+  const endpoint = dr.optionalSection('endpoint');
+  let endpointConfig: DrEndpointConfig | null = null;
+  if (endpoint) {
+    const adminUrl = endpoint.postgresUrl('adminUrl', true);
+    const databasesFile = endpoint.string('databasesFile', true);
+    const database = endpoint.string('database', true);
+    const url = endpoint.postgresUrl('url', true);
+    endpoint.done();
+    if (adminUrl && databasesFile && database && url) endpointConfig = { adminUrl, databasesFile: path.resolve(baseDir, databasesFile), database, url };
+  }
+
+  const failover = dr.section('failover');
+  const failoverConfig: DrFailoverConfig = {
+    approval: failover.oneOf('approval', ['required', 'automatic'] as const) ?? 'required',
+    probes: failover.integer('probes', 1, 100) ?? 3,
+    probeIntervalMs: failover.duration('probeInterval') ?? 1_000,
+    probeTimeoutMs: failover.duration('probeTimeout') ?? 2_000,
+    approvalTimeoutMs: failover.duration('approvalTimeout') ?? 3_600_000,
+  };
+  failover.done();
+
+  const drill = dr.section('drill');
+  const drillInterval = drill.durationOrOff('interval');
+  const drillConfig: DrDrillConfig = {
+    intervalMs: drillInterval === undefined ? 7 * 24 * 3_600_000 : drillInterval,
+    sampleTenants: drill.integer('sampleTenants', 0, 1000) ?? 1,
+  };
+  drill.done();
+  dr.done();
+  return {
+    targets: targetsConfig,
+    standby: standbyConfig,
+    primaryDataDir: primaryDataDir ? path.resolve(baseDir, primaryDataDir) : null,
+    endpoint: endpointConfig,
+    failover: failoverConfig,
+    drill: drillConfig,
+  };
+}
+
 /** Replaces ${VAR} and ${VAR:-default} in every string value. */
 function interpolate(value: unknown, key: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
   if (typeof value === 'string') {
@@ -622,6 +786,11 @@ class Section {
   private fail(name: string, what: string, got: unknown): undefined {
     this.problems.push(`${this.key(name)}: ${what} (got ${JSON.stringify(got)})`);
     return undefined;
+  }
+
+  /** The raw value of a key, without taking it (to choose how to read it). */
+  peek(name: string): unknown {
+    return this.values[name];
   }
 
   section(name: string, required = false): Section {
@@ -707,6 +876,16 @@ class Section {
     } catch {
       return this.fail(name, 'must be a duration like 90s, 30m, 24h or 7d', v);
     }
+  }
+
+  /** a size in bytes: 1048576, 512kB, 16MB, 1GB (powers of 1024, as Postgres reads them) */
+  bytes(name: string): number | undefined {
+    const v = this.string(name);
+    if (v === undefined) return undefined;
+    const m = /^\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*$/.exec(v);
+    if (!m) return this.fail(name, 'must be a size like 1048576, 512kB, 16MB or 1GB', v);
+    const unit = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }[m[2] ?? 'B'] ?? 1;
+    return Number(m[1]) * unit;
   }
 
   /** a duration, or `off` (null) */

@@ -39,10 +39,18 @@ export const ErrorType = {
   InsufficientSpace: 'InsufficientSpace',
   /** a backup provider's API (Supabase) answered 5xx, kept rate-limiting or could not be reached */
   ProviderUnavailable: 'ProviderUnavailable',
+  /**
+   * a failover or switchover that would do harm as asked: the primary answers, the standby is not
+   * a replicating standby, or it is further behind than dr.standby.maxLag (the loss estimate named)
+   */
+  FailoverRefused: 'FailoverRefused',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
-/** Errors a person fixes by changing what they asked for: CLI exit code 2. */
+/**
+ * Errors a person fixes by changing what they asked for: CLI exit code 2, HTTP 400. (A corrupt
+ * backup is not one: the request was sound and the backup is broken, exit 1; it is not retried either.)
+ */
 const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.BadConfig,
   ErrorType.BadInput,
@@ -55,8 +63,8 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.RestoreBlocked,
   ErrorType.ApprovalInvalid,
   ErrorType.RestoreNotFound,
-  ErrorType.CorruptBackup,
   ErrorType.TargetOutsideWindow,
+  ErrorType.FailoverRefused,
 ]);
 
 /** Errors that may pass by themselves (a restarting database, a storage blip): worth retrying. */

@@ -26,6 +26,11 @@ export function restoreLabel(at: Date, unique: string): string {
   return label(at, 'R', unique);
 }
 
+/** Failover and switchover ids: 20261206-071500X-3f9a2c (X a failover, W a switchover). */
+export function drLabel(at: Date, kind: 'failover' | 'switchover', unique: string): string {
+  return label(at, kind === 'failover' ? 'X' : 'W', unique);
+}
+
 function label(at: Date, letter: string, unique: string): string {
   const iso = at.toISOString(); // 2026-11-25T05:30:12.345Z
   const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}-${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}`;

@@ -121,9 +121,16 @@ function survivesDrops<T extends Client | PoolClient>(client: T): T {
   return client;
 }
 
-/** `replication: 'database'`: a walsender connection, for logical replication commands. */
-export async function connect(url: string, applicationName?: string, opts: { replication?: 'database' } = {}): Promise<Client> {
-  const client = survivesDrops(new Client({ ...clientConfig(url, applicationName), ...opts }));
+/**
+ * `replication: 'database'`: a walsender connection, for logical replication commands.
+ * `pgbouncer`: through PgBouncer (its admin console or a pooled database), which refuses the
+ * `options` startup parameter: no session settings, and only simple-protocol queries (no parameters).
+ */
+export async function connect(url: string, applicationName?: string, opts: { replication?: 'database'; pgbouncer?: boolean; timeoutMs?: number } = {}): Promise<Client> {
+  const { pgbouncer, timeoutMs, ...rest } = opts;
+  const config = { ...clientConfig(url, applicationName), ...rest, ...(timeoutMs ? { connectionTimeoutMillis: timeoutMs } : {}) };
+  if (pgbouncer) delete config.options;
+  const client = survivesDrops(new Client(config));
   try {
     await client.connect();
   } catch (err) {

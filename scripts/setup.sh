@@ -66,6 +66,20 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   fi
 fi
 
+# Required: disaster recovery's failover and switchover switch applications over through a real
+# PgBouncer (test/dr*.test.ts start private ones and fail without it).
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing pgbouncer from Debian (the failover endpoint's tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgbouncer >/dev/null
+    # the package enables a system PgBouncer on :6432; tenantsafe's tests run their own
+    command -v systemctl >/dev/null && systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+  else
+    say "pgbouncer is missing; install the Debian package pgbouncer (the failover tests need it)"
+    exit 1
+  fi
+fi
+
 # Required: the dashboard's browser test (test/dashboard.test.ts) drives Debian's chromium with
 # playwright-core (a devDependency, which downloads no browser of its own); it fails without it.
 if [ ! -x "${TENANTSAFE_CHROMIUM:-/usr/bin/chromium}" ]; then

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadConfig, parseConfig, redactUrl } from '../lib/config';
-import { ErrorType, TenantsafeError } from '../lib/errors';
+import { ErrorType, isBadInput, isTransient, TenantsafeError } from '../lib/errors';
 import { ctx, minimal, problemsOf } from './support/config';
 
 
@@ -160,5 +160,80 @@ describe('configuration of monitoring and the worker\'s metrics', () => {
     assert.match(message, /monitoring\.metricsToken: must be a string/);
     assert.doesNotMatch(message, /12345/);
     assert.match(problemsOf({ ...minimal, monitoring: { warningFactor: 2, criticalFactor: 1.5 } }), /monitoring\.criticalFactor: must be at least warningFactor \(2\) \(got 1\.5\)/);
+  });
+});
+
+describe('configuration of disaster recovery', () => {
+  it('defaults to RPO 5 s and RTO 60 s, no standby and no endpoint, approved failovers after three failed probes, a weekly drill', () => {
+    const { dr } = parseConfig(minimal, ctx);
+    assert.deepEqual(dr.targets, { rpoMs: 5_000, rtoMs: 60_000 });
+    assert.equal(dr.standby, null);
+    assert.equal(dr.endpoint, null);
+    assert.equal(dr.primaryDataDir, null);
+    assert.deepEqual(dr.failover, { approval: 'required', probes: 3, probeIntervalMs: 1_000, probeTimeoutMs: 2_000, approvalTimeoutMs: 3_600_000 });
+    assert.deepEqual(dr.drill, { intervalMs: 7 * 24 * 3_600_000, sampleTenants: 1 });
+  });
+
+  it('reads a standby, a PgBouncer endpoint, an automatic policy and drills turned off', () => {
+    const { dr } = parseConfig(
+      {
+        ...minimal,
+        dr: {
+          targets: { rpo: '0s', rto: '10s' },
+          standby: { dataDir: 'standby', port: 5433, synchronous: true, maxLag: '1MB' },
+          primaryDataDir: 'pg/main',
+          endpoint: { adminUrl: 'postgres://pgbouncer@127.0.0.1:6432/pgbouncer', databasesFile: 'pgbouncer/databases.ini', database: 'saas', url: 'postgres://app@127.0.0.1:6432/saas' },
+          failover: { approval: 'automatic', probes: 5 },
+          drill: { interval: 'off' },
+        },
+      },
+      ctx,
+    );
+    assert.deepEqual(dr.targets, { rpoMs: 0, rtoMs: 10_000 });
+    assert.deepEqual(dr.standby, { dataDir: '/srv/tenantsafe/standby', host: '127.0.0.1', port: 5433, slot: 'tenantsafe_standby', synchronous: true, maxLagBytes: 1024 * 1024 });
+    assert.equal(dr.endpoint?.databasesFile, '/srv/tenantsafe/pgbouncer/databases.ini');
+    assert.equal(dr.primaryDataDir, '/srv/tenantsafe/pg/main');
+    assert.equal(dr.failover.approval, 'automatic');
+    assert.equal(dr.failover.probes, 5);
+    assert.equal(dr.drill.intervalMs, null);
+  });
+
+  it('names every bad DR key', () => {
+    const message = problemsOf({
+      ...minimal,
+      dr: { targets: { rto: 'soon' }, standby: { port: 70000, maxLag: 'lots' }, endpoint: { database: 'saas' }, failover: { approval: 'maybe' } },
+    });
+    assert.match(message, /dr\.targets\.rto: must be a duration/);
+    assert.match(message, /dr\.standby\.dataDir: is required/);
+    assert.match(message, /dr\.standby\.port: must be an integer from 1 to 65535/);
+    assert.match(message, /dr\.standby\.maxLag: must be a size like/);
+    assert.match(message, /dr\.endpoint\.adminUrl: is required/);
+    assert.match(message, /dr\.failover\.approval: must be one of required, automatic/);
+  });
+});
+
+describe('configuration of the Temporal connection', () => {
+  it('reads TLS files relative to the config, an API key from the environment, and `tls: true`', () => {
+    const cfg = parseConfig({ ...minimal, temporal: { address: 'ns.tmprl.cloud:7233', tls: { ca: 'ca.pem', clientCert: 'c.pem', clientKey: 'c.key', serverName: 'temporal.internal' }, apiKey: '${KEY}' } }, { ...ctx, env: { KEY: 'secret-key' } });
+    assert.deepEqual(cfg.temporal.tls, { caFile: '/srv/tenantsafe/ca.pem', clientCertFile: '/srv/tenantsafe/c.pem', clientKeyFile: '/srv/tenantsafe/c.key', serverName: 'temporal.internal' });
+    assert.equal(cfg.temporal.apiKey, 'secret-key');
+    assert.deepEqual(parseConfig({ ...minimal, temporal: { tls: true } }, ctx).temporal.tls, {});
+    assert.equal(parseConfig({ ...minimal, temporal: { tls: false } }, ctx).temporal.tls, undefined);
+  });
+
+  it('wants both halves of a client certificate', () => {
+    assert.match(problemsOf({ ...minimal, temporal: { tls: { clientCert: 'c.pem' } } }), /temporal\.tls\.clientKey: is required with the other half of the client certificate/);
+  });
+});
+
+describe('the error catalog (docs/errors.md)', () => {
+  it('has a line for every error type, with its exit code and whether it is retried as the code decides', () => {
+    const doc = fs.readFileSync(path.join(__dirname, '..', 'docs', 'errors.md'), 'utf8');
+    for (const type of Object.values(ErrorType)) {
+      const row = new RegExp(`^\\| \`${type}\` \\| (\\d) \\| (yes|no|—) \\|`, 'm').exec(doc);
+      assert.ok(row, `docs/errors.md has no line for ${type}`);
+      assert.equal(Number(row[1]), isBadInput(type) ? 2 : 1, `${type}'s exit code`);
+      if (row[2] !== '—') assert.equal(row[2] === 'yes', isTransient(type), `${type} retried`);
+    }
   });
 });

@@ -4,6 +4,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type W
 import { createActivities } from '../activities';
 import type { Config } from '../lib/config';
 import { Engine } from '../lib/engine';
+import { temporalConnectionOptions } from '../client/temporalConnection';
 import { workflowBundlePath } from './bundle';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { startWorkerMonitoring } from './metrics';
@@ -39,7 +40,7 @@ export async function startWorker(
 ): Promise<StartedWorker> {
   installRuntime();
   const engine = new Engine(config);
-  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config.temporal));
   let monitoring: Awaited<ReturnType<typeof startWorkerMonitoring>> = null;
   let worker: Worker;
   try {

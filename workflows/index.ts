@@ -9,3 +9,5 @@ export { pitrRestore } from './pitrRestore';
 export { verifyBackup } from './verifyBackup';
 export { verifyRecentBackups } from './verifyRecentBackups';
 export { applyRetention } from './applyRetention';
+export { failover } from './failover';
+export { switchover } from './switchover';

@@ -298,3 +298,105 @@ export const fullBackupStatusQuery = defineQuery<FullBackupStatus>('status');
 export const walArchiverStatusQuery = defineQuery<WalArchiverStatus>('status');
 export const changeLogStatusQuery = defineQuery<ChangeLogStatus>('status');
 export const pitrRestoreStatusQuery = defineQuery<PitrRestoreStatus>('status');
+
+// ---- disaster recovery: failover, switchover ----
+
+/** One failover or switchover per database at a time (the conflict policy refuses a second). */
+export const drWorkflowIds = {
+  failover: (database: string) => `failover/${database}`,
+  switchover: (database: string) => `switchover/${database}`,
+};
+
+export interface FailoverInput {
+  /** why (kept in the catalog's dr_events) */
+  reason: string;
+  /** who asks; when approval is required, someone else approves */
+  requestedBy: string;
+  /** fail over even though the primary answers, or the standby is further behind than dr.standby.maxLag */
+  force?: boolean;
+  /** the database's name; the configured one when absent */
+  database?: string;
+}
+
+export type FailoverState =
+  | 'probing'
+  | 'checking-standby'
+  | 'awaiting-approval'
+  | 'fencing'
+  | 'promoting'
+  | 'switching'
+  | 'checking-write'
+  | 'done'
+  | 'rejected'
+  | 'expired'
+  | 'failed';
+
+/** What a failover would lose, as the status and the refusal show it (lib/dr/failover.ts LossEstimate). */
+export interface FailoverLoss {
+  bytes: number | null;
+  ms: number | null;
+  source: 'wal-on-disk' | 'last-probe' | 'unknown';
+}
+
+export interface FailoverApproveSignal {
+  by: string;
+  /** the failover id the approver reviewed: an approval meant for another run is refused */
+  digest?: string;
+}
+
+export interface FailoverStatus {
+  state: FailoverState;
+  failoverId: string;
+  database?: string;
+  reason: string;
+  requestedBy: string;
+  force: boolean;
+  approval?: 'required' | 'automatic';
+  /** host:port */
+  primary?: string;
+  standby?: string;
+  /** when the first of the failed probes began: the RTO's start */
+  primaryLostAt?: string | null;
+  lossEstimate?: FailoverLoss;
+  approvals: { by: string; at: string }[];
+  refused: { by: string; reason: string; at: string }[];
+  rejection?: RejectSignal;
+  expiresAt?: string;
+  /** measured once done */
+  rtoMs?: number;
+  dataLossBytes?: number | null;
+  rpoMs?: number | null;
+  metTargets?: boolean;
+  error?: string;
+}
+
+export type FailoverResult = Pick<FailoverStatus, 'failoverId' | 'database' | 'primary' | 'standby' | 'rtoMs' | 'dataLossBytes' | 'rpoMs' | 'metTargets' | 'rejection'> & {
+  state: 'done' | 'rejected' | 'expired';
+};
+
+export interface SwitchoverInput {
+  requestedBy: string;
+  database?: string;
+}
+
+export type SwitchoverState = 'preparing' | 'pausing' | 'demoting' | 'catching-up' | 'promoting' | 'switching' | 'checking-write' | 'done' | 'failed';
+
+export interface SwitchoverStatus {
+  state: SwitchoverState;
+  switchoverId: string;
+  database?: string;
+  requestedBy: string;
+  primary?: string;
+  standby?: string;
+  /** the old primary's last WAL position, which the standby replayed before its promotion */
+  finalLsn?: string;
+  /** from the endpoint paused to the first write through it on the new primary */
+  durationMs?: number;
+  error?: string;
+}
+
+export type SwitchoverResult = Pick<SwitchoverStatus, 'switchoverId' | 'database' | 'primary' | 'standby' | 'finalLsn' | 'durationMs'> & { state: 'done'; dataLossBytes: 0 };
+
+export const failoverApproveSignal = defineSignal<[FailoverApproveSignal]>('approve');
+export const failoverStatusQuery = defineQuery<FailoverStatus>('status');
+export const switchoverStatusQuery = defineQuery<SwitchoverStatus>('status');

@@ -43,3 +43,13 @@ export const alertStep: ActivityOptions = {
 };
 /** Runs started before the alerts existed replay without their notifyAlert steps (workflows/alerts.ts). */
 export const pushAlerts = 'push-alerts';
+
+/**
+ * Failover steps that wait on servers (the probes, a promotion, the write check through the
+ * endpoint): up to a few minutes, heartbeating; retried a little, never for long (the RTO runs).
+ */
+export const drStep: ActivityOptions = {
+  startToCloseTimeout: '3m',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 3 },
+};

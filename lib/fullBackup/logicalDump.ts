@@ -3,15 +3,19 @@
 // and record, each file of the dump directory uploaded with its sha256, manifest last.
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Engine } from '../engine';
 import { pgBin } from '../postgres/tools';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
-import { connect, microsText, toolConnection } from '../pg';
-import { fullBackupPrefix, type FullBackupObject, type FullManifest } from '../format/fullManifest';
+import { Sha256Stream } from '../checksum';
+import { connect, microsText, quoteIdent, toolConnection, withConnection } from '../pg';
+import { runPgTool } from '../postgres/tools';
+import { fullBackupPrefix, readFullManifest, type FullBackupObject, type FullManifest } from '../format/fullManifest';
 
 export const dumpFolder = 'dump/';
 
@@ -81,4 +85,70 @@ function runPgDump(url: string, args: string[], signal?: AbortSignal): Promise<v
         : reject(new TenantsafeError(ErrorType.DatabaseUnreachable, `pg_dump failed (exit code ${code}): ${stderr.trim()}`, 'Check that database.url reaches the database and its role may read every table.')),
     );
   });
+}
+
+export interface LogicalRestoreResult {
+  backupId: string;
+  /** the dump's snapshot: the restored database holds every commit before it */
+  consistentAt: string;
+  schemas: string[];
+  files: number;
+  bytes: number;
+  durationMs: number;
+}
+
+/**
+ * Restores a stored logical dump into another database (a new Supabase project after the first
+ * one is lost): each file's sha256 checked on the way down, then `pg_restore` of the given schemas
+ * (the tenancy's by default: a new project brings its own auth and storage schemas) in parallel.
+ * Refuses a target where any of those schemas already holds a table: nothing is overwritten.
+ */
+export async function restoreLogicalDump(engine: Engine, args: { backupId: string; targetUrl: string; schemas?: string[]; signal?: AbortSignal }): Promise<LogicalRestoreResult> {
+  const started = Date.now();
+  const record = await engine.catalog.getFullBackup(args.backupId);
+  if (record.method !== 'pg_dump') {
+    throw new TenantsafeError(ErrorType.BadInput, `Full backup ${args.backupId} is a base backup, not a logical dump.`, 'Restore base backups with `tenantsafe pitr restore --target <dir>`; `tenantsafe full-backups list` shows each backup\'s method.');
+  }
+  const schemas = args.schemas?.length ? args.schemas : engine.config.tenancy.schemas;
+  const occupied = await withConnection(args.targetUrl, async (c) =>
+    (await c.query<{ schema: string; tables: number }>(
+      `SELECT n.nspname AS schema, count(*)::int AS tables FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE n.nspname = ANY($1) AND r.relkind IN ('r', 'p') GROUP BY 1 ORDER BY 1`,
+      [schemas],
+    )).rows,
+  );
+  if (occupied.length > 0) {
+    throw new TenantsafeError(
+      ErrorType.BadInput,
+      `The target database is not empty: ${occupied.map((o) => `schema ${o.schema} has ${o.tables} table(s)`).join(', ')}.`,
+      'Restore into a new, empty database (a new project); nothing was changed.',
+    );
+  }
+  const manifest = await readFullManifest(engine.store, record.prefix);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tenantsafe-restore-dump-'));
+  try {
+    let bytes = 0;
+    for (const o of manifest.objects) {
+      const check = new Sha256Stream();
+      await pipeline(await engine.store.get(record.prefix + o.key), check, createWriteStream(path.join(dir, o.key.slice(dumpFolder.length))), { signal: args.signal });
+      if (check.hex() !== o.sha256) {
+        throw new TenantsafeError(ErrorType.CorruptBackup, `${record.prefix}${o.key} does not match the sha256 in its manifest.`, 'Restore another dump (`tenantsafe full-backups list`); `tenantsafe verify <backupId>` lists what is damaged. Nothing was restored.');
+      }
+      bytes += check.bytes;
+    }
+    // pg_restore -n restores what is in a schema, not the schema itself
+    await withConnection(args.targetUrl, (c) => c.query(schemas.map((n) => `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(n)};`).join('\n')));
+    const { conninfo, env } = toolConnection(args.targetUrl, 'tenantsafe-restore');
+    const run = await runPgTool(
+      'pg_restore',
+      ['--no-owner', '--no-privileges', '--exit-on-error', '-j', String(engine.config.backup.parallelism), ...schemas.flatMap((n) => ['-n', n]), '-d', conninfo, dir],
+      { asCaller: true, env },
+    );
+    if (run.code !== 0) {
+      throw new TenantsafeError(ErrorType.DatabaseUnreachable, `pg_restore into the target failed (exit code ${run.code}): ${run.output.slice(-2000)}`, 'Check that the URL reaches the new database and its role may create schemas; then drop what was restored and run again.');
+    }
+    return { backupId: args.backupId, consistentAt: record.consistentAt, schemas, files: manifest.objects.length, bytes, durationMs: Date.now() - started };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

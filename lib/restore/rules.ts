@@ -103,13 +103,15 @@ export function appliedKinds(sel: RestoreSelection): Set<ChangeKind> {
   return new Set(allowed.filter((k) => !sel.changes || sel.changes.includes(k)));
 }
 
-/** What the approval rules look at in a restore (its workflow's status). */
+/** What the approval rules look at in a restore (its workflow's status), or in another approved workflow (a failover). */
 export interface ApprovalTarget {
   restoreId: string;
   state: string;
   requestedBy: string;
   preview?: { digest: string };
   approvals: readonly { by: string }[];
+  /** what is approved, in messages and commands (default `restore`) */
+  what?: 'restore' | 'failover';
 }
 
 /** Why an approval does not count (the workflow records it), and what to do instead. */
@@ -127,13 +129,17 @@ export interface ApprovalRefusal {
 export function approvalRefusal(restore: ApprovalTarget, approval: { by?: unknown; digest?: unknown } | null | undefined): ApprovalRefusal | undefined {
   const { by, digest } = approval ?? {};
   const id = restore.restoreId;
+  const what = restore.what ?? 'restore';
+  const What = what === 'restore' ? 'Restore' : 'Failover';
   if (typeof by !== 'string' || by.trim() === '') return { reason: 'The approval names no one (by)', hint: 'Say who approves: --by <name>, or "by" in the signal.' };
-  if (restore.state !== 'awaiting-approval' || !restore.preview) return { reason: `Restore ${id} is ${restore.state}, not awaiting approval`, hint: 'See `tenantsafe restore status`.' };
-  if (by === restore.requestedBy) return { reason: `${by} requested restore ${id} and cannot approve it (four-eyes)`, hint: 'Ask someone else to approve it.' };
+  if (restore.state !== 'awaiting-approval' || !restore.preview) return { reason: `${What} ${id} is ${restore.state}, not awaiting approval`, hint: `See \`tenantsafe ${what} status\`.` };
+  if (by === restore.requestedBy) return { reason: `${by} requested ${what} ${id} and cannot approve it (four-eyes)`, hint: 'Ask someone else to approve it.' };
   if (digest !== restore.preview.digest) {
-    return { reason: `Digest ${String(digest)} is not the current preview's of restore ${id}`, hint: `Review the current preview (\`tenantsafe restore status ${id}\`) and approve its digest ${restore.preview.digest}.` };
+    return what === 'restore'
+      ? { reason: `Digest ${String(digest)} is not the current preview's of restore ${id}`, hint: `Review the current preview (\`tenantsafe restore status ${id}\`) and approve its digest ${restore.preview.digest}.` }
+      : { reason: `The approval names ${String(digest)}, not failover ${id}`, hint: `Review failover ${id} (\`tenantsafe failover status ${id}\`) and approve that one.` };
   }
-  if (restore.approvals.some((a) => a.by === by)) return { reason: `${by} already approved restore ${id}`, hint: 'Another person has to approve it too.' };
+  if (restore.approvals.some((a) => a.by === by)) return { reason: `${by} already approved ${what} ${id}`, hint: 'Another person has to approve it too.' };
   return undefined;
 }
 

@@ -1,0 +1,122 @@
+// CLI commands of disaster recovery: failover (and its approve, reject, status), switchover.
+import type { Command } from 'commander';
+import { databaseName } from '../lib/config';
+import { checkDrConfigured } from '../lib/dr/failover';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+import type { FailoverResult, FailoverStatus, SwitchoverResult, SwitchoverStatus } from '../workflows/messages';
+import type { FailoverRef, FailoverRequested, TenantsafeDr } from './drClient';
+import type { TenantsafeClient } from './client';
+import { config, defaultUser, globals, withClientOf, withEngine } from './commandHelpers';
+import { emit } from './output';
+import { WorkflowError } from './workflowError';
+
+function lossText(s: Pick<FailoverStatus, 'lossEstimate'>): string {
+  const l = s.lossEstimate;
+  if (!l) return 'not estimated yet';
+  if (l.bytes === null) return 'unknown (the old primary\'s WAL is not readable here and no probe answered)';
+  return `${l.bytes} bytes of WAL${l.ms !== null ? `, ${l.ms} ms of commits` : ''} (${l.source})`;
+}
+
+function failoverText(s: FailoverStatus | FailoverRequested | FailoverResult): string {
+  const lines = [`Failover ${s.failoverId}${s.database ? ` of ${s.database}` : ''}: ${s.state}`];
+  if (s.primary) lines.push(`  primary ${s.primary}, standby ${s.standby}`);
+  if ('lossEstimate' in s) lines.push(`  estimated loss: ${lossText(s)}`);
+  if (s.rtoMs !== undefined) lines.push(`  RTO ${s.rtoMs} ms, data loss ${s.dataLossBytes ?? 'unknown'} bytes${s.rpoMs != null ? ` (${s.rpoMs} ms)` : ''}, targets ${s.metTargets ? 'met' : 'NOT met'}`);
+  if ('refused' in s) for (const r of s.refused) lines.push(`  refused: ${r.by}: ${r.reason}`);
+  if (s.state === 'awaiting-approval' && 'requestedBy' in s) {
+    lines.push('', `Waits for approval until ${s.expiresAt} (someone other than ${s.requestedBy}):`, `  tenantsafe failover approve ${s.failoverId} --by <name>`, `  tenantsafe failover reject ${s.failoverId} --by <name> --reason <text>`);
+  }
+  if ('error' in s && s.error) lines.push(`  error: ${s.error}`);
+  return lines.join('\n');
+}
+
+function switchoverText(s: SwitchoverStatus | SwitchoverResult): string {
+  return [
+    `Switchover ${s.switchoverId}${s.database ? ` of ${s.database}` : ''}: ${s.state}`,
+    ...(s.primary ? [`  ${s.state === 'done' ? `new primary ${s.primary}, old primary ${s.standby} (read-only: rebuild it as the standby)` : `primary ${s.primary}, standby ${s.standby}`}`] : []),
+    ...(s.durationMs !== undefined ? [`  clients waited ${s.durationMs} ms; data loss 0 (the standby replayed the old primary up to ${s.finalLsn})`] : []),
+  ].join('\n');
+}
+
+/** The run behind a failover id, from the catalog's dr_events. */
+async function failoverRef(cmd: Command, failoverId: string): Promise<FailoverRef> {
+  return withEngine(cmd, async (e) => {
+    const found = (await e.catalog.listDrEvents({ kind: 'failover', database: databaseName(e.config.database.url), limit: 1000 })).find((d) => d.details?.failoverId === failoverId);
+    if (!found) throw new TenantsafeError(ErrorType.BadInput, `There is no failover ${failoverId} of this database.`, 'Copy the id `tenantsafe failover` printed; `tenantsafe failover status <id>` shows one.');
+    return { workflowId: found.workflowId, runId: found.runId };
+  });
+}
+
+/** Who approves or rejects (`--by`, parsed by the parent command), never a default: a decision names a person. */
+function decider(cmd: Command, verb: string): { by: string; reason?: string; wait?: boolean } {
+  const opts = cmd.optsWithGlobals<{ by?: string; reason?: string; wait?: boolean }>();
+  if (!opts.by) throw new TenantsafeError(ErrorType.BadInput, `Say who ${verb}.`, 'Pass --by <who>.');
+  return { by: opts.by, reason: opts.reason, wait: opts.wait };
+}
+
+const withDr = <T>(cmd: Command, fn: (dr: TenantsafeDr, client: TenantsafeClient) => Promise<T>) =>
+  withClientOf(cmd, (client) => {
+    const { TenantsafeDr } = require('./drClient') as typeof import('./drClient');
+    return fn(new TenantsafeDr(client), client);
+  });
+
+export function registerDrCommands(program: Command): void {
+  const failover = program
+    .command('failover')
+    .description('fail over to the standby when the primary is lost: probes, approval, fencing, promotion, the endpoint switched, RTO and loss recorded')
+    .option('--reason <text>', 'why (kept in the catalog)')
+    // also the approver's or rejecter's name of the subcommands: commander gives `--by` to this command wherever it is written
+    .option('--by <who>', 'who asks (default: $TENANTSAFE_USER or your login; cannot approve it); with approve/reject: who decides')
+    .option('--force', 'fail over even though the primary answers, or the standby is further behind than dr.standby.maxLag')
+    .option('--database <name>', 'the database (default: the configured one)')
+    .option('--wait', 'wait until the failover is done')
+    .action(async (opts: { reason?: string; by: string; force?: boolean; database?: string; wait?: boolean }, cmd: Command) => {
+      if (!opts.reason) throw new TenantsafeError(ErrorType.BadInput, 'A failover needs a reason.', 'Pass --reason <text>, e.g. --reason "primary host lost".');
+      const cfg = config(cmd);
+      checkDrConfigured(cfg); // what needs no server fails here, before a workflow starts (it checks again)
+      const database = opts.database ?? databaseName(cfg.database.url);
+      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy: opts.by ?? defaultUser(), force: opts.force, database: opts.database }, { wait: opts.wait }));
+      emit(globals(cmd), out, () => failoverText(out));
+      if ('errorType' in out && out.state === 'failed') throw new WorkflowError(out.error ?? 'The failover failed.', out.errorType);
+    });
+  failover
+    .command('approve <failoverId>')
+    .description('approve a failover waiting for approval (not by whoever asked for it): --by <who> required')
+    .option('--wait', 'wait until the failover is done')
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const { by, wait } = decider(cmd, 'approves');
+      const ref = await failoverRef(cmd, failoverId);
+      const out = await withDr(cmd, (dr) => dr.approve(ref, failoverId, by, { wait }));
+      emit(globals(cmd), out, () => failoverText(out));
+    });
+  failover
+    .command('reject <failoverId>')
+    .description('reject a failover, nothing changed: --by <who> required, --reason <text>')
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const { by, reason } = decider(cmd, 'rejects');
+      const ref = await failoverRef(cmd, failoverId);
+      const out = await withDr(cmd, (dr) => dr.reject(ref, { by, reason }));
+      emit(globals(cmd), out, () => failoverText(out));
+    });
+  failover
+    .command('status <failoverId>')
+    .description('state, the loss estimate, approvals, RTO and loss once done')
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const ref = await failoverRef(cmd, failoverId);
+      const out = await withDr(cmd, (dr) => dr.status(ref));
+      emit(globals(cmd), out, () => failoverText(out));
+    });
+  program
+    .command('switchover')
+    .description('planned move to the standby with no loss: endpoint paused, primary read-only, standby caught up and promoted, endpoint switched')
+    .option('--by <who>', 'who asks', defaultUser())
+    .option('--database <name>', 'the database (default: the configured one)')
+    .option('--wait', 'wait until the switchover is done')
+    .action(async (opts: { by: string; database?: string; wait?: boolean }, cmd: Command) => {
+      const cfg = config(cmd);
+      checkDrConfigured(cfg);
+      const database = opts.database ?? databaseName(cfg.database.url);
+      const out = await withDr(cmd, (dr) => dr.switchover(database, { requestedBy: opts.by, database: opts.database }, { wait: opts.wait }));
+      emit(globals(cmd), out, () => switchoverText(out));
+    });
+}
