@@ -9,6 +9,7 @@ import { manifestFile } from '../lib/format/sealed';
 import { createFullBackupProvider, type FullBackupCheck } from '../lib/fullBackup/provider';
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import { pitrTargetOf, type PitrPlan, type PitrTargetFields } from '../lib/pitr/window';
+import type { StorageLocation } from '../lib/storage/types';
 import { archiveWal, type WalArchiverProgress } from '../lib/wal/archiver';
 import { serverWalPosition, WalProgressReporter } from '../lib/wal/progress';
 import { workflowScopes } from '../lib/databaseIdentity';
@@ -29,7 +30,8 @@ export interface FullBackupSummary {
 }
 
 export function createFullBackupActivities(engine: Engine) {
-  const provider = () => createFullBackupProvider(engine);
+  /** `from`: a restore reading one storage location only (bad input when it is not configured) */
+  const provider = (from?: StorageLocation) => createFullBackupProvider(engine.from(from));
   return withFailures({
     async checkFullBackup(_: Record<string, never>): Promise<FullBackupCheck> {
       return provider().check();
@@ -99,15 +101,15 @@ export function createFullBackupActivities(engine: Engine) {
     },
 
     /** Checks the target against the recoverable window and picks the base backup. */
-    async planPitrRestore(args: PitrTargetFields & { restoreTarget: string }): Promise<PitrPlan> {
-      return provider().planRestore(pitrTargetOf(args), args.restoreTarget, new Date());
+    async planPitrRestore(args: PitrTargetFields & { restoreTarget: string; from?: StorageLocation }): Promise<PitrPlan> {
+      return provider(args.from).planRestore(pitrTargetOf(args), args.restoreTarget, new Date());
     },
 
-    async runPitrRestore(args: { plan: PitrPlan; restoreTarget: string; port?: number }): Promise<PitrRestoreResult> {
+    async runPitrRestore(args: { plan: PitrPlan; restoreTarget: string; port?: number; from?: StorageLocation }): Promise<PitrRestoreResult> {
       let progress: unknown = { phase: 'starting' };
       const stop = heartbeatEvery(2000, () => progress);
       try {
-        return await provider().restore({ plan: args.plan, target: args.restoreTarget, port: args.port, onProgress: (p) => (progress = p), signal: Context.current().cancellationSignal });
+        return await provider(args.from).restore({ plan: args.plan, target: args.restoreTarget, port: args.port, onProgress: (p) => (progress = p), signal: Context.current().cancellationSignal });
       } finally {
         stop();
       }

@@ -18,6 +18,7 @@ import {
   type RestoreSelection,
   type RestoreVerification,
 } from '../lib/restore';
+import type { StorageLocation } from '../lib/storage/types';
 import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
 import { withFailures } from './failures';
 import { recordTenantBackup } from '../lib/tenantBackup';
@@ -49,6 +50,8 @@ function summarize(p: RestorePreview): PreviewSummary {
 export function createTenantRestoreActivities(engine: Engine) {
   const recordPreview = (job: RestoreJob, preview: RestorePreview) =>
     engine.catalog.recordRestore({ ...identity(), restoreId: job.restoreId, tenantId: job.tenantId, state: 'awaiting-approval', requestedBy: '', digest: preview.digest, preview });
+  /** a restore `--from` one storage location reads (and writes) only there */
+  const engineOf = (job: { from?: StorageLocation }) => engine.from(job.from);
   // these activities always run inside a tenantRestore workflow
   const identity = () => {
     const { workflowId, runId } = Context.current().info.workflowExecution!;
@@ -59,6 +62,7 @@ export function createTenantRestoreActivities(engine: Engine) {
     /** Validates the request and picks the backup. Bad input fails here, before anything is staged. */
     async prepareTenantRestore(input: TenantRestoreInput & { restoreId: string }): Promise<PreparedRestore> {
       const request = checkRestoreRequest(input);
+      const engine = engineOf(input);
       const { source } = request;
       // a point in time: the preview rebuilds the tenant there first, under an id of this restore's
       const pointInTime = 'pointInTime' in source ? await planPointInTime(engine, request.tenantId, source.pointInTime) : undefined;
@@ -78,6 +82,7 @@ export function createTenantRestoreActivities(engine: Engine) {
     },
 
     async previewTenantRestore(job: RestoreJob): Promise<PreviewSummary> {
+      const engine = engineOf(job);
       let progress: object = { phase: 'staging' };
       const stop = heartbeatEvery(2000, () => progress);
       try {
@@ -99,6 +104,7 @@ export function createTenantRestoreActivities(engine: Engine) {
      * after a commit finds the applied marker (and records the safety backup, if the crash came first).
      */
     async applyTenantRestore(job: RestoreJob & { digest: string; safetyBackupId: string }): Promise<ApplyStepResult> {
+      const engine = engineOf(job);
       const stop = heartbeatEvery(2000, () => ({ phase: 'applying' }));
       try {
         const outcome = await applyApprovedRestore(engine, job, Context.current().cancellationSignal);
@@ -117,7 +123,7 @@ export function createTenantRestoreActivities(engine: Engine) {
     async verifyTenantRestore(args: RestoreJob & { otherTenantsUnchanged: boolean }): Promise<RestoreVerification> {
       const stop = heartbeatEvery(2000, () => ({ phase: 'verifying' }));
       try {
-        return await verifyAppliedRestore(engine, args, args.otherTenantsUnchanged);
+        return await verifyAppliedRestore(engineOf(args), args, args.otherTenantsUnchanged);
       } finally {
         stop();
       }

@@ -14,6 +14,7 @@ import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
 import { registerScheduleCommands } from './scheduleCommands';
 import { registerStandbyCommands } from './standbyCommands';
+import { registerStorageCommands } from './storageCommands';
 import { registerDashboardCommand, registerDevCommands, registerHashSecretCommand, registerTemporalCommands, registerWorkerCommand } from './serviceCommands';
 import { registerTenancyCommands } from './tenancyCommands';
 import { registerCatalogCommands, registerTenantBackupCommands } from './tenantBackupCommands';
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerDatabaseCommands(program, { backups });
   registerStandbyCommands(program);
   registerDrillCommands(program);
+  registerStorageCommands(program);
   registerDrCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);

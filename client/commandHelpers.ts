@@ -5,6 +5,8 @@ import type { Command } from 'commander';
 import { loadConfig, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import { storageLocationOf } from '../lib/storage';
+import type { StorageLocation } from '../lib/storage/types';
 import type { TenantsafeClient } from './client';
 import type { OutputOptions } from './output';
 
@@ -28,6 +30,13 @@ export async function withEngine<T>(cmd: Command, fn: (engine: Engine) => Promis
     await engine.close();
   }
 }
+
+/** A restore's `--from <location>`, checked against the config before anything starts (bad input: exit 2). */
+export function fromOption(cmd: Command, value: string | undefined): StorageLocation | undefined {
+  return value === undefined ? undefined : storageLocationOf(config(cmd), value);
+}
+
+export const fromOptionHelp = 'read the backups from this storage location only: secondary (storage.secondary) or primary; default: the primary, falling over to the secondary';
 
 export async function withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>): Promise<T> {
   const cfg = config(cmd);

@@ -11,7 +11,7 @@ import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
-import { globals, list, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { fromOption, fromOptionHelp, globals, list, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { databaseWorkflowIds, type ChangeLogStatus } from '../workflows/messages';
 
@@ -59,8 +59,9 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   pitr
     .command('window')
     .description('the earliest and latest restorable times')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withEngine(cmd, (e) => createFullBackupProvider(e).window());
+    .option('--from <location>', 'as this storage location alone holds them: secondary or primary; default: both')
+    .action(async (opts: { from?: string }, cmd: Command) => {
+      const out = await withEngine(cmd, (e) => createFullBackupProvider(e.from(opts.from)).window());
       emit(globals(cmd), out, () => (out.earliest ? `Recoverable from ${out.earliest} to ${out.latest}` : 'Nothing is recoverable yet: take a full backup (`tenantsafe full-backup --wait`).'));
     });
   pitr
@@ -72,9 +73,13 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .option('--latest', 'everything the archive holds')
     .requiredOption('--target <dir>', 'an empty data directory (supabase: the project ref, to confirm an in-place restore)')
     .option('--port <n>', 'start the restored cluster on this port and leave it running', positiveInt('--port'))
-    .action(async (opts: { at?: string; lsn?: string; name?: string; latest?: boolean; target: string; port?: number }, cmd: Command) => {
+    .option('--from <location>', fromOptionHelp)
+    .action(async (opts: { at?: string; lsn?: string; name?: string; latest?: boolean; target: string; port?: number; from?: string }, cmd: Command) => {
       pitrTargetOf(opts); // bad input fails here, before Temporal is asked
-      const out = await withClientOf(cmd, (c) => fullBackups().restorePointInTime(c, { at: opts.at, lsn: opts.lsn, name: opts.name, latest: opts.latest, target: opts.target, port: opts.port }));
+      const from = fromOption(cmd, opts.from);
+      const out = await withClientOf(cmd, (c) =>
+        fullBackups().restorePointInTime(c, { at: opts.at, lsn: opts.lsn, name: opts.name, latest: opts.latest, target: opts.target, port: opts.port, ...(from ? { from } : {}) }),
+      );
       emit(globals(cmd), out, () =>
         `Restored to ${out.recoveredTo ?? '(no transaction replayed)'} (LSN ${out.lsn ?? '-'})${out.dataDir ? ` in ${out.dataDir}` : ''}${out.port ? `, running on port ${out.port}` : out.dataDir ? ', stopped' : ''}`,
       );

@@ -6,7 +6,7 @@ import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
 import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
 import type { TenantRestoreInput } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
-import { defaultUser, globals, list, positiveInt, withClientOf, withEngine } from './commandHelpers';
+import { defaultUser, fromOption, fromOptionHelp, globals, list, positiveInt, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { WorkflowError } from './workflowError';
 
@@ -65,7 +65,9 @@ export function registerRestoreCommands(program: Command): void {
     .option('--changes <list>', 'only these kinds of change: insert,update,delete', list)
     .option('--missing-refs <policy>', 'rows referencing global rows that are gone: refuse or skip', 'refuse')
     .option('--by <who>', 'who asks (cannot approve it)', defaultUser())
-    .action(async (tenantId: string, opts: { backup?: string; at?: string; lsn?: string; backupBefore?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string }, cmd: Command) => {
+    .option('--from <location>', fromOptionHelp)
+    .action(async (tenantId: string, opts: { backup?: string; at?: string; lsn?: string; backupBefore?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string; from?: string }, cmd: Command) => {
+      const from = fromOption(cmd, opts.from);
       const out = await withClientOf(cmd, (c) =>
         c.restores.request({
           tenantId,
@@ -78,6 +80,7 @@ export function registerRestoreCommands(program: Command): void {
           changes: opts.changes as TenantRestoreInput['changes'],
           missingRefs: opts.missingRefs as TenantRestoreInput['missingRefs'],
           requestedBy: opts.by,
+          ...(from ? { from } : {}),
         }),
       );
       emit(globals(cmd), out, () => restoreText(out));

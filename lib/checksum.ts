@@ -5,7 +5,7 @@
 // enough (~1.4 ns/byte, both lanes in one pass) to run inline with a backup. Specified in
 // docs/format.md.
 import { createHash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { ErrorType, TenantsafeError } from './errors';
 
 export const rowChecksumAlgorithm = 'murmur3x2-sum64';
@@ -136,6 +136,13 @@ export class Sha256Stream extends Transform {
   hex(): string {
     return this.hash.digest('hex');
   }
+}
+
+/** The sha256 (hex) of everything a stream holds. */
+export async function sha256OfStream(source: Readable): Promise<string> {
+  const hash = new Sha256Stream();
+  for await (const chunk of source.pipe(hash)) void chunk;
+  return hash.hex();
 }
 
 /** JSON with object keys sorted at every level: the form checksums are taken of. */

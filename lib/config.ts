@@ -26,7 +26,8 @@ export interface Config {
     /** table → name of the foreign key that decides which tenant owns its rows */
     ownership: Record<string, string>;
   };
-  storage: { primary: StorageConfig };
+  /** secondary: a copy of everything in another location (region); reads fall over to it */
+  storage: { primary: StorageConfig; secondary?: StorageConfig };
   temporal: {
     address: string;
     namespace: string;
@@ -337,6 +338,25 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   return parseConfig(doc, { env, source: file, baseDir: path.dirname(file) });
 }
 
+/** One storage location (storage.primary, storage.secondary): local disk or a GCS bucket. */
+function storageLocation(section: Section, ctx: ParseContext): StorageConfig {
+  const kind = section.oneOf('kind', ['local', 'gcs'], true);
+  let location: StorageConfig = { kind: 'local', path: '' };
+  if (kind === 'local') {
+    location = { kind: 'local', path: path.resolve(ctx.baseDir, section.string('path', true) ?? '') };
+  } else if (kind === 'gcs') {
+    location = {
+      kind: 'gcs',
+      bucket: section.string('bucket', true) ?? '',
+      prefix: (section.string('prefix') ?? '').replace(/^\/+|\/+$/g, ''),
+      apiEndpoint: section.url('apiEndpoint'),
+      projectId: section.string('projectId'),
+    };
+  }
+  section.done();
+  return location;
+}
+
 interface ParseContext {
   env: NodeJS.ProcessEnv;
   source: string;
@@ -369,22 +389,12 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   tenancy.done();
 
   const storage = root.section('storage', true);
-  const primary = storage.section('primary', true);
-  const kind = primary.oneOf('kind', ['local', 'gcs'], true);
-  let primaryConfig: StorageConfig = { kind: 'local', path: '' };
-  if (kind === 'local') {
-    const dir = primary.string('path', true) ?? '';
-    primaryConfig = { kind: 'local', path: path.resolve(ctx.baseDir, dir) };
-  } else if (kind === 'gcs') {
-    primaryConfig = {
-      kind: 'gcs',
-      bucket: primary.string('bucket', true) ?? '',
-      prefix: (primary.string('prefix') ?? '').replace(/^\/+|\/+$/g, ''),
-      apiEndpoint: primary.url('apiEndpoint'),
-      projectId: primary.string('projectId'),
-    };
+  const primaryConfig = storageLocation(storage.section('primary', true), ctx);
+  const secondarySection = storage.optionalSection('secondary');
+  const secondaryConfig = secondarySection && storageLocation(secondarySection, ctx);
+  if (secondaryConfig && JSON.stringify(secondaryConfig) === JSON.stringify(primaryConfig)) {
+    problems.push('storage.secondary: names the same location as storage.primary; a copy there protects nothing (give it another path or bucket)');
   }
-  primary.done();
   storage.done();
 
   const temporal = root.section('temporal');
@@ -514,7 +524,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
     database: { url: databaseUrl ?? '' },
     catalog: { url: catalogUrl ?? '', schema: catalogSchema },
     tenancy: tenancyConfig,
-    storage: { primary: primaryConfig },
+    storage: secondaryConfig ? { primary: primaryConfig, secondary: secondaryConfig } : { primary: primaryConfig },
     temporal: { ...temporalConfig, ...optional('uiUrl', uiUrl), ...optional('tls', tls), ...optional('apiKey', apiKey) },
     backup: backupConfig,
     fullBackup: fullBackupConfig,

@@ -1,55 +1,84 @@
 // The engine's shared resources for one process (a worker, the CLI): config, database and
-// catalog pools, the primary store, the alerts' notifier. Created lazily, closed once.
+// catalog pools, the store (the primary, or both locations as one when a secondary is
+// configured), the alerts' notifier. Created lazily, closed once.
 import type { Pool } from 'pg';
 import { Notifier } from './alerts';
 import { Catalog } from './catalog';
 import type { Config } from './config';
 import { createPool } from './pg';
-import { createStore } from './storage';
-import type { ObjectStore } from './storage/types';
+import { createStore, storageLocationOf } from './storage';
+import { ReplicatedStore } from './storage/replicated';
+import type { ObjectStore, StorageLocation } from './storage/types';
+
+/** What an engine and its views (`from`) share. */
+interface Resources {
+  pools: Pool[];
+  db?: Pool;
+  catalog?: Catalog;
+  stores: Partial<Record<StorageLocation | 'replicated', ObjectStore>>;
+  notifier?: Notifier;
+}
 
 export class Engine {
-  private pools: Pool[] = [];
-  private dbPool?: Pool;
-  private catalogInstance?: Catalog;
-  private primaryStore?: ObjectStore;
-  private notifier?: Notifier;
+  private readonly shared: Resources;
 
-  constructor(readonly config: Config) {}
+  /** `location`: this engine's store is that location alone (see `from`); none: both, the primary first */
+  constructor(
+    readonly config: Config,
+    private readonly location?: StorageLocation,
+    shared?: Resources,
+  ) {
+    this.shared = shared ?? { pools: [], stores: {} };
+  }
+
+  /**
+   * This engine reading and writing one storage location only (a restore `--from secondary`),
+   * on the same pools; undefined: this engine. Bad input when the config lacks that location.
+   */
+  from(location: unknown): Engine {
+    if (location === undefined || location === this.location) return this;
+    return new Engine(this.config, storageLocationOf(this.config, location), this.shared);
+  }
 
   get db(): Pool {
-    this.dbPool ??= this.track(createPool(this.config.database.url, 4, 'tenantsafe'));
-    return this.dbPool;
+    this.shared.db ??= this.track(createPool(this.config.database.url, 4, 'tenantsafe'));
+    return this.shared.db;
   }
 
   get catalog(): Catalog {
-    if (!this.catalogInstance) {
+    if (!this.shared.catalog) {
       const { url, schema } = this.config.catalog;
       const pool = url === this.config.database.url ? this.db : this.track(createPool(url, 2, 'tenantsafe-catalog'));
-      this.catalogInstance = new Catalog(pool, url, schema);
+      this.shared.catalog = new Catalog(pool, url, schema);
     }
-    return this.catalogInstance;
+    return this.shared.catalog;
   }
 
+  /** The primary; with storage.secondary, both as one (lib/storage/replicated.ts); a view's one location. */
   get store(): ObjectStore {
-    this.primaryStore ??= createStore(this.config.storage.primary);
-    return this.primaryStore;
+    const { primary, secondary } = this.config.storage;
+    const stores = this.shared.stores;
+    if (this.location === 'secondary') return (stores.secondary ??= createStore(secondary!));
+    stores.primary ??= createStore(primary);
+    if (this.location === 'primary' || !secondary) return stores.primary;
+    stores.secondary ??= createStore(secondary);
+    return (stores.replicated ??= new ReplicatedStore(stores.primary, stores.secondary));
   }
 
   /** Pushed alerts: records outcomes in the catalog and delivers notices in the background. */
   get alerts(): Notifier {
-    this.notifier ??= new Notifier(this.config, this.catalog);
-    return this.notifier;
+    this.shared.notifier ??= new Notifier(this.config, this.catalog);
+    return this.shared.notifier;
   }
 
   private track(pool: Pool): Pool {
-    this.pools.push(pool);
+    this.shared.pools.push(pool);
     return pool;
   }
 
   async close(): Promise<void> {
-    await this.notifier?.stop();
-    await Promise.all(this.pools.map((p) => p.end().catch(() => undefined)));
-    this.pools = [];
+    await this.shared.notifier?.stop();
+    await Promise.all(this.shared.pools.map((p) => p.end().catch(() => undefined)));
+    this.shared.pools = [];
   }
 }

@@ -12,6 +12,7 @@ import { startFakeGcs, type FakeGcs } from './doubles/fakeGcs';
 import { freePorts } from '../lib/process';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { createStore, type ObjectInfo, type ObjectStore } from '../lib/storage';
+import { ReplicatedStore } from '../lib/storage/replicated';
 
 const MiB = 1024 * 1024;
 
@@ -117,7 +118,21 @@ const gcs: Driver = {
   },
 };
 
-for (const driver of [local, gcs]) {
+/** Both locations as one (storage.secondary configured): a local primary and a local secondary. */
+const replicated: Driver = {
+  name: 'replicated (primary + secondary)',
+  before: () => local.before(),
+  after: () => local.after(),
+  async fresh() {
+    return new ReplicatedStore(await local.fresh(), await local.fresh());
+  },
+  unwritable() {
+    const [a, b] = local.unwritable();
+    return [new ReplicatedStore(a, b)];
+  },
+};
+
+for (const driver of [local, gcs, replicated]) {
   describe(`${driver.name} storage conformance`, () => {
     let store: ObjectStore;
     before(() => driver.before());

@@ -5,6 +5,7 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { ApplyResult, ChangeKind, RestorePreview, RestoreVerification } from '../lib/restore/types';
 import type { PitrWindow } from '../lib/pitr/window';
 import type { RetentionOutcome } from '../lib/retention/run';
+import type { StorageLocation } from '../lib/storage/types';
 import type { VerificationCheck } from '../lib/verification/verifyBackup';
 
 export const searchAttributes = {
@@ -109,6 +110,8 @@ export interface TenantRestoreInput {
   missingRefs?: 'refuse' | 'skip';
   /** who asks; they cannot approve it themselves */
   requestedBy: string;
+  /** 'secondary': read the backups from storage.secondary only; none: the primary, falling over to the secondary */
+  from?: StorageLocation;
 }
 
 export type TenantRestoreState = 'previewing' | 'awaiting-approval' | 'applying' | 'verifying' | 'done' | 'rejected' | 'expired' | 'failed';
@@ -249,6 +252,8 @@ export interface PitrRestoreInput {
   target: string;
   /** start the restored cluster on this port and leave it running */
   port?: number;
+  /** 'secondary': read the base backup and WAL from storage.secondary only; none: the primary, falling over to the secondary */
+  from?: StorageLocation;
 }
 
 export interface PitrRestoreStatus {

@@ -21,10 +21,10 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreR
   setHandler(pitrRestoreStatusQuery, () => status);
   const run = { workflowId, runId, workflowType: 'pitrRestore' };
   try {
-    const plan = await step.planPitrRestore({ at: input?.at, lsn: input?.lsn, name: input?.name, latest: input?.latest, restoreTarget: String(input?.target ?? '') });
+    const plan = await step.planPitrRestore({ at: input?.at, lsn: input?.lsn, name: input?.name, latest: input?.latest, restoreTarget: String(input?.target ?? ''), from: input?.from });
     Object.assign(status, { state: 'restoring', backupId: plan.backupId, window: plan.window });
     await step.recordRun({ ...run, backupId: plan.backupId, status: 'running', details: { target: plan.target } });
-    const result = await restore.runPitrRestore({ plan, restoreTarget: input.target, port: input.port });
+    const result = await restore.runPitrRestore({ plan, restoreTarget: input.target, port: input.port, from: input.from });
     status.state = 'done';
     await step.recordRun({ ...run, status: 'completed', details: { ...result } });
     return result;

@@ -75,7 +75,14 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     upsertSearchAttributes([{ key: searchAttributes.database, value: prepared.database }]);
     status.backupId = prepared.backupId;
     status.approvalsRequired = prepared.approvalsRequired;
-    const job: RestoreJob = { restoreId, tenantId, backupId: prepared.backupId, selection: prepared.selection, ...(prepared.pointInTime ? { pointInTime: prepared.pointInTime } : {}) };
+    const job: RestoreJob = {
+      restoreId,
+      tenantId,
+      backupId: prepared.backupId,
+      selection: prepared.selection,
+      ...(prepared.pointInTime ? { pointInTime: prepared.pointInTime } : {}),
+      ...(input.from ? { from: input.from } : {}),
+    };
 
     let preview = await copy.previewTenantRestore(job);
     for (;;) {

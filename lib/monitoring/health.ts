@@ -35,6 +35,7 @@ import { changeLogState } from '../changeLog/capture';
 import { workflowScopes } from '../databaseIdentity';
 import type { Engine } from '../engine';
 import { withClient } from '../pg';
+import { lagMarkerTime, ReplicatedStore } from '../storage/replicated';
 import { discoverTenancy, existingTenants, type TenancyPlan } from '../tenancy';
 import { formatLsn, parseLsn, segmentStartLsn } from '../wal/names';
 import {
@@ -62,7 +63,7 @@ const levelNames: Level[] = ['ok', 'warning', 'critical'];
 export const levelRank = (l: Level): number => levelNames.indexOf(l);
 const worst = (...ls: Level[]): Level => levelNames[Math.max(0, ...ls.map(levelRank))];
 
-export type HealthKind = 'tenant' | 'full' | 'verification' | 'wal' | 'changeLog' | 'retention' | 'dr' | 'approval' | 'database' | 'temporal';
+export type HealthKind = 'tenant' | 'full' | 'verification' | 'wal' | 'changeLog' | 'retention' | 'dr' | 'approval' | 'database' | 'temporal' | 'storage';
 
 /** Each kind as people read it (status, the dashboard). */
 export const healthKindNames: Record<HealthKind, string> = {
@@ -76,6 +77,7 @@ export const healthKindNames: Record<HealthKind, string> = {
   approval: 'approvals',
   database: 'database',
   temporal: 'Temporal',
+  storage: 'storage',
 };
 
 /** What the health model holds each kind to. */
@@ -608,6 +610,9 @@ export async function computeHealth(engine: Engine, opts: HealthOptions = {}): P
     for (const [check, level, message, anchor] of changeLog.items) item('changeLog', check, level, message, {}, anchor);
   }
 
+  // ---- the secondary storage location ----
+  for (const [check, level, message, anchor] of await judgeStorage(engine)) item('storage', check, level, message, {}, anchor);
+
   // ---- retention ----
   const fullBelow = expected.full.everyMs !== null && full.restorePoints < full.promisedRestorePoints;
   const retentionLevel: Level = tenant.belowRetention > 0 || fullBelow ? 'warning' : 'ok';
@@ -983,3 +988,27 @@ export async function tenantHealthPage(
   return { total: r.total, offset, tenants: r.rows.map((x) => tenantHealthOf(config, x)) };
 }
 
+/**
+ * With storage.secondary: whether each location missed changes (lib/storage/replicated.ts keeps a
+ * marker per missed change in the other location). A primary that missed writes failed and the
+ * backups since live in one place only: critical; a secondary behind: warning.
+ */
+async function judgeStorage(engine: Engine): Promise<JudgedItems> {
+  const store = engine.store;
+  if (!(store instanceof ReplicatedStore)) return [];
+  const items: JudgedItems = [];
+  for (const [location, bad] of [['primary', 'critical'], ['secondary', 'warning']] as const) {
+    const check = `${location}-behind`;
+    const uri = store.location(location).uri;
+    try {
+      const missed = await store.lagMarkers(location);
+      if (missed.length === 0) items.push([check, 'ok', `The ${location} storage ${uri} holds every change.`, 'storage-behind']);
+      else items.push([check, bad, `The ${location} storage ${uri} missed ${plural(missed.length, 'change')} since ${lagMarkerTime(missed[0].key)}: run \`tenantsafe storage sync\`.`, 'storage-behind']);
+    } catch (err) {
+      // the markers of what this location missed are kept in the other one
+      const other = location === 'primary' ? 'secondary' : 'primary';
+      items.push([check, bad, `Cannot tell whether the ${location} storage ${uri} is behind: the ${other} cannot be listed (${firstSentence((err as Error).message)}).`, 'storage-behind']);
+    }
+  }
+  return items;
+}

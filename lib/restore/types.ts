@@ -1,6 +1,7 @@
 // Tenant restore: what is asked, and the preview shown to the approver. Plain data: previews
 // carry counts, keys (a few, as samples) and digests, never row contents.
 import type { PointInTimeSource } from '../format/tenantManifest';
+import type { StorageLocation } from '../storage/types';
 
 export type RestoreMode = 'replace' | 'missing-only';
 export type ChangeKind = 'insert' | 'update' | 'delete';
@@ -26,6 +27,8 @@ export interface RestoreJob {
   selection: RestoreSelection;
   /** a restore to a point in time: the backup is the tenant rebuilt there, by the preview, before it stages it */
   pointInTime?: PointInTimePlan;
+  /** read (and write) this storage location only; none: the primary, falling over to the secondary */
+  from?: StorageLocation;
 }
 
 /** How a tenant is rebuilt at a point in time (lib/pointInTime): the source, and why that one. */

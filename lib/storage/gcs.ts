@@ -208,7 +208,7 @@ export class GcsStore implements ObjectStore {
       return new TenantsafeError(
         ErrorType.StorageUnwritable,
         `${where}: bucket ${this.cfg.bucket} does not exist (HTTP 404 while ${what}).`,
-        'Create the bucket, or fix storage.primary.bucket in the config.',
+        'Create the bucket, or fix storage.primary.bucket (or storage.secondary.bucket) in the config.',
       );
     }
     const code = (err as { code?: unknown }).code;

@@ -24,3 +24,8 @@ export function checkKey(key: string, kind: 'key' | 'prefix' = 'key'): void {
   }
 }
 
+
+/** Key order as GCS lists it: by UTF-8 bytes (every driver lists in this order). */
+export function byKey(a: { key: string }, b: { key: string }): number {
+  return Buffer.compare(Buffer.from(a.key), Buffer.from(b.key));
+}

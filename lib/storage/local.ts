@@ -9,18 +9,13 @@ import { addAbortSignal, type Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import type { StorageConfig } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
-import { checkKey, partialName } from './keys';
+import { byKey, checkKey, partialName } from './keys';
 import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
 
 export type LocalStorageConfig = Extract<StorageConfig, { kind: 'local' }>;
 
 function partialPath(file: string): string {
   return path.join(path.dirname(file), `.${path.basename(file)}.partial-${process.pid}-${randomBytes(6).toString('hex')}`);
-}
-
-/** Key order as GCS lists it: by UTF-8 bytes. */
-function byKey(a: ObjectInfo, b: ObjectInfo): number {
-  return Buffer.compare(Buffer.from(a.key), Buffer.from(b.key));
 }
 
 interface Entry {
@@ -223,7 +218,7 @@ export class LocalStore implements ObjectStore {
     return new TenantsafeError(
       ErrorType.StorageUnwritable,
       `Cannot write ${file} in local storage ${this.root}: ${why}.`,
-      `Make ${this.root} a writable directory (permissions, free space, no read-only mount, no regular file in the path), or set storage.primary.path to one.`,
+      `Make ${this.root} a writable directory (permissions, free space, no read-only mount, no regular file in the path), or point storage.primary.path (or storage.secondary.path) at one.`,
     );
   }
 

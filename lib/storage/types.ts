@@ -2,6 +2,9 @@
 // store's root (e.g. tenants/acme/20261125-053012-345T/manifest.json).
 import type { Readable } from 'node:stream';
 
+/** One of the configured locations (storage.primary, storage.secondary). */
+export type StorageLocation = 'primary' | 'secondary';
+
 export interface ObjectInfo {
   key: string;
   bytes: number;

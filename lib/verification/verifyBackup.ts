@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { stageTables } from '../restore/stage';
 import { rowsDigest } from '../restore/verifyApplied';
-import { Sha256Stream } from '../checksum';
+import { sha256OfStream } from '../checksum';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../postgres/cluster';
 import { runPgTool } from '../postgres/tools';
@@ -118,9 +118,7 @@ async function checkObject(store: ObjectStore, prefix: string, o: { key: string;
   const found = await store.stat(prefix + o.key);
   if (!found) return { check: 'object', target: o.key, result: 'missing' };
   if (found.bytes !== o.bytes) return { check: 'object', target: o.key, result: 'size_invalid', detail: `${found.bytes} bytes stored, ${o.bytes} in the manifest` };
-  const hash = new Sha256Stream();
-  for await (const chunk of (await store.get(prefix + o.key)).pipe(hash)) void chunk;
-  const sha256 = hash.hex();
+  const sha256 = await sha256OfStream(await store.get(prefix + o.key));
   return sha256 === o.sha256 ? { check: 'object', target: o.key, result: 'ok' } : { check: 'object', target: o.key, result: 'checksum_mismatch', detail: `sha256 ${sha256}, manifest says ${o.sha256}` };
 }
 

@@ -59,6 +59,8 @@ export interface FakeGcs {
   port: number;
   /** Creates a bucket; one that already exists is fine. */
   createBucket(name: string): Promise<void>;
+  /** deletes every object of the bucket, then the bucket */
+  deleteBucket(name: string): Promise<void>;
   /** SIGTERM, then SIGKILL after 5 s; resolves once the process is gone. */
   stop(): Promise<void>;
   /** SIGKILL without waiting: storage dying mid-way. */
@@ -177,6 +179,20 @@ export async function startFakeGcs(opts: FakeGcsOptions = {}): Promise<FakeGcs> 
       });
       // 409: it exists already, which is what the caller wants.
       if (!res.ok && res.status !== 409) throw new Error(`fake-gcs-server could not create bucket ${name}: HTTP ${res.status} ${await res.text()}`);
+    },
+    async deleteBucket(name: string) {
+      const call = async (method: string, resource: string) => {
+        const res = await fetch(`${url}/storage/v1/b/${resource}`, { method, signal: AbortSignal.timeout(10_000) });
+        if (!res.ok) throw new Error(`fake-gcs-server: ${method} ${resource}: HTTP ${res.status} ${await res.text()}`);
+        return res;
+      };
+      // a bucket must be empty before it can go
+      for (;;) {
+        const { items = [] } = (await (await call('GET', `${encodeURIComponent(name)}/o?maxResults=1000`)).json()) as { items?: { name: string }[] };
+        if (items.length === 0) break;
+        for (const o of items) await call('DELETE', `${encodeURIComponent(name)}/o/${encodeURIComponent(o.name)}`);
+      }
+      await call('DELETE', encodeURIComponent(name));
     },
     stop,
     kill() {
