@@ -2,7 +2,8 @@
 // (they may hold passwords) are read from the config here, never passed through history.
 import { Context } from '@temporalio/activity';
 import type { DrEventRecord, DrNode, DrRoles } from '../lib/catalog';
-import { checkWrite, drPlan, fenceServer, lossEstimate, nodeUrl, probePrimary, promote, standbyPosition, unfenceServer, waitForReplay, judgeFailover, type DrPlan, type LossEstimate, type ProbeOutcome, type StandbyPosition } from '../lib/dr/failover';
+import { checkWrite, drPlan, fenceServer, lossEstimate, nodeUrl, probePrimary, standbyPosition, unfenceServer, waitForReplay, judgeFailover, type DrPlan, type LossEstimate, type ProbeOutcome, type StandbyPosition } from '../lib/dr/failover';
+import { promoteStandby } from '../lib/dr/standby';
 import { holdEndpoint, pointEndpoint, resumeEndpoint } from '../lib/dr/endpoint';
 import type { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -120,8 +121,8 @@ export function createDrActivities(engine: Engine) {
     /** Promotes the standby and measures what the old primary had that it lacks. */
     async promoteDrStandby(input: DrPromoteInput): Promise<{ loss: LossEstimate }> {
       const { standbyUrl } = await nodesOf(input);
-      const end = await promote(standbyUrl);
-      return { loss: await lossEstimate(input.primary.dataDir, input.lastKnownLsn, { lsn: end.replayLsn, lastReplayAt: end.lastReplayAt }) };
+      const end = await promoteStandby(standbyUrl);
+      return { loss: await lossEstimate(input.primary.dataDir, input.lastKnownLsn, { lsn: end.timelineStartLsn, lastReplayAt: end.lastReplayedCommitAt }) };
     },
 
     /** Points the endpoint at the new primary (again: harmless when it already does) and lets the clients through. */

@@ -1,7 +1,9 @@
 // Standby activities: thin steps over lib/dr/standby.ts. They run on a worker of the machine that
 // holds the standby's data directory (dr.standby.dataDir; for a rebuild, the old primary's).
 import { Context } from '@temporalio/activity';
+import type { DrNode } from '../lib/catalog';
 import type { DrStandbyConfig } from '../lib/config';
+import { currentRoles } from '../lib/dr/failover';
 import { checkStandbyCreate, createStandby, nodeUrl, parseHostPort, rebuildAsStandby, type CreateStandbyResult, type RebuildResult, type StandbyProgress } from '../lib/dr/standby';
 import type { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -45,7 +47,7 @@ export function createStandbyActivities(engine: Engine) {
       const standby = configured();
       const primary = parseHostPort(input.primary);
       const port = input.port ?? (await ownPort(input.dataDir));
-      return heartbeating((onProgress, signal) =>
+      const result = await heartbeating((onProgress, signal) =>
         rebuildAsStandby({
           primaryUrl: nodeUrl(engine.config.database.url, primary.host, primary.port),
           standby: { dataDir: input.dataDir, host: input.host ?? standby.host, port, slot: standby.slot },
@@ -55,6 +57,18 @@ export function createStandbyActivities(engine: Engine) {
           signal,
         }),
       );
+      // the roles from now on: failover and switchover (and standby status) read them
+      const roles = await currentRoles(engine);
+      const same = (n: DrNode | null): n is DrNode => !!n && n.host === primary.host && n.port === primary.port;
+      const { workflowId, runId } = Context.current().info.workflowExecution ?? { workflowId: 'standby-rebuild', runId: '' };
+      await engine.catalog.setDrRoles({
+        database: roles.database,
+        primary: same(roles.primary) ? roles.primary : same(roles.standby) ? roles.standby : { ...primary, dataDir: null },
+        standby: { host: result.host, port: result.port, dataDir: input.dataDir },
+        standbyState: 'streaming',
+        changedBy: `${workflowId}/${runId}`,
+      });
+      return result;
     },
   });
 }

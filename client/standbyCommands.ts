@@ -2,9 +2,10 @@
 // create and rebuild run as workflows on a worker of the standby's machine; standby status reads
 // the two servers directly.
 import type { Command } from 'commander';
+import { currentRoles, nodeUrl } from '../lib/dr/failover';
 import { parseHostPort, standbyStatus } from '../lib/dr/standby';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { config, globals, positiveInt, sizeText, withClientOf } from './commandHelpers';
+import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit } from './output';
 
 // Required on use: it loads the Temporal SDK (see cli.ts).
@@ -29,15 +30,20 @@ export function registerStandbyCommands(program: Command): void {
     .command('status')
     .description('where the standby stands: streaming | catching-up | stopped | absent | not-replicating, lag in bytes and seconds; exit 1 unless streaming within dr.standby.maxLag')
     .action(async (_opts: unknown, cmd: Command) => {
-      const cfg = config(cmd);
-      const s = cfg.dr.standby;
-      if (!s) throw new TenantsafeError(ErrorType.BadConfig, 'No standby is configured (dr.standby).', 'Add dr.standby: {dataDir, port} to the config (README, disaster recovery).');
-      const out = await standbyStatus({ primaryUrl: cfg.database.url, standby: { dataDir: s.dataDir, host: s.host, port: s.port, slot: s.slot }, maxLagBytes: s.maxLagBytes });
+      // the roles as they are now: after a failover or switchover the catalog knows which is which
+      const out = await withEngine(cmd, async (engine) => {
+        const roles = await currentRoles(engine);
+        const s = engine.config.dr.standby!;
+        if (!roles.standby) throw new TenantsafeError(ErrorType.BadConfig, `Database ${roles.database} has no standby since ${roles.changedBy}.`, 'Rebuild the old primary as one (`tenantsafe standby rebuild`), or create one (`tenantsafe standby create`).');
+        const standby = { dataDir: roles.standby.dataDir ?? s.dataDir, host: roles.standby.host, port: roles.standby.port, slot: s.slot };
+        return { ...(await standbyStatus({ primaryUrl: nodeUrl(engine, roles.primary), standby, maxLagBytes: s.maxLagBytes })), roles: { primary: roles.primary, standby: roles.standby, standbyState: roles.standbyState, changedBy: roles.changedBy } };
+      });
       if (out.state !== 'streaming' || out.overMaxLag) process.exitCode = 1;
       const seconds = (v: number | null) => (v === null ? '-' : `${v.toFixed(3)} s`);
       emit(globals(cmd), out, () =>
         [
           `Standby ${out.host}:${out.port} (${out.dataDir}): ${out.state}${out.syncState ? ` (${out.syncState})` : ''}${out.overMaxLag ? ' — OVER dr.standby.maxLag' : ''}`,
+          `  roles: primary ${out.roles.primary.host}:${out.roles.primary.port}, standby ${out.roles.standby.host}:${out.roles.standby.port} ${out.roles.standbyState} (${out.roles.changedBy === 'config' ? 'as configured' : `since ${out.roles.changedBy}`})`,
           `  primary at ${out.primaryLsn ?? (out.primaryReachable ? '-' : 'unreachable')}, replayed ${out.replayLsn ?? '-'}: lag ${sizeText(out.lagBytes)}; write ${seconds(out.writeLagSeconds)}, flush ${seconds(out.flushLagSeconds)}, replay ${seconds(out.replayLagSeconds)}`,
           `  last replayed commit ${out.lastReplayedCommitAt ?? '-'}`,
           `  slot ${out.slot ? `${out.slot.name}: ${out.slot.active ? 'active' : 'inactive'}, restart ${out.slot.restartLsn ?? '-'}, retains ${sizeText(out.slot.retainedBytes)}` : 'missing'}`,

@@ -18,6 +18,7 @@ import { runPgTool } from '../postgres/tools';
 import { parseMicros } from '../time';
 import { parseLsn } from '../wal/names';
 import { readWalMarksFrom } from '../wal/waldump';
+import { hostPortOf, nodeUrl as urlOfNode } from './standby';
 
 /** Everything a failover or switchover needs to know, resolved from the config and the catalog. */
 export interface DrPlan {
@@ -56,18 +57,13 @@ export async function drPlan(engine: Engine, askedDatabase?: string): Promise<Dr
     throw new TenantsafeError(ErrorType.BadInput, `This configuration serves database "${database}", not "${askedDatabase}".`, `Leave out "database", or use the configuration of ${askedDatabase}.`);
   }
   const { standby, endpoint } = checkDrConfigured(engine.config);
-  const roles = await engine.catalog.getDrRoles(database);
-  const url = new URL(engine.config.database.url);
-  const configured = {
-    primary: { host: url.hostname, port: Number(url.port || 5432), dataDir: dr.primaryDataDir },
-    standby: { host: standby.host, port: standby.port, dataDir: standby.dataDir },
-  };
-  if (roles && !roles.standby) throw new TenantsafeError(ErrorType.BadConfig, `Database ${database} has no standby since ${roles.changedBy}.`, 'Create one (`tenantsafe standby create`) first.');
+  const roles = await currentRoles(engine);
+  if (!roles.standby) throw new TenantsafeError(ErrorType.BadConfig, `Database ${database} has no standby since ${roles.changedBy}.`, 'Create one (`tenantsafe standby create`) first.');
   return {
     database,
-    primary: roles?.primary ?? configured.primary,
-    standby: roles?.standby ?? configured.standby,
-    standbyState: roles?.standbyState ?? 'streaming',
+    primary: roles.primary,
+    standby: roles.standby,
+    standbyState: roles.standbyState,
     approval: dr.failover.approval,
     probes: dr.failover.probes,
     probeIntervalMs: dr.failover.probeIntervalMs,
@@ -80,12 +76,30 @@ export async function drPlan(engine: Engine, askedDatabase?: string): Promise<Dr
   };
 }
 
+/**
+ * Which server is the primary and which the standby now: the catalog's record after a failover,
+ * switchover or rebuild, else the config (database.url and dr.standby). Needs dr.standby.
+ */
+export async function currentRoles(engine: Engine): Promise<DrRoles> {
+  const { dr } = engine.config;
+  const database = databaseName(engine.config.database.url);
+  const standby = dr.standby;
+  if (!standby) throw new TenantsafeError(ErrorType.BadConfig, 'No standby is configured (dr.standby).', 'Add dr.standby: {dataDir, port} to the config (README, Disaster recovery).');
+  const recorded = await engine.catalog.getDrRoles(database);
+  if (recorded) return recorded;
+  const url = new URL(engine.config.database.url);
+  return {
+    database,
+    primary: { host: url.hostname, port: Number(url.port || 5432), dataDir: dr.primaryDataDir },
+    standby: { host: standby.host, port: standby.port, dataDir: standby.dataDir },
+    standbyState: 'streaming',
+    changedBy: 'config',
+  };
+}
+
 /** database.url with another server's host and port (same user, password, database). */
 export function nodeUrl(engine: Engine, node: Pick<DrNode, 'host' | 'port'>): string {
-  const u = new URL(engine.config.database.url);
-  u.hostname = node.host;
-  u.port = String(node.port);
-  return u.toString();
+  return urlOfNode(engine.config.database.url, node.host, node.port);
 }
 
 export interface ProbeOutcome {
@@ -144,7 +158,7 @@ export interface StandbyPosition {
 
 export async function standbyPosition(url: string, timeoutMs: number): Promise<StandbyPosition> {
   const c = await connect(url, 'tenantsafe-dr', { timeoutMs }).catch((err: Error) => {
-    throw refused(`The standby at ${hostOf(url)} is unreachable: ${err.message}`, 'Start the standby (or check dr.standby.host and port); a failover needs a standby to promote.');
+    throw refused(`The standby at ${hostPortOf(url)} is unreachable: ${err.message}`, 'Start the standby (or check dr.standby.host and port); a failover needs a standby to promote.');
   });
   try {
     const r = await c.query<{ recovering: boolean; received: string | null; replayed: string | null; at: string | null; streaming: boolean }>(
@@ -283,28 +297,6 @@ export async function waitForReplay(url: string, lsn: string, timeoutMs: number)
 }
 
 /**
- * Promotes a standby (`pg_promote`, waiting until it is done) and returns where its recovery
- * ended: the last WAL record and commit time it replayed. Promoting a server already promoted (a
- * retry) only reads that. The new primary has no standby yet: a synchronous_standby_names it
- * inherited from the old primary would make every commit wait for none, so it is cleared.
- *
- * The standby branch's promoteStandby does the same for `standby promote`; the two are to be one.
- */
-export async function promote(url: string): Promise<{ replayLsn: string | null; lastReplayAt: string | null }> {
-  return withConnection(url, async (c) => {
-    const { rows } = await c.query<{ recovering: boolean }>(`SELECT pg_is_in_recovery() AS recovering`);
-    if (rows[0].recovering) {
-      const promoted = await c.query<{ done: boolean }>(`SELECT pg_promote(true, 60) AS done`);
-      if (!promoted.rows[0].done) throw new TenantsafeError(ErrorType.DatabaseUnreachable, `The standby at ${hostOf(url)} did not finish its promotion within 60 s.`, 'Read its server log; the step is retried.');
-    }
-    await c.query(`ALTER SYSTEM SET synchronous_standby_names = ''`);
-    await c.query(`SELECT pg_reload_conf()`);
-    const r = await c.query<{ lsn: string | null; at: string | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, ${microsText('pg_last_xact_replay_timestamp()')} AS at`);
-    return { replayLsn: r.rows[0].lsn, lastReplayAt: r.rows[0].at };
-  });
-}
-
-/**
  * Writes through the endpoint until a write commits on the expected server (a transaction that
  * takes a transaction id commits a record), or the deadline passes. Returns when it first did.
  */
@@ -334,11 +326,6 @@ export async function checkWrite(endpoint: DrEndpointConfig, expected: Pick<DrNo
     }
     await sleep(100);
   }
-}
-
-function hostOf(url: string): string {
-  const u = new URL(url);
-  return `${u.hostname}:${u.port || 5432}`;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -6,7 +6,7 @@
 // Every function takes its nodes explicitly, so that after a failover a caller swaps the roles:
 //   createStandby(engine, { primaryUrl, standby, synchronous })     → CreateStandbyResult
 //   standbyStatus({ primaryUrl, standby, maxLagBytes })             → StandbyStatus
-//   promoteStandby(standbyUrl)                                      → { promotedAt, timeline, timelineStartLsn }
+//   promoteStandby(standbyUrl)                                      → { promotedAt, timeline, timelineStartLsn, lastReplayedCommitAt }
 //   rebuildAsStandby({ primaryUrl, standby, synchronous })          → RebuildResult
 //   applySynchronousMode(primaryUrl, slot, synchronous)             (synchronous_standby_names on the primary)
 //   nodeUrl(likeUrl, host, port)                                    (a node's URL with the primary's credentials)
@@ -119,6 +119,8 @@ export interface PromoteResult {
   timeline: number;
   /** where the new timeline starts: the end of the last record replayed before promotion */
   timelineStartLsn: string;
+  /** the commit time of the last transaction replayed, when known */
+  lastReplayedCommitAt: string | null;
 }
 
 export interface RebuildOptions {
@@ -226,7 +228,7 @@ async function primaryFacts(url: string): Promise<PrimaryFacts> {
   });
 }
 
-function hostPortOf(url: string): string {
+export function hostPortOf(url: string): string {
   const u = new URL(url);
   return `${u.hostname}:${u.port || 5432}`;
 }
@@ -586,18 +588,28 @@ export async function standbyStatus(opts: { primaryUrl: string; standby: Standby
   return status;
 }
 
-/** Promotes a standby (pg_promote, waiting up to a minute). BadInput when the server is not a standby. */
+/**
+ * Promotes a standby (`pg_promote`, waiting until it is done) and says where its recovery ended.
+ * Idempotent: a server already promoted (a retried step) is only read, its promotedAt then the
+ * time of that read. The new primary has no standby yet: a synchronous_standby_names it inherited
+ * from the old primary would make every commit wait for none, so it is cleared.
+ */
 export async function promoteStandby(standbyUrl: string): Promise<PromoteResult> {
   return withConnection(standbyUrl, async (c) => {
     const [{ recovering }] = (await c.query<{ recovering: boolean }>(`SELECT pg_is_in_recovery() AS recovering`)).rows;
-    if (!recovering) throw new TenantsafeError(ErrorType.BadInput, `The server at ${hostPortOf(standbyUrl)} is not a standby (not in recovery): there is nothing to promote.`, 'Check which node is the primary now (`tenantsafe standby status`).');
-    const [{ promoted }] = (await c.query<{ promoted: boolean }>(`SELECT pg_promote(wait => true, wait_seconds => 60) AS promoted`)).rows;
-    if (!promoted) throw new TenantsafeError(ErrorType.RecoveryFailed, `The standby at ${hostPortOf(standbyUrl)} did not finish promotion within 60 s.`, 'Read its server log; it may still be replaying WAL.');
+    if (recovering) {
+      const [{ promoted }] = (await c.query<{ promoted: boolean }>(`SELECT pg_promote(wait => true, wait_seconds => 60) AS promoted`)).rows;
+      if (!promoted) throw new TenantsafeError(ErrorType.DatabaseUnreachable, `The standby at ${hostPortOf(standbyUrl)} did not finish its promotion within 60 s.`, 'Read its server log (it may still be replaying WAL); the step is retried.');
+    }
+    await c.query(`ALTER SYSTEM SET synchronous_standby_names = ''`);
+    await c.query(`SELECT pg_reload_conf()`);
     // after recovery, pg_last_wal_replay_lsn stays at the end of the last record replayed: where the new timeline branches off
-    const r = await c.query<{ at: string; timeline: number; start: string }>(
-      `SELECT ${microsText('clock_timestamp()')} AS at, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline, pg_last_wal_replay_lsn()::text AS start`,
+    const r = await c.query<{ at: string; timeline: number; start: string; replayed: string | null }>(
+      `SELECT ${microsText('clock_timestamp()')} AS at, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
+              pg_last_wal_replay_lsn()::text AS start, ${microsText('pg_last_xact_replay_timestamp()')} AS replayed`,
     );
-    return { promotedAt: r.rows[0].at, timeline: r.rows[0].timeline, timelineStartLsn: r.rows[0].start };
+    const row = r.rows[0];
+    return { promotedAt: row.at, timeline: row.timeline, timelineStartLsn: row.start, lastReplayedCommitAt: row.replayed };
   });
 }
 
