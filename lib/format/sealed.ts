@@ -22,18 +22,18 @@ export async function writeManifest(store: ObjectStore, prefix: string, manifest
   return put.sha256;
 }
 
-/** Parses any manifest of ours: rejects bad JSON, an unknown format version and a checksum that does not match. */
-export function parseSealedManifest<T extends { formatVersion: number; manifestChecksum: string }>(body: Buffer, key: string): T {
+/** Parses any manifest of ours: rejects bad JSON, a format version not in `readable` and a checksum that does not match. */
+export function parseSealedManifest<T extends { formatVersion: number; manifestChecksum: string }>(body: Buffer, key: string, readable: readonly number[] = [manifestFormatVersion]): T {
   let m: T;
   try {
     m = JSON.parse(body.toString('utf8'));
   } catch (err) {
     throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} is not valid JSON: ${(err as Error).message}.`, 'The backup cannot be trusted; use another backup.');
   }
-  if (m?.formatVersion !== manifestFormatVersion) {
+  if (!readable.includes(m?.formatVersion)) {
     throw new TenantsafeError(
       ErrorType.UnsupportedFormat,
-      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads version ${manifestFormatVersion}.`,
+      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads version ${readable.join(' and ')}.`,
       'Use the tenantsafe release that wrote this backup, or a newer one.',
     );
   }
