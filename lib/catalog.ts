@@ -808,6 +808,17 @@ export class Catalog {
     return fullRowToRecord(r.rows[0]);
   }
 
+  /** The pack objects the indexed tenant backups' manifests reference (parts of packs: docs/format.md, "Packs"). */
+  async referencedPacks(): Promise<Set<string>> {
+    const r = await this.run((c) =>
+      c.query<{ key: string }>(
+        `SELECT DISTINCT t->'object'->>'key' AS key FROM ${this.s}.backups b, jsonb_array_elements(b.manifest->'tables') t
+          WHERE b.manifest->>'formatVersion' = '2' AND t->'object' ? 'packOffset'`,
+      ),
+    );
+    return new Set(r.rows.map((x) => x.key));
+  }
+
   /** Forgets a backup (full or tenant) whose objects were deleted. */
   async forgetBackup(backupId: string): Promise<void> {
     await this.run(async (c) => {

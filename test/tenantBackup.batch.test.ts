@@ -9,7 +9,8 @@ import { backupLabel, restoreLabel } from '../lib/labels';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { connect } from '../lib/pg';
 import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
-import { batchBackupIds, batchPrefix, takeTenantBatch } from '../lib/tenantBackup/batch';
+import { batchBackupIds, batchPrefix, removeUnreferencedPacks, takeTenantBatch } from '../lib/tenantBackup/batch';
+import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
 import { takeTenantBackup } from '../lib/tenantBackup';
 import { damageTenant } from '../sample/damage';
 import { liveRows, readBackup, digestOf } from './support/backups';
@@ -121,5 +122,70 @@ describe('batched tenant backups', function () {
     const own = new Set(manifest.tables.map((t) => `${t.object.key}@${t.object.packOffset}+${t.object.bytes}`));
     assert.ok(ranges.length > 0);
     assert.deepEqual(ranges.filter((r) => !own.has(`${r.key}@${r.offset}+${r.length}`)), [], 'only its own ranges were read');
+  });
+
+  it('verifies a pack part by its byte range, finds a flipped byte in it, and catalog rebuild indexes batched backups again', async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+    const tenants = db.tenants.map((t) => t.tenantId);
+    const backupId = batchBackupIds(batchId, tenants).get('globex')!;
+    const located = { backupId, kind: 'tenant' as const, prefix: tenantBackupPrefix('globex', backupId) };
+    const ok = await checkManifestAndObjects(engine.store, located);
+    assert.ok(ok.checks.length > 1 && ok.checks.every((c) => c.result === 'ok'), JSON.stringify(ok.checks));
+    assert.ok(ok.checks.some((c) => /^packs\/.*@\d+\+\d+$/.test(c.target)), 'a part is named by its pack and range');
+
+    const rebuilt = await engine.catalog.rebuild(engine.store);
+    assert.equal(rebuilt.invalid.length, 0, JSON.stringify(rebuilt.invalid));
+    assert.ok((await engine.catalog.getBackup(backupId)).tenantId === 'globex');
+
+    // a flipped byte inside globex's biggest part
+    const manifest = await readManifest(engine.store, located.prefix);
+    const part = [...manifest.tables].sort((a, b) => b.object.bytes - a.object.bytes)[0].object;
+    const file = path.join(dir, part.key);
+    const bytes = fs.readFileSync(file);
+    const original = bytes[part.packOffset! + 12];
+    bytes[part.packOffset! + 12] ^= 0xff;
+    fs.writeFileSync(file, bytes);
+    try {
+      const bad = await checkManifestAndObjects(engine.store, located);
+      assert.deepEqual(bad.checks.filter((c) => c.result !== 'ok').map((c) => c.result), ['checksum_mismatch']);
+    } finally {
+      bytes[part.packOffset! + 12] = original;
+      fs.writeFileSync(file, bytes);
+    }
+  });
+
+  it('retention deletes a pack only when no manifest references it any more', async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+    const ids = batchBackupIds(batchId, db.tenants.map((t) => t.tenantId));
+    const packDir = `${batchPrefix(batchId)}1/`;
+    const packsLeft = async () => {
+      let n = 0;
+      for await (const o of engine.store.list(packDir)) if (o.key.endsWith('.pack')) n++;
+      return n;
+    };
+    const later = new Date(Date.now() + 7 * 86_400_000);
+    const sweep = () => removeUnreferencedPacks(engine, { olderThanMs: 0, now: later, dryRun: false });
+    const packs = await packsLeft();
+    assert.ok(packs > 0);
+    const [first, ...rest] = [...ids.entries()];
+    // every backup of the batch but one gone: the packs stay for that one
+    for (const [tenantId, backupId] of rest) {
+      await engine.store.deletePrefix(tenantBackupPrefix(tenantId, backupId));
+      await engine.catalog.forgetBackup(backupId);
+    }
+    assert.deepEqual(await sweep(), []);
+    assert.equal(await packsLeft(), packs);
+    // a manifest the catalog does not know (yet) still holds them
+    await engine.catalog.forgetBackup(first[1]);
+    assert.deepEqual(await sweep(), []);
+    assert.equal(await packsLeft(), packs);
+    // the last one gone: so are the packs
+    await engine.store.deletePrefix(tenantBackupPrefix(first[0], first[1]));
+    assert.deepEqual(await sweep(), [packDir]);
+    assert.equal(await packsLeft(), 0);
   });
 });

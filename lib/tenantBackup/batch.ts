@@ -19,6 +19,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest, writeManifest } from '../format/sealed';
 import { parseManifest, tenantBackupPrefix } from '../format/tenantManifest';
 import { sha256Hex } from '../checksum';
+import { parseBackupLabel } from '../labels';
 import { connect, connectionError, inLanes, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { batchRowsQuery, discoverTenancy, listTenants, type TenancyPlan } from '../tenancy';
@@ -330,4 +331,44 @@ export async function largeTenants(engine: Engine, minRows: number): Promise<str
     );
     return r.rows.filter((x) => x.rows >= minRows).map((x) => x.tenant).sort();
   });
+}
+
+/**
+ * Deletes the packs no manifest references any more (retention, after it deleted backups): an
+ * attempt's packs (packs/<batchId>/<attempt>/) go together once none of them is referenced by a
+ * backup in the catalog nor, checked in storage before deleting, by a manifest of a tenant its
+ * index lists (a manifest the catalog has not indexed yet). Attempts younger than `olderThanMs`
+ * may still be writing and are left alone.
+ */
+export async function removeUnreferencedPacks(engine: Engine, opts: { olderThanMs: number; now: Date; dryRun: boolean }): Promise<string[]> {
+  const { store } = engine;
+  const referenced = await engine.catalog.referencedPacks();
+  const attempts = new Map<string, string[]>();
+  for await (const o of store.list(packsArea)) {
+    const m = /^(packs\/([^/]+)\/[^/]+\/)/.exec(o.key);
+    if (!m) continue;
+    const label = parseBackupLabel(m[2]);
+    if (!label || label.at.getTime() > opts.now.getTime() - opts.olderThanMs) continue;
+    attempts.set(m[1], [...(attempts.get(m[1]) ?? []), o.key]);
+  }
+  const removed: string[] = [];
+  for (const [dir, keys] of attempts) {
+    if (keys.some((k) => referenced.has(k))) continue;
+    if (keys.includes(dir + packIndexFile) && (await referencedInStorage(store, dir))) continue;
+    if (!opts.dryRun) await store.deletePrefix(dir);
+    removed.push(dir);
+  }
+  return removed;
+}
+
+/** Whether a manifest in storage of a tenant the attempt's index lists references one of its packs. */
+async function referencedInStorage(store: ObjectStore, dir: string): Promise<boolean> {
+  const index = parseSealedManifest<PackIndex>(await store.getBytes(dir + packIndexFile), dir + packIndexFile);
+  for (const t of index.tenants) {
+    const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
+    if (!(await store.stat(prefix + manifestFile))) continue;
+    const manifest = parseManifest(await store.getBytes(prefix + manifestFile), prefix + manifestFile);
+    if (manifest.tables.some((x) => x.object.packOffset !== undefined && x.object.key.startsWith(dir))) return true;
+  }
+  return false;
 }
