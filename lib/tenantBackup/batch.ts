@@ -64,7 +64,14 @@ export interface TenantBatchResult {
 }
 
 const failuresKept = 100;
-const manifestWriters = 16;
+/**
+ * A table of up to this many rows (all tenants, pg_class's estimate) is split in memory, each
+ * tenant's rows gathered as they come, with no sort in Postgres; a bigger one comes sorted by
+ * tenant and each part leaves as soon as it is complete. Memory: a few such tables at once.
+ */
+const gatherRowsAtMost = 500_000;
+const manifestWriters = 32;
+const recordEvery = 500;
 
 /** The batch's prefix in the store: packs/<batchId>/. */
 export function batchPrefix(batchId: string): string {
@@ -162,6 +169,11 @@ export async function takeTenantBatch(
   report();
   const snapshot = { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) };
   const queue = [...tenantIds];
+  const unrecorded: Parameters<Engine['catalog']['recordBackups']>[0] = [];
+  const recordWritten = async () => {
+    const some = unrecorded.splice(0);
+    if (some.length > 0) await engine.catalog.recordBackups(some);
+  };
   await Promise.all(
     Array.from({ length: manifestWriters }, async () => {
       for (let tenantId = queue.shift(); tenantId !== undefined; tenantId = queue.shift()) {
@@ -170,8 +182,10 @@ export async function takeTenantBatch(
         const prefix = tenantBackupPrefix(tenantId, backupId);
         try {
           const manifest = tenantManifestOf({ plan, tenantId, backupId, exported: { ...exported, tables: exported.tables.get(tenantId)! }, startedAt, snapshot });
-          const sha256 = await writeManifest(store, prefix, manifest);
-          await engine.catalog.recordBackup(manifest, store.uri, prefix, sha256);
+          const manifestSha256 = await writeManifest(store, prefix, manifest, { compact: true });
+          unrecorded.push({ manifest, storageUri: store.uri, prefix, manifestSha256 });
+          // indexed in the catalog some hundreds at a time (a retry indexes again what an attempt wrote)
+          if (unrecorded.length >= recordEvery) await recordWritten();
           result.succeeded++;
           result.rows += manifest.totals.rows;
           result.bytes += manifest.totals.bytes;
@@ -185,6 +199,7 @@ export async function takeTenantBatch(
       }
     }),
   );
+  await recordWritten();
   report();
   return result;
 }
@@ -276,8 +291,9 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
       const items = plan.tables.map((table, i) => ({ table, i }));
       await inLanes(opts.url, 'tenantsafe-batch', items, { lanes: opts.parallelism, size: (x) => x.table.estimatedRows, setup, finish: (c) => c.query('COMMIT'), signal: opts.signal }, async (c, { table, i }) => {
         const pack = new PackWriter(opts.store, opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'), opts.compressionLevel, opts.signal);
+        const grouped = table.estimatedRows > gatherRowsAtMost;
         try {
-          await pipeline(c.query(copyTo(`COPY (${batchRowsQuery(plan, table, tenantIds)}) TO STDOUT`)), new TenantSplitter(fields, pack));
+          await pipeline(c.query(copyTo(`COPY (${batchRowsQuery(plan, table, tenantIds, { grouped })}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped));
         } catch (err) {
           pack.abort(err as Error);
           throw err;

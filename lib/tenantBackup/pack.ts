@@ -48,7 +48,7 @@ export class PackWriter {
   async add(tenantId: string, raw: Buffer, digest: RowDigest): Promise<void> {
     this.inFlight.push({
       tenantId,
-      member: gzipAsync(raw, { level: this.level }),
+      member: compress(raw, this.level),
       part: { rows: digest.rows, rawBytes: digest.bytes, rowChecksum: digest.digest() },
     });
     // libuv's pool has 4 threads: three compress, one is left for the file system
@@ -91,14 +91,28 @@ export class PackWriter {
   }
 }
 
+/**
+ * A small part is compressed here, with a window and hash no bigger than it needs (the same
+ * output size): a trip to the thread pool and a full-size zlib state cost several times the
+ * compression of a few rows. A big one goes to the thread pool.
+ */
+function compress(raw: Buffer, level: number): Promise<Buffer> {
+  if (raw.length > smallPart) return gzipAsync(raw, { level });
+  return Promise.resolve(gzipSync(raw, { level, windowBits: Math.min(15, Math.max(10, Math.ceil(Math.log2(raw.length + 262)))), memLevel: 6 }));
+}
+const smallPart = 64 << 10;
+
 const sha256Of = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
 
 /**
- * Takes COPY text whose first field is the tenant id (as COPY writes it) and whose lines come
- * grouped by tenant; hands each tenant's rows, without that field, to the pack as one part. The
- * rows are byte for byte those a single-tenant COPY writes, so the row checksums are the same.
+ * Takes COPY text whose first field is the tenant id (as COPY writes it); hands each tenant's
+ * rows, without that field, to the pack as one part. `grouped`: the lines come grouped by tenant
+ * and each part goes as soon as the next tenant starts; else every tenant's rows are gathered in
+ * memory and the parts go at the end (no sort in Postgres: for tables small enough). The rows
+ * are byte for byte those a single-tenant COPY writes, so the row checksums are the same.
  */
 export class TenantSplitter extends Writable {
+  private readonly open = new Map<string, { chunks: Buffer[]; digest: RowDigest }>();
   private current: { tenantId: string; field: Buffer; chunks: Buffer[]; digest: RowDigest } | null = null;
   private carry: Buffer | null = null;
 
@@ -106,6 +120,7 @@ export class TenantSplitter extends Writable {
   constructor(
     private readonly fields: Map<string, string>,
     private readonly pack: PackWriter,
+    private readonly grouped: boolean,
   ) {
     super();
   }
@@ -116,7 +131,12 @@ export class TenantSplitter extends Writable {
 
   override _final(done: TransformCallback): void {
     if (this.carry) return done(new TenantsafeError(ErrorType.CorruptBackup, `COPY output ended in the middle of a row (${this.carry.length} bytes).`, 'The batch is retried by itself.'));
-    this.endPart().then(() => done(), done);
+    const flush = async () => {
+      await this.endPart();
+      for (const [tenantId, part] of this.open) await this.pack.add(tenantId, Buffer.concat(part.chunks), part.digest);
+      this.open.clear();
+    };
+    flush().then(() => done(), done);
   }
 
   private async consume(chunk: Buffer): Promise<void> {
@@ -134,22 +154,28 @@ export class TenantSplitter extends Writable {
       if (tab === -1 || tab > nl) throw new TenantsafeError(ErrorType.CorruptBackup, 'A batched COPY row has no tenant field.', 'Report this: the batch query and its reader disagree.');
       const cur = this.current;
       if (!cur || tab - pos !== cur.field.length || buf.compare(cur.field, 0, cur.field.length, pos, tab) !== 0) {
-        await this.closeRun(out.subarray(runStart, o));
+        this.closeRun(out.subarray(runStart, o));
         runStart = o;
-        await this.endPart();
         const field = buf.subarray(pos, tab);
         const tenantId = this.fields.get(field.toString('utf8'));
         if (tenantId === undefined) throw new TenantsafeError(ErrorType.CorruptBackup, `A batched COPY row names tenant ${JSON.stringify(field.toString('utf8'))}, which is not in the batch.`, 'Report this: the batch query and its reader disagree.');
-        this.current = { tenantId, field: Buffer.from(field), chunks: [], digest: new RowDigest() };
+        if (this.grouped) {
+          await this.endPart();
+          this.current = { tenantId, field: Buffer.from(field), chunks: [], digest: new RowDigest() };
+        } else {
+          let part = this.open.get(tenantId);
+          if (!part) this.open.set(tenantId, (part = { chunks: [], digest: new RowDigest() }));
+          this.current = { tenantId, field: Buffer.from(field), ...part };
+        }
       }
       o += buf.copy(out, o, tab + 1, nl + 1);
       pos = nl + 1;
     }
-    await this.closeRun(out.subarray(runStart, o));
+    this.closeRun(out.subarray(runStart, o));
     if (pos < buf.length) this.carry = Buffer.from(buf.subarray(pos));
   }
 
-  private async closeRun(run: Buffer): Promise<void> {
+  private closeRun(run: Buffer): void {
     if (run.length === 0 || !this.current) return;
     this.current.chunks.push(run);
     this.current.digest.update(run);
@@ -157,7 +183,7 @@ export class TenantSplitter extends Writable {
 
   private async endPart(): Promise<void> {
     const cur = this.current;
-    if (!cur) return;
+    if (!cur || !this.grouped) return;
     this.current = null;
     await this.pack.add(cur.tenantId, Buffer.concat(cur.chunks), cur.digest);
   }
