@@ -13,7 +13,8 @@ import { batchBackupIds, batchPrefix, removeUnreferencedPacks, takeTenantBatch }
 import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
 import { takeTenantBackup } from '../lib/tenantBackup';
 import { damageTenant } from '../sample/damage';
-import { liveRows, readBackup, digestOf } from './support/backups';
+import { backUpNow, liveRows, readBackup, digestOf } from './support/backups';
+import { sealManifest, writeManifest } from '../lib/format/sealed';
 import { freshDatabase, type TestDatabase } from './support/db';
 import { checksumsOf } from './support/restore';
 
@@ -187,5 +188,31 @@ describe('batched tenant backups', function () {
     await engine.store.deletePrefix(tenantBackupPrefix(first[0], first[1]));
     assert.deepEqual(await sweep(), [packDir]);
     assert.equal(await packsLeft(), 0);
+  });
+
+  it('still restores a backup of format version 1 (every table its own object)', async function () {
+    this.timeout(120_000);
+    const tenantId = 'umbrella';
+    const backupId = await backUpNow(engine, tenantId);
+    const prefix = tenantBackupPrefix(tenantId, backupId);
+    const { manifestChecksum: _, ...current } = await readManifest(engine.store, prefix);
+    const old = sealManifest({ ...current, formatVersion: 1 });
+    const sha256 = await writeManifest(engine.store, prefix, old);
+    await engine.catalog.recordBackup(await readManifest(engine.store, prefix), engine.store.uri, prefix, sha256);
+    assert.equal((await readManifest(engine.store, prefix)).formatVersion, 1);
+    const expected = checksumsOf((await readBackup(engine.store, tenantId, backupId)).rows);
+    await connect(db.url).then(async (c) => {
+      await damageTenant(c, tenantId);
+      await c.end();
+    });
+    const job = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      assert.equal((await verifyAppliedRestore(engine, job, true)).ok, true);
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+    assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected);
   });
 });
