@@ -13,6 +13,7 @@ import type { RunRecord } from '../lib/catalog';
 import { databaseName } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
+import { largeTenants, takeTenantBatch, type BatchProgress, type TenantBatchResult } from '../lib/tenantBackup/batch';
 import { withClient } from '../lib/pg';
 import { discoverTenancy, listTenants } from '../lib/tenancy';
 import { withFailures } from './failures';
@@ -66,6 +67,31 @@ export function createTenantBackupActivities(engine: Engine) {
 
     async discardIncompleteBackup({ tenantId, backupId }: BackupRef): Promise<{ objectsRemoved: number }> {
       return { objectsRemoved: await discardIncompleteBackup(engine.store, tenantBackupPrefix(tenantId, backupId)) };
+    },
+
+    /** Tenants big enough for a backup of their own (from statistics; no scan). */
+    async findLargeTenants({ minRows }: { minRows: number }): Promise<string[]> {
+      return largeTenants(engine, minRows);
+    },
+
+    /**
+     * Every tenant but `skip` from one snapshot, in packs (lib/tenantBackup/batch.ts). A retry
+     * (the worker died) keeps what an earlier attempt completed and removes its orphan packs.
+     */
+    async takeTenantBatch({ batchId, skip }: { batchId: string; skip: string[] }): Promise<TenantBatchResult> {
+      let progress: BatchProgress | { phase: string } = { phase: 'starting' };
+      const stop = heartbeatEvery(2000, () => progress);
+      try {
+        return await takeTenantBatch(engine, {
+          batchId,
+          skip,
+          attempt: Context.current().info.attempt,
+          onProgress: (p) => (progress = { ...p }),
+          signal: Context.current().cancellationSignal,
+        });
+      } finally {
+        stop();
+      }
     },
 
     async listTenants(_: Record<string, never>): Promise<string[]> {

@@ -2,6 +2,6 @@
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 
-for (const name of ['tenantBackup', 'tenantRestore', 'fullBackup', 'tenantPitr', 'monitoring', 'dashboard', 'failover', 'drill']) {
+for (const name of ['tenantBackup', 'tenantBackupsAll', 'tenantRestore', 'fullBackup', 'tenantPitr', 'monitoring', 'dashboard', 'failover', 'drill']) {
   execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, `${name}.ts`)], { stdio: 'inherit' });
 }

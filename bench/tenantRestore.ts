@@ -11,7 +11,7 @@ import { createGunzip } from 'node:zlib';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TenantsafeClient } from '../client/client';
 import { Engine } from '../lib/engine';
-import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
+import { openObject, readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { Client } from 'pg';
 import { connect, qualified, quoteIdent } from '../lib/pg';
 import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
@@ -133,7 +133,7 @@ async function rawLoad(sql: Client, engine: Engine, tenantId: string, backupId: 
   await sql.query('CHECKPOINT');
   const t0 = performance.now();
   for (const t of manifest.tables) {
-    await pipeline(await engine.store.get(prefix + t.object.key), createGunzip(), sql.query(copyFrom(`COPY ${qualified('bench_raw', t.name)} (${t.copyColumns.map(quoteIdent).join(', ')}) FROM STDIN`)));
+    await pipeline(await openObject(engine.store, prefix, t.object), createGunzip(), sql.query(copyFrom(`COPY ${qualified('bench_raw', t.name)} (${t.copyColumns.map(quoteIdent).join(', ')}) FROM STDIN`)));
   }
   const seconds = (performance.now() - t0) / 1000;
   await sql.query('DROP SCHEMA bench_raw CASCADE');

@@ -31,7 +31,7 @@ export function registerTenantBackupCommands(program: Command): { backups: Comma
       if ('failed' in out && out.failed.length > 0) process.exitCode = 1;
       emit(globals(cmd), out, () =>
         'succeeded' in out
-          ? `${out.succeeded} tenant backups succeeded, ${out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
+          ? `${out.succeeded} tenant backups succeeded${out.batch ? ` (${out.batch.tenants} in one batch, ${out.batch.packs} packs)` : ''}, ${out.failedCount ?? out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
           : `Backing up all tenants (workflow ${out.workflowId})`,
       );
     });

@@ -508,19 +508,35 @@ export class Catalog {
 
   /** Idempotent: recording the same backup twice leaves one row. */
   async recordBackup(manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
+    return this.run((c) => this.insertBackup(c, manifest, storageUri, prefix, manifestSha256));
+  }
+
+  /** Indexes many tenant backups in one transaction (a batch's: one commit, not one per tenant). */
+  async recordBackups(backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<void> {
+    await this.run(async (c) => {
+      await c.query('BEGIN');
+      try {
+        for (const b of backups) await this.insertBackup(c, b.manifest, b.storageUri, b.prefix, b.manifestSha256);
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  private async insertBackup(c: PoolClient, manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
     const rec = backupRecordOf(manifest, storageUri, prefix, manifestSha256);
-    await this.run((c) =>
-      c.query(
-        `INSERT INTO ${this.s}.backups (backup_id, kind, tenant_id, database, storage_uri, prefix, manifest_sha256, rows, bytes,
-                                        snapshot_at, lsn, tenant_checksum, schema_fingerprint, started_at, finished_at, manifest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         ON CONFLICT (backup_id) DO UPDATE SET storage_uri = EXCLUDED.storage_uri, prefix = EXCLUDED.prefix,
-           manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest`,
-        [
-          rec.backupId, rec.kind, rec.tenantId, rec.database, rec.storageUri, rec.prefix, rec.manifestSha256, rec.rows, rec.bytes,
-          rec.snapshotAt, rec.lsn, rec.tenantChecksum, rec.schemaFingerprint, rec.startedAt, rec.finishedAt, JSON.stringify(manifest),
-        ],
-      ),
+    await c.query(
+      `INSERT INTO ${this.s}.backups (backup_id, kind, tenant_id, database, storage_uri, prefix, manifest_sha256, rows, bytes,
+                                      snapshot_at, lsn, tenant_checksum, schema_fingerprint, started_at, finished_at, manifest)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+       ON CONFLICT (backup_id) DO UPDATE SET storage_uri = EXCLUDED.storage_uri, prefix = EXCLUDED.prefix,
+         manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest`,
+      [
+        rec.backupId, rec.kind, rec.tenantId, rec.database, rec.storageUri, rec.prefix, rec.manifestSha256, rec.rows, rec.bytes,
+        rec.snapshotAt, rec.lsn, rec.tenantChecksum, rec.schemaFingerprint, rec.startedAt, rec.finishedAt, JSON.stringify(manifest),
+      ],
     );
     return rec;
   }
@@ -874,6 +890,17 @@ export class Catalog {
       throw new TenantsafeError(ErrorType.BackupNotFound, `Full backup "${backupId}" is not in the catalog.`, 'List full backups with `tenantsafe full-backups list`; if storage holds it, run `tenantsafe catalog rebuild`.');
     }
     return fullRowToRecord(r.rows[0]);
+  }
+
+  /** The pack objects the indexed tenant backups' manifests reference (parts of packs: docs/format.md, "Packs"). */
+  async referencedPacks(): Promise<Set<string>> {
+    const r = await this.run((c) =>
+      c.query<{ key: string }>(
+        `SELECT DISTINCT t->'object'->>'key' AS key FROM ${this.s}.backups b, jsonb_array_elements(b.manifest->'tables') t
+          WHERE b.manifest->>'formatVersion' = '2' AND t->'object' ? 'packOffset'`,
+      ),
+    );
+    return new Set(r.rows.map((x) => x.key));
   }
 
   /** Forgets a backup (full or tenant) whose objects were deleted. */

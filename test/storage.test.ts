@@ -167,6 +167,17 @@ for (const driver of [local, gcs, replicated]) {
       assert.deepEqual(await keysOf(store, ''), ['k']);
     });
 
+    it('reads a byte range: exactly those bytes, an empty range as nothing, a missing object as ObjectMissing', async () => {
+      const data = Buffer.from(Array.from({ length: 3 * MiB + 11 }, (_, i) => (i * 7 + (i >> 10)) & 0xff));
+      await store.put('packs/b1/0001.pack', data);
+      const read = async (offset: number, length: number) => Buffer.concat(await (await store.getRange('packs/b1/0001.pack', { offset, length })).toArray());
+      assert.deepEqual(await read(0, 5), data.subarray(0, 5));
+      assert.deepEqual(await read(MiB + 3, 2 * MiB), data.subarray(MiB + 3, 3 * MiB + 3));
+      assert.deepEqual(await read(data.length - 4, 4), data.subarray(data.length - 4));
+      assert.equal((await read(17, 0)).length, 0);
+      await rejectsWith(store.getRange('packs/b1/none.pack', { offset: 0, length: 1 }), ErrorType.ObjectMissing);
+    });
+
     it('reports a missing object as null from stat and as ObjectMissing from get and getBytes', async () => {
       await store.put('present/x', Buffer.from('x'));
       assert.equal(await store.stat('present/y'), null);

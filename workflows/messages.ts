@@ -61,8 +61,12 @@ export interface TenantBackupResult {
 // ---- tenantBackupsAll ----
 
 export interface TenantBackupsAllInput {
-  /** how many tenant backups run at once (default 4) */
+  /** how many tenant backups of their own (big tenants; all when not batched) run at once (default 4) */
   concurrency?: number;
+  /** false: every tenant its own tenantBackup child, as before batches (default true) */
+  batched?: boolean;
+  /** a tenant the statistics estimate at this many rows or more is backed up on its own, not in the batch (default 100000) */
+  bigTenantRows?: number;
   /** tenants that have a schedule of their own */
   excludeTenants?: string[];
   /** carried over continue-as-new: tenants still to do, and results so far */
@@ -78,13 +82,21 @@ export interface TenantBackupFailure {
 
 export interface TenantBackupsAllResult {
   succeeded: number;
+  /** the failures (in a batch, the first 100: failedCount has them all) */
   failed: TenantBackupFailure[];
+  /** every failure, when the batch listed only some */
+  failedCount?: number;
   /** a backup of the tenant was already running (e.g. its own schedule): not started twice */
   skipped: string[];
+  /** the backups of tenants backed up on their own; a batch's are in the catalog (100k ids would not fit a result) */
   backupIds: Record<string, string>;
+  /** the batch: how many tenants it backed up, its size and packs */
+  batch?: { batchId: string; tenants: number; rows: number; bytes: number; packs: number; orphanPacksRemoved: number };
 }
 
 export interface TenantBackupsAllStatus {
+  /** batch: the small tenants from one snapshot; own: tenants backed up one by one */
+  phase?: 'batch' | 'own';
   total: number;
   done: number;
   running: string[];

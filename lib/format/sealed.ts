@@ -3,6 +3,7 @@
 // a complete backup.
 import { canonicalJson, sha256Hex } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import type { ObjectStore } from '../storage/types';
 
 export const manifestFormatVersion = 1;
@@ -15,25 +16,32 @@ export function sealManifest<const T extends { formatVersion: number }>(m: T): T
   return { ...m, manifestChecksum: sha256Hex(canonicalJson(m)) };
 }
 
-/** Writes the manifest last and atomically; returns its sha256. */
-export async function writeManifest(store: ObjectStore, prefix: string, manifest: { manifestChecksum: string }): Promise<string> {
-  const body = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+/**
+ * Writes the manifest last and atomically; returns its sha256. `compact`: gzip of the JSON without
+ * indentation (a batch writes one per tenant, where the manifest can outweigh the tenant's data;
+ * readers tell by the gzip magic bytes).
+ */
+export async function writeManifest(store: ObjectStore, prefix: string, manifest: { manifestChecksum: string }, opts: { compact?: boolean } = {}): Promise<string> {
+  const json = Buffer.from(JSON.stringify(manifest, null, opts.compact ? undefined : 2) + '\n');
+  const body = opts.compact ? gzipSync(json, { windowBits: 14, memLevel: 6 }) : json;
   const put = await store.put(prefix + manifestFile, body, { contentType: 'application/json' });
   return put.sha256;
 }
 
-/** Parses any manifest of ours: rejects bad JSON, an unknown format version and a checksum that does not match. */
-export function parseSealedManifest<T extends { formatVersion: number; manifestChecksum: string }>(body: Buffer, key: string): T {
+const isGzip = (b: Buffer) => b.length > 2 && b[0] === 0x1f && b[1] === 0x8b;
+
+/** Parses any manifest of ours (plain JSON, or gzip of it): rejects bad JSON, a format version not in `readable` and a checksum that does not match. */
+export function parseSealedManifest<T extends { formatVersion: number; manifestChecksum: string }>(body: Buffer, key: string, readable: readonly number[] = [manifestFormatVersion]): T {
   let m: T;
   try {
-    m = JSON.parse(body.toString('utf8'));
+    m = JSON.parse((isGzip(body) ? gunzipSync(body) : body).toString('utf8'));
   } catch (err) {
     throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} is not valid JSON: ${(err as Error).message}.`, 'The backup cannot be trusted; use another backup.');
   }
-  if (m?.formatVersion !== manifestFormatVersion) {
+  if (!readable.includes(m?.formatVersion)) {
     throw new TenantsafeError(
       ErrorType.UnsupportedFormat,
-      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads version ${manifestFormatVersion}.`,
+      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads version ${readable.join(' and ')}.`,
       'Use the tenantsafe release that wrote this backup, or a newer one.',
     );
   }

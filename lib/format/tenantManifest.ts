@@ -1,7 +1,42 @@
 // The tenant backup manifest (docs/format.md, "Tenant backups"): sealed like every manifest of
 // ours (sealed.ts), under tenants/<tenant>/<backupId>/.
-import type { ObjectStore } from '../storage/types';
-import { manifestFile, parseSealedManifest } from './sealed';
+import type { Readable } from 'node:stream';
+import type { ByteRange, ObjectStore } from '../storage/types';
+import { manifestFile, manifestFormatVersion, parseSealedManifest } from './sealed';
+
+/**
+ * 2: a table's data may be a part of a shared pack (ManifestObject.packOffset). Readers read 1
+ * (every table its own object) and 2.
+ */
+export const tenantManifestFormatVersion = 2;
+const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion];
+
+/** A table's data: gzip of its COPY text, `bytes` long with this sha256. */
+export interface ManifestObject {
+  /** the object's key under the backup's prefix; for a part of a pack, the pack's key from the store's root */
+  key: string;
+  bytes: number;
+  sha256: string;
+  /** format 2, a part of a pack: where it starts in the pack (small tenants of a batch share packs; docs/format.md) */
+  packOffset?: number;
+}
+
+/** Where a table's data is in the store: its own object, or a byte range of a pack. */
+export function objectLocation(prefix: string, object: ManifestObject): { key: string; range?: ByteRange } {
+  return object.packOffset === undefined ? { key: prefix + object.key } : { key: object.key, range: { offset: object.packOffset, length: object.bytes } };
+}
+
+/** Reads a table's data as stored (gzip): the whole object, or only the tenant's range of a pack. */
+export function openObject(store: ObjectStore, prefix: string, object: ManifestObject): Promise<Readable> {
+  const { key, range } = objectLocation(prefix, object);
+  return range ? store.getRange(key, range) : store.get(key);
+}
+
+/** What a text names a table's data by: its key, and for a part of a pack the range too. */
+export function objectName(prefix: string, object: ManifestObject): string {
+  const { key, range } = objectLocation(prefix, object);
+  return range ? `${key}@${range.offset}+${range.length}` : key;
+}
 
 /**
  * What tells, later, whether a row version was there when the snapshot was read: the snapshot's
@@ -48,7 +83,7 @@ export interface ManifestTable {
   primaryKey: string[] | null;
   /** how rows were tied to the tenant, in words */
   ownership: string;
-  object: { key: string; bytes: number; sha256: string };
+  object: ManifestObject;
   rows: number;
   /** uncompressed COPY text bytes */
   rawBytes: number;
@@ -90,7 +125,7 @@ export function tenantBackupPrefix(tenantId: string, backupId: string): string {
 
 /** Parses and checks a tenant backup manifest; throws CorruptBackup or UnsupportedFormat naming the key. */
 export function parseManifest(body: Buffer, key: string): TenantManifest {
-  return parseSealedManifest<TenantManifest>(body, key);
+  return parseSealedManifest<TenantManifest>(body, key, readableVersions);
 }
 
 export async function readManifest(store: ObjectStore, prefix: string): Promise<TenantManifest> {

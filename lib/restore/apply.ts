@@ -148,7 +148,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       const wholeObject = loadsWhole(m, inserts);
       if (wholeObject) await vacuums.before(m.table);
       const inserted = wholeObject
-        ? await copyBackupObject(opts.source.store, opts.source.prefix + m.manifest.object.key, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
+        ? await copyBackupObject(opts.source, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
         : reused
           ? await copyInto(opts.url, c, rows, target)
           : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0);

@@ -13,7 +13,7 @@ import { discard, FirstLines } from '../streams';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import type { ManifestTable } from '../format/tenantManifest';
+import { objectName, openObject, type ManifestTable } from '../format/tenantManifest';
 import type { RestoreContext, TableMapping } from './mapping';
 
 /** A backed-up table to load, and where: its scratch table and the column types to give it. */
@@ -131,7 +131,7 @@ const createStaged = (m: StagedTable, columns: StagedTable['stagedColumns']) =>
  * of the first rows only.
  */
 async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, opts: BackupSource, part?: StagedPart): Promise<void> {
-  const key = opts.prefix + m.manifest.object.key;
+  const key = objectName(opts.prefix, m.manifest.object);
   const rows = new RowDigestStream();
   const columns = part ? m.stagedColumns.filter((col) => part.columns.includes(col.name)) : m.stagedColumns;
   if (part) {
@@ -143,8 +143,8 @@ async function stageTable(c: ClientBase, m: StagedTable, checkContent: boolean, 
   if (part) via.push(new FieldPicker(m.stagedColumns.map((col) => columns.includes(col))));
   const names = columns.map((col) => quoteIdent(col.name)).join(', ');
   try {
-    if (columns.length) await copyBackupObject(opts.store, key, m, via, c.query(copyFrom(`COPY ${m.staged} (${names}) FROM STDIN`)));
-    else await readBackupObject(opts.store, key, m, via, discard());
+    if (columns.length) await copyBackupObject(opts, m, via, c.query(copyFrom(`COPY ${m.staged} (${names}) FROM STDIN`)));
+    else await readBackupObject(opts, m, via, discard());
   } catch (err) {
     throw stagingError(err, m);
   }
@@ -201,18 +201,22 @@ export class FieldPicker extends Transform {
  * bytes against the manifest's sha256: a damaged object throws CorruptBackup. Used by staging,
  * and by the apply for a table whose every backed-up row goes back in.
  */
-export async function copyBackupObject(store: ObjectStore, key: string, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: CopyStreamQuery): Promise<number> {
-  await readBackupObject(store, key, m, via, sink);
+export async function copyBackupObject(source: BackupSource, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: CopyStreamQuery): Promise<number> {
+  await readBackupObject(source, m, via, sink);
   return sink.rowCount;
 }
 
-/** Streams a backup object, gunzipped, through `via` into `sink`, checking its stored bytes (see copyBackupObject). */
-async function readBackupObject(store: ObjectStore, key: string, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: Writable): Promise<void> {
+/**
+ * Streams a backup object, gunzipped, through `via` into `sink`, checking its stored bytes (see
+ * copyBackupObject). A part of a pack is read alone: only its byte range.
+ */
+async function readBackupObject(source: BackupSource, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: Writable): Promise<void> {
+  const key = objectName(source.prefix, m.manifest.object);
   const sha = new Sha256Stream();
   try {
     // gunzip hands out chunkSize pieces, each a trip to the thread pool and through every stream
     // after it: 256 KiB pieces, not the default 16 KiB, make far fewer trips
-    await pipeline([await store.get(key), sha, createGunzip({ chunkSize: 256 * 1024 }), ...via, sink]);
+    await pipeline([await openObject(source.store, source.prefix, m.manifest.object), sha, createGunzip({ chunkSize: 256 * 1024 }), ...via, sink]);
   } catch (err) {
     const e = err as { code?: string; message: string };
     const gzipDamage = e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message);
@@ -223,9 +227,9 @@ async function readBackupObject(store: ObjectStore, key: string, m: Pick<StagedT
 
 /** Checks a backup object's stored bytes (sha256) without reading its rows. */
 async function checkStoredBytes(source: BackupSource, m: StagedTable): Promise<void> {
-  const key = source.prefix + m.manifest.object.key;
+  const key = objectName(source.prefix, m.manifest.object);
   const sha = new Sha256Stream();
-  await pipeline(await source.store.get(key), sha, discard());
+  await pipeline(await openObject(source.store, source.prefix, m.manifest.object), sha, discard());
   assertStoredBytes(sha, key, m);
 }
 

@@ -5,6 +5,7 @@
 // stops existing), then its objects, then its catalog row; pins are read again right before each
 // deletion. Change-log segments go in the other order (see removeChangeLog).
 import { removeIncompleteBackups } from '../tenantBackup';
+import { removeUnreferencedPacks } from '../tenantBackup/batch';
 import type { Engine } from '../engine';
 import { changeLogObjectOfKey, gapKey, segmentKeys, streamPrefix } from '../format/changeLog';
 import { fullBackupPrefix } from '../format/fullManifest';
@@ -25,6 +26,8 @@ export interface RetentionOutcome {
   /** the segment from which the archive is kept unbroken */
   walKeptFrom: string | null;
   removedIncomplete: string[];
+  /** packs of batched tenant backups no manifest references any more (packs/<batchId>/<attempt>/, docs/format.md) */
+  removedPacks?: string[];
   /** change-log segments removed (or that would be) */
   removedChangeSegments: number;
   /** change-log gaps removed (or that would be): they lie before everything kept */
@@ -86,6 +89,8 @@ export async function runRetention(engine: Engine, opts: { dryRun: boolean; now?
   // A base backup of a big cluster can run for many hours: its prefix is left alone for a day at least.
   const fullIncompleteOpts = { ...incompleteOpts, olderThanMs: Math.max(incompleteOpts.olderThanMs, 86_400_000), area: 'full' as const };
   const incomplete = [...(await removeIncompleteBackups(store, incompleteOpts)), ...(await removeIncompleteBackups(store, fullIncompleteOpts))];
+  // after the backups went: their packs may now be referenced by no manifest
+  const removedPacks = await removeUnreferencedPacks(engine, incompleteOpts);
   return {
     dryRun: opts.dryRun,
     now: now.toISOString(),
@@ -94,6 +99,7 @@ export async function runRetention(engine: Engine, opts: { dryRun: boolean; now?
     removedWalSegments: walKeys.length,
     walKeptFrom: anchor?.startSegment ?? null,
     removedIncomplete: incomplete.map((r) => r.prefix),
+    removedPacks,
     removedChangeSegments: changeLog.segments,
     removedChangeLogGaps: changeLog.gaps,
     changeLogCuts: changeLog.cuts,

@@ -3,13 +3,13 @@
 // for a stream happens only after the source has ended: a failed or aborted put leaves at most
 // an unfinished resumable session, which GCS never lists and expires after a week.
 import { createHash, randomBytes } from 'node:crypto';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { IdempotencyStrategy, Storage, type Bucket } from '@google-cloud/storage';
 import type { StorageConfig } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
 import { checkKey } from './keys';
-import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
+import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
 
 export type GcsStorageConfig = Extract<StorageConfig, { kind: 'gcs' }>;
 
@@ -108,12 +108,23 @@ export class GcsStore implements ObjectStore {
     return { key, bytes, sha256 };
   }
 
-  async get(key: string): Promise<Readable> {
+  get(key: string): Promise<Readable> {
+    return this.open(key);
+  }
+
+  getRange(key: string, range: ByteRange): Promise<Readable> {
+    return this.open(key, range);
+  }
+
+  private async open(key: string, range?: ByteRange): Promise<Readable> {
     checkKey(key);
     const found = await this.objectMetadata(key);
     if (!found) throw this.missing(key);
-    // Pinned to the generation just seen: an overwrite meanwhile cannot mix two versions.
-    const src = this.bucket.file(this.base + key, { generation: found.generation }).createReadStream();
+    if (range?.length === 0) return Readable.from([]);
+    // Pinned to the generation just seen: an overwrite meanwhile cannot mix two versions. A range
+    // is a ranged GET (end inclusive): only those bytes leave the bucket.
+    const file = this.bucket.file(this.base + key, { generation: found.generation });
+    const src = file.createReadStream(range ? { start: range.offset, end: range.offset + range.length - 1 } : {});
     const out = new PassThrough();
     src.once('error', (err) => out.destroy(isNotFound(err) ? this.missing(key) : (this.storeError(err, `reading ${key}`) as Error)));
     out.once('close', () => src.destroy());

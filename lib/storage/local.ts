@@ -5,12 +5,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
-import { addAbortSignal, type Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import type { StorageConfig } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
 import { byKey, checkKey, partialName } from './keys';
-import type { ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
+import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
 
 export type LocalStorageConfig = Extract<StorageConfig, { kind: 'local' }>;
 
@@ -67,7 +67,15 @@ export class LocalStore implements ObjectStore {
     return { key, bytes, sha256: hash.digest('hex') };
   }
 
-  async get(key: string): Promise<Readable> {
+  get(key: string): Promise<Readable> {
+    return this.open(key);
+  }
+
+  getRange(key: string, range: ByteRange): Promise<Readable> {
+    return this.open(key, range);
+  }
+
+  private async open(key: string, range?: ByteRange): Promise<Readable> {
     checkKey(key);
     const fh = await this.reading(open(path.join(this.root, key), 'r'), key);
     try {
@@ -77,7 +85,12 @@ export class LocalStore implements ObjectStore {
       await fh.close();
       throw err;
     }
-    return fh.createReadStream();
+    if (range?.length === 0) {
+      await fh.close();
+      return Readable.from([]);
+    }
+    // end is inclusive
+    return fh.createReadStream(range ? { start: range.offset, end: range.offset + range.length - 1 } : {});
   }
 
   async getBytes(key: string): Promise<Buffer> {

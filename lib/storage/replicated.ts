@@ -12,7 +12,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { changeLogObjectOfKey } from '../format/changeLog';
 import { manifestFile } from '../format/sealed';
 import { byKey } from './keys';
-import type { ObjectInfo, ObjectStore, PutOptions, PutResult, StorageLocation } from './types';
+import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, StorageLocation } from './types';
 
 /** `storage-lag/<location>/<time>-<random>.json`: a write or delete that location missed, kept in the other one */
 export const lagPrefix = 'storage-lag/';
@@ -101,6 +101,10 @@ export class ReplicatedStore implements ObjectStore {
 
   getBytes(key: string): Promise<Buffer> {
     return this.read(key, (s) => s.getBytes(key));
+  }
+
+  getRange(key: string, range: ByteRange): Promise<Readable> {
+    return this.read(key, (s) => s.getRange(key, range));
   }
 
   async stat(key: string): Promise<ObjectInfo | null> {

@@ -17,6 +17,11 @@ export interface PutResult {
   sha256: string;
 }
 
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
 export interface PutOptions {
   contentType?: string;
   /** aborts the upload; nothing becomes visible */
@@ -35,6 +40,12 @@ export interface ObjectStore {
   /** A read stream; rejects with TenantsafeError ObjectMissing when there is no such object. */
   get(key: string): Promise<Readable>;
   getBytes(key: string): Promise<Buffer>;
+  /**
+   * A read stream of `length` bytes from `offset` (a tenant's part of a shared pack). Rejects with
+   * ObjectMissing when there is no such object; a range past the end yields only the bytes that
+   * exist (callers check a part's sha256, which catches the short read).
+   */
+  getRange(key: string, range: ByteRange): Promise<Readable>;
   /** null when there is no such object */
   stat(key: string): Promise<ObjectInfo | null>;
   /** Every complete object whose key starts with prefix, in key order (partial uploads never). */

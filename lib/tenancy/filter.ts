@@ -55,6 +55,23 @@ export function tenantChain(plan: TenancyPlan, table: OwnedTable, alias: string,
   return { joins: joins.join(' '), where: `${aliases.at(-1)}.${quoteIdent(root.column)} = ${quoteLiteral(tenantId)}`, aliases };
 }
 
+/**
+ * SELECT of the rows of a batch of tenants from one table, for a batched backup: the tenant id
+ * as text first, then the exported columns; `grouped`: ordered by tenant, so one scan splits
+ * into per-tenant streams as it arrives (else the reader gathers each tenant's rows itself). Child tables join their parents up to the
+ * tenant column (tenantChain: one row per child row).
+ */
+export function batchRowsQuery(plan: TenancyPlan, table: OwnedTable, tenantIds: readonly string[], opts: { grouped: boolean }): string {
+  const { joins, aliases } = tenantChain(plan, table, 't', '');
+  let root = table;
+  while (root.ownership.kind === 'parent') root = ownedTable(plan, root.ownership.parent);
+  const tenant = `${aliases.at(-1)}.${quoteIdent((root.ownership as { column: string }).column)}`;
+  const ids = quoteLiteral(`{${tenantIds.map((id) => `"${id.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`);
+  // bytewise order ("C"): any order groups the rows, and it sorts far faster than a language's
+  const order = opts.grouped ? ` ORDER BY ${tenant}::text COLLATE "C"` : '';
+  return `SELECT ${tenant}::text, ${columnList('t', table.copyColumns)} FROM ${fromTable(table, 't')} ${joins} WHERE ${tenant}::text = ANY(${ids}::text[])${order}`;
+}
+
 /** FROM item for a table: ONLY for plain tables (old-style inheritance children are tables of their own). */
 export function fromTable(table: OwnedTable, alias?: string): string {
   return `${table.partitioned ? '' : 'ONLY '}${qualified(table.schema, table.name)}${alias ? ` ${alias}` : ''}`;

@@ -7,7 +7,7 @@ import type { TenancyPlan } from './types';
 
 export * from './types';
 export { discoverTenancy, planTenancy, readTables } from './discover';
-export { describeOwnership, fromTable, notTenantFilter, ownedTable, tenantChain, tenantFilter, tenantRowsQuery } from './filter';
+export { batchRowsQuery, describeOwnership, fromTable, notTenantFilter, ownedTable, tenantChain, tenantFilter, tenantRowsQuery } from './filter';
 
 function tenantTableSql(plan: TenancyPlan): string {
   const t = ownedTable(plan, plan.tenantTable);

@@ -14,8 +14,10 @@ import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan 
 
 export interface TableExport {
   table: string;
-  /** object key relative to the backup prefix */
+  /** object key relative to the backup prefix; for a part of a pack, the pack's key */
   objectKey: string;
+  /** a part of a pack: where it starts in it */
+  packOffset?: number;
   rows: number;
   rawBytes: number;
   bytes: number;
@@ -87,11 +89,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     const changeLogLsn = boundary && (await unpublishedTables(coordinator, opts.changeLogBoundary!.publication, plan)).length === 0 ? boundary.lsn : undefined;
     // The tenant must exist in the snapshot we read, not only a moment before it.
     if (opts.requireTenant !== false) await assertTenantExists(coordinator, plan, tenantId);
-    const info = await coordinator.query<{ snapshot: string; at: string; lsn: string; version: string; db: string }>(
-      `SELECT pg_export_snapshot() AS snapshot, ${microsText('clock_timestamp()')} AS at,
-              (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
-              current_setting('server_version') AS version, current_database() AS db`,
-    );
+    const info = await exportSnapshot(coordinator);
     const origin = await snapshotOrigin(coordinator);
     const { snapshot } = info.rows[0];
 
@@ -142,6 +140,15 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
   }
 }
 
+/** Exports the transaction's snapshot, for other connections to read the same; and when and where it was taken. */
+export function exportSnapshot(c: ClientBase) {
+  return c.query<{ snapshot: string; at: string; lsn: string; version: string; db: string }>(
+    `SELECT pg_export_snapshot() AS snapshot, ${microsText('clock_timestamp()')} AS at,
+            (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+            current_setting('server_version') AS version, current_database() AS db`,
+  );
+}
+
 /**
  * The origin of the transaction's snapshot (see SnapshotOrigin). A primary's timeline is the one
  * it writes WAL on (the first 8 hex digits of the current WAL file's name): the last checkpoint's
@@ -167,7 +174,7 @@ export async function snapshotOrigin(c: ClientBase): Promise<SnapshotOrigin> {
  * closes; the snapshot can be imported until then. Making the slot waits for the transactions
  * running when it starts: after `waitMs`, none (undefined), and the backup goes without.
  */
-async function changeLogBoundary(url: string, plan: TenancyPlan, opts: { waitMs: number; publication: string }): Promise<{ snapshot: string; lsn: string; release(): Promise<void> } | undefined> {
+export async function changeLogBoundary(url: string, plan: TenancyPlan, opts: { waitMs: number; publication: string }): Promise<{ snapshot: string; lsn: string; release(): Promise<void> } | undefined> {
   const { waitMs } = opts;
   // tables made tenant-owned since the log last started join its publication now, before the boundary
   await withConnection(url, (pc) => publishOwnedTables(pc, opts.publication, plan, { create: false })).catch(() => undefined);
@@ -199,7 +206,7 @@ async function changeLogBoundary(url: string, plan: TenancyPlan, opts: { waitMs:
   }
 }
 
-async function beginSnapshotTransaction(c: Client): Promise<void> {
+export async function beginSnapshotTransaction(c: Client): Promise<void> {
   // A long export must not be cut off by server-side timeouts meant for app sessions.
   await c.query(`SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET lock_timeout = '30s'`);
   await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');

@@ -4,13 +4,13 @@ import { tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { parseBackupLabel } from '../labels';
-import { readManifest, tenantBackupPrefix, type PointInTimeSource } from '../format/tenantManifest';
-import { manifestFile, manifestFormatVersion, startedMarkerFile, sealManifest, writeManifest } from '../format/sealed';
+import { readManifest, tenantBackupPrefix, tenantManifestFormatVersion, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
+import { manifestFile, startedMarkerFile, sealManifest, writeManifest } from '../format/sealed';
 import type { ClientBase } from 'pg';
 import { reproducibleSessionSettings, withClient, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { assertTenantExists, describeOwnership, discoverTenancy, type OwnedTable } from '../tenancy';
-import { exportTenantSnapshot, type ExportProgress } from './export';
+import { assertTenantExists, describeOwnership, discoverTenancy, type OwnedTable, type TenancyPlan } from '../tenancy';
+import { exportTenantSnapshot, type ExportProgress, type SnapshotExport } from './export';
 
 export interface TenantBackupCheck {
   database: string;
@@ -78,51 +78,16 @@ export async function takeTenantBackup(
     onProgress: args.onProgress,
     signal: args.signal,
   });
-  const tables = plan.tables.map((t, i) => {
-    const e = exported.tables[i];
-    return {
-      table: t.key,
-      schema: t.schema,
-      name: t.name,
-      columns: t.columns.map((c) => ({
-        name: c.name,
-        type: c.type,
-        notNull: c.notNull,
-        ...(c.generated ? { generated: true } : {}),
-        ...(c.identity ? { identity: c.identity } : {}),
-        ...(c.sequence ? { sequence: c.sequence } : {}),
-      })),
-      copyColumns: t.copyColumns,
-      primaryKey: t.primaryKey,
-      ownership: describeOwnership(t),
-      object: { key: e.objectKey, bytes: e.bytes, sha256: e.sha256 },
-      rows: e.rows,
-      rawBytes: e.rawBytes,
-      rowChecksum: e.rowChecksum,
-    };
-  });
-  const manifest = sealManifest({
-    formatVersion: manifestFormatVersion,
-    kind: 'tenant',
-    backupId: args.backupId,
+  const manifest = tenantManifestOf({
+    plan,
     tenantId: args.tenantId,
-    database: exported.database,
-    serverVersion: exported.serverVersion,
+    backupId: args.backupId,
+    exported,
+    startedAt,
     snapshot: args.pointInTime
       ? { at: args.pointInTime.at, lsn: args.pointInTime.lsn }
       : { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
     ...(args.pointInTime ? { pointInTime: args.pointInTime.source } : {}),
-    startedAt,
-    finishedAt: new Date().toISOString(),
-    tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
-    data: { format: 'text', compression: 'gzip', sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
-    tables,
-    totals: {
-      rows: tables.reduce((n, t) => n + t.rows, 0),
-      bytes: tables.reduce((n, t) => n + t.object.bytes, 0),
-      rawBytes: tables.reduce((n, t) => n + t.rawBytes, 0),
-    },
-    tenantChecksum: tenantChecksum(tables),
   });
   const manifestSha256 = await writeManifest(store, prefix, manifest);
   const r = backupRecordOf(manifest, store.uri, prefix, manifestSha256);
@@ -184,4 +149,61 @@ export async function removeIncompleteBackups(
     removed.push({ prefix, objects });
   }
   return removed;
+}
+
+/** A tenant's sealed manifest from what was exported of it (its own objects, or its parts of packs). */
+export function tenantManifestOf(args: {
+  plan: TenancyPlan;
+  tenantId: string;
+  backupId: string;
+  exported: Pick<SnapshotExport, 'database' | 'serverVersion' | 'tables'>;
+  startedAt: string;
+  snapshot: TenantManifest['snapshot'];
+  pointInTime?: PointInTimeSource;
+}): TenantManifest {
+  const { plan, exported } = args;
+  const tables = plan.tables.map((t, i) => {
+    const e = exported.tables[i];
+    return {
+      table: t.key,
+      schema: t.schema,
+      name: t.name,
+      columns: t.columns.map((c) => ({
+        name: c.name,
+        type: c.type,
+        notNull: c.notNull,
+        ...(c.generated ? { generated: true } : {}),
+        ...(c.identity ? { identity: c.identity } : {}),
+        ...(c.sequence ? { sequence: c.sequence } : {}),
+      })),
+      copyColumns: t.copyColumns,
+      primaryKey: t.primaryKey,
+      ownership: describeOwnership(t),
+      object: { key: e.objectKey, bytes: e.bytes, sha256: e.sha256, ...(e.packOffset !== undefined ? { packOffset: e.packOffset } : {}) },
+      rows: e.rows,
+      rawBytes: e.rawBytes,
+      rowChecksum: e.rowChecksum,
+    };
+  });
+  return sealManifest({
+    formatVersion: tenantManifestFormatVersion,
+    kind: 'tenant',
+    backupId: args.backupId,
+    tenantId: args.tenantId,
+    database: exported.database,
+    serverVersion: exported.serverVersion,
+    snapshot: args.snapshot,
+    ...(args.pointInTime ? { pointInTime: args.pointInTime } : {}),
+    startedAt: args.startedAt,
+    finishedAt: new Date().toISOString(),
+    tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
+    data: { format: 'text', compression: 'gzip', sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
+    tables,
+    totals: {
+      rows: tables.reduce((n, t) => n + t.rows, 0),
+      bytes: tables.reduce((n, t) => n + t.object.bytes, 0),
+      rawBytes: tables.reduce((n, t) => n + t.rawBytes, 0),
+    },
+    tenantChecksum: tenantChecksum(tables),
+  });
 }

@@ -25,7 +25,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { dumpFolder } from '../fullBackup/logicalDump';
 import { fullBackupPrefix, parseFullManifest, type FullManifest } from '../format/fullManifest';
 import { parseBackupLabel } from '../labels';
-import { parseManifest, type TenantManifest } from '../format/tenantManifest';
+import { objectLocation, objectName, openObject, parseManifest, type ManifestObject, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
 import { connect, qualified, quoteIdent, withClient } from '../pg';
 import { restorePhysicalBackup } from '../pitr/restore';
@@ -114,12 +114,18 @@ export async function checkManifestAndObjects(
   return { checks, manifest };
 }
 
-async function checkObject(store: ObjectStore, prefix: string, o: { key: string; bytes: number; sha256: string }): Promise<VerificationCheck> {
-  const found = await store.stat(prefix + o.key);
-  if (!found) return { check: 'object', target: o.key, result: 'missing' };
-  if (found.bytes !== o.bytes) return { check: 'object', target: o.key, result: 'size_invalid', detail: `${found.bytes} bytes stored, ${o.bytes} in the manifest` };
-  const sha256 = await sha256OfStream(await store.get(prefix + o.key));
-  return sha256 === o.sha256 ? { check: 'object', target: o.key, result: 'ok' } : { check: 'object', target: o.key, result: 'checksum_mismatch', detail: `sha256 ${sha256}, manifest says ${o.sha256}` };
+/** An object's check; a part of a pack (tenant manifests of format 2) is checked as its byte range of the pack. */
+async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject): Promise<VerificationCheck> {
+  const { key, range } = objectLocation(prefix, o);
+  const target = range ? objectName(prefix, o) : o.key;
+  const found = await store.stat(key);
+  if (!found) return { check: 'object', target, result: 'missing' };
+  const end = range ? range.offset + range.length : o.bytes;
+  if (range ? found.bytes < end : found.bytes !== o.bytes) {
+    return { check: 'object', target, result: 'size_invalid', detail: range ? `pack holds ${found.bytes} bytes, the part ends at ${end}` : `${found.bytes} bytes stored, ${o.bytes} in the manifest` };
+  }
+  const sha256 = await sha256OfStream(await openObject(store, prefix, o));
+  return sha256 === o.sha256 ? { check: 'object', target, result: 'ok' } : { check: 'object', target, result: 'checksum_mismatch', detail: `sha256 ${sha256}, manifest says ${o.sha256}` };
 }
 
 /** Physical backups: the segments it needs are archived and intact; no gap after its start. */

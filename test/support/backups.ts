@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigest } from '../../lib/checksum';
-import { readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/format/tenantManifest';
+import { openObject, readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/format/tenantManifest';
 import type { ClientBase } from 'pg';
 import { connect } from '../../lib/pg';
 import type { ObjectStore } from '../../lib/storage/types';
@@ -37,7 +37,7 @@ export async function readBackup(store: ObjectStore, tenantId: string, backupId:
   for await (const o of store.list(prefix)) keys.push(o.key.slice(prefix.length));
   const rows = new Map<string, string[]>();
   for (const t of manifest.tables) {
-    const text = gunzipSync(await store.getBytes(prefix + t.object.key)).toString('utf8');
+    const text = gunzipSync(Buffer.concat(await (await openObject(store, prefix, t.object)).toArray())).toString('utf8');
     rows.set(t.table, text === '' ? [] : text.slice(0, -1).split('\n'));
   }
   return { manifest, keys, rows };

@@ -1,0 +1,390 @@
+// Batched tenant backups (docs/format.md, "Packs"; docs/architecture.md, "Tenant backups of every
+// tenant"): many tenants from one exported snapshot, one scan per table for the whole batch,
+// split into per-tenant parts of shared packs on the fly; then each tenant's own manifest, last.
+//
+// Layout of a batch in the store:
+//   packs/<batchId>/<attempt>/<NNNN>-<table>.pack   the parts, table by table
+//   packs/<batchId>/<attempt>/index.json            written before any manifest: which tenants
+//                                                   (and backup ids) this attempt's packs hold
+//   tenants/<tenant>/<backupId>/manifest.json       each tenant's backup, written last
+// A retry (a worker killed mid-batch) keeps the tenants whose manifest made it, deletes the packs
+// of attempts no manifest references (no index: no manifest can; an index whose tenants have no
+// manifest: none does), and backs up the rest from a new snapshot.
+import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import type { Client } from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import type { Engine } from '../engine';
+import { ErrorType, TenantsafeError } from '../errors';
+import { manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest, writeManifest } from '../format/sealed';
+import { parseManifest, tenantBackupPrefix } from '../format/tenantManifest';
+import { sha256Hex } from '../checksum';
+import { parseBackupLabel } from '../labels';
+import { connect, connectionError, inLanes, withClient } from '../pg';
+import type { ObjectStore } from '../storage/types';
+import { batchRowsQuery, discoverTenancy, listTenants, type TenancyPlan } from '../tenancy';
+import { tenantManifestOf } from './index';
+import { beginSnapshotTransaction, changeLogBoundary, dataObjectKey, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
+import { copyTextField, PackWriter, TenantSplitter } from './pack';
+
+export const packsArea = 'packs/';
+export const packIndexFile = 'index.json';
+
+/** A batch attempt's pack index: which tenants its packs hold, written before their manifests. */
+export interface PackIndex {
+  formatVersion: number;
+  kind: 'packIndex';
+  batchId: string;
+  attempt: number;
+  snapshotAt: string;
+  tenants: { tenantId: string; backupId: string }[];
+  packs: { key: string; bytes: number; sha256: string }[];
+  manifestChecksum: string;
+}
+
+export interface BatchProgress {
+  phase: 'resuming' | 'exporting' | 'manifests';
+  tenants: number;
+  tablesDone: number;
+  tablesTotal: number;
+  manifestsDone: number;
+}
+
+export interface TenantBatchResult {
+  /** tenants backed up (those an earlier attempt of this batch completed included) */
+  succeeded: number;
+  /** the first failures (the count is failedCount): a tenant whose manifest could not be written */
+  failed: { tenantId: string; error: string; type?: string }[];
+  failedCount: number;
+  rows: number;
+  bytes: number;
+  packs: number;
+  /** pack objects of earlier attempts that no manifest referenced, deleted */
+  orphanPacksRemoved: number;
+}
+
+const failuresKept = 100;
+/**
+ * A table of up to this many rows (all tenants, pg_class's estimate) is split in memory, each
+ * tenant's rows gathered as they come, with no sort in Postgres; a bigger one comes sorted by
+ * tenant and each part leaves as soon as it is complete. Memory: a few such tables at once.
+ */
+const gatherRowsAtMost = 500_000;
+const manifestWriters = 32;
+const recordEvery = 500;
+
+/** The batch's prefix in the store: packs/<batchId>/. */
+export function batchPrefix(batchId: string): string {
+  return `${packsArea}${batchId}/`;
+}
+
+/**
+ * Backup ids of a batch's tenants: the batch's time and kind, and 6 hex digits from a hash of
+ * the tenant, moved on to the next free value on a collision in the batch (ids are unique
+ * keys of the catalog). The same tenant set gives the same ids on every attempt.
+ */
+export function batchBackupIds(batchId: string, tenantIds: readonly string[]): Map<string, string> {
+  const stamp = batchId.slice(0, 16);
+  const taken = new Set<number>();
+  const ids = new Map<string, string>();
+  for (const t of [...tenantIds].sort()) {
+    let n = parseInt(createHash('sha256').update(`${batchId}\0${t}`).digest('hex').slice(0, 6), 16);
+    while (taken.has(n)) n = (n + 1) % 0x1000000;
+    taken.add(n);
+    ids.set(t, `${stamp}-${n.toString(16).padStart(6, '0')}`);
+  }
+  return ids;
+}
+
+/**
+ * Backs up every tenant but `skip` from one snapshot, in packs; idempotent per (batchId, attempt).
+ * The tenants are those of the snapshot itself: one added before it is in, one deleted before
+ * it is not; either way no tenant is half backed up.
+ */
+export async function takeTenantBatch(
+  engine: Engine,
+  args: {
+    batchId: string;
+    attempt: number;
+    skip: readonly string[];
+    /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
+    snapshot?: string;
+    onProgress?: (p: BatchProgress) => void;
+    signal?: AbortSignal;
+  },
+): Promise<TenantBatchResult> {
+  const { config, store } = engine;
+  const progress: BatchProgress = { phase: 'resuming', tenants: 0, tablesDone: 0, tablesTotal: 0, manifestsDone: 0 };
+  const report = () => args.onProgress?.(progress);
+  report();
+  const earlier = await resumeBatch(engine, args.batchId, args.attempt);
+  const plan = await withClient(engine.db, config.database.url, (c) => discoverTenancy(c, config.tenancy));
+  const skip = new Set([...args.skip, ...earlier.done]);
+  const packPrefix = `${batchPrefix(args.batchId)}${args.attempt}/`;
+  await store.deletePrefix(packPrefix);
+  const startedAt = new Date().toISOString();
+
+  progress.phase = 'exporting';
+  progress.tablesTotal = plan.tables.length;
+  const exported = await exportTenantBatch({
+    url: config.database.url,
+    plan,
+    store,
+    packPrefix,
+    parallelism: config.backup.parallelism,
+    compressionLevel: config.backup.compressionLevel,
+    select: async (c) => {
+      const tenants = (await listTenants(c, plan)).filter((t) => !skip.has(t));
+      progress.tenants = tenants.length;
+      return tenants;
+    },
+    snapshot: args.snapshot,
+    ...(config.changeLog.enabled && !args.snapshot ? { changeLogBoundary: { waitMs: config.changeLog.boundaryWaitMs, publication: config.changeLog.publication } } : {}),
+    onTable: () => {
+      progress.tablesDone++;
+      report();
+    },
+    signal: args.signal,
+  });
+  const tenantIds = [...exported.tables.keys()];
+  const backupIds = batchBackupIds(args.batchId, tenantIds);
+  const result: TenantBatchResult = { succeeded: earlier.done.size, failed: [], failedCount: 0, rows: earlier.rows, bytes: earlier.bytes, packs: exported.packs.length, orphanPacksRemoved: earlier.removed };
+  if (tenantIds.length === 0) {
+    await store.deletePrefix(packPrefix);
+    return result;
+  }
+  // the index before any manifest: a retry learns from it which manifests may reference these packs
+  const index: Omit<PackIndex, 'manifestChecksum'> = {
+    formatVersion: manifestFormatVersion,
+    kind: 'packIndex',
+    batchId: args.batchId,
+    attempt: args.attempt,
+    snapshotAt: exported.snapshotAt,
+    tenants: tenantIds.map((tenantId) => ({ tenantId, backupId: backupIds.get(tenantId)! })),
+    packs: exported.packs,
+  };
+  await store.put(packPrefix + packIndexFile, Buffer.from(JSON.stringify(sealManifest(index)) + '\n'), { contentType: 'application/json' });
+
+  progress.phase = 'manifests';
+  report();
+  const snapshot = { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) };
+  const queue = [...tenantIds];
+  const unrecorded: Parameters<Engine['catalog']['recordBackups']>[0] = [];
+  const recordWritten = async () => {
+    const some = unrecorded.splice(0);
+    if (some.length > 0) await engine.catalog.recordBackups(some);
+  };
+  await Promise.all(
+    Array.from({ length: manifestWriters }, async () => {
+      for (let tenantId = queue.shift(); tenantId !== undefined; tenantId = queue.shift()) {
+        args.signal?.throwIfAborted();
+        const backupId = backupIds.get(tenantId)!;
+        const prefix = tenantBackupPrefix(tenantId, backupId);
+        try {
+          const manifest = tenantManifestOf({ plan, tenantId, backupId, exported: { ...exported, tables: exported.tables.get(tenantId)! }, startedAt, snapshot });
+          const manifestSha256 = await writeManifest(store, prefix, manifest, { compact: true });
+          unrecorded.push({ manifest, storageUri: store.uri, prefix, manifestSha256 });
+          // indexed in the catalog some hundreds at a time (a retry indexes again what an attempt wrote)
+          if (unrecorded.length >= recordEvery) await recordWritten();
+          result.succeeded++;
+          result.rows += manifest.totals.rows;
+          result.bytes += manifest.totals.bytes;
+        } catch (err) {
+          // storage or catalog down: the whole batch is retried; one tenant's path unwritable: that tenant failed
+          if (!(err instanceof TenantsafeError) || err.type !== ErrorType.StorageUnwritable) throw err;
+          result.failedCount++;
+          if (result.failed.length < failuresKept) result.failed.push({ tenantId, error: err.message, type: err.type });
+        }
+        progress.manifestsDone++;
+      }
+    }),
+  );
+  await recordWritten();
+  report();
+  return result;
+}
+
+/**
+ * What earlier attempts of this batch left: the tenants whose manifest made it (done, indexed in
+ * the catalog again in case the attempt died before it did), and the packs no manifest
+ * references, deleted.
+ */
+async function resumeBatch(engine: Engine, batchId: string, attempt: number): Promise<{ done: Set<string>; rows: number; bytes: number; removed: number }> {
+  const { store } = engine;
+  const earlier = { done: new Set<string>(), rows: 0, bytes: 0, removed: 0 };
+  if (attempt <= 1) return earlier;
+  const attempts = new Map<string, string[]>();
+  for await (const o of store.list(batchPrefix(batchId))) {
+    const dir = o.key.slice(0, o.key.lastIndexOf('/') + 1);
+    attempts.set(dir, [...(attempts.get(dir) ?? []), o.key]);
+  }
+  for (const [dir, keys] of attempts) {
+    let referenced = false;
+    if (keys.includes(dir + packIndexFile)) {
+      const index = parseSealedManifest<PackIndex>(await store.getBytes(dir + packIndexFile), dir + packIndexFile);
+      for (const t of index.tenants) {
+        const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
+        if (!(await store.stat(prefix + manifestFile))) continue;
+        const body = await store.getBytes(prefix + manifestFile);
+        const manifest = parseManifest(body, prefix + manifestFile);
+        await engine.catalog.recordBackup(manifest, store.uri, prefix, sha256Hex(body));
+        earlier.done.add(t.tenantId);
+        earlier.rows += manifest.totals.rows;
+        earlier.bytes += manifest.totals.bytes;
+        referenced = true;
+      }
+    }
+    if (!referenced) earlier.removed += await store.deletePrefix(dir);
+  }
+  return earlier;
+}
+
+export interface BatchExportOptions {
+  url: string;
+  plan: TenancyPlan;
+  store: ObjectStore;
+  /** where this attempt's packs go, ending in '/' */
+  packPrefix: string;
+  parallelism: number;
+  compressionLevel: number;
+  /** the tenants to back up, chosen in the snapshot (the coordinator's transaction) */
+  select: (c: Client) => Promise<string[]>;
+  /** read as of this exported snapshot instead of a new one */
+  snapshot?: string;
+  changeLogBoundary?: { waitMs: number; publication: string };
+  onTable?: () => void;
+  signal?: AbortSignal;
+}
+
+export interface BatchExport extends Omit<SnapshotExport, 'tables'> {
+  /** per tenant, its tables in plan order, each a part of that table's pack */
+  tables: Map<string, TableExport[]>;
+  packs: { key: string; bytes: number; sha256: string }[];
+}
+
+/**
+ * One snapshot, one scan per table for every tenant of the batch over parallel connections
+ * (largest tables first), each scan split into the tenants' parts of one pack.
+ */
+export async function exportTenantBatch(opts: BatchExportOptions): Promise<BatchExport> {
+  const { plan } = opts;
+  const boundary = opts.changeLogBoundary ? await changeLogBoundary(opts.url, plan, opts.changeLogBoundary) : undefined;
+  const coordinator = await connect(opts.url, 'tenantsafe-batch');
+  const abort = () => coordinator.end().catch(() => undefined);
+  opts.signal?.addEventListener('abort', abort, { once: true });
+  try {
+    await beginSnapshotTransaction(coordinator);
+    const imported = opts.snapshot ?? boundary?.snapshot;
+    if (imported) await coordinator.query(`SET TRANSACTION SNAPSHOT '${imported}'`);
+    await boundary?.release();
+    const info = (await exportSnapshot(coordinator)).rows[0];
+    const origin = await snapshotOrigin(coordinator);
+    const tenantIds = await opts.select(coordinator);
+    const tables = new Map(tenantIds.map((t) => [t, new Array<TableExport>(plan.tables.length)]));
+    const packs: BatchExport['packs'] = [];
+    if (tenantIds.length > 0) {
+      const fields = new Map(tenantIds.map((t) => [copyTextField(t), t]));
+      const setup = async (c: Client) => {
+        await beginSnapshotTransaction(c);
+        await c.query(`SET TRANSACTION SNAPSHOT '${info.snapshot}'`);
+      };
+      const items = plan.tables.map((table, i) => ({ table, i }));
+      await inLanes(opts.url, 'tenantsafe-batch', items, { lanes: opts.parallelism, size: (x) => x.table.estimatedRows, setup, finish: (c) => c.query('COMMIT'), signal: opts.signal }, async (c, { table, i }) => {
+        const pack = new PackWriter(opts.store, opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'), opts.compressionLevel, opts.signal);
+        const grouped = table.estimatedRows > gatherRowsAtMost;
+        try {
+          await pipeline(c.query(copyTo(`COPY (${batchRowsQuery(plan, table, tenantIds, { grouped })}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped));
+        } catch (err) {
+          pack.abort(err as Error);
+          throw err;
+        }
+        const stored = await pack.finish(tenantIds);
+        packs.push(stored);
+        for (const [tenantId, part] of pack.parts) {
+          tables.get(tenantId)![i] = { table: table.key, objectKey: stored.key, packOffset: part.offset, bytes: part.bytes, sha256: part.sha256, rows: part.rows, rawBytes: part.rawBytes, rowChecksum: part.rowChecksum };
+        }
+        opts.onTable?.();
+      });
+    }
+    await coordinator.query('COMMIT');
+    return {
+      snapshotAt: info.at,
+      lsn: info.lsn,
+      ...(boundary ? { changeLogLsn: boundary.lsn } : {}),
+      origin,
+      serverVersion: info.version,
+      database: info.db,
+      tables,
+      packs: packs.sort((a, b) => a.key.localeCompare(b.key)),
+    };
+  } catch (err) {
+    if (opts.signal?.aborted) throw opts.signal.reason ?? err;
+    throw connectionError(opts.url, err);
+  } finally {
+    opts.signal?.removeEventListener('abort', abort);
+    await coordinator.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Tenants big enough to back up on their own (their own parallel export, not a batch's packs):
+ * those the statistics of the tables holding the tenant column estimate at `minRows` rows or
+ * more (pg_stats' most common values: a big tenant is among them). Cheap: no scan.
+ */
+export async function largeTenants(engine: Engine, minRows: number): Promise<string[]> {
+  const { config } = engine;
+  return withClient(engine.db, config.database.url, async (c) => {
+    const plan = await discoverTenancy(c, config.tenancy);
+    const direct = plan.tables.filter((t) => t.ownership.kind !== 'parent');
+    const r = await c.query<{ tenant: string; rows: number }>(
+      `SELECT v.tenant, sum(v.freq * greatest(cl.reltuples, 0))::float8 AS rows
+         FROM pg_stats s
+         JOIN pg_class cl ON cl.oid = format('%I.%I', s.schemaname, s.tablename)::regclass
+         CROSS JOIN LATERAL unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v(tenant, freq)
+        WHERE (s.schemaname, s.tablename, s.attname) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+        GROUP BY v.tenant`,
+      [direct.map((t) => t.schema), direct.map((t) => t.name), direct.map((t) => (t.ownership as { column: string }).column)],
+    );
+    return r.rows.filter((x) => x.rows >= minRows).map((x) => x.tenant).sort();
+  });
+}
+
+/**
+ * Deletes the packs no manifest references any more (retention, after it deleted backups): an
+ * attempt's packs (packs/<batchId>/<attempt>/) go together once none of them is referenced by a
+ * backup in the catalog nor, checked in storage before deleting, by a manifest of a tenant its
+ * index lists (a manifest the catalog has not indexed yet). Attempts younger than `olderThanMs`
+ * may still be writing and are left alone.
+ */
+export async function removeUnreferencedPacks(engine: Engine, opts: { olderThanMs: number; now: Date; dryRun: boolean }): Promise<string[]> {
+  const { store } = engine;
+  const referenced = await engine.catalog.referencedPacks();
+  const attempts = new Map<string, string[]>();
+  for await (const o of store.list(packsArea)) {
+    const m = /^(packs\/([^/]+)\/[^/]+\/)/.exec(o.key);
+    if (!m) continue;
+    const label = parseBackupLabel(m[2]);
+    if (!label || label.at.getTime() > opts.now.getTime() - opts.olderThanMs) continue;
+    attempts.set(m[1], [...(attempts.get(m[1]) ?? []), o.key]);
+  }
+  const removed: string[] = [];
+  for (const [dir, keys] of attempts) {
+    if (keys.some((k) => referenced.has(k))) continue;
+    if (keys.includes(dir + packIndexFile) && (await referencedInStorage(store, dir))) continue;
+    if (!opts.dryRun) await store.deletePrefix(dir);
+    removed.push(dir);
+  }
+  return removed;
+}
+
+/** Whether a manifest in storage of a tenant the attempt's index lists references one of its packs. */
+async function referencedInStorage(store: ObjectStore, dir: string): Promise<boolean> {
+  const index = parseSealedManifest<PackIndex>(await store.getBytes(dir + packIndexFile), dir + packIndexFile);
+  for (const t of index.tenants) {
+    const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
+    if (!(await store.stat(prefix + manifestFile))) continue;
+    const manifest = parseManifest(await store.getBytes(prefix + manifestFile), prefix + manifestFile);
+    if (manifest.tables.some((x) => x.object.packOffset !== undefined && x.object.key.startsWith(dir))) return true;
+  }
+  return false;
+}

@@ -1,0 +1,79 @@
+import { strict as assert } from 'node:assert';
+import type { ChildProcess } from 'node:child_process';
+import { batchPrefix } from '../lib/tenantBackup/batch';
+import { createStore } from '../lib/storage';
+import type { ObjectStore } from '../lib/storage/types';
+import { workflowIds, type TenantBackupsAllResult } from '../workflows/messages';
+import type { tenantBackupsAll } from '../workflows';
+import { digestOf, liveRows, readBackup } from './support/backups';
+import { freshDatabase, type TestDatabase } from './support/db';
+import { createTestEnv, type TestEnv } from './support/env';
+import { spawnWorkerProcess } from '../workers/process';
+
+describe('batched tenant backups when the worker is killed mid-batch', function () {
+  let db: TestDatabase;
+  let env: TestEnv;
+  let store: ObjectStore;
+  const workers: ChildProcess[] = [];
+  before(async function () {
+    this.timeout(300_000);
+    // enough rows that the batch's scans take a moment
+    db = await freshDatabase({ tenants: 300, rows: 400_000 });
+    env = await createTestEnv('local', { db });
+    store = createStore(env.config.storage.primary);
+  });
+  after(async () => {
+    workers.splice(0).forEach((w) => w.kill('SIGKILL'));
+    await env?.close();
+    await db?.drop();
+  });
+
+  it('completes the batch after the worker restarts: every tenant backed up once, no orphan pack', async function () {
+    this.timeout(300_000);
+    workers.push(await spawnWorkerProcess(env.configFile));
+    const handle = await env.temporal.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
+      taskQueue: env.config.temporal.taskQueue,
+      workflowId: workflowIds.tenantBackupsAll(),
+      args: [{ bigTenantRows: 10_000_000 }],
+    });
+    // killed once a first pack is stored and before any manifest
+    const deadline = Date.now() + 120_000;
+    let killedAt: string[] = [];
+    while (killedAt.length === 0) {
+      const keys: string[] = [];
+      for await (const o of store.list('packs/')) keys.push(o.key);
+      if (keys.some((k) => k.endsWith('index.json'))) throw new Error('the batch reached its manifests before the worker could be killed');
+      if (keys.some((k) => k.endsWith('.pack'))) {
+        workers[0].kill('SIGKILL');
+        killedAt = keys;
+      }
+      if (Date.now() > deadline) throw new Error('the batch never wrote a pack');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const batchId = killedAt[0].split('/')[1];
+    assert.ok(killedAt.every((k) => k.startsWith(`${batchPrefix(batchId)}1/`)), 'the first attempt wrote them');
+
+    workers.push(await spawnWorkerProcess(env.configFile));
+    const result: TenantBackupsAllResult = await handle.result();
+    assert.equal(result.succeeded, db.tenants.length);
+    assert.deepEqual(result.failed, []);
+    assert.ok(result.batch!.orphanPacksRemoved >= killedAt.length, `the first attempt's packs were removed (${result.batch!.orphanPacksRemoved})`);
+
+    const backups = (await env.engine.catalog.listBackups()).filter((b) => b.backupId.startsWith(batchId.slice(0, 16)));
+    assert.deepEqual(backups.map((b) => b.tenantId).sort(), db.tenants.map((t) => t.tenantId).sort(), 'every tenant once');
+    const referenced = new Set<string>();
+    for (const b of backups) {
+      const backup = await readBackup(store, b.tenantId, b.backupId);
+      for (const t of backup.manifest.tables) referenced.add(t.object.key);
+      if (['acme', 'globex', 't300'].includes(b.tenantId)) {
+        const live = await liveRows(env.config, b.tenantId);
+        for (const t of backup.manifest.tables) assert.equal(t.rowChecksum, digestOf(live.get(t.table)!), `${b.tenantId} ${t.table}`);
+      }
+    }
+    const stored: string[] = [];
+    for await (const o of store.list(batchPrefix(batchId))) stored.push(o.key);
+    const orphans = stored.filter((k) => !k.endsWith('index.json') && !referenced.has(k));
+    assert.deepEqual(orphans, [], 'every stored pack is referenced by a manifest');
+    assert.ok(stored.every((k) => !k.startsWith(`${batchPrefix(batchId)}1/`)), 'nothing of the killed attempt is left');
+  });
+});

@@ -1,0 +1,237 @@
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseConfig } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { backupLabel, restoreLabel } from '../lib/labels';
+import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
+import { connect } from '../lib/pg';
+import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
+import { batchBackupIds, batchPrefix, removeUnreferencedPacks, takeTenantBatch } from '../lib/tenantBackup/batch';
+import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
+import { takeTenantBackup } from '../lib/tenantBackup';
+import { damageTenant } from '../sample/damage';
+import { backUpNow, liveRows, readBackup, digestOf } from './support/backups';
+import { sealManifest, writeManifest } from '../lib/format/sealed';
+import { freshDatabase, type TestDatabase } from './support/db';
+import { checksumsOf } from './support/restore';
+import { createTestEnv, type TestEnv } from './support/env';
+
+describe('batched tenant backups', function () {
+  let db: TestDatabase;
+  let engine: Engine;
+  let dir: string;
+
+  before(async function () {
+    this.timeout(120_000);
+    db = await freshDatabase();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-batch-'));
+    engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } } }, { env: {}, source: 'test', baseDir: dir }));
+  });
+  after(async () => {
+    await engine?.close();
+    await db?.drop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const newBatchId = () => backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+
+  it('gives every tenant of a batch the backup a single-tenant backup of the same snapshot gives it, rows and checksums, in packs', async function () {
+    this.timeout(120_000);
+    const holder = await connect(db.url);
+    try {
+      await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      const snapshot = (await holder.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0].s;
+      // changes after the snapshot: neither backup may see them
+      await connect(db.url).then(async (c) => {
+        await damageTenant(c, 'globex');
+        await c.end();
+      });
+      const batchId = newBatchId();
+      const result = await takeTenantBatch(engine, { batchId, attempt: 1, skip: ['initech'], snapshot });
+      const tenants = db.tenants.map((t) => t.tenantId).filter((t) => t !== 'initech');
+      assert.equal(result.succeeded, tenants.length);
+      assert.deepEqual(result.failed, []);
+      const ids = batchBackupIds(batchId, tenants);
+      for (const tenantId of tenants) {
+        const batched = await readBackup(engine.store, tenantId, ids.get(tenantId)!);
+        const single = await takeTenantBackup(engine, { tenantId, backupId: backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex')), snapshot });
+        const alone = await readManifest(engine.store, single.prefix);
+        const m = batched.manifest;
+        assert.equal(m.formatVersion, 2);
+        assert.deepEqual(
+          m.tables.map((t) => [t.table, t.rows, t.rowChecksum, t.rawBytes]),
+          alone.tables.map((t) => [t.table, t.rows, t.rowChecksum, t.rawBytes]),
+          `${tenantId}: the batch's tables equal the single backup's`,
+        );
+        assert.equal(m.tenantChecksum, alone.tenantChecksum);
+        for (const t of m.tables) {
+          assert.ok(t.object.key.startsWith(batchPrefix(batchId)) && t.object.packOffset !== undefined, `${t.table} is a part of a pack`);
+          assert.equal(digestOf(batched.rows.get(t.table)!), t.rowChecksum);
+        }
+        assert.deepEqual(batched.keys, ['manifest.json'], 'the tenant prefix holds its manifest only');
+      }
+      assert.equal(fs.existsSync(path.join(dir, 'tenants', 'initech')), false, 'a skipped tenant is not backed up');
+      const recorded = await engine.catalog.listBackups({});
+      assert.deepEqual(recorded.filter((b) => b.backupId.startsWith(batchId.slice(0, 16))).map((b) => b.tenantId).sort(), [...tenants].sort());
+    } finally {
+      await holder.end();
+    }
+  });
+
+  it('restores a tenant from its parts of the packs alone, reading only its byte ranges', async function () {
+    this.timeout(120_000);
+    await restoresFromItsRanges(engine, db, 'acme');
+  });
+
+  it('verifies a pack part by its byte range, finds a flipped byte in it, and catalog rebuild indexes batched backups again', async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+    const tenants = db.tenants.map((t) => t.tenantId);
+    const backupId = batchBackupIds(batchId, tenants).get('globex')!;
+    const located = { backupId, kind: 'tenant' as const, prefix: tenantBackupPrefix('globex', backupId) };
+    const ok = await checkManifestAndObjects(engine.store, located);
+    assert.ok(ok.checks.length > 1 && ok.checks.every((c) => c.result === 'ok'), JSON.stringify(ok.checks));
+    assert.ok(ok.checks.some((c) => /^packs\/.*@\d+\+\d+$/.test(c.target)), 'a part is named by its pack and range');
+
+    const rebuilt = await engine.catalog.rebuild(engine.store);
+    assert.equal(rebuilt.invalid.length, 0, JSON.stringify(rebuilt.invalid));
+    assert.ok((await engine.catalog.getBackup(backupId)).tenantId === 'globex');
+
+    // a flipped byte inside globex's biggest part
+    const manifest = await readManifest(engine.store, located.prefix);
+    const part = [...manifest.tables].sort((a, b) => b.object.bytes - a.object.bytes)[0].object;
+    const file = path.join(dir, part.key);
+    const bytes = fs.readFileSync(file);
+    const original = bytes[part.packOffset! + 12];
+    bytes[part.packOffset! + 12] ^= 0xff;
+    fs.writeFileSync(file, bytes);
+    try {
+      const bad = await checkManifestAndObjects(engine.store, located);
+      assert.deepEqual(bad.checks.filter((c) => c.result !== 'ok').map((c) => c.result), ['checksum_mismatch']);
+    } finally {
+      bytes[part.packOffset! + 12] = original;
+      fs.writeFileSync(file, bytes);
+    }
+  });
+
+  it('retention deletes a pack only when no manifest references it any more', async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+    const ids = batchBackupIds(batchId, db.tenants.map((t) => t.tenantId));
+    const packDir = `${batchPrefix(batchId)}1/`;
+    const packsLeft = async () => {
+      let n = 0;
+      for await (const o of engine.store.list(packDir)) if (o.key.endsWith('.pack')) n++;
+      return n;
+    };
+    const later = new Date(Date.now() + 7 * 86_400_000);
+    const sweep = () => removeUnreferencedPacks(engine, { olderThanMs: 0, now: later, dryRun: false });
+    const packs = await packsLeft();
+    assert.ok(packs > 0);
+    const [first, ...rest] = [...ids.entries()];
+    // every backup of the batch but one gone: the packs stay for that one
+    for (const [tenantId, backupId] of rest) {
+      await engine.store.deletePrefix(tenantBackupPrefix(tenantId, backupId));
+      await engine.catalog.forgetBackup(backupId);
+    }
+    assert.deepEqual(await sweep(), []);
+    assert.equal(await packsLeft(), packs);
+    // a manifest the catalog does not know (yet) still holds them
+    await engine.catalog.forgetBackup(first[1]);
+    assert.deepEqual(await sweep(), []);
+    assert.equal(await packsLeft(), packs);
+    // the last one gone: so are the packs
+    await engine.store.deletePrefix(tenantBackupPrefix(first[0], first[1]));
+    assert.deepEqual(await sweep(), [packDir]);
+    assert.equal(await packsLeft(), 0);
+  });
+
+  it('still restores a backup of format version 1 (every table its own object)', async function () {
+    this.timeout(120_000);
+    const tenantId = 'umbrella';
+    const backupId = await backUpNow(engine, tenantId);
+    const prefix = tenantBackupPrefix(tenantId, backupId);
+    const { manifestChecksum: _, ...current } = await readManifest(engine.store, prefix);
+    const old = sealManifest({ ...current, formatVersion: 1 });
+    const sha256 = await writeManifest(engine.store, prefix, old);
+    await engine.catalog.recordBackup(await readManifest(engine.store, prefix), engine.store.uri, prefix, sha256);
+    assert.equal((await readManifest(engine.store, prefix)).formatVersion, 1);
+    const expected = checksumsOf((await readBackup(engine.store, tenantId, backupId)).rows);
+    await connect(db.url).then(async (c) => {
+      await damageTenant(c, tenantId);
+      await c.end();
+    });
+    const job = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      assert.equal((await verifyAppliedRestore(engine, job, true)).ok, true);
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+    assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected);
+  });
+});
+
+/** Backs up every tenant in a batch, damages `tenantId`, restores it from its batched backup: only its own byte ranges of the packs are read. */
+async function restoresFromItsRanges(engine: Engine, db: TestDatabase, tenantId: string): Promise<void> {
+  const batchId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+  await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+  const backupId = batchBackupIds(batchId, db.tenants.map((t) => t.tenantId)).get(tenantId)!;
+  const expected = checksumsOf((await readBackup(engine.store, tenantId, backupId)).rows);
+  await connect(db.url).then(async (c) => {
+    await damageTenant(c, tenantId);
+    await c.end();
+  });
+  assert.notDeepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected);
+
+  const store = engine.store;
+  const wholePacks: string[] = [];
+  const ranges: { key: string; offset: number; length: number }[] = [];
+  const get = store.get.bind(store);
+  const getRange = store.getRange.bind(store);
+  store.get = async (key) => {
+    if (key.startsWith('packs/')) wholePacks.push(key);
+    return get(key);
+  };
+  store.getRange = async (key, range) => {
+    ranges.push({ key, ...range });
+    return getRange(key, range);
+  };
+  const job = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+  try {
+    const preview = await previewRestore(engine, job);
+    await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+    const verified = await verifyAppliedRestore(engine, job, true);
+    assert.equal(verified.ok, true, JSON.stringify(verified.tables.filter((t) => !t.ok)));
+  } finally {
+    store.get = get;
+    store.getRange = getRange;
+    await dropRestoreScratch(engine, job.restoreId);
+  }
+  assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected, 'the tenant is its backup again');
+  assert.deepEqual(wholePacks, [], 'no pack was read whole');
+  const manifest = await readManifest(store, tenantBackupPrefix(tenantId, backupId));
+  const own = new Set(manifest.tables.map((t) => `${t.object.key}@${t.object.packOffset}+${t.object.bytes}`));
+  assert.ok(ranges.length > 0);
+  assert.deepEqual(ranges.filter((r) => !own.has(`${r.key}@${r.offset}+${r.length}`)), [], 'only its own ranges were read');
+}
+
+describe('batched tenant backups on GCS storage', function () {
+  let env: TestEnv;
+  before(async function () {
+    this.timeout(180_000);
+    env = await createTestEnv('gcs');
+  });
+  after(async () => env?.close());
+
+  it('restores a tenant from its parts of the packs with ranged GETs only', async function () {
+    this.timeout(120_000);
+    await restoresFromItsRanges(env.engine, env.db, 'globex');
+  });
+});
