@@ -5,9 +5,14 @@
 // rebuilt), switchover.md (planned, no loss, and the rebuild after it). After each: the writes
 // acknowledged through PgBouncer are all on the primary, which streams to a standby again.
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
+import { Registry } from 'prom-client';
+import { computeHealth } from '../lib/monitoring/health';
+import { HealthCache, registerHealthMetrics } from '../lib/monitoring/metrics';
 import { withConnection } from '../lib/pg';
+import { parseMetrics, sampleValue } from './support/prometheus';
 import { freePorts } from '../lib/process';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { databaseWorkflowIds } from '../workflows/messages';
@@ -58,7 +63,7 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
   });
 
   after(async function () {
-    this.timeout(120_000);
+    this.timeout(300_000);
     await writer?.stop();
     const scope = env && (await workflowScopes(env.engine).catch(() => null));
     if (scope) {
@@ -85,6 +90,28 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
     const lost = acknowledged.filter((id) => !present.has(id));
     assert.deepEqual(lost, [], `acknowledged ids missing on ${address}`);
   }
+
+  /**
+   * After a rebuild the standby catches up before it streams within maxLag; an operator runs
+   * `standby status` again until it does. Fails with the standby's server log when it never does.
+   */
+  async function streamsFrom(primary: string, standbyDataDir: string): Promise<void> {
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      const streaming = await withConnection(`postgres://postgres@${primary}/app`, async (c) =>
+        (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming' AND replay_lsn IS NOT NULL AND pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) < 1048576`)).rows[0].n,
+      ).catch(() => 0);
+      if (streaming > 0) return;
+      if (Date.now() > deadline) {
+        const log = fs.readFileSync(path.join(standbyDataDir, 'log', 'server.log'), 'utf8').split('\n').slice(-40).join('\n');
+        assert.fail(`the standby in ${standbyDataDir} does not stream from ${primary}:\n${log}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+  const afterRebuild = (primary: () => string, standbyDataDir: () => string) => async (o: StepOutput) => {
+    if (o.step.command.startsWith('tenantsafe standby rebuild')) await streamsFrom(primary(), standbyDataDir());
+  };
 
   const fill = {
     requester: () => 'alice',
@@ -118,6 +145,10 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
         'old-primary': () => primaryAddress(),
         'standby-dir': () => standbyDir(),
       },
+      after: async (o) => {
+        if (o.step.command.includes('--data-dir <old-primary-dir>')) await streamsFrom(standbyAddress(), source.cluster.dataDir);
+        if (o.step.command.includes('--data-dir <standby-dir>')) await streamsFrom(primaryAddress(), standbyDir());
+      },
     });
     assert.match(outputs[0].stdout, /is a standby of 127\.0\.0\.1:\d+ .*\(rewind/);
     assert.match(outputs[2].stdout, /Switchover \S+ of app: done/);
@@ -130,11 +161,19 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
     const outputs = await runRunbook('switchover', {
       configFile: env.configFile,
       fill: { ...fill, 'old-primary-dir': () => source.cluster.dataDir, 'new-primary': () => standbyAddress() },
+      after: afterRebuild(standbyAddress, () => source.cluster.dataDir),
     });
     assert.match(outputs[1].stdout, /data loss 0/);
     assert.match(outputs.at(-1)!.stdout, new RegExp(`roles: primary ${standbyAddress()}, standby ${primaryAddress()} streaming`));
     await acknowledgedAllOn(standbyAddress());
     const events = await env.engine.catalog.listDrEvents({ database: 'app' });
     assert.deepEqual(events.map((e) => `${e.kind}:${e.status}`).sort(), ['failover:done', 'switchover:done', 'switchover:done']);
+    // what they achieved, as Prometheus reads it
+    const registry = new Registry();
+    registerHealthMetrics(registry, new HealthCache(() => computeHealth(env.engine), 60_000));
+    const samples = parseMetrics(await registry.metrics());
+    const failoverRto = sampleValue(samples, 'tenantsafe_dr_failover_achieved_seconds', { database: 'app', kind: 'failover', objective: 'rto' });
+    assert.ok(failoverRto !== undefined && failoverRto > 0 && failoverRto <= 60, `failover RTO ${failoverRto}`);
+    assert.equal(sampleValue(samples, 'tenantsafe_dr_failover_met_targets', { database: 'app', kind: 'switchover' }), 1);
   });
 });

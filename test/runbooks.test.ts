@@ -3,6 +3,8 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import { damageTenant } from '../sample/damage';
+import { ensureSampleDatabase } from '../sample/generate';
+import { freePorts } from '../lib/process';
 import { liveRows } from './support/backups';
 import { adminUrl, databaseUrl, withDb } from './support/db';
 import { startFakeSupabase, type FakeSupabase } from './doubles/supabaseApi';
@@ -26,7 +28,7 @@ import { readOff, runbooksDir, runbookSteps, runRunbook } from './support/runboo
 
 describe('runbooks', function () {
   it('mark the commands an operator types, and every runbook the DR issue names has some', () => {
-    for (const name of ['tenant-restore-undo', 'wal-lost', 'supabase-project-loss']) {
+    for (const name of ['tenant-restore-undo', 'wal-lost', 'supabase-project-loss', 'secondary-storage', 'failover', 'failback', 'switchover']) {
       const steps = runbookSteps(name);
       assert.ok(steps.every((s) => s.command.startsWith('tenantsafe ') || s.command.startsWith('pg_') || s.command.startsWith('psql ')), `${name}: ${steps.map((s) => s.command).join('\n')}`);
     }
@@ -234,5 +236,69 @@ describe('runbooks', function () {
     });
 
     const tenantState = async (config: Parameters<typeof liveRows>[0]) => checksumsOf(await liveRows(config, tenantId));
+  });
+
+  describe('restore from the secondary storage location (secondary-storage.md)', function () {
+    const tenantId = 'acme';
+    let source: SourceCluster;
+    let env: TestEnv;
+    before(async function () {
+      this.timeout(180_000);
+      source = await startSourceCluster('scratch');
+      const { url } = await ensureSampleDatabase(source.cluster.url('postgres'), 'saas', { tenants: 4, rows: 4_000 });
+      env = await createTestEnv('local', {
+        db: { name: 'saas', url, tenants: [], drop: async () => undefined },
+        configure: (doc, dir) => {
+          doc.storage = { primary: { kind: 'local', path: path.join(dir, 'primary') }, secondary: { kind: 'local', path: path.join(dir, 'secondary') } };
+          doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
+          doc.verification = { scratchDir: source.dir };
+        },
+      });
+      await env.startWorker();
+    });
+    after(async function () {
+      this.timeout(60_000);
+      const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
+      await archiver?.cancel().catch(() => undefined);
+      await archiver?.result().catch(() => undefined);
+      await env?.close();
+      await source?.remove();
+    });
+
+    it('restores the whole database and a tenant with the primary location gone, then fills a new primary', async function () {
+      this.timeout(600_000);
+      const cli = async (...args: string[]) => {
+        const r = await runCli([...args, '--json'], { configFile: env.configFile });
+        assert.equal(r.code, 0, r.stderr);
+        return r.json();
+      };
+      await cli('full-backup', '--wait');
+      const { backupId } = await cli('backup', 'tenant', tenantId, '--wait');
+      const tenantAtBackup = checksumsOf(await liveRows(env.config, tenantId));
+      await withDb(env.db.url, (c) => damageTenant(c, tenantId));
+      // the primary location is lost
+      fs.rmSync(path.join(env.dir, 'primary'), { recursive: true, force: true });
+
+      const [port] = await freePorts('127.0.0.1', 1);
+      const outputs = await runRunbook('secondary-storage', {
+        configFile: env.configFile,
+        fill: {
+          'restore-dir': () => path.join(source.dir, 'from-secondary'),
+          port: () => String(port),
+          tenant: () => tenantId,
+          'backup-id': () => backupId,
+          requester: () => 'alice',
+          approver: () => 'bob',
+          'restore-id': (earlier) => readOff(earlier, /^Restore (\S+) of backup/m),
+          digest: (earlier) => readOff(earlier, /--digest ([0-9a-f]{64})/),
+        },
+      });
+      assert.match(outputs[2].stdout, /running on port \d+/);
+      const restored = await withConnection(`postgres://postgres@127.0.0.1:${port}/saas`, (c) => c.query<{ n: number }>(`SELECT count(*)::int AS n FROM app.tenants`));
+      assert.equal(restored.rows[0].n, 4, 'the restored cluster holds the database');
+      assert.deepEqual(checksumsOf(await liveRows(env.config, tenantId)), tenantAtBackup, 'the tenant is as its backup on the secondary');
+      assert.doesNotMatch(outputs.at(-1)!.stdout, /missed [1-9]/);
+      assert.ok(fs.existsSync(path.join(env.dir, 'primary', 'tenants', tenantId)), 'sync filled the new primary');
+    });
   });
 });

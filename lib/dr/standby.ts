@@ -630,6 +630,10 @@ async function rewind(primaryUrl: string, target: PrivateCluster, archive: Objec
       target.appendConfig({ restore_command: walServer.restoreCommand });
       args.push('--restore-target-wal');
     }
+    // A primary promoted moments ago still names its old timeline in pg_control until its first
+    // checkpoint: pg_rewind would then see one timeline and rewind nothing (PostgreSQL's docs ask
+    // for a CHECKPOINT on a recently promoted source).
+    await withConnection(primaryUrl, (c) => c.query('CHECKPOINT'));
     const source = toolConnection(primaryUrl, 'tenantsafe-rewind');
     const r = await runPgTool('pg_rewind', [...args, '--source-server', source.conninfo], { env: source.env });
     return r.code === 0 ? null : `pg_rewind failed: ${r.output.split('\n').slice(-3).join(' ')}`;

@@ -152,6 +152,9 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
   const drillSuccess = gauge('tenantsafe_dr_drill_last_success_timestamp_seconds', 'When the newest DR drill that passed its checks finished (absent: none yet).', ['database']);
   const drillMet = gauge('tenantsafe_dr_drill_met_targets', 'The newest finished DR drill: 1 passed within dr.targets, 0 failed or missed a target (absent: none yet).', ['database']);
   const drillAchieved = gauge('tenantsafe_dr_drill_achieved_seconds', 'What the newest finished DR drill achieved, by objective: rto (drill start to the restored cluster answering, checks passed), rpo (what a recovery then would have lost). Absent: not reached.', ['database', 'objective']);
+  const moveAchieved = gauge('tenantsafe_dr_failover_achieved_seconds', 'What the newest finished failover or switchover (kind) achieved, by objective: rto (primary lost, or clients paused, to the first write through the endpoint), rpo (commits lost). Absent: none, or not measured.', ['database', 'kind', 'objective']);
+  const moveMet = gauge('tenantsafe_dr_failover_met_targets', 'The newest finished failover or switchover (kind): 1 within dr.targets, 0 not (absent: none yet).', ['database', 'kind']);
+  const moveAt = gauge('tenantsafe_dr_failover_last_timestamp_seconds', 'When the newest finished failover or switchover (kind) finished.', ['database', 'kind']);
   const drTarget = gauge('tenantsafe_dr_target_seconds', 'The DR targets every drill and failover is judged against, by objective: rto, rpo (dr.targets).', ['database', 'objective']);
   const tStatus = gauge('tenantsafe_tenant_health_status', 'Per tenant (the monitoring.topTenants worst and monitoring.tenants): 0 ok, 1 warning, 2 critical.', ['database', 'tenant']);
   const tSuccess = gauge('tenantsafe_tenant_last_success_timestamp_seconds', "Per tenant (as above): its newest backup's snapshot time.", ['database', 'tenant']);
@@ -220,6 +223,14 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
       if (drill) set(drillMet, { database }, drill.metTargets ? 1 : 0);
       set(drillAchieved, { database, objective: 'rto' }, drill?.rtoMs === null || drill?.rtoMs === undefined ? null : drill.rtoMs / 1000);
       set(drillAchieved, { database, objective: 'rpo' }, drill?.rpoMs === null || drill?.rpoMs === undefined ? null : drill.rpoMs / 1000);
+      for (const kind of ['failover', 'switchover'] as const) {
+        const move = d.dr.recent.find((e) => e.kind === kind && e.status === 'done');
+        if (!move) continue;
+        set(moveAt, { database, kind }, seconds(move.finishedAt ?? undefined));
+        if (move.metTargets !== null) set(moveMet, { database, kind }, move.metTargets ? 1 : 0);
+        set(moveAchieved, { database, kind, objective: 'rto' }, move.rtoMs === null ? null : move.rtoMs / 1000);
+        set(moveAchieved, { database, kind, objective: 'rpo' }, move.rpoMs === null ? null : move.rpoMs / 1000);
+      }
       set(drTarget, { database, objective: 'rto' }, d.dr.targets.rtoSeconds);
       set(drTarget, { database, objective: 'rpo' }, d.dr.targets.rpoSeconds);
       set(approvals, { database }, d.approvals.count);
