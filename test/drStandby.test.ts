@@ -14,11 +14,10 @@ import { ErrorType, TenantsafeError } from '../lib/errors';
 import { withConnection } from '../lib/pg';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { freePorts } from '../lib/process';
-import { workflowScopes } from '../lib/databaseIdentity';
 import { spawnWorkerProcess } from '../workers/process';
 import type { standbyCreate } from '../workflows';
-import { databaseWorkflowIds, standbyWorkflowIds } from '../workflows/messages';
-import { startSourceCluster, type SourceCluster } from './support/cluster';
+import { standbyWorkflowIds } from '../workflows/messages';
+import { startSourceCluster, stopWalArchiver, type SourceCluster } from './support/cluster';
 import { adminUrl, databaseUrl } from './support/db';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 
@@ -49,15 +48,6 @@ async function inRecovery(url: string): Promise<boolean> {
 
 async function slotExists(url: string, slot: string): Promise<boolean> {
   return withConnection(url, async (c) => (await c.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [slot])).rowCount !== 0);
-}
-
-async function stopArchiver(env: TestEnv): Promise<void> {
-  // its id names the database (lib/databaseIdentity.ts), which the test may have stopped: then it stops by itself
-  const scope = await workflowScopes(env.engine).catch(() => null);
-  if (!scope) return;
-  const archiver = env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver(scope.walArchiver));
-  await archiver.cancel().catch(() => undefined);
-  await archiver.result().catch(() => undefined);
 }
 
 /**
@@ -111,7 +101,7 @@ describe('standby: create, status, synchronous mode, promote and failback rebuil
   });
 
   after(async () => {
-    if (env) await stopArchiver(env);
+    if (env) await stopWalArchiver(env);
     await env?.close();
     await source?.remove();
     await catalog?.drop();
@@ -150,7 +140,7 @@ describe('standby: create, status, synchronous mode, promote and failback rebuil
     }
 
     // the archiver stopped, the primary moves on: the archive cannot reach its position
-    await stopArchiver(env);
+    await stopWalArchiver(env);
     await insert(source.db.url, 'not archived', 10);
     await source.cluster.psql(`SELECT pg_switch_wal()`);
     const impatient = engineWith(env, (doc) => (doc.fullBackup = { ...doc.fullBackup, archiveWait: '1s' }));
@@ -238,7 +228,7 @@ describe('standby: create, status, synchronous mode, promote and failback rebuil
   let divergent: number[];
 
   it('promotes the standby: a new timeline from where it stopped replaying, writable; a second promotion only reads it', async () => {
-    await stopArchiver(env); // the archiver follows the configured primary; this test moves it by hand
+    await stopWalArchiver(env); // the archiver follows the configured primary; this test moves it by hand
     const last = await insert(source.db.url, 'last before the failover', 1);
     await eventually('the last row on the standby', async () => (await ids(standbyUrl)).includes(last[0]));
     const promoted = await promoteStandby(standbyUrl);
@@ -325,7 +315,7 @@ describe('standby create when the worker is killed mid-way', function () {
   });
 
   after(async () => {
-    if (env) await stopArchiver(env);
+    if (env) await stopWalArchiver(env);
     workers.forEach((w) => w.kill('SIGKILL'));
     await env?.close();
     await source?.remove();

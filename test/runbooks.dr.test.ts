@@ -14,9 +14,7 @@ import { HealthCache, registerHealthMetrics } from '../lib/monitoring/metrics';
 import { withConnection } from '../lib/pg';
 import { parseMetrics, sampleValue } from './support/prometheus';
 import { freePorts } from '../lib/process';
-import { workflowScopes } from '../lib/databaseIdentity';
-import { databaseWorkflowIds } from '../workflows/messages';
-import { startSourceCluster, type SourceCluster } from './support/cluster';
+import { physicalBackups, startSourceCluster, stopWalArchiver, type SourceCluster } from './support/cluster';
 import { adminUrl } from './support/db';
 import { startPgBouncer, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
 import { createTestEnv, type TestEnv } from './support/env';
@@ -45,8 +43,7 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
       db: source.db,
       configure: (doc, dir) => {
         doc.catalog = { url: adminUrl, schema };
-        doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
-        doc.verification = { scratchDir: source.dir };
+        physicalBackups(doc, dir, source);
         doc.dr = {
           targets: { rpo: '5s', rto: '60s' },
           standby: { dataDir: standbyDir(), host: '127.0.0.1', port: standbyPort, synchronous: true },
@@ -65,12 +62,7 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
   after(async function () {
     this.timeout(300_000);
     await writer?.stop();
-    const scope = env && (await workflowScopes(env.engine).catch(() => null));
-    if (scope) {
-      const archiver = env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver(scope.walArchiver));
-      await archiver.cancel().catch(() => undefined);
-      await archiver.result().catch(() => undefined);
-    }
+    if (env) await stopWalArchiver(env);
     await env?.close();
     await bouncer?.stop();
     await withConnection(adminUrl, (c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);
@@ -131,7 +123,8 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
     });
     const final = outputs.at(-1)!.stdout;
     assert.match(final, /: done/);
-    assert.match(final, /RTO \d+ ms, data loss 0 bytes.*targets met/);
+    // a commit the crash caught between the primary's WAL and the standby counts as lost WAL, though no client saw it acknowledged
+    assert.match(final, /RTO \d+ ms, data loss \d+ bytes.*targets met/);
     await acknowledgedAllOn(standbyAddress());
   });
 

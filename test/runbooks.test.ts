@@ -14,14 +14,12 @@ import { stringify } from 'yaml';
 import { testStack } from './support/stack';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import * as path from 'node:path';
-import { workflowScopes } from '../lib/databaseIdentity';
 import { segmentKeyPattern } from '../lib/format/walArchive';
 import { withConnection } from '../lib/pg';
 import { parseMicros } from '../lib/time';
 import { listWalArchive } from '../lib/wal/archive';
 import { segmentOfLsn } from '../lib/wal/names';
-import { databaseWorkflowIds } from '../workflows/messages';
-import { startSourceCluster, type SourceCluster } from './support/cluster';
+import { physicalBackups, startSourceCluster, stopWalArchiver, type SourceCluster } from './support/cluster';
 import { checksumsOf } from './support/restore';
 import { waitFor } from './support/wait';
 import { readOff, runbooksDir, runbookSteps, runRunbook } from './support/runbook';
@@ -96,17 +94,14 @@ describe('runbooks', function () {
       env = await createTestEnv('local', {
         db: source.db,
         configure: (doc, dir) => {
-          doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
-          doc.verification = { scratchDir: source.dir };
+          physicalBackups(doc, dir, source);
         },
       });
       await env.startWorker();
     });
     after(async function () {
       this.timeout(60_000);
-      const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
-      await archiver?.cancel().catch(() => undefined);
-      await archiver?.result().catch(() => undefined);
+      if (env) await stopWalArchiver(env);
       await env?.close();
       await source?.remove();
     });
@@ -250,17 +245,14 @@ describe('runbooks', function () {
         db: { name: 'saas', url, tenants: [], drop: async () => undefined },
         configure: (doc, dir) => {
           doc.storage = { primary: { kind: 'local', path: path.join(dir, 'primary') }, secondary: { kind: 'local', path: path.join(dir, 'secondary') } };
-          doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
-          doc.verification = { scratchDir: source.dir };
+          physicalBackups(doc, dir, source);
         },
       });
       await env.startWorker();
     });
     after(async function () {
       this.timeout(60_000);
-      const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
-      await archiver?.cancel().catch(() => undefined);
-      await archiver?.result().catch(() => undefined);
+      if (env) await stopWalArchiver(env);
       await env?.close();
       await source?.remove();
     });

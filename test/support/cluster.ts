@@ -4,7 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PrivateCluster } from '../../lib/postgres/cluster';
+import { workflowScopes } from '../../lib/databaseIdentity';
+import { databaseWorkflowIds } from '../../workflows/messages';
 import type { TestDatabase } from './db';
+import type { TestEnv } from './env';
 
 export interface SourceCluster {
   cluster: PrivateCluster;
@@ -32,4 +35,19 @@ export async function startSourceCluster(database = 'app', settings: Record<stri
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Full backups of a private cluster in a test config: WAL uploaded often, verification's and PITR's scratch beside the cluster. */
+export function physicalBackups(doc: Record<string, any>, dir: string, source: SourceCluster): void {
+  doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
+  doc.verification = { scratchDir: source.dir };
+}
+
+/** Stops the WAL archiver the first full backup started (its id names the database: when that is gone, it stopped by itself). */
+export async function stopWalArchiver(env: TestEnv): Promise<void> {
+  const scope = await workflowScopes(env.engine).catch(() => null);
+  if (!scope) return;
+  const archiver = env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver(scope.walArchiver));
+  await archiver.cancel().catch(() => undefined);
+  await archiver.result().catch(() => undefined);
 }
