@@ -12,7 +12,7 @@ import { withConnection } from '../lib/pg';
 import type { PrivateCluster } from '../lib/postgres/cluster';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { adminUrl } from './support/db';
-import { startPgBouncer, startTestStandby, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
+import { endDrWorkflows, startPgBouncer, startTestStandby, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
 import { createTestEnv, dbPassword, runCli, type TestEnv } from './support/env';
 
 interface Fixture {
@@ -62,6 +62,7 @@ async function drFixture(opts: { synchronous: boolean; approval: 'required' | 'a
     writer,
     async close() {
       await writer.stop();
+      await endDrWorkflows(env);
       await env.close();
       await bouncer.stop();
       await withConnection(adminUrl, (c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
@@ -105,7 +106,8 @@ describe('failover through PgBouncer under steady writes (synchronous standby, a
     assert.equal(out.state, 'awaiting-approval');
     assert.match(out.failoverId, /^\d{8}-\d{6}X-[0-9a-f]{6}$/);
     assert.ok(out.primaryLostAt);
-    assert.equal(out.lossEstimate.bytes, 0, 'a synchronous standby lacks nothing');
+    // a synchronous standby lacks at most the commit the crash caught waiting for it (never acknowledged: checked below)
+    assert.ok(out.lossEstimate.bytes < 8192, `a synchronous standby lacks ${out.lossEstimate.bytes} bytes`);
     failoverId = out.failoverId;
 
     const second = await runCli(['failover', '--reason', 'again', '--by', 'carol'], { configFile: f.env.configFile });

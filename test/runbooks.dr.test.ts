@@ -16,7 +16,7 @@ import { parseMetrics, sampleValue } from './support/prometheus';
 import { freePorts } from '../lib/process';
 import { physicalBackups, startSourceCluster, stopWalArchiver, type SourceCluster } from './support/cluster';
 import { adminUrl } from './support/db';
-import { startPgBouncer, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
+import { endDrWorkflows, startPgBouncer, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
 import { createTestEnv, type TestEnv } from './support/env';
 import { readOff, runRunbook, type StepOutput } from './support/runbook';
 
@@ -62,6 +62,7 @@ describe('disaster-recovery runbooks (failover.md, failback.md, switchover.md)',
   after(async function () {
     this.timeout(300_000);
     await writer?.stop();
+    if (env) await endDrWorkflows(env);
     if (env) await stopWalArchiver(env);
     await env?.close();
     await bouncer?.stop();

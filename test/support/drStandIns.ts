@@ -9,6 +9,8 @@ import { connect } from '../../lib/pg';
 import { PrivateCluster } from '../../lib/postgres/cluster';
 import { asRoot, chownToPostgres, runPgTool } from '../../lib/postgres/tools';
 import { freePorts } from '../../lib/process';
+import { drWorkflowIds } from '../../workflows/messages';
+import type { TestEnv } from './env';
 import { waitFor } from './wait';
 
 /**
@@ -146,4 +148,11 @@ export function startWriter(url: string, table = 'ids'): TestWriter {
       await loop;
     },
   };
+}
+
+/** Ends a failover or switchover a failed test left running: the next fixture's database has the same name, so the same workflow ids. */
+export async function endDrWorkflows(env: TestEnv, database = 'app'): Promise<void> {
+  for (const id of [drWorkflowIds.failover(database), drWorkflowIds.switchover(database)]) {
+    await env.temporal.workflow.getHandle(id).terminate('the test is over').catch(() => undefined);
+  }
 }
