@@ -73,6 +73,11 @@ export interface StandbyReport {
   tookMs: number;
 }
 
+/** What a build or a rebuild reports of the standby it left, and how long it took since `started`. */
+function standbyReport(standby: StandbyNode, synchronous: boolean, started: number, replayLsn: string | null, primaryLsn: string | null): StandbyReport {
+  return { dataDir: standby.dataDir, host: standby.host, port: standby.port, slot: standby.slot, synchronous, replayLsn, primaryLsn, tookMs: Date.now() - started };
+}
+
 export interface CreateStandbyResult extends StandbyReport {
   /** created: built now; rebuilt: a half-built directory was cleaned first; running / restarted: a standby built earlier, left as it is (started when it was stopped) */
   outcome: 'created' | 'rebuilt' | 'running' | 'restarted';
@@ -425,15 +430,8 @@ export async function createStandby(engine: Engine, opts: CreateStandbyOptions):
   const done = (outcome: CreateStandbyResult['outcome'], replayLsn: string | null, primaryLsn: string | null): CreateStandbyResult => ({
     outcome,
     backupId: outcome === 'created' || outcome === 'rebuilt' ? check.backupId : null,
-    dataDir: standby.dataDir,
-    host: standby.host,
-    port: standby.port,
-    slot: standby.slot,
-    synchronous: opts.synchronous,
-    replayLsn,
-    primaryLsn,
+    ...standbyReport(standby, opts.synchronous, started, replayLsn, primaryLsn),
     rewindable: check.primary.rewindable,
-    tookMs: Date.now() - started,
   });
 
   if (check.marker?.state === 'ready') {
@@ -657,14 +655,7 @@ export async function rebuildAsStandby(opts: RebuildOptions): Promise<RebuildRes
   const result = (path: RebuildResult['path'], reason: string | null, replayLsn: string | null, primaryLsn: string | null): RebuildResult => ({
     path,
     reason,
-    dataDir: standby.dataDir,
-    host: standby.host,
-    port: standby.port,
-    slot: standby.slot,
-    synchronous: opts.synchronous,
-    replayLsn,
-    primaryLsn,
-    tookMs: Date.now() - started,
+    ...standbyReport(standby, opts.synchronous, started, replayLsn, primaryLsn),
   });
 
   let reason: string | null = null;
