@@ -6,7 +6,7 @@ import { ErrorType, TenantsafeError } from './errors';
 import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManifest } from './format/fullManifest';
 import { parseBackupLabel } from './labels';
 import { formatMicros, parseMicros } from './time';
-import { parseManifest, type TenantManifest } from './format/tenantManifest';
+import { catalogManifestOf, parseManifest, type BatchSharedCache, type TenantManifest } from './format/tenantManifest';
 import { changeLogPrefix, changeLogStream, type ChangeLogGap, type ChangeLogStart, type ChangeSegmentManifest } from './format/changeLog';
 import { manifestFile, parseSealedManifest } from './format/sealed';
 import { microsText, quoteIdent, withClient } from './pg';
@@ -70,6 +70,9 @@ export interface RunRecord {
 const withMicros = (...columns: string[]) => `*, ${columns.map((c) => `${microsText(c)} AS ${c}_us`).join(', ')}`;
 const backupColumns = withMicros('snapshot_at', 'started_at', 'finished_at');
 const fullBackupColumns = withMicros('consistent_at', 'started_at', 'finished_at');
+
+/** tenant backups indexed by one INSERT (a rebuild or a batch indexes thousands) */
+export const backupsPerStatement = 1000;
 
 /** Ordered migrations; append only. */
 const migrations: ((s: string) => string)[] = [
@@ -508,37 +511,32 @@ export class Catalog {
 
   /** Idempotent: recording the same backup twice leaves one row. */
   async recordBackup(manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
-    return this.run((c) => this.insertBackup(c, manifest, storageUri, prefix, manifestSha256));
+    const [rec] = await this.run((c) => this.insertBackups(c, [{ manifest, storageUri, prefix, manifestSha256 }]));
+    return rec;
   }
 
-  /** Indexes many tenant backups in one transaction (a batch's: one commit, not one per tenant). */
+  /** Indexes many tenant backups in one statement (a batch's: one commit, not one per tenant). */
   async recordBackups(backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<void> {
-    await this.run(async (c) => {
-      await c.query('BEGIN');
-      try {
-        for (const b of backups) await this.insertBackup(c, b.manifest, b.storageUri, b.prefix, b.manifestSha256);
-        await c.query('COMMIT');
-      } catch (err) {
-        await c.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      }
-    });
+    if (backups.length > 0) await this.run((c) => this.insertBackups(c, backups));
   }
 
-  private async insertBackup(c: PoolClient, manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
-    const rec = backupRecordOf(manifest, storageUri, prefix, manifestSha256);
+  private async insertBackups(c: PoolClient, backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<BackupRecord[]> {
+    const recs = backups.map((b) => backupRecordOf(b.manifest, b.storageUri, b.prefix, b.manifestSha256));
+    const column = <K extends keyof BackupRecord>(k: K) => recs.map((r) => r[k]);
     await c.query(
       `INSERT INTO ${this.s}.backups (backup_id, kind, tenant_id, database, storage_uri, prefix, manifest_sha256, rows, bytes,
                                       snapshot_at, lsn, tenant_checksum, schema_fingerprint, started_at, finished_at, manifest)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[],
+                            $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::jsonb[])
        ON CONFLICT (backup_id) DO UPDATE SET storage_uri = EXCLUDED.storage_uri, prefix = EXCLUDED.prefix,
          manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest`,
       [
-        rec.backupId, rec.kind, rec.tenantId, rec.database, rec.storageUri, rec.prefix, rec.manifestSha256, rec.rows, rec.bytes,
-        rec.snapshotAt, rec.lsn, rec.tenantChecksum, rec.schemaFingerprint, rec.startedAt, rec.finishedAt, JSON.stringify(manifest),
+        column('backupId'), column('kind'), column('tenantId'), column('database'), column('storageUri'), column('prefix'), column('manifestSha256'), column('rows'), column('bytes'),
+        column('snapshotAt'), column('lsn'), column('tenantChecksum'), column('schemaFingerprint'), column('startedAt'), column('finishedAt'),
+        backups.map((b) => JSON.stringify(catalogManifestOf(b.manifest))),
       ],
     );
-    return rec;
+    return recs;
   }
 
   async listBackups(filter: { tenantId?: string } = {}): Promise<BackupRecord[]> {
@@ -892,12 +890,18 @@ export class Catalog {
     return fullRowToRecord(r.rows[0]);
   }
 
-  /** The pack objects the indexed tenant backups' manifests reference (parts of packs: docs/format.md, "Packs"). */
+  /**
+   * The objects of batch attempts the indexed tenant backups reference (docs/format.md, "Packs"):
+   * format 2, the packs their tables' parts are in; format 3, their batch's shared description
+   * (in the same attempt's folder as its packs).
+   */
   async referencedPacks(): Promise<Set<string>> {
     const r = await this.run((c) =>
       c.query<{ key: string }>(
         `SELECT DISTINCT t->'object'->>'key' AS key FROM ${this.s}.backups b, jsonb_array_elements(b.manifest->'tables') t
-          WHERE b.manifest->>'formatVersion' = '2' AND t->'object' ? 'packOffset'`,
+          WHERE b.manifest->>'formatVersion' = '2' AND t->'object' ? 'packOffset'
+         UNION
+         SELECT DISTINCT manifest->'batch'->>'key' FROM ${this.s}.backups WHERE manifest ? 'batch'`,
       ),
     );
     return new Set(r.rows.map((x) => x.key));
@@ -1058,9 +1062,11 @@ export class Catalog {
   }
 
   async rebuild(store: ObjectStore): Promise<RebuildOutcome> {
-    const { found, invalid } = await readManifests(store, 'tenants/', parseManifest);
+    const shared: BatchSharedCache = new Map();
+    const { found, invalid } = await readManifests(store, 'tenants/', (body, key) => parseManifest(body, key, store, shared));
     const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
-    for (const { manifest, prefix, sha256 } of found.values()) await this.recordBackup(manifest, store.uri, prefix, sha256);
+    const backups = [...found.values()].map(({ manifest, prefix, sha256 }) => ({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256 }));
+    for (let i = 0; i < backups.length; i += backupsPerStatement) await this.recordBackups(backups.slice(i, i + backupsPerStatement));
     const removed = [...existing].filter((id) => !found.has(id));
     if (removed.length) await this.run((c) => c.query(`DELETE FROM ${this.s}.backups WHERE backup_id = ANY($1)`, [removed]));
     return { indexed: found.size, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };
@@ -1145,7 +1151,7 @@ export interface RebuildOutcome {
 async function readManifests<T extends { backupId: string }>(
   store: ObjectStore,
   area: string,
-  parse: (body: Buffer, key: string) => T,
+  parse: (body: Buffer, key: string, store: ObjectStore) => T | Promise<T>,
 ): Promise<{ found: Map<string, { manifest: T; prefix: string; sha256: string }>; invalid: { key: string; error: string }[] }> {
   const found = new Map<string, { manifest: T; prefix: string; sha256: string }>();
   const invalid: { key: string; error: string }[] = [];
@@ -1153,7 +1159,7 @@ async function readManifests<T extends { backupId: string }>(
     if (!obj.key.endsWith('/' + manifestFile)) continue;
     try {
       const body = await store.getBytes(obj.key);
-      const manifest = parse(body, obj.key);
+      const manifest = await parse(body, obj.key, store);
       found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
     } catch (err) {
       invalid.push({ key: obj.key, error: (err as Error).message });

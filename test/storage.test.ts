@@ -258,6 +258,19 @@ for (const driver of [local, gcs, replicated]) {
       assert.deepEqual(await keysOf(store, ''), []);
     });
 
+    it('writes many small objects at once (putMany): each visible whole, sizes and sha256 as put gives them', async () => {
+      const objects = Array.from({ length: 40 }, (_, i) => ({ key: `tenants/t${i}/b1/manifest.json`, body: Buffer.from(`{"tenant":${i}}\n`.repeat(i + 1)), contentType: 'application/json' }));
+      const stored = await store.putMany([...objects, { key: 'tenants/t0/b1/manifest.json', body: Buffer.from('overwritten') }]);
+      assert.equal(stored.length, objects.length + 1);
+      for (const [i, o] of objects.entries()) {
+        assert.deepEqual(stored[i], { key: o.key, bytes: o.body.length, sha256: createHash('sha256').update(o.body).digest('hex') });
+        if (i > 0) assert.deepEqual(await store.getBytes(o.key), o.body);
+      }
+      assert.equal((await store.getBytes('tenants/t0/b1/manifest.json')).toString(), 'overwritten');
+      assert.equal((await keysOf(store, 'tenants/')).length, objects.length);
+      assert.deepEqual(await store.putMany([]), []);
+    });
+
     it('probes a writable store without leaving anything behind', async () => {
       await store.probe();
       await store.probe();
@@ -270,6 +283,7 @@ for (const driver of [local, gcs, replicated]) {
         assert.match(err.message, /HINT: \S/);
         await rejectsWith(bad.put('k', Buffer.from('x')), ErrorType.StorageUnwritable);
         await rejectsWith(bad.put('k', generated(MiB).stream), ErrorType.StorageUnwritable);
+        await rejectsWith(bad.putMany([{ key: 'a/manifest.json', body: Buffer.from('x') }, { key: 'b/manifest.json', body: Buffer.from('y') }]), ErrorType.StorageUnwritable);
       }
     });
   });
@@ -315,6 +329,33 @@ describe('local storage', () => {
     const abort = new AbortController();
     await assert.rejects(store.put('x/z', generated(4 * MiB, { onChunk: (n) => n > MiB && abort.abort() }).stream, { signal: abort.signal }), { name: 'AbortError' });
     assert.deepEqual(filesUnder(root), []);
+  });
+
+  it('makes nothing of a putMany visible, and leaves no partial file, when one of its objects cannot be written', async () => {
+    const root = path.join(dir, 'many');
+    const store = createStore({ kind: 'local', path: root });
+    await store.put('blocked', Buffer.from('a file where a directory must be'));
+    const objects = ['a/manifest.json', 'blocked/manifest.json', 'c/manifest.json'].map((key) => ({ key, body: Buffer.from(key) }));
+    const err = await rejectsWith(store.putMany(objects), ErrorType.StorageUnwritable);
+    assert.match(err.message, /blocked/);
+    assert.deepEqual(await keysOf(store, ''), ['blocked']);
+    assert.deepEqual(filesUnder(root).filter((f) => f.includes('.partial-')), []);
+  });
+
+  it('copies a putMany to the secondary, holding manifests back while the secondary is behind (replicated)', async () => {
+    const primary = createStore({ kind: 'local', path: path.join(dir, 'rp') });
+    const secondaryRoot = path.join(dir, 'rs');
+    fs.writeFileSync(secondaryRoot, 'not a directory: the secondary is down');
+    const store = new ReplicatedStore(primary, createStore({ kind: 'local', path: secondaryRoot }), () => undefined);
+    const objects = (n: number) => [{ key: `packs/b${n}/shared.json`, body: Buffer.from(`s${n}`) }, { key: `tenants/t/b${n}/manifest.json`, body: Buffer.from(`m${n}`) }];
+    await store.putMany(objects(1));
+    assert.deepEqual(await keysOf(primary, 'tenants/'), ['tenants/t/b1/manifest.json'], 'the primary has it all');
+    assert.deepEqual((await store.lagMarkers('secondary')).length, 2, 'both missed copies are recorded');
+    fs.rmSync(secondaryRoot);
+    await store.putMany(objects(2));
+    assert.deepEqual(await keysOf(store.secondary, 'packs/'), ['packs/b2/shared.json'], 'objects are copied once the secondary is back');
+    assert.deepEqual(await keysOf(store.secondary, 'tenants/'), [], 'a manifest is held back while the secondary misses objects');
+    assert.equal((await store.lagMarkers('secondary')).length, 3);
   });
 
   it('creates a missing root directory on probe and names the path when it cannot', async () => {

@@ -65,6 +65,7 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
     for (const b of backups) {
       const backup = await readBackup(store, b.tenantId, b.backupId);
       for (const t of backup.manifest.tables) referenced.add(t.object.key);
+      if (backup.manifest.batch) referenced.add(backup.manifest.batch.key);
       if (['acme', 'globex', 't300'].includes(b.tenantId)) {
         const live = await liveRows(env.config, b.tenantId);
         for (const t of backup.manifest.tables) assert.equal(t.rowChecksum, digestOf(live.get(t.table)!), `${b.tenantId} ${t.table}`);
@@ -73,7 +74,7 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
     const stored: string[] = [];
     for await (const o of store.list(batchPrefix(batchId))) stored.push(o.key);
     const orphans = stored.filter((k) => !k.endsWith('index.json') && !referenced.has(k));
-    assert.deepEqual(orphans, [], 'every stored pack is referenced by a manifest');
+    assert.deepEqual(orphans, [], 'every stored pack (and the shared description) is referenced by a manifest');
     assert.ok(stored.every((k) => !k.startsWith(`${batchPrefix(batchId)}1/`)), 'nothing of the killed attempt is left');
   });
 });

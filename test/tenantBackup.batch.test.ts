@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,6 +9,7 @@ import { Engine } from '../lib/engine';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { connect } from '../lib/pg';
+import { ErrorType, type TenantsafeError } from '../lib/errors';
 import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
 import { batchBackupIds, batchPrefix, removeUnreferencedPacks, takeTenantBatch } from '../lib/tenantBackup/batch';
 import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
@@ -60,7 +62,10 @@ describe('batched tenant backups', function () {
         const single = await takeTenantBackup(engine, { tenantId, backupId: backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex')), snapshot });
         const alone = await readManifest(engine.store, single.prefix);
         const m = batched.manifest;
-        assert.equal(m.formatVersion, 2);
+        assert.equal(m.formatVersion, 3);
+        assert.equal(m.batch?.key, `${batchPrefix(batchId)}1/shared.json`);
+        const stored = gunzipSync(fs.readFileSync(path.join(dir, tenantBackupPrefix(tenantId, ids.get(tenantId)!), 'manifest.json'))).toString();
+        assert.ok(!stored.includes('"columns"') && !stored.includes('"ownership"'), 'the stored manifest names what the batch shares instead of repeating it');
         assert.deepEqual(
           m.tables.map((t) => [t.table, t.rows, t.rowChecksum, t.rawBytes]),
           alone.tables.map((t) => [t.table, t.rows, t.rowChecksum, t.rawBytes]),
@@ -116,6 +121,20 @@ describe('batched tenant backups', function () {
       bytes[part.packOffset! + 12] = original;
       fs.writeFileSync(file, bytes);
     }
+
+    // the batch's shared description altered: every manifest of the batch says so, naming it
+    const sharedFile = path.join(dir, manifest.batch!.key);
+    const sharedBytes = fs.readFileSync(sharedFile);
+    fs.writeFileSync(sharedFile, Buffer.concat([sharedBytes, Buffer.from(' ')]));
+    try {
+      await assert.rejects(readManifest(engine.store, located.prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && err.message.includes('shared.json'));
+      const bad = await checkManifestAndObjects(engine.store, located);
+      assert.deepEqual(bad.checks.map((c) => c.result), ['checksum_mismatch'], JSON.stringify(bad.checks));
+      fs.rmSync(sharedFile);
+      await assert.rejects(readManifest(engine.store, located.prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /shared\.json, which is missing/.test(err.message));
+    } finally {
+      fs.writeFileSync(sharedFile, sharedBytes);
+    }
   });
 
   it('retention deletes a pack only when no manifest references it any more', async function () {
@@ -153,14 +172,25 @@ describe('batched tenant backups', function () {
 
   it('still restores a backup of format version 1 (every table its own object)', async function () {
     this.timeout(120_000);
-    const tenantId = 'umbrella';
-    const backupId = await backUpNow(engine, tenantId);
+    await restoresRewrittenAs(1, 'umbrella', await backUpNow(engine, 'umbrella'));
+  });
+
+  it('still restores a batched backup of format version 2 (its manifest repeating every table, no shared description)', async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+    await restoresRewrittenAs(2, 'initech', batchBackupIds(batchId, db.tenants.map((t) => t.tenantId)).get('initech')!);
+  });
+
+  /** Rewrites a backup's manifest as an older format writes it, then damages the tenant and restores it from that backup. */
+  async function restoresRewrittenAs(formatVersion: number, tenantId: string, backupId: string): Promise<void> {
     const prefix = tenantBackupPrefix(tenantId, backupId);
-    const { manifestChecksum: _, ...current } = await readManifest(engine.store, prefix);
-    const old = sealManifest({ ...current, formatVersion: 1 });
-    const sha256 = await writeManifest(engine.store, prefix, old);
+    const { manifestChecksum: _, batch: __, ...current } = await readManifest(engine.store, prefix);
+    const sha256 = await writeManifest(engine.store, prefix, sealManifest({ ...current, formatVersion }));
     await engine.catalog.recordBackup(await readManifest(engine.store, prefix), engine.store.uri, prefix, sha256);
-    assert.equal((await readManifest(engine.store, prefix)).formatVersion, 1);
+    const old = await readManifest(engine.store, prefix);
+    assert.equal(old.formatVersion, formatVersion);
+    assert.equal(old.batch, undefined);
     const expected = checksumsOf((await readBackup(engine.store, tenantId, backupId)).rows);
     await connect(db.url).then(async (c) => {
       await damageTenant(c, tenantId);
@@ -175,7 +205,7 @@ describe('batched tenant backups', function () {
       await dropRestoreScratch(engine, job.restoreId);
     }
     assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected);
-  });
+  }
 });
 
 /** Backs up every tenant in a batch, damages `tenantId`, restores it from its batched backup: only its own byte ranges of the packs are read. */

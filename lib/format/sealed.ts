@@ -16,16 +16,20 @@ export function sealManifest<const T extends { formatVersion: number }>(m: T): T
   return { ...m, manifestChecksum: sha256Hex(canonicalJson(m)) };
 }
 
-/**
- * Writes the manifest last and atomically; returns its sha256. `compact`: gzip of the JSON without
- * indentation (a batch writes one per tenant, where the manifest can outweigh the tenant's data;
- * readers tell by the gzip magic bytes).
- */
-export async function writeManifest(store: ObjectStore, prefix: string, manifest: { manifestChecksum: string }, opts: { compact?: boolean } = {}): Promise<string> {
-  const json = Buffer.from(JSON.stringify(manifest, null, opts.compact ? undefined : 2) + '\n');
-  const body = opts.compact ? gzipSync(json, { windowBits: 14, memLevel: 6 }) : json;
+/** Writes the manifest last and atomically; returns its sha256. */
+export async function writeManifest(store: ObjectStore, prefix: string, manifest: { manifestChecksum: string }): Promise<string> {
+  const body = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
   const put = await store.put(prefix + manifestFile, body, { contentType: 'application/json' });
   return put.sha256;
+}
+
+/**
+ * A manifest's bytes as a batch stores them: gzip of its JSON without indentation (a batch writes
+ * one per tenant, where the manifest can outweigh the tenant's data; readers tell by the gzip
+ * magic bytes).
+ */
+export function compactManifest(manifest: { manifestChecksum: string }): Buffer {
+  return gzipSync(Buffer.from(JSON.stringify(manifest) + '\n'), { windowBits: 14, memLevel: 6 });
 }
 
 const isGzip = (b: Buffer) => b.length > 2 && b[0] === 0x1f && b[1] === 0x8b;

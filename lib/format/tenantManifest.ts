@@ -1,15 +1,23 @@
 // The tenant backup manifest (docs/format.md, "Tenant backups"): sealed like every manifest of
 // ours (sealed.ts), under tenants/<tenant>/<backupId>/.
 import type { Readable } from 'node:stream';
+import { sha256Hex } from '../checksum';
+import { ErrorType, TenantsafeError } from '../errors';
 import type { ByteRange, ObjectStore } from '../storage/types';
 import { manifestFile, manifestFormatVersion, parseSealedManifest } from './sealed';
 
 /**
- * 2: a table's data may be a part of a shared pack (ManifestObject.packOffset). Readers read 1
- * (every table its own object) and 2.
+ * 2: a table's data may be a part of a shared pack (ManifestObject.packOffset). A backup of its
+ * own writes 2.
  */
 export const tenantManifestFormatVersion = 2;
-const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion];
+/**
+ * 3: a tenant of a batch; its manifest holds only its own parts and names the batch's shared
+ * description (tables, columns, snapshot, tenancy) instead of repeating it (docs/format.md,
+ * "Batches"). Readers read 1, 2 and 3.
+ */
+export const batchedManifestFormatVersion = 3;
+const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion, batchedManifestFormatVersion];
 
 /** A table's data: gzip of its COPY text, `bytes` long with this sha256. */
 export interface ManifestObject {
@@ -92,6 +100,8 @@ export interface ManifestTable {
 
 export interface TenantManifest {
   formatVersion: number;
+  /** format 3: the batch's shared description this manifest was completed from (the rest as in format 2) */
+  batch?: BatchReference;
   kind: 'tenant';
   backupId: string;
   tenantId: string;
@@ -118,17 +128,140 @@ export interface TenantManifest {
   manifestChecksum: string;
 }
 
+/** Names a batch's shared description: its key from the store's root and the sha256 of its bytes. */
+export interface BatchReference {
+  key: string;
+  sha256: string;
+}
+
+/** What every tenant of one batch attempt shares, written once before their manifests. */
+export interface TenantBatchShared {
+  formatVersion: number;
+  kind: 'tenantBatch';
+  batchId: string;
+  attempt: number;
+  database: string;
+  serverVersion: string;
+  snapshot: TenantManifest['snapshot'];
+  startedAt: string;
+  tenancy: TenantManifest['tenancy'];
+  data: TenantManifest['data'];
+  /** in plan order, each with the key of the pack holding its parts */
+  tables: (Omit<ManifestTable, 'object' | 'rows' | 'rawBytes' | 'rowChecksum'> & { pack: string })[];
+  manifestChecksum: string;
+}
+
+/** A tenant's part of one table's pack. */
+export interface BatchedPart {
+  offset: number;
+  bytes: number;
+  sha256: string;
+  rows: number;
+  rawBytes: number;
+  rowChecksum: string;
+}
+
+/** A batched tenant's manifest as stored (format 3): its parts, one per table of the batch, in the batch's order. */
+export interface StoredBatchedManifest {
+  formatVersion: number;
+  kind: 'tenant';
+  backupId: string;
+  tenantId: string;
+  batch: BatchReference;
+  finishedAt: string;
+  parts: BatchedPart[];
+  totals: TenantManifest['totals'];
+  tenantChecksum: string;
+  manifestChecksum: string;
+}
+
+/** A batched tenant's manifest with what its batch shares filled in: the same shape as format 2's. */
+export function completeBatchedManifest(m: StoredBatchedManifest, shared: TenantBatchShared, key: string): TenantManifest {
+  if (m.parts.length !== shared.tables.length) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} has ${m.parts.length} parts; its batch ${m.batch.key} has ${shared.tables.length} tables.`, 'The backup cannot be trusted; use another backup.');
+  }
+  return {
+    formatVersion: m.formatVersion,
+    batch: m.batch,
+    kind: 'tenant',
+    backupId: m.backupId,
+    tenantId: m.tenantId,
+    database: shared.database,
+    serverVersion: shared.serverVersion,
+    snapshot: shared.snapshot,
+    startedAt: shared.startedAt,
+    finishedAt: m.finishedAt,
+    tenancy: shared.tenancy,
+    data: shared.data,
+    tables: shared.tables.map((t, i) => {
+      const p = m.parts[i];
+      return {
+        table: t.table,
+        schema: t.schema,
+        name: t.name,
+        columns: t.columns,
+        copyColumns: t.copyColumns,
+        primaryKey: t.primaryKey,
+        ownership: t.ownership,
+        object: { key: t.pack, bytes: p.bytes, sha256: p.sha256, packOffset: p.offset },
+        rows: p.rows,
+        rawBytes: p.rawBytes,
+        rowChecksum: p.rowChecksum,
+      };
+    }),
+    totals: m.totals,
+    tenantChecksum: m.tenantChecksum,
+    manifestChecksum: m.manifestChecksum,
+  };
+}
+
+/**
+ * What the catalog keeps of a manifest (its `manifest` column): all of it, but of a batched one
+ * only what is the tenant's own plus the snapshot it queries (the rest is its batch's).
+ */
+export function catalogManifestOf(m: TenantManifest): object {
+  if (!m.batch) return m;
+  const { formatVersion, kind, backupId, tenantId, batch, snapshot, finishedAt, totals, tenantChecksum, manifestChecksum } = m;
+  return { formatVersion, kind, backupId, tenantId, batch, snapshot, finishedAt, totals, tenantChecksum, manifestChecksum };
+}
+
+/** Shared descriptions already read and checked, by sha256 (a rebuild reads a batch's many manifests). */
+export type BatchSharedCache = Map<string, TenantBatchShared>;
+
+async function readBatchShared(store: ObjectStore, ref: BatchReference, manifestKey: string, cache?: BatchSharedCache): Promise<TenantBatchShared> {
+  const known = cache?.get(ref.sha256);
+  if (known) return known;
+  let body: Buffer;
+  try {
+    body = await store.getBytes(ref.key);
+  } catch (err) {
+    if (!(err instanceof TenantsafeError) || err.type !== ErrorType.ObjectMissing) throw err;
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${manifestKey} names its batch's description ${ref.key}, which is missing.`, 'The backup cannot be restored; use another backup. `tenantsafe verify` lists every backup of that batch.');
+  }
+  if (sha256Hex(body) !== ref.sha256) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `The batch description ${ref.key} does not match the sha256 its manifest ${manifestKey} records: it was altered or damaged.`, 'The backup cannot be trusted; use another backup.');
+  }
+  const shared = parseSealedManifest<TenantBatchShared>(body, ref.key, [batchedManifestFormatVersion]);
+  cache?.set(ref.sha256, shared);
+  return shared;
+}
+
 /** tenants/<tenant>/<backupId>/: the tenant id is URI-encoded so any id is one path segment. */
 export function tenantBackupPrefix(tenantId: string, backupId: string): string {
   return `tenants/${encodeURIComponent(tenantId)}/${backupId}/`;
 }
 
-/** Parses and checks a tenant backup manifest; throws CorruptBackup or UnsupportedFormat naming the key. */
-export function parseManifest(body: Buffer, key: string): TenantManifest {
-  return parseSealedManifest<TenantManifest>(body, key, readableVersions);
+/**
+ * Parses and checks a tenant backup manifest, a batched one completed from its batch's shared
+ * description (read from `store`, its sha256 checked, or taken from `cache`); throws
+ * CorruptBackup or UnsupportedFormat naming the key.
+ */
+export async function parseManifest(body: Buffer, key: string, store: ObjectStore, cache?: BatchSharedCache): Promise<TenantManifest> {
+  const m = parseSealedManifest<TenantManifest | StoredBatchedManifest>(body, key, readableVersions);
+  return 'parts' in m ? completeBatchedManifest(m, await readBatchShared(store, m.batch, key, cache), key) : m;
 }
 
 export async function readManifest(store: ObjectStore, prefix: string): Promise<TenantManifest> {
   const key = prefix + manifestFile;
-  return parseManifest(await store.getBytes(key), key);
+  return parseManifest(await store.getBytes(key), key, store);
 }

@@ -50,7 +50,7 @@ async function manifestOf(engine: Engine, backup: BackupRecord): Promise<TenantM
   if (sha256Hex(body) !== backup.manifestSha256) {
     throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} changed since the backup was recorded (sha256 differs).`, 'Restore from another backup; run `tenantsafe verify` on this one.');
   }
-  return parseManifest(body, key);
+  return parseManifest(body, key, engine.store);
 }
 
 async function contextFor(engine: Engine, backup: BackupRecord, restoreId: string): Promise<RestoreContext> {
@@ -130,7 +130,7 @@ export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, othe
 async function safetyManifest(engine: Engine, tenantId: string, ref: SafetyBackupRef): Promise<TenantManifest | undefined> {
   const key = tenantBackupPrefix(tenantId, ref.backupId) + manifestFile;
   const body = await engine.store.getBytes(key).catch(() => undefined);
-  return body && sha256Hex(body) === ref.manifestSha256 ? parseManifest(body, key) : undefined;
+  return body && sha256Hex(body) === ref.manifestSha256 ? parseManifest(body, key, engine.store) : undefined;
 }
 
 export async function dropRestoreScratch(engine: Engine, restoreId: string): Promise<void> {

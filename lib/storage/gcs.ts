@@ -8,8 +8,9 @@ import { pipeline } from 'node:stream/promises';
 import { IdempotencyStrategy, Storage, type Bucket } from '@google-cloud/storage';
 import type { StorageConfig } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
+import { eachLimit } from '../limit';
 import { checkKey } from './keys';
-import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult } from './types';
+import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, SmallObject } from './types';
 
 export type GcsStorageConfig = Extract<StorageConfig, { kind: 'gcs' }>;
 
@@ -25,6 +26,9 @@ const deleteConcurrency = 16;
 
 /** Connection-level failures of the HTTP clients the library uses (node-fetch, gaxios). */
 const networkCode = /^E[A-Z]+$/;
+
+/** uploads of one putMany in flight at once */
+const requestsInFlight = 32;
 
 export class GcsStore implements ObjectStore {
   readonly uri: string;
@@ -106,6 +110,15 @@ export class GcsStore implements ObjectStore {
       file.setMetadata({ metadata: { sha256 } }, { ifGenerationMatch: file.metadata.generation }),
     );
     return { key, bytes, sha256 };
+  }
+
+  /** One request per object (an upload is durable once it finalises), several in flight. */
+  async putMany(objects: readonly SmallObject[], opts: Pick<PutOptions, 'signal'> = {}): Promise<PutResult[]> {
+    const stored = new Array<PutResult>(objects.length);
+    await eachLimit(objects, requestsInFlight, async (o, i) => {
+      stored[i] = await this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal });
+    });
+    return stored;
   }
 
   get(key: string): Promise<Readable> {

@@ -12,7 +12,8 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { changeLogObjectOfKey } from '../format/changeLog';
 import { manifestFile } from '../format/sealed';
 import { byKey } from './keys';
-import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, StorageLocation } from './types';
+import { eachLimit } from '../limit';
+import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, SmallObject, StorageLocation } from './types';
 
 /** `storage-lag/<location>/<time>-<random>.json`: a write or delete that location missed, kept in the other one */
 export const lagPrefix = 'storage-lag/';
@@ -92,6 +93,45 @@ export class ReplicatedStore implements ObjectStore {
     }
     const stored = await this.secondary.put(key, source, opts);
     await this.recordLag('primary', 'put', key, 'the primary is failing');
+    return stored;
+  }
+
+  /**
+   * All to the primary at once, then all to the secondary, each copy's sha256 checked against
+   * the primary's (the bytes are at hand); manifests held back while the secondary is behind.
+   * A failing primary: object by object through put, which writes to the secondary instead.
+   */
+  async putMany(objects: readonly SmallObject[], opts: Pick<PutOptions, 'signal'> = {}): Promise<PutResult[]> {
+    const oneByOne = async () => {
+      const stored = new Array<PutResult>(objects.length);
+      await eachLimit(objects, 8, async (o, i) => {
+        stored[i] = await this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal });
+      });
+      return stored;
+    };
+    if (this.primaryFailing()) return oneByOne();
+    let stored: PutResult[];
+    try {
+      stored = await this.primary.putMany(objects, opts);
+    } catch (err) {
+      if (!isStorageFailure(err)) throw err;
+      this.primaryFailed(err);
+      return oneByOne();
+    }
+    const behind = (await this.lagMarkers('secondary').catch(() => [])).length > 0;
+    const held = behind ? objects.filter((o) => isManifestKey(o.key)) : [];
+    const copies = behind ? objects.filter((o) => !isManifestKey(o.key)) : objects;
+    try {
+      const copied = await this.secondary.putMany(copies, opts);
+      const primarySha = new Map(stored.map((s) => [s.key, s.sha256]));
+      const wrong = copied.find((c) => c.sha256 !== primarySha.get(c.key));
+      if (wrong) throw new TenantsafeError(ErrorType.CorruptBackup, `The copy of ${wrong.key} has sha256 ${wrong.sha256}, the primary's ${primarySha.get(wrong.key)}.`, 'Run `tenantsafe storage sync --verify`.');
+    } catch (err) {
+      if (opts.signal?.aborted) throw err;
+      // which copies made it is not known: all are recorded as missed, `storage sync` copies them again
+      await eachLimit(copies, 8, (o) => this.recordLag('secondary', 'put', o.key, messageOf(err)));
+    }
+    await eachLimit(held, 8, (o) => this.recordLag('secondary', 'put', o.key, 'held back until the objects the secondary misses are copied'));
     return stored;
   }
 

@@ -22,6 +22,13 @@ export interface ByteRange {
   length: number;
 }
 
+/** A small object whose bytes are all at hand (a batch's manifests). */
+export interface SmallObject {
+  key: string;
+  body: Buffer;
+  contentType?: string;
+}
+
 export interface PutOptions {
   contentType?: string;
   /** aborts the upload; nothing becomes visible */
@@ -37,6 +44,12 @@ export interface ObjectStore {
    * Overwrites an existing object. Returns the sha256 and size of what was stored.
    */
   put(key: string, source: Readable | Buffer, opts?: PutOptions): Promise<PutResult>;
+  /**
+   * Writes many small objects, each visible only once complete (as put), all durable when it
+   * resolves: local storage makes them durable with one sync of the file system instead of
+   * several per object. Not atomic as a group: after a failure some may be there.
+   */
+  putMany(objects: readonly SmallObject[], opts?: Pick<PutOptions, 'signal'>): Promise<PutResult[]>;
   /** A read stream; rejects with TenantsafeError ObjectMissing when there is no such object. */
   get(key: string): Promise<Readable>;
   getBytes(key: string): Promise<Buffer>;

@@ -4,9 +4,12 @@
 //
 // Layout of a batch in the store:
 //   packs/<batchId>/<attempt>/<NNNN>-<table>.pack   the parts, table by table
+//   packs/<batchId>/<attempt>/shared.json           what every tenant's manifest shares (tables,
+//                                                   columns, snapshot, tenancy), once
 //   packs/<batchId>/<attempt>/index.json            written before any manifest: which tenants
 //                                                   (and backup ids) this attempt's packs hold
-//   tenants/<tenant>/<backupId>/manifest.json       each tenant's backup, written last
+//   tenants/<tenant>/<backupId>/manifest.json       each tenant's backup (format 3: its parts and
+//                                                   the shared description's key), written last
 // A retry (a worker killed mid-batch) keeps the tenants whose manifest made it, deletes the packs
 // of attempts no manifest references (no index: no manifest can; an index whose tenants have no
 // manifest: none does), and backs up the rest from a new snapshot.
@@ -16,19 +19,22 @@ import type { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest, writeManifest } from '../format/sealed';
-import { parseManifest, tenantBackupPrefix } from '../format/tenantManifest';
+import { compactManifest, manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest } from '../format/sealed';
+import { batchedManifestFormatVersion, completeBatchedManifest, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
+import { backupsPerStatement } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
+import { eachLimit } from '../limit';
 import { connect, connectionError, inLanes, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { batchRowsQuery, discoverTenancy, listTenants, type TenancyPlan } from '../tenancy';
-import { tenantManifestOf } from './index';
+import { planDescription, tableDescription, tenantTotals } from './index';
 import { beginSnapshotTransaction, changeLogBoundary, dataObjectKey, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
 import { copyTextField, PackWriter, TenantSplitter } from './pack';
 
 export const packsArea = 'packs/';
 export const packIndexFile = 'index.json';
+export const batchSharedFile = 'shared.json';
 
 /** A batch attempt's pack index: which tenants its packs hold, written before their manifests. */
 export interface PackIndex {
@@ -70,8 +76,8 @@ const failuresKept = 100;
  * tenant and each part leaves as soon as it is complete. Memory: a few such tables at once.
  */
 const gatherRowsAtMost = 500_000;
-const manifestWriters = 32;
-const recordEvery = 500;
+/** manifests written (one sync for all) and indexed (one statement) at a time */
+const manifestsAtOnce = backupsPerStatement;
 
 /** The batch's prefix in the store: packs/<batchId>/. */
 export function batchPrefix(batchId: string): string {
@@ -153,7 +159,21 @@ export async function takeTenantBatch(
     await store.deletePrefix(packPrefix);
     return result;
   }
-  // the index before any manifest: a retry learns from it which manifests may reference these packs
+  // what every manifest shares, then the index, before any manifest: a retry learns from the index which manifests may reference these packs
+  const shared = sealManifest<Omit<TenantBatchShared, 'manifestChecksum'>>({
+    formatVersion: batchedManifestFormatVersion,
+    kind: 'tenantBatch',
+    batchId: args.batchId,
+    attempt: args.attempt,
+    database: exported.database,
+    serverVersion: exported.serverVersion,
+    snapshot: { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
+    startedAt,
+    ...planDescription(plan),
+    tables: plan.tables.map((t, i) => ({ ...tableDescription(t), pack: exported.packKeys[i] })),
+  });
+  const sharedKey = packPrefix + batchSharedFile;
+  const batch = { key: sharedKey, sha256: (await store.put(sharedKey, compactManifest(shared), { contentType: 'application/json' })).sha256 };
   const index: Omit<PackIndex, 'manifestChecksum'> = {
     formatVersion: manifestFormatVersion,
     kind: 'packIndex',
@@ -167,41 +187,85 @@ export async function takeTenantBatch(
 
   progress.phase = 'manifests';
   report();
-  const snapshot = { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) };
-  const queue = [...tenantIds];
-  const unrecorded: Parameters<Engine['catalog']['recordBackups']>[0] = [];
-  const recordWritten = async () => {
-    const some = unrecorded.splice(0);
-    if (some.length > 0) await engine.catalog.recordBackups(some);
+  const manifestsOf = (tenants: string[]) => {
+    const finishedAt = new Date().toISOString();
+    return tenants.map((tenantId) => {
+      const backupId = backupIds.get(tenantId)!;
+      const parts = exported.tables.get(tenantId)!.map((e) => ({ offset: e.packOffset!, bytes: e.bytes, sha256: e.sha256, rows: e.rows, rawBytes: e.rawBytes, rowChecksum: e.rowChecksum }));
+      const stored = sealManifest<Omit<StoredBatchedManifest, 'manifestChecksum'>>({
+        formatVersion: batchedManifestFormatVersion,
+        kind: 'tenant',
+        backupId,
+        tenantId,
+        batch,
+        finishedAt,
+        parts,
+        ...tenantTotals(parts.map((p, t) => ({ table: plan.tables[t].key, ...p }))),
+      });
+      const prefix = tenantBackupPrefix(tenantId, backupId);
+      return { tenantId, prefix, body: compactManifest(stored), manifest: completeBatchedManifest(stored, shared, prefix + manifestFile) };
+    });
   };
-  await Promise.all(
-    Array.from({ length: manifestWriters }, async () => {
-      for (let tenantId = queue.shift(); tenantId !== undefined; tenantId = queue.shift()) {
-        args.signal?.throwIfAborted();
-        const backupId = backupIds.get(tenantId)!;
-        const prefix = tenantBackupPrefix(tenantId, backupId);
-        try {
-          const manifest = tenantManifestOf({ plan, tenantId, backupId, exported: { ...exported, tables: exported.tables.get(tenantId)! }, startedAt, snapshot });
-          const manifestSha256 = await writeManifest(store, prefix, manifest, { compact: true });
-          unrecorded.push({ manifest, storageUri: store.uri, prefix, manifestSha256 });
-          // indexed in the catalog some hundreds at a time (a retry indexes again what an attempt wrote)
-          if (unrecorded.length >= recordEvery) await recordWritten();
-          result.succeeded++;
-          result.rows += manifest.totals.rows;
-          result.bytes += manifest.totals.bytes;
-        } catch (err) {
-          // storage or catalog down: the whole batch is retried; one tenant's path unwritable: that tenant failed
-          if (!(err instanceof TenantsafeError) || err.type !== ErrorType.StorageUnwritable) throw err;
-          result.failedCount++;
-          if (result.failed.length < failuresKept) result.failed.push({ tenantId, error: err.message, type: err.type });
-        }
-        progress.manifestsDone++;
-      }
-    }),
-  );
-  await recordWritten();
-  report();
+  const storeAndIndex = async (written: ReturnType<typeof manifestsOf>) => {
+    const { stored, failed } = await writeManifests(store, written, args.signal);
+    const recorded = written.filter((w) => stored.has(w.tenantId));
+    // indexed in the catalog a chunk at a time (a retry indexes again what an attempt wrote)
+    await engine.catalog.recordBackups(recorded.map((w) => ({ manifest: w.manifest, storageUri: store.uri, prefix: w.prefix, manifestSha256: stored.get(w.tenantId)! })));
+    for (const w of recorded) {
+      result.succeeded++;
+      result.rows += w.manifest.totals.rows;
+      result.bytes += w.manifest.totals.bytes;
+    }
+    result.failedCount += failed.length;
+    result.failed.push(...failed.slice(0, failuresKept - result.failed.length).map(({ tenantId, err }) => ({ tenantId, error: err.message, type: err.type })));
+    progress.manifestsDone += written.length;
+    report();
+  };
+  // the next chunk's manifests are made while the last one's are written and indexed
+  let previous: Promise<void> = Promise.resolve();
+  try {
+    for (let i = 0; i < tenantIds.length; i += manifestsAtOnce) {
+      const written = manifestsOf(tenantIds.slice(i, i + manifestsAtOnce));
+      await previous;
+      args.signal?.throwIfAborted();
+      previous = storeAndIndex(written);
+    }
+  } finally {
+    await previous.catch(() => undefined);
+  }
+  await previous;
   return result;
+}
+
+const isUnwritable = (err: unknown): err is TenantsafeError => err instanceof TenantsafeError && err.type === ErrorType.StorageUnwritable;
+
+/**
+ * Writes a chunk of manifests with one sync for all. Where storage refuses a write, one by one,
+ * so that a tenant whose path cannot be written fails alone; storage down fails the chunk (the
+ * batch is retried).
+ */
+async function writeManifests(
+  store: ObjectStore,
+  written: readonly { tenantId: string; prefix: string; body: Buffer }[],
+  signal?: AbortSignal,
+): Promise<{ stored: Map<string, string>; failed: { tenantId: string; err: TenantsafeError }[] }> {
+  const stored = new Map<string, string>();
+  const failed: { tenantId: string; err: TenantsafeError }[] = [];
+  try {
+    const puts = await store.putMany(written.map((w) => ({ key: w.prefix + manifestFile, body: w.body, contentType: 'application/json' })), { signal });
+    puts.forEach((p, i) => stored.set(written[i].tenantId, p.sha256));
+  } catch (err) {
+    if (!isUnwritable(err)) throw err;
+    await eachLimit(written, 8, async (w) => {
+      try {
+        stored.set(w.tenantId, (await store.put(w.prefix + manifestFile, w.body, { contentType: 'application/json', signal })).sha256);
+      } catch (e) {
+        if (!isUnwritable(e)) throw e;
+        failed.push({ tenantId: w.tenantId, err: e });
+      }
+    });
+  }
+  return { stored, failed };
 }
 
 /**
@@ -218,21 +282,24 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
     const dir = o.key.slice(0, o.key.lastIndexOf('/') + 1);
     attempts.set(dir, [...(attempts.get(dir) ?? []), o.key]);
   }
+  const shared: BatchSharedCache = new Map();
   for (const [dir, keys] of attempts) {
     let referenced = false;
     if (keys.includes(dir + packIndexFile)) {
       const index = parseSealedManifest<PackIndex>(await store.getBytes(dir + packIndexFile), dir + packIndexFile);
+      const found: Parameters<Engine['catalog']['recordBackups']>[0] = [];
       for (const t of index.tenants) {
         const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
         if (!(await store.stat(prefix + manifestFile))) continue;
         const body = await store.getBytes(prefix + manifestFile);
-        const manifest = parseManifest(body, prefix + manifestFile);
-        await engine.catalog.recordBackup(manifest, store.uri, prefix, sha256Hex(body));
+        const manifest = await parseManifest(body, prefix + manifestFile, store, shared);
+        found.push({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256Hex(body) });
         earlier.done.add(t.tenantId);
         earlier.rows += manifest.totals.rows;
         earlier.bytes += manifest.totals.bytes;
         referenced = true;
       }
+      for (let i = 0; i < found.length; i += backupsPerStatement) await engine.catalog.recordBackups(found.slice(i, i + backupsPerStatement));
     }
     if (!referenced) earlier.removed += await store.deletePrefix(dir);
   }
@@ -260,6 +327,8 @@ export interface BatchExport extends Omit<SnapshotExport, 'tables'> {
   /** per tenant, its tables in plan order, each a part of that table's pack */
   tables: Map<string, TableExport[]>;
   packs: { key: string; bytes: number; sha256: string }[];
+  /** the pack of each table, in plan order */
+  packKeys: string[];
 }
 
 /**
@@ -282,6 +351,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
     const tenantIds = await opts.select(coordinator);
     const tables = new Map(tenantIds.map((t) => [t, new Array<TableExport>(plan.tables.length)]));
     const packs: BatchExport['packs'] = [];
+    const packKeys = plan.tables.map((table, i) => opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'));
     if (tenantIds.length > 0) {
       const fields = new Map(tenantIds.map((t) => [copyTextField(t), t]));
       const setup = async (c: Client) => {
@@ -290,7 +360,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
       };
       const items = plan.tables.map((table, i) => ({ table, i }));
       await inLanes(opts.url, 'tenantsafe-batch', items, { lanes: opts.parallelism, size: (x) => x.table.estimatedRows, setup, finish: (c) => c.query('COMMIT'), signal: opts.signal }, async (c, { table, i }) => {
-        const pack = new PackWriter(opts.store, opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'), opts.compressionLevel, opts.signal);
+        const pack = new PackWriter(opts.store, packKeys[i], opts.compressionLevel, opts.signal);
         const grouped = table.estimatedRows > gatherRowsAtMost;
         try {
           await pipeline(c.query(copyTo(`COPY (${batchRowsQuery(plan, table, tenantIds, { grouped })}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped));
@@ -316,6 +386,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
       database: info.db,
       tables,
       packs: packs.sort((a, b) => a.key.localeCompare(b.key)),
+      packKeys,
     };
   } catch (err) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
@@ -380,10 +451,11 @@ export async function removeUnreferencedPacks(engine: Engine, opts: { olderThanM
 /** Whether a manifest in storage of a tenant the attempt's index lists references one of its packs. */
 async function referencedInStorage(store: ObjectStore, dir: string): Promise<boolean> {
   const index = parseSealedManifest<PackIndex>(await store.getBytes(dir + packIndexFile), dir + packIndexFile);
+  const shared: BatchSharedCache = new Map();
   for (const t of index.tenants) {
     const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
     if (!(await store.stat(prefix + manifestFile))) continue;
-    const manifest = parseManifest(await store.getBytes(prefix + manifestFile), prefix + manifestFile);
+    const manifest = await parseManifest(await store.getBytes(prefix + manifestFile), prefix + manifestFile, store, shared);
     if (manifest.tables.some((x) => x.object.packOffset !== undefined && x.object.key.startsWith(dir))) return true;
   }
   return false;

@@ -4,7 +4,7 @@ import { tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { parseBackupLabel } from '../labels';
-import { readManifest, tenantBackupPrefix, tenantManifestFormatVersion, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
+import { readManifest, tenantBackupPrefix, tenantManifestFormatVersion, type ManifestTable, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile, startedMarkerFile, sealManifest, writeManifest } from '../format/sealed';
 import type { ClientBase } from 'pg';
 import { reproducibleSessionSettings, withClient, withConnection } from '../pg';
@@ -151,7 +151,47 @@ export async function removeIncompleteBackups(
   return removed;
 }
 
-/** A tenant's sealed manifest from what was exported of it (its own objects, or its parts of packs). */
+/** What a manifest says of a table apart from the tenant's data: columns, key, ownership. */
+export function tableDescription(t: OwnedTable): Omit<ManifestTable, 'object' | 'rows' | 'rawBytes' | 'rowChecksum'> {
+  return {
+    table: t.key,
+    schema: t.schema,
+    name: t.name,
+    columns: t.columns.map((c) => ({
+      name: c.name,
+      type: c.type,
+      notNull: c.notNull,
+      ...(c.generated ? { generated: true } : {}),
+      ...(c.identity ? { identity: c.identity } : {}),
+      ...(c.sequence ? { sequence: c.sequence } : {}),
+    })),
+    copyColumns: t.copyColumns,
+    primaryKey: t.primaryKey,
+    ownership: describeOwnership(t),
+  };
+}
+
+/** The tenancy and data format a manifest records (the same for every tenant of a plan). */
+export function planDescription(plan: TenancyPlan): Pick<TenantManifest, 'tenancy' | 'data'> {
+  return {
+    tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
+    data: { format: 'text', compression: 'gzip', sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
+  };
+}
+
+/** Totals and tenant checksum of a tenant's tables. */
+export function tenantTotals(tables: { table: string; rows: number; rowChecksum: string; bytes: number; rawBytes: number }[]): Pick<TenantManifest, 'totals' | 'tenantChecksum'> {
+  return {
+    totals: {
+      rows: tables.reduce((n, t) => n + t.rows, 0),
+      bytes: tables.reduce((n, t) => n + t.bytes, 0),
+      rawBytes: tables.reduce((n, t) => n + t.rawBytes, 0),
+    },
+    tenantChecksum: tenantChecksum(tables),
+  };
+}
+
+/** A tenant's sealed manifest from what was exported of it (its own objects). */
 export function tenantManifestOf(args: {
   plan: TenancyPlan;
   tenantId: string;
@@ -165,26 +205,14 @@ export function tenantManifestOf(args: {
   const tables = plan.tables.map((t, i) => {
     const e = exported.tables[i];
     return {
-      table: t.key,
-      schema: t.schema,
-      name: t.name,
-      columns: t.columns.map((c) => ({
-        name: c.name,
-        type: c.type,
-        notNull: c.notNull,
-        ...(c.generated ? { generated: true } : {}),
-        ...(c.identity ? { identity: c.identity } : {}),
-        ...(c.sequence ? { sequence: c.sequence } : {}),
-      })),
-      copyColumns: t.copyColumns,
-      primaryKey: t.primaryKey,
-      ownership: describeOwnership(t),
+      ...tableDescription(t),
       object: { key: e.objectKey, bytes: e.bytes, sha256: e.sha256, ...(e.packOffset !== undefined ? { packOffset: e.packOffset } : {}) },
       rows: e.rows,
       rawBytes: e.rawBytes,
       rowChecksum: e.rowChecksum,
     };
   });
+  const { tenancy, data } = planDescription(plan);
   return sealManifest({
     formatVersion: tenantManifestFormatVersion,
     kind: 'tenant',
@@ -196,14 +224,9 @@ export function tenantManifestOf(args: {
     ...(args.pointInTime ? { pointInTime: args.pointInTime } : {}),
     startedAt: args.startedAt,
     finishedAt: new Date().toISOString(),
-    tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
-    data: { format: 'text', compression: 'gzip', sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
+    tenancy,
+    data,
     tables,
-    totals: {
-      rows: tables.reduce((n, t) => n + t.rows, 0),
-      bytes: tables.reduce((n, t) => n + t.object.bytes, 0),
-      rawBytes: tables.reduce((n, t) => n + t.rawBytes, 0),
-    },
-    tenantChecksum: tenantChecksum(tables),
+    ...tenantTotals(tables.map((t) => ({ table: t.table, rows: t.rows, rowChecksum: t.rowChecksum, bytes: t.object.bytes, rawBytes: t.rawBytes }))),
   });
 }

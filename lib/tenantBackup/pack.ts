@@ -10,21 +10,15 @@ import { promisify } from 'node:util';
 import { gzip, gzipSync } from 'node:zlib';
 import { RowDigest } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
+import type { BatchedPart } from '../format/tenantManifest';
 import type { ObjectStore, PutResult } from '../storage/types';
 
 const gzipAsync = promisify(gzip);
 /** the part of every tenant with no row in the table: one empty member per pack, shared */
 const emptyMember = gzipSync(Buffer.alloc(0));
 
-/** One tenant's part of a pack. */
-export interface PackPart {
-  offset: number;
-  bytes: number;
-  sha256: string;
-  rows: number;
-  rawBytes: number;
-  rowChecksum: string;
-}
+/** One tenant's part of a pack, as its manifest records it. */
+export type PackPart = BatchedPart;
 
 /** Appends tenants' parts to one pack object as they complete, compressing a few at once. */
 export class PackWriter {

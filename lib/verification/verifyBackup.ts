@@ -94,7 +94,7 @@ function resultOf(err: unknown): CheckResult {
 export async function readBackupManifest(store: ObjectStore, located: LocatedBackup): Promise<FullManifest | TenantManifest> {
   const key = located.prefix + manifestFile;
   const body = await store.getBytes(key);
-  return located.kind === 'full' ? parseFullManifest(body, key) : parseManifest(body, key);
+  return located.kind === 'full' ? parseFullManifest(body, key) : parseManifest(body, key, store);
 }
 
 /** The manifest check and one check per object; the parsed manifest when it could be read. */
