@@ -8,6 +8,7 @@ import { FieldPicker } from '../lib/restore/stage';
 import { FirstLines, ParallelGzip, Rechunk } from '../lib/streams';
 import { compressor, tarDecompressArgs } from '../lib/fullBackup/compression';
 import { pipeline } from 'node:stream/promises';
+import { baseObjectOf, type BaseCompression } from '../lib/format/fullManifest';
 
 describe('ParallelGzip', () => {
   // Half random, half repetitive: blocks compress at different speeds, so they finish out of order.
@@ -55,6 +56,16 @@ describe('base backup compressors', () => {
       assert.ok(tool.stdout.equals(input));
     });
   }
+
+  it('reads the tar of a manifest by its recorded compression, gzip when it records none, and refuses one it does not know', () => {
+    const object = (key: string) => ({ key, bytes: 1, sha256: 'x' });
+    const objects = ['base.tar.gz', 'base.tar.lz4', 'base.tar.zst', 'backup_manifest'].map(object);
+    assert.deepEqual(baseObjectOf({ objects }), { object: object('base.tar.gz'), compression: { method: 'gzip', level: 1 } });
+    assert.equal(baseObjectOf({ objects, compression: { method: 'zstd', level: 3 } }).object.key, 'base.tar.zst');
+    assert.throws(() => baseObjectOf({ objects: [object('base.tar.gz')], compression: { method: 'lz4', level: 1 } }), /CorruptBackup|lists no base\.tar\.lz4/);
+    const unknown = { method: 'brotli', level: 1 } as unknown as BaseCompression;
+    assert.throws(() => baseObjectOf({ objects, compression: unknown }), (err: Error) => err.name === 'UnsupportedFormat' && /"brotli".*HINT:/.test(err.message));
+  });
 });
 
 describe('FieldPicker', () => {

@@ -53,6 +53,9 @@ export function baseObjectKey(c: BaseCompression): string {
 /** A physical backup's tar object and how it is compressed. */
 export function baseObjectOf(m: Pick<FullManifest, 'objects' | 'compression'>): { object: FullBackupObject; compression: BaseCompression } {
   const compression = m.compression ?? legacyCompression;
+  if (!Object.hasOwn(baseObjectKeys, compression.method)) {
+    throw new TenantsafeError(ErrorType.UnsupportedFormat, `The base backup is compressed with ${JSON.stringify(compression.method)}; this tenantsafe reads ${compressionMethods.join(', ')}.`, 'Use the tenantsafe release that wrote this backup, or a newer one.');
+  }
   const object = m.objects.find((o) => o.key === baseObjectKey(compression));
   if (!object) throw new TenantsafeError(ErrorType.CorruptBackup, `The manifest lists no ${baseObjectKey(compression)}.`, 'The backup cannot be restored; use another backup.');
   return { object, compression };
