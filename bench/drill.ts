@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/engine';
-import { baseObjectKey } from '../lib/fullBackup/basebackup';
+import { baseObjectOf, readFullManifest } from '../lib/format/fullManifest';
 import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
 import { sampleTenants } from '../sample/generate';
 import { runCli } from '../test/support/env';
@@ -49,6 +49,7 @@ async function main(): Promise<void> {
     for (const t of sampleTenants(sample).slice(0, 3)) await cli('backup', 'tenant', t.tenantId, '--wait');
     const full = await cli('full-backup', '--wait');
     const backup = await engine.catalog.getFullBackup(full.backupId);
+    const base = baseObjectOf(await readFullManifest(engine.store, backup.prefix));
     const storeRoot = (stack.config.storage.primary as { path: string }).path;
 
     // the hand-run's WAL: every segment the archive holds now, decompressed (not timed)
@@ -67,7 +68,7 @@ async function main(): Promise<void> {
       drills.push({ ms: d.ms, rtoMs: d.value.rtoMs, ok: d.value.ok, workerMs: Date.parse(report.finishedAt) - Date.parse(report.startedAt), teardownMs: report.timings.teardownMs, fetchMs: report.timings.fetchMs + report.timings.restoreMs, replayMs: report.timings.replayMs, checksMs: report.timings.checksMs });
       spawnSync('sync');
       const hand = path.join(pg.dir, `hand-${i}`);
-      hands.push((await timed(() => handRunRestore(path.join(storeRoot, backup.prefix, baseObjectKey), walDir, hand))).ms);
+      hands.push((await timed(() => handRunRestore({ file: path.join(storeRoot, backup.prefix, base.object.key), compression: base.compression }, walDir, hand))).ms);
       fs.rmSync(hand, { recursive: true, force: true });
     }
     const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;

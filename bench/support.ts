@@ -1,8 +1,6 @@
 // Shared by the benchmarks: bench databases (on the shared server or a private cluster) and the
 // stack around them, commands, medians and percentiles, CPU and RSS of a process, output.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,6 +8,8 @@ import { stringify } from 'yaml';
 import { loadConfig, type Config } from '../lib/config';
 import { quoteIdent, withConnection } from '../lib/pg';
 import { PrivateCluster } from '../lib/postgres/cluster';
+import type { BaseCompression } from '../lib/format/fullManifest';
+import { tarDecompressArgs } from '../lib/fullBackup/compression';
 import type { Client } from 'pg';
 import type { RestoreRequested, TenantsafeClient } from '../client/client';
 import { loadTemporalDevConfig, startTemporalDevServer } from '../client/temporalDevServer';
@@ -207,17 +207,14 @@ export function printTable(title: string, rows: [string, string][]): void {
 }
 
 /**
- * A restore as an operator runs it by hand with PostgreSQL's tools: `tar -xzf` of the stored base
- * backup into `dataDir`, recovery.signal, restore_command `cp` from a directory of WAL segments
+ * A restore as an operator runs it by hand with PostgreSQL's tools: `tar -x` of the stored base
+ * backup (decompressed by the tool of its compression: `tar -I zstd|lz4|gzip`) into `dataDir`, recovery.signal, restore_command `cp` from a directory of WAL segments
  * decompressed beforehand (not timed: a lower bound for the hand-run), start, wait for promotion;
  * the cluster is stopped afterwards. Returns where replay ended.
  */
-export async function handRunRestore(baseTarGz: string, walDir: string, dataDir: string): Promise<string> {
+export async function handRunRestore(baseTar: { file: string; compression: BaseCompression }, walDir: string, dataDir: string): Promise<string> {
   fs.mkdirSync(dataDir, { mode: 0o700 });
-  const tar = spawn('tar', ['-x', '-f', '-', '-C', dataDir], { stdio: ['pipe', 'ignore', 'inherit'] });
-  const closed = new Promise((resolve) => tar.once('close', resolve));
-  await pipeline(fs.createReadStream(baseTarGz), createGunzip(), tar.stdin);
-  await closed;
+  await runCommand('tar', ['-x', '-f', baseTar.file, ...tarDecompressArgs(baseTar.compression), '-C', dataDir]);
   fs.mkdirSync(path.join(dataDir, 'pg_wal', 'archive_status'), { recursive: true });
   fs.writeFileSync(path.join(dataDir, 'recovery.signal'), '');
   const c = await PrivateCluster.create({ dataDir, port: 0, settings: { restore_command: `cp ${walDir}/%f "%p"`, recovery_target_action: 'promote', archive_mode: 'off' } });

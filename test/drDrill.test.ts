@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { computeHealth } from '../lib/monitoring/health';
 import { withConnection } from '../lib/pg';
+import { baseObjectOf, readFullManifest } from '../lib/format/fullManifest';
 import type { DrillReport } from '../lib/dr/report';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
 import { databaseWorkflowIds } from '../workflows/messages';
@@ -117,7 +118,7 @@ describe('DR drills on a private cluster', function () {
 
   it('fails a drill whose base backup has flipped bytes, records it, alerts through the webhook, and still removes the cluster', async () => {
     const [newest] = (await env.engine.catalog.listFullBackups()).slice(-1);
-    const file = path.join(storeRoot(), newest.prefix, 'base.tar.gz');
+    const file = path.join(storeRoot(), newest.prefix, baseObjectOf(await readFullManifest(env.engine.store, newest.prefix)).object.key);
     const bytes = fs.readFileSync(file);
     for (let i = 0; i < 64; i++) bytes[Math.floor(bytes.length / 2) + i] ^= 0xff;
     fs.writeFileSync(file, bytes);

@@ -10,8 +10,9 @@ import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { spawnWorkerProcess } from '../workers/process';
 import { workflowScopes } from '../lib/databaseIdentity';
+import { baseKeyOf, fullBackupCompressions } from './support/compressions';
 
-describe('full backup when the worker is killed mid-way', function () {
+for (const compression of fullBackupCompressions) describe(`full backup when the worker is killed mid-way (${compression})`, function () {
   this.timeout(240_000);
   let source: SourceCluster;
   let env: TestEnv;
@@ -24,7 +25,7 @@ describe('full backup when the worker is killed mid-way', function () {
     env = await createTestEnv('local', {
       db: source.db,
       configure: (doc, dir) => {
-        doc.fullBackup = { maxRateKbps: 8192, walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool') };
+        doc.fullBackup = { maxRateKbps: 8192, walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), compression };
         doc.verification = { scratchDir: source.dir };
       },
     });
@@ -62,7 +63,7 @@ describe('full backup when the worker is killed mid-way', function () {
     assert.equal(result.backupId, backupId);
     const keys: string[] = [];
     for await (const o of store.list(`full/${backupId}/`)) keys.push(o.key.slice(`full/${backupId}/`.length));
-    assert.deepEqual(keys.sort(), ['backup_manifest', 'base.tar.gz', 'manifest.json', 'started.json']);
+    assert.deepEqual(keys.sort(), ['backup_manifest', baseKeyOf(compression), 'manifest.json', 'started.json']);
     const verified = await runCli(['verify', backupId, '--json'], { configFile: env.configFile });
     assert.equal(verified.code, 0, verified.stdout + verified.stderr);
     const listed = await runCli(['full-backups', 'list', '--json'], { configFile: env.configFile });

@@ -26,6 +26,11 @@ import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { waitFor } from './support/wait';
+import { baseKeyOf, fullBackupCompressions } from './support/compressions';
+import { parseConfig } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { readFullManifest } from '../lib/format/fullManifest';
+import { sealManifest, writeManifest } from '../lib/format/sealed';
 
 interface Row {
   id: number;
@@ -84,7 +89,7 @@ class Writer {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe('full backups and point-in-time recovery (postgres provider)', function () {
+for (const compression of fullBackupCompressions) describe(`full backups and point-in-time recovery (postgres provider, ${compression})`, function () {
   this.timeout(180_000);
   let source: SourceCluster;
   let env: TestEnv;
@@ -100,7 +105,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     env = await createTestEnv('local', {
       db: source.db,
       configure: (doc, dir) => {
-        doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
+        doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s', compression };
         doc.verification = { scratchDir: source.dir };
         doc.retention = { days: 0, minCount: 1 };
       },
@@ -163,7 +168,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     first = out;
     const keys: string[] = [];
     for await (const o of store.list(`full/${out.backupId}/`)) keys.push(o.key.slice(`full/${out.backupId}/`.length));
-    assert.deepEqual(keys.sort(), ['backup_manifest', 'base.tar.gz', 'manifest.json', 'started.json']);
+    assert.deepEqual(keys.sort(), ['backup_manifest', baseKeyOf(compression), 'manifest.json', 'started.json']);
     const listed = await cli(['full-backups', 'list']);
     assert.deepEqual(listed.json().map((b: { backupId: string }) => b.backupId), [out.backupId]);
   });
@@ -242,17 +247,21 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     const newestCommit = async () =>
       (await withConnection(source.db.url, (c) => c.query<{ at: string }>(`SELECT ${microsText('(pg_last_committed_xact()).timestamp')} AS at`))).rows[0].at;
     let latest = '';
-    // nothing commits any more: the archive reaches the newest commit within a moment
-    await waitFor('the window to reach the newest commit', async () => {
+    // the writer has stopped: the archive reaches the newest commit within a moment (the
+    // worker's own catalog writes, about one a second while the archive grows, may move it on
+    // between the window and the plan: then both are read again)
+    const provider = createFullBackupProvider(env.engine);
+    let plan: Awaited<ReturnType<typeof provider.planRestore>> | undefined;
+    await waitFor('the window to reach the newest commit, and a plan for it with no commit after it', async () => {
       const [w, newest] = await Promise.all([cli(['pitr', 'window']), newestCommit()]);
       latest = w.json().latest;
-      return latest === newest;
-    }, { tries: 150, intervalMs: 200, state: async () => `window ${latest}, newest commit ${await newestCommit()}` });
+      if (latest !== newest) return false;
+      // as the activities do, with no commit after it in the archive: recovery cannot wait for one
+      plan = await provider.planRestore(pitrTargetOf({ at: latest }), path.join(source.dir, 'at-newest'), new Date());
+      return plan.stopAfterXid !== undefined;
+    }, { tries: 150, intervalMs: 200, state: async () => `window ${latest}, newest commit ${await newestCommit()}, plan ${JSON.stringify(plan)}` });
     assert.match(latest, /\.\d{6}Z$/);
-    // as the activities do, with no commit after it in the archive: recovery cannot wait for one
-    const provider = createFullBackupProvider(env.engine);
-    const plan = await provider.planRestore(pitrTargetOf({ at: latest }), path.join(source.dir, 'at-newest'), new Date());
-    assert.ok(plan.stopAfterXid, 'recovery stops after the newest commit, not at its time');
+    assert.ok(plan?.stopAfterXid, 'recovery stops after the newest commit, not at its time');
     const alone = await provider.restore({ plan, target: path.join(source.dir, 'at-newest') });
     assert.equal(alone.recoveredTo, latest);
     // and through the CLI and the workflow
@@ -262,6 +271,32 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     assert.equal(res.json().recoveredTo, latest, 'recovered to that commit, printed the same way');
     assert.deepEqual(await restoredIds(port), writer.rows.map((r) => r.id), 'every committed row');
   });
+
+  if (compression === 'gzip') {
+    it('restores, with lz4 configured now, a base backup made before compression was a choice (base.tar.gz, no compression in its manifest)', async () => {
+      const prefix = `full/${first.backupId}/`;
+      const { compression: recorded, manifestChecksum: _checksum, ...older } = await readFullManifest(store, prefix);
+      assert.deepEqual(recorded, { method: 'gzip', level: 1 });
+      // what tenantsafe wrote before: the same gzip tar, a manifest without the field
+      const sha256 = await writeManifest(store, prefix, sealManifest(older));
+      await env.engine.catalog.recordFullBackup(await readFullManifest(store, prefix), store.uri, sha256);
+      const switched = new Engine(parseConfig({ ...env.document, fullBackup: { ...env.document.fullBackup, compression: 'lz4' } }, { env: process.env, source: 'test', baseDir: env.dir }));
+      try {
+        assert.equal(switched.config.fullBackup.compression.method, 'lz4');
+        const provider = createFullBackupProvider(switched);
+        const target = path.join(source.dir, 'before-the-choice');
+        const plan = await provider.planRestore(pitrTargetOf({ latest: true }), target, new Date());
+        assert.equal(plan.backupId, first.backupId);
+        await provider.restore({ plan, target });
+        const restored = await PrivateCluster.attach(target);
+        await restored.start();
+        assert.deepEqual(await restoredIds(restored.port), writer.rows.map((r) => r.id), 'every committed row');
+        await restored.stop();
+      } finally {
+        await switched.close();
+      }
+    });
+  }
 
   it('fails a restore whose WAL holds a damaged segment, naming it', async () => {
     // the first segment replay needs (the newest one may still be rewritten by the archiver)
@@ -299,7 +334,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
   it('catches a flipped byte in a base backup and a missing WAL segment, counting each', async () => {
     const second = (await cli(['full-backup', '--wait'])).json();
     const root = env.config.storage.primary.kind === 'local' ? env.config.storage.primary.path : '';
-    const base = path.join(root, 'full', second.backupId, 'base.tar.gz');
+    const base = path.join(root, 'full', second.backupId, baseKeyOf(compression));
     const bytes = fs.readFileSync(base);
     bytes[Math.floor(bytes.length / 2)] ^= 0x01;
     fs.writeFileSync(base, bytes);
@@ -307,7 +342,7 @@ describe('full backups and point-in-time recovery (postgres provider)', function
     assert.equal(flipped.code, 1);
     const problems = flipped.json().checks.filter((c: { result: string }) => c.result !== 'ok');
     assert.deepEqual(problems.map((c: { check: string; target: string; result: string }) => [c.check, c.target, c.result]), [
-      ['object', 'base.tar.gz', 'checksum_mismatch'],
+      ['object', baseKeyOf(compression), 'checksum_mismatch'],
       ['restore', 'restore test', 'other'],
     ]);
 

@@ -5,7 +5,10 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gunzipSync } from 'node:zlib';
 import { FieldPicker } from '../lib/restore/stage';
-import { FirstLines, ParallelGzip } from '../lib/streams';
+import { FirstLines, ParallelGzip, Rechunk } from '../lib/streams';
+import { compressor, tarDecompressArgs } from '../lib/fullBackup/compression';
+import { pipeline } from 'node:stream/promises';
+import { baseObjectOf, type BaseCompression } from '../lib/format/fullManifest';
 
 describe('ParallelGzip', () => {
   // Half random, half repetitive: blocks compress at different speeds, so they finish out of order.
@@ -28,6 +31,40 @@ describe('ParallelGzip', () => {
     assert.equal(gunzipSync(short).toString(), 'abc');
     const empty = await buffer(Readable.from([]).pipe(new ParallelGzip({ level: 6, blockSize: 1 << 20 })));
     assert.equal(gunzipSync(empty).length, 0);
+  });
+});
+
+describe('Rechunk', () => {
+  it('passes every byte in order, in pieces of at least the size but the last', async () => {
+    const input = randomBytes(300_000);
+    const pieces: Buffer[] = [];
+    for await (const piece of Readable.from(Array.from({ length: 30 }, (_, i) => input.subarray(i * 10_000, (i + 1) * 10_000))).pipe(new Rechunk(64_000))) pieces.push(piece);
+    assert.ok(Buffer.concat(pieces).equals(input));
+    assert.ok(pieces.length <= 5 && pieces.slice(0, -1).every((p) => p.length >= 64_000), `pieces of ${pieces.map((p) => p.length).join(', ')} bytes`);
+  });
+});
+
+describe('base backup compressors', () => {
+  const input = Buffer.concat([randomBytes(200_000), Buffer.alloc(300_000, 'row;')]);
+  for (const c of [{ method: 'lz4', level: 1 }, { method: 'zstd', level: 3 }, { method: 'gzip', level: 1 }] as const) {
+    it(`${c.method}: what it writes, the tool tar runs (${tarDecompressArgs(c).join(' ')}) reads back as the input, smaller`, async () => {
+      const packer = compressor(c);
+      const [out] = await Promise.all([buffer(packer.output), pipeline(Readable.from([input]), packer.input), packer.done]);
+      assert.ok(out.length < input.length * 0.6, `${out.length} bytes`);
+      const tool = spawnSync(c.method, ['-d', '-c'], { input: out, maxBuffer: 1 << 26 });
+      assert.equal(tool.status, 0, tool.stderr.toString());
+      assert.ok(tool.stdout.equals(input));
+    });
+  }
+
+  it('reads the tar of a manifest by its recorded compression, gzip when it records none, and refuses one it does not know', () => {
+    const object = (key: string) => ({ key, bytes: 1, sha256: 'x' });
+    const objects = ['base.tar.gz', 'base.tar.lz4', 'base.tar.zst', 'backup_manifest'].map(object);
+    assert.deepEqual(baseObjectOf({ objects }), { object: object('base.tar.gz'), compression: { method: 'gzip', level: 1 } });
+    assert.equal(baseObjectOf({ objects, compression: { method: 'zstd', level: 3 } }).object.key, 'base.tar.zst');
+    assert.throws(() => baseObjectOf({ objects: [object('base.tar.gz')], compression: { method: 'lz4', level: 1 } }), /CorruptBackup|lists no base\.tar\.lz4/);
+    const unknown = { method: 'brotli', level: 1 } as unknown as BaseCompression;
+    assert.throws(() => baseObjectOf({ objects, compression: unknown }), (err: Error) => err.name === 'UnsupportedFormat' && /"brotli".*HINT:/.test(err.message));
   });
 });
 

@@ -32,9 +32,8 @@ import { tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { readFullManifest } from '../format/fullManifest';
+import { baseObjectOf, readFullManifest } from '../format/fullManifest';
 import { readManifest, type TenantManifest } from '../format/tenantManifest';
-import { baseObjectKey } from '../fullBackup/basebackup';
 import { microsText, withClient, withConnection } from '../pg';
 import { restorePhysicalBackup } from '../pitr/restore';
 import { planPhysicalRestore } from '../pitr/window';
@@ -98,7 +97,7 @@ export async function runDrill(engine: Engine, req: DrillRequest): Promise<Drill
   const wal = backup.wal!;
   await assertScratchSpace(engine, backup, archiveEndLsn(listing, wal.segmentSize), 'A DR drill');
   const manifest = await readFullManifest(engine.store, backup.prefix);
-  const base = manifest.objects.find((o) => o.key === baseObjectKey)!;
+  const base = baseObjectOf(manifest).object;
 
   const checks: DrillCheck[] = [];
   const timings = { fetchMs: 0, restoreMs: 0, replayMs: 0, checksMs: 0, teardownMs: 0 };

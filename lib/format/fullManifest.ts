@@ -15,6 +15,52 @@ export interface FullBackupObject {
   rawBytes?: number;
 }
 
+/** How a base backup's tar is compressed: `fullBackup.compression`, recorded in the manifest. */
+export interface BaseCompression {
+  method: 'lz4' | 'zstd' | 'gzip';
+  level: number;
+}
+
+export const compressionMethods = ['lz4', 'zstd', 'gzip'] as const;
+/** the levels each method's tool takes; the first is the default */
+const compressionLevels: Record<BaseCompression['method'], [number, number]> = { lz4: [1, 1], zstd: [1, 19], gzip: [1, 9] };
+
+/** Reads `lz4`, `zstd[:level]` or `gzip[:level]`; an error names what is allowed. */
+export function parseCompression(text: string): BaseCompression | { error: string } {
+  const [method, level, ...rest] = text.split(':');
+  const range = compressionLevels[method as BaseCompression['method']];
+  if (!range || rest.length > 0) return { error: `must be lz4, zstd[:level] or gzip[:level]` };
+  if (level === undefined) return { method: method as BaseCompression['method'], level: range[0] };
+  const n = /^\d+$/.test(level) ? Number(level) : NaN;
+  if (!(n >= range[0] && n <= range[1])) return { error: range[0] === range[1] ? `${method} takes no level` : `${method}'s level must be from ${range[0]} to ${range[1]}` };
+  return { method: method as BaseCompression['method'], level: n };
+}
+
+export function formatCompression(c: BaseCompression): string {
+  return c.method === 'lz4' ? 'lz4' : `${c.method}:${c.level}`;
+}
+
+/** Backups made before the choice existed are gzip (one member per 4 MiB, level backup.compressionLevel). */
+const legacyCompression: BaseCompression = { method: 'gzip', level: 1 };
+
+const baseObjectKeys: Record<BaseCompression['method'], string> = { lz4: 'base.tar.lz4', zstd: 'base.tar.zst', gzip: 'base.tar.gz' };
+
+/** The key (relative to the backup's prefix) of the tar a base backup with this compression writes. */
+export function baseObjectKey(c: BaseCompression): string {
+  return baseObjectKeys[c.method];
+}
+
+/** A physical backup's tar object and how it is compressed. */
+export function baseObjectOf(m: Pick<FullManifest, 'objects' | 'compression'>): { object: FullBackupObject; compression: BaseCompression } {
+  const compression = m.compression ?? legacyCompression;
+  if (!Object.hasOwn(baseObjectKeys, compression.method)) {
+    throw new TenantsafeError(ErrorType.UnsupportedFormat, `The base backup is compressed with ${JSON.stringify(compression.method)}; this tenantsafe reads ${compressionMethods.join(', ')}.`, 'Use the tenantsafe release that wrote this backup, or a newer one.');
+  }
+  const object = m.objects.find((o) => o.key === baseObjectKey(compression));
+  if (!object) throw new TenantsafeError(ErrorType.CorruptBackup, `The manifest lists no ${baseObjectKey(compression)}.`, 'The backup cannot be restored; use another backup.');
+  return { object, compression };
+}
+
 export interface FullBackupWal {
   timeline: number;
   segmentSize: number;
@@ -43,6 +89,8 @@ export interface FullManifest {
   /** physical backups: pg_basebackup's own backup_manifest (its file count, data bytes and checksum) */
   backupManifest: { files: number; bytes: number; checksum: string } | null;
   objects: FullBackupObject[];
+  /** physical backups: how the tar is compressed; absent in backups made before it was a choice (gzip) */
+  compression?: BaseCompression;
   totals: { bytes: number; rawBytes: number };
   manifestChecksum: string;
 }

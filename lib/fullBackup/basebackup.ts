@@ -1,8 +1,9 @@
 // A physical base backup of the whole cluster, streamed: pg_basebackup -Ft writes one tar to
 // stdout, which flows through a tar reader (member list, the backup_manifest it appends) and
-// gzip straight into the store. No local copy. WAL is not in the tar (-X none): the WAL
-// archive holds it, and the backup waits until the archive has every segment from its start
-// to its stop LSN (like pgBackRest's archive check). Manifest last.
+// the configured compressor (lz4, zstd or gzip: compression.ts) straight into the store. No
+// local copy. WAL is not in the tar (-X none): the WAL archive holds it, and the backup waits
+// until the archive has every segment from its start to its stop LSN (like pgBackRest's
+// archive check). Manifest last.
 import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
@@ -13,14 +14,14 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
 import { connect, microsText, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { ParallelGzip } from '../streams';
 import { segmentFolder } from '../format/walArchive';
 import { listWalArchive } from '../wal/archive';
 import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/names';
-import { fullBackupPrefix, type FullBackupWal, type FullManifest } from '../format/fullManifest';
+import { baseObjectKey, fullBackupPrefix, type FullBackupWal, type FullManifest } from '../format/fullManifest';
+import { Rechunk } from '../streams';
+import { compressor } from './compression';
 import { TarIndex } from './tarIndex';
 
-export const baseObjectKey = 'base.tar.gz';
 export const backupManifestKey = 'backup_manifest';
 
 export interface FullBackupProgress {
@@ -88,14 +89,18 @@ export async function takeBaseBackup(
   const tar = new TarIndex(new Set([backupManifestKey]));
   const progress: FullBackupProgress = { phase: 'streaming', bytes: 0, member: null };
   const timer = setInterval(() => args.onProgress?.({ ...progress, bytes: tar.bytes, member: tar.members.at(-1)?.name ?? null }), 1000);
-  const gzip = new ParallelGzip({ level: config.backup.compressionLevel, blockSize: 4 << 20 });
+  const { compression } = config.fullBackup;
+  const packer = compressor(compression);
+  const baseKey = baseObjectKey(compression);
   let base;
   try {
-    [base] = await Promise.all([store.put(prefix + baseObjectKey, gzip, { contentType: 'application/gzip', signal: args.signal }), pipeline(child.stdout, tar, gzip)]);
+    const stored = packer.output.pipe(new Rechunk(1 << 20));
+    [base] = await Promise.all([store.put(prefix + baseKey, stored, { contentType: 'application/octet-stream', signal: args.signal }), pipeline(child.stdout, tar, packer.input), packer.done]);
     const code = await exited;
     if (code !== 0) throw baseBackupFailed(code, stderr);
   } catch (err) {
     kill();
+    packer.kill();
     if (args.signal?.aborted) throw args.signal.reason ?? err;
     const code = await exited;
     throw code !== 0 && code !== null ? baseBackupFailed(code, stderr) : err;
@@ -127,7 +132,7 @@ export async function takeBaseBackup(
 
   progress.phase = 'sealing';
   const objects = [
-    { key: baseObjectKey, bytes: base.bytes, sha256: base.sha256, rawBytes: tar.bytes },
+    { key: baseKey, bytes: base.bytes, sha256: base.sha256, rawBytes: tar.bytes },
     { key: backupManifestKey, bytes: manifestObject.bytes, sha256: manifestObject.sha256 },
   ];
   const manifest = sealManifest({
@@ -145,6 +150,7 @@ export async function takeBaseBackup(
     wal,
     backupManifest: { files: pgManifest.Files.length, bytes: pgManifest.Files.reduce((n, f) => n + f.Size, 0), checksum: pgManifest['Manifest-Checksum'] },
     objects,
+    compression,
     totals: { bytes: objects.reduce((n, o) => n + o.bytes, 0), rawBytes: tar.bytes + manifestObject.bytes },
   });
   await writeManifest(store, prefix, manifest);
@@ -203,7 +209,7 @@ export async function waitForArchivedWal(store: ObjectStore, wal: FullBackupWal,
   const folders = [...new Set(needed.map(segmentFolder))];
   const deadline = Date.now() + timeoutMs;
   let missing: string[] = needed;
-  for (let pollMs = 20; ; pollMs = Math.min(1000, pollMs * 1.5)) {
+  for (let pollMs = 20; ; pollMs = Math.min(250, pollMs * 1.5)) {
     signal?.throwIfAborted();
     const listing = await listWalArchive(store, folders);
     const complete = new Set(listing.segments.map((s) => s.name));

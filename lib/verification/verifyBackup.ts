@@ -23,7 +23,7 @@ import { runPgTool } from '../postgres/tools';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { dumpFolder } from '../fullBackup/logicalDump';
-import { fullBackupPrefix, parseFullManifest, type FullManifest } from '../format/fullManifest';
+import { baseObjectOf, fullBackupPrefix, parseFullManifest, readFullManifest, type FullManifest } from '../format/fullManifest';
 import { parseBackupLabel } from '../labels';
 import { objectLocation, objectName, openObject, parseManifest, type ManifestObject, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
@@ -150,16 +150,16 @@ export async function checkWal(store: ObjectStore, manifest: FullManifest): Prom
 }
 
 /** pg_verifybackup's complaints, one check each. */
-function pgVerifybackupChecks(code: number, output: string): VerificationCheck[] {
-  if (code === 0) return [{ check: 'pg_verifybackup', target: 'base.tar.gz', result: 'ok' }];
+function pgVerifybackupChecks(code: number, output: string, baseKey: string): VerificationCheck[] {
+  if (code === 0) return [{ check: 'pg_verifybackup', target: baseKey, result: 'ok' }];
   const problems = output
     .split('\n')
     .filter((l) => /^pg_verifybackup: error: /.test(l))
     .map((l) => l.replace(/^pg_verifybackup: error: /, ''));
   const classify = (line: string): CheckResult =>
     /checksum mismatch/.test(line) ? 'checksum_mismatch' : /not on disk|could not open/.test(line) ? 'missing' : /has size .* on disk but size/.test(line) ? 'size_invalid' : 'other';
-  const checks = problems.map((line): VerificationCheck => ({ check: 'pg_verifybackup', target: /"([^"]+)"/.exec(line)?.[1] ?? 'base.tar.gz', result: classify(line), detail: line }));
-  return checks.length ? checks : [{ check: 'pg_verifybackup', target: 'base.tar.gz', result: 'other', detail: output.trim().slice(-500) }];
+  const checks = problems.map((line): VerificationCheck => ({ check: 'pg_verifybackup', target: /"([^"]+)"/.exec(line)?.[1] ?? baseKey, result: classify(line), detail: line }));
+  return checks.length ? checks : [{ check: 'pg_verifybackup', target: baseKey, result: 'other', detail: output.trim().slice(-500) }];
 }
 
 /** Physical backups: pg_verifybackup on the extracted files, then a real recovery in a scratch cluster. */
@@ -189,7 +189,7 @@ export async function restoreTestPhysical(engine: Engine, record: Pick<FullBacku
           if (bytes) await writeFile(path.join(walDir, name), bytes);
         }
         const run = await runPgTool('pg_verifybackup', ['--wal-directory', walDir, dir], { asCaller: true });
-        checks.push(...pgVerifybackupChecks(run.code, run.output));
+        checks.push(...pgVerifybackupChecks(run.code, run.output, baseObjectOf(await readFullManifest(store, record.prefix)).object.key));
       },
     });
     cluster = await PrivateCluster.attach(dataDir);
