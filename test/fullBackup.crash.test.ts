@@ -24,7 +24,7 @@ describe('full backup when the worker is killed mid-way', function () {
     env = await createTestEnv('local', {
       db: source.db,
       configure: (doc, dir) => {
-        doc.fullBackup = { maxRateKbps: 8192, walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool') };
+        doc.fullBackup = { maxRate: '8MB/s', walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool') };
         doc.verification = { scratchDir: source.dir };
       },
     });
