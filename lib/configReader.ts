@@ -187,7 +187,7 @@ export class Section {
   rate(name: string, min: number, max: number): number | undefined {
     const v = this.string(name);
     if (v === undefined) return undefined;
-    const bytes = sizeInBytes(v.replace(/\s*\/\s*s\s*$/, ''));
+    const bytes = rateInBytes(v);
     if (bytes === undefined || bytes < min || bytes > max) return this.fail(name, `must be a rate like 512kB/s or 64MB/s, from ${sizeText(min)}/s to ${sizeText(max)}/s`, v);
     return bytes;
   }
@@ -320,6 +320,11 @@ const sizeUnits: Record<string, number> = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1
 function sizeInBytes(text: string): number | undefined {
   const m = /^\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*$/.exec(text);
   return m ? Number(m[1]) * (sizeUnits[m[2] ?? 'B'] ?? 1) : undefined;
+}
+
+/** 64MB/s (or 64MB): bytes per second; undefined when it is not a rate. */
+function rateInBytes(text: string): number | undefined {
+  return sizeInBytes(text.replace(/\s*\/\s*s\s*$/, ''));
 }
 
 /** The largest unit that writes a size exactly: 32kB, 1GB. */
@@ -462,8 +467,9 @@ function defaultOf(field: Field, siblings: Record<string, unknown>, ctx: ReadCon
     case 'durationOrOff':
       return written === 'off' ? null : parseDuration(String(written));
     case 'bytes':
+      return sizeInBytes(String(written));
     case 'rate':
-      return sizeInBytes(String(written).replace(/\s*\/\s*s\s*$/, ''));
+      return rateInBytes(String(written));
     case 'path':
       return path.resolve(ctx.baseDir, String(written));
     default:
