@@ -120,6 +120,21 @@ describe('configuration of full backups, Supabase, retention and verification', 
   });
 });
 
+describe('the base backup\'s throttle', () => {
+  it('reads maxRate in bytes per second and hands pg_basebackup kilobytes per second; the old maxRateKbps still means kilobytes per second', () => {
+    assert.equal(parseConfig(minimal, ctx).fullBackup.maxRateKBps, null);
+    assert.equal(parseConfig({ ...minimal, fullBackup: { maxRate: '64MB/s' } }, ctx).fullBackup.maxRateKBps, 65536);
+    assert.equal(parseConfig({ ...minimal, fullBackup: { maxRate: '512kB' } }, ctx).fullBackup.maxRateKBps, 512);
+    assert.equal(parseConfig({ ...minimal, fullBackup: { maxRateKbps: 8192 } }, ctx).fullBackup.maxRateKBps, 8192);
+  });
+
+  it('refuses a rate outside what pg_basebackup takes, and both names at once', () => {
+    assert.match(problemsOf({ ...minimal, fullBackup: { maxRate: '16kB/s' } }), /fullBackup\.maxRate: must be a rate like 512kB\/s or 64MB\/s, from 32kB\/s to 1GB\/s \(got "16kB\/s"\)/);
+    assert.match(problemsOf({ ...minimal, fullBackup: { maxRate: 'fast' } }), /fullBackup\.maxRate: must be a rate/);
+    assert.match(problemsOf({ ...minimal, fullBackup: { maxRate: '8MB/s', maxRateKbps: 8192 } }), /fullBackup\.maxRateKbps: is the old name of maxRate: give only maxRate/);
+  });
+});
+
 describe('configuration of monitoring and the worker\'s metrics', () => {
   it('defaults to no metrics listener, intervals from the schedules, ×1.5 and ×2, five-minute RPO targets', () => {
     const cfg = parseConfig(minimal, ctx);

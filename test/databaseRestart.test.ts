@@ -38,7 +38,7 @@ describe('a database crash in the middle of a step', function () {
     env = await createTestEnv('local', {
       db: { name: 'saas', url, tenants: sampleTenants(defaultSample), drop: async () => undefined },
       configure: (doc, dir) => {
-        doc.fullBackup = { maxRateKbps: 4096, walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool') };
+        doc.fullBackup = { maxRate: '4MB/s', walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool') };
         doc.verification = { scratchDir: source.dir };
       },
     });

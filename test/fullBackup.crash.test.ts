@@ -25,7 +25,7 @@ for (const compression of fullBackupCompressions) describe(`full backup when the
     env = await createTestEnv('local', {
       db: source.db,
       configure: (doc, dir) => {
-        doc.fullBackup = { maxRateKbps: 8192, walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), compression };
+        doc.fullBackup = { maxRate: '8MB/s', walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), compression };
         doc.verification = { scratchDir: source.dir };
       },
     });

@@ -4,9 +4,12 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { bundleWorkflowCode } from '@temporalio/worker';
+import { type BundleOptions, bundleWorkflowCode } from '@temporalio/worker';
 import { projectRoot } from '../lib/config';
+
+type Configuration = Parameters<NonNullable<BundleOptions['webpackConfigHook']>>[0];
 
 const sourceDirs = ['workflows', 'lib'];
 
@@ -20,18 +23,52 @@ function sourcesHash(): string {
   return h.digest('hex').slice(0, 16);
 }
 
+/** var/cache in the tenantsafe folder; where that folder is not writable (a package installed by root), the user's ~/.cache/tenantsafe. */
+function defaultCacheDir(): string {
+  const own = path.join(projectRoot, 'var', 'cache');
+  try {
+    fs.mkdirSync(own, { recursive: true });
+    fs.accessSync(own, fs.constants.W_OK);
+    return own;
+  } catch {
+    return path.join(os.homedir(), '.cache', 'tenantsafe');
+  }
+}
+
 /** Path of a bundle matching the current sources, building it first when there is none. */
-export function workflowBundlePath(cacheDir = path.join(projectRoot, 'var', 'cache')): string {
+export function workflowBundlePath(cacheDir = defaultCacheDir()): string {
   const file = path.join(cacheDir, `workflow-bundle-${sourcesHash()}.js`);
   if (!fs.existsSync(file)) {
     fs.mkdirSync(cacheDir, { recursive: true });
-    execFileSync(process.execPath, ['--import', 'tsx', __filename, file], { stdio: ['ignore', 'ignore', 'inherit'] });
+    // The sources as the CLI runs them (compiled, else tsx): an installed package has no tsx.
+    execFileSync(process.execPath, ['-r', path.join(projectRoot, 'scripts', 'register.js'), __filename, file], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   return file;
 }
 
+/** Is the file one of tenantsafe's own sources (not a dependency's), wherever tenantsafe is installed? */
+function isOwnSource(file: string): boolean {
+  const relative = path.relative(projectRoot, file);
+  return !relative.startsWith('..') && !path.isAbsolute(relative) && !relative.split(path.sep).includes('node_modules');
+}
+
+/**
+ * The bundler compiles TypeScript outside node_modules only; installed as a package, tenantsafe's
+ * own sources are inside node_modules, and are compiled all the same.
+ */
+function compileOwnSources(config: Configuration): Configuration {
+  for (const rule of config.module?.rules ?? []) {
+    if (rule && typeof rule === 'object' && String(rule.test) === String(/\.ts$/)) rule.exclude = (file: string) => /[\\/]node_modules[\\/]/.test(file) && !isOwnSource(file);
+  }
+  return config;
+}
+
 async function buildTo(file: string): Promise<void> {
-  const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error } });
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../workflows'),
+    webpackConfigHook: compileOwnSources,
+    logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
+  });
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, code);
   fs.renameSync(tmp, file);

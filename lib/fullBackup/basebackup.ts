@@ -75,7 +75,7 @@ export async function takeBaseBackup(
   await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, startedAt }) + '\n'));
 
   const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
-  const rate = config.fullBackup.maxRateKbps ? [`--max-rate=${config.fullBackup.maxRateKbps}k`] : [];
+  const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
   const child = spawn(pgBin('pg_basebackup'), ['-D', '-', '-F', 't', '-X', 'none', '--checkpoint=fast', `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
