@@ -32,6 +32,9 @@ export function requiredInHelp(option: Option): Option {
   return option;
 }
 
+/** Whether help marks the option (required): commander enforces it, or the command checks it. */
+export const isRequired = (option: Option): boolean => option.mandatory || requiredByCommand.has(option);
+
 export class CliCommand extends Command {
   private readonly examples: string[] = [];
   private readonly exitCodes: Record<number, string> = { ...standardExitCodes };
@@ -126,7 +129,7 @@ export function createProgram(name: string): CliCommand {
     visibleGlobalOptions: globalOptionsOf,
     optionDescription(this: Help, option: Option): string {
       const text = Help.prototype.optionDescription.call(this, option);
-      return option.mandatory || requiredByCommand.has(option) ? `(required) ${text}` : text;
+      return isRequired(option) ? `(required) ${text}` : text;
     },
   });
   return program;

@@ -48,6 +48,18 @@ async function failoverRef(cmd: Command, failoverId: string): Promise<FailoverRe
   });
 }
 
+/**
+ * approve's and reject's --by, --reason and --wait. Commander gives an option of `failover` to
+ * failover wherever it is written (after `approve <id>` too), so they are read from there; each
+ * sub-command declares its own only for its help. --by must have been typed: a decision names a
+ * person, never the requester's default.
+ */
+function decision(cmd: Command, verb: string): { by: string; reason?: string; wait?: boolean } {
+  const opts = cmd.optsWithGlobals<{ by?: string; reason?: string; wait?: boolean }>();
+  if (cmd.parent?.getOptionValueSource('by') !== 'cli' || !opts.by) throw new TenantsafeError(ErrorType.BadInput, `Say who ${verb}: --by is required.`, `Pass --by <who> (someone other than the requester).`);
+  return { by: opts.by, reason: opts.reason, wait: opts.wait };
+}
+
 const withDr = <T>(cmd: Command, fn: (dr: TenantsafeDr, client: TenantsafeClient) => Promise<T>) =>
   withClientOf(cmd, (client) => {
     const { TenantsafeDr } = require('./drClient') as typeof import('./drClient');
@@ -58,8 +70,6 @@ export function registerDrCommands(program: CliCommand): void {
   const failover = program
     .command('failover')
     .description('fail over to the standby when the primary is lost: probes, approval, fencing, promotion, the endpoint switched, RTO and loss recorded')
-    // failover's own options are read only before a sub-command's name: `failover approve <id> --by <who>` is approve's --by
-    .enablePositionalOptions()
     // required, but checked by the action (with a HINT): commander would ask approve and reject for it too
     .addOption(requiredInHelp(new Option('--reason <text>', 'why (kept in the catalog)')))
     .addOption(requesterOption('who asks (cannot approve it)'))
@@ -81,11 +91,12 @@ export function registerDrCommands(program: CliCommand): void {
   failover
     .command('approve <failoverId>')
     .description('approve a failover waiting for approval (not by whoever asked for it)')
-    .requiredOption('--by <who>', deciderHelp('approves'))
+    .addOption(requiredInHelp(new Option('--by <who>', deciderHelp('approves'))))
     .option('--wait', 'wait until the failover is done')
     .example('tenantsafe failover approve 20261206-071500X-3f9a2c --by bob --wait')
     .exits({ 2: 'bad input, or an approval that does not count (by the requester, expired)' })
-    .action(async (failoverId: string, { by, wait }: { by: string; wait?: boolean }, cmd: Command) => {
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const { by, wait } = decision(cmd, 'approves');
       const ref = await failoverRef(cmd, failoverId);
       const out = await withDr(cmd, (dr) => dr.approve(ref, failoverId, by, { wait }));
       emit(globals(cmd), out, () => failoverText(out));
@@ -93,10 +104,11 @@ export function registerDrCommands(program: CliCommand): void {
   failover
     .command('reject <failoverId>')
     .description('reject a failover: nothing is changed')
-    .requiredOption('--by <who>', deciderHelp('rejects'))
+    .addOption(requiredInHelp(new Option('--by <who>', deciderHelp('rejects'))))
     .option('--reason <text>', 'why')
     .example('tenantsafe failover reject 20261206-071500X-3f9a2c --by bob --reason "the primary is back"')
-    .action(async (failoverId: string, { by, reason }: { by: string; reason?: string }, cmd: Command) => {
+    .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
+      const { by, reason } = decision(cmd, 'rejects');
       const ref = await failoverRef(cmd, failoverId);
       const out = await withDr(cmd, (dr) => dr.reject(ref, { by, reason }));
       emit(globals(cmd), out, () => failoverText(out));

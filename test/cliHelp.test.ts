@@ -5,9 +5,11 @@
 // `backup full`, `schedule ... --at HH:MM` is `--time` (on a real Temporal dev server), and bad
 // input through them still exits 2 with a HINT.
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
 import type { Command, Option } from 'commander';
 import { buildProgram, main } from '../client/cli';
-import { CliCommand } from '../client/cliCommand';
+import { CliCommand, isRequired } from '../client/cliCommand';
+import { projectRoot } from '../lib/config';
 import { databaseScheduleIds } from '../workflows/messages';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 
@@ -78,7 +80,7 @@ describe('the CLI help', function () {
           if (new RegExp(`^ +${option.long}\\b`, 'm').test(text)) say(`hidden ${option.long} listed`);
           continue;
         }
-        if (option.mandatory && !new RegExp(`${option.long}\\b[^\\n]*\\(required\\)`).test(text)) say(`required ${option.long} not marked (required)`);
+        if (isRequired(option) && !new RegExp(`${option.long}\\b[^\\n]*\\(required\\)`).test(text)) say(`required ${option.long} not marked (required)`);
       }
     }
     assert.deepEqual(problems, []);
@@ -99,9 +101,17 @@ describe('the CLI help', function () {
     const deciders = byOptions.filter((b) => / (approve|reject)$/.test(b.path));
     assert.deepEqual(deciders.map((b) => b.path).sort(), ['failover approve', 'failover reject', 'restore approve', 'restore reject']);
     for (const { path, option } of byOptions) {
-      if (deciders.some((d) => d.path === path)) assert.ok(option.mandatory, `${path}: a decision names a person`);
+      if (deciders.some((d) => d.path === path)) assert.ok(isRequired(option), `${path}: a decision names a person`);
       else assert.equal(option.defaultValueDescription, '$TENANTSAFE_USER, else your login name', `${path} --by`);
     }
+  });
+
+  it('lists every command in README\'s CLI table', () => {
+    const rows = fs.readFileSync(`${projectRoot}/README.md`, 'utf8').split('\n').filter((l) => l.startsWith('| `tenantsafe '));
+    const listed = (words: string[]) => rows.some((row) => new RegExp(`\`(tenantsafe )?${words.join(' ')}[ \`]`).test(row.split(' | ')[0]));
+    const hidden = (c: Command) => (c as unknown as { _hidden: boolean })._hidden;
+    const missing = commands.filter(({ path: words, cmd }) => cmd.commands.length === 0 && !hidden(cmd) && words.at(-1) !== 'help' && !listed(words));
+    assert.deepEqual(missing.map((c) => c.path.join(' ')), []);
   });
 
   it('keeps full-backup as the old name of backup full, with the same options', () => {
@@ -128,6 +138,13 @@ describe('the CLI help', function () {
       assert.equal(json.code, 2);
       assert.equal(JSON.parse(json.stderr).type, 'BadInput', 'a usage error is JSON with --json');
     }
+    // a decision is never defaulted to the login name, though failover's own --by (who asks) is
+    const failoverApprove = await runCli(['failover', 'approve', '20261206-071500X-3f9a2c']);
+    assert.equal(failoverApprove.code, 2);
+    assert.match(failoverApprove.stderr, /Say who approves: --by is required\. HINT:/);
+    const restoreReject = await runCli(['restore', 'reject', '20261125-094500R-4d5e6f']);
+    assert.equal(restoreReject.code, 2);
+    assert.match(restoreReject.stderr, /required option '--by <who>' not specified\nHINT:/);
     const listed = await runCli(['--help']);
     assert.match(listed.stdout, /^  backup /m);
     assert.doesNotMatch(listed.stdout, /^  full-backup /m, 'only the new name is listed');
