@@ -1,7 +1,7 @@
 // What the CLI's command modules share: the global options, the engine or Temporal client a
 // command runs with, option parsers and how sizes are printed.
 import * as os from 'node:os';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { loadConfig, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -58,6 +58,33 @@ export function positiveInt(name: string) {
 
 export const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);
 
-export const defaultUser = () => process.env.TENANTSAFE_USER ?? os.userInfo().username;
+/** $TENANTSAFE_USER, else the OS login; undefined when neither is known (a container without a passwd entry). */
+export function defaultUser(): string | undefined {
+  if (process.env.TENANTSAFE_USER) return process.env.TENANTSAFE_USER;
+  try {
+    return os.userInfo().username || undefined;
+  } catch {
+    return process.env.USER || undefined;
+  }
+}
+
+/**
+ * `--by` of a command that asks for something (restore tenant, failover, switchover, backups
+ * pin): defaults to $TENANTSAFE_USER, else the OS login. The commands that decide (restore and
+ * failover approve/reject) take --by as a required option instead: under four-eyes a decision
+ * names a person, never whoever happens to be logged in (README, CLI).
+ */
+export function requesterOption(description = 'who asks'): Option {
+  return new Option('--by <who>', description).default(defaultUser(), '$TENANTSAFE_USER, else your login name');
+}
+
+/** The requester a command records: --by or its default, or bad input when neither is known. */
+export function requester(by: string | undefined): string {
+  if (by && by.trim() !== '') return by;
+  throw new TenantsafeError(ErrorType.BadInput, 'Say who asks: neither --by, $TENANTSAFE_USER nor a login name is known.', 'Pass --by <who>, or set TENANTSAFE_USER.');
+}
+
+/** A decider's --by (approve, reject): required, described the same way everywhere. */
+export const deciderHelp = (verb: string) => `who ${verb} (not the requester); never defaulted: a decision names a person`;
 
 export const sizeText = (n: number | null) => (n === null ? '-' : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);

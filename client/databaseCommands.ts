@@ -1,6 +1,6 @@
-// CLI commands for whole-database work (the public CLI contract: README, CLI): full-backup, pitr window,
-// pitr restore, a logical dump restored elsewhere, verify, retention, pins and the WAL archiver. Their daily schedules are in
-// scheduleCommands.ts.
+// CLI commands for whole-database work (the public CLI contract: README, CLI): backup full (once
+// `full-backup`, still taken), pitr window, pitr restore, a logical dump restored elsewhere, verify,
+// retention, pins and the WAL archiver. Their daily schedules are in scheduleCommands.ts.
 import type { Command } from 'commander';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { restoreLogicalDump } from '../lib/fullBackup/logicalDump';
@@ -9,20 +9,23 @@ import { microsText, withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
 import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
+import { dropWalSlot, walSlotState, type WalSlotState } from '../lib/wal/archiver';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
-import { fromOption, fromOptionHelp, globals, list, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import type { CliCommand } from './cliCommand';
+import { fromOption, fromOptionHelp, globals, list, positiveInt, requester, requesterOption, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { databaseWorkflowIds, type ChangeLogStatus } from '../workflows/messages';
 
 // Required on use: it loads the Temporal SDK (see cli.ts).
 const fullBackups = () => require('./fullBackups') as typeof import('./fullBackups');
 
-export function registerDatabaseCommands(program: Command, parents: { backups: Command }): void {
-  program
-    .command('full-backup')
-    .description('back up the whole database (postgres: base backup + WAL archive; supabase: pg_dump into our storage)')
+/** `backup full` and its old name `full-backup`: one definition, so options and output cannot drift apart. */
+function fullBackupCommand(cmd: CliCommand, example: string): void {
+  cmd
     .option('--wait', 'wait for the backup to finish')
+    .example(`${example} --wait`, `${example} --json   # returns once checked: status running`)
+    .exits({ 1: 'the backup failed (with --wait), or Temporal, the database or storage is unreachable' })
     .action(async (opts: { wait?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => fullBackups().startFullBackup(c, opts));
       emit(globals(cmd), out, () =>
@@ -31,26 +34,42 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
           : `Full backup ${out.backupId} is running (workflow ${out.workflowId})`,
       );
     });
+}
 
-  const fullBackupsCommand = program.command('full-backups');
+/** Newest first, as every list of the CLI (ties: the higher id first). */
+function newestFirst<T>(rows: T[], at: (r: T) => string, id: (r: T) => string): T[] {
+  return [...rows].sort((a, b) => Date.parse(at(b)) - Date.parse(at(a)) || id(b).localeCompare(id(a)));
+}
+
+export function registerDatabaseCommands(program: CliCommand, parents: { backup: CliCommand; backups: CliCommand }): void {
+  const description = 'back up the whole database (postgres: base backup + WAL archive; supabase: pg_dump into our storage)';
+  fullBackupCommand(parents.backup.command('full').description(`${description}; \`tenantsafe full-backup\` is its old name`), 'tenantsafe backup full');
+  // the old name, hidden from the command list: same options, same output
+  fullBackupCommand(program.command('full-backup', { hidden: true }).description(`${description} (the old name of \`tenantsafe backup full\`)`), 'tenantsafe full-backup');
+
+  const fullBackupsCommand = program.command('full-backups').description('whole-database backups: list them, restore a logical dump elsewhere');
   fullBackupsCommand
     .command('restore <backupId>')
     .description('restore a logical dump (provider supabase) into another, empty database: a new project after the first is lost')
     .requiredOption('--into <url>', 'the new database (postgres://…); the schemas restored must not hold tables there')
     .option('--schemas <list>', 'the schemas to restore (default: tenancy.schemas)', list)
+    .example('tenantsafe full-backups restore 20261125-020000F-1a2b3c --into postgres://postgres@new-project:5432/postgres')
+    .exits({ 2: 'bad input, a base backup (not a dump), or the schemas already hold tables there (nothing written)' })
     .action(async (backupId: string, opts: { into: string; schemas?: string[] }, cmd: Command) => {
       const out = await withEngine(cmd, (e) => restoreLogicalDump(e, { backupId, targetUrl: opts.into, schemas: opts.schemas }));
       emit(globals(cmd), out, () => `Restored dump ${out.backupId} (as of ${out.consistentAt}) into the new database: schemas ${out.schemas.join(', ')}, ${out.files} files, ${sizeText(out.bytes)} checked, in ${(out.durationMs / 1000).toFixed(1)} s`);
     });
   fullBackupsCommand
     .command('list')
-    .description('full backups in our storage, oldest first (--provider: the provider\'s own list, e.g. Supabase\'s)')
+    .description('full backups in our storage, newest first (--provider: the provider\'s own list, e.g. Supabase\'s, newest first too)')
     .option('--provider', 'list the provider\'s backups instead')
+    .example('tenantsafe full-backups list', 'tenantsafe full-backups list --provider')
     .action(async (opts: { provider?: boolean }, cmd: Command) => {
       const out = await withEngine(cmd, async (e) =>
         opts.provider
-          ? createFullBackupProvider(e).listProviderBackups()
-          : (await e.catalog.listFullBackups()).map((b) => ({ backupId: b.backupId, method: b.method, bytes: b.bytes, consistentAt: b.consistentAt, startLsn: b.wal?.startLsn ?? null, stopLsn: b.wal?.stopLsn ?? null })),
+          ? newestFirst(await createFullBackupProvider(e).listProviderBackups(), (b) => b.at, (b) => b.id)
+          : // the catalog lists oldest first (retention and the window read it so): reversed
+            (await e.catalog.listFullBackups()).reverse().map((b) => ({ backupId: b.backupId, method: b.method, bytes: b.bytes, consistentAt: b.consistentAt, startLsn: b.wal?.startLsn ?? null, stopLsn: b.wal?.stopLsn ?? null })),
       );
       emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { backupId: 1 })));
     });
@@ -60,9 +79,10 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('window')
     .description('the earliest and latest restorable times')
     .option('--from <location>', 'as this storage location alone holds them: secondary or primary; default: both')
+    .example('tenantsafe pitr window', 'tenantsafe pitr window --from secondary')
     .action(async (opts: { from?: string }, cmd: Command) => {
       const out = await withEngine(cmd, (e) => createFullBackupProvider(e.from(opts.from)).window());
-      emit(globals(cmd), out, () => (out.earliest ? `Recoverable from ${out.earliest} to ${out.latest}` : 'Nothing is recoverable yet: take a full backup (`tenantsafe full-backup --wait`).'));
+      emit(globals(cmd), out, () => (out.earliest ? `Recoverable from ${out.earliest} to ${out.latest}` : 'Nothing is recoverable yet: take a full backup (`tenantsafe backup full --wait`).'));
     });
   pitr
     .command('restore')
@@ -74,6 +94,13 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .requiredOption('--target <dir>', 'an empty data directory (supabase: the project ref, to confirm an in-place restore)')
     .option('--port <n>', 'start the restored cluster on this port and leave it running', positiveInt('--port'))
     .option('--from <location>', fromOptionHelp)
+    .exactlyOneOf('Recovery target', '--at', '--lsn', '--name', '--latest')
+    .example(
+      'tenantsafe pitr restore --at 2026-11-25T05:30:00Z --target /srv/restore/pg --port 5433',
+      'tenantsafe pitr restore --name before-migration --target /srv/restore/pg',
+      'tenantsafe pitr restore --latest --target /srv/restore/pg',
+    )
+    .exits({ 1: 'the restore failed (recovery did not finish, storage unreachable)', 2: 'bad input: no or two targets, a target outside the window, a target directory that is not empty' })
     .action(async (opts: { at?: string; lsn?: string; name?: string; latest?: boolean; target: string; port?: number; from?: string }, cmd: Command) => {
       pitrTargetOf(opts); // bad input fails here, before Temporal is asked
       const from = fromOption(cmd, opts.from);
@@ -87,6 +114,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   pitr
     .command('mark <name>')
     .description('create a named restore point in the database (pg_create_restore_point), for `pitr restore --name`')
+    .example('tenantsafe pitr mark before-migration')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, (e) =>
         withClient(e.db, e.config.database.url, async (c) => {
@@ -100,6 +128,8 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   program
     .command('verify <backupId>')
     .description('verify a backup: object checksums, WAL, pg_verifybackup, a real restore test; exit 1 when a check fails')
+    .example('tenantsafe verify 20261125-020000F-1a2b3c', 'tenantsafe verify 20261125-093000T-1a2b3c --json')
+    .exits({ 1: 'a check failed (missing object, checksum mismatch, restore test), or the verification could not run' })
     .action(async (backupId: string, _opts: unknown, cmd: Command) => {
       const r = await withClientOf(cmd, (c) => fullBackups().verifyBackupNow(c, backupId));
       if (!r.ok) process.exitCode = 1;
@@ -110,9 +140,11 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
 
   program
     .command('retention')
+    .description('the retention policy (retention: in the config)')
     .command('apply')
     .description('delete what the retention policy does not keep (backups, WAL and change-log segments no kept backup needs, interrupted backups)')
-    .option('--dry-run', 'only report')
+    .option('--dry-run', 'only report what it would delete')
+    .example('tenantsafe retention apply --dry-run', 'tenantsafe retention apply')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun));
       const verb = out.dryRun ? 'would remove' : 'removed';
@@ -129,14 +161,17 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     .command('pin <backupId>')
     .description('put a legal hold on a backup: retention never deletes it')
     .requiredOption('--reason <text>', 'why (a ticket, a legal matter)')
-    .option('--by <who>', 'who asks', process.env.USER ?? 'unknown')
-    .action(async (backupId: string, opts: { reason: string; by: string }, cmd: Command) => {
-      const out = await withEngine(cmd, (e) => pinBackup(e.store, { backupId, reason: opts.reason, by: opts.by, at: new Date().toISOString() }));
+    .addOption(requesterOption())
+    .example('tenantsafe backups pin 20261125-020000F-1a2b3c --reason "LEGAL-42"')
+    .action(async (backupId: string, opts: { reason: string; by?: string }, cmd: Command) => {
+      const by = requester(opts.by);
+      const out = await withEngine(cmd, (e) => pinBackup(e.store, { backupId, reason: opts.reason, by, at: new Date().toISOString() }));
       emit(globals(cmd), out, () => `Pinned ${backupId}: ${opts.reason}`);
     });
   parents.backups
     .command('unpin <backupId>')
     .description('lift the legal hold')
+    .example('tenantsafe backups unpin 20261125-020000F-1a2b3c')
     .action(async (backupId: string, _opts: unknown, cmd: Command) => {
       const removed = await withEngine(cmd, (e) => unpinBackup(e.store, backupId));
       if (!removed) throw new TenantsafeError(ErrorType.BadInput, `Backup ${backupId} is not pinned.`, 'List pins with `tenantsafe backups pins`.');
@@ -144,9 +179,10 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     });
   parents.backups
     .command('pins')
-    .description('backups under legal hold')
+    .description('backups under legal hold, newest pin first')
+    .example('tenantsafe backups pins')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withEngine(cmd, (e) => listPins(e.store));
+      const out = await withEngine(cmd, async (e) => newestFirst(await listPins(e.store), (p) => p.at, (p) => p.backupId));
       emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['backupId', 'reason', 'by', 'at']));
     });
 
@@ -154,6 +190,8 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   changelog
     .command('start')
     .description('start streaming committed changes of the tenant-owned tables into storage (needs wal_level logical)')
+    .example('tenantsafe changelog start')
+    .exits({ 2: 'bad input, or the database or config is not ready for it (wal_level, changeLog.enabled): nothing started' })
     .action(async (_opts: unknown, cmd: Command) => {
       const { scope, state } = await withEngine(cmd, async (e) => {
         if (!e.config.changeLog.enabled) {
@@ -170,6 +208,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   changelog
     .command('stop')
     .description('stop it (it stores what it received first); the slot stays, so nothing committed meanwhile is lost when it starts again')
+    .example('tenantsafe changelog stop')
     .action(async (_opts: unknown, cmd: Command) => {
       const scope = await withEngine(cmd, async (e) => (await workflowScopes(e)).changeLog);
       const stopped = await withClientOf(cmd, (c) => fullBackups().stopChangeLog(c, scope));
@@ -178,6 +217,8 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   changelog
     .command('status')
     .description('how far the log reaches, its gaps, the slot: its lag and whether the server may drop WAL it needs')
+    .example('tenantsafe changelog status', 'tenantsafe changelog status --json')
+    .exits({ 1: 'a warning: not running or backing off, the slot missing, lost or unreserved, max_slot_wal_keep_size unlimited' })
     .action(async (_opts: unknown, cmd: Command) => {
       const { scope, ...log } = await withEngine(cmd, async (e) => ({ scope: (await workflowScopes(e)).changeLog, ...(await changeLogState(e)) }));
       const streaming = await withClientOf(cmd, (c) => fullBackups().changeLogStatus(c, scope)).catch(() => null);
@@ -199,6 +240,7 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
   wal
     .command('start')
     .description('start archiving WAL (the first full backup starts it too)')
+    .example('tenantsafe wal start')
     .action(async (_opts: unknown, cmd: Command) => {
       const scope = await withEngine(cmd, async (e) => (await workflowScopes(e)).walArchiver);
       const out = await withClientOf(cmd, (c) => fullBackups().startWalArchiver(c, scope));
@@ -206,15 +248,33 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
     });
   wal
     .command('stop')
-    .description('stop archiving WAL (point-in-time recovery stops at the last archived moment)')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const scope = await withEngine(cmd, async (e) => (await workflowScopes(e)).walArchiver);
-      const stopped = await withClientOf(cmd, (c) => fullBackups().stopWalArchiver(c, scope));
-      emit(globals(cmd), { stopped }, () => (stopped ? 'WAL archiver stopped' : 'The WAL archiver was not running'));
+    .description('stop archiving WAL (point-in-time recovery stops at the last archived moment); its replication slot stays unless --drop-slot, and the primary keeps WAL for it')
+    .option('--drop-slot', 'also drop the archiver\'s replication slot (fullBackup.slot), so the primary stops keeping WAL for it; the next full backup or `wal start` makes a new one')
+    .example('tenantsafe wal stop --drop-slot   # for good', 'tenantsafe wal stop              # for a while: the slot keeps WAL until `tenantsafe wal start`')
+    .exits({ 2: 'bad input, or --drop-slot while a full backup runs (it needs the slot)' })
+    .action(async (opts: { dropSlot?: boolean }, cmd: Command) => {
+      const { scope, url, slotName } = await withEngine(cmd, async (e) => ({ scope: (await workflowScopes(e)).walArchiver, url: e.config.database.url, slotName: e.config.fullBackup.slot }));
+      const stopped = await withClientOf(cmd, async (c) => {
+        if (opts.dropSlot && (await fullBackups().fullBackupRunning(c))) {
+          throw new TenantsafeError(ErrorType.BadInput, `A full backup is running: it needs replication slot "${slotName}" until the archive reaches its end.`, 'Wait for it to finish (`tenantsafe full-backups list`), then run `tenantsafe wal stop --drop-slot` again.');
+        }
+        return fullBackups().stopWalArchiver(c, scope);
+      });
+      const slot = opts.dropSlot ? { ...(await dropWalSlot(url, slotName)), dropped: true } : { ...(await walSlotState(url, slotName)), dropped: false };
+      const out = { stopped, slot: { name: slot.name, existed: slot.exists, dropped: slot.dropped && slot.exists, retainedBytes: slot.retainedBytes }, warnings: slotWarnings(slot) };
+      emit(globals(cmd), out, () =>
+        [
+          stopped ? 'WAL archiver stopped' : 'The WAL archiver was not running',
+          ...(out.slot.dropped ? [`Replication slot "${slot.name}" dropped: the primary keeps no WAL for it any more (${sizeText(slot.retainedBytes)} released).`] : []),
+          ...out.warnings.map((w) => `warning: ${w}`),
+        ].join('\n'),
+      );
     });
   wal
     .command('status')
     .description('the archive: newest segment, gaps, and whether the archiver runs')
+    .example('tenantsafe wal status')
+    .exits({ 1: 'the archive has a gap' })
     .action(async (_opts: unknown, cmd: Command) => {
       const archive = await withEngine(cmd, async (e) => {
         const listing = await listWalArchive(e.store);
@@ -233,6 +293,16 @@ export function registerDatabaseCommands(program: Command, parents: { backups: C
       );
       if (out.gaps.length) process.exitCode = 1;
     });
+}
+
+/** The archiver's slot left in place by `wal stop`: the WAL it keeps piles up on the primary. */
+function slotWarnings(slot: WalSlotState & { dropped: boolean }): string[] {
+  if (slot.dropped || !slot.exists) return [];
+  const bound = slot.maxSlotWalKeepSize === '-1' ? 'without bound (max_slot_wal_keep_size is unlimited) until its disk is full' : `up to max_slot_wal_keep_size (${slot.maxSlotWalKeepSize}), then the slot is invalidated and the archive gets a gap`;
+  return [
+    `replication slot "${slot.name}" stays (it holds ${sizeText(slot.retainedBytes)} of WAL now): the primary keeps every WAL segment from its position, ${bound}, unless the archiver starts again (\`tenantsafe wal start\`). ` +
+      `To stop for good, drop it: \`tenantsafe wal stop --drop-slot\`, or in SQL: SELECT pg_drop_replication_slot('${slot.name}');`,
+  ];
 }
 
 /** What about the change log needs a person now: it is not streaming, its slot is gone or in danger, or nothing bounds the WAL the slot holds. */

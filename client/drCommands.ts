@@ -1,12 +1,13 @@
 // CLI commands of disaster recovery: failover (and its approve, reject, status), switchover.
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { databaseName } from '../lib/config';
 import { checkDrConfigured } from '../lib/dr/failover';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { FailoverResult, FailoverStatus, SwitchoverResult, SwitchoverStatus } from '../workflows/messages';
 import type { FailoverRef, FailoverRequested, TenantsafeDr } from './drClient';
 import type { TenantsafeClient } from './client';
-import { config, defaultUser, globals, withClientOf, withEngine } from './commandHelpers';
+import { requiredInHelp, type CliCommand } from './cliCommand';
+import { config, deciderHelp, globals, requester, requesterOption, withClientOf, withEngine } from './commandHelpers';
 import { emit } from './output';
 import { WorkflowError } from './workflowError';
 
@@ -47,10 +48,15 @@ async function failoverRef(cmd: Command, failoverId: string): Promise<FailoverRe
   });
 }
 
-/** Who approves or rejects (`--by`, parsed by the parent command), never a default: a decision names a person. */
-function decider(cmd: Command, verb: string): { by: string; reason?: string; wait?: boolean } {
+/**
+ * approve's and reject's --by, --reason and --wait. Commander gives an option of `failover` to
+ * failover wherever it is written (after `approve <id>` too), so they are read from there; each
+ * sub-command declares its own only for its help. --by must have been typed: a decision names a
+ * person, never the requester's default.
+ */
+function decision(cmd: Command, verb: string): { by: string; reason?: string; wait?: boolean } {
   const opts = cmd.optsWithGlobals<{ by?: string; reason?: string; wait?: boolean }>();
-  if (!opts.by) throw new TenantsafeError(ErrorType.BadInput, `Say who ${verb}.`, 'Pass --by <who>.');
+  if (cmd.parent?.getOptionValueSource('by') !== 'cli' || !opts.by) throw new TenantsafeError(ErrorType.BadInput, `Say who ${verb}: --by is required.`, `Pass --by <who> (someone other than the requester).`);
   return { by: opts.by, reason: opts.reason, wait: opts.wait };
 }
 
@@ -60,40 +66,49 @@ const withDr = <T>(cmd: Command, fn: (dr: TenantsafeDr, client: TenantsafeClient
     return fn(new TenantsafeDr(client), client);
   });
 
-export function registerDrCommands(program: Command): void {
+export function registerDrCommands(program: CliCommand): void {
   const failover = program
     .command('failover')
     .description('fail over to the standby when the primary is lost: probes, approval, fencing, promotion, the endpoint switched, RTO and loss recorded')
-    .option('--reason <text>', 'why (kept in the catalog)')
-    // also the approver's or rejecter's name of the subcommands: commander gives `--by` to this command wherever it is written
-    .option('--by <who>', 'who asks (default: $TENANTSAFE_USER or your login; cannot approve it); with approve/reject: who decides')
+    // required, but checked by the action (with a HINT): commander would ask approve and reject for it too
+    .addOption(requiredInHelp(new Option('--reason <text>', 'why (kept in the catalog)')))
+    .addOption(requesterOption('who asks (cannot approve it)'))
     .option('--force', 'fail over even though the primary answers, or the standby is further behind than dr.standby.maxLag')
     .option('--database <name>', 'the database (default: the configured one)')
     .option('--wait', 'wait until the failover is done')
-    .action(async (opts: { reason?: string; by: string; force?: boolean; database?: string; wait?: boolean }, cmd: Command) => {
+    .example('tenantsafe failover --reason "primary host lost"', 'tenantsafe failover --reason "primary host lost" --by alice --wait')
+    .exits({ 1: 'the failover failed after it started (the message says where it stopped)', 2: 'bad input, or refused (FailoverRefused: the primary answers, the standby is too far behind, nothing configured): nothing was changed' })
+    .action(async (opts: { reason?: string; by?: string; force?: boolean; database?: string; wait?: boolean }, cmd: Command) => {
       if (!opts.reason) throw new TenantsafeError(ErrorType.BadInput, 'A failover needs a reason.', 'Pass --reason <text>, e.g. --reason "primary host lost".');
+      const requestedBy = requester(opts.by);
       const cfg = config(cmd);
       checkDrConfigured(cfg); // what needs no server fails here, before a workflow starts (it checks again)
       const database = opts.database ?? databaseName(cfg.database.url);
-      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy: opts.by ?? defaultUser(), force: opts.force, database: opts.database }, { wait: opts.wait }));
+      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy, force: opts.force, database: opts.database }, { wait: opts.wait }));
       emit(globals(cmd), out, () => failoverText(out));
       if ('errorType' in out && out.state === 'failed') throw new WorkflowError(out.error ?? 'The failover failed.', out.errorType);
     });
   failover
     .command('approve <failoverId>')
-    .description('approve a failover waiting for approval (not by whoever asked for it): --by <who> required')
+    .description('approve a failover waiting for approval (not by whoever asked for it)')
+    .addOption(requiredInHelp(new Option('--by <who>', deciderHelp('approves'))))
     .option('--wait', 'wait until the failover is done')
+    .example('tenantsafe failover approve 20261206-071500X-3f9a2c --by bob --wait')
+    .exits({ 2: 'bad input, or an approval that does not count (by the requester, expired)' })
     .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
-      const { by, wait } = decider(cmd, 'approves');
+      const { by, wait } = decision(cmd, 'approves');
       const ref = await failoverRef(cmd, failoverId);
       const out = await withDr(cmd, (dr) => dr.approve(ref, failoverId, by, { wait }));
       emit(globals(cmd), out, () => failoverText(out));
     });
   failover
     .command('reject <failoverId>')
-    .description('reject a failover, nothing changed: --by <who> required, --reason <text>')
+    .description('reject a failover: nothing is changed')
+    .addOption(requiredInHelp(new Option('--by <who>', deciderHelp('rejects'))))
+    .option('--reason <text>', 'why')
+    .example('tenantsafe failover reject 20261206-071500X-3f9a2c --by bob --reason "the primary is back"')
     .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
-      const { by, reason } = decider(cmd, 'rejects');
+      const { by, reason } = decision(cmd, 'rejects');
       const ref = await failoverRef(cmd, failoverId);
       const out = await withDr(cmd, (dr) => dr.reject(ref, { by, reason }));
       emit(globals(cmd), out, () => failoverText(out));
@@ -101,6 +116,7 @@ export function registerDrCommands(program: Command): void {
   failover
     .command('status <failoverId>')
     .description('state, the loss estimate, approvals, RTO and loss once done')
+    .example('tenantsafe failover status 20261206-071500X-3f9a2c')
     .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
       const ref = await failoverRef(cmd, failoverId);
       const out = await withDr(cmd, (dr) => dr.status(ref));
@@ -109,14 +125,17 @@ export function registerDrCommands(program: Command): void {
   program
     .command('switchover')
     .description('planned move to the standby with no loss: endpoint paused, primary read-only, standby caught up and promoted, endpoint switched')
-    .option('--by <who>', 'who asks', defaultUser())
+    .addOption(requesterOption())
     .option('--database <name>', 'the database (default: the configured one)')
     .option('--wait', 'wait until the switchover is done')
-    .action(async (opts: { by: string; database?: string; wait?: boolean }, cmd: Command) => {
+    .example('tenantsafe switchover --wait', 'tenantsafe switchover --by alice --database saas --wait')
+    .exits({ 2: 'bad input, or refused (no standby or endpoint configured, the standby not replicating): nothing was changed' })
+    .action(async (opts: { by?: string; database?: string; wait?: boolean }, cmd: Command) => {
+      const requestedBy = requester(opts.by);
       const cfg = config(cmd);
       checkDrConfigured(cfg);
       const database = opts.database ?? databaseName(cfg.database.url);
-      const out = await withDr(cmd, (dr) => dr.switchover(database, { requestedBy: opts.by, database: opts.database }, { wait: opts.wait }));
+      const out = await withDr(cmd, (dr) => dr.switchover(database, { requestedBy, database: opts.database }, { wait: opts.wait }));
       emit(globals(cmd), out, () => switchoverText(out));
     });
 }

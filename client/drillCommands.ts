@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import type { DrEventRecord } from '../lib/catalog';
 import { databaseName } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import type { CliCommand } from './cliCommand';
 import { globals, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
@@ -34,12 +35,14 @@ function drillRow(e: DrEventRecord) {
   };
 }
 
-export function registerDrillCommands(program: Command): void {
+export function registerDrillCommands(program: CliCommand): void {
   const drill = program.command('drill').description('disaster-recovery drills: restore the newest full backup and WAL into a scratch cluster, check it, measure RTO and RPO');
   drill
     .command('run')
     .description('run a drill now (exit 1 when it failed or missed dr.targets)')
     .option('--wait', 'wait for the drill to finish')
+    .example('tenantsafe drill run --wait')
+    .exits({ 1: 'the drill failed or missed dr.targets', 2: 'bad input, no full backup to drill (BackupNotFound), or a logical-dump provider' })
     .action(async (opts: { wait?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c, cfg) => drills().startDrill(c, databaseName(cfg.database.url), opts));
       if (out.status === 'completed' && !out.metTargets) process.exitCode = 1;
@@ -57,6 +60,7 @@ export function registerDrillCommands(program: Command): void {
     .command('list')
     .description('the newest drills first, from the catalog')
     .option('--limit <n>', 'at most this many', '20')
+    .example('tenantsafe drill list --limit 5')
     .action(async (opts: { limit: string }, cmd: Command) => {
       const out = await withEngine(cmd, async (e) => (await e.catalog.listDrEvents({ kind: 'drill', database: databaseName(e.config.database.url), limit: Number(opts.limit) || 20 })).map(drillRow));
       emit(globals(cmd), out, () =>
@@ -69,6 +73,7 @@ export function registerDrillCommands(program: Command): void {
   drill
     .command('show <drillId>')
     .description("one drill's record and its stored report (JSON)")
+    .example('tenantsafe drill show 20261206-030000-0190a1b2 --json')
     .action(async (drillId: string, _opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, async (e) => {
         const found = (await e.catalog.listDrEvents({ kind: 'drill', limit: 1000 })).find((d) => d.details?.drillId === drillId);

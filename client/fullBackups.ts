@@ -83,6 +83,16 @@ export const walArchiverStatus = (client: TenantsafeClient, scope: string) => st
 export const stopChangeLog = (client: TenantsafeClient, scope: string) => stopRunning(client, databaseWorkflowIds.changeLog(scope));
 export const changeLogStatus = (client: TenantsafeClient, scope: string) => statusIfRunning(client, databaseWorkflowIds.changeLog(scope), changeLogStatusQuery);
 
+/** Whether a full backup runs now (it needs the WAL archiver's slot: the archive must reach its end). */
+export async function fullBackupRunning(client: TenantsafeClient): Promise<boolean> {
+  try {
+    return (await client.temporal.workflow.getHandle(databaseWorkflowIds.fullBackup()).describe()).status.name === 'RUNNING';
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
+
 /** Cancels a long-running workflow (the archiver, the change log: each stores what it has, then stops); false when it was not running. */
 async function stopRunning(client: TenantsafeClient, workflowId: string): Promise<boolean> {
   const handle = client.temporal.workflow.getHandle(workflowId);

@@ -7,6 +7,7 @@ import type { Engine } from '../lib/engine';
 import type { DatabaseHealth, HealthItem, HealthReport, Level, TemporalFacts } from '../lib/monitoring/health';
 import type { tenantHealth } from '../lib/monitoring/health';
 import type { TenantsafeClient } from './client';
+import type { CliCommand } from './cliCommand';
 import { config as configOf, globals, positiveInt, sizeText } from './commandHelpers';
 import { emit, table } from './output';
 
@@ -161,11 +162,16 @@ function tenantText(t: Awaited<ReturnType<typeof tenantHealth>>, durationText: (
   return lines.join('\n');
 }
 
-export function registerMonitoringCommands(program: Command): void {
+/** check and doctor answer as monitoring plugins do (Nagios): 2 is critical, not bad input. */
+const pluginExitCodes = { 0: 'ok', 1: 'warning', 2: 'critical (also when the config or the catalog cannot be read)' };
+
+export function registerMonitoringCommands(program: CliCommand): void {
   program
     .command('check')
     .description('one line for a monitoring system: TENANTSAFE OK|WARNING|CRITICAL - ...; exit 0 ok, 1 warning, 2 critical')
     .option('--no-temporal', 'do not ask Temporal (schedules, workers): judge by config alone')
+    .example('tenantsafe check', 'tenantsafe check --no-temporal --json')
+    .exits(pluginExitCodes)
     .action(async (opts: Options, cmd: Command) => {
       const json = !!globals(cmd).json;
       let report: HealthReport;
@@ -188,6 +194,8 @@ export function registerMonitoringCommands(program: Command): void {
     .command('doctor')
     .description('preflight checks of this deployment, each on its line with a HINT when it fails: config, database and role privileges for the features configured, server settings, PostgreSQL tools, storage, scratch disk, clock, Temporal, search attributes, workers; exit 0 ok, 1 warning, 2 critical')
     .option('--no-temporal', 'check the database, tools and storage only')
+    .example('tenantsafe doctor', 'tenantsafe doctor --no-temporal --json')
+    .exits(pluginExitCodes)
     .action(async (opts: Options, cmd: Command) => {
       const { engineChecks, failedLine, verdict } = require('../lib/doctor') as typeof import('../lib/doctor');
       let lines: import('../lib/doctor').DoctorLine[];
@@ -221,6 +229,8 @@ export function registerMonitoringCommands(program: Command): void {
     .option('--tenant <tenantId>', 'one tenant: its runs, restore points and pending restores')
     .option('--tenants <n>', 'list the n worst tenants (default monitoring.topTenants)', positiveInt('--tenants'))
     .option('--no-temporal', 'do not ask Temporal (schedules, workers): judge by config alone')
+    .example('tenantsafe status', 'tenantsafe status --tenant acme')
+    .exits({ 0: 'it could judge (whatever it found: `check` gives a monitoring system an exit code)' })
     .action(async (opts: Options & { tenant?: string; tenants?: number }, cmd: Command) => {
       const { durationText } = health();
       if (opts.tenant) {

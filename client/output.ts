@@ -1,7 +1,7 @@
 // CLI output and exit codes: --json prints exactly the contract's JSON on stdout; humans get
 // short text. Exit 0 ok, 1 failed, 2 bad input (docs/architecture.md, core rule 7).
 import { CommanderError } from 'commander';
-import { isBadInput, TenantsafeError } from '../lib/errors';
+import { ErrorType, isBadInput, TenantsafeError } from '../lib/errors';
 import { WorkflowError } from './workflowError';
 
 export interface OutputOptions {
@@ -29,7 +29,11 @@ export function exitCodeOf(err: unknown): number {
 /** Prints the error (as JSON on stderr with --json) and returns the exit code. */
 export function reportError(opts: OutputOptions, err: unknown): number {
   const code = exitCodeOf(err);
-  if (err instanceof CommanderError) return code; // commander already printed it
+  if (err instanceof CommanderError) {
+    // a usage error (unknown option, required option missing): commander printed it, unless --json kept it for here
+    if (opts.json && code !== 0) process.stderr.write(JSON.stringify({ error: err.message.replace(/^error: /, ''), type: ErrorType.BadInput, exitCode: code }) + '\n');
+    return code;
+  }
   const message = err instanceof Error ? err.message : String(err);
   const type = err instanceof TenantsafeError || err instanceof WorkflowError ? err.type : undefined;
   if (opts.json) process.stderr.write(JSON.stringify({ error: message, type: type ?? 'Error', exitCode: code }) + '\n');

@@ -4,9 +4,11 @@ import type { Command } from 'commander';
 import type { Engine } from '../lib/engine';
 import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
 import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
+import { checkRestoreRequest } from '../lib/restore/rules';
 import type { TenantRestoreInput } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
-import { defaultUser, fromOption, fromOptionHelp, globals, list, positiveInt, withClientOf, withEngine } from './commandHelpers';
+import type { CliCommand } from './cliCommand';
+import { deciderHelp, fromOption, fromOptionHelp, globals, list, positiveInt, requester, requesterOption, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { WorkflowError } from './workflowError';
 
@@ -46,7 +48,7 @@ async function restoreIsRunning(engine: Engine, client: TenantsafeClient, schema
   return d?.status.name === 'RUNNING';
 }
 
-export function registerRestoreCommands(program: Command): void {
+export function registerRestoreCommands(program: CliCommand): void {
   const restore = program.command('restore').description('restore a tenant: preview, approval, safety backup, apply, verify');
   const refOf = async (cmd: Command, restoreId: string) =>
     withEngine(cmd, async (e) => {
@@ -64,25 +66,32 @@ export function registerRestoreCommands(program: Command): void {
     .option('--tables <list>', 'only these tables, comma-separated (e.g. app.users,app.projects)', list)
     .option('--changes <list>', 'only these kinds of change: insert,update,delete', list)
     .option('--missing-refs <policy>', 'rows referencing global rows that are gone: refuse or skip', 'refuse')
-    .option('--by <who>', 'who asks (cannot approve it)', defaultUser())
+    .addOption(requesterOption('who asks (cannot approve it)'))
     .option('--from <location>', fromOptionHelp)
-    .action(async (tenantId: string, opts: { backup?: string; at?: string; lsn?: string; backupBefore?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by: string; from?: string }, cmd: Command) => {
+    .exactlyOneOf('What to restore', '--backup', '--at', '--lsn', '--backup-before')
+    .example(
+      'tenantsafe restore tenant acme --backup 20261125-093000T-1a2b3c',
+      'tenantsafe restore tenant acme --at 2026-11-25T09:30:00.123456Z --tables app.users',
+      'tenantsafe restore tenant acme --backup-before 2026-11-25T00:00:00Z --mode missing-only',
+    )
+    .exits({ 1: 'the preview could not be made (storage, database or Temporal failed)', 2: 'bad input, blocked by the preview (RestoreBlocked), or outside every restore window; nothing was changed' })
+    .action(async (tenantId: string, opts: { backup?: string; at?: string; lsn?: string; backupBefore?: string; mode: string; tables?: string[]; changes?: string[]; missingRefs: string; by?: string; from?: string }, cmd: Command) => {
       const from = fromOption(cmd, opts.from);
-      const out = await withClientOf(cmd, (c) =>
-        c.restores.request({
-          tenantId,
-          backupId: opts.backup,
-          at: opts.at,
-          lsn: opts.lsn,
-          backupBefore: opts.backupBefore,
-          mode: opts.mode as TenantRestoreInput['mode'],
-          tables: opts.tables,
-          changes: opts.changes as TenantRestoreInput['changes'],
-          missingRefs: opts.missingRefs as TenantRestoreInput['missingRefs'],
-          requestedBy: opts.by,
-          ...(from ? { from } : {}),
-        }),
-      );
+      const input: TenantRestoreInput = {
+        tenantId,
+        backupId: opts.backup,
+        at: opts.at,
+        lsn: opts.lsn,
+        backupBefore: opts.backupBefore,
+        mode: opts.mode as TenantRestoreInput['mode'],
+        tables: opts.tables,
+        changes: opts.changes as TenantRestoreInput['changes'],
+        missingRefs: opts.missingRefs as TenantRestoreInput['missingRefs'],
+        requestedBy: requester(opts.by),
+        ...(from ? { from } : {}),
+      };
+      checkRestoreRequest(input); // bad input fails here, before Temporal is asked
+      const out = await withClientOf(cmd, (c) => c.restores.request(input));
       emit(globals(cmd), out, () => restoreText(out));
       if (out.error) throw new WorkflowError(out.error, out.errorType);
     });
@@ -90,6 +99,7 @@ export function registerRestoreCommands(program: Command): void {
     .command('window')
     .description('what a tenant can be restored to: per source (change log, PITR clone, whole backups) the earliest and latest moment, and gaps')
     .requiredOption('--tenant <tenantId>', 'the tenant')
+    .example('tenantsafe restore window --tenant acme')
     .action(async (opts: { tenant: string }, cmd: Command) => {
       const out = await withEngine(cmd, (e) => (require('../lib/pointInTime') as typeof import('../lib/pointInTime')).restoreWindows(e, opts.tenant));
       emit(globals(cmd), out, () => windowText(out));
@@ -97,9 +107,11 @@ export function registerRestoreCommands(program: Command): void {
   restore
     .command('approve <restoreId>')
     .description('approve the current preview (four-eyes: not the requester)')
-    .requiredOption('--by <who>', 'who approves')
+    .requiredOption('--by <who>', deciderHelp('approves'))
     .requiredOption('--digest <digest>', 'the digest of the preview you reviewed')
     .option('--wait', 'wait until the restore is applied and verified')
+    .example('tenantsafe restore approve 20261125-094500R-4d5e6f --by bob --digest <previewDigest> --wait')
+    .exits({ 1: 'the apply or its verification failed (with --wait)', 2: 'bad input, or an approval that does not count (ApprovalInvalid: by the requester, another digest, expired)' })
     .action(async (restoreId: string, opts: { by: string; digest: string; wait?: boolean }, cmd: Command) => {
       const ref = await refOf(cmd, restoreId);
       const out = await withClientOf(cmd, (c) => c.restores.approve(ref, { by: opts.by, digest: opts.digest }, { wait: opts.wait }));
@@ -108,8 +120,9 @@ export function registerRestoreCommands(program: Command): void {
   restore
     .command('reject <restoreId>')
     .description('reject the restore: nothing is changed')
-    .requiredOption('--by <who>', 'who rejects')
+    .requiredOption('--by <who>', deciderHelp('rejects'))
     .option('--reason <text>', 'why')
+    .example('tenantsafe restore reject 20261125-094500R-4d5e6f --by bob --reason "wrong backup"')
     .action(async (restoreId: string, opts: { by: string; reason?: string }, cmd: Command) => {
       const ref = await refOf(cmd, restoreId);
       const out = await withClientOf(cmd, (c) => c.restores.reject(ref, { by: opts.by, reason: opts.reason }));
@@ -121,6 +134,7 @@ export function registerRestoreCommands(program: Command): void {
     .option('--tenant <tenantId>', 'of one tenant')
     .option('--state <state>', 'in one state: previewing, awaiting-approval, applying, verifying, done, rejected, expired, failed')
     .option('--limit <n>', 'at most n (default 50)', positiveInt('--limit'))
+    .example('tenantsafe restore list --tenant acme', 'tenantsafe restore list --state awaiting-approval')
     .action(async (opts: { tenant?: string; state?: string; limit?: number }, cmd: Command) => {
       const restores = await withEngine(cmd, (e) => e.catalog.listRestores({ tenantId: opts.tenant, state: opts.state, limit: opts.limit ?? 50 }));
       const out = restores.map((r) => ({ restoreId: r.restoreId, tenantId: r.tenantId, state: r.state, backupId: r.backupId ?? null, requestedBy: r.requestedBy, approvedBy: r.approvedBy ?? [], safetyBackupId: r.safetyBackupId ?? null, createdAt: r.createdAt, error: r.error ?? null }));
@@ -129,6 +143,7 @@ export function registerRestoreCommands(program: Command): void {
   restore
     .command('status <restoreId>')
     .description('state, preview, approvals, outcome')
+    .example('tenantsafe restore status 20261125-094500R-4d5e6f')
     .action(async (restoreId: string, _opts: unknown, cmd: Command) => {
       const ref = await refOf(cmd, restoreId);
       const out = await withClientOf(cmd, (c) => c.restores.status(ref));
@@ -146,6 +161,7 @@ export function registerRestoreCommands(program: Command): void {
     .command('cleanup')
     .description('drop scratch schemas left by restores that are no longer running')
     .option('--dry-run', 'only list them')
+    .example('tenantsafe restore cleanup --dry-run')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
       const removed = await withClientOf(cmd, (client) =>
         withEngine(cmd, (e) => removeStaleScratchSchemas(e, (schema) => restoreIsRunning(e, client, schema), opts.dryRun)),

@@ -7,7 +7,7 @@
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction, type ScheduleSpec } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { databaseScheduleIds, databaseWorkflowIds, drScheduleIds, drWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
-import { dailyDefaults, type DailyScheduleKind } from './dailySchedules';
+import { parseTimeOfDay, type DailyScheduleKind } from './dailySchedules';
 
 export interface ScheduleSummary {
   scheduleId: string;
@@ -141,8 +141,8 @@ export async function listSchedules(client: Client): Promise<ScheduleSummary[]> 
 // collide with the day's traffic and the next run).
 
 export interface DailyScheduleRequest {
-  /** HH:MM, UTC */
-  at: string;
+  /** HH:MM, UTC (the CLI's --time) */
+  time: string;
   catchupWindowMs: number;
   /** retention: only report what would be deleted */
   dryRun?: boolean;
@@ -161,11 +161,10 @@ function dailyAction(kind: DailyScheduleKind, taskQueue: string, req: DailySched
 }
 
 export async function scheduleDaily(client: Client, taskQueue: string, kind: DailyScheduleKind, req: DailyScheduleRequest): Promise<ScheduleSummary> {
-  const m = /^([01]\d|2[0-3]):([0-5]\d)$/.exec(req.at);
-  if (!m) throw new TenantsafeError(ErrorType.BadInput, `--at must be a time of day HH:MM in UTC (got "${req.at}").`, `Pass --at ${dailyDefaults[kind]}.`);
+  const { hour, minute } = parseTimeOfDay(req.time, kind);
   const id = dailyScheduleIds[kind];
   await upsertSchedule(client, id, 86_400_000, dailyAction(kind, taskQueue, req), {}, {
-    spec: { calendars: [{ hour: Number(m[1]), minute: Number(m[2]), comment: `daily at ${req.at} UTC` }] },
+    spec: { calendars: [{ hour, minute, comment: `daily at ${req.time} UTC` }] },
     catchupWindowMs: req.catchupWindowMs,
   });
   return summarize(client, id);

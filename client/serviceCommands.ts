@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { defaultDevLayout } from '../lib/config';
 import { Engine } from '../lib/engine';
+import type { CliCommand } from './cliCommand';
 import { config, globals, positiveInt, withClientOf } from './commandHelpers';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { emit } from './output';
@@ -13,10 +14,11 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 const untilInterrupted = () => new Promise<void>((resolve) => process.once('SIGINT', () => resolve()).once('SIGTERM', () => resolve()));
 
-export function registerDashboardCommand(program: Command): void {
+export function registerDashboardCommand(program: CliCommand): void {
   program
     .command('dashboard')
     .description('serve the dashboard (pages, the restore approval API, /metrics) until interrupted')
+    .example('tenantsafe dashboard --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
       const { TenantsafeClient } = require('./client') as typeof import('./client');
       const { startDashboardServer } = require('./server') as typeof import('./server');
@@ -32,11 +34,12 @@ export function registerDashboardCommand(program: Command): void {
     });
 }
 
-export function registerHashSecretCommand(program: Command): void {
+export function registerHashSecretCommand(program: CliCommand): void {
   program
     .command('hash-secret')
     .description("hash a dashboard user's password (or, with --token, a long random token) read from stdin, for tenantsafe.yaml")
     .option('--token', 'a token of 32 characters or more: a fast sha256 hash (a password gets scrypt)')
+    .example('printf %s "$PASSWORD" | tenantsafe hash-secret', 'openssl rand -base64 32 | tenantsafe hash-secret --token')
     .action(async (opts: { token?: boolean }, cmd: Command) => {
       const { hashPassword, hashToken, minTokenLength } = require('../lib/secretHash') as typeof import('../lib/secretHash');
       const chunks: Buffer[] = [];
@@ -51,10 +54,11 @@ export function registerHashSecretCommand(program: Command): void {
     });
 }
 
-export function registerWorkerCommand(program: Command): void {
+export function registerWorkerCommand(program: CliCommand): void {
   program
     .command('worker')
     .description('run a worker on the configured task queue until interrupted')
+    .example('tenantsafe worker --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
       const { runWorkerUntilSignal } = require('../workers/main') as typeof import('../workers/main');
       await runWorkerUntilSignal(config(cmd));
@@ -62,8 +66,8 @@ export function registerWorkerCommand(program: Command): void {
 }
 
 /** `dev` and `demo`, which share the options of the embedded stack's layout. */
-export function registerDevCommands(program: Command): void {
-  const layoutOptions = (cmd: Command) =>
+export function registerDevCommands(program: CliCommand): void {
+  const layoutOptions = (cmd: CliCommand) =>
     cmd
       .option('--home <dir>', 'where the embedded stack keeps its cluster, Temporal state and backups', defaultDevLayout.home)
       .option('--pg-port <n>', 'port of the private Postgres', positiveInt('--pg-port'), defaultDevLayout.pgPort)
@@ -73,6 +77,7 @@ export function registerDevCommands(program: Command): void {
 
   layoutOptions(program.command('dev'))
     .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')
+    .example('tenantsafe dev', 'tenantsafe dev --temporal-port 7234 --ui-port 8234')
     .action(async (opts: LayoutFlags, cmd: Command) => {
       const { startDevStack } = require('./dev') as typeof import('./dev');
       const stack = await startDevStack({ configPath: globals(cmd).config, layout: opts, log, ...(opts.dashboardPort ? { dashboardPort: opts.dashboardPort } : {}) });
@@ -85,6 +90,8 @@ export function registerDevCommands(program: Command): void {
     .description('the main job end to end on the embedded defaults: back up a tenant, damage it, preview, approve, restore, verify')
     .option('--tenant <tenantId>', 'the tenant to work on', 'globex')
     .option('--keep', 'leave the stack running afterwards')
+    .example('tenantsafe demo', 'tenantsafe demo --tenant acme --keep')
+    .exits({ 1: 'the restored tenant does not match its backup, or the stack did not start' })
     .action(async (opts: LayoutFlags & { tenant: string; keep?: boolean }, cmd: Command) => {
       const { runDemo } = require('./demo') as typeof import('./demo');
       const out = await runDemo({ configPath: globals(cmd).config, layout: opts, log, tenantId: opts.tenant, keep: !!opts.keep, ...(opts.dashboardPort ? { dashboardPort: opts.dashboardPort } : {}) });
@@ -97,11 +104,12 @@ export function registerDevCommands(program: Command): void {
     });
 }
 
-export function registerTemporalCommands(program: Command): void {
+export function registerTemporalCommands(program: CliCommand): void {
   const temporal = program.command('temporal').description('the Temporal server tenantsafe runs on');
   temporal
     .command('setup')
     .description('register the search attributes tenantsafe sets (TenantId, BackupKind, Database: Keyword) in the configured namespace; idempotent. Once per namespace on a real cluster (the dev server has them)')
+    .example('tenantsafe temporal setup --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => c.registerSearchAttributes());
       emit(globals(cmd), out, () =>

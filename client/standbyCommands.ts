@@ -5,18 +5,21 @@ import type { Command } from 'commander';
 import { currentRoles, nodeUrl } from '../lib/dr/failover';
 import { parseHostPort, standbyStatus } from '../lib/dr/standby';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import type { CliCommand } from './cliCommand';
 import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit } from './output';
 
 // Required on use: it loads the Temporal SDK (see cli.ts).
 const standbyClient = () => require('./standby') as typeof import('./standby');
 
-export function registerStandbyCommands(program: Command): void {
+export function registerStandbyCommands(program: CliCommand): void {
   const standby = program.command('standby').description('the standby (self-managed PostgreSQL): build it, watch it, rebuild an old primary as one (failback)');
   standby
     .command('create')
     .description('build the standby of dr.standby from the newest full backup + archived WAL, streaming with a replication slot (leaves a healthy one as it is)')
     .option('--wait', 'wait until it streams')
+    .example('tenantsafe standby create --wait')
+    .exits({ 2: 'bad input, no dr.standby configured, or no full backup to build it from (BackupNotFound)' })
     .action(async (opts: { wait?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => standbyClient().startStandbyCreate(c, opts));
       emit(globals(cmd), out, () =>
@@ -29,6 +32,8 @@ export function registerStandbyCommands(program: Command): void {
   standby
     .command('status')
     .description('where the standby stands: streaming | catching-up | stopped | absent | not-replicating, lag in bytes and seconds; exit 1 unless streaming within dr.standby.maxLag')
+    .example('tenantsafe standby status', 'tenantsafe standby status --json')
+    .exits({ 1: 'the standby is not streaming, or further behind than dr.standby.maxLag' })
     .action(async (_opts: unknown, cmd: Command) => {
       // the roles as they are now: after a failover or switchover the catalog knows which is which
       const out = await withEngine(cmd, async (engine) => {
@@ -57,6 +62,7 @@ export function registerStandbyCommands(program: Command): void {
     .requiredOption('--primary <host:port>', 'the new primary (the promoted standby)')
     .option('--port <n>', 'the port the rebuilt standby listens on (default: the one it used before)', positiveInt('--port'))
     .option('--host <address>', 'the address it listens on (default: dr.standby.host)')
+    .example('tenantsafe standby rebuild --data-dir /var/lib/postgresql/16/main --primary 10.0.0.12:5432')
     .action(async (opts: { dataDir: string; primary: string; port?: number; host?: string }, cmd: Command) => {
       parseHostPort(opts.primary); // bad input fails here, before Temporal is asked
       const out = await withClientOf(cmd, (c) => standbyClient().rebuildStandby(c, { dataDir: opts.dataDir, primary: opts.primary, port: opts.port, host: opts.host }));

@@ -5,6 +5,7 @@ import type { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { ReplicatedStore } from '../lib/storage/replicated';
 import { storageStatus, syncStorage, type LocationStatus, type StorageStatus } from '../lib/storage/sync';
+import type { CliCommand } from './cliCommand';
 import { globals, sizeText, withEngine } from './commandHelpers';
 import { emit } from './output';
 
@@ -20,11 +21,13 @@ function statusText(s: StorageStatus): string {
   return [line('primary', s.primary), line('secondary', s.secondary), s.inSync ? 'In sync.' : 'NOT in sync: run `tenantsafe storage sync`.'].join('\n');
 }
 
-export function registerStorageCommands(program: Command): void {
+export function registerStorageCommands(program: CliCommand): void {
   const storage = program.command('storage').description('the primary and secondary storage locations');
   storage
     .command('status')
     .description('both locations: reachable, objects, how far each is behind the other (exit 1 when not in sync)')
+    .example('tenantsafe storage status')
+    .exits({ 1: 'the locations are not in sync, or one is unreachable', 2: 'bad input, or no storage.secondary configured' })
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, (e) => storageStatus(replicatedStore(e)));
       emit(globals(cmd), out, () => statusText(out));
@@ -34,6 +37,8 @@ export function registerStorageCommands(program: Command): void {
     .command('sync')
     .description('copy to each location what it lacks (deletes it missed first, manifests last), each copy read back and checked by sha256')
     .option('--verify', 'also compare the sha256 of every object both hold (reads everything)')
+    .example('tenantsafe storage sync', 'tenantsafe storage sync --verify')
+    .exits({ 1: 'still not in sync afterwards', 2: 'bad input, or no storage.secondary configured' })
     .action(async (opts: { verify?: boolean }, cmd: Command) => {
       const out = await withEngine(cmd, (e) => syncStorage(replicatedStore(e), { verify: opts.verify }));
       emit(globals(cmd), out, () =>

@@ -4,10 +4,11 @@ import type { Command } from 'commander';
 import { redactUrl } from '../lib/config';
 import { withClient } from '../lib/pg';
 import { describeOwnership, discoverTenancy, estimateTenantRows, listTenants } from '../lib/tenancy';
+import type { CliCommand } from './cliCommand';
 import { globals, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
-export function registerTenancyCommands(program: Command): void {
+export function registerTenancyCommands(program: CliCommand): void {
   program
     .command('tenancy')
     .description('how tenants are found in the schema')
@@ -15,6 +16,7 @@ export function registerTenancyCommands(program: Command): void {
     .description('the resolved tenancy plan: owned tables, how each is filtered, global tables')
     .option('--tenant <tenantId>', 'estimate this tenant\'s rows per table')
     .option('--tenants', 'also list the tenants')
+    .example('tenantsafe tenancy show', 'tenantsafe tenancy show --tenant acme --tenants')
     .action(async (opts: { tenant?: string; tenants?: boolean }, cmd: Command) => {
       const out = await withEngine(cmd, (e) =>
         withClient(e.db, e.config.database.url, async (c) => {

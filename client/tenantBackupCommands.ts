@@ -1,18 +1,22 @@
 // CLI commands for tenant backups: backup tenant|all, backups list|cleanup, and catalog rebuild,
-// which re-indexes them (and full backups) from storage.
+// which re-indexes them (and full backups) from storage. `backup full` is a whole-database
+// command (databaseCommands.ts), added to the `backup` made here.
 import type { Command } from 'commander';
+import type { CliCommand } from './cliCommand';
 import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
 import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
-/** `backup` and `backups`; returns `backups`, which the whole-database commands add to. */
-export function registerTenantBackupCommands(program: Command): { backups: Command } {
-  const backup = program.command('backup').description('take backups');
+/** `backup` and `backups`; returns both, which the whole-database commands add to. */
+export function registerTenantBackupCommands(program: CliCommand): { backup: CliCommand; backups: CliCommand } {
+  const backup = program.command('backup').description('take backups: one tenant, every tenant, or the whole database');
   backup
     .command('tenant <tenantId>')
     .description('back up one tenant from one consistent snapshot')
     .option('--wait', 'wait for the backup to finish')
+    .example('tenantsafe backup tenant acme --wait', 'tenantsafe backup tenant acme --json   # returns once checked: status running')
+    .exits({ 1: 'the backup failed (with --wait), or Temporal, the database or storage is unreachable' })
     .action(async (tenantId: string, opts: { wait?: boolean }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => c.backupTenant(tenantId, opts));
       emit(globals(cmd), out, () =>
@@ -26,6 +30,8 @@ export function registerTenantBackupCommands(program: Command): { backups: Comma
     .description('back up every tenant, a few at a time')
     .option('--wait', 'wait for all of them')
     .option('--concurrency <n>', 'tenant backups at once', positiveInt('--concurrency'))
+    .example('tenantsafe backup all --wait --concurrency 4')
+    .exits({ 1: 'a tenant\'s backup failed (the others went on), or the run could not start' })
     .action(async (opts: { wait?: boolean; concurrency?: number }, cmd: Command) => {
       const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency }, opts));
       if ('failed' in out && out.failed.length > 0) process.exitCode = 1;
@@ -41,6 +47,7 @@ export function registerTenantBackupCommands(program: Command): { backups: Comma
     .command('list')
     .description('complete backups (those with a manifest), newest first')
     .option('--tenant <tenantId>', 'only this tenant')
+    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest')
     .action(async (opts: { tenant?: string }, cmd: Command) => {
       const list = await withEngine(cmd, (e) => e.catalog.listBackups({ tenantId: opts.tenant }));
       const out = list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt }));
@@ -51,6 +58,7 @@ export function registerTenantBackupCommands(program: Command): { backups: Comma
     .description('delete what interrupted backups left behind (prefixes without a manifest)')
     .option('--older-than <duration>', 'only backups started longer ago than this', '6h')
     .option('--dry-run', 'only list them')
+    .example('tenantsafe backups cleanup --dry-run', 'tenantsafe backups cleanup --older-than 1d')
     .action(async (opts: { olderThan: string; dryRun?: boolean }, cmd: Command) => {
       const olderThanMs = parseDuration(opts.olderThan, '--older-than');
       const removed = await withEngine(cmd, (e) => removeIncompleteBackups(e.store, { olderThanMs, dryRun: opts.dryRun }));
@@ -58,15 +66,16 @@ export function registerTenantBackupCommands(program: Command): { backups: Comma
         removed.length === 0 ? 'Nothing to clean up.' : removed.map((r) => `${opts.dryRun ? 'would remove' : 'removed'} ${r.prefix} (${r.objects} objects)`).join('\n'),
       );
     });
-  return { backups };
+  return { backup, backups };
 }
 
-export function registerCatalogCommands(program: Command): void {
+export function registerCatalogCommands(program: CliCommand): void {
   program
     .command('catalog')
     .description('the backup index in Postgres')
     .command('rebuild')
     .description('rebuild the backup catalog from the manifests in storage')
+    .example('tenantsafe catalog rebuild')
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, async (e) => ({
         ...(await e.catalog.rebuild(e.store)),

@@ -361,8 +361,10 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
 
   it('applies retention: keeps the pinned and the newest backup, removes the rest and the WAL only they needed', async () => {
     const newest = (await cli(['full-backup', '--wait'])).json();
-    const all = (await cli(['full-backups', 'list'])).json().map((b: { backupId: string }) => b.backupId);
+    // oldest first here, as retention thinks of them (the list is newest first)
+    const all = (await cli(['full-backups', 'list'])).json().map((b: { backupId: string }) => b.backupId).reverse();
     assert.equal(all.length, 3);
+    assert.equal(all[2], newest.backupId);
     const pin = await cli(['backups', 'pin', all[1], '--reason', 'LEGAL-42']);
     assert.equal(pin.code, 0, pin.stderr);
 
@@ -375,7 +377,7 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
     const applied = (await cli(['retention', 'apply'])).json();
     assert.deepEqual(applied.removedBackups, [all[0]]);
     const kept = (await cli(['full-backups', 'list'])).json();
-    assert.deepEqual(kept.map((b: { backupId: string }) => b.backupId), [all[1], newest.backupId]);
+    assert.deepEqual(kept.map((b: { backupId: string }) => b.backupId), [newest.backupId, all[1]], 'newest first');
     const after = await listWalArchive(store);
     assert.equal(after.segments.length, before.segments.length - applied.removedWalSegments);
     assert.ok(applied.removedWalSegments > 0, 'WAL only the removed backup needed was pruned');
@@ -388,7 +390,7 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
     assert.ok(pinnedWal.some((c) => isGap(c) && c.result === 'missing'), 'the WAL between the pinned and the newest backup went');
     const newestWal = await walChecks(newest.backupId);
     assert.ok(newestWal.length > 0 && newestWal.every((c) => c.result === 'ok'), JSON.stringify(newestWal));
-    assert.equal((await cli(['pitr', 'window'])).json().earliest, kept[1].consistentAt, 'the window starts at the newest backup');
+    assert.equal((await cli(['pitr', 'window'])).json().earliest, kept[0].consistentAt, 'the window starts at the newest backup');
   });
 });
 

@@ -54,9 +54,9 @@ describe('the Supabase provider', function () {
     const list = await cli(['full-backups', 'list', '--provider']);
     assert.equal(list.code, 0, list.stderr);
     assert.deepEqual(list.json().map((b: { id: string; status: string; physical: boolean }) => [b.id, b.status, b.physical]), [
-      ['101', 'COMPLETED', true],
       ['102', 'COMPLETED', true],
-    ]);
+      ['101', 'COMPLETED', true],
+    ], 'newest first');
     const window = await cli(['pitr', 'window']);
     assert.deepEqual(window.json(), { earliest: new Date((nowS - 7 * 86_400) * 1000).toISOString(), latest: new Date((nowS - 60) * 1000).toISOString() });
     assert.deepEqual(api.violations, []);

@@ -100,6 +100,75 @@ export async function ensureSlotAt(url: string, slot: string): Promise<void> {
   }
 }
 
+/** The archiver's slot as the server sees it: there or not, held by a receiver, the WAL it keeps. */
+export interface WalSlotState {
+  name: string;
+  exists: boolean;
+  /** a receiver (pg_receivewal) holds it */
+  active: boolean;
+  /** WAL the server keeps for it now, from its restart LSN to the current position; null when unknown */
+  retainedBytes: number | null;
+  /** max_slot_wal_keep_size as the server reports it; '-1': unlimited (WAL piles up until the disk is full) */
+  maxSlotWalKeepSize: string;
+}
+
+export async function walSlotState(url: string, slot: string): Promise<WalSlotState> {
+  const c = await connect(url, 'tenantsafe-wal');
+  try {
+    return await slotStateOn(c, slot);
+  } catch (err) {
+    throw slotError(url, err);
+  } finally {
+    await c.end();
+  }
+}
+
+async function slotStateOn(c: Client, slot: string): Promise<WalSlotState> {
+  const r = await c.query<{ active: boolean; retained: string | null }>(
+    `SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained FROM pg_replication_slots WHERE slot_name = $1`,
+    [slot],
+  );
+  const keep = await c.query<{ v: string }>(`SELECT current_setting('max_slot_wal_keep_size') AS v`);
+  const row = r.rows[0];
+  return { name: slot, exists: !!row, active: !!row?.active, retainedBytes: row?.retained == null ? null : Number(row.retained), maxSlotWalKeepSize: keep.rows[0].v };
+}
+
+/**
+ * Drops the archiver's slot (`wal stop --drop-slot`, once the archiver stopped): the server then
+ * keeps no WAL for it. A receiver the cancelled archiver is still ending gets `waitMs` to let go,
+ * then is disconnected (it runs with --no-loop and exits). Returns the slot as it was before.
+ */
+export async function dropWalSlot(url: string, slot: string, waitMs = 10_000): Promise<WalSlotState> {
+  const c = await connect(url, 'tenantsafe-wal');
+  try {
+    const before = await slotStateOn(c, slot);
+    if (!before.exists) return before;
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const holder = await c.query<{ active_pid: number | null }>(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+      if (holder.rowCount === 0) return before;
+      const pid = holder.rows[0].active_pid;
+      if (pid === null) {
+        try {
+          await c.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+          return before;
+        } catch (err) {
+          if ((err as { code?: string }).code !== '55006') throw err; // 55006: became active again meanwhile
+        }
+      } else if (Date.now() >= deadline + waitMs) {
+        throw new TenantsafeError(ErrorType.AlreadyRunning, `Replication slot "${slot}" is still streamed from (pid ${pid}) after tenantsafe disconnected its receiver: something started it again.`, 'A full backup starts the WAL archiver again: `tenantsafe wal status`; stop it, then run `tenantsafe wal stop --drop-slot` again.');
+      } else if (Date.now() >= deadline) {
+        await c.query(`SELECT pg_terminate_backend($1)`, [pid]);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } catch (err) {
+    throw slotError(url, err);
+  } finally {
+    await c.end();
+  }
+}
+
 function slotError(url: string, err: unknown): Error {
   if (err instanceof TenantsafeError) return err;
   const e = err as { code?: string; message: string };
