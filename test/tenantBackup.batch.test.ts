@@ -12,6 +12,9 @@ import { connect } from '../lib/pg';
 import { ErrorType, type TenantsafeError } from '../lib/errors';
 import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
 import { batchBackupIds, batchPrefix, removeUnreferencedPacks, takeTenantBatch } from '../lib/tenantBackup/batch';
+import { PackWriter, TenantSplitter } from '../lib/tenantBackup/pack';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
 import { takeTenantBackup } from '../lib/tenantBackup';
 import { damageTenant } from '../sample/damage';
@@ -84,6 +87,25 @@ describe('batched tenant backups', function () {
     } finally {
       await holder.end();
     }
+  });
+
+  it('splits a scan of every row by tenant, dropping rows of an id that is no tenant only when the scan was not filtered by the batch', async () => {
+    const rows = ['acme\t1\ta\n', 'ghost\t2\tb\n', 'globex\t3\tc\n', 'acme\t4\td\n'];
+    const split = async (others: 'skip' | 'refuse', grouped: boolean) => {
+      const pack = new PackWriter(engine.store, `packs/split-test-${others}-${grouped}/0001-t.pack`, 1);
+      try {
+        // grouped: the rows come ordered by tenant
+        await pipeline(Readable.from((grouped ? [...rows].sort() : rows).map((r) => Buffer.from(r))), new TenantSplitter(new Map([['acme', 'acme'], ['globex', 'globex']]), pack, grouped, others));
+      } catch (err) {
+        pack.abort(err as Error);
+        throw err;
+      }
+      await pack.finish(['acme', 'globex']);
+      return Object.fromEntries([...pack.parts].map(([t, p]) => [t, p.rows]));
+    };
+    assert.deepEqual(await split('skip', false), { acme: 2, globex: 1 });
+    assert.deepEqual(await split('skip', true), { acme: 2, globex: 1 });
+    await assert.rejects(split('refuse', false), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /ghost/.test(err.message));
   });
 
   it('restores a tenant from its parts of the packs alone, reading only its byte ranges', async function () {

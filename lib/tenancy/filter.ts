@@ -59,17 +59,19 @@ export function tenantChain(plan: TenancyPlan, table: OwnedTable, alias: string,
  * SELECT of the rows of a batch of tenants from one table, for a batched backup: the tenant id
  * as text first, then the exported columns; `grouped`: ordered by tenant, so one scan splits
  * into per-tenant streams as it arrives (else the reader gathers each tenant's rows itself). Child tables join their parents up to the
- * tenant column (tenantChain: one row per child row).
+ * tenant column (tenantChain: one row per child row). `tenantIds` null: every row with a tenant
+ * (no filter; the reader drops rows of ids that are no tenant).
  */
-export function batchRowsQuery(plan: TenancyPlan, table: OwnedTable, tenantIds: readonly string[], opts: { grouped: boolean }): string {
+export function batchRowsQuery(plan: TenancyPlan, table: OwnedTable, tenantIds: readonly string[] | null, opts: { grouped: boolean }): string {
   const { joins, aliases } = tenantChain(plan, table, 't', '');
   let root = table;
   while (root.ownership.kind === 'parent') root = ownedTable(plan, root.ownership.parent);
   const tenant = `${aliases.at(-1)}.${quoteIdent((root.ownership as { column: string }).column)}`;
-  const ids = quoteLiteral(`{${tenantIds.map((id) => `"${id.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`);
+  const ids = tenantIds && quoteLiteral(`{${tenantIds.map((id) => `"${id.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`);
   // bytewise order ("C"): any order groups the rows, and it sorts far faster than a language's
   const order = opts.grouped ? ` ORDER BY ${tenant}::text COLLATE "C"` : '';
-  return `SELECT ${tenant}::text, ${columnList('t', table.copyColumns)} FROM ${fromTable(table, 't')} ${joins} WHERE ${tenant}::text = ANY(${ids}::text[])${order}`;
+  const where = ids ? ` WHERE ${tenant}::text = ANY(${ids}::text[])` : ` WHERE ${tenant} IS NOT NULL`;
+  return `SELECT ${tenant}::text, ${columnList('t', table.copyColumns)} FROM ${fromTable(table, 't')} ${joins}${where}${order}`;
 }
 
 /** FROM item for a table: ONLY for plain tables (old-style inheritance children are tables of their own). */

@@ -140,9 +140,10 @@ export async function takeTenantBatch(
     parallelism: config.backup.parallelism,
     compressionLevel: config.backup.compressionLevel,
     select: async (c) => {
-      const tenants = (await listTenants(c, plan)).filter((t) => !skip.has(t));
+      const all = await listTenants(c, plan);
+      const tenants = all.filter((t) => !skip.has(t));
       progress.tenants = tenants.length;
-      return tenants;
+      return { tenants, everyTenant: tenants.length === all.length };
     },
     snapshot: args.snapshot,
     ...(config.changeLog.enabled && !args.snapshot ? { changeLogBoundary: { waitMs: config.changeLog.boundaryWaitMs, publication: config.changeLog.publication } } : {}),
@@ -290,7 +291,11 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
       const found: Parameters<Engine['catalog']['recordBackups']>[0] = [];
       for (const t of index.tenants) {
         const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
-        if (!(await store.stat(prefix + manifestFile))) continue;
+        if (!(await store.stat(prefix + manifestFile))) {
+          // what a write of manifests killed before its renames leaves: invisible partial files
+          await store.deletePrefix(prefix);
+          continue;
+        }
         const body = await store.getBytes(prefix + manifestFile);
         const manifest = await parseManifest(body, prefix + manifestFile, store, shared);
         found.push({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256Hex(body) });
@@ -314,8 +319,8 @@ export interface BatchExportOptions {
   packPrefix: string;
   parallelism: number;
   compressionLevel: number;
-  /** the tenants to back up, chosen in the snapshot (the coordinator's transaction) */
-  select: (c: Client) => Promise<string[]>;
+  /** the tenants to back up, chosen in the snapshot (the coordinator's transaction), and whether they are all there are */
+  select: (c: Client) => Promise<{ tenants: string[]; everyTenant: boolean }>;
   /** read as of this exported snapshot instead of a new one */
   snapshot?: string;
   changeLogBoundary?: { waitMs: number; publication: string };
@@ -348,7 +353,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
     await boundary?.release();
     const info = (await exportSnapshot(coordinator)).rows[0];
     const origin = await snapshotOrigin(coordinator);
-    const tenantIds = await opts.select(coordinator);
+    const { tenants: tenantIds, everyTenant } = await opts.select(coordinator);
     const tables = new Map(tenantIds.map((t) => [t, new Array<TableExport>(plan.tables.length)]));
     const packs: BatchExport['packs'] = [];
     const packKeys = plan.tables.map((table, i) => opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'));
@@ -363,7 +368,9 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
         const pack = new PackWriter(opts.store, packKeys[i], opts.compressionLevel, opts.signal);
         const grouped = table.estimatedRows > gatherRowsAtMost;
         try {
-          await pipeline(c.query(copyTo(`COPY (${batchRowsQuery(plan, table, tenantIds, { grouped })}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped));
+          // every tenant of the snapshot: no filter (a scan of the whole table is cheaper than a lookup per row)
+          const query = batchRowsQuery(plan, table, everyTenant ? null : tenantIds, { grouped });
+          await pipeline(c.query(copyTo(`COPY (${query}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped, everyTenant ? 'skip' : 'refuse'));
         } catch (err) {
           pack.abort(err as Error);
           throw err;

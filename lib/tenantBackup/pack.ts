@@ -37,6 +37,8 @@ export class PackWriter {
     this.put = store.put(key, this.out, { contentType: 'application/octet-stream', signal });
     // awaited in finish(); a failure meanwhile also ends the writes waiting for drain
     this.put.catch(() => undefined);
+    // an abort before the store began reading would otherwise be an unhandled 'error' (put reports it)
+    this.out.on('error', () => undefined);
   }
 
   async add(tenantId: string, raw: Buffer, digest: RowDigest): Promise<void> {
@@ -104,10 +106,14 @@ const sha256Of = (buf: Buffer) => createHash('sha256').update(buf).digest('hex')
  * and each part goes as soon as the next tenant starts; else every tenant's rows are gathered in
  * memory and the parts go at the end (no sort in Postgres: for tables small enough). The rows
  * are byte for byte those a single-tenant COPY writes, so the row checksums are the same.
+ * `others`: what a row of an id outside the batch means: the query filtered by the batch, so
+ * the query and the reader disagree (refuse); or the query read every row (skip it: a value
+ * of the tenant column that is no tenant).
  */
 export class TenantSplitter extends Writable {
   private readonly open = new Map<string, { chunks: Buffer[]; digest: RowDigest }>();
-  private current: { tenantId: string; field: Buffer; chunks: Buffer[]; digest: RowDigest } | null = null;
+  /** the tenant whose rows are coming (`skipped`: an id outside the batch, its rows dropped) */
+  private current: { tenantId: string; field: Buffer; chunks: Buffer[]; digest: RowDigest; skipped?: boolean } | null = null;
   private carry: Buffer | null = null;
 
   /** `fields`: each tenant id of the batch as COPY text writes it, to the id */
@@ -115,6 +121,7 @@ export class TenantSplitter extends Writable {
     private readonly fields: Map<string, string>,
     private readonly pack: PackWriter,
     private readonly grouped: boolean,
+    private readonly others: 'refuse' | 'skip' = 'refuse',
   ) {
     super();
   }
@@ -152,8 +159,13 @@ export class TenantSplitter extends Writable {
         runStart = o;
         const field = buf.subarray(pos, tab);
         const tenantId = this.fields.get(field.toString('utf8'));
-        if (tenantId === undefined) throw new TenantsafeError(ErrorType.CorruptBackup, `A batched COPY row names tenant ${JSON.stringify(field.toString('utf8'))}, which is not in the batch.`, 'Report this: the batch query and its reader disagree.');
-        if (this.grouped) {
+        if (tenantId === undefined && this.others === 'refuse') {
+          throw new TenantsafeError(ErrorType.CorruptBackup, `A batched COPY row names tenant ${JSON.stringify(field.toString('utf8'))}, which is not in the batch.`, 'Report this: the batch query and its reader disagree.');
+        }
+        if (tenantId === undefined) {
+          await this.endPart();
+          this.current = { tenantId: '', field: Buffer.from(field), chunks: [], digest: new RowDigest(), skipped: true };
+        } else if (this.grouped) {
           await this.endPart();
           this.current = { tenantId, field: Buffer.from(field), chunks: [], digest: new RowDigest() };
         } else {
@@ -162,7 +174,7 @@ export class TenantSplitter extends Writable {
           this.current = { tenantId, field: Buffer.from(field), ...part };
         }
       }
-      o += buf.copy(out, o, tab + 1, nl + 1);
+      if (!this.current!.skipped) o += buf.copy(out, o, tab + 1, nl + 1);
       pos = nl + 1;
     }
     this.closeRun(out.subarray(runStart, o));
@@ -177,7 +189,7 @@ export class TenantSplitter extends Writable {
 
   private async endPart(): Promise<void> {
     const cur = this.current;
-    if (!cur || !this.grouped) return;
+    if (!cur || !this.grouped || cur.skipped) return;
     this.current = null;
     await this.pack.add(cur.tenantId, Buffer.concat(cur.chunks), cur.digest);
   }
