@@ -115,7 +115,7 @@ export class Section {
 
   identifier(name: string): string | undefined {
     const v = this.string(name);
-    if (v !== undefined && (v.length === 0 || v.length > 63)) return this.fail(name, 'must be a name of 1 to 63 characters', v);
+    if (v !== undefined && (v.length === 0 || Buffer.byteLength(v) > 63)) return this.fail(name, 'must be a name of 1 to 63 bytes (PostgreSQL keeps no more)', v);
     return v;
   }
 

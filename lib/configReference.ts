@@ -92,7 +92,7 @@ function typeText(field: Field): string {
 }
 
 const scalarTypes: Record<Exclude<Field['type'], 'section' | 'map' | 'variant' | 'oneOf' | 'integer' | 'number' | 'rate' | 'string'>, string> = {
-  identifier: 'name, 1 to 63 characters',
+  identifier: 'name, 1 to 63 bytes (UTF-8)',
   identifierList: 'list of names',
   boolean: 'boolean',
   duration: 'duration',

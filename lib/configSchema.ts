@@ -34,7 +34,7 @@ interface Common {
 
 export type ScalarType =
   | 'string'
-  /** a Postgres name: 1 to 63 characters */
+  /** a Postgres name: 1 to 63 bytes (UTF-8) */
   | 'identifier'
   | 'identifierList'
   | 'integer'
