@@ -247,9 +247,26 @@ async function readBatchShared(store: ObjectStore, ref: BatchReference, manifest
   return shared;
 }
 
-/** tenants/<tenant>/<backupId>/: the tenant id is URI-encoded so any id is one path segment. */
+/** The longest tenant segment kept as it is: a file system holds names of 255 bytes, with room to spare. */
+const longestTenantSegment = 200;
+
+/**
+ * A tenant id as one path segment of storage keys: URI-encoded, so '/', '%', newlines and any
+ * other character stay inside it; an id of dots alone ('.', '..') with its dots encoded too (a
+ * '..' segment would climb out of tenants/); an encoding over 200 bytes cut to its first 150
+ * and ended with '%~' and 32 hex digits of the id's sha256 ('%~' is no URI-encoding's, so no
+ * short id can take a long one's place).
+ */
+export function tenantSegment(tenantId: string): string {
+  const encoded = /^\.+$/.test(tenantId) ? tenantId.replace(/\./g, '%2E') : encodeURIComponent(tenantId);
+  if (encoded.length <= longestTenantSegment) return encoded;
+  const cut = encoded.slice(0, 150).replace(/%[0-9A-F]?$/, '');
+  return `${cut}%~${sha256Hex(tenantId).slice(0, 32)}`;
+}
+
+/** tenants/<tenant>/<backupId>/: the tenant id as one path segment (tenantSegment). */
 export function tenantBackupPrefix(tenantId: string, backupId: string): string {
-  return `tenants/${encodeURIComponent(tenantId)}/${backupId}/`;
+  return `tenants/${tenantSegment(tenantId)}/${backupId}/`;
 }
 
 /** Where batches keep their packs and shared descriptions (lib/tenantBackup/batch.ts): parts of many tenants. */
@@ -264,7 +281,9 @@ export const packsArea = 'packs/';
 function checkManifestPlace(m: TenantManifest | StoredBatchedManifest, key: string): void {
   const corrupt = (problem: string) => new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} ${problem}.`, 'The backup cannot be trusted; use another backup (`tenantsafe verify` checks it).');
   const prefix = typeof m.tenantId === 'string' && typeof m.backupId === 'string' ? tenantBackupPrefix(m.tenantId, m.backupId) : undefined;
-  if (prefix === undefined || key !== prefix + manifestFile) {
+  // before tenantSegment cut long ids, every id was URI-encoded whole (possible on GCS): still its place
+  const wholeId = prefix === undefined ? undefined : `tenants/${encodeURIComponent(m.tenantId)}/${m.backupId}/`;
+  if (prefix === undefined || (key !== prefix + manifestFile && key !== wholeId + manifestFile)) {
     throw corrupt(`describes backup ${JSON.stringify(m.backupId)} of tenant ${JSON.stringify(m.tenantId)}, whose place is ${prefix ?? '(none)'}, not where it lies`);
   }
   const inside = (k: unknown) => typeof k === 'string' && k !== '' && !k.startsWith('/') && k.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
