@@ -86,6 +86,8 @@ function typeText(field: Field): string {
       return `rate, ${sizeText(field.min)}/s to ${sizeText(field.max)}/s`;
     case 'string':
       return field.patternText ? `string (${field.patternText.replace(/^must be /, '')})` : 'string';
+    case 'identifier':
+      return field.patternText ? `name (${field.patternText.replace(/^must be /, '')}), 1 to 63 bytes` : scalarTypes.identifier;
     default:
       return scalarTypes[field.type];
   }

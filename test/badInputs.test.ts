@@ -293,6 +293,7 @@ describe('bad input: a clear answer, and nothing changed', function () {
     { input: 'config: YAML that does not parse', act: () => withConfig('broken.yaml', (y) => `${y}\nstorage: [unclosed\n`), expect: { code: 2, type: 'BadConfig', message: /broken\.yaml is not valid YAML: .*HINT: Fix the YAML syntax at the line shown/s } },
     { input: 'config: a storage kind tenantsafe does not have', act: () => withConfig('ftp.yaml', (y) => y.replace(/kind: local/, 'kind: ftp')), expect: { code: 2, type: 'BadConfig', message: /storage\.primary\.kind: must be one of local, gcs \(got "ftp"\).*HINT: /s } },
     { input: 'config: a tenancy name longer than PostgreSQL keeps', act: () => withConfig('long.yaml', (y) => `${y}tenancy:\n  tenantTable: ${'t'.repeat(64)}\n`), expect: { code: 2, type: 'BadConfig', message: /tenancy\.tenantTable: must be a name of 1 to 63 bytes.*HINT: /s } },
+    { input: 'config: a replication slot name PostgreSQL would refuse (a quote in it)', act: () => withConfig('slot.yaml', (y) => `${y}changeLog:\n  slot: "it's_mine"\n`), expect: { code: 2, type: 'BadConfig', message: /changeLog\.slot: must be lowercase letters, digits and _ \(a replication slot name\).*HINT: /s } },
     { input: 'config: --config naming a file that is not there', act: () => cli(['backup', 'tenant', globex, '--wait'], path.join(env.dir, 'nowhere.yaml')), expect: { code: 2, type: 'BadConfig', message: /Cannot read config file \S+nowhere\.yaml: ENOENT.* HINT: Pass --config <path>/s } },
 
     // --- signals from services (a plain Temporal client)
