@@ -5,7 +5,7 @@ import { ApplicationFailure, TemporalFailure, type QueryDefinition } from '@temp
 import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { approvalInvalid, approvalRefusal, checkRestoreRequest } from '../lib/restore/rules';
+import { approvalInvalid, approvalRefusal, checkRestoreRequest, rejectionRefusal } from '../lib/restore/rules';
 import type { PointInTimePreview } from '../lib/restore/types';
 import {
   approveSignal,
@@ -243,10 +243,20 @@ export class TenantsafeRestores {
     return opts.wait ? resultOf(handle) : after;
   }
 
+  /** Rejects by signal, once the restore is known to still wait for a decision; a rejection that came too late is an error, not a success. */
   async reject(ref: RestoreRef, rejection: RejectSignal): Promise<TenantRestoreStatus> {
+    const refusal = rejectionRefusal(rejection);
+    if (refusal) throw approvalInvalid(refusal);
     const handle = this.handle(ref);
+    const before = await handle.query(tenantRestoreStatusQuery);
+    if (before.state !== 'previewing' && before.state !== 'awaiting-approval') {
+      throw approvalInvalid({ reason: `Restore ${before.restoreId} is ${before.state}: too late to reject it`, hint: `See \`tenantsafe restore status ${before.restoreId}\`; a restore that was applied is undone by restoring its safety backup.` });
+    }
     await handle.signal(rejectSignal, rejection);
-    return pollStatus(handle, tenantRestoreStatusQuery, (s) => s.state === 'rejected' || s.refused.some((r) => r.by === rejection.by));
+    const after = await pollStatus(handle, tenantRestoreStatusQuery, (s) => s.state === 'rejected' || s.refused.length > before.refused.length);
+    const refused = after.refused.slice(before.refused.length).find((r) => r.by === rejection.by);
+    if (refused && after.state !== 'rejected') throw approvalInvalid({ reason: `The rejection was refused: ${refused.reason}`, hint: 'Check the restore status.' });
+    return after;
   }
 
   async result(ref: RestoreRef): Promise<TenantRestoreResult> {

@@ -5,6 +5,8 @@ import { Option, type Command } from 'commander';
 import { loadConfig, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
+import { parseDuration } from '../lib/duration';
+import { parseBackupLabel } from '../lib/labels';
 import { storageLocationOf } from '../lib/storage';
 import type { StorageLocation } from '../lib/storage/types';
 import type { TenantsafeClient } from './client';
@@ -54,6 +56,58 @@ export function positiveInt(name: string) {
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new TenantsafeError(ErrorType.BadInput, `${name} must be a positive integer (got "${v}").`, `Pass ${name} <n>.`);
     return Number(v);
   };
+}
+
+/** A TCP port option: 1 to 65535. */
+export function portNumber(name: string) {
+  return (v: string) => {
+    if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65535) throw new TenantsafeError(ErrorType.BadInput, `${name} must be a port from 1 to 65535 (got "${v}").`, `Pass ${name} <port>, e.g. ${name} 5433.`);
+    return Number(v);
+  };
+}
+
+/** An interval a schedule repeats at: a duration of at least a second. */
+export function intervalOption(text: string, name: string): number {
+  const ms = parseDuration(text, name);
+  if (ms < 1000) throw new TenantsafeError(ErrorType.BadInput, `${name} must be at least 1s (got "${text}").`, `Pass ${name} 24h, say.`);
+  return ms;
+}
+
+/** An id argument or option that must not be empty (a tenant id, a name): checked before anything is asked. */
+export function nonEmpty(value: string, what: string, hint: string): string {
+  if (value.trim() === '') throw new TenantsafeError(ErrorType.BadInput, `${what} is empty.`, hint);
+  return value;
+}
+
+/** A backup id as the CLI takes it: a backup label (20261125-093000T-1a2b3c), else BackupNotFound before anything is asked. */
+export function backupIdArg(backupId: string): string {
+  if (!parseBackupLabel(backupId)) {
+    throw new TenantsafeError(ErrorType.BackupNotFound, `There is no backup "${backupId}": backup ids look like 20261125-093000T-1a2b3c.`, 'List backups with `tenantsafe backups list` or `tenantsafe full-backups list`.');
+  }
+  return backupId;
+}
+
+const restoreIdPattern = /^\d{8}-\d{6}R-[0-9a-f]{6}$/;
+
+/** A restore id (20261125-094500R-4d5e6f), else RestoreNotFound before the catalog is asked. */
+export function restoreIdArg(restoreId: string): string {
+  if (!restoreIdPattern.test(restoreId)) {
+    throw new TenantsafeError(ErrorType.RestoreNotFound, `There is no restore "${restoreId}": restore ids look like 20261125-094500R-4d5e6f.`, 'Copy the id `tenantsafe restore tenant` printed; `tenantsafe restore list` shows them.');
+  }
+  return restoreId;
+}
+
+/** A preview digest: the 64 hex digits `restore tenant` and `restore status` print. */
+export function digestArg(digest: string): string {
+  if (!/^[0-9a-f]{64}$/.test(digest)) {
+    throw new TenantsafeError(ErrorType.BadInput, `--digest must be the preview's digest, 64 hex digits (got "${digest.slice(0, 80)}").`, 'Copy previewDigest from `tenantsafe restore status <restoreId>`.');
+  }
+  return digest;
+}
+
+/** A decider's --by (approve, reject): a name, checked before anything is asked. */
+export function deciderArg(by: string): string {
+  return nonEmpty(by, '--by', 'Pass --by <who> (someone other than the requester).');
 }
 
 export const list = (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean);

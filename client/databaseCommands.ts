@@ -7,13 +7,14 @@ import { restoreLogicalDump } from '../lib/fullBackup/logicalDump';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
 import { microsText, withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
-import { listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
+import { checkPinReason, listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { dropWalSlot, walSlotState, type WalSlotState } from '../lib/wal/archiver';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
 import type { CliCommand } from './cliCommand';
-import { fromOption, fromOptionHelp, globals, list, positiveInt, requester, requesterOption, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { backupIdArg, fromOption, fromOptionHelp, globals, list, nonEmpty, portNumber, requester, requesterOption, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { locateBackup } from '../lib/verification/verifyBackup';
 import { emit, table } from './output';
 import { databaseWorkflowIds, type ChangeLogStatus } from '../workflows/messages';
 
@@ -56,6 +57,10 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .example('tenantsafe full-backups restore 20261125-020000F-1a2b3c --into postgres://postgres@new-project:5432/postgres')
     .exits({ 2: 'bad input, a base backup (not a dump), or the schemas already hold tables there (nothing written)' })
     .action(async (backupId: string, opts: { into: string; schemas?: string[] }, cmd: Command) => {
+      backupIdArg(backupId);
+      if (!/^postgres(ql)?:\/\/[^/]/.test(opts.into) || !URL.canParse(opts.into)) {
+        throw new TenantsafeError(ErrorType.BadInput, '--into must be a postgres:// URL of the new database.', 'Pass --into postgres://user@host:5432/dbname.');
+      }
       const out = await withEngine(cmd, (e) => restoreLogicalDump(e, { backupId, targetUrl: opts.into, schemas: opts.schemas }));
       emit(globals(cmd), out, () => `Restored dump ${out.backupId} (as of ${out.consistentAt}) into the new database: schemas ${out.schemas.join(', ')}, ${out.files} files, ${sizeText(out.bytes)} checked, in ${(out.durationMs / 1000).toFixed(1)} s`);
     });
@@ -92,7 +97,7 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .option('--name <point>', 'a restore point made with pg_create_restore_point (or `tenantsafe pitr mark`)')
     .option('--latest', 'everything the archive holds')
     .requiredOption('--target <dir>', 'an empty data directory (supabase: the project ref, to confirm an in-place restore)')
-    .option('--port <n>', 'start the restored cluster on this port and leave it running', positiveInt('--port'))
+    .option('--port <n>', 'start the restored cluster on this port and leave it running', portNumber('--port'))
     .option('--from <location>', fromOptionHelp)
     .exactlyOneOf('Recovery target', '--at', '--lsn', '--name', '--latest')
     .example(
@@ -116,6 +121,9 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .description('create a named restore point in the database (pg_create_restore_point), for `pitr restore --name`')
     .example('tenantsafe pitr mark before-migration')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
+      nonEmpty(name, 'The restore point name', 'Pass a name: `tenantsafe pitr mark before-migration`.');
+      // PostgreSQL's limit (MAXFNAMELEN): a longer name is refused by pg_create_restore_point
+      if (Buffer.byteLength(name) > 63) throw new TenantsafeError(ErrorType.BadInput, `The restore point name is ${Buffer.byteLength(name)} bytes; PostgreSQL takes at most 63.`, 'Pass a shorter name.');
       const out = await withEngine(cmd, (e) =>
         withClient(e.db, e.config.database.url, async (c) => {
           const r = await c.query<{ lsn: string; at: string }>(`SELECT pg_create_restore_point($1)::text AS lsn, ${microsText('clock_timestamp()')} AS at`, [name]);
@@ -131,6 +139,7 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .example('tenantsafe verify 20261125-020000F-1a2b3c', 'tenantsafe verify 20261125-093000T-1a2b3c --json')
     .exits({ 1: 'a check failed (missing object, checksum mismatch, restore test), or the verification could not run' })
     .action(async (backupId: string, _opts: unknown, cmd: Command) => {
+      backupIdArg(backupId);
       const r = await withClientOf(cmd, (c) => fullBackups().verifyBackupNow(c, backupId));
       if (!r.ok) process.exitCode = 1;
       emit(globals(cmd), { ok: r.ok, checks: r.checks }, () =>
@@ -165,7 +174,12 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .example('tenantsafe backups pin 20261125-020000F-1a2b3c --reason "LEGAL-42"')
     .action(async (backupId: string, opts: { reason: string; by?: string }, cmd: Command) => {
       const by = requester(opts.by);
-      const out = await withEngine(cmd, (e) => pinBackup(e.store, { backupId, reason: opts.reason, by, at: new Date().toISOString() }));
+      backupIdArg(backupId);
+      checkPinReason(opts.reason);
+      const out = await withEngine(cmd, async (e) => {
+        await locateBackup(e, backupId); // a pin of a backup that does not exist holds nothing: BackupNotFound
+        return pinBackup(e.store, { backupId, reason: opts.reason, by, at: new Date().toISOString() });
+      });
       emit(globals(cmd), out, () => `Pinned ${backupId}: ${opts.reason}`);
     });
   parents.backups

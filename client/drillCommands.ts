@@ -5,7 +5,7 @@ import type { DrEventRecord } from '../lib/catalog';
 import { databaseName } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { CliCommand } from './cliCommand';
-import { globals, withClientOf, withEngine } from './commandHelpers';
+import { globals, positiveInt, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
 // Required on use: it loads the Temporal SDK (see cli.ts).
@@ -59,10 +59,10 @@ export function registerDrillCommands(program: CliCommand): void {
   drill
     .command('list')
     .description('the newest drills first, from the catalog')
-    .option('--limit <n>', 'at most this many', '20')
+    .option('--limit <n>', 'at most this many (default 20)', positiveInt('--limit'))
     .example('tenantsafe drill list --limit 5')
-    .action(async (opts: { limit: string }, cmd: Command) => {
-      const out = await withEngine(cmd, async (e) => (await e.catalog.listDrEvents({ kind: 'drill', database: databaseName(e.config.database.url), limit: Number(opts.limit) || 20 })).map(drillRow));
+    .action(async (opts: { limit?: number }, cmd: Command) => {
+      const out = await withEngine(cmd, async (e) => (await e.catalog.listDrEvents({ kind: 'drill', database: databaseName(e.config.database.url), limit: opts.limit ?? 20 })).map(drillRow));
       emit(globals(cmd), out, () =>
         table(
           out.map((d) => ({ ...d, rto: seconds(d.rtoMs), rpo: seconds(d.rpoMs) })),

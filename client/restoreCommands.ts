@@ -5,12 +5,16 @@ import type { Engine } from '../lib/engine';
 import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
 import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
 import { checkRestoreRequest } from '../lib/restore/rules';
-import type { TenantRestoreInput } from '../workflows/messages';
+import type { TenantRestoreInput, TenantRestoreState } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
 import type { CliCommand } from './cliCommand';
-import { deciderHelp, fromOption, fromOptionHelp, globals, list, positiveInt, requester, requesterOption, withClientOf, withEngine } from './commandHelpers';
+import { deciderArg, deciderHelp, digestArg, fromOption, fromOptionHelp, globals, list, nonEmpty, positiveInt, requester, requesterOption, restoreIdArg, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { WorkflowError } from './workflowError';
+import { ErrorType, TenantsafeError } from '../lib/errors';
+
+/** The states `restore list --state` takes (TenantRestoreState). */
+const restoreStates = ['previewing', 'awaiting-approval', 'applying', 'verifying', 'done', 'rejected', 'expired', 'failed'] as const satisfies readonly TenantRestoreState[];
 
 function restoreText(r: RestoreRequested): string {
   const rows = Object.entries(r.preview?.tables ?? {})
@@ -50,9 +54,10 @@ async function restoreIsRunning(engine: Engine, client: TenantsafeClient, schema
 
 export function registerRestoreCommands(program: CliCommand): void {
   const restore = program.command('restore').description('restore a tenant: preview, approval, safety backup, apply, verify');
+  // the id is checked before the catalog is asked (a malformed one is not found either)
   const refOf = async (cmd: Command, restoreId: string) =>
     withEngine(cmd, async (e) => {
-      const r = await e.catalog.getRestore(restoreId);
+      const r = await e.catalog.getRestore(restoreIdArg(restoreId));
       return { workflowId: r.workflowId, runId: r.runId };
     });
   restore
@@ -101,6 +106,7 @@ export function registerRestoreCommands(program: CliCommand): void {
     .requiredOption('--tenant <tenantId>', 'the tenant')
     .example('tenantsafe restore window --tenant acme')
     .action(async (opts: { tenant: string }, cmd: Command) => {
+      nonEmpty(opts.tenant, '--tenant', 'Pass --tenant <tenantId>.');
       const out = await withEngine(cmd, (e) => (require('../lib/pointInTime') as typeof import('../lib/pointInTime')).restoreWindows(e, opts.tenant));
       emit(globals(cmd), out, () => windowText(out));
     });
@@ -113,6 +119,9 @@ export function registerRestoreCommands(program: CliCommand): void {
     .example('tenantsafe restore approve 20261125-094500R-4d5e6f --by bob --digest <previewDigest> --wait')
     .exits({ 1: 'the apply or its verification failed (with --wait)', 2: 'bad input, or an approval that does not count (ApprovalInvalid: by the requester, another digest, expired)' })
     .action(async (restoreId: string, opts: { by: string; digest: string; wait?: boolean }, cmd: Command) => {
+      restoreIdArg(restoreId);
+      deciderArg(opts.by);
+      digestArg(opts.digest);
       const ref = await refOf(cmd, restoreId);
       const out = await withClientOf(cmd, (c) => c.restores.approve(ref, { by: opts.by, digest: opts.digest }, { wait: opts.wait }));
       emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}${'safetyBackupId' in out && out.safetyBackupId ? ` (safety backup ${out.safetyBackupId})` : ''}`);
@@ -124,6 +133,8 @@ export function registerRestoreCommands(program: CliCommand): void {
     .option('--reason <text>', 'why')
     .example('tenantsafe restore reject 20261125-094500R-4d5e6f --by bob --reason "wrong backup"')
     .action(async (restoreId: string, opts: { by: string; reason?: string }, cmd: Command) => {
+      restoreIdArg(restoreId);
+      deciderArg(opts.by);
       const ref = await refOf(cmd, restoreId);
       const out = await withClientOf(cmd, (c) => c.restores.reject(ref, { by: opts.by, reason: opts.reason }));
       emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}`);
@@ -136,6 +147,9 @@ export function registerRestoreCommands(program: CliCommand): void {
     .option('--limit <n>', 'at most n (default 50)', positiveInt('--limit'))
     .example('tenantsafe restore list --tenant acme', 'tenantsafe restore list --state awaiting-approval')
     .action(async (opts: { tenant?: string; state?: string; limit?: number }, cmd: Command) => {
+      if (opts.state !== undefined && !(restoreStates as readonly string[]).includes(opts.state)) {
+        throw new TenantsafeError(ErrorType.BadInput, `--state must be one of ${restoreStates.join(', ')} (got "${opts.state}").`, 'Pass --state awaiting-approval, say.');
+      }
       const restores = await withEngine(cmd, (e) => e.catalog.listRestores({ tenantId: opts.tenant, state: opts.state, limit: opts.limit ?? 50 }));
       const out = restores.map((r) => ({ restoreId: r.restoreId, tenantId: r.tenantId, state: r.state, backupId: r.backupId ?? null, requestedBy: r.requestedBy, approvedBy: r.approvedBy ?? [], safetyBackupId: r.safetyBackupId ?? null, createdAt: r.createdAt, error: r.error ?? null }));
       emit(globals(cmd), out, () => (out.length ? table(out.map((r) => ({ ...r, approvedBy: r.approvedBy.join(',') })) as unknown as Record<string, unknown>[], ['restoreId', 'tenantId', 'state', 'backupId', 'requestedBy', 'approvedBy', 'safetyBackupId', 'createdAt']) : 'No restores.'));

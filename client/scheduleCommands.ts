@@ -6,7 +6,7 @@ import { databaseName } from '../lib/config';
 import { parseDuration } from '../lib/duration';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { CliCommand } from './cliCommand';
-import { globals, positiveInt, withClientOf } from './commandHelpers';
+import { globals, intervalOption, nonEmpty, positiveInt, withClientOf } from './commandHelpers';
 import { dailyDefaults, parseTimeOfDay, type DailyScheduleKind } from './dailySchedules';
 import { emit, table } from './output';
 import type { ScheduleSummary } from './schedules';
@@ -38,7 +38,8 @@ export function registerScheduleCommands(program: CliCommand): void {
     .example('tenantsafe schedule tenant-backups --every 24h --concurrency 4', 'tenantsafe schedule tenant-backups --tenant acme --every 6h', 'tenantsafe schedule tenant-backups --tenant acme --remove')
     .action(async (opts: { every?: string; tenant?: string; concurrency?: number; remove?: boolean }, cmd: Command) => {
       if (!opts.remove && !opts.every) throw new TenantsafeError(ErrorType.BadInput, '--every is required.', 'Pass --every 24h (or --remove).');
-      const everyMs = opts.every && !opts.remove ? parseDuration(opts.every, '--every') : 0;
+      if (opts.tenant !== undefined) nonEmpty(opts.tenant, '--tenant', 'Pass --tenant <tenantId>, or leave it out for the all-tenants schedule.');
+      const everyMs = opts.every && !opts.remove ? intervalOption(opts.every, '--every') : 0;
       const out = await withClientOf(cmd, async (c, cfg) => {
         if (opts.remove) return schedules().removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant);
         return schedules().scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs, tenantId: opts.tenant, concurrency: opts.concurrency });
@@ -60,7 +61,7 @@ export function registerScheduleCommands(program: CliCommand): void {
     .option('--remove', 'delete the schedule instead')
     .example('tenantsafe schedule drills --every 7d', 'tenantsafe schedule drills --remove')
     .action(async (opts: { every?: string; remove?: boolean }, cmd: Command) => {
-      const every = opts.every ? parseDuration(opts.every, '--every') : undefined;
+      const every = opts.every ? intervalOption(opts.every, '--every') : undefined;
       const out = await withClientOf<ScheduleSummary | { removed: string }>(cmd, async (c, cfg) => {
         const everyMs = every ?? cfg.dr.drill.intervalMs;
         if (opts.remove) {

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { defaultDevLayout } from '../lib/config';
 import { Engine } from '../lib/engine';
 import type { CliCommand } from './cliCommand';
-import { config, globals, positiveInt, withClientOf } from './commandHelpers';
+import { config, globals, portNumber, withClientOf } from './commandHelpers';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { emit } from './output';
 
@@ -70,10 +70,10 @@ export function registerDevCommands(program: CliCommand): void {
   const layoutOptions = (cmd: CliCommand) =>
     cmd
       .option('--home <dir>', 'where the embedded stack keeps its cluster, Temporal state and backups', defaultDevLayout.home)
-      .option('--pg-port <n>', 'port of the private Postgres', positiveInt('--pg-port'), defaultDevLayout.pgPort)
-      .option('--temporal-port <n>', 'port of the Temporal dev server', positiveInt('--temporal-port'), defaultDevLayout.temporalPort)
-      .option('--ui-port <n>', 'port of the Temporal Web UI', positiveInt('--ui-port'), defaultDevLayout.uiPort)
-      .option('--dashboard-port <n>', 'port of the dashboard (default: dashboard.port of the config, 8080)', positiveInt('--dashboard-port'));
+      .option('--pg-port <n>', 'port of the private Postgres', portNumber('--pg-port'), defaultDevLayout.pgPort)
+      .option('--temporal-port <n>', 'port of the Temporal dev server', portNumber('--temporal-port'), defaultDevLayout.temporalPort)
+      .option('--ui-port <n>', 'port of the Temporal Web UI', portNumber('--ui-port'), defaultDevLayout.uiPort)
+      .option('--dashboard-port <n>', 'port of the dashboard (default: dashboard.port of the config, 8080)', portNumber('--dashboard-port'));
 
   layoutOptions(program.command('dev'))
     .description('start Temporal (dev server), a worker and, with no config, a private Postgres with the sample database')

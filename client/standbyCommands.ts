@@ -6,7 +6,7 @@ import { currentRoles, nodeUrl } from '../lib/dr/failover';
 import { parseHostPort, standbyStatus } from '../lib/dr/standby';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { CliCommand } from './cliCommand';
-import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { globals, portNumber, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit } from './output';
 
 // Required on use: it loads the Temporal SDK (see cli.ts).
@@ -60,7 +60,7 @@ export function registerStandbyCommands(program: CliCommand): void {
     .description('failback, first step: make the OLD primary\'s data directory a standby of the NEW primary (pg_rewind, else a fresh copy)')
     .requiredOption('--data-dir <dir>', 'the old primary\'s data directory, on the worker\'s machine')
     .requiredOption('--primary <host:port>', 'the new primary (the promoted standby)')
-    .option('--port <n>', 'the port the rebuilt standby listens on (default: the one it used before)', positiveInt('--port'))
+    .option('--port <n>', 'the port the rebuilt standby listens on (default: the one it used before)', portNumber('--port'))
     .option('--host <address>', 'the address it listens on (default: dr.standby.host)')
     .example('tenantsafe standby rebuild --data-dir /var/lib/postgresql/16/main --primary 10.0.0.12:5432')
     .action(async (opts: { dataDir: string; primary: string; port?: number; host?: string }, cmd: Command) => {

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { CliCommand } from './cliCommand';
 import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
-import { globals, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { globals, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
 /** `backup` and `backups`; returns both, which the whole-database commands add to. */
@@ -18,6 +18,7 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
     .example('tenantsafe backup tenant acme --wait', 'tenantsafe backup tenant acme --json   # returns once checked: status running')
     .exits({ 1: 'the backup failed (with --wait), or Temporal, the database or storage is unreachable' })
     .action(async (tenantId: string, opts: { wait?: boolean }, cmd: Command) => {
+      nonEmpty(tenantId, 'The tenant id', 'Pass the tenant id: `tenantsafe backup tenant <tenantId>`; `tenantsafe tenancy show --tenants` lists them.');
       const out = await withClientOf(cmd, (c) => c.backupTenant(tenantId, opts));
       emit(globals(cmd), out, () =>
         out.status === 'completed'

@@ -127,14 +127,17 @@ export function tenantChecksum(tables: { table: string; rows: number; rowChecksu
 /** A pass-through stream that sha256es and counts the bytes flowing through it. */
 export class Sha256Stream extends Transform {
   private readonly hash = createHash('sha256');
+  private hexDigest: string | undefined;
   bytes = 0;
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
     done(null, chunk);
   }
+  /** The sha256 of what went through, in hex; the same on every call (a hash can be finished only once). */
   hex(): string {
-    return this.hash.digest('hex');
+    this.hexDigest ??= this.hash.digest('hex');
+    return this.hexDigest;
   }
 }
 

@@ -115,7 +115,7 @@ export class Section {
 
   identifier(name: string): string | undefined {
     const v = this.string(name);
-    if (v !== undefined && (v.length === 0 || v.length > 63)) return this.fail(name, 'must be a name of 1 to 63 characters', v);
+    if (v !== undefined && (v.length === 0 || Buffer.byteLength(v) > 63)) return this.fail(name, 'must be a name of 1 to 63 bytes (PostgreSQL keeps no more)', v);
     return v;
   }
 
@@ -424,8 +424,11 @@ function readScalar(section: Section, name: string, field: Exclude<Field, { type
       return section.number(name, field.min, field.max);
     case 'rate':
       return section.rate(name, field.min, field.max);
-    case 'identifier':
-      return section.identifier(name);
+    case 'identifier': {
+      const v = section.identifier(name);
+      if (v !== undefined && field.pattern && !field.pattern.test(v)) return section.reject(name, field.patternText ?? `must match ${field.pattern}`, v);
+      return v;
+    }
     case 'identifierList':
       return section.identifierList(name);
     case 'boolean':

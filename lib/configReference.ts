@@ -86,13 +86,15 @@ function typeText(field: Field): string {
       return `rate, ${sizeText(field.min)}/s to ${sizeText(field.max)}/s`;
     case 'string':
       return field.patternText ? `string (${field.patternText.replace(/^must be /, '')})` : 'string';
+    case 'identifier':
+      return field.patternText ? `name (${field.patternText.replace(/^must be /, '')}), 1 to 63 bytes` : scalarTypes.identifier;
     default:
       return scalarTypes[field.type];
   }
 }
 
 const scalarTypes: Record<Exclude<Field['type'], 'section' | 'map' | 'variant' | 'oneOf' | 'integer' | 'number' | 'rate' | 'string'>, string> = {
-  identifier: 'name, 1 to 63 characters',
+  identifier: 'name, 1 to 63 bytes (UTF-8)',
   identifierList: 'list of names',
   boolean: 'boolean',
   duration: 'duration',

@@ -34,7 +34,7 @@ interface Common {
 
 export type ScalarType =
   | 'string'
-  /** a Postgres name: 1 to 63 characters */
+  /** a Postgres name: 1 to 63 bytes (UTF-8) */
   | 'identifier'
   | 'identifierList'
   | 'integer'
@@ -65,8 +65,8 @@ export type ScalarType =
 
 export type ScalarField = Common &
   (
-    | { type: Exclude<ScalarType, 'integer' | 'number' | 'rate' | 'string'> }
-    | { type: 'string'; pattern?: RegExp; patternText?: string }
+    | { type: Exclude<ScalarType, 'integer' | 'number' | 'rate' | 'string' | 'identifier'> }
+    | { type: 'string' | 'identifier'; pattern?: RegExp; patternText?: string }
     | { type: 'integer' | 'number'; min: number; max: number }
     /** min and max in bytes per second */
     | { type: 'rate'; min: number; max: number }
@@ -127,6 +127,9 @@ export type FieldValue<F> = F extends SectionField
 export type SectionValue<K> = { [k in keyof K]: FieldValue<K[k]> };
 
 // ---- The schema ----
+
+/** PostgreSQL's rule for replication slot names: other names are refused by the server (and never reach SQL text). */
+const slotName = { pattern: /^[a-z0-9_]+$/, patternText: 'must be lowercase letters, digits and _ (a replication slot name)' };
 
 const storageLocation = {
   type: 'variant',
@@ -232,7 +235,7 @@ export const configSchema = {
     doc: 'Whole-database backups and the WAL archive (docs/full-backups.md).',
     keys: {
       provider: { type: 'oneOf', values: ['postgres', 'supabase'], default: 'postgres', doc: '`postgres`: self-managed, `pg_basebackup` base backups plus WAL streamed by `pg_receivewal` into our storage; `supabase`: the Management API\'s backups and PITR, plus a daily `pg_dump` into our storage (needs `supabase`).', example: 'postgres' },
-      slot: { type: 'identifier', default: 'tenantsafe', doc: 'The physical replication slot the WAL archiver streams from (not `changeLog.slot`).', example: 'tenantsafe' },
+      slot: { type: 'identifier', ...slotName, default: 'tenantsafe', doc: 'The physical replication slot the WAL archiver streams from (not `changeLog.slot`).', example: 'tenantsafe' },
       maxRate: { type: 'rate', min: 32 * 1024, max: 1024 ** 3, doc: 'Throttle for `pg_basebackup --max-rate`, to spare the server\'s disks: bytes per second, from 32kB/s to 1GB/s (kB = 1024 bytes). Absent: unthrottled.', example: '64MB/s' },
       maxRateKbps: { type: 'integer', min: 32, max: 1_048_576, deprecated: 'use `maxRate` (its name said kilobits; it always meant kilobytes per second: `maxRateKbps: 8192` is `maxRate: 8MB/s`)', doc: 'The same throttle in kilobytes per second.', example: 65536 },
       archiveWait: { type: 'duration', default: '60s', doc: 'How long a base backup waits for the WAL archive to hold the WAL it needs.', example: '60s' },
@@ -246,7 +249,7 @@ export const configSchema = {
     doc: 'The change log that tenant point-in-time restores replay: every committed transaction of the tenant-owned tables, read from a logical replication slot (needs `wal_level = logical`; docs/runbooks/tenant-pitr.md).',
     keys: {
       enabled: { type: 'boolean', default: false, doc: 'Read by the workers: `true` makes tenant backups take an exact boundary with the log, lets `changelog start` run, and has `dev` start it.', example: true },
-      slot: { type: 'identifier', default: 'tenantsafe_changes', doc: 'The logical replication slot (`pgoutput`) it reads; not `fullBackup.slot`. A slot of that name that is not one is refused.', example: 'tenantsafe_changes' },
+      slot: { type: 'identifier', ...slotName, default: 'tenantsafe_changes', doc: 'The logical replication slot (`pgoutput`) it reads; not `fullBackup.slot`. A slot of that name that is not one is refused.', example: 'tenantsafe_changes' },
       publication: { type: 'identifier', default: 'tenantsafe_changes', doc: 'The publication of exactly the tenant-owned tables, kept in step with the tenancy plan.', example: 'tenantsafe_changes' },
       flushInterval: { type: 'duration', default: '500ms', doc: 'The longest a received transaction waits before its segment is written (or 32 MiB): how far the log trails the database when it keeps up.', example: '500ms' },
       replicaIdentityFull: { type: 'boolean', default: false, doc: '`true`: set `REPLICA IDENTITY FULL` on owned tables without a primary key; `false`: the change log refuses to start, naming them.', example: false },
@@ -332,7 +335,7 @@ export const configSchema = {
           dataDir: { type: 'path', required: true, doc: 'Its data directory, on the host of the worker that runs `standby create`.', example: '/var/lib/tenantsafe/standby' },
           host: { type: 'string', default: '127.0.0.1', doc: 'The address it listens on.', example: '10.0.0.6' },
           port: { type: 'integer', min: 1, max: 65535, required: true, doc: 'The port it listens on.', example: 5433 },
-          slot: { type: 'identifier', default: 'tenantsafe_standby', doc: 'The physical replication slot on the primary that keeps its WAL.', example: 'tenantsafe_standby' },
+          slot: { type: 'identifier', ...slotName, default: 'tenantsafe_standby', doc: 'The physical replication slot on the primary that keeps its WAL.', example: 'tenantsafe_standby' },
           synchronous: { type: 'boolean', default: false, doc: '`true`: commits wait for the standby (RPO 0; writes stop while it is down).', example: false },
           maxLag: { type: 'bytes', default: '16MB', doc: 'A failover refuses (unless `--force`) a standby further behind than this.', example: '16MB' },
         },

@@ -16,7 +16,7 @@ import type { DrEventRecord } from '../lib/catalog';
 import type { DrPlan } from '../lib/dr/failover';
 import { ErrorType, isBadInput } from '../lib/errors';
 import { drLabel } from '../lib/labels';
-import { approvalRefusal } from '../lib/restore/rules';
+import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
 import { rootCause } from './failures';
 import { failoverApproveSignal, failoverStatusQuery, rejectSignal, searchAttributes, type FailoverInput, type FailoverResult, type FailoverStatus } from './messages';
 import { drStep, shortStep } from './profiles';
@@ -40,7 +40,9 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     else status.approvals.push({ by: a.by, at: now() });
   });
   setHandler(rejectSignal, (r) => {
-    if (['probing', 'checking-standby', 'awaiting-approval'].includes(status.state)) status.rejection = r;
+    const refusal = rejectionRefusal(r);
+    if (refusal) status.refused.push({ by: String(r?.by), reason: refusal.reason, at: now() });
+    else if (['probing', 'checking-standby', 'awaiting-approval'].includes(status.state)) status.rejection = rejectionOf(r);
     else status.refused.push({ by: String(r?.by), reason: `rejection arrived while ${status.state}: too late`, at: now() });
   });
 

@@ -22,7 +22,7 @@ import type { ApplyStepResult, TenantRestoreActivities } from '../activities/ten
 import { ErrorType } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import type { RestoreJob } from '../lib/restore/index';
-import { approvalRefusal } from '../lib/restore/rules';
+import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
 import { announce, failureOf } from './alerts';
 import { rootCause } from './failures';
 import { requireTenantId } from './inputs';
@@ -52,7 +52,9 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     else status.approvals.push({ by: a.by, digest: a.digest, at: new Date().toISOString() });
   });
   setHandler(rejectSignal, (r) => {
-    if (status.state === 'previewing' || status.state === 'awaiting-approval') status.rejection = r;
+    const refusal = rejectionRefusal(r);
+    if (refusal) status.refused.push({ by: String(r?.by), reason: refusal.reason, at: new Date().toISOString() });
+    else if (status.state === 'previewing' || status.state === 'awaiting-approval') status.rejection = rejectionOf(r);
     else status.refused.push({ by: r.by, reason: `rejection arrived while ${status.state}: too late`, at: new Date().toISOString() });
   });
   upsertSearchAttributes([

@@ -242,22 +242,77 @@ async function readBatchShared(store: ObjectStore, ref: BatchReference, manifest
     throw new TenantsafeError(ErrorType.CorruptBackup, `The batch description ${ref.key} does not match the sha256 its manifest ${manifestKey} records: it was altered or damaged.`, 'The backup cannot be trusted; use another backup.');
   }
   const shared = parseSealedManifest<TenantBatchShared>(body, ref.key, [batchedManifestFormatVersion]);
+  checkSharedPlace(shared, ref.key);
   cache?.set(ref.sha256, shared);
   return shared;
 }
 
-/** tenants/<tenant>/<backupId>/: the tenant id is URI-encoded so any id is one path segment. */
+/** The longest tenant segment kept as it is: a file system holds names of 255 bytes, with room to spare. */
+const longestTenantSegment = 200;
+
+/**
+ * A tenant id as one path segment of storage keys: URI-encoded, so '/', '%', newlines and any
+ * other character stay inside it; an id of dots alone ('.', '..') with its dots encoded too (a
+ * '..' segment would climb out of tenants/); an encoding over 200 bytes cut to its first 150
+ * and ended with '%~' and 32 hex digits of the id's sha256 ('%~' is no URI-encoding's, so no
+ * short id can take a long one's place).
+ */
+export function tenantSegment(tenantId: string): string {
+  const encoded = /^\.+$/.test(tenantId) ? tenantId.replace(/\./g, '%2E') : encodeURIComponent(tenantId);
+  if (encoded.length <= longestTenantSegment) return encoded;
+  const cut = encoded.slice(0, 150).replace(/%[0-9A-F]?$/, '');
+  return `${cut}%~${sha256Hex(tenantId).slice(0, 32)}`;
+}
+
+/** tenants/<tenant>/<backupId>/: the tenant id as one path segment (tenantSegment). */
 export function tenantBackupPrefix(tenantId: string, backupId: string): string {
-  return `tenants/${encodeURIComponent(tenantId)}/${backupId}/`;
+  return `tenants/${tenantSegment(tenantId)}/${backupId}/`;
+}
+
+/** Where batches keep their packs and shared descriptions (lib/tenantBackup/batch.ts): parts of many tenants. */
+export const packsArea = 'packs/';
+
+/**
+ * A manifest may only describe the backup whose place it is in, and only name data of that
+ * backup: its own objects under its prefix, or parts of a batch's packs. A manifest copied to
+ * another tenant's place, or naming another tenant's objects, would otherwise restore one
+ * tenant's rows as another's (its own checksum proves it undamaged, not that it is in place).
+ */
+function checkManifestPlace(m: TenantManifest | StoredBatchedManifest, key: string): void {
+  const corrupt = (problem: string) => new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} ${problem}.`, 'The backup cannot be trusted; use another backup (`tenantsafe verify` checks it).');
+  const prefix = typeof m.tenantId === 'string' && typeof m.backupId === 'string' ? tenantBackupPrefix(m.tenantId, m.backupId) : undefined;
+  // before tenantSegment cut long ids, every id was URI-encoded whole (possible on GCS): still its place
+  const wholeId = prefix === undefined ? undefined : `tenants/${encodeURIComponent(m.tenantId)}/${m.backupId}/`;
+  if (prefix === undefined || (key !== prefix + manifestFile && key !== wholeId + manifestFile)) {
+    throw corrupt(`describes backup ${JSON.stringify(m.backupId)} of tenant ${JSON.stringify(m.tenantId)}, whose place is ${prefix ?? '(none)'}, not where it lies`);
+  }
+  const inside = (k: unknown) => typeof k === 'string' && k !== '' && !k.startsWith('/') && k.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
+  const packKey = (k: unknown) => inside(k) && (k as string).startsWith(packsArea);
+  if ('parts' in m) {
+    if (!packKey(m.batch?.key)) throw corrupt(`names its batch's description ${JSON.stringify(m.batch?.key)}, outside ${packsArea}`);
+    return;
+  }
+  for (const t of m.tables ?? []) {
+    const ok = t.object?.packOffset === undefined ? inside(t.object?.key) && !(t.object.key as string).startsWith(packsArea) : packKey(t.object.key);
+    if (!ok) throw corrupt(`names ${JSON.stringify(t.object?.key)} as the data of ${t.table}: neither an object of its own backup nor a part of a pack`);
+  }
+}
+
+/** The tables of a batch's shared description name packs of the batch area only. */
+function checkSharedPlace(shared: TenantBatchShared, key: string): void {
+  const bad = shared.tables?.find((t) => typeof t.pack !== 'string' || !t.pack.startsWith(packsArea) || t.pack.split('/').some((s) => s === '' || s === '.' || s === '..'));
+  if (bad) throw new TenantsafeError(ErrorType.CorruptBackup, `The batch description ${key} names ${JSON.stringify(bad.pack)} as the pack of ${bad.table}, outside ${packsArea}.`, 'The backup cannot be trusted; use another backup.');
 }
 
 /**
  * Parses and checks a tenant backup manifest, a batched one completed from its batch's shared
  * description (read from `store`, its sha256 checked, or taken from `cache`); throws
- * CorruptBackup or UnsupportedFormat naming the key.
+ * CorruptBackup or UnsupportedFormat naming the key. `key` is where the manifest was read: it must
+ * be the place of the backup it describes (tenantBackupPrefix), and name no other backup's data.
  */
 export async function parseManifest(body: Buffer, key: string, store: ObjectStore, cache?: BatchSharedCache): Promise<TenantManifest> {
   const m = parseSealedManifest<TenantManifest | StoredBatchedManifest>(body, key, readableVersions);
+  checkManifestPlace(m, key);
   return 'parts' in m ? completeBatchedManifest(m, await readBatchShared(store, m.batch, key, cache), key) : m;
 }
 

@@ -143,6 +143,22 @@ export function approvalRefusal(restore: ApprovalTarget, approval: { by?: unknow
   return undefined;
 }
 
+/**
+ * Why a rejection does not count, or undefined when it does: it must name who rejects. Any signal
+ * may arrive (another service, `temporal workflow signal`), so its shape is not taken for granted:
+ * a rejection naming no one would stop a restore or a failover without anyone answerable for it.
+ */
+export function rejectionRefusal(rejection: { by?: unknown } | null | undefined): ApprovalRefusal | undefined {
+  const by = rejection?.by;
+  if (typeof by !== 'string' || by.trim() === '') return { reason: 'The rejection names no one (by)', hint: 'Say who rejects: --by <name>, or "by" in the signal.' };
+  return undefined;
+}
+
+/** A rejection that counts, as kept: who, and why when a text was given. */
+export function rejectionOf(rejection: { by: string; reason?: unknown }): { by: string; reason?: string } {
+  return { by: rejection.by, ...(typeof rejection.reason === 'string' ? { reason: rejection.reason } : {}) };
+}
+
 /** A refused approval as the error the client reports. */
 export function approvalInvalid(refusal: ApprovalRefusal): TenantsafeError {
   return new TenantsafeError(ErrorType.ApprovalInvalid, `${refusal.reason}.`, refusal.hint);

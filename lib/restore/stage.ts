@@ -234,7 +234,8 @@ async function checkStoredBytes(source: BackupSource, m: StagedTable): Promise<v
 }
 
 function assertStoredBytes(sha: Sha256Stream, key: string, m: Pick<StagedTable, 'table' | 'manifest'>): void {
-  if (sha.hex() !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${sha.hex()} does not match the manifest's ${m.manifest.object.sha256}`);
+  const stored = sha.hex();
+  if (stored !== m.manifest.object.sha256) throw damagedObject(key, m.table, `sha256 ${stored} does not match the manifest's ${m.manifest.object.sha256}`);
 }
 
 function damagedObject(key: string, table: string, what: string): TenantsafeError {

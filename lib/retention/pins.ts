@@ -16,8 +16,13 @@ function pinKey(backupId: string): string {
   return `${pinsPrefix}${encodeURIComponent(backupId)}.json`;
 }
 
+/** A pin's reason: not empty (checked before anything is asked). */
+export function checkPinReason(reason: string): void {
+  if (!reason.trim()) throw new TenantsafeError(ErrorType.BadInput, 'A pin needs a reason.', 'Pass --reason "<ticket or legal matter>".');
+}
+
 export async function pinBackup(store: ObjectStore, pin: Pin): Promise<Pin> {
-  if (!pin.reason.trim()) throw new TenantsafeError(ErrorType.BadInput, 'A pin needs a reason.', 'Pass --reason "<ticket or legal matter>".');
+  checkPinReason(pin.reason);
   await store.put(pinKey(pin.backupId), Buffer.from(JSON.stringify(pin, null, 2) + '\n'), { contentType: 'application/json' });
   return pin;
 }

@@ -20,7 +20,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { compactManifest, manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest } from '../format/sealed';
-import { batchedManifestFormatVersion, completeBatchedManifest, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
+import { batchedManifestFormatVersion, completeBatchedManifest, packsArea, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
 import { backupsPerStatement } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
@@ -32,7 +32,7 @@ import { planDescription, tableDescription, tenantTotals } from './index';
 import { beginSnapshotTransaction, changeLogBoundary, dataObjectKey, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
 import { copyTextField, PackWriter, TenantSplitter } from './pack';
 
-export const packsArea = 'packs/';
+export { packsArea };
 export const packIndexFile = 'index.json';
 export const batchSharedFile = 'shared.json';
 
