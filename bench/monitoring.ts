@@ -166,7 +166,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
             ours: on - off,
             unit: 'MB',
             target: atMost(20),
-            note: `${pairs} fresh workers each way; off ${rss.off.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.off.map((x) => x.peak).join(', ')} MB); on, scraped every 100 ms, a report a second: ${rss.on.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.on.map((x) => x.peak).join(', ')} MB)`,
+            note: `a fresh worker per run, ${pairs} each way; off ${rss.off.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.off.map((x) => x.peak).join(', ')} MB); on, scraped every 100 ms, a report a second: ${rss.on.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.on.map((x) => x.peak).join(', ')} MB)`,
           }),
         );
       } finally {

@@ -49,7 +49,7 @@ export function benchRow(
 /** A figure with its unit, as the table shows it. */
 export function formatValue(v: number | null, unit: string): string {
   if (v === null || !Number.isFinite(v)) return '—';
-  const digits = unit === 's' ? 2 : unit === 'ms' ? (v < 10 ? 1 : 0) : (unit === 'MB' || unit === 'MiB') && !Number.isInteger(v) ? 1 : Number.isInteger(v) ? 0 : 2;
+  const digits = unit === 's' ? 2 : unit === 'ms' || unit === '%' ? (v < 10 ? 1 : 0) : unit === 'TPS' || Number.isInteger(v) ? 0 : unit === 'MB' || unit === 'MiB' ? 1 : 2;
   return unit === 'count' ? String(Math.round(v)) : `${v.toFixed(digits)} ${unit}`;
 }
 
