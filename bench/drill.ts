@@ -7,21 +7,18 @@
 //              checks passed)
 //   hand-run   tar -xzf of the same stored base backup, restore_command cp of the same WAL
 //              (decompressed beforehand, not timed), start, wait for promotion
-// Three rounds, alternating, each after a sync; medians and the ratio drill / hand-run.
-// Usage: npx tsx bench/drill.ts   (BENCH_ROWS: sample rows, default 400000; BENCH_TENANTS: 40)
+// Three rounds (quick: 1), alternating, each after a sync; medians and the ratio drill / hand-run.
+// Usage: npx tsx bench/drill.ts [--quick] [--scale x] [--rounds n]   (scale 1: sample of 40 tenants, 400,000 rows)
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/engine';
 import { baseObjectOf, readFullManifest } from '../lib/format/fullManifest';
 import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
 import { sampleTenants } from '../sample/generate';
 import { runCli } from '../test/support/env';
-import { benchCluster, benchStack, handRunRestore, median, printTable } from './support';
-
-const sample = { tenants: Number(process.env.BENCH_TENANTS ?? 40), rows: Number(process.env.BENCH_ROWS ?? 400_000) };
-const rounds = 3;
+import { benchRow, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
+import { benchCluster, benchStack, handRunRestore, median } from './support';
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const t = performance.now();
@@ -29,7 +26,9 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
   return { ms: performance.now() - t, value };
 }
 
-async function main(): Promise<void> {
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  const sample = { tenants: 40, rows: scaled(opts, 400_000, 20_000) };
+  const rounds = roundsOf(opts, 3, 1);
   const pg = await benchCluster({ max_wal_size: '2GB' });
   const db = await pg.sampleDatabase('saas', sample);
   const stack = await benchStack(db, {
@@ -72,17 +71,21 @@ async function main(): Promise<void> {
       fs.rmSync(hand, { recursive: true, force: true });
     }
     const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-    const m = (f: (d: (typeof drills)[number]) => number) => median(drills.map(f));
-    printTable(`DR drill vs a hand-run restore (${sample.tenants} tenants, ${sample.rows} rows, base backup ${(backup.bytes / 2 ** 20).toFixed(0)} MiB stored, ${os.cpus().length} cores; median of ${rounds})`, [
-      ['drill, CLI to end (incl. teardown, report)', `${s(m((d) => d.ms))}  [${drills.map((d) => s(d.ms)).join(', ')}]`],
-      ['drill RTO (worker: start → answering, checks passed)', `${s(m((d) => d.rtoMs))}  [${drills.map((d) => s(d.rtoMs)).join(', ')}]`],
-      ['  of which fetch+start / replay / checks', `${s(m((d) => d.fetchMs))} / ${s(m((d) => d.replayMs))} / ${s(m((d) => d.checksMs))}`],
-      ['drill worker-side, start → report written (teardown)', `${s(m((d) => d.workerMs))} (${s(m((d) => d.teardownMs))})`],
-      ['hand-run restore (tar -xzf, restore_command cp, promote)', `${s(median(hands))}  [${hands.map(s).join(', ')}]`],
-      ['ratio drill CLI / hand-run', (m((d) => d.ms) / median(hands)).toFixed(2)],
-      ['ratio drill RTO / hand-run', (m((d) => d.rtoMs) / median(hands)).toFixed(2)],
-      ['every drill passed', String(drills.every((d) => d.ok))],
-    ]);
+    const m = (f: (d: (typeof drills)[number]) => number) => median(drills.map(f)) / 1000;
+    const hand = median(hands) / 1000;
+    const handNote = `hand-run: tar -x of the same stored base backup, restore_command cp of its WAL (decompressed beforehand), start, promotion: [${hands.map(s).join(', ')}]`;
+    const scenario = 'DR drill';
+    const size = `${sample.tenants} tenants, ${sample.rows} rows, base backup ${(backup.bytes / 2 ** 20).toFixed(0)} MiB stored; medians of ${rounds}`;
+    if (!drills.every((d) => d.ok)) throw new Error(`bench: a drill failed: ${JSON.stringify(drills)}`);
+    return [
+      benchRow(scenario, '`drill run --wait` from the CLI vs a hand-run restore', { ours: m((d) => d.ms), baseline: hand, unit: 's', note: `${size}; drill CLI [${drills.map((d) => s(d.ms)).join(', ')}], teardown and report included; ${handNote}` }),
+      benchRow(scenario, 'drill RTO (worker: start → answering, checks passed) vs a hand-run restore', {
+        ours: m((d) => d.rtoMs),
+        baseline: hand,
+        unit: 's',
+        note: `[${drills.map((d) => s(d.rtoMs)).join(', ')}]; of which fetch+start ${m((d) => d.fetchMs).toFixed(2)} s, replay ${m((d) => d.replayMs).toFixed(2)} s, checks ${m((d) => d.checksMs).toFixed(2)} s; worker-side to the report ${m((d) => d.workerMs).toFixed(2)} s (teardown ${m((d) => d.teardownMs).toFixed(2)} s)`,
+      }),
+    ];
   } finally {
     await engine.close();
     await stack.stop();
@@ -90,7 +93,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (require.main === module) runScenario(run);

@@ -6,20 +6,20 @@
 //     target ≤ 10 s, median of 5
 //   switchover: `tenantsafe switchover --wait`: the time clients waited (pause → first write) and
 //     the acknowledged ids missing on the new primary; target ≤ 5 s with 0 loss, median of 5
+// Rounds: 5 (quick: 1); nothing here grows with --scale.
 // Between rounds the old primary is rebuilt as the new primary's standby with the tests' stand-in
 // (pg_basebackup; `standby rebuild` is the product's way) and the catalog's roles say so.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/engine';
 import { withConnection } from '../lib/pg';
 import type { PrivateCluster } from '../lib/postgres/cluster';
 import { startSourceCluster } from '../test/support/cluster';
 import { startPgBouncer, startTestStandby, startWriter } from '../test/support/drStandIns';
-import { benchStack, median, printTable } from './support';
+import { atMost, benchRow, roundsOf, runScenario, type BenchOptions, type BenchRow } from './report';
+import { benchStack, median } from './support';
 
-const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const slot = 'tenantsafe_standby';
 const catalogUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -32,7 +32,8 @@ async function idsOn(cluster: PrivateCluster): Promise<Set<number>> {
   return new Set((await cluster.psql<{ id: string }>('SELECT id FROM ids', 'app')).map((r) => Number(r.id)));
 }
 
-async function main(): Promise<void> {
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  const rounds = roundsOf(opts, 5, 1);
   const source = await startSourceCluster('app');
   let primary = source.cluster;
   await primary.psql('CREATE TABLE ids (id bigint PRIMARY KEY)', 'app');
@@ -111,22 +112,25 @@ async function main(): Promise<void> {
     await withConnection(catalogUrl, (c) => c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
     await source.remove();
   }
-
-  const ms = (xs: number[]) => `${(median(xs) / 1000).toFixed(2)} s   [${xs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`;
-  printTable('failover (automatic policy, kill -9) and switchover through PgBouncer', [
-    ['failover RTO, workflow: first failed probe → first write (median; target <= 10 s)', ms(failovers.map((f) => f.rtoMs))],
-    ['failover as the writer saw it: kill -9 → next acknowledged write (median)', ms(failovers.map((f) => f.clientMs))],
-    ['failover command → done (median)', ms(failovers.map((f) => f.commandMs))],
-    ['failover data loss (asynchronous standby), bytes', failovers.map((f) => String(f.lossBytes)).join(', ')],
-    ['switchover: clients waited, pause → first write (median; target <= 5 s)', ms(switchovers.map((s) => s.durationMs))],
-    ['switchover command → done (median)', ms(switchovers.map((s) => s.commandMs))],
-    ['switchover: acknowledged ids lost (target 0)', switchovers.map((s) => String(s.lost)).join(', ')],
-    ['cores', String(os.cpus().length)],
-  ]);
   fs.rmSync(source.dir, { recursive: true, force: true });
+  const s = (xs: number[]) => median(xs) / 1000;
+  const list = (xs: number[]) => `[${xs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`;
+  return [
+    benchRow('failover', 'RTO: first failed probe → first write through PgBouncer (workflow), median', {
+      ours: s(failovers.map((f) => f.rtoMs)),
+      unit: 's',
+      target: atMost(10),
+      note: `kill -9 of the primary, \`failover --wait\` with the automatic policy and the default probes; rounds ${list(failovers.map((f) => f.rtoMs))}; data loss (asynchronous standby) ${failovers.map((f) => String(f.lossBytes)).join(', ')} bytes`,
+    }),
+    benchRow('failover', 'kill -9 → the writer\'s next acknowledged write, median', { ours: s(failovers.map((f) => f.clientMs)), unit: 's', note: `what the application waits for, the CLI's start included: ${list(failovers.map((f) => f.clientMs))}; command → done ${list(failovers.map((f) => f.commandMs))}` }),
+    benchRow('switchover', 'clients held: pause → first write on the new primary, median', {
+      ours: s(switchovers.map((x) => x.durationMs)),
+      unit: 's',
+      target: atMost(5),
+      note: `\`switchover --wait\`; rounds ${list(switchovers.map((x) => x.durationMs))}; command → done ${list(switchovers.map((x) => x.commandMs))}`,
+    }),
+    benchRow('switchover', 'acknowledged ids missing on the new primary, all rounds', { ours: switchovers.reduce((n, x) => n + x.lost, 0), unit: 'count', target: atMost(0) }),
+  ];
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (require.main === module) runScenario(run);

@@ -11,10 +11,10 @@
 // noise from other work on the machine hits all of them; medians of the rounds and their ratios.
 // Two datasets: "realistic" (text, jsonb and random bytea: semi- and incompressible) and pgbench
 // (compresses to almost nothing). Then the RPO under steady pgbench writes, archived by the worker.
-// Usage: npx tsx bench/fullBackup.ts
-//   BENCH_ROWS (realistic rows, default 1000000 ≈ 1.1 GiB), BENCH_SCALE (pgbench, default 30 ≈ 450 MiB),
-//   BENCH_ROUNDS (default 3), BENCH_DATASETS (default realistic,pgbench), BENCH_COMPRESSIONS (ours, one
-//   side each, default lz4,zstd), BENCH_RPO_SECONDS (default 20)
+// Usage: npx tsx bench/fullBackup.ts [--quick] [--scale x] [--rounds n]
+//   scale 1: realistic 1M rows ≈ 1.1 GiB, pgbench scale 30 ≈ 450 MiB, RPO over 20 s; 3 rounds
+//   (quick: 1 round, one compression of ours: zstd). BENCH_DATASETS (default realistic,pgbench),
+//   BENCH_COMPRESSIONS (ours, one side each, default lz4,zstd) choose what runs.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -27,17 +27,23 @@ import { freePorts } from '../lib/process';
 import { createStore } from '../lib/storage';
 import { listWalArchive, newestSegment } from '../lib/wal/archive';
 import { parseLsn, segmentStartLsn } from '../lib/wal/names';
+import { benchRow, ratioAtMost, atMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
 import { benchStack, median, percentile, runCommand, sleep, waitUntil, type BenchStack } from './support';
 
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const rows = Number(process.env.BENCH_ROWS ?? 1_000_000);
-const scale = Number(process.env.BENCH_SCALE ?? 30);
-const datasets = (process.env.BENCH_DATASETS ?? 'realistic,pgbench').split(',');
 const cores = os.availableParallelism();
-/** fullBackup.compression of each tenantsafe side */
-const oursCompressions = (process.env.BENCH_COMPRESSIONS ?? 'lz4,zstd').split(',');
 
-const run = (cmd: string, args: string[], env: Record<string, string> = {}) => runCommand(cmd, args, env);
+/** What one run measures: sizes, rounds, which of ours. */
+interface Plan {
+  rounds: number;
+  /** rows of the realistic dataset */
+  rows: number;
+  /** pgbench's scale */
+  scale: number;
+  /** fullBackup.compression of each tenantsafe side */
+  oursCompressions: string[];
+  rpoSeconds: number;
+}
+
 const dirSize = (dir: string): number => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).reduce((n, d) => n + statSync(path.join(d.parentPath, d.name)).size, 0);
 const mib = (n: number) => `${(n / 1048576).toFixed(0)} MiB`;
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
@@ -84,14 +90,64 @@ interface Measured {
   bytes: number[];
 }
 
-async function main(): Promise<void> {
-  const summary: Record<string, Awaited<ReturnType<typeof benchDataset>>> = {};
-  for (const dataset of datasets) summary[dataset] = await benchDataset(dataset);
-  console.log('\n== results (JSON) ==');
-  console.log(JSON.stringify({ cores, rounds, rows, scale, summary }, null, 2));
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  const plan: Plan = {
+    rounds: roundsOf(opts, 3, 1),
+    rows: scaled(opts, 1_000_000, 10_000),
+    scale: scaled(opts, 30, 1),
+    oursCompressions: (process.env.BENCH_COMPRESSIONS ?? (opts.quick ? 'zstd' : 'lz4,zstd')).split(','),
+    rpoSeconds: scaled(opts, 20, 5),
+  };
+  const rows: BenchRow[] = [];
+  for (const dataset of (process.env.BENCH_DATASETS ?? 'realistic,pgbench').split(',')) {
+    const m = await measureDataset(dataset, plan);
+    const scenario = `full backup, ${dataset}`;
+    const r = m.sides;
+    const rounds = (name: string, k: 'backupRounds' | 'restoreRounds') => `${name} [${r[name][k].map((x) => x.toFixed(2)).join(', ')}]`;
+    const sizes = `cluster ${mib(m.clusterBytes)} (${dataset === 'pgbench' ? `pgbench scale ${plan.scale}` : `${plan.rows} rows`}); medians of ${plan.rounds}`;
+    for (const compression of plan.oursCompressions) {
+      const name = `tenantsafe ${compression}`;
+      const ours = r[name];
+      rows.push(
+        benchRow(scenario, `${compression}: \`full-backup --wait\` vs pgBackRest backup`, {
+          ours: ours.backupS,
+          baseline: r.pgbackrest.backupS,
+          unit: 's',
+          target: ratioAtMost(1.0),
+          note: `${sizes}; ${rounds(name, 'backupRounds')}, ${rounds('pgbackrest', 'backupRounds')}; pgBackRest lz4, process-max ${cores}, archive-async; aim 0.5`,
+        }),
+        benchRow(scenario, `${compression}: \`full-backup --wait\` vs pg_basebackup client-lz4`, {
+          ours: ours.backupS,
+          baseline: r['pg_basebackup lz4'].backupS,
+          unit: 's',
+          target: ratioAtMost(1.5),
+          note: rounds('pg_basebackup lz4', 'backupRounds'),
+        }),
+        benchRow(scenario, `${compression}: \`pitr restore --latest\` vs pgBackRest restore`, {
+          ours: ours.restoreS,
+          baseline: r.pgbackrest.restoreS,
+          unit: 's',
+          target: ratioAtMost(1.0),
+          note: `to a running cluster; ${rounds(name, 'restoreRounds')}, ${rounds('pgbackrest', 'restoreRounds')}; pg_basebackup's hand-run restore ${r['pg_basebackup lz4'].restoreS.toFixed(2)} s`,
+        }),
+        benchRow(scenario, `${compression}: bytes stored vs pgBackRest`, { ours: ours.bytes / 2 ** 20, baseline: r.pgbackrest.bytes / 2 ** 20, unit: 'MiB', target: ratioAtMost(1.0) }),
+      );
+    }
+    if (m.rpo) {
+      rows.push(
+        benchRow(scenario, `RPO under \`pgbench -R 300\`, p95`, {
+          ours: m.rpo.p95,
+          unit: 'ms',
+          target: atMost(1000),
+          note: `age of the newest archived WAL record (an upper bound), ${m.rpo.samples} samples over ${plan.rpoSeconds} s: p50 ${m.rpo.p50} ms, max ${m.rpo.max} ms`,
+        }),
+      );
+    }
+  }
+  return rows;
 }
 
-async function benchDataset(dataset: string) {
+async function measureDataset(dataset: string, { rounds, rows, scale, oursCompressions, rpoSeconds }: Plan) {
   const dir = path.join(os.tmpdir(), `tenantsafe-bench-full-${dataset}-${process.pid}`);
   mkdirSync(dir, { mode: 0o755 });
   chownToPostgres([dir]);
@@ -99,7 +155,7 @@ async function benchDataset(dataset: string) {
   mkdirSync(pgbrRepo);
   chownToPostgres([pgbrRepo]);
   const pgbrConf = path.join(dir, 'pgbackrest.conf');
-  const pgbr = (args: string[]) => run('runuser', ['-u', 'postgres', '--', 'pgbackrest', `--config=${pgbrConf}`, '--stanza=bench', ...args]);
+  const pgbr = (args: string[]) => runCommand('runuser', ['-u', 'postgres', '--', 'pgbackrest', `--config=${pgbrConf}`, '--stanza=bench', ...args]);
   const source = await PrivateCluster.create({
     dataDir: path.join(dir, 'source'),
     port: 0,
@@ -116,16 +172,16 @@ async function benchDataset(dataset: string) {
   await source.start();
   await pgbr(['stanza-create']);
   const pgArgs = ['-h', '127.0.0.1', '-p', String(source.port), '-U', 'postgres'];
-  console.log(`${dataset}: loading ...`);
+  console.error(`${dataset}: loading ...`);
   const load = await timed(async () => {
-    if (dataset === 'pgbench') await run(pgBin('pgbench'), ['-i', '-q', '-s', String(scale), ...pgArgs, 'postgres']);
-    else await run(pgBin('psql'), [...pgArgs, '-q', '-v', 'ON_ERROR_STOP=1', '-c', realisticSql(rows), '-c', 'VACUUM ANALYZE', 'postgres']);
+    if (dataset === 'pgbench') await runCommand(pgBin('pgbench'), ['-i', '-q', '-s', String(scale), ...pgArgs, 'postgres']);
+    else await runCommand(pgBin('psql'), [...pgArgs, '-q', '-v', 'ON_ERROR_STOP=1', '-c', realisticSql(rows), '-c', 'VACUUM ANALYZE', 'postgres']);
   });
   await source.psql('CHECKPOINT');
   const [{ wal }] = await source.psql<{ wal: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS wal`);
   await waitUntil('pgBackRest to archive the load', async () => ((await source.psql<{ last: string | null }>(`SELECT last_archived_wal AS last FROM pg_stat_archiver`))[0].last ?? '') >= wal, 600_000, 500);
   const clusterBytes = dirSize(source.dataDir);
-  console.log(`${dataset}: cluster ${mib(clusterBytes)} (loaded in ${secs(load.ms)})`);
+  console.error(`${dataset}: cluster ${mib(clusterBytes)} (loaded in ${secs(load.ms)})`);
 
   // one stack per compression of ours (each its own Temporal dev server, worker, store, catalog and slot)
   const stacks: { compression: string; stack: BenchStack }[] = [];
@@ -133,7 +189,7 @@ async function benchDataset(dataset: string) {
     const slot = `tenantsafe_${compression.replace(/\W/g, '_')}`;
     stacks.push({ compression, stack: await benchStack({ url: source.url(), drop: async () => undefined }, { config: { fullBackup: { walSpoolDir: path.join(dir, `spool-${slot}`), slot, compression }, catalog: { schema: slot } } }) });
   }
-  const cliOf = (stack: BenchStack) => async (args: string[]) => JSON.parse(await run(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', stack.configFile, ...args, '--json']));
+  const cliOf = (stack: BenchStack) => async (args: string[]) => JSON.parse(await runCommand(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', stack.configFile, ...args, '--json']));
   const restoredDir = (name: string, round: number) => path.join(dir, `restored-${name}-${round}`);
   const port = async () => (await freePorts('127.0.0.1', 1))[0];
   const removeCluster = (dataDir: string) => async () => {
@@ -176,15 +232,15 @@ async function benchDataset(dataset: string) {
       name: 'pg_basebackup lz4',
       backup: async (round) => {
         const out = path.join(dir, `basebackup-${round}`);
-        await run(pgBin('pg_basebackup'), ['-D', out, '-F', 't', '--compress=client-lz4', '--checkpoint=fast', ...pgArgs]);
+        await runCommand(pgBin('pg_basebackup'), ['-D', out, '-F', 't', '--compress=client-lz4', '--checkpoint=fast', ...pgArgs]);
         return { bytes: dirSize(out) };
       },
       restore: async (round) => {
         const from = path.join(dir, `basebackup-${round}`);
         const target = restoredDir('basebackup', round);
         mkdirSync(path.join(target, 'pg_wal'), { recursive: true, mode: 0o700 });
-        await run('tar', ['-x', '-I', 'lz4', '-f', path.join(from, 'base.tar.lz4'), '-C', target]);
-        await run('tar', ['-x', '-f', path.join(from, 'pg_wal.tar'), '-C', path.join(target, 'pg_wal')]); // pg_basebackup leaves the WAL uncompressed
+        await runCommand('tar', ['-x', '-I', 'lz4', '-f', path.join(from, 'base.tar.lz4'), '-C', target]);
+        await runCommand('tar', ['-x', '-f', path.join(from, 'pg_wal.tar'), '-C', path.join(target, 'pg_wal')]); // pg_basebackup leaves the WAL uncompressed
         const c = await PrivateCluster.create({ dataDir: target, port: await port(), settings: { archive_mode: 'off' } });
         await c.start();
         return async () => {
@@ -210,35 +266,24 @@ async function benchDataset(dataset: string) {
         const b = await timed(() => side.backup(round));
         measured.get(side.name)!.backupMs.push(b.ms);
         measured.get(side.name)!.bytes.push(b.value.bytes);
-        console.log(`${dataset} round ${round + 1}: ${side.name} backup ${secs(b.ms)} (${mib(b.value.bytes)})`);
+        console.error(`${dataset} round ${round + 1}: ${side.name} backup ${secs(b.ms)} (${mib(b.value.bytes)})`);
       }
       await sleep(1000); // the archives take in the last backups' WAL
       for (const side of order) {
         spawnSync('sync');
         const r = await timed(() => side.restore(round));
         measured.get(side.name)!.restoreMs.push(r.ms);
-        console.log(`${dataset} round ${round + 1}: ${side.name} restore to a running cluster ${secs(r.ms)}`);
+        console.error(`${dataset} round ${round + 1}: ${side.name} restore to a running cluster ${secs(r.ms)}`);
         await r.value();
       }
     }
 
-    const rpo = dataset === 'pgbench' ? await measureRpo(stacks[0].stack.config.storage.primary, source, pgArgs) : null;
+    const rpo = dataset === 'pgbench' ? await measureRpo(stacks[0].stack.config.storage.primary, source, pgArgs, rpoSeconds) : null;
 
     const result: Record<string, SideResult> = {};
     for (const [name, m] of measured) {
       result[name] = { backupS: median(m.backupMs) / 1000, restoreS: median(m.restoreMs) / 1000, bytes: median(m.bytes), backupRounds: m.backupMs.map((ms) => ms / 1000), restoreRounds: m.restoreMs.map((ms) => ms / 1000) };
     }
-    const ratio = (a: number, b: number) => (a / b).toFixed(2);
-    console.log(`\n== full backup and restore: ${dataset}, cluster ${mib(clusterBytes)}, ${cores} cores, medians of ${rounds} rounds ==`);
-    for (const [name, r] of Object.entries(result)) {
-      console.log(`${name.padEnd(18)} backup ${secs(r.backupS * 1000)} [${r.backupRounds.map((x) => x.toFixed(2)).join(', ')}]  restore ${secs(r.restoreS * 1000)} [${r.restoreRounds.map((x) => x.toFixed(2)).join(', ')}]  ${mib(r.bytes)}`);
-    }
-    for (const { compression } of stacks) {
-      const ours = result[`tenantsafe ${compression}`];
-      console.log(`tenantsafe ${compression} / pgbackrest:        backup ${ratio(ours.backupS, result.pgbackrest.backupS)} (target <= 1.0, aim 0.5)  restore ${ratio(ours.restoreS, result.pgbackrest.restoreS)} (target <= 1.0)  bytes ${ratio(ours.bytes, result.pgbackrest.bytes)} (target <= 1.0)`);
-      console.log(`tenantsafe ${compression} / pg_basebackup lz4: backup ${ratio(ours.backupS, result['pg_basebackup lz4'].backupS)} (target <= 1.5)  restore ${ratio(ours.restoreS, result['pg_basebackup lz4'].restoreS)}`);
-    }
-    if (rpo) console.log(`RPO (age of the newest archived WAL record, upper bound, ${rpo.samples} samples under pgbench -R 300): p50 ${rpo.p50} ms, p95 ${rpo.p95} ms, max ${rpo.max} ms (target <= 1000 ms)`);
     return { clusterBytes, sides: result, rpo };
   } finally {
     for (const { stack } of stacks) await stack.stop();
@@ -248,13 +293,12 @@ async function benchDataset(dataset: string) {
 }
 
 /** Age of the newest archived WAL record while pgbench writes steadily (an upper bound: see below). */
-async function measureRpo(storage: Parameters<typeof createStore>[0], source: PrivateCluster, pgArgs: string[]) {
+async function measureRpo(storage: Parameters<typeof createStore>[0], source: PrivateCluster, pgArgs: string[], seconds: number) {
   const store = createStore(storage);
-  const seconds = Number(process.env.BENCH_RPO_SECONDS ?? 20);
   const serverLsn: { t: number; lsn: bigint }[] = [];
   const ages: number[] = [];
   let benchDone = false;
-  const pgbench = run(pgBin('pgbench'), ['-c', '2', '-j', '2', '-R', '300', '-T', String(seconds), ...pgArgs, 'postgres']).finally(() => (benchDone = true));
+  const pgbench = runCommand(pgBin('pgbench'), ['-c', '2', '-j', '2', '-R', '300', '-T', String(seconds), ...pgArgs, 'postgres']).finally(() => (benchDone = true));
   const sampler = (async () => {
     while (!benchDone) {
       const [r] = await source.psql<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
@@ -279,9 +323,4 @@ async function measureRpo(storage: Parameters<typeof createStore>[0], source: Pr
   return { samples: ages.length, p50: percentile(ages, 50), p95: percentile(ages, 95), max: Math.max(...ages) };
 }
 
-main()
-  .then(() => process.exit(0))
-  .catch((err) => {
-    console.error(err);
-    process.exit(1);
-  });
+if (require.main === module) runScenario(run);

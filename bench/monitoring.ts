@@ -5,7 +5,8 @@
 //      (target ≤ 100 ms), and when every scrape finds it stale (it waits ≤ 50 ms for a new one)
 //   C. a worker process's RSS with metrics on (a /metrics listener scraped every 100 ms, the
 //      report recomputed every second) vs off, after the same tenant backups: target growth ≤ 20 MB.
-//      Runs off, on, off, on, ... (BENCH_PAIRS pairs, 3), each a fresh worker process; medians reported.
+//      Runs off, on, off, on, ... (3 pairs; quick: 1), each a fresh worker process; medians reported.
+// Scale 1: 100,000 tenants (quick: 1,000) with 10 restore points each.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -22,12 +23,12 @@ import { freePorts } from '../lib/process';
 import { loadTemporalDevConfig, startTemporalDevServer } from '../client/temporalDevServer';
 import { spawnWorkerProcess } from '../workers/process';
 import { seedTenantBackups } from '../test/support/catalogSeed';
-import { benchDatabase, median, peakRssMb, percentile, printTable, sleep } from './support';
+import { atMost, benchRow, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
+import { benchDatabase, median, peakRssMb, percentile, sleep } from './support';
 
-const tenants = Number(process.env.BENCH_TENANTS ?? 100_000);
-const perTenant = Number(process.env.BENCH_POINTS ?? 10);
-const scrapes = Number(process.env.BENCH_SCRAPES ?? 200);
-const pairs = Number(process.env.BENCH_PAIRS ?? 3);
+const perTenant = 10;
+const scrapes = 200;
+const scenario = 'monitoring';
 
 const ms = (xs: number[]) => `p50 ${percentile(xs, 50).toFixed(1)} ms, p95 ${percentile(xs, 95).toFixed(1)} ms, max ${Math.max(...xs).toFixed(1)} ms (${xs.length})`;
 
@@ -55,14 +56,16 @@ async function metricsServer(engine: Engine, ttlMs: number): Promise<{ url: stri
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`, cache, close: () => new Promise((r) => server.close(() => r())) };
 }
 
-async function main(): Promise<void> {
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  const tenants = scaled(opts, 100_000, 1_000);
+  const pairs = roundsOf(opts, 3, 1);
   const db = await benchDatabase({ tenants: 12, rows: 20_000 });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-mon-'));
   const doc = { database: { url: db.url }, storage: { primary: { kind: 'local', path: path.join(work, 'backups') } }, temporal: { address: '', taskQueue: 'bench' } };
   const configFile = path.join(work, 'tenantsafe.yaml');
   fs.writeFileSync(configFile, stringify(doc));
   const engine = new Engine(loadConfig({ path: configFile }));
-  const rows: [string, string][] = [];
+  const rows: BenchRow[] = [];
   try {
     // ---- the catalog ----
     let t0 = performance.now();
@@ -79,7 +82,7 @@ async function main(): Promise<void> {
     );
     await withConnection(db.url, (c) => c.query('VACUUM ANALYZE tenantsafe.backups, tenantsafe.runs, tenantsafe.tenant_backup_stats'));
     const counts = await withConnection(db.url, (c) => c.query(`SELECT (SELECT count(*) FROM tenantsafe.backups) AS b, (SELECT count(*) FROM tenantsafe.runs) AS r`));
-    rows.push(['catalog', `${tenants + 1000} tenants, ${counts.rows[0].b} backup rows, ${counts.rows[0].r} run rows (made in ${((performance.now() - t0) / 1000).toFixed(0)} s)`]);
+    const catalog = `${tenants + 1000} tenants, ${counts.rows[0].b} backup rows, ${counts.rows[0].r} run rows (made in ${((performance.now() - t0) / 1000).toFixed(0)} s)`;
 
     // ---- A. computing the report ----
     const compute: number[] = [];
@@ -91,8 +94,13 @@ async function main(): Promise<void> {
       compute.push(performance.now() - t0);
     }
     const t = report.databases[0].tenant;
-    rows.push(['A. health report (computed)', ms(compute)]);
-    rows.push(['   it found', `${t.tenants} tenants, ${t.failing} failing, ${t.stale.warning + t.stale.critical} stale (the 1,000 stale ones are not in the tenant table: dropped), level ${report.level}`]);
+    rows.push(
+      benchRow(scenario, 'A. computing the health report, p95', {
+        ours: percentile(compute, 95),
+        unit: 'ms',
+        note: `${catalog}; ${ms(compute)}; it found ${t.tenants} tenants, ${t.failing} failing, ${t.stale.warning + t.stale.critical} stale (the 1,000 stale ones are not in the tenant table: dropped), level ${report.level}`,
+      }),
+    );
 
     // ---- B. scrapes ----
     const warm = await metricsServer(engine, 3_600_000);
@@ -105,15 +113,15 @@ async function main(): Promise<void> {
       bytes = s.bytes;
     }
     await warm.close();
-    rows.push(['B. GET /metrics, report at hand', `${ms(fast)}; ${(bytes / 1024).toFixed(1)} KiB`]);
+    rows.push(benchRow(scenario, 'B. `GET /metrics`, the report at hand, p95', { ours: percentile(fast, 95), unit: 'ms', target: atMost(100), note: `${ms(fast)}; ${(bytes / 1024).toFixed(1)} KiB` }));
     const stale = await metricsServer(engine, 0);
     await stale.cache.refresh();
     const slow: number[] = [];
     for (let i = 0; i < 40; i++) slow.push((await timedScrape(stale.url)).ms);
     await stale.close();
-    rows.push(['   every scrape finds it stale', ms(slow)]);
+    rows.push(benchRow(scenario, 'B. `GET /metrics`, every scrape finding the report stale, p95', { ours: percentile(slow, 95), unit: 'ms', target: atMost(100), note: `${ms(slow)}; waits ≤ 50 ms for the next report` }));
 
-    // ---- C. worker RSS, metrics off vs on (BENCH_PAIRS=0: skipped) ----
+    // ---- C. worker RSS, metrics off vs on (--rounds pairs) ----
     if (pairs > 0) {
       const server = await startTemporalDevServer(loadTemporalDevConfig(undefined, { port: 0, uiPort: 0, httpPort: 0, metricsPort: 0, ui: false, dbFilename: null }));
       try {
@@ -140,7 +148,7 @@ async function main(): Promise<void> {
             for (let i = 0; i < 12; i++) {
               await client.workflow.execute('tenantBackup', { taskQueue: 'bench', workflowId: `bench-mon-${round}-${i}`, args: [{ tenantId: ['acme', 'globex', 'initech', 'umbrella'][i % 4] }] });
             }
-            await sleep(10_000); // scraped meanwhile when on: ten more reports
+            await sleep(opts.quick ? 2_000 : 10_000); // scraped meanwhile when on: a report a second
             scraping = false;
             await scraper;
             rss[mode].push({ after: rssMb(worker.pid!), peak: peakRssMb(worker.pid!) });
@@ -153,9 +161,14 @@ async function main(): Promise<void> {
         await connection.close();
         const off = median(rss.off.map((x) => x.after));
         const on = median(rss.on.map((x) => x.after));
-        rows.push(['C. worker RSS after 12 backups, off', `${rss.off.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.off.map((x) => x.peak).join(', ')} MB)`]);
-        rows.push(['   on (scraped every 100 ms, report every 1 s)', `${rss.on.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.on.map((x) => x.peak).join(', ')} MB)`]);
-        rows.push(['   growth with metrics on (medians)', `${(on - off).toFixed(1)} MB (target ≤ 20 MB)`]);
+        rows.push(
+          benchRow(scenario, 'C. worker RSS after 12 backups: growth with metrics on (medians)', {
+            ours: on - off,
+            unit: 'MB',
+            target: atMost(20),
+            note: `a fresh worker per run, ${pairs} each way; off ${rss.off.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.off.map((x) => x.peak).join(', ')} MB); on, scraped every 100 ms, a report a second: ${rss.on.map((x) => x.after.toFixed(0)).join(', ')} MB (peak ${rss.on.map((x) => x.peak).join(', ')} MB)`,
+          }),
+        );
       } finally {
         await server.stop();
       }
@@ -165,10 +178,7 @@ async function main(): Promise<void> {
     fs.rmSync(work, { recursive: true, force: true });
     await db.drop();
   }
-  printTable(`Monitoring (${tenants} tenants x ${perTenant} restore points)`, rows);
+  return rows;
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (require.main === module) runScenario(run);

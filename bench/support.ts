@@ -1,5 +1,6 @@
-// Shared by the benchmarks: bench databases (on the shared server or a private cluster) and the
-// stack around them, commands, medians and percentiles, CPU and RSS of a process, output.
+// Shared by the benchmarks: their options (scale, rounds, quick), the rows they report and the
+// one table those make, bench databases (on the shared server or a private cluster) and the stack
+// around them, commands, medians and percentiles, CPU and RSS of a process.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,7 +16,8 @@ import type { RestoreRequested, TenantsafeClient } from '../client/client';
 import { loadTemporalDevConfig, startTemporalDevServer } from '../client/temporalDevServer';
 import type { TenantRestoreInput, TenantRestoreResult } from '../workflows/messages';
 import { spawnWorkerProcess } from '../workers/process';
-import { ensureSampleDatabase, type SampleOptions } from '../sample/generate';
+import { ensureSampleDatabase, sampleDigest, type SampleOptions } from '../sample/generate';
+import { fromTable, tenantFilter, type TenancyPlan } from '../lib/tenancy';
 
 const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -62,7 +64,8 @@ export async function benchCluster(settings: Record<string, string> = {}): Promi
  * (kept as a template for later runs) and cloned for this run; drop() removes the clone.
  */
 export async function benchDatabase(opts: SampleOptions): Promise<BenchDatabase> {
-  const template = `tenantsafe_bench_${Buffer.from(JSON.stringify(opts)).toString('hex').slice(-12)}`;
+  // named by a digest of the options and the generator: two option sets never share a template
+  const template = `tenantsafe_bench_${sampleDigest(opts)}`;
   const { created } = await ensureSampleDatabase(adminUrl, template, opts);
   if (created) console.error(`bench: generated ${template} (${JSON.stringify(opts)})`);
   const name = `${template}_run${process.pid}`;
@@ -84,6 +87,8 @@ export interface BenchStack {
   config: Config;
   /** the worker, in a process of its own (its memory is measured) */
   worker: ChildProcess;
+  /** the worker's peak RSS so far (VmHWM), in MB */
+  workerPeakRssMb(): number;
   stop(): Promise<void>;
 }
 
@@ -112,6 +117,7 @@ export async function benchStack(source: SampleOptions | BenchDatabase, opts: { 
       configFile,
       config: loadConfig({ path: configFile }),
       worker,
+      workerPeakRssMb: () => peakRssMb(worker.pid!),
       async stop() {
         worker.kill('SIGKILL');
         await stop();
@@ -200,10 +206,16 @@ export function peakRssMb(pid: number): number {
   return m ? Math.round(Number(m[1]) / 1024) : NaN;
 }
 
-export function printTable(title: string, rows: [string, string][]): void {
-  const w = Math.max(...rows.map(([k]) => k.length));
-  console.log(`\n${title}\n${'-'.repeat(title.length)}`);
-  for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+/**
+ * Deletes every row of a tenant, children first, in replica mode (no per-row foreign-key checks:
+ * comments.reply_to has no index, so each deleted comment would scan comments), and flushes the
+ * table statistics at once (as they long are when a person approves a restore: the apply reads them).
+ */
+export async function wipeTenant(sql: Client, plan: TenancyPlan, tenantId: string): Promise<void> {
+  await sql.query('BEGIN; SET LOCAL session_replication_role = replica');
+  for (const owned of [...plan.tables].reverse()) await sql.query(`DELETE FROM ${fromTable(owned, 'w')} WHERE ${tenantFilter(plan, owned, 'w', tenantId)}`);
+  await sql.query('COMMIT');
+  await sql.query('SELECT pg_stat_force_next_flush()');
 }
 
 /**

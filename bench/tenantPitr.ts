@@ -9,9 +9,10 @@
 //   B. the capture (lib/changeLog/capture.ts, a process of its own) under pgbench at full rate:
 //      how far behind the log is (p50/p95), the capture's CPU and peak RSS (≤ 200 MB), pgbench's
 //      TPS with and without it, the WAL the slot holds. Target: ≤ 1 s behind, WAL bounded.
-// Usage: npx tsx bench/tenantPitr.ts   (BENCH_WHALE_ROWS: rows of the large database's extra
-// tenant, default 2M; BENCH_PGBENCH_SECONDS: the pgbench run with the capture, default 50, the
-// others half as long; BENCH_ONLY=A or B: one part)
+// Usage: npx tsx bench/tenantPitr.ts [--quick] [--scale x] [--rounds n]   (BENCH_ONLY=A or B: one part)
+//   scale 1: the large database's extra tenant 2M rows, 1,000 changes per comparison, a replay
+//   series at 1k/10k/50k changes, pgbench 50 s with the capture (the other runs half as long);
+//   5 rounds, 3 per series point (quick: 1 each).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -39,7 +40,6 @@ import {
   median,
   peakRssMb,
   percentile,
-  printTable,
   runCommand,
   sleep,
   timedRestore,
@@ -47,32 +47,38 @@ import {
   type BenchStack,
   type TimedRestore,
 } from './support';
+import { atMost, benchRow, ratioAtLeast, ratioAtMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
 
 /** the tenant restored: 4.4k rows */
 const tenant = 'globex';
 /** written as much as the tenant meanwhile: its changes are in the log the rebuild reads too */
 const noise = 'acme';
-/** restores of each kind per database size: single restores vary by ±20% and more on this shared machine */
-const rounds = 5;
-/** restores and rebuilds per point of the replay series */
-const seriesRounds = 3;
-/** tenant changes before the target in A's comparison */
-const comparedChanges = 1_000;
-/** tenant changes before the target in the replay series */
-const replaySeries = [1_000, 10_000, 50_000];
-const whaleRows = Number(process.env.BENCH_WHALE_ROWS ?? 2_000_000);
-const pgbenchSeconds = Number(process.env.BENCH_PGBENCH_SECONDS ?? 50);
+/** What a run measures, from its options. */
+function planOf(opts: BenchOptions) {
+  return {
+    /** restores of each kind per database size: single restores vary by ±20% and more on this shared machine */
+    rounds: roundsOf(opts, 5, 1),
+    /** restores and rebuilds per point of the replay series */
+    seriesRounds: roundsOf(opts, 3, 1),
+    /** tenant changes before the target in A's comparison */
+    comparedChanges: scaled(opts, 1_000, 100),
+    /** tenant changes before the target in the replay series */
+    replaySeries: [scaled(opts, 1_000, 100), scaled(opts, 10_000, 200), scaled(opts, 50_000, 500)],
+    whaleRows: scaled(opts, 2_000_000, 20_000),
+    pgbenchSeconds: scaled(opts, 50, 6),
+    warmupSeconds: scaled(opts, 10, 2),
+  };
+}
+type Plan = ReturnType<typeof planOf>;
 
 const seconds = (x: number) => `${x.toFixed(2)} s`;
 const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(2)).join(', ')}]`;
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(0)} MiB`;
 
-async function main(): Promise<void> {
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   const only = process.env.BENCH_ONLY;
-  const a = only === 'B' ? undefined : await restoreFromChangeLog();
-  const b = only === 'A' ? undefined : await captureUnderPgbench();
-  if (a) printTable('tenant point-in-time restore from the change log (A)', a);
-  if (b) printTable('change log capture under pgbench (B)', b);
+  const plan = planOf(opts);
+  return [...(only === 'B' ? [] : await restoreFromChangeLog(plan)), ...(only === 'A' ? [] : await captureUnderPgbench(plan))];
 }
 
 // ---------------------------------------------------------------- A -----------------------------
@@ -101,7 +107,7 @@ interface Round {
   transactionsReplayed: number;
 }
 
-async function restoreFromChangeLog(): Promise<[string, string][]> {
+async function restoreFromChangeLog({ rounds, comparedChanges, whaleRows, ...plan }: Plan): Promise<BenchRow[]> {
   const pg = await benchCluster({ wal_level: 'logical' });
   const sides: Side[] = [];
   try {
@@ -120,40 +126,50 @@ async function restoreFromChangeLog(): Promise<[string, string][]> {
       for (const side of sides) results.get(side.name)!.push(await compareRound(side, comparedChanges, r % 2 === 0));
     }
     // 2. replay time against the changes replayed, on the small database
-    const series = await replaySeriesOn(sides[0]);
+    const series = await replaySeriesOn(sides[0], plan);
 
-    const rows: [string, string][] = [];
+    const scenario = 'tenant PITR (change log)';
+    const rows: BenchRow[] = [];
     const med = (name: string, f: (r: Round) => number) => median(results.get(name)!.map(f));
     const best = (name: string, f: (r: Round) => number) => Math.min(...results.get(name)!.map(f));
+    const split = (name: string, k: 'changeLog' | 'backup') => `${seconds(med(name, (r) => r[k].preview))} + ${seconds(med(name, (r) => r[k].approvalToDone))} ${list(results.get(name)!.map((r) => r[k].total))}`;
     for (const side of sides) {
       const rs = results.get(side.name)!;
       rows.push(
-        [`${side.name} database (${mib(side.bytes)}), tenant ${tenant} ${side.tenantRows} rows`, `${comparedChanges} changes of ${tenant} + ${comparedChanges} of ${noise} after the base backup, median of ${rounds}`],
-        ['   change log --at: preview + approval → verified', `${seconds(med(side.name, (r) => r.changeLog.preview))} + ${seconds(med(side.name, (r) => r.changeLog.approvalToDone))} = ${seconds(med(side.name, (r) => r.changeLog.total))}   ${list(rs.map((r) => r.changeLog.total))}`],
-        ['   --backup of the same moment: preview + approval → verified', `${seconds(med(side.name, (r) => r.backup.preview))} + ${seconds(med(side.name, (r) => r.backup.approvalToDone))} = ${seconds(med(side.name, (r) => r.backup.total))}   ${list(rs.map((r) => r.backup.total))}`],
-        ['   engine rebuild alone (base + log → kind-P backup)', `${seconds(med(side.name, (r) => r.rebuild))}   ${list(rs.map((r) => r.rebuild))}, ${rs[0].transactionsReplayed} transactions`],
-        ['   ratio change log / backup (target ≤ 3), per round', `${(med(side.name, (r) => r.changeLog.total / r.backup.total)).toFixed(2)}   ${list(rs.map((r) => r.changeLog.total / r.backup.total))}`],
+        benchRow(scenario, `${side.name} database: \`--at\` (change log) vs \`--backup\` of the same moment`, {
+          ours: med(side.name, (r) => r.changeLog.total),
+          baseline: med(side.name, (r) => r.backup.total),
+          ratio: med(side.name, (r) => r.changeLog.total / r.backup.total),
+          unit: 's',
+          target: ratioAtMost(3),
+          note:
+            `${mib(side.bytes)}, tenant ${tenant} ${side.tenantRows} rows, ${comparedChanges} changes of it + ${comparedChanges} of ${noise} after the base backup; preview + approval → verified, medians of ${rounds}: ` +
+            `--at ${split(side.name, 'changeLog')}, --backup ${split(side.name, 'backup')}; ratio: median of per-round ratios ${list(rs.map((r) => r.changeLog.total / r.backup.total))}; engine rebuild alone ${seconds(med(side.name, (r) => r.rebuild))} (${rs[0].transactionsReplayed} transactions)`,
+        }),
       );
     }
     const [small, large] = sides.map((s) => s.name);
     rows.push(
-      [`database size ratio large / small`, `${(sides[1].bytes / sides[0].bytes).toFixed(1)}× (target ≥ 10×)`],
-      ['change log --at, large / small (target ≈ 1), of medians', `${(med(large, (r) => r.changeLog.total) / med(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)})`],
-      // others' work on the same cores only ever adds time: the best round is the steadiest figure
-      ['   the same, of the best rounds', `${(best(large, (r) => r.changeLog.total) / best(small, (r) => r.changeLog.total)).toFixed(2)}   (engine rebuild ${(best(large, (r) => r.rebuild) / best(small, (r) => r.rebuild)).toFixed(2)}; --backup ${(best(large, (r) => r.backup.total) / best(small, (r) => r.backup.total)).toFixed(2)})`],
+      benchRow(scenario, 'database size, large vs small', { ours: sides[1].bytes / 2 ** 20, baseline: sides[0].bytes / 2 ** 20, unit: 'MiB', target: ratioAtLeast(10), note: 'a condition of the comparison below, not a result' }),
+      benchRow(scenario, '`--at`, large vs small database (target: about the same)', {
+        ours: med(large, (r) => r.changeLog.total),
+        baseline: med(small, (r) => r.changeLog.total),
+        unit: 's',
+        // others' work on the same cores only ever adds time: the best round is the steadiest figure
+        note: `of the best rounds ${(best(large, (r) => r.changeLog.total) / best(small, (r) => r.changeLog.total)).toFixed(2)}; engine rebuild ${(med(large, (r) => r.rebuild) / med(small, (r) => r.rebuild)).toFixed(2)}, --backup ${(med(large, (r) => r.backup.total) / med(small, (r) => r.backup.total)).toFixed(2)}`,
+      }),
     );
-    for (const s of series) {
-      rows.push([
-        `replay: ${s.changes} + ${s.changes} changes (${s.transactions} transactions), small database`,
-        `engine rebuild ${seconds(s.rebuild)} ${list(s.rebuilds)}; --at preview + approval → verified ${seconds(s.restore)} ${list(s.restores)}`,
-      ]);
-    }
     // linear: each further 1,000 changes (a tenant's and the other's alike) costs about the same
     const steps = series.slice(1).map((s, i) => ({ from: series[i], to: s, ms: ((s.rebuild - series[i].rebuild) / (2 * (s.changes - series[i].changes))) * 1e6 }));
-    rows.push([
-      'replay: engine rebuild per 1,000 more changes',
-      `${steps.map((x) => `${2 * x.from.changes} → ${2 * x.to.changes}: ${x.ms.toFixed(0)} ms`).join('; ')}; rebuild at 0 changes (extrapolated) ${seconds(series[0].rebuild - (steps[0].ms / 1e6) * 2 * series[0].changes)}`,
-    ]);
+    rows.push(
+      benchRow(scenario, 'replay: engine rebuild per 1,000 more changes (target: linear)', {
+        ours: steps.at(-1)!.ms,
+        unit: 'ms',
+        note:
+          `${steps.map((x) => `${2 * x.from.changes} → ${2 * x.to.changes} changes: ${x.ms.toFixed(0)} ms`).join('; ')}; rebuild at 0 changes (extrapolated) ${seconds(series[0].rebuild - (steps[0].ms / 1e6) * 2 * series[0].changes)}; ` +
+          series.map((s) => `at ${2 * s.changes} changes (${s.transactions} transactions) rebuild ${seconds(s.rebuild)} ${list(s.rebuilds)}, --at ${seconds(s.restore)} ${list(s.restores)}`).join('; '),
+      }),
+    );
     return rows;
   } finally {
     for (const side of sides) {
@@ -223,7 +239,7 @@ async function compareRound(side: Side, n: number, changeLogFirst: boolean): Pro
  * every restore undoes the same difference); then the engine's rebuilds, in rounds over the N
  * (the machine's speed drifts; a rebuild reads only the backup and the log). Medians of `seriesRounds`.
  */
-async function replaySeriesOn(side: Side) {
+async function replaySeriesOn(side: Side, { replaySeries, seriesRounds }: Pick<Plan, 'replaySeries' | 'seriesRounds'>) {
   const points = [];
   for (const n of replaySeries) {
     const base = await side.client.backupTenant(tenant, { wait: true });
@@ -345,7 +361,7 @@ function restartMoves(held: number[]): number {
  * second), with the capture (longer: the slot's WAL is kept between its restart points, which
  * move every ~15-30 s), pg_recvlogical again, without again.
  */
-async function captureUnderPgbench(): Promise<[string, string][]> {
+async function captureUnderPgbench({ pgbenchSeconds, warmupSeconds }: Plan): Promise<BenchRow[]> {
   const scale = 10;
   const clients = 8;
   const pg = await benchCluster({ wal_level: 'logical' });
@@ -490,7 +506,7 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
     };
 
     const short = Math.round(pgbenchSeconds / 2);
-    await pgbench(10); // warm-up: caches, and the first autovacuum of the fresh tables
+    await pgbench(warmupSeconds); // warm-up: caches, and the first autovacuum of the fresh tables
     const none1 = await pgbench(short);
     const raw1 = await rawRun(short);
     const ours = await captureRun(pgbenchSeconds);
@@ -503,24 +519,39 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
     const raw = (raw1.tps + raw2.tps) / 2;
     const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
     const { lags } = ours;
+    const scenario = 'change log under pgbench';
+    const load = `pgbench scale ${scale} (${scale} tenants = branches), built-in TPC-B-like script, -M prepared -c ${clients} -j 2, ${os.cpus().length} cores`;
     return [
-      ['pgbench', `scale ${scale} (${scale} tenants = branches), built-in TPC-B-like script, -M prepared -c ${clients} -j 2; ${os.cpus().length} cores`],
-      [`TPS without a consumer (${short} s, before / after)`, `${none1.toFixed(0)} / ${none2.toFixed(0)}`],
-      [`TPS with pg_recvlogical (${short} s, before / after)`, `${raw1.tps.toFixed(0)} / ${raw2.tps.toFixed(0)}: ${pct(raw / without)} of without; pg_recvlogical CPU ${pct((raw1.cpu.self + raw2.cpu.self) / 2)}, its walsender ${pct((raw1.cpu.walsender + raw2.cpu.walsender) / 2)}`],
-      [`TPS with the capture (${pgbenchSeconds} s)`, `${ours.tps.toFixed(0)}: ${pct(ours.tps / without)} of without, ${pct(ours.tps / raw)} of with pg_recvlogical`],
-      ['log behind the server (p50 / p95 / max), under load', `${percentile(lags, 50).toFixed(2)} s / ${percentile(lags, 95).toFixed(2)} s / ${Math.max(...lags).toFixed(2)} s, ${lags.length} samples${ours.unreached ? `, ${ours.unreached} not reached within 120 s after the load` : ''} (target ≤ 1 s)`],
-      [
-        `a segment in the catalog after its first / last commit (flushInterval ${engine.config.changeLog.flushIntervalMs} ms)`,
-        `p50 ${percentile(ours.segments.map((x) => x.afterFirst), 50).toFixed(2)} / ${percentile(ours.segments.map((x) => x.afterLast), 50).toFixed(2)} s, max ${Math.max(...ours.segments.map((x) => x.afterFirst)).toFixed(2)} / ${Math.max(...ours.segments.map((x) => x.afterLast)).toFixed(2)} s, ${ours.segments.length} segments (seen by the ~100 ms sampling)`,
-      ],
-      ['after the load: the log reaches the server position read then, within', `${seconds(ours.drained)} (target ≤ 1 s)`],
-      ['capture CPU under load (% of one core)', `${pct(ours.cpu.self)}; its walsender ${pct(ours.cpu.walsender)}`],
-      ['capture RSS: at start / peak (VmHWM)', `${ours.rssAtStart} MB / ${ours.rssPeak} MB (target ≤ 200 MB)`],
-      ['logged', `${ours.progress.transactions ?? '?'} transactions in ${ours.progress.segments ?? '?'} segments; ${mib(ours.walBytes)} of WAL written meanwhile`],
-      [
-        'WAL the slot held (restart_lsn behind the server)',
-        `max ${mib(Math.max(...ours.held))}, median ${mib(median(ours.held))}, restart_lsn moved ${restartMoves(ours.held)} times in ${pgbenchSeconds} s; pg_recvlogical's: max ${mib(Math.max(...raw1.held, ...raw2.held))} (${short} s runs). confirmed_flush_lsn behind: max ${mib(Math.max(...ours.unconfirmed))}`,
-      ],
+      benchRow(scenario, 'log behind the server under load, p95', {
+        ours: percentile(lags, 95),
+        unit: 's',
+        target: atMost(1),
+        note:
+          `${load}; p50 ${percentile(lags, 50).toFixed(2)} s, max ${Math.max(...lags).toFixed(2)} s, ${lags.length} samples${ours.unreached ? `, ${ours.unreached} not reached within 120 s after the load` : ''}; ` +
+          `a segment in the catalog after its first / last commit (flushInterval ${engine.config.changeLog.flushIntervalMs} ms): p50 ${percentile(ours.segments.map((x) => x.afterFirst), 50).toFixed(2)} / ${percentile(ours.segments.map((x) => x.afterLast), 50).toFixed(2)} s, ` +
+          `max ${Math.max(...ours.segments.map((x) => x.afterFirst)).toFixed(2)} / ${Math.max(...ours.segments.map((x) => x.afterLast)).toFixed(2)} s (${ours.segments.length} segments)`,
+      }),
+      benchRow(scenario, 'after the load: the log reaches the server position read then, within', { ours: ours.drained, unit: 's', target: atMost(1) }),
+      benchRow(scenario, 'TPS with the capture vs without a consumer', {
+        ours: ours.tps,
+        baseline: without,
+        unit: 'TPS',
+        note: `${pgbenchSeconds} s with the capture; without: ${none1.toFixed(0)} before, ${none2.toFixed(0)} after (${short} s each)`,
+      }),
+      benchRow(scenario, 'TPS with the capture vs with pg_recvlogical', { ours: ours.tps, baseline: raw, unit: 'TPS', note: `pg_recvlogical: ${raw1.tps.toFixed(0)} before, ${raw2.tps.toFixed(0)} after (${short} s each), ${pct(raw / without)} of without` }),
+      benchRow(scenario, 'consumer CPU under load (% of one core): capture vs pg_recvlogical', {
+        ours: ours.cpu.self * 100,
+        baseline: ((raw1.cpu.self + raw2.cpu.self) / 2) * 100,
+        unit: '%',
+        note: `walsenders: the capture's ${pct(ours.cpu.walsender)}, pg_recvlogical's ${pct((raw1.cpu.walsender + raw2.cpu.walsender) / 2)}`,
+      }),
+      benchRow(scenario, 'capture peak RSS (VmHWM)', { ours: ours.rssPeak, unit: 'MB', target: atMost(200), note: `${ours.rssAtStart} MB at start; ${ours.progress.transactions ?? '?'} transactions logged in ${ours.progress.segments ?? '?'} segments, ${mib(ours.walBytes)} of WAL written meanwhile` }),
+      benchRow(scenario, 'WAL the slot held (restart_lsn behind the server), max: capture vs pg_recvlogical', {
+        ours: Math.max(...ours.held) / 2 ** 20,
+        baseline: Math.max(...raw1.held, ...raw2.held) / 2 ** 20,
+        unit: 'MiB',
+        note: `median ${mib(median(ours.held))}; restart_lsn moved ${restartMoves(ours.held)} times in ${pgbenchSeconds} s (pg_recvlogical's over ${short} s runs); confirmed_flush_lsn behind: max ${mib(Math.max(...ours.unconfirmed))}`,
+      }),
     ];
   } finally {
     for (const child of children) child.kill('SIGKILL');
@@ -529,7 +560,4 @@ async function captureUnderPgbench(): Promise<[string, string][]> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (require.main === module) runScenario(run);

@@ -5,7 +5,9 @@
 //   B. the tenant wiped: full replace, target ≤ 2.0
 //   C. a small tenant (~5k rows): approval → verified, target ≤ 2 s
 // Restore time = preview (stage + diff) + approval → done (safety backup, apply, verify), through
-// a real worker; the time a person takes to approve is not counted.
+// a real worker; the time a person takes to approve is not counted. (From the CLI, with a small
+// tenant against psql: bench/cli.ts.)
+// Scale 1: a 1M-row tenant; 5 rounds of A and of B, 3 of C (quick: 1 each).
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { from as copyFrom } from 'pg-copy-streams';
@@ -14,12 +16,11 @@ import { Engine } from '../lib/engine';
 import { openObject, readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { Client } from 'pg';
 import { connect, qualified, quoteIdent } from '../lib/pg';
-import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
-import { benchStack, median, printTable, timedRestore } from './support';
+import { discoverTenancy } from '../lib/tenancy';
+import { atMost, benchRow, ratioAtMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
+import { benchStack, median, timedRestore, wipeTenant } from './support';
 
 const whale = 'whale';
-/** restores of A and of B, and raw loads: single runs vary by +-20% on a shared 2-core machine, their median far less */
-const rounds = 5;
 
 /** The run of median total time. */
 function medianRun<T extends { total: number }>(runs: T[]): T {
@@ -27,8 +28,10 @@ function medianRun<T extends { total: number }>(runs: T[]): T {
 }
 const small = 'globex';
 
-async function main(): Promise<void> {
-  const stack = await benchStack({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: 1_000_000 }] });
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  /** restores of A and of B, and raw loads: single runs vary by +-20% on a shared 2-core machine, their median far less */
+  const rounds = roundsOf(opts, 5, 1);
+  const stack = await benchStack({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: scaled(opts, 1_000_000, 10_000) }] });
   const { config } = stack;
   const engine = new Engine(config);
   const sql = await connect(stack.dbUrl);
@@ -57,17 +60,8 @@ async function main(): Promise<void> {
       INSERT INTO app.users (tenant_id, email, created_at) SELECT '${whale}', 'new' || i || '@${whale}.example', now() FROM generate_series(1, 300) i;
       INSERT INTO app.projects (tenant_id, owner_id, name) SELECT '${whale}', user_id, 'new' FROM app.users WHERE tenant_id = '${whale}' AND email LIKE 'new%';`);
     // B: the tenant wiped
-    // replica mode: comments.reply_to has no index, so per-row foreign-key checks would scan
-    // comments once per deleted comment (the very trap the restore's apply avoids)
     const plan = await discoverTenancy(sql, config.tenancy);
-    const wipe = async () => {
-      await sql.query('BEGIN; SET LOCAL session_replication_role = replica');
-      for (const owned of [...plan.tables].reverse()) await sql.query(`DELETE FROM ${fromTable(owned, 'w')} WHERE ${tenantFilter(plan, owned, 'w', whale)}`);
-      await sql.query('COMMIT');
-      // the wipe's table statistics (dead tuples) reach the server now, not up to 10 s later, as
-      // they long have when a person approves a restore: the apply reads them (vacuumDeadTenantRows)
-      await sql.query('SELECT pg_stat_force_next_flush()');
-    };
+    const wipe = () => wipeTenant(sql, plan, whale);
     const partialRuns = [];
     for (let i = 0; i < rounds; i++) {
       await damage();
@@ -85,26 +79,43 @@ async function main(): Promise<void> {
     const smallBackup = await client.backupTenant(small, { wait: true });
     await sql.query(`UPDATE app.users SET display_name = 'changed' WHERE tenant_id = '${small}'; DELETE FROM app.page_views WHERE tenant_id = '${small}'`);
     const smallRuns = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < roundsOf(opts, 3, 1); i++) {
       smallRuns.push(await restore(small, smallBackup.backupId));
       await sql.query(`UPDATE app.users SET display_name = 'changed again ${i}' WHERE tenant_id = '${small}'`);
     }
     await client.close();
+    const rssMb = stack.workerPeakRssMb();
 
-    const total = (x: { insert: number; update: number; delete: number }) => `${x.insert} ins, ${x.update} upd, ${x.delete} del`;
-    const sum = (p: typeof partial) => Object.values(p.totals!.tables).reduce((a, t) => ({ insert: a.insert + t.insert, update: a.update + t.update, delete: a.delete + t.delete }), { insert: 0, update: 0, delete: 0 });
-    printTable('tenant restore vs raw COPY FROM into empty tables', [
-      ['tenant rows (whale)', String(backup.rows)],
-      ['raw COPY FROM (empty tables built like the live ones), median', `${rawCopyFrom.toFixed(2)} s   [${rawRuns.map((x) => x.toFixed(2)).join(', ')}]`],
-      ['A. 1% changed + 1% deleted', `${total(sum(partial))}`],
-      ['   preview (stage + diff)', `${partial.preview.toFixed(2)} s`],
-      ['   approval → verified', `${partial.approvalToDone.toFixed(2)} s (safety backup, apply, verify)`],
-      [`   ratio (target <= 1.5), median of ${rounds}`, `${(partial.total / rawCopyFrom).toFixed(2)}   [${partialRuns.map((r) => (r.total / rawCopyFrom).toFixed(2)).join(', ')}]`],
-      ['B. full replace after wipe', `${total(sum(wiped))}`],
-      ['   preview + approval → verified', `${wiped.preview.toFixed(2)} s + ${wiped.approvalToDone.toFixed(2)} s`],
-      [`   ratio (target <= 2.0), median of ${rounds}`, `${(wiped.total / rawCopyFrom).toFixed(2)}   [${wipedRuns.map((r) => (r.total / rawCopyFrom).toFixed(2)).join(', ')}]`],
-      [`C. small tenant ${small} (${smallBackup.rows} rows)`, `approval → verified ${smallRuns.map((r) => r.approvalToDone.toFixed(2)).join(', ')} s (target <= 2 s)`],
-    ]);
+    const counts = (p: typeof partial) => {
+      const x = Object.values(p.totals!.tables).reduce((a, t) => ({ insert: a.insert + t.insert, update: a.update + t.update, delete: a.delete + t.delete }), { insert: 0, update: 0, delete: 0 });
+      return `${x.insert} ins, ${x.update} upd, ${x.delete} del`;
+    };
+    const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(2)).join(', ')}]`;
+    const split = (r: typeof partial) => `preview (stage + diff) ${r.preview.toFixed(2)} s + approval → verified (safety backup, apply, verify) ${r.approvalToDone.toFixed(2)} s`;
+    const raw = `raw COPY … FROM into empty tables built like the live ones, median of ${rounds} ${list(rawRuns)}`;
+    return [
+      benchRow('largest tenant restore', 'A. 1% changed + 1% deleted: preview + approval → verified vs raw COPY … FROM', {
+        ours: partial.total,
+        baseline: rawCopyFrom,
+        unit: 's',
+        target: ratioAtMost(1.5),
+        note: `${backup.rows} rows; ${counts(partial)}; the run of median time of ${rounds}: ${split(partial)}; per-run ratios ${list(partialRuns.map((r) => r.total / rawCopyFrom))}; ${raw}; issue 26 aims at ≤ 1.0`,
+      }),
+      benchRow('largest tenant restore', 'B. full replace after a wipe vs raw COPY … FROM', {
+        ours: wiped.total,
+        baseline: rawCopyFrom,
+        unit: 's',
+        target: ratioAtMost(2.0),
+        note: `${counts(wiped)}; ${split(wiped)}; per-run ratios ${list(wipedRuns.map((r) => r.total / rawCopyFrom))}`,
+      }),
+      benchRow('largest tenant restore', 'worker peak RSS (VmHWM), whole run', { ours: rssMb, unit: 'MB' }),
+      benchRow('small tenant restore', `C. ${small}: approval → verified (client API)`, {
+        ours: median(smallRuns.map((r) => r.approvalToDone)),
+        unit: 's',
+        target: atMost(2),
+        note: `${smallBackup.rows} rows; every user renamed and every page view deleted; runs ${list(smallRuns.map((r) => r.approvalToDone))}`,
+      }),
+    ];
   } finally {
     await sql.end().catch(() => undefined);
     await engine.close();
@@ -140,7 +151,4 @@ async function rawLoad(sql: Client, engine: Engine, tenantId: string, backupId: 
   return seconds;
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (require.main === module) runScenario(run);

@@ -1,11 +1,8 @@
 // A fresh database per test file, cloned from a template that holds the sample database.
 // The template is built once per content hash of the sample, so reruns are fast.
-import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { Client } from 'pg';
 import { withConnection } from '../../lib/pg';
-import { ensureSampleDatabase, sampleTenants, type SampleOptions, type SampleTenant } from '../../sample/generate';
+import { ensureSampleDatabase, sampleDigest, sampleTenants, type SampleOptions, type SampleTenant } from '../../sample/generate';
 
 export const adminUrl = process.env.TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
@@ -23,10 +20,7 @@ const admin = <T>(fn: (c: Client) => Promise<T>) => withDb(adminUrl, fn);
 export const defaultSample: SampleOptions = { tenants: 12, rows: 30_000 };
 
 function templateName(opts: SampleOptions): string {
-  const dir = path.join(__dirname, '../../sample');
-  const h = createHash('sha256').update(JSON.stringify(opts));
-  for (const f of ['schema.sql', 'generate.ts']) h.update(fs.readFileSync(path.join(dir, f)));
-  return `tenantsafe_tpl_${h.digest('hex').slice(0, 12)}`;
+  return `tenantsafe_tpl_${sampleDigest(opts)}`;
 }
 
 async function ensureTemplate(opts: SampleOptions): Promise<string> {
