@@ -26,6 +26,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as nodePath from 'node:path';
 import { configSecrets } from '../lib/alerts';
+import { refusedApproval, type RefusedVia } from '../lib/audit';
 import { sanitizeMessage } from '../lib/alerts/format';
 import { databaseName, type Config } from '../lib/config';
 import { fullTrend, getVerification, restoresPage, tenantBackupsPage, tenantInCatalog, tenantRestorePoints, tenantTrend, verificationsPage } from '../lib/dashboard/reads';
@@ -396,6 +397,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       return page(200, { title: `Restore ${restoreId}`, section: 'restores', flash, ...(['previewing', 'applying', 'verifying'].includes(state) ? { refreshSeconds: 2 } : {}) }, pages.restorePage(row, status, statusError, runLink(config, rec.workflowId, rec.runId), forms));
     };
 
+    /** An approval the client refused before signalling: the workflow never saw it, so it is recorded here. */
+    const recordRefusal = (via: RefusedVia, approval: { by: string; digest: string }) => (refusal: { reason: string }, restore: TenantRestoreStatus) =>
+      engine.audit.appendBestEffort(refusedApproval({ restore }, approval, refusal.reason, via));
+
     const decide = async (restoreId: string, action: 'approve' | 'reject') => {
       if (user!.role !== 'operator') throw new HttpProblem(403, 'Forbidden', `${user!.name} has the read-only role: ${action === 'approve' ? 'approving' : 'rejecting'} a restore needs an operator. Nothing was done.`);
       const form = await readForm();
@@ -411,7 +416,7 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       }
       const rec = await engine.catalog.getRestore(restoreId);
       const ref = { workflowId: rec.workflowId, runId: rec.runId };
-      if (action === 'approve') await client.restores.approve(ref, { by: user!.name, digest });
+      if (action === 'approve') await client.restores.approve(ref, { by: user!.name, digest }, { onRefused: recordRefusal('dashboard', { by: user!.name, digest }) });
       else {
         const reason = (form.get('reason') ?? '').trim().slice(0, 500);
         const before = await client.restores.status(ref);
@@ -444,7 +449,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       if (caller.relay) by = text(body.by, 'by');
       else if (body.by !== undefined && body.by !== caller.name) return sendJson(403, { error: `${caller.name} decides as itself: "by" may only name ${caller.name}` });
       const ref = await refOf();
-      if (m[2] === 'approve') return sendJson(200, await client.restores.approve(ref, { by, digest: text(body.digest, 'digest') }));
+      if (m[2] === 'approve') {
+        const approval = { by, digest: text(body.digest, 'digest') };
+        return sendJson(200, await client.restores.approve(ref, approval, { onRefused: recordRefusal('api', approval) }));
+      }
       return sendJson(200, await client.restores.reject(ref, { by, reason: typeof body.reason === 'string' ? body.reason : undefined }));
     };
 
