@@ -210,15 +210,18 @@ export class AuditLog {
 
   /** Entries, newest first. */
   async list(filter: AuditFilter = {}): Promise<AuditEntry[]> {
+    return (await this.page({ ...filter, offset: 0, limit: filter.limit ?? 50 }, false)).rows;
+  }
+
+  /** One page of entries, newest first, with how many match (the dashboard's pages). */
+  async page(filter: AuditFilter & { offset: number; limit: number }, counted = true): Promise<{ total: number; offset: number; limit: number; rows: AuditEntry[] }> {
     const f = checkAuditFilter(filter);
+    const where = `($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR action = $2) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz)`;
+    const params = [f.tenantId ?? null, f.action ?? null, f.since ?? null];
     return this.catalog.read(async (c, s) => {
-      const r = await c.query(
-        `SELECT ${columns} FROM ${s}.audit_log
-          WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR action = $2) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz)
-          ORDER BY seq DESC LIMIT $4`,
-        [f.tenantId ?? null, f.action ?? null, f.since ?? null, f.limit ?? 50],
-      );
-      return r.rows.map(entryOf);
+      const r = await c.query(`SELECT ${columns} FROM ${s}.audit_log WHERE ${where} ORDER BY seq DESC LIMIT $4 OFFSET $5`, [...params, filter.limit, filter.offset]);
+      const total = counted ? Number((await c.query(`SELECT count(*) AS n FROM ${s}.audit_log WHERE ${where}`, params)).rows[0].n) : r.rows.length;
+      return { total, offset: filter.offset, limit: filter.limit, rows: r.rows.map(entryOf) };
     });
   }
 
