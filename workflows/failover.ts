@@ -104,7 +104,8 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
       status.state = 'awaiting-approval';
       status.expiresAt = new Date(Date.now() + plan.approvalTimeoutMs).toISOString();
       const decided = await condition(() => !!status.rejection || status.approvals.length > 0, plan.approvalTimeoutMs);
-      // the decision is in the log before anything is done about it
+      // decided at once (a decision arriving from now on is too late), acted on once it is in the log
+      status.state = status.rejection ? 'rejected' : decided ? 'fencing' : 'expired';
       await audit.flush();
       if (status.rejection) return await finish('rejected');
       if (!decided) return await finish('expired');

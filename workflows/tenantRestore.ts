@@ -139,7 +139,8 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
         details: { totals: preview.totals, required: prepared.approvalsRequired, expiresAt: status.expiresAt, ...(status.planChanged ? { planChanged: true } : {}) },
       });
       const decided = await condition(() => !!status.rejection || status.approvals.length >= prepared.approvalsRequired, prepared.approvalTimeoutMs);
-      // the decision is in the log before anything is done about it
+      // decided at once (a decision arriving from now on is too late), acted on once it is in the log
+      status.state = status.rejection ? 'rejected' : decided ? 'applying' : 'expired';
       await audit.flush();
       if (status.rejection) return await finish('rejected');
       if (!decided) return await finish('expired');
