@@ -47,7 +47,7 @@ export function registerAuditCommands(program: CliCommand): void {
     .command('verify')
     .description('recompute the hash chain from the first entry and compare it with the anchor in storage')
     .example('tenantsafe audit verify')
-    .exits({ 1: 'the chain is broken: an entry was altered, removed or inserted (the first such entry is named), or the catalog or storage cannot be read' })
+    .exits({ 1: 'the chain is broken: an entry was altered, removed or inserted (the first such entry is named), or the catalog cannot be read' })
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, (e) => e.audit.verify());
       emit(globals(cmd), out, () => verifyText(out));
