@@ -1,6 +1,7 @@
 // All activities, bound to one engine (config, pools, store) per worker process.
 import type { Engine } from '../lib/engine';
 import { createAlertActivities } from './alerts';
+import { createAuditActivities } from './audit';
 import { createChangeLogActivities } from './changeLog';
 import { createDrillActivities } from './drill';
 import { createDrActivities } from './dr';
@@ -18,6 +19,7 @@ export function createActivities(engine: Engine) {
     ...createVerifyActivities(engine),
     ...createChangeLogActivities(engine),
     ...createAlertActivities(engine),
+    ...createAuditActivities(engine),
     ...createStandbyActivities(engine),
     ...createDrillActivities(engine),
     ...createDrActivities(engine),

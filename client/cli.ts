@@ -6,6 +6,7 @@
 // actions that use it, so `--help` or a catalog query does not wait for it. require(), not
 // import(): under tsx's CommonJS hook (the tests, bin/tenantsafe without a build) import() goes
 // to Node's ESM loader, which cannot load TypeScript.
+import { registerAuditCommands } from './auditCommands';
 import { createProgram, standardExitCodes, type CliCommand } from './cliCommand';
 import { registerDatabaseCommands } from './databaseCommands';
 import { registerDrillCommands } from './drillCommands';
@@ -46,6 +47,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   registerDrillCommands(program);
   registerStorageCommands(program);
   registerDrCommands(program);
+  registerAuditCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);
   registerDevCommands(program);

@@ -5,7 +5,7 @@ import { ApplicationFailure, TemporalFailure, type QueryDefinition } from '@temp
 import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { approvalInvalid, approvalRefusal, checkRestoreRequest, rejectionRefusal } from '../lib/restore/rules';
+import { approvalInvalid, approvalRefusal, checkRestoreRequest, rejectionRefusal, type ApprovalRefusal } from '../lib/restore/rules';
 import type { PointInTimePreview } from '../lib/restore/types';
 import {
   approveSignal,
@@ -228,13 +228,22 @@ export class TenantsafeRestores {
 
   /**
    * Approves by signal, after checking the rules the workflow applies to it (lib/restore/rules.ts),
-   * so a person gets the reason at once.
+   * so a person gets the reason at once. `onRefused` hears of an approval refused here, which the
+   * workflow never sees (the CLI and the dashboard record it in the audit log); one the workflow
+   * refuses it records itself.
    */
-  async approve(ref: RestoreRef, approval: ApproveSignal, opts: { wait?: boolean } = {}): Promise<TenantRestoreStatus | TenantRestoreResult> {
+  async approve(
+    ref: RestoreRef,
+    approval: ApproveSignal,
+    opts: { wait?: boolean; onRefused?: (refusal: ApprovalRefusal, restore: TenantRestoreStatus) => Promise<void> } = {},
+  ): Promise<TenantRestoreStatus | TenantRestoreResult> {
     const handle = this.handle(ref);
     const before = await handle.query(tenantRestoreStatusQuery);
     const refusal = approvalRefusal(before, approval);
-    if (refusal) throw approvalInvalid(refusal);
+    if (refusal) {
+      await opts.onRefused?.(refusal, before);
+      throw approvalInvalid(refusal);
+    }
     await handle.signal(approveSignal, approval);
     const after = await pollStatus(handle, tenantRestoreStatusQuery, (s) => s.approvals.some((a) => a.by === approval.by) || s.refused.length > before.refused.length || s.state !== 'awaiting-approval');
     // the restore moved on between the check and the signal (it expired, say)

@@ -7,7 +7,7 @@ import { restoreLogicalDump } from '../lib/fullBackup/logicalDump';
 import { createFullBackupProvider } from '../lib/fullBackup/provider';
 import { microsText, withClient } from '../lib/pg';
 import { pitrTargetOf } from '../lib/pitr/window';
-import { checkPinReason, listPins, pinBackup, unpinBackup } from '../lib/retention/pins';
+import { checkPinReason, listPins, pinRecorded, unpinRecorded } from '../lib/retention/pins';
 import { findWalGaps, listWalArchive, newestSegment } from '../lib/wal/archive';
 import { dropWalSlot, walSlotState, type WalSlotState } from '../lib/wal/archiver';
 import { workflowScopes } from '../lib/databaseIdentity';
@@ -153,9 +153,11 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .command('apply')
     .description('delete what the retention policy does not keep (backups, WAL and change-log segments no kept backup needs, interrupted backups)')
     .option('--dry-run', 'only report what it would delete')
-    .example('tenantsafe retention apply --dry-run', 'tenantsafe retention apply')
-    .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun));
+    .addOption(requesterOption('who asks (recorded in the audit log)'))
+    .example('tenantsafe retention apply --dry-run', 'tenantsafe retention apply --by alice')
+    .action(async (opts: { dryRun?: boolean; by?: string }, cmd: Command) => {
+      const by = requester(opts.by);
+      const out = await withClientOf(cmd, (c) => fullBackups().applyRetentionNow(c, !!opts.dryRun, by));
       const verb = out.dryRun ? 'would remove' : 'removed';
       emit(globals(cmd), out, () =>
         [
@@ -168,7 +170,7 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
 
   parents.backups
     .command('pin <backupId>')
-    .description('put a legal hold on a backup: retention never deletes it')
+    .description('put a legal hold on a backup: retention never deletes it (recorded in the audit log)')
     .requiredOption('--reason <text>', 'why (a ticket, a legal matter)')
     .addOption(requesterOption())
     .example('tenantsafe backups pin 20261125-020000F-1a2b3c --reason "LEGAL-42"')
@@ -178,16 +180,18 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
       checkPinReason(opts.reason);
       const out = await withEngine(cmd, async (e) => {
         await locateBackup(e, backupId); // a pin of a backup that does not exist holds nothing: BackupNotFound
-        return pinBackup(e.store, { backupId, reason: opts.reason, by, at: new Date().toISOString() });
+        return pinRecorded(e, { backupId, reason: opts.reason, by, at: new Date().toISOString() });
       });
       emit(globals(cmd), out, () => `Pinned ${backupId}: ${opts.reason}`);
     });
   parents.backups
     .command('unpin <backupId>')
-    .description('lift the legal hold')
-    .example('tenantsafe backups unpin 20261125-020000F-1a2b3c')
-    .action(async (backupId: string, _opts: unknown, cmd: Command) => {
-      const removed = await withEngine(cmd, (e) => unpinBackup(e.store, backupId));
+    .description('lift the legal hold (recorded in the audit log)')
+    .addOption(requesterOption())
+    .example('tenantsafe backups unpin 20261125-020000F-1a2b3c', 'tenantsafe backups unpin 20261125-020000F-1a2b3c --by alice')
+    .action(async (backupId: string, opts: { by?: string }, cmd: Command) => {
+      const by = requester(opts.by);
+      const removed = await withEngine(cmd, (e) => unpinRecorded(e, backupId, by));
       if (!removed) throw new TenantsafeError(ErrorType.BadInput, `Backup ${backupId} is not pinned.`, 'List pins with `tenantsafe backups pins`.');
       emit(globals(cmd), { unpinned: backupId }, () => `Unpinned ${backupId}`);
     });

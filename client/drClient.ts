@@ -3,7 +3,7 @@
 // its workflow applies (lib/restore/rules.ts), read its status.
 import { WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { approvalInvalid, approvalRefusal, type ApprovalTarget } from '../lib/restore/rules';
+import { approvalInvalid, approvalRefusal, type ApprovalRefusal, type ApprovalTarget } from '../lib/restore/rules';
 import type { failover, switchover } from '../workflows';
 import {
   drWorkflowIds,
@@ -65,12 +65,23 @@ export class TenantsafeDr {
     return this.client.temporal.workflow.getHandle(ref.workflowId, ref.runId).query(failoverStatusQuery);
   }
 
-  /** Approves failover `failoverId` (the run at `ref`): refused at once when the workflow would refuse it. */
-  async approve(ref: FailoverRef, failoverId: string, by: string, opts: { wait?: boolean } = {}): Promise<FailoverStatus | FailoverResult> {
+  /**
+   * Approves failover `failoverId` (the run at `ref`): refused at once when the workflow would
+   * refuse it (`onRefused` hears of it: the workflow never does).
+   */
+  async approve(
+    ref: FailoverRef,
+    failoverId: string,
+    by: string,
+    opts: { wait?: boolean; onRefused?: (refusal: ApprovalRefusal, failover: FailoverStatus) => Promise<void> } = {},
+  ): Promise<FailoverStatus | FailoverResult> {
     const handle = this.client.temporal.workflow.getHandle<typeof failover>(ref.workflowId, ref.runId);
     const before = await handle.query(failoverStatusQuery);
     const refusal = approvalRefusal(approvalTarget(before), { by, digest: failoverId });
-    if (refusal) throw approvalInvalid(refusal);
+    if (refusal) {
+      await opts.onRefused?.(refusal, before);
+      throw approvalInvalid(refusal);
+    }
     await handle.signal(failoverApproveSignal, { by, digest: failoverId });
     const after = await pollStatus(handle, failoverStatusQuery, (s) => s.approvals.some((a) => a.by === by) || s.refused.length > before.refused.length || s.state !== 'awaiting-approval');
     const refused = after.refused.slice(before.refused.length).find((r) => r.by === by);

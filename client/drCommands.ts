@@ -1,5 +1,6 @@
 // CLI commands of disaster recovery: failover (and its approve, reject, status), switchover.
 import { Option, type Command } from 'commander';
+import { refusedApproval } from '../lib/audit';
 import { databaseName } from '../lib/config';
 import { checkDrConfigured } from '../lib/dr/failover';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -98,7 +99,15 @@ export function registerDrCommands(program: CliCommand): void {
     .action(async (failoverId: string, _opts: unknown, cmd: Command) => {
       const { by, wait } = decision(cmd, 'approves');
       const ref = await failoverRef(cmd, failoverId);
-      const out = await withDr(cmd, (dr) => dr.approve(ref, failoverId, by, { wait }));
+      const out = await withEngine(cmd, (e) =>
+        withDr(cmd, (dr) =>
+          dr.approve(ref, failoverId, by, {
+            wait,
+            // refused here, it never reaches the workflow: the audit log hears of it from here
+            onRefused: (refusal, failover) => e.audit.appendBestEffort(refusedApproval({ failover }, { by }, refusal.reason, 'cli')),
+          }),
+        ),
+      );
       emit(globals(cmd), out, () => failoverText(out));
     });
   failover

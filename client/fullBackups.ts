@@ -59,9 +59,10 @@ export async function verifyBackupNow(client: TenantsafeClient, backupId: string
   return resultOf(handle);
 }
 
-export async function applyRetentionNow(client: TenantsafeClient, dryRun: boolean): Promise<ApplyRetentionResult> {
+/** `requestedBy`: who asks, for the audit log (a run that deletes records it). */
+export async function applyRetentionNow(client: TenantsafeClient, dryRun: boolean, requestedBy?: string): Promise<ApplyRetentionResult> {
   await client.assertWorkerPolling();
-  const handle = await start<typeof applyRetention>(client, 'applyRetention', databaseWorkflowIds.applyRetention(), [{ dryRun }]);
+  const handle = await start<typeof applyRetention>(client, 'applyRetention', databaseWorkflowIds.applyRetention(), [{ dryRun, ...(requestedBy ? { requestedBy } : {}) }]);
   return resultOf(handle);
 }
 

@@ -1,6 +1,7 @@
 // CLI commands for tenant restore: restore tenant (request and preview), approve, reject,
 // status, and cleanup of scratch schemas that restores no longer running left behind.
 import type { Command } from 'commander';
+import { refusedApproval } from '../lib/audit';
 import type { Engine } from '../lib/engine';
 import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
 import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
@@ -122,8 +123,17 @@ export function registerRestoreCommands(program: CliCommand): void {
       restoreIdArg(restoreId);
       deciderArg(opts.by);
       digestArg(opts.digest);
-      const ref = await refOf(cmd, restoreId);
-      const out = await withClientOf(cmd, (c) => c.restores.approve(ref, { by: opts.by, digest: opts.digest }, { wait: opts.wait }));
+      const approval = { by: opts.by, digest: opts.digest };
+      const out = await withEngine(cmd, async (e) => {
+        const r = await e.catalog.getRestore(restoreId);
+        return withClientOf(cmd, (c) =>
+          c.restores.approve({ workflowId: r.workflowId, runId: r.runId }, approval, {
+            wait: opts.wait,
+            // refused here, it never reaches the workflow: the audit log hears of it from here
+            onRefused: (refusal, restore) => e.audit.appendBestEffort(refusedApproval({ restore }, approval, refusal.reason, 'cli')),
+          }),
+        );
+      });
       emit(globals(cmd), out, () => `Restore ${restoreId}: ${out.state}${'safetyBackupId' in out && out.safetyBackupId ? ` (safety backup ${out.safetyBackupId})` : ''}`);
     });
   restore

@@ -156,7 +156,7 @@ const dailyScheduleIds: Record<DailyScheduleKind, string> = {
 
 function dailyAction(kind: DailyScheduleKind, taskQueue: string, req: DailyScheduleRequest): ScheduleOptionsAction {
   if (kind === 'full-backups') return { type: 'startWorkflow', workflowType: 'fullBackup', taskQueue, workflowId: databaseWorkflowIds.fullBackup(), args: [{}] };
-  if (kind === 'retention') return { type: 'startWorkflow', workflowType: 'applyRetention', taskQueue, workflowId: databaseWorkflowIds.applyRetention(), args: [{ dryRun: !!req.dryRun }] };
+  if (kind === 'retention') return { type: 'startWorkflow', workflowType: 'applyRetention', taskQueue, workflowId: databaseWorkflowIds.applyRetention(), args: [{ dryRun: !!req.dryRun, requestedBy: `schedule:${databaseScheduleIds.retention}` }] };
   return { type: 'startWorkflow', workflowType: 'verifyRecentBackups', taskQueue, workflowId: databaseWorkflowIds.verifyRecentBackups(), args: [{}] };
 }
 

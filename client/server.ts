@@ -14,6 +14,7 @@
 //   POST /restores/:restoreId/reject    {digest, reason, csrf}  operator
 //   GET  /verifications?failed=&page=   verification reports
 //   GET  /verifications/:id             one report as HTML; /verifications/:id/report.json the JSON
+//   GET  /audit?tenant=&action=&page=   the audit log, newest first, with the hash chain's state
 //   GET  /login, POST /login, POST /logout
 // HTTP API (Authorization: Bearer <token> or Basic; JSON):
 //   GET  /healthz
@@ -26,6 +27,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as nodePath from 'node:path';
 import { configSecrets } from '../lib/alerts';
+import { auditActions, refusedApproval, type AuditVerification, type RefusedVia } from '../lib/audit';
 import { sanitizeMessage } from '../lib/alerts/format';
 import { databaseName, type Config } from '../lib/config';
 import { fullTrend, getVerification, restoresPage, tenantBackupsPage, tenantInCatalog, tenantRestorePoints, tenantTrend, verificationsPage } from '../lib/dashboard/reads';
@@ -184,6 +186,17 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       pins.catch(() => (pinList = undefined));
     }
     return pinList.pins;
+  };
+
+  // the audit log's chain, recomputed at most every 30 s (every entry is read: not once per view)
+  let chainCheck: { at: number; result: Promise<AuditVerification> } | undefined;
+  const chainNow = (): Promise<AuditVerification> => {
+    if (!chainCheck || Date.now() - chainCheck.at > 30_000) {
+      const result = engine.audit.verify();
+      chainCheck = { at: Date.now(), result };
+      result.catch(() => (chainCheck = undefined));
+    }
+    return chainCheck.result;
   };
 
   // served from the package, never a CDN: the stylesheet, the charts' script, uPlot (npm: uplot)
@@ -352,6 +365,21 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         res.writeHead(200, { ...baseHeaders, 'content-type': 'application/json', 'content-disposition': `attachment; filename="${file}"` });
         return res.end(body);
       }
+      if (top === 'audit' && parts.length === 1) {
+        const tenant = (url.searchParams.get('tenant') ?? '').trim();
+        if (tenant.length > 128) throw new HttpProblem(400, 'Bad Request', 'The tenant filter is over 128 characters.');
+        const auditAction = url.searchParams.get('action') ?? '';
+        if (auditAction && !(auditActions as readonly string[]).includes(auditAction)) throw new HttpProblem(400, 'Bad Request', `"${auditAction.slice(0, 40)}" is not an audit action.`);
+        const n = pageOf(url);
+        const [entries, chain] = await Promise.all([
+          engine.audit.page({ tenantId: tenant || undefined, action: auditAction || undefined, offset: (n - 1) * pageSize, limit: pageSize }),
+          chainNow().then(
+            (v) => ({ v, error: null }),
+            (err: unknown) => ({ v: null, error: sanitizeMessage(err instanceof Error ? err.message : String(err), secrets) }),
+          ),
+        ]);
+        return page(200, { title: 'Audit log', section: 'audit' }, pages.auditPage(entries, chain.v, chain.error, { tenant, action: auditAction }));
+      }
       if (top === 'drills' && id && action === 'report.html' && parts.length === 3) {
         // the report as the drill stored it: its own inline style, no script
         if (!/^\d{8}-\d{6}-[0-9a-f]{8}$/.test(id)) throw new HttpProblem(404, 'Not Found', 'No such drill.');
@@ -396,6 +424,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       return page(200, { title: `Restore ${restoreId}`, section: 'restores', flash, ...(['previewing', 'applying', 'verifying'].includes(state) ? { refreshSeconds: 2 } : {}) }, pages.restorePage(row, status, statusError, runLink(config, rec.workflowId, rec.runId), forms));
     };
 
+    /** An approval the client refused before signalling: the workflow never saw it, so it is recorded here. */
+    const recordRefusal = (via: RefusedVia, approval: { by: string; digest: string }) => (refusal: { reason: string }, restore: TenantRestoreStatus) =>
+      engine.audit.appendBestEffort(refusedApproval({ restore }, approval, refusal.reason, via));
+
     const decide = async (restoreId: string, action: 'approve' | 'reject') => {
       if (user!.role !== 'operator') throw new HttpProblem(403, 'Forbidden', `${user!.name} has the read-only role: ${action === 'approve' ? 'approving' : 'rejecting'} a restore needs an operator. Nothing was done.`);
       const form = await readForm();
@@ -411,7 +443,7 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       }
       const rec = await engine.catalog.getRestore(restoreId);
       const ref = { workflowId: rec.workflowId, runId: rec.runId };
-      if (action === 'approve') await client.restores.approve(ref, { by: user!.name, digest });
+      if (action === 'approve') await client.restores.approve(ref, { by: user!.name, digest }, { onRefused: recordRefusal('dashboard', { by: user!.name, digest }) });
       else {
         const reason = (form.get('reason') ?? '').trim().slice(0, 500);
         const before = await client.restores.status(ref);
@@ -444,7 +476,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       if (caller.relay) by = text(body.by, 'by');
       else if (body.by !== undefined && body.by !== caller.name) return sendJson(403, { error: `${caller.name} decides as itself: "by" may only name ${caller.name}` });
       const ref = await refOf();
-      if (m[2] === 'approve') return sendJson(200, await client.restores.approve(ref, { by, digest: text(body.digest, 'digest') }));
+      if (m[2] === 'approve') {
+        const approval = { by, digest: text(body.digest, 'digest') };
+        return sendJson(200, await client.restores.approve(ref, approval, { onRefused: recordRefusal('api', approval) }));
+      }
       return sendJson(200, await client.restores.reject(ref, { by, reason: typeof body.reason === 'string' ? body.reason : undefined }));
     };
 

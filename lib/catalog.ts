@@ -327,6 +327,35 @@ const migrations: ((s: string) => string)[] = [
       changed_by text NOT NULL,
       changed_at timestamptz NOT NULL DEFAULT now()
     );`,
+  // The audit log (lib/audit): append-only, one hash chain (docs/format.md, "The audit log").
+  // UPDATE, DELETE and TRUNCATE are refused by triggers that fire in every session, replica mode
+  // included; the table's owner or a superuser can still disable them, which the chain shows.
+  (s) => `
+    CREATE TABLE ${s}.audit_log (
+      seq bigint PRIMARY KEY CHECK (seq > 0),
+      at timestamptz NOT NULL,
+      actor text NOT NULL,
+      action text NOT NULL,
+      subject jsonb NOT NULL,
+      tenant_id text GENERATED ALWAYS AS (subject->>'tenantId') STORED,
+      digest text,
+      outcome text NOT NULL,
+      details jsonb NOT NULL,
+      idempotency_key text UNIQUE,
+      prev_hash text NOT NULL,
+      hash text NOT NULL
+    );
+    CREATE INDEX audit_log_tenant_idx ON ${s}.audit_log (tenant_id, seq DESC) WHERE tenant_id IS NOT NULL;
+    CREATE INDEX audit_log_action_idx ON ${s}.audit_log (action, seq DESC);
+    CREATE INDEX audit_log_at_idx ON ${s}.audit_log (at);
+    CREATE FUNCTION ${s}.audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+      RAISE EXCEPTION 'the audit log is append-only: % on %.% refused', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END $f$;
+    CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON ${s}.audit_log FOR EACH ROW EXECUTE FUNCTION ${s}.audit_log_append_only();
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON ${s}.audit_log FOR EACH STATEMENT EXECUTE FUNCTION ${s}.audit_log_append_only();
+    ALTER TABLE ${s}.audit_log ENABLE ALWAYS TRIGGER audit_log_no_change, ENABLE ALWAYS TRIGGER audit_log_no_truncate;
+    REVOKE UPDATE, DELETE, TRUNCATE ON ${s}.audit_log FROM PUBLIC;`,
 ];
 
 /** A PostgreSQL server of the DR pair, and where its data directory is (when the worker can see it). */
@@ -905,6 +934,12 @@ export class Catalog {
       ),
     );
     return new Set(r.rows.map((x) => x.key));
+  }
+
+  /** The tenant a tenant backup belongs to; null for a full backup or an id the catalog does not know. */
+  async tenantOfBackup(backupId: string): Promise<string | null> {
+    const r = await this.run((c) => c.query<{ tenant_id: string }>(`SELECT tenant_id FROM ${this.s}.backups WHERE backup_id = $1`, [backupId]));
+    return r.rows[0]?.tenant_id ?? null;
   }
 
   /** Forgets a backup (full or tenant) whose objects were deleted. */

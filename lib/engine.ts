@@ -1,8 +1,9 @@
 // The engine's shared resources for one process (a worker, the CLI): config, database and
 // catalog pools, the store (the primary, or both locations as one when a secondary is
-// configured), the alerts' notifier. Created lazily, closed once.
+// configured), the alerts' notifier, the audit log. Created lazily, closed once.
 import type { Pool } from 'pg';
 import { Notifier } from './alerts';
+import { AuditLog } from './audit';
 import { Catalog } from './catalog';
 import type { Config } from './config';
 import { createPool } from './pg';
@@ -21,6 +22,7 @@ interface Resources {
 
 export class Engine {
   private readonly shared: Resources;
+  private auditLog: AuditLog | undefined;
 
   /** `location`: this engine's store is that location alone (see `from`); none: both, the primary first */
   constructor(
@@ -69,6 +71,12 @@ export class Engine {
   get alerts(): Notifier {
     this.shared.notifier ??= new Notifier(this.config, this.catalog);
     return this.shared.notifier;
+  }
+
+  /** The audit log (lib/audit): in the catalog, anchored in this engine's store. */
+  get audit(): AuditLog {
+    this.auditLog ??= new AuditLog(this.catalog, () => this.store);
+    return this.auditLog;
   }
 
   private track(pool: Pool): Pool {

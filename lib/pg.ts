@@ -174,6 +174,19 @@ export function toolConnection(url: string, applicationName: string): { conninfo
   return { conninfo: u.toString(), env: password ? { PGPASSWORD: password } : {} };
 }
 
+/** Runs fn inside BEGIN … COMMIT on `c`, rolled back when it throws. */
+export async function inTransaction<T>(c: Pick<Client, 'query'>, fn: () => Promise<T>): Promise<T> {
+  await c.query('BEGIN');
+  try {
+    const out = await fn();
+    await c.query('COMMIT');
+    return out;
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
 /** Runs fn on a connection of its own, closed afterwards. */
 export async function withConnection<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
   const c = await connect(url);

@@ -71,6 +71,14 @@ async function drFixture(opts: { synchronous: boolean; approval: 'required' | 'a
   };
 }
 
+/** The audit log's entries (oldest first) about one failover or switchover, as [action, by, outcome]. */
+async function auditOf(env: TestEnv, key: 'failoverId' | 'switchoverId', id: string): Promise<{ row: [string, string, string]; details: Record<string, unknown> }[]> {
+  const r = await runCli(['audit', 'list', '--limit', '1000', '--json'], { configFile: env.configFile });
+  assert.equal(r.code, 0, r.stderr);
+  const entries = (r.json() as { action: string; by: string; outcome: string; subject: Record<string, string>; details: Record<string, unknown> }[]).reverse();
+  return entries.filter((e) => e.subject[key] === id).map((e) => ({ row: [e.action, e.by, e.outcome], details: e.details }));
+}
+
 async function idsOn(cluster: PrivateCluster): Promise<Set<number>> {
   return new Set((await cluster.psql<{ id: string }>('SELECT id FROM ids', 'app')).map((r) => Number(r.id)));
 }
@@ -157,6 +165,17 @@ describe('failover through PgBouncer under steady writes (synchronous standby, a
 
     const status = await runCli(['failover', 'status', failoverId, '--json'], { configFile: f.env.configFile });
     assert.equal(status.json().state, 'done');
+    // the audit log: who asked, the requester refused by the CLI, who approved, the outcome with its RTO
+    const audit = await auditOf(f.env, 'failoverId', failoverId);
+    assert.deepEqual(audit.map((e) => e.row), [
+      ['failover.request', 'alice', 'accepted'],
+      ['failover.approve', 'alice', 'refused'],
+      ['failover.approve', 'bob', 'accepted'],
+      ['failover.outcome', 'tenantsafe', 'done'],
+    ]);
+    assert.equal(audit[0].details.reason, 'primary host lost');
+    assert.equal(audit[1].details.via, 'cli');
+    assert.equal(audit[3].details.rtoMs, result.rtoMs);
     // core rule 1: the URLs (with their passwords) stay in the config, out of history
     const raw = JSON.stringify(await f.env.temporal.workflow.getHandle(event.workflowId, event.runId).fetchHistory());
     const text = raw + [...raw.matchAll(/"data":"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1], 'base64').toString('utf8')).join('\n');
@@ -179,6 +198,7 @@ describe('failover through PgBouncer under steady writes (synchronous standby, a
     const late = await runCli(['failover', 'approve', failoverId, '--by', 'dave'], { configFile: f.env.configFile });
     assert.equal(late.code, 2);
     assert.match(late.stderr, /is done, not awaiting approval/);
+    assert.deepEqual((await auditOf(f.env, 'failoverId', failoverId)).at(-1)?.row, ['failover.approve', 'dave', 'refused']);
     const portBefore = endpointTarget(f.env.config.dr.endpoint!)?.port;
     const again = await runCli(['failover', '--reason', 'again', '--by', 'alice', '--force', '--json'], { configFile: f.env.configFile });
     assert.equal(again.code, 2, again.stderr);
@@ -271,6 +291,12 @@ describe('switchover through PgBouncer', function () {
     assert.equal(event.status, 'done');
     assert.equal(event.dataLossBytes, 0);
     assert.equal((await f.env.engine.catalog.getDrRoles('app'))?.standbyState, 'needs-rebuild');
+    const audit = await auditOf(f.env, 'switchoverId', result.switchoverId);
+    assert.deepEqual(audit.map((e) => e.row), [
+      ['switchover.request', 'alice', 'accepted'],
+      ['switchover.outcome', 'tenantsafe', 'done'],
+    ]);
+    assert.equal(audit[1].details.durationMs, result.durationMs);
   });
 });
 

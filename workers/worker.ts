@@ -1,6 +1,6 @@
 // The tenantsafe worker: every workflow and activity on the configured task queue.
 import { temporal } from '@temporalio/proto';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel, type WorkerOptions } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type ActivityInterceptorsFactory, type LogLevel, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Config } from '../lib/config';
 import { Engine } from '../lib/engine';
@@ -36,7 +36,12 @@ export function installRuntime(): void {
 
 export async function startWorker(
   config: Config,
-  opts: { bundle?: WorkerOptions['workflowBundle']; identity?: string } = {},
+  opts: {
+    bundle?: WorkerOptions['workflowBundle'];
+    identity?: string;
+    /** around every activity, after the metrics' (tests inject faults with them: test/audit.test.ts) */
+    activityInterceptors?: ActivityInterceptorsFactory[];
+  } = {},
 ): Promise<StartedWorker> {
   installRuntime();
   const engine = new Engine(config);
@@ -51,7 +56,7 @@ export async function startWorker(
       taskQueue: config.temporal.taskQueue,
       workflowBundle: opts.bundle ?? { codePath: workflowBundlePath() },
       activities: createActivities(engine),
-      ...(monitoring ? { interceptors: { activity: [monitoring.interceptor] } } : {}),
+      interceptors: { activity: [...(monitoring ? [monitoring.interceptor] : []), ...(opts.activityInterceptors ?? [])] },
       ...(opts.identity ? { identity: opts.identity } : {}),
       // Lets in-flight activities finish their current step on a graceful stop.
       shutdownGraceTime: '10s',

@@ -10,6 +10,8 @@
 //   7. let the clients through the endpoint, check a write reaches the new primary
 //   8. record: RTO (first failed probe → first write), data loss, targets met, the new roles
 // Nothing changes before step 5; a refusal, rejection or expiry leaves everything as it was.
+// The audit log (lib/audit) records the request, every approval and rejection (refused ones too)
+// and the outcome; an approval is recorded before the fence.
 import { ApplicationFailure, CancellationScope, condition, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { DrActivities, DrOutcomeInput } from '../activities/dr';
 import type { DrEventRecord } from '../lib/catalog';
@@ -17,6 +19,7 @@ import type { DrPlan } from '../lib/dr/failover';
 import { ErrorType, isBadInput } from '../lib/errors';
 import { drLabel } from '../lib/labels';
 import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
+import { auditTrail } from './audit';
 import { rootCause } from './failures';
 import { failoverApproveSignal, failoverStatusQuery, rejectSignal, searchAttributes, type FailoverInput, type FailoverResult, type FailoverStatus } from './messages';
 import { drStep, shortStep } from './profiles';
@@ -29,6 +32,9 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
   const failoverId = drLabel(startTime, 'failover', runId);
   const status: FailoverStatus = { state: 'probing', failoverId, reason: input.reason, requestedBy: input.requestedBy, force: !!input.force, approvals: [], refused: [] };
   const now = () => new Date().toISOString();
+  const audit = auditTrail();
+  const subject = () => ({ failoverId, ...(status.database ? { database: status.database } : {}) });
+  const named = (v: unknown) => (typeof v === 'string' ? v : '');
   setHandler(failoverStatusQuery, () => status);
   setHandler(failoverApproveSignal, (a) => {
     // an approval without the id approves this run; one naming another run's is refused
@@ -38,12 +44,21 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     );
     if (refusal) status.refused.push({ by: String(a?.by), reason: refusal.reason, at: now() });
     else status.approvals.push({ by: a.by, at: now() });
+    audit.later({ action: 'failover.approve', by: named(a?.by), subject: subject(), outcome: refusal ? 'refused' : 'accepted', details: refusal ? { reason: refusal.reason, state: status.state } : {} });
   });
   setHandler(rejectSignal, (r) => {
     const refusal = rejectionRefusal(r);
-    if (refusal) status.refused.push({ by: String(r?.by), reason: refusal.reason, at: now() });
-    else if (['probing', 'checking-standby', 'awaiting-approval'].includes(status.state)) status.rejection = rejectionOf(r);
-    else status.refused.push({ by: String(r?.by), reason: `rejection arrived while ${status.state}: too late`, at: now() });
+    const counts = !refusal && ['probing', 'checking-standby', 'awaiting-approval'].includes(status.state);
+    const tooLate = `arrived while ${status.state}: too late`;
+    if (counts) status.rejection = rejectionOf(r);
+    else status.refused.push({ by: String(r?.by), reason: refusal ? refusal.reason : `rejection ${tooLate}`, at: now() });
+    audit.later({
+      action: 'failover.reject',
+      by: named(r?.by),
+      subject: subject(),
+      outcome: counts ? 'accepted' : 'refused',
+      details: { ...(named(r?.reason) ? { reason: r.reason } : {}), ...(counts ? {} : { refusal: refusal ? refusal.reason : tooLate }) },
+    });
   });
 
   if (typeof input.reason !== 'string' || input.reason.trim() === '') {
@@ -64,13 +79,17 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     details: { failoverId, force: !!input.force },
     ...extra,
   });
+  const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed' | 'refused', details: Record<string, unknown>) =>
+    audit.append({ action: 'failover.outcome', by: 'tenantsafe', subject: subject(), outcome: state === 'refused' ? 'refused' : state, details });
   const finish = async (state: 'rejected' | 'expired'): Promise<FailoverResult> => {
     status.state = state;
     await step.recordDrOutcome({ event: event({ status: 'refused', finishedAt: now(), error: state === 'rejected' ? `rejected by ${status.rejection?.by}: ${status.rejection?.reason ?? ''}` : 'no approval in time' }) });
+    await outcome(state, state === 'rejected' ? { rejectedBy: status.rejection?.by, reason: status.rejection?.reason } : { expiredAt: status.expiresAt });
     return { state, failoverId, database: plan!.database, rejection: status.rejection };
   };
 
   try {
+    await audit.append({ action: 'failover.request', by: input.requestedBy, subject: { failoverId, ...(input.database ? { database: input.database } : {}) }, outcome: 'accepted', details: { reason: input.reason, force: !!input.force } });
     plan = await step.prepareDrMove({ kind: 'failover', database: input.database });
     const nodes = { primary: plan.primary, standby: plan.standby };
     Object.assign(status, { database: plan.database, approval: plan.approval, primary: `${plan.primary.host}:${plan.primary.port}`, standby: `${plan.standby.host}:${plan.standby.port}` });
@@ -87,10 +106,14 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
       status.state = 'awaiting-approval';
       status.expiresAt = new Date(Date.now() + plan.approvalTimeoutMs).toISOString();
       const decided = await condition(() => !!status.rejection || status.approvals.length > 0, plan.approvalTimeoutMs);
+      // decided at once (a decision arriving from now on is too late), acted on once it is in the log
+      status.state = status.rejection ? 'rejected' : decided ? 'fencing' : 'expired';
+      await audit.flush();
       if (status.rejection) return await finish('rejected');
       if (!decided) return await finish('expired');
-    } else if (status.rejection) {
-      return await finish('rejected');
+    } else {
+      await audit.flush();
+      if (status.rejection) return await finish('rejected');
     }
 
     status.state = 'fencing';
@@ -123,16 +146,29 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
       }),
       roles: { database: plan.database, primary: plan.standby, standby: plan.primary, standbyState: 'fenced' },
     });
+    await outcome('done', {
+      approval: plan.approval,
+      approvedBy: status.approvals.map((a) => a.by),
+      rtoMs: status.rtoMs,
+      dataLossBytes: status.dataLossBytes,
+      rpoMs: status.rpoMs,
+      metTargets: status.metTargets,
+      newPrimary: status.standby,
+    });
     const { database, primary, standby, rtoMs, dataLossBytes, rpoMs, metTargets } = status;
     return { state: 'done', failoverId, database, primary: standby, standby: primary, rtoMs, dataLossBytes, rpoMs, metTargets };
   } catch (err) {
     const cause = rootCause(err);
+    const lastState = status.state;
     status.state = 'failed';
     status.error = cause.message;
     if (plan) {
       // bad input (refused, misconfigured) changed nothing: a refusal, not a failure
       await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: isBadInput(cause.type) ? 'refused' : 'failed', finishedAt: now(), error: cause.message }) }).catch(() => undefined));
     }
+    await CancellationScope.nonCancellable(() => outcome(isBadInput(cause.type) ? 'refused' : 'failed', { error: cause.message, errorType: cause.type, state: lastState }).catch(() => undefined));
     throw err;
+  } finally {
+    await CancellationScope.nonCancellable(() => audit.flush().catch(() => undefined));
   }
 }

@@ -302,6 +302,8 @@ export interface VerifyRecentBackupsResult {
 
 export interface ApplyRetentionInput {
   dryRun?: boolean;
+  /** who asks, for the audit log: a person (`retention apply --by`), `schedule:<id>` for a scheduled run */
+  requestedBy?: string;
 }
 
 export type ApplyRetentionResult = RetentionOutcome;

@@ -45,6 +45,17 @@ export const alertStep: ActivityOptions = {
 export const pushAlerts = 'push-alerts';
 
 /**
+ * Appending to the audit log (a catalog write, idempotent by workflow id + run id + step). Its
+ * failure fails the workflow where it stands: an act that cannot be recorded is not carried out.
+ */
+export const auditStep: ActivityOptions = {
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 6 },
+};
+/** Runs started before the audit log existed replay without their appendAudit steps (workflows/audit.ts). */
+export const auditLogPatch = 'audit-log';
+
+/**
  * Building or rebuilding a standby: long (extracting, catching up), heartbeating; a dead worker is
  * noticed in 15 s and the retry cleans what the attempt left half-built (lib/dr/standby.ts).
  */

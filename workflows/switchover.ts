@@ -7,13 +7,15 @@
 //   6. point the endpoint at it and resume the clients; check a write reaches it
 //   7. record: the time clients waited (pause → first write), loss 0, the new roles (the old
 //      primary stays up read-only, to be rebuilt as the new standby with pg_rewind)
-// A failure before the promotion undoes the demotion and resumes the endpoint (saga).
+// A failure before the promotion undoes the demotion and resumes the endpoint (saga). The audit
+// log (lib/audit) records the request and the outcome.
 import { ApplicationFailure, CancellationScope, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { DrActivities, DrOutcomeInput } from '../activities/dr';
 import type { DrEventRecord } from '../lib/catalog';
 import type { DrPlan } from '../lib/dr/failover';
 import { ErrorType, isBadInput } from '../lib/errors';
 import { drLabel } from '../lib/labels';
+import { auditTrail } from './audit';
 import { compensate, rootCause } from './failures';
 import { searchAttributes, switchoverStatusQuery, type SwitchoverInput, type SwitchoverResult, type SwitchoverStatus } from './messages';
 import { drStep, shortStep } from './profiles';
@@ -25,6 +27,7 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
   const { runId, startTime } = workflowInfo();
   const switchoverId = drLabel(startTime, 'switchover', runId);
   const status: SwitchoverStatus = { state: 'preparing', switchoverId, requestedBy: input.requestedBy };
+  const audit = auditTrail();
   setHandler(switchoverStatusQuery, () => status);
   if (typeof input.requestedBy !== 'string' || input.requestedBy.trim() === '') {
     throw ApplicationFailure.nonRetryable('requestedBy is required: who asks for this switchover. HINT: pass --by <name> (CLI) or "requestedBy" in the workflow input.', ErrorType.BadInput);
@@ -43,7 +46,11 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
   });
   const compensations: (() => Promise<unknown>)[] = [];
 
+  const subject = () => ({ switchoverId, ...((plan?.database ?? input.database) ? { database: plan?.database ?? input.database } : {}) });
+  const outcome = (state: 'done' | 'failed' | 'refused', details: Record<string, unknown>) => audit.append({ action: 'switchover.outcome', by: 'tenantsafe', subject: subject(), outcome: state, details });
+
   try {
+    await audit.append({ action: 'switchover.request', by: input.requestedBy, subject: subject(), outcome: 'accepted' });
     plan = await step.prepareDrMove({ kind: 'switchover', database: input.database });
     const nodes = { primary: plan.primary, standby: plan.standby };
     Object.assign(status, { database: plan.database, primary: `${plan.primary.host}:${plan.primary.port}`, standby: `${plan.standby.host}:${plan.standby.port}` });
@@ -88,13 +95,16 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
       }),
       roles: { database: plan.database, primary: plan.standby, standby: plan.primary, standbyState: 'needs-rebuild' },
     });
+    await outcome('done', { durationMs: status.durationMs, finalLsn, dataLossBytes: 0, newPrimary: status.standby });
     return { state: 'done', switchoverId, database: plan.database, primary: status.standby, standby: status.primary, finalLsn, durationMs: status.durationMs, dataLossBytes: 0 };
   } catch (err) {
+    const lastState = status.state;
     await compensate(status, err, compensations);
+    const { type } = rootCause(err);
     if (plan) {
-      const { type } = rootCause(err);
       await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: isBadInput(type) ? 'refused' : 'failed', finishedAt: new Date().toISOString(), error: status.error }) }).catch(() => undefined));
     }
+    await CancellationScope.nonCancellable(() => outcome(isBadInput(type) ? 'refused' : 'failed', { error: status.error, errorType: type, state: lastState }).catch(() => undefined));
     throw err;
   }
 }

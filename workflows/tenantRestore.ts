@@ -8,7 +8,9 @@
 //      the plan (and its digest) changed: back to 3 with the new preview
 //   5. verify the tenant against the backup's checksums
 // Whatever happens, the scratch schema is dropped at the end. A failure alerts (lib/alerts); the
-// tenant's next restore that completes resolves it.
+// tenant's next restore that completes resolves it. The audit log (lib/audit) records the request,
+// each preview offered, every approval and rejection (refused ones too, as they arrive) and the
+// outcome; an approval is recorded before it is acted on.
 import {
   ApplicationFailure,
   CancellationScope,
@@ -24,6 +26,7 @@ import { backupLabel, restoreLabel } from '../lib/labels';
 import type { RestoreJob } from '../lib/restore/index';
 import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
 import { announce, failureOf } from './alerts';
+import { auditTrail } from './audit';
 import { rootCause } from './failures';
 import { requireTenantId } from './inputs';
 import {
@@ -45,17 +48,38 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   const { runId, startTime } = workflowInfo();
   const restoreId = restoreLabel(startTime, runId);
   const status: TenantRestoreStatus = { state: 'previewing', restoreId, tenantId, requestedBy: input.requestedBy, approvals: [], refused: [] };
+  const audit = auditTrail();
+  const subject = () => ({ tenantId, restoreId, ...(status.backupId ? { backupId: status.backupId } : {}) });
+  // a signal may carry anything: the log keeps what was named, as text
+  const named = (v: unknown) => (typeof v === 'string' ? v : '');
   setHandler(tenantRestoreStatusQuery, () => status);
   setHandler(approveSignal, (a) => {
     const refusal = approvalRefusal(status, a);
     if (refusal) status.refused.push({ by: String(a?.by), reason: refusal.reason, at: new Date().toISOString() });
     else status.approvals.push({ by: a.by, digest: a.digest, at: new Date().toISOString() });
+    audit.later({
+      action: 'restore.approve',
+      by: named(a?.by),
+      subject: subject(),
+      digest: named(a?.digest),
+      outcome: refusal ? 'refused' : 'accepted',
+      details: refusal ? { reason: refusal.reason, state: status.state } : { approvals: status.approvals.length, required: status.approvalsRequired },
+    });
   });
   setHandler(rejectSignal, (r) => {
     const refusal = rejectionRefusal(r);
-    if (refusal) status.refused.push({ by: String(r?.by), reason: refusal.reason, at: new Date().toISOString() });
-    else if (status.state === 'previewing' || status.state === 'awaiting-approval') status.rejection = rejectionOf(r);
-    else status.refused.push({ by: r.by, reason: `rejection arrived while ${status.state}: too late`, at: new Date().toISOString() });
+    const counts = !refusal && (status.state === 'previewing' || status.state === 'awaiting-approval');
+    const tooLate = `arrived while ${status.state}: too late`;
+    if (counts) status.rejection = rejectionOf(r);
+    else status.refused.push({ by: String(r?.by), reason: refusal ? refusal.reason : `rejection ${tooLate}`, at: new Date().toISOString() });
+    audit.later({
+      action: 'restore.reject',
+      by: named(r?.by),
+      subject: subject(),
+      digest: status.preview?.digest,
+      outcome: counts ? 'accepted' : 'refused',
+      details: { ...(named(r?.reason) ? { reason: r.reason } : {}), ...(counts ? {} : { refusal: refusal ? refusal.reason : tooLate }) },
+    });
   });
   upsertSearchAttributes([
     { key: searchAttributes.tenantId, value: tenantId },
@@ -63,9 +87,16 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   ]);
   const record = (extra: object = {}) =>
     step.recordRestore({ restoreId, tenantId, state: status.state, requestedBy: input.requestedBy, approvedBy: status.approvals.map((a) => a.by), error: status.error ?? null, ...extra });
+  const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed', details: Record<string, unknown>) =>
+    audit.append({ action: 'restore.outcome', by: 'tenantsafe', subject: subject(), digest: status.preview?.digest, outcome: state, details });
   const finish = async (state: TenantRestoreResult['state']): Promise<TenantRestoreResult> => {
     status.state = state;
     await record({ result: { applied: status.applied, verification: status.verification, rejection: status.rejection } });
+    await outcome(state, {
+      ...(state === 'done' ? { approvedBy: status.approvals.map((a) => a.by), safetyBackupId: status.safetyBackupId, changed: changedRows(status.applied?.applied), verified: status.verification?.ok } : {}),
+      ...(state === 'rejected' ? { rejectedBy: status.rejection?.by, reason: status.rejection?.reason } : {}),
+      ...(state === 'expired' ? { expiredAt: status.expiresAt } : {}),
+    });
     // a person's rejection or silence is no failure: only a restore that completes resolves the tenant's restore alert
     if (state === 'done') await announce({ kind: 'tenantRestore', outcome: 'succeeded', step: 'outcome', tenantId, backupId: status.backupId });
     const { backupId, safetyBackupId, applied, verification, rejection } = status;
@@ -73,6 +104,8 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   };
 
   try {
+    const { tenantId: _named, requestedBy: _by, ...asked } = input;
+    await audit.append({ action: 'restore.request', by: input.requestedBy, subject: { tenantId, restoreId, ...(input.backupId ? { backupId: input.backupId } : {}) }, outcome: 'accepted', details: asked });
     const prepared = await step.prepareTenantRestore({ ...input, restoreId });
     upsertSearchAttributes([{ key: searchAttributes.database, value: prepared.database }]);
     status.backupId = prepared.backupId;
@@ -99,7 +132,18 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
       status.approvals = [];
       status.expiresAt = new Date(Date.now() + prepared.approvalTimeoutMs).toISOString();
       await record({ digest: preview.digest });
+      await audit.append({
+        action: 'restore.preview',
+        by: 'tenantsafe',
+        subject: subject(),
+        digest: preview.digest,
+        outcome: 'awaiting-approval',
+        details: { totals: preview.totals, required: prepared.approvalsRequired, expiresAt: status.expiresAt, ...(status.planChanged ? { planChanged: true } : {}) },
+      });
       const decided = await condition(() => !!status.rejection || status.approvals.length >= prepared.approvalsRequired, prepared.approvalTimeoutMs);
+      // decided at once (a decision arriving from now on is too late), acted on once it is in the log
+      status.state = status.rejection ? 'rejected' : decided ? 'applying' : 'expired';
+      await audit.flush();
       if (status.rejection) return await finish('rejected');
       if (!decided) return await finish('expired');
 
@@ -133,9 +177,25 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     status.state = 'failed';
     status.error = rootCause(err).message;
     await CancellationScope.nonCancellable(() => record().catch(() => undefined));
-    await announce({ kind: 'tenantRestore', outcome: 'failed', step: 'outcome', tenantId, backupId: status.backupId, error: failureOf(err) });
+    const failure = failureOf(err);
+    await CancellationScope.nonCancellable(() => outcome('failed', { error: failure.message, errorType: failure.type }).catch(() => undefined));
+    await announce({ kind: 'tenantRestore', outcome: 'failed', step: 'outcome', tenantId, backupId: status.backupId, error: failure });
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => step.dropRestoreScratch({ restoreId }));
+    // a decision that arrived at the very end (refused: too late) is still recorded
+    await CancellationScope.nonCancellable(() => audit.flush().catch(() => undefined));
   }
+}
+
+/** Rows the apply inserted, updated and deleted, over every table. */
+function changedRows(applied: Record<string, { insert: number; update: number; delete: number }> | undefined): { insert: number; update: number; delete: number } | undefined {
+  if (!applied) return undefined;
+  const sum = { insert: 0, update: 0, delete: 0 };
+  for (const t of Object.values(applied)) {
+    sum.insert += t.insert;
+    sum.update += t.update;
+    sum.delete += t.delete;
+  }
+  return sum;
 }

@@ -54,7 +54,7 @@ export interface PageOptions {
   title: string;
   user: Principal | null;
   /** the nav entry to mark */
-  section?: 'overview' | 'tenants' | 'restores' | 'verifications';
+  section?: 'overview' | 'tenants' | 'restores' | 'verifications' | 'audit';
   /** reload every n seconds (a restore being applied) */
   refreshSeconds?: number;
   /** the sign-out form's token */
@@ -81,7 +81,7 @@ ${o.charts ? html`<link rel="stylesheet" href="/static/vendor/uplot.css">
 <header class="top">
   <a class="brand" href="/">tenantsafe</a>
   ${o.user
-    ? html`<nav>${nav('overview', '/', 'Overview')}${nav('tenants', '/tenants', 'Tenants')}${nav('restores', '/restores', 'Restores')}${nav('verifications', '/verifications', 'Verifications')}</nav>
+    ? html`<nav>${nav('overview', '/', 'Overview')}${nav('tenants', '/tenants', 'Tenants')}${nav('restores', '/restores', 'Restores')}${nav('verifications', '/verifications', 'Verifications')}${nav('audit', '/audit', 'Audit')}</nav>
   <form class="who" method="post" action="/logout">
     <span class="user">${o.user.name}</span> <span class="role role-${o.user.role}">${o.user.role}</span>
     ${o.user.via === 'session' && o.signOutToken ? html`<input type="hidden" name="csrf" value="${o.signOutToken}"><button type="submit" class="link">Sign out</button>` : ''}

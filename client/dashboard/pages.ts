@@ -2,6 +2,7 @@
 // (lib/monitoring/health.ts), the catalog's pages (lib/dashboard/reads.ts) and, for a restore, its
 // workflow's status query. Each function returns the page's body; client/server.ts wraps it in the
 // layout. Every value goes through the `html` tag, which escapes it.
+import { auditActions, subjectText, type AuditEntry, type AuditVerification } from '../../lib/audit';
 import type { DatabaseHealth, HealthItem, HealthReport, Level, PendingApproval, RunLink, TenantHealth, tenantHealth } from '../../lib/monitoring/health';
 import { durationText, healthKindNames } from '../../lib/monitoring/health';
 import type { BackupRow, Page, RestoreRow, TrendPoint, VerificationRecordFull, VerificationRow } from '../../lib/dashboard/reads';
@@ -475,6 +476,53 @@ export function verificationPage(v: VerificationRecordFull): Html {
 function checkTable(checks: ReportCheck[]): Html {
   return html`<table class="checks"><thead><tr><th>check</th><th>target</th><th>result</th><th>detail</th></tr></thead>
     <tbody>${checks.map((c) => html`<tr class="${c.result === 'ok' ? '' : 'critical'}"><td>${String(c.check ?? '')}</td><td><code>${String(c.target ?? '')}</code></td><td>${String(c.result ?? '')}</td><td>${c.detail === undefined ? '' : String(c.detail)}</td></tr>`)}</tbody></table>`;
+}
+
+/** The chain's state in a line: ok, or the first entry that does not hold. */
+function chainBanner(v: AuditVerification | null, error: string | null): Html {
+  if (!v) return html`<section class="banner warning chain" aria-label="chain" data-chain="unknown"><h1>${levelBadge('warning')} The chain could not be checked</h1><p class="reason">${reasonText(error)}</p></section>`;
+  const anchor =
+    v.anchor.status === 'matches' ? `anchored in storage at entry ${v.anchor.seq}: matches` : v.anchor.status === 'none' ? 'no anchor in storage yet' : `anchor in storage: ${v.anchor.status}`;
+  if (v.ok) {
+    return html`<section class="banner ok chain" aria-label="chain" data-chain="ok"><h1>${levelBadge('ok')} Chain unbroken: ${v.entries} entries${v.head ? ` up to entry ${v.head.seq}` : ''}</h1><p class="muted">Each entry's hash recomputed from the first; ${anchor}.</p></section>`;
+  }
+  return html`<section class="banner critical chain" aria-label="chain" data-chain="broken" data-broken="${v.broken!.seq}"><h1>${levelBadge('critical')} Chain BROKEN at entry ${v.broken!.seq}</h1>
+    <p class="reason">Entry ${v.broken!.seq}: ${v.broken!.problem}. Entries from there on cannot be trusted.</p><p class="muted">${v.entries} entries; ${anchor}. \`tenantsafe audit verify\` says the same.</p></section>`;
+}
+
+/** The subject's ids besides the tenant and the restore (those are links). */
+function otherSubject(subject: AuditEntry['subject']): string {
+  const { tenantId: _t, restoreId: _r, ...rest } = subject;
+  return Object.keys(rest).length ? subjectText(rest) : '';
+}
+
+function detailsText(details: Record<string, unknown>): string {
+  const { workflowId: _w, runId: _r, ...rest } = details;
+  const t = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ');
+  return t.length > 300 ? `${t.slice(0, 297)}…` : t;
+}
+
+/** The audit log: newest first, filtered by tenant and action, with the chain's state on top. */
+export function auditPage(p: Page<AuditEntry>, v: AuditVerification | null, verifyError: string | null, filter: { tenant: string; action: string }): Html {
+  const brokenAt = v?.broken?.seq;
+  return html`<h1>Audit log</h1>
+    ${chainBanner(v, verifyError)}
+    <form class="search audit-filter" method="get" action="/audit">
+      <label for="tenant">Tenant</label> <input id="tenant" name="tenant" value="${filter.tenant}" maxlength="128">
+      <label for="action">Action</label> <select id="action" name="action"><option value="">any</option>${auditActions.map((a) => html`<option value="${a}"${a === filter.action ? html` selected` : ''}>${a}</option>`)}</select>
+      <button type="submit">Filter</button>
+    </form>
+    ${p.rows.length
+      ? html`<table class="audit"><thead><tr><th>#</th><th>when</th><th>by</th><th>action</th><th>outcome</th><th>subject</th><th>digest</th><th>details</th></tr></thead>
+        <tbody>${p.rows.map(
+          (e) => html`<tr data-seq="${e.seq}" class="${brokenAt !== undefined && e.seq === brokenAt ? 'critical' : e.outcome === 'refused' || e.outcome === 'failed' ? 'warning' : ''}">
+            <td class="n">${e.seq}</td><td>${when(e.at)}</td><td class="by">${e.by}</td><td class="action"><code>${e.action}</code></td><td class="outcome">${e.outcome}</td>
+            <td class="subject">${e.subject.tenantId ? html`${tenantLink(e.subject.tenantId)} ` : ''}${e.subject.restoreId ? restoreLink(e.subject.restoreId) : ''} <span class="muted">${otherSubject(e.subject)}</span></td>
+            <td>${e.digest ? html`<code class="digest" title="${e.digest}">${e.digest.slice(0, 12)}…</code>` : ''}</td>
+            <td class="details">${detailsText(e.details)}</td></tr>`,
+        )}</tbody></table>`
+      : html`<p class="muted">No entries${filter.tenant || filter.action ? ' match' : ' yet'}.</p>`}
+    ${pager(p, (page) => withQuery('/audit', { tenant: filter.tenant, action: filter.action, page }))}`;
 }
 
 export function signInPage(next: string, token: string, problem: string | null): Html {

@@ -5,8 +5,8 @@
 // An outcome is counted, and its notices queued, in one transaction: before anything is sent. A
 // retried activity finds its idempotency key and changes nothing; a delivery is marked sent only
 // after the receiver accepted it, so a crash in between sends it again (at least once, never lost).
-import type { PoolClient } from 'pg';
 import type { Catalog } from '../catalog';
+import { inTransaction } from '../pg';
 import type { AlertChannel, AlertNotice, AlertRunRef } from './types';
 
 export interface CountedOutcome {
@@ -37,18 +37,6 @@ export interface Delivery {
 }
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : undefined);
-
-async function inTransaction<T>(c: PoolClient, fn: () => Promise<T>): Promise<T> {
-  await c.query('BEGIN');
-  try {
-    const out = await fn();
-    await c.query('COMMIT');
-    return out;
-  } catch (err) {
-    await c.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
-}
 
 /**
  * Counts one outcome: a failure opens the alert unless it is open (then it only counts), a success

@@ -1,5 +1,7 @@
 // Pins (legal hold): a pinned backup is never deleted by retention. Pins live in storage beside
-// the backups (pins/<backupId>.json), so they survive a lost or rebuilt catalog.
+// the backups (pins/<backupId>.json), so they survive a lost or rebuilt catalog. Pinning and
+// unpinning as people do it (the CLI) is recorded in the audit log (lib/audit).
+import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
 
@@ -31,6 +33,22 @@ export async function pinBackup(store: ObjectStore, pin: Pin): Promise<Pin> {
 export async function unpinBackup(store: ObjectStore, backupId: string): Promise<boolean> {
   if (!(await store.stat(pinKey(backupId)))) return false;
   await store.delete(pinKey(backupId));
+  return true;
+}
+
+/** Pins the backup, then records it in the audit log (with the backup's tenant, when it has one). */
+export async function pinRecorded(engine: Engine, pin: Pin): Promise<Pin> {
+  const done = await pinBackup(engine.store, pin);
+  const tenantId = await engine.catalog.tenantOfBackup(pin.backupId);
+  await engine.audit.append({ action: 'backup.pin', by: pin.by, subject: { backupId: pin.backupId, ...(tenantId ? { tenantId } : {}) }, outcome: 'done', details: { reason: pin.reason } });
+  return done;
+}
+
+/** Lifts the pin, then records it in the audit log; false (nothing recorded) when there was none. */
+export async function unpinRecorded(engine: Engine, backupId: string, by: string): Promise<boolean> {
+  if (!(await unpinBackup(engine.store, backupId))) return false;
+  const tenantId = await engine.catalog.tenantOfBackup(backupId);
+  await engine.audit.append({ action: 'backup.unpin', by, subject: { backupId, ...(tenantId ? { tenantId } : {}) }, outcome: 'done' });
   return true;
 }
 

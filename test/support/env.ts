@@ -28,7 +28,7 @@ export interface TestEnv {
   temporal: Client;
   /** the engine over this config, for reading storage and the catalog from tests */
   engine: Engine;
-  startWorker(): Promise<StartedWorker>;
+  startWorker(opts?: Omit<Parameters<typeof startWorker>[1], 'bundle'>): Promise<StartedWorker>;
   /** a config file variant, e.g. with a broken database URL */
   writeConfig(name: string, change: (doc: Record<string, any>) => void): string;
   close(): Promise<void>;
@@ -79,8 +79,8 @@ export async function createTestEnv(storage: StorageKind = 'local', opts: { db?:
     dir,
     temporal: new Client({ connection, namespace: stack.namespace }),
     writeConfig,
-    async startWorker() {
-      const w = await startWorker(config, { bundle: stack.bundle });
+    async startWorker(workerOpts = {}) {
+      const w = await startWorker(config, { ...workerOpts, bundle: stack.bundle });
       workers.push(w);
       return w;
     },
