@@ -359,7 +359,8 @@ describe('bad input: a clear answer, and nothing changed', function () {
         if (answer.code !== undefined && answer.code !== 0) assert.match(answer.message, /HINT: /, 'the CLI says what to do');
         const after = await picture();
         const allowed = new Set<string>(row.mayChange ?? []);
-        const changed = Object.keys({ ...before, ...after }).filter((part) => JSON.stringify(before[part]) !== JSON.stringify(after[part]));
+        const changed = Object.keys({ ...before, ...after }).filter((part) => part !== 'catalog.audit_log' && JSON.stringify(before[part]) !== JSON.stringify(after[part]));
+        assert.deepEqual(after['catalog.audit_log'].slice(0, before['catalog.audit_log'].length), before['catalog.audit_log'], 'the audit log only grew');
         assert.deepEqual(changed.filter((part) => !allowed.has(part)), [], 'nothing changed');
         if (allowed.has('workflows')) {
           // what it may add is one failed (or rejected) run of its own, never another change to one that was there
@@ -402,9 +403,14 @@ describe('bad input: a clear answer, and nothing changed', function () {
         const r = await c.query<{ n: number; h: string }>(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) AS h FROM ${name} x`);
         parts[t.schema === env.config.catalog.schema ? `catalog.${t.name}` : `${t.schema}.${t.name}`] = `${r.rows[0].n}:${r.rows[0].h}`;
       }
+      // the audit log records an attempt, refused or failed (its growth is checked apart): its entries as they were
+      parts['catalog.audit_log'] = (await c.query<{ hash: string }>(`SELECT hash FROM ${quoteIdent(env.config.catalog.schema)}.audit_log ORDER BY seq`)).rows.map((r) => r.hash);
     });
     const objects: Record<string, string> = {};
-    for await (const o of env.engine.store.list('')) objects[o.key] = createHash('sha256').update(await env.engine.store.getBytes(o.key)).digest('hex');
+    for await (const o of env.engine.store.list('')) {
+      // audit/head.json: the audit log's newest entry, anchored (it moves with the log)
+      if (!o.key.startsWith('audit/')) objects[o.key] = createHash('sha256').update(await env.engine.store.getBytes(o.key)).digest('hex');
+    }
     parts.storage = objects;
     const runs: Record<string, string> = {};
     for await (const w of env.temporal.workflow.list({ query: `TaskQueue = "${env.config.temporal.taskQueue}"` })) runs[`${w.workflowId}/${w.runId}`] = w.status.name;
