@@ -544,9 +544,12 @@ export class Catalog {
     return rec;
   }
 
-  /** Indexes many tenant backups in one statement (a batch's: one commit, not one per tenant). */
+  /** Indexes many tenant backups, one statement per backupsPerStatement of them (a batch's: not one per tenant). */
   async recordBackups(backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<void> {
-    if (backups.length > 0) await this.run((c) => this.insertBackups(c, backups));
+    for (let i = 0; i < backups.length; i += backupsPerStatement) {
+      const some = backups.slice(i, i + backupsPerStatement);
+      await this.run((c) => this.insertBackups(c, some));
+    }
   }
 
   private async insertBackups(c: PoolClient, backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<BackupRecord[]> {
@@ -1101,7 +1104,7 @@ export class Catalog {
     const { found, invalid } = await readManifests(store, 'tenants/', (body, key) => parseManifest(body, key, store, shared));
     const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
     const backups = [...found.values()].map(({ manifest, prefix, sha256 }) => ({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256 }));
-    for (let i = 0; i < backups.length; i += backupsPerStatement) await this.recordBackups(backups.slice(i, i + backupsPerStatement));
+    await this.recordBackups(backups);
     const removed = [...existing].filter((id) => !found.has(id));
     if (removed.length) await this.run((c) => c.query(`DELETE FROM ${this.s}.backups WHERE backup_id = ANY($1)`, [removed]));
     return { indexed: found.size, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };

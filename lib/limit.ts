@@ -1,7 +1,11 @@
 // Work over a list with a bounded number of calls in flight.
 
-/** Calls `fn` on every item, at most `limit` at once; rejects with the first failure (the calls in flight finish first). */
-export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+/**
+ * Calls `fn` on every item, at most `limit` at once, and gives back the results in the items'
+ * order; rejects with the first failure (the calls in flight finish first, no new one starts).
+ */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
   let next = 0;
   let failed = false;
   await Promise.all(
@@ -9,7 +13,7 @@ export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item
       while (!failed && next < items.length) {
         const i = next++;
         try {
-          await fn(items[i], i);
+          results[i] = await fn(items[i], i);
         } catch (err) {
           failed = true;
           throw err;
@@ -17,4 +21,5 @@ export async function eachLimit<T>(items: readonly T[], limit: number, fn: (item
       }
     }),
   );
+  return results;
 }

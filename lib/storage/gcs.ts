@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { IdempotencyStrategy, Storage, type Bucket } from '@google-cloud/storage';
 import type { StorageConfig } from '../config';
 import { ErrorType, TenantsafeError } from '../errors';
-import { eachLimit } from '../limit';
+import { mapLimit } from '../limit';
 import { checkKey } from './keys';
 import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, SmallObject } from './types';
 
@@ -114,11 +114,7 @@ export class GcsStore implements ObjectStore {
 
   /** One request per object (an upload is durable once it finalises), several in flight. */
   async putMany(objects: readonly SmallObject[], opts: Pick<PutOptions, 'signal'> = {}): Promise<PutResult[]> {
-    const stored = new Array<PutResult>(objects.length);
-    await eachLimit(objects, requestsInFlight, async (o, i) => {
-      stored[i] = await this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal });
-    });
-    return stored;
+    return mapLimit(objects, requestsInFlight, (o) => this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal }));
   }
 
   get(key: string): Promise<Readable> {

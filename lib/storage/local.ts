@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import type { StorageConfig } from '../config';
 import { sha256Hex } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
-import { eachLimit } from '../limit';
+import { mapLimit } from '../limit';
 import { byKey, checkKey, partialName } from './keys';
 import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, SmallObject } from './types';
 
@@ -80,19 +80,17 @@ export class LocalStore implements ObjectStore {
     const files = objects.map((o) => path.join(this.root, o.key));
     const partials = files.map(partialPath);
     try {
-      await eachLimit([...new Set(files.map((f) => path.dirname(f)))], fileOpsInFlight, async (dir) => {
-        await this.writing(mkdir(dir, { recursive: true }), dir);
-      });
-      await eachLimit(objects, fileOpsInFlight, async (o, i) => {
+      await mapLimit([...new Set(files.map((f) => path.dirname(f)))], fileOpsInFlight, (dir) => this.writing(mkdir(dir, { recursive: true }), dir));
+      await mapLimit(objects, fileOpsInFlight, async (o, i) => {
         opts.signal?.throwIfAborted();
         await this.writing(writeFile(partials[i], o.body, { flag: 'wx' }), partials[i]);
       });
       await this.syncFileSystem();
       opts.signal?.throwIfAborted();
-      await eachLimit(objects, fileOpsInFlight, (_, i) => this.writing(rename(partials[i], files[i]), files[i]));
+      await mapLimit(objects, fileOpsInFlight, (_, i) => this.writing(rename(partials[i], files[i]), files[i]));
       await this.syncFileSystem();
     } catch (err) {
-      await eachLimit(partials, fileOpsInFlight, (p) => unlink(p).catch(() => undefined));
+      await mapLimit(partials, fileOpsInFlight, (p) => unlink(p).catch(() => undefined));
       throw err;
     }
     return objects.map((o) => ({ key: o.key, bytes: o.body.length, sha256: sha256Hex(o.body) }));

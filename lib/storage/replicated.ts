@@ -12,7 +12,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { changeLogObjectOfKey } from '../format/changeLog';
 import { manifestFile } from '../format/sealed';
 import { byKey } from './keys';
-import { eachLimit } from '../limit';
+import { mapLimit } from '../limit';
 import type { ByteRange, ObjectInfo, ObjectStore, PutOptions, PutResult, SmallObject, StorageLocation } from './types';
 
 /** `storage-lag/<location>/<time>-<random>.json`: a write or delete that location missed, kept in the other one */
@@ -102,13 +102,7 @@ export class ReplicatedStore implements ObjectStore {
    * A failing primary: object by object through put, which writes to the secondary instead.
    */
   async putMany(objects: readonly SmallObject[], opts: Pick<PutOptions, 'signal'> = {}): Promise<PutResult[]> {
-    const oneByOne = async () => {
-      const stored = new Array<PutResult>(objects.length);
-      await eachLimit(objects, 8, async (o, i) => {
-        stored[i] = await this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal });
-      });
-      return stored;
-    };
+    const oneByOne = () => mapLimit(objects, 8, (o) => this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal }));
     if (this.primaryFailing()) return oneByOne();
     let stored: PutResult[];
     try {
@@ -129,9 +123,9 @@ export class ReplicatedStore implements ObjectStore {
     } catch (err) {
       if (opts.signal?.aborted) throw err;
       // which copies made it is not known: all are recorded as missed, `storage sync` copies them again
-      await eachLimit(copies, 8, (o) => this.recordLag('secondary', 'put', o.key, messageOf(err)));
+      await mapLimit(copies, 8, (o) => this.recordLag('secondary', 'put', o.key, messageOf(err)));
     }
-    await eachLimit(held, 8, (o) => this.recordLag('secondary', 'put', o.key, 'held back until the objects the secondary misses are copied'));
+    await mapLimit(held, 8, (o) => this.recordLag('secondary', 'put', o.key, 'held back until the objects the secondary misses are copied'));
     return stored;
   }
 

@@ -24,7 +24,7 @@ import { batchedManifestFormatVersion, completeBatchedManifest, packsArea, parse
 import { backupsPerStatement } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
-import { eachLimit } from '../limit';
+import { mapLimit } from '../limit';
 import { connect, connectionError, inLanes, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { batchRowsQuery, discoverTenancy, listTenants, type TenancyPlan } from '../tenancy';
@@ -257,7 +257,7 @@ async function writeManifests(
     puts.forEach((p, i) => stored.set(written[i].tenantId, p.sha256));
   } catch (err) {
     if (!isUnwritable(err)) throw err;
-    await eachLimit(written, 8, async (w) => {
+    await mapLimit(written, 8, async (w) => {
       try {
         stored.set(w.tenantId, (await store.put(w.prefix + manifestFile, w.body, { contentType: 'application/json', signal })).sha256);
       } catch (e) {
@@ -304,7 +304,7 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
         earlier.bytes += manifest.totals.bytes;
         referenced = true;
       }
-      for (let i = 0; i < found.length; i += backupsPerStatement) await engine.catalog.recordBackups(found.slice(i, i + backupsPerStatement));
+      await engine.catalog.recordBackups(found);
     }
     if (!referenced) earlier.removed += await store.deletePrefix(dir);
   }
