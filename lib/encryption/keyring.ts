@@ -87,6 +87,7 @@ export interface KeyringOptions {
 /** The data keys of one store, unwrapped with the configured master key. Each call reads storage afresh: an erased key is gone at once. */
 export class Keyring {
   readonly provider: LocalKeyFile;
+  private readonly databaseKeys = new Map<string, DataKey>();
   constructor(
     private readonly store: ObjectStore,
     private readonly opts: KeyringOptions,
@@ -141,10 +142,16 @@ export class Keyring {
     return key;
   }
 
-  /** An encrypted object without a manifest (a WAL segment): its header names the database key. */
+  /**
+   * An encrypted object without a manifest (a WAL segment): its header names the database key.
+   * Kept once found: a restore reads many segments, and a database key is never erased.
+   */
   async openById(keyId: string, what: string): Promise<DataKey> {
+    const known = this.databaseKeys.get(keyId);
+    if (known) return known;
     for await (const o of this.store.list(databaseKeysArea)) {
       const key = await this.read(o.key, null, what);
+      this.databaseKeys.set(key.id, key);
       if (key.id === keyId) return key;
     }
     throw new TenantsafeError(ErrorType.DataKeyErased, `${what} is encrypted under data key ${keyId}, which no key file under ${databaseKeysArea} holds.`, 'Restore the key files from the secondary storage location or a copy of the repository (docs/runbooks/encryption-keys.md).');

@@ -16,14 +16,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { stageTables } from '../restore/stage';
 import { rowsDigest } from '../restore/verifyApplied';
-import { sha256OfStream } from '../checksum';
+import { pipeline } from 'node:stream/promises';
+import { Sha256Stream } from '../checksum';
+import { requireKeyring, type DataKey } from '../encryption';
+import { discard } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../postgres/cluster';
 import { runPgTool } from '../postgres/tools';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { dumpFolder } from '../fullBackup/logicalDump';
-import { baseObjectOf, fullBackupPrefix, parseFullManifest, readFullManifest, type FullManifest } from '../format/fullManifest';
+import { baseObjectOf, fullBackupPrefix, parseFullManifest, readFullManifest, type FullBackupObject, type FullManifest } from '../format/fullManifest';
 import { parseBackupLabel } from '../labels';
 import { objectLocation, objectName, openObject, parseManifest, type ManifestObject, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
@@ -110,12 +113,22 @@ export async function checkManifestAndObjects(
   }
   const checks: VerificationCheck[] = [{ check: 'manifest', target: manifestFile, result: 'ok' }];
   const objects = 'tables' in manifest ? manifest.tables.map((t) => t.object) : manifest.objects;
-  for (const o of objects) checks.push(await checkObject(store, located.prefix, o));
+  // encrypted: each object is decrypted too (every chunk's tag checked); a key that cannot be had is a check of its own
+  let dataKey: DataKey | undefined;
+  if (manifest.encryption) {
+    try {
+      dataKey = await requireKeyring(store, `Backup ${located.backupId}`).open(manifest.encryption, `Backup ${located.backupId}`);
+    } catch (err) {
+      checks.push({ check: 'object', target: manifest.encryption.key, result: (err as TenantsafeError).type === ErrorType.DataKeyErased ? 'missing' : 'other', detail: (err as Error).message });
+    }
+  }
+  // a tenant backup's objects are all encrypted; of a full backup's, those marked
+  for (const o of objects) checks.push(await checkObject(store, located.prefix, o, 'tables' in manifest || (o as FullBackupObject).encrypted ? dataKey : undefined));
   return { checks, manifest };
 }
 
 /** An object's check; a part of a pack (tenant manifests of format 2) is checked as its byte range of the pack. */
-async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject): Promise<VerificationCheck> {
+async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject | FullBackupObject, dataKey?: DataKey): Promise<VerificationCheck> {
   const { key, range } = objectLocation(prefix, o);
   const target = range ? objectName(prefix, o) : o.key;
   const found = await store.stat(key);
@@ -124,7 +137,14 @@ async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject
   if (range ? found.bytes < end : found.bytes !== o.bytes) {
     return { check: 'object', target, result: 'size_invalid', detail: range ? `pack holds ${found.bytes} bytes, the part ends at ${end}` : `${found.bytes} bytes stored, ${o.bytes} in the manifest` };
   }
-  const sha256 = await sha256OfStream(await openObject(store, prefix, o));
+  const sha = new Sha256Stream();
+  try {
+    await pipeline([await openObject(store, prefix, o), sha, ...(dataKey ? [dataKey.open(target)] : []), discard()]);
+  } catch (err) {
+    if (!(err instanceof TenantsafeError) || err.type !== ErrorType.CorruptBackup) throw err;
+    return { check: 'object', target, result: 'checksum_mismatch', detail: err.message };
+  }
+  const sha256 = sha.hex();
   return sha256 === o.sha256 ? { check: 'object', target, result: 'ok' } : { check: 'object', target, result: 'checksum_mismatch', detail: `sha256 ${sha256}, manifest says ${o.sha256}` };
 }
 
