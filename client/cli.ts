@@ -11,6 +11,7 @@ import { createProgram, standardExitCodes, type CliCommand } from './cliCommand'
 import { registerDatabaseCommands } from './databaseCommands';
 import { registerDrillCommands } from './drillCommands';
 import { registerDrCommands } from './drCommands';
+import { registerKeyCommands } from './keyCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
@@ -46,6 +47,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   registerStandbyCommands(program);
   registerDrillCommands(program);
   registerStorageCommands(program);
+  registerKeyCommands(program);
   registerDrCommands(program);
   registerAuditCommands(program);
   registerWorkerCommand(program);

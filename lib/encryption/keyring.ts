@@ -186,6 +186,26 @@ export class Keyring {
     return { masterKeyId, retired: this.provider.retireOthers(), rewrapped };
   }
 
+  /** The master keys in the key file (current first) and how many data keys each wraps; `unreadable`: key files that did not parse. */
+  async status(): Promise<{ keyFile: string; enabled: boolean; masterKeys: string[]; dataKeys: Record<string, number>; tenantKeys: number; databaseKeys: number; unreadable: string[] }> {
+    const masterKeys = this.provider.exists() ? this.provider.keyIds() : [];
+    const dataKeys: Record<string, number> = {};
+    const unreadable: string[] = [];
+    let tenantKeys = 0;
+    let databaseKeys = 0;
+    for await (const o of this.store.list(keysArea)) {
+      try {
+        const f = await this.readFile(o.key);
+        dataKeys[f.masterKeyId] = (dataKeys[f.masterKeyId] ?? 0) + 1;
+        if ('tenantId' in f.owner) tenantKeys++;
+        else databaseKeys++;
+      } catch {
+        unreadable.push(o.key);
+      }
+    }
+    return { keyFile: this.provider.file, enabled: this.opts.enabled, masterKeys, dataKeys, tenantKeys, databaseKeys, unreadable };
+  }
+
   /** Whether the store holds any data key (a repository that has used encryption). */
   async hasKeys(): Promise<boolean> {
     for await (const _ of this.store.list(keysArea)) return true;
