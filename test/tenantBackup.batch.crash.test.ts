@@ -1,7 +1,6 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { batchPrefix } from '../lib/tenantBackup/batch';
-import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { workflowIds, type TenantBackupsAllResult } from '../workflows/messages';
 import type { tenantBackupsAll } from '../workflows';
@@ -20,7 +19,7 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
     // enough rows that the batch's scans take a moment
     db = await freshDatabase({ tenants: 300, rows: 400_000 });
     env = await createTestEnv('local', { db });
-    store = createStore(env.config.storage.primary);
+    store = env.engine.store;
   });
   after(async () => {
     workers.splice(0).forEach((w) => w.kill('SIGKILL'));

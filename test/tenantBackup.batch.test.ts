@@ -33,7 +33,9 @@ describe('batched tenant backups', function () {
     this.timeout(120_000);
     db = await freshDatabase();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-batch-'));
-    engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } } }, { env: {}, source: 'test', baseDir: dir }));
+    // the pack format as written unencrypted (encryption.enabled: false, and every repository from
+    // before it): formats 1 to 3, parts that gunzip alone; test/encryption.test.ts covers encrypted packs
+    engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, encryption: { enabled: false } }, { env: {}, source: 'test', baseDir: dir }));
   });
   after(async () => {
     await engine?.close();
