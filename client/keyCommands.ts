@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { LocalKeyFile } from '../lib/encryption';
 import { checkEraseTenant, eraseTenantBackups } from '../lib/tenantBackup/erase';
 import type { CliCommand } from './cliCommand';
-import { config, globals, nonEmpty, withEngine } from './commandHelpers';
+import { config, globals, requester, requesterOption, withEngine } from './commandHelpers';
 import { emit } from './output';
 
 export function registerKeyCommands(program: CliCommand): void {
@@ -54,12 +54,12 @@ export function registerKeyCommands(program: CliCommand): void {
   tenant
     .command('erase-backups <tenantId>')
     .description('crypto-shredding: destroy the tenant\'s data key, delete its tenant backups (objects and catalog rows), record it in the audit log; its parts of shared packs stay, unreadable, until retention removes the packs')
-    .requiredOption('--by <who>', 'who erases (recorded in the audit log)')
+    .addOption(requesterOption('who erases (recorded in the audit log)'))
     .example('tenantsafe tenant erase-backups acme --by dpo@example.com')
     .exits({ 2: 'bad input, or a backup of the tenant is pinned (legal hold): nothing was erased' })
-    .action(async (tenantId: string, opts: { by: string }, cmd: Command) => {
+    .action(async (tenantId: string, opts: { by?: string }, cmd: Command) => {
       checkEraseTenant(tenantId);
-      const by = nonEmpty(opts.by, '--by', 'Pass --by <who>: the audit log records who erased.');
+      const by = requester(opts.by);
       const out = await withEngine(cmd, (e) => eraseTenantBackups(e, { tenantId, by }));
       emit(globals(cmd), out, () =>
         `Tenant ${tenantId}: data key ${out.keyDestroyed ? 'destroyed' : 'absent (its backups were not encrypted)'}; ${out.backups.length} backups erased (${out.objects} objects). Recorded in the audit log.`,
