@@ -30,6 +30,7 @@ import { baseKeyOf, fullBackupCompressions } from './support/compressions';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { readFullManifest } from '../lib/format/fullManifest';
+import { isSealed, sealedKeyId } from '../lib/encryption';
 import { sealManifest, writeManifest } from '../lib/format/sealed';
 
 interface Row {
@@ -169,6 +170,14 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
     const keys: string[] = [];
     for await (const o of store.list(`full/${out.backupId}/`)) keys.push(o.key.slice(`full/${out.backupId}/`.length));
     assert.deepEqual(keys.sort(), ['backup_manifest', baseKeyOf(compression), 'manifest.json', 'started.json']);
+    // encrypted by default: the base tar and the WAL under the cluster's data key (the restores below decrypt them)
+    const manifest = await readFullManifest(store, `full/${out.backupId}/`);
+    assert.equal(manifest.formatVersion, 2);
+    assert.equal(manifest.encryption?.key, `keys/database/${manifest.systemIdentifier}.json`);
+    const base = await store.getBytes(`full/${out.backupId}/${baseKeyOf(compression)}`);
+    assert.ok(isSealed(base) && sealedKeyId(base) === manifest.encryption!.keyId, 'the base tar is encrypted');
+    const segments = (await listWalArchive(store)).segments;
+    assert.ok(segments.length > 0 && (await Promise.all(segments.map(async (seg) => isSealed(await store.getBytes(seg.key))))).every(Boolean), 'every WAL segment is encrypted');
     const listed = await cli(['full-backups', 'list']);
     assert.deepEqual(listed.json().map((b: { backupId: string }) => b.backupId), [out.backupId]);
   });

@@ -31,8 +31,8 @@ export interface BackupSource {
   store: ObjectStore;
   /** backup prefix in the store */
   prefix: string;
-  /** the manifest's record of encryption: its objects are decrypted with that data key */
-  encryption?: EncryptionRecord;
+  /** the manifest's record of encryption (its objects are decrypted with that data key); required, so no caller forgets it */
+  encryption: EncryptionRecord | undefined;
 }
 
 export interface StageOptions extends BackupSource {

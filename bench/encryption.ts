@@ -1,0 +1,81 @@
+// The cost of encryption at rest on the largest tenant, encrypted vs unencrypted in the same run:
+//   backup:  takeTenantBackup of the tenant (export, gzip, encrypt, store, manifest), target ≤ 1.1
+//   restore: the tenant wiped, then preview (stage + diff) + apply + verify, target ≤ 1.1
+// Engine-level (lib/), with no Temporal or CLI around it: those are the same either way and would
+// only dilute the ratio (bench/tenantBackup.ts and bench/tenantRestore.ts measure them, encrypted,
+// as the default config now is). Rounds alternate the two, each phase after a CHECKPOINT.
+// Scale 1: a 1M-row tenant among 5 small ones; 3 rounds of each (quick: 1).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { parseConfig } from '../lib/config';
+import { Engine } from '../lib/engine';
+import { backupLabel, restoreLabel } from '../lib/labels';
+import { connect } from '../lib/pg';
+import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
+import { discoverTenancy } from '../lib/tenancy';
+import { recordTenantBackup, takeTenantBackup } from '../lib/tenantBackup';
+import { benchRow, ratioAtMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
+import { benchDatabase, median, wipeTenant } from './support';
+
+const whale = 'whale';
+const scenario = 'encryption cost, largest tenant';
+
+export async function run(opts: BenchOptions): Promise<BenchRow[]> {
+  const rounds = roundsOf(opts, 3, 1);
+  const db = await benchDatabase({ tenants: 5, rows: 20_000, extraTenants: [{ tenantId: whale, rows: scaled(opts, 1_000_000, 10_000) }] });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-bench-encryption-'));
+  const engineOf = (enabled: boolean) =>
+    new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: path.join(work, 'backups') } }, encryption: { enabled, keyFile: path.join(work, 'tenantsafe.key') } }, { env: {}, source: 'bench', baseDir: work }));
+  const engines = { encrypted: engineOf(true), plain: engineOf(false) };
+  const sql = await connect(db.url);
+  const times = { encrypted: { backup: [] as number[], restore: [] as number[] }, plain: { backup: [] as number[], restore: [] as number[] } };
+  let sizes = '';
+  try {
+    const plan = await discoverTenancy(sql, engines.plain.config.tenancy);
+    const checkpoint = () => sql.query('CHECKPOINT');
+    for (let i = 0; i < rounds; i++) {
+      // alternate which goes first, so neither always meets the warmer cache
+      for (const kind of i % 2 === 0 ? (['plain', 'encrypted'] as const) : (['encrypted', 'plain'] as const)) {
+        const engine = engines[kind];
+        const backupId = backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex'));
+        await checkpoint();
+        let t0 = performance.now();
+        const s = await takeTenantBackup(engine, { tenantId: whale, backupId });
+        times[kind].backup.push((performance.now() - t0) / 1000);
+        await recordTenantBackup(engine, { tenantId: whale, backupId, manifestSha256: s.manifestSha256 });
+        if (kind === 'encrypted') sizes = `${s.rows} rows, ${(s.bytes / 2 ** 20).toFixed(1)} MiB stored`;
+
+        await wipeTenant(sql, plan, whale);
+        await checkpoint();
+        const job = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId: whale, backupId, selection: parseSelection({ tenantId: whale }) };
+        t0 = performance.now();
+        const preview = await previewRestore(engine, job);
+        await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+        const verified = await verifyAppliedRestore(engine, job, true);
+        times[kind].restore.push((performance.now() - t0) / 1000);
+        if (!verified.ok) throw new Error(`the ${kind} restore did not verify`);
+        await dropRestoreScratch(engine, job.restoreId);
+      }
+    }
+  } finally {
+    await sql.end().catch(() => undefined);
+    await engines.encrypted.close();
+    await engines.plain.close();
+    fs.rmSync(work, { recursive: true, force: true });
+    await db.drop();
+  }
+  const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(2)).join(', ')}]`;
+  return (['backup', 'restore'] as const).map((phase) =>
+    benchRow(scenario, phase === 'backup' ? 'tenant backup, encrypted vs unencrypted (engine)' : 'wipe → preview + apply + verify, encrypted vs unencrypted (engine)', {
+      ours: median(times.encrypted[phase]),
+      baseline: median(times.plain[phase]),
+      unit: 's',
+      target: ratioAtMost(1.1),
+      note: `${sizes}; medians of ${rounds}: encrypted ${list(times.encrypted[phase])}, unencrypted ${list(times.plain[phase])}`,
+    }),
+  );
+}
+
+if (require.main === module) runScenario(run);
