@@ -11,15 +11,13 @@ import { ErrorType, TenantsafeError } from '../lib/errors';
 import { manifestFile } from '../lib/format/sealed';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/format/tenantManifest';
 import { backupLabel, restoreLabel } from '../lib/labels';
-import { connect } from '../lib/pg';
-import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
+import { dropRestoreScratch, parseSelection, previewRestore } from '../lib/restore';
 import { batchBackupIds, takeTenantBatch } from '../lib/tenantBackup/batch';
 import { eraseTenantBackups } from '../lib/tenantBackup/erase';
 import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
-import { damageTenant } from '../sample/damage';
-import { backUpNow, liveRows, readBackup } from './support/backups';
+import { backUpNow } from './support/backups';
 import { freshDatabase, type TestDatabase } from './support/db';
-import { checksumsOf } from './support/restore';
+import { damageAndRestore } from './support/restore';
 
 describe('encryption at rest', function () {
   let db: TestDatabase;
@@ -43,25 +41,6 @@ describe('encryption at rest', function () {
     await db?.drop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-
-  /** Damages the tenant, restores it from the backup through preview, apply and verification; its rows are the backup's again. */
-  async function restoresExactly(e: Engine, tenantId: string, backupId: string): Promise<void> {
-    const expected = checksumsOf((await readBackup(e.store, tenantId, backupId)).rows);
-    await connect(db.url).then(async (c) => {
-      await damageTenant(c, tenantId);
-      await c.end();
-    });
-    assert.notDeepEqual(checksumsOf(await liveRows(e.config, tenantId)), expected);
-    const job = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
-    try {
-      const preview = await previewRestore(e, job);
-      await applyApprovedRestore(e, { ...job, digest: preview.digest });
-      assert.equal((await verifyAppliedRestore(e, job, true)).ok, true);
-    } finally {
-      await dropRestoreScratch(e, job.restoreId);
-    }
-    assert.deepEqual(checksumsOf(await liveRows(e.config, tenantId)), expected);
-  }
 
   /** A restore's preview of the backup fails with this error type. */
   async function previewFails(e: Engine, tenantId: string, backupId: string, type: string, message: RegExp): Promise<void> {
@@ -120,7 +99,7 @@ describe('encryption at rest', function () {
       assert.ok(isSealed(stored) && sealedKeyId(stored) === m.encryption!.keyId, `${t.table}: encrypted under acme's key`);
       assert.throws(() => gunzipSync(stored), `${t.table}: not readable as gzip`);
     }
-    await restoresExactly(engine, 'acme', backupId);
+    await damageAndRestore(engine, 'acme', backupId);
   });
 
   it('encrypts each tenant\'s part of a batch\'s packs on its own under that tenant\'s key, and restores a tenant from its parts', async function () {
@@ -142,7 +121,7 @@ describe('encryption at rest', function () {
       }
     }
     assert.equal(keyIds.size, 2, 'two tenants, two keys');
-    await restoresExactly(engine, 'globex', ids.get('globex')!);
+    await damageAndRestore(engine, 'globex', ids.get('globex')!);
   });
 
   it('detects a flipped byte in an encrypted object: the restore fails with CorruptBackup and verify reports checksum_mismatch', async function () {
@@ -210,7 +189,7 @@ describe('encryption at rest', function () {
     } finally {
       await old.close();
     }
-    await restoresExactly(engine, 'globex', backupId);
+    await damageAndRestore(engine, 'globex', backupId);
   });
 
   it('erases a tenant\'s backups: its key destroyed, its backups gone, its parts in shared packs unreadable, the other tenants of the batch still restore', async function () {
@@ -245,7 +224,7 @@ describe('encryption at rest', function () {
     assert.ok(verified.checks.some((c) => c.target === tenantKeyPath(victim) && c.result === 'missing'), JSON.stringify(verified.checks));
     await eraseTenantBackups(engine, { tenantId: victim, by: 'dpo@example.com' });
 
-    await restoresExactly(engine, 'initech', ids.get('initech')!);
+    await damageAndRestore(engine, 'initech', ids.get('initech')!);
   });
 
   it('still restores a backup written without encryption, and writes unencrypted backups (format 2) when encryption is off', async function () {
@@ -257,7 +236,7 @@ describe('encryption at rest', function () {
       assert.equal(m.formatVersion, 2);
       assert.equal(m.encryption, undefined);
       for (const t of m.tables) gunzipSync(fs.readFileSync(path.join(storeDir(), tenantBackupPrefix('acme', backupId), t.object.key)));
-      await restoresExactly(engine, 'acme', backupId);
+      await damageAndRestore(engine, 'acme', backupId);
     } finally {
       await plain.close();
     }

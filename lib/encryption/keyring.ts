@@ -13,6 +13,9 @@ import { LocalKeyFile } from './masterKey';
 import { keyIdBytes, objectCipher, openBuffer, OpenStream, sealBuffer, SealStream } from './sealedObject';
 
 export const keysArea = 'keys/';
+/** how long a new key's writer waits before it takes the stored key as final (see Keyring.create) */
+const settleMs = 1000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const tenantKeysArea = `${keysArea}tenants/`; // tenantKeyPath's folder
 const databaseKeysArea = `${keysArea}database/`;
 
@@ -109,8 +112,11 @@ export class Keyring {
     if (!this.opts.enabled) return undefined;
     const existing = new Set<string>();
     for await (const o of this.store.list(tenantKeysArea)) existing.add(o.key);
-    const keys = await mapLimit(tenantIds, 16, (tenantId) => (existing.has(tenantKeyPath(tenantId)) ? this.read(tenantKeyPath(tenantId), { tenantId }) : this.create({ tenantId })));
-    return new Map(tenantIds.map((t, i) => [t, keys[i]]));
+    const keys = await mapLimit(tenantIds, 16, (tenantId) => (existing.has(tenantKeyPath(tenantId)) ? this.read(tenantKeyPath(tenantId), { tenantId }) : this.create({ tenantId }, false)));
+    // the keys made here settle together: one wait for the batch, not one per tenant
+    if (keys.some((k) => k.created)) await sleep(settleMs);
+    const settled = await mapLimit(keys, 16, (k, i) => (k.created ? this.adopt(k, { tenantId: tenantIds[i] }) : Promise.resolve(k)));
+    return new Map(tenantIds.map((t, i) => [t, settled[i]]));
   }
 
   /** The key full backups, WAL and change-log segments of a database cluster are written with; undefined when off. */
@@ -217,14 +223,29 @@ export class Keyring {
     return (await this.store.stat(path)) ? this.read(path, owner) : this.create(owner);
   }
 
-  private async create(owner: KeyOwner): Promise<DataKey> {
+  /**
+   * A new data key, stored. Storage has no create-if-absent here, so two writers that both found
+   * no key may both store one, the later replacing the earlier: each waits `settleMs` (longer than
+   * a small put takes) and then takes whatever key is stored, before encrypting anything. confirm()
+   * checks again before a manifest names the key.
+   */
+  private async create(owner: KeyOwner, settle = true): Promise<DataKey> {
     await this.masterKey();
     const keyId = randomBytes(keyIdBytes).toString('hex');
     const dataKey = randomBytes(32);
     const path = 'tenantId' in owner ? tenantKeyPath(owner.tenantId) : databaseKeyPath(owner.database);
     const file: DataKeyFile = { formatVersion: 1, kind: 'dataKey', owner, keyId, ...(await this.provider.wrap(dataKey, wrapContext({ keyId, owner }))), createdAt: new Date().toISOString() };
     await this.store.put(path, Buffer.from(JSON.stringify(file, null, 2) + '\n'), { contentType: 'application/json' });
-    return new DataKey(keyId, dataKey, path, true);
+    const made = new DataKey(keyId, dataKey, path, true);
+    if (!settle) return made;
+    await sleep(settleMs);
+    return this.adopt(made, owner);
+  }
+
+  /** The stored key in place of one just made, when another writer's replaced it. */
+  private async adopt(made: DataKey, owner: KeyOwner): Promise<DataKey> {
+    const stored = await this.read(made.path, owner);
+    return stored.id === made.id ? made : stored;
   }
 
   /**
