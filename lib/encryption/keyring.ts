@@ -179,16 +179,22 @@ export class Keyring {
   async rotate(): Promise<{ masterKeyId: string; retired: string[]; rewrapped: number }> {
     const masterKeyId = this.provider.addCurrent();
     let rewrapped = 0;
-    const files: string[] = [];
-    for await (const o of this.store.list(keysArea)) if (o.key.endsWith('.json')) files.push(o.key);
-    await mapLimit(files, 8, async (path) => {
-      const file = await this.readFile(path);
-      if (file.masterKeyId === masterKeyId) return;
-      const dataKey = await this.provider.unwrap(file, wrapContext(file));
-      const next: DataKeyFile = { ...file, ...(await this.provider.wrap(dataKey, wrapContext(file))), rewrappedAt: new Date().toISOString() };
-      await this.store.put(path, Buffer.from(JSON.stringify(next, null, 2) + '\n'), { contentType: 'application/json' });
-      rewrapped++;
-    });
+    // passes until one finds nothing left: a key a writer made under the old master meanwhile is caught by the next
+    for (let pass = 0, found = -1; found !== 0; pass++) {
+      if (pass === 5) throw new TenantsafeError(ErrorType.StorageUnavailable, 'Data keys under the old master key keep appearing: backups are being written with an old key file.', 'Give every worker the new key file (it holds both keys now), then run `tenantsafe keys rotate` again.');
+      const files: string[] = [];
+      for await (const o of this.store.list(keysArea)) if (o.key.endsWith('.json')) files.push(o.key);
+      found = 0;
+      await mapLimit(files, 8, async (path) => {
+        const file = await this.readFile(path);
+        if (file.masterKeyId === masterKeyId) return;
+        const dataKey = await this.provider.unwrap(file, wrapContext(file));
+        const next: DataKeyFile = { ...file, ...(await this.provider.wrap(dataKey, wrapContext(file))), rewrappedAt: new Date().toISOString() };
+        await this.store.put(path, Buffer.from(JSON.stringify(next, null, 2) + '\n'), { contentType: 'application/json' });
+        found++;
+      });
+      rewrapped += found;
+    }
     return { masterKeyId, retired: this.provider.retireOthers(), rewrapped };
   }
 
