@@ -8,7 +8,7 @@ import { parseConfig } from '../lib/config';
 import { isSealed, LocalKeyFile, sealedKeyId, tenantKeyPath } from '../lib/encryption';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { manifestFile } from '../lib/format/sealed';
+import { manifestFile, sealManifest, writeManifest } from '../lib/format/sealed';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/format/tenantManifest';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import { dropRestoreScratch, parseSelection, previewRestore } from '../lib/restore';
@@ -145,6 +145,20 @@ describe('encryption at rest', function () {
       fs.writeFileSync(file, bytes);
     }
     assert.ok((await checkManifestAndObjects(engine.store, { backupId, kind: 'tenant', prefix: tenantBackupPrefix('initech', backupId) })).checks.every((c) => c.result === 'ok'));
+  });
+
+  it('refuses a manifest that names another tenant\'s data key, even sealed anew (one tenant\'s erasure must not spare another\'s backup)', async function () {
+    this.timeout(60_000);
+    const backupId = await backUpNow(engine, 'globex');
+    const prefix = tenantBackupPrefix('globex', backupId);
+    const { manifestChecksum: _, ...m } = await readManifest(engine.store, prefix);
+    await writeManifest(engine.store, prefix, sealManifest({ ...m, encryption: { ...m.encryption!, key: tenantKeyPath('acme') } }));
+    await assert.rejects(readManifest(engine.store, prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /names "keys\/tenants\/acme\.json" as its data key, not its tenant's keys\/tenants\/globex\.json/.test(err.message));
+    const { encryption: __, ...plain } = m;
+    await writeManifest(engine.store, prefix, sealManifest(plain));
+    await assert.rejects(readManifest(engine.store, prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /is of format 4 and records no encryption/.test(err.message));
+    await writeManifest(engine.store, prefix, sealManifest(m));
+    assert.equal((await readManifest(engine.store, prefix)).encryption?.key, tenantKeyPath('globex'));
   });
 
   it('refuses to read without the master key, or with another one, naming the key file and what to do', async function () {
