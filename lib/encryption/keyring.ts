@@ -16,6 +16,8 @@ export const keysArea = 'keys/';
 /** how long a new key's writer waits before it takes the stored key as final (see Keyring.create) */
 const settleMs = 1000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** data keys being made in this process, by store and key path (Keyring.createOnce) */
+const creating = new Map<string, Promise<DataKey>>();
 const tenantKeysArea = `${keysArea}tenants/`; // tenantKeyPath's folder
 const databaseKeysArea = `${keysArea}database/`;
 
@@ -112,7 +114,7 @@ export class Keyring {
     if (!this.opts.enabled) return undefined;
     const existing = new Set<string>();
     for await (const o of this.store.list(tenantKeysArea)) existing.add(o.key);
-    const keys = await mapLimit(tenantIds, 16, (tenantId) => (existing.has(tenantKeyPath(tenantId)) ? this.read(tenantKeyPath(tenantId), { tenantId }) : this.create({ tenantId }, false)));
+    const keys = await mapLimit(tenantIds, 16, (tenantId) => (existing.has(tenantKeyPath(tenantId)) ? this.read(tenantKeyPath(tenantId), { tenantId }) : this.createOnce({ tenantId }, false)));
     // the keys made here settle together: one wait for the batch, not one per tenant
     if (keys.some((k) => k.created)) await sleep(settleMs);
     const settled = await mapLimit(keys, 16, (k, i) => (k.created ? this.adopt(k, { tenantId: tenantIds[i] }) : Promise.resolve(k)));
@@ -226,7 +228,22 @@ export class Keyring {
 
   private async forOwner(owner: KeyOwner): Promise<DataKey> {
     const path = 'tenantId' in owner ? tenantKeyPath(owner.tenantId) : databaseKeyPath(owner.database);
-    return (await this.store.stat(path)) ? this.read(path, owner) : this.create(owner);
+    return (await this.store.stat(path)) ? this.read(path, owner) : this.createOnce(owner, true);
+  }
+
+  /**
+   * One creation per key at a time in this process (the WAL archiver and a base backup of a new
+   * cluster start together on one worker): a second asker waits for the first's key. Across
+   * processes, create() settles.
+   */
+  private createOnce(owner: KeyOwner, settle: boolean): Promise<DataKey> {
+    const id = `${this.store.uri}\0${'tenantId' in owner ? tenantKeyPath(owner.tenantId) : databaseKeyPath(owner.database)}`;
+    let made = creating.get(id);
+    if (!made) {
+      made = this.create(owner, settle).finally(() => creating.delete(id));
+      creating.set(id, made);
+    }
+    return made;
   }
 
   /**
