@@ -202,9 +202,6 @@ const fleetDatabaseKeys = {
   },
 } as const satisfies Keys;
 
-/** A database id in `databases`: short, lowercase, usable in a schema name, a workflow id and a folder. */
-export const databaseIdPattern = /^[a-z][a-z0-9_]{0,30}$/;
-
 export const configSchema = {
   databases: {
     type: 'map',

@@ -14,6 +14,25 @@ export const searchAttributes = {
   database: defineSearchAttributeKey('Database', SearchAttributeType.KEYWORD),
 };
 
+/**
+ * What every input of the workflows that serve one database takes (docs/fleet.md): with several
+ * databases in the config, the id of the one it is about; absent, the default database (the
+ * only one, or the first). The run carries it into its activities, children and next runs.
+ */
+export interface OnDatabase {
+  database?: string;
+}
+
+/**
+ * A workflow or schedule id of one database of several: `eu/tenant-backup/acme`,
+ * `schedule/eu/tenant-backups`, so two databases' tenants of one id never share a writer or a
+ * schedule. Without a database, the id as it always was.
+ */
+export function databaseScoped(id: string, database: string | undefined): string {
+  if (database === undefined) return id;
+  return id.startsWith('schedule/') ? `schedule/${database}/${id.slice('schedule/'.length)}` : `${database}/${id}`;
+}
+
 /** Deterministic ids: one writer per tenant (docs/architecture.md, core rule 6). */
 export const workflowIds = {
   tenantBackup: (tenantId: string) => `tenant-backup/${tenantId}`,
@@ -28,7 +47,7 @@ export const scheduleIds = {
 
 // ---- tenantBackup ----
 
-export interface TenantBackupInput {
+export interface TenantBackupInput extends OnDatabase {
   tenantId: string;
   /**
    * set by tenantBackupsAll: its one alert sums up the failures of the batch, so this run alerts
@@ -60,7 +79,7 @@ export interface TenantBackupResult {
 
 // ---- tenantBackupsAll ----
 
-export interface TenantBackupsAllInput {
+export interface TenantBackupsAllInput extends OnDatabase {
   /** how many tenant backups of their own (big tenants; all when not batched) run at once (default 4) */
   concurrency?: number;
   /** false: every tenant its own tenantBackup child, as before batches (default true) */
@@ -105,7 +124,7 @@ export interface TenantBackupsAllStatus {
 
 // ---- tenantRestore ----
 
-export interface TenantRestoreInput {
+export interface TenantRestoreInput extends OnDatabase {
   tenantId: string;
   /** exactly one of backupId, at, lsn and backupBefore */
   backupId?: string;
@@ -201,7 +220,7 @@ export const databaseScheduleIds = {
   verification: 'schedule/verification',
 };
 
-export type FullBackupInput = Record<string, never>;
+export type FullBackupInput = OnDatabase;
 
 export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed';
 
@@ -221,7 +240,7 @@ export interface FullBackupResult {
   finishedAt: string;
 }
 
-export interface WalArchiverInput {
+export interface WalArchiverInput extends OnDatabase {
   /** how long one archiving activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -236,7 +255,7 @@ export interface WalArchiverStatus {
   lastError: string | null;
 }
 
-export interface ChangeLogInput {
+export interface ChangeLogInput extends OnDatabase {
   /** how long one streaming activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -255,7 +274,7 @@ export interface ChangeLogStatus {
   lastError: string | null;
 }
 
-export interface PitrRestoreInput {
+export interface PitrRestoreInput extends OnDatabase {
   at?: string;
   lsn?: string;
   name?: string;
@@ -275,7 +294,7 @@ export interface PitrRestoreStatus {
   error?: string;
 }
 
-export interface VerifyBackupInput {
+export interface VerifyBackupInput extends OnDatabase {
   backupId: string;
   /** set by verifyRecentBackups: its one alert sums up the failures, so this run alerts only when it succeeds */
   inBatch?: boolean;
@@ -290,7 +309,7 @@ export interface VerifyBackupResult {
   reportKey: string;
 }
 
-export interface VerifyRecentBackupsInput {
+export interface VerifyRecentBackupsInput extends OnDatabase {
   /** tenant backups never verified to verify in this run (default: verification.tenantBackupsPerRun) */
   tenantBackups?: number;
 }
@@ -300,7 +319,7 @@ export interface VerifyRecentBackupsResult {
   failed: { backupId: string; error: string }[];
 }
 
-export interface ApplyRetentionInput {
+export interface ApplyRetentionInput extends OnDatabase {
   dryRun?: boolean;
   /** who asks, for the audit log: a person (`retention apply --by`), `schedule:<id>` for a scheduled run */
   requestedBy?: string;
