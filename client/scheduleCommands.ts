@@ -41,8 +41,8 @@ export function registerScheduleCommands(program: CliCommand): void {
       if (opts.tenant !== undefined) nonEmpty(opts.tenant, '--tenant', 'Pass --tenant <tenantId>, or leave it out for the all-tenants schedule.');
       const everyMs = opts.every && !opts.remove ? intervalOption(opts.every, '--every') : 0;
       const out = await withClientOf(cmd, async (c, cfg) => {
-        if (opts.remove) return schedules().removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant);
-        return schedules().scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs, tenantId: opts.tenant, concurrency: opts.concurrency });
+        if (opts.remove) return schedules().removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant, cfg.databaseId);
+        return schedules().scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs, tenantId: opts.tenant, concurrency: opts.concurrency, database: cfg.databaseId });
       });
       emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} every ${out.every}, next run ${out.nextRunAt}`));
     });
@@ -51,8 +51,8 @@ export function registerScheduleCommands(program: CliCommand): void {
     .description('tenantsafe\'s schedules, by id (a schedule is not an event: there is no newer or older)')
     .example('tenantsafe schedule list')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal));
-      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
+      const out = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal), { anyDatabase: true });
+      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], [...(out.some((s) => s.database) ? ['database'] : []), 'scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
     });
   schedule
     .command('drills')
@@ -88,7 +88,7 @@ export function registerScheduleCommands(program: CliCommand): void {
         const catchupWindowMs = parseDuration(opts.catchupWindow, '--catchup-window');
         const time = opts.remove ? opts.time : timeOfDay(cmd, kind, opts);
         const out = await withClientOf<ScheduleSummary | { removed: string }>(cmd, (c, cfg) =>
-          opts.remove ? schedules().removeDailySchedule(c.temporal, kind) : schedules().scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { time, catchupWindowMs, dryRun: opts.dryRun }),
+          opts.remove ? schedules().removeDailySchedule(c.temporal, kind, cfg.databaseId) : schedules().scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { time, catchupWindowMs, dryRun: opts.dryRun, database: cfg.databaseId }),
         );
         emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} daily at ${out.at}, next run ${out.nextRunAt}`));
       });
