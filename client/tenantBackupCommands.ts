@@ -49,7 +49,7 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
     .command('list')
     .description('complete backups (those with a manifest), newest first; with several databases, every one\'s (a database column) unless --database names one')
     .option('--tenant <tenantId>', 'only this tenant')
-    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest', 'tenantsafe --database eu backups list --tenant acme')
+    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest', 'tenantsafe backups list --database eu --tenant acme')
     .action(async (opts: { tenant?: string }, cmd: Command) => {
       const listed = listedDatabases(cmd);
       const out: { backupId: string; tenantId: string | null; status: string; rows: number; bytes: number; snapshotAt: string; database?: string }[] = [];

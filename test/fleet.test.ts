@@ -6,7 +6,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { stringify } from 'yaml';
+import { temporalFacts } from '../client/health';
 import { databaseIds, forDatabase, parseConfig, type Config } from '../lib/config';
+import { exampleDocument } from '../lib/configReference';
+import { configSchema } from '../lib/configSchema';
 import { Engine } from '../lib/engine';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { withConnection } from '../lib/pg';
@@ -168,6 +171,17 @@ describe('a fleet of databases', function () {
       // us's acme has its own schedule: left out of us's all-tenants runs, not of eu's
       assert.deepEqual(d.action.args?.[0], { excludeTenants: id === 'us' ? ['acme'] : [], database: id });
     }
+    // the health model judges each database by its own schedules
+    const factsOf = async (id: Id) => {
+      const facts = await temporalFacts(temporal, forDatabase(config, id));
+      assert.ok(facts.reachable && facts.schedules, facts.error);
+      // (the DR drill schedule is the namespace's, not a database's: left out)
+      const { drillEveryMs: _namespace, ...own } = facts.schedules;
+      return own;
+    };
+    assert.deepEqual(await factsOf('eu'), { tenantBackupEveryMs: 86_400_000 });
+    assert.deepEqual(await factsOf('us'), { tenantBackupEveryMs: 43_200_000, perTenantEveryMs: { acme: 21_600_000 } });
+    assert.deepEqual(await factsOf('ap'), {});
   });
 
   it('refuses a --database the config does not name, and a command about one database without it (exit 2, the ids in the HINT)', async () => {
@@ -199,6 +213,18 @@ describe('a fleet of databases', function () {
     assert.equal(databaseScoped(workflowIds.tenantBackup('acme'), undefined), 'tenant-backup/acme');
     assert.equal(databaseScoped(scheduleIds.tenantBackupsAll, undefined), 'schedule/tenant-backups');
     assert.throws(() => forDatabase(single, 'eu'), /config names one database/);
+  });
+
+  it('accepts the reference\'s example of databases in place of database', () => {
+    const { database: _one, ...rest } = exampleDocument();
+    const doc = { ...rest, databases: configSchema.databases.example };
+    const names = new Set([...JSON.stringify(doc).matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1]));
+    const env = Object.fromEntries([...names].map((n) => [n, n.endsWith('_URL') ? `https://hooks.example.com/${n}` : `${n.toLowerCase()}-0123456789abcdef0123456789abcdef`]));
+    const cfg = parseConfig(doc, { ...ctx, env });
+    assert.deepEqual(databaseIds(cfg), ['eu', 'us']);
+    // the example's top-level catalog.url is one catalog server for the fleet: a schema each
+    assert.deepEqual(Object.values(cfg.databases).map((v) => v.catalog.schema), ['tenantsafe_eu', 'tenantsafe_us']);
+    assert.deepEqual(cfg.databases.us.tenancy.schemas, ['app', 'billing']);
   });
 
   it('refuses two databases sharing a catalog schema or a storage location', () => {

@@ -47,7 +47,9 @@ export const scheduleIds = {
 
 // ---- tenantBackup ----
 
-export interface TenantBackupInput extends OnDatabase {
+export interface TenantBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   tenantId: string;
   /**
    * set by tenantBackupsAll: its one alert sums up the failures of the batch, so this run alerts
@@ -79,7 +81,9 @@ export interface TenantBackupResult {
 
 // ---- tenantBackupsAll ----
 
-export interface TenantBackupsAllInput extends OnDatabase {
+export interface TenantBackupsAllInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how many tenant backups of their own (big tenants; all when not batched) run at once (default 4) */
   concurrency?: number;
   /** false: every tenant its own tenantBackup child, as before batches (default true) */
@@ -124,7 +128,9 @@ export interface TenantBackupsAllStatus {
 
 // ---- tenantRestore ----
 
-export interface TenantRestoreInput extends OnDatabase {
+export interface TenantRestoreInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   tenantId: string;
   /** exactly one of backupId, at, lsn and backupBefore */
   backupId?: string;
@@ -220,7 +226,10 @@ export const databaseScheduleIds = {
   verification: 'schedule/verification',
 };
 
-export type FullBackupInput = OnDatabase;
+export interface FullBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
+}
 
 export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed';
 
@@ -240,7 +249,9 @@ export interface FullBackupResult {
   finishedAt: string;
 }
 
-export interface WalArchiverInput extends OnDatabase {
+export interface WalArchiverInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how long one archiving activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -255,7 +266,9 @@ export interface WalArchiverStatus {
   lastError: string | null;
 }
 
-export interface ChangeLogInput extends OnDatabase {
+export interface ChangeLogInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how long one streaming activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -274,7 +287,9 @@ export interface ChangeLogStatus {
   lastError: string | null;
 }
 
-export interface PitrRestoreInput extends OnDatabase {
+export interface PitrRestoreInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   at?: string;
   lsn?: string;
   name?: string;
@@ -294,7 +309,9 @@ export interface PitrRestoreStatus {
   error?: string;
 }
 
-export interface VerifyBackupInput extends OnDatabase {
+export interface VerifyBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   backupId: string;
   /** set by verifyRecentBackups: its one alert sums up the failures, so this run alerts only when it succeeds */
   inBatch?: boolean;
@@ -309,7 +326,9 @@ export interface VerifyBackupResult {
   reportKey: string;
 }
 
-export interface VerifyRecentBackupsInput extends OnDatabase {
+export interface VerifyRecentBackupsInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** tenant backups never verified to verify in this run (default: verification.tenantBackupsPerRun) */
   tenantBackups?: number;
 }
@@ -319,7 +338,9 @@ export interface VerifyRecentBackupsResult {
   failed: { backupId: string; error: string }[];
 }
 
-export interface ApplyRetentionInput extends OnDatabase {
+export interface ApplyRetentionInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   dryRun?: boolean;
   /** who asks, for the audit log: a person (`retention apply --by`), `schedule:<id>` for a scheduled run */
   requestedBy?: string;
