@@ -9,6 +9,7 @@ import { parseDuration } from '../lib/duration';
 import { parseBackupLabel } from '../lib/labels';
 import { storageLocationOf } from '../lib/storage';
 import type { StorageLocation } from '../lib/storage/types';
+import { CliCommand } from './cliCommand';
 import type { TenantsafeClient } from './client';
 import type { OutputOptions } from './output';
 
@@ -25,12 +26,18 @@ export function globals(cmd: Command): GlobalOptions {
 /**
  * The config of the database the command is about: the one `--database` names (an id the config
  * does not name: bad input listing them), which is required when the config names several. A
- * single-database config as it is.
+ * single-database config as it is. Disaster recovery's commands (failover, switchover, standby,
+ * drills) serve one database: they refuse a config naming several, and there `--database` keeps
+ * its older meaning, the database's name (failover, switchover).
  */
 export function config(cmd: Command): Config {
   const whole = fleetConfig(cmd);
   const { database } = globals(cmd);
   const ids = databaseIds(whole);
+  if (cmd instanceof CliCommand && cmd.isDisasterRecovery()) {
+    if (ids.length > 0) throw new TenantsafeError(ErrorType.BadInput, `Disaster recovery (the standby, failover, switchover, drills) serves one database; this config names several (databases: ${ids.join(', ')}).`, 'Run it with a config that names that one database in `database`: docs/fleet.md.');
+    return whole;
+  }
   if (database === undefined && ids.length > 1) {
     throw new TenantsafeError(ErrorType.BadInput, `The config names ${ids.length} databases: say which one this command is about.`, `Pass --database <id>, one of: ${ids.join(', ')}.`);
   }

@@ -56,6 +56,7 @@ export function registerScheduleCommands(program: CliCommand): void {
     });
   schedule
     .command('drills')
+    .disasterRecovery()
     .description('run a DR drill every <duration> (default: dr.drill.interval of the config, weekly)')
     .option('--every <duration>', 'interval, e.g. 7d')
     .option('--remove', 'delete the schedule instead')

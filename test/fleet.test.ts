@@ -195,6 +195,14 @@ describe('a fleet of databases', function () {
     assert.deepEqual({ eu: await listOf('eu'), us: await listOf('us'), ap: await listOf('ap') }, before);
   });
 
+  it('refuses disaster recovery\'s commands, which serve one database, on a config naming several (exit 2)', async () => {
+    for (const args of [['failover', '--reason', 'primary lost'], ['standby', 'status'], ['drill', 'run']]) {
+      const r = await cli('eu', ...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(JSON.parse(r.stderr).error, /Disaster recovery .* serves one database; this config names several \(databases: eu, us, ap\)/);
+    }
+  });
+
   it('fails a run started from the Temporal UI for a database the config does not name, as bad input', async () => {
     const handle = await temporal.workflow.start('tenantBackup', { taskQueue: config.temporal.taskQueue, workflowId: `asia/tenant-backup/globex-${process.pid}`, args: [{ tenantId: 'globex', database: 'asia' }] });
     await assert.rejects(handle.result(), (err: Error & { cause?: { cause?: unknown } }) => {
