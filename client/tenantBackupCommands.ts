@@ -31,15 +31,16 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
     .command('all')
     .description('back up every tenant, a few at a time')
     .option('--wait', 'wait for all of them')
-    .option('--concurrency <n>', 'tenant backups at once', positiveInt('--concurrency'))
+    .option('--concurrency <n>', 'batches, and big tenants\' own backups, at once', positiveInt('--concurrency'))
+    .option('--batch-tenants <n>', 'at most this many tenants in one batch (default 10000); several batches share the workers', positiveInt('--batch-tenants'))
     .example('tenantsafe backup all --wait --concurrency 4')
     .exits({ 1: 'a tenant\'s backup failed (the others went on), or the run could not start' })
-    .action(async (opts: { wait?: boolean; concurrency?: number }, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency }, opts));
+    .action(async (opts: { wait?: boolean; concurrency?: number; batchTenants?: number }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency, batchTenants: opts.batchTenants }, opts));
       if ('failed' in out && out.failed.length > 0) process.exitCode = 1;
       emit(globals(cmd), out, () =>
         'succeeded' in out
-          ? `${out.succeeded} tenant backups succeeded${out.batch ? ` (${out.batch.tenants} in one batch, ${out.batch.packs} packs)` : ''}, ${out.failedCount ?? out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
+          ? `${out.succeeded} tenant backups succeeded${out.batch ? ` (${out.batch.tenants} in ${out.batch.batches ?? 'one'} batch${out.batch.batches ? 'es' : ''}, ${out.batch.packs} packs)` : ''}, ${out.failedCount ?? out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
           : `Backing up all tenants (workflow ${out.workflowId})`,
       );
     });

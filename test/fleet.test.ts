@@ -203,6 +203,16 @@ describe('a fleet of databases', function () {
     }
   });
 
+  it('runs a workflow started from the Temporal UI with {"database": "<id>"} on that database', async () => {
+    const before = { eu: await listOf('eu'), ap: await listOf('ap') };
+    const handle = await temporal.workflow.start('tenantBackup', { taskQueue: config.temporal.taskQueue, workflowId: `ui-started-${process.pid}`, args: [{ tenantId: 'umbrella', database: 'us' }] });
+    const result = (await handle.result()) as { backupId: string; rows: number };
+    const us = await engine.forDatabase('us').catalog.listBackups({ tenantId: 'umbrella' });
+    assert.deepEqual(us.map((b) => [b.backupId, b.rows]), [[result.backupId, result.rows]]);
+    assert.deepEqual((await handle.describe()).typedSearchAttributes.get(searchAttributes.database), 'us');
+    assert.deepEqual({ eu: await listOf('eu'), ap: await listOf('ap') }, before);
+  });
+
   it('fails a run started from the Temporal UI for a database the config does not name, as bad input', async () => {
     const handle = await temporal.workflow.start('tenantBackup', { taskQueue: config.temporal.taskQueue, workflowId: `asia/tenant-backup/globex-${process.pid}`, args: [{ tenantId: 'globex', database: 'asia' }] });
     await assert.rejects(handle.result(), (err: Error & { cause?: { cause?: unknown } }) => {

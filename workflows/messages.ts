@@ -90,6 +90,8 @@ export interface TenantBackupsAllInput {
   batched?: boolean;
   /** a tenant the statistics estimate at this many rows or more is backed up on its own, not in the batch (default 100000) */
   bigTenantRows?: number;
+  /** at most this many tenants in one batch: more make several, `concurrency` at a time, which several workers share (default 10000) */
+  batchTenants?: number;
   /** tenants that have a schedule of their own */
   excludeTenants?: string[];
   /** carried over continue-as-new: tenants still to do, and results so far */
@@ -113,8 +115,8 @@ export interface TenantBackupsAllResult {
   skipped: string[];
   /** the backups of tenants backed up on their own; a batch's are in the catalog (100k ids would not fit a result) */
   backupIds: Record<string, string>;
-  /** the batch: how many tenants it backed up, its size and packs */
-  batch?: { batchId: string; tenants: number; rows: number; bytes: number; packs: number; orphanPacksRemoved: number };
+  /** the batches: how many tenants they backed up, their size and packs; the first batch's id, and how many there were when more than one */
+  batch?: { batchId: string; tenants: number; rows: number; bytes: number; packs: number; orphanPacksRemoved: number; batches?: number };
 }
 
 export interface TenantBackupsAllStatus {
