@@ -53,6 +53,7 @@ export function renderConfigReference(): string {
 function renderSection(name: string, field: Field): string {
   const lines = [`## \`${name}\``, '', field.doc + (requiredText(field) ? ` The section is ${requiredText(field)}.` : ''), '', '| key | type | default | description |', '| --- | --- | --- | --- |'];
   if (field.type === 'section') for (const [k, f] of Object.entries(field.keys)) rows(`${name}.${k}`, f, lines);
+  if (field.type === 'map') for (const [k, f] of Object.entries(field.keys)) rows(`${name}.${field.name}.${k}`, f, lines);
   lines.push('', 'Example:', '', '```yaml', yamlOf({ [name]: exampleOf(field) }), '```', '');
   return links(lines.join('\n'));
 }
