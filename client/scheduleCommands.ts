@@ -6,7 +6,7 @@ import { databaseName } from '../lib/config';
 import { parseDuration } from '../lib/duration';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { CliCommand } from './cliCommand';
-import { globals, intervalOption, nonEmpty, positiveInt, withClientOf } from './commandHelpers';
+import { config, globals, intervalOption, nonEmpty, positiveInt, withClientOf } from './commandHelpers';
 import { dailyDefaults, parseTimeOfDay, type DailyScheduleKind } from './dailySchedules';
 import { emit, table } from './output';
 import type { ScheduleSummary } from './schedules';
@@ -48,10 +48,12 @@ export function registerScheduleCommands(program: CliCommand): void {
     });
   schedule
     .command('list')
-    .description('tenantsafe\'s schedules, by id (a schedule is not an event: there is no newer or older)')
-    .example('tenantsafe schedule list')
+    .description('tenantsafe\'s schedules, by id (a schedule is not an event: there is no newer or older); with several databases, every one\'s (a database column) unless --database names one')
+    .example('tenantsafe schedule list', 'tenantsafe schedule list --database eu')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal), { anyDatabase: true });
+      const only = globals(cmd).database === undefined ? undefined : config(cmd).databaseId;
+      const all = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal), { anyDatabase: true });
+      const out = only === undefined ? all : all.filter((s) => s.database === only);
       emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], [...(out.some((s) => s.database) ? ['database'] : []), 'scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
     });
   schedule

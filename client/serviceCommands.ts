@@ -61,6 +61,7 @@ export function registerWorkerCommand(program: CliCommand): void {
     .example('tenantsafe worker --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
       const { runWorkerUntilSignal } = require('../workers/main') as typeof import('../workers/main');
+      if (globals(cmd).database !== undefined) throw new TenantsafeError(ErrorType.BadInput, 'A worker serves every database of the config: --database does not narrow it.', 'Leave --database out (to serve fewer databases, give the worker a config that names only those, on a task queue of its own).');
       await runWorkerUntilSignal(fleetConfig(cmd));
     });
 }

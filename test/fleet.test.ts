@@ -164,6 +164,8 @@ describe('a fleet of databases', function () {
       ['schedule/us/tenant-backup/acme', 'us', '21600s'],
       ['schedule/us/tenant-backups', 'us', '43200s'],
     ]);
+    const onlyUs = (await cli('us', 'schedule', 'list')).json() as { scheduleId: string }[];
+    assert.deepEqual(onlyUs.map((x) => x.scheduleId).sort(), ['schedule/us/tenant-backup/acme', 'schedule/us/tenant-backups']);
     for (const id of ['eu', 'us']) {
       const d = await temporal.schedule.getHandle(`schedule/${id}/tenant-backups`).describe();
       assert.ok(d.action.type === 'startWorkflow');
@@ -192,6 +194,9 @@ describe('a fleet of databases', function () {
     const missing = await cli(null, 'backup', 'tenant', 'globex', '--wait');
     assert.equal(missing.code, 2);
     assert.match(JSON.parse(missing.stderr).error, /names 3 databases.*HINT: Pass --database <id>, one of: eu, us, ap\./);
+    const worker = await cli('eu', 'worker');
+    assert.equal(worker.code, 2);
+    assert.match(JSON.parse(worker.stderr).error, /A worker serves every database of the config/);
     assert.deepEqual({ eu: await listOf('eu'), us: await listOf('us'), ap: await listOf('ap') }, before);
   });
 
