@@ -2,7 +2,7 @@
 //   1. batched (the default): find the big tenants (statistics, no scan); cut every other
 //      tenant (minus those with a schedule of their own) into ranges of at most `batchTenants`;
 //      back up each range from one snapshot, in packs, in one activity, `concurrency` batches at
-//      a time (each on whichever worker takes it); the big ones follow in step 2. A batch that
+//      a time (each on whichever worker takes it); the big ones go through step 2 meanwhile. A batch that
 //      fails as a whole falls back to step 2 for its tenants, so each failure is one tenant's,
 //      with its own error.
 //      Not batched: list the tenants (minus those with a schedule of their own).
@@ -49,6 +49,8 @@ const copy = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopy))
 export const batchedTenantBackups = 'batched-tenant-backups';
 /** Runs started before a run could cut its tenants into several batches back up all in one. */
 export const severalBatches = 'several-tenant-batches';
+/** Runs started before back up the big tenants after the batches, not beside them. */
+export const bigTenantsBesideBatches = 'big-tenants-beside-batches';
 
 /** A run's result lists this many of its batches' failures (failedCount counts them all). */
 const failuresListed = 100;
@@ -67,8 +69,41 @@ export async function tenantBackupsAll(input: TenantBackupsAllInput = {}): Promi
   const result: TenantBackupsAllResult = input.carried ?? { succeeded: 0, failed: [], skipped: [], backupIds: {} };
   const status: TenantBackupsAllStatus = { total: 0, done: 0, running: [], failed: result.failed };
   setHandler(tenantBackupsAllStatusQuery, () => status);
-  let queue = input.remaining;
-  if (!queue && input.batched !== false && patched(batchedTenantBackups)) {
+  /** tenants still to back up on their own (tenantBackup children), and those handed to one in this run */
+  const queue: string[] = [...(input.remaining ?? [])];
+  const ownBackups = new Set<string>();
+  let listed = input.remaining !== undefined;
+  const lane = async () => {
+    while (queue.length > 0 && !workflowInfo().continueAsNewSuggested) {
+      const tenantId = queue.shift()!;
+      ownBackups.add(tenantId);
+      status.running.push(tenantId);
+      try {
+        const backup = await executeChild(tenantBackup, {
+          workflowId: databaseScoped(workflowIds.tenantBackup(tenantId), servedDatabase()),
+          // this run's one alert sums up the children's failures (runs started before: each its own)
+          args: [withDatabase(alertsOn() ? { tenantId, inBatch: true } : { tenantId })],
+          // A child outlives a terminated parent run: half-written backups clean themselves up.
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+        });
+        result.succeeded++;
+        result.backupIds[tenantId] = backup.backupId;
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) {
+          result.skipped.push(tenantId);
+        } else {
+          const cause = rootCause(err);
+          result.failed.push({ tenantId, error: cause.message, type: cause.type });
+          if (result.failedCount !== undefined) result.failedCount++;
+        }
+      } finally {
+        status.running = status.running.filter((t) => t !== tenantId);
+        status.done++;
+      }
+    }
+  };
+
+  if (!listed && input.batched !== false && patched(batchedTenantBackups)) {
     const bigTenantRows = optionalInteger(input, 'bigTenantRows', 1, Number.MAX_SAFE_INTEGER, 100_000);
     const big = (await step.findLargeTenants({ minRows: bigTenantRows }).catch(listFailed)).filter((t) => !exclude.has(t));
     const skip = [...exclude, ...big];
@@ -104,41 +139,19 @@ export async function tenantBackupsAll(input: TenantBackupsAllInput = {}): Promi
         }
       }
     };
+    // the big tenants' own backups run beside the batches (runs started before: after them)
+    const beside = patched(bigTenantsBesideBatches);
+    if (beside) queue.push(...big);
+    const children = beside ? Promise.all(Array.from({ length: concurrency }, lane)) : undefined;
     await Promise.all(Array.from({ length: Math.min(concurrency, ranges.length) }, batchLane));
-    queue = everyTenant ?? [...big, ...unbatched];
+    await children;
+    queue.push(...(everyTenant ?? [...(beside ? [] : big), ...unbatched]).filter((t) => !ownBackups.has(t)));
+    listed = true;
     status.phase = 'own';
   }
-  queue ??= (await step.listTenants({}).catch(listFailed)).filter((t) => !exclude.has(t));
+  if (!listed) queue.push(...(await step.listTenants({}).catch(listFailed)).filter((t) => !exclude.has(t)));
   status.total = status.done + queue.length;
 
-  const lane = async () => {
-    while (queue.length > 0 && !workflowInfo().continueAsNewSuggested) {
-      const tenantId = queue.shift()!;
-      status.running.push(tenantId);
-      try {
-        const backup = await executeChild(tenantBackup, {
-          workflowId: databaseScoped(workflowIds.tenantBackup(tenantId), servedDatabase()),
-          // this run's one alert sums up the children's failures (runs started before: each its own)
-          args: [withDatabase(alertsOn() ? { tenantId, inBatch: true } : { tenantId })],
-          // A child outlives a terminated parent run: half-written backups clean themselves up.
-          parentClosePolicy: ParentClosePolicy.ABANDON,
-        });
-        result.succeeded++;
-        result.backupIds[tenantId] = backup.backupId;
-      } catch (err) {
-        if (err instanceof WorkflowExecutionAlreadyStartedError) {
-          result.skipped.push(tenantId);
-        } else {
-          const cause = rootCause(err);
-          result.failed.push({ tenantId, error: cause.message, type: cause.type });
-          if (result.failedCount !== undefined) result.failedCount++;
-        }
-      } finally {
-        status.running = status.running.filter((t) => t !== tenantId);
-        status.done++;
-      }
-    }
-  };
   await Promise.all(Array.from({ length: concurrency }, lane));
 
   if (queue.length > 0) {
