@@ -26,6 +26,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   const program = createProgram('tenantsafe')
     .description('Backup, point-in-time recovery and tenant-level restore for multi-tenant PostgreSQL')
     .option('--config <path>', 'tenantsafe.yaml (default: $TENANTSAFE_CONFIG, ./tenantsafe.yaml, else embedded defaults)')
+    .option('--database <id>', 'with several databases in the config (`databases`): the one the command is about; required then, unless the command lists every one (docs/fleet.md). failover, switchover: the database\'s name (default: the configured one)')
     .option('--json', 'machine-readable output (JSON on stdout; an error as JSON on stderr)')
     .version((require('../package.json') as { version: string }).version, '--version', 'print the version')
     .example('tenantsafe backup tenant acme --wait', 'tenantsafe restore tenant acme --at 2026-11-25T09:30:00Z', 'tenantsafe doctor')

@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import type { CliCommand } from './cliCommand';
 import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
-import { globals, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { Engine } from '../lib/engine';
+import { globals, listedDatabases, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
 /** `backup` and `backups`; returns both, which the whole-database commands add to. */
@@ -47,13 +48,20 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
   const backups = program.command('backups').description('look at backups');
   backups
     .command('list')
-    .description('complete backups (those with a manifest), newest first')
+    .description('complete backups (those with a manifest), newest first; with several databases, every one\'s (a database column) unless --database names one')
     .option('--tenant <tenantId>', 'only this tenant')
-    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest')
+    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest', 'tenantsafe backups list --database eu --tenant acme')
     .action(async (opts: { tenant?: string }, cmd: Command) => {
-      const list = await withEngine(cmd, (e) => e.catalog.listBackups({ tenantId: opts.tenant }));
-      const out = list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt }));
-      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), ['backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
+      const listed = listedDatabases(cmd);
+      const out: { backupId: string; tenantId: string | null; status: string; rows: number; bytes: number; snapshotAt: string; database?: string }[] = [];
+      for (const { id, config } of listed) {
+        const engine = new Engine(config);
+        const list = await engine.catalog.listBackups({ tenantId: opts.tenant }).finally(() => engine.close());
+        out.push(...list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt, ...(id === null ? {} : { database: id }) })));
+      }
+      // newest first across the databases too
+      if (listed.length > 1) out.sort((a, b) => (a.snapshotAt < b.snapshotAt ? 1 : a.snapshotAt > b.snapshotAt ? -1 : 0));
+      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), [...(listed[0].id === null ? [] : ['database']), 'backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
     });
   backups
     .command('cleanup')

@@ -14,6 +14,25 @@ export const searchAttributes = {
   database: defineSearchAttributeKey('Database', SearchAttributeType.KEYWORD),
 };
 
+/**
+ * What every input of the workflows that serve one database takes (docs/fleet.md): with several
+ * databases in the config, the id of the one it is about; absent, the default database (the
+ * only one, or the first). The run carries it into its activities, children and next runs.
+ */
+export interface OnDatabase {
+  database?: string;
+}
+
+/**
+ * A workflow or schedule id of one database of several: `eu/tenant-backup/acme`,
+ * `schedule/eu/tenant-backups`, so two databases' tenants of one id never share a writer or a
+ * schedule. Without a database, the id as it always was.
+ */
+export function databaseScoped(id: string, database: string | undefined): string {
+  if (database === undefined) return id;
+  return id.startsWith('schedule/') ? `schedule/${database}/${id.slice('schedule/'.length)}` : `${database}/${id}`;
+}
+
 /** Deterministic ids: one writer per tenant (docs/architecture.md, core rule 6). */
 export const workflowIds = {
   tenantBackup: (tenantId: string) => `tenant-backup/${tenantId}`,
@@ -29,6 +48,8 @@ export const scheduleIds = {
 // ---- tenantBackup ----
 
 export interface TenantBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   tenantId: string;
   /**
    * set by tenantBackupsAll: its one alert sums up the failures of the batch, so this run alerts
@@ -61,6 +82,8 @@ export interface TenantBackupResult {
 // ---- tenantBackupsAll ----
 
 export interface TenantBackupsAllInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how many tenant backups of their own (big tenants; all when not batched) run at once (default 4) */
   concurrency?: number;
   /** false: every tenant its own tenantBackup child, as before batches (default true) */
@@ -108,6 +131,8 @@ export interface TenantBackupsAllStatus {
 // ---- tenantRestore ----
 
 export interface TenantRestoreInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   tenantId: string;
   /** exactly one of backupId, at, lsn and backupBefore */
   backupId?: string;
@@ -203,7 +228,10 @@ export const databaseScheduleIds = {
   verification: 'schedule/verification',
 };
 
-export type FullBackupInput = Record<string, never>;
+export interface FullBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
+}
 
 export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed';
 
@@ -224,6 +252,8 @@ export interface FullBackupResult {
 }
 
 export interface WalArchiverInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how long one archiving activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -239,6 +269,8 @@ export interface WalArchiverStatus {
 }
 
 export interface ChangeLogInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how long one streaming activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -258,6 +290,8 @@ export interface ChangeLogStatus {
 }
 
 export interface PitrRestoreInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   at?: string;
   lsn?: string;
   name?: string;
@@ -278,6 +312,8 @@ export interface PitrRestoreStatus {
 }
 
 export interface VerifyBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   backupId: string;
   /** set by verifyRecentBackups: its one alert sums up the failures, so this run alerts only when it succeeds */
   inBatch?: boolean;
@@ -293,6 +329,8 @@ export interface VerifyBackupResult {
 }
 
 export interface VerifyRecentBackupsInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** tenant backups never verified to verify in this run (default: verification.tenantBackupsPerRun) */
   tenantBackups?: number;
 }
@@ -303,6 +341,8 @@ export interface VerifyRecentBackupsResult {
 }
 
 export interface ApplyRetentionInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   dryRun?: boolean;
   /** who asks, for the audit log: a person (`retention apply --by`), `schedule:<id>` for a scheduled run */
   requestedBy?: string;

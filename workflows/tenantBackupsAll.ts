@@ -31,6 +31,7 @@ import { optionalInteger } from './inputs';
 import {
   searchAttributes,
   tenantBackupsAllStatusQuery,
+  databaseScoped,
   workflowIds,
   type TenantBackupsAllInput,
   type TenantBackupsAllResult,
@@ -40,9 +41,10 @@ import { backupLabel } from '../lib/labels';
 import type { TenantRange } from '../lib/tenancy/filter';
 import { bulkCopy, shortStep } from './profiles';
 import { tenantBackup } from './tenantBackup';
+import { onServedDatabase, serveDatabase, servedDatabase, withDatabase } from './database';
 
-const step = proxyActivities<TenantBackupActivities>(shortStep);
-const copy = proxyActivities<TenantBackupActivities>(bulkCopy);
+const step = onServedDatabase(proxyActivities<TenantBackupActivities>(shortStep));
+const copy = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopy));
 /** Runs started before batches list every tenant and back each up on its own. */
 export const batchedTenantBackups = 'batched-tenant-backups';
 /** Runs started before a run could cut its tenants into several batches back up all in one. */
@@ -56,6 +58,7 @@ const failuresListed = 100;
 const nextHex = (runId: string, i: number) => ((parseInt(runId.replace(/[^0-9a-f]/gi, '').slice(-6), 16) + i) % 0x1000000).toString(16).padStart(6, '0');
 
 export async function tenantBackupsAll(input: TenantBackupsAllInput = {}): Promise<TenantBackupsAllResult> {
+  serveDatabase(input);
   const concurrency = optionalInteger(input, 'concurrency', 1, 64, 4);
   const exclude = new Set(input.excludeTenants ?? []);
   upsertSearchAttributes([{ key: searchAttributes.backupKind, value: 'tenant-all' }]);
@@ -77,9 +80,9 @@ export async function tenantBackupsAll(input: TenantBackupsAllInput = {}): Promi
       status.running.push(tenantId);
       try {
         const backup = await executeChild(tenantBackup, {
-          workflowId: workflowIds.tenantBackup(tenantId),
+          workflowId: databaseScoped(workflowIds.tenantBackup(tenantId), servedDatabase()),
           // this run's one alert sums up the children's failures (runs started before: each its own)
-          args: [alertsOn() ? { tenantId, inBatch: true } : { tenantId }],
+          args: [withDatabase(alertsOn() ? { tenantId, inBatch: true } : { tenantId })],
           // A child outlives a terminated parent run: half-written backups clean themselves up.
           parentClosePolicy: ParentClosePolicy.ABANDON,
         });
