@@ -11,6 +11,7 @@ import { createProgram, standardExitCodes, type CliCommand } from './cliCommand'
 import { registerDatabaseCommands } from './databaseCommands';
 import { registerDrillCommands } from './drillCommands';
 import { registerDrCommands } from './drCommands';
+import { registerErasureCommands } from './erasureCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
@@ -48,6 +49,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   registerStorageCommands(program);
   registerDrCommands(program);
   registerAuditCommands(program);
+  registerErasureCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);
   registerDevCommands(program);

@@ -356,6 +356,20 @@ const migrations: ((s: string) => string)[] = [
     CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON ${s}.audit_log FOR EACH STATEMENT EXECUTE FUNCTION ${s}.audit_log_append_only();
     ALTER TABLE ${s}.audit_log ENABLE ALWAYS TRIGGER audit_log_no_change, ENABLE ALWAYS TRIGGER audit_log_no_truncate;
     REVOKE UPDATE, DELETE, TRUNCATE ON ${s}.audit_log FROM PUBLIC;`,
+  // Migration 11 (10 is another branch's, merged before it). The erasure ledger (lib/erasure):
+  // subject-level erasures every later tenant restore of older data applies again. Kept, never
+  // edited: a row removed would let a restore bring the person back.
+  (s) => `
+    CREATE TABLE ${s}.erasures (
+      id bigserial PRIMARY KEY,
+      tenant_id text NOT NULL,
+      table_name text NOT NULL,
+      key jsonb NOT NULL,
+      erased_by text NOT NULL,
+      reason text,
+      erased_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE INDEX erasures_tenant_idx ON ${s}.erasures (tenant_id, erased_at);`,
 ];
 
 /** A PostgreSQL server of the DR pair, and where its data directory is (when the worker can see it). */

@@ -4,6 +4,7 @@ import { takeTenantBackup } from '../tenantBackup';
 import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
+import { erasuresAfter } from '../erasure';
 import { ErrorType, TenantsafeError } from '../errors';
 import { parseManifest, tenantBackupPrefix, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
@@ -53,9 +54,12 @@ async function manifestOf(engine: Engine, backup: BackupRecord): Promise<TenantM
   return parseManifest(body, key, engine.store);
 }
 
+/** What a restore works from: the backup mapped onto the live schema, and the erasures recorded after its snapshot. */
 async function contextFor(engine: Engine, backup: BackupRecord, restoreId: string): Promise<RestoreContext> {
   const manifest = await manifestOf(engine, backup);
-  return withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
+  const ctx = await withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
+  const erasures = await erasuresAfter(engine, backup.tenantId, backup.snapshotAt);
+  return erasures.length ? { ...ctx, erasures } : ctx;
 }
 
 /** Stages the backup (checking every object) and computes the preview. */

@@ -1,0 +1,99 @@
+// The erasure ledger's entries applied again to a restore's staged rows, before the diff, so a
+// restore never brings back a person erased after its backup was taken (lib/erasure). Left out:
+// the subjects' rows, and every staged row that depends on a row left out through a foreign key
+// the restore knows (any depth, self references too), as the database would have removed them
+// had the parent been deleted with them; where the foreign key is ON DELETE SET NULL, the row
+// stays with its reference cleared instead. Rows left out are moved to the table's `erased`
+// scratch table: what the preview counts, and what a re-staged table is matched against.
+import type { ClientBase } from 'pg';
+import { joinOn, quoteIdent } from '../pg';
+import type { ForeignKeyInfo } from '../tenancy';
+import { mappingOf, type RestoreContext, type TableMapping } from './mapping';
+import { scratchTable } from './sql';
+import type { ErasuresPreview } from './types';
+
+/** The erasures the restore applies, as its staging needs to know: none, or some. */
+export const hasErasures = (ctx: RestoreContext): boolean => (ctx.erasures?.length ?? 0) > 0;
+
+/**
+ * Leaves the erased rows out of the staged tables (every table fully staged). Idempotent: a table
+ * staged again (after a crash, or a plan recomputed) loses the same rows, counted once.
+ */
+export async function reapplyErasures(c: ClientBase, ctx: RestoreContext): Promise<void> {
+  if (!hasErasures(ctx)) return;
+  const mappings = ctx.mappings.filter((m) => m.live);
+  for (const m of mappings) await c.query(`CREATE UNLOGGED TABLE IF NOT EXISTS ${scratchTable(ctx, m, 'erased')} AS SELECT * FROM ${m.staged} WITH NO DATA`);
+  // parents come before children: a pass reaches every depth but a child met before its parent
+  // (a self reference, a cycle), which the next pass takes; done when a pass changes nothing
+  // tables that lost rows: the subjects' and, for a table staged again, those that lost some before
+  let grew = new Set(ctx.erasures!.map((e) => e.table));
+  for (const m of mappings) if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${scratchTable(ctx, m, 'erased')}) AS any`)).rows[0].any) grew.add(m.table);
+  for (let pass = 0; grew.size > 0; pass++) {
+    const next = new Set<string>();
+    for (const m of mappings) {
+      const direct = pass === 0 ? ctx.erasures!.filter((e) => e.table === m.table) : [];
+      const fks = dependencies(ctx, m).filter((fk) => grew.has(fk.refTable) || next.has(fk.refTable));
+      if (direct.length === 0 && fks.length === 0) continue;
+      const excluded = [subjectsMatch(m, direct), ...fks.filter((fk) => fk.onDelete !== 'set-null').map((fk) => parentErased(ctx, fk))].filter(Boolean).join(' OR ');
+      if (excluded && (await leaveOut(c, ctx, m, excluded)) > 0) next.add(m.table);
+      for (const fk of fks.filter((x) => x.onDelete === 'set-null')) {
+        const cleared = await c.query(`UPDATE ${m.staged} s SET ${fk.columns.map((col) => `${quoteIdent(col)} = NULL`).join(', ')} WHERE ${parentErased(ctx, fk)}`);
+        if ((cleared.rowCount ?? 0) > 0) next.add(m.table);
+      }
+    }
+    grew = next;
+  }
+}
+
+/** The preview's section: the entries applied, and the rows each table left out. */
+export async function erasuresPreview(c: ClientBase, ctx: RestoreContext): Promise<ErasuresPreview | undefined> {
+  if (!hasErasures(ctx)) return undefined;
+  const rows: Record<string, number> = {};
+  for (const m of ctx.mappings.filter((x) => x.live)) {
+    const n = (await c.query(`SELECT count(*)::int AS n FROM ${scratchTable(ctx, m, 'erased')}`)).rows[0].n as number;
+    if (n > 0) rows[m.table] = n;
+  }
+  return {
+    entries: ctx.erasures!.map((e) => ({ erasureId: e.erasureId, table: e.table, key: e.key, by: e.by, erasedAt: e.erasedAt })),
+    rows,
+    total: Object.values(rows).reduce((a, b) => a + b, 0),
+  };
+}
+
+/** The preview's line for people: rows left out per table, and by which erasures. */
+export function erasuresWarning(e: ErasuresPreview): string {
+  const tables = Object.entries(e.rows).map(([t, n]) => `${n} row${n === 1 ? '' : 's'} in ${t}`);
+  return `erasures re-applied: ${tables.length ? tables.join(', ') : 'no backed-up row was erased'} (erasure${e.entries.length === 1 ? '' : 's'} ${e.entries.map((x) => `#${x.erasureId} of ${x.table}`).join(', ')} of the ledger, recorded after the backup)`;
+}
+
+/** Foreign keys of a table to owned tables whose every column is staged (others cannot be matched). */
+function dependencies(ctx: RestoreContext, m: TableMapping): ForeignKeyInfo[] {
+  const staged = new Set(m.stagedColumns.map((s) => s.name));
+  return (ctx.tables.get(m.table)?.foreignKeys ?? []).filter((fk) => mappingOf(ctx, fk.refTable)?.live && fk.columns.every((col) => staged.has(col)));
+}
+
+/** Staged rows of the subjects named: keys compared as text, as PostgreSQL prints them (the ledger's form). */
+function subjectsMatch(m: TableMapping, erasures: { key: Record<string, string> }[]): string {
+  if (erasures.length === 0 || !m.key) return '';
+  const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
+  return erasures.map((e) => `(${m.key!.map((k) => `s.${quoteIdent(k)}::text = ${literal(e.key[k] ?? '')}`).join(' AND ')})`).join(' OR ');
+}
+
+/** Staged rows whose foreign key points at a row of the parent left out. */
+function parentErased(ctx: RestoreContext, fk: ForeignKeyInfo): string {
+  const parent = mappingOf(ctx, fk.refTable)!;
+  return `EXISTS (SELECT 1 FROM ${scratchTable(ctx, parent, 'erased')} p WHERE ${joinOn('p', 's', fk.refColumns, fk.columns)})`;
+}
+
+/** Moves the staged rows matching `where` to the erased table (a row already there, by key, not twice). */
+async function leaveOut(c: ClientBase, ctx: RestoreContext, m: TableMapping, where: string): Promise<number> {
+  const erased = scratchTable(ctx, m, 'erased');
+  const seen = m.key ? joinOn('e', 'g', m.key) : `ROW(e.*)::text = ROW(g.*)::text`;
+  const r = await c.query(
+    `WITH gone AS (DELETE FROM ${m.staged} s WHERE ${where} RETURNING s.*),
+          kept AS (INSERT INTO ${erased} SELECT g.* FROM gone g WHERE NOT EXISTS (SELECT 1 FROM ${erased} e WHERE ${seen}))
+     SELECT count(*)::int AS n FROM gone`,
+  );
+  // the rows deleted, not only those new to the erased table: a re-staged table's children go too
+  return r.rows[0].n as number;
+}
