@@ -20,6 +20,7 @@ import {
 } from '../lib/restore';
 import type { StorageLocation } from '../lib/storage/types';
 import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
+import { databaseRole } from '../lib/pg';
 import { withFailures } from './failures';
 import { recordTenantBackup } from '../lib/tenantBackup';
 import { heartbeatEvery } from './tenantBackup';
@@ -138,7 +139,7 @@ export function createTenantRestoreActivities(engine: Engine) {
     async recordRestore(r: Omit<RestoreRecord, 'workflowId' | 'runId'>): Promise<void> {
       await engine.catalog.recordRestore({ ...identity(), ...r });
     },
-  });
+  }, databaseRole(engine.config.database.url));
 }
 
 export type TenantRestoreActivities = ReturnType<typeof createTenantRestoreActivities>;

@@ -6,6 +6,7 @@
 // actions that use it, so `--help` or a catalog query does not wait for it. require(), not
 // import(): under tsx's CommonJS hook (the tests, bin/tenantsafe without a build) import() goes
 // to Node's ESM loader, which cannot load TypeScript.
+import { privilegeError } from '../lib/pg';
 import { registerAuditCommands } from './auditCommands';
 import { createProgram, standardExitCodes, type CliCommand } from './cliCommand';
 import { registerDatabaseCommands } from './databaseCommands';
@@ -63,6 +64,6 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return Number(process.exitCode ?? 0);
   } catch (err) {
-    return reportError({ json }, err);
+    return reportError({ json }, privilegeError(err));
   }
 }

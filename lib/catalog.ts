@@ -512,7 +512,7 @@ export class Catalog {
   constructor(
     private readonly pool: Pool,
     private readonly url: string,
-    schema: string,
+    private readonly schema: string,
   ) {
     this.s = quoteIdent(schema);
   }
@@ -523,7 +523,13 @@ export class Catalog {
       await c.query('BEGIN');
       try {
         await c.query(`SELECT pg_advisory_xact_lock(hashtext('tenantsafe.catalog.migrate'))`);
-        await c.query(`CREATE SCHEMA IF NOT EXISTS ${this.s}`);
+        // made once by setup for least-privilege roles (README, Privileges): CREATE SCHEMA would ask
+        // for CREATE on the database even when it exists
+        const owner = (await c.query<{ owner: string | null }>(`SELECT (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1) AS owner`, [this.schema])).rows[0].owner;
+        if (owner === null) await c.query(`CREATE SCHEMA ${this.s}`);
+        // tables a migration makes belong to the schema's owner, so every role the workers use
+        // that is a member of it (the backup and the restore role) can use them
+        else if ((await c.query(`SELECT current_user <> $1::regrole::text AND pg_has_role($1::regrole, 'USAGE') AS member`, [owner])).rows[0].member) await c.query(`SET LOCAL ROLE ${owner}`);
         await c.query(`CREATE TABLE IF NOT EXISTS ${this.s}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
         const applied = await c.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${this.s}.migrations`);
         for (let v = (applied.rows[0].v ?? 0) + 1; v <= migrations.length; v++) {
