@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { checkErasureRequest, keyText, listErasures, recordErasure, type ErasureRecord } from '../lib/erasure';
 import type { CliCommand } from './cliCommand';
-import { globals, nonEmpty, withEngine } from './commandHelpers';
+import { globals, nonEmpty, requester, requesterOption, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -24,13 +24,14 @@ export function registerErasureCommands(program: CliCommand): void {
     .requiredOption('--tenant <tenantId>', 'the tenant the row belongs to')
     .requiredOption('--table <schema.table>', 'a tenant-owned table, e.g. app.users')
     .requiredOption('--key <column=value>', 'the row\'s primary key, once per key column', collect)
-    .requiredOption('--by <name>', 'who records it')
+    .addOption(requesterOption('who records it'))
     .option('--reason <text>', 'why, e.g. a ticket number')
     .example('tenantsafe erasure record --tenant acme --table app.users --key user_id=42 --by dpo --reason "GDPR art. 17, ticket 991"')
-    .action(async (opts: { tenant: string; table: string; key: string[]; by: string; reason?: string }, cmd: Command) => {
+    .action(async (opts: { tenant: string; table: string; key: string[]; by?: string; reason?: string }, cmd: Command) => {
+      const request = { tenantId: opts.tenant, table: opts.table, key: opts.key, by: requester(opts.by), reason: opts.reason };
       // bad arguments fail here, before anything is connected to
-      checkErasureRequest({ tenantId: opts.tenant, table: opts.table, key: opts.key, by: opts.by, reason: opts.reason });
-      const out = await withEngine(cmd, (e) => recordErasure(e, { tenantId: opts.tenant, table: opts.table, key: opts.key, by: opts.by, reason: opts.reason }));
+      checkErasureRequest(request);
+      const out = await withEngine(cmd, (e) => recordErasure(e, request));
       emit(globals(cmd), out, () =>
         [
           `Erasure #${out.erasureId} recorded: ${out.table} ${keyText(out.key)} of tenant ${out.tenantId}, by ${out.by} at ${out.erasedAt}.`,

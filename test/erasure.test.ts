@@ -159,4 +159,21 @@ describe('erasure ledger', function () {
     assert.equal(again.json().state, 'done');
     assert.equal(await withDb(env.db.url, async (c) => (await c.query(`SELECT 1 FROM app.users WHERE user_id = $1`, [other])).rowCount), 0, 'the second subject is left out too');
   });
+
+  it('stops a restore whose erasure cannot be matched any more (the table\'s key changed since), naming it', async () => {
+    // as if recorded before the key of app.labels became (tenant_id, code)
+    const [{ id }] = await env.engine.catalog.withSchema(async (c, s) =>
+      (await c.query(`INSERT INTO ${s}.erasures (tenant_id, table_name, key, erased_by) VALUES ($1, 'app.labels', '{"label_id": "7"}', 'dpo') RETURNING id`, [tenantId])).rows,
+    );
+    try {
+      const before = await tenantState();
+      const r = await cli('restore', 'tenant', tenantId, '--backup', backupId, '--by', 'alice');
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      const error = JSON.parse(r.stderr).error as string;
+      assert.match(error, new RegExp(`erasure #${id} names app\\.labels by \\(label_id\\), but its primary key is now \\(tenant_id, code\\): the subject cannot be left out`));
+      assert.deepEqual(await tenantState(), before, 'nothing changed');
+    } finally {
+      await env.engine.catalog.withSchema((c, s) => c.query(`DELETE FROM ${s}.erasures WHERE id = $1`, [id]));
+    }
+  });
 });

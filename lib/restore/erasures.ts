@@ -10,7 +10,7 @@ import { joinOn, quoteIdent } from '../pg';
 import type { ForeignKeyInfo } from '../tenancy';
 import { mappingOf, type RestoreContext, type TableMapping } from './mapping';
 import { scratchTable } from './sql';
-import type { ErasuresPreview } from './types';
+import type { Blocker, ErasuresPreview } from './types';
 
 /** The erasures the restore applies, as its staging needs to know: none, or some. */
 export const hasErasures = (ctx: RestoreContext): boolean => (ctx.erasures?.length ?? 0) > 0;
@@ -58,6 +58,27 @@ export async function erasuresPreview(c: ClientBase, ctx: RestoreContext): Promi
     rows,
     total: Object.values(rows).reduce((a, b) => a + b, 0),
   };
+}
+
+/**
+ * Erasures whose subject the restore could not find: the table's primary key is no longer the
+ * columns the erasure names. Left unmatched, the person would come back: the restore stops.
+ */
+export function erasureBlockers(ctx: RestoreContext): Blocker[] {
+  const out: Blocker[] = [];
+  for (const e of ctx.erasures ?? []) {
+    const m = mappingOf(ctx, e.table);
+    if (!m?.live) continue; // not restored: nothing to leave out
+    const named = Object.keys(e.key).sort();
+    if (m.key && JSON.stringify([...m.key].sort()) === JSON.stringify(named)) continue;
+    out.push({
+      kind: 'erasure-unmatched',
+      table: e.table,
+      rows: 0,
+      message: `erasure #${e.erasureId} names ${e.table} by (${named.join(', ')}), but its primary key is now ${m.key ? `(${m.key.join(', ')})` : 'gone'}: the subject cannot be left out`,
+    });
+  }
+  return out;
 }
 
 /** The preview's line for people: rows left out per table, and by which erasures. */

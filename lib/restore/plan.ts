@@ -8,7 +8,7 @@ import { canonicalJson, sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { connect, withClient } from '../pg';
 import { findReferenceBlockers } from './blockers';
-import { erasuresPreview, erasuresWarning, hasErasures, reapplyErasures } from './erasures';
+import { erasureBlockers, erasuresPreview, erasuresWarning, hasErasures, reapplyErasures } from './erasures';
 import { diffTable, sampleSize, unchangedTableDiff, type TableDiff } from './diff';
 import type { RestoreContext } from './mapping';
 import { one, planStateTable } from './sql';
@@ -130,6 +130,7 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
   await findReferenceBlockers(c, ctx, args, tables, blockers, warnings);
   const erasures = await erasuresPreview(c, ctx);
   if (erasures) warnings.push(erasuresWarning(erasures));
+  blockers.push(...erasureBlockers(ctx));
   const preview = {
     restoreId: ctx.restoreId,
     tenantId: args.tenantId,

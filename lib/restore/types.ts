@@ -73,7 +73,7 @@ export interface DriftItem {
 
 /** Something that stops the apply until the operator acts; the preview says what and how. */
 export interface Blocker {
-  kind: 'missing-global-refs' | 'selection-needs-parents' | 'parent-of-another-tenant' | 'selection-orphans-children' | 'key-conflict' | 'unique-conflict' | 'referenced-by-others' | 'drift';
+  kind: 'missing-global-refs' | 'selection-needs-parents' | 'parent-of-another-tenant' | 'selection-orphans-children' | 'key-conflict' | 'unique-conflict' | 'referenced-by-others' | 'drift' | 'erasure-unmatched';
   table: string;
   rows: number;
   message: string;
