@@ -22,6 +22,7 @@ export const hasErasures = (ctx: RestoreContext): boolean => (ctx.erasures?.leng
 export async function reapplyErasures(c: ClientBase, ctx: RestoreContext): Promise<void> {
   if (!hasErasures(ctx)) return;
   const mappings = ctx.mappings.filter((m) => m.live);
+  const setNull = await setNullForeignKeys(c, mappings);
   for (const m of mappings) await c.query(`CREATE UNLOGGED TABLE IF NOT EXISTS ${scratchTable(ctx, m, 'erased')} AS SELECT * FROM ${m.staged} WITH NO DATA`);
   // parents come before children: a pass reaches every depth but a child met before its parent
   // (a self reference, a cycle), which the next pass takes; done when a pass changes nothing
@@ -34,9 +35,9 @@ export async function reapplyErasures(c: ClientBase, ctx: RestoreContext): Promi
       const direct = pass === 0 ? ctx.erasures!.filter((e) => e.table === m.table) : [];
       const fks = dependencies(ctx, m).filter((fk) => grew.has(fk.refTable) || next.has(fk.refTable));
       if (direct.length === 0 && fks.length === 0) continue;
-      const excluded = [subjectsMatch(m, direct), ...fks.filter((fk) => fk.onDelete !== 'set-null').map((fk) => parentErased(ctx, fk))].filter(Boolean).join(' OR ');
+      const excluded = [subjectsMatch(m, direct), ...fks.filter((fk) => !setNull.has(fkId(m.table, fk))).map((fk) => parentErased(ctx, fk))].filter(Boolean).join(' OR ');
       if (excluded && (await leaveOut(c, ctx, m, excluded)) > 0) next.add(m.table);
-      for (const fk of fks.filter((x) => x.onDelete === 'set-null')) {
+      for (const fk of fks.filter((x) => setNull.has(fkId(m.table, x)))) {
         const cleared = await c.query(`UPDATE ${m.staged} s SET ${fk.columns.map((col) => `${quoteIdent(col)} = NULL`).join(', ')} WHERE ${parentErased(ctx, fk)}`);
         if ((cleared.rowCount ?? 0) > 0) next.add(m.table);
       }
@@ -85,6 +86,19 @@ export function erasureBlockers(ctx: RestoreContext): Blocker[] {
 export function erasuresWarning(e: ErasuresPreview): string {
   const tables = Object.entries(e.rows).map(([t, n]) => `${n} row${n === 1 ? '' : 's'} in ${t}`);
   return `erasures re-applied: ${tables.length ? tables.join(', ') : 'no backed-up row was erased'} (erasure${e.entries.length === 1 ? '' : 's'} ${e.entries.map((x) => `#${x.erasureId} of ${x.table}`).join(', ')} of the ledger, recorded after the backup)`;
+}
+
+const fkId = (table: string, fk: ForeignKeyInfo) => `${table}\0${fk.name}`;
+
+/** The foreign keys (of these tables) declared ON DELETE SET NULL: their rows stay, the reference cleared. */
+async function setNullForeignKeys(c: ClientBase, mappings: TableMapping[]): Promise<Set<string>> {
+  const r = await c.query<{ table: string; name: string }>(
+    `SELECT n.nspname || '.' || t.relname AS table, con.conname AS name
+       FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+      WHERE con.contype = 'f' AND con.confdeltype = 'n' AND n.nspname || '.' || t.relname = ANY($1)`,
+    [mappings.map((m) => m.table)],
+  );
+  return new Set(r.rows.map((x) => `${x.table}\0${x.name}`));
 }
 
 /** Foreign keys of a table to owned tables whose every column is staged (others cannot be matched). */

@@ -73,14 +73,14 @@ export async function readTables(client: ClientBase, schemas: string[]): Promise
   }
 
   // Foreign keys may point outside the configured schemas (e.g. Supabase's auth.users): keep their names.
-  const cons = await client.query<{ oid: number; name: string; type: string; ref: string | null; columns: string[]; ref_columns: string[]; deferrable: boolean; on_delete: string }>(
+  const cons = await client.query<{ oid: number; name: string; type: string; ref: string | null; columns: string[]; ref_columns: string[]; deferrable: boolean }>(
     `SELECT con.conrelid::int AS oid, con.conname AS name, con.contype AS type,
             CASE WHEN con.contype = 'f' THEN rn.nspname || '.' || rc.relname END AS ref,
             ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
                    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord)::text[] AS columns,
             ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
                    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)::text[] AS ref_columns,
-            con.condeferrable AS deferrable, con.confdeltype AS on_delete
+            con.condeferrable AS deferrable
        FROM pg_constraint con
        LEFT JOIN pg_class rc ON rc.oid = con.confrelid
        LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
@@ -94,8 +94,7 @@ export async function readTables(client: ClientBase, schemas: string[]): Promise
       table.primaryKey = c.columns;
     } else {
       const nullable = c.columns.some((col) => !table.columns.find((x) => x.name === col)?.notNull);
-      const onDelete = ({ a: 'no-action', r: 'restrict', c: 'cascade', n: 'set-null', d: 'set-default' } as const)[c.on_delete as 'a'];
-      table.foreignKeys.push({ name: c.name, columns: c.columns, refTable: c.ref!, refColumns: c.ref_columns, deferrable: c.deferrable, nullable, onDelete });
+      table.foreignKeys.push({ name: c.name, columns: c.columns, refTable: c.ref!, refColumns: c.ref_columns, deferrable: c.deferrable, nullable });
     }
   }
 

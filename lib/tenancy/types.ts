@@ -27,8 +27,6 @@ export interface ForeignKeyInfo {
   deferrable: boolean;
   /** some referencing column may be NULL: such rows belong to no parent */
   nullable: boolean;
-  /** what deleting the parent row does to the referencing rows (absent where not read) */
-  onDelete?: 'no-action' | 'restrict' | 'cascade' | 'set-null' | 'set-default';
 }
 
 /** A unique index other than the primary key, on plain columns, not partial: rows a restore writes must not collide on it. */
