@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { damageTenant } from '../sample/damage';
-import { erasuresAfter } from '../lib/erasure';
+import { erasureKey, erasuresAfter } from '../lib/erasure';
 import type { TenantRestoreResult } from '../workflows/messages';
 import { liveRows } from './support/backups';
 import { withDb } from './support/db';
@@ -158,6 +158,20 @@ describe('erasure ledger', function () {
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.json().state, 'done');
     assert.equal(await withDb(env.db.url, async (c) => (await c.query(`SELECT 1 FROM app.users WHERE user_id = $1`, [other])).rowCount), 0, 'the second subject is left out too');
+  });
+
+  it('keeps each erasure in storage too: catalog rebuild puts a lost ledger back, ids and times as they were', async () => {
+    const before = (await cli('erasure', 'list')).json() as { erasureId: number; tenantId: string }[];
+    assert.equal(before.length, 2);
+    for (const e of before) assert.ok(await env.engine.store.stat(erasureKey(e)), `erasure #${e.erasureId} is in storage`);
+    // the catalog's ledger lost (a catalog recreated)
+    await env.engine.catalog.withSchema((c, s) => c.query(`DELETE FROM ${s}.erasures`));
+    assert.deepEqual((await cli('erasure', 'list')).json(), []);
+    const rebuilt = await cli('catalog', 'rebuild');
+    assert.equal(rebuilt.code, 0, rebuilt.stderr);
+    assert.deepEqual(rebuilt.json().erasures, { indexed: 2, added: before.map((e) => e.erasureId), invalid: [] });
+    assert.deepEqual((await cli('erasure', 'list')).json(), before);
+    assert.deepEqual((await cli('catalog', 'rebuild')).json().erasures.added, [], 'a second rebuild adds nothing');
   });
 
   it('stops a restore whose erasure cannot be matched any more (the table\'s key changed since), naming it', async () => {

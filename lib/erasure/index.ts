@@ -1,12 +1,15 @@
 // The erasure ledger: subject-level erasures (a person who asked to be forgotten: a table and the
-// key of their row, within a tenant), kept in the catalog (migration 11). The application deletes
+// key of their row, within a tenant), kept in the catalog (migration 11) and, each as one object,
+// in storage (`erasures/<tenant>/<id>.json`), so `catalog rebuild` brings it back: a catalog lost
+// without its ledger would let restores bring people back. The application deletes
 // the live rows; the ledger makes every later tenant restore of data older than the erasure leave
 // them out again (lib/restore/erasures.ts), so no restore brings the person back. Recording one
 // appends an `erasure` entry to the audit log (without the key: the log holds ids, not subjects).
 import type { ClientBase } from 'pg';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { microsText, quoteIdent, withClient } from '../pg';
+import { tenantSegment } from '../format/tenantManifest';
+import { inTransaction, microsText, quoteIdent, withClient } from '../pg';
 import { assertTenantExists, discoverTenancy, fromTable, tenantFilter, type OwnedTable, type TenancyPlan } from '../tenancy';
 
 export interface ErasureRecord {
@@ -105,18 +108,23 @@ export async function recordErasure(engine: Engine, req: ErasureRequest): Promis
   if (live.exists && !live.tenants) {
     throw bad(`The row of ${checked.table} with key ${keyText(checked.key)} belongs to another tenant, not "${checked.tenantId}".`, 'Check the tenant and the key.');
   }
-  const record = await engine.catalog.withSchema(async (c, s) =>
-    recordOf(
-      (
-        await c.query(`INSERT INTO ${s}.erasures (tenant_id, table_name, key, erased_by, reason) VALUES ($1, $2, $3, $4, $5) RETURNING ${columns}`, [
-          checked.tenantId,
-          checked.table,
-          JSON.stringify(checked.key),
-          checked.by,
-          checked.reason ?? null,
-        ])
-      ).rows[0],
-    ),
+  // in storage before the catalog commits: a recorded erasure is always one catalog rebuild finds
+  const record = await engine.catalog.withSchema((c, s) =>
+    inTransaction(c, async () => {
+      const r = recordOf(
+        (
+          await c.query(`INSERT INTO ${s}.erasures (tenant_id, table_name, key, erased_by, reason) VALUES ($1, $2, $3, $4, $5) RETURNING ${columns}`, [
+            checked.tenantId,
+            checked.table,
+            JSON.stringify(checked.key),
+            checked.by,
+            checked.reason ?? null,
+          ])
+        ).rows[0],
+      );
+      await engine.store.put(erasureKey(r), Buffer.from(JSON.stringify(r) + '\n'));
+      return r;
+    }),
   );
   await engine.audit.append({
     action: 'erasure',
@@ -142,6 +150,46 @@ export async function erasuresAfter(engine: Engine, tenantId: string, snapshotAt
     const r = await c.query(`SELECT ${columns} FROM ${s}.erasures WHERE tenant_id = $1 AND erased_at > $2::timestamptz ORDER BY id`, [tenantId, snapshotAt]);
     return r.rows.map(recordOf);
   });
+}
+
+/** Where an erasure is kept in storage (docs/format.md, "Erasures"). */
+export function erasureKey(e: Pick<ErasureRecord, 'tenantId' | 'erasureId'>): string {
+  return `${erasuresArea}${tenantSegment(e.tenantId)}/${String(e.erasureId).padStart(12, '0')}.json`;
+}
+
+export const erasuresArea = 'erasures/';
+
+/**
+ * Puts back into the catalog the erasures storage holds and it lacks (a recreated catalog), with
+ * their ids and times; ids handed out next come after them. Never removes one.
+ */
+export async function rebuildErasures(engine: Engine): Promise<{ indexed: number; added: number[]; invalid: { key: string; error: string }[] }> {
+  const found: ErasureRecord[] = [];
+  const invalid: { key: string; error: string }[] = [];
+  for await (const o of engine.store.list(erasuresArea)) {
+    try {
+      const e = JSON.parse((await engine.store.getBytes(o.key)).toString('utf8')) as ErasureRecord;
+      if (!Number.isInteger(e.erasureId) || typeof e.tenantId !== 'string' || typeof e.table !== 'string' || typeof e.key !== 'object' || o.key !== erasureKey(e)) throw new Error('not an erasure of this key');
+      found.push(e);
+    } catch (err) {
+      invalid.push({ key: o.key, error: (err as Error).message });
+    }
+  }
+  const added = await engine.catalog.withSchema((c, s) =>
+    inTransaction(c, async () => {
+      const ids: number[] = [];
+      for (const e of found) {
+        const r = await c.query(
+          `INSERT INTO ${s}.erasures (id, tenant_id, table_name, key, erased_by, reason, erased_at) VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz) ON CONFLICT (id) DO NOTHING`,
+          [e.erasureId, e.tenantId, e.table, JSON.stringify(e.key), e.by, e.reason, e.erasedAt],
+        );
+        if (r.rowCount) ids.push(e.erasureId);
+      }
+      await c.query(`SELECT setval(pg_get_serial_sequence('${s}.erasures', 'id'), greatest((SELECT max(id) FROM ${s}.erasures), 1))`);
+      return ids;
+    }),
+  );
+  return { indexed: found.length, added, invalid };
 }
 
 /** `user_id=42` (columns in the order given). */
