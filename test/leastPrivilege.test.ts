@@ -91,6 +91,12 @@ describe('least privilege: README\'s roles, no superuser', function () {
       assert.match(error, /The database role "tenantsafe_backup" lacks a privilege: query would be affected by row-level security policy for table "projects"/);
       assert.match(error, /HINT: .*ALTER ROLE tenantsafe_backup BYPASSRLS/);
       assert.deepEqual((await asBackup('backups', 'list', '--tenant', tenantId)).json(), [], 'no backup recorded');
+      // and doctor says so beforehand
+      const doctor = JSON.parse((await asBackup('doctor')).stdout) as { checks: { check: string; status: string; detail: string; hint?: string }[] };
+      const rls = doctor.checks.find((l) => l.check === 'privileges: row-level security');
+      assert.equal(rls?.status, 'critical', JSON.stringify(rls));
+      assert.match(rls!.detail, /"app"\."projects"/);
+      assert.match(rls!.hint!, /ALTER ROLE tenantsafe_backup BYPASSRLS/);
     } finally {
       await admin(`ALTER ROLE tenantsafe_backup BYPASSRLS`);
     }
