@@ -164,7 +164,16 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const safety = await safetyBackup;
     const vacuumed = await vacuums.finished();
     const delta = { xid, readAt, removed };
-    const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
+    const erasures = plan.erasures?.entries.map((e) => e.erasureId);
+    const result: ApplyResult = {
+      applied,
+      sequencesMoved,
+      replicaMode,
+      delta,
+      ...(safety ? { safetyBackup: safety } : {}),
+      ...(vacuumed.length ? { vacuumed } : {}),
+      ...(erasures ? { erasures } : {}),
+    };
     await c.query(`CREATE TABLE ${appliedMarkerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
     await c.query('COMMIT');

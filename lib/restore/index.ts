@@ -111,8 +111,11 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
 
 export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, otherTenantsUnchanged: boolean): Promise<RestoreVerification> {
   const backup = await engine.catalog.getBackup(job.backupId);
-  const ctx = await contextFor(engine, backup, job.restoreId);
-  const applied = await withClient(engine.db, engine.config.database.url, (c) => previouslyApplied(c, ctx));
+  const found = await contextFor(engine, backup, job.restoreId);
+  const applied = await withClient(engine.db, engine.config.database.url, (c) => previouslyApplied(c, found));
+  // held to the erasures the apply left out, not to one recorded since
+  const erasures = found.erasures?.filter((e) => applied?.erasures?.includes(e.erasureId));
+  const ctx = { ...found, erasures: erasures?.length ? erasures : undefined };
   const safety = applied?.safetyBackup && (await safetyManifest(engine, job.tenantId, applied.safetyBackup));
   return verifyRestore(ctx, {
     delta: applied?.delta && safety ? { applied: applied.delta, changes: applied.applied, safety } : undefined,

@@ -148,6 +148,8 @@ export interface ApplyResult {
   delta?: ApplyDelta;
   /** tables vacuumed before the apply loaded them whole (they held the tenant's deleted rows) */
   vacuumed?: string[];
+  /** the erasures of the ledger the applied plan left out (ids): what the verification holds the tenant to */
+  erasures?: number[];
   alreadyApplied?: boolean;
 }
 
