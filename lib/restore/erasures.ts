@@ -6,7 +6,7 @@
 // stays with its reference cleared instead. Rows left out are moved to the table's `erased`
 // scratch table: what the preview counts, and what a re-staged table is matched against.
 import type { ClientBase } from 'pg';
-import { joinOn, quoteIdent } from '../pg';
+import { joinOn, quoteIdent, quoteLiteral } from '../pg';
 import type { ForeignKeyInfo } from '../tenancy';
 import { mappingOf, type RestoreContext, type TableMapping } from './mapping';
 import { scratchTable } from './sql';
@@ -24,9 +24,9 @@ export async function reapplyErasures(c: ClientBase, ctx: RestoreContext): Promi
   const mappings = ctx.mappings.filter((m) => m.live);
   const setNull = await setNullForeignKeys(c, mappings);
   for (const m of mappings) await c.query(`CREATE UNLOGGED TABLE IF NOT EXISTS ${scratchTable(ctx, m, 'erased')} AS SELECT * FROM ${m.staged} WITH NO DATA`);
-  // parents come before children: a pass reaches every depth but a child met before its parent
-  // (a self reference, a cycle), which the next pass takes; done when a pass changes nothing
-  // tables that lost rows: the subjects' and, for a table staged again, those that lost some before
+  // Tables that lost rows: the subjects', and those that lost some before (a table staged again).
+  // Parents come before children: a pass reaches every depth but a child met before its parent
+  // (a self reference, a cycle), which the next pass takes; done when a pass leaves nothing out.
   let grew = new Set(ctx.erasures!.map((e) => e.table));
   for (const m of mappings) if ((await c.query(`SELECT EXISTS (SELECT 1 FROM ${scratchTable(ctx, m, 'erased')}) AS any`)).rows[0].any) grew.add(m.table);
   for (let pass = 0; grew.size > 0; pass++) {
@@ -37,9 +37,9 @@ export async function reapplyErasures(c: ClientBase, ctx: RestoreContext): Promi
       if (direct.length === 0 && fks.length === 0) continue;
       const excluded = [subjectsMatch(m, direct), ...fks.filter((fk) => !setNull.has(fkId(m.table, fk))).map((fk) => parentErased(ctx, fk))].filter(Boolean).join(' OR ');
       if (excluded && (await leaveOut(c, ctx, m, excluded)) > 0) next.add(m.table);
+      // rows kept with their reference cleared: nothing below them goes
       for (const fk of fks.filter((x) => setNull.has(fkId(m.table, x)))) {
-        const cleared = await c.query(`UPDATE ${m.staged} s SET ${fk.columns.map((col) => `${quoteIdent(col)} = NULL`).join(', ')} WHERE ${parentErased(ctx, fk)}`);
-        if ((cleared.rowCount ?? 0) > 0) next.add(m.table);
+        await c.query(`UPDATE ${m.staged} s SET ${fk.columns.map((col) => `${quoteIdent(col)} = NULL`).join(', ')} WHERE ${parentErased(ctx, fk)}`);
       }
     }
     grew = next;
@@ -110,8 +110,7 @@ function dependencies(ctx: RestoreContext, m: TableMapping): ForeignKeyInfo[] {
 /** Staged rows of the subjects named: keys compared as text, as PostgreSQL prints them (the ledger's form). */
 function subjectsMatch(m: TableMapping, erasures: { key: Record<string, string> }[]): string {
   if (erasures.length === 0 || !m.key) return '';
-  const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
-  return erasures.map((e) => `(${m.key!.map((k) => `s.${quoteIdent(k)}::text = ${literal(e.key[k] ?? '')}`).join(' AND ')})`).join(' OR ');
+  return erasures.map((e) => `(${m.key!.map((k) => `s.${quoteIdent(k)}::text = ${quoteLiteral(e.key[k] ?? '')}`).join(' AND ')})`).join(' OR ');
 }
 
 /** Staged rows whose foreign key points at a row of the parent left out. */
