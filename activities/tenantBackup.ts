@@ -14,7 +14,7 @@ import { databaseName } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { largeTenants, planTenantRanges, takeTenantBatch, type BatchProgress, type BatchSlot, type TenantBatchResult } from '../lib/tenantBackup/batch';
-import { withClient } from '../lib/pg';
+import { withClient, databaseRole } from '../lib/pg';
 import { discoverTenancy, listTenants, type TenantRange } from '../lib/tenancy';
 import { withFailures } from './failures';
 
@@ -111,7 +111,7 @@ export function createTenantBackupActivities(engine: Engine) {
     async recordRun(run: RunRecord): Promise<void> {
       await engine.catalog.recordRun({ database: databaseName(engine.config.database.url), ...run });
     },
-  });
+  }, databaseRole(engine.config.database.url));
 }
 
 export type TenantBackupActivities = ReturnType<typeof createTenantBackupActivities>;

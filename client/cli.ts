@@ -6,11 +6,13 @@
 // actions that use it, so `--help` or a catalog query does not wait for it. require(), not
 // import(): under tsx's CommonJS hook (the tests, bin/tenantsafe without a build) import() goes
 // to Node's ESM loader, which cannot load TypeScript.
+import { privilegeError } from '../lib/pg';
 import { registerAuditCommands } from './auditCommands';
 import { createProgram, standardExitCodes, type CliCommand } from './cliCommand';
 import { registerDatabaseCommands } from './databaseCommands';
 import { registerDrillCommands } from './drillCommands';
 import { registerDrCommands } from './drCommands';
+import { registerErasureCommands } from './erasureCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
@@ -49,6 +51,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   registerStorageCommands(program);
   registerDrCommands(program);
   registerAuditCommands(program);
+  registerErasureCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);
   registerDevCommands(program);
@@ -62,6 +65,6 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return Number(process.exitCode ?? 0);
   } catch (err) {
-    return reportError({ json }, err);
+    return reportError({ json }, privilegeError(err));
   }
 }

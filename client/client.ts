@@ -6,7 +6,7 @@ import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { approvalInvalid, approvalRefusal, checkRestoreRequest, rejectionRefusal, type ApprovalRefusal } from '../lib/restore/rules';
-import type { PointInTimePreview } from '../lib/restore/types';
+import type { ErasuresPreview, PointInTimePreview } from '../lib/restore/types';
 import {
   approveSignal,
   databaseScoped,
@@ -193,6 +193,8 @@ export interface RestoreRequested {
     drift: string[];
     /** a restore to a point in time: the source, the last commit included, and why */
     pointInTime?: PointInTimePreview;
+    /** erasures of the ledger applied again: the entries (ids, tables, who, when) and the rows left out per table */
+    erasures?: ErasuresPreview;
   } | null;
   error?: string;
   errorType?: string;
@@ -309,6 +311,7 @@ function requestedOf(s: TenantRestoreStatus, workflowId: string): RestoreRequest
           blockers: s.preview.blockers.map((b) => b.message),
           drift: s.preview.drift.map((d) => `${d.table}${d.column ? `.${d.column}` : ''}: ${d.kind}, ${d.policy}`),
           ...(s.preview.pointInTime ? { pointInTime: s.preview.pointInTime } : {}),
+          ...(s.preview.erasures ? { erasures: s.preview.erasures } : {}),
         }
       : null,
     ...(s.error ? { error: s.error } : {}),

@@ -7,6 +7,7 @@ import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
 import { Engine } from '../lib/engine';
 import { globals, listedDatabases, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { rebuildErasures } from '../lib/erasure';
 import { emit, table } from './output';
 
 /** `backup` and `backups`; returns both, which the whole-database commands add to. */
@@ -84,19 +85,21 @@ export function registerCatalogCommands(program: CliCommand): void {
     .command('catalog')
     .description('the backup index in Postgres')
     .command('rebuild')
-    .description('rebuild the backup catalog from the manifests in storage')
+    .description('rebuild the backup catalog from the manifests in storage (and the erasure ledger from its copies there)')
     .example('tenantsafe catalog rebuild')
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, async (e) => ({
         ...(await e.catalog.rebuild(e.store)),
         full: await e.catalog.rebuildFullBackups(e.store),
         changeLog: await e.catalog.rebuildChangeLog(e.store),
+        erasures: await rebuildErasures(e),
       }));
       emit(globals(cmd), out, () =>
         [
           `Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed), ${out.full.indexed} full backups (${out.full.added.length} added, ${out.full.removed.length} removed).`,
           `Change log: ${out.changeLog.streams} streams, ${out.changeLog.segments} segments, ${out.changeLog.gaps} gaps.`,
-          ...[...out.invalid, ...out.full.invalid, ...out.changeLog.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
+          `Erasure ledger: ${out.erasures.indexed} erasures in storage, ${out.erasures.added.length} put back.`,
+          ...[...out.invalid, ...out.full.invalid, ...out.changeLog.invalid, ...out.erasures.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
         ].join('\n'),
       );
     });

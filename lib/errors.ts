@@ -44,6 +44,12 @@ export const ErrorType = {
    * a replicating standby, or it is further behind than dr.standby.maxLag (the loss estimate named)
    */
   FailoverRefused: 'FailoverRefused',
+  /**
+   * the database role lacks a grant or attribute a step needs (a table's SELECT, BYPASSRLS where
+   * row-level security applies, REPLICATION): not transient (a retry is refused the same way);
+   * an administrator grants it (README, Privileges), then the job runs again
+   */
+  InsufficientPrivilege: 'InsufficientPrivilege',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 
