@@ -1,5 +1,5 @@
 // The erasure ledger: subject-level erasures (a person who asked to be forgotten: a table and the
-// key of their row, within a tenant), kept in the catalog (migration 11) and, each as one object,
+// key of their row, within a tenant), kept in the catalog (migration 10) and, each as one object,
 // in storage (`erasures/<tenant>/<id>.json`), so `catalog rebuild` brings it back: a catalog lost
 // without its ledger would let restores bring people back. The application deletes
 // the live rows; the ledger makes every later tenant restore of data older than the erasure leave
