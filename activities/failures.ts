@@ -3,10 +3,11 @@
 // lost to a restart or a failover) retry.
 import { ApplicationFailure } from '@temporalio/common';
 import { isTransient, TenantsafeError } from '../lib/errors';
-import { connectionError, isConnectionLost } from '../lib/pg';
+import { connectionError, isConnectionLost, privilegeError } from '../lib/pg';
 
-export function toFailure(err: unknown): unknown {
-  const typed = isConnectionLost(err) ? connectionError(undefined, err) : err;
+/** `role`: the database role the activities log in as, named when it lacks a privilege. */
+export function toFailure(err: unknown, role?: string): unknown {
+  const typed = isConnectionLost(err) ? connectionError(undefined, err) : privilegeError(err, role);
   if (typed instanceof TenantsafeError) {
     return ApplicationFailure.create({ message: typed.message, type: typed.type, nonRetryable: !isTransient(typed.type) });
   }
@@ -14,7 +15,7 @@ export function toFailure(err: unknown): unknown {
 }
 
 /** Wraps every activity of a set so engine errors reach the workflow typed. */
-export function withFailures<T extends Record<string, (input: any) => Promise<unknown>>>(activities: T): T {
+export function withFailures<T extends Record<string, (input: any) => Promise<unknown>>>(activities: T, role?: string): T {
   return Object.fromEntries(
     Object.entries(activities).map(([name, fn]) => [
       name,
@@ -22,7 +23,7 @@ export function withFailures<T extends Record<string, (input: any) => Promise<un
         try {
           return await fn(input);
         } catch (err) {
-          throw toFailure(err);
+          throw toFailure(err, role);
         }
       },
     ]),

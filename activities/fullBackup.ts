@@ -13,6 +13,7 @@ import type { StorageLocation } from '../lib/storage/types';
 import { archiveWal, type WalArchiverProgress } from '../lib/wal/archiver';
 import { serverWalPosition, WalProgressReporter } from '../lib/wal/progress';
 import { workflowScopes } from '../lib/databaseIdentity';
+import { databaseRole } from '../lib/pg';
 import { withFailures } from './failures';
 import { heartbeatEvery } from './tenantBackup';
 
@@ -114,7 +115,7 @@ export function createFullBackupActivities(engine: Engine) {
         stop();
       }
     },
-  });
+  }, databaseRole(engine.config.database.url));
 }
 
 export type FullBackupActivities = ReturnType<typeof createFullBackupActivities>;

@@ -13,9 +13,9 @@ import type { RunRecord } from '../lib/catalog';
 import { databaseName } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
-import { largeTenants, takeTenantBatch, type BatchProgress, type TenantBatchResult } from '../lib/tenantBackup/batch';
-import { withClient } from '../lib/pg';
-import { discoverTenancy, listTenants } from '../lib/tenancy';
+import { largeTenants, planTenantRanges, takeTenantBatch, type BatchProgress, type BatchSlot, type TenantBatchResult } from '../lib/tenantBackup/batch';
+import { withClient, databaseRole } from '../lib/pg';
+import { discoverTenancy, listTenants, type TenantRange } from '../lib/tenancy';
 import { withFailures } from './failures';
 
 export interface TenantRef {
@@ -74,17 +74,25 @@ export function createTenantBackupActivities(engine: Engine) {
       return largeTenants(engine, minRows);
     },
 
+    /** The tenants but `skip` cut into ranges of at most `maxTenants`, a batch each. */
+    async planTenantBatches({ skip, maxTenants }: { skip: string[]; maxTenants: number }): Promise<TenantRange[]> {
+      return planTenantRanges(engine, { skip, maxTenants });
+    },
+
     /**
-     * Every tenant but `skip` from one snapshot, in packs (lib/tenantBackup/batch.ts). A retry
-     * (the worker died) keeps what an earlier attempt completed and removes its orphan packs.
+     * Every tenant but `skip` (in `range`, when the run has several batches) from one snapshot,
+     * in packs (lib/tenantBackup/batch.ts). A retry (the worker died) keeps what an earlier
+     * attempt completed and removes its orphan packs.
      */
-    async takeTenantBatch({ batchId, skip }: { batchId: string; skip: string[] }): Promise<TenantBatchResult> {
+    async takeTenantBatch({ batchId, skip, range, slot }: { batchId: string; skip: string[]; range?: TenantRange; slot?: BatchSlot }): Promise<TenantBatchResult> {
       let progress: BatchProgress | { phase: string } = { phase: 'starting' };
       const stop = heartbeatEvery(2000, () => progress);
       try {
         return await takeTenantBatch(engine, {
           batchId,
           skip,
+          range,
+          slot,
           attempt: Context.current().info.attempt,
           onProgress: (p) => (progress = { ...p }),
           signal: Context.current().cancellationSignal,
@@ -94,15 +102,16 @@ export function createTenantBackupActivities(engine: Engine) {
       }
     },
 
-    async listTenants(_: Record<string, never>): Promise<string[]> {
+    /** Every tenant, or those in `range` (a batch's that failed as a whole). */
+    async listTenants({ range }: { range?: TenantRange }): Promise<string[]> {
       const { url } = engine.config.database;
-      return withClient(engine.db, url, async (c) => listTenants(c, await discoverTenancy(c, engine.config.tenancy)));
+      return withClient(engine.db, url, async (c) => listTenants(c, await discoverTenancy(c, engine.config.tenancy), range));
     },
 
     async recordRun(run: RunRecord): Promise<void> {
       await engine.catalog.recordRun({ database: databaseName(engine.config.database.url), ...run });
     },
-  });
+  }, databaseRole(engine.config.database.url));
 }
 
 export type TenantBackupActivities = ReturnType<typeof createTenantBackupActivities>;

@@ -1,5 +1,5 @@
-// Tenant restore activities: thin steps over lib/restore. The full preview (with sample keys)
-// goes to the catalog; Temporal gets counts and digests only.
+// Tenant restore activities: thin steps over lib/restore. The full preview (with sample keys and
+// erased subjects' keys) goes to the catalog; Temporal gets counts and digests only.
 import { Context } from '@temporalio/activity';
 import type { RestoreRecord } from '../lib/catalog';
 import { databaseName } from '../lib/config';
@@ -20,6 +20,7 @@ import {
 } from '../lib/restore';
 import type { StorageLocation } from '../lib/storage/types';
 import type { PreviewSummary, TenantRestoreInput } from '../workflows/messages';
+import { databaseRole } from '../lib/pg';
 import { withFailures } from './failures';
 import { recordTenantBackup } from '../lib/tenantBackup';
 import { heartbeatEvery } from './tenantBackup';
@@ -44,7 +45,9 @@ function summarize(p: RestorePreview): PreviewSummary {
   const tables = Object.fromEntries(
     Object.entries(p.tables).map(([k, t]) => [k, { insert: t.insert, update: t.update, delete: t.delete, selected: t.selected, ...(t.wholeTable ? { wholeTable: true } : {}) }]),
   );
-  return { ...p, tables };
+  // the erased subjects' keys stay in the catalog's copy: Temporal gets their ids and tables
+  const erasures = p.erasures && { ...p.erasures, entries: p.erasures.entries.map(({ key: _inCatalogOnly, ...e }) => e) };
+  return { ...p, tables, ...(erasures ? { erasures } : {}) };
 }
 
 export function createTenantRestoreActivities(engine: Engine) {
@@ -136,7 +139,7 @@ export function createTenantRestoreActivities(engine: Engine) {
     async recordRestore(r: Omit<RestoreRecord, 'workflowId' | 'runId'>): Promise<void> {
       await engine.catalog.recordRestore({ ...identity(), ...r });
     },
-  });
+  }, databaseRole(engine.config.database.url));
 }
 
 export type TenantRestoreActivities = ReturnType<typeof createTenantRestoreActivities>;

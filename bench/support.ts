@@ -19,7 +19,7 @@ import { spawnWorkerProcess } from '../workers/process';
 import { ensureSampleDatabase, sampleDigest, type SampleOptions } from '../sample/generate';
 import { fromTable, tenantFilter, type TenancyPlan } from '../lib/tenancy';
 
-const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const adminUrl = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export interface BenchDatabase {
   url: string;

@@ -6,12 +6,14 @@
 // actions that use it, so `--help` or a catalog query does not wait for it. require(), not
 // import(): under tsx's CommonJS hook (the tests, bin/tenantsafe without a build) import() goes
 // to Node's ESM loader, which cannot load TypeScript.
+import { privilegeError } from '../lib/pg';
 import { registerAuditCommands } from './auditCommands';
 import { createProgram, standardExitCodes, type CliCommand } from './cliCommand';
 import { registerDatabaseCommands } from './databaseCommands';
 import { registerDrillCommands } from './drillCommands';
 import { registerDrCommands } from './drCommands';
 import { registerKeyCommands } from './keyCommands';
+import { registerErasureCommands } from './erasureCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
 import { registerRestoreCommands } from './restoreCommands';
@@ -27,6 +29,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   const program = createProgram('tenantsafe')
     .description('Backup, point-in-time recovery and tenant-level restore for multi-tenant PostgreSQL')
     .option('--config <path>', 'tenantsafe.yaml (default: $TENANTSAFE_CONFIG, ./tenantsafe.yaml, else embedded defaults)')
+    .option('--database <id>', 'with several databases in the config (`databases`): the one the command is about; required then, unless the command lists every one (docs/fleet.md). failover, switchover: the database\'s name (default: the configured one)')
     .option('--json', 'machine-readable output (JSON on stdout; an error as JSON on stderr)')
     .version((require('../package.json') as { version: string }).version, '--version', 'print the version')
     .example('tenantsafe backup tenant acme --wait', 'tenantsafe restore tenant acme --at 2026-11-25T09:30:00Z', 'tenantsafe doctor')
@@ -50,6 +53,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   registerKeyCommands(program);
   registerDrCommands(program);
   registerAuditCommands(program);
+  registerErasureCommands(program);
   registerWorkerCommand(program);
   registerTemporalCommands(program);
   registerDevCommands(program);
@@ -63,6 +67,6 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return Number(process.exitCode ?? 0);
   } catch (err) {
-    return reportError({ json }, err);
+    return reportError({ json }, privilegeError(err));
   }
 }

@@ -38,6 +38,7 @@ export const isRequired = (option: Option): boolean => option.mandatory || requi
 export class CliCommand extends Command {
   private readonly examples: string[] = [];
   private readonly exitCodes: Record<number, string> = { ...standardExitCodes };
+  private drCommand = false;
 
   constructor(name?: string) {
     super(name);
@@ -58,6 +59,20 @@ export class CliCommand extends Command {
   exits(meanings: Record<number, string>): this {
     Object.assign(this.exitCodes, meanings);
     return this;
+  }
+
+  /**
+   * Marks a command of disaster recovery (and its sub-commands): `dr` describes one database, so it
+   * refuses a config naming several, and there `--database` is the database's name (commandHelpers `config`).
+   */
+  disasterRecovery(): this {
+    this.drCommand = true;
+    return this;
+  }
+
+  /** Whether it, or a command it belongs to, is one of disaster recovery. */
+  isDisasterRecovery(): boolean {
+    return this.drCommand || (this.parent instanceof CliCommand && this.parent.isDisasterRecovery());
   }
 
   /** Puts options already added under a heading of their own that says exactly one of them is required. */

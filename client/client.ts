@@ -6,15 +6,17 @@ import { temporal } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { approvalInvalid, approvalRefusal, checkRestoreRequest, rejectionRefusal, type ApprovalRefusal } from '../lib/restore/rules';
-import type { PointInTimePreview } from '../lib/restore/types';
+import type { ErasuresPreview, PointInTimePreview } from '../lib/restore/types';
 import {
   approveSignal,
+  databaseScoped,
   rejectSignal,
   searchAttributes,
   tenantBackupStatusQuery,
   tenantRestoreStatusQuery,
   workflowIds,
   type ApproveSignal,
+  type OnDatabase,
   type RejectSignal,
   type TenantBackupResult,
   type TenantBackupsAllInput,
@@ -48,9 +50,12 @@ export class TenantsafeClient {
     readonly temporal: Client,
     private readonly connection: Connection,
     readonly settings: TemporalSettings,
+    /** with several databases in the config: the id of the one this client's workflows serve (docs/fleet.md) */
+    readonly database?: string,
   ) {}
 
-  static async connect(settings: TemporalSettings): Promise<TenantsafeClient> {
+  /** `database`: the id of the database the workflows it starts serve, when the config names several (Config.databaseId). */
+  static async connect(settings: TemporalSettings, database?: string): Promise<TenantsafeClient> {
     let connection: Connection;
     try {
       connection = await Connection.connect({ ...temporalConnectionOptions(settings), connectTimeout: '5s' });
@@ -64,7 +69,7 @@ export class TenantsafeClient {
           : 'Start it with `tenantsafe dev`, or set temporal.address in the config (and temporal.tls for a secured server).',
       );
     }
-    return new TenantsafeClient(new Client({ connection, namespace: settings.namespace }), connection, settings);
+    return new TenantsafeClient(new Client({ connection, namespace: settings.namespace }), connection, settings, database);
   }
 
   async close(): Promise<void> {
@@ -72,6 +77,21 @@ export class TenantsafeClient {
   }
 
   readonly restores = new TenantsafeRestores(this);
+
+  /** A workflow id of this client's database (`databaseScoped`). */
+  workflowId(id: string): string {
+    return databaseScoped(id, this.database);
+  }
+
+  /** A workflow input with this client's database, when it has one. */
+  onDatabase<T extends object>(input: T): T & OnDatabase {
+    return this.database === undefined ? input : { ...input, database: this.database };
+  }
+
+  /** The search attributes a run of this client's database starts with (its workflow sets them too). */
+  databaseAttributes(): { key: typeof searchAttributes.database; value: string }[] {
+    return this.database === undefined ? [] : [{ key: searchAttributes.database, value: this.database }];
+  }
 
   /**
    * Registers in the namespace the search attributes tenantsafe's workflows set (a dev server gets
@@ -123,12 +143,13 @@ export class TenantsafeClient {
     await this.assertWorkerPolling();
     const handle = await this.temporal.workflow.start<typeof tenantBackup>('tenantBackup', {
       taskQueue: this.settings.taskQueue,
-      workflowId: workflowIds.tenantBackup(tenantId),
-      args: [{ tenantId }],
+      workflowId: this.workflowId(workflowIds.tenantBackup(tenantId)),
+      args: [this.onDatabase({ tenantId })],
       workflowIdConflictPolicy: 'USE_EXISTING',
       typedSearchAttributes: [
         { key: searchAttributes.tenantId, value: tenantId },
         { key: searchAttributes.backupKind, value: 'tenant' },
+        ...this.databaseAttributes(),
       ],
     });
     if (opts.wait) return outcomeOf(await resultOf(handle), handle.workflowId);
@@ -144,9 +165,10 @@ export class TenantsafeClient {
     await this.assertWorkerPolling();
     const handle = await this.temporal.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
       taskQueue: this.settings.taskQueue,
-      workflowId: workflowIds.tenantBackupsAll(),
-      args: [input],
+      workflowId: this.workflowId(workflowIds.tenantBackupsAll()),
+      args: [this.onDatabase(input)],
       workflowIdConflictPolicy: 'USE_EXISTING',
+      typedSearchAttributes: this.databaseAttributes(),
     });
     return opts.wait ? resultOf(handle) : { workflowId: handle.workflowId, status: 'running' };
   }
@@ -171,6 +193,8 @@ export interface RestoreRequested {
     drift: string[];
     /** a restore to a point in time: the source, the last commit included, and why */
     pointInTime?: PointInTimePreview;
+    /** erasures of the ledger applied again: the entries (ids, tables, who, when) and the rows left out per table */
+    erasures?: ErasuresPreview;
   } | null;
   error?: string;
   errorType?: string;
@@ -189,17 +213,18 @@ export class TenantsafeRestores {
     // what needs no database fails here, before a workflow starts (the workflow checks it again)
     checkRestoreRequest(input);
     await this.client.assertWorkerPolling();
-    const workflowId = workflowIds.tenantRestore(input.tenantId);
+    const workflowId = this.client.workflowId(workflowIds.tenantRestore(input.tenantId));
     let handle;
     try {
       handle = await this.client.temporal.workflow.start<typeof tenantRestore>('tenantRestore', {
         taskQueue: this.client.settings.taskQueue,
         workflowId,
-        args: [input],
+        args: [this.client.onDatabase(input)],
         workflowIdConflictPolicy: 'FAIL',
         typedSearchAttributes: [
           { key: searchAttributes.tenantId, value: input.tenantId },
           { key: searchAttributes.backupKind, value: 'restore' },
+          ...this.client.databaseAttributes(),
         ],
       });
     } catch (err) {
@@ -286,6 +311,7 @@ function requestedOf(s: TenantRestoreStatus, workflowId: string): RestoreRequest
           blockers: s.preview.blockers.map((b) => b.message),
           drift: s.preview.drift.map((d) => `${d.table}${d.column ? `.${d.column}` : ''}: ${d.kind}, ${d.policy}`),
           ...(s.preview.pointInTime ? { pointInTime: s.preview.pointInTime } : {}),
+          ...(s.preview.erasures ? { erasures: s.preview.erasures } : {}),
         }
       : null,
     ...(s.error ? { error: s.error } : {}),

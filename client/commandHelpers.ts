@@ -2,26 +2,64 @@
 // command runs with, option parsers and how sizes are printed.
 import * as os from 'node:os';
 import { Option, type Command } from 'commander';
-import { loadConfig, type Config } from '../lib/config';
+import { databaseIds, forDatabase, loadConfig, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { parseDuration } from '../lib/duration';
 import { parseBackupLabel } from '../lib/labels';
 import { storageLocationOf } from '../lib/storage';
 import type { StorageLocation } from '../lib/storage/types';
+import { CliCommand } from './cliCommand';
 import type { TenantsafeClient } from './client';
 import type { OutputOptions } from './output';
 
 interface GlobalOptions extends OutputOptions {
   config?: string;
+  /** with several databases in the config: the one the command is about (docs/fleet.md) */
+  database?: string;
 }
 
 export function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals<GlobalOptions>();
 }
 
+/**
+ * The config of the database the command is about: the one `--database` names (an id the config
+ * does not name: bad input listing them), which is required when the config names several. A
+ * single-database config as it is. Disaster recovery's commands (failover, switchover, standby,
+ * drills) serve one database: they refuse a config naming several, and there `--database` keeps
+ * its older meaning, the database's name (failover, switchover).
+ */
 export function config(cmd: Command): Config {
+  const whole = fleetConfig(cmd);
+  const { database } = globals(cmd);
+  const ids = databaseIds(whole);
+  if (cmd instanceof CliCommand && cmd.isDisasterRecovery()) {
+    if (ids.length > 0) throw new TenantsafeError(ErrorType.BadInput, `Disaster recovery (the standby, failover, switchover, drills) serves one database; this config names several (databases: ${ids.join(', ')}).`, 'Run it with a config that names that one database in `database`: docs/fleet.md.');
+    return whole;
+  }
+  if (database === undefined && ids.length > 1) {
+    throw new TenantsafeError(ErrorType.BadInput, `The config names ${ids.length} databases: say which one this command is about.`, `Pass --database <id>, one of: ${ids.join(', ')}.`);
+  }
+  return forDatabase(whole, database);
+}
+
+/** The whole config, every database's view in `databases`: what the worker serves, what lists cover. */
+export function fleetConfig(cmd: Command): Config {
   return loadConfig({ path: globals(cmd).config });
+}
+
+/**
+ * The databases a listing covers: the one `--database` names, else every one of the config; each
+ * with its id (null: a single-database config).
+ */
+export function listedDatabases(cmd: Command): { id: string | null; config: Config }[] {
+  const whole = fleetConfig(cmd);
+  if (globals(cmd).database !== undefined || databaseIds(whole).length === 0) {
+    const one = config(cmd);
+    return [{ id: one.databaseId ?? null, config: one }];
+  }
+  return Object.entries(whole.databases).map(([id, view]) => ({ id, config: view }));
 }
 
 export async function withEngine<T>(cmd: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {
@@ -40,10 +78,11 @@ export function fromOption(cmd: Command, value: string | undefined): StorageLoca
 
 export const fromOptionHelp = 'read the backups from this storage location only: secondary (storage.secondary) or primary; default: the primary, falling over to the secondary';
 
-export async function withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>): Promise<T> {
-  const cfg = config(cmd);
+/** `anyDatabase`: the command is about the Temporal namespace, not one database (schedule list, temporal setup). */
+export async function withClientOf<T>(cmd: Command, fn: (client: TenantsafeClient, cfg: Config) => Promise<T>, opts: { anyDatabase?: boolean } = {}): Promise<T> {
+  const cfg = opts.anyDatabase ? fleetConfig(cmd) : config(cmd);
   const { TenantsafeClient } = require('./client') as typeof import('./client');
-  const client = await TenantsafeClient.connect(cfg.temporal);
+  const client = await TenantsafeClient.connect(cfg.temporal, opts.anyDatabase ? undefined : cfg.databaseId);
   try {
     return await fn(client, cfg);
   } finally {

@@ -70,22 +70,24 @@ const withDr = <T>(cmd: Command, fn: (dr: TenantsafeDr, client: TenantsafeClient
 export function registerDrCommands(program: CliCommand): void {
   const failover = program
     .command('failover')
+    .disasterRecovery()
     .description('fail over to the standby when the primary is lost: probes, approval, fencing, promotion, the endpoint switched, RTO and loss recorded')
     // required, but checked by the action (with a HINT): commander would ask approve and reject for it too
     .addOption(requiredInHelp(new Option('--reason <text>', 'why (kept in the catalog)')))
     .addOption(requesterOption('who asks (cannot approve it)'))
     .option('--force', 'fail over even though the primary answers, or the standby is further behind than dr.standby.maxLag')
-    .option('--database <name>', 'the database (default: the configured one)')
     .option('--wait', 'wait until the failover is done')
     .example('tenantsafe failover --reason "primary host lost"', 'tenantsafe failover --reason "primary host lost" --by alice --wait')
     .exits({ 1: 'the failover failed after it started (the message says where it stopped)', 2: 'bad input, or refused (FailoverRefused: the primary answers, the standby is too far behind, nothing configured): nothing was changed' })
-    .action(async (opts: { reason?: string; by?: string; force?: boolean; database?: string; wait?: boolean }, cmd: Command) => {
+    .action(async (opts: { reason?: string; by?: string; force?: boolean; wait?: boolean }, cmd: Command) => {
       if (!opts.reason) throw new TenantsafeError(ErrorType.BadInput, 'A failover needs a reason.', 'Pass --reason <text>, e.g. --reason "primary host lost".');
       const requestedBy = requester(opts.by);
       const cfg = config(cmd);
       checkDrConfigured(cfg); // what needs no server fails here, before a workflow starts (it checks again)
-      const database = opts.database ?? databaseName(cfg.database.url);
-      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy, force: opts.force, database: opts.database }, { wait: opts.wait }));
+      // the global --database: here the database's name (default: the configured one)
+      const named = globals(cmd).database;
+      const database = named ?? databaseName(cfg.database.url);
+      const out = await withDr(cmd, (dr) => dr.failover(database, { reason: opts.reason!, requestedBy, force: opts.force, database: named }, { wait: opts.wait }));
       emit(globals(cmd), out, () => failoverText(out));
       if ('errorType' in out && out.state === 'failed') throw new WorkflowError(out.error ?? 'The failover failed.', out.errorType);
     });
@@ -133,18 +135,20 @@ export function registerDrCommands(program: CliCommand): void {
     });
   program
     .command('switchover')
+    .disasterRecovery()
     .description('planned move to the standby with no loss: endpoint paused, primary read-only, standby caught up and promoted, endpoint switched')
     .addOption(requesterOption())
-    .option('--database <name>', 'the database (default: the configured one)')
     .option('--wait', 'wait until the switchover is done')
     .example('tenantsafe switchover --wait', 'tenantsafe switchover --by alice --database saas --wait')
     .exits({ 2: 'bad input, or refused (no standby or endpoint configured, the standby not replicating): nothing was changed' })
-    .action(async (opts: { by?: string; database?: string; wait?: boolean }, cmd: Command) => {
+    .action(async (opts: { by?: string; wait?: boolean }, cmd: Command) => {
       const requestedBy = requester(opts.by);
       const cfg = config(cmd);
       checkDrConfigured(cfg);
-      const database = opts.database ?? databaseName(cfg.database.url);
-      const out = await withDr(cmd, (dr) => dr.switchover(database, { requestedBy, database: opts.database }, { wait: opts.wait }));
+      // the global --database: here the database's name (default: the configured one)
+      const named = globals(cmd).database;
+      const database = named ?? databaseName(cfg.database.url);
+      const out = await withDr(cmd, (dr) => dr.switchover(database, { requestedBy, database: named }, { wait: opts.wait }));
       emit(globals(cmd), out, () => switchoverText(out));
     });
 }

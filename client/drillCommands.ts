@@ -36,7 +36,7 @@ function drillRow(e: DrEventRecord) {
 }
 
 export function registerDrillCommands(program: CliCommand): void {
-  const drill = program.command('drill').description('disaster-recovery drills: restore the newest full backup and WAL into a scratch cluster, check it, measure RTO and RPO');
+  const drill = program.command('drill').disasterRecovery().description('disaster-recovery drills: restore the newest full backup and WAL into a scratch cluster, check it, measure RTO and RPO');
   drill
     .command('run')
     .description('run a drill now (exit 1 when it failed or missed dr.targets)')

@@ -19,10 +19,17 @@ import {
 import type { applyRetention, changeLog, fullBackup, pitrRestore, verifyBackup, walArchiver } from '../workflows';
 import { resultOf, pollStatus, type TenantsafeClient } from './client';
 
-/** Starts a workflow of ours on the configured task queue. */
+/** Starts a workflow of ours on the configured task queue, its input on the client's database. */
 function start<W extends Workflow>(client: TenantsafeClient, type: string, workflowId: string, args: Parameters<W>, conflict: 'USE_EXISTING' | 'FAIL' = 'USE_EXISTING'): Promise<WorkflowHandle<W>> {
   // the SDK's conditional args type cannot be checked against a generic W; the callers' args are typed
-  const options = { taskQueue: client.settings.taskQueue, workflowId, args, workflowIdConflictPolicy: conflict } as unknown as WorkflowStartOptions<W>;
+  const [input, ...rest] = args as unknown[];
+  const options = {
+    taskQueue: client.settings.taskQueue,
+    workflowId,
+    args: [client.onDatabase((input ?? {}) as object), ...rest],
+    workflowIdConflictPolicy: conflict,
+    typedSearchAttributes: client.databaseAttributes(),
+  } as unknown as WorkflowStartOptions<W>;
   return client.temporal.workflow.start<W>(type, options);
 }
 
@@ -34,10 +41,10 @@ export async function startFullBackup(client: TenantsafeClient, opts: { wait?: b
   await client.assertWorkerPolling();
   const handle = await client.temporal.workflow.start<typeof fullBackup>('fullBackup', {
     taskQueue: client.settings.taskQueue,
-    workflowId: databaseWorkflowIds.fullBackup(),
-    args: [{}],
+    workflowId: client.workflowId(databaseWorkflowIds.fullBackup()),
+    args: [client.onDatabase({})],
     workflowIdConflictPolicy: 'USE_EXISTING',
-    typedSearchAttributes: [{ key: searchAttributes.backupKind, value: 'full' }],
+    typedSearchAttributes: [{ key: searchAttributes.backupKind, value: 'full' }, ...client.databaseAttributes()],
   });
   const done = (r: FullBackupResult): FullBackupOutcome => ({ ...r, status: 'completed', workflowId: handle.workflowId });
   if (opts.wait) return done(await resultOf(handle));
@@ -49,20 +56,20 @@ export async function startFullBackup(client: TenantsafeClient, opts: { wait?: b
 /** Restores to a point in time and waits for the result (restores are not fire-and-forget). */
 export async function restorePointInTime(client: TenantsafeClient, input: PitrRestoreInput): Promise<PitrRestoreResult> {
   await client.assertWorkerPolling();
-  const handle = await start<typeof pitrRestore>(client, 'pitrRestore', databaseWorkflowIds.pitrRestore(input.target), [input], 'FAIL');
+  const handle = await start<typeof pitrRestore>(client, 'pitrRestore', client.workflowId(databaseWorkflowIds.pitrRestore(input.target)), [input], 'FAIL');
   return resultOf(handle);
 }
 
 export async function verifyBackupNow(client: TenantsafeClient, backupId: string): Promise<VerifyBackupResult> {
   await client.assertWorkerPolling();
-  const handle = await start<typeof verifyBackup>(client, 'verifyBackup', databaseWorkflowIds.verifyBackup(backupId), [{ backupId }]);
+  const handle = await start<typeof verifyBackup>(client, 'verifyBackup', client.workflowId(databaseWorkflowIds.verifyBackup(backupId)), [{ backupId }]);
   return resultOf(handle);
 }
 
 /** `requestedBy`: who asks, for the audit log (a run that deletes records it). */
 export async function applyRetentionNow(client: TenantsafeClient, dryRun: boolean, requestedBy?: string): Promise<ApplyRetentionResult> {
   await client.assertWorkerPolling();
-  const handle = await start<typeof applyRetention>(client, 'applyRetention', databaseWorkflowIds.applyRetention(), [{ dryRun, ...(requestedBy ? { requestedBy } : {}) }]);
+  const handle = await start<typeof applyRetention>(client, 'applyRetention', client.workflowId(databaseWorkflowIds.applyRetention()), [{ dryRun, ...(requestedBy ? { requestedBy } : {}) }]);
   return resultOf(handle);
 }
 
@@ -87,7 +94,7 @@ export const changeLogStatus = (client: TenantsafeClient, scope: string) => stat
 /** Whether a full backup runs now (it needs the WAL archiver's slot: the archive must reach its end). */
 export async function fullBackupRunning(client: TenantsafeClient): Promise<boolean> {
   try {
-    return (await client.temporal.workflow.getHandle(databaseWorkflowIds.fullBackup()).describe()).status.name === 'RUNNING';
+    return (await client.temporal.workflow.getHandle(client.workflowId(databaseWorkflowIds.fullBackup())).describe()).status.name === 'RUNNING';
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) return false;
     throw err;

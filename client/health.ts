@@ -6,7 +6,7 @@ import { temporal as proto } from '@temporalio/proto';
 import type { Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { computeHealth, type HealthOptions, type HealthReport, type ScheduleFacts, type TemporalFacts } from '../lib/monitoring/health';
-import { databaseScheduleIds, drScheduleIds, scheduleIds } from '../workflows/messages';
+import { databaseScheduleIds, databaseScoped, drScheduleIds, scheduleIds } from '../workflows/messages';
 
 const dayMs = 86_400_000;
 
@@ -22,23 +22,27 @@ export async function temporalFacts(client: Client, config: Config, opts: { time
         taskQueue: { name: taskQueue, kind: proto.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
         taskQueueType: proto.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
       });
-      return { ...base, reachable: true, pollers: (q.pollers ?? []).length, schedules: await scheduleFacts(client) };
+      return { ...base, reachable: true, pollers: (q.pollers ?? []).length, schedules: await scheduleFacts(client, config.databaseId) };
     });
   } catch (err) {
     return { ...base, reachable: false, error: err instanceof Error ? err.message : String(err) };
   }
 }
 
-/** The intervals of tenantsafe's schedules (client/schedules.ts): tenant backups (all, per tenant), daily full backups and verification, DR drills. */
-async function scheduleFacts(client: Client): Promise<ScheduleFacts> {
+/**
+ * The intervals of tenantsafe's schedules (client/schedules.ts) of the database (with several, its
+ * own: docs/fleet.md): tenant backups (all, per tenant), daily full backups and verification, DR drills.
+ */
+async function scheduleFacts(client: Client, database: string | undefined): Promise<ScheduleFacts> {
   const facts: ScheduleFacts = {};
+  const id = (scheduleId: string) => databaseScoped(scheduleId, database);
   for await (const s of client.schedule.list()) {
     const every = Number(s.memo?.everyMs ?? s.spec?.intervals?.[0]?.every ?? NaN);
-    if (s.scheduleId === scheduleIds.tenantBackupsAll && Number.isFinite(every)) facts.tenantBackupEveryMs = every;
-    else if (s.scheduleId.startsWith(scheduleIds.tenantBackup('')) && typeof s.memo?.tenantId === 'string' && Number.isFinite(every)) {
+    if (s.scheduleId === id(scheduleIds.tenantBackupsAll) && Number.isFinite(every)) facts.tenantBackupEveryMs = every;
+    else if (s.scheduleId.startsWith(id(scheduleIds.tenantBackup(''))) && typeof s.memo?.tenantId === 'string' && Number.isFinite(every)) {
       (facts.perTenantEveryMs ??= {})[s.memo.tenantId] = every;
-    } else if (s.scheduleId === databaseScheduleIds.fullBackups) facts.fullBackupEveryMs = dayMs;
-    else if (s.scheduleId === databaseScheduleIds.verification) facts.verificationEveryMs = dayMs;
+    } else if (s.scheduleId === id(databaseScheduleIds.fullBackups)) facts.fullBackupEveryMs = dayMs;
+    else if (s.scheduleId === id(databaseScheduleIds.verification)) facts.verificationEveryMs = dayMs;
     else if (s.scheduleId === drScheduleIds.drills && Number.isFinite(every)) facts.drillEveryMs = every;
   }
   // tenants with their own schedule are judged by it; the others by the all-tenants one (24 h when there is none)

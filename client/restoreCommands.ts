@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { refusedApproval } from '../lib/audit';
 import type { Engine } from '../lib/engine';
 import type { RestoreWindows, SourceWindow } from '../lib/pointInTime';
-import { removeStaleScratchSchemas, scratchSchemaName, type PointInTimePreview } from '../lib/restore';
+import { removeStaleScratchSchemas, scratchSchemaName, type ErasuresPreview, type PointInTimePreview } from '../lib/restore';
 import { checkRestoreRequest } from '../lib/restore/rules';
 import type { TenantRestoreInput, TenantRestoreState } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
@@ -28,8 +28,16 @@ function restoreText(r: RestoreRequested): string {
     ...(r.preview?.warnings ?? []).map((w) => `warning: ${w}`),
     ...(r.preview?.blockers ?? []).map((b) => `BLOCKED: ${b}`),
     ...(r.preview?.pointInTime ? ['', pointInTimeText(r.preview.pointInTime)] : []),
+    ...(r.preview?.erasures ? ['', erasuresText(r.preview.erasures)] : []),
     ...(r.state === 'awaiting-approval' ? ['', `Approve (someone else): tenantsafe restore approve ${r.restoreId} --by <name> --digest ${r.previewDigest}`] : []),
   ].join('\n');
+}
+
+/** The erasures the restore applies again: rows left out per table, and the ledger's entries (their keys: `erasure list`). */
+function erasuresText(e: ErasuresPreview): string {
+  const rows = Object.entries(e.rows).map(([t, n]) => `  ${n} row${n === 1 ? '' : 's'} in ${t}`);
+  const subjects = e.entries.map((x) => `  erasure #${x.erasureId}: a row of ${x.table}, recorded by ${x.by} at ${x.erasedAt}`);
+  return [`Erasures re-applied (${e.total} backed-up rows left out):`, ...rows, 'Subjects (keys: tenantsafe erasure list):', ...subjects].join('\n');
 }
 
 /** Where a point-in-time restore's rows come from, up to which commit, and why. */

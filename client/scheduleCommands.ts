@@ -6,7 +6,7 @@ import { databaseName } from '../lib/config';
 import { parseDuration } from '../lib/duration';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import type { CliCommand } from './cliCommand';
-import { globals, intervalOption, nonEmpty, positiveInt, withClientOf } from './commandHelpers';
+import { config, globals, intervalOption, nonEmpty, positiveInt, withClientOf } from './commandHelpers';
 import { dailyDefaults, parseTimeOfDay, type DailyScheduleKind } from './dailySchedules';
 import { emit, table } from './output';
 import type { ScheduleSummary } from './schedules';
@@ -41,21 +41,24 @@ export function registerScheduleCommands(program: CliCommand): void {
       if (opts.tenant !== undefined) nonEmpty(opts.tenant, '--tenant', 'Pass --tenant <tenantId>, or leave it out for the all-tenants schedule.');
       const everyMs = opts.every && !opts.remove ? intervalOption(opts.every, '--every') : 0;
       const out = await withClientOf(cmd, async (c, cfg) => {
-        if (opts.remove) return schedules().removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant);
-        return schedules().scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs, tenantId: opts.tenant, concurrency: opts.concurrency });
+        if (opts.remove) return schedules().removeTenantBackupSchedule(c.temporal, cfg.temporal.taskQueue, opts.tenant, cfg.databaseId);
+        return schedules().scheduleTenantBackups(c.temporal, cfg.temporal.taskQueue, { everyMs, tenantId: opts.tenant, concurrency: opts.concurrency, database: cfg.databaseId });
       });
       emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} every ${out.every}, next run ${out.nextRunAt}`));
     });
   schedule
     .command('list')
-    .description('tenantsafe\'s schedules, by id (a schedule is not an event: there is no newer or older)')
-    .example('tenantsafe schedule list')
+    .description('tenantsafe\'s schedules, by id (a schedule is not an event: there is no newer or older); with several databases, every one\'s (a database column) unless --database names one')
+    .example('tenantsafe schedule list', 'tenantsafe schedule list --database eu')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal));
-      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], ['scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
+      const only = globals(cmd).database === undefined ? undefined : config(cmd).databaseId;
+      const all = await withClientOf(cmd, (c) => schedules().listSchedules(c.temporal), { anyDatabase: true });
+      const out = only === undefined ? all : all.filter((s) => s.database === only);
+      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], [...(out.some((s) => s.database) ? ['database'] : []), 'scheduleId', 'workflowType', 'every', 'paused', 'nextRunAt']));
     });
   schedule
     .command('drills')
+    .disasterRecovery()
     .description('run a DR drill every <duration> (default: dr.drill.interval of the config, weekly)')
     .option('--every <duration>', 'interval, e.g. 7d')
     .option('--remove', 'delete the schedule instead')
@@ -88,7 +91,7 @@ export function registerScheduleCommands(program: CliCommand): void {
         const catchupWindowMs = parseDuration(opts.catchupWindow, '--catchup-window');
         const time = opts.remove ? opts.time : timeOfDay(cmd, kind, opts);
         const out = await withClientOf<ScheduleSummary | { removed: string }>(cmd, (c, cfg) =>
-          opts.remove ? schedules().removeDailySchedule(c.temporal, kind) : schedules().scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { time, catchupWindowMs, dryRun: opts.dryRun }),
+          opts.remove ? schedules().removeDailySchedule(c.temporal, kind, cfg.databaseId) : schedules().scheduleDaily(c.temporal, cfg.temporal.taskQueue, kind, { time, catchupWindowMs, dryRun: opts.dryRun, database: cfg.databaseId }),
         );
         emit(globals(cmd), out, () => ('removed' in out ? `Removed ${out.removed}` : `Schedule ${out.scheduleId}: ${out.workflowType} daily at ${out.at}, next run ${out.nextRunAt}`));
       });

@@ -6,7 +6,7 @@
 // back to back. Catch-up window = the interval: after an outage, one missed run is made up.
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction, type ScheduleSpec } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { databaseScheduleIds, databaseWorkflowIds, drScheduleIds, drWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
+import { databaseScheduleIds, databaseScoped, databaseWorkflowIds, drScheduleIds, drWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
 import { parseTimeOfDay, type DailyScheduleKind } from './dailySchedules';
 
 export interface ScheduleSummary {
@@ -14,6 +14,8 @@ export interface ScheduleSummary {
   workflowType: string;
   every: string;
   tenantId: string | null;
+  /** with several databases: the one it serves */
+  database?: string;
   paused: boolean;
   /** daily schedules: the time of day, UTC */
   at?: string;
@@ -23,6 +25,8 @@ export interface ScheduleSummary {
 
 export interface TenantBackupScheduleRequest {
   everyMs: number;
+  /** with several databases: the one the schedule backs up (its id and its runs' ids name it) */
+  database?: string;
   tenantId?: string;
   concurrency?: number;
 }
@@ -54,62 +58,66 @@ async function describeOrNull(client: Client, scheduleId: string): Promise<Sched
 /** A per-tenant schedule just created or deleted: schedule listing (visibility) may not show it yet. */
 type ScheduleChange = { added?: string; removed?: string };
 
-/** Tenants with their own schedule, read from the schedules themselves (Temporal holds the state). */
-async function tenantsWithOwnSchedule(client: Client, change: ScheduleChange): Promise<string[]> {
+/** Tenants of the database with their own schedule, read from the schedules themselves (Temporal holds the state). */
+async function tenantsWithOwnSchedule(client: Client, database: string | undefined, change: ScheduleChange): Promise<string[]> {
   const out = new Set<string>();
   for await (const s of client.schedule.list()) {
     const tenantId = s.memo?.tenantId;
-    if (s.scheduleId.startsWith(scheduleIds.tenantBackup('')) && typeof tenantId === 'string') out.add(tenantId);
+    if (s.scheduleId.startsWith(databaseScoped(scheduleIds.tenantBackup(''), database)) && typeof tenantId === 'string') out.add(tenantId);
   }
   if (change.added) out.add(change.added);
   if (change.removed) out.delete(change.removed);
   return [...out].sort();
 }
 
-async function upsertAllTenantsSchedule(client: Client, taskQueue: string, everyMs: number, concurrency: number | undefined, change: ScheduleChange = {}): Promise<void> {
-  const input: TenantBackupsAllInput = { excludeTenants: await tenantsWithOwnSchedule(client, change), ...(concurrency ? { concurrency } : {}) };
+async function upsertAllTenantsSchedule(client: Client, taskQueue: string, everyMs: number, concurrency: number | undefined, database: string | undefined, change: ScheduleChange = {}): Promise<void> {
+  const input: TenantBackupsAllInput = { excludeTenants: await tenantsWithOwnSchedule(client, database, change), ...(concurrency ? { concurrency } : {}), ...onDatabase(database) };
   await upsertSchedule(
     client,
-    scheduleIds.tenantBackupsAll,
+    databaseScoped(scheduleIds.tenantBackupsAll, database),
     everyMs,
-    { type: 'startWorkflow', workflowType: 'tenantBackupsAll', taskQueue, workflowId: workflowIds.tenantBackupsAll(), args: [input] },
-    { everyMs },
+    { type: 'startWorkflow', workflowType: 'tenantBackupsAll', taskQueue, workflowId: databaseScoped(workflowIds.tenantBackupsAll(), database), args: [input] },
+    { everyMs, ...onDatabase(database) },
   );
 }
 
+/** `{database}` when there is one: a schedule's input and memo. */
+const onDatabase = (database: string | undefined) => (database === undefined ? {} : { database });
+
 export async function scheduleTenantBackups(client: Client, taskQueue: string, req: TenantBackupScheduleRequest): Promise<ScheduleSummary> {
+  const { database } = req;
   if (req.tenantId) {
-    const id = scheduleIds.tenantBackup(req.tenantId);
+    const id = databaseScoped(scheduleIds.tenantBackup(req.tenantId), database);
     await upsertSchedule(
       client,
       id,
       req.everyMs,
-      { type: 'startWorkflow', workflowType: 'tenantBackup', taskQueue, workflowId: workflowIds.tenantBackup(req.tenantId), args: [{ tenantId: req.tenantId }] },
-      { tenantId: req.tenantId, everyMs: req.everyMs },
+      { type: 'startWorkflow', workflowType: 'tenantBackup', taskQueue, workflowId: databaseScoped(workflowIds.tenantBackup(req.tenantId), database), args: [{ tenantId: req.tenantId, ...onDatabase(database) }] },
+      { tenantId: req.tenantId, everyMs: req.everyMs, ...onDatabase(database) },
     );
-    await refreshExclusions(client, taskQueue, { added: req.tenantId });
+    await refreshExclusions(client, taskQueue, database, { added: req.tenantId });
     return summarize(client, id);
   }
-  await upsertAllTenantsSchedule(client, taskQueue, req.everyMs, req.concurrency);
-  return summarize(client, scheduleIds.tenantBackupsAll);
+  await upsertAllTenantsSchedule(client, taskQueue, req.everyMs, req.concurrency, database);
+  return summarize(client, databaseScoped(scheduleIds.tenantBackupsAll, database));
 }
 
-export async function removeTenantBackupSchedule(client: Client, taskQueue: string, tenantId?: string): Promise<{ removed: string }> {
-  const id = tenantId ? scheduleIds.tenantBackup(tenantId) : scheduleIds.tenantBackupsAll;
+export async function removeTenantBackupSchedule(client: Client, taskQueue: string, tenantId?: string, database?: string): Promise<{ removed: string }> {
+  const id = databaseScoped(tenantId ? scheduleIds.tenantBackup(tenantId) : scheduleIds.tenantBackupsAll, database);
   if (!(await describeOrNull(client, id))) {
     throw new TenantsafeError(ErrorType.BadInput, `There is no schedule ${id}.`, 'List schedules with `tenantsafe schedule list`.');
   }
   await client.schedule.getHandle(id).delete();
-  if (tenantId) await refreshExclusions(client, taskQueue, { removed: tenantId });
+  if (tenantId) await refreshExclusions(client, taskQueue, database, { removed: tenantId });
   return { removed: id };
 }
 
 /** Keeps the all-tenants schedule's exclusions equal to the tenants that have their own. */
-async function refreshExclusions(client: Client, taskQueue: string, change: ScheduleChange): Promise<void> {
-  const all = await describeOrNull(client, scheduleIds.tenantBackupsAll);
+async function refreshExclusions(client: Client, taskQueue: string, database: string | undefined, change: ScheduleChange): Promise<void> {
+  const all = await describeOrNull(client, databaseScoped(scheduleIds.tenantBackupsAll, database));
   if (!all || all.action.type !== 'startWorkflow') return;
   const previous = (all.action.args?.[0] ?? {}) as TenantBackupsAllInput;
-  await upsertAllTenantsSchedule(client, taskQueue, Number(all.memo?.everyMs ?? 86_400_000), previous.concurrency, change);
+  await upsertAllTenantsSchedule(client, taskQueue, Number(all.memo?.everyMs ?? 86_400_000), previous.concurrency, database, change);
 }
 
 async function summarize(client: Client, scheduleId: string): Promise<ScheduleSummary> {
@@ -120,6 +128,7 @@ async function summarize(client: Client, scheduleId: string): Promise<ScheduleSu
     workflowType: d.action.type === 'startWorkflow' ? d.action.workflowType : d.action.type,
     every: every ? msToDurationText(Number(every)) : '',
     tenantId: typeof d.memo?.tenantId === 'string' ? d.memo.tenantId : null,
+    ...(typeof d.memo?.database === 'string' ? { database: d.memo.database } : {}),
     ...(d.spec.calendars?.[0]?.comment?.startsWith('daily at ') ? { at: d.spec.calendars[0].comment.slice('daily at '.length) } : {}),
     paused: d.state.paused,
     nextRunAt: d.info.nextActionTimes[0]?.toISOString() ?? null,
@@ -146,6 +155,8 @@ export interface DailyScheduleRequest {
   catchupWindowMs: number;
   /** retention: only report what would be deleted */
   dryRun?: boolean;
+  /** with several databases: the one the schedule serves */
+  database?: string;
 }
 
 const dailyScheduleIds: Record<DailyScheduleKind, string> = {
@@ -155,23 +166,25 @@ const dailyScheduleIds: Record<DailyScheduleKind, string> = {
 };
 
 function dailyAction(kind: DailyScheduleKind, taskQueue: string, req: DailyScheduleRequest): ScheduleOptionsAction {
-  if (kind === 'full-backups') return { type: 'startWorkflow', workflowType: 'fullBackup', taskQueue, workflowId: databaseWorkflowIds.fullBackup(), args: [{}] };
-  if (kind === 'retention') return { type: 'startWorkflow', workflowType: 'applyRetention', taskQueue, workflowId: databaseWorkflowIds.applyRetention(), args: [{ dryRun: !!req.dryRun, requestedBy: `schedule:${databaseScheduleIds.retention}` }] };
-  return { type: 'startWorkflow', workflowType: 'verifyRecentBackups', taskQueue, workflowId: databaseWorkflowIds.verifyRecentBackups(), args: [{}] };
+  const { database } = req;
+  const start = (workflowType: string, workflowId: string, input: object): ScheduleOptionsAction => ({ type: 'startWorkflow', workflowType, taskQueue, workflowId: databaseScoped(workflowId, database), args: [{ ...input, ...onDatabase(database) }] });
+  if (kind === 'full-backups') return start('fullBackup', databaseWorkflowIds.fullBackup(), {});
+  if (kind === 'retention') return start('applyRetention', databaseWorkflowIds.applyRetention(), { dryRun: !!req.dryRun, requestedBy: `schedule:${databaseScoped(databaseScheduleIds.retention, database)}` });
+  return start('verifyRecentBackups', databaseWorkflowIds.verifyRecentBackups(), {});
 }
 
 export async function scheduleDaily(client: Client, taskQueue: string, kind: DailyScheduleKind, req: DailyScheduleRequest): Promise<ScheduleSummary> {
   const { hour, minute } = parseTimeOfDay(req.time, kind);
-  const id = dailyScheduleIds[kind];
-  await upsertSchedule(client, id, 86_400_000, dailyAction(kind, taskQueue, req), {}, {
+  const id = databaseScoped(dailyScheduleIds[kind], req.database);
+  await upsertSchedule(client, id, 86_400_000, dailyAction(kind, taskQueue, req), onDatabase(req.database), {
     spec: { calendars: [{ hour, minute, comment: `daily at ${req.time} UTC` }] },
     catchupWindowMs: req.catchupWindowMs,
   });
   return summarize(client, id);
 }
 
-export async function removeDailySchedule(client: Client, kind: DailyScheduleKind): Promise<{ removed: string }> {
-  const id = dailyScheduleIds[kind];
+export async function removeDailySchedule(client: Client, kind: DailyScheduleKind, database?: string): Promise<{ removed: string }> {
+  const id = databaseScoped(dailyScheduleIds[kind], database);
   if (!(await describeOrNull(client, id))) {
     throw new TenantsafeError(ErrorType.BadInput, `There is no schedule ${id}.`, 'List schedules with `tenantsafe schedule list`.');
   }

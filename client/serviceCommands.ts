@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { defaultDevLayout } from '../lib/config';
 import { Engine } from '../lib/engine';
 import type { CliCommand } from './cliCommand';
-import { config, globals, portNumber, withClientOf } from './commandHelpers';
+import { config, fleetConfig, globals, portNumber, withClientOf } from './commandHelpers';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { emit } from './output';
 
@@ -57,11 +57,12 @@ export function registerHashSecretCommand(program: CliCommand): void {
 export function registerWorkerCommand(program: CliCommand): void {
   program
     .command('worker')
-    .description('run a worker on the configured task queue until interrupted')
+    .description('run a worker on the configured task queue until interrupted; it serves every database of the config')
     .example('tenantsafe worker --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
       const { runWorkerUntilSignal } = require('../workers/main') as typeof import('../workers/main');
-      await runWorkerUntilSignal(config(cmd));
+      if (globals(cmd).database !== undefined) throw new TenantsafeError(ErrorType.BadInput, 'A worker serves every database of the config: --database does not narrow it.', 'Leave --database out (to serve fewer databases, give the worker a config that names only those, on a task queue of its own).');
+      await runWorkerUntilSignal(fleetConfig(cmd));
     });
 }
 
@@ -111,7 +112,7 @@ export function registerTemporalCommands(program: CliCommand): void {
     .description('register the search attributes tenantsafe sets (TenantId, BackupKind, Database: Keyword) in the configured namespace; idempotent. Once per namespace on a real cluster (the dev server has them)')
     .example('tenantsafe temporal setup --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => c.registerSearchAttributes());
+      const out = await withClientOf(cmd, (c) => c.registerSearchAttributes(), { anyDatabase: true });
       emit(globals(cmd), out, () =>
         [...out.registered.map((n) => `registered ${n} (Keyword)`), ...out.present.map((n) => `${n} (Keyword) was there`)].join('\n'),
       );

@@ -13,7 +13,7 @@ import { emit } from './output';
 const standbyClient = () => require('./standby') as typeof import('./standby');
 
 export function registerStandbyCommands(program: CliCommand): void {
-  const standby = program.command('standby').description('the standby (self-managed PostgreSQL): build it, watch it, rebuild an old primary as one (failback)');
+  const standby = program.command('standby').disasterRecovery().description('the standby (self-managed PostgreSQL): build it, watch it, rebuild an old primary as one (failback)');
   standby
     .command('create')
     .description('build the standby of dr.standby from the newest full backup + archived WAL, streaming with a replication slot (leaves a healthy one as it is)')

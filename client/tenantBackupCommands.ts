@@ -5,7 +5,9 @@ import type { Command } from 'commander';
 import type { CliCommand } from './cliCommand';
 import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
-import { globals, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { Engine } from '../lib/engine';
+import { globals, listedDatabases, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { rebuildErasures } from '../lib/erasure';
 import { emit, table } from './output';
 
 /** `backup` and `backups`; returns both, which the whole-database commands add to. */
@@ -30,15 +32,16 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
     .command('all')
     .description('back up every tenant, a few at a time')
     .option('--wait', 'wait for all of them')
-    .option('--concurrency <n>', 'tenant backups at once', positiveInt('--concurrency'))
+    .option('--concurrency <n>', 'batches, and big tenants\' own backups, at once', positiveInt('--concurrency'))
+    .option('--batch-tenants <n>', 'at most this many tenants in one batch (default 10000); several batches share the workers', positiveInt('--batch-tenants'))
     .example('tenantsafe backup all --wait --concurrency 4')
     .exits({ 1: 'a tenant\'s backup failed (the others went on), or the run could not start' })
-    .action(async (opts: { wait?: boolean; concurrency?: number }, cmd: Command) => {
-      const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency }, opts));
+    .action(async (opts: { wait?: boolean; concurrency?: number; batchTenants?: number }, cmd: Command) => {
+      const out = await withClientOf(cmd, (c) => c.backupAllTenants({ concurrency: opts.concurrency, batchTenants: opts.batchTenants }, opts));
       if ('failed' in out && out.failed.length > 0) process.exitCode = 1;
       emit(globals(cmd), out, () =>
         'succeeded' in out
-          ? `${out.succeeded} tenant backups succeeded${out.batch ? ` (${out.batch.tenants} in one batch, ${out.batch.packs} packs)` : ''}, ${out.failedCount ?? out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
+          ? `${out.succeeded} tenant backups succeeded${out.batch ? ` (${out.batch.tenants} in ${out.batch.batches ?? 'one'} batch${out.batch.batches ? 'es' : ''}, ${out.batch.packs} packs)` : ''}, ${out.failedCount ?? out.failed.length} failed${out.failed.map((f) => `\n  ${f.tenantId}: ${f.error}`).join('')}, ${out.skipped.length} skipped`
           : `Backing up all tenants (workflow ${out.workflowId})`,
       );
     });
@@ -46,13 +49,20 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
   const backups = program.command('backups').description('look at backups');
   backups
     .command('list')
-    .description('complete backups (those with a manifest), newest first')
+    .description('complete backups (those with a manifest), newest first; with several databases, every one\'s (a database column) unless --database names one')
     .option('--tenant <tenantId>', 'only this tenant')
-    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest')
+    .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest', 'tenantsafe backups list --database eu --tenant acme')
     .action(async (opts: { tenant?: string }, cmd: Command) => {
-      const list = await withEngine(cmd, (e) => e.catalog.listBackups({ tenantId: opts.tenant }));
-      const out = list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt }));
-      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), ['backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
+      const listed = listedDatabases(cmd);
+      const out: { backupId: string; tenantId: string | null; status: string; rows: number; bytes: number; snapshotAt: string; database?: string }[] = [];
+      for (const { id, config } of listed) {
+        const engine = new Engine(config);
+        const list = await engine.catalog.listBackups({ tenantId: opts.tenant }).finally(() => engine.close());
+        out.push(...list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt, ...(id === null ? {} : { database: id }) })));
+      }
+      // newest first across the databases too
+      if (listed.length > 1) out.sort((a, b) => (a.snapshotAt < b.snapshotAt ? 1 : a.snapshotAt > b.snapshotAt ? -1 : 0));
+      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), [...(listed[0].id === null ? [] : ['database']), 'backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
     });
   backups
     .command('cleanup')
@@ -75,19 +85,21 @@ export function registerCatalogCommands(program: CliCommand): void {
     .command('catalog')
     .description('the backup index in Postgres')
     .command('rebuild')
-    .description('rebuild the backup catalog from the manifests in storage')
+    .description('rebuild the backup catalog from the manifests in storage (and the erasure ledger from its copies there)')
     .example('tenantsafe catalog rebuild')
     .action(async (_opts: unknown, cmd: Command) => {
       const out = await withEngine(cmd, async (e) => ({
         ...(await e.catalog.rebuild(e.store)),
         full: await e.catalog.rebuildFullBackups(e.store),
         changeLog: await e.catalog.rebuildChangeLog(e.store),
+        erasures: await rebuildErasures(e),
       }));
       emit(globals(cmd), out, () =>
         [
           `Indexed ${out.indexed} backups (${out.added.length} added, ${out.removed.length} removed), ${out.full.indexed} full backups (${out.full.added.length} added, ${out.full.removed.length} removed).`,
           `Change log: ${out.changeLog.streams} streams, ${out.changeLog.segments} segments, ${out.changeLog.gaps} gaps.`,
-          ...[...out.invalid, ...out.full.invalid, ...out.changeLog.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
+          `Erasure ledger: ${out.erasures.indexed} erasures in storage, ${out.erasures.added.length} put back.`,
+          ...[...out.invalid, ...out.full.invalid, ...out.changeLog.invalid, ...out.erasures.invalid].map((i) => `invalid: ${i.key}: ${i.error}`),
         ].join('\n'),
       );
     });

@@ -356,6 +356,20 @@ const migrations: ((s: string) => string)[] = [
     CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON ${s}.audit_log FOR EACH STATEMENT EXECUTE FUNCTION ${s}.audit_log_append_only();
     ALTER TABLE ${s}.audit_log ENABLE ALWAYS TRIGGER audit_log_no_change, ENABLE ALWAYS TRIGGER audit_log_no_truncate;
     REVOKE UPDATE, DELETE, TRUNCATE ON ${s}.audit_log FROM PUBLIC;`,
+  // Migration 10. The erasure ledger (lib/erasure):
+  // subject-level erasures every later tenant restore of older data applies again. Kept, never
+  // edited: a row removed would let a restore bring the person back.
+  (s) => `
+    CREATE TABLE ${s}.erasures (
+      id bigserial PRIMARY KEY,
+      tenant_id text NOT NULL,
+      table_name text NOT NULL,
+      key jsonb NOT NULL,
+      erased_by text NOT NULL,
+      reason text,
+      erased_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE INDEX erasures_tenant_idx ON ${s}.erasures (tenant_id, erased_at);`,
 ];
 
 /** A PostgreSQL server of the DR pair, and where its data directory is (when the worker can see it). */
@@ -498,7 +512,7 @@ export class Catalog {
   constructor(
     private readonly pool: Pool,
     private readonly url: string,
-    schema: string,
+    private readonly schema: string,
   ) {
     this.s = quoteIdent(schema);
   }
@@ -509,7 +523,13 @@ export class Catalog {
       await c.query('BEGIN');
       try {
         await c.query(`SELECT pg_advisory_xact_lock(hashtext('tenantsafe.catalog.migrate'))`);
-        await c.query(`CREATE SCHEMA IF NOT EXISTS ${this.s}`);
+        // made once by setup for least-privilege roles (README, Privileges): CREATE SCHEMA would ask
+        // for CREATE on the database even when it exists
+        const owner = (await c.query<{ owner: string | null }>(`SELECT (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1) AS owner`, [this.schema])).rows[0].owner;
+        if (owner === null) await c.query(`CREATE SCHEMA ${this.s}`);
+        // tables a migration makes belong to the schema's owner, so every role the workers use
+        // that is a member of it (the backup and the restore role) can use them
+        else if ((await c.query(`SELECT current_user <> $1::regrole::text AND pg_has_role($1::regrole, 'USAGE') AS member`, [owner])).rows[0].member) await c.query(`SET LOCAL ROLE ${owner}`);
         await c.query(`CREATE TABLE IF NOT EXISTS ${this.s}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
         const applied = await c.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${this.s}.migrations`);
         for (let v = (applied.rows[0].v ?? 0) + 1; v <= migrations.length; v++) {

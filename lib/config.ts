@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { badSecret, badValue, interpolate, readKeys, redactUrl, Section } from './configReader';
+import { databaseIdPattern } from './inputs';
 import { configSchema, type ConfigValues, type FieldValue } from './configSchema';
 import { isSecretHash, looksHashed } from './secretHash';
 import { ErrorType, TenantsafeError } from './errors';
@@ -18,6 +19,13 @@ export type StorageConfig =
 export interface Config {
   /** Where the config came from: a file path, or 'embedded defaults'. */
   source: string;
+  /** the id of the database this view serves, one of `databases` (docs/fleet.md); absent: the config names one database */
+  databaseId?: string;
+  /**
+   * With several databases (`databases` in the file): each one's view, in the file's order, the
+   * first being this config itself; every view is a single-database config. Empty: one database.
+   */
+  databases: Record<string, Config>;
   database: { url: string };
   catalog: { url: string; schema: string };
   tenancy: {
@@ -377,6 +385,9 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   const dashboard = dashboardOf(v.dashboard, (doc as { dashboard?: { users?: unknown } } | null)?.dashboard?.users, problems);
   const { monitoring } = v;
   if (monitoring.criticalFactor < monitoring.warningFactor) problems.push(badValue('monitoring.criticalFactor', `must be at least warningFactor (${monitoring.warningFactor})`, monitoring.criticalFactor));
+  const ids = Object.keys(v.databases);
+  for (const id of ids) if (!databaseIdPattern.test(id)) problems.push(badValue(`databases.${id}`, 'an id is 1 to 31 lowercase letters, digits and _, starting with a letter', id));
+  if (ids.length > 0 && (doc as { database?: unknown }).database !== undefined) problems.push('database: names one database; with `databases`, each names its own (move it under databases.<id>.database)');
 
   if (problems.length > 0) {
     throw new TenantsafeError(
@@ -385,9 +396,11 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
       'Fix the keys listed above; every key: docs/configuration.md.',
     );
   }
+  if (ids.length > 0) return fleetOf(doc as Record<string, any>, v, ctx);
   const databaseUrl = v.database.url ?? '';
   return {
     source: ctx.source,
+    databases: {},
     database: { url: databaseUrl },
     catalog: { url: v.catalog.url ?? databaseUrl, schema: v.catalog.schema },
     tenancy: v.tenancy,
@@ -452,6 +465,57 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
       ...optional('metricsToken', monitoring.metricsToken),
     },
   };
+}
+
+/**
+ * Several databases: each one's document is the top level's with its own database, and where it
+ * says so its tenancy, catalog and storage (lib/configSchema.ts `databases`), read as a
+ * single-database config. Its catalog and storage are its own: two databases sharing either
+ * would mix their tenants' backups (a tenant id may exist in both), and are refused.
+ */
+function fleetOf(doc: Record<string, any>, v: ConfigValues, ctx: ParseContext): Config {
+  const { databases: _entries, ...shared } = doc;
+  const views: Record<string, Config> = {};
+  const problems: string[] = [];
+  const catalogs = new Map<string, string>();
+  const locations = new Map<string, string>();
+  const claim = (seen: Map<string, string>, key: string, id: string, what: string) => {
+    const other = seen.get(key);
+    if (other !== undefined) problems.push(`databases.${id}.${what}: is the same as databases.${other}'s (a tenant id in both would mix their backups): give each database its own`);
+    else seen.set(key, id);
+  };
+  for (const [id, entry] of Object.entries(doc.databases as Record<string, any>)) {
+    const read = v.databases[id];
+    const prefix = read.storage?.prefix ?? id;
+    const under = (location: any) => (location?.kind === 'gcs' ? { ...location, prefix: [location.prefix, prefix].filter(Boolean).join('/') } : { ...location, path: path.join(String(location?.path ?? ''), prefix) });
+    const ownCatalog = entry.catalog?.url !== undefined;
+    const sharedCatalog = !ownCatalog && doc.catalog?.url !== undefined;
+    const view = parseConfig(
+      {
+        ...shared,
+        database: entry.database,
+        tenancy: { ...doc.tenancy, ...entry.tenancy },
+        catalog: {
+          url: entry.catalog?.url ?? doc.catalog?.url ?? entry.database?.url,
+          schema: entry.catalog?.schema ?? (sharedCatalog ? `${v.catalog.schema}_${id}` : v.catalog.schema),
+        },
+        storage: {
+          primary: entry.storage?.primary ?? under(doc.storage?.primary),
+          ...(entry.storage?.secondary || doc.storage?.secondary ? { secondary: entry.storage?.secondary ?? under(doc.storage.secondary) } : {}),
+        },
+      },
+      ctx,
+    );
+    const where = new URL(view.catalog.url);
+    claim(catalogs, `${where.host}${where.pathname}#${view.catalog.schema}`, id, 'catalog');
+    for (const location of [view.storage.primary, view.storage.secondary]) if (location) claim(locations, JSON.stringify(location), id, 'storage');
+    views[id] = { ...view, databaseId: id };
+  }
+  if (problems.length > 0) {
+    throw new TenantsafeError(ErrorType.BadConfig, `Invalid config (${ctx.source}):\n  - ${problems.join('\n  - ')}\n`, 'Fix the keys listed above; several databases: docs/fleet.md.');
+  }
+  const [first] = Object.values(views);
+  return { ...first, databases: views };
 }
 
 /** `{[key]: value}` when value is defined, else `{}`: optional keys stay absent. */
@@ -568,6 +632,27 @@ function drOf(dr: ConfigValues['dr']): DrConfig {
 }
 
 export { redactUrl };
+
+/** The ids of the configured databases; empty when the config names one. */
+export function databaseIds(config: Config): string[] {
+  return Object.keys(config.databases);
+}
+
+/**
+ * The view of one database (docs/fleet.md): a single-database config. `id` absent: the config
+ * itself (its first database, when it names several). An id the config does not name is bad input.
+ */
+export function forDatabase(config: Config, id: string | undefined): Config {
+  if (id === undefined || id === config.databaseId) return config;
+  const view = config.databases[id];
+  if (view) return view;
+  const ids = databaseIds(config);
+  throw new TenantsafeError(
+    ErrorType.BadInput,
+    ids.length > 0 ? `There is no database "${id}" in the config.` : `There is no database "${id}": the config names one database, without ids.`,
+    ids.length > 0 ? `Pass one of the configured ids: ${ids.join(', ')} (databases in ${config.source}).` : 'Leave the database out.',
+  );
+}
 
 /** The database name of a postgres URL. */
 export function databaseName(url: string): string {

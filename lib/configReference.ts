@@ -53,6 +53,7 @@ export function renderConfigReference(): string {
 function renderSection(name: string, field: Field): string {
   const lines = [`## \`${name}\``, '', field.doc + (requiredText(field) ? ` The section is ${requiredText(field)}.` : ''), '', '| key | type | default | description |', '| --- | --- | --- | --- |'];
   if (field.type === 'section') for (const [k, f] of Object.entries(field.keys)) rows(`${name}.${k}`, f, lines);
+  if (field.type === 'map') for (const [k, f] of Object.entries(field.keys)) rows(`${name}.${field.name}.${k}`, f, lines);
   lines.push('', 'Example:', '', '```yaml', yamlOf({ [name]: exampleOf(field) }), '```', '');
   return links(lines.join('\n'));
 }
@@ -135,7 +136,8 @@ function exampleOf(field: Field): unknown {
 
 /** Every section's example as one document: the examples must make a valid config (a test reads it). */
 export function exampleDocument(): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(configSchema).map(([name, f]) => [name, exampleOf(f)]));
+  // `databases` is the other way to say `database`: its example replaces it (test/fleet.test.ts)
+  return Object.fromEntries(Object.entries(configSchema).filter(([name]) => name !== 'databases').map(([name, f]) => [name, exampleOf(f)]));
 }
 
 function renderEnvironment(): string {

@@ -162,13 +162,60 @@ function withoutDefaults<K extends Record<string, { default?: unknown }>>(keys: 
   return Object.fromEntries(Object.entries(keys).map(([k, f]) => [k, Object.fromEntries(Object.entries(f).filter(([p]) => p !== 'default'))])) as { [k in keyof K]: Omit<K[k], 'default'> };
 }
 
-export const configSchema = {
+const tenancyKeys = {
+  schemas: { type: 'identifierList', default: ['app'], doc: 'The schemas that hold the application\'s tables.', example: ['app'] },
+  tenantTable: { type: 'identifier', default: 'tenants', doc: 'The table with one row per tenant.', example: 'tenants' },
+  tenantColumn: { type: 'identifier', default: 'tenant_id', doc: 'The column holding the tenant id; where the tenant table has no such column, its single primary-key column.', example: 'tenant_id' },
+  globalTables: { type: 'identifierList', default: [], doc: 'Tables forced out of tenant backups (global data, e.g. plans).', example: ['plans'] },
+  ownership: { type: 'stringMap', default: {}, doc: 'Table → the name of the foreign key that ties its rows to their tenant, where several paths lead to one.', example: { comments: 'comments_task_id_fkey' } },
+} as const satisfies Keys;
+
+/** What one database of a fleet (`databases.<id>`) names for itself; everything else is the top level's. */
+const fleetDatabaseKeys = {
   database: {
     type: 'section',
     required: true,
-    doc: 'The database tenantsafe protects.',
+    doc: 'This database.',
     keys: {
-      url: { type: 'postgresUrl', required: true, doc: 'Its URL. Keep the password in the environment (`${DB_PASSWORD}`); the role\'s privileges: README.md#privileges.', example: 'postgres://backup:${DB_PASSWORD}@db.internal:5432/saas' },
+      url: { type: 'postgresUrl', required: true, doc: 'Its URL (as `database.url`).', example: 'postgres://backup:${DB_PASSWORD}@eu.db.internal:5432/saas' },
+    },
+  },
+  tenancy: { type: 'section', optional: true, doc: 'Its tenancy where it differs from the top-level `tenancy`: any of its keys; the rest as there.', keys: withoutDefaults(tenancyKeys) },
+  catalog: {
+    type: 'section',
+    optional: true,
+    doc: 'Its catalog. Default: in this database (`database.url`), schema `catalog.schema`; with a top-level `catalog.url` (one catalog server for the fleet), there, in schema `<catalog.schema>_<id>`. No two databases may share a catalog schema.',
+    keys: {
+      url: { type: 'postgresUrl', doc: 'The catalog\'s database.', example: 'postgres://tenantsafe@catalog.internal:5432/tenantsafe' },
+      schema: { type: 'identifier', doc: 'The catalog\'s schema in that database.', example: 'tenantsafe_eu' },
+    },
+  },
+  storage: {
+    type: 'section',
+    optional: true,
+    doc: 'Its storage. Default: the top-level `storage` locations, each with the folder `prefix` below them. No two databases may share a location.',
+    keys: {
+      prefix: { type: 'string', pattern: /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/, patternText: 'must be folder names (letters, digits, . _ -) separated by /', defaultText: 'the database\'s id', doc: 'The folder under the top-level locations (a local path, a bucket\'s prefix) this database\'s objects are written in.', example: 'eu' },
+      primary: { ...storageLocation, doc: 'A location of its own instead (another bucket, say): used as given, no prefix added.', example: { kind: 'gcs', bucket: 'backups-eu', prefix: 'tenantsafe' } },
+      secondary: { ...storageLocation, doc: 'Its secondary location instead of the top level\'s (as given, no prefix added).', example: { kind: 'gcs', bucket: 'backups-eu-west4', prefix: 'tenantsafe' } },
+    },
+  },
+} as const satisfies Keys;
+
+export const configSchema = {
+  databases: {
+    type: 'map',
+    name: '<id>',
+    doc: 'Several databases (shards, or one per region) instead of `database`: each with its own URL, and where it differs its tenancy, catalog and storage folder; every other key is shared. Ids are 1 to 31 lowercase letters, digits and `_`, starting with a letter. Commands about one database take `--database <id>`, workflow inputs `database` (docs/fleet.md).',
+    example: { eu: { database: { url: 'postgres://backup:${EU_DB_PASSWORD}@eu.db.internal:5432/saas' } }, us: { database: { url: 'postgres://backup:${US_DB_PASSWORD}@us.db.internal:5432/saas' }, tenancy: { schemas: ['app', 'billing'] } } },
+    keys: fleetDatabaseKeys,
+  },
+  database: {
+    type: 'section',
+    required: { when: (root) => Object.keys((root.databases as object | undefined) ?? {}).length === 0, text: 'unless `databases` names them' },
+    doc: 'The database tenantsafe protects (or `databases`, for several).',
+    keys: {
+      url: { type: 'postgresUrl', required: { when: (root) => Object.keys((root.databases as object | undefined) ?? {}).length === 0, text: 'unless `databases` names them' }, doc: 'Its URL. Keep the password in the environment (`${DB_PASSWORD}`); the role\'s privileges: README.md#privileges.', example: 'postgres://backup:${DB_PASSWORD}@db.internal:5432/saas' },
     },
   },
   catalog: {
@@ -182,13 +229,7 @@ export const configSchema = {
   tenancy: {
     type: 'section',
     doc: 'How tenants are found. Tenant-owned tables are discovered from the schema (tenant columns, foreign keys at any depth); these keys steer and override that (`tenantsafe tenancy show` prints the result).',
-    keys: {
-      schemas: { type: 'identifierList', default: ['app'], doc: 'The schemas that hold the application\'s tables.', example: ['app'] },
-      tenantTable: { type: 'identifier', default: 'tenants', doc: 'The table with one row per tenant.', example: 'tenants' },
-      tenantColumn: { type: 'identifier', default: 'tenant_id', doc: 'The column holding the tenant id; where the tenant table has no such column, its single primary-key column.', example: 'tenant_id' },
-      globalTables: { type: 'identifierList', default: [], doc: 'Tables forced out of tenant backups (global data, e.g. plans).', example: ['plans'] },
-      ownership: { type: 'stringMap', default: {}, doc: 'Table → the name of the foreign key that ties its rows to their tenant, where several paths lead to one.', example: { comments: 'comments_task_id_fkey' } },
-    },
+    keys: tenancyKeys,
   },
   storage: {
     type: 'section',

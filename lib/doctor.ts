@@ -93,9 +93,12 @@ export async function engineChecks(engine: Engine): Promise<DoctorLine[]> {
     owned = plan.tables.map((t) => qualified(t.schema, t.name));
     const privileges = owned.length
       ? (
-          await c.query<{ table: string; sel: boolean; ins: boolean; upd: boolean; del: boolean }>(
+          await c.query<{ table: string; sel: boolean; ins: boolean; upd: boolean; del: boolean; rls: boolean }>(
+            // rls: row-level security would apply to this role (no BYPASSRLS; not the owner, or FORCE)
             `SELECT t AS table, has_table_privilege(t, 'SELECT') AS sel, has_table_privilege(t, 'INSERT') AS ins,
-                    has_table_privilege(t, 'UPDATE') AS upd, has_table_privilege(t, 'DELETE') AS del FROM unnest($1::text[]) t`,
+                    has_table_privilege(t, 'UPDATE') AS upd, has_table_privilege(t, 'DELETE') AS del,
+                    r.relrowsecurity AND NOT (u.rolsuper OR u.rolbypassrls) AND (r.relforcerowsecurity OR NOT pg_has_role(r.relowner, 'USAGE')) AS rls
+               FROM unnest($1::text[]) t JOIN pg_class r ON r.oid = t::regclass JOIN pg_roles u ON u.rolname = current_user`,
             [owned],
           )
         ).rows
@@ -115,17 +118,21 @@ export async function engineChecks(engine: Engine): Promise<DoctorLine[]> {
   return lines;
 }
 
-function privilegeLines(facts: ServerFacts, privileges: { table: string; sel: boolean; ins: boolean; upd: boolean; del: boolean }[], tables: number): DoctorLine[] {
+function privilegeLines(facts: ServerFacts, privileges: { table: string; sel: boolean; ins: boolean; upd: boolean; del: boolean; rls: boolean }[], tables: number): DoctorLine[] {
   const grant = (what: string) => `GRANT ${what} ON ALL TABLES IN SCHEMA <schema> TO ${facts.user}; (docs: README, Privileges)`;
   const lacking = (pick: (p: (typeof privileges)[number]) => boolean) => privileges.filter((p) => !pick(p)).map((p) => p.table);
   const unreadable = lacking((p) => p.sel);
   const unwritable = lacking((p) => p.ins && p.upd && p.del);
+  const hidden = privileges.filter((p) => p.rls).map((p) => p.table);
   const few = (xs: string[]) => `${xs.slice(0, 5).join(', ')}${xs.length > 5 ? ` and ${xs.length - 5} more` : ''}`;
   return [
     tables === 0
       ? problem('tenancy', 'critical', 'no tenant-owned table found', 'Check tenancy.schemas, tenancy.tenantTable and tenancy.tenantColumn (`tenantsafe tenancy show`).')
       : ok('tenancy', `${tables} tenant-owned tables`),
     unreadable.length ? problem('privileges: backup', 'critical', `${facts.user} cannot SELECT ${few(unreadable)}`, grant('SELECT')) : ok('privileges: backup', 'SELECT on every tenant-owned table'),
+    hidden.length
+      ? problem('privileges: row-level security', 'critical', `row-level security applies to ${facts.user} on ${few(hidden)}: backups and restores of the tenant fail there (they never read only the rows the policies allow)`, `ALTER ROLE ${facts.user} BYPASSRLS; (the backup and the restore role; README, Privileges)`)
+      : ok('privileges: row-level security', 'no tenant-owned table hides rows from this role'),
     unwritable.length
       ? problem('privileges: restore', 'warning', `${facts.user} cannot INSERT, UPDATE and DELETE ${few(unwritable)}: tenant restores will fail (fine for a backup-only role)`, grant('INSERT, UPDATE, DELETE'))
       : !facts.canCreate

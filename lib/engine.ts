@@ -5,7 +5,7 @@ import type { Pool } from 'pg';
 import { Notifier } from './alerts';
 import { AuditLog } from './audit';
 import { Catalog } from './catalog';
-import type { Config } from './config';
+import { forDatabase, type Config } from './config';
 import { attachKeyring, Keyring, keyringOf } from './encryption';
 import { createPool } from './pg';
 import { createStore, storageLocationOf } from './storage';
@@ -24,6 +24,8 @@ interface Resources {
 export class Engine {
   private readonly shared: Resources;
   private auditLog: AuditLog | undefined;
+  /** the engines of the config's other databases (`forDatabase`), each on pools of its own */
+  private readonly others = new Map<string, Engine>();
 
   /** `location`: this engine's store is that location alone (see `from`); none: both, the primary first */
   constructor(
@@ -41,6 +43,18 @@ export class Engine {
   from(location: unknown): Engine {
     if (location === undefined || location === this.location) return this;
     return new Engine(this.config, storageLocationOf(this.config, location), this.shared);
+  }
+
+  /**
+   * The engine of one database of several (docs/fleet.md): made once, closed with this one;
+   * undefined or this engine's own id: this engine. An id the config does not name is bad input.
+   */
+  forDatabase(id: string | undefined): Engine {
+    const config = forDatabase(this.config, id);
+    if (config === this.config) return this;
+    let engine = this.others.get(id!);
+    if (!engine) this.others.set(id!, (engine = new Engine(config)));
+    return engine;
   }
 
   get db(): Pool {
@@ -95,6 +109,7 @@ export class Engine {
   }
 
   async close(): Promise<void> {
+    await Promise.all([...this.others.values()].map((e) => e.close()));
     await this.shared.notifier?.stop();
     await Promise.all(this.shared.pools.map((p) => p.end().catch(() => undefined)));
     this.shared.pools = [];

@@ -48,6 +48,12 @@ export const ErrorType = {
   MasterKeyUnavailable: 'MasterKeyUnavailable',
   /** an encrypted backup whose data key is gone: erased (crypto-shredding) or lost */
   DataKeyErased: 'DataKeyErased',
+  /**
+   * the database role lacks a grant or attribute a step needs (a table's SELECT, BYPASSRLS where
+   * row-level security applies, REPLICATION): not transient (a retry is refused the same way);
+   * an administrator grants it (README, Privileges), then the job runs again
+   */
+  InsufficientPrivilege: 'InsufficientPrivilege',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 

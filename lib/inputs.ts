@@ -31,3 +31,16 @@ export function timeWithZone(text: string): Date {
   }
   return new Date(text);
 }
+
+/** A database id of `databases` in the config (docs/fleet.md): short, lowercase, usable in a schema name, a workflow id and a folder. */
+export const databaseIdPattern = /^[a-z][a-z0-9_]{0,30}$/;
+
+/** The optional `database` of a JSON input object: a database id, or undefined. Whether the config names it, the worker checks. */
+export function optionalDatabaseId(input: unknown): string | undefined {
+  const v = (input as Record<string, unknown> | null)?.database;
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || !databaseIdPattern.test(v)) {
+    throw new TenantsafeError(ErrorType.BadInput, `database must be a database id of the config: 1 to 31 lowercase letters, digits and _, starting with a letter (got ${JSON.stringify(v)}).`, 'fix the workflow input: leave database out for the default database, or give one of `databases` in the config.');
+  }
+  return v;
+}

@@ -1,5 +1,6 @@
 // Small Postgres helpers shared by the engine: connections with clear errors, quoting and the
 // SQL text built from quoted names, and the session settings that make COPY text output byte-for-byte reproducible.
+import { userInfo } from 'node:os';
 import { Client, Pool, type ClientConfig, type PoolClient } from 'pg';
 import { redactUrl } from './config';
 import { ErrorType, TenantsafeError } from './errors';
@@ -60,7 +61,10 @@ export const reproducibleSessionSettings: Record<string, string> = {
 
 // JIT compilation pays off on long analytic queries run many times; our one-shot bulk statements
 // (a diff, a tenant scan through nested EXISTS) spent more compiling than it saved (bench/README.md).
-const sessionOptions = Object.entries({ ...reproducibleSessionSettings, jit: 'off' })
+// row_security off: a table whose row-level security policies apply to the role raises an error
+// instead of showing only the rows they allow, so no backup (or diff) silently misses rows
+// (privilegeError names the table and the fix).
+const sessionOptions = Object.entries({ ...reproducibleSessionSettings, jit: 'off', row_security: 'off' })
   .map(([k, v]) => `-c ${k}=${v.replace(/ /g, "\\ ")}`)
   .join(' ');
 
@@ -109,6 +113,42 @@ export function connectionError(url: string | undefined, err: unknown): Error {
     );
   }
   return err as Error;
+}
+
+/** The role a connection string logs in as (libpq's default, the OS user, where it names none). */
+export function databaseRole(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).username) || userInfo().username;
+  } catch {
+    return '<role>';
+  }
+}
+
+/**
+ * A privilege the database role lacks (SQLSTATE 42501, or a role attribute pg_basebackup and
+ * friends ask for) as InsufficientPrivilege, naming what is missing and the grant that gives it;
+ * other errors are returned as they are. `role`: the role, where the caller knows it.
+ */
+export function privilegeError(err: unknown, role = '<role>'): Error {
+  const e = err as { code?: string; message?: string } | null;
+  const message = typeof e?.message === 'string' ? e.message : '';
+  if (err instanceof TenantsafeError || (e?.code !== '42501' && !/must be superuser or (have|replication)|permission denied to start WAL sender|must be superuser/i.test(message))) return err as Error;
+  const rls = /row-level security policy for table "([^"]+)"/.exec(message);
+  const object = /permission denied for (table|sequence|schema|database|function|parameter) (\S+)/.exec(message);
+  const hint = rls
+    ? `Row-level security applies to this role on "${rls[1]}": it would see only the rows the policies allow, and a backup or restore would silently miss the others. Give the role that reads tenant rows (the backup and the restore role) BYPASSRLS: ALTER ROLE ${role} BYPASSRLS (README, Privileges).`
+    : object?.[1] === 'table'
+      ? `GRANT SELECT (backups; restores also INSERT, UPDATE, DELETE) ON ${object[2]} TO ${role} (README, Privileges).`
+      : object?.[1] === 'sequence'
+        ? `GRANT SELECT, UPDATE ON SEQUENCE ${object[2]} TO ${role}: a restore moves sequences past restored ids (README, Privileges).`
+        : object?.[1] === 'schema'
+          ? `GRANT USAGE ON SCHEMA ${object[2]} TO ${role} (README, Privileges).`
+          : object?.[1] === 'database'
+            ? `GRANT CREATE ON DATABASE ${object[2]} TO ${role}: restores stage in scratch schemas (README, Privileges).`
+            : /replication|WAL sender/i.test(message)
+              ? `Full backups and the WAL archive need ALTER ROLE ${role} REPLICATION and a pg_hba.conf line for replication connections (README, Privileges).`
+              : `See README, Privileges, for what each feature needs; \`tenantsafe doctor\` probes it.`;
+  return new TenantsafeError(ErrorType.InsufficientPrivilege, `The database role ${role === '<role>' ? '' : `"${role}" `}lacks a privilege: ${message.replace(/\.$/, '')}.`, hint);
 }
 
 /**

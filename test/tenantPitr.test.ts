@@ -338,6 +338,18 @@ describe('tenant point-in-time restore, end to end', function () {
     await assertNothingLeftBehind();
   });
 
+  it('applies the erasure ledger to a restore to a point in time before the erasure: the subject does not come back', async () => {
+    const subject = (await sql(`SELECT min(user_id)::text AS id FROM app.users WHERE tenant_id = $1`, [tenant])).rows[0].id as string;
+    const rec = await cli('erasure', 'record', '--tenant', tenant, '--table', 'app.users', '--key', `user_id=${subject}`, '--by', 'dpo');
+    assert.equal(rec.code, 0, rec.stdout + rec.stderr);
+    const { requested, done } = await restoreTo('--at', second.at);
+    assert.equal(requested.preview.erasures.rows['app.users'], 1, JSON.stringify(requested.preview.erasures));
+    assert.deepEqual(requested.preview.erasures.entries.map((e: { erasureId: number }) => e.erasureId), [rec.json().erasureId]);
+    assert.ok(done.verification.ok, JSON.stringify(done.verification));
+    assert.equal((await sql(`SELECT 1 FROM app.users WHERE user_id = $1`, [subject])).rowCount, 0, 'not resurrected');
+    await assertNothingLeftBehind();
+  });
+
   it('keeps row data out of the histories of the restores and of the change log', async () => {
     const ids = [workflowIds.tenantRestore(tenant), databaseWorkflowIds.changeLog((await workflowScopes(env.engine)).changeLog)];
     let decoded = '';

@@ -2,7 +2,7 @@
 import { temporal } from '@temporalio/proto';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type ActivityInterceptorsFactory, type LogLevel, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
-import type { Config } from '../lib/config';
+import { databaseIds, type Config } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { temporalConnectionOptions } from '../client/temporalConnection';
 import { workflowBundlePath } from './bundle';
@@ -68,7 +68,8 @@ export async function startWorker(
     throw err;
   }
   // notices queued by this worker's activities, or left by a worker that stopped, go out from here
-  engine.alerts.start();
+  // (each database's from its own catalog)
+  for (const e of new Set([engine, ...databaseIds(config).map((id) => engine.forDatabase(id))])) e.alerts.start();
   const done = worker.run().finally(async () => {
     await monitoring?.close();
     await engine.close();

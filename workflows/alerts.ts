@@ -6,8 +6,9 @@ import type { AlertActivities } from '../activities/alerts';
 import type { AlertOutcomeInput } from '../lib/alerts/types';
 import { rootCause } from './failures';
 import { alertStep, pushAlerts } from './profiles';
+import { onServedDatabase } from './database';
 
-const alerts = proxyActivities<AlertActivities>(alertStep);
+const alerts = onServedDatabase(proxyActivities<AlertActivities>(alertStep));
 
 /** False while replaying a run that started before alerts existed: it schedules no report. */
 export function alertsOn(): boolean {

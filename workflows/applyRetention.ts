@@ -10,11 +10,13 @@ import { announce, failureOf } from './alerts';
 import { auditTrail } from './audit';
 import type { ApplyRetentionInput, ApplyRetentionResult } from './messages';
 import { bulkCopy, shortStep } from './profiles';
+import { onServedDatabase, serveDatabase } from './database';
 
-const step = proxyActivities<TenantBackupActivities>(shortStep);
-const long = proxyActivities<VerifyActivities>(bulkCopy);
+const step = onServedDatabase(proxyActivities<TenantBackupActivities>(shortStep));
+const long = onServedDatabase(proxyActivities<VerifyActivities>(bulkCopy));
 
 export async function applyRetention(input: ApplyRetentionInput = {}): Promise<ApplyRetentionResult> {
+  serveDatabase(input);
   const { workflowId, runId } = workflowInfo();
   const dryRun = input?.dryRun === true;
   const audit = auditTrail();

@@ -8,8 +8,9 @@ import { patched, proxyActivities } from '@temporalio/workflow';
 import type { AuditActivities } from '../activities/audit';
 import type { AuditEvent } from '../lib/audit/types';
 import { auditLogPatch, auditStep } from './profiles';
+import { onServedDatabase } from './database';
 
-const audit = proxyActivities<AuditActivities>(auditStep);
+const audit = onServedDatabase(proxyActivities<AuditActivities>(auditStep));
 
 export interface AuditTrail {
   /** appends now (after what `later` started), awaited by the caller */

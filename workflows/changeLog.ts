@@ -9,13 +9,15 @@ import type { ChangeLogActivities } from '../activities/changeLog';
 import { changeLogStatusQuery, type ChangeLogInput, type ChangeLogStatus } from './messages';
 import { stopWaitsForTheStream, walStream, walStreamUntilStopped } from './profiles';
 import { runInSlices } from './slices';
+import { onServedDatabase, serveDatabase, withDatabase } from './database';
 
-const stream = proxyActivities<ChangeLogActivities>(walStream);
-const streamUntilStopped = proxyActivities<ChangeLogActivities>(walStreamUntilStopped);
+const stream = onServedDatabase(proxyActivities<ChangeLogActivities>(walStream));
+const streamUntilStopped = onServedDatabase(proxyActivities<ChangeLogActivities>(walStreamUntilStopped));
 
 const defaultSliceMs = 3_600_000;
 
 export async function changeLog(input: ChangeLogInput = {}): Promise<ChangeLogStatus> {
+  serveDatabase(input);
   const sliceMs = input.sliceMs ?? defaultSliceMs;
   const carried = input.carried ?? { restarts: 0, segments: 0, transactions: 0 };
   const status: ChangeLogStatus = { state: 'streaming', ...carried, durableLsn: null, caughtUpAt: null, lastError: null };
@@ -28,5 +30,5 @@ export async function changeLog(input: ChangeLogInput = {}): Promise<ChangeLogSt
     status.caughtUpAt = progress.caughtUpAt ?? status.caughtUpAt;
   }, 'changeLog');
   if (ended === 'stopped') return status;
-  return continueAsNew<typeof changeLog>({ sliceMs: input.sliceMs, carried: { restarts: status.restarts, segments: status.segments, transactions: status.transactions } });
+  return continueAsNew<typeof changeLog>(withDatabase({ sliceMs: input.sliceMs, carried: { restarts: status.restarts, segments: status.segments, transactions: status.transactions } }));
 }

@@ -15,11 +15,13 @@ import { compensate } from './failures';
 import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
 import { bulkCopy, shortStep } from './profiles';
 import { walArchiver } from './walArchiver';
+import { onServedDatabase, serveDatabase, servedDatabase, withDatabase } from './database';
 
-const step = proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep);
-const copy = proxyActivities<FullBackupActivities>(bulkCopy);
+const step = onServedDatabase(proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep));
+const copy = onServedDatabase(proxyActivities<FullBackupActivities>(bulkCopy));
 
-export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBackupResult> {
+export async function fullBackup(input: FullBackupInput = {}): Promise<FullBackupResult> {
+  serveDatabase(input);
   const { workflowId, runId, startTime } = workflowInfo();
   const backupId = backupLabel(startTime, 'full', runId);
   const status: FullBackupStatus = { state: 'checking', backupId };
@@ -30,7 +32,7 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
 
   try {
     const check = await step.checkFullBackup({});
-    upsertSearchAttributes([{ key: searchAttributes.database, value: check.database }]);
+    upsertSearchAttributes([{ key: searchAttributes.database, value: servedDatabase() ?? check.database }]);
     if (check.needsWalArchiver) await ensureWalArchiver(check.walArchiverScope);
 
     status.state = 'backing-up';
@@ -63,7 +65,7 @@ export async function fullBackup(_input: FullBackupInput = {}): Promise<FullBack
 /** Starts the WAL archiver unless it is running already; it outlives this workflow. */
 async function ensureWalArchiver(scope: string | undefined): Promise<void> {
   try {
-    await startChild(walArchiver, { workflowId: databaseWorkflowIds.walArchiver(scope), args: [{}], parentClosePolicy: ParentClosePolicy.ABANDON });
+    await startChild(walArchiver, { workflowId: databaseWorkflowIds.walArchiver(scope), args: [withDatabase({})], parentClosePolicy: ParentClosePolicy.ABANDON });
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }

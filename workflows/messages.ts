@@ -14,6 +14,25 @@ export const searchAttributes = {
   database: defineSearchAttributeKey('Database', SearchAttributeType.KEYWORD),
 };
 
+/**
+ * What every input of the workflows that serve one database takes (docs/fleet.md): with several
+ * databases in the config, the id of the one it is about; absent, the default database (the
+ * only one, or the first). The run carries it into its activities, children and next runs.
+ */
+export interface OnDatabase {
+  database?: string;
+}
+
+/**
+ * A workflow or schedule id of one database of several: `eu/tenant-backup/acme`,
+ * `schedule/eu/tenant-backups`, so two databases' tenants of one id never share a writer or a
+ * schedule. Without a database, the id as it always was.
+ */
+export function databaseScoped(id: string, database: string | undefined): string {
+  if (database === undefined) return id;
+  return id.startsWith('schedule/') ? `schedule/${database}/${id.slice('schedule/'.length)}` : `${database}/${id}`;
+}
+
 /** Deterministic ids: one writer per tenant (docs/architecture.md, core rule 6). */
 export const workflowIds = {
   tenantBackup: (tenantId: string) => `tenant-backup/${tenantId}`,
@@ -29,6 +48,8 @@ export const scheduleIds = {
 // ---- tenantBackup ----
 
 export interface TenantBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   tenantId: string;
   /**
    * set by tenantBackupsAll: its one alert sums up the failures of the batch, so this run alerts
@@ -61,12 +82,16 @@ export interface TenantBackupResult {
 // ---- tenantBackupsAll ----
 
 export interface TenantBackupsAllInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how many tenant backups of their own (big tenants; all when not batched) run at once (default 4) */
   concurrency?: number;
   /** false: every tenant its own tenantBackup child, as before batches (default true) */
   batched?: boolean;
   /** a tenant the statistics estimate at this many rows or more is backed up on its own, not in the batch (default 100000) */
   bigTenantRows?: number;
+  /** at most this many tenants in one batch: more make several, `concurrency` at a time, which several workers share (default 10000) */
+  batchTenants?: number;
   /** tenants that have a schedule of their own */
   excludeTenants?: string[];
   /** carried over continue-as-new: tenants still to do, and results so far */
@@ -90,8 +115,8 @@ export interface TenantBackupsAllResult {
   skipped: string[];
   /** the backups of tenants backed up on their own; a batch's are in the catalog (100k ids would not fit a result) */
   backupIds: Record<string, string>;
-  /** the batch: how many tenants it backed up, its size and packs */
-  batch?: { batchId: string; tenants: number; rows: number; bytes: number; packs: number; orphanPacksRemoved: number };
+  /** the batches: how many tenants they backed up, their size and packs; the first batch's id, and how many there were when more than one */
+  batch?: { batchId: string; tenants: number; rows: number; bytes: number; packs: number; orphanPacksRemoved: number; batches?: number };
 }
 
 export interface TenantBackupsAllStatus {
@@ -106,6 +131,8 @@ export interface TenantBackupsAllStatus {
 // ---- tenantRestore ----
 
 export interface TenantRestoreInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   tenantId: string;
   /** exactly one of backupId, at, lsn and backupBefore */
   backupId?: string;
@@ -201,7 +228,10 @@ export const databaseScheduleIds = {
   verification: 'schedule/verification',
 };
 
-export type FullBackupInput = Record<string, never>;
+export interface FullBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
+}
 
 export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed';
 
@@ -222,6 +252,8 @@ export interface FullBackupResult {
 }
 
 export interface WalArchiverInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how long one archiving activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -237,6 +269,8 @@ export interface WalArchiverStatus {
 }
 
 export interface ChangeLogInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** how long one streaming activity runs before the workflow starts the next (default 1 h) */
   sliceMs?: number;
   /** carried over continue-as-new */
@@ -256,6 +290,8 @@ export interface ChangeLogStatus {
 }
 
 export interface PitrRestoreInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   at?: string;
   lsn?: string;
   name?: string;
@@ -276,6 +312,8 @@ export interface PitrRestoreStatus {
 }
 
 export interface VerifyBackupInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   backupId: string;
   /** set by verifyRecentBackups: its one alert sums up the failures, so this run alerts only when it succeeds */
   inBatch?: boolean;
@@ -291,6 +329,8 @@ export interface VerifyBackupResult {
 }
 
 export interface VerifyRecentBackupsInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   /** tenant backups never verified to verify in this run (default: verification.tenantBackupsPerRun) */
   tenantBackups?: number;
 }
@@ -301,6 +341,8 @@ export interface VerifyRecentBackupsResult {
 }
 
 export interface ApplyRetentionInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
   dryRun?: boolean;
   /** who asks, for the audit log: a person (`retention apply --by`), `schedule:<id>` for a scheduled run */
   requestedBy?: string;

@@ -11,11 +11,13 @@ import type { PitrRestoreResult } from '../lib/pitr/restore';
 import { rootCause } from './failures';
 import { pitrRestoreStatusQuery, type PitrRestoreInput, type PitrRestoreStatus } from './messages';
 import { restoreOnce, shortStep } from './profiles';
+import { onServedDatabase, serveDatabase } from './database';
 
-const step = proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep);
-const restore = proxyActivities<FullBackupActivities>(restoreOnce);
+const step = onServedDatabase(proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep));
+const restore = onServedDatabase(proxyActivities<FullBackupActivities>(restoreOnce));
 
 export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreResult> {
+  serveDatabase(input);
   const { workflowId, runId } = workflowInfo();
   const status: PitrRestoreStatus = { state: 'planning', backupId: null, window: null };
   setHandler(pitrRestoreStatusQuery, () => status);

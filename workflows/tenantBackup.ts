@@ -13,11 +13,13 @@ import { compensate } from './failures';
 import { requireTenantId } from './inputs';
 import { searchAttributes, tenantBackupStatusQuery, type TenantBackupInput, type TenantBackupResult, type TenantBackupStatus } from './messages';
 import { bulkCopy, shortStep } from './profiles';
+import { onServedDatabase, serveDatabase, servedDatabase } from './database';
 
-const step = proxyActivities<TenantBackupActivities>(shortStep);
-const copy = proxyActivities<TenantBackupActivities>(bulkCopy);
+const step = onServedDatabase(proxyActivities<TenantBackupActivities>(shortStep));
+const copy = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopy));
 
 export async function tenantBackup(input: TenantBackupInput): Promise<TenantBackupResult> {
+  serveDatabase(input);
   const tenantId = requireTenantId(input);
   const { workflowId, runId, startTime } = workflowInfo();
   const backupId = backupLabel(startTime, 'tenant', runId);
@@ -32,7 +34,7 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
 
   try {
     const check = await step.checkTenantBackup({ tenantId });
-    upsertSearchAttributes([{ key: searchAttributes.database, value: check.database }]);
+    upsertSearchAttributes([{ key: searchAttributes.database, value: servedDatabase() ?? check.database }]);
 
     status.state = 'exporting';
     const backup = await copy.takeTenantBackup({ tenantId, backupId });

@@ -39,11 +39,13 @@ import {
   type TenantRestoreStatus,
 } from './messages';
 import { bulkCopy, shortStep } from './profiles';
+import { onServedDatabase, serveDatabase, servedDatabase } from './database';
 
-const step = proxyActivities<TenantRestoreActivities>(shortStep);
-const copy = proxyActivities<TenantRestoreActivities>(bulkCopy);
+const step = onServedDatabase(proxyActivities<TenantRestoreActivities>(shortStep));
+const copy = onServedDatabase(proxyActivities<TenantRestoreActivities>(bulkCopy));
 
 export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRestoreResult> {
+  serveDatabase(input);
   const tenantId = requireTenantId(input);
   const { runId, startTime } = workflowInfo();
   const restoreId = restoreLabel(startTime, runId);
@@ -107,7 +109,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     const { tenantId: _named, requestedBy: _by, ...asked } = input;
     await audit.append({ action: 'restore.request', by: input.requestedBy, subject: { tenantId, restoreId, ...(input.backupId ? { backupId: input.backupId } : {}) }, outcome: 'accepted', details: asked });
     const prepared = await step.prepareTenantRestore({ ...input, restoreId });
-    upsertSearchAttributes([{ key: searchAttributes.database, value: prepared.database }]);
+    upsertSearchAttributes([{ key: searchAttributes.database, value: servedDatabase() ?? prepared.database }]);
     status.backupId = prepared.backupId;
     status.approvalsRequired = prepared.approvalsRequired;
     const job: RestoreJob = {

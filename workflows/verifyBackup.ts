@@ -11,11 +11,13 @@ import { announce, failureOf } from './alerts';
 import { requireBackupId } from './inputs';
 import type { VerifyBackupInput, VerifyBackupResult } from './messages';
 import { bulkCopy, shortStep } from './profiles';
+import { onServedDatabase, serveDatabase } from './database';
 
-const step = proxyActivities<VerifyActivities>(shortStep);
-const long = proxyActivities<VerifyActivities>(bulkCopy);
+const step = onServedDatabase(proxyActivities<VerifyActivities>(shortStep));
+const long = onServedDatabase(proxyActivities<VerifyActivities>(bulkCopy));
 
 export async function verifyBackup(input: VerifyBackupInput): Promise<VerifyBackupResult> {
+  serveDatabase(input);
   const backupId = requireBackupId(input);
   // in a batch, verifyRecentBackups' one alert names this backup's failure
   const alertFailure = input?.inBatch !== true;

@@ -6,13 +6,15 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { VerifyActivities } from '../activities/verify';
 import { alertsOn, announce, failureOf } from './alerts';
 import { rootCause } from './failures';
-import { databaseWorkflowIds, type VerifyRecentBackupsInput, type VerifyRecentBackupsResult } from './messages';
+import { databaseScoped, databaseWorkflowIds, type VerifyRecentBackupsInput, type VerifyRecentBackupsResult } from './messages';
 import { shortStep } from './profiles';
 import { verifyBackup } from './verifyBackup';
+import { onServedDatabase, serveDatabase, servedDatabase, withDatabase } from './database';
 
-const step = proxyActivities<VerifyActivities>(shortStep);
+const step = onServedDatabase(proxyActivities<VerifyActivities>(shortStep));
 
 export async function verifyRecentBackups(input: VerifyRecentBackupsInput = {}): Promise<VerifyRecentBackupsResult> {
+  serveDatabase(input);
   const ids = await step.pickBackupsToVerify({ tenantBackups: input.tenantBackups }).catch(async (err) => {
     await announce({ kind: 'verifyRecentBackups', outcome: 'failed', step: 'outcome', error: failureOf(err) });
     throw err;
@@ -21,7 +23,7 @@ export async function verifyRecentBackups(input: VerifyRecentBackupsInput = {}):
   for (const backupId of ids) {
     try {
       // this run's one alert sums up the failures (runs started before: each verification its own)
-      const r = await executeChild(verifyBackup, { workflowId: databaseWorkflowIds.verifyBackup(backupId), args: [alertsOn() ? { backupId, inBatch: true } : { backupId }] });
+      const r = await executeChild(verifyBackup, { workflowId: databaseScoped(databaseWorkflowIds.verifyBackup(backupId), servedDatabase()), args: [withDatabase(alertsOn() ? { backupId, inBatch: true } : { backupId })] });
       result.verified.push({ backupId, ok: r.ok });
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) result.failed.push({ backupId, error: rootCause(err).message });

@@ -8,13 +8,15 @@ import type { FullBackupActivities } from '../activities/fullBackup';
 import { walArchiverStatusQuery, type WalArchiverInput, type WalArchiverStatus } from './messages';
 import { stopWaitsForTheStream, walStream, walStreamUntilStopped } from './profiles';
 import { runInSlices } from './slices';
+import { onServedDatabase, serveDatabase, withDatabase } from './database';
 
-const stream = proxyActivities<FullBackupActivities>(walStream);
-const streamUntilStopped = proxyActivities<FullBackupActivities>(walStreamUntilStopped);
+const stream = onServedDatabase(proxyActivities<FullBackupActivities>(walStream));
+const streamUntilStopped = onServedDatabase(proxyActivities<FullBackupActivities>(walStreamUntilStopped));
 
 const defaultSliceMs = 3_600_000;
 
 export async function walArchiver(input: WalArchiverInput = {}): Promise<WalArchiverStatus> {
+  serveDatabase(input);
   const sliceMs = input.sliceMs ?? defaultSliceMs;
   const status: WalArchiverStatus = { state: 'streaming', segmentsArchived: input.carried?.segmentsArchived ?? 0, lastSegment: null, restarts: input.carried?.restarts ?? 0, lastError: null };
   setHandler(walArchiverStatusQuery, () => status);
@@ -24,5 +26,5 @@ export async function walArchiver(input: WalArchiverInput = {}): Promise<WalArch
     status.lastSegment = progress.lastSegment ?? status.lastSegment;
   }, 'walArchiver');
   if (ended === 'stopped') return status;
-  return continueAsNew<typeof walArchiver>({ sliceMs: input.sliceMs, carried: { restarts: status.restarts, segmentsArchived: status.segmentsArchived } });
+  return continueAsNew<typeof walArchiver>(withDatabase({ sliceMs: input.sliceMs, carried: { restarts: status.restarts, segmentsArchived: status.segmentsArchived } }));
 }

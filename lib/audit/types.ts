@@ -21,6 +21,7 @@ export const auditActions = [
   'switchover.outcome',
   'retention.delete',
   'tenant.erase-backups',
+  'erasure',
 ] as const;
 export type AuditAction = (typeof auditActions)[number];
 

@@ -27,6 +27,7 @@ import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './m
 import { currentPlan, snapshotXmin, storedPlan } from './plan';
 import { isSelected } from './rules';
 import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
+import { hasErasures } from './erasures';
 import { copyBackupObject, type BackupSource } from './stage';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 import { rowsDigest } from './verifyApplied';
@@ -144,7 +145,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       const rows = `SELECT * FROM ${m.key ? changedRows(ctx, m, 'insert') : multisetMissing(ctx, m)} x`;
       // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
       // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)
-      const wholeObject = loadsWhole(m, inserts);
+      const wholeObject = loadsWhole(ctx, m, inserts);
       if (wholeObject) await vacuums.before(m.table);
       const inserted = wholeObject
         ? await copyBackupObject(opts.source, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
@@ -162,7 +163,16 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const safety = await safetyBackup;
     const vacuumed = await vacuums.finished();
     const delta = { xid, readAt, removed };
-    const result: ApplyResult = { applied, sequencesMoved, replicaMode, delta, ...(safety ? { safetyBackup: safety } : {}), ...(vacuumed.length ? { vacuumed } : {}) };
+    const erasures = plan.erasures?.entries.map((e) => e.erasureId);
+    const result: ApplyResult = {
+      applied,
+      sequencesMoved,
+      replicaMode,
+      delta,
+      ...(safety ? { safetyBackup: safety } : {}),
+      ...(vacuumed.length ? { vacuumed } : {}),
+      ...(erasures ? { erasures } : {}),
+    };
     await c.query(`CREATE TABLE ${appliedMarkerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
     await c.query('COMMIT');
@@ -181,8 +191,8 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   }
 }
 
-/** Every backed-up row of the table goes in, as the backup has it: the apply loads its object. */
-const loadsWhole = (m: TableMapping, inserts: number) => inserts === m.manifest.rows && sameColumnsAsBackup(m);
+/** Every backed-up row of the table goes in, as the backup has it: the apply loads its object (not where erasures changed the staged rows). */
+const loadsWhole = (ctx: RestoreContext, m: TableMapping, inserts: number) => inserts === m.manifest.rows && sameColumnsAsBackup(m) && !hasErasures(ctx);
 
 /**
  * Vacuums the tables the approved plan loads whole while they still hold the tenant's deleted
@@ -207,7 +217,7 @@ class DeadRowVacuums {
   static async start(c: ClientBase, url: string, ctx: RestoreContext): Promise<DeadRowVacuums> {
     const plan = (await storedPlan(c, ctx))?.plan;
     const tables: { key: string; name: string }[] = [];
-    for (const m of ctx.mappings.filter((x) => x.live && loadsWhole(x, plan?.tables[x.table]?.insert ?? -1))) {
+    for (const m of ctx.mappings.filter((x) => x.live && loadsWhole(ctx, x, plan?.tables[x.table]?.insert ?? -1))) {
       const name = qualified(m.live!.schema, m.live!.name);
       const r = await c.query<{ dead: string; live: string }>(
         `SELECT coalesce(sum(s.n_dead_tup), 0) AS dead, coalesce(sum(s.n_live_tup), 0) AS live FROM pg_stat_user_tables s

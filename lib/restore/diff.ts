@@ -7,6 +7,7 @@ import type { ClientBase } from 'pg';
 import { allNotNull, columnList, joinOn, qualified, quoteIdent } from '../pg';
 import { tenantFilter } from '../tenancy';
 import { uniqueConflicts } from './blockers';
+import { hasErasures } from './erasures';
 import { blockingDrift, comparedAsText, foreignKeysOf, isGlobal, mappingOf, type RestoreContext, type TableMapping } from './mapping';
 import type { PlanArgs } from './plan';
 import { appliedKinds, isSelected } from './rules';
@@ -50,8 +51,8 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnlyDiff);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${scratchTable(ctx, m, 'skipped')}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
-    // staged (every backed-up row) = unchanged + update + insert + conflict; live = unchanged + update + delete
-    out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - ins.count - conflict.count + del.count;
+    // staged (every backed-up row, unless erasures left some out) = unchanged + update + insert + conflict; live = unchanged + update + delete
+    out.liveRows = selection.missingRefs === 'skip' || hasErasures(ctx) ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - ins.count - conflict.count + del.count;
     if (skipped > 0 && selected) out.warnings.push(`${skipped} backed-up rows of ${m.table} are skipped (they or their parents reference global rows that are gone); their live rows are kept.`);
     preview = {
       samples: Object.fromEntries(
@@ -72,7 +73,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     if (!keysOnly) await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
     const multiset = keysOnly ? { insert: m.manifest.rows, delete: 0, hash: `rows:${m.manifest.rowChecksum}` } : await describeMultiset(c, ctx, m);
     found = { insert: multiset.insert, update: 0, delete: multiset.delete };
-    out.liveRows = selection.missingRefs === 'skip' ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - multiset.insert + multiset.delete;
+    out.liveRows = selection.missingRefs === 'skip' || hasErasures(ctx) ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - multiset.insert + multiset.delete;
     preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
   }
   const applied: TableChanges = {

@@ -5,6 +5,7 @@ import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { requireKeyring } from '../encryption';
+import { erasuresAfter } from '../erasure';
 import { ErrorType, TenantsafeError } from '../errors';
 import { parseManifest, tenantBackupPrefix, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
@@ -54,9 +55,12 @@ async function manifestOf(engine: Engine, backup: BackupRecord): Promise<TenantM
   return parseManifest(body, key, engine.store);
 }
 
+/** What a restore works from: the backup mapped onto the live schema, and the erasures recorded after its snapshot. */
 async function contextFor(engine: Engine, backup: BackupRecord, restoreId: string): Promise<RestoreContext> {
   const manifest = await manifestOf(engine, backup);
-  return withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
+  const ctx = await withClient(engine.db, engine.config.database.url, (c) => loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId }));
+  const erasures = await erasuresAfter(engine, backup.tenantId, backup.snapshotAt);
+  return erasures.length ? { ...ctx, erasures } : ctx;
 }
 
 /** Stages the backup (checking every object) and computes the preview. */
@@ -110,8 +114,11 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
 
 export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, otherTenantsUnchanged: boolean): Promise<RestoreVerification> {
   const backup = await engine.catalog.getBackup(job.backupId);
-  const ctx = await contextFor(engine, backup, job.restoreId);
-  const applied = await withClient(engine.db, engine.config.database.url, (c) => previouslyApplied(c, ctx));
+  const found = await contextFor(engine, backup, job.restoreId);
+  const applied = await withClient(engine.db, engine.config.database.url, (c) => previouslyApplied(c, found));
+  // held to the erasures the apply left out, not to one recorded since
+  const erasures = found.erasures?.filter((e) => applied?.erasures?.includes(e.erasureId));
+  const ctx = { ...found, erasures: erasures?.length ? erasures : undefined };
   const safety = applied?.safetyBackup && (await safetyManifest(engine, job.tenantId, applied.safetyBackup));
   return verifyRestore(ctx, {
     delta: applied?.delta && safety ? { applied: applied.delta, changes: applied.applied, safety } : undefined,

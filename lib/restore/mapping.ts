@@ -2,6 +2,7 @@
 // key rows are matched on, and every difference (drift) since the backup with its policy.
 import type { ClientBase } from 'pg';
 import type { Config } from '../config';
+import type { ErasureRecord } from '../erasure';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ManifestTable, TenantManifest } from '../format/tenantManifest';
 import { qualified } from '../pg';
@@ -45,6 +46,8 @@ export interface RestoreContext {
   tables: Map<string, TableInfo>;
   mappings: TableMapping[];
   drift: DriftItem[];
+  /** the ledger's erasures this restore applies again (lib/restore/erasures.ts); absent: none */
+  erasures?: ErasureRecord[];
 }
 
 /** tenantsafe_restore_<restore id>: lower case, safe as an identifier. */

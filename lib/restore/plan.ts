@@ -8,6 +8,7 @@ import { canonicalJson, sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { connect, withClient } from '../pg';
 import { findReferenceBlockers } from './blockers';
+import { erasureBlockers, erasuresPreview, erasuresWarning, hasErasures, reapplyErasures } from './erasures';
 import { diffTable, sampleSize, unchangedTableDiff, type TableDiff } from './diff';
 import type { RestoreContext } from './mapping';
 import { one, planStateTable } from './sql';
@@ -29,15 +30,21 @@ export type StagingHooks = { onProgress?: (p: { tablesDone: number; tablesTotal:
 export function stageAndPlan(engine: Engine, ctx: RestoreContext, backup: BackupRecord, job: RestoreJob, hooks: StagingHooks): Promise<RestorePreview> {
   const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
   const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, parallelism: engine.config.backup.parallelism, ...hooks };
-  return job.selection.missingRefs === 'skip' ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
+  const whole = job.selection.missingRefs === 'skip' || hasErasures(ctx);
+  return whole ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
 }
 
-/** Stages everything, then diffs table by table in one transaction: with --missing-refs skip a child's diff needs its parents' skipped rows. */
+/**
+ * Stages everything, then diffs table by table in one transaction: with --missing-refs skip a
+ * child's diff needs its parents' skipped rows; with erasures to apply again, every table's staged
+ * rows without the erased ones and those depending on them.
+ */
 async function stageThenPlan(engine: Engine, ctx: RestoreContext, args: PlanArgs, stageOptions: StageOptions): Promise<RestorePreview> {
   await stageBackup(ctx, stageOptions);
   return withClient(engine.db, engine.config.database.url, async (c) => {
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
     try {
+      await reapplyErasures(c, ctx);
       return await computePlan(c, ctx, args);
     } finally {
       await c.query('COMMIT');
@@ -121,6 +128,9 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
     for (const k of changeKinds) totals[k] += d.preview[k];
   }
   await findReferenceBlockers(c, ctx, args, tables, blockers, warnings);
+  const erasures = await erasuresPreview(c, ctx);
+  if (erasures) warnings.push(erasuresWarning(erasures));
+  blockers.push(...erasureBlockers(ctx));
   const preview = {
     restoreId: ctx.restoreId,
     tenantId: args.tenantId,
@@ -133,6 +143,7 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
     warnings,
     blockers,
     ...(ctx.manifest.pointInTime ? { pointInTime: ctx.manifest.pointInTime } : {}),
+    ...(erasures ? { erasures } : {}),
   };
   const result = { ...preview, digest: sha256Hex(canonicalJson(preview)) };
   const liveRows = Object.fromEntries(ctx.mappings.filter((m) => m.live).map((m) => [m.table, diffs.get(m.table)!.liveRows]));
@@ -179,6 +190,7 @@ export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: Plan
     const unchanged =
       stored.schema === ctx.plan.fingerprint &&
       canonicalJson(stored.plan.selection) === canonicalJson(args.selection) &&
+      canonicalJson(stored.plan.erasures?.entries.map((e) => e.erasureId) ?? []) === canonicalJson(ctx.erasures?.map((e) => e.erasureId) ?? []) &&
       (await tenantRowsUnchanged(c, ctx, args.tenantId, stored.live_rows, stored.read_at));
     if (unchanged) return { plan: stored.plan, reused: true };
   }

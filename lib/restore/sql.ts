@@ -6,8 +6,8 @@ import { columnList, qualified, quoteIdent } from '../pg';
 import { fromTable, tenantFilter } from '../tenancy';
 import type { RestoreContext, TableMapping } from './mapping';
 
-/** A backed-up table's scratch tables: its staged rows, its diff, its keys skipped under --missing-refs skip. */
-const scratchLetters = { staged: 't', diff: 'd', skipped: 'x' } as const;
+/** A backed-up table's scratch tables: its staged rows, its diff, its keys skipped under --missing-refs skip, its rows left out by erasures. */
+const scratchLetters = { staged: 't', diff: 'd', skipped: 'x', erased: 'e' } as const;
 export type ScratchTable = keyof typeof scratchLetters;
 
 /** A scratch table's own name (in the scratch schema), numbered by the table's position in the manifest. */

@@ -15,6 +15,7 @@ import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { requireKeyring, type EncryptionRecord } from '../encryption';
 import { objectName, openObject, type ManifestTable } from '../format/tenantManifest';
+import { reapplyErasures } from './erasures';
 import type { RestoreContext, TableMapping } from './mapping';
 
 /** A backed-up table to load, and where: its scratch table and the column types to give it. */
@@ -112,7 +113,7 @@ export async function stageTables<T extends StagedTable>(opts: StageOptions & { 
  * Stages in full, in the caller's transaction, the tables a preview staged in part or not at all
  * (a table the tenant had no row in: its keys, become its diff table; one whose rows were the
  * backed-up ones: nothing): a plan computed again needs every row and column. `everyTable`:
- * all of them, when the staged rows may be gone (see scratchSurvived).
+ * all of them, when the staged rows may be gone (see scratchSurvived). Then the erasures again.
  */
 export async function stageInFull(c: ClientBase, ctx: RestoreContext, source: BackupSource, opts: { everyTable?: boolean } = {}): Promise<void> {
   for (const m of ctx.mappings.filter((x) => x.live)) {
@@ -123,6 +124,7 @@ export async function stageInFull(c: ClientBase, ctx: RestoreContext, source: Ba
     await stageTable(c, m, true, source);
     await c.query(`ANALYZE ${m.staged}`);
   }
+  await reapplyErasures(c, ctx);
 }
 
 const createStaged = (m: StagedTable, columns: StagedTable['stagedColumns']) =>

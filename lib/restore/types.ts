@@ -73,7 +73,7 @@ export interface DriftItem {
 
 /** Something that stops the apply until the operator acts; the preview says what and how. */
 export interface Blocker {
-  kind: 'missing-global-refs' | 'selection-needs-parents' | 'parent-of-another-tenant' | 'selection-orphans-children' | 'key-conflict' | 'unique-conflict' | 'referenced-by-others' | 'drift';
+  kind: 'missing-global-refs' | 'selection-needs-parents' | 'parent-of-another-tenant' | 'selection-orphans-children' | 'key-conflict' | 'unique-conflict' | 'referenced-by-others' | 'drift' | 'erasure-unmatched';
   table: string;
   rows: number;
   message: string;
@@ -92,8 +92,30 @@ export interface RestorePreview {
   blockers: Blocker[];
   /** a restore to a point in time: where the backup came from, the last commit it includes, and why that source */
   pointInTime?: PointInTimePreview;
+  /** erasures of the ledger recorded after the backup's snapshot, applied again to its rows (absent: none) */
+  erasures?: ErasuresPreview;
   /** sha256 over everything above: what an approval is bound to */
   digest: string;
+}
+
+/**
+ * The erasures a restore applies again (lib/restore/erasures.ts): the ledger's entries recorded
+ * after the backup's snapshot, and the backed-up rows left out because of them, per table: the
+ * subjects' own and those that depend on them through foreign keys.
+ */
+export interface ErasuresPreview {
+  entries: ErasureSubject[];
+  rows: Record<string, number>;
+  total: number;
+}
+
+/** An erasure of the ledger as a preview names it; `key` only in the catalog's copy, never in Temporal. */
+export interface ErasureSubject {
+  erasureId: number;
+  table: string;
+  key?: Record<string, string>;
+  by: string;
+  erasedAt: string;
 }
 
 /** A restore to a point in time, as its rebuilt backup's manifest records it (source, target, last commit, base, why). */
@@ -126,6 +148,8 @@ export interface ApplyResult {
   delta?: ApplyDelta;
   /** tables vacuumed before the apply loaded them whole (they held the tenant's deleted rows) */
   vacuumed?: string[];
+  /** the erasures of the ledger the applied plan left out (ids): what the verification holds the tenant to */
+  erasures?: number[];
   alreadyApplied?: boolean;
 }
 

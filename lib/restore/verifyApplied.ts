@@ -16,6 +16,7 @@ import { discard } from '../streams';
 import { columnList, connect, inLanes } from '../pg';
 import { tenantFilter } from '../tenancy';
 import { diffTable } from './diff';
+import { hasErasures } from './erasures';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import { computePlan, scratchSurvived } from './plan';
 import { appliedKinds, isExactReplace, isSelected } from './rules';
@@ -49,8 +50,9 @@ export async function verifyRestore(
 ): Promise<RestoreVerification> {
   const kinds = appliedKinds(args.selection);
   const exact = isExactReplace(args.selection);
-  // An exact replace is proven by the checksums alone; anything narrower by what is left to do.
-  const comparable = (m: TableMapping) => exact && sameColumnsAsBackup(m);
+  // An exact replace is proven by the checksums alone; anything narrower by what is left to do, as
+  // is a restore that applied erasures again (the tenant is the backup less the erased rows)
+  const comparable = (m: TableMapping) => exact && sameColumnsAsBackup(m) && !hasErasures(ctx);
   const selected = ctx.mappings.filter((m) => m.live && isSelected(args.selection, m.table));
   const byChecksum = selected.filter(comparable);
   const byDiff = selected.filter((m) => !comparable(m));

@@ -56,21 +56,49 @@ export function tenantChain(plan: TenancyPlan, table: OwnedTable, alias: string,
 }
 
 /**
+ * A slice of the tenants in bytewise order of their ids as text (`from` inclusive, `to`
+ * exclusive, either open): what one batch of many backs up.
+ */
+export interface TenantRange {
+  from?: string;
+  to?: string;
+}
+
+/** Which tenants' rows a batch's scan reads: the listed ids, a range of ids but some, or (null) every row. */
+export type BatchScope = { ids: readonly string[] } | { range: TenantRange; except: readonly string[] } | null;
+
+/** The SQL condition on a tenant id (text) expression for a range: bytewise ("C"), as the ranges were cut. */
+export function tenantRangeCondition(expr: string, range: TenantRange): string {
+  const bounds = [
+    range.from !== undefined ? `${expr} COLLATE "C" >= ${quoteLiteral(range.from)}` : '',
+    range.to !== undefined ? `${expr} COLLATE "C" < ${quoteLiteral(range.to)}` : '',
+  ].filter(Boolean);
+  return bounds.length > 0 ? bounds.join(' AND ') : 'true';
+}
+
+const textArray = (ids: readonly string[]) => quoteLiteral(`{${ids.map((id) => `"${id.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`);
+
+/**
  * SELECT of the rows of a batch of tenants from one table, for a batched backup: the tenant id
  * as text first, then the exported columns; `grouped`: ordered by tenant, so one scan splits
  * into per-tenant streams as it arrives (else the reader gathers each tenant's rows itself). Child tables join their parents up to the
- * tenant column (tenantChain: one row per child row). `tenantIds` null: every row with a tenant
- * (no filter; the reader drops rows of ids that are no tenant).
+ * tenant column (tenantChain: one row per child row). `scope` null: every row with a tenant
+ * (no filter; the reader drops rows of ids that are no tenant); a range: the rows of ids in it but
+ * `except` (the reader drops ids that are no tenant).
  */
-export function batchRowsQuery(plan: TenancyPlan, table: OwnedTable, tenantIds: readonly string[] | null, opts: { grouped: boolean }): string {
+export function batchRowsQuery(plan: TenancyPlan, table: OwnedTable, scope: BatchScope, opts: { grouped: boolean }): string {
   const { joins, aliases } = tenantChain(plan, table, 't', '');
   let root = table;
   while (root.ownership.kind === 'parent') root = ownedTable(plan, root.ownership.parent);
   const tenant = `${aliases.at(-1)}.${quoteIdent((root.ownership as { column: string }).column)}`;
-  const ids = tenantIds && quoteLiteral(`{${tenantIds.map((id) => `"${id.replace(/[\\"]/g, (c) => `\\${c}`)}"`).join(',')}}`);
   // bytewise order ("C"): any order groups the rows, and it sorts far faster than a language's
   const order = opts.grouped ? ` ORDER BY ${tenant}::text COLLATE "C"` : '';
-  const where = ids ? ` WHERE ${tenant}::text = ANY(${ids}::text[])` : ` WHERE ${tenant} IS NOT NULL`;
+  let where = ` WHERE ${tenant} IS NOT NULL`;
+  if (scope && 'ids' in scope) where = ` WHERE ${tenant}::text = ANY(${textArray(scope.ids)}::text[])`;
+  else if (scope) {
+    where += ` AND ${tenantRangeCondition(`${tenant}::text`, scope.range)}`;
+    if (scope.except.length > 0) where += ` AND NOT ${tenant}::text = ANY(${textArray(scope.except)}::text[])`;
+  }
   return `SELECT ${tenant}::text, ${columnList('t', table.copyColumns)} FROM ${fromTable(table, 't')} ${joins}${where}${order}`;
 }
 

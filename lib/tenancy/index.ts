@@ -2,12 +2,12 @@
 import type { ClientBase } from 'pg';
 import { ErrorType, TenantsafeError } from '../errors';
 import { qualified, quoteIdent } from '../pg';
-import { fromTable, ownedTable, tenantFilter } from './filter';
+import { fromTable, ownedTable, tenantFilter, tenantRangeCondition, type TenantRange } from './filter';
 import type { TenancyPlan } from './types';
 
 export * from './types';
 export { discoverTenancy, planTenancy, readTables } from './discover';
-export { batchRowsQuery, describeOwnership, fromTable, notTenantFilter, ownedTable, tenantChain, tenantFilter, tenantRowsQuery } from './filter';
+export { batchRowsQuery, describeOwnership, tenantRangeCondition, type BatchScope, type TenantRange, fromTable, notTenantFilter, ownedTable, tenantChain, tenantFilter, tenantRowsQuery } from './filter';
 
 function tenantTableSql(plan: TenancyPlan): string {
   const t = ownedTable(plan, plan.tenantTable);
@@ -34,9 +34,13 @@ export async function assertTenantExists(client: ClientBase, plan: TenancyPlan, 
   }
 }
 
-export async function listTenants(client: ClientBase, plan: TenancyPlan): Promise<string[]> {
+/** The tenants in the key's order; within `range` (bytewise order of the ids as text), in that order. */
+export async function listTenants(client: ClientBase, plan: TenancyPlan, range?: TenantRange): Promise<string[]> {
   const col = quoteIdent(plan.tenantColumn);
-  const r = await client.query<{ id: string }>(`SELECT ${col}::text AS id FROM ${tenantTableSql(plan)} ORDER BY ${col}`);
+  const query = range
+    ? `SELECT ${col}::text AS id FROM ${tenantTableSql(plan)} WHERE ${tenantRangeCondition(`${col}::text`, range)} ORDER BY ${col}::text COLLATE "C"`
+    : `SELECT ${col}::text AS id FROM ${tenantTableSql(plan)} ORDER BY ${col}`;
+  const r = await client.query<{ id: string }>(query);
   return r.rows.map((x) => x.id);
 }
 

@@ -28,7 +28,7 @@ import { parseBackupLabel } from '../labels';
 import { mapLimit } from '../limit';
 import { connect, connectionError, inLanes, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { batchRowsQuery, discoverTenancy, listTenants, type TenancyPlan } from '../tenancy';
+import { batchRowsQuery, discoverTenancy, listTenants, type BatchScope, type TenancyPlan, type TenantRange } from '../tenancy';
 import { planDescription, tableDescription, tenantTotals } from './index';
 import { beginSnapshotTransaction, changeLogBoundary, dataObjectKey, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
 import { copyTextField, PackWriter, TenantSplitter } from './pack';
@@ -88,19 +88,45 @@ export function batchPrefix(batchId: string): string {
 /**
  * Backup ids of a batch's tenants: the batch's time and kind, and 6 hex digits from a hash of
  * the tenant, moved on to the next free value on a collision in the batch (ids are unique
- * keys of the catalog). The same tenant set gives the same ids on every attempt.
+ * keys of the catalog). The same tenant set gives the same ids on every attempt. Batch `index`
+ * of `count` cut from one run (same time) takes only the values ≡ index (mod count), so two
+ * batches of a run never give two tenants one id.
  */
-export function batchBackupIds(batchId: string, tenantIds: readonly string[]): Map<string, string> {
+export function batchBackupIds(batchId: string, tenantIds: readonly string[], slot: BatchSlot = { index: 0, count: 1 }): Map<string, string> {
   const stamp = batchId.slice(0, 16);
+  const values = Math.floor(0x1000000 / slot.count);
   const taken = new Set<number>();
   const ids = new Map<string, string>();
   for (const t of [...tenantIds].sort()) {
-    let n = parseInt(createHash('sha256').update(`${batchId}\0${t}`).digest('hex').slice(0, 6), 16);
-    while (taken.has(n)) n = (n + 1) % 0x1000000;
+    let n = parseInt(createHash('sha256').update(`${batchId}\0${t}`).digest('hex').slice(0, 6), 16) % values;
+    while (taken.has(n)) n = (n + 1) % values;
     taken.add(n);
-    ids.set(t, `${stamp}-${n.toString(16).padStart(6, '0')}`);
+    ids.set(t, `${stamp}-${(n * slot.count + slot.index).toString(16).padStart(6, '0')}`);
   }
   return ids;
+}
+
+/** Which of a run's batches this is: its backup ids are kept apart from the others' (batchBackupIds). */
+export interface BatchSlot {
+  index: number;
+  count: number;
+}
+
+/**
+ * Cuts the tenants but `skip` into ranges of at most `maxTenants` (bytewise order of the ids as
+ * text), one batch each: several workers can then take a run's batches, and a retry redoes one
+ * batch, not all. One range (open both ways) when they fit in one batch. A tenant added later
+ * falls in one of the ranges.
+ */
+export async function planTenantRanges(engine: Engine, args: { skip: readonly string[]; maxTenants: number }): Promise<TenantRange[]> {
+  const { config } = engine;
+  const tenants = await withClient(engine.db, config.database.url, async (c) => listTenants(c, await discoverTenancy(c, config.tenancy), {}));
+  const skip = new Set(args.skip);
+  const kept = tenants.filter((t) => !skip.has(t));
+  const ranges: TenantRange[] = [];
+  for (let i = args.maxTenants; i < kept.length; i += args.maxTenants) ranges.push({ ...(ranges.length > 0 ? { from: kept[i - args.maxTenants] } : {}), to: kept[i] });
+  ranges.push(ranges.length > 0 ? { from: ranges.at(-1)!.to } : {});
+  return ranges;
 }
 
 /**
@@ -114,6 +140,9 @@ export async function takeTenantBatch(
     batchId: string;
     attempt: number;
     skip: readonly string[];
+    /** only the tenants in this range (one of a run's several batches: planTenantRanges) */
+    range?: TenantRange;
+    slot?: BatchSlot;
     /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
     snapshot?: string;
     onProgress?: (p: BatchProgress) => void;
@@ -142,10 +171,12 @@ export async function takeTenantBatch(
     compressionLevel: config.backup.compressionLevel,
     dataKeys: (tenants) => keyringOf(store)?.forTenants(tenants) ?? Promise.resolve(undefined),
     select: async (c) => {
-      const all = await listTenants(c, plan);
+      const all = await listTenants(c, plan, args.range);
       const tenants = all.filter((t) => !skip.has(t));
       progress.tenants = tenants.length;
-      return { tenants, everyTenant: tenants.length === all.length };
+      // every tenant there is: no filter; a range: its rows but the skipped tenants'; else the ids
+      const scope: BatchScope = args.range ? { range: args.range, except: [...skip] } : tenants.length === all.length ? null : { ids: tenants };
+      return { tenants, scope };
     },
     snapshot: args.snapshot,
     ...(config.changeLog.enabled && !args.snapshot ? { changeLogBoundary: { waitMs: config.changeLog.boundaryWaitMs, publication: config.changeLog.publication } } : {}),
@@ -156,7 +187,7 @@ export async function takeTenantBatch(
     signal: args.signal,
   });
   const tenantIds = [...exported.tables.keys()];
-  const backupIds = batchBackupIds(args.batchId, tenantIds);
+  const backupIds = batchBackupIds(args.batchId, tenantIds, args.slot);
   const result: TenantBatchResult = { succeeded: earlier.done.size, failed: [], failedCount: 0, rows: earlier.rows, bytes: earlier.bytes, packs: exported.packs.length, orphanPacksRemoved: earlier.removed };
   if (tenantIds.length === 0) {
     await store.deletePrefix(packPrefix);
@@ -327,8 +358,8 @@ export interface BatchExportOptions {
   compressionLevel: number;
   /** the data key of each tenant chosen (made on first use); none: packs unencrypted */
   dataKeys?: (tenantIds: readonly string[]) => Promise<Map<string, DataKey> | undefined>;
-  /** the tenants to back up, chosen in the snapshot (the coordinator's transaction), and whether they are all there are */
-  select: (c: Client) => Promise<{ tenants: string[]; everyTenant: boolean }>;
+  /** the tenants to back up, chosen in the snapshot (the coordinator's transaction), and which rows the scans read for them */
+  select: (c: Client) => Promise<{ tenants: string[]; scope: BatchScope }>;
   /** read as of this exported snapshot instead of a new one */
   snapshot?: string;
   changeLogBoundary?: { waitMs: number; publication: string };
@@ -363,7 +394,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
     await boundary?.release();
     const info = (await exportSnapshot(coordinator)).rows[0];
     const origin = await snapshotOrigin(coordinator);
-    const { tenants: tenantIds, everyTenant } = await opts.select(coordinator);
+    const { tenants: tenantIds, scope } = await opts.select(coordinator);
     const dataKeys = tenantIds.length > 0 ? await opts.dataKeys?.(tenantIds) : undefined;
     const tables = new Map(tenantIds.map((t) => [t, new Array<TableExport>(plan.tables.length)]));
     const packs: BatchExport['packs'] = [];
@@ -379,9 +410,9 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
         const pack = new PackWriter(opts.store, packKeys[i], opts.compressionLevel, opts.signal, dataKeys);
         const grouped = table.estimatedRows > gatherRowsAtMost;
         try {
-          // every tenant of the snapshot: no filter (a scan of the whole table is cheaper than a lookup per row)
-          const query = batchRowsQuery(plan, table, everyTenant ? null : tenantIds, { grouped });
-          await pipeline(c.query(copyTo(`COPY (${query}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped, everyTenant ? 'skip' : 'refuse'));
+          // without a list of ids (a scan of the whole table is cheaper than a lookup per row) the reader drops the rows of ids that are no tenant
+          const query = batchRowsQuery(plan, table, scope, { grouped });
+          await pipeline(c.query(copyTo(`COPY (${query}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped, scope && 'ids' in scope ? 'refuse' : 'skip'));
         } catch (err) {
           pack.abort(err as Error);
           throw err;

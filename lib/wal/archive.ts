@@ -45,29 +45,42 @@ export interface WalArchiveListing {
   histories: string[];
 }
 
-/** The whole archive, or only what lies under `prefixes` (segment folders, say). */
+/**
+ * The whole archive, or only what lies under `prefixes` (segment folders, say). Listed twice and
+ * merged: a listing is not atomic, and one that reaches a segment's place before the archiver
+ * stores it and its partial's after the archiver deleted it would miss the segment altogether
+ * (the newest WAL, so the window would end early). The archiver stores a segment before it
+ * deletes the partial, so the segment is there before the second listing starts.
+ */
 export async function listWalArchive(store: ObjectStore, prefixes: string[] = [walPrefix]): Promise<WalArchiveListing> {
-  const segments: ArchivedSegment[] = [];
-  const partials: ArchivedPartial[] = [];
-  const histories: string[] = [];
-  for (const prefix of prefixes) for await (const o of store.list(prefix)) {
-    let m = segmentKeyPattern.exec(o.key);
-    if (m) {
-      segments.push({ name: m[1], key: o.key, bytes: o.bytes, sha256: m[2] });
-      continue;
+  const segments = new Map<string, ArchivedSegment>();
+  const partials = new Map<string, ArchivedPartial>();
+  const histories = new Set<string>();
+  for (let pass = 0; pass < 2; pass++) {
+    for (const prefix of prefixes) for await (const o of store.list(prefix)) {
+      let m = segmentKeyPattern.exec(o.key);
+      if (m) {
+        segments.set(o.key, { name: m[1], key: o.key, bytes: o.bytes, sha256: m[2] });
+        continue;
+      }
+      m = partialKeyPattern.exec(o.key);
+      if (m) {
+        // the second listing's size: the partial grows
+        partials.set(o.key, { name: m[1], key: o.key, bytes: o.bytes });
+        continue;
+      }
+      m = historyKeyPattern.exec(o.key);
+      if (m) histories.add(m[1]);
     }
-    m = partialKeyPattern.exec(o.key);
-    if (m) {
-      partials.push({ name: m[1], key: o.key, bytes: o.bytes });
-      continue;
-    }
-    m = historyKeyPattern.exec(o.key);
-    if (m) histories.push(m[1]);
   }
   const order = (a: { name: string }, b: { name: string }) => positionKey(a.name).localeCompare(positionKey(b.name)) || a.name.localeCompare(b.name);
   // A partial whose segment has completed meanwhile is stale: the archiver deletes it right after.
-  const complete = new Set(segments.map((s) => s.name));
-  return { segments: segments.sort(order), partials: partials.filter((p) => !complete.has(p.name)).sort(order), histories: histories.sort() };
+  const complete = new Set([...segments.values()].map((s) => s.name));
+  return {
+    segments: [...segments.values()].sort(order),
+    partials: [...partials.values()].filter((p) => !complete.has(p.name)).sort(order),
+    histories: [...histories].sort(),
+  };
 }
 
 /** The newest segment in the archive, complete or partial. */
