@@ -100,7 +100,13 @@ async function archiveEnd(store: ObjectStore, listing: WalArchiveListing, newest
   const partial = listing.partials.find((p) => p.name === newest);
   const start = segmentStartLsn(newest, segmentSize);
   if (!partial) return start + BigInt(segmentSize);
-  return start + BigInt((await readWalObject(store, partial.key)).length);
+  try {
+    return start + BigInt((await readWalObject(store, partial.key)).length);
+  } catch (err) {
+    // the segment completed after the listing and the archiver deleted its partial: the whole segment is there
+    if (err instanceof TenantsafeError && err.type === ErrorType.ObjectMissing) return start + BigInt(segmentSize);
+    throw err;
+  }
 }
 
 /** The commits and restore points of the archived segments from the newest back to `floor`. */
