@@ -220,12 +220,11 @@ async function exportTable(client: Client, table: OwnedTable, index: number, opt
   const copy = client.query(copyTo(`COPY (${opts.rowsQuery?.(table) ?? tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
   const digest = new RowDigestStream();
   const gzip = createGzip({ level: opts.compressionLevel });
+  // encrypted: the cipher is the pipeline's last stage (its errors handled there, as gzip's are), and what the store reads
   const seal = opts.dataKey?.seal();
-  const stored = seal ? gzip.pipe(seal) : gzip;
-  gzip.on('error', (err) => seal?.destroy(err));
   const [put] = await Promise.all([
-    opts.store.put(opts.prefix + objectKey, stored, { contentType: seal ? 'application/octet-stream' : 'application/gzip', signal: opts.signal }),
-    pipeline(copy, digest, gzip),
+    opts.store.put(opts.prefix + objectKey, seal ?? gzip, { contentType: seal ? 'application/octet-stream' : 'application/gzip', signal: opts.signal }),
+    seal ? pipeline(copy, digest, gzip, seal) : pipeline(copy, digest, gzip),
   ]);
   return {
     table: table.key,
