@@ -70,7 +70,7 @@ export function createVerifyActivities(engine: Engine) {
         const m = manifest as FullManifest;
         if (m.method === 'pg_dump') return checkLogicalDump(engine.store, located.prefix, m);
         const backup = { backupId, prefix: located.prefix, wal: m.wal };
-        return restoreTestPhysical(engine, backup, engine.config.verification.scratchDir, Context.current().cancellationSignal);
+        return restoreTestPhysical(engine, backup, Context.current().cancellationSignal);
       });
     },
 

@@ -11,7 +11,7 @@
 //                    scratch schema and each table's row checksum recomputed and compared;
 //                    logical dump: pg_restore reads its table of contents
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { stageTables } from '../restore/stage';
@@ -19,6 +19,7 @@ import { rowsDigest } from '../restore/verifyApplied';
 import { sha256OfStream } from '../checksum';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../postgres/cluster';
+import { makeScratchDir } from '../postgres/scratch';
 import { runPgTool } from '../postgres/tools';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -163,11 +164,10 @@ function pgVerifybackupChecks(code: number, output: string, baseKey: string): Ve
 }
 
 /** Physical backups: pg_verifybackup on the extracted files, then a real recovery in a scratch cluster. */
-export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, scratchDir: string, signal?: AbortSignal): Promise<VerificationCheck[]> {
+export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, signal?: AbortSignal): Promise<VerificationCheck[]> {
   const { store } = engine;
   const wal = record.wal!;
-  const work = await mkdtemp(path.join(scratchDir, 'tenantsafe-verify-'));
-  await chmod(work, 0o755); // the postgres OS user runs the scratch cluster inside it
+  const { work } = await makeScratchDir(engine, 'tenantsafe-verify-');
   const checks: VerificationCheck[] = [];
   let cluster: PrivateCluster | undefined;
   try {
