@@ -13,7 +13,7 @@ import { changeLogState } from '../../lib/changeLog/capture';
 import { parseLsn } from '../../lib/wal/names';
 import { withConnection } from '../../lib/pg';
 import { PrivateCluster } from '../../lib/postgres/cluster';
-import type { fullBackup, pitrRestore } from '../../workflows';
+import type { fullBackup, pitrRestore, verifyBackup } from '../../workflows';
 import { databaseWorkflowIds } from '../../workflows/messages';
 import { baseKeyOf } from '../support/compressions';
 import { stopWalArchiver } from '../support/cluster';
@@ -27,6 +27,8 @@ describe('faults in the physical steps', function () {
   let rig: Rig;
   const sql = <T extends Record<string, unknown>>(text: string, params?: unknown[]) => withConnection(rig.env.db.url, async (c) => (await c.query<T>(text, params)).rows);
   const startFullBackup = () => rig.env.temporal.workflow.start<typeof fullBackup>('fullBackup', { taskQueue: rig.env.config.temporal.taskQueue, workflowId: databaseWorkflowIds.fullBackup(), args: [{}] });
+  const startVerifyBackup = (backupId: string) =>
+    rig.env.temporal.workflow.start<typeof verifyBackup>('verifyBackup', { taskQueue: rig.env.config.temporal.taskQueue, workflowId: databaseWorkflowIds.verifyBackup(backupId), args: [{ backupId }] });
   const startPitrRestore = (target: string) =>
     rig.env.temporal.workflow.start<typeof pitrRestore>('pitrRestore', { taskQueue: rig.env.config.temporal.taskQueue, workflowId: databaseWorkflowIds.pitrRestore(target), args: [{ latest: true, target }] });
 
@@ -65,8 +67,9 @@ describe('faults in the physical steps', function () {
 
   for (const fault of faults) {
     describe(`under ${fault}`, () => {
+      let fullBackupId: string;
       it('base backup: the backup completes and verifies by a real restore', () =>
-        rig.faultCase('base backup', fault, async (inject) => {
+        rig.faultCase('base backup', fault, async ({ inject, recovered }) => {
           const handle = await startFullBackup();
           await waitFor('pg_basebackup streams files', async () => {
             const [p] = await rig.source.cluster.psql<{ phase: string; done: string }>(`SELECT phase, backup_streamed::text AS done FROM pg_stat_progress_basebackup`);
@@ -74,6 +77,8 @@ describe('faults in the physical steps', function () {
           });
           await inject();
           const { backupId } = await handle.result();
+          recovered();
+          fullBackupId = backupId;
           const keys: string[] = [];
           for await (const o of rig.env.engine.store.list(`full/${backupId}/`)) keys.push(o.key.slice(`full/${backupId}/`.length));
           assert.deepEqual(keys.sort(), ['backup_manifest', baseKeyOf('zstd:3'), 'manifest.json', 'started.json']);
@@ -82,19 +87,35 @@ describe('faults in the physical steps', function () {
           return 'done; verified';
         }, { slots }));
 
+      // the verification's restore test reads storage and runs a scratch cluster: the live database is not in it
+      if (fault !== 'postgres crash') {
+        it('backup verification: the restore test ends ok, and its scratch cluster is gone', () =>
+          rig.faultCase('backup verification', fault, async ({ inject, recovered }) => {
+            const handle = await startVerifyBackup(fullBackupId);
+            const scratchRunning = () => fs.readdirSync(rig.source.dir).some((f) => f.startsWith('tenantsafe-verify-') && fs.existsSync(path.join(rig.source.dir, f, 'data', 'postmaster.pid')));
+            await waitFor('the restore test runs its scratch cluster', async () => scratchRunning(), { tries: 1200, intervalMs: 50 });
+            await inject();
+            const report = await handle.result();
+            recovered();
+            assert.ok(report.ok, JSON.stringify(report.checks.filter((c) => c.result !== 'ok')));
+            return 'done; ok';
+          }, { slots }));
+      }
+
       it('WAL streaming: the archive reaches a commit made after the fault, with no gap', () =>
-        rig.faultCase('WAL streaming', fault, async (inject) => {
+        rig.faultCase('WAL streaming', fault, async ({ inject, recovered }) => {
           const before = await commitMarker(`before ${fault}`);
           await inject(async () => void (await commitMarker(`during ${fault}`).catch(() => undefined)));
           const after = await commitMarker(`after ${fault}`);
           await archiveReaches(after.at);
+          recovered();
           const window = (await rig.cli('pitr', 'window')).json();
           assert.ok(Date.parse(window.earliest) <= Date.parse(before.at), 'one window from before the fault to after it');
           return 'streaming; archive past the fault';
         }, { slots }));
 
       it('change-log streaming: every row committed around the fault is in the log exactly once', () =>
-        rig.faultCase('change-log streaming', fault, async (inject) => {
+        rig.faultCase('change-log streaming', fault, async ({ inject, recovered }) => {
           const tag = `/fault-${faults.indexOf(fault)}-`;
           let writing = true;
           let n = 0;
@@ -114,6 +135,7 @@ describe('faults in the physical steps', function () {
             const state = await changeLogState(rig.env.engine);
             return !!state.durable && parseLsn(state.durable.lsn) >= parseLsn(lsn);
           }, { tries: 900 });
+          recovered();
           const committed = (await sql<{ path: string }>(`SELECT path FROM app.page_views WHERE path LIKE $1 ORDER BY 1`, [`${tag}%`])).map((r) => r.path);
           const state = await changeLogState(rig.env.engine);
           assert.deepEqual(state.gaps, [], 'no gap in the log');
@@ -131,7 +153,7 @@ describe('faults in the physical steps', function () {
 
       if (fault === 'postgres crash') return;
       it('PITR restore: the restored cluster reaches the asked LSN, or the run fails saying why with nothing left running', () =>
-        rig.faultCase('PITR restore', fault, async (inject) => {
+        rig.faultCase('PITR restore', fault, async ({ inject, recovered }) => {
           // WAL to replay: ~20 MB after the newest base backup
           await sql(`INSERT INTO public.filler SELECT g, md5(g::text) FROM generate_series(1, 150000) g`);
           const mark = await commitMarker(`pitr ${fault}`);
@@ -142,10 +164,12 @@ describe('faults in the physical steps', function () {
           await inject();
           const outcome = await handle.result().then(
             (r) => {
+              recovered();
               assert.ok(parseLsn(r.lsn!) >= parseLsn(mark.lsn), `recovered to ${r.lsn}, past the marker at ${mark.lsn}`);
               return `done; reached ${r.lsn}`;
             },
             (err: unknown) => {
+              recovered();
               assert.ok(err instanceof WorkflowFailedError, String(err));
               return `failed: ${String(err.cause?.message ?? err.message).slice(0, 60)}`;
             },

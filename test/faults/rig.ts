@@ -47,11 +47,20 @@ export interface Rig {
    * dead, the emulator or Temporal stopped; after the crash for PostgreSQL, which starts at once).
    */
   inject(fault: Fault, meanwhile?: () => Promise<void>): Promise<void>;
-  /** Runs one case: the body injects the fault (through the function it is given) and returns the outcome; then the leak checks. */
-  faultCase(step: string, fault: Fault, body: (inject: (meanwhile?: () => Promise<void>) => Promise<void>) => Promise<string>, leaks?: LeakExpectation): Promise<void>;
+  /**
+   * Runs one case: the body injects the fault and says when the work recovered (the workflow
+   * ended, the stream is past the fault), then checks and returns the outcome; then the leak checks.
+   */
+  faultCase(step: string, fault: Fault, body: (c: CaseControl) => Promise<string>, leaks?: LeakExpectation): Promise<void>;
   /** The slots, scratch schemas, scratch clusters and child processes left now. */
   leftovers(expect?: LeakExpectation): Promise<string[]>;
   close(): Promise<void>;
+}
+
+export interface CaseControl {
+  inject(meanwhile?: () => Promise<void>): Promise<void>;
+  /** the moment the time to recover ends (default: when the body returns) */
+  recovered(): void;
 }
 
 export interface LeakExpectation {
@@ -101,14 +110,18 @@ export async function createRig(opts: { configure?: (doc: Record<string, any>, d
     },
     async faultCase(step, fault, body, leaks) {
       let injectedAt: number | undefined;
+      let recoveredAt: number | undefined;
       const row: FaultRow = { step, fault, outcome: 'test failed', recoverSeconds: null };
       faultTable.push(row);
-      const outcome = await body(async (meanwhile) => {
-        injectedAt = Date.now();
-        await rig.inject(fault, meanwhile);
+      const outcome = await body({
+        async inject(meanwhile) {
+          injectedAt = Date.now();
+          await rig.inject(fault, meanwhile);
+        },
+        recovered: () => (recoveredAt ??= Date.now()),
       });
       assert.ok(injectedAt, 'the case injected its fault');
-      row.recoverSeconds = (Date.now() - injectedAt) / 1000;
+      row.recoverSeconds = ((recoveredAt ?? Date.now()) - injectedAt) / 1000;
       assert.deepEqual(workerExits.splice(0), [], 'no worker process died but the one killed');
       assert.deepEqual(await rig.leftovers(leaks), [], 'nothing left behind');
       row.outcome = outcome;
@@ -127,7 +140,7 @@ export async function createRig(opts: { configure?: (doc: Record<string, any>, d
         left.push(...incomplete.map((i) => `orphan objects ${i.prefix} (${i.objects})`));
       }
       // scratch clusters (verification, PITR clones, drills) live in directories below the source's
-      const scratch = fs.readdirSync(source.dir).filter((f) => f !== 'source' && fs.existsSync(`${source.dir}/${f}/PG_VERSION`));
+      const scratch = fs.readdirSync(source.dir).filter((f) => f !== 'source' && (fs.existsSync(`${source.dir}/${f}/PG_VERSION`) || fs.existsSync(`${source.dir}/${f}/data`)));
       left.push(...scratch.map((d) => `scratch cluster ${d}`));
       // child processes the worker ran against this cluster, still alive without it
       const ps = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' }).split('\n');

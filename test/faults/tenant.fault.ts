@@ -61,7 +61,7 @@ describe('faults in the tenant steps', function () {
       };
 
       it(`tenant export: the backup completes and equals the tenant`, () =>
-        rig.faultCase('tenant export + upload', fault, async (inject) => {
+        rig.faultCase('tenant export + upload', fault, async ({ inject, recovered }) => {
           const blocker = await holdLock('LOCK TABLE app.comments IN ACCESS EXCLUSIVE MODE');
           const started = await rig.cli('backup', 'tenant', tenantId);
           assert.equal(started.code, 0, started.stderr);
@@ -69,6 +69,7 @@ describe('faults in the tenant steps', function () {
           // released while the fault holds: the export goes on into it (storage down: its upload fails)
           await inject(() => release(blocker));
           const done = await rig.env.temporal.workflow.getHandle(started.json().workflowId).result();
+          recovered();
           backupId = done.backupId;
           const backup = await readBackup(rig.env.engine.store, tenantId, backupId);
           backupRows = checksumsOf(backup.rows);
@@ -77,13 +78,14 @@ describe('faults in the tenant steps', function () {
         }));
 
       it(`staging: the preview arrives, and the approved restore makes the tenant the backup`, () =>
-        rig.faultCase('restore staging', fault, async (inject) => {
+        rig.faultCase('restore staging', fault, async ({ inject, recovered }) => {
           const damaged = await damage();
           const blocker = await holdLock('LOCK TABLE app.comments IN ACCESS EXCLUSIVE MODE');
           const requesting = request();
           await waitFor('staging waits on app.comments', waitsOnLock('tenantsafe-stage'));
           await inject(() => release(blocker));
           const requested = await requesting;
+          recovered();
           assert.equal(requested.code, 0, requested.stderr);
           assert.equal(requested.json().state, 'awaiting-approval');
           assert.deepEqual(await tenantNow(tenantId), damaged, 'a preview changes nothing');
@@ -94,7 +96,7 @@ describe('faults in the tenant steps', function () {
         }));
 
       it(`apply: never half-applied, then done with the tenant equal to the backup and no other tenant changed`, () =>
-        rig.faultCase('restore apply', fault, async (inject) => {
+        rig.faultCase('restore apply', fault, async ({ inject, recovered }) => {
           const { damaged, requesting } = await damageAndRequest();
           const requested = (await requesting).json();
           const others = await otherTenantsNow(tenantId);
@@ -108,6 +110,7 @@ describe('faults in the tenant steps', function () {
             await release(blocker);
           });
           const result = await restoreResult(requested.restoreId);
+          recovered();
           assert.equal(result.state, 'done');
           assert.ok(result.verification!.ok);
           assert.deepEqual(await tenantNow(tenantId), backupRows, 'the tenant is the backup');
@@ -116,7 +119,7 @@ describe('faults in the tenant steps', function () {
         }));
 
       it(`verification: the restore ends verified`, () =>
-        rig.faultCase('restore verification', fault, async (inject) => {
+        rig.faultCase('restore verification', fault, async ({ inject, recovered }) => {
           const { requesting } = await damageAndRequest();
           const requested = (await requesting).json();
           // The verification is held on app.tasks: a lock asked for while the apply holds its
@@ -136,6 +139,7 @@ describe('faults in the tenant steps', function () {
           await waitFor('the verification waits on app.tasks', waitsOnLock('tenantsafe-verify'));
           await inject(() => release(tasks));
           const result = await restoreResult(requested.restoreId);
+          recovered();
           assert.equal(result.state, 'done');
           assert.ok(result.verification!.ok, JSON.stringify(result.verification));
           assert.deepEqual(await tenantNow(tenantId), backupRows, 'the tenant is the backup');
