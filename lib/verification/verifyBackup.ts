@@ -102,6 +102,12 @@ export async function readBackupManifest(store: ObjectStore, located: LocatedBac
 export async function checkManifestAndObjects(
   store: ObjectStore,
   located: LocatedBackup,
+  /**
+   * `earlier`: the object checks an earlier attempt made (it died after them: a killed worker),
+   * taken as they are rather than reading those objects again; `onCheck`: the checks so far,
+   * after each object.
+   */
+  resume: { earlier?: VerificationCheck[]; onCheck?: (checks: VerificationCheck[]) => void } = {},
 ): Promise<{ checks: VerificationCheck[]; manifest: FullManifest | TenantManifest | null }> {
   let manifest: FullManifest | TenantManifest;
   try {
@@ -111,7 +117,11 @@ export async function checkManifestAndObjects(
   }
   const checks: VerificationCheck[] = [{ check: 'manifest', target: manifestFile, result: 'ok' }];
   const objects = 'tables' in manifest ? manifest.tables.map((t) => t.object) : manifest.objects;
-  for (const o of objects) checks.push(await checkObject(store, located.prefix, o));
+  for (const o of objects) {
+    const target = objectLocation(located.prefix, o).range ? objectName(located.prefix, o) : o.key;
+    checks.push(resume.earlier?.find((c) => c.check === 'object' && c.target === target) ?? (await checkObject(store, located.prefix, o)));
+    resume.onCheck?.(checks);
+  }
   return { checks, manifest };
 }
 
