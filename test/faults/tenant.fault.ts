@@ -25,6 +25,9 @@ describe('faults in the tenant steps', function () {
   const waitsOnLock = (app: string) => async () =>
     (await withConnection(rig.env.db.url, (c) => c.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, [app]))).rowCount! > 0;
 
+  const sessions = async (app: string) =>
+    (await withConnection(rig.env.db.url, (c) => c.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1`, [app]))).rowCount!;
+
   /** A session of the test holding a lock until it ends (or the database crashes). */
   async function holdLock(sql: string): Promise<Client> {
     const c = await connect(rig.env.db.url, 'test-blocker');
@@ -124,19 +127,28 @@ describe('faults in the tenant steps', function () {
           const requested = (await requesting).json();
           // The verification is held on app.tasks: a lock asked for while the apply holds its
           // own is queued behind it, and granted as the apply commits, before the verification asks.
+          // Asked for only once the safety backup has read every table: queued ahead of its read
+          // of tasks, it would wait on the apply, which waits for the safety backup.
           const labels = await holdLock('LOCK TABLE app.task_labels IN EXCLUSIVE MODE');
-          await approve(requested);
-          await waitFor('the apply waits on app.task_labels', waitsOnLock('tenantsafe-apply'));
           const tasks = await connect(rig.env.db.url, 'test-blocker');
-          await tasks.query('BEGIN');
-          const tasksPid = (await tasks.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-          const locked = tasks.query('LOCK TABLE app.tasks IN ACCESS EXCLUSIVE MODE').catch(() => undefined);
-          await waitFor('the lock on app.tasks is queued', async () =>
-            (await withConnection(rig.env.db.url, (c) => c.query(`SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted`, [tasksPid]))).rowCount! > 0,
-          );
-          await release(labels);
-          await locked;
-          await waitFor('the verification waits on app.tasks', waitsOnLock('tenantsafe-verify'));
+          try {
+            await approve(requested);
+            await waitFor('the apply waits on app.task_labels', waitsOnLock('tenantsafe-apply'));
+            await waitFor('the safety backup is written', async () => (await sessions('tenantsafe-export')) === 0);
+            await tasks.query('BEGIN');
+            const tasksPid = (await tasks.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+            const locked = tasks.query('LOCK TABLE app.tasks IN ACCESS EXCLUSIVE MODE').catch(() => undefined);
+            await waitFor('the lock on app.tasks is queued', async () =>
+              (await withConnection(rig.env.db.url, (c) => c.query(`SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted`, [tasksPid]))).rowCount! > 0,
+            );
+            await release(labels);
+            await locked;
+            await waitFor('the verification waits on app.tasks', waitsOnLock('tenantsafe-verify'));
+          } catch (err) {
+            await release(labels);
+            await release(tasks);
+            throw err;
+          }
           await inject(() => release(tasks));
           const result = await restoreResult(requested.restoreId);
           recovered();
