@@ -77,7 +77,9 @@ export async function createRig(opts: { configure?: (doc: Record<string, any>, d
   const workerExits: string[] = [];
   const spawn = async () => {
     const w = await spawnWorkerProcess(env.configFile);
-    w.once('exit', (code, signal) => signal !== 'SIGKILL' && workerExits.push(`worker ${w.pid} exited: code ${code}, signal ${signal}`));
+    let stderr = '';
+    w.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-3000)));
+    w.once('exit', (code, signal) => signal !== 'SIGKILL' && workerExits.push(`worker ${w.pid} exited: code ${code}, signal ${signal}: ${stderr}`));
     return w;
   };
   const rig: Rig = {
@@ -113,6 +115,8 @@ export async function createRig(opts: { configure?: (doc: Record<string, any>, d
       let recoveredAt: number | undefined;
       const row: FaultRow = { step, fault, outcome: 'test failed', recoverSeconds: null };
       faultTable.push(row);
+      // a worker that died in an earlier case failed that case: this one starts with a live one
+      if (rig.worker.exitCode !== null || rig.worker.signalCode !== null) rig.worker = await spawn();
       const outcome = await body({
         async inject(meanwhile) {
           injectedAt = Date.now();
