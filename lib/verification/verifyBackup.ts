@@ -11,7 +11,7 @@
 //                    scratch schema and each table's row checksum recomputed and compared;
 //                    logical dump: pg_restore reads its table of contents
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { stageTables } from '../restore/stage';
@@ -19,6 +19,7 @@ import { rowsDigest } from '../restore/verifyApplied';
 import { sha256OfStream } from '../checksum';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../postgres/cluster';
+import { makeScratchDir } from '../postgres/scratch';
 import { runPgTool } from '../postgres/tools';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -101,6 +102,12 @@ export async function readBackupManifest(store: ObjectStore, located: LocatedBac
 export async function checkManifestAndObjects(
   store: ObjectStore,
   located: LocatedBackup,
+  /**
+   * `earlier`: the object checks an earlier attempt made (it died after them: a killed worker),
+   * taken as they are rather than reading those objects again; `onCheck`: the checks so far,
+   * after each object.
+   */
+  resume: { earlier?: VerificationCheck[]; onCheck?: (checks: VerificationCheck[]) => void } = {},
 ): Promise<{ checks: VerificationCheck[]; manifest: FullManifest | TenantManifest | null }> {
   let manifest: FullManifest | TenantManifest;
   try {
@@ -110,7 +117,11 @@ export async function checkManifestAndObjects(
   }
   const checks: VerificationCheck[] = [{ check: 'manifest', target: manifestFile, result: 'ok' }];
   const objects = 'tables' in manifest ? manifest.tables.map((t) => t.object) : manifest.objects;
-  for (const o of objects) checks.push(await checkObject(store, located.prefix, o));
+  for (const o of objects) {
+    const target = objectLocation(located.prefix, o).range ? objectName(located.prefix, o) : o.key;
+    checks.push(resume.earlier?.find((c) => c.check === 'object' && c.target === target) ?? (await checkObject(store, located.prefix, o)));
+    resume.onCheck?.(checks);
+  }
   return { checks, manifest };
 }
 
@@ -163,11 +174,10 @@ function pgVerifybackupChecks(code: number, output: string, baseKey: string): Ve
 }
 
 /** Physical backups: pg_verifybackup on the extracted files, then a real recovery in a scratch cluster. */
-export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, scratchDir: string, signal?: AbortSignal): Promise<VerificationCheck[]> {
+export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, signal?: AbortSignal): Promise<VerificationCheck[]> {
   const { store } = engine;
   const wal = record.wal!;
-  const work = await mkdtemp(path.join(scratchDir, 'tenantsafe-verify-'));
-  await chmod(work, 0o755); // the postgres OS user runs the scratch cluster inside it
+  const { work } = await makeScratchDir(engine, 'tenantsafe-verify-');
   const checks: VerificationCheck[] = [];
   let cluster: PrivateCluster | undefined;
   try {
