@@ -1,6 +1,7 @@
 // Turns engine errors into Temporal failures: bad input and broken backups fail the activity
 // for good (non-retryable, stable type); transient ones (database or storage down, a connection
 // lost to a restart or a failover) retry.
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { isTransient, TenantsafeError } from '../lib/errors';
 import { connectionError, isConnectionLost, privilegeError } from '../lib/pg';
@@ -23,6 +24,10 @@ export function withFailures<T extends Record<string, (input: any) => Promise<un
         try {
           return await fn(input);
         } catch (err) {
+          // A cancelled step reports its cancellation, not the error the cancellation caused (its
+          // connection ended, its statement cancelled): the workflow then ends cancelled.
+          const cancelled = Context.current().cancellationSignal;
+          if (cancelled.aborted) throw cancelled.reason;
           throw toFailure(err, role);
         }
       },

@@ -51,13 +51,19 @@ export function createVerifyActivities(engine: Engine) {
   };
 
   return withFailures({
+    /** Every object read and checked; a retry after a killed worker reads only those its heartbeat did not list as checked. */
     async verifyManifestAndObjects({ backupId }: BackupIdRef): Promise<VerificationStart> {
-      return beating(async () => {
+      const earlier = (Context.current().info.heartbeatDetails as { checks?: VerificationCheck[] } | undefined)?.checks;
+      let checked = earlier ?? [];
+      const stop = heartbeatEvery(5000, () => ({ phase: 'verifying', checks: checked }));
+      try {
         const located = await locateBackup(engine, backupId);
-        const { checks, manifest } = await checkManifestAndObjects(engine.store, located);
+        const { checks, manifest } = await checkManifestAndObjects(engine.store, located, { earlier, onCheck: (c) => (checked = [...c]) });
         const method = !manifest ? (located.kind === 'full' ? 'basebackup' : 'tenant') : 'tables' in manifest ? 'tenant' : manifest.method;
         return { kind: located.kind, method, intact: manifest !== null && checks.every((c) => c.result === 'ok'), checks };
-      });
+      } finally {
+        stop();
+      }
     },
 
     async verifyWal({ backupId }: BackupIdRef): Promise<VerificationCheck[]> {
@@ -70,7 +76,7 @@ export function createVerifyActivities(engine: Engine) {
         const m = manifest as FullManifest;
         if (m.method === 'pg_dump') return checkLogicalDump(engine.store, located.prefix, m);
         const backup = { backupId, prefix: located.prefix, wal: m.wal };
-        return restoreTestPhysical(engine, backup, engine.config.verification.scratchDir, Context.current().cancellationSignal);
+        return restoreTestPhysical(engine, backup, Context.current().cancellationSignal);
       });
     },
 

@@ -238,9 +238,30 @@ export async function withConnection<T>(url: string, fn: (c: Client) => Promise<
 }
 
 /**
+ * Passes an abort on to the server. Ending a connection is not enough: a backend reads its
+ * client's goodbye only between statements, so one waiting on a lock or running a long
+ * statement would go on, holding its locks (a cancelled restore's apply blocking the drop of its
+ * scratch schema, say). On abort each backend's statement is cancelled (`pg_cancel_backend`,
+ * over a connection of its own) and each connection ended. `clients` is read at the abort, so
+ * connections opened later count. Returns what stops listening.
+ */
+export function cancelOnAbort(url: string, clients: () => Client[], signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => undefined;
+  const abort = () => {
+    const open = clients();
+    const pids = open.map((c) => (c as Client & { processID?: number }).processID).filter((pid): pid is number => typeof pid === 'number');
+    open.forEach((c) => void c.end().catch(() => undefined));
+    if (pids.length > 0) void withConnection(url, (c) => c.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid', [pids])).catch(() => undefined);
+  };
+  if (signal.aborted) abort();
+  else signal.addEventListener('abort', abort, { once: true });
+  return () => signal.removeEventListener('abort', abort);
+}
+
+/**
  * Works through `items` over up to `lanes` connections of their own, largest first (so a big
  * table does not start last and run alone). `setup` runs once per connection; aborting the
- * signal ends the connections.
+ * signal cancels their statements and ends them (cancelOnAbort).
  */
 export async function inLanes<T>(
   url: string,
@@ -253,14 +274,13 @@ export async function inLanes<T>(
   await Promise.all(
     Array.from({ length: Math.min(Math.max(1, opts.lanes), queue.length) }, async () => {
       const c = await connect(url, applicationName);
-      const abort = () => c.end().catch(() => undefined);
-      opts.signal?.addEventListener('abort', abort, { once: true });
+      const stopListening = cancelOnAbort(url, () => [c], opts.signal);
       try {
         await opts.setup?.(c);
         for (let item = queue.shift(); item; item = queue.shift()) await work(c, item);
         await opts.finish?.(c);
       } finally {
-        opts.signal?.removeEventListener('abort', abort);
+        stopListening();
         await c.end().catch(() => undefined);
       }
     }),

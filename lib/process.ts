@@ -1,5 +1,6 @@
 // Process helpers shared by the dev-stack launchers: free ports, log tails, PATH lookups, and
 // children that die with their parent.
+import { spawn, type ChildProcessWithoutNullStreams, type SpawnOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -58,4 +59,16 @@ export function logTail(file: string, fromOffset = 0, lines = 25): string {
 export function diesWithParent(signal: 'TERM' | 'KILL', cmd: string, args: string[]): [string, string[]] {
   const setpriv = process.platform === 'linux' ? onPath('setpriv') : undefined;
   return setpriv ? [setpriv, ['--pdeathsig', signal, '--', cmd, ...args]] : [cmd, args];
+}
+
+/**
+ * spawn, the child killed with this process (diesWithParent): a worker killed mid-step leaves no
+ * pg_basebackup, pg_receivewal, pg_dump, tar or compressor running on. A command that cannot be
+ * found is spawned as it is, so that its 'error' event says so.
+ */
+export function spawnTied(cmd: string, args: string[], options: SpawnOptions): ChildProcessWithoutNullStreams {
+  const found = path.isAbsolute(cmd) ? fs.existsSync(cmd) : onPath(cmd) !== undefined;
+  const [command, argv] = found ? diesWithParent('KILL', cmd, args) : [cmd, args];
+  // every caller asks for a pipe on each stream it touches
+  return spawn(command, argv, options) as ChildProcessWithoutNullStreams;
 }

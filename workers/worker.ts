@@ -60,6 +60,11 @@ export async function startWorker(
       ...(opts.identity ? { identity: opts.identity } : {}),
       // Lets in-flight activities finish their current step on a graceful stop.
       shutdownGraceTime: '10s',
+      // A cancellation reaches an activity only in the answer to a heartbeat the worker sends,
+      // which it would hold back for up to 80% of the heartbeat timeout (12 s of bulkCopy's 15):
+      // sent every 2 s (as the long steps heartbeat), a cancelled step lets go of its locks and
+      // child processes within seconds.
+      maxHeartbeatThrottleInterval: '2s',
     });
   } catch (err) {
     await monitoring?.close();

@@ -5,7 +5,7 @@
 //   4. index it in the catalog
 //   5. report the outcome to the alerts (a success resolves an open alert of the database's full backups)
 // On failure: remove what was written unless a manifest made it a complete backup; alert.
-import { ParentClosePolicy, proxyActivities, setHandler, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ParentClosePolicy, patched, proxyActivities, setHandler, startChild, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
@@ -13,17 +13,19 @@ import { backupLabel } from '../lib/labels';
 import { announce, failureOf } from './alerts';
 import { compensate } from './failures';
 import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
-import { bulkCopy, shortStep } from './profiles';
+import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, shortStep } from './profiles';
 import { walArchiver } from './walArchiver';
 import { onServedDatabase, serveDatabase, servedDatabase, withDatabase } from './database';
 
 const step = onServedDatabase(proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep));
-const copy = onServedDatabase(proxyActivities<FullBackupActivities>(bulkCopy));
+const copyOnce = onServedDatabase(proxyActivities<FullBackupActivities>(bulkCopy));
+const copyUntilStopped = onServedDatabase(proxyActivities<FullBackupActivities>(bulkCopyUntilStopped));
 
 export async function fullBackup(input: FullBackupInput = {}): Promise<FullBackupResult> {
   serveDatabase(input);
   const { workflowId, runId, startTime } = workflowInfo();
   const backupId = backupLabel(startTime, 'full', runId);
+  const copy = patched(cancelWaitsForTheStep) ? copyUntilStopped : copyOnce;
   const status: FullBackupStatus = { state: 'checking', backupId };
   setHandler(fullBackupStatusQuery, () => status);
   upsertSearchAttributes([{ key: searchAttributes.backupKind, value: 'full' }]);

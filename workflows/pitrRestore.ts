@@ -4,10 +4,11 @@
 //      fail here with the window in the message; nothing is touched)
 //   2. restore: extract the base backup, replay archived WAL to the target, promote
 //   3. report the point reached: time of the last transaction replayed, LSN, data dir, port
-import { proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, proxyActivities, setHandler, TimeoutFailure, workflowInfo } from '@temporalio/workflow';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import type { PitrRestoreResult } from '../lib/pitr/restore';
+import { ErrorType } from '../lib/errors';
 import { rootCause } from './failures';
 import { pitrRestoreStatusQuery, type PitrRestoreInput, type PitrRestoreStatus } from './messages';
 import { restoreOnce, shortStep } from './profiles';
@@ -26,7 +27,16 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreR
     const plan = await step.planPitrRestore({ at: input?.at, lsn: input?.lsn, name: input?.name, latest: input?.latest, restoreTarget: String(input?.target ?? ''), from: input?.from });
     Object.assign(status, { state: 'restoring', backupId: plan.backupId, window: plan.window });
     await step.recordRun({ ...run, backupId: plan.backupId, status: 'running', details: { target: plan.target } });
-    const result = await restore.runPitrRestore({ plan, restoreTarget: input.target, port: input.port, from: input.from });
+    const result = await restore.runPitrRestore({ plan, restoreTarget: input.target, port: input.port, from: input.from }).catch((err: unknown) => {
+      // not retried (the directory is half full): say what happened and what to do, not "timed out"
+      if (err instanceof ActivityFailure && err.cause instanceof TimeoutFailure) {
+        throw ApplicationFailure.nonRetryable(
+          `The restore into ${input.target} was cut off: its worker stopped answering (killed, or its machine lost), and without it recovery stops. HINT: remove ${input.target} (its log is in it) and run the restore again.`,
+          ErrorType.RecoveryFailed,
+        );
+      }
+      throw err;
+    });
     status.state = 'done';
     await step.recordRun({ ...run, status: 'completed', details: { ...result } });
     return result;

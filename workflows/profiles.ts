@@ -14,6 +14,16 @@ export const bulkCopy: ActivityOptions = {
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 5 },
 };
 
+/**
+ * bulkCopy whose cancellation waits until the step has stopped (its Postgres statements cancelled,
+ * its child processes gone): what follows a cancellation (a compensation deleting what the step
+ * wrote, the drop of a restore's scratch schema) must not race a step still writing, and a
+ * workflow that says cancelled must have stopped. Runs started before it existed did not wait;
+ * the workflows choose it behind the patch below.
+ */
+export const bulkCopyUntilStopped: ActivityOptions = { ...bulkCopy, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
+export const cancelWaitsForTheStep = 'cancel-waits-for-the-step';
+
 /** The WAL archiver: runs for a slice (an hour by default), heartbeating; a dead worker is noticed in 20 s. */
 export const walStream: ActivityOptions = {
   startToCloseTimeout: '3h',

@@ -5,24 +5,26 @@
 //   4. report the outcome to the alerts: a success resolves the tenant's open alert
 // On failure: remove what was written unless a manifest made it a complete backup; alert (unless a
 // batch, tenantBackupsAll, alerts for it).
-import { proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
 import { announce, failureOf } from './alerts';
 import { compensate } from './failures';
 import { requireTenantId } from './inputs';
 import { searchAttributes, tenantBackupStatusQuery, type TenantBackupInput, type TenantBackupResult, type TenantBackupStatus } from './messages';
-import { bulkCopy, shortStep } from './profiles';
+import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, shortStep } from './profiles';
 import { onServedDatabase, serveDatabase, servedDatabase } from './database';
 
 const step = onServedDatabase(proxyActivities<TenantBackupActivities>(shortStep));
-const copy = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopy));
+const copyOnce = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopy));
+const copyUntilStopped = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopyUntilStopped));
 
 export async function tenantBackup(input: TenantBackupInput): Promise<TenantBackupResult> {
   serveDatabase(input);
   const tenantId = requireTenantId(input);
   const { workflowId, runId, startTime } = workflowInfo();
   const backupId = backupLabel(startTime, 'tenant', runId);
+  const copy = patched(cancelWaitsForTheStep) ? copyUntilStopped : copyOnce;
   const status: TenantBackupStatus = { state: 'checking', tenantId, backupId };
   setHandler(tenantBackupStatusQuery, () => status);
   upsertSearchAttributes([

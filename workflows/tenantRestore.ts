@@ -15,6 +15,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -38,17 +39,19 @@ import {
   type TenantRestoreResult,
   type TenantRestoreStatus,
 } from './messages';
-import { bulkCopy, shortStep } from './profiles';
+import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, shortStep } from './profiles';
 import { onServedDatabase, serveDatabase, servedDatabase } from './database';
 
 const step = onServedDatabase(proxyActivities<TenantRestoreActivities>(shortStep));
-const copy = onServedDatabase(proxyActivities<TenantRestoreActivities>(bulkCopy));
+const copyOnce = onServedDatabase(proxyActivities<TenantRestoreActivities>(bulkCopy));
+const copyUntilStopped = onServedDatabase(proxyActivities<TenantRestoreActivities>(bulkCopyUntilStopped));
 
 export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRestoreResult> {
   serveDatabase(input);
   const tenantId = requireTenantId(input);
   const { runId, startTime } = workflowInfo();
   const restoreId = restoreLabel(startTime, runId);
+  const copy = patched(cancelWaitsForTheStep) ? copyUntilStopped : copyOnce;
   const status: TenantRestoreStatus = { state: 'previewing', restoreId, tenantId, requestedBy: input.requestedBy, approvals: [], refused: [] };
   const audit = auditTrail();
   const subject = () => ({ tenantId, restoreId, ...(status.backupId ? { backupId: status.backupId } : {}) });

@@ -4,7 +4,7 @@
 // local copy. WAL is not in the tar (-X none): the WAL archive holds it, and the backup waits
 // until the archive has every segment from its start to its stop LSN (like pgBackRest's
 // archive check). Manifest last.
-import { spawn } from 'node:child_process';
+import { spawnTied } from '../process';
 import { pipeline } from 'node:stream/promises';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
@@ -76,7 +76,7 @@ export async function takeBaseBackup(
 
   const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
   const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
-  const child = spawn(pgBin('pg_basebackup'), ['-D', '-', '-F', 't', '-X', 'none', '--checkpoint=fast', `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo], {
+  const child = spawnTied(pgBin('pg_basebackup'), ['-D', '-', '-F', 't', '-X', 'none', '--checkpoint=fast', `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -104,8 +104,9 @@ export async function takeBaseBackup(
   } catch (err) {
     kill();
     packer.kill();
+    // both stopped before the caller goes on (and removes what they wrote)
+    const [code] = await Promise.all([exited, packer.done.catch(() => undefined)]);
     if (args.signal?.aborted) throw args.signal.reason ?? err;
-    const code = await exited;
     throw code !== 0 && code !== null ? baseBackupFailed(code, stderr) : err;
   } finally {
     clearInterval(timer);

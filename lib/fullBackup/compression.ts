@@ -4,7 +4,7 @@
 // over the cores itself (-T). gzip stays in-process (ParallelGzip, one member per 4 MiB).
 // Reading back, GNU tar runs the same tool (-I): decompression and extraction in two
 // processes, beside the sha256 check here.
-import { spawn } from 'node:child_process';
+import { spawnTied } from '../process';
 import { availableParallelism } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -36,7 +36,7 @@ export function compressor(c: BaseCompression): Compressor {
     return { input: gzip, output: gzip, done: Promise.resolve(), kill: () => gzip.destroy() };
   }
   const [cmd, args] = tool;
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawnTied(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const done = new Promise<void>((resolve, reject) => {

@@ -1,7 +1,7 @@
 // A logical dump of the database into our storage (the Supabase provider's "custom storage"
 // half, so the customer holds a copy outside Supabase): pg_dump -Fd from a snapshot we export
 // and record, each file of the dump directory uploaded with its sha256, manifest last.
-import { spawn } from 'node:child_process';
+import { spawnTied } from '../process';
 import { createReadStream } from 'node:fs';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
@@ -74,7 +74,7 @@ export async function takeLogicalDump(engine: Engine, args: { backupId: string; 
 
 function runPgDump(url: string, args: string[], signal?: AbortSignal): Promise<void> {
   const { conninfo, env } = toolConnection(url, 'tenantsafe-dump');
-  const child = spawn(pgBin('pg_dump'), [...args, '-d', conninfo], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env }, signal });
+  const child = spawnTied(pgBin('pg_dump'), [...args, '-d', conninfo], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env }, signal });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   return new Promise((resolve, reject) => {

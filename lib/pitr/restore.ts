@@ -3,7 +3,6 @@
 // the manifest names), write the recovery
 // settings, start PostgreSQL with a restore_command that fetches from our storage, wait until
 // it has promoted, and report where it stopped.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Transform } from 'node:stream';
@@ -14,7 +13,7 @@ import { discard, Rechunk } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { microsText } from '../pg';
 import { PrivateCluster } from '../postgres/cluster';
-import { logTail } from '../process';
+import { logTail, spawnTied } from '../process';
 import { ErrorType, TenantsafeError } from '../errors';
 import { tarDecompressArgs } from '../fullBackup/compression';
 import { baseObjectOf, readFullManifest, type BaseCompression } from '../format/fullManifest';
@@ -170,7 +169,7 @@ export async function extractBaseBackup(store: ObjectStore, backup: Pick<FullBac
 async function extract(store: ObjectStore, key: string, sha256: string, compression: BaseCompression, dir: string, onBytes: (n: number) => void, signal?: AbortSignal, decrypt?: Transform): Promise<void> {
   const source = await store.get(key);
   const check = new Sha256Stream();
-  const tar = spawn('tar', ['-x', '-f', '-', ...tarDecompressArgs(compression), '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const tar = spawnTied('tar', ['-x', '-f', '-', ...tarDecompressArgs(compression), '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
   tar.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => tar.once('close', resolve));

@@ -27,11 +27,19 @@ const prefetchDepth = 6;
 /** segments gunzipped and checked at once: replay itself needs a core of the machine */
 const prefetchConcurrency = 2;
 
-/** curl if the machine has it (fast to start); node otherwise (always there: it runs us). */
+/**
+ * curl if the machine has it (fast to start); node otherwise (always there: it runs us).
+ * An answer that the file is not there (HTTP 404, or 500 for a segment storage failed to give,
+ * which `errors` reports) exits 1: the end of the archive, recovery ends. No answer at all means
+ * the worker serving it is gone (killed mid-restore): exit 126, which PostgreSQL takes as a failed
+ * command, not a missing file, so recovery aborts and the server stops, instead of promoting a
+ * cluster that replayed only part of the WAL and leaving it running.
+ */
 function fetchCommand(url: string): string {
   const curl = (process.env.PATH ?? '').split(':').map((d) => path.join(d, 'curl')).find((f) => existsSync(f));
-  if (curl) return `${curl} --silent --fail --output "%p" ${url}/%f`;
-  const script = `const [u,p]=process.argv.slice(1);require('http').get(u,(r)=>{if(r.statusCode!==200)process.exit(1);r.pipe(require('fs').createWriteStream(p)).on('finish',()=>process.exit(0))}).on('error',()=>process.exit(2))`;
+  // curl: 22 for an HTTP error (--fail), 7 and others for no answer
+  if (curl) return `${curl} --silent --fail --output "%p" ${url}/%f || { [ $? -eq 22 ] && exit 1; exit 126; }`;
+  const script = `const [u,p]=process.argv.slice(1);require('http').get(u,(r)=>{if(r.statusCode!==200)process.exit(1);r.pipe(require('fs').createWriteStream(p)).on('finish',()=>process.exit(0))}).on('error',()=>process.exit(126))`;
   return `${process.execPath} -e "${script}" ${url}/%f "%p"`;
 }
 

@@ -12,7 +12,7 @@ import { freePorts, logTail } from '../process';
 import { asClusterOwner, asRoot, chownToPostgres, runPgTool } from './tools';
 
 /** A process that exists and is not a zombie waiting to be reaped. */
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {

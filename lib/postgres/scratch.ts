@@ -2,14 +2,15 @@
 // and the WAL archive for a while (a PITR clone of one tenant's point in time, a DR drill), then
 // removed. Shared here: the disk check before anything is written, the working directory, the
 // removal that always happens.
-import { chmod, mkdtemp, rm, statfs } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { FullBackupRecord } from '../catalog';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { readFullManifest } from '../format/fullManifest';
 import { parseLsn } from '../wal/names';
-import { PrivateCluster } from './cluster';
+import { alive, PrivateCluster } from './cluster';
 
 /**
  * Refuses, before anything is written, a scratch cluster the scratch file system cannot hold. The
@@ -50,11 +51,38 @@ function sizeText(bytes: number): string {
   return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${Math.ceil(bytes / 2 ** 20)} MiB`;
 }
 
-/** A new working directory under verification.scratchDir (`<prefix>XXXXXX`); the cluster's data directory goes in `data/`. */
+/** Names the process that owns a scratch directory (it removes it when done). */
+const ownerFile = 'owner.json';
+
+/**
+ * A new working directory under verification.scratchDir (`<prefix>XXXXXX`); the cluster's data
+ * directory goes in `data/`. It names its owner, this process: the scratch a killed worker could
+ * not remove is removed by the next one that makes one (removeOrphanScratch).
+ */
 export async function makeScratchDir(engine: Engine, prefix: string): Promise<{ work: string; dataDir: string }> {
-  const work = await mkdtemp(path.join(engine.config.verification.scratchDir, prefix));
+  const { scratchDir } = engine.config.verification;
+  await removeOrphanScratch(scratchDir);
+  const work = await mkdtemp(path.join(scratchDir, prefix));
+  await writeFile(path.join(work, ownerFile), JSON.stringify({ pid: process.pid, host: os.hostname() }));
   await chmod(work, 0o755); // the postgres OS user runs the cluster inside it
   return { work, dataDir: path.join(work, 'data') };
+}
+
+/**
+ * Removes the scratch directories (and stops their clusters) whose owner on this machine is gone:
+ * a worker killed (SIGKILL, out of memory, the machine's power) in the middle of a verification,
+ * a PITR clone or a drill. Returns what it removed.
+ */
+export async function removeOrphanScratch(scratchDir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const entry of await readdir(scratchDir).catch(() => [])) {
+    const work = path.join(scratchDir, entry);
+    const owner = await readFile(path.join(work, ownerFile), 'utf8').then((t) => JSON.parse(t) as { pid: number; host: string }, () => undefined);
+    if (!owner || owner.host !== os.hostname() || alive(owner.pid)) continue;
+    await removeScratchCluster(work);
+    removed.push(work);
+  }
+  return removed;
 }
 
 /**

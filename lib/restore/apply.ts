@@ -20,7 +20,7 @@ import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
-import { allNotNull, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
+import { allNotNull, cancelOnAbort, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
 import { notTenantFilter } from '../tenancy';
 import { multisetMissing, multisetSurplus } from './diff';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
@@ -59,10 +59,10 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   let vacuums: DeadRowVacuums | undefined;
   const abort = () => {
     safetyAbort.abort(opts.signal?.reason);
-    c.end().catch(() => undefined);
     vacuums?.abort();
   };
   opts.signal?.addEventListener('abort', abort, { once: true });
+  const stopCancelling = cancelOnAbort(opts.url, () => [c], opts.signal);
   try {
     const done = await previouslyApplied(c, ctx, opts.approvedDigest);
     if (done) return { kind: 'applied', result: { ...done, alreadyApplied: true } };
@@ -186,6 +186,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     throw err;
   } finally {
     opts.signal?.removeEventListener('abort', abort);
+    stopCancelling();
     await c.end().catch(() => undefined);
     await vacuums?.close();
   }

@@ -26,7 +26,7 @@ import { backupsPerStatement } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
 import { mapLimit } from '../limit';
-import { connect, connectionError, inLanes, withClient } from '../pg';
+import { cancelOnAbort, connect, connectionError, inLanes, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { batchRowsQuery, discoverTenancy, listTenants, type BatchScope, type TenancyPlan, type TenantRange } from '../tenancy';
 import { planDescription, tableDescription, tenantTotals } from './index';
@@ -385,8 +385,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
   const { plan } = opts;
   const boundary = opts.changeLogBoundary ? await changeLogBoundary(opts.url, plan, opts.changeLogBoundary) : undefined;
   const coordinator = await connect(opts.url, 'tenantsafe-batch');
-  const abort = () => coordinator.end().catch(() => undefined);
-  opts.signal?.addEventListener('abort', abort, { once: true });
+  const stopCancelling = cancelOnAbort(opts.url, () => [coordinator], opts.signal);
   try {
     await beginSnapshotTransaction(coordinator);
     const imported = opts.snapshot ?? boundary?.snapshot;
@@ -442,7 +441,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     throw connectionError(opts.url, err);
   } finally {
-    opts.signal?.removeEventListener('abort', abort);
+    stopCancelling();
     await coordinator.end().catch(() => undefined);
   }
 }

@@ -7,7 +7,7 @@ import type { Client, ClientBase } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
 import type { SnapshotOrigin } from '../format/tenantManifest';
-import { connect, connectionError, microsText, withConnection } from '../pg';
+import { cancelOnAbort, connect, connectionError, microsText, withConnection } from '../pg';
 import { publishOwnedTables, unpublishedTables } from '../changeLog/publication';
 import type { DataKey } from '../encryption';
 import type { ObjectStore } from '../storage/types';
@@ -78,8 +78,7 @@ export function dataObjectKey(index: number, table: string): string {
 export async function exportTenantSnapshot(opts: ExportOptions): Promise<SnapshotExport> {
   const { plan, tenantId } = opts;
   const clients: Client[] = [];
-  const abort = () => clients.forEach((c) => (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy());
-  opts.signal?.addEventListener('abort', abort, { once: true });
+  const stopCancelling = cancelOnAbort(opts.url, () => clients, opts.signal);
   try {
     const boundary = !opts.snapshot && opts.changeLogBoundary ? await changeLogBoundary(opts.url, plan, opts.changeLogBoundary) : undefined;
     const coordinator = await connect(opts.url, 'tenantsafe-export');
@@ -138,7 +137,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     throw connectionError(opts.url, err);
   } finally {
-    opts.signal?.removeEventListener('abort', abort);
+    stopCancelling();
     await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
   }
 }

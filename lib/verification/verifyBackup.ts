@@ -11,7 +11,7 @@
 //                    scratch schema and each table's row checksum recomputed and compared;
 //                    logical dump: pg_restore reads its table of contents
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { stageTables } from '../restore/stage';
@@ -22,6 +22,7 @@ import { requireKeyring, type DataKey } from '../encryption';
 import { discard } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../postgres/cluster';
+import { makeScratchDir } from '../postgres/scratch';
 import { runPgTool } from '../postgres/tools';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -104,6 +105,12 @@ export async function readBackupManifest(store: ObjectStore, located: LocatedBac
 export async function checkManifestAndObjects(
   store: ObjectStore,
   located: LocatedBackup,
+  /**
+   * `earlier`: the object checks an earlier attempt made (it died after them: a killed worker),
+   * taken as they are rather than reading those objects again; `onCheck`: the checks so far,
+   * after each object.
+   */
+  resume: { earlier?: VerificationCheck[]; onCheck?: (checks: VerificationCheck[]) => void } = {},
 ): Promise<{ checks: VerificationCheck[]; manifest: FullManifest | TenantManifest | null }> {
   let manifest: FullManifest | TenantManifest;
   try {
@@ -122,8 +129,13 @@ export async function checkManifestAndObjects(
       checks.push({ check: 'object', target: manifest.encryption.key, result: (err as TenantsafeError).type === ErrorType.DataKeyErased ? 'missing' : 'other', detail: (err as Error).message });
     }
   }
-  // a tenant backup's objects are all encrypted; of a full backup's, those marked
-  for (const o of objects) checks.push(await checkObject(store, located.prefix, o, 'tables' in manifest || (o as FullBackupObject).encrypted ? dataKey : undefined));
+  for (const o of objects) {
+    const target = objectLocation(located.prefix, o).range ? objectName(located.prefix, o) : o.key;
+    // a tenant backup's objects are all encrypted; of a full backup's, those marked
+    const key = 'tables' in manifest || (o as FullBackupObject).encrypted ? dataKey : undefined;
+    checks.push(resume.earlier?.find((c) => c.check === 'object' && c.target === target) ?? (await checkObject(store, located.prefix, o, key)));
+    resume.onCheck?.(checks);
+  }
   return { checks, manifest };
 }
 
@@ -183,11 +195,10 @@ function pgVerifybackupChecks(code: number, output: string, baseKey: string): Ve
 }
 
 /** Physical backups: pg_verifybackup on the extracted files, then a real recovery in a scratch cluster. */
-export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, scratchDir: string, signal?: AbortSignal): Promise<VerificationCheck[]> {
+export async function restoreTestPhysical(engine: Engine, record: Pick<FullBackupRecord, 'backupId' | 'prefix' | 'wal'>, signal?: AbortSignal): Promise<VerificationCheck[]> {
   const { store } = engine;
   const wal = record.wal!;
-  const work = await mkdtemp(path.join(scratchDir, 'tenantsafe-verify-'));
-  await chmod(work, 0o755); // the postgres OS user runs the scratch cluster inside it
+  const { work } = await makeScratchDir(engine, 'tenantsafe-verify-');
   const checks: VerificationCheck[] = [];
   let cluster: PrivateCluster | undefined;
   try {

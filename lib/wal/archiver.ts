@@ -4,7 +4,8 @@
 // object holding every byte received so far. So the archive is at most about one interval
 // behind the server: the recovery point objective. The slot keeps the server from recycling
 // WAL we have not received, so a restart (here or on another worker) leaves no gap.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { spawnTied } from '../process';
 import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -206,7 +207,7 @@ export async function archiveWal(opts: WalArchiverOptions): Promise<WalArchiverP
   const progress = () => uploader.progress;
 
   const { conninfo, env } = toolConnection(opts.url, 'tenantsafe-wal');
-  const receiver = spawn(pgBin('pg_receivewal'), ['-D', spool, '--slot', opts.slot, '--no-loop', '-d', conninfo], {
+  const receiver = spawnTied(pgBin('pg_receivewal'), ['-D', spool, '--slot', opts.slot, '--no-loop', '-d', conninfo], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },
   });
