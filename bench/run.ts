@@ -13,7 +13,7 @@ import { withConnection } from '../lib/pg';
 import { BenchInputError, benchRow, formatTable, parseBenchOptions, type BenchOptions, type BenchRow } from './report';
 
 /** In the order they run: the cheap ones first. */
-export const scenarios = ['cli', 'tenantBackup', 'tenantBackupsAll', 'scale', 'tenantRestore', 'fullBackup', 'tenantPitr', 'monitoring', 'dashboard', 'failover', 'drill'];
+export const scenarios = ['cli', 'tenantBackup', 'tenantBackupsAll', 'scale', 'tenantRestore', 'encryption', 'fullBackup', 'tenantPitr', 'monitoring', 'dashboard', 'failover', 'drill'];
 
 interface ScenarioRun {
   name: string;

@@ -12,6 +12,7 @@ import { createProgram, standardExitCodes, type CliCommand } from './cliCommand'
 import { registerDatabaseCommands } from './databaseCommands';
 import { registerDrillCommands } from './drillCommands';
 import { registerDrCommands } from './drCommands';
+import { registerKeyCommands } from './keyCommands';
 import { registerErasureCommands } from './erasureCommands';
 import { registerMonitoringCommands } from './monitoringCommands';
 import { reportError } from './output';
@@ -49,6 +50,7 @@ export function buildProgram(opts: { jsonErrors?: boolean } = {}): CliCommand {
   registerStandbyCommands(program);
   registerDrillCommands(program);
   registerStorageCommands(program);
+  registerKeyCommands(program);
   registerDrCommands(program);
   registerAuditCommands(program);
   registerErasureCommands(program);

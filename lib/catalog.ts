@@ -7,8 +7,8 @@ import { fullBackupPrefix, parseFullManifest, type FullBackupWal, type FullManif
 import { parseBackupLabel } from './labels';
 import { formatMicros, parseMicros } from './time';
 import { catalogManifestOf, parseManifest, type BatchSharedCache, type TenantManifest } from './format/tenantManifest';
-import { changeLogPrefix, changeLogStream, type ChangeLogGap, type ChangeLogStart, type ChangeSegmentManifest } from './format/changeLog';
-import { manifestFile, parseSealedManifest } from './format/sealed';
+import { changeLogPrefix, changeLogStream, encryptedSegmentFormatVersion, type ChangeLogGap, type ChangeLogStart, type ChangeSegmentManifest } from './format/changeLog';
+import { manifestFile, manifestFormatVersion, parseSealedManifest } from './format/sealed';
 import { microsText, quoteIdent, withClient } from './pg';
 import type { ObjectStore } from './storage/types';
 import { parseLsn } from './wal/names';
@@ -1081,7 +1081,8 @@ export class Catalog {
       if (!obj.key.endsWith('.json')) continue;
       try {
         const body = await store.getBytes(obj.key);
-        const record = parseSealedManifest<ChangeLogStart | ChangeSegmentManifest | ChangeLogGap>(body, obj.key);
+        // a segment of format 2 is encrypted; starts and gaps are 1
+        const record = parseSealedManifest<ChangeLogStart | ChangeSegmentManifest | ChangeLogGap>(body, obj.key, [manifestFormatVersion, encryptedSegmentFormatVersion]);
         if (record.kind === 'changeLogStart') starts.set(record.stream, { lsn: record.lsn, at: record.at });
         else if (record.kind === 'changeSegment') segments.push({ manifest: record, key: obj.key, sha256: sha256Hex(body) });
         else if (record.kind === 'changeLogGap') gaps.push(record);

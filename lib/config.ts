@@ -50,6 +50,8 @@ export interface Config {
     apiKey?: string;
   };
   backup: { parallelism: number; compressionLevel: number };
+  /** encryption at rest (lib/encryption): new backups encrypted; the master key file */
+  encryption: { enabled: boolean; keyFile: string };
   restore: {
     /** distinct approvers needed besides the requester (four-eyes: 1) */
     approvers: number;
@@ -302,6 +304,7 @@ export function embeddedConfigDocument(layout: DevLayout = defaultDevLayout): un
     database: { url: `postgres://postgres@127.0.0.1:${layout.pgPort}/${sampleDatabase}` },
     storage: { primary: { kind: 'local', path: path.join(layout.home, 'backups') } },
     temporal: { address: `127.0.0.1:${layout.temporalPort}` },
+    encryption: { keyFile: path.join(layout.home, 'tenantsafe.key') },
   };
 }
 
@@ -411,6 +414,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
       ...optional('apiKey', v.temporal.apiKey),
     },
     backup: v.backup,
+    encryption: { enabled: v.encryption.enabled, keyFile: v.encryption.keyFile ?? (ctx.env.TENANTSAFE_MASTER_KEY_FILE ? path.resolve(ctx.baseDir, ctx.env.TENANTSAFE_MASTER_KEY_FILE) : path.join(ctx.baseDir, 'tenantsafe.key')) },
     fullBackup: {
       provider: v.fullBackup.provider,
       slot: v.fullBackup.slot,

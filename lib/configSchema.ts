@@ -271,6 +271,14 @@ export const configSchema = {
       compressionLevel: { type: 'integer', min: 0, max: 9, default: 1, doc: 'gzip level: 0 none, 1 fastest, 9 smallest.', example: 1 },
     },
   },
+  encryption: {
+    type: 'section',
+    doc: 'Encryption at rest (docs/format.md, "Encryption"; docs/runbooks/encryption-keys.md): backup objects are encrypted with AES-256-GCM under data keys (one per tenant, one per database cluster) kept in storage under `keys/`, wrapped by a master key kept in a local key file, apart from the backups.',
+    keys: {
+      enabled: { type: 'boolean', default: true, doc: 'Encrypt new tenant backups, full backups, WAL and change-log segments. Backups written without encryption stay readable either way (each manifest records how it was written).', example: true },
+      keyFile: { type: 'path', defaultText: '`$TENANTSAFE_MASTER_KEY_FILE`, else `tenantsafe.key` beside the config file (embedded defaults: `var/tenantsafe.key`)', doc: 'The master key file (JSON, mode 0600). Made by `tenantsafe keys init`, or at the first encrypted backup of a repository that holds no data key yet; missing once the repository holds data keys, nothing encrypted can be read: keep a copy apart from the backups.', example: '/etc/tenantsafe/master.key' },
+    },
+  },
   fullBackup: {
     type: 'section',
     doc: 'Whole-database backups and the WAL archive (docs/full-backups.md).',
@@ -506,6 +514,7 @@ export const environmentVariables: EnvironmentVariable[] = [
   { name: 'TENANTSAFE_USER', doc: 'Who asks (`--by`) when a command is not told.', default: 'the OS user' },
   { name: 'TENANTSAFE_LOG_LEVEL', doc: 'The worker\'s log level (and of the alerts\' delivery): `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`.', default: '`WARN`' },
   { name: 'TENANTSAFE_DEBUG', doc: 'Set (to anything): an unexpected CLI error prints its stack trace too (errors of a known type print their message and `HINT:` only).' },
+  { name: 'TENANTSAFE_MASTER_KEY_FILE', doc: 'The master key file, when `encryption.keyFile` is not set.', default: '`tenantsafe.key` beside the config file' },
   { name: 'PG_BIN_DIR', doc: 'Where PostgreSQL\'s programs are (`pg_basebackup`, `pg_receivewal`, `pg_dump`, `pg_restore`, `pg_ctl`, `initdb`, `pg_verifybackup`, `pg_waldump`, `pg_rewind`); workers need them of the server\'s major version or newer (`tenantsafe doctor` checks).', default: '`/usr/lib/postgresql/15/bin`' },
   { name: 'TEMPORAL_CLI', doc: 'The `temporal` program `tenantsafe dev`, the demo and the tests start the Temporal dev server with.', default: '`temporal` on `PATH`, else the project\'s `.venv/bin/temporal`' },
   { name: 'STORAGE_EMULATOR_HOST', doc: 'A GCS emulator\'s endpoint, for a `gcs` location without `apiEndpoint`.' },

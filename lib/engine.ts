@@ -6,6 +6,7 @@ import { Notifier } from './alerts';
 import { AuditLog } from './audit';
 import { Catalog } from './catalog';
 import { forDatabase, type Config } from './config';
+import { attachKeyring, Keyring, keyringOf } from './encryption';
 import { createPool } from './pg';
 import { createStore, storageLocationOf } from './storage';
 import { ReplicatedStore } from './storage/replicated';
@@ -74,11 +75,20 @@ export class Engine {
   get store(): ObjectStore {
     const { primary, secondary } = this.config.storage;
     const stores = this.shared.stores;
-    if (this.location === 'secondary') return (stores.secondary ??= createStore(secondary!));
-    stores.primary ??= createStore(primary);
+    if (this.location === 'secondary') return (stores.secondary ??= this.withKeys(createStore(secondary!)));
+    stores.primary ??= this.withKeys(createStore(primary));
     if (this.location === 'primary' || !secondary) return stores.primary;
-    stores.secondary ??= createStore(secondary);
-    return (stores.replicated ??= new ReplicatedStore(stores.primary, stores.secondary));
+    stores.secondary ??= this.withKeys(createStore(secondary));
+    return (stores.replicated ??= this.withKeys(new ReplicatedStore(stores.primary, stores.secondary)));
+  }
+
+  /** The data keys of this engine's store (lib/encryption), unwrapped with the configured master key. */
+  get keys(): Keyring {
+    return keyringOf(this.store)!;
+  }
+
+  private withKeys(store: ObjectStore): ObjectStore {
+    return attachKeyring(store, new Keyring(store, this.config.encryption));
   }
 
   /** Pushed alerts: records outcomes in the catalog and delivers notices in the background. */

@@ -44,6 +44,10 @@ export const ErrorType = {
    * a replicating standby, or it is further behind than dr.standby.maxLag (the loss estimate named)
    */
   FailoverRefused: 'FailoverRefused',
+  /** the master key file is missing, unreadable, or lacks the master key a data key was wrapped with */
+  MasterKeyUnavailable: 'MasterKeyUnavailable',
+  /** an encrypted backup whose data key is gone: erased (crypto-shredding) or lost */
+  DataKeyErased: 'DataKeyErased',
   /**
    * the database role lacks a grant or attribute a step needs (a table's SELECT, BYPASSRLS where
    * row-level security applies, REPLICATION): not transient (a retry is refused the same way);
@@ -71,6 +75,7 @@ const badInputTypes: ReadonlySet<string> = new Set<ErrorType>([
   ErrorType.RestoreNotFound,
   ErrorType.TargetOutsideWindow,
   ErrorType.FailoverRefused,
+  ErrorType.MasterKeyUnavailable,
 ]);
 
 /** Errors that may pass by themselves (a restarting database, a storage blip): worth retrying. */

@@ -19,6 +19,8 @@ import { spawnWorkerProcess } from '../workers/process';
 import { waitFor } from './support/wait';
 import { backUpNow, readBackup } from './support/backups';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
+import { readSegmentManifest } from '../lib/format/changeLog';
+import { isSealed } from '../lib/encryption';
 
 describe('the change log stream', function () {
   this.timeout(120_000);
@@ -184,6 +186,12 @@ describe('the change log', function () {
     const slot = (await sql(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'tenantsafe_changes'`)).rows[0].l;
     assert.ok(parseLsn(slot) >= logged.at(-1)!.endLsn, `the slot (${slot}) is past the last stored transaction`);
     assert.equal(progress.durableLsn, formatLsn(logged.at(-1)!.endLsn), 'what it reports stored is the last transaction stored');
+    // encrypted by default: each segment's data under the cluster's data key, its manifest of format 2 naming it
+    for (const seg of await env.engine.catalog.listChangeSegments(progress.stream, '0/0')) {
+      const m = await readSegmentManifest(env.engine.store, seg.manifestKey);
+      assert.deepEqual([m.formatVersion, m.encryption?.key], [2, `keys/database/${progress.stream.split('-')[0]}.json`]);
+      assert.ok(isSealed(await env.engine.store.getBytes(`changelog/${progress.stream}/${m.object.key}`)), `${m.object.key} is encrypted`);
+    }
   });
 
   it('takes a tenant backup at an exact boundary with the log: every commit before it in the backup, every one at or after it in the log', async () => {

@@ -3,7 +3,6 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { createStore } from '../lib/storage';
 import { databaseWorkflowIds } from '../workflows/messages';
 import type { fullBackup } from '../workflows';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
@@ -55,7 +54,7 @@ for (const compression of fullBackupCompressions) describe(`full backup when the
       await new Promise((r) => setTimeout(r, 50));
     }
     workers[0].kill('SIGKILL');
-    const store = createStore(env.config.storage.primary);
+    const store = env.engine.store;
     assert.equal(await store.stat(`full/${backupId}/manifest.json`), null, 'killed before the manifest');
 
     workers.push(await spawnWorkerProcess(env.configFile));

@@ -52,6 +52,8 @@ describe('least privilege: README\'s roles, no superuser', function () {
       db: roleDb('tenantsafe_restore'),
       configure: (doc) => {
         doc.storage = backupEnv.document.storage;
+        // one repository, one master key: every config that reads it names the same key file
+        doc.encryption = { keyFile: path.join(backupEnv.dir, 'tenantsafe.key') };
       },
     });
     await backupEnv.startWorker();

@@ -5,7 +5,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 import type { Client } from 'pg';
 import { connect, microsText, withConnection } from '../lib/pg';
 import { snapshotOrigin } from '../lib/tenantBackup/export';
@@ -17,7 +17,7 @@ import { freePorts } from '../lib/process';
 import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { parseMicros } from '../lib/time';
-import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
+import { fetchWalFile, listWalArchive, readWalObject } from '../lib/wal/archive';
 import { partialKey, segmentKey } from '../lib/format/walArchive';
 import { sha256Hex } from '../lib/checksum';
 import { segmentOfLsn } from '../lib/wal/names';
@@ -30,6 +30,7 @@ import { baseKeyOf, fullBackupCompressions } from './support/compressions';
 import { parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
 import { readFullManifest } from '../lib/format/fullManifest';
+import { isSealed, sealedKeyId } from '../lib/encryption';
 import { sealManifest, writeManifest } from '../lib/format/sealed';
 
 interface Row {
@@ -110,7 +111,7 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
         doc.retention = { days: 0, minCount: 1 };
       },
     });
-    store = createStore(env.config.storage.primary);
+    store = env.engine.store;
     await env.startWorker();
     writerClient = await connect(source.db.url);
     writer = new Writer(writerClient);
@@ -169,6 +170,14 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
     const keys: string[] = [];
     for await (const o of store.list(`full/${out.backupId}/`)) keys.push(o.key.slice(`full/${out.backupId}/`.length));
     assert.deepEqual(keys.sort(), ['backup_manifest', baseKeyOf(compression), 'manifest.json', 'started.json']);
+    // encrypted by default: the base tar and the WAL under the cluster's data key (the restores below decrypt them)
+    const manifest = await readFullManifest(store, `full/${out.backupId}/`);
+    assert.equal(manifest.formatVersion, 2);
+    assert.equal(manifest.encryption?.key, `keys/database/${manifest.systemIdentifier}.json`);
+    const base = await store.getBytes(`full/${out.backupId}/${baseKeyOf(compression)}`);
+    assert.ok(isSealed(base) && sealedKeyId(base) === manifest.encryption!.keyId, 'the base tar is encrypted');
+    const segments = (await listWalArchive(store)).segments;
+    assert.ok(segments.length > 0 && (await Promise.all(segments.map(async (seg) => isSealed(await store.getBytes(seg.key))))).every(Boolean), 'every WAL segment is encrypted');
     const listed = await cli(['full-backups', 'list']);
     assert.deepEqual(listed.json().map((b: { backupId: string }) => b.backupId), [out.backupId]);
   });
@@ -306,7 +315,7 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
     const original = await store.getBytes(damaged.key);
     // one byte of the segment changed, stored as valid gzip: only the sha256 can tell (a bit
     // flipped in the gzip stream itself may fall on padding deflate ignores)
-    const raw = gunzipSync(original);
+    const raw = await readWalObject(store, damaged.key);
     raw[Math.floor(raw.length / 2)] ^= 0x01;
     await store.put(damaged.key, gzipSync(raw));
     try {

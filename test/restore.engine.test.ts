@@ -644,7 +644,7 @@ describe('tenant restore engine', function () {
         const ctx = await loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId: job.restoreId });
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         try {
-          await stageInFull(c, ctx, { store: engine.store, prefix: tenantBackupPrefix(tenantId, fresh) });
+          await stageInFull(c, ctx, { store: engine.store, prefix: tenantBackupPrefix(tenantId, fresh), encryption: manifest.encryption });
           return await computePlan(c, ctx, { tenantId, backupId: fresh, snapshotAt: manifest.snapshot.at, selection: job.selection });
         } finally {
           await c.query('ROLLBACK');

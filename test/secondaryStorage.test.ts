@@ -94,7 +94,7 @@ for (const arrangement of arrangements) describe(`secondary storage: ${arrangeme
       },
     });
     primary = createStore(env.config.storage.primary);
-    secondary = createStore(env.config.storage.secondary!);
+    secondary = env.engine.from('secondary').store;
     await env.startWorker();
   });
 

@@ -3,7 +3,6 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { batchPrefix } from '../lib/tenantBackup/batch';
-import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { workflowIds, type TenantBackupsAllResult } from '../workflows/messages';
 import type { tenantBackupsAll } from '../workflows';
@@ -22,7 +21,7 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
     // enough rows that the batch's scans take a moment
     db = await freshDatabase({ tenants: 300, rows: 400_000 });
     env = await createTestEnv('local', { db });
-    store = createStore(env.config.storage.primary);
+    store = env.engine.store;
   });
   after(async () => {
     workers.splice(0).forEach((w) => w.kill('SIGKILL'));
@@ -91,7 +90,7 @@ describe('batched tenant backups when the worker is killed while the manifests a
     // manifests are written and indexed a thousand at a time: three thousand tenants make three chunks
     db = await freshDatabase({ tenants: 3_000, rows: 6_000 });
     env = await createTestEnv('local', { db });
-    store = createStore(env.config.storage.primary);
+    store = env.engine.store;
   });
   after(async () => {
     workers.splice(0).forEach((w) => w.kill('SIGKILL'));

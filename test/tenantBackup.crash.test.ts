@@ -3,7 +3,6 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
-import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { workflowIds } from '../workflows/messages';
 import type { tenantBackup } from '../workflows';
@@ -49,7 +48,7 @@ describe('tenant backup when the worker is killed mid-way', function () {
       const workers: ChildProcess[] = [];
       before(async () => {
         env = await createTestEnv(storage, { db });
-        store = createStore(env.config.storage.primary);
+        store = env.engine.store;
       });
       afterEach(() => workers.splice(0).forEach((w) => w.kill('SIGKILL')));
       after(async () => env?.close());

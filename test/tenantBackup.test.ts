@@ -4,7 +4,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { connect } from '../lib/pg';
 import { loadConfig } from '../lib/config';
-import { createStore } from '../lib/storage';
 import type { ObjectStore } from '../lib/storage/types';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { workflowIds } from '../workflows/messages';
@@ -22,7 +21,7 @@ for (const storage of ['local', 'gcs'] as StorageKind[]) {
     before(async function () {
       this.timeout(180_000);
       env = await createTestEnv(storage);
-      store = createStore(env.config.storage.primary);
+      store = env.engine.store;
       await env.startWorker();
     });
     after(async () => env?.close());

@@ -20,6 +20,7 @@ export const auditActions = [
   'switchover.request',
   'switchover.outcome',
   'retention.delete',
+  'tenant.erase-backups',
   'erasure',
 ] as const;
 export type AuditAction = (typeof auditActions)[number];

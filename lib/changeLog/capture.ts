@@ -10,7 +10,8 @@ import { sha256Hex } from '../checksum';
 import type { ChangeLogConfig } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
-import { changeLogStream, gapKey, sealGap, sealSegmentManifest, sealStart, segmentKeys, startKey, streamPrefix, transactionLine } from '../format/changeLog';
+import { keyringOf, type DataKey } from '../encryption';
+import { changeLogStream, gapKey, sealGap, sealSegmentManifest, sealStart, segmentKeys, startKey, streamPrefix, streamSystemIdentifier, transactionLine } from '../format/changeLog';
 import { connectionError, qualified, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { discoverTenancy, type TenancyPlan } from '../tenancy';
@@ -206,6 +207,7 @@ class SegmentWriter {
   private relations: Record<string, RelationShape> = {};
   bytes = 0;
   startedAt = 0;
+  private dataKey: DataKey | null | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -239,7 +241,10 @@ class SegmentWriter {
     const last = this.txns[this.txns.length - 1];
     const keys = segmentKeys(this.stream, first.commitLsn, last.endLsn);
     const raw = Buffer.from(this.lines.join('\n') + '\n');
-    const data = await gzipAsync(raw, { level: this.compressionLevel });
+    // the cluster's data key (lib/encryption), read once per writer: a database key is never erased
+    this.dataKey ??= (await keyringOf(this.store)?.forDatabase(streamSystemIdentifier(this.stream))) ?? null;
+    const gzipped = await gzipAsync(raw, { level: this.compressionLevel });
+    const data = this.dataKey ? this.dataKey.sealBuffer(gzipped) : gzipped;
     const put = await this.store.put(keys.data, data, { contentType: 'application/gzip' });
     const manifest = sealSegmentManifest({
       stream: this.stream,
@@ -251,6 +256,7 @@ class SegmentWriter {
       changes: this.txns.reduce((n, t) => n + t.changes.length, 0),
       relations: Object.fromEntries(Object.entries(this.relations).map(([t, { columns, identity, identityKind }]) => [t, { columns, identity, identityKind }])),
       object: { key: keys.data.slice(streamPrefix(this.stream).length), bytes: put.bytes, sha256: put.sha256, rawBytes: raw.length },
+      ...(this.dataKey ? { encryption: this.dataKey.record } : {}),
     });
     const body = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
     await this.store.put(keys.manifest, body, { contentType: 'application/json' });

@@ -6,6 +6,7 @@ import { gunzip } from 'node:zlib';
 import type { Catalog } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
+import { requireKeyring } from '../encryption';
 import { readSegmentManifest, streamPrefix, type ChangeSegmentManifest } from '../format/changeLog';
 import type { ObjectStore } from '../storage/types';
 import { parseMicros } from '../time';
@@ -46,7 +47,8 @@ export async function* readChangeLog(
     if (sha256Hex(stored) !== manifest.object.sha256) {
       throw new TenantsafeError(ErrorType.CorruptBackup, `Change log segment ${key} does not match its manifest's sha256.`, 'The change log cannot be trusted past this segment: restore from a backup, or a PITR clone.');
     }
-    for (const line of (await gunzipAsync(stored)).toString('utf8').split('\n')) {
+    const gzipped = manifest.encryption ? (await requireKeyring(store, `Change log segment ${key}`).open(manifest.encryption, `Change log segment ${key}`)).openBuffer(stored, key) : stored;
+    for (const line of (await gunzipAsync(gzipped)).toString('utf8').split('\n')) {
       if (!line) continue;
       const t = JSON.parse(line) as { xid: number; commitLsn: string; endLsn: string; commitTime: string; changes: Change[] };
       const commitLsn = parseLsn(t.commitLsn);

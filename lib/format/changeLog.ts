@@ -12,6 +12,8 @@
 // a restored cluster starts a log of its own. LSNs in keys are 16 hex digits, so keys sort in
 // commit order.
 import type { RelationShape, Transaction } from '../changeLog/replication';
+import type { EncryptionRecord } from '../encryption/keyring';
+import { ErrorType, TenantsafeError } from '../errors';
 import type { ObjectStore } from '../storage/types';
 import { formatMicros } from '../time';
 import { formatLsn } from '../wal/names';
@@ -22,6 +24,11 @@ export const changeLogPrefix = 'changelog/';
 /** The change log of a database: one per cluster history (system identifier) and database oid. */
 export function changeLogStream(info: { systemIdentifier: string; databaseOid: number }): string {
   return `${info.systemIdentifier}-${info.databaseOid}`;
+}
+
+/** The cluster a stream is of (its data key's owner): the stream id's first part. */
+export function streamSystemIdentifier(stream: string): string {
+  return stream.slice(0, stream.indexOf('-'));
 }
 
 export function streamPrefix(stream: string): string {
@@ -76,8 +83,13 @@ export interface ChangeSegmentManifest {
   /** each table's columns as the changes of this segment give them */
   relations: Record<string, Omit<RelationShape, 'table'>>;
   object: { key: string; bytes: number; sha256: string; rawBytes: number };
+  /** format 2: the data object is encrypted under the cluster's data key (docs/format.md, "Encryption") */
+  encryption?: EncryptionRecord;
   manifestChecksum: string;
 }
+
+/** 2: a segment whose data object is encrypted; unencrypted segments are still written as 1. */
+export const encryptedSegmentFormatVersion = 2;
 
 export interface ChangeLogGap {
   formatVersion: number;
@@ -97,7 +109,7 @@ export function transactionLine(t: Transaction): string {
 }
 
 export function sealSegmentManifest(m: Omit<ChangeSegmentManifest, 'formatVersion' | 'kind' | 'manifestChecksum'>): ChangeSegmentManifest {
-  return sealManifest({ formatVersion: manifestFormatVersion, kind: 'changeSegment' as const, ...m });
+  return sealManifest({ formatVersion: m.encryption ? encryptedSegmentFormatVersion : manifestFormatVersion, kind: 'changeSegment' as const, ...m });
 }
 
 export function sealGap(g: Omit<ChangeLogGap, 'formatVersion' | 'kind' | 'manifestChecksum'>): ChangeLogGap {
@@ -109,5 +121,9 @@ export function sealStart(m: Omit<ChangeLogStart, 'formatVersion' | 'kind' | 'ma
 }
 
 export async function readSegmentManifest(store: ObjectStore, key: string): Promise<ChangeSegmentManifest> {
-  return parseSealedManifest<ChangeSegmentManifest>(await store.getBytes(key), key);
+  const m = parseSealedManifest<ChangeSegmentManifest>(await store.getBytes(key), key, [manifestFormatVersion, encryptedSegmentFormatVersion]);
+  if ((m.formatVersion === encryptedSegmentFormatVersion) !== (m.encryption !== undefined)) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Change log segment manifest ${key} does not match its format version's encryption.`, 'The change log cannot be trusted past this segment: restore from a backup, or a PITR clone.');
+  }
+  return m;
 }

@@ -1,8 +1,9 @@
 // The manifest of a full (whole-database) backup, docs/format.md "Full backups": written last,
 // sealed with the checksum of its canonical JSON like a tenant backup's manifest.
 import type { FullBackupProviderKind } from '../config';
+import type { EncryptionRecord } from '../encryption/keyring';
 import { ErrorType, TenantsafeError } from '../errors';
-import { manifestFile, parseSealedManifest } from './sealed';
+import { manifestFile, manifestFormatVersion, parseSealedManifest } from './sealed';
 import type { ObjectStore } from '../storage/types';
 
 export interface FullBackupObject {
@@ -13,7 +14,12 @@ export interface FullBackupObject {
   sha256: string;
   /** uncompressed size, where the object is compressed */
   rawBytes?: number;
+  /** format 2: encrypted under the manifest's data key (the base tar; pg_basebackup's backup_manifest stays plain) */
+  encrypted?: boolean;
 }
+
+/** 2: the base tar is encrypted under the cluster's data key, which `encryption` names. Unencrypted backups are still written as 1. */
+export const encryptedFullFormatVersion = 2;
 
 /** How a base backup's tar is compressed: `fullBackup.compression`, recorded in the manifest. */
 export interface BaseCompression {
@@ -92,6 +98,8 @@ export interface FullManifest {
   /** physical backups: how the tar is compressed; absent in backups made before it was a choice (gzip) */
   compression?: BaseCompression;
   totals: { bytes: number; rawBytes: number };
+  /** format 2: the data key its encrypted objects are under (docs/format.md, "Encryption") */
+  encryption?: EncryptionRecord;
   manifestChecksum: string;
 }
 
@@ -100,7 +108,10 @@ export function fullBackupPrefix(backupId: string): string {
 }
 
 export function parseFullManifest(body: Buffer, key: string): FullManifest {
-  const m = parseSealedManifest<FullManifest>(body, key);
+  const m = parseSealedManifest<FullManifest>(body, key, [manifestFormatVersion, encryptedFullFormatVersion]);
+  if ((m.formatVersion === encryptedFullFormatVersion) !== (m.encryption !== undefined)) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} ${m.encryption ? 'records encryption in a format that has none' : 'is of format 2 and records no encryption'}.`, 'The backup cannot be trusted; use another backup.');
+  }
   if (m.kind !== 'full') {
     throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} is of kind ${JSON.stringify(m.kind)}, not a full backup.`, 'The backup cannot be trusted; use another backup.');
   }

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { sha256Hex } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { ByteRange, ObjectStore } from '../storage/types';
+import type { EncryptionRecord } from '../encryption/keyring';
 import { manifestFile, manifestFormatVersion, parseSealedManifest } from './sealed';
 
 /**
@@ -17,7 +18,13 @@ export const tenantManifestFormatVersion = 2;
  * "Batches"). Readers read 1, 2 and 3.
  */
 export const batchedManifestFormatVersion = 3;
-const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion, batchedManifestFormatVersion];
+/**
+ * 4: the tenant's objects (its own, or its parts of a batch's packs) are encrypted under its data
+ * key, which `encryption` names (docs/format.md, "Encryption"); otherwise as 2 (a backup of its
+ * own) or 3 (a tenant of a batch). Unencrypted backups are still written as 2 and 3.
+ */
+export const encryptedManifestFormatVersion = 4;
+const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion, batchedManifestFormatVersion, encryptedManifestFormatVersion];
 
 /** A table's data: gzip of its COPY text, `bytes` long with this sha256. */
 export interface ManifestObject {
@@ -102,6 +109,8 @@ export interface TenantManifest {
   formatVersion: number;
   /** format 3: the batch's shared description this manifest was completed from (the rest as in format 2) */
   batch?: BatchReference;
+  /** format 4: every object (or part) is encrypted under this tenant data key */
+  encryption?: EncryptionRecord;
   kind: 'tenant';
   backupId: string;
   tenantId: string;
@@ -168,6 +177,8 @@ export interface StoredBatchedManifest {
   backupId: string;
   tenantId: string;
   batch: BatchReference;
+  /** format 4: its parts are encrypted under this tenant data key */
+  encryption?: EncryptionRecord;
   finishedAt: string;
   parts: BatchedPart[];
   totals: TenantManifest['totals'];
@@ -183,6 +194,7 @@ export function completeBatchedManifest(m: StoredBatchedManifest, shared: Tenant
   return {
     formatVersion: m.formatVersion,
     batch: m.batch,
+    ...(m.encryption ? { encryption: m.encryption } : {}),
     kind: 'tenant',
     backupId: m.backupId,
     tenantId: m.tenantId,
@@ -221,8 +233,8 @@ export function completeBatchedManifest(m: StoredBatchedManifest, shared: Tenant
  */
 export function catalogManifestOf(m: TenantManifest): object {
   if (!m.batch) return m;
-  const { formatVersion, kind, backupId, tenantId, batch, snapshot, finishedAt, totals, tenantChecksum, manifestChecksum } = m;
-  return { formatVersion, kind, backupId, tenantId, batch, snapshot, finishedAt, totals, tenantChecksum, manifestChecksum };
+  const { formatVersion, kind, backupId, tenantId, batch, encryption, snapshot, finishedAt, totals, tenantChecksum, manifestChecksum } = m;
+  return { formatVersion, kind, backupId, tenantId, batch, ...(encryption ? { encryption } : {}), snapshot, finishedAt, totals, tenantChecksum, manifestChecksum };
 }
 
 /** Shared descriptions already read and checked, by sha256 (a rebuild reads a batch's many manifests). */
@@ -269,6 +281,11 @@ export function tenantBackupPrefix(tenantId: string, backupId: string): string {
   return `tenants/${tenantSegment(tenantId)}/${backupId}/`;
 }
 
+/** keys/tenants/<tenant segment>.json: where a tenant's wrapped data key is (lib/encryption). */
+export function tenantKeyPath(tenantId: string): string {
+  return `keys/tenants/${tenantSegment(tenantId)}.json`;
+}
+
 /** Where batches keep their packs and shared descriptions (lib/tenantBackup/batch.ts): parts of many tenants. */
 export const packsArea = 'packs/';
 
@@ -286,6 +303,9 @@ function checkManifestPlace(m: TenantManifest | StoredBatchedManifest, key: stri
   if (prefix === undefined || (key !== prefix + manifestFile && key !== wholeId + manifestFile)) {
     throw corrupt(`describes backup ${JSON.stringify(m.backupId)} of tenant ${JSON.stringify(m.tenantId)}, whose place is ${prefix ?? '(none)'}, not where it lies`);
   }
+  // a manifest naming another tenant's data key would have one tenant's erasure spare another's backup
+  if ((m.formatVersion === encryptedManifestFormatVersion) !== (m.encryption !== undefined)) throw corrupt(m.encryption ? 'records encryption in a format that has none' : 'is of format 4 and records no encryption');
+  if (m.encryption && m.encryption.key !== tenantKeyPath(m.tenantId)) throw corrupt(`names ${JSON.stringify(m.encryption.key)} as its data key, not its tenant's ${tenantKeyPath(m.tenantId)}`);
   const inside = (k: unknown) => typeof k === 'string' && k !== '' && !k.startsWith('/') && k.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
   const packKey = (k: unknown) => inside(k) && (k as string).startsWith(packsArea);
   if ('parts' in m) {

@@ -6,7 +6,6 @@
 // archive check). Manifest last.
 import { spawnTied } from '../process';
 import { pipeline } from 'node:stream/promises';
-import { gunzipSync } from 'node:zlib';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { pgBin } from '../postgres/tools';
@@ -15,9 +14,10 @@ import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest }
 import { connect, microsText, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { segmentFolder } from '../format/walArchive';
-import { listWalArchive } from '../wal/archive';
+import { listWalArchive, readWalObject } from '../wal/archive';
 import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/names';
-import { baseObjectKey, fullBackupPrefix, type FullBackupWal, type FullManifest } from '../format/fullManifest';
+import { baseObjectKey, encryptedFullFormatVersion, fullBackupPrefix, type FullBackupWal, type FullManifest } from '../format/fullManifest';
+import { keyringOf } from '../encryption';
 import { Rechunk } from '../streams';
 import { compressor } from './compression';
 import { TarIndex } from './tarIndex';
@@ -92,9 +92,12 @@ export async function takeBaseBackup(
   const { compression } = config.fullBackup;
   const packer = compressor(compression);
   const baseKey = baseObjectKey(compression);
+  const keyring = keyringOf(store);
+  const dataKey = await keyring?.forDatabase(server.systemIdentifier);
   let base;
   try {
-    const stored = packer.output.pipe(new Rechunk(1 << 20));
+    const compressed = packer.output.pipe(new Rechunk(1 << 20));
+    const stored = dataKey ? compressed.pipe(dataKey.seal()) : compressed;
     [base] = await Promise.all([store.put(prefix + baseKey, stored, { contentType: 'application/octet-stream', signal: args.signal }), pipeline(child.stdout, tar, packer.input), packer.done]);
     const code = await exited;
     if (code !== 0) throw baseBackupFailed(code, stderr);
@@ -132,12 +135,13 @@ export async function takeBaseBackup(
   await waitForArchivedWal(store, wal, config.fullBackup.archiveWaitMs, args.signal);
 
   progress.phase = 'sealing';
+  await keyring?.confirm(dataKey);
   const objects = [
-    { key: baseKey, bytes: base.bytes, sha256: base.sha256, rawBytes: tar.bytes },
+    { key: baseKey, bytes: base.bytes, sha256: base.sha256, rawBytes: tar.bytes, ...(dataKey ? { encrypted: true } : {}) },
     { key: backupManifestKey, bytes: manifestObject.bytes, sha256: manifestObject.sha256 },
   ];
   const manifest = sealManifest({
-    formatVersion: manifestFormatVersion,
+    formatVersion: dataKey ? encryptedFullFormatVersion : manifestFormatVersion,
     kind: 'full' as const,
     method: 'basebackup' as const,
     provider: 'postgres' as const,
@@ -153,6 +157,7 @@ export async function takeBaseBackup(
     objects,
     compression,
     totals: { bytes: objects.reduce((n, o) => n + o.bytes, 0), rawBytes: tar.bytes + manifestObject.bytes },
+    ...(dataKey ? { encryption: dataKey.record } : {}),
   });
   await writeManifest(store, prefix, manifest);
   return manifest;
@@ -219,7 +224,7 @@ export async function waitForArchivedWal(store: ObjectStore, wal: FullBackupWal,
     const partial = missing.length === 1 && missing[0] === wal.stopSegment ? listing.partials.find((p) => p.name === wal.stopSegment) : undefined;
     if (missing.length === 0) return;
     if (partial) {
-      const written = gunzipSync(await store.getBytes(partial.key)).length;
+      const written = (await readWalObject(store, partial.key)).length;
       if (segmentStartLsn(wal.stopSegment, wal.segmentSize) + BigInt(written) >= parseLsn(wal.stopLsn)) return;
     }
     if (Date.now() > deadline) break;

@@ -5,7 +5,9 @@
 // it has promoted, and report where it stopped.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import type { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { requireKeyring } from '../encryption';
 import { Sha256Stream } from '../checksum';
 import { discard, Rechunk } from '../streams';
 import type { FullBackupRecord } from '../catalog';
@@ -156,12 +158,15 @@ function recoveryFailed(cluster: PrivateCluster, walErrors: string[]): Tenantsaf
 
 /** Extracts a physical base backup (its tar, sha256 checked against the manifest) into `dir`, which exists. */
 export async function extractBaseBackup(store: ObjectStore, backup: Pick<FullBackupRecord, 'prefix'>, dir: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<void> {
-  const base = baseObjectOf(await readFullManifest(store, backup.prefix));
-  await extract(store, backup.prefix + base.object.key, base.object.sha256, base.compression, dir, onBytes, signal);
+  const manifest = await readFullManifest(store, backup.prefix);
+  const base = baseObjectOf(manifest);
+  const key = backup.prefix + base.object.key;
+  const decrypt = base.object.encrypted ? (await requireKeyring(store, key).open(manifest.encryption!, key)).open(key) : undefined;
+  await extract(store, key, base.object.sha256, base.compression, dir, onBytes, signal, decrypt);
 }
 
 /** Streams the stored tar through a sha256 check into `tar -x`, which decompresses it in a process of its own. */
-async function extract(store: ObjectStore, key: string, sha256: string, compression: BaseCompression, dir: string, onBytes: (n: number) => void, signal?: AbortSignal): Promise<void> {
+async function extract(store: ObjectStore, key: string, sha256: string, compression: BaseCompression, dir: string, onBytes: (n: number) => void, signal?: AbortSignal, decrypt?: Transform): Promise<void> {
   const source = await store.get(key);
   const check = new Sha256Stream();
   const tar = spawnTied('tar', ['-x', '-f', '-', ...tarDecompressArgs(compression), '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
@@ -171,13 +176,14 @@ async function extract(store: ObjectStore, key: string, sha256: string, compress
   const timer = setInterval(() => onBytes(check.bytes), 1000);
   const corrupt = () => new TenantsafeError(ErrorType.CorruptBackup, `${key} does not match the sha256 in its manifest.`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
   try {
-    await pipeline(source, check, new Rechunk(1 << 20), tar.stdin, { signal });
+    await pipeline([source, check, ...(decrypt ? [decrypt] : []), new Rechunk(1 << 20), tar.stdin], { signal });
   } catch (err) {
     // Damaged bytes make tar or its decompressor stop reading before the whole object went by
     // (EPIPE): say so, not "EPIPE". Either way tar must not write on into a directory the caller removes.
     tar.kill('SIGKILL');
     await exited;
     if (!signal?.aborted && (await sha256Of(store, key).catch(() => sha256)) !== sha256) throw corrupt();
+    if (err instanceof TenantsafeError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'EPIPE') throw new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim() || 'tar stopped reading'}`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
     throw err;
   } finally {

@@ -2,14 +2,13 @@
 // for a point-in-time target. The window starts at the consistent point of the oldest base
 // backup from whose start the archive is unbroken, and ends at the newest commit archived
 // (PostgreSQL can only stop at a time target once it sees a commit after it).
-import { gunzipSync } from 'node:zlib';
 import type { FullBackupRecord } from '../catalog';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { timeWithZone } from '../inputs';
 import type { ObjectStore } from '../storage/types';
 import { formatMicros, microsOf, parseMicros } from '../time';
-import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, type WalArchiveListing } from '../wal/archive';
+import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, readWalObject, type WalArchiveListing } from '../wal/archive';
 import { formatLsn, parseLsn, positionKey, segmentStartLsn } from '../wal/names';
 import { readWalMarks, type WalMark } from '../wal/waldump';
 
@@ -101,7 +100,13 @@ async function archiveEnd(store: ObjectStore, listing: WalArchiveListing, newest
   const partial = listing.partials.find((p) => p.name === newest);
   const start = segmentStartLsn(newest, segmentSize);
   if (!partial) return start + BigInt(segmentSize);
-  return start + BigInt(gunzipSync(await store.getBytes(partial.key)).length);
+  try {
+    return start + BigInt((await readWalObject(store, partial.key)).length);
+  } catch (err) {
+    // the segment completed after the listing and the archiver deleted its partial: the whole segment is there
+    if (err instanceof TenantsafeError && err.type === ErrorType.ObjectMissing) return start + BigInt(segmentSize);
+    throw err;
+  }
 }
 
 /** The commits and restore points of the archived segments from the newest back to `floor`. */

@@ -21,7 +21,6 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { allNotNull, cancelOnAbort, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
-import type { ObjectStore } from '../storage/types';
 import { notTenantFilter } from '../tenancy';
 import { multisetMissing, multisetSurplus } from './diff';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
@@ -29,7 +28,7 @@ import { currentPlan, snapshotXmin, storedPlan } from './plan';
 import { isSelected } from './rules';
 import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
 import { hasErasures } from './erasures';
-import { copyBackupObject } from './stage';
+import { copyBackupObject, type BackupSource } from './stage';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 import { rowsDigest } from './verifyApplied';
 
@@ -45,7 +44,7 @@ export interface ApplyOptions {
   /** prove, inside the transaction, that no other tenant's row was written or deleted (a scan per changed table) */
   verifyOtherTenants: boolean;
   /** where the backup's objects are: a table restored whole is loaded from its object */
-  source: { store: ObjectStore; prefix: string };
+  source: BackupSource;
   /** backs up the tenant as of an exported snapshot; the apply commits only once it is written */
   safetyBackup?: (snapshot: string, signal: AbortSignal) => Promise<SafetyBackupRef>;
   signal?: AbortSignal;

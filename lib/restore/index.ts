@@ -4,6 +4,7 @@ import { takeTenantBackup } from '../tenantBackup';
 import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
+import { requireKeyring } from '../encryption';
 import { erasuresAfter } from '../erasure';
 import { ErrorType, TenantsafeError } from '../errors';
 import { parseManifest, tenantBackupPrefix, type TenantManifest } from '../format/tenantManifest';
@@ -66,6 +67,8 @@ async function contextFor(engine: Engine, backup: BackupRecord, restoreId: strin
 export async function previewRestore(engine: Engine, job: RestoreJob, hooks: StagingHooks = {}): Promise<RestorePreview> {
   const backup = await engine.catalog.getBackup(job.backupId);
   const ctx = await contextFor(engine, backup, job.restoreId);
+  // its data key first: an erased tenant's or a missing master key fails here, even where nothing would need staging
+  if (ctx.manifest.encryption) await requireKeyring(engine.store, `Backup ${job.backupId}`).open(ctx.manifest.encryption, `Backup ${job.backupId}`);
   const unknown = job.selection.tables?.filter((t) => !ctx.mappings.some((m) => m.table === t));
   if (unknown?.length) {
     throw new TenantsafeError(ErrorType.BadInput, `Table(s) ${unknown.join(', ')} are not in backup ${job.backupId}.`, `Tables in it: ${ctx.mappings.map((m) => m.table).join(', ')}.`);
@@ -97,7 +100,7 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     lockTimeoutMs: restore.lockTimeoutMs,
     statementTimeoutMs: restore.statementTimeoutMs,
     verifyOtherTenants: restore.verifyOtherTenants,
-    source: { store: engine.store, prefix: backup.prefix },
+    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption },
     safetyBackup: job.safetyBackupId
       ? async (snapshot, safetySignal) => {
           // the tenant may be gone entirely (that may be why it is restored): then it is empty
@@ -126,7 +129,7 @@ export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, othe
     selection: job.selection,
     otherTenantsUnchanged,
     parallelism: engine.config.backup.parallelism,
-    source: { store: engine.store, prefix: backup.prefix },
+    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption },
   });
 }
 

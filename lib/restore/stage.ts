@@ -13,6 +13,7 @@ import { discard, FirstLines } from '../streams';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
+import { requireKeyring, type EncryptionRecord } from '../encryption';
 import { objectName, openObject, type ManifestTable } from '../format/tenantManifest';
 import { reapplyErasures } from './erasures';
 import type { RestoreContext, TableMapping } from './mapping';
@@ -31,6 +32,8 @@ export interface BackupSource {
   store: ObjectStore;
   /** backup prefix in the store */
   prefix: string;
+  /** the manifest's record of encryption (its objects are decrypted with that data key); required, so no caller forgets it */
+  encryption: EncryptionRecord | undefined;
 }
 
 export interface StageOptions extends BackupSource {
@@ -215,10 +218,11 @@ export async function copyBackupObject(source: BackupSource, m: Pick<StagedTable
 async function readBackupObject(source: BackupSource, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: Writable): Promise<void> {
   const key = objectName(source.prefix, m.manifest.object);
   const sha = new Sha256Stream();
+  const decrypt = source.encryption ? [(await requireKeyring(source.store, `Backup object ${key}`).open(source.encryption, `Backup object ${key}`)).open(key)] : [];
   try {
     // gunzip hands out chunkSize pieces, each a trip to the thread pool and through every stream
     // after it: 256 KiB pieces, not the default 16 KiB, make far fewer trips
-    await pipeline([await openObject(source.store, source.prefix, m.manifest.object), sha, createGunzip({ chunkSize: 256 * 1024 }), ...via, sink]);
+    await pipeline([await openObject(source.store, source.prefix, m.manifest.object), sha, ...decrypt, createGunzip({ chunkSize: 256 * 1024 }), ...via, sink]);
   } catch (err) {
     const e = err as { code?: string; message: string };
     const gzipDamage = e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message);

@@ -17,10 +17,11 @@ import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
+import { keyringOf, type DataKey } from '../encryption';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { compactManifest, manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest } from '../format/sealed';
-import { batchedManifestFormatVersion, completeBatchedManifest, packsArea, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
+import { batchedManifestFormatVersion, completeBatchedManifest, encryptedManifestFormatVersion, packsArea, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
 import { backupsPerStatement } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
@@ -168,6 +169,7 @@ export async function takeTenantBatch(
     packPrefix,
     parallelism: config.backup.parallelism,
     compressionLevel: config.backup.compressionLevel,
+    dataKeys: (tenants) => keyringOf(store)?.forTenants(tenants) ?? Promise.resolve(undefined),
     select: async (c) => {
       const all = await listTenants(c, plan, args.range);
       const tenants = all.filter((t) => !skip.has(t));
@@ -217,6 +219,8 @@ export async function takeTenantBatch(
   };
   await store.put(packPrefix + packIndexFile, Buffer.from(JSON.stringify(sealManifest(index)) + '\n'), { contentType: 'application/json' });
 
+  // keys made by this batch must still be the stored ones (Keyring.confirm)
+  for (const k of exported.dataKeys?.values() ?? []) if (k.created) await keyringOf(store)!.confirm(k);
   progress.phase = 'manifests';
   report();
   const manifestsOf = (tenants: string[]) => {
@@ -224,12 +228,14 @@ export async function takeTenantBatch(
     return tenants.map((tenantId) => {
       const backupId = backupIds.get(tenantId)!;
       const parts = exported.tables.get(tenantId)!.map((e) => ({ offset: e.packOffset!, bytes: e.bytes, sha256: e.sha256, rows: e.rows, rawBytes: e.rawBytes, rowChecksum: e.rowChecksum }));
+      const dataKey = exported.dataKeys?.get(tenantId);
       const stored = sealManifest<Omit<StoredBatchedManifest, 'manifestChecksum'>>({
-        formatVersion: batchedManifestFormatVersion,
+        formatVersion: dataKey ? encryptedManifestFormatVersion : batchedManifestFormatVersion,
         kind: 'tenant',
         backupId,
         tenantId,
         batch,
+        ...(dataKey ? { encryption: dataKey.record } : {}),
         finishedAt,
         parts,
         ...tenantTotals(parts.map((p, t) => ({ table: plan.tables[t].key, ...p }))),
@@ -350,6 +356,8 @@ export interface BatchExportOptions {
   packPrefix: string;
   parallelism: number;
   compressionLevel: number;
+  /** the data key of each tenant chosen (made on first use); none: packs unencrypted */
+  dataKeys?: (tenantIds: readonly string[]) => Promise<Map<string, DataKey> | undefined>;
   /** the tenants to back up, chosen in the snapshot (the coordinator's transaction), and which rows the scans read for them */
   select: (c: Client) => Promise<{ tenants: string[]; scope: BatchScope }>;
   /** read as of this exported snapshot instead of a new one */
@@ -365,6 +373,8 @@ export interface BatchExport extends Omit<SnapshotExport, 'tables'> {
   packs: { key: string; bytes: number; sha256: string }[];
   /** the pack of each table, in plan order */
   packKeys: string[];
+  /** each tenant's parts are encrypted under its key */
+  dataKeys?: Map<string, DataKey>;
 }
 
 /**
@@ -384,6 +394,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
     const info = (await exportSnapshot(coordinator)).rows[0];
     const origin = await snapshotOrigin(coordinator);
     const { tenants: tenantIds, scope } = await opts.select(coordinator);
+    const dataKeys = tenantIds.length > 0 ? await opts.dataKeys?.(tenantIds) : undefined;
     const tables = new Map(tenantIds.map((t) => [t, new Array<TableExport>(plan.tables.length)]));
     const packs: BatchExport['packs'] = [];
     const packKeys = plan.tables.map((table, i) => opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'));
@@ -395,7 +406,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
       };
       const items = plan.tables.map((table, i) => ({ table, i }));
       await inLanes(opts.url, 'tenantsafe-batch', items, { lanes: opts.parallelism, size: (x) => x.table.estimatedRows, setup, finish: (c) => c.query('COMMIT'), signal: opts.signal }, async (c, { table, i }) => {
-        const pack = new PackWriter(opts.store, packKeys[i], opts.compressionLevel, opts.signal);
+        const pack = new PackWriter(opts.store, packKeys[i], opts.compressionLevel, opts.signal, dataKeys);
         const grouped = table.estimatedRows > gatherRowsAtMost;
         try {
           // without a list of ids (a scan of the whole table is cheaper than a lookup per row) the reader drops the rows of ids that are no tenant
@@ -424,6 +435,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
       tables,
       packs: packs.sort((a, b) => a.key.localeCompare(b.key)),
       packKeys,
+      ...(dataKeys ? { dataKeys } : {}),
     };
   } catch (err) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;

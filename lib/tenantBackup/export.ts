@@ -9,6 +9,7 @@ import { RowDigestStream } from '../checksum';
 import type { SnapshotOrigin } from '../format/tenantManifest';
 import { cancelOnAbort, connect, connectionError, microsText, withConnection } from '../pg';
 import { publishOwnedTables, unpublishedTables } from '../changeLog/publication';
+import type { DataKey } from '../encryption';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';
 
@@ -55,6 +56,8 @@ export interface ExportOptions {
   prefix: string;
   parallelism: number;
   compressionLevel: number;
+  /** encrypts every object under this tenant data key (lib/encryption); none: unencrypted */
+  dataKey?: DataKey;
   /** false for a restore's safety backup: a tenant deleted entirely backs up as empty */
   requireTenant?: boolean;
   /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
@@ -216,9 +219,11 @@ async function exportTable(client: Client, table: OwnedTable, index: number, opt
   const copy = client.query(copyTo(`COPY (${opts.rowsQuery?.(table) ?? tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
   const digest = new RowDigestStream();
   const gzip = createGzip({ level: opts.compressionLevel });
+  // encrypted: the cipher is the pipeline's last stage (its errors handled there, as gzip's are), and what the store reads
+  const seal = opts.dataKey?.seal();
   const [put] = await Promise.all([
-    opts.store.put(opts.prefix + objectKey, gzip, { contentType: 'application/gzip', signal: opts.signal }),
-    pipeline(copy, digest, gzip),
+    opts.store.put(opts.prefix + objectKey, seal ?? gzip, { contentType: seal ? 'application/octet-stream' : 'application/gzip', signal: opts.signal }),
+    seal ? pipeline(copy, digest, gzip, seal) : pipeline(copy, digest, gzip),
   ]);
   return {
     table: table.key,

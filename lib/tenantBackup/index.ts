@@ -3,8 +3,9 @@ import { backupRecordOf, type BackupRecord } from '../catalog';
 import { tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
+import { keyringOf, type DataKey } from '../encryption';
 import { parseBackupLabel } from '../labels';
-import { readManifest, tenantBackupPrefix, tenantManifestFormatVersion, type ManifestTable, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
+import { encryptedManifestFormatVersion, readManifest, tenantBackupPrefix, tenantManifestFormatVersion, type ManifestTable, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile, startedMarkerFile, sealManifest, writeManifest } from '../format/sealed';
 import type { ClientBase } from 'pg';
 import { reproducibleSessionSettings, withClient, withConnection } from '../pg';
@@ -62,7 +63,10 @@ export async function takeTenantBackup(
   await store.deletePrefix(prefix);
   // Visible from the first moment, so an interrupted backup is always found and cleaned up.
   await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, tenantId: args.tenantId, startedAt }) + '\n'));
+  const keyring = keyringOf(store);
+  const dataKey = await keyring?.forTenant(args.tenantId);
   const exported = await exportTenantSnapshot({
+    dataKey,
     url,
     plan,
     tenantId: args.tenantId,
@@ -88,7 +92,9 @@ export async function takeTenantBackup(
       ? { at: args.pointInTime.at, lsn: args.pointInTime.lsn }
       : { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
     ...(args.pointInTime ? { pointInTime: args.pointInTime.source } : {}),
+    dataKey,
   });
+  await keyring?.confirm(dataKey);
   const manifestSha256 = await writeManifest(store, prefix, manifest);
   const r = backupRecordOf(manifest, store.uri, prefix, manifestSha256);
   return {
@@ -200,6 +206,8 @@ export function tenantManifestOf(args: {
   startedAt: string;
   snapshot: TenantManifest['snapshot'];
   pointInTime?: PointInTimeSource;
+  /** the objects were encrypted under it: format 4 */
+  dataKey?: DataKey;
 }): TenantManifest {
   const { plan, exported } = args;
   const tables = plan.tables.map((t, i) => {
@@ -214,7 +222,8 @@ export function tenantManifestOf(args: {
   });
   const { tenancy, data } = planDescription(plan);
   return sealManifest({
-    formatVersion: tenantManifestFormatVersion,
+    formatVersion: args.dataKey ? encryptedManifestFormatVersion : tenantManifestFormatVersion,
+    ...(args.dataKey ? { encryption: args.dataKey.record } : {}),
     kind: 'tenant',
     backupId: args.backupId,
     tenantId: args.tenantId,

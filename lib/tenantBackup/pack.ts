@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { gzip, gzipSync } from 'node:zlib';
 import { RowDigest } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
+import type { DataKey } from '../encryption';
 import type { BatchedPart } from '../format/tenantManifest';
 import type { ObjectStore, PutResult } from '../storage/types';
 
@@ -28,11 +29,13 @@ export class PackWriter {
   private readonly inFlight: { tenantId: string; member: Promise<Buffer>; part: Omit<PackPart, 'offset' | 'bytes' | 'sha256'> }[] = [];
   private offset = 0;
 
+  /** `dataKeys`: each tenant's part is encrypted on its own under its tenant's key (lib/encryption) */
   constructor(
     store: ObjectStore,
     readonly key: string,
     private readonly level: number,
     signal?: AbortSignal,
+    private readonly dataKeys?: ReadonlyMap<string, DataKey>,
   ) {
     this.put = store.put(key, this.out, { contentType: 'application/octet-stream', signal });
     // awaited in finish(); a failure meanwhile also ends the writes waiting for drain
@@ -42,9 +45,10 @@ export class PackWriter {
   }
 
   async add(tenantId: string, raw: Buffer, digest: RowDigest): Promise<void> {
+    const dataKey = this.dataKeys?.get(tenantId);
     this.inFlight.push({
       tenantId,
-      member: compress(raw, this.level),
+      member: dataKey ? compress(raw, this.level).then((b) => dataKey.sealBuffer(b)) : compress(raw, this.level),
       part: { rows: digest.rows, rawBytes: digest.bytes, rowChecksum: digest.digest() },
     });
     // libuv's pool has 4 threads: three compress, one is left for the file system
@@ -55,7 +59,11 @@ export class PackWriter {
   async finish(tenantIds: readonly string[]): Promise<{ key: string; bytes: number; sha256: string }> {
     while (this.inFlight.length > 0) await this.writeOldest();
     const empty = tenantIds.filter((t) => !this.parts.has(t));
-    if (empty.length > 0) {
+    if (this.dataKeys) {
+      // encrypted, each tenant's empty part is its own: an erased tenant's parts must all be unreadable
+      for (const t of empty) await this.add(t, Buffer.alloc(0), new RowDigest());
+      while (this.inFlight.length > 0) await this.writeOldest();
+    } else if (empty.length > 0) {
       const offset = this.offset;
       await this.write(emptyMember);
       const part: PackPart = { offset, bytes: emptyMember.length, sha256: sha256Of(emptyMember), rows: 0, rawBytes: 0, rowChecksum: new RowDigest().digest() };

@@ -16,7 +16,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { stageTables } from '../restore/stage';
 import { rowsDigest } from '../restore/verifyApplied';
-import { sha256OfStream } from '../checksum';
+import { pipeline } from 'node:stream/promises';
+import { Sha256Stream } from '../checksum';
+import { requireKeyring, type DataKey } from '../encryption';
+import { discard } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { PrivateCluster } from '../postgres/cluster';
 import { makeScratchDir } from '../postgres/scratch';
@@ -24,7 +27,7 @@ import { runPgTool } from '../postgres/tools';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { dumpFolder } from '../fullBackup/logicalDump';
-import { baseObjectOf, fullBackupPrefix, parseFullManifest, readFullManifest, type FullManifest } from '../format/fullManifest';
+import { baseObjectOf, fullBackupPrefix, parseFullManifest, readFullManifest, type FullBackupObject, type FullManifest } from '../format/fullManifest';
 import { parseBackupLabel } from '../labels';
 import { objectLocation, objectName, openObject, parseManifest, type ManifestObject, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile } from '../format/sealed';
@@ -117,16 +120,27 @@ export async function checkManifestAndObjects(
   }
   const checks: VerificationCheck[] = [{ check: 'manifest', target: manifestFile, result: 'ok' }];
   const objects = 'tables' in manifest ? manifest.tables.map((t) => t.object) : manifest.objects;
+  // encrypted: each object is decrypted too (every chunk's tag checked); a key that cannot be had is a check of its own
+  let dataKey: DataKey | undefined;
+  if (manifest.encryption) {
+    try {
+      dataKey = await requireKeyring(store, `Backup ${located.backupId}`).open(manifest.encryption, `Backup ${located.backupId}`);
+    } catch (err) {
+      checks.push({ check: 'object', target: manifest.encryption.key, result: (err as TenantsafeError).type === ErrorType.DataKeyErased ? 'missing' : 'other', detail: (err as Error).message });
+    }
+  }
   for (const o of objects) {
     const target = objectLocation(located.prefix, o).range ? objectName(located.prefix, o) : o.key;
-    checks.push(resume.earlier?.find((c) => c.check === 'object' && c.target === target) ?? (await checkObject(store, located.prefix, o)));
+    // a tenant backup's objects are all encrypted; of a full backup's, those marked
+    const key = 'tables' in manifest || (o as FullBackupObject).encrypted ? dataKey : undefined;
+    checks.push(resume.earlier?.find((c) => c.check === 'object' && c.target === target) ?? (await checkObject(store, located.prefix, o, key)));
     resume.onCheck?.(checks);
   }
   return { checks, manifest };
 }
 
 /** An object's check; a part of a pack (tenant manifests of format 2) is checked as its byte range of the pack. */
-async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject): Promise<VerificationCheck> {
+async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject | FullBackupObject, dataKey?: DataKey): Promise<VerificationCheck> {
   const { key, range } = objectLocation(prefix, o);
   const target = range ? objectName(prefix, o) : o.key;
   const found = await store.stat(key);
@@ -135,7 +149,14 @@ async function checkObject(store: ObjectStore, prefix: string, o: ManifestObject
   if (range ? found.bytes < end : found.bytes !== o.bytes) {
     return { check: 'object', target, result: 'size_invalid', detail: range ? `pack holds ${found.bytes} bytes, the part ends at ${end}` : `${found.bytes} bytes stored, ${o.bytes} in the manifest` };
   }
-  const sha256 = await sha256OfStream(await openObject(store, prefix, o));
+  const sha = new Sha256Stream();
+  try {
+    await pipeline([await openObject(store, prefix, o), sha, ...(dataKey ? [dataKey.open(target)] : []), discard()]);
+  } catch (err) {
+    if (!(err instanceof TenantsafeError) || err.type !== ErrorType.CorruptBackup) throw err;
+    return { check: 'object', target, result: 'checksum_mismatch', detail: err.message };
+  }
+  const sha256 = sha.hex();
   return sha256 === o.sha256 ? { check: 'object', target, result: 'ok' } : { check: 'object', target, result: 'checksum_mismatch', detail: `sha256 ${sha256}, manifest says ${o.sha256}` };
 }
 
@@ -245,7 +266,7 @@ export async function restoreTestTenant(engine: Engine, located: LocatedBackup, 
         staged: qualified(schema, `t${i + 1}`),
         stagedColumns: t.copyColumns.map((name) => ({ name, type: t.columns.find((c) => c.name === name)!.type })),
       }));
-      await stageTables({ url: engine.config.database.url, store: engine.store, prefix: located.prefix, parallelism: engine.config.backup.parallelism, schema, tables, checkContent: false });
+      await stageTables({ url: engine.config.database.url, store: engine.store, prefix: located.prefix, encryption: manifest.encryption, parallelism: engine.config.backup.parallelism, schema, tables, checkContent: false });
       const digests = new Map<string, { rows: number; checksum: string }>();
       for (const t of tables) digests.set(t.table, await rowsDigest(db, `SELECT ${t.manifest.copyColumns.map(quoteIdent).join(', ')} FROM ${t.staged}`));
       return manifest.tables.map((t): VerificationCheck => {

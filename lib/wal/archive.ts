@@ -4,11 +4,23 @@ import { webcrypto } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { ErrorType, TenantsafeError } from '../errors';
+import { isSealed, requireKeyring, sealedKeyId } from '../encryption';
 import type { ObjectStore } from '../storage/types';
 import { historyFilePattern, historyKey, historyKeyPattern, partialKeyPattern, segmentFolder, segmentKeyPattern, walPrefix } from '../format/walArchive';
 import { isSegmentName, positionKey, segmentName, segmentNumber, segmentStartLsn, timelineOf } from './names';
 
 const gunzipAsync = promisify(gunzip);
+
+/**
+ * A WAL object's raw bytes: gunzipped, and first decrypted where it is encrypted (its header names
+ * the cluster's data key; an archive written before encryption was on is plain gzip).
+ */
+export async function readWalObject(store: ObjectStore, key: string): Promise<Buffer> {
+  const stored = await store.getBytes(key);
+  if (!isSealed(stored)) return gunzipAsync(stored);
+  const dataKey = await requireKeyring(store, `WAL object ${key}`).openById(sealedKeyId(stored), `WAL object ${key}`);
+  return gunzipAsync(dataKey.openBuffer(stored, key));
+}
 
 export interface ArchivedSegment {
   name: string;
@@ -133,7 +145,7 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
   if (!partial) return null;
   let written: Buffer;
   try {
-    written = await gunzipAsync(await store.getBytes(partial.key));
+    written = await readWalObject(store, partial.key);
   } catch (err) {
     // the segment completed after the listing and the archiver deleted its partial: read the segment
     const again = (await listWalArchive(store, [segmentFolder(file)])).segments.find((s) => s.name === file);
@@ -147,7 +159,7 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
 
 async function completeSegment(store: ObjectStore, complete: ArchivedSegment): Promise<Buffer> {
   // gunzip and sha256 in the thread pool: a restore prefetches the next segments while serving this one
-  const raw = await gunzipAsync(await store.getBytes(complete.key));
+  const raw = await readWalObject(store, complete.key);
   if (Buffer.from(await webcrypto.subtle.digest('SHA-256', raw)).toString('hex') !== complete.sha256) {
     throw new TenantsafeError(ErrorType.CorruptBackup, `WAL segment ${complete.key} does not match its sha256.`, 'Run `tenantsafe verify` on the backups that need it; restore from an earlier point or another copy.');
   }

@@ -16,6 +16,7 @@ import { pgBin } from '../postgres/tools';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { Client } from 'pg';
 import { connect, connectionError, toolConnection } from '../pg';
+import { keyringOf, type DataKey } from '../encryption';
 import type { ObjectStore } from '../storage/types';
 import { historyFilePattern, historyKey, partialKey, segmentKey } from '../format/walArchive';
 import { isSegmentName } from './names';
@@ -202,7 +203,7 @@ export async function archiveWal(opts: WalArchiverOptions): Promise<WalArchiverP
   const source = await prepareWalSource(opts.url, opts.slot);
   const spool = path.join(opts.spoolDir, source.systemIdentifier);
   await mkdir(spool, { recursive: true, mode: 0o700 });
-  const uploader = new SpoolUploader(opts.store, spool, opts.compressionLevel);
+  const uploader = new SpoolUploader(opts.store, spool, opts.compressionLevel, await keyringOf(opts.store)?.forDatabase(source.systemIdentifier));
   const progress = () => uploader.progress;
 
   const { conninfo, env } = toolConnection(opts.url, 'tenantsafe-wal');
@@ -281,7 +282,14 @@ class SpoolUploader {
     private readonly store: ObjectStore,
     private readonly spool: string,
     private readonly level: number,
+    /** segments and partials are encrypted under the cluster's data key (lib/encryption) */
+    private readonly dataKey?: DataKey,
   ) {}
+
+  private async stored(raw: Buffer): Promise<Buffer> {
+    const gzipped = await gzipAsync(raw, { level: this.level });
+    return this.dataKey ? this.dataKey.sealBuffer(gzipped) : gzipped;
+  }
 
   async pass(): Promise<void> {
     const names = (await readdir(this.spool)).sort();
@@ -305,7 +313,7 @@ class SpoolUploader {
     const sha256 = sha256Hex(raw);
     const key = segmentKey(name, sha256);
     // After a restart the same segment may be received again: it is already there, byte for byte.
-    if (!(await this.store.stat(key))) await this.store.put(key, await gzipAsync(raw, { level: this.level }), { contentType: 'application/gzip' });
+    if (!(await this.store.stat(key))) await this.store.put(key, await this.stored(raw), { contentType: 'application/gzip' });
     await this.store.delete(partialKey(name));
     this.uploaded.add(name);
     this.progress.segmentsArchived++;
@@ -328,7 +336,7 @@ class SpoolUploader {
     const bytes = writtenLength(raw);
     this.partialSeen = { name, mtimeMs };
     if (bytes === 0 || (this.progress.partial?.name === name && this.progress.partial.bytes === bytes)) return;
-    await this.store.put(partialKey(name), await gzipAsync(raw.subarray(0, bytes), { level: this.level }), { contentType: 'application/gzip' });
+    await this.store.put(partialKey(name), await this.stored(raw.subarray(0, bytes)), { contentType: 'application/gzip' });
     this.progress.partial = { name, bytes };
     this.progress.uploadedAt = new Date().toISOString();
   }

@@ -8,6 +8,7 @@ import { openObject, readManifest, tenantBackupPrefix, type TenantManifest } fro
 import type { ClientBase } from 'pg';
 import { connect } from '../../lib/pg';
 import type { ObjectStore } from '../../lib/storage/types';
+import { requireKeyring } from '../../lib/encryption';
 import { discoverTenancy, tenantRowsQuery, type TenancyPlan } from '../../lib/tenancy';
 import type { Config } from '../../lib/config';
 import { recordTenantBackup, takeTenantBackup } from '../../lib/tenantBackup';
@@ -36,8 +37,11 @@ export async function readBackup(store: ObjectStore, tenantId: string, backupId:
   const keys: string[] = [];
   for await (const o of store.list(prefix)) keys.push(o.key.slice(prefix.length));
   const rows = new Map<string, string[]>();
+  // an encrypted backup's objects open with its tenant's data key (the store's keyring)
+  const dataKey = manifest.encryption && (await requireKeyring(store, 'test').open(manifest.encryption, 'test'));
   for (const t of manifest.tables) {
-    const text = gunzipSync(Buffer.concat(await (await openObject(store, prefix, t.object)).toArray())).toString('utf8');
+    const stored = Buffer.concat(await (await openObject(store, prefix, t.object)).toArray());
+    const text = gunzipSync(dataKey ? dataKey.openBuffer(stored, t.object.key) : stored).toString('utf8');
     rows.set(t.table, text === '' ? [] : text.slice(0, -1).split('\n'));
   }
   return { manifest, keys, rows };

@@ -1,8 +1,14 @@
 // Restore test helpers: the differences between a backup and live rows, computed independently
 // of the restore engine (in JS, from COPY text lines keyed by primary key).
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import type { Engine } from '../../lib/engine';
 import type { TenantManifest } from '../../lib/format/tenantManifest';
-import type { TableChanges } from '../../lib/restore';
-import { digestOf } from './backups';
+import { restoreLabel } from '../../lib/labels';
+import { connect } from '../../lib/pg';
+import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore, type TableChanges } from '../../lib/restore';
+import { damageTenant } from '../../sample/damage';
+import { digestOf, liveRows, readBackup } from './backups';
 
 function keyOf(line: string, positions: number[]): string {
   const f = line.split('\t');
@@ -41,4 +47,23 @@ export function expectedDifferences(manifest: TenantManifest, backup: Map<string
 /** Row checksum per table of each tenant's live rows: to prove other tenants are untouched. */
 export function checksumsOf(rows: Map<string, string[]>): Record<string, string> {
   return Object.fromEntries([...rows].map(([table, lines]) => [table, `${lines.length}:${digestOf(lines)}`]));
+}
+
+/** Damages the tenant, restores it from the backup (preview, apply, verification, through the engine): its rows are the backup's again. */
+export async function damageAndRestore(engine: Engine, tenantId: string, backupId: string): Promise<void> {
+  const expected = checksumsOf((await readBackup(engine.store, tenantId, backupId)).rows);
+  await connect(engine.config.database.url).then(async (c) => {
+    await damageTenant(c, tenantId);
+    await c.end();
+  });
+  assert.notDeepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected);
+  const job = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
+  try {
+    const preview = await previewRestore(engine, job);
+    await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+    assert.equal((await verifyAppliedRestore(engine, job, true)).ok, true);
+  } finally {
+    await dropRestoreScratch(engine, job.restoreId);
+  }
+  assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), expected);
 }
