@@ -1,37 +1,19 @@
 import { strict as assert } from 'node:assert';
-import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { batchPrefix } from '../lib/tenantBackup/batch';
-import type { ObjectStore } from '../lib/storage/types';
 import { workflowIds, type TenantBackupsAllResult } from '../workflows/messages';
 import type { tenantBackupsAll } from '../workflows';
 import { digestOf, liveRows, readBackup } from './support/backups';
-import { freshDatabase, type TestDatabase } from './support/db';
-import { createTestEnv, type TestEnv } from './support/env';
-import { spawnWorkerProcess } from '../workers/process';
+import { workerScene } from './support/workerScene';
 
 describe('batched tenant backups when the worker is killed mid-batch', function () {
-  let db: TestDatabase;
-  let env: TestEnv;
-  let store: ObjectStore;
-  const workers: ChildProcess[] = [];
-  before(async function () {
-    this.timeout(300_000);
-    // enough rows that the batch's scans take a moment
-    db = await freshDatabase({ tenants: 300, rows: 400_000 });
-    env = await createTestEnv('local', { db });
-    store = env.engine.store;
-  });
-  after(async () => {
-    workers.splice(0).forEach((w) => w.kill('SIGKILL'));
-    await env?.close();
-    await db?.drop();
-  });
+  const scene = workerScene({ tenants: 300, rows: 400_000 });
 
   it('completes the batch after the worker restarts: every tenant backed up once, no orphan pack', async function () {
     this.timeout(300_000);
-    workers.push(await spawnWorkerProcess(env.configFile));
+    const { db, env, store, workers } = scene;
+    await scene.spawnWorker();
     const handle = await env.temporal.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
       taskQueue: env.config.temporal.taskQueue,
       workflowId: workflowIds.tenantBackupsAll(),
@@ -54,7 +36,7 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
     const batchId = killedAt[0].split('/')[1];
     assert.ok(killedAt.every((k) => k.startsWith(`${batchPrefix(batchId)}1/`)), 'the first attempt wrote them');
 
-    workers.push(await spawnWorkerProcess(env.configFile));
+    await scene.spawnWorker();
     const result: TenantBackupsAllResult = await handle.result();
     assert.equal(result.succeeded, db.tenants.length);
     assert.deepEqual(result.failed, []);
@@ -81,26 +63,12 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
 });
 
 describe('batched tenant backups when the worker is killed while the manifests are written', function () {
-  let db: TestDatabase;
-  let env: TestEnv;
-  let store: ObjectStore;
-  const workers: ChildProcess[] = [];
-  before(async function () {
-    this.timeout(600_000);
-    // manifests are written and indexed a thousand at a time: three thousand tenants make three chunks
-    db = await freshDatabase({ tenants: 3_000, rows: 6_000 });
-    env = await createTestEnv('local', { db });
-    store = env.engine.store;
-  });
-  after(async () => {
-    workers.splice(0).forEach((w) => w.kill('SIGKILL'));
-    await env?.close();
-    await db?.drop();
-  });
+  const scene = workerScene({ tenants: 3_000, rows: 6_000 });
 
   it('keeps the tenants whose manifests made it, backs up the rest once, and leaves no partial file or orphan pack', async function () {
     this.timeout(600_000);
-    workers.push(await spawnWorkerProcess(env.configFile));
+    const { db, env, store, workers } = scene;
+    await scene.spawnWorker();
     const handle = await env.temporal.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
       taskQueue: env.config.temporal.taskQueue,
       workflowId: workflowIds.tenantBackupsAll(),
@@ -121,7 +89,7 @@ describe('batched tenant backups when the worker is killed while the manifests a
     }
     const firstAttempt = await env.engine.catalog.listBackups();
 
-    workers.push(await spawnWorkerProcess(env.configFile));
+    await scene.spawnWorker();
     const result: TenantBackupsAllResult = await handle.result();
     assert.equal(result.succeeded, db.tenants.length);
     assert.deepEqual(result.failed, []);

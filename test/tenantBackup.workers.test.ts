@@ -1,35 +1,19 @@
 import { strict as assert } from 'node:assert';
-import type { ChildProcess } from 'node:child_process';
 import { batchPrefix, packIndexFile } from '../lib/tenantBackup/batch';
-import { createStore } from '../lib/storage';
-import type { ObjectStore } from '../lib/storage/types';
 import { workflowIds, type TenantBackupsAllResult } from '../workflows/messages';
 import type { tenantBackupsAll } from '../workflows';
+import type { ChildProcess } from 'node:child_process';
 import { digestOf, liveRows, readBackup } from './support/backups';
-import { freshDatabase, type TestDatabase } from './support/db';
-import { createTestEnv, type TestEnv } from './support/env';
-import { spawnWorkerProcess } from '../workers/process';
+import { workerScene } from './support/workerScene';
 
 describe('several workers share an every-tenant run', function () {
-  let db: TestDatabase;
-  let env: TestEnv;
-  let store: ObjectStore;
-  const workers: ChildProcess[] = [];
-  before(async function () {
-    this.timeout(300_000);
-    db = await freshDatabase({ tenants: 300, rows: 400_000 });
-    env = await createTestEnv('local', { db });
-    store = createStore(env.config.storage.primary);
-  });
-  after(async () => {
-    workers.splice(0).forEach((w) => w.kill('SIGKILL'));
-    await env?.close();
-    await db?.drop();
-  });
+  const scene = workerScene({ tenants: 300, rows: 400_000 });
 
   it('cuts the tenants into batches two worker processes take, the big tenants beside them, and a killed worker loses no tenant', async function () {
     this.timeout(300_000);
-    workers.push(await spawnWorkerProcess(env.configFile), await spawnWorkerProcess(env.configFile));
+    const { db, env, store, workers } = scene;
+    await scene.spawnWorker();
+    await scene.spawnWorker();
     const handle = await env.temporal.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
       taskQueue: env.config.temporal.taskQueue,
       workflowId: workflowIds.tenantBackupsAll(),
