@@ -54,12 +54,18 @@ export class LocalKeyFile implements KeyProvider {
   /** Creates the key file with one new master key; false when it exists already (it is left as it is). */
   static create(file: string): boolean {
     fs.mkdirSync(path.dirname(file), { recursive: true });
+    // written whole beside it, then linked in: another process (a second worker making its first
+    // backup) sees no file or the whole one, never an empty one, and a file already there wins
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.new`;
     try {
-      fs.writeFileSync(file, keyFileText({ kind: 'tenantsafeMasterKeys', keys: [newEntry()] }), { flag: 'wx', mode: 0o600 });
+      fs.writeFileSync(tmp, keyFileText({ kind: 'tenantsafeMasterKeys', keys: [newEntry()] }), { flag: 'wx', mode: 0o600 });
+      fs.linkSync(tmp, file);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
       throw new TenantsafeError(ErrorType.MasterKeyUnavailable, `Cannot create the master key file ${file}: ${(err as Error).message}.`, 'Make its directory writable, or set encryption.keyFile to a writable path.');
+    } finally {
+      fs.rmSync(tmp, { force: true });
     }
   }
 

@@ -101,6 +101,11 @@ export class GcsStore implements ObjectStore {
     } catch (err) {
       // The caller's own failures (its source, its abort) reach it unchanged.
       if (err === sourceError || opts.signal?.aborted) throw err;
+      // A 404 in the middle of a resumable upload is its session lost (storage restarted, the
+      // session expired), not a missing bucket: the write is retried, not refused for good.
+      if (isNotFound(err) && (await this.bucket.exists().then(([yes]) => yes, () => false))) {
+        throw new TenantsafeError(ErrorType.StorageUnavailable, `GCS ${this.uri} (${this.endpoint}) lost the upload of ${key} (HTTP 404 on its session).`, 'Retrying is safe: the object is written again from the start.');
+      }
       throw this.storeError(err, `writing ${key}`);
     }
     const sha256 = hash.digest('hex');
