@@ -74,9 +74,11 @@ export class GcsStore implements ObjectStore {
     if (Buffer.isBuffer(source)) {
       // One request: small objects (manifests) whose digest is known before they are sent.
       const sha256 = createHash('sha256').update(source).digest('hex');
-      await this.call(`writing ${key}`, () =>
-        file.save(source, { resumable: false, contentType: opts.contentType, metadata: { metadata: { sha256 } } }),
-      );
+      try {
+        await file.save(source, { resumable: false, contentType: opts.contentType, metadata: { metadata: { sha256 } } });
+      } catch (err) {
+        throw await this.writeError(err, key);
+      }
       return { key, bytes: source.length, sha256 };
     }
 
@@ -101,12 +103,7 @@ export class GcsStore implements ObjectStore {
     } catch (err) {
       // The caller's own failures (its source, its abort) reach it unchanged.
       if (err === sourceError || opts.signal?.aborted) throw err;
-      // A 404 in the middle of a resumable upload is its session lost (storage restarted, the
-      // session expired), not a missing bucket: the write is retried, not refused for good.
-      if (isNotFound(err) && (await this.bucket.exists().then(([yes]) => yes, () => false))) {
-        throw new TenantsafeError(ErrorType.StorageUnavailable, `GCS ${this.uri} (${this.endpoint}) lost the upload of ${key} (HTTP 404 on its session).`, 'Retrying is safe: the object is written again from the start.');
-      }
-      throw this.storeError(err, `writing ${key}`);
+      throw await this.writeError(err, key);
     }
     const sha256 = hash.digest('hex');
     // The digest is known only now, after the object went live. The generation precondition
@@ -210,6 +207,18 @@ export class GcsStore implements ObjectStore {
     } catch (err) {
       throw this.storeError(err, what);
     }
+  }
+
+  /**
+   * A write's failure. A 404 while the bucket is there (looked up again) is a passing state of the
+   * service, not a missing bucket: a resumable upload's session lost when the storage restarted,
+   * a bucket not served yet by a restarting server. Retried, not refused for good.
+   */
+  private async writeError(err: unknown, key: string): Promise<unknown> {
+    if (isNotFound(err) && (await this.bucket.exists().then(([yes]) => yes, () => false))) {
+      return new TenantsafeError(ErrorType.StorageUnavailable, `GCS ${this.uri} (${this.endpoint}) lost the write of ${key} (HTTP 404 while the bucket exists).`, 'Retrying is safe: the object is written again from the start.');
+    }
+    return this.storeError(err, `writing ${key}`);
   }
 
   private missing(key: string): TenantsafeError {
