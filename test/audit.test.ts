@@ -136,6 +136,8 @@ describe('the audit log', function () {
 
   it('records a rejected restore: a requester refused over the HTTP API, the rejection with its reason, then the outcome', async () => {
     const requested = await requestRestore('alice');
+    // the preview's entry is appended just after the preview shows: the refusal comes after it
+    await waitFor('the preview in the audit log', async () => (await ofRestore(requested.restoreId)).some((e) => e.action === 'restore.preview'));
     const self = await fetch(`${server.url}/api/restores/${requested.restoreId}/approve`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`alice:${secrets.ALICE_PASSWORD}`).toString('base64')}` },
