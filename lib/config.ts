@@ -93,6 +93,8 @@ export interface FullBackupConfig {
   /** how often the WAL archiver uploads the segment being written: the recovery point objective */
   walPartialIntervalMs: number;
   /** where the WAL archiver lets pg_receivewal write, on each worker */
+  /** where pg_basebackup writes the compressed tar while it is read into storage */
+  baseSpoolDir: string;
   walSpoolDir: string;
   /** how base backups' tars are compressed (zstd[:level], lz4, gzip[:level]); each backup's manifest records its own */
   compression: BaseCompression;
@@ -421,6 +423,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
       maxRateKBps: maxRate !== undefined ? Math.floor(maxRate / 1024) : (maxRateKbps ?? null),
       archiveWaitMs: v.fullBackup.archiveWait,
       walPartialIntervalMs: v.fullBackup.walPartialInterval,
+      baseSpoolDir: v.fullBackup.baseSpoolDir,
       walSpoolDir: v.fullBackup.walSpoolDir,
       // a compression that did not parse is among the problems thrown above
       compression: compression as BaseCompression,

@@ -1,10 +1,7 @@
 // Stream plumbing.
-import { availableParallelism } from 'node:os';
-import { Transform, Writable, type TransformCallback } from 'node:stream';
-import { promisify } from 'node:util';
-import { gzip } from 'node:zlib';
-
-const gzipAsync = promisify(gzip);
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A sink that drops what it is given: the end of a pipeline that only checks what flows through it. */
 export function discard(): Writable {
@@ -62,66 +59,60 @@ export class Rechunk extends Transform {
 }
 
 /**
- * gzip on several threads, as pigz does: the stream is cut into blocks of `blockSize`, each block
- * is compressed on its own in the thread pool and written out, in order, as one gzip member.
- * Concatenated members are one valid gzip file (RFC 1952 2.2): gunzip, tar -z and Node's zlib
- * read them as one stream. Each block costs ~20 bytes and starts without the previous 32 KiB of
- * history. Large blocks keep zlib's thread-pool round trips few (fed the 64 KiB a pipe read
- * yields, one gzip stream spent much of its time handing chunks over), and the block buffers are
- * reused: allocating a new one per block made V8 collect garbage twice as often (bench/README.md).
+ * Reads a file while another process writes it (as `tail -f` does), to its end once `writerDone()`
+ * says the writer has exited; a file never created ends empty (the caller judges the writer's
+ * exit). `onRead` hears how far it has read, so the caller may free what lies behind.
  */
-export class ParallelGzip extends Transform {
-  /** compressed blocks in input order, oldest first */
-  private readonly inFlight: Promise<Buffer>[] = [];
-  private readonly spare: Buffer[] = [];
-  private block: Buffer | null = null;
-  private filled = 0;
-  private blocks = 0;
-  private readonly threads: number;
+export class FollowedFile extends Readable {
+  private file: FileHandle | null = null;
+  private position = 0;
 
-  constructor(private readonly opts: { level: number; blockSize: number; threads?: number }) {
-    super();
-    // libuv's pool has 4 threads by default: leave one for file system work
-    this.threads = opts.threads ?? Math.max(1, Math.min(availableParallelism(), 3));
+  constructor(
+    private readonly path: string,
+    private readonly writerDone: () => boolean,
+    private readonly opts: { pollMs?: number; onRead?: (position: number) => void } = {},
+  ) {
+    super({ highWaterMark: 1 << 20 });
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.fill(chunk, 0).then(() => done(), done);
+  get bytesRead(): number {
+    return this.position;
   }
 
-  override _flush(done: TransformCallback): void {
-    const drain = async () => {
-      // an empty input still becomes valid gzip: one empty member
-      if (this.filled > 0 || this.blocks === 0) await this.compressBlock();
-      while (this.inFlight.length > 0) await this.pushOldest();
-    };
-    drain().then(() => done(), done);
+  override _read(): void {
+    this.readMore().catch((err: unknown) => this.destroy(err as Error));
   }
 
-  private async fill(chunk: Buffer, from: number): Promise<void> {
-    for (let off = from; off < chunk.length; ) {
-      this.block ??= this.spare.pop() ?? Buffer.allocUnsafe(this.opts.blockSize);
-      const n = chunk.copy(this.block, this.filled, off);
-      this.filled += n;
-      off += n;
-      if (this.filled === this.block.length) await this.compressBlock();
+  private async readMore(): Promise<void> {
+    const pollMs = this.opts.pollMs ?? 20;
+    for (;;) {
+      // sampled before the read: what the writer wrote before it exited is there to read
+      const done = this.writerDone();
+      if (!this.file) {
+        try {
+          this.file = await open(this.path, 'r');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          if (done) return void this.push(null);
+          await sleep(pollMs);
+          continue;
+        }
+      }
+      const buffer = Buffer.allocUnsafe(1 << 20);
+      const { bytesRead } = await this.file.read(buffer, 0, buffer.length, this.position);
+      if (bytesRead > 0) {
+        this.position += bytesRead;
+        this.opts.onRead?.(this.position);
+        return void this.push(buffer.subarray(0, bytesRead));
+      }
+      if (done) return void this.push(null);
+      await sleep(pollMs);
     }
   }
 
-  /** Hands the current block to the thread pool; waits while every thread is busy. */
-  private async compressBlock(): Promise<void> {
-    const block = this.block ?? Buffer.alloc(0);
-    const compressed = gzipAsync(block.subarray(0, this.filled), { level: this.opts.level, chunkSize: 256 << 10 });
-    this.block = null;
-    this.filled = 0;
-    this.blocks++;
-    // The buffer is free again once zlib is done with it, whatever the outcome (awaited in order by pushOldest).
-    void compressed.then(() => block.length > 0 && this.spare.push(block), () => undefined);
-    this.inFlight.push(compressed);
-    if (this.inFlight.length >= this.threads) await this.pushOldest();
-  }
-
-  private async pushOldest(): Promise<void> {
-    this.push(await this.inFlight.shift()!);
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const file = this.file;
+    this.file = null;
+    (file ? file.close() : Promise.resolve()).then(() => callback(err), () => callback(err));
   }
 }

@@ -2,6 +2,7 @@
 // backup completes, restorable, under the same id; the WAL archiver it was running resumes.
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { databaseWorkflowIds } from '../workflows/messages';
 import type { fullBackup } from '../workflows';
@@ -24,7 +25,7 @@ for (const compression of fullBackupCompressions) describe(`full backup when the
     env = await createTestEnv('local', {
       db: source.db,
       configure: (doc, dir) => {
-        doc.fullBackup = { maxRate: '8MB/s', walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), compression };
+        doc.fullBackup = { maxRate: '8MB/s', walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), baseSpoolDir: dir, compression };
         doc.verification = { scratchDir: source.dir };
       },
     });
@@ -54,12 +55,16 @@ for (const compression of fullBackupCompressions) describe(`full backup when the
       await new Promise((r) => setTimeout(r, 50));
     }
     workers[0].kill('SIGKILL');
+    const spoolDir = env.config.fullBackup.baseSpoolDir;
+    const spools = () => readdirSync(spoolDir).filter((f) => f.startsWith('tenantsafe-base-'));
+    assert.ok(spools().length === 1 && spools()[0].startsWith(`tenantsafe-base-${workers[0].pid}-`), `the killed worker left its spool: ${spools().join(', ')}`);
     const store = env.engine.store;
     assert.equal(await store.stat(`full/${backupId}/manifest.json`), null, 'killed before the manifest');
 
     workers.push(await spawnWorkerProcess(env.configFile));
     const result = await handle.result();
     assert.equal(result.backupId, backupId);
+    assert.deepEqual(spools(), [], "the new worker removed the dead one's spool and its own");
     const keys: string[] = [];
     for await (const o of store.list(`full/${backupId}/`)) keys.push(o.key.slice(`full/${backupId}/`.length));
     assert.deepEqual(keys.sort(), ['backup_manifest', baseKeyOf(compression), 'manifest.json', 'started.json']);

@@ -51,6 +51,9 @@ const legacyCompression: BaseCompression = { method: 'gzip', level: 1 };
 
 const baseObjectKeys: Record<BaseCompression['method'], string> = { lz4: 'base.tar.lz4', zstd: 'base.tar.zst', gzip: 'base.tar.gz' };
 
+/** pg_basebackup's own manifest, stored beside the tar (inside it too in backups made before pg_basebackup compressed them) */
+export const backupManifestKey = 'backup_manifest';
+
 /** The key (relative to the backup's prefix) of the tar a base backup with this compression writes. */
 export function baseObjectKey(c: BaseCompression): string {
   return baseObjectKeys[c.method];

@@ -1,14 +1,22 @@
-// A physical base backup of the whole cluster, streamed: pg_basebackup -Ft writes one tar to
-// stdout, which flows through a tar reader (member list, the backup_manifest it appends) and
-// the configured compressor (lz4, zstd or gzip: compression.ts) straight into the store. No
-// local copy. WAL is not in the tar (-X none): the WAL archive holds it, and the backup waits
-// until the archive has every segment from its start to its stop LSN (like pgBackRest's
-// archive check). Manifest last.
-import { spawnTied } from '../process';
+// A physical base backup of the whole cluster, streamed: pg_basebackup -Ft compresses the tar
+// itself as it receives the files (client-side: zstd on every core, lz4 or gzip) and writes it
+// into a spool directory on the worker, which this process reads as it grows (FollowedFile) and
+// stores, encrypted, freeing what it has read. pg_basebackup's own output is the fastest path
+// there is: piping the raw tar through Node and a compressor process cost more than the
+// compression itself. WAL is not in the tar (-X none): the WAL archive holds it, and the backup
+// waits until the archive has every segment from its start to its stop LSN (like pgBackRest's
+// archive check). The backup_manifest, written beside the tar, is stored as an object of its own.
+// Manifest last.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import * as path from 'node:path';
+import { availableParallelism } from 'node:os';
 import { pipeline } from 'node:stream/promises';
+import { spawnTied } from '../process';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { pgBin } from '../postgres/tools';
+import { alive } from '../postgres/cluster';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
 import { connect, microsText, toolConnection } from '../pg';
@@ -16,20 +24,14 @@ import type { ObjectStore } from '../storage/types';
 import { segmentFolder } from '../format/walArchive';
 import { listWalArchive, readWalObject } from '../wal/archive';
 import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/names';
-import { baseObjectKey, encryptedFullFormatVersion, fullBackupPrefix, type FullBackupWal, type FullManifest } from '../format/fullManifest';
+import { backupManifestKey, baseObjectKey, encryptedFullFormatVersion, fullBackupPrefix, type BaseCompression, type FullBackupWal, type FullManifest } from '../format/fullManifest';
 import { keyringOf } from '../encryption';
-import { Rechunk } from '../streams';
-import { compressor } from './compression';
-import { TarIndex } from './tarIndex';
-
-export const backupManifestKey = 'backup_manifest';
+import { FollowedFile } from '../streams';
 
 export interface FullBackupProgress {
   phase: 'streaming' | 'waiting-for-wal' | 'sealing';
-  /** tar bytes read so far */
+  /** compressed bytes stored so far */
   bytes: number;
-  /** the file being read */
-  member: string | null;
 }
 
 interface PgBackupManifest {
@@ -39,11 +41,8 @@ interface PgBackupManifest {
   'Manifest-Checksum': string;
 }
 
-/**
- * Checks pg_basebackup's backup_manifest against itself (its trailing sha256) and against the
- * tar that carried it (every file there, of its size). Throws CorruptBackup naming the problem.
- */
-export function checkBackupManifest(text: Buffer, members: { name: string; size: number; type: string }[]): PgBackupManifest {
+/** Checks pg_basebackup's backup_manifest against itself (its trailing sha256). Throws CorruptBackup. */
+export function checkBackupManifest(text: Buffer): PgBackupManifest {
   const body = text.toString('utf8');
   const cut = body.lastIndexOf('"Manifest-Checksum"');
   let manifest: PgBackupManifest;
@@ -54,11 +53,6 @@ export function checkBackupManifest(text: Buffer, members: { name: string; size:
   }
   if (cut < 0 || sha256Hex(body.slice(0, cut)) !== manifest['Manifest-Checksum']) {
     throw new TenantsafeError(ErrorType.CorruptBackup, 'backup_manifest does not match its own checksum.', 'Take the backup again.');
-  }
-  const inTar = new Map(members.filter((m) => m.type === '0').map((m) => [m.name, m.size]));
-  const problems = manifest.Files.filter((f) => inTar.get(f.Path) !== f.Size).map((f) => `${f.Path}: ${inTar.has(f.Path) ? `size ${inTar.get(f.Path)} in the tar, ${f.Size} in the manifest` : 'missing from the tar'}`);
-  if (problems.length > 0) {
-    throw new TenantsafeError(ErrorType.CorruptBackup, `The base backup tar does not match its backup_manifest: ${problems.slice(0, 5).join('; ')}.`, 'Take the backup again.');
   }
   return manifest;
 }
@@ -74,52 +68,73 @@ export async function takeBaseBackup(
   await store.deletePrefix(prefix);
   await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, startedAt }) + '\n'));
 
-  const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
-  const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
-  const child = spawnTied(pgBin('pg_basebackup'), ['-D', '-', '-F', 't', '-X', 'none', '--checkpoint=fast', `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  const kill = () => child.kill('SIGTERM');
-  args.signal?.addEventListener('abort', kill, { once: true });
-
-  const tar = new TarIndex(new Set([backupManifestKey]));
-  const progress: FullBackupProgress = { phase: 'streaming', bytes: 0, member: null };
-  const timer = setInterval(() => args.onProgress?.({ ...progress, bytes: tar.bytes, member: tar.members.at(-1)?.name ?? null }), 1000);
   const { compression } = config.fullBackup;
-  const packer = compressor(compression);
   const baseKey = baseObjectKey(compression);
   const keyring = keyringOf(store);
   const dataKey = await keyring?.forDatabase(server.systemIdentifier);
+  await removeDeadSpools(config.fullBackup.baseSpoolDir);
+  const spool = await mkdtemp(path.join(config.fullBackup.baseSpoolDir, `${spoolPrefix}${process.pid}-`));
+  const out = path.join(spool, 'backup'); // pg_basebackup makes it: it takes no directory that holds anything
+  const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
+  const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
+  // --no-sync: the spool is read back at once; the store makes the stored copy durable
+  const child = spawnTied(
+    pgBin('pg_basebackup'),
+    ['-D', out, '-F', 't', '-X', 'none', '--no-sync', '--checkpoint=fast', `--compress=${clientCompression(compression)}`, `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, LC_ALL: 'C' } },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  let finished = false;
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('error', () => resolve(null));
+    child.once('exit', (code) => {
+      finished = true;
+      resolve(code);
+    });
+  });
+  const kill = () => child.kill('SIGTERM');
+  args.signal?.addEventListener('abort', kill, { once: true });
+
+  const tarFile = path.join(out, baseKey); // pg_basebackup names it as the store does: base.tar.zst, .lz4, .gz
+  const release = spoolReleaser(tarFile);
+  const tar = new FollowedFile(tarFile, () => finished, { onRead: release });
+  const progress: FullBackupProgress = { phase: 'streaming', bytes: 0 };
+  const timer = setInterval(() => args.onProgress?.({ ...progress, bytes: tar.bytesRead }), 1000);
   let base;
+  let manifestText: Buffer;
   try {
-    const compressed = packer.output.pipe(new Rechunk(1 << 20));
-    const stored = dataKey ? compressed.pipe(dataKey.seal()) : compressed;
-    [base] = await Promise.all([store.put(prefix + baseKey, stored, { contentType: 'application/octet-stream', signal: args.signal }), pipeline(child.stdout, tar, packer.input), packer.done]);
-    const code = await exited;
-    if (code !== 0) throw baseBackupFailed(code, stderr);
-  } catch (err) {
-    kill();
-    packer.kill();
-    // both stopped before the caller goes on (and removes what they wrote)
-    const [code] = await Promise.all([exited, packer.done.catch(() => undefined)]);
-    if (args.signal?.aborted) throw args.signal.reason ?? err;
-    throw code !== 0 && code !== null ? baseBackupFailed(code, stderr) : err;
+    try {
+      const sealer = dataKey?.seal();
+      [base] = await Promise.all([store.put(prefix + baseKey, sealer ?? tar, { contentType: 'application/octet-stream', signal: args.signal }), sealer && pipeline(tar, sealer)]);
+      const code = await exited;
+      if (code !== 0) throw baseBackupFailed(code, stderr);
+    } catch (err) {
+      kill();
+      tar.destroy();
+      // stopped before the caller goes on (and removes what was written)
+      const code = await exited;
+      if (args.signal?.aborted) throw args.signal.reason ?? err;
+      throw code !== 0 && code !== null ? baseBackupFailed(code, stderr) : err;
+    } finally {
+      clearInterval(timer);
+      args.signal?.removeEventListener('abort', kill);
+    }
+    const written = await readdir(out);
+    const tablespaces = written.filter((f) => f !== baseKey && f !== backupManifestKey);
+    if (tablespaces.length > 0) throw extraTablespaces(tablespaces);
+    manifestText = await readFile(path.join(out, backupManifestKey)).catch(() => {
+      throw new TenantsafeError(ErrorType.CorruptBackup, 'pg_basebackup ended without writing its backup_manifest.', 'Check the pg_basebackup version (15 or later) and take the backup again.');
+    });
   } finally {
-    clearInterval(timer);
-    args.signal?.removeEventListener('abort', kill);
+    await release.done();
+    await rm(spool, { recursive: true, force: true });
   }
   // the server's clock, as the commit times the window and recovery targets are compared with
   const stoppedAt = await serverNow(config.database.url);
-  const manifestText = tar.captured.get(backupManifestKey);
-  if (!tar.complete || !manifestText) {
-    throw new TenantsafeError(ErrorType.CorruptBackup, 'pg_basebackup ended without a complete tar holding a backup_manifest.', 'Check the pg_basebackup version (15 or later) and take the backup again.');
-  }
-  const pgManifest = checkBackupManifest(manifestText, tar.members);
+  const pgManifest = checkBackupManifest(manifestText);
   const manifestObject = await store.put(prefix + backupManifestKey, manifestText, { contentType: 'application/json' });
+  const rawBytes = tarBytes(pgManifest);
 
   const range = pgManifest['WAL-Ranges'].at(-1)!;
   const wal: FullBackupWal = {
@@ -131,13 +146,13 @@ export async function takeBaseBackup(
     stopSegment: segmentOfLsn(range['End-LSN'], range.Timeline, server.segmentSize),
   };
   progress.phase = 'waiting-for-wal';
-  args.onProgress?.({ ...progress, bytes: tar.bytes });
+  args.onProgress?.({ ...progress, bytes: tar.bytesRead });
   await waitForArchivedWal(store, wal, config.fullBackup.archiveWaitMs, args.signal);
 
   progress.phase = 'sealing';
   await keyring?.confirm(dataKey);
   const objects = [
-    { key: baseKey, bytes: base.bytes, sha256: base.sha256, rawBytes: tar.bytes, ...(dataKey ? { encrypted: true } : {}) },
+    { key: baseKey, bytes: base.bytes, sha256: base.sha256, rawBytes, ...(dataKey ? { encrypted: true } : {}) },
     { key: backupManifestKey, bytes: manifestObject.bytes, sha256: manifestObject.sha256 },
   ];
   const manifest = sealManifest({
@@ -156,22 +171,62 @@ export async function takeBaseBackup(
     backupManifest: { files: pgManifest.Files.length, bytes: pgManifest.Files.reduce((n, f) => n + f.Size, 0), checksum: pgManifest['Manifest-Checksum'] },
     objects,
     compression,
-    totals: { bytes: objects.reduce((n, o) => n + o.bytes, 0), rawBytes: tar.bytes + manifestObject.bytes },
+    totals: { bytes: objects.reduce((n, o) => n + o.bytes, 0), rawBytes: rawBytes + manifestObject.bytes },
     ...(dataKey ? { encryption: dataKey.record } : {}),
   });
   await writeManifest(store, prefix, manifest);
   return manifest;
 }
 
+/** pg_basebackup's --compress for the configured compression: zstd on every core */
+function clientCompression(c: BaseCompression): string {
+  if (c.method === 'zstd') return `client-zstd:level=${c.level},workers=${availableParallelism()}`;
+  return `client-${c.method}:${c.level}`;
+}
+
+/** The size of the uncompressed tar (a 512-byte header per file, its data padded to 512), from pg_basebackup's manifest. */
+function tarBytes(m: PgBackupManifest): number {
+  return m.Files.reduce((n, f) => n + 512 + Math.ceil(f.Size / 512) * 512, 1024);
+}
+
+const spoolPrefix = 'tenantsafe-base-';
+
+/** Removes the spools of workers on this machine that died mid-backup (named after their pid). */
+async function removeDeadSpools(dir: string): Promise<void> {
+  for (const entry of await readdir(dir).catch(() => [])) {
+    const pid = entry.startsWith(spoolPrefix) ? Number(entry.slice(spoolPrefix.length).split('-')[0]) : NaN;
+    if (pid > 0 && !alive(pid)) await rm(path.join(dir, entry), { recursive: true, force: true });
+  }
+}
+
+const releaseEvery = 32 << 20;
+
+/**
+ * Frees the spool file's blocks behind the reader (fallocate --punch-hole), so the spool holds a
+ * few tens of MiB however large the backup. Where the file system cannot, the file just grows.
+ */
+function spoolReleaser(file: string): ((position: number) => void) & { done(): Promise<void> } {
+  let released = 0;
+  let running: Promise<void> = Promise.resolve();
+  const release = (position: number) => {
+    const upTo = Math.floor(position / releaseEvery) * releaseEvery;
+    if (upTo <= released) return;
+    released = upTo;
+    running = running.then(() => new Promise((resolve) => execFile('fallocate', ['--punch-hole', '--offset', '0', '--length', String(upTo), file], () => resolve())));
+  };
+  return Object.assign(release, { done: () => running });
+}
+
 function baseBackupFailed(code: number | null, stderr: string): TenantsafeError {
-  const tablespaces = /can only write single tablespace to stdout/.test(stderr);
   return new TenantsafeError(
-    tablespaces ? ErrorType.BadConfig : ErrorType.DatabaseUnreachable,
+    ErrorType.DatabaseUnreachable,
     `pg_basebackup failed (exit code ${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`,
-    tablespaces
-      ? 'tenantsafe streams base backups of clusters without extra tablespaces only.'
-      : 'Check that the database accepts replication connections from this worker (pg_hba.conf, max_wal_senders, a role with REPLICATION).',
+    'Check that the database accepts replication connections from this worker (pg_hba.conf, max_wal_senders, a role with REPLICATION).',
   );
+}
+
+function extraTablespaces(tars: string[]): TenantsafeError {
+  return new TenantsafeError(ErrorType.BadConfig, `The cluster has tablespaces outside its data directory (pg_basebackup wrote ${tars.join(', ')} beside base.tar).`, 'tenantsafe backs up clusters without extra tablespaces only.');
 }
 
 export interface ServerInfo {

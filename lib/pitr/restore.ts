@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { requireKeyring } from '../encryption';
-import { Sha256Stream } from '../checksum';
+import { sha256Hex, Sha256Stream } from '../checksum';
 import { discard, Rechunk } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { microsText } from '../pg';
@@ -16,7 +16,7 @@ import { PrivateCluster } from '../postgres/cluster';
 import { logTail, spawnTied } from '../process';
 import { ErrorType, TenantsafeError } from '../errors';
 import { tarDecompressArgs } from '../fullBackup/compression';
-import { baseObjectOf, readFullManifest, type BaseCompression } from '../format/fullManifest';
+import { backupManifestKey, baseObjectOf, readFullManifest, type BaseCompression } from '../format/fullManifest';
 import type { ObjectStore } from '../storage/types';
 import { formatMicros, parseMicros } from '../time';
 import { formatLsn, parseLsn } from '../wal/names';
@@ -163,6 +163,13 @@ export async function extractBaseBackup(store: ObjectStore, backup: Pick<FullBac
   const key = backup.prefix + base.object.key;
   const decrypt = base.object.encrypted ? (await requireKeyring(store, key).open(manifest.encryption!, key)).open(key) : undefined;
   await extract(store, key, base.object.sha256, base.compression, dir, onBytes, signal, decrypt);
+  // pg_verifybackup reads it beside the files; newer backups keep it outside the tar only
+  const pgManifest = manifest.objects.find((o) => o.key === backupManifestKey);
+  if (pgManifest && !existsSync(path.join(dir, backupManifestKey))) {
+    const bytes = await store.getBytes(backup.prefix + backupManifestKey);
+    if (sha256Hex(bytes) !== pgManifest.sha256) throw new TenantsafeError(ErrorType.CorruptBackup, `${backup.prefix}${backupManifestKey} does not match the sha256 in its manifest.`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
+    writeFileSync(path.join(dir, backupManifestKey), bytes);
+  }
 }
 
 /** Streams the stored tar through a sha256 check into `tar -x`, which decompresses it in a process of its own. */
