@@ -209,7 +209,7 @@ interface SetSummary {
  */
 async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping, keysOnly?: { conflicts: number }): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
   const diff = scratchTable(ctx, m, 'diff');
-  const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${columnList('d', m.key!)})::text`;
+  const keyText = keyTextOf(m);
   const rows = keysOnly
     ? [
         { kind: 'insert', count: m.manifest.rows - keysOnly.conflicts, hash: `rows:${m.manifest.rowChecksum}` },
@@ -238,10 +238,15 @@ async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping,
 async function describeAsFromKeys(c: ClientBase, ctx: RestoreContext, m: TableMapping, selection: RestoreSelection, inserts: SetSummary): Promise<void> {
   inserts.hash = `rows:${m.manifest.rowChecksum}`;
   if (!samplesFirstRows(ctx, m, selection)) return;
-  const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${columnList('d', m.key!)})::text`;
+  const keyText = keyTextOf(m);
   // the staged table holds the object's rows in its order: loaded by one COPY into a new table
   const first = `SELECT ${columnList('s', m.key!)} FROM ${m.staged} s ORDER BY s.ctid LIMIT ${sampleSize}`;
   inserts.samples = (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${columnList('d', m.key!)}`)).rows.map((x) => x.k);
+}
+
+/** A key of alias d as text, as samples show it. */
+function keyTextOf(m: TableMapping): string {
+  return m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${columnList('d', m.key!)})::text`;
 }
 
 /** A row of a table without a key, as one text value: how its identical copies are grouped. */
