@@ -154,7 +154,7 @@ export class TenantsafeClient {
     });
     if (opts.wait) return outcomeOf(await resultOf(handle), handle.workflowId);
     const status = await pollStatus(handle, tenantBackupStatusQuery, (s) => s.state !== 'checking');
-    if (status.state === 'failed' || status.state === 'done') {
+    if (status.state === 'failed' || status.state === 'cancelled' || status.state === 'done') {
       // failed checks surface as the workflow's error; a finished one has its result
       return outcomeOf(await resultOf(handle), handle.workflowId);
     }
@@ -238,7 +238,7 @@ export class TenantsafeRestores {
     }
     const status = await pollStatus(handle, tenantRestoreStatusQuery, (s) => s.state !== 'previewing');
     const requested = requestedOf(status, workflowId);
-    if (status.state !== 'failed') return requested;
+    if (status.state !== 'failed' && status.state !== 'cancelled') return requested;
     // the workflow's failure carries the stable type (bad input, drift, corrupt object, blocked)
     const failure = await resultOf(handle).then(
       () => undefined,

@@ -57,7 +57,7 @@ export class TenantsafeDr {
     const handle = (await this.start('switchover', database, input)) as WorkflowHandle<typeof switchover>;
     if (opts.wait) return resultOf(handle);
     const status = await pollStatus(handle, switchoverStatusQuery, (s) => s.state !== 'preparing');
-    if (status.state === 'failed') await resultOf(handle); // throws its failure, with the stable type
+    if (status.state === 'failed' || status.state === 'cancelled') await resultOf(handle); // throws its failure, with the stable type
     return { ...status, workflowId: handle.workflowId };
   }
 

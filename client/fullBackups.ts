@@ -49,7 +49,7 @@ export async function startFullBackup(client: TenantsafeClient, opts: { wait?: b
   const done = (r: FullBackupResult): FullBackupOutcome => ({ ...r, status: 'completed', workflowId: handle.workflowId });
   if (opts.wait) return done(await resultOf(handle));
   const status = await pollStatus(handle, fullBackupStatusQuery, (s) => s.state !== 'checking');
-  if (status.state === 'failed' || status.state === 'done') return done(await resultOf(handle));
+  if (status.state === 'failed' || status.state === 'cancelled' || status.state === 'done') return done(await resultOf(handle));
   return { backupId: status.backupId, kind: null, bytes: null, startLsn: null, stopLsn: null, finishedAt: null, status: 'running', workflowId: handle.workflowId };
 }
 

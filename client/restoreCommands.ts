@@ -15,7 +15,7 @@ import { WorkflowError } from './workflowError';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 
 /** The states `restore list --state` takes (TenantRestoreState). */
-const restoreStates = ['previewing', 'awaiting-approval', 'applying', 'verifying', 'done', 'rejected', 'expired', 'failed'] as const satisfies readonly TenantRestoreState[];
+const restoreStates = ['previewing', 'awaiting-approval', 'applying', 'verifying', 'done', 'rejected', 'expired', 'failed', 'cancelled'] as const satisfies readonly TenantRestoreState[];
 
 function restoreText(r: RestoreRequested): string {
   const rows = Object.entries(r.preview?.tables ?? {})

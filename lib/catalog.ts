@@ -57,7 +57,8 @@ export interface RunRecord {
   workflowType: string;
   tenantId?: string | null;
   backupId?: string | null;
-  status: 'running' | 'completed' | 'failed';
+  /** cancelled: through Temporal (a person, or its parent); failed: anything else that stopped it */
+  status: 'running' | 'completed' | 'failed' | 'cancelled';
   error?: string | null;
   /** the failure's stable type (lib/errors.ts), when it had one */
   errorType?: string | null;

@@ -88,6 +88,22 @@ describe('cancelling a workflow mid-step', function () {
     }
     assert.deepEqual(await scratchSchemas(), [], 'no scratch schema');
     assert.deepEqual(checksumsOf(await liveRows(env.config, tenantId)), damaged, 'the tenant is as it was: nothing applied');
+    await assertRestoreCancelled(workflowId);
+  }
+
+  /** A cancelled restore says so, not "failed": its status query, the catalog (`restore list`) and the audit log's outcome. */
+  async function assertRestoreCancelled(workflowId: string) {
+    const { restoreId, state } = await env.temporal.workflow.getHandle(workflowId).query<{ restoreId: string; state: string }>('status');
+    assert.equal(state, 'cancelled', 'the status query');
+    const listed = await cli('restore', 'list', '--tenant', tenantId, '--limit', '1');
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(
+      listed.json<{ restoreId: string; state: string }[]>().map((r) => [r.restoreId, r.state]),
+      [[restoreId, 'cancelled']],
+      'the catalog',
+    );
+    const [ended] = await env.engine.audit.list({ tenantId, action: 'restore.outcome', limit: 1 });
+    assert.deepEqual([ended?.subject.restoreId, ended?.outcome], [restoreId, 'cancelled'], 'the audit log');
   }
 
   it('a restore cancelled while staging: the staging stops at once, no scratch schema is left, nothing changed', async () => {
@@ -125,6 +141,9 @@ describe('cancelling a workflow mid-step', function () {
     assert.equal(tools().filter((l) => l.includes('pg_basebackup')).length, 1, 'pg_basebackup runs');
     await handle.cancel();
     await assertCancelled(handle.result());
+    assert.equal((await handle.query<{ state: string }>('status')).state, 'cancelled', 'the status query says cancelled, not failed');
+    const run = (await env.engine.catalog.listRuns(20)).find((r) => r.backupId === fullId);
+    assert.equal(run?.status, 'cancelled', 'the catalog records the run cancelled, not failed');
     assert.deepEqual(tools(), [], 'no pg_basebackup, no zstd left');
     assert.deepEqual(await sessions('tenantsafe-basebackup'), [], 'no walsender of the backup left');
     const keys: string[] = [];

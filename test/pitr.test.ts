@@ -405,6 +405,39 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
 
 
 describe('the WAL archive read for a recovery', () => {
+  it('lists, in one listing, a segment stored while its folder was read and whose partial went before its size was read', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-wal-'));
+    const fsp = require('node:fs/promises') as { stat: typeof fs.promises.stat };
+    const realStat = fsp.stat;
+    try {
+      const archive = createStore({ kind: 'local', path: dir });
+      const [older, newest] = ['000000010000000000000002', '000000010000000000000003'];
+      const full = (b: number) => Buffer.alloc(1 << 16, b);
+      await archive.put(segmentKey(older, sha256Hex(full(2))), gzipSync(full(2)));
+      await archive.put(partialKey(newest), gzipSync(full(3).subarray(0, 100)));
+      // the archiver completes the newest segment just after the listing read the folder: the
+      // segment stored, then the partial deleted, before the listing reads the partial's size
+      let completed = false;
+      fsp.stat = (async (file: fs.PathLike, ...rest: []) => {
+        if (!completed && String(file).endsWith(partialKey(newest))) {
+          completed = true;
+          await archive.put(segmentKey(newest, sha256Hex(full(3))), gzipSync(full(3)));
+          await archive.delete(partialKey(newest));
+        }
+        return realStat(file, ...rest);
+      }) as typeof fsp.stat;
+      let listings = 0;
+      const counted = new Proxy(archive, { get: (t, k) => (k === 'list' ? (prefix: string) => (listings++, t.list(prefix)) : Reflect.get(t, k)) });
+      const listing = await listWalArchive(counted);
+      assert.ok(completed, 'the segment completed during the listing');
+      assert.deepEqual([listing.segments.map((x) => x.name), listing.partials.map((x) => x.name)], [[older, newest], []], 'the newest segment is listed');
+      assert.equal(listings, 1, 'the archive is listed once');
+    } finally {
+      fsp.stat = realStat;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('serves a segment that completed after the listing, its partial gone meanwhile', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-wal-'));
     try {

@@ -568,6 +568,32 @@ describe('tenant restore engine', function () {
     }
   });
 
+  it('asks for no second approval when the apply diffs again in full and finds the same plan: tables the preview staged from their keys or first keys alone', async () => {
+    // a backup whose first rows of app.events are not its smallest keys (three rows rewritten, so last in the heap)
+    await withDb(db.url, (c) => c.query(`UPDATE app.events SET kind = kind WHERE tenant_id = $1 AND event_id IN (SELECT event_id FROM app.events WHERE tenant_id = $1 ORDER BY event_id LIMIT 3)`, [tenantId]));
+    const shuffled = await backUpNow(engine, tenantId);
+    await withDb(db.url, async (c) => {
+      for (const table of ['app."AuditLog"', 'app.events', 'app.page_views']) await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
+    });
+    const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId: shuffled, selection: parseSelection({ tenantId }) };
+    try {
+      const preview = await previewRestore(engine, job);
+      assert.deepEqual(
+        Object.entries(preview.tables).filter(([, t]) => t.insert + t.update + t.delete > 0).map(([table]) => table).sort(),
+        ['app.AuditLog', 'app.events', 'app.page_views'],
+      );
+      // a write that changes no value: new row versions, so the apply cannot reuse the plan and diffs every table in full
+      await withDb(db.url, (c) => c.query(`UPDATE app.projects SET tenant_id = tenant_id WHERE tenant_id = $1`, [tenantId]));
+      const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+      const again = outcome.kind === 'plan-changed' ? outcome.preview : undefined;
+      const differing = again ? Object.keys(preview.tables).filter((t) => JSON.stringify(preview.tables[t]) !== JSON.stringify(again.tables[t])) : [];
+      assert.equal(outcome.kind, 'applied', `the same plan, asked to be approved again; tables described otherwise: ${differing.map((t) => `${t} ${JSON.stringify(preview.tables[t])} then ${JSON.stringify(again!.tables[t])}`).join('; ')}`);
+      assert.ok((await verifyAppliedRestore(engine, job, true)).ok);
+    } finally {
+      await dropRestoreScratch(engine, job.restoreId);
+    }
+  });
+
   it('stages every key of a wiped table whose foreign key the apply checks, even when its key holds the tenant id', async () => {
     const other = db.tenants.find((t) => t.tenantId !== tenantId)!.tenantId;
     // keyed by the tenant id, with a foreign key on another column: its last row references a task of another tenant's

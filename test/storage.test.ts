@@ -2,6 +2,7 @@
 // plus what only one driver can show: partial files of a killed local writer, a GCS endpoint
 // that dies.
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -430,6 +431,29 @@ describe('gcs storage', () => {
         assert.ok(Date.now() - started < 15_000, `${what} took ${Date.now() - started} ms`);
         assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:\\d+.*HINT: `));
       }
+    }
+  });
+
+  it('keeps the filesystem emulator\'s temporary files (.<name><random>, renamed into place) in a directory of its own, gone when it stops', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-gcs-tmp-'));
+    const server = await startFakeGcs({ backend: 'filesystem', root });
+    try {
+      const bucket = `leftover-${randomBytes(4).toString('hex')}`;
+      await server.createBucket(bucket);
+      await createStore({ kind: 'gcs', bucket, prefix: '', apiEndpoint: server.url }).put('k', Buffer.from('x'));
+      // the server's environment: where Go's os.TempDir() puts them
+      const [pid] = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => l.includes(`-port ${server.port} `) && !l.includes('setpriv'))
+        .map((l) => Number(l.trim().split(' ')[0]));
+      const tmp = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').find((v) => v.startsWith('TMPDIR='))?.slice('TMPDIR='.length);
+      assert.ok(tmp && path.resolve(tmp) !== path.resolve(os.tmpdir()) && fs.statSync(tmp).isDirectory(), `TMPDIR of the emulator: ${tmp}`);
+      assert.deepEqual(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith(`.${bucket}`)), [], `no .${bucket}* file in ${os.tmpdir()}`);
+      await server.stop();
+      assert.equal(fs.existsSync(tmp), false, 'its temporary directory goes with it');
+    } finally {
+      await server.stop();
+      fs.rmSync(root, { recursive: true, force: true });
     }
   });
 

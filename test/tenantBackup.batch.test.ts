@@ -23,6 +23,12 @@ import { sealManifest, writeManifest } from '../lib/format/sealed';
 import { freshDatabase, type TestDatabase } from './support/db';
 import { checksumsOf, damageAndRestore } from './support/restore';
 import { createTestEnv, type TestEnv } from './support/env';
+import { testStack } from './support/stack';
+import { ApplicationFailure } from '@temporalio/common';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import type { TenantRange } from '../lib/tenancy/filter';
+import type { tenantBackupsAll } from '../workflows';
 
 describe('batched tenant backups', function () {
   let db: TestDatabase;
@@ -274,5 +280,58 @@ describe('batched tenant backups on GCS storage', function () {
   it('restores a tenant from its parts of the packs with ranged GETs only', async function () {
     this.timeout(120_000);
     await restoresFromItsRanges(env.engine, env.db, 'globex');
+  });
+});
+
+describe('an every-tenant run whose batch fails as a whole (workflow logic, activities stubbed)', function () {
+  this.timeout(90_000);
+
+  it('backs up the failed batch\'s tenants on their own, leaving out a long skip list at once (a lookup, not a scan per tenant)', async () => {
+    const stack = await testStack();
+    const connection = await NativeConnection.connect({ address: stack.temporalAddress });
+    const taskQueue = `batch-fallback-${randomBytes(4).toString('hex')}`;
+    // 100,000 tenants with schedules of their own, all in the failed range: scanning the skip list
+    // for each of them (100,000²/2 string comparisons) kept the workflow task busy for seconds
+    const excluded = Array.from({ length: 100_000 }, (_, i) => `t${String(i).padStart(6, '0')}`);
+    const ranges: TenantRange[] = [{ to: 't050000' }, { from: 't050000' }];
+    const listed: (TenantRange | undefined)[] = [];
+    const times = { listed: 0, recorded: 0 };
+    const stubs = {
+      findLargeTenants: async () => [],
+      planTenantBatches: async () => ranges,
+      takeTenantBatch: async ({ range }: { range?: TenantRange }) => {
+        if (range?.from) throw ApplicationFailure.nonRetryable('the batch failed as a whole', 'Test');
+        return { succeeded: 0, failed: [], failedCount: 0, rows: 0, bytes: 0, packs: 0, orphanPacksRemoved: 0 };
+      },
+      listTenants: async ({ range }: { range?: TenantRange }) => {
+        listed.push(range);
+        times.listed = Date.now();
+        return [...excluded].reverse();
+      },
+      recordRun: async () => void (times.recorded = Date.now()),
+      notifyAlert: async () => ({}),
+    };
+    const clientConnection = await Connection.connect({ address: stack.temporalAddress });
+    try {
+      const worker = await Worker.create({ connection, namespace: stack.namespace, taskQueue, workflowBundle: stack.bundle, activities: stubs });
+      const client = new Client({ connection: clientConnection, namespace: stack.namespace });
+      const handle = await client.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
+          taskQueue,
+          workflowId: `${taskQueue}/tenantBackupsAll`,
+          args: [{ excludeTenants: excluded, batchTenants: 50_000 }],
+          workflowTaskTimeout: '10s',
+          workflowExecutionTimeout: '60s',
+      });
+      const result = await worker.runUntil(handle.result());
+      assert.deepEqual(listed, [{ from: 't050000' }], "the failed batch's tenants were listed");
+      assert.deepEqual([result.succeeded, result.failed, result.skipped], [0, [], []], 'every listed tenant left out: no backup of its own');
+      // from the failed batch's tenants listed to the run's record: one workflow task (about 150 ms
+      // here; the scans took over 5 s, when the sandbox stops a task, fails it, and it is retried)
+      const took = times.recorded - times.listed;
+      assert.ok(took < 2000, `${took} ms from the listing to the record`);
+    } finally {
+      await clientConnection.close();
+      await connection.close();
+    }
   });
 });

@@ -57,7 +57,7 @@ export async function fullBackup(input: FullBackupInput = {}): Promise<FullBacku
     const wroteObjects = status.state !== 'checking';
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteFullBackup({ backupId }),
-      (cause, type) => step.recordRun({ ...run, status: 'failed', error: cause, errorType: type ?? null }),
+      (cause, type, ending) => step.recordRun({ ...run, status: ending, error: cause, errorType: type ?? null }),
       () => announce({ kind: 'fullBackup', outcome: 'failed', step: 'outcome', backupId, error: failureOf(err) }),
     ]);
     throw err;

@@ -58,7 +58,7 @@ export interface TenantBackupInput {
   inBatch?: boolean;
 }
 
-export type TenantBackupState = 'checking' | 'exporting' | 'recording' | 'done' | 'failed';
+export type TenantBackupState = 'checking' | 'exporting' | 'recording' | 'done' | 'failed' | 'cancelled';
 
 export interface TenantBackupStatus {
   state: TenantBackupState;
@@ -153,7 +153,7 @@ export interface TenantRestoreInput {
   from?: StorageLocation;
 }
 
-export type TenantRestoreState = 'previewing' | 'awaiting-approval' | 'applying' | 'verifying' | 'done' | 'rejected' | 'expired' | 'failed';
+export type TenantRestoreState = 'previewing' | 'awaiting-approval' | 'applying' | 'verifying' | 'done' | 'rejected' | 'expired' | 'failed' | 'cancelled';
 
 /** The preview as it travels through Temporal: counts and digests, no sample keys. */
 export type PreviewSummary = Omit<RestorePreview, 'tables'> & {
@@ -233,7 +233,7 @@ export interface FullBackupInput {
   database?: string;
 }
 
-export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed';
+export type FullBackupState = 'checking' | 'backing-up' | 'recording' | 'done' | 'failed' | 'cancelled';
 
 export interface FullBackupStatus {
   state: FullBackupState;
@@ -475,7 +475,7 @@ export interface SwitchoverInput {
   database?: string;
 }
 
-export type SwitchoverState = 'preparing' | 'pausing' | 'demoting' | 'catching-up' | 'promoting' | 'switching' | 'checking-write' | 'done' | 'failed';
+export type SwitchoverState = 'preparing' | 'pausing' | 'demoting' | 'catching-up' | 'promoting' | 'switching' | 'checking-write' | 'done' | 'failed' | 'cancelled';
 
 export interface SwitchoverStatus {
   state: SwitchoverState;

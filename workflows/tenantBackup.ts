@@ -62,7 +62,7 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
     // Compensate even when the workflow itself is being cancelled.
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteBackup({ tenantId, backupId }),
-      (cause, type) => step.recordRun({ ...run, status: 'failed', error: cause, errorType: type ?? null }),
+      (cause, type, ending) => step.recordRun({ ...run, status: ending, error: cause, errorType: type ?? null }),
       // in a batch, tenantBackupsAll's one alert names this failure
       async () => input?.inBatch !== true && announce({ kind: 'tenantBackup', outcome: 'failed', step: 'outcome', tenantId, backupId, error: failureOf(err) }),
     ]);

@@ -107,6 +107,8 @@ export async function tenantBackupsAll(input: TenantBackupsAllInput = {}): Promi
     const bigTenantRows = optionalInteger(input, 'bigTenantRows', 1, Number.MAX_SAFE_INTEGER, 100_000);
     const big = (await step.findLargeTenants({ minRows: bigTenantRows }).catch(listFailed)).filter((t) => !exclude.has(t));
     const skip = [...exclude, ...big];
+    /** the same, to look a tenant up in (the failed batch's tenants against thousands skipped) */
+    const skipped = new Set(skip);
     status.phase = 'batch';
     const ranges: (TenantRange | undefined)[] = patched(severalBatches)
       ? await step.planTenantBatches({ skip, maxTenants: optionalInteger(input, 'batchTenants', 1, 1_000_000, 10_000) }).catch(listFailed)
@@ -134,7 +136,7 @@ export async function tenantBackupsAll(input: TenantBackupsAllInput = {}): Promi
         } catch (err) {
           if (isCancellation(err)) throw err;
           // each of the batch's tenants on its own: a failure is then one tenant's, with its own error
-          if (several) unbatched.push(...(await step.listTenants({ range }).catch(listFailed)).filter((t) => !skip.includes(t)));
+          if (several) unbatched.push(...(await step.listTenants({ range }).catch(listFailed)).filter((t) => !skipped.has(t)));
           else everyTenant = (await step.listTenants({}).catch(listFailed)).filter((t) => !exclude.has(t));
         }
       }

@@ -28,7 +28,7 @@ import type { RestoreJob } from '../lib/restore/index';
 import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
 import { announce, failureOf } from './alerts';
 import { auditTrail } from './audit';
-import { rootCause } from './failures';
+import { endingOf, rootCause } from './failures';
 import { requireTenantId } from './inputs';
 import {
   approveSignal,
@@ -92,7 +92,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   ]);
   const record = (extra: object = {}) =>
     step.recordRestore({ restoreId, tenantId, state: status.state, requestedBy: input.requestedBy, approvedBy: status.approvals.map((a) => a.by), error: status.error ?? null, ...extra });
-  const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed', details: Record<string, unknown>) =>
+  const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed' | 'cancelled', details: Record<string, unknown>) =>
     audit.append({ action: 'restore.outcome', by: 'tenantsafe', subject: subject(), digest: status.preview?.digest, outcome: state, details });
   const finish = async (state: TenantRestoreResult['state']): Promise<TenantRestoreResult> => {
     status.state = state;
@@ -179,11 +179,12 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     }
     return await finish('done');
   } catch (err) {
-    status.state = 'failed';
+    const ending = endingOf(err);
+    status.state = ending;
     status.error = rootCause(err).message;
     await CancellationScope.nonCancellable(() => record().catch(() => undefined));
     const failure = failureOf(err);
-    await CancellationScope.nonCancellable(() => outcome('failed', { error: failure.message, errorType: failure.type }).catch(() => undefined));
+    await CancellationScope.nonCancellable(() => outcome(ending, { error: failure.message, errorType: failure.type }).catch(() => undefined));
     await announce({ kind: 'tenantRestore', outcome: 'failed', step: 'outcome', tenantId, backupId: status.backupId, error: failure });
     throw err;
   } finally {

@@ -40,10 +40,10 @@ export interface AuditSubject {
 
 /**
  * `accepted` / `refused`: a request or decision that counted or did not (the reason in details);
- * `awaiting-approval`: a preview offered for approval; `done`, `failed`, `rejected`, `expired`:
- * how a run ended.
+ * `awaiting-approval`: a preview offered for approval; `done`, `failed`, `cancelled`, `rejected`,
+ * `expired`: how a run ended.
  */
-export type AuditOutcome = 'accepted' | 'refused' | 'awaiting-approval' | 'done' | 'failed' | 'rejected' | 'expired';
+export type AuditOutcome = 'accepted' | 'refused' | 'awaiting-approval' | 'done' | 'failed' | 'cancelled' | 'rejected' | 'expired';
 
 /** One act to record: the log adds its number, time and hashes. */
 export interface AuditEvent {

@@ -8,7 +8,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { timeWithZone } from '../inputs';
 import type { ObjectStore } from '../storage/types';
 import { formatMicros, microsOf, parseMicros } from '../time';
-import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, readWalObject, type WalArchiveListing } from '../wal/archive';
+import { fetchWalFile, findWalGaps, listWalArchive, newestSegment, readPartial, type WalArchiveListing } from '../wal/archive';
 import { formatLsn, parseLsn, positionKey, segmentStartLsn } from '../wal/names';
 import { readWalMarks, type WalMark } from '../wal/waldump';
 
@@ -100,13 +100,8 @@ async function archiveEnd(store: ObjectStore, listing: WalArchiveListing, newest
   const partial = listing.partials.find((p) => p.name === newest);
   const start = segmentStartLsn(newest, segmentSize);
   if (!partial) return start + BigInt(segmentSize);
-  try {
-    return start + BigInt((await readWalObject(store, partial.key)).length);
-  } catch (err) {
-    // the segment completed after the listing and the archiver deleted its partial: the whole segment is there
-    if (err instanceof TenantsafeError && err.type === ErrorType.ObjectMissing) return start + BigInt(segmentSize);
-    throw err;
-  }
+  const read = await readPartial(store, partial);
+  return start + BigInt(read.complete ? segmentSize : read.raw.length);
 }
 
 /** The commits and restore points of the archived segments from the newest back to `floor`. */

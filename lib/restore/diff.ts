@@ -11,6 +11,7 @@ import { hasErasures } from './erasures';
 import { blockingDrift, comparedAsText, foreignKeysOf, isGlobal, mappingOf, type RestoreContext, type TableMapping } from './mapping';
 import type { PlanArgs } from './plan';
 import { appliedKinds, isSelected } from './rules';
+import { samplesFirstRows } from './stagingDecision';
 import { backedUpValue, liveTable, liveTenantRows, one, scratchTable, scratchTableName, type DiffKind } from './sql';
 import type { Blocker, RestoreSelection, TableChanges, TablePreview } from './types';
 
@@ -49,6 +50,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     const keysOnlyDiff = keysOnly ? { conflicts: await materializeInserts(c, ctx, m) } : undefined;
     if (!keysOnly) await materialize(c, ctx, m, tenantId, selection.missingRefs);
     const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnlyDiff);
+    if (!keysOnly && upd.count === 0 && del.count === 0 && ins.count + conflict.count === m.manifest.rows) await describeAsFromKeys(c, ctx, m, selection, ins);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${scratchTable(ctx, m, 'skipped')}`)).n : 0;
     found = { insert: ins.count, update: upd.count, delete: del.count };
     // staged (every backed-up row, unless erasures left some out) = unchanged + update + insert + conflict; live = unchanged + update + delete
@@ -72,6 +74,8 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
     // keysOnly: every backed-up copy is an insert, and the object's row checksum names them
     if (!keysOnly) await materializeMultiset(c, ctx, m, tenantId, selection.missingRefs);
     const multiset = keysOnly ? { insert: m.manifest.rows, delete: 0, hash: `rows:${m.manifest.rowChecksum}` } : await describeMultiset(c, ctx, m);
+    // every backed-up copy an insert (the tenant has none): named as when staged from nothing (describeAsFromKeys)
+    if (!keysOnly && multiset.insert === m.manifest.rows && multiset.delete === 0) multiset.hash = `rows:${m.manifest.rowChecksum}`;
     found = { insert: multiset.insert, update: 0, delete: multiset.delete };
     out.liveRows = selection.missingRefs === 'skip' || hasErasures(ctx) ? await countLiveRows(c, ctx, m, tenantId) : m.manifest.rows - multiset.insert + multiset.delete;
     preview = { samples: {}, keysHash: { insert: multiset.hash, update: '', delete: multiset.hash }, wholeTable: true };
@@ -205,7 +209,7 @@ interface SetSummary {
  */
 async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping, keysOnly?: { conflicts: number }): Promise<Record<DiffKind, SetSummary> & { skip: number }> {
   const diff = scratchTable(ctx, m, 'diff');
-  const keyText = m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${columnList('d', m.key!)})::text`;
+  const keyText = keyTextOf(m);
   const rows = keysOnly
     ? [
         { kind: 'insert', count: m.manifest.rows - keysOnly.conflicts, hash: `rows:${m.manifest.rowChecksum}` },
@@ -221,6 +225,28 @@ async function describeDiff(c: ClientBase, ctx: RestoreContext, m: TableMapping,
     out[kind] = { count: row?.count ?? 0, hash: row?.hash ?? '0', samples };
   }
   return out;
+}
+
+/**
+ * A table diffed in full where every backed-up row is an insert or a conflict (the tenant has no
+ * row in it), described as a preview that staged only its keys, or first keys, describes it
+ * (stagingOf, describeDiff's keysOnly): the inserts named by the backup's row checksum, and the
+ * sample the first rows of its object where only those were staged. So a plan computed again in
+ * full (the apply's, after any write to the tenant) has the digest of the preview when the
+ * changes are the same, and the approval holds.
+ */
+async function describeAsFromKeys(c: ClientBase, ctx: RestoreContext, m: TableMapping, selection: RestoreSelection, inserts: SetSummary): Promise<void> {
+  inserts.hash = `rows:${m.manifest.rowChecksum}`;
+  if (!samplesFirstRows(ctx, m, selection)) return;
+  const keyText = keyTextOf(m);
+  // the staged table holds the object's rows in its order: loaded by one COPY into a new table
+  const first = `SELECT ${columnList('s', m.key!)} FROM ${m.staged} s ORDER BY s.ctid LIMIT ${sampleSize}`;
+  inserts.samples = (await c.query(`SELECT ${keyText} AS k FROM (${first}) d ORDER BY ${columnList('d', m.key!)}`)).rows.map((x) => x.k);
+}
+
+/** A key of alias d as text, as samples show it. */
+function keyTextOf(m: TableMapping): string {
+  return m.key!.length === 1 ? `d.${quoteIdent(m.key![0])}::text` : `ROW(${columnList('d', m.key!)})::text`;
 }
 
 /** A row of a table without a key, as one text value: how its identical copies are grouped. */

@@ -38,6 +38,14 @@ export async function stagingOf(c: ClientBase, ctx: RestoreContext, m: TableMapp
   return own.rows === 0 ? none : 'all';
 }
 
+/**
+ * Whether a preview stages only the first keys of this table when the tenant has no row in it
+ * (stagingOf): its sample is then the first rows of the backup's object, not the smallest keys.
+ */
+export function samplesFirstRows(ctx: RestoreContext, m: TableMapping, selection: RestoreSelection): boolean {
+  return replacesAsBackedUp(ctx, m, selection) && firstKeysSuffice(ctx, m);
+}
+
 /** An exact replace of a table whose schema is the backup's: the tenant's rows are to become the backed-up ones, as they are. */
 function replacesAsBackedUp(ctx: RestoreContext, m: TableMapping, selection: RestoreSelection): boolean {
   return isExactReplace(selection) && !!m.live && !blockingDrift(m) && !ctx.drift.some((d) => d.table === m.table) && sameColumnsAsBackup(m);

@@ -152,12 +152,20 @@ export class LocalStore implements ObjectStore {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     checkKey(prefix, 'prefix');
-    const found: ObjectInfo[] = [];
-    for (const e of await this.entries(prefix)) {
-      if (e.kind !== 'object') continue;
-      // Gone meanwhile (a concurrent delete): not listed.
-      const st = await stat(e.file).catch(() => undefined);
-      if (st) found.push({ key: e.key, bytes: st.size });
+    let found: ObjectInfo[] = [];
+    for (let reading = 1; ; reading++) {
+      found = [];
+      let vanished = false;
+      for (const e of await this.entries(prefix)) {
+        if (e.kind !== 'object') continue;
+        // Gone meanwhile (a concurrent delete): not listed.
+        const st = await stat(e.file).catch(() => undefined);
+        if (st) found.push({ key: e.key, bytes: st.size });
+        else vanished = true;
+      }
+      // What took its place may have come in after its directory was read (the WAL archiver stores
+      // a segment, then deletes its partial): read again, a few times at most.
+      if (!vanished || reading === listReadings) break;
     }
     yield* found.sort(byKey);
   }
@@ -299,6 +307,8 @@ export class LocalStore implements ObjectStore {
 
 /** file system calls of one putMany in flight at once (libuv runs them on its thread pool) */
 const fileOpsInFlight = 16;
+/** how many times a listing reads its directories while objects vanish under it */
+const listReadings = 3;
 
 /** No object at this path: nothing there, a file where a directory should be, or a directory. */
 function isMissing(err: unknown): boolean {

@@ -46,41 +46,33 @@ export interface WalArchiveListing {
 }
 
 /**
- * The whole archive, or only what lies under `prefixes` (segment folders, say). Listed twice and
- * merged: a listing is not atomic, and one that reaches a segment's place before the archiver
- * stores it and its partial's after the archiver deleted it would miss the segment altogether
- * (the newest WAL, so the window would end early). The archiver stores a segment before it
- * deletes the partial, so the segment is there before the second listing starts.
+ * The whole archive, or only what lies under `prefixes` (segment folders, say), in one listing.
+ * The archiver stores a segment, then deletes its partial: a partial listed here may be gone when
+ * it is read, its segment complete (readPartial). (The local store reads its directories again
+ * when a listed object vanishes before its size is read, so a listing never misses both.)
  */
 export async function listWalArchive(store: ObjectStore, prefixes: string[] = [walPrefix]): Promise<WalArchiveListing> {
-  const segments = new Map<string, ArchivedSegment>();
-  const partials = new Map<string, ArchivedPartial>();
-  const histories = new Set<string>();
-  for (let pass = 0; pass < 2; pass++) {
-    for (const prefix of prefixes) for await (const o of store.list(prefix)) {
-      let m = segmentKeyPattern.exec(o.key);
-      if (m) {
-        segments.set(o.key, { name: m[1], key: o.key, bytes: o.bytes, sha256: m[2] });
-        continue;
-      }
-      m = partialKeyPattern.exec(o.key);
-      if (m) {
-        // the second listing's size: the partial grows
-        partials.set(o.key, { name: m[1], key: o.key, bytes: o.bytes });
-        continue;
-      }
-      m = historyKeyPattern.exec(o.key);
-      if (m) histories.add(m[1]);
+  const segments: ArchivedSegment[] = [];
+  const partials: ArchivedPartial[] = [];
+  const histories: string[] = [];
+  for (const prefix of prefixes) for await (const o of store.list(prefix)) {
+    let m = segmentKeyPattern.exec(o.key);
+    if (m) {
+      segments.push({ name: m[1], key: o.key, bytes: o.bytes, sha256: m[2] });
+      continue;
     }
+    m = partialKeyPattern.exec(o.key);
+    if (m) {
+      partials.push({ name: m[1], key: o.key, bytes: o.bytes });
+      continue;
+    }
+    m = historyKeyPattern.exec(o.key);
+    if (m) histories.push(m[1]);
   }
   const order = (a: { name: string }, b: { name: string }) => positionKey(a.name).localeCompare(positionKey(b.name)) || a.name.localeCompare(b.name);
   // A partial whose segment has completed meanwhile is stale: the archiver deletes it right after.
-  const complete = new Set([...segments.values()].map((s) => s.name));
-  return {
-    segments: [...segments.values()].sort(order),
-    partials: [...partials.values()].filter((p) => !complete.has(p.name)).sort(order),
-    histories: [...histories].sort(),
-  };
+  const complete = new Set(segments.map((s) => s.name));
+  return { segments: segments.sort(order), partials: partials.filter((p) => !complete.has(p.name)).sort(order), histories: histories.sort() };
 }
 
 /** The newest segment in the archive, complete or partial. */
@@ -143,18 +135,27 @@ export async function fetchWalFile(store: ObjectStore, listing: WalArchiveListin
   if (complete) return completeSegment(store, complete);
   const partial = listing.partials.find((p) => p.name === file);
   if (!partial) return null;
-  let written: Buffer;
-  try {
-    written = await readWalObject(store, partial.key);
-  } catch (err) {
-    // the segment completed after the listing and the archiver deleted its partial: read the segment
-    const again = (await listWalArchive(store, [segmentFolder(file)])).segments.find((s) => s.name === file);
-    if (!again) throw err;
-    return completeSegment(store, again);
-  }
+  const read = await readPartial(store, partial);
+  if (read.complete) return read.raw;
   const padded = Buffer.alloc(segmentSize);
-  written.copy(padded);
+  read.raw.copy(padded);
   return padded;
+}
+
+/**
+ * A listed partial's bytes; or, when it is gone (the segment completed after the listing and the
+ * archiver deleted its partial), its folder listed again and the completed segment's, checked
+ * against its sha256.
+ */
+export async function readPartial(store: ObjectStore, partial: ArchivedPartial): Promise<{ raw: Buffer; complete: boolean }> {
+  try {
+    return { raw: await readWalObject(store, partial.key), complete: false };
+  } catch (err) {
+    if (!(err instanceof TenantsafeError && err.type === ErrorType.ObjectMissing)) throw err;
+    const segment = (await listWalArchive(store, [segmentFolder(partial.name)])).segments.find((s) => s.name === partial.name);
+    if (!segment) throw err;
+    return { raw: await completeSegment(store, segment), complete: true };
+  }
 }
 
 async function completeSegment(store: ObjectStore, complete: ArchivedSegment): Promise<Buffer> {

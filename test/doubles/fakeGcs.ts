@@ -97,8 +97,13 @@ export async function startFakeGcs(opts: FakeGcsOptions = {}): Promise<FakeGcs> 
   const args = ['-scheme', 'http', '-host', host, '-port', String(port), '-external-url', url, '-log-level', 'warn'];
   const backend = opts.backend ?? 'memory';
   let ownRoot: string | undefined;
+  // The filesystem backend writes each file (an object, a bucket's .bucketMetadata) as a temporary
+  // file in $TMPDIR, `.<name><random>`, renamed into place: one killed or stopped in between left
+  // it in /tmp for good. It gets a temporary directory of its own, removed with the server.
+  let ownTmp: string | undefined;
   if (backend === 'filesystem') {
     const root = opts.root ?? (ownRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-fake-gcs-')));
+    ownTmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-fake-gcs-tmp-'));
     args.push('-backend', 'filesystem', '-filesystem-root', root);
   } else {
     args.push('-backend', 'memory');
@@ -109,7 +114,7 @@ export async function startFakeGcs(opts: FakeGcsOptions = {}): Promise<FakeGcs> 
   const logFd = fs.openSync(logFile, 'a');
   const logStart = fs.fstatSync(logFd).size;
   const [command, argv] = diesWithParent('KILL', bin, args);
-  const child = spawn(command, argv, { stdio: ['ignore', logFd, logFd] });
+  const child = spawn(command, argv, { stdio: ['ignore', logFd, logFd], env: ownTmp ? { ...process.env, TMPDIR: ownTmp } : process.env });
   fs.closeSync(logFd);
   let exitReason: string | undefined;
   const exited = new Promise<void>((resolve) => {
@@ -128,6 +133,7 @@ export async function startFakeGcs(opts: FakeGcsOptions = {}): Promise<FakeGcs> 
   const cleanup = (): void => {
     if (!opts.logFile) fs.rmSync(logFile, { force: true });
     if (ownRoot) fs.rmSync(ownRoot, { recursive: true, force: true });
+    if (ownTmp) fs.rmSync(ownTmp, { recursive: true, force: true });
   };
   const pid = child.pid;
   if (pid) cleanUpOnExit(pid, cleanup);
