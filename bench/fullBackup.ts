@@ -19,13 +19,13 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import { projectRoot } from '../lib/config';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { chownToPostgres, pgBin } from '../lib/postgres/tools';
 import { freePorts } from '../lib/process';
-import { createStore } from '../lib/storage';
-import { listWalArchive, newestSegment } from '../lib/wal/archive';
+import { listWalArchive, newestSegment, readWalObject } from '../lib/wal/archive';
+import { Engine } from '../lib/engine';
+import type { Config } from '../lib/config';
 import { parseLsn, segmentStartLsn } from '../lib/wal/names';
 import { benchRow, ratioAtMost, atMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
 import { benchStack, median, percentile, runCommand, sleep, waitUntil, type BenchStack } from './support';
@@ -278,7 +278,7 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
       }
     }
 
-    const rpo = dataset === 'pgbench' ? await measureRpo(stacks[0].stack.config.storage.primary, source, pgArgs, rpoSeconds) : null;
+    const rpo = dataset === 'pgbench' ? await measureRpo(stacks[0].stack.config, source, pgArgs, rpoSeconds) : null;
 
     const result: Record<string, SideResult> = {};
     for (const [name, m] of measured) {
@@ -293,8 +293,10 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
 }
 
 /** Age of the newest archived WAL record while pgbench writes steadily (an upper bound: see below). */
-async function measureRpo(storage: Parameters<typeof createStore>[0], source: PrivateCluster, pgArgs: string[], seconds: number) {
-  const store = createStore(storage);
+async function measureRpo(config: Config, source: PrivateCluster, pgArgs: string[], seconds: number) {
+  // the engine's store: it reads the archive's partials, encrypted by default, with the stack's key
+  const engine = new Engine(config);
+  const store = engine.store;
   const serverLsn: { t: number; lsn: bigint }[] = [];
   const ages: number[] = [];
   let benchDone = false;
@@ -312,7 +314,7 @@ async function measureRpo(storage: Parameters<typeof createStore>[0], source: Pr
     const listing = await listWalArchive(store);
     const newest = newestSegment(listing)!;
     const partial = listing.partials.find((p) => p.name === newest);
-    const archived = segmentStartLsn(newest, 16 << 20) + BigInt(partial ? gunzipSync(await store.getBytes(partial.key)).length : 16 << 20);
+    const archived = segmentStartLsn(newest, 16 << 20) + BigInt(partial ? (await readWalObject(store, partial.key)).length : 16 << 20);
     // upper bound: the newest archived byte was written after the last moment the server had not reached it
     const before = serverLsn.filter((s) => s.lsn < archived).at(-1);
     if (before) ages.push(now - before.t);
@@ -320,6 +322,7 @@ async function measureRpo(storage: Parameters<typeof createStore>[0], source: Pr
   }
   await pgbench;
   await sampler;
+  await engine.close();
   return { samples: ages.length, p50: percentile(ages, 50), p95: percentile(ages, 95), max: Math.max(...ages) };
 }
 
