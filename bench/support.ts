@@ -10,7 +10,6 @@ import { loadConfig, type Config } from '../lib/config';
 import { quoteIdent, withConnection } from '../lib/pg';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import type { BaseCompression } from '../lib/format/fullManifest';
-import { tarDecompressArgs } from '../lib/fullBackup/compression';
 import type { Client } from 'pg';
 import type { RestoreRequested, TenantsafeClient } from '../client/client';
 import { loadTemporalDevConfig, startTemporalDevServer } from '../client/temporalDevServer';
@@ -226,7 +225,7 @@ export async function wipeTenant(sql: Client, plan: TenancyPlan, tenantId: strin
  */
 export async function handRunRestore(baseTar: { file: string; compression: BaseCompression }, walDir: string, dataDir: string): Promise<string> {
   fs.mkdirSync(dataDir, { mode: 0o700 });
-  await runCommand('tar', ['-x', '-f', baseTar.file, ...tarDecompressArgs(baseTar.compression), '-C', dataDir]);
+  await runCommand('tar', ['-x', '-f', baseTar.file, '-I', baseTar.compression.method, '-C', dataDir]);
   fs.mkdirSync(path.join(dataDir, 'pg_wal', 'archive_status'), { recursive: true });
   fs.writeFileSync(path.join(dataDir, 'recovery.signal'), '');
   const c = await PrivateCluster.create({ dataDir, port: 0, settings: { restore_command: `cp ${walDir}/%f "%p"`, recovery_target_action: 'promote', archive_mode: 'off' } });

@@ -1,6 +1,6 @@
 // Restores a physical base backup into a NEW cluster (never in place) and replays the archived
-// WAL to a target: extract the tar (checking its sha256 on the way; tar runs the decompressor
-// the manifest names), write the recovery
+// WAL to a target: extract the tar (decrypting, or checking its sha256, on the way; the
+// decompressor the manifest names feeds tar), write the recovery
 // settings, start PostgreSQL with a restore_command that fetches from our storage, wait until
 // it has promoted, and report where it stopped.
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { microsText } from '../pg';
 import { PrivateCluster } from '../postgres/cluster';
 import { logTail, spawnTied } from '../process';
 import { ErrorType, TenantsafeError } from '../errors';
-import { tarDecompressArgs } from '../fullBackup/compression';
+import { decompressCommand, tarExtractArgs } from '../fullBackup/compression';
 import { backupManifestKey, baseObjectOf, readFullManifest, type BaseCompression } from '../format/fullManifest';
 import type { ObjectStore } from '../storage/types';
 import { formatMicros, parseMicros } from '../time';
@@ -172,7 +172,10 @@ export async function extractBaseBackup(store: ObjectStore, backup: Pick<FullBac
   }
 }
 
-/** Streams the stored tar through a sha256 check (or, encrypted, its decryption) into `tar -x`, which decompresses it in a process of its own. */
+/**
+ * Streams the stored tar through a sha256 check (or, encrypted, its decryption) into its
+ * decompressor, whose output goes straight into `tar -x` (a pipe between the two tools).
+ */
 async function extract(store: ObjectStore, key: string, sha256: string, compression: BaseCompression, dir: string, onBytes: (n: number) => void, signal?: AbortSignal, decrypt?: Transform): Promise<void> {
   const source = await store.get(key);
   // an encrypted tar's chunks are each authenticated (AES-GCM, in their order, the last one
@@ -180,29 +183,35 @@ async function extract(store: ObjectStore, key: string, sha256: string, compress
   const check = decrypt ? null : new Sha256Stream();
   let bytes = 0;
   const count = new Transform({ transform: (chunk: Buffer, _enc, done) => ((bytes += chunk.length), done(null, chunk)) });
-  const tar = spawnTied('tar', ['-x', '-f', '-', ...tarDecompressArgs(compression), '-C', dir], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const [tool, toolArgs] = decompressCommand(compression);
+  const unpack = spawnTied(tool, toolArgs, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const tar = spawnTied('tar', tarExtractArgs(dir), { stdio: [unpack.stdout, 'ignore', 'pipe'] });
+  unpack.stdout.destroy(); // tar reads it now: this process must not
   let stderr = '';
-  tar.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => tar.once('close', resolve));
+  for (const child of [unpack, tar]) child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const closed = (child: typeof tar) => new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('close', resolve)));
+  const exited = Promise.all([closed(unpack), closed(tar)]);
   const timer = setInterval(() => onBytes(check?.bytes ?? bytes), 1000);
   const corrupt = () => new TenantsafeError(ErrorType.CorruptBackup, `${key} does not match the sha256 in its manifest.`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
+  const failed = () => new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim() || `${tool} or tar stopped reading`}`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
   try {
-    await pipeline([source, check ?? count, ...(decrypt ? [decrypt] : []), new Rechunk(1 << 20), tar.stdin], { signal });
+    await pipeline([source, check ?? count, ...(decrypt ? [decrypt] : []), new Rechunk(1 << 20), unpack.stdin], { signal });
   } catch (err) {
-    // Damaged bytes make tar or its decompressor stop reading before the whole object went by
+    // Damaged bytes make the decompressor or tar stop reading before the whole object went by
     // (EPIPE): say so, not "EPIPE". Either way tar must not write on into a directory the caller removes.
+    unpack.kill('SIGKILL');
     tar.kill('SIGKILL');
     await exited;
     if (!signal?.aborted && (await sha256Of(store, key).catch(() => sha256)) !== sha256) throw corrupt();
     if (err instanceof TenantsafeError) throw err;
-    if ((err as NodeJS.ErrnoException).code === 'EPIPE') throw new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim() || 'tar stopped reading'}`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
+    if ((err as NodeJS.ErrnoException).code === 'EPIPE') throw failed();
     throw err;
   } finally {
     clearInterval(timer);
   }
-  const code = await exited;
+  const codes = await exited;
   if (check && check.hex() !== sha256) throw corrupt();
-  if (code !== 0) throw new TenantsafeError(ErrorType.CorruptBackup, `Extracting ${key} failed: ${stderr.trim()}`, 'Restore from another base backup; `tenantsafe verify` lists what is damaged.');
+  if (codes.some((code) => code !== 0)) throw failed();
 }
 
 async function sha256Of(store: ObjectStore, key: string): Promise<string> {
