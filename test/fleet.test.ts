@@ -204,7 +204,7 @@ describe('a fleet of databases', function () {
     for (const args of [['failover', '--reason', 'primary lost'], ['standby', 'status'], ['drill', 'run']]) {
       const r = await cli('eu', ...args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.match(JSON.parse(r.stderr).error, /Disaster recovery .* serves one database; this config names several \(databases: eu, us, ap\)/);
+      assert.match(JSON.parse(r.stderr).error, /Disaster recovery .* is not per database yet: .* this config names several under `databases` \(eu, us, ap\); --database does not pick one here\. HINT: Run this command with a config of that one database: `database: \{ url: \.\.\. \}` in place of `databases`/);
     }
   });
 
