@@ -35,6 +35,7 @@ const samples = { eu: { tenants: 4, rows: 2_000 }, us: { tenants: 4, rows: 5_000
 type Id = keyof typeof samples;
 const ids = Object.keys(samples) as Id[];
 const readerToken = 'fleet-reader-token-0123456789abcdef';
+const chromiumPath = process.env.TENANTSAFE_CHROMIUM ?? '/usr/bin/chromium';
 
 describe('a fleet of databases', function () {
   this.timeout(240_000);
@@ -221,8 +222,12 @@ describe('a fleet of databases', function () {
         });
     const of = (samples: Sample[], name: string, labels: Record<string, string>) => samples.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v)).map((x) => x.value);
     let samples: Sample[] = [];
-    // a scrape may find a report older than the last full backups (the cache lives 200 ms)
-    await waitFor('the gauges show the full backups', async () => of((samples = await scrape()), 'tenantsafe_restore_points', { database: 'us', kind: 'full' })[0] === 1, { tries: 50, intervalMs: 200 });
+    // a scrape serves the report at hand while the next is computed (each database's cache lives 200 ms): until each is fresh
+    const fresh = () => [of(samples, 'tenantsafe_restore_points', { database: 'ap', kind: 'tenant' })[0], of(samples, 'tenantsafe_restore_points', { database: 'eu', kind: 'full' })[0], of(samples, 'tenantsafe_restore_points', { database: 'us', kind: 'full' })[0]];
+    await waitFor('the gauges show each database\'s backups', async () => {
+      samples = await scrape();
+      return JSON.stringify(fresh()) === '[3,1,1]';
+    }, { tries: 50, intervalMs: 200, state: async () => JSON.stringify(fresh()) });
     for (const id of ids) assert.deepEqual(of(samples, 'tenantsafe_health_up', { database: id }), [1], `${id}'s catalog is read`);
     assert.deepEqual([...new Set(samples.filter((x) => x.name === 'tenantsafe_health_status').map((x) => x.labels.database))].sort(), ['ap', 'eu', 'us'], 'the health gauges name the ids, not the databases\' name (all three are saas)');
     assert.deepEqual(of(samples, 'tenantsafe_restore_points', { database: 'ap', kind: 'tenant' }), [3], 'ap\'s three tenant backups');
@@ -268,6 +273,28 @@ describe('a fleet of databases', function () {
       const api = await fetch(`${server.url}/api/restores/${euRestore.restoreId}`, { headers: { authorization: `Bearer ${readerToken}` } });
       assert.equal(api.status, 200);
       assert.equal(((await api.json()) as { state: string }).state, 'done');
+
+      // in a browser, signed in: the selector switches the database, and the pages stay on it
+      assert.ok(fs.existsSync(chromiumPath), `${chromiumPath} is missing: run \`npm run setup\` (it installs Debian's chromium), or set TENANTSAFE_CHROMIUM`);
+      const { chromium } = require('playwright-core') as typeof import('playwright-core');
+      const browser = await chromium.launch({ executablePath: chromiumPath });
+      try {
+        const page = await (await browser.newContext()).newPage();
+        await page.goto(`${server.url}/`);
+        await page.fill('#name', 'reader');
+        await page.fill('#secret', readerToken);
+        await Promise.all([page.waitForURL(`${server.url}/`), page.click('form.login button[type=submit]')]);
+        assert.deepEqual(await page.$$eval('article.card', (cards) => cards.map((c) => c.getAttribute('data-database'))), ['eu', 'us', 'ap']);
+        await Promise.all([page.waitForURL(`${server.url}/?database=ap`), page.click('nav.databases a[data-database="ap"]')]);
+        assert.equal(await page.getAttribute('nav.databases a[aria-current]', 'data-database'), 'ap');
+        await Promise.all([page.waitForURL(`${server.url}/tenants`), page.click('header nav a[href="/tenants"]')]);
+        assert.equal(await page.getAttribute('nav.databases a[aria-current]', 'data-database'), 'ap', 'the choice is kept');
+        assert.ok(await page.isVisible('a[href="/tenants/initech"]'), 'ap\'s tenants');
+        await Promise.all([page.waitForURL(`${server.url}/tenants?database=us`), page.click('nav.databases a[data-database="us"]')]);
+        assert.equal(await page.locator('a[href="/tenants/initech"]').count(), 0, 'us\'s tenants');
+      } finally {
+        await browser.close();
+      }
     } finally {
       await server?.close();
       await client.close();
