@@ -5,8 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { TenantsafeClient } from '../client/client';
+import { startDevStack } from '../client/dev';
 import { temporalFacts } from '../client/health';
 import { startDashboardServer, type DashboardServer } from '../client/server';
 import { databaseIds, forDatabase, parseConfig, type Config } from '../lib/config';
@@ -53,7 +54,8 @@ describe('a fleet of databases', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-fleet-'));
     const databases: Record<string, unknown> = {};
     for (const id of ids) {
-      const source = await startSourceCluster(`unused_${id}`);
+      // logical: the change log (`dev` starts it for every database)
+      const source = await startSourceCluster(`unused_${id}`, { wal_level: 'logical' });
       clusters.set(id, source);
       const { url } = await ensureSampleDatabase(source.cluster.url('postgres'), 'saas', samples[id]);
       databases[id] = { database: { url } };
@@ -378,6 +380,33 @@ describe('a fleet of databases', function () {
       assert.match(String(root.message), /no database "asia".*eu, us, ap/);
       return true;
     });
+  });
+
+  it('starts the change log of every database with `tenantsafe dev`', async () => {
+    const devConfig = path.join(dir, 'dev.yaml');
+    // a task queue of its own: the other worker's config does not enable the change log
+    const fleetDoc = parse(fs.readFileSync(configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    const doc = { ...fleetDoc, temporal: { ...fleetDoc.temporal, taskQueue: `tenantsafe-fleet-dev-${process.pid}` }, changeLog: { enabled: true, flushInterval: '200ms', replicaIdentityFull: true }, worker: { metricsPort: 0 } };
+    fs.writeFileSync(devConfig, stringify(doc));
+    const lines: string[] = [];
+    const stack = await startDevStack({ configPath: devConfig, layout: { home: path.join(dir, 'dev') }, log: (line) => lines.push(line) });
+    const changelog = (id: Id, command: string) => runCli(['--database', id, 'changelog', command, '--json'], { configFile: devConfig });
+    try {
+      assert.deepEqual(lines.filter((l) => l.startsWith('change log')), ids.map((id) => `change log: streaming (database ${id})`));
+      const streams = new Set<string>();
+      for (const id of ids) {
+        // (exit 1: it warns that max_slot_wal_keep_size is unlimited on these clusters)
+        const status = (await changelog(id, 'status')).json();
+        assert.equal(status.streaming?.state, 'streaming', `${id}: ${JSON.stringify(status)}`);
+        assert.ok(status.slot.exists, `${id}'s slot`);
+        streams.add(status.workflowId);
+      }
+      assert.equal(streams.size, 3, 'three change logs, one per database');
+    } finally {
+      // stopped while the dev worker still runs them
+      for (const id of ids) await changelog(id, 'stop');
+      await stack.stop();
+    }
   });
 
   it('reads a single-database config as before: no ids, ids of workflows and schedules unchanged', () => {
