@@ -72,7 +72,7 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     .action(async (opts: { provider?: boolean }, cmd: Command) => {
       if (opts.provider) {
         const out = await withEngine(cmd, async (e) => newestFirst(await createFullBackupProvider(e).listProviderBackups(), (b) => b.at, (b) => b.id));
-        return emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { id: 1 })));
+        return emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { backupId: 1 })));
       }
       const { rows: out, columns } = await listAcrossDatabases(
         cmd,
