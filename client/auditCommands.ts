@@ -5,15 +5,15 @@
 import type { Command } from 'commander';
 import { auditActions, checkAuditFilter, subjectText, type AuditEntry, type AuditVerification } from '../lib/audit';
 import type { CliCommand } from './cliCommand';
-import { globals, positiveInt, withEngine } from './commandHelpers';
+import { globals, listAcrossDatabases, positiveInt, withEngine, type Listed } from './commandHelpers';
 import { emit, table } from './output';
 
 const shortHash = (h: string | null) => (h ? `${h.slice(0, 12)}…` : null);
 
-function listText(entries: AuditEntry[]): string {
+function listText(entries: Listed<AuditEntry>[], columns: string[]): string {
   if (entries.length === 0) return 'No audit entries.';
-  const rows = entries.map((e) => ({ seq: e.seq, at: e.at, by: e.by, action: e.action, outcome: e.outcome, subject: subjectText(e.subject), digest: shortHash(e.digest) }));
-  return table(rows, ['seq', 'at', 'by', 'action', 'outcome', 'subject', 'digest']);
+  const rows = entries.map((e) => ({ database: e.database, seq: e.seq, at: e.at, by: e.by, action: e.action, outcome: e.outcome, subject: subjectText(e.subject), digest: shortHash(e.digest) }));
+  return table(rows, columns);
 }
 
 function verifyText(v: AuditVerification): string {
@@ -31,7 +31,7 @@ export function registerAuditCommands(program: CliCommand): void {
   const audit = program.command('audit').description('the audit log: who requested, approved, refused, rejected, pinned, failed over or deleted what, and when (tamper-evident)');
   audit
     .command('list')
-    .description('entries, newest first: number, time, who, action, outcome, what it was about, the digest')
+    .description('entries, newest first: number, time, who, action, outcome, what it was about, the digest; with several databases, every one\'s log (a database column) unless --database names one')
     .option('--tenant <tenantId>', 'about one tenant')
     .option('--action <action>', `one action: ${auditActions.join(', ')}`)
     .option('--since <time>', 'ISO-8601 with a zone: entries at or after it')
@@ -40,8 +40,9 @@ export function registerAuditCommands(program: CliCommand): void {
     .action(async (opts: { tenant?: string; action?: string; since?: string; limit?: number }, cmd: Command) => {
       // bad filters fail here, before anything is connected to
       const filter = checkAuditFilter({ tenantId: opts.tenant, action: opts.action, since: opts.since, limit: opts.limit ?? 50 });
-      const out = await withEngine(cmd, (e) => e.audit.list(filter));
-      emit(globals(cmd), out, () => listText(out));
+      // each database keeps its own log (its own chain, numbered from 1)
+      const { rows: out, columns } = await listAcrossDatabases(cmd, (e) => e.audit.list(filter), { by: (x) => x.at, limit: filter.limit }, ['seq', 'at', 'by', 'action', 'outcome', 'subject', 'digest']);
+      emit(globals(cmd), out, () => listText(out, columns));
     });
   audit
     .command('verify')

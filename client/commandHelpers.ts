@@ -35,7 +35,13 @@ export function config(cmd: Command): Config {
   const { database } = globals(cmd);
   const ids = databaseIds(whole);
   if (cmd instanceof CliCommand && cmd.isDisasterRecovery()) {
-    if (ids.length > 0) throw new TenantsafeError(ErrorType.BadInput, `Disaster recovery (the standby, failover, switchover, drills) serves one database; this config names several (databases: ${ids.join(', ')}).`, 'Run it with a config that names that one database in `database`: docs/fleet.md.');
+    if (ids.length > 0) {
+      throw new TenantsafeError(
+        ErrorType.BadInput,
+        `Disaster recovery (the standby, failover, switchover, drills) is not per database yet: it serves the one database of a single-database config, and this config names ${ids.length === 1 ? 'its database' : 'several'} under \`databases\` (${ids.join(', ')}); --database does not pick one here.`,
+        'Run this command with a config of that one database: `database: { url: ... }` in place of `databases`, the rest as it is (docs/fleet.md, "What is not per database yet").',
+      );
+    }
     return whole;
   }
   if (database === undefined && ids.length > 1) {
@@ -53,13 +59,43 @@ export function fleetConfig(cmd: Command): Config {
  * The databases a listing covers: the one `--database` names, else every one of the config; each
  * with its id (null: a single-database config).
  */
-export function listedDatabases(cmd: Command): { id: string | null; config: Config }[] {
+function listedDatabases(cmd: Command): { id: string | null; config: Config }[] {
   const whole = fleetConfig(cmd);
   if (globals(cmd).database !== undefined || databaseIds(whole).length === 0) {
     const one = config(cmd);
     return [{ id: one.databaseId ?? null, config: one }];
   }
   return Object.entries(whole.databases).map(([id, view]) => ({ id, config: view }));
+}
+
+/** A listed row: with its database's id, when the config names its databases (docs/fleet.md). */
+export type Listed<T> = T & { database?: string };
+
+/**
+ * A listing of every database's rows (docs/fleet.md): `read` on each listed database's engine, each
+ * row with its `database` (none in a single-database config); rows of several databases merged in
+ * the order `by` gives (newest first, or `oldestFirst`) and cut to `limit`. `columns`: the table's
+ * columns, `database` first when the rows carry one.
+ */
+export async function listAcrossDatabases<T extends object>(
+  cmd: Command,
+  read: (engine: Engine) => Promise<T[]>,
+  order: { by: (row: T) => string; oldestFirst?: boolean; limit?: number },
+  columns: string[] = [],
+): Promise<{ rows: Listed<T>[]; columns: string[] }> {
+  const listed = listedDatabases(cmd);
+  let rows: Listed<T>[] = [];
+  for (const { id, config } of listed) {
+    const engine = new Engine(config);
+    const mine = await read(engine).finally(() => engine.close());
+    rows.push(...mine.map((row) => (id === null ? row : { ...row, database: id })));
+  }
+  if (listed.length > 1) {
+    const sign = order.oldestFirst ? 1 : -1;
+    rows.sort((a, b) => (order.by(a) < order.by(b) ? sign : order.by(a) > order.by(b) ? -sign : 0));
+    if (order.limit !== undefined) rows = rows.slice(0, order.limit);
+  }
+  return { rows, columns: [...(listed[0].id === null ? [] : ['database']), ...columns] };
 }
 
 export async function withEngine<T>(cmd: Command, fn: (engine: Engine) => Promise<T>): Promise<T> {

@@ -13,7 +13,7 @@ import { dropWalSlot, walSlotState, type WalSlotState } from '../lib/wal/archive
 import { workflowScopes } from '../lib/databaseIdentity';
 import { changeLogState, prepareChangeLog } from '../lib/changeLog/capture';
 import type { CliCommand } from './cliCommand';
-import { backupIdArg, fromOption, fromOptionHelp, globals, list, nonEmpty, portNumber, requester, requesterOption, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { backupIdArg, fromOption, fromOptionHelp, globals, list, listAcrossDatabases, nonEmpty, portNumber, requester, requesterOption, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { locateBackup } from '../lib/verification/verifyBackup';
 import { emit, table } from './output';
 import { databaseWorkflowIds, type ChangeLogStatus } from '../workflows/messages';
@@ -66,17 +66,22 @@ export function registerDatabaseCommands(program: CliCommand, parents: { backup:
     });
   fullBackupsCommand
     .command('list')
-    .description('full backups in our storage, newest first (--provider: the provider\'s own list, e.g. Supabase\'s, newest first too)')
+    .description('full backups in our storage, newest first; with several databases, every one\'s (a database column) unless --database names one (--provider: the provider\'s own list, e.g. Supabase\'s, newest first too, of one database)')
     .option('--provider', 'list the provider\'s backups instead')
     .example('tenantsafe full-backups list', 'tenantsafe full-backups list --provider')
     .action(async (opts: { provider?: boolean }, cmd: Command) => {
-      const out = await withEngine(cmd, async (e) =>
-        opts.provider
-          ? newestFirst(await createFullBackupProvider(e).listProviderBackups(), (b) => b.at, (b) => b.id)
-          : // the catalog lists oldest first (retention and the window read it so): reversed
-            (await e.catalog.listFullBackups()).reverse().map((b) => ({ backupId: b.backupId, method: b.method, bytes: b.bytes, consistentAt: b.consistentAt, startLsn: b.wal?.startLsn ?? null, stopLsn: b.wal?.stopLsn ?? null })),
+      if (opts.provider) {
+        const out = await withEngine(cmd, async (e) => newestFirst(await createFullBackupProvider(e).listProviderBackups(), (b) => b.at, (b) => b.id));
+        return emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { backupId: 1 })));
+      }
+      const { rows: out, columns } = await listAcrossDatabases(
+        cmd,
+        // the catalog lists oldest first (retention and the window read it so): reversed
+        async (e) => (await e.catalog.listFullBackups()).reverse().map((b) => ({ backupId: b.backupId, method: b.method, bytes: b.bytes, consistentAt: b.consistentAt, startLsn: b.wal?.startLsn ?? null, stopLsn: b.wal?.stopLsn ?? null })),
+        { by: (b) => b.consistentAt },
+        ['backupId', 'method', 'bytes', 'consistentAt', 'startLsn', 'stopLsn'],
       );
-      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], Object.keys(out[0] ?? { backupId: 1 })));
+      emit(globals(cmd), out, () => table(out as unknown as Record<string, unknown>[], columns));
     });
 
   const pitr = program.command('pitr').description('point-in-time recovery');

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { configPathFor, databaseName, defaultDevLayout, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
+import { configPathFor, databaseIds, databaseName, defaultDevLayout, forDatabase, loadConfig, sampleDatabase, type Config, type DevLayout } from '../lib/config';
 import { PrivateCluster } from '../lib/postgres/cluster';
 import { isTemporalListening, loadTemporalDevConfig, startTemporalDevServer, type TemporalDevServer } from './temporalDevServer';
 import { ensureSampleDatabase, type SampleOptions } from '../sample/generate';
@@ -70,19 +70,12 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     const worker = await startWorker(config);
     stops.push(() => worker.shutdown());
     opts.log(`worker: polling task queue ${config.temporal.taskQueue}`);
-    if (config.changeLog.enabled) {
-      // runs on after `dev` stops, like the WAL archiver; `tenantsafe changelog stop` ends it
-      const { startChangeLog } = require('./fullBackups') as typeof import('./fullBackups');
-      const { TenantsafeClient } = require('./client') as typeof import('./client');
-      const client = await TenantsafeClient.connect(config.temporal);
-      try {
-        await startChangeLog(client, (await workflowScopes(worker.engine)).changeLog);
-      } finally {
-        await client.close();
-      }
-      opts.log('change log: streaming');
+    await startDevChangeLogs(config, worker, opts.log);
+    if (config.dr.drill.intervalMs !== null) {
+      // disaster recovery serves one database (docs/fleet.md): no drills for a fleet
+      if (databaseIds(config).length > 0) opts.log('dr drills: not scheduled, the config names its databases under `databases` (disaster recovery serves a single-database config: docs/fleet.md)');
+      else await scheduleDevDrills(config, config.dr.drill.intervalMs, opts.log);
     }
-    if (config.dr.drill.intervalMs !== null) await scheduleDevDrills(config, config.dr.drill.intervalMs, opts.log);
     const dashboard = await startDevDashboard(config, worker, layout.home, opts);
     if (dashboard) stops.push(dashboard.stop);
     return {
@@ -97,6 +90,28 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
   } catch (err) {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * The change log of every database of the config that enables it (each its own workflow, on its
+ * own slot and storage folder: docs/fleet.md). It runs on after `dev` stops, like the WAL
+ * archiver; `tenantsafe changelog stop` ends it.
+ */
+async function startDevChangeLogs(config: Config, worker: StartedWorker, log: (line: string) => void): Promise<void> {
+  const ids = databaseIds(config);
+  for (const id of ids.length > 0 ? ids : [undefined]) {
+    const view = forDatabase(config, id);
+    if (!view.changeLog.enabled) continue;
+    const { startChangeLog } = require('./fullBackups') as typeof import('./fullBackups');
+    const { TenantsafeClient } = require('./client') as typeof import('./client');
+    const client = await TenantsafeClient.connect(view.temporal, view.databaseId);
+    try {
+      await startChangeLog(client, (await workflowScopes(worker.engine.forDatabase(id))).changeLog);
+    } finally {
+      await client.close();
+    }
+    log(`change log: streaming${id === undefined ? '' : ` (database ${id})`}`);
   }
 }
 

@@ -5,15 +5,15 @@
 import type { Command } from 'commander';
 import { checkErasureRequest, keyText, listErasures, recordErasure, type ErasureRecord } from '../lib/erasure';
 import type { CliCommand } from './cliCommand';
-import { globals, nonEmpty, requester, requesterOption, withEngine } from './commandHelpers';
+import { globals, listAcrossDatabases, nonEmpty, requester, requesterOption, withEngine, type Listed } from './commandHelpers';
 import { emit, table } from './output';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-function listText(entries: ErasureRecord[]): string {
+function listText(entries: Listed<ErasureRecord>[], columns: string[]): string {
   if (entries.length === 0) return 'No erasures recorded.';
-  const rows = entries.map((e) => ({ id: e.erasureId, tenant: e.tenantId, table: e.table, key: keyText(e.key), by: e.by, at: e.erasedAt, reason: e.reason ?? '' }));
-  return table(rows, ['id', 'tenant', 'table', 'key', 'by', 'at', 'reason']);
+  const rows = entries.map((e) => ({ database: e.database, id: e.erasureId, tenant: e.tenantId, table: e.table, key: keyText(e.key), by: e.by, at: e.erasedAt, reason: e.reason ?? '' }));
+  return table(rows, columns);
 }
 
 export function registerErasureCommands(program: CliCommand): void {
@@ -43,12 +43,12 @@ export function registerErasureCommands(program: CliCommand): void {
     });
   erasure
     .command('list')
-    .description('the ledger, oldest first: id, tenant, table, key, who, when, why')
+    .description('the ledger, oldest first: id, tenant, table, key, who, when, why; with several databases, every one\'s (a database column) unless --database names one')
     .option('--tenant <tenantId>', 'of one tenant')
     .example('tenantsafe erasure list --tenant acme')
     .action(async (opts: { tenant?: string }, cmd: Command) => {
       if (opts.tenant !== undefined) nonEmpty(opts.tenant, '--tenant', 'Pass --tenant <tenantId>, or leave it out for every tenant.');
-      const out = await withEngine(cmd, (e) => listErasures(e, { tenantId: opts.tenant }));
-      emit(globals(cmd), out, () => listText(out));
+      const { rows: out, columns } = await listAcrossDatabases(cmd, (e) => listErasures(e, { tenantId: opts.tenant }), { by: (x) => x.erasedAt, oldestFirst: true }, ['id', 'tenant', 'table', 'key', 'by', 'at', 'reason']);
+      emit(globals(cmd), out, () => listText(out, columns));
     });
 }

@@ -3,9 +3,10 @@
 // dashboard server and the worker's /metrics; the judging is the engine's (lib/monitoring).
 import type { Client } from '@temporalio/client';
 import { temporal as proto } from '@temporalio/proto';
-import type { Config } from '../lib/config';
+import { databaseIds, type Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
-import { computeHealth, type HealthOptions, type HealthReport, type ScheduleFacts, type TemporalFacts } from '../lib/monitoring/health';
+import { computeHealth, type HealthMemo, type HealthOptions, type HealthReport, type ScheduleFacts, type TemporalFacts } from '../lib/monitoring/health';
+import { HealthCache, type HealthSources } from '../lib/monitoring/metrics';
 import { databaseScheduleIds, databaseScoped, drScheduleIds, scheduleIds } from '../workflows/messages';
 
 const dayMs = 86_400_000;
@@ -54,4 +55,19 @@ async function scheduleFacts(client: Client, database: string | undefined): Prom
 export async function collectHealth(engine: Engine, client: Client | null, opts: Omit<HealthOptions, 'temporal'> = {}): Promise<HealthReport> {
   const temporal = client ? await temporalFacts(client, engine.config) : undefined;
   return computeHealth(engine, { ...opts, ...(temporal ? { temporal } : {}) });
+}
+
+/**
+ * What /metrics shows (the worker's, the dashboard's), recomputed at most every `ttlMs`: the
+ * engine's database (`memo` shared with the caller), or when the config names several (docs/fleet.md)
+ * every one's, each judged by its own catalog and schedules.
+ */
+export function healthSources(engine: Engine, client: Client, ttlMs: number, memo: HealthMemo = {}): HealthSources {
+  const ids = databaseIds(engine.config);
+  if (ids.length === 0) return new HealthCache(() => collectHealth(engine, client, { memo }), ttlMs);
+  return ids.map((database) => {
+    // the tenancy plan and workflow scopes are each database's own
+    const own: HealthMemo = {};
+    return { database, cache: new HealthCache(() => collectHealth(engine.forDatabase(database), client, { memo: own }), ttlMs) };
+  });
 }

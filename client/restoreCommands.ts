@@ -9,7 +9,7 @@ import { checkRestoreRequest } from '../lib/restore/rules';
 import type { TenantRestoreInput, TenantRestoreState } from '../workflows/messages';
 import type { RestoreRequested, TenantsafeClient } from './client';
 import type { CliCommand } from './cliCommand';
-import { deciderArg, deciderHelp, digestArg, fromOption, fromOptionHelp, globals, list, nonEmpty, positiveInt, requester, requesterOption, restoreIdArg, withClientOf, withEngine } from './commandHelpers';
+import { deciderArg, deciderHelp, digestArg, fromOption, fromOptionHelp, globals, list, listAcrossDatabases, nonEmpty, positiveInt, requester, requesterOption, restoreIdArg, withClientOf, withEngine } from './commandHelpers';
 import { emit, table } from './output';
 import { WorkflowError } from './workflowError';
 import { ErrorType, TenantsafeError } from '../lib/errors';
@@ -159,7 +159,7 @@ export function registerRestoreCommands(program: CliCommand): void {
     });
   restore
     .command('list')
-    .description('restores, newest first: id, tenant, state, backup, who asked and approved, the safety backup')
+    .description('restores, newest first: id, tenant, state, backup, who asked and approved, the safety backup; with several databases, every one\'s (a database column) unless --database names one')
     .option('--tenant <tenantId>', 'of one tenant')
     .option('--state <state>', 'in one state: previewing, awaiting-approval, applying, verifying, done, rejected, expired, failed')
     .option('--limit <n>', 'at most n (default 50)', positiveInt('--limit'))
@@ -168,9 +168,15 @@ export function registerRestoreCommands(program: CliCommand): void {
       if (opts.state !== undefined && !(restoreStates as readonly string[]).includes(opts.state)) {
         throw new TenantsafeError(ErrorType.BadInput, `--state must be one of ${restoreStates.join(', ')} (got "${opts.state}").`, 'Pass --state awaiting-approval, say.');
       }
-      const restores = await withEngine(cmd, (e) => e.catalog.listRestores({ tenantId: opts.tenant, state: opts.state, limit: opts.limit ?? 50 }));
-      const out = restores.map((r) => ({ restoreId: r.restoreId, tenantId: r.tenantId, state: r.state, backupId: r.backupId ?? null, requestedBy: r.requestedBy, approvedBy: r.approvedBy ?? [], safetyBackupId: r.safetyBackupId ?? null, createdAt: r.createdAt, error: r.error ?? null }));
-      emit(globals(cmd), out, () => (out.length ? table(out.map((r) => ({ ...r, approvedBy: r.approvedBy.join(',') })) as unknown as Record<string, unknown>[], ['restoreId', 'tenantId', 'state', 'backupId', 'requestedBy', 'approvedBy', 'safetyBackupId', 'createdAt']) : 'No restores.'));
+      const limit = opts.limit ?? 50;
+      const { rows: out, columns } = await listAcrossDatabases(
+        cmd,
+        async (e) =>
+          (await e.catalog.listRestores({ tenantId: opts.tenant, state: opts.state, limit })).map((r) => ({ restoreId: r.restoreId, tenantId: r.tenantId, state: r.state, backupId: r.backupId ?? null, requestedBy: r.requestedBy, approvedBy: r.approvedBy ?? [], safetyBackupId: r.safetyBackupId ?? null, createdAt: r.createdAt, error: r.error ?? null })),
+        { by: (r) => r.createdAt ?? '', limit },
+        ['restoreId', 'tenantId', 'state', 'backupId', 'requestedBy', 'approvedBy', 'safetyBackupId', 'createdAt'],
+      );
+      emit(globals(cmd), out, () => (out.length ? table(out.map((r) => ({ ...r, approvedBy: r.approvedBy.join(',') })) as unknown as Record<string, unknown>[], columns) : 'No restores.'));
     });
   restore
     .command('status <restoreId>')

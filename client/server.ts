@@ -22,6 +22,10 @@
 //   GET  /api/restores/:restoreId                 → status
 //   POST /api/restores/:restoreId/approve {by?, digest}   (operator; `by` is the caller, or whom a relaying caller names)
 //   POST /api/restores/:restoreId/reject  {by?, reason?}
+//
+// With several databases (docs/fleet.md): the overview shows every one; the other pages are about
+// the one `?database=<id>` (or /databases/:id) picked, kept in a cookie, the first by default; a
+// restore's page, decisions and API calls act on the database whose catalog holds it.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,15 +33,16 @@ import * as nodePath from 'node:path';
 import { configSecrets } from '../lib/alerts';
 import { auditActions, refusedApproval, type AuditVerification, type RefusedVia } from '../lib/audit';
 import { sanitizeMessage } from '../lib/alerts/format';
-import { databaseName, type Config } from '../lib/config';
+import { databaseIds, databaseName, forDatabase, type Config } from '../lib/config';
 import { fullTrend, getVerification, restoresPage, tenantBackupsPage, tenantInCatalog, tenantRestorePoints, tenantTrend, verificationsPage } from '../lib/dashboard/reads';
 import { retentionView } from '../lib/dashboard/retention';
 import { listPins, type Pin } from '../lib/retention/pins';
 import type { Engine } from '../lib/engine';
+import type { RestoreRecord } from '../lib/catalog';
 import { ErrorType, isBadInput, TenantsafeError } from '../lib/errors';
-import { computeHealth, runLink, tenantHealth, tenantHealthPage, type HealthMemo, type HealthReport, type TemporalFacts } from '../lib/monitoring/health';
+import { computeHealth, fleetReport, runLink, tenantHealth, tenantHealthPage, type HealthMemo, type HealthReport, type TemporalFacts } from '../lib/monitoring/health';
 import { drillPrefix } from '../lib/dr/report';
-import { HealthCache, processRegistry, registerHealthMetrics, serveMetrics } from '../lib/monitoring/metrics';
+import { processRegistry, registerHealthMetrics, serveMetrics } from '../lib/monitoring/metrics';
 import { withClient } from '../lib/pg';
 import { discoverTenancy, existingTenants, type TenancyPlan } from '../lib/tenancy';
 import type { TenantRestoreStatus } from '../workflows/messages';
@@ -45,7 +50,7 @@ import type { TenantsafeClient } from './client';
 import { DashboardAuth, sessionCookie, type Principal } from './dashboard/auth';
 import { layout, type Html, type PageOptions } from './dashboard/html';
 import * as pages from './dashboard/pages';
-import { collectHealth, temporalFacts } from './health';
+import { healthSources, temporalFacts } from './health';
 import { WorkflowError } from './workflowError';
 
 export interface DashboardServer {
@@ -129,26 +134,26 @@ function wantsSecureCookie(req: http.IncomingMessage): boolean {
   return (req.socket as { encrypted?: boolean }).encrypted === true || req.headers['x-forwarded-proto'] === 'https';
 }
 
-export async function startDashboardServer(config: Config, engine: Engine, client: TenantsafeClient, opts: DashboardOptions = {}): Promise<DashboardServer> {
-  const auth = new DashboardAuth(config.dashboard);
-  if (!auth.hasUsers) {
-    throw new TenantsafeError(
-      ErrorType.BadConfig,
-      'dashboard.users is empty and dashboard.token is not set: the dashboard and its HTTP API would let anyone approve restores.',
-      'Add users under dashboard.users (role read-only or operator, a password or token from the environment or `tenantsafe hash-secret`), or set dashboard.token.',
-    );
-  }
-  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const secrets = configSecrets(config);
-  const database = databaseName(config.database.url);
+/** The cookie keeping the database the pages are about, with several (docs/fleet.md). */
+const databaseCookie = 'tenantsafe_database';
 
-  // /metrics: the catalog-derived gauges (lib/monitoring) and this process's own
-  const registry = processRegistry();
-  // the tenancy plan and workflow scopes, found again every 10 minutes (metrics and pages share them)
-  const memo: HealthMemo = {};
-  const metricsHealth = new HealthCache(() => collectHealth(engine, client.temporal, { memo }), config.monitoring.cacheTtlMs);
-  registerHealthMetrics(registry, metricsHealth);
+/** What the pages of one database read: its config and engine, and what they keep for a while. */
+interface DatabaseView {
+  /** its id, with several databases (docs/fleet.md); undefined: the config's one database */
+  id: string | undefined;
+  config: Config;
+  engine: Engine;
+  /** the database's name (the health report's) */
+  name: string;
+  /** the health report; concurrent views share one judgement */
+  healthNow(): Promise<HealthReport>;
+  temporalNow(): Promise<TemporalFacts>;
+  tenantInDatabase(tenantId: string): Promise<boolean | null>;
+  pinsNow(): Promise<Pin[]>;
+  chainNow(): Promise<AuditVerification>;
+}
 
+function databaseView(config: Config, engine: Engine, client: TenantsafeClient, memo: HealthMemo, opts: DashboardOptions): DatabaseView {
   // Pages judge afresh (a failure shows at once); what Temporal says (schedules, pollers) is asked at most every 10 s.
   let facts: { at: number; value: Promise<TemporalFacts> } | undefined;
   const temporalNow = (): Promise<TemporalFacts> => {
@@ -198,6 +203,60 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
     }
     return chainCheck.result;
   };
+  return { id: config.databaseId, config, engine, name: databaseName(config.database.url), healthNow, temporalNow, tenantInDatabase, pinsNow, chainNow };
+}
+
+export async function startDashboardServer(config: Config, engine: Engine, client: TenantsafeClient, opts: DashboardOptions = {}): Promise<DashboardServer> {
+  const auth = new DashboardAuth(config.dashboard);
+  if (!auth.hasUsers) {
+    throw new TenantsafeError(
+      ErrorType.BadConfig,
+      'dashboard.users is empty and dashboard.token is not set: the dashboard and its HTTP API would let anyone approve restores.',
+      'Add users under dashboard.users (role read-only or operator, a password or token from the environment or `tenantsafe hash-secret`), or set dashboard.token.',
+    );
+  }
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const secrets = configSecrets(config);
+
+  // /metrics: the catalog-derived gauges (lib/monitoring: with several databases, every one's) and this process's own
+  const registry = processRegistry();
+  // the tenancy plan and workflow scopes, found again every 10 minutes (metrics and pages share them)
+  const memo: HealthMemo = {};
+  registerHealthMetrics(registry, healthSources(engine, client.temporal, config.monitoring.cacheTtlMs, memo));
+
+  // the pages of each database (docs/fleet.md): a single-database config's one, or every one of `databases`
+  const ids = databaseIds(config);
+  const views = ids.length === 0 ? [databaseView(config, engine, client, memo, opts)] : ids.map((id) => databaseView(forDatabase(config, id), engine.forDatabase(id), client, {}, opts));
+  /** the database a page is about: `?database=<id>` (kept in a cookie), else the cookie's, else the first */
+  const viewOf = (url: URL, cookie: string | undefined): { view: DatabaseView; chosen: boolean } => {
+    if (views.length === 1) return { view: views[0], chosen: false };
+    const asked = url.searchParams.get('database');
+    if (asked !== null) {
+      const view = views.find((v) => v.id === asked);
+      if (!view) throw new HttpProblem(404, 'Not Found', `No database "${asked.slice(0, 40)}" in the config.`, `Pick one of: ${ids.join(', ')}.`);
+      return { view, chosen: true };
+    }
+    const kept = new RegExp(`(?:^|;\\s*)${databaseCookie}=([a-z][a-z0-9_]*)`).exec(cookie ?? '')?.[1];
+    return { view: views.find((v) => v.id === kept) ?? views[0], chosen: false };
+  };
+  /** every database's health as one report (the overview of a fleet) */
+  const overviewNow = async (): Promise<HealthReport> => {
+    if (views.length === 1) return views[0].healthNow();
+    return fleetReport(await Promise.all(views.map(async (v) => ({ id: v.id!, report: await v.healthNow() }))));
+  };
+  /** the database whose catalog holds a restore (its pages, decisions and API calls act there), the chosen one first */
+  const restoreIn = async (restoreId: string, chosen: DatabaseView): Promise<{ view: DatabaseView; rec: RestoreRecord }> => {
+    let notFound: unknown;
+    for (const view of [chosen, ...views.filter((v) => v !== chosen)]) {
+      try {
+        return { view, rec: await view.engine.catalog.getRestore(restoreId) };
+      } catch (err) {
+        if (!(err instanceof TenantsafeError && err.type === ErrorType.RestoreNotFound)) throw err;
+        notFound = err;
+      }
+    }
+    throw notFound;
+  };
 
   // served from the package, never a CDN: the stylesheet, the charts' script, uPlot (npm: uplot)
   const assets = new Map<string, { type: string; body: Buffer }>([
@@ -229,8 +288,20 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       res.end(page);
     };
     let user: Principal | null = null;
+    // with several databases: the one this request's page is about (viewOf), and the cookie keeping a new choice
+    let view = views[0];
+    let here: string | null = null;
+    let keepChoice: Record<string, string> = {};
+    const choose = (chosen: DatabaseView) => {
+      view = chosen;
+      keepChoice = { 'set-cookie': `${databaseCookie}=${chosen.id}; Path=/; HttpOnly; SameSite=Strict${wantsSecureCookie(req) ? '; Secure' : ''}` };
+    };
     const page = (code: number, o: Omit<PageOptions, 'user'>, body: Html, headers: Record<string, string | string[]> = {}) =>
-      sendHtml(code, layout({ ...o, user, ...(user?.sessionId ? { signOutToken: auth.formToken(user.name, 'logout', user.sessionId) } : {}) }, body), headers);
+      sendHtml(
+        code,
+        layout({ ...o, user, ...(user?.sessionId ? { signOutToken: auth.formToken(user.name, 'logout', user.sessionId) } : {}), ...(views.length > 1 && user && here !== null ? { databases: { ids, current: view.id!, path: here } } : {}) }, body),
+        { ...keepChoice, ...headers },
+      );
     const problemPage = (p: HttpProblem, headers: Record<string, string | string[]> = {}) => page(p.status, { title: p.title }, pages.errorPage(p.status, p.title, p.message, p.hint), headers);
     const redirect = (to: string, headers: Record<string, string | string[]> = {}) => {
       res.writeHead(303, { ...baseHeaders, location: to, ...headers });
@@ -295,19 +366,30 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
 
       const parts = p.split('/').filter(Boolean);
       const [top, id, action] = parts;
+      const picked = viewOf(url, req.headers.cookie);
+      if (picked.chosen) choose(picked.view);
+      else view = picked.view;
+      if (method === 'GET') here = p;
       if (method === 'POST' && top === 'restores' && id && (action === 'approve' || action === 'reject') && parts.length === 3) return decide(idOf(id, 'restore'), action);
       if (method !== 'GET' && method !== 'HEAD') throw new HttpProblem(405, 'Method Not Allowed', `${method} is not allowed here.`);
 
       if (p === '/') {
-        const report = await healthNow();
+        const report = await overviewNow();
         return page(200, { title: 'Overview', section: 'overview' }, pages.overviewPage(report));
       }
       if (top === 'databases' && id && parts.length === 2) {
         const db = idOf(id, 'database');
-        const report = await healthNow();
+        let report: HealthReport;
+        if (views.length > 1) {
+          // a fleet's database by its id: the pages are about it from now on
+          const named = views.find((v) => v.id === db);
+          if (!named) throw new HttpProblem(404, 'Not Found', `No database "${db}" in the config (it serves ${ids.join(', ')}).`);
+          choose(named);
+          report = fleetReport([{ id: db, report: await named.healthNow() }]);
+        } else report = await view.healthNow();
         const d = report.databases.find((x) => x.database === db);
-        if (!d) throw new HttpProblem(404, 'Not Found', `No database "${db}" in the config (it serves ${database}).`);
-        const trend = await fullTrend(engine, db);
+        if (!d) throw new HttpProblem(404, 'Not Found', `No database "${db}" in the config (it serves ${view.name}).`);
+        const trend = await fullTrend(view.engine, view.name);
         return page(200, { title: db, section: 'overview', charts: trend.length > 1 }, pages.databasePage(report, d, trend));
       }
       if (top === 'tenants' && parts.length === 1) {
@@ -316,15 +398,16 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         const order = url.searchParams.get('order') ?? 'worst';
         if (order !== 'worst' && order !== 'tenant') throw new HttpProblem(400, 'Bad Request', 'order is worst or tenant.');
         const n = pageOf(url);
-        const found = await tenantHealthPage(engine, { prefix: q.trim() || undefined, order, offset: (n - 1) * pageSize, limit: pageSize, temporal: await temporalNow() });
+        const found = await tenantHealthPage(view.engine, { prefix: q.trim() || undefined, order, offset: (n - 1) * pageSize, limit: pageSize, temporal: await view.temporalNow() });
         return page(200, { title: 'Tenants', section: 'tenants' }, pages.tenantsPage(found, q, order, pageSize));
       }
       if (top === 'tenants' && id && parts.length === 2) {
         const tenantId = idOf(id, 'tenant');
         const n = pageOf(url);
-        const temporal = await temporalNow();
+        const { engine, config } = view;
+        const temporal = await view.temporalNow();
         const [detail, inCatalog] = await Promise.all([tenantHealth(engine, tenantId, { temporal, limit: 10 }), tenantInCatalog(engine, tenantId)]);
-        const inDatabase = await tenantInDatabase(tenantId);
+        const inDatabase = await view.tenantInDatabase(tenantId);
         if (!detail.known && !inCatalog && inDatabase !== true) {
           throw new HttpProblem(404, 'Not Found', `No tenant "${tenantId}": the catalog has no backup, run or restore of it${inDatabase === false ? ' and the tenant table does not hold it' : ''}.`, 'Search for it on the tenants page.');
         }
@@ -334,7 +417,7 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
           restoresPage(engine, { tenantId, offset: 0, limit: 10 }),
           tenantTrend(engine, tenantId),
           tenantRestorePoints(engine, tenantId),
-          pinsNow(),
+          view.pinsNow(),
           engine.catalog.backupsInUse(since),
         ]);
         const mine = new Set(points.map((x) => x.backupId));
@@ -345,22 +428,22 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       }
       if (top === 'restores' && parts.length === 1) {
         const n = pageOf(url);
-        const [report, all] = await Promise.all([healthNow(), restoresPage(engine, { offset: (n - 1) * pageSize, limit: pageSize })]);
+        const [report, all] = await Promise.all([view.healthNow(), restoresPage(view.engine, { offset: (n - 1) * pageSize, limit: pageSize })]);
         return page(200, { title: 'Restores', section: 'restores' }, pages.restoresPage(report.databases.flatMap((d) => d.approvals.oldest), all));
       }
       if (top === 'restores' && id && parts.length === 2) return restore(idOf(id, 'restore'), url.searchParams.get('done'));
       if (top === 'verifications' && parts.length === 1) {
         const failedOnly = url.searchParams.get('failed') === '1';
         const n = pageOf(url);
-        return page(200, { title: 'Verifications', section: 'verifications' }, pages.verificationsPage(await verificationsPage(engine, { failedOnly, offset: (n - 1) * pageSize, limit: pageSize }), failedOnly));
+        return page(200, { title: 'Verifications', section: 'verifications' }, pages.verificationsPage(await verificationsPage(view.engine, { failedOnly, offset: (n - 1) * pageSize, limit: pageSize }), failedOnly));
       }
       if (top === 'verifications' && id && (parts.length === 2 || (parts.length === 3 && action === 'report.json'))) {
         if (!/^\d{1,18}$/.test(id)) throw new HttpProblem(404, 'Not Found', 'No such verification report.');
-        const v = await getVerification(engine, Number(id));
+        const v = await getVerification(view.engine, Number(id));
         if (!v) throw new HttpProblem(404, 'Not Found', `No verification report ${id}.`);
         if (parts.length === 2) return page(200, { title: `Verification of ${v.backupId}`, section: 'verifications' }, pages.verificationPage(v));
         let body = `${JSON.stringify(v.report, null, 2)}\n`;
-        if (v.reportKey && v.reportKey.startsWith('reports/verify/')) body = (await engine.store.getBytes(v.reportKey).catch(() => Buffer.from(body))).toString('utf8');
+        if (v.reportKey && v.reportKey.startsWith('reports/verify/')) body = (await view.engine.store.getBytes(v.reportKey).catch(() => Buffer.from(body))).toString('utf8');
         const file = `verification-${v.backupId}-${v.verifiedAt.replace(/[^0-9TZ]/g, '')}.json`.replace(/[^A-Za-z0-9._-]/g, '_');
         res.writeHead(200, { ...baseHeaders, 'content-type': 'application/json', 'content-disposition': `attachment; filename="${file}"` });
         return res.end(body);
@@ -372,8 +455,8 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         if (auditAction && !(auditActions as readonly string[]).includes(auditAction)) throw new HttpProblem(400, 'Bad Request', `"${auditAction.slice(0, 40)}" is not an audit action.`);
         const n = pageOf(url);
         const [entries, chain] = await Promise.all([
-          engine.audit.page({ tenantId: tenant || undefined, action: auditAction || undefined, offset: (n - 1) * pageSize, limit: pageSize }),
-          chainNow().then(
+          view.engine.audit.page({ tenantId: tenant || undefined, action: auditAction || undefined, offset: (n - 1) * pageSize, limit: pageSize }),
+          view.chainNow().then(
             (v) => ({ v, error: null }),
             (err: unknown) => ({ v: null, error: sanitizeMessage(err instanceof Error ? err.message : String(err), secrets) }),
           ),
@@ -383,7 +466,7 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       if (top === 'drills' && id && action === 'report.html' && parts.length === 3) {
         // the report as the drill stored it: its own inline style, no script
         if (!/^\d{8}-\d{6}-[0-9a-f]{8}$/.test(id)) throw new HttpProblem(404, 'Not Found', 'No such drill.');
-        const body = await engine.store.getBytes(drillPrefix(id) + 'report.html').catch(() => null);
+        const body = await view.engine.store.getBytes(drillPrefix(id) + 'report.html').catch(() => null);
         if (!body) throw new HttpProblem(404, 'Not Found', `No report of drill ${id} in storage.`);
         res.writeHead(200, { ...baseHeaders, 'content-type': 'text/html; charset=utf-8', 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'" });
         return res.end(body);
@@ -397,7 +480,9 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
     };
 
     const restore = async (restoreId: string, done: string | null) => {
-      const rec = await engine.catalog.getRestore(restoreId);
+      const found = await restoreIn(restoreId, view);
+      if (found.view !== view) choose(found.view);
+      const { rec } = found;
       const ref = { workflowId: rec.workflowId, runId: rec.runId };
       let status: TenantRestoreStatus | null = null;
       let statusError: string | null = null;
@@ -421,11 +506,11 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       };
       const flash = done === 'approved' ? { level: 'ok' as const, text: `Approved by ${user!.name}.` } : done === 'rejected' ? { level: 'warning' as const, text: `Rejected by ${user!.name}.` } : null;
       const row = { restoreId: rec.restoreId, tenantId: rec.tenantId, backupId: rec.backupId ?? null, state: rec.state, requestedBy: rec.requestedBy, approvedBy: rec.approvedBy ?? [], error: rec.error ?? null, createdAt: '', updatedAt: '', workflowId: rec.workflowId, runId: rec.runId };
-      return page(200, { title: `Restore ${restoreId}`, section: 'restores', flash, ...(['previewing', 'applying', 'verifying'].includes(state) ? { refreshSeconds: 2 } : {}) }, pages.restorePage(row, status, statusError, runLink(config, rec.workflowId, rec.runId), forms));
+      return page(200, { title: `Restore ${restoreId}`, section: 'restores', flash, ...(['previewing', 'applying', 'verifying'].includes(state) ? { refreshSeconds: 2 } : {}) }, pages.restorePage(row, status, statusError, runLink(view.config, rec.workflowId, rec.runId), forms));
     };
 
     /** An approval the client refused before signalling: the workflow never saw it, so it is recorded here. */
-    const recordRefusal = (via: RefusedVia, approval: { by: string; digest: string }) => (refusal: { reason: string }, restore: TenantRestoreStatus) =>
+    const recordRefusal = (engine: Engine, via: RefusedVia, approval: { by: string; digest: string }) => (refusal: { reason: string }, restore: TenantRestoreStatus) =>
       engine.audit.appendBestEffort(refusedApproval({ restore }, approval, refusal.reason, via));
 
     const decide = async (restoreId: string, action: 'approve' | 'reject') => {
@@ -441,9 +526,9 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
         }[verdict];
         throw new HttpProblem(403, 'Forbidden', `${why}: nothing was done.`, 'Open the restore again and decide on the preview it shows now.');
       }
-      const rec = await engine.catalog.getRestore(restoreId);
+      const { view: at, rec } = await restoreIn(restoreId, view);
       const ref = { workflowId: rec.workflowId, runId: rec.runId };
-      if (action === 'approve') await client.restores.approve(ref, { by: user!.name, digest }, { onRefused: recordRefusal('dashboard', { by: user!.name, digest }) });
+      if (action === 'approve') await client.restores.approve(ref, { by: user!.name, digest }, { onRefused: recordRefusal(at.engine, 'dashboard', { by: user!.name, digest }) });
       else {
         const reason = (form.get('reason') ?? '').trim().slice(0, 500);
         const before = await client.restores.status(ref);
@@ -462,11 +547,12 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       const m = /^\/api\/restores\/([^/]+)(?:\/(approve|reject))?$/.exec(url.pathname);
       if (!m) return sendJson(404, { error: 'not found' });
       const restoreId = idOf(m[1], 'restore');
+      // the database whose catalog holds the restore (with several: docs/fleet.md)
       const refOf = async () => {
-        const r = await engine.catalog.getRestore(restoreId);
-        return { workflowId: r.workflowId, runId: r.runId };
+        const { view: at, rec } = await restoreIn(restoreId, views[0]);
+        return { engine: at.engine, ref: { workflowId: rec.workflowId, runId: rec.runId } };
       };
-      if (req.method === 'GET' && !m[2]) return sendJson(200, await client.restores.status(await refOf()));
+      if (req.method === 'GET' && !m[2]) return sendJson(200, await client.restores.status((await refOf()).ref));
       if (req.method !== 'POST' || !m[2]) return sendJson(405, { error: 'method not allowed' });
       if (caller.role !== 'operator') return sendJson(403, { error: `${caller.name} has the read-only role: ${m[2]} needs an operator` });
       if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) return sendJson(415, { error: 'send the body as application/json' });
@@ -475,10 +561,10 @@ export async function startDashboardServer(config: Config, engine: Engine, clien
       let by = caller.name;
       if (caller.relay) by = text(body.by, 'by');
       else if (body.by !== undefined && body.by !== caller.name) return sendJson(403, { error: `${caller.name} decides as itself: "by" may only name ${caller.name}` });
-      const ref = await refOf();
+      const { engine, ref } = await refOf();
       if (m[2] === 'approve') {
         const approval = { by, digest: text(body.digest, 'digest') };
-        return sendJson(200, await client.restores.approve(ref, approval, { onRefused: recordRefusal('api', approval) }));
+        return sendJson(200, await client.restores.approve(ref, approval, { onRefused: recordRefusal(engine, 'api', approval) }));
       }
       return sendJson(200, await client.restores.reject(ref, { by, reason: typeof body.reason === 'string' ? body.reason : undefined }));
     };

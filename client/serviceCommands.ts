@@ -17,12 +17,13 @@ const untilInterrupted = () => new Promise<void>((resolve) => process.once('SIGI
 export function registerDashboardCommand(program: CliCommand): void {
   program
     .command('dashboard')
-    .description('serve the dashboard (pages, the restore approval API, /metrics) until interrupted')
+    .description('serve the dashboard (pages, the restore approval API, /metrics) until interrupted; with several databases, every one unless --database names one')
     .example('tenantsafe dashboard --config /etc/tenantsafe/tenantsafe.yaml')
     .action(async (_opts: unknown, cmd: Command) => {
       const { TenantsafeClient } = require('./client') as typeof import('./client');
       const { startDashboardServer } = require('./server') as typeof import('./server');
-      const cfg = config(cmd);
+      // with several databases: every one (docs/fleet.md), or the one --database names
+      const cfg = globals(cmd).database === undefined ? fleetConfig(cmd) : config(cmd);
       const engine = new Engine(cfg);
       const client = await TenantsafeClient.connect(cfg.temporal);
       const server = await startDashboardServer(cfg, engine, client);

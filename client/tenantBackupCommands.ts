@@ -5,8 +5,7 @@ import type { Command } from 'commander';
 import type { CliCommand } from './cliCommand';
 import { removeIncompleteBackups } from '../lib/tenantBackup';
 import { parseDuration } from '../lib/duration';
-import { Engine } from '../lib/engine';
-import { globals, listedDatabases, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
+import { globals, listAcrossDatabases, nonEmpty, positiveInt, sizeText, withClientOf, withEngine } from './commandHelpers';
 import { rebuildErasures } from '../lib/erasure';
 import { emit, table } from './output';
 
@@ -53,16 +52,13 @@ export function registerTenantBackupCommands(program: CliCommand): { backup: Cli
     .option('--tenant <tenantId>', 'only this tenant')
     .example('tenantsafe backups list --tenant acme', 'tenantsafe backups list --json | jq -r \'.[0].backupId\'   # the newest', 'tenantsafe backups list --database eu --tenant acme')
     .action(async (opts: { tenant?: string }, cmd: Command) => {
-      const listed = listedDatabases(cmd);
-      const out: { backupId: string; tenantId: string | null; status: string; rows: number; bytes: number; snapshotAt: string; database?: string }[] = [];
-      for (const { id, config } of listed) {
-        const engine = new Engine(config);
-        const list = await engine.catalog.listBackups({ tenantId: opts.tenant }).finally(() => engine.close());
-        out.push(...list.map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt, ...(id === null ? {} : { database: id }) })));
-      }
-      // newest first across the databases too
-      if (listed.length > 1) out.sort((a, b) => (a.snapshotAt < b.snapshotAt ? 1 : a.snapshotAt > b.snapshotAt ? -1 : 0));
-      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), [...(listed[0].id === null ? [] : ['database']), 'backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt']));
+      const { rows: out, columns } = await listAcrossDatabases(
+        cmd,
+        async (e) => (await e.catalog.listBackups({ tenantId: opts.tenant })).map((b) => ({ backupId: b.backupId, tenantId: b.tenantId, status: 'completed', rows: b.rows, bytes: b.bytes, snapshotAt: b.snapshotAt })),
+        { by: (b) => b.snapshotAt },
+        ['backupId', 'tenantId', 'rows', 'bytes', 'snapshotAt'],
+      );
+      emit(globals(cmd), out, () => table(out.map((b) => ({ ...b, bytes: sizeText(b.bytes) })), columns));
     });
   backups
     .command('cleanup')

@@ -5,17 +5,23 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
+import { TenantsafeClient } from '../client/client';
+import { startDevStack } from '../client/dev';
 import { temporalFacts } from '../client/health';
+import { startDashboardServer, type DashboardServer } from '../client/server';
 import { databaseIds, forDatabase, parseConfig, type Config } from '../lib/config';
 import { exampleDocument } from '../lib/configReference';
 import { configSchema } from '../lib/configSchema';
+import { workflowScopes } from '../lib/databaseIdentity';
 import { Engine } from '../lib/engine';
+import { fullBackupPrefix } from '../lib/format/fullManifest';
 import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { withConnection } from '../lib/pg';
+import { freePorts } from '../lib/process';
 import { damageTenant } from '../sample/damage';
 import { ensureSampleDatabase } from '../sample/generate';
-import { databaseScoped, scheduleIds, searchAttributes, workflowIds } from '../workflows/messages';
+import { databaseScoped, databaseWorkflowIds, scheduleIds, searchAttributes, workflowIds } from '../workflows/messages';
 import { startWorker, type StartedWorker } from '../workers/worker';
 import { liveRows } from './support/backups';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
@@ -23,11 +29,14 @@ import { minimal, ctx } from './support/config';
 import { runCli } from './support/env';
 import { checksumsOf } from './support/restore';
 import { testStack } from './support/stack';
+import { waitFor } from './support/wait';
 
 // eu and us hold the same tenant ids with different data; ap has fewer tenants
 const samples = { eu: { tenants: 4, rows: 2_000 }, us: { tenants: 4, rows: 5_000 }, ap: { tenants: 3, rows: 1_500 } };
 type Id = keyof typeof samples;
 const ids = Object.keys(samples) as Id[];
+const readerToken = 'fleet-reader-token-0123456789abcdef';
+const chromiumPath = process.env.TENANTSAFE_CHROMIUM ?? '/usr/bin/chromium';
 
 describe('a fleet of databases', function () {
   this.timeout(240_000);
@@ -45,16 +54,24 @@ describe('a fleet of databases', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-fleet-'));
     const databases: Record<string, unknown> = {};
     for (const id of ids) {
-      const source = await startSourceCluster(`unused_${id}`);
+      // logical: the change log (`dev` starts it for every database)
+      const source = await startSourceCluster(`unused_${id}`, { wal_level: 'logical' });
       clusters.set(id, source);
       const { url } = await ensureSampleDatabase(source.cluster.url('postgres'), 'saas', samples[id]);
       databases[id] = { database: { url } };
     }
+    const [metricsPort] = await freePorts('127.0.0.1', 1);
+    process.env.FLEET_READER_TOKEN = readerToken;
     const document = {
       databases,
       storage: { primary: { kind: 'local', path: path.join(dir, 'backups') } },
       temporal: { address: stack.temporalAddress, namespace: stack.namespace, taskQueue: `tenantsafe-fleet-${process.pid}` },
       backup: { parallelism: 2 },
+      // full backups of the private clusters (test/support/cluster.ts physicalBackups): WAL uploaded often
+      fullBackup: { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' },
+      worker: { metricsPort },
+      monitoring: { cacheTtl: '200ms' },
+      dashboard: { port: 0, users: { reader: { role: 'read-only', token: '${FLEET_READER_TOKEN}' } } },
     };
     configFile = path.join(dir, 'tenantsafe.yaml');
     fs.writeFileSync(configFile, stringify(document));
@@ -67,6 +84,14 @@ describe('a fleet of databases', function () {
 
   after(async () => {
     for (const id of ids) for (const s of [scheduleIds.tenantBackupsAll, scheduleIds.tenantBackup('acme')]) await temporal?.schedule.getHandle(databaseScoped(s, id)).delete().catch(() => undefined);
+    // the WAL archivers the full backups started
+    for (const id of engine ? ids : []) {
+      const scope = await workflowScopes(engine.forDatabase(id)).catch(() => null);
+      if (!scope || !temporal) continue;
+      const archiver = temporal.workflow.getHandle(databaseWorkflowIds.walArchiver(scope.walArchiver));
+      await archiver.cancel().catch(() => undefined);
+      await archiver.result().catch(() => undefined);
+    }
     await worker?.shutdown();
     await engine?.close();
     await connection?.close();
@@ -149,6 +174,135 @@ describe('a fleet of databases', function () {
     assert.deepEqual({ us: await tenantRows('us', 'globex'), ap: await tenantRows('ap', 'globex'), euAcme: await tenantRows('eu', 'acme') }, others);
   });
 
+  it('lists every database\'s restores and audit entries with a database column, or one database\'s with --database', async () => {
+    const all = await cli(null, 'restore', 'list');
+    assert.equal(all.code, 0, all.stderr);
+    const rows = all.json() as { database: string; tenantId: string; state: string }[];
+    assert.deepEqual(rows.map((r) => [r.database, r.tenantId, r.state]), [['eu', 'globex', 'done']]);
+    assert.deepEqual((await cli('us', 'restore', 'list')).json(), [], 'us has no restore');
+    const text = await runCli(['restore', 'list'], { configFile });
+    assert.match(text.stdout.split('\n')[0], /^database\s+restoreId\s+tenantId/);
+    const audit = (await cli(null, 'audit', 'list')).json() as { database: string; action: string }[];
+    assert.ok(audit.length > 0 && audit.every((e) => e.database === 'eu'), JSON.stringify(audit));
+    assert.deepEqual((await cli('ap', 'audit', 'list')).json(), []);
+  });
+
+  it('takes a full backup of each of two databases: its own workflow, storage folder and catalog; lists and PITR windows per database', async () => {
+    const eu = await cli('eu', 'backup', 'full', '--wait');
+    assert.equal(eu.code, 0, eu.stderr);
+    const us = await cli('us', 'backup', 'full', '--wait');
+    assert.equal(us.code, 0, us.stderr);
+    const [a, b] = [eu.json(), us.json()];
+    assert.equal(a.workflowId, 'eu/full-backup');
+    assert.equal(b.workflowId, 'us/full-backup');
+    for (const [id, other, backup] of [['eu', 'us', a], ['us', 'eu', b]] as const) {
+      assert.ok(fs.existsSync(path.join(dir, 'backups', id, fullBackupPrefix(backup.backupId), 'manifest.json')), `${id}'s full backup is in ${id}'s folder`);
+      assert.ok(!fs.existsSync(path.join(dir, 'backups', other, fullBackupPrefix(backup.backupId))), `${id}'s full backup is not in ${other}'s folder`);
+      assert.deepEqual((await engine.forDatabase(id).catalog.listFullBackups()).map((x) => x.backupId), [backup.backupId], `${id}'s catalog holds its own only`);
+      const listed = await cli(id, 'full-backups', 'list');
+      assert.deepEqual(listed.json().map((x: { database: string; backupId: string }) => [x.database, x.backupId]), [[id, backup.backupId]]);
+      const window = await cli(id, 'pitr', 'window');
+      assert.equal(window.code, 0, window.stderr);
+      assert.ok(window.json().earliest, `${id} is recoverable: ${window.stdout}`);
+    }
+    assert.deepEqual((await engine.forDatabase('ap').catalog.listFullBackups()), []);
+    assert.equal((await cli('ap', 'pitr', 'window')).json().earliest, null, 'ap has no full backup: nothing recoverable');
+    const all = (await cli(null, 'full-backups', 'list')).json() as { database: string; backupId: string }[];
+    assert.deepEqual(all.map((x) => [x.database, x.backupId]).sort(), [['eu', a.backupId], ['us', b.backupId]]);
+  });
+
+  it('serves every database\'s metrics from the worker, each labelled by its id', async () => {
+    assert.ok(worker.metricsUrl);
+    type Sample = { name: string; labels: Record<string, string>; value: number };
+    const scrape = async (): Promise<Sample[]> =>
+      (await (await fetch(worker.metricsUrl!)).text())
+        .split('\n')
+        .filter((l) => l.startsWith('tenantsafe_'))
+        .map((l) => {
+          const m = /^(\w+)(?:\{(.*)\})? (\S+)$/.exec(l)!;
+          return { name: m[1], labels: Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]])), value: Number(m[3]) };
+        });
+    const of = (samples: Sample[], name: string, labels: Record<string, string>) => samples.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v)).map((x) => x.value);
+    let samples: Sample[] = [];
+    // a scrape serves the report at hand while the next is computed (each database's cache lives 200 ms): until each is fresh
+    const fresh = () => [of(samples, 'tenantsafe_restore_points', { database: 'ap', kind: 'tenant' })[0], of(samples, 'tenantsafe_restore_points', { database: 'eu', kind: 'full' })[0], of(samples, 'tenantsafe_restore_points', { database: 'us', kind: 'full' })[0]];
+    await waitFor('the gauges show each database\'s backups', async () => {
+      samples = await scrape();
+      return JSON.stringify(fresh()) === '[3,1,1]';
+    }, { tries: 50, intervalMs: 200, state: async () => JSON.stringify(fresh()) });
+    for (const id of ids) assert.deepEqual(of(samples, 'tenantsafe_health_up', { database: id }), [1], `${id}'s catalog is read`);
+    assert.deepEqual([...new Set(samples.filter((x) => x.name === 'tenantsafe_health_status').map((x) => x.labels.database))].sort(), ['ap', 'eu', 'us'], 'the health gauges name the ids, not the databases\' name (all three are saas)');
+    assert.deepEqual(of(samples, 'tenantsafe_restore_points', { database: 'ap', kind: 'tenant' }), [3], 'ap\'s three tenant backups');
+    assert.deepEqual(of(samples, 'tenantsafe_restore_points', { database: 'eu', kind: 'full' }), [1]);
+    assert.deepEqual(of(samples, 'tenantsafe_restore_points', { database: 'ap', kind: 'full' }), [0]);
+    // what the worker measured, by the database each activity served
+    const rows = (id: Id) => of(samples, 'tenantsafe_backup_rows_total', { kind: 'tenant', database: id });
+    assert.ok(rows('us')[0] > rows('eu')[0] && rows('eu')[0] > 0, `rows by database: eu ${rows('eu')}, us ${rows('us')}`);
+    assert.equal(of(samples, 'tenantsafe_backup_duration_seconds_count', { kind: 'full', database: 'us' })[0], 1);
+    assert.deepEqual(of(samples, 'tenantsafe_backup_duration_seconds_count', { kind: 'full', database: 'ap' }), []);
+  });
+
+  it('serves every database on one dashboard: the overview a section each, the other pages the database picked', async () => {
+    const client = await TenantsafeClient.connect(config.temporal);
+    let server: DashboardServer | undefined;
+    try {
+      server = await startDashboardServer(config, engine, client, { log: (line) => assert.fail(`the dashboard logged: ${line}`) });
+      const get = (p: string, cookie?: string) => fetch(`${server!.url}${p}`, { headers: { authorization: `Bearer ${readerToken}`, ...(cookie ? { cookie } : {}) }, redirect: 'manual' });
+      const overview = await (await get('/')).text();
+      for (const id of ids) assert.match(overview, new RegExp(`<article class="card \\w+" data-database="${id}">`), `the overview shows ${id}`);
+      assert.match(overview, /<nav class="databases" aria-label="database">.*<a href="\/\?database=eu" data-database="eu" class="current"/s);
+      const picked = await get('/tenants?database=ap');
+      assert.equal(picked.status, 200);
+      const cookie = picked.headers.get('set-cookie')!.split(';')[0];
+      assert.equal(cookie, 'tenantsafe_database=ap');
+      const tenants = await picked.text();
+      assert.match(tenants, /data-database="ap" class="current"/);
+      // ap's catalog knows initech (backup all); us's only globex
+      assert.match(tenants, /href="\/tenants\/initech"/);
+      // the cookie keeps the choice; a restore is shown from the database that holds it
+      assert.match(await (await get('/tenants', cookie)).text(), /href="\/tenants\/initech"/);
+      const us = await (await get('/tenants', 'tenantsafe_database=us')).text();
+      assert.ok(us.includes('href="/tenants/globex"') && !us.includes('initech'), 'us\'s tenants page shows us\'s tenants');
+      const [euRestore] = await engine.forDatabase('eu').catalog.listRestores({});
+      const restorePage = await get(`/restores/${euRestore.restoreId}`, cookie);
+      assert.equal(restorePage.status, 200);
+      assert.match(await restorePage.text(), /data-database="eu" class="current"/);
+      const database = await get('/databases/us');
+      assert.equal(database.status, 200);
+      assert.match(await database.text(), /<h1>us <span class="badge/);
+      assert.equal((await get('/databases/asia')).status, 404);
+      assert.equal((await get('/?database=asia')).status, 404);
+      const api = await fetch(`${server.url}/api/restores/${euRestore.restoreId}`, { headers: { authorization: `Bearer ${readerToken}` } });
+      assert.equal(api.status, 200);
+      assert.equal(((await api.json()) as { state: string }).state, 'done');
+
+      // in a browser, signed in: the selector switches the database, and the pages stay on it
+      assert.ok(fs.existsSync(chromiumPath), `${chromiumPath} is missing: run \`npm run setup\` (it installs Debian's chromium), or set TENANTSAFE_CHROMIUM`);
+      const { chromium } = require('playwright-core') as typeof import('playwright-core');
+      const browser = await chromium.launch({ executablePath: chromiumPath });
+      try {
+        const page = await (await browser.newContext()).newPage();
+        await page.goto(`${server.url}/`);
+        await page.fill('#name', 'reader');
+        await page.fill('#secret', readerToken);
+        await Promise.all([page.waitForURL(`${server.url}/`), page.click('form.login button[type=submit]')]);
+        assert.deepEqual(await page.$$eval('article.card', (cards) => cards.map((c) => c.getAttribute('data-database'))), ['eu', 'us', 'ap']);
+        await Promise.all([page.waitForURL(`${server.url}/?database=ap`), page.click('nav.databases a[data-database="ap"]')]);
+        assert.equal(await page.getAttribute('nav.databases a[aria-current]', 'data-database'), 'ap');
+        await Promise.all([page.waitForURL(`${server.url}/tenants`), page.click('header nav a[href="/tenants"]')]);
+        assert.equal(await page.getAttribute('nav.databases a[aria-current]', 'data-database'), 'ap', 'the choice is kept');
+        assert.ok(await page.isVisible('a[href="/tenants/initech"]'), 'ap\'s tenants');
+        await Promise.all([page.waitForURL(`${server.url}/tenants?database=us`), page.click('nav.databases a[data-database="us"]')]);
+        assert.equal(await page.locator('a[href="/tenants/initech"]').count(), 0, 'us\'s tenants');
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      await server?.close();
+      await client.close();
+    }
+  });
+
   it('keeps a schedule per database, each starting its runs on its database', async () => {
     for (const [id, every] of [['eu', '24h'], ['us', '12h']] as const) {
       const r = await cli(id, 'schedule', 'tenant-backups', '--every', every);
@@ -204,7 +358,7 @@ describe('a fleet of databases', function () {
     for (const args of [['failover', '--reason', 'primary lost'], ['standby', 'status'], ['drill', 'run']]) {
       const r = await cli('eu', ...args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.match(JSON.parse(r.stderr).error, /Disaster recovery .* serves one database; this config names several \(databases: eu, us, ap\)/);
+      assert.match(JSON.parse(r.stderr).error, /Disaster recovery .* is not per database yet: .* this config names several under `databases` \(eu, us, ap\); --database does not pick one here\. HINT: Run this command with a config of that one database: `database: \{ url: \.\.\. \}` in place of `databases`/);
     }
   });
 
@@ -226,6 +380,33 @@ describe('a fleet of databases', function () {
       assert.match(String(root.message), /no database "asia".*eu, us, ap/);
       return true;
     });
+  });
+
+  it('starts the change log of every database with `tenantsafe dev`', async () => {
+    const devConfig = path.join(dir, 'dev.yaml');
+    // a task queue of its own: the other worker's config does not enable the change log
+    const fleetDoc = parse(fs.readFileSync(configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    const doc = { ...fleetDoc, temporal: { ...fleetDoc.temporal, taskQueue: `tenantsafe-fleet-dev-${process.pid}` }, changeLog: { enabled: true, flushInterval: '200ms', replicaIdentityFull: true }, worker: { metricsPort: 0 } };
+    fs.writeFileSync(devConfig, stringify(doc));
+    const lines: string[] = [];
+    const stack = await startDevStack({ configPath: devConfig, layout: { home: path.join(dir, 'dev') }, log: (line) => lines.push(line) });
+    const changelog = (id: Id, command: string) => runCli(['--database', id, 'changelog', command, '--json'], { configFile: devConfig });
+    try {
+      assert.deepEqual(lines.filter((l) => l.startsWith('change log')), ids.map((id) => `change log: streaming (database ${id})`));
+      const streams = new Set<string>();
+      for (const id of ids) {
+        // (exit 1: it warns that max_slot_wal_keep_size is unlimited on these clusters)
+        const status = (await changelog(id, 'status')).json();
+        assert.equal(status.streaming?.state, 'streaming', `${id}: ${JSON.stringify(status)}`);
+        assert.ok(status.slot.exists, `${id}'s slot`);
+        streams.add(status.workflowId);
+      }
+      assert.equal(streams.size, 3, 'three change logs, one per database');
+    } finally {
+      // stopped while the dev worker still runs them
+      for (const id of ids) await changelog(id, 'stop');
+      await stack.stop();
+    }
   });
 
   it('reads a single-database config as before: no ids, ids of workflows and schedules unchanged', () => {

@@ -11,13 +11,13 @@ import type { ApplyStepResult } from '../activities/tenantRestore';
 import type { FullBackupSummary } from '../activities/fullBackup';
 import type { RunRecord } from '../lib/catalog';
 import type { ChangeLogProgress } from '../lib/changeLog/capture';
-import type { Config } from '../lib/config';
+import { databaseIds, type Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { HealthCache, processRegistry, registerHealthMetrics, serveMetrics, WorkerMetrics } from '../lib/monitoring/metrics';
+import { processRegistry, registerHealthMetrics, serveMetrics, WorkerMetrics } from '../lib/monitoring/metrics';
 import type { TenantBackupSummary } from '../lib/tenantBackup';
 import type { WalArchiverProgress } from '../lib/wal/archiver';
-import { collectHealth } from '../client/health';
+import { healthSources } from '../client/health';
 
 export interface WorkerMonitoring {
   metrics: WorkerMetrics;
@@ -48,35 +48,36 @@ const restoreSteps: Record<string, string> = { previewTenantRestore: 'preview', 
 /** Records what one finished activity attempt tells: durations, sizes, results, failures. */
 export function recordActivity(m: WorkerMetrics, activity: string, args: unknown[], seconds: number, result: unknown): void {
   const input = args[0] as Record<string, unknown> | undefined;
+  const db = m.databaseOf(input);
   if (activity === 'takeTenantBackup') {
     const r = result as TenantBackupSummary;
-    m.backupDuration.observe({ kind: 'tenant' }, seconds);
-    m.backupBytes.inc({ kind: 'tenant' }, r.bytes);
-    m.backupRows.inc({ kind: 'tenant' }, r.rows);
+    m.backupDuration.observe({ kind: 'tenant', ...db }, seconds);
+    m.backupBytes.inc({ kind: 'tenant', ...db }, r.bytes);
+    m.backupRows.inc({ kind: 'tenant', ...db }, r.rows);
   } else if (activity === 'takeFullBackup') {
     const r = result as FullBackupSummary;
-    m.backupDuration.observe({ kind: 'full' }, seconds);
-    m.backupBytes.inc({ kind: 'full' }, r.bytes);
+    m.backupDuration.observe({ kind: 'full', ...db }, seconds);
+    m.backupBytes.inc({ kind: 'full', ...db }, r.bytes);
   } else if (restoreSteps[activity]) {
-    m.restoreDuration.observe({ step: restoreSteps[activity] }, seconds);
+    m.restoreDuration.observe({ step: restoreSteps[activity], ...db }, seconds);
     const applied = activity === 'applyTenantRestore' ? (result as ApplyStepResult) : null;
     if (applied?.kind === 'applied' && !applied.result.alreadyApplied) {
       for (const t of Object.values(applied.result.applied)) {
-        for (const change of ['insert', 'update', 'delete'] as const) if (t[change] > 0) m.restoreRows.inc({ change }, t[change]);
+        for (const change of ['insert', 'update', 'delete'] as const) if (t[change] > 0) m.restoreRows.inc({ change, ...db }, t[change]);
       }
     }
   } else if (verificationSteps[activity]) {
-    m.verificationDuration.observe({ step: verificationSteps[activity] }, seconds);
+    m.verificationDuration.observe({ step: verificationSteps[activity], ...db }, seconds);
   } else if (activity === 'recordVerification') {
     const r = result as { kind: string; ok: boolean };
-    m.verifications.inc({ kind: r.kind, result: r.ok ? 'ok' : 'failed' });
+    m.verifications.inc({ kind: r.kind, result: r.ok ? 'ok' : 'failed', ...db });
   } else if (activity === 'recordRun') {
     const run = input as unknown as RunRecord;
-    if (run?.status === 'failed') m.failures.inc({ workflow: run.workflowType, type: run.errorType ?? 'unknown' });
+    if (run?.status === 'failed') m.failures.inc({ workflow: run.workflowType, type: run.errorType ?? 'unknown', ...db });
   } else if (activity === 'archiveWal') {
-    m.walSegments.inc((result as WalArchiverProgress).segmentsArchived);
+    m.walSegments.inc(db, (result as WalArchiverProgress).segmentsArchived);
   } else if (activity === 'streamChanges') {
-    m.changeLogTransactions.inc((result as ChangeLogProgress).transactions);
+    m.changeLogTransactions.inc(db, (result as ChangeLogProgress).transactions);
   }
 }
 
@@ -90,7 +91,7 @@ export function metricsInterceptor(m: WorkerMetrics): ActivityInterceptorsFactor
         try {
           result = await next(input);
         } catch (err) {
-          m.activityFailures.inc({ activity: Context.current().info.activityType, type: errorTypeOf(err) });
+          m.activityFailures.inc({ activity: Context.current().info.activityType, type: errorTypeOf(err), ...m.databaseOf(input.args[0]) });
           throw err;
         }
         try {
@@ -112,11 +113,11 @@ export async function startWorkerMonitoring(config: Config, engine: Engine, conn
   const { metricsHost, metricsPort } = config.worker;
   if (metricsPort === 0) return null;
   const registry = processRegistry();
-  const metrics = new WorkerMetrics(registry);
+  // with several databases (docs/fleet.md) each measurement has its database's id
+  const metrics = new WorkerMetrics(registry, databaseIds(config).length > 0 ? config.databaseId : undefined);
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const memo = {}; // the tenancy plan and workflow scopes, found again every 10 minutes
-  const cache = new HealthCache(() => collectHealth(engine, client, { memo }), config.monitoring.cacheTtlMs);
-  registerHealthMetrics(registry, cache);
+  const sources = healthSources(engine, client, config.monitoring.cacheTtlMs);
+  registerHealthMetrics(registry, sources);
   const server = http.createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     if (req.method !== 'GET' || path !== '/metrics') {
@@ -141,7 +142,7 @@ export async function startWorkerMonitoring(config: Config, engine: Engine, conn
     );
     server.listen(metricsPort, metricsHost, () => resolve());
   });
-  void cache.refresh();
+  for (const { cache } of Array.isArray(sources) ? sources : [{ cache: sources }]) void cache.refresh();
   const port = (server.address() as AddressInfo).port;
   return {
     metrics,

@@ -62,6 +62,14 @@ export interface PageOptions {
   flash?: { level: 'ok' | 'warning' | 'critical'; text: string } | null;
   /** the page draws charts: load uPlot and the script that draws them (from the package) */
   charts?: boolean;
+  /** with several databases (docs/fleet.md): their ids, the one the page is about, and the page's path (each link shows it for another) */
+  databases?: { ids: string[]; current: string; path: string };
+}
+
+/** The databases of a fleet, the current one marked: each link shows this page for that one. */
+function databaseSelector(d: NonNullable<PageOptions['databases']>): Html {
+  const link = (id: string) => (d.path.startsWith('/databases/') ? path('databases', id) : withQuery(d.path, { database: id }));
+  return html`<nav class="databases" aria-label="database"><span class="muted">database</span> ${d.ids.map((id) => html`<a href="${link(id)}" data-database="${id}"${id === d.current ? html` class="current" aria-current="true"` : ''}>${id}</a>`)}</nav>`;
 }
 
 export function layout(o: PageOptions, body: Html): string {
@@ -82,6 +90,7 @@ ${o.charts ? html`<link rel="stylesheet" href="/static/vendor/uplot.css">
   <a class="brand" href="/">tenantsafe</a>
   ${o.user
     ? html`<nav>${nav('overview', '/', 'Overview')}${nav('tenants', '/tenants', 'Tenants')}${nav('restores', '/restores', 'Restores')}${nav('verifications', '/verifications', 'Verifications')}${nav('audit', '/audit', 'Audit')}</nav>
+  ${o.databases ? databaseSelector(o.databases) : ''}
   <form class="who" method="post" action="/logout">
     <span class="user">${o.user.name}</span> <span class="role role-${o.user.role}">${o.user.role}</span>
     ${o.user.via === 'session' && o.signOutToken ? html`<input type="hidden" name="csrf" value="${o.signOutToken}"><button type="submit" class="link">Sign out</button>` : ''}

@@ -947,6 +947,25 @@ function summaryOf(items: HealthItem[], d: DatabaseHealth): string {
   return `${d.database}: ${crit ? `${crit} critical` : ''}${crit && bad.length > crit ? ', ' : ''}${bad.length > crit ? `${bad.length - crit} warning` : ''}: ${first.message.replace(/\.$/, '')}${bad.length > 1 ? ` (+${bad.length - 1} more)` : ''} (${counts})`;
 }
 
+/**
+ * Several databases' reports as one (docs/fleet.md: the dashboard's overview of a fleet): each
+ * database and its items named by its id (two databases of a fleet may share a name), the items
+ * critical first, the worst level, a summary line per database.
+ */
+export function fleetReport(reports: { id: string; report: HealthReport }[]): HealthReport {
+  const items = reports.flatMap(({ id, report }) => report.items.map((i) => ({ ...i, id: `${id}/${i.kind}/${i.check}`, database: id })));
+  items.sort((a, b) => levelRank(b.level) - levelRank(a.level));
+  const [first] = reports;
+  return {
+    ...first.report,
+    generatedAt: reports.map((r) => r.report.generatedAt).sort()[0],
+    level: worst(...reports.map((r) => r.report.level)),
+    summary: reports.map(({ id, report }) => report.summary.replace(/^[^:]*:/, `${id}:`)).join('; '),
+    items,
+    databases: reports.flatMap(({ id, report }) => report.databases.map((d) => ({ ...d, database: id }))),
+  };
+}
+
 /** The health of one tenant, on request: its judgement, newest runs, restore points and pending restores. */
 export async function tenantHealth(engine: Engine, tenantId: string, opts: { temporal?: TemporalFacts; limit?: number } = {}): Promise<{
   tenantId: string;

@@ -20,31 +20,47 @@ const jobBuckets = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14_
 
 /** What a worker measures (workers/metrics.ts records it from an activity interceptor). */
 export class WorkerMetrics {
-  readonly backupDuration: Histogram<'kind'>;
-  readonly backupBytes: Counter<'kind'>;
-  readonly backupRows: Counter<'kind'>;
-  readonly restoreDuration: Histogram<'step'>;
-  readonly restoreRows: Counter<'change'>;
-  readonly verificationDuration: Histogram<'step'>;
-  readonly verifications: Counter<'kind' | 'result'>;
-  readonly failures: Counter<'workflow' | 'type'>;
-  readonly activityFailures: Counter<'activity' | 'type'>;
-  readonly walSegments: Counter;
-  readonly changeLogTransactions: Counter;
+  readonly backupDuration: Histogram<'kind' | 'database'>;
+  readonly backupBytes: Counter<'kind' | 'database'>;
+  readonly backupRows: Counter<'kind' | 'database'>;
+  readonly restoreDuration: Histogram<'step' | 'database'>;
+  readonly restoreRows: Counter<'change' | 'database'>;
+  readonly verificationDuration: Histogram<'step' | 'database'>;
+  readonly verifications: Counter<'kind' | 'result' | 'database'>;
+  readonly failures: Counter<'workflow' | 'type' | 'database'>;
+  readonly activityFailures: Counter<'activity' | 'type' | 'database'>;
+  readonly walSegments: Counter<'database'>;
+  readonly changeLogTransactions: Counter<'database'>;
 
-  constructor(readonly registry: Registry) {
+  /**
+   * `defaultDatabase`: with several databases (docs/fleet.md), the id of the one an activity whose
+   * input names none serves; every metric then has a `database` label. None: the label sets of a
+   * single database, as before.
+   */
+  constructor(
+    readonly registry: Registry,
+    private readonly defaultDatabase?: string,
+  ) {
     const r = [registry];
-    this.backupDuration = new Histogram({ name: 'tenantsafe_backup_duration_seconds', help: 'Time a backup took to write (the export activity, successful attempts), by kind: tenant, full.', labelNames: ['kind'], buckets: jobBuckets, registers: r });
-    this.backupBytes = new Counter({ name: 'tenantsafe_backup_bytes_total', help: 'Bytes written to storage by completed backups, by kind.', labelNames: ['kind'], registers: r });
-    this.backupRows = new Counter({ name: 'tenantsafe_backup_rows_total', help: 'Rows exported by completed tenant backups.', labelNames: ['kind'], registers: r });
-    this.restoreDuration = new Histogram({ name: 'tenantsafe_restore_duration_seconds', help: 'Time a tenant restore step took, by step: preview, apply, verify.', labelNames: ['step'], buckets: jobBuckets, registers: r });
-    this.restoreRows = new Counter({ name: 'tenantsafe_restore_rows_total', help: 'Rows changed by applied tenant restores, by change: insert, update, delete.', labelNames: ['change'], registers: r });
-    this.verificationDuration = new Histogram({ name: 'tenantsafe_verification_duration_seconds', help: 'Time a verification step took, by step: objects, wal, restore_test.', labelNames: ['step'], buckets: jobBuckets, registers: r });
-    this.verifications = new Counter({ name: 'tenantsafe_verifications_total', help: 'Verification reports written, by backup kind (tenant, full) and result (ok, failed).', labelNames: ['kind', 'result'], registers: r });
-    this.failures = new Counter({ name: 'tenantsafe_failures_total', help: 'Failed runs (once per run, as recorded in the catalog), by workflow type and error type.', labelNames: ['workflow', 'type'], registers: r });
-    this.activityFailures = new Counter({ name: 'tenantsafe_activity_failures_total', help: 'Failed activity attempts (each retry counts), by activity and error type.', labelNames: ['activity', 'type'], registers: r });
-    this.walSegments = new Counter({ name: 'tenantsafe_wal_segments_archived_total', help: 'Completed WAL segments the archiver uploaded (counted when a slice ends).', registers: r });
-    this.changeLogTransactions = new Counter({ name: 'tenantsafe_changelog_transactions_total', help: 'Transactions the change log stored (counted when a slice ends).', registers: r });
+    const labels = <L extends string>(...names: L[]): (L | 'database')[] => (defaultDatabase === undefined ? names : [...names, 'database']);
+    this.backupDuration = new Histogram({ name: 'tenantsafe_backup_duration_seconds', help: 'Time a backup took to write (the export activity, successful attempts), by kind: tenant, full.', labelNames: labels('kind'), buckets: jobBuckets, registers: r });
+    this.backupBytes = new Counter({ name: 'tenantsafe_backup_bytes_total', help: 'Bytes written to storage by completed backups, by kind.', labelNames: labels('kind'), registers: r });
+    this.backupRows = new Counter({ name: 'tenantsafe_backup_rows_total', help: 'Rows exported by completed tenant backups.', labelNames: labels('kind'), registers: r });
+    this.restoreDuration = new Histogram({ name: 'tenantsafe_restore_duration_seconds', help: 'Time a tenant restore step took, by step: preview, apply, verify.', labelNames: labels('step'), buckets: jobBuckets, registers: r });
+    this.restoreRows = new Counter({ name: 'tenantsafe_restore_rows_total', help: 'Rows changed by applied tenant restores, by change: insert, update, delete.', labelNames: labels('change'), registers: r });
+    this.verificationDuration = new Histogram({ name: 'tenantsafe_verification_duration_seconds', help: 'Time a verification step took, by step: objects, wal, restore_test.', labelNames: labels('step'), buckets: jobBuckets, registers: r });
+    this.verifications = new Counter({ name: 'tenantsafe_verifications_total', help: 'Verification reports written, by backup kind (tenant, full) and result (ok, failed).', labelNames: labels('kind', 'result'), registers: r });
+    this.failures = new Counter({ name: 'tenantsafe_failures_total', help: 'Failed runs (once per run, as recorded in the catalog), by workflow type and error type.', labelNames: labels('workflow', 'type'), registers: r });
+    this.activityFailures = new Counter({ name: 'tenantsafe_activity_failures_total', help: 'Failed activity attempts (each retry counts), by activity and error type.', labelNames: labels('activity', 'type'), registers: r });
+    this.walSegments = new Counter({ name: 'tenantsafe_wal_segments_archived_total', help: 'Completed WAL segments the archiver uploaded (counted when a slice ends).', labelNames: labels(), registers: r });
+    this.changeLogTransactions = new Counter({ name: 'tenantsafe_changelog_transactions_total', help: 'Transactions the change log stored (counted when a slice ends).', labelNames: labels(), registers: r });
+  }
+
+  /** The `database` label of an activity's measurements, from its input (none with a single database). */
+  databaseOf(input: unknown): { database?: string } {
+    if (this.defaultDatabase === undefined) return {};
+    const named = (input as { database?: unknown } | undefined)?.database;
+    return { database: typeof named === 'string' ? named : this.defaultDatabase };
   }
 }
 
@@ -98,22 +114,38 @@ export class HealthCache {
 
 type G<L extends string> = Gauge<L>;
 
-/** Registers the catalog-derived gauges on `registry`, read from `cache` at each scrape. */
-export function registerHealthMetrics(registry: Registry, cache: HealthCache): void {
-  let applied: HealthReport | null = null;
+/**
+ * The health reports the gauges show: one database's (`database` absent), or with several
+ * (docs/fleet.md) each database's, its id in `database`.
+ */
+export type HealthSources = HealthCache | { database: string; cache: HealthCache }[];
+
+/**
+ * Registers the catalog-derived gauges on `registry`, read from the caches at each scrape. With
+ * several databases every gauge's `database` label is the database's id (the report's own is its
+ * name, which two databases of a fleet may share), and the gauges without one (up, refresh
+ * duration, generated) gain it; one database's label sets are as before.
+ */
+export function registerHealthMetrics(registry: Registry, sources: HealthSources): void {
+  const fleet = Array.isArray(sources);
+  const caches = fleet ? sources : [{ database: undefined, cache: sources }];
+  let applied: (HealthReport | null)[] = [];
   let pending: Promise<void> | null = null;
   const gauges: Gauge<string>[] = [];
-  // prom-client calls collect() of each gauge in turn; the first of a scrape reads the cache and
+  // prom-client calls collect() of each gauge in turn; the first of a scrape reads the caches and
   // sets them all, the rest find it done.
   const update = () => {
     pending ??= (async () => {
-      const report = await cache.get();
-      up.set(cache.error ? 0 : 1);
-      refreshDuration.set(cache.durationMs / 1000);
-      if (report && report !== applied) {
+      const reports = await Promise.all(caches.map((c) => c.cache.get()));
+      caches.forEach(({ database, cache }) => {
+        const labels = database === undefined ? {} : { database };
+        up.set(labels, cache.error ? 0 : 1);
+        refreshDuration.set(labels, cache.durationMs / 1000);
+      });
+      if (reports.some((r, i) => r !== applied[i])) {
         for (const g of gauges) g.reset();
-        apply(report);
-        applied = report;
+        reports.forEach((report, i) => report && apply(report, caches[i].database));
+        applied = reports;
       }
     })().finally(() => setImmediate(() => (pending = null)));
     return pending;
@@ -123,9 +155,10 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
     gauges.push(g as unknown as Gauge<string>);
     return g;
   };
-  const up = new Gauge({ name: 'tenantsafe_health_up', help: '1 when the last health computation read the catalog, 0 when it failed (the other tenantsafe_ gauges then show the last report).', registers: [registry], collect: update });
-  const refreshDuration = new Gauge({ name: 'tenantsafe_health_refresh_duration_seconds', help: 'How long the last health computation took.', registers: [registry] });
-  const generated = gauge('tenantsafe_health_generated_timestamp_seconds', 'When the health report the gauges show was computed (catalog clock).', []);
+  const fleetLabel: 'database'[] = fleet ? ['database'] : [];
+  const up = new Gauge({ name: 'tenantsafe_health_up', help: '1 when the last health computation read the catalog, 0 when it failed (the other tenantsafe_ gauges then show the last report).', labelNames: fleetLabel, registers: [registry], collect: update });
+  const refreshDuration = new Gauge({ name: 'tenantsafe_health_refresh_duration_seconds', help: 'How long the last health computation took.', labelNames: fleetLabel, registers: [registry] });
+  const generated = gauge('tenantsafe_health_generated_timestamp_seconds', 'When the health report the gauges show was computed (catalog clock).', fleetLabel);
   const status = gauge('tenantsafe_health_status', 'Health by kind: 0 ok, 1 warning, 2 critical (kind: tenant, full, verification, wal, changeLog, retention, dr, approval, database).', ['database', 'kind']);
   const lastSuccess = gauge('tenantsafe_last_success_timestamp_seconds', 'Newest success by kind: tenant (newest tenant backup of any tenant), full, verification (newest passed), wal (the archive last grew), changeLog (caught up to). Absent: never.', ['database', 'kind']);
   const lastFailure = gauge('tenantsafe_last_failure_timestamp_seconds', 'Newest failure by kind: tenant, full (failed runs), verification (failed report), wal (failed archiver slice), changeLog (newest gap). Absent: never.', ['database', 'kind']);
@@ -162,14 +195,15 @@ export function registerHealthMetrics(registry: Registry, cache: HealthCache): v
   const tPoints = gauge('tenantsafe_tenant_restore_points', 'Per tenant (as above): its restore points (tenant backups).', ['database', 'tenant']);
   const tOldest = gauge('tenantsafe_tenant_oldest_restorable_timestamp_seconds', 'Per tenant (as above): its oldest restore point.', ['database', 'tenant']);
 
-  const set = <L extends string>(g: G<L>, labels: Record<L, string>, value: number | null | undefined) => {
+  const set = <L extends string>(g: G<L>, labels: Partial<Record<L, string>>, value: number | null | undefined) => {
     if (value !== null && value !== undefined && Number.isFinite(value)) g.set(labels, value);
   };
 
-  function apply(report: HealthReport): void {
-    set(generated, {}, seconds(report.generatedAt));
+  /** `id`: the database's id in a fleet, its label in place of the report's database name */
+  function apply(report: HealthReport, id: string | undefined): void {
+    set(generated, id === undefined ? {} : { database: id }, seconds(report.generatedAt));
     for (const d of report.databases) {
-      const database = d.database;
+      const database = id ?? d.database;
       const kinds = { tenant: d.tenant, full: d.full, verification: d.verification, wal: d.wal, changeLog: d.changeLog, retention: d.retention, approval: d.approvals } as const;
       for (const [kind, h] of Object.entries(kinds)) if (h) set(status, { database, kind }, levelValue[h.level]);
       set(status, { database, kind: 'database' }, d.reachable ? 0 : 2);
