@@ -4,10 +4,12 @@
 //     configured compression into storage, archive check, manifest) and `tenantsafe pitr restore
 //     --latest --target <dir> --port <p>` (extract, start, replay the archive to its end, promote)
 //   - pgBackRest with its best settings: lz4, process-max = cores, archive-async; `backup
-//     --type=full` and `restore` + start until recovery ends at the end of its archive
+//     --type=full` and `restore` + start until recovery ends at the end of its archive; and the
+//     same into a second repository encrypted with aes-256-cbc (ours encrypt by default): the
+//     targets are against the first, the second is the like-for-like figure
 //   - `pg_basebackup -Ft --compress=client-lz4` (WAL streamed into the backup): extracted and
 //     started until it accepts connections
-// Each round runs the three in turn (the order rotating, a CHECKPOINT and a sync before each), so
+// Each round runs them in turn (the order rotating, a CHECKPOINT and a sync before each), so
 // noise from other work on the machine hits all of them; medians of the rounds and their ratios.
 // Two datasets: "realistic" (text, jsonb and random bytea: semi- and incompressible) and pgbench
 // (compresses to almost nothing). Then the RPO under steady pgbench writes, archived by the worker.
@@ -18,6 +20,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
+import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { projectRoot } from '../lib/config';
 import { PrivateCluster } from '../lib/postgres/cluster';
@@ -131,6 +134,19 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
           note: `to a running cluster; ${rounds(name, 'restoreRounds')}, ${rounds('pgbackrest', 'restoreRounds')}; pg_basebackup's hand-run restore ${r['pg_basebackup lz4'].restoreS.toFixed(2)} s`,
         }),
         benchRow(scenario, `${compression}: bytes stored vs pgBackRest`, { ours: ours.bytes / 2 ** 20, baseline: r.pgbackrest.bytes / 2 ** 20, unit: 'MiB', target: ratioAtMost(1.0) }),
+        // like for like: ours encrypt by default, pgBackRest's best settings do not
+        benchRow(scenario, `${compression}: backup vs pgBackRest encrypted (aes-256-cbc)`, {
+          ours: ours.backupS,
+          baseline: r['pgbackrest encrypted'].backupS,
+          unit: 's',
+          note: rounds('pgbackrest encrypted', 'backupRounds'),
+        }),
+        benchRow(scenario, `${compression}: restore vs pgBackRest encrypted (aes-256-cbc)`, {
+          ours: ours.restoreS,
+          baseline: r['pgbackrest encrypted'].restoreS,
+          unit: 's',
+          note: rounds('pgbackrest encrypted', 'restoreRounds'),
+        }),
       );
     }
     if (m.rpo) {
@@ -151,9 +167,11 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
   const dir = path.join(os.tmpdir(), `tenantsafe-bench-full-${dataset}-${process.pid}`);
   mkdirSync(dir, { mode: 0o755 });
   chownToPostgres([dir]);
+  // repo1 as pgBackRest's best settings have it; repo2 encrypted (aes-256-cbc), as ours are by default
   const pgbrRepo = path.join(dir, 'pgbackrest');
   mkdirSync(pgbrRepo);
-  chownToPostgres([pgbrRepo]);
+  mkdirSync(`${pgbrRepo}-encrypted`);
+  chownToPostgres([pgbrRepo, `${pgbrRepo}-encrypted`]);
   const pgbrConf = path.join(dir, 'pgbackrest.conf');
   const pgbr = (args: string[]) => runCommand('runuser', ['-u', 'postgres', '--', 'pgbackrest', `--config=${pgbrConf}`, '--stanza=bench', ...args]);
   const source = await PrivateCluster.create({
@@ -165,7 +183,7 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
   // pgBackRest's best settings: lz4, a process per core, WAL pushed and fetched asynchronously
   writeFileSync(
     pgbrConf,
-    `[global]\nrepo1-path=${pgbrRepo}\nrepo1-retention-full=99\nlog-level-console=warn\nlog-level-file=off\nlock-path=${path.join(dir, 'pgbackrest-lock')}\nspool-path=${path.join(dir, 'pgbackrest-spool')}\n` +
+    `[global]\nrepo1-path=${pgbrRepo}\nrepo1-retention-full=99\nrepo2-path=${pgbrRepo}-encrypted\nrepo2-retention-full=99\nrepo2-cipher-type=aes-256-cbc\nrepo2-cipher-pass=${randomBytes(24).toString('base64')}\nlog-level-console=warn\nlog-level-file=off\nlock-path=${path.join(dir, 'pgbackrest-lock')}\nspool-path=${path.join(dir, 'pgbackrest-spool')}\n` +
       `compress-type=lz4\nprocess-max=${cores}\nstart-fast=y\narchive-async=y\n[bench]\npg1-path=${source.dataDir}\npg1-port=${source.port}\npg1-socket-path=${path.join(os.tmpdir(), 'tenantsafe-pg-postgres')}\n`,
   );
   chmodSync(pgbrConf, 0o644);
@@ -210,24 +228,24 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
         },
       };
     }),
-    {
-      name: 'pgbackrest',
+    ...([1, 2] as const).map((repo): Side => ({
+      name: repo === 1 ? 'pgbackrest' : 'pgbackrest encrypted',
       backup: async () => {
-        await pgbr(['backup', '--type=full']);
-        const info = JSON.parse(await pgbr(['info', '--output=json']));
+        await pgbr(['backup', '--type=full', `--repo=${repo}`]);
+        const info = JSON.parse(await pgbr(['info', '--output=json', `--repo=${repo}`]));
         return { bytes: info[0].backup.at(-1).info.repository.size };
       },
       restore: async (round) => {
-        const target = restoredDir('pgbackrest', round);
+        const target = restoredDir(`pgbackrest-${repo}`, round);
         mkdirSync(target, { mode: 0o700 });
         chownToPostgres([target]);
-        await pgbr(['restore', `--pg1-path=${target}`, '--archive-mode=off']);
+        await pgbr(['restore', `--repo=${repo}`, `--pg1-path=${target}`, '--archive-mode=off']);
         const c = await PrivateCluster.create({ dataDir: target, port: await port(), settings: { archive_mode: 'off' } });
         await c.start();
         while ((await c.psql<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0].r) await sleep(50);
         return () => c.remove();
       },
-    },
+    })),
     {
       name: 'pg_basebackup lz4',
       backup: async (round) => {
