@@ -104,6 +104,13 @@ describe('cancelling a workflow mid-step', function () {
     );
     const [ended] = await env.engine.audit.list({ tenantId, action: 'restore.outcome', limit: 1 });
     assert.deepEqual([ended?.subject.restoreId, ended?.outcome], [restoreId, 'cancelled'], 'the audit log');
+    assert.ok(!(await activitiesOf(workflowId)).includes('notifyAlert'), 'no failure alert: nothing failed');
+  }
+
+  /** The activities a run scheduled, by type. */
+  async function activitiesOf(workflowId: string): Promise<string[]> {
+    const history = await env.temporal.workflow.getHandle(workflowId).fetchHistory();
+    return (history.events ?? []).flatMap((e) => (e.activityTaskScheduledEventAttributes?.activityType?.name ? [e.activityTaskScheduledEventAttributes.activityType.name] : []));
   }
 
   it('a restore cancelled while staging: the staging stops at once, no scratch schema is left, nothing changed', async () => {
@@ -126,7 +133,7 @@ describe('cancelling a workflow mid-step', function () {
     await cancelWhileWaiting('tenantsafe-apply', workflowIds.tenantRestore(tenantId), blocker, damaged);
   });
 
-  it('a full backup cancelled mid-stream: pg_basebackup and zstd are gone, its objects removed, the workflow cancelled', async () => {
+  it('a full backup cancelled mid-stream: pg_basebackup is gone, its objects removed, the workflow cancelled, no alert', async () => {
     const handle = await env.temporal.workflow.start<typeof fullBackup>('fullBackup', { taskQueue: env.config.temporal.taskQueue, workflowId: databaseWorkflowIds.fullBackup(), args: [{}] });
     const { backupId: fullId } = await handle.query<{ backupId: string }>('status');
     await waitFor('pg_basebackup streams files', async () => {
@@ -144,6 +151,7 @@ describe('cancelling a workflow mid-step', function () {
     assert.equal((await handle.query<{ state: string }>('status')).state, 'cancelled', 'the status query says cancelled, not failed');
     const run = (await env.engine.catalog.listRuns(20)).find((r) => r.backupId === fullId);
     assert.equal(run?.status, 'cancelled', 'the catalog records the run cancelled, not failed');
+    assert.ok(!(await activitiesOf(handle.workflowId)).includes('notifyAlert'), 'no failure alert for a cancelled backup');
     assert.deepEqual(tools(), [], 'no pg_basebackup, no zstd left');
     assert.deepEqual(await sessions('tenantsafe-basebackup'), [], 'no walsender of the backup left');
     const keys: string[] = [];

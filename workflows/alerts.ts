@@ -4,8 +4,8 @@
 import { CancellationScope, patched, proxyActivities } from '@temporalio/workflow';
 import type { AlertActivities } from '../activities/alerts';
 import type { AlertOutcomeInput } from '../lib/alerts/types';
-import { rootCause } from './failures';
-import { alertStep, pushAlerts } from './profiles';
+import { endingOf, rootCause } from './failures';
+import { alertStep, noAlertWhenCancelled, pushAlerts } from './profiles';
 import { onServedDatabase } from './database';
 
 const alerts = onServedDatabase(proxyActivities<AlertActivities>(alertStep));
@@ -18,6 +18,16 @@ export function alertsOn(): boolean {
 export async function announce(report: AlertOutcomeInput): Promise<void> {
   if (!alertsOn()) return;
   await CancellationScope.nonCancellable(() => alerts.notifyAlert(report)).catch(() => undefined);
+}
+
+/**
+ * Reports a job that did not complete: a failure opens its alert; a cancellation (a person, or
+ * the parent, stopped it) reports nothing, since nothing failed and no later success of the same
+ * job might ever come to resolve it. Runs that started before this rule still report it.
+ */
+export async function announceFailure(err: unknown, report: Omit<AlertOutcomeInput, 'outcome' | 'error'>): Promise<void> {
+  if (endingOf(err) === 'cancelled' && patched(noAlertWhenCancelled)) return;
+  await announce({ ...report, outcome: 'failed', error: failureOf(err) });
 }
 
 /** The failure of a job, for its report: the root cause's message and stable type. */

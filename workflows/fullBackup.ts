@@ -10,7 +10,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
-import { announce, failureOf } from './alerts';
+import { announce, announceFailure } from './alerts';
 import { compensate } from './failures';
 import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
 import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, shortStep } from './profiles';
@@ -58,7 +58,7 @@ export async function fullBackup(input: FullBackupInput = {}): Promise<FullBacku
     await compensate(status, err, [
       async () => wroteObjects && step.discardIncompleteFullBackup({ backupId }),
       (cause, type, ending) => step.recordRun({ ...run, status: ending, error: cause, errorType: type ?? null }),
-      () => announce({ kind: 'fullBackup', outcome: 'failed', step: 'outcome', backupId, error: failureOf(err) }),
+      () => announceFailure(err, { kind: 'fullBackup', step: 'outcome', backupId }),
     ]);
     throw err;
   }

@@ -8,7 +8,7 @@
 import { patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
-import { announce, failureOf } from './alerts';
+import { announce, announceFailure } from './alerts';
 import { compensate } from './failures';
 import { requireTenantId } from './inputs';
 import { searchAttributes, tenantBackupStatusQuery, type TenantBackupInput, type TenantBackupResult, type TenantBackupStatus } from './messages';
@@ -64,7 +64,7 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
       async () => wroteObjects && step.discardIncompleteBackup({ tenantId, backupId }),
       (cause, type, ending) => step.recordRun({ ...run, status: ending, error: cause, errorType: type ?? null }),
       // in a batch, tenantBackupsAll's one alert names this failure
-      async () => input?.inBatch !== true && announce({ kind: 'tenantBackup', outcome: 'failed', step: 'outcome', tenantId, backupId, error: failureOf(err) }),
+      async () => input?.inBatch !== true && announceFailure(err, { kind: 'tenantBackup', step: 'outcome', tenantId, backupId }),
     ]);
     throw err;
   }

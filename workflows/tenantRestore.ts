@@ -26,7 +26,7 @@ import { ErrorType } from '../lib/errors';
 import { backupLabel, restoreLabel } from '../lib/labels';
 import type { RestoreJob } from '../lib/restore/index';
 import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
-import { announce, failureOf } from './alerts';
+import { announce, announceFailure, failureOf } from './alerts';
 import { auditTrail } from './audit';
 import { endingOf, rootCause } from './failures';
 import { requireTenantId } from './inputs';
@@ -185,7 +185,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     await CancellationScope.nonCancellable(() => record().catch(() => undefined));
     const failure = failureOf(err);
     await CancellationScope.nonCancellable(() => outcome(ending, { error: failure.message, errorType: failure.type }).catch(() => undefined));
-    await announce({ kind: 'tenantRestore', outcome: 'failed', step: 'outcome', tenantId, backupId: status.backupId, error: failure });
+    await announceFailure(err, { kind: 'tenantRestore', step: 'outcome', tenantId, backupId: status.backupId });
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => step.dropRestoreScratch({ restoreId }));
