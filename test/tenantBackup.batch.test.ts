@@ -335,3 +335,24 @@ describe('an every-tenant run whose batch fails as a whole (workflow logic, acti
     }
   });
 });
+
+describe('backup ids of a batch', () => {
+  it("gives a retry's tenants ids other than those an earlier attempt's finished tenants keep", () => {
+    const batchId = backupLabel(new Date('2026-12-06T12:00:00Z'), 'tenant', 'a1b2c3');
+    // 256 values for the batch: collisions, and so ids moved on to the next free value, are frequent
+    const slot = { index: 3, count: 0x10000 };
+    const tenants = Array.from({ length: 120 }, (_, i) => `t${i}`);
+    const first = batchBackupIds(batchId, tenants, slot);
+    assert.equal(new Set(first.values()).size, tenants.length, 'one attempt: unique ids');
+    const done = tenants.filter((_, i) => i % 2 === 0);
+    const rest = tenants.filter((_, i) => i % 2 === 1);
+    const kept = done.map((t) => first.get(t)!);
+    // what a retry gave before: the collisions resolved over a smaller set, onto the finished tenants' ids
+    const unreserved = batchBackupIds(batchId, rest, slot);
+    assert.ok(rest.some((t) => kept.includes(unreserved.get(t)!)), 'the case the reservation is for occurs');
+    const retried = batchBackupIds(batchId, rest, slot, kept);
+    const all = [...kept, ...rest.map((t) => retried.get(t)!)];
+    assert.equal(new Set(all).size, tenants.length, 'every tenant of the batch a backup id of its own');
+    assert.ok(all.every((id) => (parseInt(id.slice(-6), 16) - slot.index) % slot.count === 0), "within the batch's slot");
+  });
+});

@@ -88,14 +88,16 @@ export function batchPrefix(batchId: string): string {
 /**
  * Backup ids of a batch's tenants: the batch's time and kind, and 6 hex digits from a hash of
  * the tenant, moved on to the next free value on a collision in the batch (ids are unique
- * keys of the catalog). The same tenant set gives the same ids on every attempt. Batch `index`
+ * keys of the catalog). The same tenant set gives the same ids on every attempt; a retry, whose
+ * set lacks the tenants an earlier attempt finished, passes their ids as `reserved`. Batch `index`
  * of `count` cut from one run (same time) takes only the values ≡ index (mod count), so two
  * batches of a run never give two tenants one id.
  */
-export function batchBackupIds(batchId: string, tenantIds: readonly string[], slot: BatchSlot = { index: 0, count: 1 }): Map<string, string> {
+export function batchBackupIds(batchId: string, tenantIds: readonly string[], slot: BatchSlot = { index: 0, count: 1 }, reserved: Iterable<string> = []): Map<string, string> {
   const stamp = batchId.slice(0, 16);
   const values = Math.floor(0x1000000 / slot.count);
-  const taken = new Set<number>();
+  // the ids earlier attempts gave the tenants they finished: a retry's tenants must not take them
+  const taken = new Set<number>([...reserved].map((id) => (parseInt(id.slice(stamp.length + 1), 16) - slot.index) / slot.count));
   const ids = new Map<string, string>();
   for (const t of [...tenantIds].sort()) {
     let n = parseInt(createHash('sha256').update(`${batchId}\0${t}`).digest('hex').slice(0, 6), 16) % values;
@@ -187,7 +189,7 @@ export async function takeTenantBatch(
     signal: args.signal,
   });
   const tenantIds = [...exported.tables.keys()];
-  const backupIds = batchBackupIds(args.batchId, tenantIds, args.slot);
+  const backupIds = batchBackupIds(args.batchId, tenantIds, args.slot, earlier.backupIds);
   const result: TenantBatchResult = { succeeded: earlier.done.size, failed: [], failedCount: 0, rows: earlier.rows, bytes: earlier.bytes, packs: exported.packs.length, orphanPacksRemoved: earlier.removed };
   if (tenantIds.length === 0) {
     await store.deletePrefix(packPrefix);
@@ -311,9 +313,9 @@ async function writeManifests(
  * the catalog again in case the attempt died before it did), and the packs no manifest
  * references, deleted.
  */
-async function resumeBatch(engine: Engine, batchId: string, attempt: number): Promise<{ done: Set<string>; rows: number; bytes: number; removed: number }> {
+async function resumeBatch(engine: Engine, batchId: string, attempt: number): Promise<{ done: Set<string>; backupIds: string[]; rows: number; bytes: number; removed: number }> {
   const { store } = engine;
-  const earlier = { done: new Set<string>(), rows: 0, bytes: 0, removed: 0 };
+  const earlier = { done: new Set<string>(), backupIds: [] as string[], rows: 0, bytes: 0, removed: 0 };
   if (attempt <= 1) return earlier;
   const attempts = new Map<string, string[]>();
   for await (const o of store.list(batchPrefix(batchId))) {
@@ -337,6 +339,7 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
         const manifest = await parseManifest(body, prefix + manifestFile, store, shared);
         found.push({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256Hex(body) });
         earlier.done.add(t.tenantId);
+        earlier.backupIds.push(t.backupId);
         earlier.rows += manifest.totals.rows;
         earlier.bytes += manifest.totals.bytes;
         referenced = true;
