@@ -92,9 +92,9 @@ export interface FullBackupConfig {
   archiveWaitMs: number;
   /** how often the WAL archiver uploads the segment being written: the recovery point objective */
   walPartialIntervalMs: number;
-  /** where the WAL archiver lets pg_receivewal write, on each worker */
   /** where pg_basebackup writes the compressed tar while it is read into storage */
   baseSpoolDir: string;
+  /** where the WAL archiver lets pg_receivewal write, on each worker */
   walSpoolDir: string;
   /** how base backups' tars are compressed (zstd[:level], lz4, gzip[:level]); each backup's manifest records its own */
   compression: BaseCompression;

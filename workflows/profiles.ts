@@ -23,7 +23,7 @@ export const bulkCopy: ActivityOptions = {
  */
 export const bulkCopyUntilStopped: ActivityOptions = { ...bulkCopy, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
 export const cancelWaitsForTheStep = 'cancel-waits-for-the-step';
-/** a cancelled run opens no failure alert (workflows/alerts.ts, announceUnless) */
+/** a cancelled run opens no failure alert (workflows/alerts.ts, announceFailure) */
 export const noAlertWhenCancelled = 'no-alert-when-cancelled';
 
 /** The WAL archiver: runs for a slice (an hour by default), heartbeating; a dead worker is noticed in 20 s. */
