@@ -22,7 +22,7 @@ import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest }
 import { connect, microsText, toolConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { segmentFolder } from '../format/walArchive';
-import { listWalArchive, readWalObject } from '../wal/archive';
+import { listWalArchive, readPartial } from '../wal/archive';
 import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/names';
 import { backupManifestKey, baseObjectKey, encryptedFullFormatVersion, fullBackupPrefix, type BaseCompression, type FullBackupWal, type FullManifest } from '../format/fullManifest';
 import { keyringOf } from '../encryption';
@@ -279,8 +279,9 @@ export async function waitForArchivedWal(store: ObjectStore, wal: FullBackupWal,
     const partial = missing.length === 1 && missing[0] === wal.stopSegment ? listing.partials.find((p) => p.name === wal.stopSegment) : undefined;
     if (missing.length === 0) return;
     if (partial) {
-      const written = (await readWalObject(store, partial.key)).length;
-      if (segmentStartLsn(wal.stopSegment, wal.segmentSize) + BigInt(written) >= parseLsn(wal.stopLsn)) return;
+      // gone since the listing: the segment completed, and the archive holds it
+      const read = await readPartial(store, partial);
+      if (read.complete || segmentStartLsn(wal.stopSegment, wal.segmentSize) + BigInt(read.raw.length) >= parseLsn(wal.stopLsn)) return;
     }
     if (Date.now() > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, pollMs));
