@@ -8,7 +8,7 @@
 // archive check). The backup_manifest, written beside the tar, is stored as an object of its own.
 // Manifest last.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { availableParallelism } from 'node:os';
 import { pipeline } from 'node:stream/promises';
@@ -16,7 +16,7 @@ import { spawnTied } from '../process';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
 import { pgBin } from '../postgres/tools';
-import { alive } from '../postgres/cluster';
+import { makeOwnedDir } from '../postgres/scratch';
 import { ErrorType, TenantsafeError } from '../errors';
 import { manifestFormatVersion, sealManifest, startedMarkerFile, writeManifest } from '../format/sealed';
 import { connect, microsText, toolConnection } from '../pg';
@@ -72,8 +72,8 @@ export async function takeBaseBackup(
   const baseKey = baseObjectKey(compression);
   const keyring = keyringOf(store);
   const dataKey = await keyring?.forDatabase(server.systemIdentifier);
-  await removeDeadSpools(config.fullBackup.baseSpoolDir);
-  const spool = await mkdtemp(path.join(config.fullBackup.baseSpoolDir, `${spoolPrefix}${process.pid}-`));
+  // a spool a killed worker left is removed by the next backup that makes one there
+  const spool = await makeOwnedDir(config.fullBackup.baseSpoolDir, `tenantsafe-base-${process.pid}-`);
   const out = path.join(spool, 'backup'); // pg_basebackup makes it: it takes no directory that holds anything
   const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
   const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
@@ -187,16 +187,6 @@ function clientCompression(c: BaseCompression): string {
 /** The size of the uncompressed tar (a 512-byte header per file, its data padded to 512), from pg_basebackup's manifest. */
 function tarBytes(m: PgBackupManifest): number {
   return m.Files.reduce((n, f) => n + 512 + Math.ceil(f.Size / 512) * 512, 1024);
-}
-
-const spoolPrefix = 'tenantsafe-base-';
-
-/** Removes the spools of workers on this machine that died mid-backup (named after their pid). */
-async function removeDeadSpools(dir: string): Promise<void> {
-  for (const entry of await readdir(dir).catch(() => [])) {
-    const pid = entry.startsWith(spoolPrefix) ? Number(entry.slice(spoolPrefix.length).split('-')[0]) : NaN;
-    if (pid > 0 && !alive(pid)) await rm(path.join(dir, entry), { recursive: true, force: true });
-  }
 }
 
 const releaseEvery = 32 << 20;

@@ -60,18 +60,27 @@ const ownerFile = 'owner.json';
  * not remove is removed by the next one that makes one (removeOrphanScratch).
  */
 export async function makeScratchDir(engine: Engine, prefix: string): Promise<{ work: string; dataDir: string }> {
-  const { scratchDir } = engine.config.verification;
-  await removeOrphanScratch(scratchDir);
-  const work = await mkdtemp(path.join(scratchDir, prefix));
-  await writeFile(path.join(work, ownerFile), JSON.stringify({ pid: process.pid, host: os.hostname() }));
+  const work = await makeOwnedDir(engine.config.verification.scratchDir, prefix);
   await chmod(work, 0o755); // the postgres OS user runs the cluster inside it
   return { work, dataDir: path.join(work, 'data') };
 }
 
 /**
- * Removes the scratch directories (and stops their clusters) whose owner on this machine is gone:
+ * A new directory under `parent` (`<prefix>XXXXXX`) that names its owner, this process, after
+ * removing those there whose owner is gone (removeOrphanScratch): a scratch cluster's, a base
+ * backup's spool.
+ */
+export async function makeOwnedDir(parent: string, prefix: string): Promise<string> {
+  await removeOrphanScratch(parent);
+  const work = await mkdtemp(path.join(parent, prefix));
+  await writeFile(path.join(work, ownerFile), JSON.stringify({ pid: process.pid, host: os.hostname() }));
+  return work;
+}
+
+/**
+ * Removes the owned directories (scratch clusters, stopped first; spools) whose owner on this machine is gone:
  * a worker killed (SIGKILL, out of memory, the machine's power) in the middle of a verification,
- * a PITR clone or a drill. Returns what it removed.
+ * a PITR clone, a drill or a base backup. Returns what it removed.
  */
 export async function removeOrphanScratch(scratchDir: string): Promise<string[]> {
   const removed: string[] = [];
