@@ -85,6 +85,8 @@ export class FollowedFile extends Readable {
 
   private async readMore(): Promise<void> {
     const pollMs = this.opts.pollMs ?? 20;
+    // one buffer for the polls that find nothing new; handed on with what it holds
+    const buffer = Buffer.allocUnsafe(1 << 20);
     for (;;) {
       // sampled before the read: what the writer wrote before it exited is there to read
       const done = this.writerDone();
@@ -98,7 +100,6 @@ export class FollowedFile extends Readable {
           continue;
         }
       }
-      const buffer = Buffer.allocUnsafe(1 << 20);
       const { bytesRead } = await this.file.read(buffer, 0, buffer.length, this.position);
       if (bytesRead > 0) {
         this.position += bytesRead;
