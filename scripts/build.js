@@ -52,9 +52,49 @@ function currentSources() {
   return sourceDirs.flatMap((dir) => fs.readdirSync(path.join(root, dir), { recursive: true }).filter((f) => f.endsWith('.ts')).map((f) => path.join(dir, f))).sort();
 }
 
+/** This file: listed with the sources, so a build made by another version of it counts as stale. */
+const compiler = path.relative(root, __filename);
+
+/** A compiled module's import bindings: `var import_b = require("./b");` (`__toESM(...)` for a default import). */
+const importBinding = /^var (import_[\w$]+) = (require\("[^"\\]+"\)|__toESM\(require\("[^"\\]+"\)(?:, 1)?\));$/gm;
+
+/** Defines the objects that stand in for import bindings (appended to each module that has one). */
+const lazyImportHelper = 'function __lazyImport(load, names) { let m; const o = {}; for (const n of names) Object.defineProperty(o, n, { get: () => (m ??= load())[n], enumerable: true }); return o; }';
+
+/**
+ * Makes a compiled module require what it imports when it first uses it, not when it loads, so a
+ * command loads only what it runs (`--help` neither pg nor the Temporal SDK). esbuild compiles
+ * `import { a } from './b'` to `var import_b = require("./b");` and every use of `a` to
+ * `import_b.a`: such a binding becomes an object with a getter for each name the module reads
+ * from it, and the first read requires the module (once; the getters read its exports, live as
+ * before). A binding used any other way keeps its require, and so do imports for side effects
+ * (`import './b'`), namespace imports (`import * as b`) and re-exports (`export * from`). No line
+ * moves: source maps and stack traces are unchanged. The engine has no module whose loading does
+ * something another relies on (no top-level statements but declarations and `require.main` checks).
+ */
+function lazyImports(code) {
+  let lazy = 0;
+  const out = code.replace(importBinding, (line, name, load) => {
+    const names = new Set();
+    const uses = new RegExp(`(?<![\\w$.])${name.replace(/\$/g, '\\$')}(?![\\w$])(\\.[A-Za-z_$][\\w$]*)?`, 'g');
+    let other = false;
+    for (const use of code.matchAll(uses)) {
+      if (code.startsWith(line, use.index - 'var '.length)) continue;
+      if (use[1]) names.add(use[1].slice(1));
+      else other = true;
+    }
+    if (other || names.size === 0) return line;
+    lazy++;
+    return `var ${name} = __lazyImport(() => ${load}, ${JSON.stringify([...names])});`;
+  });
+  if (!lazy) return out;
+  const map = out.lastIndexOf('\n//# sourceMappingURL=');
+  return map < 0 ? `${out}\n${lazyImportHelper}\n` : `${out.slice(0, map)}\n${lazyImportHelper}${out.slice(map)}`;
+}
+
 /** Compiles the sources unless build/ is fresh and complete; returns how many it compiled. */
 function build() {
-  const sources = currentSources();
+  const sources = [...currentSources(), compiler];
   const listed = fs.existsSync(sourceList) ? listedSources() : [];
   if (buildIsFresh() && listed.every((l) => l.sha256) && listed.map((l) => l.file).join('\n') === sources.join('\n')) return 0;
 
@@ -71,10 +111,11 @@ function build() {
     for (const source of sources) {
       const text = fs.readFileSync(path.join(root, source));
       listing.push(`${source} ${sha256(text)}\n`);
+      if (source === compiler) continue;
       const { code } = esbuild.transformSync(text.toString('utf8'), { loader: 'ts', format: 'cjs', platform: 'node', target: 'node20', tsconfigRaw, sourcemap: 'inline', sourcesContent: false, sourcefile: path.basename(source) });
       const out = path.join(next, source.replace(/\.ts$/, '.js'));
       fs.mkdirSync(path.dirname(out), { recursive: true });
-      fs.writeFileSync(out, code);
+      fs.writeFileSync(out, lazyImports(code));
     }
     fs.writeFileSync(path.join(next, 'sources.txt'), listing.join(''));
     // A source saved while the compiler ran is newer than this and makes the build stale.
@@ -84,10 +125,10 @@ function build() {
   } finally {
     fs.rmSync(next, { recursive: true, force: true });
   }
-  return sources.length;
+  return sources.length - 1;
 }
 
-module.exports = { buildIsFresh, compiledPathOf };
+module.exports = { buildIsFresh, compiledPathOf, lazyImports };
 
 if (require.main === module) {
   const compiled = build();

@@ -1,0 +1,136 @@
+// The CLI's start (issue 26): the compiled build (scripts/build.js) makes each module require what
+// it imports when it first uses it, so a command loads only what it runs. The transform on small
+// modules (what is deferred, what is not, lines kept), then the real build: `--version` and
+// `--help` load neither pg, yaml nor the Temporal SDK; a catalog command loads pg but not Temporal.
+import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { transformSync } from 'esbuild';
+import { projectRoot } from '../lib/config';
+import { freshDatabase, type TestDatabase } from './support/db';
+
+const { lazyImports } = require('../scripts/build.js') as { lazyImports(code: string): string };
+
+/** `source` compiled as the build compiles it. */
+function compiled(source: string): string {
+  const { code } = transformSync(source, { loader: 'ts', format: 'cjs', platform: 'node', target: 'node20', sourcemap: 'inline', sourcesContent: false, sourcefile: 'm.ts' });
+  return lazyImports(code);
+}
+
+/** Runs compiled code as a module whose require records what it was asked for. */
+function load(code: string, modules: Record<string, unknown>): { exports: Record<string, any>; required: string[] } {
+  const required: string[] = [];
+  const fakeRequire = (id: string) => {
+    required.push(id);
+    return modules[id];
+  };
+  const module = { exports: {} as Record<string, any> };
+  new Function('require', 'module', 'exports', code)(fakeRequire, module, module.exports);
+  return { exports: module.exports, required };
+}
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { cwd: projectRoot, env: { ...process.env, TENANTSAFE_CONFIG: '', ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** The packages (and tenantsafe's own folders) a CLI command loaded, through the real build. */
+async function loadedBy(args: string[]): Promise<{ code: number; stdout: string; packages: Set<string> }> {
+  const script = `require('./scripts/register.js');
+const main = require('./client/cli.ts').main;
+main(['node', 'tenantsafe', ...${JSON.stringify(args)}]).then((code) => {
+  process.stderr.write('\\nLOADED ' + JSON.stringify(Object.keys(require.cache)) + '\\n');
+  process.exitCode = code;
+});`;
+  const { code, stdout, stderr } = await run(['-e', script]);
+  const line = stderr.split('\n').find((l) => l.startsWith('LOADED '));
+  assert.ok(line, `the script ran: ${stderr}`);
+  const files = JSON.parse(line.slice('LOADED '.length)) as string[];
+  const packages = new Set(files.map((f) => f.match(/node_modules\/((?:@[^/]+\/)?[^/]+)/)?.[1] ?? path.relative(projectRoot, f).split(path.sep)[0]));
+  return { code, stdout, packages };
+}
+
+describe('the CLI loads only what a command runs', function () {
+  this.timeout(120_000);
+
+  describe('the build defers each import to its first use', () => {
+    it('requires a named import when the module first reads it, once, and keeps its value and `new`', () => {
+      const code = compiled(`import { add, Thing } from './dep';\nexport function twice(x: number) { return add(add(x, x), 0); }\nexport function make() { return new Thing(); }\n`);
+      class Thing {}
+      const dep = { add: (a: number, b: number) => a + b, Thing };
+      const m = load(code, { './dep': dep });
+      assert.deepEqual(m.required, [], 'nothing required when the module loads');
+      assert.equal(m.exports.twice(3), 6);
+      assert.ok(m.exports.make() instanceof Thing);
+      assert.deepEqual(m.required, ['./dep'], 'required once, at the first use');
+    });
+
+    it('keeps loading eagerly what is imported for its side effects, as a namespace, or used as a value', () => {
+      const code = compiled(`import './effects';\nimport * as ns from './ns';\nimport { one } from './one';\nimport def from './def';\nexport const all = () => [ns.x, one, def];\n`);
+      const m = load(code, { './effects': {}, './ns': { x: 1 }, './one': { one: 2 }, './def': { __esModule: true, default: 3 } });
+      assert.deepEqual(m.required, ['./effects', './ns'], 'side effects and namespaces at load');
+      assert.deepEqual(m.exports.all(), [1, 2, 3]);
+      assert.deepEqual(m.required, ['./effects', './ns', './one', './def']);
+
+      const whole = compiled(`import * as lib from './lib';\nimport { a } from './a';\nexport const f = () => a;\nexport const g = (x: unknown) => Object.keys(lib).concat(String(x));\n`);
+      assert.match(whole, /__lazyImport\(\(\) => require\("\.\/a"\), \["a"\]\)/);
+    });
+
+    it('moves no line, so source maps and stack traces point where they did', () => {
+      const source = `import { a } from './a';\nimport { b } from './b';\n\nexport function f() {\n  return a() + b();\n}\n`;
+      const { code } = transformSync(source, { loader: 'ts', format: 'cjs', platform: 'node', target: 'node20', sourcemap: 'inline', sourcesContent: false, sourcefile: 'm.ts' });
+      const lazy = lazyImports(code);
+      const lines = (s: string) => s.split('\n');
+      const mapLine = (s: string) => lines(s).findIndex((l) => l.startsWith('//# sourceMappingURL='));
+      assert.equal(mapLine(lazy), mapLine(code) + 1, 'one line added, after the code');
+      const functionLine = (s: string) => lines(s).findIndex((l) => l.startsWith('function f('));
+      assert.equal(functionLine(lazy), functionLine(code));
+      assert.equal(lazyImports('var x = 1;\n'), 'var x = 1;\n', 'a module without imports is left as it is');
+    });
+  });
+
+  describe('the compiled CLI', () => {
+    let db: TestDatabase;
+    let dir: string;
+    before(async () => {
+      // A build of the current sources, as setup makes it (quick when it is up to date).
+      const build = await run(['scripts/build.js']);
+      assert.equal(build.code, 0, build.stderr);
+      db = await freshDatabase({ tenants: 2, rows: 100 });
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-startup-'));
+    });
+    after(async () => {
+      await db?.drop();
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('answers --version and --help without loading pg, yaml or the Temporal SDK', async () => {
+      for (const args of [['--version'], ['--help'], ['restore', 'tenant', '--help']]) {
+        const { code, stdout, packages } = await loadedBy(args);
+        assert.equal(code, 0, args.join(' '));
+        assert.ok(stdout.length > 0, 'it printed its answer');
+        for (const heavy of ['pg', 'yaml', '@temporalio/client', '@temporalio/common', '@grpc/grpc-js', 'protobufjs', '@google-cloud/storage', 'nodemailer', 'prom-client']) {
+          assert.ok(!packages.has(heavy), `${args.join(' ')} loaded ${heavy}`);
+        }
+        assert.ok(packages.has('commander'));
+      }
+    });
+
+    it('reads the catalog for `backups list` with pg and the config, without the Temporal SDK or the alerts\' mailer', async () => {
+      const config = path.join(dir, 'tenantsafe.yaml');
+      fs.writeFileSync(config, [`database: { url: "${db.url}" }`, `storage: { primary: { kind: local, path: "${path.join(dir, 'backups')}" } }`, 'temporal: { address: "127.0.0.1:1" }', ''].join('\n'));
+      const { code, stdout, packages } = await loadedBy(['--config', config, 'backups', 'list', '--json']);
+      assert.equal(code, 0, stdout);
+      assert.deepEqual(JSON.parse(stdout), []);
+      for (const used of ['pg', 'yaml']) assert.ok(packages.has(used), `loaded ${used}`);
+      for (const unused of ['@temporalio/client', '@temporalio/workflow', '@grpc/grpc-js', 'protobufjs', '@google-cloud/storage', 'nodemailer', 'prom-client']) {
+        assert.ok(!packages.has(unused), `backups list loaded ${unused}`);
+      }
+    });
+  });
+});
