@@ -121,6 +121,22 @@ describe('the CLI loads only what a command runs', function () {
       }
     });
 
+    it('shows TypeScript lines in stack traces without turning on Node\'s source maps at start', async () => {
+      const source = fs.readFileSync(path.join(projectRoot, 'client/output.ts'), 'utf8').split('\n');
+      const line = source.findIndex((l) => l.includes('rows.length === 0')) + 1;
+      const compiledLine = fs.readFileSync(path.join(projectRoot, 'build/client/output.js'), 'utf8').split('\n').findIndex((l) => l.includes('rows.length === 0')) + 1;
+      assert.notEqual(compiledLine, line, 'the compiled file has the line elsewhere (else this test shows nothing)');
+      const script = `require('./scripts/register.js');
+process.stdout.write(JSON.stringify({ maps: process.sourceMapsEnabled ?? null }) + '\\n');
+try { require('./client/output.ts').table(null, ['a']); } catch (err) { process.stdout.write(err.stack); }`;
+      const { code, stdout, stderr } = await run(['-e', script]);
+      assert.equal(code, 0, stderr);
+      const [first, ...stack] = stdout.split('\n');
+      assert.equal(JSON.parse(first).maps, false, 'Node\'s own source maps stay off');
+      assert.match(stack[0], /^TypeError: Cannot read properties of null/);
+      assert.ok(stack.some((l) => l.includes(`${path.join(projectRoot, 'client/output.ts')}:${line}:`)), stack.join('\n'));
+    });
+
     it('reads the catalog for `backups list` with pg and the config, without the Temporal SDK or the alerts\' mailer', async () => {
       const config = path.join(dir, 'tenantsafe.yaml');
       fs.writeFileSync(config, [`database: { url: "${db.url}" }`, `storage: { primary: { kind: local, path: "${path.join(dir, 'backups')}" } }`, 'temporal: { address: "127.0.0.1:1" }', ''].join('\n'));
