@@ -1,6 +1,7 @@
 // The CLI as a user meets it (issue 26), against a running stack (Temporal dev server, worker):
-//   start-up: `tenantsafe --version`, `npx tenantsafe --version` and `tenantsafe backups list
-//     --json` (config, catalog), 10 of each interleaved with `node -e 0`, medians
+//   start-up: `tenantsafe --version`, `npx tenantsafe --version`, `tenantsafe backups list
+//     --json` (config, catalog) and `tenantsafe schedule list --json` (config, the Temporal SDK,
+//     one call to the server), 10 of each interleaved with `node -e 0`, medians
 //   a small tenant end to end: `tenantsafe backup tenant globex --wait` (command → done) against
 //     psql `\copy` of the same rows out (one REPEATABLE READ transaction, a file per table); the
 //     tenant wiped, then `restore tenant globex --backup <id>` (→ preview) and `restore approve …
@@ -55,7 +56,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   };
   const psql = (script: string) => timed(pgBin('psql'), ['-X', '-q', '-f', script, stack.dbUrl]);
   const m = { backup: [] as number[], copyOut: [] as number[], preview: [] as number[], approve: [] as number[], restore: [] as number[], copyIn: [] as number[] };
-  const start = { node: [] as number[], version: [] as number[], npx: [] as number[], list: [] as number[] };
+  const start = { node: [] as number[], version: [] as number[], npx: [] as number[], list: [] as number[], temporal: [] as number[] };
   let rows = 0;
   try {
     const plan = await discoverTenancy(sql, stack.config.tenancy);
@@ -85,6 +86,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       start.version.push((await timed(bin, ['--version'])).seconds);
       start.npx.push((await timed('npx', ['tenantsafe', '--version'])).seconds);
       start.list.push((await cli(['backups', 'list'])).seconds);
+      start.temporal.push((await cli(['schedule', 'list'])).seconds);
     }
 
     // the small tenant back in after a wipe: ours (preview, then approval → verified) and psql
@@ -117,9 +119,15 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   const node = median(start.node);
   const small = `small tenant (${tenantId}, ${rows} rows)`;
   return [
-    benchRow('CLI start-up', '`tenantsafe --version` vs `node -e 0`', { ours: median(start.version), baseline: node, unit: 's', note: `medians of ${startups}, interleaved; node -e 0 ${list(start.node)}` }),
+    benchRow('CLI start-up', '`tenantsafe --version` vs `node -e 0`', { ours: median(start.version), baseline: node, unit: 's', note: `medians of ${startups}, interleaved; ours ${list(start.version)}, node -e 0 ${list(start.node)}` }),
     benchRow('CLI start-up', '`npx tenantsafe --version` vs `node -e 0`', { ours: median(start.npx), baseline: node, unit: 's', note: 'npx finds the bin in the project: no download' }),
-    benchRow('CLI start-up', '`tenantsafe backups list --json` vs `node -e 0`', { ours: median(start.list), baseline: node, unit: 's', note: 'reads the config and the catalog, against a running stack' }),
+    benchRow('CLI start-up', '`tenantsafe backups list --json` vs `node -e 0`', { ours: median(start.list), baseline: node, unit: 's', note: `reads the config and the catalog, against a running stack: ${list(start.list)}` }),
+    benchRow('CLI start-up', '`tenantsafe schedule list --json` vs `node -e 0`', {
+      ours: median(start.temporal),
+      baseline: node,
+      unit: 's',
+      note: `the config, the Temporal SDK (most of it: its protobuf definitions) and one call to the server: ${list(start.temporal)}`,
+    }),
     benchRow(small, '`backup tenant --wait` from the CLI vs psql `\\copy` out', {
       ours: median(m.backup),
       baseline: median(m.copyOut),
