@@ -69,8 +69,9 @@ const lazyImportHelper = 'function __lazyImport(load, names) { let m; const o = 
  * from it, and the first read requires the module (once; the getters read its exports, live as
  * before). A binding used any other way keeps its require, and so do imports for side effects
  * (`import './b'`), namespace imports (`import * as b`) and re-exports (`export * from`). No line
- * moves: source maps and stack traces are unchanged. The engine has no module whose loading does
- * something another relies on (no top-level statements but declarations and `require.main` checks).
+ * moves: source maps and stack traces are unchanged. No source does anything at load but declare
+ * (and run itself when it is the main module), so deferring a load changes nothing else
+ * (test/cliStartup.test.ts holds the sources to that).
  */
 function lazyImports(code) {
   let lazy = 0;

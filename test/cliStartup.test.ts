@@ -92,6 +92,21 @@ describe('the CLI loads only what a command runs', function () {
       assert.equal(functionLine(lazy), functionLine(code));
       assert.equal(lazyImports('var x = 1;\n'), 'var x = 1;\n', 'a module without imports is left as it is');
     });
+
+    it('is safe for the compiled sources: none does anything at load but declare (and run itself as main)', () => {
+      // A module whose loading did something (registered a handler, set a global) would now do it
+      // at the first use of one of its exports, or never: such a statement fails this test.
+      const ts = require('typescript') as typeof import('typescript');
+      const sourceDirs = ['activities', 'client', 'lib', 'sample', 'workers', 'workflows'];
+      const files = sourceDirs.flatMap((dir) => (fs.readdirSync(path.join(projectRoot, dir), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => path.join(dir, f)));
+      assert.ok(files.length > 100, `${files.length} sources`);
+      const runsAsMain = (s: import('typescript').Statement) => ts.isIfStatement(s) && s.expression.getText() === 'require.main === module';
+      const offending = files.flatMap((file) => {
+        const source = ts.createSourceFile(file, fs.readFileSync(path.join(projectRoot, file), 'utf8'), ts.ScriptTarget.ES2022, true);
+        return source.statements.filter((s) => !ts.isDeclarationStatement(s) && !ts.isVariableStatement(s) && !ts.isImportDeclaration(s) && !ts.isExportDeclaration(s) && !ts.isExportAssignment(s) && !runsAsMain(s)).map((s) => `${file}:${source.getLineAndCharacterOfPosition(s.getStart()).line + 1}: ${s.getText().slice(0, 60)}`);
+      });
+      assert.deepEqual(offending, []);
+    });
   });
 
   describe('the compiled CLI', () => {
