@@ -3,9 +3,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import { parseConfig } from '../lib/config';
 import { isSealed, LocalKeyFile, sealedKeyId, tenantKeyPath } from '../lib/encryption';
+import { chunkBytes, openBuffer, OpenStream, sealBuffer, SealStream } from '../lib/encryption/sealedObject';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { manifestFile, sealManifest, writeManifest } from '../lib/format/sealed';
@@ -253,6 +256,36 @@ describe('encryption at rest', function () {
       await damageAndRestore(engine, 'acme', backupId);
     } finally {
       await plain.close();
+    }
+  });
+});
+
+describe('encrypted object streams', () => {
+  /** `bytes` cut into pieces of random sizes, some smaller than the header, some spanning several chunks */
+  const pieces = (bytes: Buffer) => {
+    const out: Buffer[] = [];
+    for (let at = 0; at < bytes.length; ) {
+      const size = [1, 7, 28, 1000, chunkBytes - 3, chunkBytes + 16, 3 * chunkBytes + 5][Math.floor(Math.random() * 7)];
+      out.push(bytes.subarray(at, at + size));
+      at += size;
+    }
+    return out;
+  };
+  const through = async (stream: NodeJS.ReadWriteStream, input: Buffer[]) => {
+    const out: Buffer[] = [];
+    await pipeline(Readable.from(input), stream, new Writable({ write: (chunk: Buffer, _enc, done) => (out.push(chunk), done()) }));
+    return Buffer.concat(out);
+  };
+
+  it('seals and opens a stream however it is cut into pieces, the same bytes as the whole-buffer functions', async function () {
+    const key = randomBytes(32);
+    const keyId = randomBytes(16);
+    for (const size of [0, 1, chunkBytes, chunkBytes + 1, 4 * chunkBytes + 12345]) {
+      const plain = randomBytes(size);
+      const sealed = await through(new SealStream(key, keyId), pieces(plain));
+      assert.deepEqual(openBuffer(key, sealed, 'x'), plain, `sealed stream of ${size} bytes opens as a buffer`);
+      assert.deepEqual(await through(new OpenStream(() => key, 'x'), pieces(sealed)), plain, `sealed stream of ${size} bytes opens as a stream`);
+      assert.deepEqual(await through(new OpenStream(() => key, 'x'), pieces(sealBuffer(key, keyId, plain))), plain, `sealed buffer of ${size} bytes opens as a stream`);
     }
   });
 });

@@ -297,6 +297,26 @@ describe('local storage', () => {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  it('writes a large object that comes in pieces of every size (chunks and their tags apart, empty ones) byte for byte', async () => {
+    // more than one background sync's worth, in the shapes an encrypted stream and a followed file give
+    const sizes = [256 * 1024, 0, 16, 1, 3 * MiB + 5, 64 * 1024 - 1];
+    const hash = createHash('sha256');
+    let total = 0;
+    const pieces = function* () {
+      for (let i = 0; total < 40 * MiB; i++) {
+        const piece = randomBytes(sizes[i % sizes.length]);
+        hash.update(piece);
+        total += piece.length;
+        yield piece;
+      }
+    };
+    const store = createStore({ kind: 'local', path: path.join(dir, 'large') });
+    const put = await store.put('base/base.tar.zst', Readable.from(pieces()));
+    const sha256 = hash.digest('hex');
+    assert.deepEqual(put, { key: 'base/base.tar.zst', bytes: total, sha256 });
+    assert.deepEqual(await digestOf(await store.get('base/base.tar.zst')), { sha256, bytes: total });
+  });
+
   it('hides the partial files of a killed writer from list and removes them with deletePrefix', async () => {
     const root = path.join(dir, 'killed');
     const store = createStore({ kind: 'local', path: root });

@@ -53,7 +53,9 @@ function openChunk(key: Buffer, header: Buffer, i: number, sealed: Buffer, final
   d.setAAD(aad(header, final));
   d.setAuthTag(sealed.subarray(sealed.length - tagBytes));
   try {
-    return Buffer.concat([d.update(sealed.subarray(0, sealed.length - tagBytes)), d.final()]);
+    const plain = d.update(sealed.subarray(0, sealed.length - tagBytes));
+    const rest = d.final(); // GCM is a stream mode: empty, unless a future OpenSSL buffers
+    return rest.length === 0 ? plain : Buffer.concat([plain, rest]);
   } catch {
     throw tampered(name, `chunk ${i} fails its AES-GCM authentication`);
   }
@@ -104,11 +106,25 @@ class ChunkBuffer {
     this.parts.push(b);
     this.length += b.length;
   }
+  /** The first `n` bytes: a view into the first part when it holds them, a copy only when they straddle parts. */
   take(n: number): Buffer {
-    const all = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.length);
-    this.parts = n < all.length ? [all.subarray(n)] : [];
-    this.length = all.length - n;
-    return all.subarray(0, n);
+    this.length -= n;
+    const first = this.parts[0];
+    if (first && first.length >= n) {
+      if (first.length === n) this.parts.shift();
+      else this.parts[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    while (at < n) {
+      const part = this.parts[0];
+      const used = part.copy(out, at, 0, n - at);
+      at += used;
+      if (used === part.length) this.parts.shift();
+      else this.parts[0] = part.subarray(used);
+    }
+    return out;
   }
 }
 

@@ -28,6 +28,9 @@ interface Entry {
   file: string;
 }
 
+/** bytes written between two background syncs of a large object (BatchedWriter) */
+const backgroundSyncBytes = 32 << 20;
+
 export class LocalStore implements ObjectStore {
   readonly uri: string;
   private readonly root: string;
@@ -50,13 +53,15 @@ export class LocalStore implements ObjectStore {
       await this.mkdirDurably(dir);
       fh = await this.writing(open(partial, 'wx'), partial);
       const chunks = Buffer.isBuffer(source) ? [source] : opts.signal ? addAbortSignal(opts.signal, source) : source;
+      const writer = new BatchedWriter(fh, (op) => this.writing(op, partial));
       // Errors of the source pass through as they are: only our own writes are storage errors.
       for await (const chunk of chunks) {
         const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
         hash.update(buf);
         bytes += buf.length;
-        await this.writing(fh.write(buf), partial);
+        await writer.write(buf);
       }
+      await writer.end();
       opts.signal?.throwIfAborted();
       await this.writing(fh.sync(), partial);
       await this.writing(fh.close(), partial);
@@ -96,16 +101,11 @@ export class LocalStore implements ObjectStore {
     return objects.map((o) => ({ key: o.key, bytes: o.body.length, sha256: sha256Hex(o.body) }));
   }
 
-  /** syncfs(2) of the store's file system (coreutils' `sync -f`): everything written to it so far is durable. */
+  /** syncfs(2) of the store's file system: everything written to it so far is durable. */
   private async syncFileSystem(): Promise<void> {
-    const sync = spawn('sync', ['-f', this.root], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    sync.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    // once() rejects when the process cannot start ('error')
-    const [code] = (await once(sync, 'close').catch((err: unknown) => {
+    await syncFileSystem(this.root).catch((err: unknown) => {
       throw this.unwritable(err, this.root);
-    })) as [number | null];
-    if (code !== 0) throw this.unwritable(new Error(`sync -f exited with ${code}: ${stderr.trim()}`), this.root);
+    });
   }
 
   get(key: string): Promise<Readable> {
@@ -131,7 +131,8 @@ export class LocalStore implements ObjectStore {
       return Readable.from([]);
     }
     // end is inclusive
-    return fh.createReadStream(range ? { start: range.offset, end: range.offset + range.length - 1 } : {});
+    // 1 MiB reads: a backup's objects run to gigabytes, and each chunk costs a read and a pass through every transform
+    return fh.createReadStream({ highWaterMark: 1 << 20, ...(range ? { start: range.offset, end: range.offset + range.length - 1 } : {}) });
   }
 
   async getBytes(key: string): Promise<Buffer> {
@@ -317,11 +318,66 @@ function isMissing(err: unknown): boolean {
 }
 
 /** A rename or a new entry is durable only once its directory is fsynced. */
+/** syncfs(2) of the file system holding `dir` (coreutils' `sync -f`), everything written to it so far made durable. */
+export async function syncFileSystem(dir: string): Promise<void> {
+  const sync = spawn('sync', ['-f', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  sync.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  // once() rejects when the process cannot start ('error')
+  const [code] = (await once(sync, 'close')) as [number | null];
+  if (code !== 0) throw new Error(`sync -f exited with ${code}: ${stderr.trim()}`);
+}
+
 async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Writes a stream's small pieces (an encrypted object's chunks come with their tags apart) as one
+ * writev per MiB, and has what is written made durable in the background every few tens of MiB:
+ * the sync that makes a large object durable then finds little left to write, where it would
+ * otherwise start writing gigabytes only after the last byte came in.
+ */
+class BatchedWriter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private sinceSync = 0;
+  private syncing: Promise<unknown> | null = null;
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly writing: <T>(op: Promise<T>) => Promise<T>,
+  ) {}
+
+  async write(buf: Buffer): Promise<void> {
+    this.pending.push(buf);
+    this.pendingBytes += buf.length;
+    if (this.pendingBytes >= 1 << 20) await this.flush();
+  }
+
+  async end(): Promise<void> {
+    await this.flush();
+    await this.syncing;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const buffers = this.pending;
+    const size = this.pendingBytes;
+    this.pending = [];
+    this.pendingBytes = 0;
+    const { bytesWritten } = await this.writing(this.fh.writev(buffers));
+    // a short write (a full disk) is finished, or failed, by a plain write of the rest
+    if (bytesWritten < size) await this.writing(this.fh.write(Buffer.concat(buffers).subarray(bytesWritten)));
+    this.sinceSync += size;
+    if (this.sinceSync >= backgroundSyncBytes && !this.syncing) {
+      this.sinceSync = 0;
+      // its failure is the final sync's to report: that one runs and fails alike
+      this.syncing = this.fh.datasync().catch(() => undefined).finally(() => (this.syncing = null));
+    }
   }
 }
