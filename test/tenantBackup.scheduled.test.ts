@@ -8,8 +8,12 @@ import { ApplicationFailure } from '@temporalio/common';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { tenantBackupBatcher } from '../workflows';
 import { databaseScoped, scheduleIds, workflowIds, type TenantBackupBatcherResult, type TenantBackupInput, type TenantBackupResult } from '../workflows/messages';
+import { scheduleTenantBackups } from '../client/schedules';
+import { batchPrefix } from '../lib/tenantBackup/batch';
+import { digestOf, liveRows, readBackup } from './support/backups';
 import { damageAndRestore } from './support/restore';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { workerScene } from './support/workerScene';
 
 describe('scheduled tenant backups that fall due together', function () {
   let env: TestEnv;
@@ -182,4 +186,63 @@ describe('scheduled tenant backups that fall due together', function () {
     }
     return n;
   }
+});
+
+describe('scheduled tenant backups in one batch when the worker is killed mid-batch', function () {
+  const scene = workerScene({ tenants: 300, rows: 400_000 });
+  const tenants = ['acme', 'globex', 'initech', 'umbrella', 'hooli', 'stark', 't100', 't300'];
+  after(async () => {
+    for (const t of tenants) await scene.env?.temporal.schedule.getHandle(scheduleIds.tenantBackup(t)).delete().catch(() => undefined);
+  });
+
+  it('completes the batch after the worker restarts: each run ends with its tenant backed up once, no orphan pack', async function () {
+    this.timeout(300_000);
+    const { env, store, workers } = scene;
+    await scene.spawnWorker();
+    for (const tenantId of tenants) await scheduleTenantBackups(env.temporal, env.config.temporal.taskQueue, { tenantId, everyMs: 86_400_000 });
+    const schedules = tenants.map((t) => env.temporal.schedule.getHandle(scheduleIds.tenantBackup(t)));
+    await Promise.all(schedules.map((h) => h.trigger()));
+
+    // killed once a first pack is stored and before the batch's index (no manifest yet)
+    const deadline = Date.now() + 120_000;
+    let killedAt: string[] = [];
+    while (killedAt.length === 0) {
+      const keys: string[] = [];
+      for await (const o of store.list('packs/')) keys.push(o.key);
+      if (keys.some((k) => k.endsWith('index.json'))) throw new Error('the batch reached its manifests before the worker could be killed');
+      if (keys.some((k) => k.endsWith('.pack'))) {
+        workers[0].kill('SIGKILL');
+        killedAt = keys;
+      }
+      if (Date.now() > deadline) throw new Error('the batch never wrote a pack');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const batchId = killedAt[0].split('/')[1];
+    await scene.spawnWorker();
+
+    const runs = await Promise.all(
+      schedules.map(async (h) => {
+        const a = (await h.describe()).info.recentActions.at(-1)!.action.workflow;
+        return env.temporal.workflow.getHandle(a.workflowId, a.firstExecutionRunId);
+      }),
+    );
+    const results = (await Promise.all(runs.map((r) => r.result()))) as TenantBackupResult[];
+    assert.deepEqual(results.map((r) => r.tenantId), tenants);
+    assert.deepEqual([...new Set(results.map((r) => r.batchId))], [batchId], 'the batch the killed worker began, completed by the next');
+    const backups = (await env.engine.catalog.listBackups()).filter((b) => b.backupId.startsWith(batchId.slice(0, 16)));
+    assert.deepEqual(backups.map((b) => b.tenantId).sort(), [...tenants].sort(), 'every tenant once');
+    const referenced = new Set<string>();
+    for (const r of results) {
+      const backup = await readBackup(store, r.tenantId, r.backupId);
+      assert.equal(backup.manifest.batch?.key, `${batchPrefix(batchId)}2/shared.json`, 'from the retry');
+      for (const t of backup.manifest.tables) referenced.add(t.object.key);
+      referenced.add(backup.manifest.batch!.key);
+      const live = await liveRows(env.config, r.tenantId);
+      for (const t of backup.manifest.tables) assert.equal(t.rowChecksum, digestOf(live.get(t.table)!), `${r.tenantId} ${t.table}`);
+    }
+    const stored: string[] = [];
+    for await (const o of store.list(batchPrefix(batchId))) stored.push(o.key);
+    assert.deepEqual(stored.filter((k) => !k.endsWith('index.json') && !referenced.has(k)), [], 'no orphan pack');
+    assert.ok(stored.every((k) => !k.startsWith(`${batchPrefix(batchId)}1/`)), 'nothing of the killed attempt is left');
+  });
 });
