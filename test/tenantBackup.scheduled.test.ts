@@ -4,15 +4,16 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { tenantBackupBatcher } from '../workflows';
-import { databaseScoped, scheduleIds, workflowIds, type TenantBackupBatcherResult, type TenantBackupInput, type TenantBackupResult } from '../workflows/messages';
+import { databaseScoped, scheduleIds, tenantBackupStatusQuery, workflowIds, type TenantBackupBatcherResult, type TenantBackupInput, type TenantBackupResult } from '../workflows/messages';
 import { scheduleTenantBackups } from '../client/schedules';
 import { batchPrefix } from '../lib/tenantBackup/batch';
 import { digestOf, liveRows, readBackup } from './support/backups';
 import { damageAndRestore } from './support/restore';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { withDb } from './support/db';
 import { workerScene } from './support/workerScene';
 
 describe('scheduled tenant backups that fall due together', function () {
@@ -172,6 +173,29 @@ describe('scheduled tenant backups that fall due together', function () {
     assert.equal((await scheduleTenant('stark')).batched, true, 'written again: batched');
     const [now] = await fireTogether(['stark']);
     assert.ok(((await now.result()) as TenantBackupResult).batchId, 'now through the batcher');
+    assert.equal((await batcherResult()).tenants, 1);
+  });
+
+  it('sends a big tenant back to back itself up with its own export, and leaves out a run cancelled while it waits', async function () {
+    this.timeout(180_000);
+    await withDb(env.db.url, (c) => c.query('ANALYZE'));
+    for (const t of ['acme', 'globex', 'wayne']) await scheduleTenant(t);
+    // a batcher already running (here with a long quiet time and a low bar for big tenants): the runs join it
+    const batcher = await env.temporal.workflow.start<typeof tenantBackupBatcher>('tenantBackupBatcher', {
+      taskQueue: env.config.temporal.taskQueue,
+      workflowId: workflowIds.tenantBackupBatcher(),
+      args: [{ quietMs: 8_000, bigTenantRows: 6_000 }],
+    });
+    const [acme, globex, wayne] = await fireTogether(['acme', 'globex', 'wayne']);
+    for (let i = 0; i < 50 && (await wayne.query(tenantBackupStatusQuery)).state !== 'batching'; i++) await new Promise((r) => setTimeout(r, 100));
+    await wayne.cancel();
+    const [a, g] = (await Promise.all([acme.result(), globex.result()])) as TenantBackupResult[];
+    await assert.rejects(wayne.result(), (err: WorkflowFailedError) => err.cause instanceof CancelledFailure);
+    assert.equal(a.batchId, undefined, 'the big tenant: a backup of its own');
+    assert.equal((await readManifest(env.engine.store, tenantBackupPrefix('acme', a.backupId))).batch, undefined);
+    assert.ok(g.batchId, 'the small one: in the batch');
+    assert.deepEqual(await batcher.result(), { batches: 1, tenants: 1, failed: 0, own: 1 }, 'wayne left before the batch');
+    assert.equal((await env.engine.catalog.listBackups({ tenantId: 'wayne' })).length, 0, 'no backup of the cancelled run');
   });
 
   /** How many runs the batcher has had (visibility may lag: read until it settles). */
