@@ -81,9 +81,10 @@ export function createTenantBackupActivities(engine: Engine) {
     },
 
     /**
-     * Every tenant but `skip` (in `range`, when the run has several batches) from one snapshot,
-     * in packs (lib/tenantBackup/batch.ts). A retry (the worker died) keeps what an earlier
-     * attempt completed and removes its orphan packs.
+     * Every tenant but `skip` (in `range`, when the run has several batches; `only` these, for
+     * the batcher of scheduled runs, each one's backup then reported) from one snapshot, in packs
+     * (lib/tenantBackup/batch.ts). A retry (the worker died) keeps what an earlier attempt
+     * completed and removes its orphan packs.
      */
     async takeTenantBatch({ batchId, skip, range, slot, only }: { batchId: string; skip: string[]; range?: TenantRange; slot?: BatchSlot; only?: string[] }): Promise<TenantBatchResult> {
       let progress: BatchProgress | { phase: string } = { phase: 'starting' };
