@@ -14,7 +14,7 @@ import { digestOf, liveRows, readBackup } from './support/backups';
 import { damageAndRestore } from './support/restore';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { withDb } from './support/db';
-import { workerScene } from './support/workerScene';
+import { killOnFirstPack, workerScene } from './support/workerScene';
 
 describe('scheduled tenant backups that fall due together', function () {
   let env: TestEnv;
@@ -221,26 +221,14 @@ describe('scheduled tenant backups in one batch when the worker is killed mid-ba
 
   it('completes the batch after the worker restarts: each run ends with its tenant backed up once, no orphan pack', async function () {
     this.timeout(300_000);
-    const { env, store, workers } = scene;
+    const { env, store } = scene;
     await scene.spawnWorker();
     for (const tenantId of tenants) await scheduleTenantBackups(env.temporal, env.config.temporal.taskQueue, { tenantId, everyMs: 86_400_000 });
     const schedules = tenants.map((t) => env.temporal.schedule.getHandle(scheduleIds.tenantBackup(t)));
     await Promise.all(schedules.map((h) => h.trigger()));
 
     // killed once a first pack is stored and before the batch's index (no manifest yet)
-    const deadline = Date.now() + 120_000;
-    let killedAt: string[] = [];
-    while (killedAt.length === 0) {
-      const keys: string[] = [];
-      for await (const o of store.list('packs/')) keys.push(o.key);
-      if (keys.some((k) => k.endsWith('index.json'))) throw new Error('the batch reached its manifests before the worker could be killed');
-      if (keys.some((k) => k.endsWith('.pack'))) {
-        workers[0].kill('SIGKILL');
-        killedAt = keys;
-      }
-      if (Date.now() > deadline) throw new Error('the batch never wrote a pack');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const killedAt = await killOnFirstPack(scene);
     const batchId = killedAt[0].split('/')[1];
     await scene.spawnWorker();
 
