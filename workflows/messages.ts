@@ -100,7 +100,7 @@ export interface TenantBackupBatcherInput {
   quietMs?: number;
   /** ... and at the latest this long after its first tenant joined (default 60000 ms) */
   maxWaitMs?: number;
-  /** at most this many tenants in one batch; more wait for the next (default 500) */
+  /** at most this many tenants in one batch, up to 2000; more wait for the next (default 500) */
   batchTenants?: number;
   /** a tenant the statistics estimate at this many rows or more is backed up by its own run, not in the batch (default 100000) */
   bigTenantRows?: number;
