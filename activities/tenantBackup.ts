@@ -17,6 +17,7 @@ import { largeTenants, planTenantRanges, takeTenantBatch, type BatchProgress, ty
 import { withClient, databaseRole } from '../lib/pg';
 import { discoverTenancy, listTenants, type TenantRange } from '../lib/tenancy';
 import { withFailures } from './failures';
+import { joinBatchSignal, type BatchJoin, type TenantBackupBatcherInput } from '../workflows/messages';
 
 export interface TenantRef {
   tenantId: string;
@@ -80,11 +81,12 @@ export function createTenantBackupActivities(engine: Engine) {
     },
 
     /**
-     * Every tenant but `skip` (in `range`, when the run has several batches) from one snapshot,
-     * in packs (lib/tenantBackup/batch.ts). A retry (the worker died) keeps what an earlier
-     * attempt completed and removes its orphan packs.
+     * Every tenant but `skip` (in `range`, when the run has several batches; `only` these, for
+     * the batcher of scheduled runs, each one's backup then reported) from one snapshot, in packs
+     * (lib/tenantBackup/batch.ts). A retry (the worker died) keeps what an earlier attempt
+     * completed and removes its orphan packs.
      */
-    async takeTenantBatch({ batchId, skip, range, slot }: { batchId: string; skip: string[]; range?: TenantRange; slot?: BatchSlot }): Promise<TenantBatchResult> {
+    async takeTenantBatch({ batchId, skip, range, slot, only }: { batchId: string; skip: string[]; range?: TenantRange; slot?: BatchSlot; only?: string[] }): Promise<TenantBatchResult> {
       let progress: BatchProgress | { phase: string } = { phase: 'starting' };
       const stop = heartbeatEvery(2000, () => progress);
       try {
@@ -93,6 +95,7 @@ export function createTenantBackupActivities(engine: Engine) {
           skip,
           range,
           slot,
+          only,
           attempt: Context.current().info.attempt,
           onProgress: (p) => (progress = { ...p }),
           signal: Context.current().cancellationSignal,
@@ -100,6 +103,16 @@ export function createTenantBackupActivities(engine: Engine) {
       } finally {
         stop();
       }
+    },
+
+    /**
+     * A scheduled tenantBackup run joins the next batch of its database's batcher, which this
+     * starts when none runs (signal-with-start: workflows cannot, activities can). A retry sends
+     * the join again; the batcher keeps one per run.
+     */
+    async joinTenantBatch({ batcherId, batcher, join }: { batcherId: string; batcher: TenantBackupBatcherInput; join: BatchJoin }): Promise<void> {
+      const { client, info } = Context.current();
+      await client.workflow.signalWithStart('tenantBackupBatcher', { workflowId: batcherId, taskQueue: info.taskQueue, args: [batcher], signal: joinBatchSignal, signalArgs: [join] });
     },
 
     /** Every tenant, or those in `range` (a batch's that failed as a whole). */

@@ -1,12 +1,16 @@
 // Temporal Schedules for tenant backups (never cron). One schedule backs up all tenants;
 // a tenant with its own interval gets its own schedule and is left out of the all-tenants one.
+// A tenant's schedule starts its tenantBackup run marked `scheduled`: runs whose schedules fall
+// due together (the same interval fires at the same instants) are backed up in one batch by the
+// database's tenantBackupBatcher, each run still ending with its tenant's result. A schedule
+// created before has no mark and starts backups of their own until it is written again.
 //
 // Overlap policy SKIP: if the previous run is still going when the next is due, the next is
 // skipped rather than queued; queued runs would pile up behind a slow one and then start
 // back to back. Catch-up window = the interval: after an outage, one missed run is made up.
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleDescription, type ScheduleOptionsAction, type ScheduleSpec } from '@temporalio/client';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { databaseScheduleIds, databaseScoped, databaseWorkflowIds, drScheduleIds, drWorkflowIds, scheduleIds, workflowIds, type TenantBackupsAllInput } from '../workflows/messages';
+import { databaseScheduleIds, databaseScoped, databaseWorkflowIds, drScheduleIds, drWorkflowIds, scheduleIds, workflowIds, type TenantBackupInput, type TenantBackupsAllInput } from '../workflows/messages';
 import { parseTimeOfDay, type DailyScheduleKind } from './dailySchedules';
 
 export interface ScheduleSummary {
@@ -19,6 +23,8 @@ export interface ScheduleSummary {
   paused: boolean;
   /** daily schedules: the time of day, UTC */
   at?: string;
+  /** a tenant's own schedule: whether its runs join the batch of the tenants falling due with it (false: written before batching, each run a backup of its own) */
+  batched?: boolean;
   nextRunAt: string | null;
   lastRunAt: string | null;
 }
@@ -92,7 +98,13 @@ export async function scheduleTenantBackups(client: Client, taskQueue: string, r
       client,
       id,
       req.everyMs,
-      { type: 'startWorkflow', workflowType: 'tenantBackup', taskQueue, workflowId: databaseScoped(workflowIds.tenantBackup(req.tenantId), database), args: [{ tenantId: req.tenantId, ...onDatabase(database) }] },
+      {
+        type: 'startWorkflow',
+        workflowType: 'tenantBackup',
+        taskQueue,
+        workflowId: databaseScoped(workflowIds.tenantBackup(req.tenantId), database),
+        args: [{ tenantId: req.tenantId, scheduled: true, ...onDatabase(database) } satisfies TenantBackupInput],
+      },
       { tenantId: req.tenantId, everyMs: req.everyMs, ...onDatabase(database) },
     );
     await refreshExclusions(client, taskQueue, database, { added: req.tenantId });
@@ -130,6 +142,7 @@ async function summarize(client: Client, scheduleId: string): Promise<ScheduleSu
     tenantId: typeof d.memo?.tenantId === 'string' ? d.memo.tenantId : null,
     ...(typeof d.memo?.database === 'string' ? { database: d.memo.database } : {}),
     ...(d.spec.calendars?.[0]?.comment?.startsWith('daily at ') ? { at: d.spec.calendars[0].comment.slice('daily at '.length) } : {}),
+    ...(d.action.type === 'startWorkflow' && d.action.workflowType === 'tenantBackup' ? { batched: (d.action.args?.[0] as TenantBackupInput | undefined)?.scheduled === true } : {}),
     paused: d.state.paused,
     nextRunAt: d.info.nextActionTimes[0]?.toISOString() ?? null,
     lastRunAt: d.info.recentActions.at(-1)?.takenAt.toISOString() ?? null,

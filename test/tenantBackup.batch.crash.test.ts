@@ -5,14 +5,14 @@ import { batchPrefix } from '../lib/tenantBackup/batch';
 import { workflowIds, type TenantBackupsAllResult } from '../workflows/messages';
 import type { tenantBackupsAll } from '../workflows';
 import { digestOf, liveRows, readBackup } from './support/backups';
-import { workerScene } from './support/workerScene';
+import { killOnFirstPack, workerScene } from './support/workerScene';
 
 describe('batched tenant backups when the worker is killed mid-batch', function () {
   const scene = workerScene({ tenants: 300, rows: 400_000 });
 
   it('completes the batch after the worker restarts: every tenant backed up once, no orphan pack', async function () {
     this.timeout(300_000);
-    const { db, env, store, workers } = scene;
+    const { db, env, store } = scene;
     await scene.spawnWorker();
     const handle = await env.temporal.workflow.start<typeof tenantBackupsAll>('tenantBackupsAll', {
       taskQueue: env.config.temporal.taskQueue,
@@ -20,19 +20,7 @@ describe('batched tenant backups when the worker is killed mid-batch', function 
       args: [{ bigTenantRows: 10_000_000 }],
     });
     // killed once a first pack is stored and before any manifest
-    const deadline = Date.now() + 120_000;
-    let killedAt: string[] = [];
-    while (killedAt.length === 0) {
-      const keys: string[] = [];
-      for await (const o of store.list('packs/')) keys.push(o.key);
-      if (keys.some((k) => k.endsWith('index.json'))) throw new Error('the batch reached its manifests before the worker could be killed');
-      if (keys.some((k) => k.endsWith('.pack'))) {
-        workers[0].kill('SIGKILL');
-        killedAt = keys;
-      }
-      if (Date.now() > deadline) throw new Error('the batch never wrote a pack');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const killedAt = await killOnFirstPack(scene);
     const batchId = killedAt[0].split('/')[1];
     assert.ok(killedAt.every((k) => k.startsWith(`${batchPrefix(batchId)}1/`)), 'the first attempt wrote them');
 

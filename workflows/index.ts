@@ -1,6 +1,7 @@
 // Every workflow type the worker registers (the workflow types of the public contract: docs/architecture.md).
 export { tenantBackup } from './tenantBackup';
 export { tenantBackupsAll } from './tenantBackupsAll';
+export { tenantBackupBatcher } from './tenantBackupBatcher';
 export { tenantRestore } from './tenantRestore';
 export { fullBackup } from './fullBackup';
 export { walArchiver } from './walArchiver';

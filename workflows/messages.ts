@@ -37,6 +37,8 @@ export function databaseScoped(id: string, database: string | undefined): string
 export const workflowIds = {
   tenantBackup: (tenantId: string) => `tenant-backup/${tenantId}`,
   tenantBackupsAll: () => 'tenant-backups-all',
+  /** one per database: gathers the scheduled tenant backups that fall due together into batches */
+  tenantBackupBatcher: () => 'tenant-backup-batcher',
   tenantRestore: (tenantId: string) => `tenant-restore/${tenantId}`,
 };
 
@@ -56,9 +58,17 @@ export interface TenantBackupInput {
    * only when it succeeds (resolving an alert of the tenant's own), not when it fails
    */
   inBatch?: boolean;
+  /**
+   * set by the tenant's own schedule (client/schedules.ts): the run hands its tenant to the
+   * database's tenantBackupBatcher, so tenants whose schedules fall due together are backed up
+   * in one batch, from one snapshot; the run still ends with its tenant's result or failure.
+   * Absent (`backup tenant`, the UI): a backup of its own.
+   */
+  scheduled?: boolean;
 }
 
-export type TenantBackupState = 'checking' | 'exporting' | 'recording' | 'done' | 'failed' | 'cancelled';
+/** batching: a scheduled run waiting for its tenant's part of a batch (tenantBackupBatcher) */
+export type TenantBackupState = 'checking' | 'batching' | 'exporting' | 'recording' | 'done' | 'failed' | 'cancelled';
 
 export interface TenantBackupStatus {
   state: TenantBackupState;
@@ -77,7 +87,67 @@ export interface TenantBackupResult {
   lsn: string;
   storageUri: string;
   tenantChecksum: string;
+  /** a scheduled run backed up in a batch (tenantBackupBatcher): the batch's id (its packs: packs/<batchId>/) */
+  batchId?: string;
 }
+
+// ---- tenantBackupBatcher: the scheduled tenant backups that fall due together, in one batch ----
+
+export interface TenantBackupBatcherInput {
+  /** with several databases: the one it serves (OnDatabase) */
+  database?: string;
+  /** a batch starts once no tenant joined for this long (default 5000 ms) */
+  quietMs?: number;
+  /** ... and at the latest this long after its first tenant joined (default 60000 ms) */
+  maxWaitMs?: number;
+  /** at most this many tenants in one batch, up to 2000; more wait for the next (default 500) */
+  batchTenants?: number;
+  /** a tenant the statistics estimate at this many rows or more is backed up by its own run, not in the batch (default 100000) */
+  bigTenantRows?: number;
+  /** carried over continue-as-new: tenants waiting, totals so far */
+  carried?: { waiting: BatchJoin[]; totals: TenantBackupBatcherResult; lastBatchAt?: number };
+}
+
+/** A scheduled tenantBackup run asking for its tenant's part of the next batch (the `join` signal; `leave` takes it back). */
+export interface BatchJoin {
+  tenantId: string;
+  /** the run that waits for the outcome (a schedule's runs have ids of its action's id and the time: tenant-backup/<tenant>-<time>) */
+  workflowId: string;
+  runId: string;
+}
+
+/**
+ * What the batcher tells a waiting run (the `batchOutcome` signal): its tenant's backup, its
+ * failure, or `own`: back it up on your own (a big tenant, or the batch failed as a whole).
+ */
+export type BatchOutcome =
+  | { tenantId: string; backup: TenantBackupResult; database: string }
+  | { tenantId: string; failure: { error: string; type?: string } }
+  | { tenantId: string; own: 'big-tenant' | 'batch-failed' | 'batcher-stopped' };
+
+export interface TenantBackupBatcherResult {
+  batches: number;
+  /** tenants backed up in the batches */
+  tenants: number;
+  /** tenants whose part of a batch failed (their runs failed with the error) */
+  failed: number;
+  /** tenants sent back to back up on their own (big ones, and those of a batch that failed as a whole) */
+  own: number;
+}
+
+export interface TenantBackupBatcherStatus {
+  state: 'gathering' | 'backing-up';
+  /** tenants waiting for the next batch */
+  waiting: number;
+  /** tenants in the batch running now */
+  running: number;
+  totals: TenantBackupBatcherResult;
+}
+
+export const joinBatchSignal = defineSignal<[BatchJoin]>('join');
+export const leaveBatchSignal = defineSignal<[BatchJoin]>('leave');
+export const batchOutcomeSignal = defineSignal<[BatchOutcome]>('batchOutcome');
+export const tenantBackupBatcherStatusQuery = defineQuery<TenantBackupBatcherStatus>('status');
 
 // ---- tenantBackupsAll ----
 

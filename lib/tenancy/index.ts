@@ -25,13 +25,16 @@ export async function assertTenantExists(client: ClientBase, plan: TenancyPlan, 
     if ((err as { code?: string }).code !== '22P02') throw err;
     found = false;
   }
-  if (!found) {
-    throw new TenantsafeError(
-      ErrorType.TenantNotFound,
-      `Tenant "${tenantId}" does not exist (no row in ${plan.tenantTable} with ${plan.tenantColumn} = '${tenantId}').`,
-      'Check the tenant id; `tenantsafe tenancy show --tenants` lists the tenants.',
-    );
-  }
+  if (!found) throw tenantNotFound(plan, tenantId);
+}
+
+/** The TenantNotFound error (bad input) of a tenant with no row in the tenant table. */
+export function tenantNotFound(plan: TenancyPlan, tenantId: string): TenantsafeError {
+  return new TenantsafeError(
+    ErrorType.TenantNotFound,
+    `Tenant "${tenantId}" does not exist (no row in ${plan.tenantTable} with ${plan.tenantColumn} = '${tenantId}').`,
+    'Check the tenant id; `tenantsafe tenancy show --tenants` lists the tenants.',
+  );
 }
 
 /** The tenants in the key's order; within `range` (bytewise order of the ids as text), in that order. */

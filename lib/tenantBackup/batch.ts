@@ -28,8 +28,8 @@ import { parseBackupLabel } from '../labels';
 import { mapLimit } from '../limit';
 import { cancelOnAbort, connect, connectionError, inLanes, withClient } from '../pg';
 import type { ObjectStore } from '../storage/types';
-import { batchRowsQuery, discoverTenancy, listTenants, type BatchScope, type TenancyPlan, type TenantRange } from '../tenancy';
-import { planDescription, tableDescription, tenantTotals } from './index';
+import { batchRowsQuery, discoverTenancy, listTenants, tenantNotFound, type BatchScope, type TenancyPlan, type TenantRange } from '../tenancy';
+import { backupSummaryOf, planDescription, tableDescription, tenantTotals, type TenantBackupSummary } from './index';
 import { beginSnapshotTransaction, changeLogBoundary, dataObjectKey, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
 import { copyTextField, PackWriter, TenantSplitter } from './pack';
 
@@ -68,6 +68,12 @@ export interface TenantBatchResult {
   packs: number;
   /** pack objects of earlier attempts that no manifest referenced, deleted */
   orphanPacksRemoved: number;
+  /** a batch of `only` these tenants: each one backed up (an earlier attempt's included), as its own backup would report it */
+  backups?: TenantBackupSummary[];
+  /** a batch of `only` these tenants: those not in its snapshot (no such tenant, or deleted), each with its TenantNotFound error */
+  missing?: { tenantId: string; error: string; type: string }[];
+  /** a batch of `only` these tenants: the database's name (as a single backup's check reports it) */
+  database?: string;
 }
 
 const failuresKept = 100;
@@ -144,6 +150,11 @@ export async function takeTenantBatch(
     skip: readonly string[];
     /** only the tenants in this range (one of a run's several batches: planTenantRanges) */
     range?: TenantRange;
+    /**
+     * only these tenants (those whose schedules fell due together: workflows/tenantBackupBatcher.ts);
+     * the result then reports each one's backup, and the tenants its snapshot does not hold
+     */
+    only?: readonly string[];
     slot?: BatchSlot;
     /** read as of this exported snapshot (another transaction's, kept open meanwhile) instead of a new one */
     snapshot?: string;
@@ -161,6 +172,8 @@ export async function takeTenantBatch(
   const packPrefix = `${batchPrefix(args.batchId)}${args.attempt}/`;
   await store.deletePrefix(packPrefix);
   const startedAt = new Date().toISOString();
+  const wanted = args.only && new Set(args.only);
+  let missing: NonNullable<TenantBatchResult['missing']> = [];
 
   progress.phase = 'exporting';
   progress.tablesTotal = plan.tables.length;
@@ -174,7 +187,14 @@ export async function takeTenantBatch(
     dataKeys: (tenants) => keyringOf(store)?.forTenants(tenants) ?? Promise.resolve(undefined),
     select: async (c) => {
       const all = await listTenants(c, plan, args.range);
-      const tenants = all.filter((t) => !skip.has(t));
+      const tenants = all.filter((t) => !skip.has(t) && (!wanted || wanted.has(t)));
+      if (wanted) {
+        const present = new Set(all);
+        missing = [...wanted].filter((t) => !present.has(t) && !earlier.done.has(t)).map((tenantId) => {
+          const err = tenantNotFound(plan, tenantId);
+          return { tenantId, error: err.message, type: err.type };
+        });
+      }
       progress.tenants = tenants.length;
       // every tenant there is: no filter; a range: its rows but the skipped tenants'; else the ids
       const scope: BatchScope = args.range ? { range: args.range, except: [...skip] } : tenants.length === all.length ? null : { ids: tenants };
@@ -190,7 +210,16 @@ export async function takeTenantBatch(
   });
   const tenantIds = [...exported.tables.keys()];
   const backupIds = batchBackupIds(args.batchId, tenantIds, args.slot, earlier.backupIds);
-  const result: TenantBatchResult = { succeeded: earlier.done.size, failed: [], failedCount: 0, rows: earlier.rows, bytes: earlier.bytes, packs: exported.packs.length, orphanPacksRemoved: earlier.removed };
+  const result: TenantBatchResult = {
+    succeeded: earlier.done.size,
+    failed: [],
+    failedCount: 0,
+    rows: earlier.rows,
+    bytes: earlier.bytes,
+    packs: exported.packs.length,
+    orphanPacksRemoved: earlier.removed,
+    ...(wanted ? { backups: earlier.backups, missing, database: exported.database } : {}),
+  };
   if (tenantIds.length === 0) {
     await store.deletePrefix(packPrefix);
     return result;
@@ -252,6 +281,7 @@ export async function takeTenantBatch(
     // indexed in the catalog a chunk at a time (a retry indexes again what an attempt wrote)
     await engine.catalog.recordBackups(recorded.map((w) => ({ manifest: w.manifest, storageUri: store.uri, prefix: w.prefix, manifestSha256: stored.get(w.tenantId)! })));
     for (const w of recorded) {
+      result.backups?.push(backupSummaryOf(w.manifest, store.uri, w.prefix, stored.get(w.tenantId)!));
       result.succeeded++;
       result.rows += w.manifest.totals.rows;
       result.bytes += w.manifest.totals.bytes;
@@ -313,9 +343,9 @@ async function writeManifests(
  * the catalog again in case the attempt died before it did), and the packs no manifest
  * references, deleted.
  */
-async function resumeBatch(engine: Engine, batchId: string, attempt: number): Promise<{ done: Set<string>; backupIds: string[]; rows: number; bytes: number; removed: number }> {
+async function resumeBatch(engine: Engine, batchId: string, attempt: number): Promise<{ done: Set<string>; backupIds: string[]; backups: TenantBackupSummary[]; rows: number; bytes: number; removed: number }> {
   const { store } = engine;
-  const earlier = { done: new Set<string>(), backupIds: [] as string[], rows: 0, bytes: 0, removed: 0 };
+  const earlier = { done: new Set<string>(), backupIds: [] as string[], backups: [] as TenantBackupSummary[], rows: 0, bytes: 0, removed: 0 };
   if (attempt <= 1) return earlier;
   const attempts = new Map<string, string[]>();
   for await (const o of store.list(batchPrefix(batchId))) {
@@ -337,7 +367,9 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
         }
         const body = await store.getBytes(prefix + manifestFile);
         const manifest = await parseManifest(body, prefix + manifestFile, store, shared);
-        found.push({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256Hex(body) });
+        const manifestSha256 = sha256Hex(body);
+        found.push({ manifest, storageUri: store.uri, prefix, manifestSha256 });
+        earlier.backups.push(backupSummaryOf(manifest, store.uri, prefix, manifestSha256));
         earlier.done.add(t.tenantId);
         earlier.backupIds.push(t.backupId);
         earlier.rows += manifest.totals.rows;

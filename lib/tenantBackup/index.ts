@@ -96,7 +96,12 @@ export async function takeTenantBackup(
   });
   await keyring?.confirm(dataKey);
   const manifestSha256 = await writeManifest(store, prefix, manifest);
-  const r = backupRecordOf(manifest, store.uri, prefix, manifestSha256);
+  return backupSummaryOf(manifest, store.uri, prefix, manifestSha256);
+}
+
+/** What a workflow is told of a written backup (its own or a batch's): the catalog's view of its manifest. */
+export function backupSummaryOf(manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): TenantBackupSummary {
+  const r = backupRecordOf(manifest, storageUri, prefix, manifestSha256);
   return {
     backupId: r.backupId,
     tenantId: r.tenantId,

@@ -38,3 +38,22 @@ export function workerScene(sample: SampleOptions): WorkerScene {
   });
   return scene;
 }
+
+/**
+ * Kills the scene's first worker (SIGKILL) once a batch has stored a first pack and before its
+ * index (no manifest yet): the keys under packs/ at that moment.
+ */
+export async function killOnFirstPack(scene: WorkerScene, timeoutMs = 120_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const keys: string[] = [];
+    for await (const o of scene.store.list('packs/')) keys.push(o.key);
+    if (keys.some((k) => k.endsWith('index.json'))) throw new Error('the batch reached its manifests before the worker could be killed');
+    if (keys.some((k) => k.endsWith('.pack'))) {
+      scene.workers[0].kill('SIGKILL');
+      return keys;
+    }
+    if (Date.now() > deadline) throw new Error('the batch never wrote a pack');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
