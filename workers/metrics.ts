@@ -14,7 +14,7 @@ import type { ChangeLogProgress } from '../lib/changeLog/capture';
 import { databaseIds, type Config } from '../lib/config';
 import type { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
-import { processRegistry, registerHealthMetrics, serveMetrics, WorkerMetrics } from '../lib/monitoring/metrics';
+import { healthCaches, processRegistry, registerHealthMetrics, serveMetrics, WorkerMetrics } from '../lib/monitoring/metrics';
 import type { TenantBackupSummary } from '../lib/tenantBackup';
 import type { WalArchiverProgress } from '../lib/wal/archiver';
 import { healthSources } from '../client/health';
@@ -142,7 +142,7 @@ export async function startWorkerMonitoring(config: Config, engine: Engine, conn
     );
     server.listen(metricsPort, metricsHost, () => resolve());
   });
-  for (const { cache } of Array.isArray(sources) ? sources : [{ cache: sources }]) void cache.refresh();
+  for (const { cache } of healthCaches(sources)) void cache.refresh();
   const port = (server.address() as AddressInfo).port;
   return {
     metrics,

@@ -120,6 +120,11 @@ type G<L extends string> = Gauge<L>;
  */
 export type HealthSources = HealthCache | { database: string; cache: HealthCache }[];
 
+/** Each database's cache; one database's has no id. */
+export function healthCaches(sources: HealthSources): { database: string | undefined; cache: HealthCache }[] {
+  return Array.isArray(sources) ? sources : [{ database: undefined, cache: sources }];
+}
+
 /**
  * Registers the catalog-derived gauges on `registry`, read from the caches at each scrape. With
  * several databases every gauge's `database` label is the database's id (the report's own is its
@@ -128,7 +133,7 @@ export type HealthSources = HealthCache | { database: string; cache: HealthCache
  */
 export function registerHealthMetrics(registry: Registry, sources: HealthSources): void {
   const fleet = Array.isArray(sources);
-  const caches = fleet ? sources : [{ database: undefined, cache: sources }];
+  const caches = healthCaches(sources);
   let applied: (HealthReport | null)[] = [];
   let pending: Promise<void> | null = null;
   const gauges: Gauge<string>[] = [];
