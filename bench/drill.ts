@@ -5,13 +5,15 @@
 //              table against the live database, sample tenants' checksums, teardown, the report),
 //              and the worker-side RTO it measured (drill start → restored cluster answering and
 //              checks passed)
-//   hand-run   tar -xzf of the same stored base backup, restore_command cp of the same WAL
+//   hand-run   tar -x of the same stored base backup (decrypted beforehand, not timed), restore_command cp of the same WAL
 //              (decompressed beforehand, not timed), start, wait for promotion
 // Three rounds (quick: 1), alternating, each after a sync; medians and the ratio drill / hand-run.
 // Usage: npx tsx bench/drill.ts [--quick] [--scale x] [--rounds n]   (scale 1: sample of 40 tenants, 400,000 rows)
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { requireKeyring } from '../lib/encryption';
 import { Engine } from '../lib/engine';
 import { baseObjectOf, readFullManifest } from '../lib/format/fullManifest';
 import { fetchWalFile, listWalArchive } from '../lib/wal/archive';
@@ -48,8 +50,15 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     for (const t of sampleTenants(sample).slice(0, 3)) await cli('backup', 'tenant', t.tenantId, '--wait');
     const full = await cli('full-backup', '--wait');
     const backup = await engine.catalog.getFullBackup(full.backupId);
-    const base = baseObjectOf(await readFullManifest(engine.store, backup.prefix));
+    const manifest = await readFullManifest(engine.store, backup.prefix);
+    const base = baseObjectOf(manifest);
     const storeRoot = (stack.config.storage.primary as { path: string }).path;
+    // the hand-run's base tar: the stored one, decrypted (not timed: an operator restoring by hand
+    // has no decryption of ours, so the baseline starts from the compressed tar itself)
+    const baseKey = backup.prefix + base.object.key;
+    const baseTar = path.join(pg.dir, `hand-${path.basename(base.object.key)}`);
+    const decrypt = base.object.encrypted ? (await requireKeyring(engine.store, baseKey).open(manifest.encryption!, baseKey)).open(baseKey) : undefined;
+    await pipeline([await engine.store.get(baseKey), ...(decrypt ? [decrypt] : []), fs.createWriteStream(baseTar)]);
 
     // the hand-run's WAL: every segment the archive holds now, decompressed (not timed)
     const walDir = path.join(pg.dir, 'hand-wal');
@@ -67,13 +76,13 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
       drills.push({ ms: d.ms, rtoMs: d.value.rtoMs, ok: d.value.ok, workerMs: Date.parse(report.finishedAt) - Date.parse(report.startedAt), teardownMs: report.timings.teardownMs, fetchMs: report.timings.fetchMs + report.timings.restoreMs, replayMs: report.timings.replayMs, checksMs: report.timings.checksMs });
       spawnSync('sync');
       const hand = path.join(pg.dir, `hand-${i}`);
-      hands.push((await timed(() => handRunRestore({ file: path.join(storeRoot, backup.prefix, base.object.key), compression: base.compression }, walDir, hand))).ms);
+      hands.push((await timed(() => handRunRestore({ file: baseTar, compression: base.compression }, walDir, hand))).ms);
       fs.rmSync(hand, { recursive: true, force: true });
     }
     const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
     const m = (f: (d: (typeof drills)[number]) => number) => median(drills.map(f)) / 1000;
     const hand = median(hands) / 1000;
-    const handNote = `hand-run: tar -x of the same stored base backup, restore_command cp of its WAL (decompressed beforehand), start, promotion: [${hands.map(s).join(', ')}]`;
+    const handNote = `hand-run: tar -x of the same stored base backup (decrypted beforehand), restore_command cp of its WAL (decompressed beforehand), start, promotion: [${hands.map(s).join(', ')}]`;
     const scenario = 'DR drill';
     const size = `${sample.tenants} tenants, ${sample.rows} rows, base backup ${(backup.bytes / 2 ** 20).toFixed(0)} MiB stored; medians of ${rounds}`;
     if (!drills.every((d) => d.ok)) throw new Error(`bench: a drill failed: ${JSON.stringify(drills)}`);
