@@ -399,7 +399,7 @@ export interface DrRoles {
 
 /** The kinds of disaster-recovery events the catalog keeps, each measured against the targets. */
 export type DrEventKind = 'failover' | 'switchover' | 'failback' | 'drill';
-export type DrEventStatus = 'running' | 'done' | 'failed' | 'refused';
+export type DrEventStatus = 'running' | 'done' | 'failed' | 'refused' | 'cancelled';
 
 /**
  * A failover, switchover, failback or drill: when, why, by whom, and what it achieved against the

@@ -14,6 +14,7 @@ import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { adminUrl } from './support/db';
 import { endDrWorkflows, startPgBouncer, startTestStandby, startWriter, type TestPgBouncer, type TestWriter } from './support/drStandIns';
 import { createTestEnv, dbPassword, runCli, type TestEnv } from './support/env';
+import { drWorkflowIds } from '../workflows/messages';
 
 interface Fixture {
   source: SourceCluster;
@@ -259,6 +260,36 @@ describe('failover with an asynchronous standby and the automatic policy', funct
     const refused = (await f.env.engine.catalog.listDrEvents({ kind: 'failover' })).filter((e) => e.status === 'refused');
     assert.equal(refused.length, 1);
     assert.match(refused[0].error ?? '', /bytes of WAL behind/);
+  });
+});
+
+describe('a failover cancelled while it waits for approval', function () {
+  this.timeout(300_000);
+  let f: Fixture;
+
+  before(async () => {
+    f = await drFixture({ synchronous: false, approval: 'required' });
+  });
+  after(async () => {
+    await f?.close();
+  });
+
+  it('is recorded cancelled, not failed, in the DR events and the audit log, and changes nothing', async () => {
+    await f.primary.crash();
+    const r = await runCli(['failover', '--reason', 'primary host lost', '--by', 'alice', '--json'], { configFile: f.env.configFile });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.json().state, 'awaiting-approval');
+    const failoverId: string = r.json().failoverId;
+
+    const handle = f.env.temporal.workflow.getHandle(drWorkflowIds.failover('app'));
+    await handle.cancel();
+    await assert.rejects(handle.result(), (err: Error) => /cancel/i.test(`${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`));
+
+    const [event] = await f.env.engine.catalog.listDrEvents({ kind: 'failover' });
+    assert.equal(event.status, 'cancelled');
+    assert.deepEqual((await auditOf(f.env, 'failoverId', failoverId)).at(-1)?.row, ['failover.outcome', 'tenantsafe', 'cancelled']);
+    assert.equal(endpointTarget(f.env.config.dr.endpoint!)?.port, f.primary.port, 'the endpoint still names the old primary');
+    assert.equal((await f.standby.psql<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0].r, true, 'the standby is still one');
   });
 });
 

@@ -16,11 +16,11 @@ import { ApplicationFailure, CancellationScope, condition, proxyActivities, setH
 import type { DrActivities, DrOutcomeInput } from '../activities/dr';
 import type { DrEventRecord } from '../lib/catalog';
 import type { DrPlan } from '../lib/dr/failover';
-import { ErrorType, isBadInput } from '../lib/errors';
+import { ErrorType } from '../lib/errors';
 import { drLabel } from '../lib/labels';
 import { approvalRefusal, rejectionOf, rejectionRefusal } from '../lib/restore/rules';
 import { auditTrail } from './audit';
-import { rootCause } from './failures';
+import { drMoveEnding, rootCause } from './failures';
 import { failoverApproveSignal, failoverStatusQuery, rejectSignal, searchAttributes, type FailoverInput, type FailoverResult, type FailoverStatus } from './messages';
 import { drStep, shortStep } from './profiles';
 
@@ -79,7 +79,7 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     details: { failoverId, force: !!input.force },
     ...extra,
   });
-  const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed' | 'refused', details: Record<string, unknown>) =>
+  const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed' | 'refused' | 'cancelled', details: Record<string, unknown>) =>
     audit.append({ action: 'failover.outcome', by: 'tenantsafe', subject: subject(), outcome: state === 'refused' ? 'refused' : state, details });
   const finish = async (state: 'rejected' | 'expired'): Promise<FailoverResult> => {
     status.state = state;
@@ -164,9 +164,9 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     status.error = cause.message;
     if (plan) {
       // bad input (refused, misconfigured) changed nothing: a refusal, not a failure
-      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: isBadInput(cause.type) ? 'refused' : 'failed', finishedAt: now(), error: cause.message }) }).catch(() => undefined));
+      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: drMoveEnding(err), finishedAt: now(), error: cause.message }) }).catch(() => undefined));
     }
-    await CancellationScope.nonCancellable(() => outcome(isBadInput(cause.type) ? 'refused' : 'failed', { error: cause.message, errorType: cause.type, state: lastState }).catch(() => undefined));
+    await CancellationScope.nonCancellable(() => outcome(drMoveEnding(err), { error: cause.message, errorType: cause.type, state: lastState }).catch(() => undefined));
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => audit.flush().catch(() => undefined));

@@ -1,6 +1,7 @@
 // Reading failures inside workflows: the operator-facing message and stable type of an error,
 // looking through activity and child-workflow wrappers to the cause.
 import { ApplicationFailure, CancellationScope, isCancellation, TemporalFailure } from '@temporalio/workflow';
+import { isBadInput } from '../lib/errors';
 
 export function rootCause(err: unknown): { message: string; type?: string } {
   let e: unknown = err;
@@ -14,6 +15,11 @@ export type Ending = 'cancelled' | 'failed';
 
 export function endingOf(err: unknown): Ending {
   return isCancellation(err) ? 'cancelled' : 'failed';
+}
+
+/** How a failover or switchover that did not complete ended, as its DR event and audit record say: bad input changed nothing (a refusal). */
+export function drMoveEnding(err: unknown): Ending | 'refused' {
+  return endingOf(err) === 'cancelled' ? 'cancelled' : isBadInput(rootCause(err).type) ? 'refused' : 'failed';
 }
 
 /**

@@ -13,10 +13,10 @@ import { ApplicationFailure, CancellationScope, proxyActivities, setHandler, ups
 import type { DrActivities, DrOutcomeInput } from '../activities/dr';
 import type { DrEventRecord } from '../lib/catalog';
 import type { DrPlan } from '../lib/dr/failover';
-import { ErrorType, isBadInput } from '../lib/errors';
+import { ErrorType } from '../lib/errors';
 import { drLabel } from '../lib/labels';
 import { auditTrail } from './audit';
-import { compensate, rootCause } from './failures';
+import { compensate, drMoveEnding, rootCause } from './failures';
 import { searchAttributes, switchoverStatusQuery, type SwitchoverInput, type SwitchoverResult, type SwitchoverStatus } from './messages';
 import { drStep, shortStep } from './profiles';
 
@@ -47,7 +47,7 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
   const compensations: (() => Promise<unknown>)[] = [];
 
   const subject = () => ({ switchoverId, ...((plan?.database ?? input.database) ? { database: plan?.database ?? input.database } : {}) });
-  const outcome = (state: 'done' | 'failed' | 'refused', details: Record<string, unknown>) => audit.append({ action: 'switchover.outcome', by: 'tenantsafe', subject: subject(), outcome: state, details });
+  const outcome = (state: 'done' | 'failed' | 'refused' | 'cancelled', details: Record<string, unknown>) => audit.append({ action: 'switchover.outcome', by: 'tenantsafe', subject: subject(), outcome: state, details });
 
   try {
     await audit.append({ action: 'switchover.request', by: input.requestedBy, subject: subject(), outcome: 'accepted' });
@@ -101,10 +101,11 @@ export async function switchover(input: SwitchoverInput): Promise<SwitchoverResu
     const lastState = status.state;
     await compensate(status, err, compensations);
     const { type } = rootCause(err);
+    const ending = drMoveEnding(err);
     if (plan) {
-      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: isBadInput(type) ? 'refused' : 'failed', finishedAt: new Date().toISOString(), error: status.error }) }).catch(() => undefined));
+      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: ending, finishedAt: new Date().toISOString(), error: status.error }) }).catch(() => undefined));
     }
-    await CancellationScope.nonCancellable(() => outcome(isBadInput(type) ? 'refused' : 'failed', { error: status.error, errorType: type, state: lastState }).catch(() => undefined));
+    await CancellationScope.nonCancellable(() => outcome(ending, { error: status.error, errorType: type, state: lastState }).catch(() => undefined));
     throw err;
   }
 }
