@@ -162,11 +162,12 @@ export async function failover(input: FailoverInput): Promise<FailoverResult> {
     const lastState = status.state;
     status.state = 'failed';
     status.error = cause.message;
+    // bad input (refused, misconfigured) changed nothing: a refusal, not a failure
+    const ending = drMoveEnding(err);
     if (plan) {
-      // bad input (refused, misconfigured) changed nothing: a refusal, not a failure
-      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: drMoveEnding(err), finishedAt: now(), error: cause.message }) }).catch(() => undefined));
+      await CancellationScope.nonCancellable(() => step.recordDrOutcome({ event: event({ status: ending, finishedAt: now(), error: cause.message }) }).catch(() => undefined));
     }
-    await CancellationScope.nonCancellable(() => outcome(drMoveEnding(err), { error: cause.message, errorType: cause.type, state: lastState }).catch(() => undefined));
+    await CancellationScope.nonCancellable(() => outcome(ending, { error: cause.message, errorType: cause.type, state: lastState }).catch(() => undefined));
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => audit.flush().catch(() => undefined));

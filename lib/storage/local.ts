@@ -317,7 +317,6 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
 }
 
-/** A rename or a new entry is durable only once its directory is fsynced. */
 /** syncfs(2) of the file system holding `dir` (coreutils' `sync -f`), everything written to it so far made durable. */
 export async function syncFileSystem(dir: string): Promise<void> {
   const sync = spawn('sync', ['-f', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -328,6 +327,7 @@ export async function syncFileSystem(dir: string): Promise<void> {
   if (code !== 0) throw new Error(`sync -f exited with ${code}: ${stderr.trim()}`);
 }
 
+/** A rename or a new entry is durable only once its directory is fsynced. */
 async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r');
   try {
