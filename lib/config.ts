@@ -11,6 +11,7 @@ import { isSecretHash, looksHashed } from './secretHash';
 import { ErrorType, TenantsafeError } from './errors';
 import type { RetentionPolicy } from './retention/policy';
 import { parseCompression, type BaseCompression } from './format/fullManifest';
+import { parseDataCompression, type DataCompression } from './format/dataCompression';
 
 export type StorageConfig =
   | { kind: 'local'; path: string }
@@ -49,7 +50,13 @@ export interface Config {
     /** a Temporal Cloud API key, sent as a bearer token (implies TLS) */
     apiKey?: string;
   };
-  backup: { parallelism: number; compressionLevel: number };
+  backup: {
+    parallelism: number;
+    /** gzip level of WAL and change-log segments and logical dumps */
+    compressionLevel: number;
+    /** how tenant backups' data is compressed; each backup's manifest records its own */
+    compression: DataCompression;
+  };
   /** encryption at rest (lib/encryption): new backups encrypted; the master key file */
   encryption: { enabled: boolean; keyFile: string };
   restore: {
@@ -379,6 +386,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
   }
   const tls = v.temporal.tls && temporalTlsOf(v.temporal.tls, problems);
   const { maxRate, maxRateKbps } = v.fullBackup;
+  const dataCompression = dataCompressionOf(v.backup, (doc as { backup?: { compressionLevel?: unknown } } | null)?.backup?.compressionLevel !== undefined, problems);
   const compression = parseCompression(v.fullBackup.compression);
   if ('error' in compression) problems.push(badValue('fullBackup.compression', compression.error, v.fullBackup.compression));
   if (maxRate !== undefined && maxRateKbps !== undefined) problems.push(badValue('fullBackup.maxRateKbps', 'is the old name of maxRate: give only maxRate', maxRateKbps));
@@ -415,7 +423,7 @@ export function parseConfig(doc: unknown, ctx: ParseContext): Config {
       ...optional('tls', tls),
       ...optional('apiKey', v.temporal.apiKey),
     },
-    backup: v.backup,
+    backup: { parallelism: v.backup.parallelism, compressionLevel: v.backup.compressionLevel, compression: dataCompression },
     encryption: { enabled: v.encryption.enabled, keyFile: v.encryption.keyFile ?? (ctx.env.TENANTSAFE_MASTER_KEY_FILE ? path.resolve(ctx.baseDir, ctx.env.TENANTSAFE_MASTER_KEY_FILE) : path.join(ctx.baseDir, 'tenantsafe.key')) },
     fullBackup: {
       provider: v.fullBackup.provider,
@@ -596,6 +604,17 @@ function dashboardOf(dashboard: ConfigValues['dashboard'], rawUsers: unknown, pr
 }
 
 /** The alerts section: a webhook, e-mail, or both; nothing configured sends nothing. */
+/** `backup.compression`; a config that gives only `compressionLevel` (written before it) keeps gzip at that level. */
+function dataCompressionOf(backup: ConfigValues['backup'], levelGiven: boolean, problems: string[]): DataCompression {
+  if (backup.compression === undefined) return levelGiven ? { method: 'gzip', level: backup.compressionLevel } : { method: 'zstd', level: 1 };
+  const parsed = parseDataCompression(backup.compression);
+  if ('error' in parsed) {
+    problems.push(badValue('backup.compression', parsed.error, backup.compression));
+    return { method: 'zstd', level: 1 };
+  }
+  return parsed;
+}
+
 function alertsOf(alerts: ConfigValues['alerts'], problems: string[]): AlertsConfig {
   const { webhook, email } = alerts;
   let emailConfig: AlertsConfig['email'] = null;

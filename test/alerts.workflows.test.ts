@@ -155,7 +155,7 @@ describe('pushed alerts from tenant backups (a worker, Temporal, a real HTTP rec
     assert.equal(taken.code, 0, taken.stderr);
     const { backupId } = taken.json<{ backupId: string }>();
     const prefix = path.join(env.dir, 'store', 'backups', 'tenants', 'globex', backupId);
-    const object = fs.readdirSync(prefix, { recursive: true }).map(String).find((f) => f.endsWith('.gz'))!;
+    const object = fs.readdirSync(prefix, { recursive: true }).map(String).find((f) => /\.copy\.(gz|zst)$/.test(f))!;
     const file = path.join(prefix, object);
     const good = fs.readFileSync(file);
     const flipped = Buffer.from(good);

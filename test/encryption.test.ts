@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
+import { decompress as zstdDecompress } from 'zstd-napi';
 import { parseConfig } from '../lib/config';
 import { isSealed, LocalKeyFile, sealedKeyId, tenantKeyPath } from '../lib/encryption';
 import { chunkBytes, openBuffer, OpenStream, sealBuffer, SealStream } from '../lib/encryption/sealedObject';
@@ -29,8 +30,8 @@ describe('encryption at rest', function () {
   const storeDir = () => path.join(dir, 'backups');
   const keyFile = () => path.join(dir, 'etc', 'tenantsafe.key');
   /** an engine over the same database and store; `encryption` as a config would give it */
-  const engineWith = (encryption?: Record<string, unknown>) =>
-    new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: storeDir() } }, ...(encryption ? { encryption } : {}) }, { env: {}, source: 'test', baseDir: path.join(dir, 'etc') }));
+  const engineWith = (encryption?: Record<string, unknown>, backup?: Record<string, unknown>) =>
+    new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: storeDir() } }, ...(encryption ? { encryption } : {}), ...(backup ? { backup } : {}) }, { env: {}, source: 'test', baseDir: path.join(dir, 'etc') }));
 
   before(async function () {
     this.timeout(120_000);
@@ -92,7 +93,9 @@ describe('encryption at rest', function () {
     assert.ok(fs.existsSync(keyFile()), 'the first backup of a new repository made the master key file');
     assert.equal(fs.statSync(keyFile()).mode & 0o777, 0o600);
     const m = await tenantManifest('acme', backupId);
-    assert.equal(m.formatVersion, 4);
+    // zstd by default: format 6 (4 with gzip)
+    assert.equal(m.formatVersion, 6);
+    assert.equal(m.data.compression, 'zstd');
     assert.deepEqual(m.encryption && { cipher: m.encryption.cipher, key: m.encryption.key }, { cipher: 'aes-256-gcm-chunked', key: tenantKeyPath('acme') });
     const wrapped = JSON.parse(fs.readFileSync(path.join(storeDir(), tenantKeyPath('acme')), 'utf8'));
     assert.equal(wrapped.keyId, m.encryption!.keyId);
@@ -100,7 +103,7 @@ describe('encryption at rest', function () {
     for (const t of m.tables) {
       const stored = fs.readFileSync(path.join(storeDir(), tenantBackupPrefix('acme', backupId), t.object.key));
       assert.ok(isSealed(stored) && sealedKeyId(stored) === m.encryption!.keyId, `${t.table}: encrypted under acme's key`);
-      assert.throws(() => gunzipSync(stored), `${t.table}: not readable as gzip`);
+      assert.throws(() => zstdDecompress(stored), `${t.table}: not readable as zstd`);
     }
     await damageAndRestore(engine, 'acme', backupId);
   });
@@ -114,7 +117,7 @@ describe('encryption at rest', function () {
     const keyIds = new Set<string>();
     for (const tenantId of ['globex', 'initech']) {
       const m = await tenantManifest(tenantId, ids.get(tenantId)!);
-      assert.equal(m.formatVersion, 4);
+      assert.equal(m.formatVersion, 6);
       assert.ok(m.batch, 'a batched manifest');
       keyIds.add(m.encryption!.keyId);
       for (const t of m.tables) {
@@ -159,7 +162,7 @@ describe('encryption at rest', function () {
     await assert.rejects(readManifest(engine.store, prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /names "keys\/tenants\/acme\.json" as its data key, not its tenant's keys\/tenants\/globex\.json/.test(err.message));
     const { encryption: __, ...plain } = m;
     await writeManifest(engine.store, prefix, sealManifest(plain));
-    await assert.rejects(readManifest(engine.store, prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /is of format 4 and records no encryption/.test(err.message));
+    await assert.rejects(readManifest(engine.store, prefix), (err: TenantsafeError) => err.type === ErrorType.CorruptBackup && /is of format 6 and records no encryption/.test(err.message));
     await writeManifest(engine.store, prefix, sealManifest(m));
     assert.equal((await readManifest(engine.store, prefix)).encryption?.key, tenantKeyPath('globex'));
   });
@@ -244,13 +247,14 @@ describe('encryption at rest', function () {
     await damageAndRestore(engine, 'initech', ids.get('initech')!);
   });
 
-  it('still restores a backup written without encryption, and writes unencrypted backups (format 2) when encryption is off', async function () {
+  it('still restores a backup written without encryption and with gzip (format 2, as before both), and writes such backups when configured so', async function () {
     this.timeout(120_000);
-    const plain = engineWith({ enabled: false });
+    const plain = engineWith({ enabled: false }, { compressionLevel: 1 });
     try {
       const backupId = await backUpNow(plain, 'acme');
       const m = await tenantManifest('acme', backupId);
-      assert.equal(m.formatVersion, 2);
+      assert.equal(m.formatVersion, 2, 'a config giving only compressionLevel (written before backup.compression) keeps gzip');
+      assert.equal(m.data.compression, 'gzip');
       assert.equal(m.encryption, undefined);
       for (const t of m.tables) gunzipSync(fs.readFileSync(path.join(storeDir(), tenantBackupPrefix('acme', backupId), t.object.key)));
       await damageAndRestore(engine, 'acme', backupId);

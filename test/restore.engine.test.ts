@@ -670,7 +670,7 @@ describe('tenant restore engine', function () {
         const ctx = await loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId: job.restoreId });
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         try {
-          await stageInFull(c, ctx, { store: engine.store, prefix: tenantBackupPrefix(tenantId, fresh), encryption: manifest.encryption });
+          await stageInFull(c, ctx, { store: engine.store, prefix: tenantBackupPrefix(tenantId, fresh), encryption: manifest.encryption, compression: manifest.data.compression });
           return await computePlan(c, ctx, { tenantId, backupId: fresh, snapshotAt: manifest.snapshot.at, selection: job.selection });
         } finally {
           await c.query('ROLLBACK');

@@ -40,8 +40,9 @@ describe('batched tenant backups', function () {
     db = await freshDatabase();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-batch-'));
     // the pack format as written unencrypted (encryption.enabled: false, and every repository from
-    // before it): formats 1 to 3, parts that gunzip alone; test/encryption.test.ts covers encrypted packs
-    engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, encryption: { enabled: false } }, { env: {}, source: 'test', baseDir: dir }));
+    // before it) with gzip (backup.compression): formats 1 to 3, parts that gunzip alone;
+    // test/encryption.test.ts covers encrypted zstd packs (format 5)
+    engine = new Engine(parseConfig({ database: { url: db.url }, storage: { primary: { kind: 'local', path: dir } }, encryption: { enabled: false }, backup: { compression: 'gzip' } }, { env: {}, source: 'test', baseDir: dir }));
   });
   after(async () => {
     await engine?.close();
@@ -100,7 +101,7 @@ describe('batched tenant backups', function () {
   it('splits a scan of every row by tenant, dropping rows of an id that is no tenant only when the scan was not filtered by the batch', async () => {
     const rows = ['acme\t1\ta\n', 'ghost\t2\tb\n', 'globex\t3\tc\n', 'acme\t4\td\n'];
     const split = async (others: 'skip' | 'refuse', grouped: boolean) => {
-      const pack = new PackWriter(engine.store, `packs/split-test-${others}-${grouped}/0001-t.pack`, 1);
+      const pack = new PackWriter(engine.store, `packs/split-test-${others}-${grouped}/0001-t.pack`, { method: 'gzip', level: 1 });
       try {
         // grouped: the rows come ordered by tenant
         await pipeline(Readable.from((grouped ? [...rows].sort() : rows).map((r) => Buffer.from(r))), new TenantSplitter(new Map([['acme', 'acme'], ['globex', 'globex']]), pack, grouped, others));

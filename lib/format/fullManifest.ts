@@ -1,5 +1,6 @@
 // The manifest of a full (whole-database) backup, docs/format.md "Full backups": written last,
 // sealed with the checksum of its canonical JSON like a tenant backup's manifest.
+import { parseMethodAndLevel } from './dataCompression';
 import type { FullBackupProviderKind } from '../config';
 import type { EncryptionRecord } from '../encryption/keyring';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -33,13 +34,7 @@ const compressionLevels: Record<BaseCompression['method'], [number, number]> = {
 
 /** Reads `lz4`, `zstd[:level]` or `gzip[:level]`; an error names what is allowed. */
 export function parseCompression(text: string): BaseCompression | { error: string } {
-  const [method, level, ...rest] = text.split(':');
-  const range = compressionLevels[method as BaseCompression['method']];
-  if (!range || rest.length > 0) return { error: `must be lz4, zstd[:level] or gzip[:level]` };
-  if (level === undefined) return { method: method as BaseCompression['method'], level: range[0] };
-  const n = /^\d+$/.test(level) ? Number(level) : NaN;
-  if (!(n >= range[0] && n <= range[1])) return { error: range[0] === range[1] ? `${method} takes no level` : `${method}'s level must be from ${range[0]} to ${range[1]}` };
-  return { method: method as BaseCompression['method'], level: n };
+  return parseMethodAndLevel(text, compressionLevels);
 }
 
 export function formatCompression(c: BaseCompression): string {

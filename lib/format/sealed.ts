@@ -45,7 +45,7 @@ export function parseSealedManifest<T extends { formatVersion: number; manifestC
   if (!readable.includes(m?.formatVersion)) {
     throw new TenantsafeError(
       ErrorType.UnsupportedFormat,
-      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads version ${readable.join(' and ')}.`,
+      `Manifest ${key} has format version ${JSON.stringify(m?.formatVersion)}; this tenantsafe reads ${versionsText(readable)}.`,
       'Use the tenantsafe release that wrote this backup, or a newer one.',
     );
   }
@@ -54,4 +54,12 @@ export function parseSealedManifest<T extends { formatVersion: number; manifestC
     throw new TenantsafeError(ErrorType.CorruptBackup, `Manifest ${key} does not match its own checksum: it was altered or damaged.`, 'The backup cannot be trusted; use another backup.');
   }
   return m;
+}
+
+/** `version 1`, `versions 1 and 2`, `versions 1 to 6` */
+function versionsText(versions: readonly number[]): string {
+  const sorted = [...versions].sort((a, b) => a - b);
+  if (sorted.length === 1) return `version ${sorted[0]}`;
+  const contiguous = sorted.every((v, i) => i === 0 || v === sorted[i - 1] + 1);
+  return contiguous && sorted.length > 2 ? `versions ${sorted[0]} to ${sorted[sorted.length - 1]}` : `versions ${sorted.slice(0, -1).join(', ')} and ${sorted[sorted.length - 1]}`;
 }

@@ -6,6 +6,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import type { ByteRange, ObjectStore } from '../storage/types';
 import type { EncryptionRecord } from '../encryption/keyring';
 import { manifestFile, manifestFormatVersion, parseSealedManifest } from './sealed';
+import { dataCompressionMethods, isDataCompressionMethod, type DataCompressionMethod } from './dataCompression';
 
 /**
  * 2: a table's data may be a part of a shared pack (ManifestObject.packOffset). A backup of its
@@ -24,9 +25,32 @@ export const batchedManifestFormatVersion = 3;
  * own) or 3 (a tenant of a batch). Unencrypted backups are still written as 2 and 3.
  */
 export const encryptedManifestFormatVersion = 4;
-const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion, batchedManifestFormatVersion, encryptedManifestFormatVersion];
+/**
+ * 5: the data is compressed as `data.compression` says (zstd; 1 to 4 are gzip); a backup of its
+ * own or a tenant of a batch (told by `parts`). 6: the same, encrypted as 4 is. Releases that
+ * read only 1 to 4 refuse them by their version instead of failing on data they cannot read.
+ * Backups whose data is gzip are still written as 2, 3 and 4, and a batch's shared description
+ * as 3 (5 where its data is zstd).
+ */
+export const compressedDataFormatVersion = 5;
+export const encryptedCompressedDataFormatVersion = 6;
+const readableVersions = [manifestFormatVersion, tenantManifestFormatVersion, batchedManifestFormatVersion, encryptedManifestFormatVersion, compressedDataFormatVersion, encryptedCompressedDataFormatVersion];
+/** the formats whose objects are encrypted, and only those: a manifest stripped of its `encryption` is refused */
+const encryptedVersions = [encryptedManifestFormatVersion, encryptedCompressedDataFormatVersion];
 
-/** A table's data: gzip of its COPY text, `bytes` long with this sha256. */
+/** The format version a tenant manifest is written with. */
+export function tenantFormatVersion(args: { batched: boolean; encrypted: boolean; compression: DataCompressionMethod }): number {
+  if (args.compression !== 'gzip') return args.encrypted ? encryptedCompressedDataFormatVersion : compressedDataFormatVersion;
+  if (args.encrypted) return encryptedManifestFormatVersion;
+  return args.batched ? batchedManifestFormatVersion : tenantManifestFormatVersion;
+}
+
+/** The format version a batch's shared description is written with. */
+export function batchSharedFormatVersion(compression: DataCompressionMethod): number {
+  return compression === 'gzip' ? batchedManifestFormatVersion : compressedDataFormatVersion;
+}
+
+/** A table's data: its COPY text compressed (`data.compression`), `bytes` long with this sha256. */
 export interface ManifestObject {
   /** the object's key under the backup's prefix; for a part of a pack, the pack's key from the store's root */
   key: string;
@@ -41,7 +65,7 @@ export function objectLocation(prefix: string, object: ManifestObject): { key: s
   return object.packOffset === undefined ? { key: prefix + object.key } : { key: object.key, range: { offset: object.packOffset, length: object.bytes } };
 }
 
-/** Reads a table's data as stored (gzip): the whole object, or only the tenant's range of a pack. */
+/** Reads a table's data as stored (compressed): the whole object, or only the tenant's range of a pack. */
 export function openObject(store: ObjectStore, prefix: string, object: ManifestObject): Promise<Readable> {
   const { key, range } = objectLocation(prefix, object);
   return range ? store.getRange(key, range) : store.get(key);
@@ -128,7 +152,7 @@ export interface TenantManifest {
   startedAt: string;
   finishedAt: string;
   tenancy: { tenantTable: string; tenantColumn: string; fingerprint: string; warnings: string[] };
-  data: { format: 'text'; compression: 'gzip'; sessionSettings: Record<string, string>; rowChecksum: string };
+  data: { format: 'text'; compression: DataCompressionMethod; sessionSettings: Record<string, string>; rowChecksum: string };
   /** parents before children */
   tables: ManifestTable[];
   totals: { rows: number; bytes: number; rawBytes: number };
@@ -253,7 +277,7 @@ async function readBatchShared(store: ObjectStore, ref: BatchReference, manifest
   if (sha256Hex(body) !== ref.sha256) {
     throw new TenantsafeError(ErrorType.CorruptBackup, `The batch description ${ref.key} does not match the sha256 its manifest ${manifestKey} records: it was altered or damaged.`, 'The backup cannot be trusted; use another backup.');
   }
-  const shared = parseSealedManifest<TenantBatchShared>(body, ref.key, [batchedManifestFormatVersion]);
+  const shared = parseSealedManifest<TenantBatchShared>(body, ref.key, [batchedManifestFormatVersion, compressedDataFormatVersion]);
   checkSharedPlace(shared, ref.key);
   cache?.set(ref.sha256, shared);
   return shared;
@@ -304,7 +328,9 @@ function checkManifestPlace(m: TenantManifest | StoredBatchedManifest, key: stri
     throw corrupt(`describes backup ${JSON.stringify(m.backupId)} of tenant ${JSON.stringify(m.tenantId)}, whose place is ${prefix ?? '(none)'}, not where it lies`);
   }
   // a manifest naming another tenant's data key would have one tenant's erasure spare another's backup
-  if ((m.formatVersion === encryptedManifestFormatVersion) !== (m.encryption !== undefined)) throw corrupt(m.encryption ? 'records encryption in a format that has none' : 'is of format 4 and records no encryption');
+  if (encryptedVersions.includes(m.formatVersion) !== (m.encryption !== undefined)) {
+    throw corrupt(m.encryption ? 'records encryption in a format that has none' : `is of format ${m.formatVersion} and records no encryption`);
+  }
   if (m.encryption && m.encryption.key !== tenantKeyPath(m.tenantId)) throw corrupt(`names ${JSON.stringify(m.encryption.key)} as its data key, not its tenant's ${tenantKeyPath(m.tenantId)}`);
   const inside = (k: unknown) => typeof k === 'string' && k !== '' && !k.startsWith('/') && k.split('/').every((s) => s !== '' && s !== '.' && s !== '..');
   const packKey = (k: unknown) => inside(k) && (k as string).startsWith(packsArea);
@@ -333,7 +359,15 @@ function checkSharedPlace(shared: TenantBatchShared, key: string): void {
 export async function parseManifest(body: Buffer, key: string, store: ObjectStore, cache?: BatchSharedCache): Promise<TenantManifest> {
   const m = parseSealedManifest<TenantManifest | StoredBatchedManifest>(body, key, readableVersions);
   checkManifestPlace(m, key);
-  return 'parts' in m ? completeBatchedManifest(m, await readBatchShared(store, m.batch, key, cache), key) : m;
+  const complete = 'parts' in m ? completeBatchedManifest(m, await readBatchShared(store, m.batch, key, cache), key) : m;
+  if (!isDataCompressionMethod(complete.data?.compression)) {
+    throw new TenantsafeError(
+      ErrorType.UnsupportedFormat,
+      `Manifest ${key} says its data is compressed with ${JSON.stringify(complete.data?.compression)}; this tenantsafe reads ${dataCompressionMethods.join(' and ')}.`,
+      'Use the tenantsafe release that wrote this backup, or a newer one.',
+    );
+  }
+  return complete;
 }
 
 export async function readManifest(store: ObjectStore, prefix: string): Promise<TenantManifest> {

@@ -61,7 +61,7 @@ export async function rebuildFromChangeLog(
   const tables = plan.tables.map((t, i) => scratchTablesOf(schema, t, manifest.tables.find((m) => m.table === t.key)!, i));
   const url = engine.config.database.url;
   try {
-    await stageTables({ url, store: engine.store, prefix: args.base.prefix, encryption: manifest.encryption, parallelism: engine.config.backup.parallelism, schema, tables: tables.map((t) => t.base), checkContent: true, signal: args.signal });
+    await stageTables({ url, store: engine.store, prefix: args.base.prefix, encryption: manifest.encryption, compression: manifest.data.compression, parallelism: engine.config.backup.parallelism, schema, tables: tables.map((t) => t.base), checkContent: true, signal: args.signal });
     const replayed = await withConnection(url, async (c) => {
       await c.query(`CREATE UNLOGGED TABLE ${qualified(schema, 'changes')} (tbl text, seq bigint, present boolean, op "char", key text[], vals text[], unchanged int[])`);
       const loaded = await loadChanges(c, engine, schema, plan, args, parseLsn(boundary));

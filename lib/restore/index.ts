@@ -100,7 +100,7 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     lockTimeoutMs: restore.lockTimeoutMs,
     statementTimeoutMs: restore.statementTimeoutMs,
     verifyOtherTenants: restore.verifyOtherTenants,
-    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption },
+    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, compression: ctx.manifest.data.compression },
     safetyBackup: job.safetyBackupId
       ? async (snapshot, safetySignal) => {
           // the tenant may be gone entirely (that may be why it is restored): then it is empty
@@ -129,7 +129,7 @@ export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, othe
     selection: job.selection,
     otherTenantsUnchanged,
     parallelism: engine.config.backup.parallelism,
-    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption },
+    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, compression: ctx.manifest.data.compression },
   });
 }
 

@@ -29,7 +29,7 @@ export type StagingHooks = { onProgress?: (p: { tablesDone: number; tablesTotal:
 /** Stages the backup into the scratch schema and computes (and stores) the plan. */
 export function stageAndPlan(engine: Engine, ctx: RestoreContext, backup: BackupRecord, job: RestoreJob, hooks: StagingHooks): Promise<RestorePreview> {
   const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
-  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, parallelism: engine.config.backup.parallelism, ...hooks };
+  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, compression: ctx.manifest.data.compression, parallelism: engine.config.backup.parallelism, ...hooks };
   const whole = job.selection.missingRefs === 'skip' || hasErasures(ctx);
   return whole ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
 }

@@ -7,8 +7,8 @@ import type { Client, ClientBase } from 'pg';
 import { from as copyFrom, type CopyStreamQuery } from 'pg-copy-streams';
 import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { RowDigestStream, Sha256Stream } from '../checksum';
+import { decompressor, isDamagedInput, type DataCompressionMethod } from '../format/dataCompression';
 import { discard, FirstLines } from '../streams';
 import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
@@ -34,6 +34,8 @@ export interface BackupSource {
   prefix: string;
   /** the manifest's record of encryption (its objects are decrypted with that data key); required, so no caller forgets it */
   encryption: EncryptionRecord | undefined;
+  /** the manifest's `data.compression` */
+  compression: DataCompressionMethod;
 }
 
 export interface StageOptions extends BackupSource {
@@ -202,7 +204,7 @@ export class FieldPicker extends Transform {
 }
 
 /**
- * Streams a backup object, gunzipped (and through `via`), into a COPY FROM, checking the stored
+ * Streams a backup object, decompressed (and through `via`), into a COPY FROM, checking the stored
  * bytes against the manifest's sha256: a damaged object throws CorruptBackup. Used by staging,
  * and by the apply for a table whose every backed-up row goes back in.
  */
@@ -212,7 +214,7 @@ export async function copyBackupObject(source: BackupSource, m: Pick<StagedTable
 }
 
 /**
- * Streams a backup object, gunzipped, through `via` into `sink`, checking its stored bytes (see
+ * Streams a backup object, decompressed, through `via` into `sink`, checking its stored bytes (see
  * copyBackupObject). A part of a pack is read alone: only its byte range.
  */
 async function readBackupObject(source: BackupSource, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: Writable): Promise<void> {
@@ -220,13 +222,9 @@ async function readBackupObject(source: BackupSource, m: Pick<StagedTable, 'tabl
   const sha = new Sha256Stream();
   const decrypt = source.encryption ? [(await requireKeyring(source.store, `Backup object ${key}`).open(source.encryption, `Backup object ${key}`)).open(key)] : [];
   try {
-    // gunzip hands out chunkSize pieces, each a trip to the thread pool and through every stream
-    // after it: 256 KiB pieces, not the default 16 KiB, make far fewer trips
-    await pipeline([await openObject(source.store, source.prefix, m.manifest.object), sha, ...decrypt, createGunzip({ chunkSize: 256 * 1024 }), ...via, sink]);
+    await pipeline([await openObject(source.store, source.prefix, m.manifest.object), sha, ...decrypt, decompressor(source.compression), ...via, sink]);
   } catch (err) {
-    const e = err as { code?: string; message: string };
-    const gzipDamage = e.code === 'Z_DATA_ERROR' || e.code === 'Z_BUF_ERROR' || /incorrect header check|unexpected end of file/.test(e.message);
-    throw gzipDamage ? damagedObject(key, m.table, e.message) : err;
+    throw isDamagedInput(err) ? damagedObject(key, m.table, (err as Error).message) : err;
   }
   assertStoredBytes(sha, key, m);
 }

@@ -20,8 +20,9 @@ import { to as copyTo } from 'pg-copy-streams';
 import { keyringOf, type DataKey } from '../encryption';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
+import type { DataCompression } from '../format/dataCompression';
 import { compactManifest, manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest } from '../format/sealed';
-import { batchedManifestFormatVersion, completeBatchedManifest, encryptedManifestFormatVersion, packsArea, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
+import { batchSharedFormatVersion, completeBatchedManifest, packsArea, tenantFormatVersion, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
 import { backupsPerStatement } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
@@ -30,7 +31,7 @@ import { cancelOnAbort, connect, connectionError, inLanes, withClient } from '..
 import type { ObjectStore } from '../storage/types';
 import { batchRowsQuery, discoverTenancy, listTenants, tenantNotFound, type BatchScope, type TenancyPlan, type TenantRange } from '../tenancy';
 import { backupSummaryOf, planDescription, tableDescription, tenantTotals, type TenantBackupSummary } from './index';
-import { beginSnapshotTransaction, changeLogBoundary, dataObjectKey, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
+import { beginSnapshotTransaction, changeLogBoundary, dataObjectStem, exportSnapshot, snapshotOrigin, type SnapshotExport, type TableExport } from './export';
 import { copyTextField, PackWriter, TenantSplitter } from './pack';
 
 export { packsArea };
@@ -183,7 +184,7 @@ export async function takeTenantBatch(
     store,
     packPrefix,
     parallelism: config.backup.parallelism,
-    compressionLevel: config.backup.compressionLevel,
+    compression: config.backup.compression,
     dataKeys: (tenants) => keyringOf(store)?.forTenants(tenants) ?? Promise.resolve(undefined),
     select: async (c) => {
       const all = await listTenants(c, plan, args.range);
@@ -226,7 +227,7 @@ export async function takeTenantBatch(
   }
   // what every manifest shares, then the index, before any manifest: a retry learns from the index which manifests may reference these packs
   const shared = sealManifest<Omit<TenantBatchShared, 'manifestChecksum'>>({
-    formatVersion: batchedManifestFormatVersion,
+    formatVersion: batchSharedFormatVersion(config.backup.compression.method),
     kind: 'tenantBatch',
     batchId: args.batchId,
     attempt: args.attempt,
@@ -234,7 +235,7 @@ export async function takeTenantBatch(
     serverVersion: exported.serverVersion,
     snapshot: { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
     startedAt,
-    ...planDescription(plan),
+    ...planDescription(plan, config.backup.compression.method),
     tables: plan.tables.map((t, i) => ({ ...tableDescription(t), pack: exported.packKeys[i] })),
   });
   const sharedKey = packPrefix + batchSharedFile;
@@ -261,7 +262,7 @@ export async function takeTenantBatch(
       const parts = exported.tables.get(tenantId)!.map((e) => ({ offset: e.packOffset!, bytes: e.bytes, sha256: e.sha256, rows: e.rows, rawBytes: e.rawBytes, rowChecksum: e.rowChecksum }));
       const dataKey = exported.dataKeys?.get(tenantId);
       const stored = sealManifest<Omit<StoredBatchedManifest, 'manifestChecksum'>>({
-        formatVersion: dataKey ? encryptedManifestFormatVersion : batchedManifestFormatVersion,
+        formatVersion: tenantFormatVersion({ batched: true, encrypted: dataKey !== undefined, compression: config.backup.compression.method }),
         kind: 'tenant',
         backupId,
         tenantId,
@@ -390,7 +391,7 @@ export interface BatchExportOptions {
   /** where this attempt's packs go, ending in '/' */
   packPrefix: string;
   parallelism: number;
-  compressionLevel: number;
+  compression: DataCompression;
   /** the data key of each tenant chosen (made on first use); none: packs unencrypted */
   dataKeys?: (tenantIds: readonly string[]) => Promise<Map<string, DataKey> | undefined>;
   /** the tenants to back up, chosen in the snapshot (the coordinator's transaction), and which rows the scans read for them */
@@ -432,7 +433,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
     const dataKeys = tenantIds.length > 0 ? await opts.dataKeys?.(tenantIds) : undefined;
     const tables = new Map(tenantIds.map((t) => [t, new Array<TableExport>(plan.tables.length)]));
     const packs: BatchExport['packs'] = [];
-    const packKeys = plan.tables.map((table, i) => opts.packPrefix + dataObjectKey(i, table.key).slice('data/'.length).replace(/\.copy\.gz$/, '.pack'));
+    const packKeys = plan.tables.map((table, i) => `${opts.packPrefix}${dataObjectStem(i, table.key).slice('data/'.length)}.pack`);
     if (tenantIds.length > 0) {
       const fields = new Map(tenantIds.map((t) => [copyTextField(t), t]));
       const setup = async (c: Client) => {
@@ -441,7 +442,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
       };
       const items = plan.tables.map((table, i) => ({ table, i }));
       await inLanes(opts.url, 'tenantsafe-batch', items, { lanes: opts.parallelism, size: (x) => x.table.estimatedRows, setup, finish: (c) => c.query('COMMIT'), signal: opts.signal }, async (c, { table, i }) => {
-        const pack = new PackWriter(opts.store, packKeys[i], opts.compressionLevel, opts.signal, dataKeys);
+        const pack = new PackWriter(opts.store, packKeys[i], opts.compression, opts.signal, dataKeys);
         const grouped = table.estimatedRows > gatherRowsAtMost;
         try {
           // without a list of ids (a scan of the whole table is cheaper than a lookup per row) the reader drops the rows of ids that are no tenant

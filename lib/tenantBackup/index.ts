@@ -5,7 +5,8 @@ import { databaseName } from '../config';
 import type { Engine } from '../engine';
 import { keyringOf, type DataKey } from '../encryption';
 import { parseBackupLabel } from '../labels';
-import { encryptedManifestFormatVersion, readManifest, tenantBackupPrefix, tenantManifestFormatVersion, type ManifestTable, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
+import type { DataCompressionMethod } from '../format/dataCompression';
+import { readManifest, tenantBackupPrefix, tenantFormatVersion, type ManifestTable, type PointInTimeSource, type TenantManifest } from '../format/tenantManifest';
 import { manifestFile, startedMarkerFile, sealManifest, writeManifest } from '../format/sealed';
 import type { ClientBase } from 'pg';
 import { reproducibleSessionSettings, withClient, withConnection } from '../pg';
@@ -73,7 +74,7 @@ export async function takeTenantBackup(
     store,
     prefix,
     parallelism: config.backup.parallelism,
-    compressionLevel: config.backup.compressionLevel,
+    compression: config.backup.compression,
     requireTenant: args.requireTenant,
     snapshot: args.snapshot,
     // a boundary only where the change log runs (a safety backup reads the apply's snapshot)
@@ -93,6 +94,7 @@ export async function takeTenantBackup(
       : { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
     ...(args.pointInTime ? { pointInTime: args.pointInTime.source } : {}),
     dataKey,
+    compression: config.backup.compression.method,
   });
   await keyring?.confirm(dataKey);
   const manifestSha256 = await writeManifest(store, prefix, manifest);
@@ -182,11 +184,11 @@ export function tableDescription(t: OwnedTable): Omit<ManifestTable, 'object' | 
   };
 }
 
-/** The tenancy and data format a manifest records (the same for every tenant of a plan). */
-export function planDescription(plan: TenancyPlan): Pick<TenantManifest, 'tenancy' | 'data'> {
+/** The tenancy and data format a manifest records (the same for every tenant of a plan and compression). */
+export function planDescription(plan: TenancyPlan, compression: DataCompressionMethod): Pick<TenantManifest, 'tenancy' | 'data'> {
   return {
     tenancy: { tenantTable: plan.tenantTable, tenantColumn: plan.tenantColumn, fingerprint: plan.fingerprint, warnings: plan.warnings },
-    data: { format: 'text', compression: 'gzip', sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
+    data: { format: 'text', compression, sessionSettings: reproducibleSessionSettings, rowChecksum: 'murmur3x2-sum64' },
   };
 }
 
@@ -211,8 +213,9 @@ export function tenantManifestOf(args: {
   startedAt: string;
   snapshot: TenantManifest['snapshot'];
   pointInTime?: PointInTimeSource;
-  /** the objects were encrypted under it: format 4 */
+  /** the objects were encrypted under it */
   dataKey?: DataKey;
+  compression: DataCompressionMethod;
 }): TenantManifest {
   const { plan, exported } = args;
   const tables = plan.tables.map((t, i) => {
@@ -225,9 +228,9 @@ export function tenantManifestOf(args: {
       rowChecksum: e.rowChecksum,
     };
   });
-  const { tenancy, data } = planDescription(plan);
+  const { tenancy, data } = planDescription(plan, args.compression);
   return sealManifest({
-    formatVersion: args.dataKey ? encryptedManifestFormatVersion : tenantManifestFormatVersion,
+    formatVersion: tenantFormatVersion({ batched: false, encrypted: args.dataKey !== undefined, compression: args.compression }),
     ...(args.dataKey ? { encryption: args.dataKey.record } : {}),
     kind: 'tenant',
     backupId: args.backupId,

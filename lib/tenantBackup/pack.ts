@@ -1,22 +1,17 @@
 // Packs (docs/format.md, "Packs"): one object holding many small tenants' data of one table, each
-// tenant's part a gzip member of its own, addressed by offset, length and sha256 in that tenant's
+// tenant's part a frame (gzip member) of its own, addressed by offset, length and sha256 in that tenant's
 // manifest, so a restore reads only its byte range. The batch's COPY arrives grouped by tenant
 // (`tenant \t row`); the splitter cuts it into parts, the writer compresses them on the thread
 // pool and appends them, in order, to the pack.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, Writable, type TransformCallback } from 'node:stream';
-import { promisify } from 'node:util';
-import { gzip, gzipSync } from 'node:zlib';
 import { RowDigest } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import type { DataKey } from '../encryption';
+import { compressPart, type DataCompression } from '../format/dataCompression';
 import type { BatchedPart } from '../format/tenantManifest';
 import type { ObjectStore, PutResult } from '../storage/types';
-
-const gzipAsync = promisify(gzip);
-/** the part of every tenant with no row in the table: one empty member per pack, shared */
-const emptyMember = gzipSync(Buffer.alloc(0));
 
 /** One tenant's part of a pack, as its manifest records it. */
 export type PackPart = BatchedPart;
@@ -33,7 +28,7 @@ export class PackWriter {
   constructor(
     store: ObjectStore,
     readonly key: string,
-    private readonly level: number,
+    private readonly compression: DataCompression,
     signal?: AbortSignal,
     private readonly dataKeys?: ReadonlyMap<string, DataKey>,
   ) {
@@ -48,7 +43,7 @@ export class PackWriter {
     const dataKey = this.dataKeys?.get(tenantId);
     this.inFlight.push({
       tenantId,
-      member: dataKey ? compress(raw, this.level).then((b) => dataKey.sealBuffer(b)) : compress(raw, this.level),
+      member: dataKey ? compressPart(this.compression, raw).then((b) => dataKey.sealBuffer(b)) : compressPart(this.compression, raw),
       part: { rows: digest.rows, rawBytes: digest.bytes, rowChecksum: digest.digest() },
     });
     // libuv's pool has 4 threads: three compress, one is left for the file system
@@ -64,6 +59,8 @@ export class PackWriter {
       for (const t of empty) await this.add(t, Buffer.alloc(0), new RowDigest());
       while (this.inFlight.length > 0) await this.writeOldest();
     } else if (empty.length > 0) {
+      // the part of every tenant with no row in the table: one empty frame per pack, shared
+      const emptyMember = await compressPart(this.compression, Buffer.alloc(0));
       const offset = this.offset;
       await this.write(emptyMember);
       const part: PackPart = { offset, bytes: emptyMember.length, sha256: sha256Of(emptyMember), rows: 0, rawBytes: 0, rowChecksum: new RowDigest().digest() };
@@ -95,16 +92,6 @@ export class PackWriter {
   }
 }
 
-/**
- * A small part is compressed here, with a window and hash no bigger than it needs (the same
- * output size): a trip to the thread pool and a full-size zlib state cost several times the
- * compression of a few rows. A big one goes to the thread pool.
- */
-function compress(raw: Buffer, level: number): Promise<Buffer> {
-  if (raw.length > smallPart) return gzipAsync(raw, { level });
-  return Promise.resolve(gzipSync(raw, { level, windowBits: Math.min(15, Math.max(10, Math.ceil(Math.log2(raw.length + 262)))), memLevel: 6 }));
-}
-const smallPart = 64 << 10;
 
 const sha256Of = (buf: Buffer) => createHash('sha256').update(buf).digest('hex');
 

@@ -2,6 +2,7 @@
 // rows they should equal.
 import { randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
+import { decompress as zstdDecompress } from 'zstd-napi';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigest } from '../../lib/checksum';
 import { openObject, readManifest, tenantBackupPrefix, type TenantManifest } from '../../lib/format/tenantManifest';
@@ -39,9 +40,10 @@ export async function readBackup(store: ObjectStore, tenantId: string, backupId:
   const rows = new Map<string, string[]>();
   // an encrypted backup's objects open with its tenant's data key (the store's keyring)
   const dataKey = manifest.encryption && (await requireKeyring(store, 'test').open(manifest.encryption, 'test'));
+  const decompress = manifest.data.compression === 'zstd' ? zstdDecompress : gunzipSync;
   for (const t of manifest.tables) {
     const stored = Buffer.concat(await (await openObject(store, prefix, t.object)).toArray());
-    const text = gunzipSync(dataKey ? dataKey.openBuffer(stored, t.object.key) : stored).toString('utf8');
+    const text = decompress(dataKey ? dataKey.openBuffer(stored, t.object.key) : stored).toString('utf8');
     rows.set(t.table, text === '' ? [] : text.slice(0, -1).split('\n'));
   }
   return { manifest, keys, rows };
