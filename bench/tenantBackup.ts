@@ -78,7 +78,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
   }
 
   const list = (xs: number[]) => xs.map((s) => s.toFixed(2)).join(', ');
-  const size = `${result!.rows} rows, ${(rawBytes / 2 ** 20).toFixed(1)} MiB of COPY text, ${(result!.bytes / 2 ** 20).toFixed(1)} MiB stored (gzip)`;
+  const size = `${result!.rows} rows, ${(rawBytes / 2 ** 20).toFixed(1)} MiB of COPY text, ${(result!.bytes / 2 ** 20).toFixed(1)} MiB stored (${stack.config.backup.compression.method}:${stack.config.backup.compression.level})`;
   return [
     benchRow(scenario, 'workflow start → result vs raw snapshot COPY … TO', {
       ours: median(backup),

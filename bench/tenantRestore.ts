@@ -10,10 +10,10 @@
 // Scale 1: a 1M-row tenant; 5 rounds of A and of B, 3 of C (quick: 1 each).
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TenantsafeClient } from '../client/client';
 import { Engine } from '../lib/engine';
+import { decompressor } from '../lib/format/dataCompression';
 import { openObject, readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import type { Client } from 'pg';
 import { connect, qualified, quoteIdent } from '../lib/pg';
@@ -143,16 +143,16 @@ async function rawLoad(sql: Client, engine: Engine, tenantId: string, backupId: 
     for (const p of partitions.rows) await sql.query(`CREATE TABLE ${qualified('bench_raw', p.name)} PARTITION OF ${qualified('bench_raw', t.name)} ${p.bound}`);
   }
   await sql.query('CHECKPOINT');
-  // the raw side loads the backup's gzip: encrypted (the default), decrypted before the clock starts
+  // the raw side loads the backup's compressed data (zstd or gzip, as stored): encrypted (the default), decrypted before the clock starts
   const dataKey = manifest.encryption && (await engine.keys.open(manifest.encryption, backupId));
-  const gzipped = new Map<string, Buffer>();
+  const compressed = new Map<string, Buffer>();
   for (const t of manifest.tables) {
     const stored = Buffer.concat(await (await openObject(engine.store, prefix, t.object)).toArray());
-    gzipped.set(t.table, dataKey ? dataKey.openBuffer(stored, t.object.key) : stored);
+    compressed.set(t.table, dataKey ? dataKey.openBuffer(stored, t.object.key) : stored);
   }
   const t0 = performance.now();
   for (const t of manifest.tables) {
-    await pipeline(Readable.from([gzipped.get(t.table)!]), createGunzip(), sql.query(copyFrom(`COPY ${qualified('bench_raw', t.name)} (${t.copyColumns.map(quoteIdent).join(', ')}) FROM STDIN`)));
+    await pipeline(Readable.from([compressed.get(t.table)!]), decompressor(manifest.data.compression), sql.query(copyFrom(`COPY ${qualified('bench_raw', t.name)} (${t.copyColumns.map(quoteIdent).join(', ')}) FROM STDIN`)));
   }
   const seconds = (performance.now() - t0) / 1000;
   await sql.query('DROP SCHEMA bench_raw CASCADE');
