@@ -71,13 +71,12 @@ export interface ExportOptions {
   signal?: AbortSignal;
 }
 
-/** A data object's key: position (FK order) plus a file-safe form of the table name. */
-/** data/<nnnn>-<table>: the object's name says its order in the plan, its table and how it is compressed (.gz, .zst). */
+/** A data object's key: its position (FK order), a file-safe form of the table name, and how it is compressed (.zst, .gz). */
 export function dataObjectKey(index: number, table: string, method: DataCompressionMethod): string {
   return `${dataObjectStem(index, table)}.copy${fileExtensions[method]}`;
 }
 
-/** data/<nnnn>-<table> */
+/** data/<nnnn>-<table>: a data object's key without its suffix (a batch names its packs after it). */
 export function dataObjectStem(index: number, table: string): string {
   return `data/${String(index + 1).padStart(4, '0')}-${table.replace(/[^A-Za-z0-9._-]/g, '_')}`;
 }

@@ -1,8 +1,8 @@
 // Packs (docs/format.md, "Packs"): one object holding many small tenants' data of one table, each
 // tenant's part a frame (gzip member) of its own, addressed by offset, length and sha256 in that tenant's
 // manifest, so a restore reads only its byte range. The batch's COPY arrives grouped by tenant
-// (`tenant \t row`); the splitter cuts it into parts, the writer compresses them on the thread
-// pool and appends them, in order, to the pack.
+// (`tenant \t row`); the splitter cuts it into parts, the writer compresses them (zstd in
+// process; gzip's big parts on the thread pool) and appends them, in order, to the pack.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, Writable, type TransformCallback } from 'node:stream';
