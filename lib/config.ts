@@ -603,18 +603,19 @@ function dashboardOf(dashboard: ConfigValues['dashboard'], rawUsers: unknown, pr
   return config;
 }
 
-/** The alerts section: a webhook, e-mail, or both; nothing configured sends nothing. */
 /** `backup.compression`; a config that gives only `compressionLevel` (written before it) keeps gzip at that level. */
 function dataCompressionOf(backup: ConfigValues['backup'], levelGiven: boolean, problems: string[]): DataCompression {
-  if (backup.compression === undefined) return levelGiven ? { method: 'gzip', level: backup.compressionLevel } : { method: 'zstd', level: 1 };
-  const parsed = parseDataCompression(backup.compression);
+  if (backup.compression === undefined && levelGiven) return { method: 'gzip', level: backup.compressionLevel };
+  const parsed = parseDataCompression(backup.compression ?? 'zstd');
   if ('error' in parsed) {
+    // a bad value is among the problems thrown before this is used
     problems.push(badValue('backup.compression', parsed.error, backup.compression));
     return { method: 'zstd', level: 1 };
   }
   return parsed;
 }
 
+/** The alerts section: a webhook, e-mail, or both; nothing configured sends nothing. */
 function alertsOf(alerts: ConfigValues['alerts'], problems: string[]): AlertsConfig {
   const { webhook, email } = alerts;
   let emailConfig: AlertsConfig['email'] = null;

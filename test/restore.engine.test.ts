@@ -28,7 +28,7 @@ import { damageTenant } from '../sample/damage';
 import { computePlan } from '../lib/restore/plan';
 import { comparableBackupXmin, stagingOf } from '../lib/restore/stagingDecision';
 import { loadRestoreContext } from '../lib/restore/mapping';
-import { stageInFull } from '../lib/restore/stage';
+import { backupSource, stageInFull } from '../lib/restore/stage';
 import { checksumsOf, expectedDifferences } from './support/restore';
 
 describe('tenant restore engine', function () {
@@ -670,7 +670,7 @@ describe('tenant restore engine', function () {
         const ctx = await loadRestoreContext(c, { tenancy: engine.config.tenancy, manifest, restoreId: job.restoreId });
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         try {
-          await stageInFull(c, ctx, { store: engine.store, prefix: tenantBackupPrefix(tenantId, fresh), encryption: manifest.encryption, compression: manifest.data.compression });
+          await stageInFull(c, ctx, backupSource(engine.store, tenantBackupPrefix(tenantId, fresh), manifest));
           return await computePlan(c, ctx, { tenantId, backupId: fresh, snapshotAt: manifest.snapshot.at, selection: job.selection });
         } finally {
           await c.query('ROLLBACK');

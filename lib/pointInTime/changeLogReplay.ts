@@ -19,7 +19,7 @@ import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
 import { readManifest, type ManifestTable, type TenantManifest } from '../format/tenantManifest';
 import { qualified, quoteIdent, quoteLiteral, withConnection } from '../pg';
-import { stageTables, type StagedTable } from '../restore/stage';
+import { backupSource, stageTables, type StagedTable } from '../restore/stage';
 import { takeTenantBackup, type TenantBackupSummary } from '../tenantBackup';
 import { discoverTenancy, tenantFilter, type OwnedTable, type TenancyPlan } from '../tenancy';
 import { formatMicros, parseMicros } from '../time';
@@ -61,7 +61,7 @@ export async function rebuildFromChangeLog(
   const tables = plan.tables.map((t, i) => scratchTablesOf(schema, t, manifest.tables.find((m) => m.table === t.key)!, i));
   const url = engine.config.database.url;
   try {
-    await stageTables({ url, store: engine.store, prefix: args.base.prefix, encryption: manifest.encryption, compression: manifest.data.compression, parallelism: engine.config.backup.parallelism, schema, tables: tables.map((t) => t.base), checkContent: true, signal: args.signal });
+    await stageTables({ url, ...backupSource(engine.store, args.base.prefix, manifest), parallelism: engine.config.backup.parallelism, schema, tables: tables.map((t) => t.base), checkContent: true, signal: args.signal });
     const replayed = await withConnection(url, async (c) => {
       await c.query(`CREATE UNLOGGED TABLE ${qualified(schema, 'changes')} (tbl text, seq bigint, present boolean, op "char", key text[], vals text[], unchanged int[])`);
       const loaded = await loadChanges(c, engine, schema, plan, args, parseLsn(boundary));

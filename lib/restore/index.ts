@@ -15,6 +15,7 @@ import { applyRestore, previouslyApplied, type ApplyOutcome } from './apply';
 import { loadRestoreContext, scratchSchemaName, scratchSchemaPattern, type RestoreContext } from './mapping';
 import { scratchSurvived, stageAndPlan, type StagingHooks } from './plan';
 import type { RestoreSource } from './rules';
+import { backupSource } from './stage';
 import type { RestoreJob, RestorePreview, RestoreVerification, SafetyBackupRef } from './types';
 import { verifyRestore } from './verifyApplied';
 
@@ -100,7 +101,7 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     lockTimeoutMs: restore.lockTimeoutMs,
     statementTimeoutMs: restore.statementTimeoutMs,
     verifyOtherTenants: restore.verifyOtherTenants,
-    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, compression: ctx.manifest.data.compression },
+    source: backupSource(engine.store, backup.prefix, ctx.manifest),
     safetyBackup: job.safetyBackupId
       ? async (snapshot, safetySignal) => {
           // the tenant may be gone entirely (that may be why it is restored): then it is empty
@@ -129,7 +130,7 @@ export async function verifyAppliedRestore(engine: Engine, job: RestoreJob, othe
     selection: job.selection,
     otherTenantsUnchanged,
     parallelism: engine.config.backup.parallelism,
-    source: { store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, compression: ctx.manifest.data.compression },
+    source: backupSource(engine.store, backup.prefix, ctx.manifest),
   });
 }
 

@@ -12,7 +12,7 @@ import { erasureBlockers, erasuresPreview, erasuresWarning, hasErasures, reapply
 import { diffTable, sampleSize, unchangedTableDiff, type TableDiff } from './diff';
 import type { RestoreContext } from './mapping';
 import { one, planStateTable } from './sql';
-import { stageBackup, stageInFull, type BackupSource, type StageOptions } from './stage';
+import { backupSource, stageBackup, stageInFull, type BackupSource, type StageOptions } from './stage';
 import { comparableBackupXmin, stagingOf, tenantRowVersions, type Staging } from './stagingDecision';
 import { changeKinds, type Blocker, type RestoreJob, type RestorePreview, type RestoreSelection, type TableChanges, type TablePreview } from './types';
 
@@ -29,7 +29,7 @@ export type StagingHooks = { onProgress?: (p: { tablesDone: number; tablesTotal:
 /** Stages the backup into the scratch schema and computes (and stores) the plan. */
 export function stageAndPlan(engine: Engine, ctx: RestoreContext, backup: BackupRecord, job: RestoreJob, hooks: StagingHooks): Promise<RestorePreview> {
   const args: PlanArgs = { tenantId: job.tenantId, backupId: job.backupId, snapshotAt: backup.snapshotAt, selection: job.selection };
-  const stageOptions = { url: engine.config.database.url, store: engine.store, prefix: backup.prefix, encryption: ctx.manifest.encryption, compression: ctx.manifest.data.compression, parallelism: engine.config.backup.parallelism, ...hooks };
+  const stageOptions = { url: engine.config.database.url, ...backupSource(engine.store, backup.prefix, ctx.manifest), parallelism: engine.config.backup.parallelism, ...hooks };
   const whole = job.selection.missingRefs === 'skip' || hasErasures(ctx);
   return whole ? stageThenPlan(engine, ctx, args, stageOptions) : stageAndDiffInLanes(engine, ctx, args, stageOptions);
 }

@@ -14,7 +14,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import { connect, inLanes, quoteIdent } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { requireKeyring, type EncryptionRecord } from '../encryption';
-import { objectName, openObject, type ManifestTable } from '../format/tenantManifest';
+import { objectName, openObject, type ManifestTable, type TenantManifest } from '../format/tenantManifest';
 import { reapplyErasures } from './erasures';
 import type { RestoreContext, TableMapping } from './mapping';
 
@@ -36,6 +36,11 @@ export interface BackupSource {
   encryption: EncryptionRecord | undefined;
   /** the manifest's `data.compression` */
   compression: DataCompressionMethod;
+}
+
+/** Where a backup's objects are and how to read them, from its manifest. */
+export function backupSource(store: ObjectStore, prefix: string, manifest: Pick<TenantManifest, 'encryption' | 'data'>): BackupSource {
+  return { store, prefix, encryption: manifest.encryption, compression: manifest.data.compression };
 }
 
 export interface StageOptions extends BackupSource {

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { stageTables } from '../restore/stage';
+import { backupSource, stageTables } from '../restore/stage';
 import { rowsDigest } from '../restore/verifyApplied';
 import { pipeline } from 'node:stream/promises';
 import { Sha256Stream } from '../checksum';
@@ -266,7 +266,7 @@ export async function restoreTestTenant(engine: Engine, located: LocatedBackup, 
         staged: qualified(schema, `t${i + 1}`),
         stagedColumns: t.copyColumns.map((name) => ({ name, type: t.columns.find((c) => c.name === name)!.type })),
       }));
-      await stageTables({ url: engine.config.database.url, store: engine.store, prefix: located.prefix, encryption: manifest.encryption, compression: manifest.data.compression, parallelism: engine.config.backup.parallelism, schema, tables, checkContent: false });
+      await stageTables({ url: engine.config.database.url, ...backupSource(engine.store, located.prefix, manifest), parallelism: engine.config.backup.parallelism, schema, tables, checkContent: false });
       const digests = new Map<string, { rows: number; checksum: string }>();
       for (const t of tables) digests.set(t.table, await rowsDigest(db, `SELECT ${t.manifest.copyColumns.map(quoteIdent).join(', ')} FROM ${t.staged}`));
       return manifest.tables.map((t): VerificationCheck => {
