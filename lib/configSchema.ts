@@ -268,7 +268,7 @@ export const configSchema = {
     doc: 'Tenant backups: how each is read and compressed.',
     keys: {
       parallelism: { type: 'integer', min: 1, max: 64, default: 4, doc: 'Connections per tenant backup (and per restore\'s staging), all reading one exported snapshot.', example: 4 },
-      compression: { type: 'string', doc: 'How tenant backups\' data is compressed: `zstd[:1-19]` (default `zstd:1`) or `gzip[:1-9]`. Recorded in each backup\'s manifest: backups made with another choice keep restoring. Left out while `compressionLevel` is given (a config written before this key), tenant data stays gzip at that level.', example: 'zstd:1' },
+      compression: { type: 'string', doc: 'How tenant backups\' data is compressed: `zstd[:1-19]` or `gzip[:1-9]` (a level given applies to all the data). Default `zstd`: level 1 for each table\'s own object (the stream a big tenant\'s backup waits for), level 3 for the parts of packs (small tenants\' rows, compressed a part at a time: level 1 would store about a tenth more). Recorded in each backup\'s manifest: backups made with another choice keep restoring. Left out while `compressionLevel` is given (a config written before this key), tenant data stays gzip at that level.', example: 'zstd' },
       compressionLevel: { type: 'integer', min: 0, max: 9, default: 1, doc: 'gzip level (0 none, 1 fastest, 9 smallest) of archived WAL segments, change-log segments and logical dumps; and of tenant data when `compression` is left out and this is given.', example: 1 },
     },
   },

@@ -46,8 +46,17 @@ describe('tenant data compression (backup.compression)', () => {
     });
   }
 
+  it('compresses pack parts at partLevel (bare zstd: 3) and whole objects at level', async () => {
+    const raw = Buffer.from(Array.from({ length: 4000 }, (_, i) => `${i}\trow ${i % 97} of tenant acme\t${(i * 7919) % 10007}\n`).join(''));
+    const bare = parseDataCompression('zstd') as DataCompression;
+    assert.deepEqual(await compressPart(bare, raw), await compressPart({ method: 'zstd', level: 3 }, raw));
+    assert.notDeepEqual(await compressPart(bare, raw), await compressPart({ method: 'zstd', level: 1 }, raw), 'the input tells the levels apart');
+  });
+
   it('reads zstd[:1-19] and gzip[:1-9], naming what is allowed otherwise', () => {
-    assert.deepEqual(parseDataCompression('zstd'), { method: 'zstd', level: 1 });
+    assert.deepEqual(parseDataCompression('zstd'), { method: 'zstd', level: 1, partLevel: 3 });
+    assert.deepEqual(parseDataCompression('zstd:1'), { method: 'zstd', level: 1 });
+    assert.deepEqual(parseDataCompression('gzip'), { method: 'gzip', level: 1 });
     assert.deepEqual(parseDataCompression('zstd:19'), { method: 'zstd', level: 19 });
     assert.deepEqual(parseDataCompression('gzip:6'), { method: 'gzip', level: 6 });
     assert.deepEqual(parseDataCompression('lz4'), { error: 'must be zstd[:level] or gzip[:level]' });
@@ -56,11 +65,11 @@ describe('tenant data compression (backup.compression)', () => {
     assert.deepEqual(parseDataCompression('toString'), { error: 'must be zstd[:level] or gzip[:level]' });
   });
 
-  it('defaults to zstd:1; a config giving only compressionLevel (written before backup.compression) keeps gzip at that level; a bad value is refused by name', () => {
+  it('defaults to zstd (level 1, pack parts 3); a config giving only compressionLevel (written before backup.compression) keeps gzip at that level; a bad value is refused by name', () => {
     const read = (backup?: Record<string, unknown>) => parseConfig({ database: { url: 'postgres://localhost/x' }, storage: { primary: { kind: 'local', path: '/tmp/x' } }, ...(backup ? { backup } : {}) }, { env: {}, source: 'test', baseDir: '/tmp' }).backup;
-    assert.deepEqual(read().compression, { method: 'zstd', level: 1 });
+    assert.deepEqual(read().compression, { method: 'zstd', level: 1, partLevel: 3 });
     assert.deepEqual(read({ compressionLevel: 6 }).compression, { method: 'gzip', level: 6 });
-    assert.deepEqual(read({ compressionLevel: 6, compression: 'zstd:3' }), { parallelism: 4, compressionLevel: 6, compression: { method: 'zstd', level: 3 } });
+    assert.deepEqual(read({ compressionLevel: 6, compression: 'zstd:2' }), { parallelism: 4, compressionLevel: 6, compression: { method: 'zstd', level: 2 } });
     assert.throws(
       () => read({ compression: 'brotli' }),
       (err: TenantsafeError) => /backup\.compression/.test(err.message) && /zstd\[:level\] or gzip\[:level\]/.test(err.message),
