@@ -559,37 +559,54 @@ export class Catalog {
     return this.run((c) => fn(c, this.s));
   }
 
-  /** Idempotent: recording the same backup twice leaves one row. */
+  /**
+   * Idempotent: recording the same backup twice leaves one row. Refused (nothing changes) when
+   * another tenant's backup holds the id: a retry gives the backup the same id, a new run a new one.
+   */
   async recordBackup(manifest: TenantManifest, storageUri: string, prefix: string, manifestSha256: string): Promise<BackupRecord> {
-    const [rec] = await this.run((c) => this.insertBackups(c, [{ manifest, storageUri, prefix, manifestSha256 }]));
-    return rec;
+    const backup = { manifest, storageUri, prefix, manifestSha256 };
+    const { taken } = await this.run((c) => this.insertBackups(c, [backup]));
+    if (taken.length > 0) {
+      throw new TenantsafeError(ErrorType.AlreadyRunning, `Backup id ${manifest.backupId} is already another tenant's backup in the catalog; tenant ${manifest.tenantId}'s backup was not indexed.`, 'Run the backup again: a new run takes a new id. The backup written under this id stays in storage until retention removes it.');
+    }
+    return backupRecordOf(manifest, storageUri, prefix, manifestSha256);
   }
 
-  /** Indexes many tenant backups, one statement per backupsPerStatement of them (a batch's: not one per tenant). */
-  async recordBackups(backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<void> {
+  /**
+   * Indexes many tenant backups, one statement per backupsPerStatement of them (a batch's: not
+   * one per tenant). `taken`: those left out because another tenant's backup holds their id (ids
+   * are the catalog's key; two batches started in the same second can give two tenants one id):
+   * one tenant's row never points at another's manifest.
+   */
+  async recordBackups<B extends IndexedBackup>(backups: B[]): Promise<{ taken: B[] }> {
+    const taken: B[] = [];
     for (let i = 0; i < backups.length; i += backupsPerStatement) {
       const some = backups.slice(i, i + backupsPerStatement);
-      await this.run((c) => this.insertBackups(c, some));
+      taken.push(...(await this.run((c) => this.insertBackups(c, some))).taken);
     }
+    return { taken };
   }
 
-  private async insertBackups(c: PoolClient, backups: { manifest: TenantManifest; storageUri: string; prefix: string; manifestSha256: string }[]): Promise<BackupRecord[]> {
+  private async insertBackups<B extends IndexedBackup>(c: PoolClient, backups: B[]): Promise<{ taken: B[] }> {
     const recs = backups.map((b) => backupRecordOf(b.manifest, b.storageUri, b.prefix, b.manifestSha256));
     const column = <K extends keyof BackupRecord>(k: K) => recs.map((r) => r[k]);
-    await c.query(
-      `INSERT INTO ${this.s}.backups (backup_id, kind, tenant_id, database, storage_uri, prefix, manifest_sha256, rows, bytes,
+    const r = await c.query<{ backup_id: string }>(
+      `INSERT INTO ${this.s}.backups AS b (backup_id, kind, tenant_id, database, storage_uri, prefix, manifest_sha256, rows, bytes,
                                       snapshot_at, lsn, tenant_checksum, schema_fingerprint, started_at, finished_at, manifest)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[],
                             $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::jsonb[])
        ON CONFLICT (backup_id) DO UPDATE SET storage_uri = EXCLUDED.storage_uri, prefix = EXCLUDED.prefix,
-         manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest`,
+         manifest_sha256 = EXCLUDED.manifest_sha256, manifest = EXCLUDED.manifest
+         WHERE b.tenant_id = EXCLUDED.tenant_id
+       RETURNING backup_id`,
       [
         column('backupId'), column('kind'), column('tenantId'), column('database'), column('storageUri'), column('prefix'), column('manifestSha256'), column('rows'), column('bytes'),
         column('snapshotAt'), column('lsn'), column('tenantChecksum'), column('schemaFingerprint'), column('startedAt'), column('finishedAt'),
         backups.map((b) => JSON.stringify(catalogManifestOf(b.manifest))),
       ],
     );
-    return recs;
+    const recorded = new Set(r.rows.map((x) => x.backup_id));
+    return { taken: backups.filter((b) => !recorded.has(b.manifest.backupId)) };
   }
 
   async listBackups(filter: { tenantId?: string } = {}): Promise<BackupRecord[]> {
@@ -1126,10 +1143,12 @@ export class Catalog {
     const { found, invalid } = await readManifests(store, 'tenants/', (body, key) => parseManifest(body, key, store, shared));
     const existing = new Set((await this.listBackups()).filter((b) => b.storageUri === store.uri).map((b) => b.backupId));
     const backups = [...found.values()].map(({ manifest, prefix, sha256 }) => ({ manifest, storageUri: store.uri, prefix, manifestSha256: sha256 }));
-    await this.recordBackups(backups);
+    // a backup whose id another tenant's row holds is left out (that row keeps its id: not removed below)
+    const { taken } = await this.recordBackups(backups);
+    for (const b of taken) invalid.push({ key: b.prefix + manifestFile, error: `Backup id ${b.manifest.backupId} is another tenant's backup in the catalog: tenant ${b.manifest.tenantId}'s backup is not indexed.` });
     const removed = [...existing].filter((id) => !found.has(id));
     if (removed.length) await this.run((c) => c.query(`DELETE FROM ${this.s}.backups WHERE backup_id = ANY($1)`, [removed]));
-    return { indexed: found.size, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };
+    return { indexed: found.size - taken.length, added: [...found.keys()].filter((id) => !existing.has(id)), removed, invalid };
   }
 }
 
@@ -1200,6 +1219,14 @@ function fullRowToRecord(r: Record<string, any>): FullBackupRecord {
   };
 }
 
+/** A tenant backup written to storage, as the catalog indexes it. */
+export interface IndexedBackup {
+  manifest: TenantManifest;
+  storageUri: string;
+  prefix: string;
+  manifestSha256: string;
+}
+
 export interface RebuildOutcome {
   indexed: number;
   added: string[];
@@ -1220,6 +1247,9 @@ async function readManifests<T extends { backupId: string }>(
     try {
       const body = await store.getBytes(obj.key);
       const manifest = await parse(body, obj.key, store);
+      const twin = found.get(manifest.backupId);
+      // two tenants' backups under one id (two batches of the same second): the first listed is indexed
+      if (twin) throw new TenantsafeError(ErrorType.CorruptBackup, `Backup id ${manifest.backupId} is also the backup at ${twin.prefix}: this one is not indexed.`, 'Back the tenant up again; remove this backup after.');
       found.set(manifest.backupId, { manifest, prefix: obj.key.slice(0, -manifestFile.length), sha256: sha256Hex(body) });
     } catch (err) {
       invalid.push({ key: obj.key, error: (err as Error).message });

@@ -11,12 +11,12 @@ import { readManifest, tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { connect } from '../lib/pg';
 import { ErrorType, type TenantsafeError } from '../lib/errors';
 import { applyApprovedRestore, dropRestoreScratch, parseSelection, previewRestore, verifyAppliedRestore } from '../lib/restore';
-import { batchBackupIds, batchPrefix, removeUnreferencedPacks, takeTenantBatch } from '../lib/tenantBackup/batch';
+import { batchBackupIds, batchPrefix, nextFreeBackupId, removeUnreferencedPacks, takeTenantBatch } from '../lib/tenantBackup/batch';
 import { PackWriter, TenantSplitter } from '../lib/tenantBackup/pack';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checkManifestAndObjects } from '../lib/verification/verifyBackup';
-import { takeTenantBackup } from '../lib/tenantBackup';
+import { recordTenantBackup, takeTenantBackup } from '../lib/tenantBackup';
 import { damageTenant } from '../sample/damage';
 import { backUpNow, liveRows, readBackup, digestOf } from './support/backups';
 import { sealManifest, writeManifest } from '../lib/format/sealed';
@@ -199,6 +199,54 @@ describe('batched tenant backups', function () {
     await engine.store.deletePrefix(tenantBackupPrefix(first[0], first[1]));
     assert.deepEqual(await sweep(), [packDir]);
     assert.equal(await packsLeft(), 0);
+  });
+
+  it("moves a tenant to a free backup id when another tenant's backup holds the one the batch gave it (two batches of the same second): no catalog row points at another tenant's manifest", async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    const tenants = db.tenants.map((t) => t.tenantId);
+    const planned = batchBackupIds(batchId, tenants);
+    const collided = planned.get('acme')!;
+    // globex's backup, of another batch started in the same second, holds the id acme is to get
+    const other = await takeTenantBackup(engine, { tenantId: 'globex', backupId: collided });
+    await recordTenantBackup(engine, { tenantId: 'globex', backupId: collided, manifestSha256: other.manifestSha256 });
+
+    const result = await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+    assert.equal(result.succeeded, tenants.length);
+    assert.deepEqual(result.failed, []);
+    assert.equal((await engine.catalog.getBackup(collided)).tenantId, 'globex', "globex's row is untouched");
+    const moved = nextFreeBackupId(collided, new Set(planned.values()));
+    const acme = await engine.catalog.getBackup(moved);
+    assert.equal(acme.tenantId, 'acme');
+    const checked = await checkManifestAndObjects(engine.store, { backupId: moved, kind: 'tenant', prefix: acme.prefix });
+    assert.ok(checked.checks.every((c) => c.result === 'ok'), JSON.stringify(checked.checks));
+    assert.equal(await engine.store.stat(tenantBackupPrefix('acme', collided) + 'manifest.json'), null, "acme's manifest under the taken id is gone");
+    const index = JSON.parse((await engine.store.getBytes(`${batchPrefix(batchId)}1/index.json`)).toString()) as { tenants: { tenantId: string; backupId: string }[] };
+    assert.equal(index.tenants.find((t) => t.tenantId === 'acme')?.backupId, moved, 'the pack index names the new id');
+
+    // a retry of the batch finds acme's backup under its new id: done, not taken again
+    const acmeBackups = async () => (await engine.catalog.listBackups({ tenantId: 'acme' })).map((b) => b.backupId).sort();
+    const before = await acmeBackups();
+    const again = await takeTenantBatch(engine, { batchId, attempt: 2, skip: [] });
+    assert.equal(again.succeeded, tenants.length);
+    assert.equal(again.orphanPacksRemoved, 0);
+    assert.deepEqual(await acmeBackups(), before);
+
+    // a single backup's record under a taken id is refused, and changes nothing
+    const acmeManifest = await readManifest(engine.store, acme.prefix);
+    await assert.rejects(engine.catalog.recordBackup({ ...acmeManifest, backupId: collided }, engine.store.uri, acme.prefix, 'x'), (err: TenantsafeError) => err.type === ErrorType.AlreadyRunning && err.message.includes(collided));
+    assert.equal((await engine.catalog.getBackup(collided)).tenantId, 'globex');
+
+    // two tenants' manifests under one id in storage: rebuild names the one it cannot index and keeps globex's row
+    const twin = await takeTenantBackup(engine, { tenantId: 'acme', backupId: collided });
+    try {
+      const rebuilt = await engine.catalog.rebuild(engine.store);
+      assert.ok(rebuilt.invalid.length > 0 && rebuilt.invalid.every((x) => x.error.includes(collided)), JSON.stringify(rebuilt.invalid));
+      assert.ok(!rebuilt.removed.includes(collided));
+      assert.equal((await engine.catalog.getBackup(collided)).tenantId, 'globex');
+    } finally {
+      await engine.store.deletePrefix(twin.prefix);
+    }
   });
 
   it('still restores a backup of format version 1 (every table its own object)', async function () {

@@ -23,7 +23,7 @@ import { ErrorType, TenantsafeError } from '../errors';
 import type { DataCompression } from '../format/dataCompression';
 import { compactManifest, manifestFile, manifestFormatVersion, parseSealedManifest, sealManifest } from '../format/sealed';
 import { batchSharedFormatVersion, completeBatchedManifest, packsArea, tenantFormatVersion, parseManifest, tenantBackupPrefix, type BatchSharedCache, type StoredBatchedManifest, type TenantBatchShared } from '../format/tenantManifest';
-import { backupsPerStatement } from '../catalog';
+import { backupsPerStatement, type IndexedBackup } from '../catalog';
 import { sha256Hex } from '../checksum';
 import { parseBackupLabel } from '../labels';
 import { mapLimit } from '../limit';
@@ -113,6 +113,19 @@ export function batchBackupIds(batchId: string, tenantIds: readonly string[], sl
     ids.set(t, `${stamp}-${(n * slot.count + slot.index).toString(16).padStart(6, '0')}`);
   }
   return ids;
+}
+
+/** The next id after `id` in the values of `slot` (batchBackupIds) that `used` does not hold. */
+export function nextFreeBackupId(id: string, used: ReadonlySet<string>, slot: BatchSlot = { index: 0, count: 1 }): string {
+  const stamp = id.slice(0, id.lastIndexOf('-'));
+  const values = Math.floor(0x1000000 / slot.count);
+  let n = (parseInt(id.slice(stamp.length + 1), 16) - slot.index) / slot.count;
+  let next: string;
+  do {
+    n = (n + 1) % values;
+    next = `${stamp}-${(n * slot.count + slot.index).toString(16).padStart(6, '0')}`;
+  } while (used.has(next));
+  return next;
 }
 
 /** Which of a run's batches this is: its backup ids are kept apart from the others' (batchBackupIds). */
@@ -280,7 +293,12 @@ export async function takeTenantBatch(
     const { stored, failed } = await writeManifests(store, written, args.signal);
     const recorded = written.filter((w) => stored.has(w.tenantId));
     // indexed in the catalog a chunk at a time (a retry indexes again what an attempt wrote)
-    await engine.catalog.recordBackups(recorded.map((w) => ({ manifest: w.manifest, storageUri: store.uri, prefix: w.prefix, manifestSha256: stored.get(w.tenantId)! })));
+    const { taken } = await engine.catalog.recordBackups(recorded.map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! })));
+    if (taken.length > 0) {
+      const moved = await moveToFreeIds(taken);
+      recorded.splice(0, recorded.length, ...recorded.filter((w) => !moved.has(w.tenantId)), ...moved.values());
+      for (const [tenantId, w] of moved) stored.set(tenantId, w.manifestSha256);
+    }
     for (const w of recorded) {
       result.backups?.push(backupSummaryOf(w.manifest, store.uri, w.prefix, stored.get(w.tenantId)!));
       result.succeeded++;
@@ -291,6 +309,35 @@ export async function takeTenantBatch(
     result.failed.push(...failed.slice(0, failuresKept - result.failed.length).map(({ tenantId, err }) => ({ tenantId, error: err.message, type: err.type })));
     progress.manifestsDone += written.length;
     report();
+  };
+  /**
+   * Another tenant's backup in the catalog holds these backups' ids (another batch started in the
+   * same second): each moves to the next free id of this batch's slot. The pack index names the
+   * new id before its manifest is written, and the old manifest goes last: a retry finds each
+   * tenant's backup by the index, and the packs stay referenced throughout.
+   */
+  const moveToFreeIds = async (taken: { tenantId: string; prefix: string }[]) => {
+    const moved = new Map<string, ReturnType<typeof manifestsOf>[number] & { manifestSha256: string }>();
+    const used = new Set([...backupIds.values(), ...earlier.backupIds]);
+    let pending = taken;
+    for (let round = 0; pending.length > 0; round++) {
+      if (round === 8) throw new TenantsafeError(ErrorType.StorageUnavailable, `Backup ids of ${pending.length} tenant(s) of batch ${args.batchId} kept colliding with other backups' in the catalog.`, 'The batch is retried by itself.');
+      for (const t of pending) {
+        const id = nextFreeBackupId(backupIds.get(t.tenantId)!, used, args.slot);
+        used.add(id);
+        backupIds.set(t.tenantId, id);
+      }
+      index.tenants = tenantIds.map((tenantId) => ({ tenantId, backupId: backupIds.get(tenantId)! }));
+      await store.put(packPrefix + packIndexFile, Buffer.from(JSON.stringify(sealManifest(index)) + '\n'), { contentType: 'application/json' });
+      const rewritten = manifestsOf(pending.map((t) => t.tenantId));
+      const { stored } = await writeManifests(store, rewritten, args.signal);
+      const again = await engine.catalog.recordBackups(rewritten.filter((w) => stored.has(w.tenantId)).map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! })));
+      const stillTaken = new Set(again.taken.map((w) => w.tenantId));
+      for (const w of rewritten) if (stored.has(w.tenantId) && !stillTaken.has(w.tenantId)) moved.set(w.tenantId, { ...w, manifestSha256: stored.get(w.tenantId)! });
+      for (const t of pending) await store.deletePrefix(t.prefix);
+      pending = rewritten.filter((w) => stillTaken.has(w.tenantId));
+    }
+    return moved;
   };
   // the next chunk's manifests are made while the last one's are written and indexed
   let previous: Promise<void> = Promise.resolve();
@@ -358,7 +405,7 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
     let referenced = false;
     if (keys.includes(dir + packIndexFile)) {
       const index = parseSealedManifest<PackIndex>(await store.getBytes(dir + packIndexFile), dir + packIndexFile);
-      const found: Parameters<Engine['catalog']['recordBackups']>[0] = [];
+      const found: IndexedBackup[] = [];
       for (const t of index.tenants) {
         const prefix = tenantBackupPrefix(t.tenantId, t.backupId);
         if (!(await store.stat(prefix + manifestFile))) {
@@ -367,17 +414,19 @@ async function resumeBatch(engine: Engine, batchId: string, attempt: number): Pr
           continue;
         }
         const body = await store.getBytes(prefix + manifestFile);
-        const manifest = await parseManifest(body, prefix + manifestFile, store, shared);
-        const manifestSha256 = sha256Hex(body);
-        found.push({ manifest, storageUri: store.uri, prefix, manifestSha256 });
+        found.push({ manifest: await parseManifest(body, prefix + manifestFile, store, shared), storageUri: store.uri, prefix, manifestSha256: sha256Hex(body) });
+      }
+      // a backup whose id another tenant's backup took before the attempt moved it is backed up again
+      const { taken } = await engine.catalog.recordBackups(found);
+      for (const b of taken) await store.deletePrefix(b.prefix);
+      for (const { manifest, prefix, manifestSha256 } of found.filter((b) => !taken.includes(b))) {
         earlier.backups.push(backupSummaryOf(manifest, store.uri, prefix, manifestSha256));
-        earlier.done.add(t.tenantId);
-        earlier.backupIds.push(t.backupId);
+        earlier.done.add(manifest.tenantId);
+        earlier.backupIds.push(manifest.backupId);
         earlier.rows += manifest.totals.rows;
         earlier.bytes += manifest.totals.bytes;
         referenced = true;
       }
-      await engine.catalog.recordBackups(found);
     }
     if (!referenced) earlier.removed += await store.deletePrefix(dir);
   }
