@@ -80,7 +80,7 @@ export async function takeBaseBackup(
   // --no-sync: the spool is read back at once; the store makes the stored copy durable
   const child = spawnTied(
     pgBin('pg_basebackup'),
-    ['-D', out, '-F', 't', '-X', 'none', '--no-sync', '--checkpoint=fast', `--compress=${clientCompression(compression)}`, `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo],
+    ['-D', out, '-F', 't', ...walMethodArgs(server), '--no-sync', '--checkpoint=fast', `--compress=${clientCompression(compression)}`, `--label=tenantsafe ${args.backupId}`, ...rate, '-d', conninfo],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, LC_ALL: 'C' } },
   );
   let stderr = '';
@@ -121,7 +121,7 @@ export async function takeBaseBackup(
       args.signal?.removeEventListener('abort', kill);
     }
     const written = await readdir(out);
-    const tablespaces = written.filter((f) => f !== baseKey && f !== backupManifestKey);
+    const tablespaces = written.filter((f) => f !== baseKey && f !== backupManifestKey && !f.startsWith(streamedWalTar));
     if (tablespaces.length > 0) throw extraTablespaces(tablespaces);
     manifestText = await readFile(path.join(out, backupManifestKey)).catch(() => {
       throw new TenantsafeError(ErrorType.CorruptBackup, 'pg_basebackup ended without writing its backup_manifest.', 'Check the pg_basebackup version (15 or later) and take the backup again.');
@@ -215,6 +215,22 @@ function baseBackupFailed(code: number | null, stderr: string): TenantsafeError 
   );
 }
 
+/** what pg_basebackup -X stream writes beside base.tar: WAL the archive holds already, left in the spool */
+const streamedWalTar = 'pg_wal.tar';
+
+/**
+ * Without WAL in the backup (`-X none`), PostgreSQL ends a base backup only once archive_command
+ * has archived its last segment, polling once a second: a second or more of every backup, and
+ * no end at all while another tool's archive_command fails. The WAL archive (the walArchiver's
+ * stream) is what the backup waits for (waitForArchivedWal); with archiving on, pg_basebackup
+ * streams the WAL beside (a second WAL sender, no slot) so the server does not wait, and that
+ * copy is dropped. With archiving off, or no WAL sender to spare, there is no such wait or no
+ * choice: `-X none`.
+ */
+function walMethodArgs(server: ServerInfo): string[] {
+  return server.archiveMode !== 'off' && server.freeWalSenders >= 2 ? ['-X', 'stream', '--no-slot'] : ['-X', 'none'];
+}
+
 function extraTablespaces(tars: string[]): TenantsafeError {
   return new TenantsafeError(ErrorType.BadConfig, `The cluster has tablespaces outside its data directory (pg_basebackup wrote ${tars.join(', ')} beside base.tar).`, 'tenantsafe backs up clusters without extra tablespaces only.');
 }
@@ -224,17 +240,23 @@ export interface ServerInfo {
   version: string;
   systemIdentifier: string;
   segmentSize: number;
+  /** `archive_mode`: off, on or always */
+  archiveMode: string;
+  /** max_wal_senders less the WAL senders running */
+  freeWalSenders: number;
 }
 
 export async function serverInfo(url: string): Promise<ServerInfo> {
   const c = await connect(url, 'tenantsafe-full-backup');
   try {
-    const r = await c.query<{ db: string; version: string; sysid: string; seg: string }>(
+    const r = await c.query<{ db: string; version: string; sysid: string; seg: string; archive_mode: string; free_wal_senders: number }>(
       `SELECT current_database() AS db, current_setting('server_version') AS version, system_identifier::text AS sysid,
-              (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') AS seg
+              (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') AS seg, current_setting('archive_mode') AS archive_mode,
+              current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int AS free_wal_senders
          FROM pg_control_system()`,
     );
-    return { database: r.rows[0].db, version: r.rows[0].version, systemIdentifier: r.rows[0].sysid, segmentSize: Number(r.rows[0].seg) };
+    const x = r.rows[0];
+    return { database: x.db, version: x.version, systemIdentifier: x.sysid, segmentSize: Number(x.seg), archiveMode: x.archive_mode, freeWalSenders: x.free_wal_senders };
   } finally {
     await c.end();
   }
