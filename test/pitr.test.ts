@@ -22,7 +22,7 @@ import { partialKey, segmentKey } from '../lib/format/walArchive';
 import { sha256Hex } from '../lib/checksum';
 import { segmentOfLsn } from '../lib/wal/names';
 import { databaseWorkflowIds } from '../workflows/messages';
-import { physicalBackups, startSourceCluster, stopWalArchiver, type SourceCluster } from './support/cluster';
+import { physicalBackupStack, startSourceCluster, type SourceCluster } from './support/cluster';
 import { createTestEnv, runCli, type TestEnv } from './support/env';
 import { workflowScopes } from '../lib/databaseIdentity';
 import { waitFor } from './support/wait';
@@ -406,23 +406,14 @@ for (const compression of fullBackupCompressions) describe(`full backups and poi
 
 describe('a base backup of a cluster whose own archive_command fails (another tool archiving its WAL)', function () {
   this.timeout(180_000);
-  let source: SourceCluster;
-  let env: TestEnv;
+  let stack: Awaited<ReturnType<typeof physicalBackupStack>> | undefined;
 
-  before(async function () {
-    // PostgreSQL ends a backup without its WAL only once archive_command has archived the last segment: never, here
-    source = await startSourceCluster('app', { archive_mode: 'on', archive_command: 'false' });
-    env = await createTestEnv('local', { db: source.db, configure: (doc, dir) => physicalBackups(doc, dir, source) });
-    await env.startWorker();
-  });
-
-  after(async () => {
-    if (env) await stopWalArchiver(env);
-    await env?.close();
-    await source?.remove();
-  });
+  // PostgreSQL ends a backup without its WAL only once archive_command has archived the last segment: never, here
+  before(async () => (stack = await physicalBackupStack({ archive_mode: 'on', archive_command: 'false' })));
+  after(async () => stack?.close());
 
   it('completes without waiting for that archive_command, keeps no streamed WAL beside the base, and restores from the WAL archive', async () => {
+    const env = stack!.env;
     const cli = (args: string[]) => runCli([...args, '--json'], { configFile: env.configFile });
     const res = await cli(['full-backup', '--wait']);
     assert.equal(res.code, 0, res.stderr);

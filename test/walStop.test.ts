@@ -4,8 +4,8 @@
 // unless `--drop-slot`, which drops it, so the primary keeps no WAL for it any more.
 import { strict as assert } from 'node:assert';
 import { connect } from '../lib/pg';
-import { physicalBackups, startSourceCluster, stopWalArchiver, type SourceCluster } from './support/cluster';
-import { createTestEnv, runCli, type TestEnv } from './support/env';
+import { physicalBackupStack, type SourceCluster } from './support/cluster';
+import { runCli, type TestEnv } from './support/env';
 import { waitFor } from './support/wait';
 
 describe('full backups and wal stop through the CLI (postgres provider, private cluster)', function () {
@@ -29,17 +29,16 @@ describe('full backups and wal stop through the CLI (postgres provider, private 
     }
   }
 
+  let stack: Awaited<ReturnType<typeof physicalBackupStack>> | undefined;
+
   before(async function () {
     this.timeout(240_000);
-    source = await startSourceCluster();
+    stack = await physicalBackupStack();
+    ({ source, env } = stack);
     await source.cluster.psql(`CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)`, 'app');
-    env = await createTestEnv('local', { db: source.db, configure: (doc, dir) => physicalBackups(doc, dir, source) });
-    await env.startWorker();
   });
   after(async () => {
-    if (env) await stopWalArchiver(env);
-    await env?.close();
-    await source?.remove();
+    await stack?.close();
   });
 
   let first: { backupId: string };

@@ -7,7 +7,7 @@ import { PrivateCluster } from '../../lib/postgres/cluster';
 import { workflowScopes } from '../../lib/databaseIdentity';
 import { databaseWorkflowIds } from '../../workflows/messages';
 import type { TestDatabase } from './db';
-import type { TestEnv } from './env';
+import { createTestEnv, type TestEnv } from './env';
 
 export interface SourceCluster {
   cluster: PrivateCluster;
@@ -41,6 +41,25 @@ export async function startSourceCluster(database = 'app', settings: Record<stri
 export function physicalBackups(doc: Record<string, any>, dir: string, source: SourceCluster): void {
   doc.fullBackup = { walPartialInterval: '200ms', walSpoolDir: path.join(dir, 'spool'), archiveWait: '30s' };
   doc.verification = { scratchDir: source.dir };
+}
+
+/** A private cluster (with `settings`), a test env taking full backups of it, and a worker; close() stops the WAL archiver and removes them. */
+export async function physicalBackupStack(settings: Record<string, string> = {}): Promise<{ source: SourceCluster; env: TestEnv; close(): Promise<void> }> {
+  const source = await startSourceCluster('app', settings);
+  let env: TestEnv | undefined;
+  const close = async () => {
+    if (env) await stopWalArchiver(env);
+    await env?.close();
+    await source.remove();
+  };
+  try {
+    env = await createTestEnv('local', { db: source.db, configure: (doc, dir) => physicalBackups(doc, dir, source) });
+    await env.startWorker();
+    return { source, env, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
 
 /** Stops the WAL archiver the first full backup started (its id names the database: when that is gone, it stopped by itself). */
