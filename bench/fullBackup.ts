@@ -28,6 +28,7 @@ import { chownToPostgres, pgBin } from '../lib/postgres/tools';
 import { freePorts } from '../lib/process';
 import { listWalArchive, newestSegment, readWalObject } from '../lib/wal/archive';
 import { Engine } from '../lib/engine';
+import { ErrorType, type TenantsafeError } from '../lib/errors';
 import type { Config } from '../lib/config';
 import { parseLsn, segmentStartLsn } from '../lib/wal/names';
 import { benchRow, ratioAtMost, atMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
@@ -326,21 +327,30 @@ async function measureRpo(config: Config, source: PrivateCluster, pgArgs: string
       await sleep(25);
     }
   })();
-  await sleep(2000);
-  while (!benchDone) {
-    const now = Date.now();
-    const listing = await listWalArchive(store);
-    const newest = newestSegment(listing)!;
-    const partial = listing.partials.find((p) => p.name === newest);
-    const archived = segmentStartLsn(newest, 16 << 20) + BigInt(partial ? (await readWalObject(store, partial.key)).length : 16 << 20);
-    // upper bound: the newest archived byte was written after the last moment the server had not reached it
-    const before = serverLsn.filter((s) => s.lsn < archived).at(-1);
-    if (before) ages.push(now - before.t);
-    await sleep(200);
+  try {
+    await sleep(2000);
+    while (!benchDone) {
+      const now = Date.now();
+      const listing = await listWalArchive(store);
+      const newest = newestSegment(listing)!;
+      const partial = listing.partials.find((p) => p.name === newest);
+      // a partial replaced by its whole segment since the listing: no sample this time
+      const read = partial ? await readWalObject(store, partial.key).catch((err: TenantsafeError) => (err.type === ErrorType.ObjectMissing ? null : Promise.reject(err))) : undefined;
+      if (read !== null) {
+        const archived = segmentStartLsn(newest, 16 << 20) + BigInt(read ? read.length : 16 << 20);
+        // upper bound: the newest archived byte was written after the last moment the server had not reached it
+        const before = serverLsn.filter((s) => s.lsn < archived).at(-1);
+        if (before) ages.push(now - before.t);
+      }
+      await sleep(200);
+    }
+  } finally {
+    // on a failure above, pgbench ends before the cluster goes (its own failure would hide that one)
+    await pgbench.catch(() => undefined);
+    await sampler.catch(() => undefined);
+    await engine.close();
   }
   await pgbench;
-  await sampler;
-  await engine.close();
   return { samples: ages.length, p50: percentile(ages, 50), p95: percentile(ages, 95), max: Math.max(...ages) };
 }
 
