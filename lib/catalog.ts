@@ -567,7 +567,7 @@ export class Catalog {
     const backup = { manifest, storageUri, prefix, manifestSha256 };
     const { taken } = await this.run((c) => this.insertBackups(c, [backup]));
     if (taken.length > 0) {
-      throw new TenantsafeError(ErrorType.AlreadyRunning, `Backup id ${manifest.backupId} is already another tenant's backup in the catalog; tenant ${manifest.tenantId}'s backup was not indexed.`, 'Run the backup again: a new run takes a new id. The backup written under this id stays in storage until retention removes it.');
+      throw new TenantsafeError(ErrorType.AlreadyRunning, `Backup id ${manifest.backupId} is already another tenant's backup in the catalog; tenant ${manifest.tenantId}'s backup was not indexed.`, 'Run the backup again: a new run takes a new id. What this run wrote stays in storage, not indexed (`tenantsafe catalog rebuild` lists it as invalid).');
     }
     return backupRecordOf(manifest, storageUri, prefix, manifestSha256);
   }
