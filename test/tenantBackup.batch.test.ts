@@ -249,6 +249,30 @@ describe('batched tenant backups', function () {
     }
   });
 
+  it("fails alone, counted, a tenant whose backup cannot be written under its next free id either", async function () {
+    this.timeout(120_000);
+    const batchId = newBatchId();
+    const tenants = db.tenants.map((t) => t.tenantId);
+    const planned = batchBackupIds(batchId, tenants);
+    const collided = planned.get('acme')!;
+    const other = await takeTenantBackup(engine, { tenantId: 'globex', backupId: collided });
+    await recordTenantBackup(engine, { tenantId: 'globex', backupId: collided, manifestSha256: other.manifestSha256 });
+    // a regular file where acme's next backup directory must be: local storage refuses that path
+    const blocked = path.join(dir, tenantBackupPrefix('acme', nextFreeBackupId(collided, new Set(planned.values()))).slice(0, -1));
+    fs.mkdirSync(path.dirname(blocked), { recursive: true });
+    fs.writeFileSync(blocked, '');
+    try {
+      const result = await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
+      assert.equal(result.succeeded, tenants.length - 1);
+      assert.equal(result.failedCount, 1);
+      assert.deepEqual(result.failed.map((f) => [f.tenantId, f.type]), [['acme', ErrorType.StorageUnwritable]]);
+      assert.equal((await engine.catalog.getBackup(collided)).tenantId, 'globex');
+      assert.equal(await engine.store.stat(tenantBackupPrefix('acme', collided) + 'manifest.json'), null);
+    } finally {
+      fs.rmSync(blocked);
+    }
+  });
+
   it('still restores a backup of format version 1 (every table its own object)', async function () {
     this.timeout(120_000);
     await restoresRewrittenAs(1, 'umbrella', await backUpNow(engine, 'umbrella'));

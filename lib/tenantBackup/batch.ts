@@ -293,20 +293,18 @@ export async function takeTenantBatch(
     const { stored, failed } = await writeManifests(store, written, args.signal);
     const recorded = written.filter((w) => stored.has(w.tenantId));
     // indexed in the catalog a chunk at a time (a retry indexes again what an attempt wrote)
-    const { taken } = await engine.catalog.recordBackups(recorded.map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! })));
-    if (taken.length > 0) {
-      const moved = await moveToFreeIds(taken);
-      recorded.splice(0, recorded.length, ...recorded.filter((w) => !moved.has(w.tenantId)), ...moved.values());
-      for (const [tenantId, w] of moved) stored.set(tenantId, w.manifestSha256);
-    }
-    for (const w of recorded) {
-      result.backups?.push(backupSummaryOf(w.manifest, store.uri, w.prefix, stored.get(w.tenantId)!));
+    const indexed = recorded.map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! }));
+    const { taken } = await engine.catalog.recordBackups(indexed);
+    const moves = taken.length > 0 ? await moveToFreeIds(taken) : { moved: [], failed: [] };
+    for (const w of [...indexed.filter((w) => !taken.includes(w)), ...moves.moved]) {
+      result.backups?.push(backupSummaryOf(w.manifest, store.uri, w.prefix, w.manifestSha256));
       result.succeeded++;
       result.rows += w.manifest.totals.rows;
       result.bytes += w.manifest.totals.bytes;
     }
-    result.failedCount += failed.length;
-    result.failed.push(...failed.slice(0, failuresKept - result.failed.length).map(({ tenantId, err }) => ({ tenantId, error: err.message, type: err.type })));
+    const unwritten = [...failed, ...moves.failed];
+    result.failedCount += unwritten.length;
+    result.failed.push(...unwritten.slice(0, failuresKept - result.failed.length).map(({ tenantId, err }) => ({ tenantId, error: err.message, type: err.type })));
     progress.manifestsDone += written.length;
     report();
   };
@@ -317,7 +315,8 @@ export async function takeTenantBatch(
    * tenant's backup by the index, and the packs stay referenced throughout.
    */
   const moveToFreeIds = async (taken: { tenantId: string; prefix: string }[]) => {
-    const moved = new Map<string, ReturnType<typeof manifestsOf>[number] & { manifestSha256: string }>();
+    const moved: (ReturnType<typeof manifestsOf>[number] & { manifestSha256: string })[] = [];
+    const failed: Awaited<ReturnType<typeof writeManifests>>['failed'] = [];
     const used = new Set([...backupIds.values(), ...earlier.backupIds]);
     let pending = taken;
     for (let round = 0; pending.length > 0; round++) {
@@ -330,14 +329,15 @@ export async function takeTenantBatch(
       index.tenants = tenantIds.map((tenantId) => ({ tenantId, backupId: backupIds.get(tenantId)! }));
       await store.put(packPrefix + packIndexFile, Buffer.from(JSON.stringify(sealManifest(index)) + '\n'), { contentType: 'application/json' });
       const rewritten = manifestsOf(pending.map((t) => t.tenantId));
-      const { stored } = await writeManifests(store, rewritten, args.signal);
-      const again = await engine.catalog.recordBackups(rewritten.filter((w) => stored.has(w.tenantId)).map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! })));
-      const stillTaken = new Set(again.taken.map((w) => w.tenantId));
-      for (const w of rewritten) if (stored.has(w.tenantId) && !stillTaken.has(w.tenantId)) moved.set(w.tenantId, { ...w, manifestSha256: stored.get(w.tenantId)! });
+      const written = await writeManifests(store, rewritten, args.signal);
+      failed.push(...written.failed);
+      const candidates = rewritten.filter((w) => written.stored.has(w.tenantId)).map((w) => ({ ...w, storageUri: store.uri, manifestSha256: written.stored.get(w.tenantId)! }));
+      const again = await engine.catalog.recordBackups(candidates);
+      moved.push(...candidates.filter((w) => !again.taken.includes(w)));
       for (const t of pending) await store.deletePrefix(t.prefix);
-      pending = rewritten.filter((w) => stillTaken.has(w.tenantId));
+      pending = again.taken;
     }
-    return moved;
+    return { moved, failed };
   };
   // the next chunk's manifests are made while the last one's are written and indexed
   let previous: Promise<void> = Promise.resolve();
