@@ -201,15 +201,20 @@ describe('batched tenant backups', function () {
     assert.equal(await packsLeft(), 0);
   });
 
-  it("moves a tenant to a free backup id when another tenant's backup holds the one the batch gave it (two batches of the same second): no catalog row points at another tenant's manifest", async function () {
-    this.timeout(120_000);
+  /** A new batch's ids, and globex's backup (of another batch started in the same second) holding the one acme is to get. */
+  async function acmesIdTaken() {
     const batchId = newBatchId();
     const tenants = db.tenants.map((t) => t.tenantId);
     const planned = batchBackupIds(batchId, tenants);
     const collided = planned.get('acme')!;
-    // globex's backup, of another batch started in the same second, holds the id acme is to get
     const other = await takeTenantBackup(engine, { tenantId: 'globex', backupId: collided });
     await recordTenantBackup(engine, { tenantId: 'globex', backupId: collided, manifestSha256: other.manifestSha256 });
+    return { batchId, tenants, planned, collided };
+  }
+
+  it("moves a tenant to a free backup id when another tenant's backup holds the one the batch gave it (two batches of the same second): no catalog row points at another tenant's manifest", async function () {
+    this.timeout(120_000);
+    const { batchId, tenants, planned, collided } = await acmesIdTaken();
 
     const result = await takeTenantBatch(engine, { batchId, attempt: 1, skip: [] });
     assert.equal(result.succeeded, tenants.length);
@@ -251,12 +256,7 @@ describe('batched tenant backups', function () {
 
   it("fails alone, counted, a tenant whose backup cannot be written under its next free id either", async function () {
     this.timeout(120_000);
-    const batchId = newBatchId();
-    const tenants = db.tenants.map((t) => t.tenantId);
-    const planned = batchBackupIds(batchId, tenants);
-    const collided = planned.get('acme')!;
-    const other = await takeTenantBackup(engine, { tenantId: 'globex', backupId: collided });
-    await recordTenantBackup(engine, { tenantId: 'globex', backupId: collided, manifestSha256: other.manifestSha256 });
+    const { batchId, tenants, planned, collided } = await acmesIdTaken();
     // a regular file where acme's next backup directory must be: local storage refuses that path
     const blocked = path.join(dir, tenantBackupPrefix('acme', nextFreeBackupId(collided, new Set(planned.values()))).slice(0, -1));
     fs.mkdirSync(path.dirname(blocked), { recursive: true });
