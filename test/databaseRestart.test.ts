@@ -47,7 +47,9 @@ describe('a database crash in the middle of a step', function () {
     await source.cluster.stop();
     await source.cluster.start();
     worker = await spawnWorkerProcess(env.configFile);
-    worker.once('exit', (code, signal) => (workerExit = `exit code ${code}, signal ${signal}`));
+    let workerStderr = '';
+    worker.stderr!.on('data', (d: Buffer) => (workerStderr = (workerStderr + d.toString()).slice(-4000)));
+    worker.once('exit', (code, signal) => (workerExit = `exit code ${code}, signal ${signal}; its stderr ends: ${workerStderr}`));
   });
   after(async () => {
     await releasePreparedLock().catch(() => undefined);
