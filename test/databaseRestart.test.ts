@@ -10,7 +10,7 @@ import { connect, withConnection } from '../lib/pg';
 import { damageTenant } from '../sample/damage';
 import { ensureSampleDatabase, sampleTenants } from '../sample/generate';
 import { spawnWorkerProcess } from '../workers/process';
-import { databaseWorkflowIds, type TenantRestoreResult } from '../workflows/messages';
+import { databaseWorkflowIds, workflowIds, type TenantRestoreResult } from '../workflows/messages';
 import { liveRows, readBackup } from './support/backups';
 import { startSourceCluster, type SourceCluster } from './support/cluster';
 import { defaultSample } from './support/db';
@@ -58,6 +58,8 @@ describe('a database crash in the middle of a step', function () {
     const archiver = env && env.temporal.workflow.getHandle(databaseWorkflowIds.walArchiver((await workflowScopes(env.engine)).walArchiver));
     await archiver?.cancel().catch(() => undefined);
     await archiver?.result().catch(() => undefined);
+    // a restore this file left running (its test failed) would refuse the next file's restores of the tenant
+    await env?.temporal.workflow.getHandle(workflowIds.tenantRestore(tenantId)).terminate('the test file ended').catch(() => undefined);
     worker?.kill('SIGKILL');
     await env?.close();
     await source?.remove();
