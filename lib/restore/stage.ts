@@ -225,9 +225,19 @@ export async function copyBackupObject(source: BackupSource, m: Pick<StagedTable
 async function readBackupObject(source: BackupSource, m: Pick<StagedTable, 'table' | 'manifest'>, via: Transform[], sink: Writable): Promise<void> {
   const key = objectName(source.prefix, m.manifest.object);
   const sha = new Sha256Stream();
-  const decrypt = source.encryption ? [(await requireKeyring(source.store, `Backup object ${key}`).open(source.encryption, `Backup object ${key}`)).open(key)] : [];
+  // The sink (a COPY FROM, sent already) fails by itself when its connection is lost: maybe while
+  // the object is still being opened, or after this function gave up on it. An 'error' with no
+  // listener would end the whole worker; the listener stays.
+  let lost: Error | undefined;
+  sink.on('error', (err: Error) => (lost ??= err));
   try {
-    await pipeline([await openObject(source.store, source.prefix, m.manifest.object), sha, ...decrypt, decompressor(source.compression), ...via, sink]);
+    const decrypt = source.encryption ? [(await requireKeyring(source.store, `Backup object ${key}`).open(source.encryption, `Backup object ${key}`)).open(key)] : [];
+    const object = await openObject(source.store, source.prefix, m.manifest.object);
+    if (lost) {
+      object.destroy();
+      throw lost;
+    }
+    await pipeline([object, sha, ...decrypt, decompressor(source.compression), ...via, sink]);
   } catch (err) {
     throw isDamagedInput(err) ? damagedObject(key, m.table, (err as Error).message) : err;
   }
