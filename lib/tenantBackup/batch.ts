@@ -102,15 +102,14 @@ export function batchPrefix(batchId: string): string {
  */
 export function batchBackupIds(batchId: string, tenantIds: readonly string[], slot: BatchSlot = { index: 0, count: 1 }, reserved: Iterable<string> = []): Map<string, string> {
   const stamp = batchId.slice(0, 16);
-  const values = Math.floor(0x1000000 / slot.count);
   // the ids earlier attempts gave the tenants they finished: a retry's tenants must not take them
-  const taken = new Set<number>([...reserved].map((id) => (parseInt(id.slice(stamp.length + 1), 16) - slot.index) / slot.count));
+  const used = new Set(reserved);
   const ids = new Map<string, string>();
   for (const t of [...tenantIds].sort()) {
-    let n = parseInt(createHash('sha256').update(`${batchId}\0${t}`).digest('hex').slice(0, 6), 16) % values;
-    while (taken.has(n)) n = (n + 1) % values;
-    taken.add(n);
-    ids.set(t, `${stamp}-${(n * slot.count + slot.index).toString(16).padStart(6, '0')}`);
+    let id = slotBackupId(stamp, parseInt(createHash('sha256').update(`${batchId}\0${t}`).digest('hex').slice(0, 6), 16), slot);
+    if (used.has(id)) id = nextFreeBackupId(id, used, slot);
+    used.add(id);
+    ids.set(t, id);
   }
   return ids;
 }
@@ -118,14 +117,17 @@ export function batchBackupIds(batchId: string, tenantIds: readonly string[], sl
 /** The next id after `id` in the values of `slot` (batchBackupIds) that `used` does not hold. */
 export function nextFreeBackupId(id: string, used: ReadonlySet<string>, slot: BatchSlot = { index: 0, count: 1 }): string {
   const stamp = id.slice(0, id.lastIndexOf('-'));
-  const values = Math.floor(0x1000000 / slot.count);
   let n = (parseInt(id.slice(stamp.length + 1), 16) - slot.index) / slot.count;
   let next: string;
-  do {
-    n = (n + 1) % values;
-    next = `${stamp}-${(n * slot.count + slot.index).toString(16).padStart(6, '0')}`;
-  } while (used.has(next));
+  do next = slotBackupId(stamp, ++n, slot);
+  while (used.has(next));
   return next;
+}
+
+/** The id of the batch's `n`th value (modulo the slot's share of the 6 hex digits): n·count + index. */
+function slotBackupId(stamp: string, n: number, slot: BatchSlot): string {
+  const values = Math.floor(0x1000000 / slot.count);
+  return `${stamp}-${((n % values) * slot.count + slot.index).toString(16).padStart(6, '0')}`;
 }
 
 /** Which of a run's batches this is: its backup ids are kept apart from the others' (batchBackupIds). */
@@ -291,9 +293,8 @@ export async function takeTenantBatch(
   };
   const storeAndIndex = async (written: ReturnType<typeof manifestsOf>) => {
     const { stored, failed } = await writeManifests(store, written, args.signal);
-    const recorded = written.filter((w) => stored.has(w.tenantId));
     // indexed in the catalog a chunk at a time (a retry indexes again what an attempt wrote)
-    const indexed = recorded.map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! }));
+    const indexed = written.filter((w) => stored.has(w.tenantId)).map((w) => ({ ...w, storageUri: store.uri, manifestSha256: stored.get(w.tenantId)! }));
     const { taken } = await engine.catalog.recordBackups(indexed);
     const moves = taken.length > 0 ? await moveToFreeIds(taken) : { moved: [], failed: [] };
     for (const w of [...indexed.filter((w) => !taken.includes(w)), ...moves.moved]) {
