@@ -9,7 +9,7 @@ const nodeBuiltins = ['assert', 'buffer', 'child_process', 'cluster', 'crypto', 
 const ioModules = [...nodeBuiltins, ...nodeBuiltins.map((m) => `node:${m}`), 'pg', 'pg-copy-streams', '@google-cloud/storage'];
 
 // The engine modules workflows may run (besides importing types from any): pure, no I/O.
-const pureModules = ['lib/errors', 'lib/labels', 'lib/inputs', 'lib/time', 'lib/restore/rules', 'lib/restore/types'];
+const pureModules = ['lib/errors', 'lib/labels', 'lib/inputs', 'lib/time', 'lib/limit', 'lib/restore/rules', 'lib/restore/types'];
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'var/**', '.venv/**', 'build/**', 'eslint.config.mjs'] },
@@ -51,7 +51,7 @@ export default tseslint.config(
         paths: ioModules.map((name) => ({ name, message: 'Workflows run this module: no I/O, no Node builtins.' })),
         patterns: [
           { group: ['@temporalio/*'], message: 'A pure module knows nothing of Temporal: the engine, the client and workflows all import it.' },
-          { regex: '^\\.\\.?/(?!(errors|labels|inputs|time|types)$)', allowTypeImports: true, message: `Workflows run this module: it imports (besides types) only the other pure modules, ${pureModules.join(', ')}.` },
+          { regex: '^\\.\\.?/(?!(errors|labels|inputs|time|limit|types)$)', allowTypeImports: true, message: `Workflows run this module: it imports (besides types) only the other pure modules, ${pureModules.join(', ')}.` },
         ],
       }],
     },

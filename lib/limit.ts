@@ -8,7 +8,7 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   const results = new Array<R>(items.length);
   let next = 0;
   let failed = false;
-  await Promise.all(
+  await allDone(
     Array.from({ length: Math.min(Math.max(1, limit), items.length) }, async () => {
       while (!failed && next < items.length) {
         const i = next++;
@@ -22,4 +22,15 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
     }),
   );
   return results;
+}
+
+/**
+ * Promise.all that waits for every promise to settle before it rejects with the first failure:
+ * nothing started side by side is still running (writing, polling) behind the caller's cleanup.
+ */
+export async function allDone<T extends readonly unknown[]>(promises: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(promises);
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }

@@ -1,7 +1,6 @@
 // Stream plumbing.
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A sink that drops what it is given: the end of a pipeline that only checks what flows through it. */
 export function discard(): Writable {
@@ -61,11 +60,13 @@ export class Rechunk extends Transform {
 /**
  * Reads a file while another process writes it (as `tail -f` does), to its end once `writerDone()`
  * says the writer has exited; a file never created ends empty (the caller judges the writer's
- * exit). `onRead` hears how far it has read, so the caller may free what lies behind.
+ * exit). `onRead` hears how far it has read, so the caller may free what lies behind. Between
+ * polls it waits `pollMs`, or until `wake()` (the caller saw the writer exit).
  */
 export class FollowedFile extends Readable {
   private file: FileHandle | null = null;
   private position = 0;
+  private endWait: (() => void) | null = null;
 
   constructor(
     private readonly path: string,
@@ -79,6 +80,22 @@ export class FollowedFile extends Readable {
     return this.position;
   }
 
+  /** Ends the wait between two polls now: the last poll, once the writer has exited, need not wait its turn. */
+  wake(): void {
+    this.endWait?.();
+  }
+
+  private waitToPoll(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.endWait?.(), ms);
+      this.endWait = () => {
+        clearTimeout(timer);
+        this.endWait = null;
+        resolve();
+      };
+    });
+  }
+
   override _read(): void {
     this.readMore().catch((err: unknown) => this.destroy(err as Error));
   }
@@ -88,6 +105,8 @@ export class FollowedFile extends Readable {
     // one buffer for the polls that find nothing new; handed on with what it holds
     const buffer = Buffer.allocUnsafe(1 << 20);
     for (;;) {
+      // destroyed while it waited: opening the file again would leak its handle
+      if (this.destroyed) return;
       // sampled before the read: what the writer wrote before it exited is there to read
       const done = this.writerDone();
       if (!this.file) {
@@ -96,7 +115,7 @@ export class FollowedFile extends Readable {
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           if (done) return void this.push(null);
-          await sleep(pollMs);
+          await this.waitToPoll(pollMs);
           continue;
         }
       }
@@ -107,11 +126,12 @@ export class FollowedFile extends Readable {
         return void this.push(buffer.subarray(0, bytesRead));
       }
       if (done) return void this.push(null);
-      await sleep(pollMs);
+      await this.waitToPoll(pollMs);
     }
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.wake();
     const file = this.file;
     this.file = null;
     (file ? file.close() : Promise.resolve()).then(() => callback(err), () => callback(err));

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -25,6 +25,25 @@ describe('FollowedFile', () => {
       assert.equal(read.length, 20 * 70_000);
       assert.ok(read.equals(readFileSync(file)));
       assert.ok(positions.length > 1 && positions.at(-1) === read.length, `read at ${positions.join(', ')}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('ends at once when woken after the writer exits, not at its next poll', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-followed-'));
+    const file = path.join(dir, 'written');
+    try {
+      writeFileSync(file, 'all of it');
+      let exited = false;
+      const followed = new FollowedFile(file, () => exited, { pollMs: 60_000 });
+      const reading = buffer(followed);
+      await new Promise((resolve) => setTimeout(resolve, 50)); // read what is there, now waiting to poll again
+      const wokenAt = Date.now();
+      exited = true;
+      followed.wake();
+      assert.equal((await reading).toString(), 'all of it');
+      assert.ok(Date.now() - wokenAt < 5_000, `ended ${Date.now() - wokenAt} ms after wake()`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,7 +1,7 @@
 // Reporting a job's outcome to the pushed alerts (lib/alerts, through the notifyAlert activity):
 // a failure opens the job's alert unless it is open, the next success resolves it. Never fails
 // the job: the report's own failure is ignored, and it runs even while the job is being cancelled.
-import { CancellationScope, patched, proxyActivities } from '@temporalio/workflow';
+import { CancellationScope, patched, proxyActivities, proxyLocalActivities, type LocalActivityOptions } from '@temporalio/workflow';
 import type { AlertActivities } from '../activities/alerts';
 import type { AlertOutcomeInput } from '../lib/alerts/types';
 import { endingOf, rootCause } from './failures';
@@ -9,15 +9,17 @@ import { alertStep, noAlertWhenCancelled, pushAlerts } from './profiles';
 import { onServedDatabase } from './database';
 
 const alerts = onServedDatabase(proxyActivities<AlertActivities>(alertStep));
+const localAlerts = onServedDatabase(proxyLocalActivities<AlertActivities>(alertStep as LocalActivityOptions));
 
 /** False while replaying a run that started before alerts existed: it schedules no report. */
 export function alertsOn(): boolean {
   return patched(pushAlerts);
 }
 
-export async function announce(report: AlertOutcomeInput): Promise<void> {
+/** `local`: as a local activity (workflows/profiles.ts, localStep), for a workflow whose other short steps are */
+export async function announce(report: AlertOutcomeInput, { local = false } = {}): Promise<void> {
   if (!alertsOn()) return;
-  await CancellationScope.nonCancellable(() => alerts.notifyAlert(report)).catch(() => undefined);
+  await CancellationScope.nonCancellable(() => (local ? localAlerts : alerts).notifyAlert(report)).catch(() => undefined);
 }
 
 /**

@@ -1,11 +1,21 @@
 // Activity option profiles. Every one bounds its retries: the SDK default retries forever.
-import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';
 
 /** Catalog writes, checks, small object operations. */
 export const shortStep: ActivityOptions = {
   startToCloseTimeout: '60s',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 4 },
 };
+
+/**
+ * shortStep run as a local activity, in the worker that runs the workflow: no trip through the
+ * Temporal server and no workflow task of its own per step, where a job's fixed cost is a chain
+ * of such steps (a small cluster's full backup). For steps that take well under the workflow task
+ * timeout; the history records a marker instead of the activity's events.
+ */
+export const localStep: LocalActivityOptions = { ...shortStep };
+/** Runs started before the full backup's short steps were local replay with their activity events. */
+export const localFullBackupSteps = 'local-full-backup-steps';
 
 /** Streaming a tenant or a database: long, so it heartbeats; a dead worker is noticed in 15 s. */
 export const bulkCopy: ActivityOptions = {

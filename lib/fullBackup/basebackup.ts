@@ -3,7 +3,7 @@
 // into a spool directory on the worker, which this process reads as it grows (FollowedFile) and
 // stores, encrypted, freeing what it has read. pg_basebackup's own output is the fastest path
 // there is: piping the raw tar through Node and a compressor process cost more than the
-// compression itself. WAL is not in the tar (-X none): the WAL archive holds it, and the backup
+// compression itself. WAL is not kept with the tar (see walMethodArgs): the WAL archive holds it, and the backup
 // waits until the archive has every segment from its start to its stop LSN (like pgBackRest's
 // archive check). The backup_manifest, written beside the tar, is stored as an object of its own.
 // Manifest last.
@@ -27,6 +27,7 @@ import { segmentOfLsn, segmentRange, segmentStartLsn, parseLsn } from '../wal/na
 import { backupManifestKey, baseObjectKey, encryptedFullFormatVersion, fullBackupPrefix, type BaseCompression, type FullBackupWal, type FullManifest } from '../format/fullManifest';
 import { keyringOf } from '../encryption';
 import { FollowedFile } from '../streams';
+import { allDone } from '../limit';
 
 export interface FullBackupProgress {
   phase: 'streaming' | 'waiting-for-wal' | 'sealing';
@@ -64,9 +65,11 @@ export async function takeBaseBackup(
   const { config, store } = engine;
   const prefix = fullBackupPrefix(args.backupId);
   const startedAt = new Date().toISOString();
-  const server = await serverInfo(config.database.url);
-  await store.deletePrefix(prefix);
-  await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, startedAt }) + '\n'));
+  // side by side: a small cluster's backup is mostly such fixed steps
+  const [server] = await allDone([
+    serverInfo(config.database.url),
+    store.deletePrefix(prefix).then(() => store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, startedAt }) + '\n'))),
+  ] as const);
 
   const { compression } = config.fullBackup;
   const baseKey = baseObjectKey(compression);
@@ -74,6 +77,7 @@ export async function takeBaseBackup(
   const dataKey = await keyring?.forDatabase(server.systemIdentifier);
   // a spool a killed worker left is removed by the next backup that makes one there
   const spool = await makeOwnedDir(config.fullBackup.baseSpoolDir, `tenantsafe-base-${process.pid}-`);
+  const removeSpool = () => rm(spool, { recursive: true, force: true });
   const out = path.join(spool, 'backup'); // pg_basebackup makes it: it takes no directory that holds anything
   const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
   const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
@@ -86,23 +90,25 @@ export async function takeBaseBackup(
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   let finished = false;
+  const tarFile = path.join(out, baseKey); // pg_basebackup names it as the store does: base.tar.zst, .lz4, .gz
+  const release = spoolReleaser(tarFile);
+  const tar = new FollowedFile(tarFile, () => finished, { onRead: release });
   const exited = new Promise<number | null>((resolve) => {
     child.once('error', () => resolve(null));
     child.once('exit', (code) => {
       finished = true;
+      tar.wake();
       resolve(code);
     });
   });
   const kill = () => child.kill('SIGTERM');
   args.signal?.addEventListener('abort', kill, { once: true });
 
-  const tarFile = path.join(out, baseKey); // pg_basebackup names it as the store does: base.tar.zst, .lz4, .gz
-  const release = spoolReleaser(tarFile);
-  const tar = new FollowedFile(tarFile, () => finished, { onRead: release });
   const progress: FullBackupProgress = { phase: 'streaming', bytes: 0 };
   const timer = setInterval(() => args.onProgress?.({ ...progress, bytes: tar.bytesRead }), 1000);
   let base;
   let manifestText: Buffer;
+  let pgManifest: PgBackupManifest;
   try {
     try {
       const sealer = dataKey?.seal();
@@ -126,16 +132,13 @@ export async function takeBaseBackup(
     manifestText = await readFile(path.join(out, backupManifestKey)).catch(() => {
       throw new TenantsafeError(ErrorType.CorruptBackup, 'pg_basebackup ended without writing its backup_manifest.', 'Check the pg_basebackup version (15 or later) and take the backup again.');
     });
-  } finally {
+    pgManifest = checkBackupManifest(manifestText);
+  } catch (err) {
     await release.done();
-    await rm(spool, { recursive: true, force: true });
+    await removeSpool();
+    throw err;
   }
-  // the server's clock, as the commit times the window and recovery targets are compared with
-  const stoppedAt = await serverNow(config.database.url);
-  const pgManifest = checkBackupManifest(manifestText);
-  const manifestObject = await store.put(prefix + backupManifestKey, manifestText, { contentType: 'application/json' });
   const rawBytes = tarBytes(pgManifest);
-
   const range = pgManifest['WAL-Ranges'].at(-1)!;
   const wal: FullBackupWal = {
     timeline: range.Timeline,
@@ -147,7 +150,14 @@ export async function takeBaseBackup(
   };
   progress.phase = 'waiting-for-wal';
   args.onProgress?.({ ...progress, bytes: tar.bytesRead });
-  await waitForArchivedWal(store, wal, config.fullBackup.archiveWaitMs, args.signal);
+  // the WAL wait, mostly the archiver's turn to store the stop segment, with the rest of the tail beside it
+  const [stoppedAt, manifestObject] = await allDone([
+    // the server's clock, as the commit times the window and recovery targets are compared with
+    serverNow(config.database.url),
+    store.put(prefix + backupManifestKey, manifestText, { contentType: 'application/json' }),
+    waitForArchivedWal(store, wal, config.fullBackup.archiveWaitMs, args.signal),
+    release.done().then(removeSpool),
+  ] as const);
 
   progress.phase = 'sealing';
   await keyring?.confirm(dataKey);
@@ -282,7 +292,7 @@ export async function waitForArchivedWal(store: ObjectStore, wal: FullBackupWal,
   const folders = [...new Set(needed.map(segmentFolder))];
   const deadline = Date.now() + timeoutMs;
   let missing: string[] = needed;
-  for (let pollMs = 20; ; pollMs = Math.min(250, pollMs * 1.5)) {
+  for (let pollMs = 10; ; pollMs = Math.min(250, pollMs * 1.3)) {
     signal?.throwIfAborted();
     const listing = await listWalArchive(store, folders);
     const complete = new Set(listing.segments.map((s) => s.name));

@@ -3,6 +3,7 @@
 //             new cluster from them on a worker.
 //   supabase  the Supabase Management API (its backups, its PITR, which restores the project in
 //             place) plus a daily logical dump (pg_dump -Fd) into our storage.
+import { allDone } from '../limit';
 import { databaseName, type FullBackupProviderKind } from '../config';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -65,10 +66,10 @@ class PostgresProvider implements FullBackupProvider {
   constructor(private readonly engine: Engine) {}
 
   async check(): Promise<FullBackupCheck> {
-    const server = await serverInfo(this.engine.config.database.url);
-    await ensureSlotAt(this.engine.config.database.url, this.engine.config.fullBackup.slot);
-    await this.engine.store.probe();
-    return { provider: this.kind, database: server.database, storageUri: this.engine.store.uri, needsWalArchiver: true, walArchiverScope: (await workflowScopes(this.engine)).walArchiver };
+    const { url } = this.engine.config.database;
+    // independent checks side by side: every backup waits for them
+    const [server, , , scopes] = await allDone([serverInfo(url), ensureSlotAt(url, this.engine.config.fullBackup.slot), this.engine.store.probe(), workflowScopes(this.engine)] as const);
+    return { provider: this.kind, database: server.database, storageUri: this.engine.store.uri, needsWalArchiver: true, walArchiverScope: scopes.walArchiver };
   }
 
   takeBackup(args: Parameters<FullBackupProvider['takeBackup']>[0]): Promise<FullManifest> {

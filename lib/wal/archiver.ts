@@ -310,10 +310,13 @@ class SpoolUploader {
 
   private async uploadSegment(name: string): Promise<void> {
     const raw = await readFile(path.join(this.spool, name));
+    // compressed in the thread pool while this thread hashes: a base backup waits for this segment
+    const stored = this.stored(raw);
+    stored.catch(() => undefined); // awaited below unless the stat fails first
     const sha256 = sha256Hex(raw);
     const key = segmentKey(name, sha256);
     // After a restart the same segment may be received again: it is already there, byte for byte.
-    if (!(await this.store.stat(key))) await this.store.put(key, await this.stored(raw), { contentType: 'application/gzip' });
+    if (!(await this.store.stat(key))) await this.store.put(key, await stored, { contentType: 'application/gzip' });
     await this.store.delete(partialKey(name));
     this.uploaded.add(name);
     this.progress.segmentsArchived++;
