@@ -15,7 +15,7 @@ import { allDone } from '../lib/limit';
 import { announce, announceFailure } from './alerts';
 import { compensate } from './failures';
 import { databaseWorkflowIds, fullBackupStatusQuery, searchAttributes, type FullBackupInput, type FullBackupResult, type FullBackupStatus } from './messages';
-import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, localFullBackupSteps, localStep, shortStep } from './profiles';
+import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, localShortSteps, localStep, shortStep } from './profiles';
 import { walArchiver } from './walArchiver';
 import { onServedDatabase, serveDatabase, servedDatabase, withDatabase } from './database';
 
@@ -31,7 +31,7 @@ export async function fullBackup(input: FullBackupInput = {}): Promise<FullBacku
   const copy = patched(cancelWaitsForTheStep) ? copyUntilStopped : copyOnce;
   // the short steps in the worker, the archiver started beside the backup: a small cluster's
   // backup is mostly their round trips
-  const local = patched(localFullBackupSteps);
+  const local = patched(localShortSteps);
   const quick = local ? localSteps : step;
   const status: FullBackupStatus = { state: 'checking', backupId };
   setHandler(fullBackupStatusQuery, () => status);

@@ -4,17 +4,18 @@
 //      fail here with the window in the message; nothing is touched)
 //   2. restore: extract the base backup, replay archived WAL to the target, promote
 //   3. report the point reached: time of the last transaction replayed, LSN, data dir, port
-import { ActivityFailure, ApplicationFailure, proxyActivities, setHandler, TimeoutFailure, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, patched, proxyActivities, proxyLocalActivities, setHandler, TimeoutFailure, workflowInfo } from '@temporalio/workflow';
 import type { FullBackupActivities } from '../activities/fullBackup';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import type { PitrRestoreResult } from '../lib/pitr/restore';
 import { ErrorType } from '../lib/errors';
 import { rootCause } from './failures';
 import { pitrRestoreStatusQuery, type PitrRestoreInput, type PitrRestoreStatus } from './messages';
-import { restoreOnce, shortStep } from './profiles';
+import { localShortSteps, localStep, restoreOnce, shortStep } from './profiles';
 import { onServedDatabase, serveDatabase } from './database';
 
-const step = onServedDatabase(proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep));
+const remoteStep = onServedDatabase(proxyActivities<FullBackupActivities & TenantBackupActivities>(shortStep));
+const localSteps = onServedDatabase(proxyLocalActivities<FullBackupActivities & TenantBackupActivities>(localStep));
 const restore = onServedDatabase(proxyActivities<FullBackupActivities>(restoreOnce));
 
 export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreResult> {
@@ -23,6 +24,8 @@ export async function pitrRestore(input: PitrRestoreInput): Promise<PitrRestoreR
   const status: PitrRestoreStatus = { state: 'planning', backupId: null, window: null };
   setHandler(pitrRestoreStatusQuery, () => status);
   const run = { workflowId, runId, workflowType: 'pitrRestore' };
+  // the short steps in the worker: no round trip through the server for each (restore time is RTO)
+  const step = patched(localShortSteps) ? localSteps : remoteStep;
   try {
     const plan = await step.planPitrRestore({ at: input?.at, lsn: input?.lsn, name: input?.name, latest: input?.latest, restoreTarget: String(input?.target ?? ''), from: input?.from });
     Object.assign(status, { state: 'restoring', backupId: plan.backupId, window: plan.window });

@@ -125,7 +125,8 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
       throw wal.errors.length > 0 ? recoveryFailed(starting, wal.errors) : err;
     });
     progress.phase = 'replaying';
-    for (;;) {
+    // short polls first: a small restore is done in a moment, and this wait is part of the RTO
+    for (let pollMs = 20; ; pollMs = Math.min(250, pollMs * 1.5)) {
       opts.signal?.throwIfAborted();
       if (!cluster.isRunning()) throw recoveryFailed(cluster, wal.errors);
       const [state] = await cluster
@@ -133,7 +134,7 @@ export async function restorePhysicalBackup(opts: PhysicalRestoreOptions): Promi
         .catch(() => [{ recovering: true, lsn: null }]);
       opts.onProgress?.({ ...progress, replayLsn: state.lsn });
       if (!state.recovering) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
     }
     if (wal.errors.length > 0) throw recoveryFailed(cluster, wal.errors);
     const [reached] = await cluster.psql<{ lsn: string | null; at: string | null }>(`SELECT pg_last_wal_replay_lsn()::text AS lsn, ${microsText('pg_last_xact_replay_timestamp()')} AS at`);
