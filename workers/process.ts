@@ -4,9 +4,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { projectRoot } from '../lib/config';
 
+/** What a worker's node runs with (bin/tenantsafe's first line): garbage collection on the main thread only. */
+export const workerNodeOptions = ['--single-threaded-gc'];
+
 /** Resolves once the worker says it polls its task queue; rejects with its output if it exits first. */
 export function spawnWorkerProcess(configFile: string, timeoutMs = 60_000): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
+  // node's options as bin/tenantsafe's first line gives them when it runs as a command
+  const child = spawn(process.execPath, [...workerNodeOptions, path.join(projectRoot, 'bin/tenantsafe'), '--config', configFile, 'worker'], { stdio: ['ignore', 'inherit', 'pipe'] });
   return new Promise((resolve, reject) => {
     let stderr = '';
     const timer = setTimeout(() => reject(new Error(`worker did not start within ${timeoutMs} ms: ${stderr}`)), timeoutMs);
