@@ -63,9 +63,14 @@ export class Rechunk extends Transform {
  * exit). `onRead` hears how far it has read, so the caller may free what lies behind. Between
  * polls it waits `pollMs`, or until `wake()` (the caller saw the writer exit).
  */
+const readBufferBytes = 1 << 20;
+const minReadBytes = 128 << 10;
+
 export class FollowedFile extends Readable {
   private file: FileHandle | null = null;
   private position = 0;
+  private buffer = Buffer.alloc(0);
+  private filled = 0;
   private endWait: (() => void) | null = null;
 
   constructor(
@@ -102,8 +107,13 @@ export class FollowedFile extends Readable {
 
   private async readMore(): Promise<void> {
     const pollMs = this.opts.pollMs ?? 20;
-    // one buffer for the polls that find nothing new; handed on with what it holds
-    const buffer = Buffer.allocUnsafe(1 << 20);
+    // Reads fill one buffer piece by piece, each piece handed on as a view of it: a new buffer per
+    // read, however little it found, made the garbage collector run for memory never used.
+    if (this.buffer.length - this.filled < minReadBytes) {
+      this.buffer = Buffer.allocUnsafe(readBufferBytes);
+      this.filled = 0;
+    }
+    const { buffer, filled } = this;
     for (;;) {
       // destroyed while it waited: opening the file again would leak its handle
       if (this.destroyed) return;
@@ -119,11 +129,12 @@ export class FollowedFile extends Readable {
           continue;
         }
       }
-      const { bytesRead } = await this.file.read(buffer, 0, buffer.length, this.position);
+      const { bytesRead } = await this.file.read(buffer, filled, buffer.length - filled, this.position);
       if (bytesRead > 0) {
         this.position += bytesRead;
+        this.filled = filled + bytesRead;
         this.opts.onRead?.(this.position);
-        return void this.push(buffer.subarray(0, bytesRead));
+        return void this.push(buffer.subarray(filled, filled + bytesRead));
       }
       if (done) return void this.push(null);
       await this.waitToPoll(pollMs);

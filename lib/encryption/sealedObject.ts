@@ -137,7 +137,8 @@ export class SealStream extends Transform {
     private readonly key: Buffer,
     keyId: Buffer,
   ) {
-    super();
+    // a reader gets each sealed piece as it is: in byte mode, read() joins all it has queued into a new buffer
+    super({ readableObjectMode: true, readableHighWaterMark: 4 });
     this.header = newHeader(keyId);
     this.push(this.header);
   }

@@ -199,11 +199,12 @@ function tarBytes(m: PgBackupManifest): number {
   return m.Files.reduce((n, f) => n + 512 + Math.ceil(f.Size / 512) * 512, 1024);
 }
 
-const releaseEvery = 32 << 20;
+// each release is a process (fallocate) forked from the worker's: a costly fork for a large process
+const releaseEvery = 128 << 20;
 
 /**
  * Frees the spool file's blocks behind the reader (fallocate --punch-hole), so the spool holds a
- * few tens of MiB however large the backup. Where the file system cannot, the file just grows.
+ * few hundred MiB at most however large the backup. Where the file system cannot, the file just grows.
  */
 function spoolReleaser(file: string): ((position: number) => void) & { done(): Promise<void> } {
   let released = 0;
