@@ -2,6 +2,7 @@
 // it imports when it first uses it, so a command loads only what it runs. The transform on small
 // modules (what is deferred, what is not, lines kept), then the real build: `--version` and
 // `--help` load neither pg, yaml nor the Temporal SDK; a catalog command loads pg but not Temporal.
+// And node's options for a worker, which bin/tenantsafe's first line gives.
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,6 +11,7 @@ import * as path from 'node:path';
 import { transformSync } from 'esbuild';
 import { projectRoot } from '../lib/config';
 import { freshDatabase, type TestDatabase } from './support/db';
+import { workerNodeOptions } from '../workers/process';
 
 const { lazyImports } = require('../scripts/build.js') as { lazyImports(code: string): string };
 
@@ -163,5 +165,15 @@ try { require('./client/output.ts').table(null, ['a']); } catch (err) { process.
         assert.ok(!packages.has(unused), `backups list loaded ${unused}`);
       }
     });
+  });
+});
+
+describe("the worker's node options", () => {
+  it("are on bin/tenantsafe's first line, which runs as a command", async () => {
+    const bin = path.join(projectRoot, 'bin/tenantsafe');
+    assert.equal(fs.readFileSync(bin, 'utf8').split('\n')[0], `#!/usr/bin/env -S node ${workerNodeOptions.join(' ')}`);
+    // the line itself, not node: env splits it (-S) and node takes the options
+    const version = await new Promise<string>((resolve, reject) => execFile(bin, ['--version'], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+    assert.match(version, /^\d+\.\d+\.\d+/);
   });
 });
