@@ -57,15 +57,15 @@ export class Rechunk extends Transform {
   }
 }
 
+const readBufferBytes = 1 << 20;
+const minReadBytes = 128 << 10;
+
 /**
  * Reads a file while another process writes it (as `tail -f` does), to its end once `writerDone()`
  * says the writer has exited; a file never created ends empty (the caller judges the writer's
  * exit). `onRead` hears how far it has read, so the caller may free what lies behind. Between
  * polls it waits `pollMs`, or until `wake()` (the caller saw the writer exit).
  */
-const readBufferBytes = 1 << 20;
-const minReadBytes = 128 << 10;
-
 export class FollowedFile extends Readable {
   private file: FileHandle | null = null;
   private position = 0;

@@ -1,7 +1,7 @@
 // Reporting a job's outcome to the pushed alerts (lib/alerts, through the notifyAlert activity):
 // a failure opens the job's alert unless it is open, the next success resolves it. Never fails
 // the job: the report's own failure is ignored, and it runs even while the job is being cancelled.
-import { CancellationScope, patched, proxyActivities, proxyLocalActivities, type LocalActivityOptions } from '@temporalio/workflow';
+import { CancellationScope, patched, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { AlertActivities } from '../activities/alerts';
 import type { AlertOutcomeInput } from '../lib/alerts/types';
 import { endingOf, rootCause } from './failures';
@@ -9,7 +9,7 @@ import { alertStep, noAlertWhenCancelled, pushAlerts } from './profiles';
 import { onServedDatabase } from './database';
 
 const alerts = onServedDatabase(proxyActivities<AlertActivities>(alertStep));
-const localAlerts = onServedDatabase(proxyLocalActivities<AlertActivities>(alertStep as LocalActivityOptions));
+const localAlerts = onServedDatabase(proxyLocalActivities<AlertActivities>({ ...alertStep }));
 
 /** False while replaying a run that started before alerts existed: it schedules no report. */
 export function alertsOn(): boolean {

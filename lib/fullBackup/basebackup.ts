@@ -77,7 +77,6 @@ export async function takeBaseBackup(
   const dataKey = await keyring?.forDatabase(server.systemIdentifier);
   // a spool a killed worker left is removed by the next backup that makes one there
   const spool = await makeOwnedDir(config.fullBackup.baseSpoolDir, `tenantsafe-base-${process.pid}-`);
-  const removeSpool = () => rm(spool, { recursive: true, force: true });
   const out = path.join(spool, 'backup'); // pg_basebackup makes it: it takes no directory that holds anything
   const { conninfo, env } = toolConnection(config.database.url, 'tenantsafe-basebackup');
   const rate = config.fullBackup.maxRateKBps ? [`--max-rate=${config.fullBackup.maxRateKBps}k`] : [];
@@ -92,6 +91,10 @@ export async function takeBaseBackup(
   let finished = false;
   const tarFile = path.join(out, baseKey); // pg_basebackup names it as the store does: base.tar.zst, .lz4, .gz
   const release = spoolReleaser(tarFile);
+  const removeSpool = async () => {
+    await release.done();
+    await rm(spool, { recursive: true, force: true });
+  };
   const tar = new FollowedFile(tarFile, () => finished, { onRead: release });
   const exited = new Promise<number | null>((resolve) => {
     child.once('error', () => resolve(null));
@@ -134,7 +137,6 @@ export async function takeBaseBackup(
     });
     pgManifest = checkBackupManifest(manifestText);
   } catch (err) {
-    await release.done();
     await removeSpool();
     throw err;
   }
@@ -156,7 +158,7 @@ export async function takeBaseBackup(
     serverNow(config.database.url),
     store.put(prefix + backupManifestKey, manifestText, { contentType: 'application/json' }),
     waitForArchivedWal(store, wal, config.fullBackup.archiveWaitMs, args.signal),
-    release.done().then(removeSpool),
+    removeSpool(),
   ] as const);
 
   progress.phase = 'sealing';
