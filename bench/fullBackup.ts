@@ -31,6 +31,7 @@ import { Engine } from '../lib/engine';
 import { ErrorType, type TenantsafeError } from '../lib/errors';
 import type { Config } from '../lib/config';
 import { parseLsn, segmentStartLsn } from '../lib/wal/names';
+import { fullBackupPrefix } from '../lib/format/fullManifest';
 import { benchRow, ratioAtMost, atMost, roundsOf, runScenario, scaled, type BenchOptions, type BenchRow } from './report';
 import { benchStack, median, percentile, runCommand, sleep, waitUntil, type BenchStack } from './support';
 
@@ -49,6 +50,11 @@ interface Plan {
 }
 
 const dirSize = (dir: string): number => readdirSync(dir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).reduce((n, d) => n + statSync(path.join(d.parentPath, d.name)).size, 0);
+const storagePath = (stack: BenchStack): string => {
+  const storage = stack.config.storage.primary;
+  if (storage.kind !== 'local') throw new Error('the bench stack stores on local disk');
+  return storage.path;
+};
 const mib = (n: number) => `${(n / 1048576).toFixed(0)} MiB`;
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
@@ -222,7 +228,8 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
       const cli = cliOf(stack);
       return {
         name,
-        backup: async () => ({ bytes: (await cli(['full-backup', '--wait'])).bytes }),
+        // everything the backup stores, its manifests included (pgBackRest's below likewise)
+        backup: async () => ({ bytes: dirSize(path.join(storagePath(stack), fullBackupPrefix((await cli(['full-backup', '--wait'])).backupId))) }),
         restore: async (round) => {
           const out = await cli(['pitr', 'restore', '--latest', '--target', restoredDir(name.replace(/\W/g, '-'), round), '--port', String(await port())]);
           return removeCluster(out.dataDir);
@@ -234,7 +241,8 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
       backup: async () => {
         await pgbr(['backup', '--type=full', `--repo=${repo}`]);
         const info = JSON.parse(await pgbr(['info', '--output=json', `--repo=${repo}`]));
-        return { bytes: info[0].backup.at(-1).info.repository.size };
+        // the backup's directory: its files and backup.manifest (twice), as ours counts its manifests
+        return { bytes: dirSize(path.join(repo === 1 ? pgbrRepo : `${pgbrRepo}-encrypted`, 'backup', 'bench', info[0].backup.at(-1).label)) };
       },
       restore: async (round) => {
         const target = restoredDir(`pgbackrest-${repo}`, round);
