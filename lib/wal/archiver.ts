@@ -19,6 +19,7 @@ import { connect, connectionError, toolConnection } from '../pg';
 import { keyringOf, type DataKey } from '../encryption';
 import type { ObjectStore } from '../storage/types';
 import { historyFilePattern, historyKey, partialKey, segmentKey } from '../format/walArchive';
+import { Wakeup } from '../wakeup';
 import { isSegmentName } from './names';
 
 const gzipAsync = promisify(gzip);
@@ -217,19 +218,16 @@ export async function archiveWal(opts: WalArchiverOptions): Promise<WalArchiverP
   let receiverDone = false;
   void exited.then(() => (receiverDone = true));
 
-  // A segment that completes is uploaded at once (a base backup waits for its last one); the
-  // segment being written, every interval.
-  let wake: () => void = () => undefined;
+  // A segment that completes is uploaded at once (a base backup waits for its last one), also
+  // when it completes during a pass; the segment being written, every interval.
+  const segmentCompleted = new Wakeup();
   const watcher = watch(spool, (_event, file) => {
-    if (file && isSegmentName(String(file))) wake();
+    if (file && isSegmentName(String(file))) segmentCompleted.wake();
   });
   const deadline = Date.now() + opts.runForMs;
   try {
     while (!receiverDone && Date.now() < deadline && !opts.signal?.aborted) {
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        void sleep(opts.partialIntervalMs, opts.signal).then(resolve);
-      });
+      await segmentCompleted.wait(opts.partialIntervalMs, opts.signal);
       await uploader.pass();
       opts.onProgress?.(progress());
     }
@@ -258,18 +256,6 @@ async function stopReceiver(child: ChildProcess, exited: Promise<number | null>)
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;
   clearTimeout(timer);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** Uploads, on each pass, what pg_receivewal wrote into the spool since the last one. */
