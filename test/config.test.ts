@@ -103,17 +103,21 @@ describe('configuration of full backups, Supabase, retention and verification', 
     assert.match(problemsOf({ ...minimal, fullBackup: { provider: 'supabase' } }), /supabase: is required/);
   });
 
-  it('compresses base backups with zstd level 1 unless fullBackup.compression names another level, lz4 or gzip', () => {
-    assert.deepEqual(parseConfig(minimal, ctx).fullBackup.compression, { method: 'zstd', level: 1 });
+  it('compresses base backups with zstd level -1 (a fast level) unless fullBackup.compression names another level, lz4 or gzip', () => {
+    assert.deepEqual(parseConfig(minimal, ctx).fullBackup.compression, { method: 'zstd', level: -1 });
     assert.deepEqual(parseConfig({ ...minimal, fullBackup: { compression: 'lz4' } }, ctx).fullBackup.compression, { method: 'lz4', level: 1 });
     const read = (compression: string) => parseConfig({ ...minimal, fullBackup: { compression } }, ctx).fullBackup.compression;
-    assert.deepEqual(read('zstd'), { method: 'zstd', level: 1 });
+    assert.deepEqual(read('zstd'), { method: 'zstd', level: -1 });
+    assert.deepEqual(read('zstd:1'), { method: 'zstd', level: 1 });
     assert.deepEqual(read('zstd:9'), { method: 'zstd', level: 9 });
+    assert.deepEqual(read('zstd:-7'), { method: 'zstd', level: -7 });
     assert.deepEqual(read('gzip'), { method: 'gzip', level: 1 });
     assert.deepEqual(read('gzip:6'), { method: 'gzip', level: 6 });
     const bad = (compression: string) => problemsOf({ ...minimal, fullBackup: { compression } });
     assert.match(bad('brotli'), /fullBackup\.compression: must be lz4, zstd\[:level\] or gzip\[:level\] \(got "brotli"\)/);
-    assert.match(bad('zstd:20'), /fullBackup\.compression: zstd's level must be from 1 to 19 \(got "zstd:20"\)/);
+    assert.match(bad('zstd:20'), /fullBackup\.compression: zstd's level must be from -7 to 19 \(got "zstd:20"\)/);
+    assert.match(bad('zstd:-8'), /fullBackup\.compression: zstd's level must be from -7 to 19/);
+    assert.match(bad('zstd:0'), /fullBackup\.compression: zstd's level must be from -7 to 19/);
     assert.match(bad('gzip:x'), /fullBackup\.compression: gzip's level must be from 1 to 9/);
     assert.match(bad('lz4:3'), /fullBackup\.compression: lz4 takes no level/);
     assert.match(bad('zstd:1:2'), /must be lz4, zstd\[:level\] or gzip\[:level\]/);

@@ -61,6 +61,7 @@ describe('tenant data compression (backup.compression)', () => {
     assert.deepEqual(parseDataCompression('gzip:6'), { method: 'gzip', level: 6 });
     assert.deepEqual(parseDataCompression('lz4'), { error: 'must be zstd[:level] or gzip[:level]' });
     assert.deepEqual(parseDataCompression('zstd:0'), { error: "zstd's level must be from 1 to 19" });
+    assert.deepEqual(parseDataCompression('zstd:-1'), { error: "zstd's level must be from 1 to 19" });
     assert.deepEqual(parseDataCompression('gzip:x'), { error: "gzip's level must be from 1 to 9" });
     assert.deepEqual(parseDataCompression('toString'), { error: 'must be zstd[:level] or gzip[:level]' });
   });

@@ -17,8 +17,8 @@ export interface DataCompression {
   partLevel?: number;
 }
 
-/** the levels each method takes; the first is the default */
-const levels: Record<DataCompressionMethod, [number, number]> = { zstd: [1, 19], gzip: [1, 9] };
+/** the levels each method takes */
+const levels: Record<DataCompressionMethod, LevelRange> = { zstd: { min: 1, max: 19, default: 1 }, gzip: { min: 1, max: 9, default: 1 } };
 /**
  * Bare `zstd`: level 1 for a table's own object, the stream that bounds a big tenant's backup;
  * level 3 for the parts of packs, compressed one small tenant's rows at a time, where level 1's
@@ -32,21 +32,28 @@ export function parseDataCompression(text: string): DataCompression | { error: s
   return text === 'zstd' ? { ...parsed, partLevel: zstdPartLevel } : parsed;
 }
 
+/** the levels a compression method takes, and the one a bare method name means */
+export interface LevelRange {
+  min: number;
+  max: number;
+  default: number;
+}
+
 /**
- * Reads `<method>[:<level>]` for the methods `levels` lists, each with its range of levels (the
- * first the default; a method whose range is one level takes none); an error names what is allowed.
+ * Reads `<method>[:<level>]` for the methods `levels` lists, each with its range of levels (a
+ * method whose range is one level takes none); an error names what is allowed.
  */
-export function parseMethodAndLevel<M extends string>(text: string, levels: Record<M, [number, number]>): { method: M; level: number } | { error: string } {
+export function parseMethodAndLevel<M extends string>(text: string, levels: Record<M, LevelRange>): { method: M; level: number } | { error: string } {
   const [method, level, ...rest] = text.split(':');
   const range = Object.hasOwn(levels, method) ? levels[method as M] : undefined;
   if (!range || rest.length > 0) {
-    const forms = (Object.keys(levels) as M[]).map((m) => (levels[m][0] === levels[m][1] ? m : `${m}[:level]`));
+    const forms = (Object.keys(levels) as M[]).map((m) => (levels[m].min === levels[m].max ? m : `${m}[:level]`));
     return { error: `must be ${forms.slice(0, -1).join(', ')} or ${forms[forms.length - 1]}` };
   }
-  if (level === undefined) return { method: method as M, level: range[0] };
-  if (range[0] === range[1]) return { error: `${method} takes no level` };
-  const n = /^\d+$/.test(level) ? Number(level) : NaN;
-  if (!(n >= range[0] && n <= range[1])) return { error: `${method}'s level must be from ${range[0]} to ${range[1]}` };
+  if (level === undefined) return { method: method as M, level: range.default };
+  if (range.min === range.max) return { error: `${method} takes no level` };
+  const n = /^-?\d+$/.test(level) ? Number(level) : NaN;
+  if (!(n >= range.min && n <= range.max)) return { error: `${method}'s level must be from ${range.min} to ${range.max}` };
   return { method: method as M, level: n };
 }
 

@@ -1,6 +1,6 @@
 // The manifest of a full (whole-database) backup, docs/format.md "Full backups": written last,
 // sealed with the checksum of its canonical JSON like a tenant backup's manifest.
-import { parseMethodAndLevel } from './dataCompression';
+import { parseMethodAndLevel, type LevelRange } from './dataCompression';
 import type { FullBackupProviderKind } from '../config';
 import type { EncryptionRecord } from '../encryption/keyring';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -29,12 +29,15 @@ export interface BaseCompression {
 }
 
 export const compressionMethods = ['lz4', 'zstd', 'gzip'] as const;
-/** the levels each method's tool takes; the first is the default */
-const compressionLevels: Record<BaseCompression['method'], [number, number]> = { lz4: [1, 1], zstd: [1, 19], gzip: [1, 9] };
+/** the levels each method's tool takes: zstd's negative ones are its fast levels (`zstd --fast=N`) */
+const compressionLevels: Record<BaseCompression['method'], LevelRange> = { lz4: { min: 1, max: 1, default: 1 }, zstd: { min: -7, max: 19, default: -1 }, gzip: { min: 1, max: 9, default: 1 } };
 
 /** Reads `lz4`, `zstd[:level]` or `gzip[:level]`; an error names what is allowed. */
 export function parseCompression(text: string): BaseCompression | { error: string } {
-  return parseMethodAndLevel(text, compressionLevels);
+  const parsed = parseMethodAndLevel(text, compressionLevels);
+  // zstd reads level 0 as its default level: whoever means that writes 3
+  if ('level' in parsed && parsed.method === 'zstd' && parsed.level === 0) return { error: "zstd's level must be from -7 to 19, not 0 (zstd's own default, level 3: write zstd:3)" };
+  return parsed;
 }
 
 export function formatCompression(c: BaseCompression): string {
