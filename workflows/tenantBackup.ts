@@ -9,7 +9,7 @@
 //   4. report the outcome to the alerts: a success resolves the tenant's open alert
 // On failure: remove what was written unless a manifest made it a complete backup; alert (unless a
 // batch, tenantBackupsAll, alerts for it).
-import { ApplicationFailure, condition, getExternalWorkflowHandle, isCancellation, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, condition, getExternalWorkflowHandle, isCancellation, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { TenantBackupActivities } from '../activities/tenantBackup';
 import { backupLabel } from '../lib/labels';
 import { announce, announceFailure } from './alerts';
@@ -28,10 +28,11 @@ import {
   type TenantBackupResult,
   type TenantBackupStatus,
 } from './messages';
-import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, shortStep } from './profiles';
+import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, localShortSteps, localStep, shortStep } from './profiles';
 import { onServedDatabase, serveDatabase, servedDatabase, withDatabase } from './database';
 
 const step = onServedDatabase(proxyActivities<TenantBackupActivities>(shortStep));
+const localSteps = onServedDatabase(proxyLocalActivities<TenantBackupActivities>(localStep));
 const copyOnce = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopy));
 const copyUntilStopped = onServedDatabase(proxyActivities<TenantBackupActivities>(bulkCopyUntilStopped));
 /** Scheduled runs started before it back their tenant up on their own; since, they join the database's batcher. */
@@ -75,6 +76,9 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
   const { workflowId, runId, startTime } = workflowInfo();
   const backupId = backupLabel(startTime, 'tenant', runId);
   const copy = patched(cancelWaitsForTheStep) ? copyUntilStopped : copyOnce;
+  // the short steps in the worker: a small tenant's backup is mostly their round trips
+  const local = patched(localShortSteps);
+  const quick = local ? localSteps : step;
   const status: TenantBackupStatus = { state: 'checking', tenantId, backupId };
   setHandler(tenantBackupStatusQuery, () => status);
   upsertSearchAttributes([
@@ -82,7 +86,7 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
     { key: searchAttributes.backupKind, value: 'tenant' },
   ]);
   const run = { workflowId, runId, workflowType: 'tenantBackup', tenantId, backupId };
-  await step.recordRun({ ...run, status: 'running' });
+  await quick.recordRun({ ...run, status: 'running' });
 
   try {
     if (input?.scheduled === true && patched(scheduledTenantBatches)) {
@@ -94,24 +98,24 @@ export async function tenantBackup(input: TenantBackupInput): Promise<TenantBack
         status.backupId = backup.backupId;
         upsertSearchAttributes([{ key: searchAttributes.database, value: servedDatabase() ?? outcome.database }]);
         status.state = 'done';
-        await step.recordRun({ ...run, backupId: backup.backupId, status: 'completed', details: { rows: backup.rows, bytes: backup.bytes, batchId: backup.batchId } });
-        await announce({ kind: 'tenantBackup', outcome: 'succeeded', step: 'outcome', tenantId, backupId: backup.backupId });
+        await quick.recordRun({ ...run, backupId: backup.backupId, status: 'completed', details: { rows: backup.rows, bytes: backup.bytes, batchId: backup.batchId } });
+        await announce({ kind: 'tenantBackup', outcome: 'succeeded', step: 'outcome', tenantId, backupId: backup.backupId }, { local });
         return backup;
       }
       // on its own: a big tenant, a batch that failed as a whole, or no outcome
       status.state = 'checking';
     }
-    const check = await step.checkTenantBackup({ tenantId });
+    const check = await quick.checkTenantBackup({ tenantId });
     upsertSearchAttributes([{ key: searchAttributes.database, value: servedDatabase() ?? check.database }]);
 
     status.state = 'exporting';
     const backup = await copy.takeTenantBackup({ tenantId, backupId });
 
     status.state = 'recording';
-    await step.recordTenantBackup({ tenantId, backupId, manifestSha256: backup.manifestSha256 });
+    await quick.recordTenantBackup({ tenantId, backupId, manifestSha256: backup.manifestSha256 });
     status.state = 'done';
-    await step.recordRun({ ...run, status: 'completed', details: { rows: backup.rows, bytes: backup.bytes } });
-    await announce({ kind: 'tenantBackup', outcome: 'succeeded', step: 'outcome', tenantId, backupId });
+    await quick.recordRun({ ...run, status: 'completed', details: { rows: backup.rows, bytes: backup.bytes } });
+    await announce({ kind: 'tenantBackup', outcome: 'succeeded', step: 'outcome', tenantId, backupId }, { local });
     return {
       backupId,
       tenantId,
