@@ -14,7 +14,7 @@ export const shortStep: ActivityOptions = {
  * timeout; the history records a marker instead of the activity's events.
  */
 export const localStep: LocalActivityOptions = { ...shortStep };
-/** Runs started before a workflow's short steps were local (full backup, PITR restore, tenant backup) replay with their activity events. */
+/** Runs started before a workflow's short steps were local (full backup, PITR restore, tenant backup, tenant restore) replay with their activity events. */
 export const localShortSteps = 'local-short-steps';
 
 /** Streaming a tenant or a database: long, so it heartbeats; a dead worker is noticed in 15 s. */

@@ -17,6 +17,7 @@ import {
   condition,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -39,10 +40,11 @@ import {
   type TenantRestoreResult,
   type TenantRestoreStatus,
 } from './messages';
-import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, shortStep } from './profiles';
+import { bulkCopy, bulkCopyUntilStopped, cancelWaitsForTheStep, localShortSteps, localStep, shortStep } from './profiles';
 import { onServedDatabase, serveDatabase, servedDatabase } from './database';
 
 const step = onServedDatabase(proxyActivities<TenantRestoreActivities>(shortStep));
+const localSteps = onServedDatabase(proxyLocalActivities<TenantRestoreActivities>(localStep));
 const copyOnce = onServedDatabase(proxyActivities<TenantRestoreActivities>(bulkCopy));
 const copyUntilStopped = onServedDatabase(proxyActivities<TenantRestoreActivities>(bulkCopyUntilStopped));
 
@@ -52,6 +54,10 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   const { runId, startTime } = workflowInfo();
   const restoreId = restoreLabel(startTime, runId);
   const copy = patched(cancelWaitsForTheStep) ? copyUntilStopped : copyOnce;
+  // the short steps (the check, the restore's record, the scratch's drop, the alert) in the
+  // worker: around the preview and the apply, they were round trips through the server
+  const local = patched(localShortSteps);
+  const quick = local ? localSteps : step;
   const status: TenantRestoreStatus = { state: 'previewing', restoreId, tenantId, requestedBy: input.requestedBy, approvals: [], refused: [] };
   const audit = auditTrail();
   const subject = () => ({ tenantId, restoreId, ...(status.backupId ? { backupId: status.backupId } : {}) });
@@ -91,7 +97,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     { key: searchAttributes.backupKind, value: 'restore' },
   ]);
   const record = (extra: object = {}) =>
-    step.recordRestore({ restoreId, tenantId, state: status.state, requestedBy: input.requestedBy, approvedBy: status.approvals.map((a) => a.by), error: status.error ?? null, ...extra });
+    quick.recordRestore({ restoreId, tenantId, state: status.state, requestedBy: input.requestedBy, approvedBy: status.approvals.map((a) => a.by), error: status.error ?? null, ...extra });
   const outcome = (state: 'done' | 'rejected' | 'expired' | 'failed' | 'cancelled', details: Record<string, unknown>) =>
     audit.append({ action: 'restore.outcome', by: 'tenantsafe', subject: subject(), digest: status.preview?.digest, outcome: state, details });
   const finish = async (state: TenantRestoreResult['state']): Promise<TenantRestoreResult> => {
@@ -103,7 +109,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
       ...(state === 'expired' ? { expiredAt: status.expiresAt } : {}),
     });
     // a person's rejection or silence is no failure: only a restore that completes resolves the tenant's restore alert
-    if (state === 'done') await announce({ kind: 'tenantRestore', outcome: 'succeeded', step: 'outcome', tenantId, backupId: status.backupId });
+    if (state === 'done') await announce({ kind: 'tenantRestore', outcome: 'succeeded', step: 'outcome', tenantId, backupId: status.backupId }, { local });
     const { backupId, safetyBackupId, applied, verification, rejection } = status;
     return { state, restoreId, tenantId, backupId, safetyBackupId, applied, verification, rejection };
   };
@@ -111,7 +117,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
   try {
     const { tenantId: _named, requestedBy: _by, ...asked } = input;
     await audit.append({ action: 'restore.request', by: input.requestedBy, subject: { tenantId, restoreId, ...(input.backupId ? { backupId: input.backupId } : {}) }, outcome: 'accepted', details: asked });
-    const prepared = await step.prepareTenantRestore({ ...input, restoreId });
+    const prepared = await quick.prepareTenantRestore({ ...input, restoreId });
     upsertSearchAttributes([{ key: searchAttributes.database, value: servedDatabase() ?? prepared.database }]);
     status.backupId = prepared.backupId;
     status.approvalsRequired = prepared.approvalsRequired;
@@ -188,7 +194,7 @@ export async function tenantRestore(input: TenantRestoreInput): Promise<TenantRe
     await announceFailure(err, { kind: 'tenantRestore', step: 'outcome', tenantId, backupId: status.backupId });
     throw err;
   } finally {
-    await CancellationScope.nonCancellable(() => step.dropRestoreScratch({ restoreId }));
+    await CancellationScope.nonCancellable(() => quick.dropRestoreScratch({ restoreId }));
     // a decision that arrived at the very end (refused: too late) is still recorded
     await CancellationScope.nonCancellable(() => audit.flush().catch(() => undefined));
   }
