@@ -36,7 +36,10 @@ const compressionLevels: Record<BaseCompression['method'], LevelRange> = { lz4: 
 export function parseCompression(text: string): BaseCompression | { error: string } {
   const parsed = parseMethodAndLevel(text, compressionLevels);
   // zstd reads level 0 as its default level: whoever means that writes 3
-  if ('level' in parsed && parsed.method === 'zstd' && parsed.level === 0) return { error: "zstd's level must be from -7 to 19, not 0 (zstd's own default, level 3: write zstd:3)" };
+  if ('level' in parsed && parsed.method === 'zstd' && parsed.level === 0) {
+    const { min, max } = compressionLevels.zstd;
+    return { error: `zstd's level must be from ${min} to ${max}, not 0 (zstd's own default, level 3: write zstd:3)` };
+  }
   return parsed;
 }
 
