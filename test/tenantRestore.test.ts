@@ -6,6 +6,8 @@ import { TenantsafeClient } from '../client/client';
 import { startDashboardServer } from '../client/server';
 import { loadConfig, parseConfig } from '../lib/config';
 import { Engine } from '../lib/engine';
+import { manifestFile } from '../lib/format/sealed';
+import { tenantBackupPrefix } from '../lib/format/tenantManifest';
 import { discoverTenancy, fromTable, tenantFilter } from '../lib/tenancy';
 import { tenantRestoreStatusQuery, workflowIds, type TenantRestoreResult } from '../workflows/messages';
 import { startWorker } from '../workers/worker';
@@ -172,6 +174,13 @@ describe('tenant restore workflow', function () {
     const again = await cli('restore', 'approve', requested.restoreId, '--by', 'bob', '--digest', status.preview!.digest, '--wait');
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.json().state, 'done');
+    // the first apply's safety backup started beside its check of the plan: stopped, or removed once written
+    const known = new Set((await env.engine.catalog.listBackups({ tenantId })).map((b) => b.backupId));
+    const tenantPrefix = tenantBackupPrefix(tenantId, '').slice(0, -1);
+    const complete: string[] = [];
+    for await (const o of env.engine.store.list(tenantPrefix)) if (o.key.endsWith(`/${manifestFile}`)) complete.push(o.key.slice(tenantPrefix.length).split('/')[0]);
+    assert.deepEqual(complete.filter((id) => !known.has(id)), [], 'no complete backup the catalog does not know');
+    assert.ok(complete.includes(again.json().safetyBackupId));
   });
 
   it('brings back a tenant that was deleted entirely, tenant row included', async () => {

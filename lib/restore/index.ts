@@ -109,6 +109,9 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
           return { backupId: s.backupId, manifestSha256: s.manifestSha256 };
         }
       : undefined,
+    discardSafetyBackup: async (ref) => {
+      await engine.store.deletePrefix(tenantBackupPrefix(job.tenantId, ref.backupId));
+    },
     signal,
   });
 }
