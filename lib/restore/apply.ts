@@ -131,14 +131,14 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
         const r = await without(c, 'enable_mergejoin', () => c.query(`DELETE FROM ${liveTable(m)} l USING ${multisetSurplus(ctx, m, opts.tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`));
         expect(m, 'delete', r.rowCount ?? 0);
       } else {
-        const r = await probingKeys(c, m, plan.tables[m.table].delete, () => c.query(`DELETE FROM ${liveTable(m)} l USING ${keySet(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key!)}`));
+        const r = await probingKeys(c, plan.tables[m.table].delete, m.manifest.rows, () => c.query(`DELETE FROM ${liveTable(m)} l USING ${keySet(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key!)}`));
         expect(m, 'delete', r.rowCount ?? 0);
       }
     }
     for (const m of changed) {
       if (!m.key || plan.tables[m.table].update === 0) continue;
       const set = m.columns.filter((col) => !m.key!.includes(col));
-      const r = await probingKeys(c, m, plan.tables[m.table].update, () =>
+      const r = await probingKeys(c, plan.tables[m.table].update, m.manifest.rows, () =>
         c.query(
           `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${columnList('u', set)})
              FROM ${changedRows(ctx, m, 'update')} u WHERE ${joinOn('l', 'u', m.key!)}`,
@@ -304,15 +304,15 @@ async function without<T>(c: ClientBase, joins: JoinMethod | JoinMethod[], state
 }
 
 /**
- * Runs a statement that joins `keys` keys of the diff to the table's live rows: by probing the
- * key's index once per key where they are few against the tenant's rows (a tenth or less of the
- * rows backed up; the table holds at least about that many). The planner would rather hash every
- * row of the table, cheaper on paper than an index probe per key; the restored tenant's pages are
- * cached, and the probes were several times faster (a 1% change of a 300k-row table: tens of ms
- * against a few hundred).
+ * Runs a statement that joins `keys` keys (of the diff, or of rows written) to a table's live rows:
+ * by probing the key's index once per key where they are few against the tenant's rows in it (a
+ * tenth or less of `tableRows`, the rows backed up; the table holds at least about that many). The
+ * planner would rather hash every row of the table, cheaper on paper than an index probe per key;
+ * the restored tenant's pages are cached, and the probes were several times faster (a 1% change of
+ * a 300k-row table: tens of ms against a few hundred).
  */
-function probingKeys<T>(c: ClientBase, m: TableMapping, keys: number, statement: () => Promise<T>): Promise<T> {
-  return keys * 10 <= m.manifest.rows ? without(c, ['enable_hashjoin', 'enable_mergejoin'], statement) : statement();
+function probingKeys<T>(c: ClientBase, keys: number, tableRows: number, statement: () => Promise<T>): Promise<T> {
+  return keys * 10 <= tableRows ? without(c, ['enable_hashjoin', 'enable_mergejoin'], statement) : statement();
 }
 
 function hasChanges(t: TableChanges | undefined): boolean {
@@ -336,7 +336,7 @@ async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMap
     let total = { rows: 0, checksum: emptyRowChecksum };
     for (const { keys, sql } of sets) {
       // the keyless delete's row match, like the delete itself, without merge joins
-      const d = m.key ? await probingKeys(c, m, keys, () => rowsDigest(c, sql)) : await without(c, 'enable_mergejoin', () => rowsDigest(c, sql));
+      const d = m.key ? await probingKeys(c, keys, m.manifest.rows, () => rowsDigest(c, sql)) : await without(c, 'enable_mergejoin', () => rowsDigest(c, sql));
       total = { rows: total.rows + d.rows, checksum: adjustRowChecksum(total.checksum, emptyRowChecksum, d.checksum) };
     }
     removed[m.table] = total;
@@ -439,9 +439,12 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
           `The restore would break foreign key ${fk.name} (${childKey} → ${fk.refTable}); nothing was changed.`,
           'A row outside the restore references rows it changes; preview again and resolve the blockers.',
         );
-      const run = (sql: string) => {
+      /** `rows`: the rows written the query starts from, joined to the parent's (and the child's) key */
+      const run = (sql: string, rows?: { count: number; alsoChild: boolean }) => {
         const query = () => c.query(sql);
-        return loadedWhole.has(childKey) || loadedWhole.has(fk.refTable) ? without(c, 'enable_nestloop', query) : query();
+        if (loadedWhole.has(childKey) || loadedWhole.has(fk.refTable)) return without(c, 'enable_nestloop', query);
+        const tableRows = Math.min(parentMapping?.manifest.rows ?? 0, rows?.alsoChild ? childMapping!.manifest.rows : Infinity);
+        return rows ? probingKeys(c, rows.count, tableRows, query) : query();
       };
       const notNull = allNotNull('x', fk.columns);
       const noParent = (also = '') => `NOT EXISTS (SELECT 1 FROM ${parentTable} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)}${also})`;
@@ -451,7 +454,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       const written = childMapping ? plan.tables[childKey].insert + plan.tables[childKey].update : 0;
 
       // the rows written (FROM items aliased x), found and their parents locked
-      const rowsWritten: string[] = [];
+      const rowsWritten: { sql: string; count: number; alsoChild: boolean }[] = [];
       if (written > 0 && ownership && ownership.kind !== 'parent' && fk.columns.length === 1 && fk.columns[0] === ownership.column) {
         // every row written holds the tenant id in it (the tenant's rows, as backed up): one parent to find
         const r = await run(`SELECT 1 FROM ${parentTable} p WHERE p.${quoteIdent(fk.refColumns[0])} = ${quoteLiteral(tenantId)} FOR KEY SHARE OF p`);
@@ -462,16 +465,21 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
         const valuesKept = fk.columns.every((col) => childMapping.columns.includes(col));
         for (const kind of ['insert', 'update'] as const) {
           if (plan.tables[childKey][kind] === 0) continue;
-          rowsWritten.push(valuesKept ? `${changedRows(ctx, childMapping, kind, fk.columns)} x` : `${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)}`);
+          const count = plan.tables[childKey][kind];
+          rowsWritten.push(
+            valuesKept
+              ? { sql: `${changedRows(ctx, childMapping, kind, fk.columns)} x`, count, alsoChild: false }
+              : { sql: `${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)}`, count, alsoChild: true },
+          );
         }
       } else if (childMapping && written > 0) {
-        rowsWritten.push(`(SELECT * FROM ${childFrom} WHERE x.xmin = ${oursXid}) x`);
+        rowsWritten.push({ sql: `(SELECT * FROM ${childFrom} WHERE x.xmin = ${oursXid}) x`, count: Infinity, alsoChild: true });
       }
-      for (const rows of rowsWritten) {
+      for (const { sql: rows, ...probes } of rowsWritten) {
         // often every parent is one this apply wrote (a parent restored whole): one anti-join tells
-        if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent(` AND p.xmin = ${oursXid}`)} LIMIT 1`)).rowCount ?? 0) === 0) continue;
-        if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent()} LIMIT 1`)).rowCount ?? 0) > 0) throw blocked();
-        await run(`SELECT 1 FROM ${parentTable} p WHERE (${columnList('p', fk.refColumns)}) IN (SELECT ${columnList('x', fk.columns)} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`);
+        if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent(` AND p.xmin = ${oursXid}`)} LIMIT 1`, probes)).rowCount ?? 0) === 0) continue;
+        if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent()} LIMIT 1`, probes)).rowCount ?? 0) > 0) throw blocked();
+        await run(`SELECT 1 FROM ${parentTable} p WHERE (${columnList('p', fk.refColumns)}) IN (SELECT ${columnList('x', fk.columns)} FROM ${rows} WHERE ${notNull}) AND p.xmin <> ${oursXid} FOR KEY SHARE OF p`, probes);
       }
 
       if (parentMapping?.key && plan.tables[fk.refTable].delete > 0) {
