@@ -45,8 +45,11 @@ export interface ApplyOptions {
   verifyOtherTenants: boolean;
   /** where the backup's objects are: a table restored whole is loaded from its object */
   source: BackupSource;
-  /** backs up the tenant as of an exported snapshot; the apply commits only once it is written */
-  safetyBackup?: (snapshot: string, signal: AbortSignal) => Promise<SafetyBackupRef>;
+  /**
+   * backs up the tenant as of an exported snapshot, where the tables `asBackedUp` hold exactly the
+   * restored backup's rows; the apply commits only once it is written
+   */
+  safetyBackup?: (snapshot: string, signal: AbortSignal, asBackedUp: string[]) => Promise<SafetyBackupRef>;
   /** removes a safety backup written for an apply that did not go ahead (the approved plan no longer held) */
   discardSafetyBackup?: (ref: SafetyBackupRef) => Promise<void>;
   signal?: AbortSignal;
@@ -56,7 +59,7 @@ export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'p
 
 export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
   const c = await connect(opts.url, 'tenantsafe-apply');
-  const safetyAbort = new AbortController();
+  let safetyAbort = new AbortController();
   let safetyBackup: Promise<SafetyBackupRef | undefined> = Promise.resolve(undefined);
   let vacuums: DeadRowVacuums | undefined;
   const abort = () => {
@@ -82,13 +85,24 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const readAt = await snapshotXmin(c);
     // The safety backup reads this transaction's snapshot, so it starts now, beside the check
     // that the approved plan still holds (a scan of the tenant's rows), not after it. When the
-    // plan does not hold, it is stopped before this transaction ends.
-    if (opts.safetyBackup) {
-      safetyBackup = opts.safetyBackup(snapshot, safetyAbort.signal);
+    // plan does not hold, it is stopped before this transaction ends. It copies the backup's
+    // objects of the tables the preview found as backed up, which holds while the plan does.
+    const startSafetyBackup = (asBackedUp: string[]) => {
+      if (!opts.safetyBackup) return;
+      safetyBackup = opts.safetyBackup(snapshot, safetyAbort.signal, asBackedUp);
       safetyBackup.catch(() => undefined); // awaited before commit, or settled on the way out
-    }
+    };
+    const asBackedUp = (await storedPlan(c, ctx))?.as_backed_up ?? [];
+    startSafetyBackup(asBackedUp);
 
     const { plan, reused } = await currentPlan(c, ctx, opts);
+    if (!reused && asBackedUp.length > 0 && plan.digest === opts.approvedDigest) {
+      // the tenant's rows changed since the preview, yet to the same plan: back up every table
+      safetyAbort.abort(new Error('the tenant changed since the preview'));
+      await safetyBackup.catch(() => undefined);
+      safetyAbort = new AbortController();
+      startSafetyBackup([]);
+    }
     if (plan.digest !== opts.approvedDigest) {
       safetyAbort.abort(new Error('the approved plan no longer holds'));
       const unneeded = await safetyBackup.catch(() => undefined);

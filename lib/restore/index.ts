@@ -103,9 +103,16 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     verifyOtherTenants: restore.verifyOtherTenants,
     source: backupSource(engine.store, backup.prefix, ctx.manifest),
     safetyBackup: job.safetyBackupId
-      ? async (snapshot, safetySignal) => {
+      ? async (snapshot, safetySignal, asBackedUp) => {
           // the tenant may be gone entirely (that may be why it is restored): then it is empty
-          const s = await takeTenantBackup(engine, { tenantId: job.tenantId, backupId: job.safetyBackupId!, requireTenant: false, snapshot, signal: safetySignal });
+          const s = await takeTenantBackup(engine, {
+            tenantId: job.tenantId,
+            backupId: job.safetyBackupId!,
+            requireTenant: false,
+            snapshot,
+            signal: safetySignal,
+            asBackedUp: { manifest: ctx.manifest, prefix: backup.prefix, tables: asBackedUp },
+          });
           return { backupId: s.backupId, manifestSha256: s.manifestSha256 };
         }
       : undefined,

@@ -91,7 +91,8 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
   } finally {
     await exporter.end();
   }
-  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs, readAt));
+  const asBackedUp = [...staging].filter(([, how]) => how === 'nothing').map(([table]) => table);
+  return withClient(engine.db, engine.config.database.url, (c) => assemblePlan(c, ctx, args, diffs, readAt, asBackedUp));
 }
 
 /**
@@ -114,7 +115,7 @@ export async function snapshotXmin(c: ClientBase): Promise<string> {
  * tables), the digest; stored with what the apply needs to tell whether the tenant's rows
  * changed since: their count per table, and `readAt`, the snapshotXmin of the diffs' snapshot.
  */
-async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, diffs: Map<string, TableDiff>, readAt: string): Promise<RestorePreview> {
+async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, diffs: Map<string, TableDiff>, readAt: string, asBackedUp: string[] = []): Promise<RestorePreview> {
   const tables: Record<string, TablePreview> = {};
   const blockers: Blocker[] = [];
   const warnings: string[] = [];
@@ -148,12 +149,10 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
   const result = { ...preview, digest: sha256Hex(canonicalJson(preview)) };
   const liveRows = Object.fromEntries(ctx.mappings.filter((m) => m.live).map((m) => [m.table, diffs.get(m.table)!.liveRows]));
   await c.query(`DROP TABLE IF EXISTS ${planStateTable(ctx)}`);
-  await c.query(`CREATE UNLOGGED TABLE ${planStateTable(ctx)} AS SELECT $1::jsonb AS plan, $2::jsonb AS live_rows, $3::xid8 AS read_at, $4::text AS schema`, [
-    JSON.stringify(result),
-    JSON.stringify(liveRows),
-    readAt,
-    ctx.plan.fingerprint,
-  ]);
+  await c.query(
+    `CREATE UNLOGGED TABLE ${planStateTable(ctx)} AS SELECT $1::jsonb AS plan, $2::jsonb AS live_rows, $3::xid8 AS read_at, $4::text AS schema, $5::jsonb AS as_backed_up`,
+    [JSON.stringify(result), JSON.stringify(liveRows), readAt, ctx.plan.fingerprint, JSON.stringify(asBackedUp)],
+  );
   return result;
 }
 
@@ -173,10 +172,25 @@ async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId:
   return true;
 }
 
-/** The plan the last preview (or apply) stored, with what tells whether it still holds. */
-export async function storedPlan(c: ClientBase, ctx: RestoreContext): Promise<{ plan: RestorePreview; live_rows: Record<string, number>; read_at: string; schema: string } | undefined> {
+interface StoredPlan {
+  plan: RestorePreview;
+  live_rows: Record<string, number>;
+  read_at: string;
+  schema: string;
+  as_backed_up: string[];
+}
+
+/**
+ * The plan the last preview (or apply) stored, with what tells whether it still holds; and the
+ * tables the preview found to hold the very row versions the backup read (staged nothing), as
+ * long as the plan holds (none in a plan stored before this was recorded).
+ */
+export async function storedPlan(c: ClientBase, ctx: RestoreContext): Promise<StoredPlan | undefined> {
   const exists = await one(c, `SELECT to_regclass('${planStateTable(ctx).replace(/'/g, "''")}') IS NOT NULL AS yes`);
-  return exists.yes ? one(c, `SELECT plan, live_rows, read_at::text, schema FROM ${planStateTable(ctx)}`) : undefined;
+  if (!exists.yes) return undefined;
+  // no row: crash recovery emptied the unlogged table
+  const state = await one<StoredPlan | undefined>(c, `SELECT plan, live_rows, read_at::text, schema, to_jsonb(s) -> 'as_backed_up' AS as_backed_up FROM ${planStateTable(ctx)} s`);
+  return state && { ...state, as_backed_up: state.as_backed_up ?? [] };
 }
 
 /**

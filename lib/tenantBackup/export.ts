@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Client, ClientBase } from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { RowDigestStream } from '../checksum';
-import type { SnapshotOrigin } from '../format/tenantManifest';
+import { objectLocation, type ManifestTable, type SnapshotOrigin } from '../format/tenantManifest';
+import { ErrorType, TenantsafeError } from '../errors';
 import { cancelOnAbort, connect, connectionError, microsText, withConnection } from '../pg';
 import { publishOwnedTables, unpublishedTables } from '../changeLog/publication';
 import type { DataKey } from '../encryption';
@@ -67,6 +68,8 @@ export interface ExportOptions {
   changeLogBoundary?: { waitMs: number; publication: string };
   /** the SELECT of the tenant's rows of a table (default: from the live table, through its tenant filter) */
   rowsQuery?: (table: OwnedTable) => string;
+  /** tables (keys) not read here: the caller has their data another way (their entries in `tables` are left empty) */
+  skipTables?: ReadonlySet<string>;
   onProgress?: (p: ExportProgress) => void;
   signal?: AbortSignal;
 }
@@ -101,8 +104,9 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     const origin = await snapshotOrigin(coordinator);
     const { snapshot } = info.rows[0];
 
+    const exported = plan.tables.filter((t) => !opts.skipTables?.has(t.key));
     const workers = await Promise.all(
-      Array.from({ length: Math.max(1, Math.min(opts.parallelism, plan.tables.length)) }, async () => {
+      Array.from({ length: Math.max(1, Math.min(opts.parallelism, exported.length)) }, async () => {
         const c = await connect(opts.url, 'tenantsafe-export');
         clients.push(c);
         await beginSnapshotTransaction(c);
@@ -112,9 +116,12 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     );
 
     const results = new Array<TableExport>(plan.tables.length);
-    const progress: ExportProgress = { tablesDone: 0, tablesTotal: plan.tables.length, rows: 0, bytes: 0, current: [] };
+    const progress: ExportProgress = { tablesDone: 0, tablesTotal: exported.length, rows: 0, bytes: 0, current: [] };
     // Largest tables first, so one big table does not start last and run alone.
-    const queue = plan.tables.map((t, i) => ({ t, i })).sort((a, b) => b.t.estimatedRows - a.t.estimatedRows);
+    const queue = plan.tables
+      .map((t, i) => ({ t, i }))
+      .filter(({ t }) => !opts.skipTables?.has(t.key))
+      .sort((a, b) => b.t.estimatedRows - a.t.estimatedRows);
     await Promise.all(
       workers.map(async (client) => {
         for (let job = queue.shift(); job; job = queue.shift()) {
@@ -243,4 +250,26 @@ async function exportTable(client: Client, table: OwnedTable, index: number, opt
     sha256: put.sha256,
     rowChecksum: digest.digest.digest(),
   };
+}
+
+/**
+ * A table's data object copied, stored bytes as they are, from another backup of the same tenant
+ * whose rows of it are exactly the ones to back up (a restore's safety backup: the restored
+ * backup's rows where the tenant's are still the very row versions it read). Same compression and
+ * data key, so the bytes are what an export would store but for the order of the rows; the copy's
+ * sha256 is checked against the source manifest's.
+ */
+export async function copyTableObject(
+  store: ObjectStore,
+  from: { prefix: string; table: ManifestTable },
+  to: { prefix: string; index: number; method: DataCompressionMethod; encrypted: boolean; signal?: AbortSignal },
+): Promise<TableExport> {
+  const source = objectLocation(from.prefix, from.table.object);
+  const objectKey = dataObjectKey(to.index, from.table.table, to.method);
+  const bytes = source.range ? await store.getRange(source.key, source.range) : await store.get(source.key);
+  const put = await store.put(to.prefix + objectKey, bytes, { contentType: to.encrypted ? 'application/octet-stream' : contentTypes[to.method], signal: to.signal });
+  if (put.sha256 !== from.table.object.sha256) {
+    throw new TenantsafeError(ErrorType.CorruptBackup, `The object of ${from.table.table} in ${from.prefix} does not match its sha256.`, 'Run `tenantsafe verify` on that backup; restore from another one.');
+  }
+  return { table: from.table.table, objectKey, rows: from.table.rows, rawBytes: from.table.rawBytes, bytes: put.bytes, sha256: put.sha256, rowChecksum: from.table.rowChecksum };
 }

@@ -1,8 +1,9 @@
 // A tenant backup, step by step, without Temporal: check, export + manifest, record, discard.
 import { backupRecordOf, type BackupRecord } from '../catalog';
-import { tenantChecksum } from '../checksum';
+import { canonicalJson, tenantChecksum } from '../checksum';
 import { databaseName } from '../config';
 import type { Engine } from '../engine';
+import { allDone } from '../limit';
 import { keyringOf, type DataKey } from '../encryption';
 import { parseBackupLabel } from '../labels';
 import type { DataCompressionMethod } from '../format/dataCompression';
@@ -12,12 +13,41 @@ import type { ClientBase } from 'pg';
 import { reproducibleSessionSettings, withClient, withConnection } from '../pg';
 import type { ObjectStore } from '../storage/types';
 import { assertTenantExists, describeOwnership, discoverTenancy, type OwnedTable, type TenancyPlan } from '../tenancy';
-import { exportTenantSnapshot, type ExportProgress, type SnapshotExport } from './export';
+import { copyTableObject, exportTenantSnapshot, type ExportProgress, type SnapshotExport } from './export';
 
 export interface TenantBackupCheck {
   database: string;
   storageUri: string;
   tables: number;
+}
+
+/** Another backup of the tenant, and the tables whose rows a new backup reads exactly as that one holds them. */
+export interface AsBackedUp {
+  manifest: TenantManifest;
+  /** its prefix in the store */
+  prefix: string;
+  tables: readonly string[];
+}
+
+/**
+ * The tables of `asBackedUp` whose objects are what an export would store now: same columns in
+ * the same order, same session settings, compression and data key (or none); by table key.
+ */
+function copyable(asBackedUp: AsBackedUp | undefined, plan: TenancyPlan, method: DataCompressionMethod, dataKey: DataKey | undefined): Map<string, ManifestTable> {
+  const out = new Map<string, ManifestTable>();
+  if (!asBackedUp) return out;
+  const { manifest } = asBackedUp;
+  const sameFormat =
+    manifest.data.compression === method &&
+    (manifest.encryption?.keyId ?? null) === (dataKey?.id ?? null) &&
+    canonicalJson(manifest.data.sessionSettings) === canonicalJson(planDescription(plan, method).data.sessionSettings);
+  if (!sameFormat) return out;
+  for (const key of asBackedUp.tables) {
+    const backedUp = manifest.tables.find((t) => t.table === key);
+    const live = plan.tables.find((t) => t.key === key);
+    if (backedUp && live && backedUp.copyColumns.join('\0') === live.copyColumns.join('\0')) out.set(key, backedUp);
+  }
+  return out;
 }
 
 /** What a finished tenant backup reports to its workflow: ids, counts and digests only. */
@@ -53,6 +83,8 @@ export async function takeTenantBackup(
     signal?: AbortSignal;
     /** a tenant rebuilt as of a point in time: read from `url` (a PITR clone) or through `rowsQuery` (the change log's replay), recorded as of that point */
     pointInTime?: { source: PointInTimeSource; url?: string; rowsQuery?: (table: OwnedTable) => string; at: string; lsn: string };
+    /** tables whose rows in the snapshot read are exactly this backup's (a restore's safety backup): copied from it where they can be (copyable) */
+    asBackedUp?: AsBackedUp;
   },
 ): Promise<TenantBackupSummary> {
   const { config, store } = engine;
@@ -66,7 +98,15 @@ export async function takeTenantBackup(
   await store.put(prefix + startedMarkerFile, Buffer.from(JSON.stringify({ backupId: args.backupId, tenantId: args.tenantId, startedAt }) + '\n'));
   const keyring = keyringOf(store);
   const dataKey = await keyring?.forTenant(args.tenantId);
-  const exported = await exportTenantSnapshot({
+  const compression = config.backup.compression;
+  const copied = copyable(args.asBackedUp, plan, compression.method, dataKey);
+  // the copies run beside the export; neither is left running behind a failure of the other
+  const copies = allDone(
+    plan.tables.map((t, index) =>
+      copied.has(t.key) ? copyTableObject(store, { prefix: args.asBackedUp!.prefix, table: copied.get(t.key)! }, { prefix, index, method: compression.method, encrypted: !!dataKey, signal: args.signal }) : undefined,
+    ),
+  );
+  const exporting = exportTenantSnapshot({
     dataKey,
     url,
     plan,
@@ -74,8 +114,9 @@ export async function takeTenantBackup(
     store,
     prefix,
     parallelism: config.backup.parallelism,
-    compression: config.backup.compression,
+    compression,
     requireTenant: args.requireTenant,
+    skipTables: new Set(copied.keys()),
     snapshot: args.snapshot,
     // a boundary only where the change log runs (a safety backup reads the apply's snapshot)
     ...(config.changeLog.enabled && !args.pointInTime ? { changeLogBoundary: { waitMs: config.changeLog.boundaryWaitMs, publication: config.changeLog.publication } } : {}),
@@ -83,6 +124,8 @@ export async function takeTenantBackup(
     onProgress: args.onProgress,
     signal: args.signal,
   });
+  const [exported, copiedTables] = await allDone([exporting, copies] as const);
+  for (const [i, copy] of copiedTables.entries()) if (copy) exported.tables[i] = copy;
   const manifest = tenantManifestOf({
     plan,
     tenantId: args.tenantId,
@@ -94,7 +137,7 @@ export async function takeTenantBackup(
       : { at: exported.snapshotAt, lsn: exported.lsn, origin: exported.origin, ...(exported.changeLogLsn ? { changeLogLsn: exported.changeLogLsn } : {}) },
     ...(args.pointInTime ? { pointInTime: args.pointInTime.source } : {}),
     dataKey,
-    compression: config.backup.compression.method,
+    compression: compression.method,
   });
   await keyring?.confirm(dataKey);
   const manifestSha256 = await writeManifest(store, prefix, manifest);
