@@ -134,7 +134,8 @@ describe('faults in the physical steps', function () {
           await waitFor(`the change log is durable to ${lsn}`, async () => {
             const state = await changeLogState(rig.env.engine);
             return !!state.durable && parseLsn(state.durable.lsn) >= parseLsn(lsn);
-          }, { tries: 900 });
+            // where the stream was when it never got there (its state, restarts, last error)
+          }, { tries: 900, state: async () => (await rig.cli('changelog', 'status')).stdout });
           recovered();
           const committed = (await sql<{ path: string }>(`SELECT path FROM app.page_views WHERE path LIKE $1 ORDER BY 1`, [`${tag}%`])).map((r) => r.path);
           const state = await changeLogState(rig.env.engine);
