@@ -104,9 +104,13 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     const origin = await snapshotOrigin(coordinator);
     const { snapshot } = info.rows[0];
 
-    const exported = plan.tables.filter((t) => !opts.skipTables?.has(t.key));
+    // Largest tables first, so one big table does not start last and run alone.
+    const queue = plan.tables
+      .map((t, i) => ({ t, i }))
+      .filter(({ t }) => !opts.skipTables?.has(t.key))
+      .sort((a, b) => b.t.estimatedRows - a.t.estimatedRows);
     const workers = await Promise.all(
-      Array.from({ length: Math.max(1, Math.min(opts.parallelism, exported.length)) }, async () => {
+      Array.from({ length: Math.max(1, Math.min(opts.parallelism, queue.length)) }, async () => {
         const c = await connect(opts.url, 'tenantsafe-export');
         clients.push(c);
         await beginSnapshotTransaction(c);
@@ -116,12 +120,7 @@ export async function exportTenantSnapshot(opts: ExportOptions): Promise<Snapsho
     );
 
     const results = new Array<TableExport>(plan.tables.length);
-    const progress: ExportProgress = { tablesDone: 0, tablesTotal: exported.length, rows: 0, bytes: 0, current: [] };
-    // Largest tables first, so one big table does not start last and run alone.
-    const queue = plan.tables
-      .map((t, i) => ({ t, i }))
-      .filter(({ t }) => !opts.skipTables?.has(t.key))
-      .sort((a, b) => b.t.estimatedRows - a.t.estimatedRows);
+    const progress: ExportProgress = { tablesDone: 0, tablesTotal: queue.length, rows: 0, bytes: 0, current: [] };
     await Promise.all(
       workers.map(async (client) => {
         for (let job = queue.shift(); job; job = queue.shift()) {
