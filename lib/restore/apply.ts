@@ -92,10 +92,11 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
       safetyBackup = opts.safetyBackup(snapshot, safetyAbort.signal, asBackedUp);
       safetyBackup.catch(() => undefined); // awaited before commit, or settled on the way out
     };
-    const asBackedUp = (await storedPlan(c, ctx))?.as_backed_up ?? [];
+    const stored = await storedPlan(c, ctx);
+    const asBackedUp = stored?.as_backed_up ?? [];
     startSafetyBackup(asBackedUp);
 
-    const { plan, reused } = await currentPlan(c, ctx, opts);
+    const { plan, reused } = await currentPlan(c, ctx, opts, stored);
     if (!reused && asBackedUp.length > 0 && plan.digest === opts.approvedDigest) {
       // the tenant's rows changed since the preview, yet to the same plan: back up every table
       safetyAbort.abort(new Error('the tenant changed since the preview'));

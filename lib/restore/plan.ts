@@ -172,7 +172,7 @@ async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId:
   return true;
 }
 
-interface StoredPlan {
+export interface StoredPlan {
   plan: RestorePreview;
   live_rows: Record<string, number>;
   read_at: string;
@@ -194,12 +194,17 @@ export async function storedPlan(c: ClientBase, ctx: RestoreContext): Promise<St
 }
 
 /**
- * The plan as of now: the last one computed, when neither the tenant's rows nor the schema
- * changed since (a scan of the tenant's row versions, cheaper than a diff); else recomputed.
- * `reused`: its diff tables are the committed ones, readable from other sessions too.
+ * The plan as of now: the last one computed (`stored`, as storedPlan read it in this
+ * transaction), when neither the tenant's rows nor the schema changed since (a scan of the
+ * tenant's row versions, cheaper than a diff); else recomputed. `reused`: its diff tables are the
+ * committed ones, readable from other sessions too.
  */
-export async function currentPlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs & { source: BackupSource }): Promise<{ plan: RestorePreview; reused: boolean }> {
-  const stored = await storedPlan(c, ctx);
+export async function currentPlan(
+  c: ClientBase,
+  ctx: RestoreContext,
+  args: PlanArgs & { source: BackupSource },
+  stored: StoredPlan | undefined,
+): Promise<{ plan: RestorePreview; reused: boolean }> {
   if (stored) {
     const unchanged =
       stored.schema === ctx.plan.fingerprint &&
