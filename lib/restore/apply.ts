@@ -61,6 +61,11 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   const c = await connect(opts.url, 'tenantsafe-apply');
   let safetyAbort = new AbortController();
   let safetyBackup: Promise<SafetyBackupRef | undefined> = Promise.resolve(undefined);
+  /** Stops the safety backup and waits for it to settle: what it wrote, if it finished first. */
+  const stopSafetyBackup = (reason: unknown) => {
+    safetyAbort.abort(reason);
+    return safetyBackup.catch(() => undefined);
+  };
   let vacuums: DeadRowVacuums | undefined;
   const abort = () => {
     safetyAbort.abort(opts.signal?.reason);
@@ -99,14 +104,12 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     const { plan, reused } = await currentPlan(c, ctx, opts, stored);
     if (!reused && asBackedUp.length > 0 && plan.digest === opts.approvedDigest) {
       // the tenant's rows changed since the preview, yet to the same plan: back up every table
-      safetyAbort.abort(new Error('the tenant changed since the preview'));
-      await safetyBackup.catch(() => undefined);
+      await stopSafetyBackup(new Error('the tenant changed since the preview'));
       safetyAbort = new AbortController();
       startSafetyBackup([]);
     }
     if (plan.digest !== opts.approvedDigest) {
-      safetyAbort.abort(new Error('the approved plan no longer holds'));
-      const unneeded = await safetyBackup.catch(() => undefined);
+      const unneeded = await stopSafetyBackup(new Error('the approved plan no longer holds'));
       if (unneeded) await opts.discardSafetyBackup?.(unneeded);
       // nothing live was changed yet: keep the new plan (scratch tables only) for the next approval
       await c.query('COMMIT');
@@ -204,8 +207,7 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     // a retry writes the same safety backup: this attempt's export must have stopped first
-    safetyAbort.abort(err);
-    await safetyBackup.catch(() => undefined);
+    await stopSafetyBackup(err);
     if (opts.signal?.aborted) throw opts.signal.reason ?? err;
     throw err;
   } finally {
@@ -317,6 +319,9 @@ async function without<T>(c: ClientBase, joins: JoinMethod | JoinMethod[], state
   await c.query(settings.map((j) => `SET LOCAL ${j} = on;`).join(' '));
   return result;
 }
+
+/** How a foreign-key check's rows written meet the tables it joins: how many, and whether by the child's key too. */
+type KeyProbes = { count: number; alsoChild: boolean };
 
 /**
  * Runs a statement that joins `keys` keys (of the diff, or of rows written) to a table's live rows:
@@ -454,12 +459,13 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
           `The restore would break foreign key ${fk.name} (${childKey} → ${fk.refTable}); nothing was changed.`,
           'A row outside the restore references rows it changes; preview again and resolve the blockers.',
         );
-      /** `rows`: the rows written the query starts from, joined to the parent's (and the child's) key */
-      const run = (sql: string, rows?: { count: number; alsoChild: boolean }) => {
+      /** `probes`: the query starts from `count` rows written, joined by key to the parent's rows (and the child's) */
+      const run = (sql: string, probes?: KeyProbes) => {
         const query = () => c.query(sql);
         if (loadedWhole.has(childKey) || loadedWhole.has(fk.refTable)) return without(c, 'enable_nestloop', query);
-        const tableRows = Math.min(parentMapping?.manifest.rows ?? 0, rows?.alsoChild ? childMapping!.manifest.rows : Infinity);
-        return rows ? probingKeys(c, rows.count, tableRows, query) : query();
+        if (!probes) return query();
+        const tableRows = Math.min(parentMapping?.manifest.rows ?? 0, probes.alsoChild ? childMapping!.manifest.rows : Infinity);
+        return probingKeys(c, probes.count, tableRows, query);
       };
       const notNull = allNotNull('x', fk.columns);
       const noParent = (also = '') => `NOT EXISTS (SELECT 1 FROM ${parentTable} p WHERE ${joinOn('p', 'x', fk.refColumns, fk.columns)}${also})`;
@@ -469,7 +475,7 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
       const written = childMapping ? plan.tables[childKey].insert + plan.tables[childKey].update : 0;
 
       // the rows written (FROM items aliased x), found and their parents locked
-      const rowsWritten: { sql: string; count: number; alsoChild: boolean }[] = [];
+      const rowsWritten: { sql: string; probes?: KeyProbes }[] = [];
       if (written > 0 && ownership && ownership.kind !== 'parent' && fk.columns.length === 1 && fk.columns[0] === ownership.column) {
         // every row written holds the tenant id in it (the tenant's rows, as backed up): one parent to find
         const r = await run(`SELECT 1 FROM ${parentTable} p WHERE p.${quoteIdent(fk.refColumns[0])} = ${quoteLiteral(tenantId)} FOR KEY SHARE OF p`);
@@ -483,14 +489,14 @@ async function checkForeignKeys(c: ClientBase, ctx: RestoreContext, changed: Tab
           const count = plan.tables[childKey][kind];
           rowsWritten.push(
             valuesKept
-              ? { sql: `${changedRows(ctx, childMapping, kind, fk.columns)} x`, count, alsoChild: false }
-              : { sql: `${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)}`, count, alsoChild: true },
+              ? { sql: `${changedRows(ctx, childMapping, kind, fk.columns)} x`, probes: { count, alsoChild: false } }
+              : { sql: `${childFrom} JOIN ${keySet(ctx, childMapping, kind)} k ON ${joinOn('k', 'x', childMapping.key)}`, probes: { count, alsoChild: true } },
           );
         }
       } else if (childMapping && written > 0) {
-        rowsWritten.push({ sql: `(SELECT * FROM ${childFrom} WHERE x.xmin = ${oursXid}) x`, count: Infinity, alsoChild: true });
+        rowsWritten.push({ sql: `(SELECT * FROM ${childFrom} WHERE x.xmin = ${oursXid}) x` });
       }
-      for (const { sql: rows, ...probes } of rowsWritten) {
+      for (const { sql: rows, probes } of rowsWritten) {
         // often every parent is one this apply wrote (a parent restored whole): one anti-join tells
         if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent(` AND p.xmin = ${oursXid}`)} LIMIT 1`, probes)).rowCount ?? 0) === 0) continue;
         if (((await run(`SELECT 1 FROM ${rows} WHERE ${notNull} AND ${noParent()} LIMIT 1`, probes)).rowCount ?? 0) > 0) throw blocked();
