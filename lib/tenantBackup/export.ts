@@ -79,6 +79,11 @@ export function dataObjectKey(index: number, table: string, method: DataCompress
   return `${dataObjectStem(index, table)}.copy${fileExtensions[method]}`;
 }
 
+/** A data object's content type: its compression's, or opaque bytes when encrypted. */
+function dataContentType(method: DataCompressionMethod, encrypted: boolean): string {
+  return encrypted ? 'application/octet-stream' : contentTypes[method];
+}
+
 /** data/<nnnn>-<table>: a data object's key without its suffix (a batch names its packs after it). */
 export function dataObjectStem(index: number, table: string): string {
   return `data/${String(index + 1).padStart(4, '0')}-${table.replace(/[^A-Za-z0-9._-]/g, '_')}`;
@@ -237,7 +242,7 @@ async function exportTable(client: Client, table: OwnedTable, index: number, opt
   // encrypted: the cipher is the pipeline's last stage (its errors handled there, as the compressor's are), and what the store reads
   const seal = opts.dataKey?.seal();
   const [put] = await Promise.all([
-    opts.store.put(opts.prefix + objectKey, seal ?? compress, { contentType: seal ? 'application/octet-stream' : contentTypes[opts.compression.method], signal: opts.signal }),
+    opts.store.put(opts.prefix + objectKey, seal ?? compress, { contentType: dataContentType(opts.compression.method, !!seal), signal: opts.signal }),
     seal ? pipeline(copy, digest, pieces, compress, seal) : pipeline(copy, digest, pieces, compress),
   ]);
   return {
@@ -266,7 +271,7 @@ export async function copyTableObject(
   const source = objectLocation(from.prefix, from.table.object);
   const objectKey = dataObjectKey(to.index, from.table.table, to.method);
   const bytes = source.range ? await store.getRange(source.key, source.range) : await store.get(source.key);
-  const put = await store.put(to.prefix + objectKey, bytes, { contentType: to.encrypted ? 'application/octet-stream' : contentTypes[to.method], signal: to.signal });
+  const put = await store.put(to.prefix + objectKey, bytes, { contentType: dataContentType(to.method, to.encrypted), signal: to.signal });
   if (put.sha256 !== from.table.object.sha256) {
     throw new TenantsafeError(ErrorType.CorruptBackup, `The object of ${from.table.table} in ${from.prefix} does not match its sha256.`, 'Run `tenantsafe verify` on that backup; restore from another one.');
   }

@@ -40,7 +40,7 @@ function copyable(asBackedUp: AsBackedUp | undefined, plan: TenancyPlan, method:
   const sameFormat =
     manifest.data.compression === method &&
     (manifest.encryption?.keyId ?? null) === (dataKey?.id ?? null) &&
-    canonicalJson(manifest.data.sessionSettings) === canonicalJson(planDescription(plan, method).data.sessionSettings);
+    canonicalJson(manifest.data.sessionSettings) === canonicalJson(reproducibleSessionSettings);
   if (!sameFormat) return out;
   for (const key of asBackedUp.tables) {
     const backedUp = manifest.tables.find((t) => t.table === key);
