@@ -19,18 +19,49 @@ export function onPath(name: string): string | undefined {
   return undefined;
 }
 
-/** Ports nobody listens on right now, all distinct (held open together while being picked). */
+/**
+ * Ports nobody listens on right now, all distinct (held open together while being picked), below
+ * the kernel's ephemeral range: a port from that range is also the local port of any outgoing
+ * connection, and one taken that way between the pick and a server's own bind (a restore runs
+ * in between) fails the server with "Address already in use".
+ */
 export async function freePorts(host: string, count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, host, () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
+  const below = ephemeralPortsStart();
+  const held: net.Server[] = [];
+  try {
+    for (let tries = 0; held.length < count && tries < 200; tries++) {
+      const port = below - 1 - Math.floor(Math.random() * pickedPortsSpan);
+      const server = await listening(port, host).catch(() => undefined);
+      if (server) held.push(server);
+    }
+    // a crowded range: any free port, as the kernel picks it
+    while (held.length < count) held.push(await listening(0, host));
+    return held.map((s) => (s.address() as net.AddressInfo).port);
+  } finally {
+    await Promise.all(held.map((s) => new Promise((resolve) => s.close(resolve))));
+  }
+}
+
+/** How many ports below the ephemeral range freePorts picks from. */
+const pickedPortsSpan = 10_000;
+
+/** The first port the kernel hands out to outgoing connections (Linux's setting; its default elsewhere). */
+function ephemeralPortsStart(): number {
+  try {
+    const low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (low - pickedPortsSpan > 1024) return low;
+  } catch {
+    // not Linux
+  }
+  return 32_768;
+}
+
+function listening(port: number, host: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(port, host, () => resolve(s));
+  });
 }
 
 /** The last lines a server wrote to its log since `fromOffset`: the part that explains a failure. */

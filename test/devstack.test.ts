@@ -18,6 +18,7 @@ import {
 } from '../client/temporalDevServer';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { connect } from '../lib/pg';
+import { freePorts } from '../lib/process';
 
 const execFileAsync = promisify(execFile);
 
@@ -239,6 +240,22 @@ describe('private PostgreSQL clusters', () => {
       assert.equal(fs.existsSync(dir), false);
     } finally {
       if (fs.existsSync(path.join(dir, 'PG_VERSION'))) await (await PrivateCluster.attach(dir)).remove();
+    }
+  });
+});
+
+describe('free ports for private servers', () => {
+  it('picks distinct free ports below the kernel ephemeral range, which outgoing connections take theirs from', async () => {
+    const [low] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const ports = await freePorts('127.0.0.1', 20);
+    assert.equal(new Set(ports).size, 20);
+    for (const port of ports) {
+      assert.ok(port > 1024 && port < low, `port ${port} is not below the ephemeral range (from ${low})`);
+      // free: a server can listen on it now
+      await new Promise<void>((resolve, reject) => {
+        const s = net.createServer().once('error', reject);
+        s.listen(port, '127.0.0.1', () => s.close(() => resolve()));
+      });
     }
   });
 });
