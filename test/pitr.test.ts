@@ -45,14 +45,16 @@ class Writer {
   private stopped = false;
   private pause = false;
   private loop: Promise<void> = Promise.resolve();
+  /** the INSERT under way, if any: its row is counted once it settles */
+  private inFlight: Promise<unknown> = Promise.resolve();
   constructor(private readonly client: Client) {}
 
   start(): void {
     this.loop = (async () => {
       while (!this.stopped) {
         if (!this.pause) {
-          const r = await this.client.query<{ id: number }>(`INSERT INTO events (note) VALUES ('row') RETURNING id`);
-          this.rows.push({ id: Number(r.rows[0].id), committedAt: Date.now() });
+          this.inFlight = this.client.query<{ id: number }>(`INSERT INTO events (note) VALUES ('row') RETURNING id`).then((r) => this.rows.push({ id: Number(r.rows[0].id), committedAt: Date.now() }));
+          await this.inFlight;
         }
         await sleep(5);
       }
@@ -62,7 +64,9 @@ class Writer {
   /** Runs `during` while no row is written; returns the id of the last row before. */
   async paused<T>(during: () => Promise<T>): Promise<{ lastBefore: number; result: T }> {
     this.pause = true;
-    await sleep(50); // an INSERT in flight when the pause began has returned by now
+    // an INSERT in flight when the pause began commits before `during`: wait for it (a loaded
+    // machine took longer than a fixed sleep, and its row then counted as after the pause)
+    await this.inFlight.catch(() => undefined);
     const lastBefore = this.rows.at(-1)!.id;
     try {
       return { lastBefore, result: await during() };
