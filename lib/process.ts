@@ -27,10 +27,11 @@ export function onPath(name: string): string | undefined {
  */
 export async function freePorts(host: string, count: number): Promise<number[]> {
   const below = ephemeralPortsStart();
+  const lowest = Math.max(1024, below - pickedPortsSpan);
   const held: net.Server[] = [];
   try {
-    for (let tries = 0; held.length < count && tries < 200; tries++) {
-      const port = below - 1 - Math.floor(Math.random() * pickedPortsSpan);
+    for (let tries = 0; held.length < count && lowest < below && tries < 200; tries++) {
+      const port = lowest + Math.floor(Math.random() * (below - lowest));
       const server = await listening(port, host).catch(() => undefined);
       if (server) held.push(server);
     }
@@ -42,14 +43,14 @@ export async function freePorts(host: string, count: number): Promise<number[]> 
   }
 }
 
-/** How many ports below the ephemeral range freePorts picks from. */
+/** How many ports below the ephemeral range freePorts picks from (fewer where the range starts lower). */
 const pickedPortsSpan = 10_000;
 
 /** The first port the kernel hands out to outgoing connections (Linux's setting; its default elsewhere). */
 function ephemeralPortsStart(): number {
   try {
     const low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
-    if (low - pickedPortsSpan > 1024) return low;
+    if (Number.isInteger(low)) return low;
   } catch {
     // not Linux
   }
