@@ -103,10 +103,10 @@ describe('configuration of full backups, Supabase, retention and verification', 
     assert.match(problemsOf({ ...minimal, fullBackup: { provider: 'supabase' } }), /supabase: is required/);
   });
 
-  it('compresses base backups with zstd level -1 (a fast level) unless fullBackup.compression names another level, lz4 or gzip', () => {
-    assert.deepEqual(parseConfig(minimal, ctx).fullBackup.compression, { method: 'zstd', level: -1 });
-    assert.deepEqual(parseConfig({ ...minimal, fullBackup: { compression: 'lz4' } }, ctx).fullBackup.compression, { method: 'lz4', level: 1 });
+  it('compresses base backups with lz4 unless fullBackup.compression names zstd (at a level) or gzip', () => {
+    assert.deepEqual(parseConfig(minimal, ctx).fullBackup.compression, { method: 'lz4', level: 1 });
     const read = (compression: string) => parseConfig({ ...minimal, fullBackup: { compression } }, ctx).fullBackup.compression;
+    assert.deepEqual(read('zstd:-1'), { method: 'zstd', level: -1 });
     assert.deepEqual(read('zstd'), { method: 'zstd', level: -1 });
     assert.deepEqual(read('zstd:1'), { method: 'zstd', level: 1 });
     assert.deepEqual(read('zstd:9'), { method: 'zstd', level: 9 });
