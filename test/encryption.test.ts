@@ -8,13 +8,14 @@ import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import { decompress as zstdDecompress } from 'zstd-napi';
 import { parseConfig } from '../lib/config';
-import { isSealed, LocalKeyFile, sealedKeyId, tenantKeyPath } from '../lib/encryption';
+import { isSealed, Keyring, LocalKeyFile, sealedKeyId, tenantKeyPath } from '../lib/encryption';
 import { chunkBytes, openBuffer, OpenStream, sealBuffer, SealStream } from '../lib/encryption/sealedObject';
 import { Engine } from '../lib/engine';
 import { ErrorType, TenantsafeError } from '../lib/errors';
 import { manifestFile, sealManifest, writeManifest } from '../lib/format/sealed';
 import { readManifest, tenantBackupPrefix, type TenantManifest } from '../lib/format/tenantManifest';
 import { backupLabel, restoreLabel } from '../lib/labels';
+import { createStore } from '../lib/storage';
 import { dropRestoreScratch, parseSelection, previewRestore } from '../lib/restore';
 import { batchBackupIds, takeTenantBatch } from '../lib/tenantBackup/batch';
 import { eraseTenantBackups } from '../lib/tenantBackup/erase';
@@ -290,6 +291,32 @@ describe('encrypted object streams', () => {
       assert.deepEqual(openBuffer(key, sealed, 'x'), plain, `sealed stream of ${size} bytes opens as a buffer`);
       assert.deepEqual(await through(new OpenStream(() => key, 'x'), pieces(sealed)), plain, `sealed stream of ${size} bytes opens as a stream`);
       assert.deepEqual(await through(new OpenStream(() => key, 'x'), pieces(sealBuffer(key, keyId, plain))), plain, `sealed buffer of ${size} bytes opens as a stream`);
+    }
+  });
+});
+
+describe('data keys made by writers racing for one owner', () => {
+  it('gives every first writer the same key, the stored one, in this process and across processes (stores of one directory by other paths)', async function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-keyring-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'repo'));
+      // each path of the same directory is a store of its own uri: as other processes' stores are, it shares no key creation in this one
+      const paths = [path.join(dir, 'repo')];
+      for (const i of [1, 2, 3]) {
+        paths.push(path.join(dir, `alias-${i}`));
+        fs.symlinkSync(paths[0], paths[i]);
+      }
+      const keyFile = path.join(dir, 'master.key');
+      LocalKeyFile.create(keyFile);
+      const keyrings = paths.map((p) => new Keyring(createStore({ kind: 'local', path: p }), { enabled: true, keyFile }));
+      const askers = [...keyrings, ...keyrings].map((k) => k.forTenant('acme'));
+      const keys = await Promise.all(askers);
+      const stored = JSON.parse(fs.readFileSync(path.join(dir, 'repo', tenantKeyPath('acme')), 'utf8')) as { keyId: string };
+      assert.deepEqual(new Set(keys.map((k) => k!.id)), new Set([stored.keyId]), 'one key, the stored one, for every writer');
+      for (const k of keys) await keyrings[0].confirm(k);
+      assert.deepEqual((await keyrings[0].forTenants(['acme', 'globex']))!.get('acme')!.id, stored.keyId);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

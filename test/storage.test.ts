@@ -168,6 +168,21 @@ for (const driver of [local, gcs, replicated]) {
       assert.deepEqual(await keysOf(store, ''), ['k']);
     });
 
+    it('stores with putIfAbsent only where no object is: of writers racing for a key exactly one stores, the others get null and leave its bytes', async () => {
+      const body = (i: number) => Buffer.from(`{"writer":${i}}\n`);
+      const results = await Promise.all(Array.from({ length: 6 }, (_, i) => store.putIfAbsent('keys/tenants/acme.json', body(i), { contentType: 'application/json' })));
+      const winners = results.flatMap((r, i) => (r ? [i] : []));
+      assert.equal(winners.length, 1, JSON.stringify(results));
+      const won = winners[0];
+      assert.deepEqual(results[won], { key: 'keys/tenants/acme.json', bytes: body(won).length, sha256: createHash('sha256').update(body(won)).digest('hex') });
+      assert.deepEqual(await store.getBytes('keys/tenants/acme.json'), body(won));
+      assert.equal(await store.putIfAbsent('keys/tenants/acme.json', Buffer.from('later')), null);
+      assert.deepEqual(await store.getBytes('keys/tenants/acme.json'), body(won), 'a later writer changes nothing');
+      assert.deepEqual(await keysOf(store, ''), ['keys/tenants/acme.json']);
+      await store.delete('keys/tenants/acme.json');
+      assert.ok(await store.putIfAbsent('keys/tenants/acme.json', Buffer.from('again')), 'stores again once the object is gone');
+    });
+
     it('reads a byte range: exactly those bytes, an empty range as nothing, a missing object as ObjectMissing', async () => {
       const data = Buffer.from(Array.from({ length: 3 * MiB + 11 }, (_, i) => (i * 7 + (i >> 10)) & 0xff));
       await store.put('packs/b1/0001.pack', data);

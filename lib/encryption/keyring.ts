@@ -13,9 +13,6 @@ import { LocalKeyFile } from './masterKey';
 import { keyIdBytes, objectCipher, openBuffer, OpenStream, sealBuffer, SealStream } from './sealedObject';
 
 export const keysArea = 'keys/';
-/** how long a new key's writer waits before it takes the stored key as final (see Keyring.create) */
-const settleMs = 1000;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** data keys being made in this process, by store and key path (Keyring.createOnce) */
 const creating = new Map<string, Promise<DataKey>>();
 const tenantKeysArea = `${keysArea}tenants/`; // tenantKeyPath's folder
@@ -114,11 +111,8 @@ export class Keyring {
     if (!this.opts.enabled) return undefined;
     const existing = new Set<string>();
     for await (const o of this.store.list(tenantKeysArea)) existing.add(o.key);
-    const keys = await mapLimit(tenantIds, 16, (tenantId) => (existing.has(tenantKeyPath(tenantId)) ? this.read(tenantKeyPath(tenantId), { tenantId }) : this.createOnce({ tenantId }, false)));
-    // the keys made here settle together: one wait for the batch, not one per tenant
-    if (keys.some((k) => k.created)) await sleep(settleMs);
-    const settled = await mapLimit(keys, 16, (k, i) => (k.created ? this.adopt(k, { tenantId: tenantIds[i] }) : Promise.resolve(k)));
-    return new Map(tenantIds.map((t, i) => [t, settled[i]]));
+    const keys = await mapLimit(tenantIds, 16, (tenantId) => (existing.has(tenantKeyPath(tenantId)) ? this.read(tenantKeyPath(tenantId), { tenantId }) : this.createOnce({ tenantId })));
+    return new Map(tenantIds.map((t, i) => [t, keys[i]]));
   }
 
   /** The key full backups, WAL and change-log segments of a database cluster are written with; undefined when off. */
@@ -228,47 +222,37 @@ export class Keyring {
 
   private async forOwner(owner: KeyOwner): Promise<DataKey> {
     const path = 'tenantId' in owner ? tenantKeyPath(owner.tenantId) : databaseKeyPath(owner.database);
-    return (await this.store.stat(path)) ? this.read(path, owner) : this.createOnce(owner, true);
+    return (await this.store.stat(path)) ? this.read(path, owner) : this.createOnce(owner);
   }
 
   /**
    * One creation per key at a time in this process (the WAL archiver and a base backup of a new
    * cluster start together on one worker): a second asker waits for the first's key. Across
-   * processes, create() settles.
+   * processes, the store decides (create()).
    */
-  private createOnce(owner: KeyOwner, settle: boolean): Promise<DataKey> {
+  private createOnce(owner: KeyOwner): Promise<DataKey> {
     const id = `${this.store.uri}\0${'tenantId' in owner ? tenantKeyPath(owner.tenantId) : databaseKeyPath(owner.database)}`;
     let made = creating.get(id);
     if (!made) {
-      made = this.create(owner, settle).finally(() => creating.delete(id));
+      made = this.create(owner).finally(() => creating.delete(id));
       creating.set(id, made);
     }
     return made;
   }
 
   /**
-   * A new data key, stored. Storage has no create-if-absent here, so two writers that both found
-   * no key may both store one, the later replacing the earlier: each waits `settleMs` (longer than
-   * a small put takes) and then takes whatever key is stored, before encrypting anything. confirm()
-   * checks again before a manifest names the key.
+   * A new data key, stored only where no key file is (putIfAbsent): of two writers that both
+   * found none, the one that stores second reads and uses the first's, before encrypting
+   * anything. confirm() checks again before a manifest names the key.
    */
-  private async create(owner: KeyOwner, settle = true): Promise<DataKey> {
+  private async create(owner: KeyOwner): Promise<DataKey> {
     await this.masterKey();
     const keyId = randomBytes(keyIdBytes).toString('hex');
     const dataKey = randomBytes(32);
     const path = 'tenantId' in owner ? tenantKeyPath(owner.tenantId) : databaseKeyPath(owner.database);
     const file: DataKeyFile = { formatVersion: 1, kind: 'dataKey', owner, keyId, ...(await this.provider.wrap(dataKey, wrapContext({ keyId, owner }))), createdAt: new Date().toISOString() };
-    await this.store.put(path, Buffer.from(JSON.stringify(file, null, 2) + '\n'), { contentType: 'application/json' });
-    const made = new DataKey(keyId, dataKey, path, true);
-    if (!settle) return made;
-    await sleep(settleMs);
-    return this.adopt(made, owner);
-  }
-
-  /** The stored key in place of one just made, when another writer's replaced it. */
-  private async adopt(made: DataKey, owner: KeyOwner): Promise<DataKey> {
-    const stored = await this.read(made.path, owner);
-    return stored.id === made.id ? made : stored;
+    const stored = await this.store.putIfAbsent(path, Buffer.from(JSON.stringify(file, null, 2) + '\n'), { contentType: 'application/json' });
+    return stored ? new DataKey(keyId, dataKey, path, true) : this.read(path, owner);
   }
 
   /**

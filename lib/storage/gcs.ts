@@ -114,6 +114,20 @@ export class GcsStore implements ObjectStore {
     return { key, bytes, sha256 };
   }
 
+  async putIfAbsent(key: string, body: Buffer, opts: PutOptions = {}): Promise<PutResult | null> {
+    checkKey(key);
+    opts.signal?.throwIfAborted();
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    try {
+      // generation 0: only if no live object has the name (a retry of a lost reply finds ours there, and reads it as the caller would another's)
+      await this.bucket.file(this.base + key).save(body, { resumable: false, contentType: opts.contentType, metadata: { metadata: { sha256 } }, preconditionOpts: { ifGenerationMatch: 0 } });
+    } catch (err) {
+      if ((err as { code?: number }).code === 412) return null;
+      throw await this.writeError(err, key);
+    }
+    return { key, bytes: body.length, sha256 };
+  }
+
   /** One request per object (an upload is durable once it finalises), several in flight. */
   async putMany(objects: readonly SmallObject[], opts: Pick<PutOptions, 'signal'> = {}): Promise<PutResult[]> {
     return mapLimit(objects, requestsInFlight, (o) => this.put(o.key, o.body, { contentType: o.contentType, signal: opts.signal }));

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { addAbortSignal, Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
@@ -41,6 +41,15 @@ export class LocalStore implements ObjectStore {
   }
 
   async put(key: string, source: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    return (await this.write(key, source, opts, false))!;
+  }
+
+  putIfAbsent(key: string, body: Buffer, opts: PutOptions = {}): Promise<PutResult | null> {
+    return this.write(key, body, opts, true);
+  }
+
+  /** put; `exclusive`: the partial file is linked to its key instead of renamed over it, and null when the key was taken */
+  private async write(key: string, source: Readable | Buffer, opts: PutOptions, exclusive: boolean): Promise<PutResult | null> {
     checkKey(key);
     opts.signal?.throwIfAborted();
     const file = path.join(this.root, key);
@@ -66,7 +75,13 @@ export class LocalStore implements ObjectStore {
       await this.writing(fh.sync(), partial);
       await this.writing(fh.close(), partial);
       fh = undefined;
-      await this.writing(rename(partial, file), file);
+      if (exclusive) {
+        const linked = await this.writing(link(partial, file).then(() => true, (err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? false : Promise.reject(err))), file);
+        await unlink(partial).catch(() => undefined);
+        if (!linked) return null;
+      } else {
+        await this.writing(rename(partial, file), file);
+      }
       await this.writing(fsyncDir(dir), dir);
     } catch (err) {
       await fh?.close().catch(() => undefined);

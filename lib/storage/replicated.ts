@@ -96,6 +96,23 @@ export class ReplicatedStore implements ObjectStore {
     return stored;
   }
 
+  /** As put: the primary decides while it works, the secondary while it fails. */
+  async putIfAbsent(key: string, body: Buffer, opts: PutOptions = {}): Promise<PutResult | null> {
+    if (!this.primaryFailing()) {
+      try {
+        const stored = await this.primary.putIfAbsent(key, body, opts);
+        if (stored) await this.copyToSecondary(key, stored, opts);
+        return stored;
+      } catch (err) {
+        if (!isStorageFailure(err)) throw err;
+        this.primaryFailed(err);
+      }
+    }
+    const stored = await this.secondary.putIfAbsent(key, body, opts);
+    if (stored) await this.recordLag('primary', 'put', key, 'the primary is failing');
+    return stored;
+  }
+
   /**
    * All to the primary at once, then all to the secondary, each copy's sha256 checked against
    * the primary's (the bytes are at hand); manifests held back while the secondary is behind.

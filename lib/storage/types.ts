@@ -45,6 +45,12 @@ export interface ObjectStore {
    */
   put(key: string, source: Readable | Buffer, opts?: PutOptions): Promise<PutResult>;
   /**
+   * A small object stored only when no object has its key, decided by the store at once (local:
+   * a hard link of the durable partial file; GCS: a generation precondition of 0): of writers
+   * racing for one key exactly one stores. null when an object was there, which is left as it is.
+   */
+  putIfAbsent(key: string, body: Buffer, opts?: PutOptions): Promise<PutResult | null>;
+  /**
    * Writes many small objects, each visible only once complete (as put), all durable when it
    * resolves: local storage makes them durable with one sync of the file system instead of
    * several per object. Not atomic as a group: after a failure some may be there.
