@@ -428,6 +428,14 @@ describe('gcs storage', () => {
     );
   });
 
+  it('fails the reader, not the process, when a read fails before the reader starts (here a range past the end)', async () => {
+    const store = createStore({ kind: 'gcs', bucket: 'layout', prefix: 'early-error', apiEndpoint: gcsServer.url });
+    await store.put('k', Buffer.from('hello'));
+    const stream = await store.getRange('k', { offset: 100, length: 5 });
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the GET answered and failed meanwhile
+    await assert.rejects(stream.toArray(), (err: { code?: number }) => err.code === 416, 'Range Not Satisfiable, for the reader');
+  });
+
   it('uses STORAGE_EMULATOR_HOST when the config names no endpoint, with or without scheme and /storage/v1', async () => {
     const saved = process.env.STORAGE_EMULATOR_HOST;
     try {

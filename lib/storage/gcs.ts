@@ -151,6 +151,10 @@ export class GcsStore implements ObjectStore {
     const file = this.bucket.file(this.base + key, { generation: found.generation });
     const src = file.createReadStream(range ? { start: range.offset, end: range.offset + range.length - 1 } : {});
     const out = new PassThrough();
+    // the caller reads it later (after making its own output ready): an error before then (the
+    // object removed meanwhile, a WAL partial replaced by its segment) waits in the stream for
+    // that reader, where without a listener it would be thrown and end the process
+    out.on('error', () => undefined);
     src.once('error', (err) => out.destroy(isNotFound(err) ? this.missing(key) : (this.storeError(err, `reading ${key}`) as Error)));
     out.once('close', () => src.destroy());
     return src.pipe(out);
