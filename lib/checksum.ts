@@ -143,9 +143,10 @@ export class Sha256Stream extends Transform {
 
 /** The sha256 (hex) of everything a stream holds. */
 export async function sha256OfStream(source: Readable): Promise<string> {
-  const hash = new Sha256Stream();
-  for await (const chunk of source.pipe(hash)) void chunk;
-  return hash.hex();
+  // read directly, not through pipe(), which would leave a source's error unseen and this waiting forever
+  const hash = createHash('sha256');
+  for await (const chunk of source) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 /** JSON with object keys sorted at every level: the form checksums are taken of. */

@@ -1,5 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { adjustRowChecksum, RowDigest } from '../lib/checksum';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { adjustRowChecksum, RowDigest, sha256OfStream } from '../lib/checksum';
 
 const digest = (text: string, chunk = text.length) => {
   const d = new RowDigest();
@@ -23,5 +25,19 @@ describe('row checksum (murmur3x2-sum64, docs/format.md)', () => {
     const removed = digest(`${rows[1]}\n${rows[3]}\n`);
     const added = digest('new\n');
     assert.equal(adjustRowChecksum(all, removed, added), digest([rows[0], rows[2], rows[4], 'new'].map((r) => `${r}\n`).join('')));
+  });
+});
+
+describe('sha256 of a stream', () => {
+  it('is the sha256 of every byte, and fails with the source when the source fails part-way (not waiting forever)', async () => {
+    const pieces = [Buffer.from('abc'), Buffer.alloc(70_000, 7), Buffer.from('z')];
+    assert.equal(await sha256OfStream(Readable.from(pieces)), createHash('sha256').update(Buffer.concat(pieces)).digest('hex'));
+    const failing = Readable.from(
+      (async function* () {
+        yield Buffer.from('abc');
+        throw new Error('the object went away');
+      })(),
+    );
+    await assert.rejects(sha256OfStream(failing), /the object went away/);
   });
 });
