@@ -7,15 +7,16 @@
 //     --type=full` and `restore` + start until recovery ends at the end of its archive; and the
 //     same into a second repository encrypted with aes-256-cbc (ours encrypt by default): the
 //     targets are against the first, the second is the like-for-like figure
-//   - `pg_basebackup -Ft --compress=client-lz4` (WAL streamed into the backup): extracted and
-//     started until it accepts connections
+//   - `pg_basebackup -Ft --compress=client-lz4` (WAL streamed into the backup), and plain
+//     `pg_basebackup -Ft` (a small cluster's fixed-cost baseline, issue 26): extracted and started
+//     until it accepts connections
 // Each round runs them in turn (the order rotating, a CHECKPOINT and a sync before each), so
 // noise from other work on the machine hits all of them; medians of the rounds and their ratios.
 // Two datasets: "realistic" (text, jsonb and random bytea: semi- and incompressible) and pgbench
 // (compresses to almost nothing). Then the RPO under steady pgbench writes, archived by the worker.
 // Usage: npx tsx bench/fullBackup.ts [--quick] [--scale x] [--rounds n]
 //   scale 1: realistic 1M rows ≈ 1.1 GiB, pgbench scale 30 ≈ 450 MiB, RPO over 20 s; 3 rounds
-//   (quick: 1 round, one compression of ours: zstd). BENCH_DATASETS (default realistic,pgbench),
+//   (quick: 1 round, one compression of ours: lz4, the default). BENCH_DATASETS (default realistic,pgbench),
 //   BENCH_COMPRESSIONS (ours, one side each, default lz4,zstd) choose what runs.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -36,6 +37,9 @@ import { benchRow, ratioAtMost, atMost, roundsOf, runScenario, scaled, type Benc
 import { benchStack, median, percentile, runCommand, sleep, waitUntil, type BenchStack } from './support';
 
 const cores = os.availableParallelism();
+
+/** Up to this size a cluster's backup is mostly fixed costs: the CLI, the workflow's steps (issue 26: ≤ 3× plain pg_basebackup). */
+const smallCluster = 256 * 2 ** 20;
 
 /** What one run measures: sizes, rounds, which of ours. */
 interface Plan {
@@ -105,7 +109,7 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
     rounds: roundsOf(opts, 3, 1),
     rows: scaled(opts, 1_000_000, 10_000),
     scale: scaled(opts, 30, 1),
-    oursCompressions: (process.env.BENCH_COMPRESSIONS ?? (opts.quick ? 'zstd' : 'lz4,zstd')).split(','),
+    oursCompressions: (process.env.BENCH_COMPRESSIONS ?? (opts.quick ? 'lz4' : 'lz4,zstd')).split(','),
     rpoSeconds: scaled(opts, 20, 5),
   };
   const rows: BenchRow[] = [];
@@ -132,6 +136,14 @@ export async function run(opts: BenchOptions): Promise<BenchRow[]> {
           unit: 's',
           target: ratioAtMost(1.5),
           note: rounds('pg_basebackup lz4', 'backupRounds'),
+        }),
+        // a small cluster's fixed cost (issue 26): against plain `pg_basebackup -Ft`, as that issue measured it; larger ones are throughput, the rows above
+        benchRow(scenario, `${compression}: \`full-backup --wait\` vs plain pg_basebackup -Ft`, {
+          ours: ours.backupS,
+          baseline: r['pg_basebackup plain'].backupS,
+          unit: 's',
+          ...(m.clusterBytes <= smallCluster ? { target: ratioAtMost(3) } : {}),
+          note: `${rounds('pg_basebackup plain', 'backupRounds')}; the ≤ 3 target applies to clusters of at most ${mib(smallCluster)} (issue 26)`,
         }),
         benchRow(scenario, `${compression}: \`pitr restore --latest\` vs pgBackRest restore`, {
           ours: ours.restoreS,
@@ -255,27 +267,33 @@ async function measureDataset(dataset: string, { rounds, rows, scale, oursCompre
         return () => c.remove();
       },
     })),
-    {
-      name: 'pg_basebackup lz4',
-      backup: async (round) => {
-        const out = path.join(dir, `basebackup-${round}`);
-        await runCommand(pgBin('pg_basebackup'), ['-D', out, '-F', 't', '--compress=client-lz4', '--checkpoint=fast', ...pgArgs]);
-        return { bytes: dirSize(out) };
-      },
-      restore: async (round) => {
-        const from = path.join(dir, `basebackup-${round}`);
-        const target = restoredDir('basebackup', round);
-        mkdirSync(path.join(target, 'pg_wal'), { recursive: true, mode: 0o700 });
-        await runCommand('tar', ['-x', '-I', 'lz4', '-f', path.join(from, 'base.tar.lz4'), '-C', target]);
-        await runCommand('tar', ['-x', '-f', path.join(from, 'pg_wal.tar'), '-C', path.join(target, 'pg_wal')]); // pg_basebackup leaves the WAL uncompressed
-        const c = await PrivateCluster.create({ dataDir: target, port: await port(), settings: { archive_mode: 'off' } });
-        await c.start();
-        return async () => {
-          await c.remove();
-          rmSync(from, { recursive: true, force: true });
-        };
-      },
-    },
+    // pg_basebackup by hand: lz4 (issue 23's baseline) and plain, uncompressed (issue 26's for a small cluster's fixed cost)
+    ...(['lz4', 'plain'] as const).map((kind): Side => {
+      const name = `pg_basebackup ${kind}`;
+      const backupDir = (round: number) => path.join(dir, `basebackup-${kind}-${round}`);
+      const baseTar = kind === 'lz4' ? 'base.tar.lz4' : 'base.tar';
+      return {
+        name,
+        backup: async (round) => {
+          const out = backupDir(round);
+          await runCommand(pgBin('pg_basebackup'), ['-D', out, '-F', 't', ...(kind === 'lz4' ? ['--compress=client-lz4'] : []), '--checkpoint=fast', ...pgArgs]);
+          return { bytes: dirSize(out) };
+        },
+        restore: async (round) => {
+          const from = backupDir(round);
+          const target = restoredDir(`basebackup-${kind}`, round);
+          mkdirSync(path.join(target, 'pg_wal'), { recursive: true, mode: 0o700 });
+          await runCommand('tar', ['-x', ...(kind === 'lz4' ? ['-I', 'lz4'] : []), '-f', path.join(from, baseTar), '-C', target]);
+          await runCommand('tar', ['-x', '-f', path.join(from, 'pg_wal.tar'), '-C', path.join(target, 'pg_wal')]); // pg_basebackup leaves the WAL uncompressed
+          const c = await PrivateCluster.create({ dataDir: target, port: await port(), settings: { archive_mode: 'off' } });
+          await c.start();
+          return async () => {
+            await c.remove();
+            rmSync(from, { recursive: true, force: true });
+          };
+        },
+      };
+    }),
   ];
 
   const measured = new Map<string, Measured>(sides.map((s) => [s.name, { backupMs: [], restoreMs: [], bytes: [] }]));
