@@ -41,15 +41,40 @@ export class LocalStore implements ObjectStore {
   }
 
   async put(key: string, source: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
-    return (await this.write(key, source, opts, false))!;
+    const replace = async (partial: string, file: string) => {
+      await this.writing(rename(partial, file), file);
+      return true;
+    };
+    return (await this.write(key, source, opts, replace))!;
   }
 
   putIfAbsent(key: string, body: Buffer, opts: PutOptions = {}): Promise<PutResult | null> {
-    return this.write(key, body, opts, true);
+    return this.write(key, body, opts, (partial, file) => this.linkIfAbsent(partial, file, body));
   }
 
-  /** put; `exclusive`: the partial file is linked to its key instead of renamed over it, and null when the key was taken */
-  private async write(key: string, source: Readable | Buffer, opts: PutOptions, exclusive: boolean): Promise<PutResult | null> {
+  /**
+   * The written partial file becomes the key only if nothing has it: a hard link fails on an
+   * existing name, atomically. A file system without hard links (some FUSE mounts) gets a rename,
+   * then a wait longer than a racing writer's rename takes, and whichever bytes stayed win.
+   */
+  private async linkIfAbsent(partial: string, file: string, body: Buffer): Promise<boolean> {
+    try {
+      await link(partial, file);
+      await unlink(partial).catch(() => undefined);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (code === 'EEXIST') return false;
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes(code)) throw this.unwritable(err, file);
+    }
+    if (await stat(file).then(() => true, (err: unknown) => (isMissing(err) ? false : Promise.reject(this.unwritable(err, file))))) return false;
+    await this.writing(rename(partial, file), file);
+    await new Promise((resolve) => setTimeout(resolve, withoutLinksSettleMs));
+    return (await readFile(file).catch(() => null))?.equals(body) === true;
+  }
+
+  /** put, with `publish` making the durable partial file the key's (false: it did not, and null is returned) */
+  private async write(key: string, source: Readable | Buffer, opts: PutOptions, publish: (partial: string, file: string) => Promise<boolean>): Promise<PutResult | null> {
     checkKey(key);
     opts.signal?.throwIfAborted();
     const file = path.join(this.root, key);
@@ -75,12 +100,9 @@ export class LocalStore implements ObjectStore {
       await this.writing(fh.sync(), partial);
       await this.writing(fh.close(), partial);
       fh = undefined;
-      if (exclusive) {
-        const linked = await this.writing(link(partial, file).then(() => true, (err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? false : Promise.reject(err))), file);
+      if (!(await publish(partial, file))) {
         await unlink(partial).catch(() => undefined);
-        if (!linked) return null;
-      } else {
-        await this.writing(rename(partial, file), file);
+        return null;
       }
       await this.writing(fsyncDir(dir), dir);
     } catch (err) {
@@ -321,6 +343,8 @@ export class LocalStore implements ObjectStore {
   }
 }
 
+/** putIfAbsent without hard links: how long a writer waits for a racing writer's rename before it reads back whose bytes stayed */
+const withoutLinksSettleMs = 1000;
 /** file system calls of one putMany in flight at once (libuv runs them on its thread pool) */
 const fileOpsInFlight = 16;
 /** how many times a listing reads its directories while objects vanish under it */
