@@ -8,8 +8,8 @@ import * as path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { requireKeyring } from '../encryption';
-import { sha256Hex, Sha256Stream } from '../checksum';
-import { discard, Rechunk } from '../streams';
+import { sha256Hex, sha256OfStream, Sha256Stream } from '../checksum';
+import { Rechunk } from '../streams';
 import type { FullBackupRecord } from '../catalog';
 import { microsText } from '../pg';
 import { PrivateCluster } from '../postgres/cluster';
@@ -210,7 +210,7 @@ async function extract(store: ObjectStore, key: string, sha256: string, compress
     unpack.kill('SIGKILL');
     tar.kill('SIGKILL');
     await exited;
-    if (!signal?.aborted && (await sha256Of(store, key).catch(() => sha256)) !== sha256) throw corrupt();
+    if (!signal?.aborted && (await store.get(key).then(sha256OfStream).catch(() => sha256)) !== sha256) throw corrupt();
     if (err instanceof TenantsafeError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'EPIPE') throw failed();
     throw err;
@@ -222,12 +222,6 @@ async function extract(store: ObjectStore, key: string, sha256: string, compress
   await flushing;
   if (check && check.hex() !== sha256) throw corrupt();
   if (codes.some((code) => code !== 0)) throw failed();
-}
-
-async function sha256Of(store: ObjectStore, key: string): Promise<string> {
-  const hash = new Sha256Stream();
-  await pipeline(await store.get(key), hash, discard());
-  return hash.hex();
 }
 
 /**
