@@ -7,7 +7,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawnTied } from '../process';
 import { watch } from 'node:fs';
-import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -263,6 +263,12 @@ class SpoolUploader {
   readonly progress: WalArchiverProgress = { segmentsArchived: 0, lastSegment: null, partial: null, uploadedAt: null };
   private readonly uploaded = new Set<string>();
   private partialSeen: { name: string; mtimeMs: number } | null = null;
+  /**
+   * Every segment and partial is read into this one buffer, one at a time (each is compressed and
+   * stored before the next is read): a new 16 MiB buffer per partial, twice a second while the
+   * database writes, kept the worker's garbage collector marking its whole heap over and over.
+   */
+  private readBuffer = Buffer.alloc(0);
 
   constructor(
     private readonly store: ObjectStore,
@@ -275,6 +281,20 @@ class SpoolUploader {
   private async stored(raw: Buffer): Promise<Buffer> {
     const gzipped = await gzipAsync(raw, { level: this.level });
     return this.dataKey ? this.dataKey.sealBuffer(gzipped) : gzipped;
+  }
+
+  /** A spool file's bytes, in readBuffer: valid until the next read. */
+  private async readSpoolFile(file: string): Promise<Buffer> {
+    const fh = await open(path.join(this.spool, file), 'r');
+    try {
+      const { size } = await fh.stat();
+      if (this.readBuffer.length < size) this.readBuffer = Buffer.allocUnsafe(size);
+      let filled = 0;
+      for (let n = -1; filled < size && n !== 0; filled += n) n = (await fh.read(this.readBuffer, filled, size - filled, filled)).bytesRead;
+      return this.readBuffer.subarray(0, filled);
+    } finally {
+      await fh.close();
+    }
   }
 
   async pass(): Promise<void> {
@@ -295,14 +315,17 @@ class SpoolUploader {
   }
 
   private async uploadSegment(name: string): Promise<void> {
-    const raw = await readFile(path.join(this.spool, name));
+    const raw = await this.readSpoolFile(name);
     // compressed in the thread pool while this thread hashes: a base backup waits for this segment
     const stored = this.stored(raw);
-    stored.catch(() => undefined); // awaited below unless the stat fails first
     const sha256 = sha256Hex(raw);
     const key = segmentKey(name, sha256);
-    // After a restart the same segment may be received again: it is already there, byte for byte.
-    if (!(await this.store.stat(key))) await this.store.put(key, await stored, { contentType: 'application/gzip' });
+    try {
+      // After a restart the same segment may be received again: it is already there, byte for byte.
+      if (!(await this.store.stat(key))) await this.store.put(key, await stored, { contentType: 'application/gzip' });
+    } finally {
+      await stored.catch(() => undefined); // done with raw before the next read reuses its buffer
+    }
     await this.store.delete(partialKey(name));
     this.uploaded.add(name);
     this.progress.segmentsArchived++;
@@ -318,7 +341,7 @@ class SpoolUploader {
     if (mtimeMs < 0 || (this.partialSeen?.name === name && this.partialSeen.mtimeMs === mtimeMs)) return;
     let raw: Buffer;
     try {
-      raw = await readFile(full);
+      raw = await this.readSpoolFile(file);
     } catch {
       return; // renamed to the completed segment meanwhile: the next pass uploads that
     }
