@@ -68,20 +68,10 @@ export class GcsStore implements ObjectStore {
   }
 
   async put(key: string, source: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    if (Buffer.isBuffer(source)) return (await this.saveWhole(key, source, opts, false))!;
     checkKey(key);
     opts.signal?.throwIfAborted();
     const file = this.bucket.file(this.base + key);
-    if (Buffer.isBuffer(source)) {
-      // One request: small objects (manifests) whose digest is known before they are sent.
-      const sha256 = createHash('sha256').update(source).digest('hex');
-      try {
-        await file.save(source, { resumable: false, contentType: opts.contentType, metadata: { metadata: { sha256 } } });
-      } catch (err) {
-        throw await this.writeError(err, key);
-      }
-      return { key, bytes: source.length, sha256 };
-    }
-
     const hash = createHash('sha256');
     let bytes = 0;
     let sourceError: unknown;
@@ -114,15 +104,23 @@ export class GcsStore implements ObjectStore {
     return { key, bytes, sha256 };
   }
 
-  async putIfAbsent(key: string, body: Buffer, opts: PutOptions = {}): Promise<PutResult | null> {
+  putIfAbsent(key: string, body: Buffer, opts: PutOptions = {}): Promise<PutResult | null> {
+    return this.saveWhole(key, body, opts, true);
+  }
+
+  /**
+   * One request: a small object (a manifest, a key file) whose digest is known before it is sent.
+   * `ifAbsent`: generation 0 as a precondition, only if no live object has the name, and null when
+   * one has (a retry of a lost reply finds ours there, and reads it as the caller would another's).
+   */
+  private async saveWhole(key: string, body: Buffer, opts: PutOptions, ifAbsent: boolean): Promise<PutResult | null> {
     checkKey(key);
     opts.signal?.throwIfAborted();
     const sha256 = createHash('sha256').update(body).digest('hex');
     try {
-      // generation 0: only if no live object has the name (a retry of a lost reply finds ours there, and reads it as the caller would another's)
-      await this.bucket.file(this.base + key).save(body, { resumable: false, contentType: opts.contentType, metadata: { metadata: { sha256 } }, preconditionOpts: { ifGenerationMatch: 0 } });
+      await this.bucket.file(this.base + key).save(body, { resumable: false, contentType: opts.contentType, metadata: { metadata: { sha256 } }, ...(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {}) });
     } catch (err) {
-      if ((err as { code?: number }).code === 412) return null;
+      if (ifAbsent && (err as { code?: number }).code === 412) return null;
       throw await this.writeError(err, key);
     }
     return { key, bytes: body.length, sha256 };
