@@ -17,7 +17,8 @@
 // with Postgres' own checks, and says so.
 import { pipeline } from 'node:stream/promises';
 import type { Client, ClientBase } from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { from as copyFrom } from 'pg-copy-streams';
+import { copyOut } from '../copyOut';
 import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { allNotNull, cancelOnAbort, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
@@ -296,7 +297,7 @@ async function copyInto(url: string, into: ClientBase, rows: string, target: str
   const reader = await connect(url, 'tenantsafe-apply-read');
   try {
     const sink = into.query(copyFrom(`COPY ${target} FROM STDIN`));
-    await pipeline(reader.query(copyTo(`COPY (${rows}) TO STDOUT`)), sink);
+    await pipeline(reader.query(copyOut(`COPY (${rows}) TO STDOUT`)), sink);
     return sink.rowCount;
   } finally {
     await reader.end();

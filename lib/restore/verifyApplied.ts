@@ -9,7 +9,7 @@
 // replica mode their row counts are unchanged), which a check out here could not do without
 // racing live writes.
 import { pipeline } from 'node:stream/promises';
-import { to as copyTo } from 'pg-copy-streams';
+import { copyOut } from '../copyOut';
 import { adjustRowChecksum, emptyRowChecksum, RowDigestStream } from '../checksum';
 import type { TenantManifest } from '../format/tenantManifest';
 import { discard } from '../streams';
@@ -28,7 +28,7 @@ import type { ClientBase } from 'pg';
 /** Row count and row checksum of a query's rows, read as COPY text (the backup's own form). */
 export async function rowsDigest(c: ClientBase, sql: string): Promise<{ rows: number; checksum: string }> {
   const digest = new RowDigestStream();
-  await pipeline(c.query(copyTo(`COPY (${sql}) TO STDOUT`)), digest, discard());
+  await pipeline(c.query(copyOut(`COPY (${sql}) TO STDOUT`)), digest, discard());
   return { rows: digest.digest.rows, checksum: digest.digest.digest() };
 }
 

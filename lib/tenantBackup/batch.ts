@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import type { Client } from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
+import { copyOut } from '../copyOut';
 import { keyringOf, type DataKey } from '../encryption';
 import type { Engine } from '../engine';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -497,7 +497,7 @@ export async function exportTenantBatch(opts: BatchExportOptions): Promise<Batch
         try {
           // without a list of ids (a scan of the whole table is cheaper than a lookup per row) the reader drops the rows of ids that are no tenant
           const query = batchRowsQuery(plan, table, scope, { grouped });
-          await pipeline(c.query(copyTo(`COPY (${query}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped, scope && 'ids' in scope ? 'refuse' : 'skip'));
+          await pipeline(c.query(copyOut(`COPY (${query}) TO STDOUT`)), new TenantSplitter(fields, pack, grouped, scope && 'ids' in scope ? 'refuse' : 'skip'));
         } catch (err) {
           pack.abort(err as Error);
           throw err;

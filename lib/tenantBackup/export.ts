@@ -3,7 +3,7 @@
 // COPY ... TO STDOUT through a row digest and a compressor into the store. Never buffers a table.
 import { pipeline } from 'node:stream/promises';
 import type { Client, ClientBase } from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
+import { copyOut } from '../copyOut';
 import { RowDigestStream } from '../checksum';
 import { objectLocation, type ManifestTable, type SnapshotOrigin } from '../format/tenantManifest';
 import { ErrorType, TenantsafeError } from '../errors';
@@ -233,7 +233,7 @@ export async function beginSnapshotTransaction(c: Client): Promise<void> {
 
 async function exportTable(client: Client, table: OwnedTable, index: number, opts: ExportOptions): Promise<TableExport> {
   const objectKey = dataObjectKey(index, table.key, opts.compression.method);
-  const copy = client.query(copyTo(`COPY (${opts.rowsQuery?.(table) ?? tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
+  const copy = client.query(copyOut(`COPY (${opts.rowsQuery?.(table) ?? tenantRowsQuery(opts.plan, table, opts.tenantId)}) TO STDOUT`));
   const digest = new RowDigestStream();
   const compress = compressor(opts.compression);
   // COPY's chunks are a network read each (~20 KiB): a compressor's fixed cost per write (for
