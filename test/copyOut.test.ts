@@ -50,6 +50,12 @@ describe('copyOut (COPY … TO STDOUT, rows moved together in place)', () => {
     assert.equal((await c.query('SELECT 2 AS two')).rows[0].two, 2);
   });
 
+  it("replaces this pg-copy-streams version's parser (an upgrade that renames its internals falls back to the library's, and fails here)", () => {
+    const q = copyOut('COPY (SELECT 1) TO STDOUT') as unknown as { _parse: unknown };
+    assert.equal(typeof q._parse, 'function');
+    assert.notEqual(q._parse, Object.getPrototypeOf(q)._parse);
+  });
+
   it('ends at once on no rows', async () => {
     const stream = c.query(copyOut(`COPY (SELECT 1 WHERE false) TO STDOUT`));
     assert.equal((await buffer(stream)).length, 0);
