@@ -2,7 +2,7 @@
 // it imports when it first uses it, so a command loads only what it runs. The transform on small
 // modules (what is deferred, what is not, lines kept), then the real build: `--version` and
 // `--help` load neither pg, yaml nor the Temporal SDK; a catalog command loads pg but not Temporal.
-// And node's options for a worker, which bin/tenantsafe's first line gives.
+// And node's options and environment for a worker, which bin/tenantsafe's launcher line gives.
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { transformSync } from 'esbuild';
 import { projectRoot } from '../lib/config';
 import { freshDatabase, type TestDatabase } from './support/db';
-import { workerNodeOptions } from '../workers/process';
+import { workerEnvironment, workerNodeOptions } from '../workers/process';
 
 const { lazyImports } = require('../scripts/build.js') as { lazyImports(code: string): string };
 
@@ -168,12 +168,33 @@ try { require('./client/output.ts').table(null, ['a']); } catch (err) { process.
   });
 });
 
-describe("the worker's node options", () => {
-  it("are on bin/tenantsafe's first line, which runs as a command", async () => {
-    const bin = path.join(projectRoot, 'bin/tenantsafe');
-    assert.equal(fs.readFileSync(bin, 'utf8').split('\n')[0], `#!/usr/bin/env -S node ${workerNodeOptions.join(' ')}`);
-    // the line itself, not node: env splits it (-S) and node takes the options
+describe("the worker's node options and environment", () => {
+  const bin = path.join(projectRoot, 'bin/tenantsafe');
+  /** bin/tenantsafe run as a command; a preloaded script prints what its node got and exits */
+  const launched = async (env: Record<string, string>): Promise<{ execArgv: string[]; arena: string | null }> => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantsafe-launch-'));
+    try {
+      const print = path.join(dir, 'print.js');
+      fs.writeFileSync(print, 'process.stdout.write(JSON.stringify({ execArgv: process.execArgv, arena: process.env.MALLOC_ARENA_MAX ?? null })); process.exit(0);');
+      const { MALLOC_ARENA_MAX: _unset, ...inherited } = process.env;
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile(bin, ['--version'], { timeout: 60_000, env: { ...inherited, NODE_OPTIONS: `--require ${print}`, ...env } }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+      );
+      return JSON.parse(out);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it("are on bin/tenantsafe's launcher line, which runs as a command", async () => {
+    const got = await launched({});
+    for (const option of workerNodeOptions) assert.ok(got.execArgv.includes(option), `node ran with ${got.execArgv.join(' ')}`);
+    assert.equal(got.arena, workerEnvironment.MALLOC_ARENA_MAX);
     const version = await new Promise<string>((resolve, reject) => execFile(bin, ['--version'], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))));
     assert.match(version, /^\d+\.\d+\.\d+/);
+  });
+
+  it("keeps an operator's own MALLOC_ARENA_MAX", async () => {
+    assert.equal((await launched({ MALLOC_ARENA_MAX: '8' })).arena, '8');
   });
 });

@@ -9,7 +9,7 @@ export async function runWorkerUntilSignal(config: Config): Promise<void> {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   if (!workerNodeOptions.every((o) => process.execArgv.includes(o))) {
-    process.stderr.write(`tenantsafe worker: node runs without ${workerNodeOptions.join(' ')}: V8's garbage-collection threads will take CPU from backups and restores on the same cores.\nHINT: Start the worker as \`tenantsafe worker\` (its first line gives node the option), or as \`node ${workerNodeOptions.join(' ')} …/bin/tenantsafe worker\`.\n`);
+    process.stderr.write(`tenantsafe worker: node runs without ${workerNodeOptions.join(' ')}: V8's garbage-collection threads will take CPU from backups and restores on the same cores.\nHINT: Start the worker as \`tenantsafe worker\` (its launcher line gives node the option and MALLOC_ARENA_MAX), or as \`node ${workerNodeOptions.join(' ')} …/bin/tenantsafe worker\`.\n`);
   }
   process.stderr.write(`tenantsafe worker: polling ${config.temporal.taskQueue} at ${config.temporal.address} (namespace ${config.temporal.namespace})${started.metricsUrl ? `, metrics at ${started.metricsUrl}` : ''}\n`);
   await started.done;
