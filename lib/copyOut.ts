@@ -6,7 +6,7 @@
 import { to as copyTo, type CopyToStreamQuery } from 'pg-copy-streams';
 
 /** the backend messages a COPY out meets (protocol-message-formats) */
-const message = { copyData: 0x64, copyOutResponse: 0x48, errorResponse: 0x45, notice: 0x4e, notification: 0x41, parameterStatus: 0x53 };
+const message = { copyData: 0x64, copyDone: 0x63, copyOutResponse: 0x48, errorResponse: 0x45, notice: 0x4e, notification: 0x41, parameterStatus: 0x53 };
 /** the messages that may come between CopyData ones; anything else ends the COPY (CopyDone, CommandComplete, …) */
 const interspersed = new Set([message.copyData, message.copyOutResponse, message.notice, message.notification, message.parameterStatus]);
 /** a message's code byte and its length */
@@ -74,7 +74,7 @@ class CopyOutParser {
         // too), or the end (CopyDone, then CommandComplete and ReadyForQuery, which pg reads)
         const failed = code === message.errorResponse;
         if (!failed && o > 0) this.stream.push(buf.subarray(0, o));
-        this.end(buf.subarray(code === 0x63 ? i + headerBytes : i), failed);
+        this.end(buf.subarray(code === message.copyDone ? i + headerBytes : i), failed);
         return false;
       }
       this.code = code;
