@@ -112,6 +112,9 @@ describe('tenant restore engine', function () {
     assert.equal(preview.blockers.length, 0);
     assert.ok(outcome!.kind === 'applied' && outcome!.result.replicaMode);
     assert.ok(verification!.ok, JSON.stringify(verification!.tables.filter((t) => !t.ok)));
+    // proven inside the apply (no scan of these tables first), but the table without a key, changed
+    const proven = Object.keys((outcome!.kind === 'applied' && outcome!.result.delta?.proven) || {});
+    assert.ok(['app.events', 'app.users', 'app.tasks', 'app.comments'].every((x) => proven.includes(x)) && !proven.includes('app.page_views'), `proven in the apply: ${proven}`);
     const fromDelta = verification!.tables.filter((t) => t.note?.includes('safety backup')).map((t) => t.table);
     assert.ok(fromDelta.includes('app.events') && fromDelta.includes('app.users'), `checksums of the changed tables from the safety backup and the rows the apply changed (${fromDelta})`);
 
@@ -142,6 +145,7 @@ describe('tenant restore engine', function () {
   it('applies an approved plan only while the tenant is as the preview saw it: after any write, a new preview', async () => {
     await withDb(db.url, (c) => damageTenant(c, tenantId));
     const t = `'${tenantId}'`;
+    const other = db.tenants.find((x) => x.tenantId !== tenantId)!.tenantId;
     const oldest = `(SELECT min(event_id) FROM app.events WHERE tenant_id = ${t})`;
     const writes: Record<string, string> = {
       'a row deleted': `DELETE FROM app.events WHERE tenant_id = ${t} AND event_id = ${oldest}`,
@@ -149,6 +153,8 @@ describe('tenant restore engine', function () {
       'a row deleted and another added': `WITH gone AS (DELETE FROM app.events WHERE tenant_id = ${t} AND event_id = ${oldest} RETURNING *)
          INSERT INTO app.events SELECT tenant_id, event_id + 1000000000, occurred_at, kind, payload FROM gone`,
       'a row of a table without a key updated': `UPDATE app.page_views SET path = path || '/x' WHERE ctid = (SELECT ctid FROM app.page_views WHERE tenant_id = ${t} LIMIT 1)`,
+      // the plan deletes it by its key: the delete finds it, another tenant's now, and only the proof after the writes tells
+      'a row the plan deletes moved to another tenant': `UPDATE app.users SET tenant_id = '${other}' WHERE tenant_id = ${t} AND email LIKE 'intruder-%'`,
     };
     for (const [what, sql] of Object.entries(writes)) {
       const job: RestoreJob = { restoreId: restoreLabel(new Date(), randomBytes(3).toString('hex')), tenantId, backupId, selection: parseSelection({ tenantId }) };
@@ -156,9 +162,11 @@ describe('tenant restore engine', function () {
         const preview = await previewRestore(engine, job);
         await withDb(db.url, (c) => c.query(sql));
         const written = checksumsOf(await liveRows(engine.config, tenantId));
-        const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest });
+        const othersWritten = await others();
+        const outcome = await applyApprovedRestore(engine, { ...job, digest: preview.digest, safetyBackupId: backupLabel(new Date(), 'tenant', randomBytes(3).toString('hex')) });
         assert.equal(outcome.kind, 'plan-changed', what);
         assert.deepEqual(checksumsOf(await liveRows(engine.config, tenantId)), written, `${what}: nothing applied`);
+        assert.deepEqual(await others(), othersWritten, `${what}: other tenants untouched`);
       } finally {
         await dropRestoreScratch(engine, job.restoreId);
       }

@@ -9,6 +9,11 @@
 //   wait for the safety backup; mark the restore applied inside the same transaction, so a
 //   retry after a crash knows.
 //
+// Confirming that nothing changed is a scan of every tenant row. In an exact replace, the tables
+// the safety backup reads need not be scanned first: after the writes, the safety backup's rows
+// less those removed plus those written must come to the backup's checksum (proveAsBackedUp);
+// if not, the transaction rolls back and a new one scans first, as it would have.
+//
 // Foreign keys: with session_replication_role = replica (when the role may set it) Postgres
 // skips its per-row checks and triggers. Per-row checks are what makes deleting parent rows slow
 // when a referencing column has no index (each deleted row scans the child table); triggers
@@ -26,10 +31,11 @@ import { notTenantFilter } from '../tenancy';
 import { multisetMissing, multisetSurplus } from './diff';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import { currentPlan, snapshotXmin, storedPlan } from './plan';
-import { isSelected } from './rules';
-import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
+import { isExactReplace, isSelected } from './rules';
+import { appliedMarkerTable, changedRows, keySet, liveTable, scratchTable } from './sql';
 import { hasErasures } from './erasures';
 import { copyBackupObject, type BackupSource } from './stage';
+import type { TenantManifest } from '../format/tenantManifest';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
 import { rowsDigest } from './verifyApplied';
 
@@ -50,10 +56,16 @@ export interface ApplyOptions {
    * backs up the tenant as of an exported snapshot, where the tables `asBackedUp` hold exactly the
    * restored backup's rows; the apply commits only once it is written
    */
-  safetyBackup?: (snapshot: string, signal: AbortSignal, asBackedUp: string[]) => Promise<SafetyBackupRef>;
+  safetyBackup?: (snapshot: string, signal: AbortSignal, asBackedUp: string[]) => Promise<TakenSafetyBackup>;
   /** removes a safety backup written for an apply that did not go ahead (the approved plan no longer held) */
   discardSafetyBackup?: (ref: SafetyBackupRef) => Promise<void>;
   signal?: AbortSignal;
+}
+
+/** A safety backup written: what the result records of it, and its manifest (the tenant's rows as the apply found them, per table). */
+export interface TakenSafetyBackup {
+  ref: SafetyBackupRef;
+  manifest: TenantManifest;
 }
 
 export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'plan-changed'; preview: RestorePreview };
@@ -61,7 +73,7 @@ export type ApplyOutcome = { kind: 'applied'; result: ApplyResult } | { kind: 'p
 export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Promise<ApplyOutcome> {
   const c = await connect(opts.url, 'tenantsafe-apply');
   let safetyAbort = new AbortController();
-  let safetyBackup: Promise<SafetyBackupRef | undefined> = Promise.resolve(undefined);
+  let safetyBackup: Promise<TakenSafetyBackup | undefined> = Promise.resolve(undefined);
   /** Stops the safety backup and waits for it to settle: what it wrote, if it finished first. */
   const stopSafetyBackup = (reason: unknown) => {
     safetyAbort.abort(reason);
@@ -75,136 +87,27 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
   opts.signal?.addEventListener('abort', abort, { once: true });
   const stopCancelling = cancelOnAbort(opts.url, () => [c], opts.signal);
   try {
-    const done = await previouslyApplied(c, ctx, opts.approvedDigest);
-    if (done) return { kind: 'applied', result: { ...done, alreadyApplied: true } };
+    const already = await previouslyApplied(c, ctx, opts.approvedDigest);
+    if (already) return { kind: 'applied', result: { ...already, alreadyApplied: true } };
     vacuums = await DeadRowVacuums.start(c, opts.url, ctx);
-
-    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-    // idle while it waits for the safety backup: a server-wide idle timeout must not end it
-    await c.query(
-      `SET LOCAL lock_timeout = ${Math.round(opts.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.round(opts.statementTimeoutMs)}; SET LOCAL idle_in_transaction_session_timeout = 0`,
-    );
-    const replicaMode = await canUseReplicaMode(c);
-    if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
-    await c.query('SET CONSTRAINTS ALL DEFERRED');
-    const { snapshot } = (await c.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
-    const readAt = await snapshotXmin(c);
-    // The safety backup reads this transaction's snapshot, so it starts now, beside the check
-    // that the approved plan still holds (a scan of the tenant's rows), not after it. When the
-    // plan does not hold, it is stopped before this transaction ends. It copies the backup's
-    // objects of the tables the preview found as backed up, which holds while the plan does.
-    const startSafetyBackup = (asBackedUp: string[]) => {
-      if (!opts.safetyBackup) return;
-      safetyBackup = opts.safetyBackup(snapshot, safetyAbort.signal, asBackedUp);
-      safetyBackup.catch(() => undefined); // awaited before commit, or settled on the way out
+    const inTransaction = { c, ctx, opts, vacuums };
+    const safety = {
+      start: (snapshot: string, asBackedUp: string[]) => {
+        if (!opts.safetyBackup) return;
+        safetyAbort = new AbortController();
+        safetyBackup = opts.safetyBackup(snapshot, safetyAbort.signal, asBackedUp);
+        safetyBackup.catch(() => undefined); // awaited before commit, or settled on the way out
+      },
+      stop: stopSafetyBackup,
+      taken: () => safetyBackup,
     };
-    const stored = await storedPlan(c, ctx);
-    const asBackedUp = stored?.as_backed_up ?? [];
-    startSafetyBackup(asBackedUp);
-
-    const { plan, reused } = await currentPlan(c, ctx, opts, stored);
-    if (!reused && asBackedUp.length > 0 && plan.digest === opts.approvedDigest) {
-      // the tenant's rows changed since the preview, yet to the same plan: back up every table
-      await stopSafetyBackup(new Error('the tenant changed since the preview'));
-      safetyAbort = new AbortController();
-      startSafetyBackup([]);
-    }
-    if (plan.digest !== opts.approvedDigest) {
-      const unneeded = await stopSafetyBackup(new Error('the approved plan no longer holds'));
-      if (unneeded) await opts.discardSafetyBackup?.(unneeded);
-      // nothing live was changed yet: keep the new plan (scratch tables only) for the next approval
-      await c.query('COMMIT');
-      return { kind: 'plan-changed', preview: plan };
-    }
-    if (plan.blockers.length > 0) {
-      throw new TenantsafeError(
-        ErrorType.RestoreBlocked,
-        `The restore cannot be applied: ${plan.blockers.map((b) => b.message).join('; ')}.`,
-        'Resolve the blockers (see the preview), or start a new restore with another selection or --missing-refs skip.',
-      );
-    }
-    const changed = ctx.mappings.filter((m) => isSelected(opts.selection, m.table) && m.live && hasChanges(plan.tables[m.table]));
-    const othersBefore = opts.verifyOtherTenants && !replicaMode ? await otherTenantsRowCounts(c, ctx, changed, opts.tenantId) : undefined;
-    const applied: Record<string, TableChanges> = {};
-    for (const m of changed) applied[m.table] = { insert: 0, update: 0, delete: 0 };
-    // The plan was computed, or found to hold, in this transaction's snapshot; a write by another
-    // session since makes the statement that meets it fail (serialization failure, unique
-    // violation), which is retried, and the retry's plan sees the write. So a count that differs
-    // comes from something that acts the same on every attempt: not retried.
-    const expect = (m: TableMapping, kind: keyof TableChanges, got: number) => {
-      applied[m.table][kind] = got;
-      const planned = plan.tables[m.table][kind];
-      if (got !== planned) {
-        throw new TenantsafeError(
-          ErrorType.RestoreBlocked,
-          `The apply's ${kind} on ${m.table} changed ${got} rows where the approved plan said ${planned}; rolled back, nothing was changed.`,
-          `Look for triggers or rules on ${m.table} that skip or add rows (a trigger enabled ALWAYS or REPLICA fires during a restore), or a row-level security policy; then start the restore again.`,
-        );
-      }
-    };
-
-    const removed = await rowsToRemove(c, ctx, changed, plan, opts.tenantId);
-    for (const m of [...changed].reverse()) {
-      if (plan.tables[m.table].delete === 0) continue;
-      if (!m.key) {
-        const r = await without(c, 'enable_mergejoin', () => c.query(`DELETE FROM ${liveTable(m)} l USING ${multisetSurplus(ctx, m, opts.tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`));
-        expect(m, 'delete', r.rowCount ?? 0);
-      } else {
-        const r = await probingKeys(c, plan.tables[m.table].delete, m.manifest.rows, () => c.query(`DELETE FROM ${liveTable(m)} l USING ${keySet(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key!)}`));
-        expect(m, 'delete', r.rowCount ?? 0);
-      }
-    }
-    for (const m of changed) {
-      if (!m.key || plan.tables[m.table].update === 0) continue;
-      const set = m.columns.filter((col) => !m.key!.includes(col));
-      const r = await probingKeys(c, plan.tables[m.table].update, m.manifest.rows, () =>
-        c.query(
-          `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${columnList('u', set)})
-             FROM ${changedRows(ctx, m, 'update')} u WHERE ${joinOn('l', 'u', m.key!)}`,
-        ),
-      );
-      expect(m, 'update', r.rowCount ?? 0);
-    }
-    const loadedWhole = new Set<string>();
-    for (const m of changed) {
-      const inserts = plan.tables[m.table].insert;
-      if (inserts === 0) continue;
-      const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')})`;
-      const rows = `SELECT * FROM ${m.key ? changedRows(ctx, m, 'insert') : multisetMissing(ctx, m)} x`;
-      // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
-      // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)
-      const wholeObject = loadsWhole(ctx, m, inserts);
-      if (wholeObject) await vacuums.before(m.table);
-      const inserted = wholeObject
-        ? await copyBackupObject(opts.source, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
-        : reused
-          ? await copyInto(opts.url, c, rows, target)
-          : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0);
-      expect(m, 'insert', inserted);
-      if (wholeObject) loadedWhole.add(m.table);
-    }
-
-    const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
-    if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole, opts.tenantId, xid);
-    if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, xid, loadedWhole, othersBefore);
-    const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
-    const safety = await safetyBackup;
-    const vacuumed = await vacuums.finished();
-    const delta = { xid, readAt, removed };
-    const erasures = plan.erasures?.entries.map((e) => e.erasureId);
-    const result: ApplyResult = {
-      applied,
-      sequencesMoved,
-      replicaMode,
-      delta,
-      ...(safety ? { safetyBackup: safety } : {}),
-      ...(vacuumed.length ? { vacuumed } : {}),
-      ...(erasures ? { erasures } : {}),
-    };
-    await c.query(`CREATE TABLE ${appliedMarkerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
-    await c.query('COMMIT');
-    return { kind: 'applied', result };
+    // a plan proven after its writes first; where the proof fails, again in a new transaction that
+    // scans first (the writes were inside the first one's: a savepoint would give them other xids)
+    const proven = await applyInTransaction(inTransaction, safety, true);
+    if (proven !== 'not-proven') return proven;
+    await c.query('ROLLBACK');
+    await stopSafetyBackup(new Error('the tenant changed since the preview'));
+    return (await applyInTransaction(inTransaction, safety, false)) as ApplyOutcome;
   } catch (err) {
     await c.query('ROLLBACK').catch(() => undefined);
     // a retry writes the same safety backup: this attempt's export must have stopped first
@@ -217,6 +120,271 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     await c.end().catch(() => undefined);
     await vacuums?.close();
   }
+}
+
+/** The safety backup of the transaction running (applyRestore's). */
+interface SafetyBackupHandle {
+  start: (snapshot: string, asBackedUp: string[]) => void;
+  /** stops it and waits for it to settle: what it wrote, if it finished first */
+  stop: (reason: unknown) => Promise<TakenSafetyBackup | undefined>;
+  taken: () => Promise<TakenSafetyBackup | undefined>;
+}
+
+/**
+ * One transaction of applyRestore: the plan as of its snapshot, its writes and checks, the safety
+ * backup, commit. `prove`: the tables the proof covers are not scanned first (provableTables);
+ * if it fails, 'not-proven', and the caller rolls back (the transaction is still open).
+ */
+async function applyInTransaction(
+  { c, ctx, opts, vacuums }: { c: Client; ctx: RestoreContext; opts: ApplyOptions; vacuums: DeadRowVacuums },
+  safety: SafetyBackupHandle,
+  prove: boolean,
+): Promise<ApplyOutcome | 'not-proven'> {
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  // idle while it waits for the safety backup: a server-wide idle timeout must not end it
+  await c.query(
+    `SET LOCAL lock_timeout = ${Math.round(opts.lockTimeoutMs)}; SET LOCAL statement_timeout = ${Math.round(opts.statementTimeoutMs)}; SET LOCAL idle_in_transaction_session_timeout = 0`,
+  );
+  const replicaMode = await canUseReplicaMode(c);
+  if (replicaMode) await c.query('SET LOCAL session_replication_role = replica');
+  await c.query('SET CONSTRAINTS ALL DEFERRED');
+  const { snapshot } = (await c.query<{ snapshot: string }>('SELECT pg_export_snapshot() AS snapshot')).rows[0];
+  const readAt = await snapshotXmin(c);
+  // The safety backup reads this transaction's snapshot, so it starts now, beside the check
+  // that the approved plan still holds (a scan of the tenant's rows), not after it. When the
+  // plan does not hold, it is stopped before this transaction ends. It copies the backup's
+  // objects of the tables the preview found as backed up, which holds while the plan does.
+  const stored = await storedPlan(c, ctx);
+  const asBackedUp = stored?.as_backed_up ?? [];
+  safety.start(snapshot, asBackedUp);
+
+  /** The plan as of this snapshot, if it is the approved one and nothing blocks it; `unchecked`: see currentPlan. */
+  const approvedPlan = async (unchecked: string[]): Promise<{ changed: RestorePreview } | { plan: RestorePreview; reused: boolean }> => {
+    const { plan, reused } = await currentPlan(c, ctx, opts, stored, unchecked);
+    if (!reused && asBackedUp.length > 0 && plan.digest === opts.approvedDigest) {
+      // the tenant's rows changed since the preview, yet to the same plan: back up every table
+      await safety.stop(new Error('the tenant changed since the preview'));
+      safety.start(snapshot, []);
+    }
+    if (plan.digest !== opts.approvedDigest) {
+      const unneeded = await safety.stop(new Error('the approved plan no longer holds'));
+      if (unneeded) await opts.discardSafetyBackup?.(unneeded.ref);
+      return { changed: plan };
+    }
+    if (plan.blockers.length > 0) {
+      throw new TenantsafeError(
+        ErrorType.RestoreBlocked,
+        `The restore cannot be applied: ${plan.blockers.map((b) => b.message).join('; ')}.`,
+        'Resolve the blockers (see the preview), or start a new restore with another selection or --missing-refs skip.',
+      );
+    }
+    return { plan, reused };
+  };
+  // the tables the proof covers are not scanned before the writes, but proven after them
+  const provable = prove && stored && opts.safetyBackup ? provableTables(ctx, opts.selection, stored.plan, asBackedUp) : [];
+  const decided = await approvedPlan(provable.map((m) => m.table));
+  if ('changed' in decided) {
+    // nothing live was changed yet: keep the new plan (scratch tables only) for the next approval
+    await c.query('COMMIT');
+    return { kind: 'plan-changed', preview: decided.changed };
+  }
+  const { plan, reused } = decided;
+  // (not reused: a table scanned first had changed, and the plan was computed again from all)
+  const proving = reused ? provable : [];
+  let done: AppliedWork;
+  let proven: ApplyDelta['proven'];
+  try {
+    done = await applyPlan({ c, ctx, opts, replicaMode, vacuums }, plan, reused);
+    if (proving.length > 0) proven = await proveAsBackedUp(c, ctx, proving, plan, done.removed, (await safety.taken())?.manifest);
+  } catch (err) {
+    if (proving.length > 0 && mayBeStale(err)) return 'not-proven';
+    throw err;
+  }
+  if (proving.length > 0 && !proven) return 'not-proven';
+  const taken = await safety.taken();
+  const vacuumed = await vacuums.finished();
+  const delta: ApplyDelta = { xid: done.xid, readAt, removed: done.removed, ...(proven ? { proven: { ...unchangedAsBackedUp(ctx, opts.selection, plan, proving), ...proven } } : {}) };
+  const erasures = plan.erasures?.entries.map((e) => e.erasureId);
+  const result: ApplyResult = {
+    applied: done.applied,
+    sequencesMoved: done.sequencesMoved,
+    replicaMode,
+    delta,
+    ...(taken ? { safetyBackup: taken.ref } : {}),
+    ...(vacuumed.length ? { vacuumed } : {}),
+    ...(erasures ? { erasures } : {}),
+  };
+  await c.query(`CREATE TABLE ${appliedMarkerTable(ctx)} (digest text PRIMARY KEY, result jsonb NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+  await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
+  await c.query('COMMIT');
+  return { kind: 'applied', result };
+}
+
+/** What applyPlan works with: the apply's transaction and its settings. */
+interface ApplyWork {
+  c: Client;
+  ctx: RestoreContext;
+  opts: ApplyOptions;
+  replicaMode: boolean;
+  vacuums: DeadRowVacuums;
+}
+
+/** What applyPlan did: rows changed per table, the rows it removed (rowsToRemove), its transaction, the sequences moved. */
+interface AppliedWork {
+  applied: Record<string, TableChanges>;
+  removed: ApplyDelta['removed'];
+  xid: string;
+  sequencesMoved: string[];
+}
+
+/**
+ * The approved plan's writes, in the apply's transaction: deletes child → parent, updates,
+ * inserts parent → child, then the foreign-key checks, the proof that no other tenant's row was
+ * touched, and the sequences. `reused`: the plan's diff tables are the committed ones.
+ */
+async function applyPlan({ c, ctx, opts, replicaMode, vacuums }: ApplyWork, plan: RestorePreview, reused: boolean): Promise<AppliedWork> {
+  const changed = ctx.mappings.filter((m) => isSelected(opts.selection, m.table) && m.live && hasChanges(plan.tables[m.table]));
+  const othersBefore = opts.verifyOtherTenants && !replicaMode ? await otherTenantsRowCounts(c, ctx, changed, opts.tenantId) : undefined;
+  const applied: Record<string, TableChanges> = {};
+  for (const m of changed) applied[m.table] = { insert: 0, update: 0, delete: 0 };
+  // The plan was computed, or found to hold, in this transaction's snapshot; a write by another
+  // session since makes the statement that meets it fail (serialization failure, unique
+  // violation), which is retried, and the retry's plan sees the write. So a count that differs
+  // comes from something that acts the same on every attempt: not retried. (A plan whose check
+  // waits for the proof: the count may differ because the tenant changed, see mayBeStale.)
+  const expect = (m: TableMapping, kind: keyof TableChanges, got: number) => {
+    applied[m.table][kind] = got;
+    const planned = plan.tables[m.table][kind];
+    if (got !== planned) {
+      throw new TenantsafeError(
+        ErrorType.RestoreBlocked,
+        `The apply's ${kind} on ${m.table} changed ${got} rows where the approved plan said ${planned}; rolled back, nothing was changed.`,
+        `Look for triggers or rules on ${m.table} that skip or add rows (a trigger enabled ALWAYS or REPLICA fires during a restore), or a row-level security policy; then start the restore again.`,
+      );
+    }
+  };
+
+  const removed = await rowsToRemove(c, ctx, changed, plan, opts.tenantId);
+  for (const m of [...changed].reverse()) {
+    if (plan.tables[m.table].delete === 0) continue;
+    if (!m.key) {
+      const r = await without(c, 'enable_mergejoin', () => c.query(`DELETE FROM ${liveTable(m)} l USING ${multisetSurplus(ctx, m, opts.tenantId)} v WHERE l.tableoid = v.tableoid AND l.ctid = v.ctid`));
+      expect(m, 'delete', r.rowCount ?? 0);
+    } else {
+      const r = await probingKeys(c, plan.tables[m.table].delete, m.manifest.rows, () => c.query(`DELETE FROM ${liveTable(m)} l USING ${keySet(ctx, m, 'delete')} d WHERE ${joinOn('l', 'd', m.key!)}`));
+      expect(m, 'delete', r.rowCount ?? 0);
+    }
+  }
+  for (const m of changed) {
+    if (!m.key || plan.tables[m.table].update === 0) continue;
+    const set = m.columns.filter((col) => !m.key!.includes(col));
+    const r = await probingKeys(c, plan.tables[m.table].update, m.manifest.rows, () =>
+      c.query(
+        `UPDATE ${liveTable(m)} l SET (${set.map(quoteIdent).join(', ')}) = ROW(${columnList('u', set)})
+           FROM ${changedRows(ctx, m, 'update')} u WHERE ${joinOn('l', 'u', m.key!)}`,
+      ),
+    );
+    expect(m, 'update', r.rowCount ?? 0);
+  }
+  const loadedWhole = new Set<string>();
+  for (const m of changed) {
+    const inserts = plan.tables[m.table].insert;
+    if (inserts === 0) continue;
+    const target = `${qualified(m.live!.schema, m.live!.name)} (${m.columns.map(quoteIdent).join(', ')})`;
+    const rows = `SELECT * FROM ${m.key ? changedRows(ctx, m, 'insert') : multisetMissing(ctx, m)} x`;
+    // every backed-up row goes in (the tenant was wiped): the backup object is the insert set,
+    // loaded as a raw COPY FROM would, sha256-checked again (a mismatch rolls back)
+    const wholeObject = loadsWhole(ctx, m, inserts);
+    if (wholeObject) await vacuums.before(m.table);
+    const inserted = wholeObject
+      ? await copyBackupObject(opts.source, m, [], c.query(copyFrom(`COPY ${target} FROM STDIN`)))
+      : reused
+        ? await copyInto(opts.url, c, rows, target)
+        : ((await c.query(`INSERT INTO ${target} OVERRIDING SYSTEM VALUE ${rows}`)).rowCount ?? 0);
+    expect(m, 'insert', inserted);
+    if (wholeObject) loadedWhole.add(m.table);
+  }
+
+  const { xid } = (await c.query<{ xid: string }>('SELECT pg_current_xact_id()::xid::text AS xid')).rows[0];
+  if (replicaMode) await checkForeignKeys(c, ctx, changed, plan, loadedWhole, opts.tenantId, xid);
+  if (opts.verifyOtherTenants) await assertOtherTenantsUntouched(c, ctx, changed, opts.tenantId, xid, loadedWhole, othersBefore);
+  const sequencesMoved = await moveSequences(c, changed.filter((m) => applied[m.table].insert > 0));
+  return { applied, removed, xid, sequencesMoved };
+}
+
+/**
+ * The tables the apply may prove equal to the backup after its writes (proveAsBackedUp), instead
+ * of scanning them before for a write since the preview: in an exact replace without erasures,
+ * a selected table with a key whose columns are the backup's, that the safety backup reads (not
+ * one it copies from the backup's objects: those are scanned), and that is not loaded whole.
+ */
+function provableTables(ctx: RestoreContext, selection: RestoreSelection, plan: RestorePreview, asBackedUp: string[]): TableMapping[] {
+  if (!isExactReplace(selection) || hasErasures(ctx) || plan.erasures) return [];
+  return ctx.mappings.filter(
+    (m) => m.live && m.key && isSelected(selection, m.table) && sameColumnsAsBackup(m) && !asBackedUp.includes(m.table) && plan.tables[m.table] && !loadsWhole(ctx, m, plan.tables[m.table].insert),
+  );
+}
+
+/**
+ * Proves, after the plan's writes and before commit, that each table holds the backup's rows: the
+ * tenant's rows as this transaction found them (the safety backup, read in its snapshot), less the
+ * rows it removed, plus the rows it wrote (read back by their keys), come to the manifest's row
+ * count and checksum. A write to the tenant since the preview that the plan does not undo shows
+ * as a difference (a row removed that was not the tenant's, one the plan does not touch, one
+ * more or less): undefined, and the apply rolls back and scans first in a new transaction.
+ */
+async function proveAsBackedUp(
+  c: ClientBase,
+  ctx: RestoreContext,
+  tables: TableMapping[],
+  plan: RestorePreview,
+  removed: ApplyDelta['removed'],
+  safety: TenantManifest | undefined,
+): Promise<ApplyDelta['proven']> {
+  if (!safety) return undefined;
+  const none = { rows: 0, checksum: emptyRowChecksum };
+  const proven: NonNullable<ApplyDelta['proven']> = {};
+  for (const m of tables) {
+    const before = safety.tables.find((t) => t.table === m.table);
+    if (!before || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
+    const t = plan.tables[m.table];
+    const writes = t.insert + t.update;
+    const writtenKeys = `(SELECT ${columnList('d', m.key!)} FROM ${scratchTable(ctx, m, 'diff')} d WHERE d.kind IN ('insert', 'update'))`;
+    const written =
+      writes === 0
+        ? none
+        : await probingKeys(c, writes, m.manifest.rows, () => rowsDigest(c, `SELECT ${columnList('l', m.manifest.copyColumns)} FROM ${liveTable(m)} l JOIN ${writtenKeys} k ON ${joinOn('l', 'k', m.key!)}`));
+    const gone = removed[m.table] ?? none;
+    const now = { rows: before.rows - gone.rows + written.rows, checksum: adjustRowChecksum(before.rowChecksum, gone.checksum, written.checksum) };
+    if (now.rows !== m.manifest.rows || now.checksum !== m.manifest.rowChecksum) return undefined;
+    proven[m.table] = now;
+  }
+  return proven;
+}
+
+/**
+ * Beside the proven tables, those scanned and found unchanged since the preview, where it found
+ * the tenant's rows to be the backup's (no change planned): they hold the backup's rows too.
+ */
+function unchangedAsBackedUp(ctx: RestoreContext, selection: RestoreSelection, plan: RestorePreview, provable: TableMapping[]): NonNullable<ApplyDelta['proven']> {
+  const out: NonNullable<ApplyDelta['proven']> = {};
+  for (const m of ctx.mappings) {
+    const t = plan.tables[m.table];
+    if (!m.live || !t || provable.includes(m) || hasChanges(t) || !isSelected(selection, m.table) || !sameColumnsAsBackup(m)) continue;
+    out[m.table] = { rows: m.manifest.rows, checksum: m.manifest.rowChecksum };
+  }
+  return out;
+}
+
+/**
+ * A step of an apply whose check waits for the proof that failed in a way a write to the tenant
+ * since the preview explains (a count that differs, a key taken, a reference gone): scanned first,
+ * as usual, it either finds the plan changed or fails the same way again.
+ */
+function mayBeStale(err: unknown): boolean {
+  if (err instanceof TenantsafeError) return err.type === ErrorType.RestoreBlocked;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('23');
 }
 
 /** Every backed-up row of the table goes in, as the backup has it: the apply loads its object (not where erasures changed the staged rows). */

@@ -12,7 +12,7 @@ import { blockingDrift, comparedAsText, foreignKeysOf, isGlobal, mappingOf, type
 import type { PlanArgs } from './plan';
 import { appliedKinds, isSelected } from './rules';
 import { samplesFirstRows } from './stagingDecision';
-import { backedUpValue, liveTable, liveTenantRows, one, scratchTable, scratchTableName, type DiffKind } from './sql';
+import { backedUpValue, liveTable, liveTenantRows, one, scratchTable, scratchTableName, writtenSince, type DiffKind } from './sql';
 import type { Blocker, RestoreSelection, TableChanges, TablePreview } from './types';
 
 /** Keys shown per kind of change in a preview. */
@@ -28,12 +28,24 @@ export interface TableDiff {
   liveRows?: number;
 }
 
+/** How a table is diffed: see diffTable. */
+export interface DiffOptions {
+  /** staged from its keys only, as stagingOf allows (a table without a key: not at all) */
+  keysOnly?: boolean;
+  /**
+   * The backup's snapshot xmin, where this database's transaction ids compare with it
+   * (comparableBackupXmin) and the staged rows are the backup's (no erasures): a live row version
+   * older than it is the very version the backup read at its key, so its values are not compared.
+   */
+  backupXmin?: string;
+}
+
 /**
  * Diffs one table (writes its diff table, counts it). Its rows and those of every other table
  * must be read at the same moment: one transaction, or transactions sharing one snapshot.
- * `keysOnly`: staged from its keys only, as stagingOf allows (a table without a key: not at all).
  */
-export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, keysOnly = false): Promise<TableDiff> {
+export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapping, args: PlanArgs, opts: DiffOptions = {}): Promise<TableDiff> {
+  const { keysOnly = false } = opts;
   const { selection, tenantId } = args;
   const kinds = appliedKinds(selection);
   const out: TableDiff = { blockers: [], warnings: [] };
@@ -48,7 +60,7 @@ export async function diffTable(c: ClientBase, ctx: RestoreContext, m: TableMapp
   let preview: Omit<TablePreview, keyof TableChanges | 'selected'>;
   if (m.key) {
     const keysOnlyDiff = keysOnly ? { conflicts: await materializeInserts(c, ctx, m) } : undefined;
-    if (!keysOnly) await materialize(c, ctx, m, tenantId, selection.missingRefs);
+    if (!keysOnly) await materialize(c, ctx, m, tenantId, selection.missingRefs, opts.backupXmin);
     const { insert: ins, update: upd, delete: del, conflict } = await describeDiff(c, ctx, m, keysOnlyDiff);
     if (!keysOnly && upd.count === 0 && del.count === 0 && ins.count + conflict.count === m.manifest.rows) await describeAsFromKeys(c, ctx, m, selection, ins);
     const skipped = selection.missingRefs === 'skip' ? (await one(c, `SELECT count(*)::int AS n FROM ${scratchTable(ctx, m, 'skipped')}`)).n : 0;
@@ -146,8 +158,13 @@ function differs(m: TableMapping, columns: string[]): string {
   return columns.map((n) => `${compared(m, 'l', n)} IS DISTINCT FROM ${compared(m, 's', n)}`).join(' OR ');
 }
 
-/** (Re)writes a mapping's diff table from staged vs live, in one pass. Runs in the preview and in the apply transaction. */
-async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs']): Promise<void> {
+/**
+ * (Re)writes a mapping's diff table from staged vs live, in one pass. Runs in the preview and in
+ * the apply transaction. With `backupXmin` (DiffOptions), only the values of live row versions
+ * written since the backup are compared: the others are the backed-up rows themselves, and their
+ * comparison (a text cast of each jsonb, say) was most of the join's work.
+ */
+async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, policy: RestoreSelection['missingRefs'], backupXmin?: string): Promise<void> {
   const key = m.key!;
   const diff = scratchTable(ctx, m, 'diff');
   const nonKey = m.columns.filter((col) => !key.includes(col));
@@ -156,14 +173,15 @@ async function materialize(c: ClientBase, ctx: RestoreContext, m: TableMapping, 
   if (skipping) await c.query(`CREATE UNLOGGED TABLE ${scratchTable(ctx, m, 'skipped')} AS SELECT ${columnList('s', key)} FROM ${m.staged} s WHERE ${skipPredicate(ctx, m, 's', policy)}`);
   const notSkipped = (alias: string) => (skipping ? `AND NOT EXISTS (SELECT 1 FROM ${scratchTable(ctx, m, 'skipped')} x WHERE ${joinOn('x', alias, key)})` : '');
   const liveCols = [...key, ...nonKey];
+  const young = backupXmin === undefined ? 'true' : writtenSince('l', `'${BigInt(backupXmin)}'::xid8`);
   await c.query(
     `CREATE UNLOGGED TABLE ${diff} AS
      SELECT ${key.map((k) => `coalesce(s.${quoteIdent(k)}, l.${quoteIdent(k)}) AS ${quoteIdent(k)}`).join(', ')},
             CASE WHEN l."_live" IS NULL THEN 'insert' WHEN s."_staged" IS NULL THEN 'delete' ELSE 'update' END AS kind
             ${nonKey.map((n) => `, s.${quoteIdent(n)} AS ${quoteIdent(backedUpValue(n))}`).join('')}
        FROM (SELECT ${columnList('s', liveCols)}, true AS "_staged" FROM ${m.staged} s WHERE true ${notSkipped('s')}) s
-       FULL JOIN (SELECT ${columnList('l', liveCols)}, true AS "_live" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
-      WHERE s."_staged" IS NULL OR l."_live" IS NULL OR ${differs(m, nonKey)}`,
+       FULL JOIN (SELECT ${columnList('l', liveCols)}, true AS "_live", ${young} AS "_young" FROM ${liveTenantRows(ctx, m, tenantId)} ${notSkipped('l')}) l ON ${joinOn('s', 'l', key)}
+      WHERE s."_staged" IS NULL OR l."_live" IS NULL OR (l."_young" AND (${differs(m, nonKey)}))`,
   );
   await c.query(`ANALYZE ${diff}`);
   await markConflicts(c, ctx, m);

@@ -1,6 +1,6 @@
 // Tenant restore, step by step, without Temporal (docs/architecture.md, core rule 5):
 //   resolve the backup → stage + preview → (approval, outside) → apply → verify → drop scratch.
-import { takeTenantBackup } from '../tenantBackup';
+import { writeTenantBackup } from '../tenantBackup';
 import type { BackupRecord } from '../catalog';
 import { sha256Hex } from '../checksum';
 import type { Engine } from '../engine';
@@ -105,7 +105,7 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
     safetyBackup: job.safetyBackupId
       ? async (snapshot, safetySignal, asBackedUp) => {
           // the tenant may be gone entirely (that may be why it is restored): then it is empty
-          const s = await takeTenantBackup(engine, {
+          const s = await writeTenantBackup(engine, {
             tenantId: job.tenantId,
             backupId: job.safetyBackupId!,
             requireTenant: false,
@@ -113,7 +113,7 @@ export async function applyApprovedRestore(engine: Engine, job: RestoreJob & { d
             signal: safetySignal,
             asBackedUp: { manifest: ctx.manifest, prefix: backup.prefix, tables: asBackedUp },
           });
-          return { backupId: s.backupId, manifestSha256: s.manifestSha256 };
+          return { ref: { backupId: s.manifest.backupId, manifestSha256: s.manifestSha256 }, manifest: s.manifest };
         }
       : undefined,
     discardSafetyBackup: async (ref) => {

@@ -84,7 +84,7 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
       },
       work: async (c, m) => {
         const how = staging.get(m.table);
-        diffs.set(m.table, how === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, how === 'keys' || how === 'first-keys'));
+        diffs.set(m.table, how === 'nothing' ? unchangedTableDiff(m, args) : await diffTable(c, ctx, m, args, { keysOnly: how === 'keys' || how === 'first-keys', backupXmin }));
       },
     });
     await exporter.query('COMMIT');
@@ -101,8 +101,14 @@ async function stageAndDiffInLanes(engine: Engine, ctx: RestoreContext, args: Pl
  */
 export async function computePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs): Promise<RestorePreview> {
   const diffs = new Map<string, TableDiff>();
-  for (const m of ctx.mappings) diffs.set(m.table, await diffTable(c, ctx, m, args));
+  const backupXmin = await diffableBackupXmin(c, ctx);
+  for (const m of ctx.mappings) diffs.set(m.table, await diffTable(c, ctx, m, args, { backupXmin }));
   return assemblePlan(c, ctx, args, diffs, await snapshotXmin(c));
+}
+
+/** The backup's snapshot xmin as a diff may use it (DiffOptions): where the staged rows are the backup's, not less the erased ones. */
+export async function diffableBackupXmin(c: ClientBase, ctx: RestoreContext): Promise<string | undefined> {
+  return hasErasures(ctx) ? undefined : comparableBackupXmin(c, ctx.manifest);
 }
 
 /** The oldest transaction still running when the snapshot was taken: every older one was visible to it. */
@@ -164,8 +170,8 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
  * written since (moved in) shows in its parent's table. (A version can also look young without
  * being new, a frozen one from before a wraparound: then the plan is recomputed, merely slower.)
  */
-async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId: string, liveRows: Record<string, number>, readAt: string): Promise<boolean> {
-  for (const m of ctx.mappings.filter((x) => x.live)) {
+async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId: string, liveRows: Record<string, number>, readAt: string, skipped: string[]): Promise<boolean> {
+  for (const m of ctx.mappings.filter((x) => x.live && !skipped.includes(x.table))) {
     const now = await tenantRowVersions(c, ctx, m, tenantId, readAt);
     if (now.rows !== liveRows[m.table] || now.writtenSince) return false;
   }
@@ -197,20 +203,22 @@ export async function storedPlan(c: ClientBase, ctx: RestoreContext): Promise<St
  * The plan as of now: the last one computed (`stored`, as storedPlan read it in this
  * transaction), when neither the tenant's rows nor the schema changed since (a scan of the
  * tenant's row versions, cheaper than a diff); else recomputed. `reused`: its diff tables are the
- * committed ones, readable from other sessions too.
+ * committed ones, readable from other sessions too. `unchecked`: tables whose rows are not
+ * scanned here, the caller proving them otherwise (the apply's proof, see apply.ts).
  */
 export async function currentPlan(
   c: ClientBase,
   ctx: RestoreContext,
   args: PlanArgs & { source: BackupSource },
   stored: StoredPlan | undefined,
+  unchecked: string[] = [],
 ): Promise<{ plan: RestorePreview; reused: boolean }> {
   if (stored) {
     const unchanged =
       stored.schema === ctx.plan.fingerprint &&
       canonicalJson(stored.plan.selection) === canonicalJson(args.selection) &&
       canonicalJson(stored.plan.erasures?.entries.map((e) => e.erasureId) ?? []) === canonicalJson(ctx.erasures?.map((e) => e.erasureId) ?? []) &&
-      (await tenantRowsUnchanged(c, ctx, args.tenantId, stored.live_rows, stored.read_at));
+      (await tenantRowsUnchanged(c, ctx, args.tenantId, stored.live_rows, stored.read_at, unchecked));
     if (unchanged) return { plan: stored.plan, reused: true };
   }
   await stageInFull(c, ctx, args.source);

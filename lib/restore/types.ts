@@ -131,6 +131,12 @@ export interface ApplyDelta {
   xid: string;
   readAt: string;
   removed: Record<string, { rows: number; checksum: string }>;
+  /**
+   * Per table, the row count and checksum the apply proved its tenant rows to have, inside its
+   * transaction before commit (the backup's): proven from the safety backup and the rows changed,
+   * or scanned unchanged since a preview that found them as backed up
+   */
+  proven?: Record<string, { rows: number; checksum: string }>;
 }
 
 export interface ApplyResult {

@@ -3,8 +3,9 @@
 //   - a full replace: the live rows' checksums equal the backup manifest's, table by table
 //     (computed from COPY text under the backup's session settings, like the backup did), which
 //     alone proves the tenant equals the backup. Where the apply left a delta and a safety
-//     backup, the checksum is had without reading every row (see fromDelta); else, or if that
-//     does not come out equal, from every row.
+//     backup, the checksum is had without reading every row (see fromDelta; with the apply's own
+//     proof, ApplyDelta.proven, without reading any); else, or if that does not come out equal,
+//     from every row.
 // Other tenants were checked inside the apply transaction (no row it wrote is theirs, and without
 // replica mode their row counts are unchanged), which a check out here could not do without
 // racing live writes.
@@ -18,7 +19,7 @@ import { tenantFilter } from '../tenancy';
 import { diffTable } from './diff';
 import { hasErasures } from './erasures';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
-import { computePlan, scratchSurvived } from './plan';
+import { computePlan, diffableBackupXmin, scratchSurvived } from './plan';
 import { appliedKinds, isExactReplace, isSelected } from './rules';
 import { liveTable, writtenSince } from './sql';
 import { stageInFull, type BackupSource } from './stage';
@@ -74,7 +75,10 @@ export async function verifyRestore(
       // an exact replace diffs these tables alone (others may be staged from their keys only);
       // a narrower restore diffs them all, as its preview did (a skipped parent row skips children)
       const remaining: Record<string, TableChanges | undefined> = {};
-      if (exact) for (const m of byDiff) remaining[m.table] = (await diffTable(c, ctx, m, args)).preview;
+      if (exact) {
+        const backupXmin = await diffableBackupXmin(c, ctx);
+        for (const m of byDiff) remaining[m.table] = (await diffTable(c, ctx, m, args, { backupXmin })).preview;
+      }
       else Object.assign(remaining, (await computePlan(c, ctx, args)).tables);
       await c.query('ROLLBACK');
       const kindsText = [...kinds].join('/');
@@ -102,19 +106,19 @@ type Delta = { applied: ApplyDelta; changes: ApplyResult['applied']; safety: Ten
 /**
  * A table's row count and checksum now, from the tenant's rows as the apply found them (its
  * safety backup, read in the apply's snapshot), less the rows it removed, plus the rows it wrote
- * (their xmin is its transaction: read back). That holds only if no one else has written the
- * tenant's rows since the apply's snapshot: a row version that snapshot could not see (xmin not
- * older than its snapshotXmin), other than the apply's own, or a row count that does not add up,
- * and it is undefined: the caller reads every row instead.
+ * (their xmin is its transaction: read back), or as the apply proved them before it committed
+ * (ApplyDelta.proven, the same sum). That holds only if no one else has written the tenant's rows
+ * since the apply's snapshot: a row version that snapshot could not see (xmin not older than its
+ * snapshotXmin), other than the apply's own, or a row count that does not add up, and it is
+ * undefined: the caller reads every row instead.
  */
 async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, delta: Delta): Promise<{ rows: number; checksum: string } | undefined> {
+  const proven = delta.applied.proven?.[m.table];
   const before = delta.safety.tables.find((t) => t.table === m.table);
-  if (!before || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
+  if (!proven && (!before || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0'))) return undefined;
   const written = delta.changes[m.table] ? delta.changes[m.table].insert + delta.changes[m.table].update : 0;
   // most rows written: reading them back is reading the table, and the arithmetic saves nothing
-  if (written > m.manifest.rows / 2) return undefined;
-  // no entry: a table the apply did not change
-  const removed = delta.applied.removed[m.table] ?? { rows: 0, checksum: emptyRowChecksum };
+  if (!proven && written > m.manifest.rows / 2) return undefined;
   const { xid, readAt } = delta.applied;
   const [now] = (
     await c.query<{ n: string; others: boolean }>(
@@ -123,8 +127,11 @@ async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, te
     )
   ).rows;
   if (now.others || Number(now.n) !== m.manifest.rows) return undefined;
+  if (proven) return proven;
+  // no entry: a table the apply did not change
+  const removed = delta.applied.removed[m.table] ?? { rows: 0, checksum: emptyRowChecksum };
   const added = await rowsDigest(c, `${liveRowsSql(ctx, m, tenantId)} AND l.xmin = '${BigInt(xid)}'::xid`); // COPY takes no parameters
-  return { rows: before.rows - removed.rows + added.rows, checksum: adjustRowChecksum(before.rowChecksum, removed.checksum, added.checksum) };
+  return { rows: before!.rows - removed.rows + added.rows, checksum: adjustRowChecksum(before!.rowChecksum, removed.checksum, added.checksum) };
 }
 
 function liveRowsSql(ctx: RestoreContext, m: TableMapping, tenantId: string): string {

@@ -68,25 +68,31 @@ export async function checkTenantBackup(engine: Engine, tenantId: string): Promi
   return { database: databaseName(config.database.url), storageUri: engine.store.uri, tables: plan.tables.length };
 }
 
+/** What to back up, and how (see takeTenantBackup). */
+export interface TenantBackupArgs {
+  tenantId: string;
+  backupId: string;
+  requireTenant?: boolean;
+  snapshot?: string;
+  onProgress?: (p: ExportProgress) => void;
+  signal?: AbortSignal;
+  /** a tenant rebuilt as of a point in time: read from `url` (a PITR clone) or through `rowsQuery` (the change log's replay), recorded as of that point */
+  pointInTime?: { source: PointInTimeSource; url?: string; rowsQuery?: (table: OwnedTable) => string; at: string; lsn: string };
+  /** tables whose rows in the snapshot read are exactly this backup's (a restore's safety backup): copied from it where they can be (copyable) */
+  asBackedUp?: AsBackedUp;
+}
+
 /**
  * Exports the tenant from one snapshot and writes the manifest last. Safe to run again for
  * the same backup id: it first clears whatever an interrupted attempt left under the prefix.
  */
-export async function takeTenantBackup(
-  engine: Engine,
-  args: {
-    tenantId: string;
-    backupId: string;
-    requireTenant?: boolean;
-    snapshot?: string;
-    onProgress?: (p: ExportProgress) => void;
-    signal?: AbortSignal;
-    /** a tenant rebuilt as of a point in time: read from `url` (a PITR clone) or through `rowsQuery` (the change log's replay), recorded as of that point */
-    pointInTime?: { source: PointInTimeSource; url?: string; rowsQuery?: (table: OwnedTable) => string; at: string; lsn: string };
-    /** tables whose rows in the snapshot read are exactly this backup's (a restore's safety backup): copied from it where they can be (copyable) */
-    asBackedUp?: AsBackedUp;
-  },
-): Promise<TenantBackupSummary> {
+export async function takeTenantBackup(engine: Engine, args: TenantBackupArgs): Promise<TenantBackupSummary> {
+  const { manifest, prefix, manifestSha256 } = await writeTenantBackup(engine, args);
+  return backupSummaryOf(manifest, engine.store.uri, prefix, manifestSha256);
+}
+
+/** Writes a tenant backup (see takeTenantBackup): its manifest, where, and the manifest's sha256. */
+export async function writeTenantBackup(engine: Engine, args: TenantBackupArgs): Promise<{ manifest: TenantManifest; prefix: string; manifestSha256: string }> {
   const { config, store } = engine;
   const startedAt = new Date().toISOString();
   const prefix = tenantBackupPrefix(args.tenantId, args.backupId);
@@ -141,7 +147,7 @@ export async function takeTenantBackup(
   });
   await keyring?.confirm(dataKey);
   const manifestSha256 = await writeManifest(store, prefix, manifest);
-  return backupSummaryOf(manifest, store.uri, prefix, manifestSha256);
+  return { manifest, prefix, manifestSha256 };
 }
 
 /** What a workflow is told of a written backup (its own or a batch's): the catalog's view of its manifest. */
