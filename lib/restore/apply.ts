@@ -103,8 +103,8 @@ export async function applyRestore(ctx: RestoreContext, opts: ApplyOptions): Pro
     };
     // a plan proven after its writes first; where the proof fails, again in a new transaction that
     // scans first (the writes were inside the first one's: a savepoint would give them other xids)
-    const proven = await applyInTransaction(inTransaction, safety, true);
-    if (proven !== 'not-proven') return proven;
+    const first = await applyInTransaction(inTransaction, safety, true);
+    if (first !== 'not-proven') return first;
     await c.query('ROLLBACK');
     await stopSafetyBackup(new Error('the tenant changed since the preview'));
     return (await applyInTransaction(inTransaction, safety, false)) as ApplyOutcome;
