@@ -11,8 +11,9 @@
 //
 // Confirming that nothing changed is a scan of every tenant row. In an exact replace, the tables
 // the safety backup reads need not be scanned first: after the writes, the safety backup's rows
-// less those removed plus those written must come to the backup's checksum (proveAsBackedUp);
-// if not, the transaction rolls back and a new one scans first, as it would have.
+// less those removed plus those written must come to the backup's checksum (proveAsBackedUp),
+// and the other tables are scanned meanwhile over another connection reading the same snapshot;
+// if either fails, the transaction rolls back and a new one scans first, as it would have.
 //
 // Foreign keys: with session_replication_role = replica (when the role may set it) Postgres
 // skips its per-row checks and triggers. Per-row checks are what makes deleting parent rows slow
@@ -30,7 +31,7 @@ import { allNotNull, cancelOnAbort, columnList, connect, joinOn, qualified, quot
 import { notTenantFilter } from '../tenancy';
 import { multisetMissing, multisetSurplus } from './diff';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
-import { currentPlan, snapshotXmin, storedPlan } from './plan';
+import { currentPlan, snapshotXmin, storedPlan, tenantRowsUnchanged } from './plan';
 import { isExactReplace, isSelected } from './rules';
 import { appliedMarkerTable, changedRows, keySet, liveTable, scratchTable } from './sql';
 import { hasErasures } from './erasures';
@@ -180,9 +181,10 @@ async function applyInTransaction(
     }
     return { plan, reused };
   };
-  // the tables the proof covers are not scanned before the writes, but proven after them
+  // the tables the proof covers are not scanned before the writes, but proven after them; the
+  // others are scanned beside the writes (see below)
   const provable = prove && stored && opts.safetyBackup ? provableTables(ctx, opts.selection, stored.plan, asBackedUp) : [];
-  const decided = await approvedPlan(provable.map((m) => m.table));
+  const decided = await approvedPlan(provable.length > 0 ? ctx.mappings.map((m) => m.table) : []);
   if ('changed' in decided) {
     // nothing live was changed yet: keep the new plan (scratch tables only) for the next approval
     await c.query('COMMIT');
@@ -191,11 +193,17 @@ async function applyInTransaction(
   const { plan, reused } = decided;
   // (not reused: a table scanned first had changed, and the plan was computed again from all)
   const proving = reused ? provable : [];
+  // the tables the proof does not cover, scanned over a connection of their own reading this
+  // snapshot while this one writes: awaited before commit, like the proof
+  const othersUnchanged =
+    proving.length > 0 ? inSnapshot(opts, snapshot, (s) => tenantRowsUnchanged(s, ctx, opts.tenantId, stored!.live_rows, stored!.read_at, proving.map((m) => m.table))) : undefined;
+  othersUnchanged?.catch(() => undefined); // awaited below, or left to end by itself after a rollback
   let done: AppliedWork;
   let proven: ApplyDelta['proven'];
   try {
     done = await applyPlan({ c, ctx, opts, replicaMode, vacuums }, plan, reused);
     if (proving.length > 0) proven = await proveAsBackedUp(c, ctx, proving, plan, done.removed, (await safety.taken())?.manifest);
+    if (othersUnchanged && !(await othersUnchanged)) return 'not-proven';
   } catch (err) {
     if (proving.length > 0 && mayBeStale(err)) return 'not-proven';
     throw err;
@@ -218,6 +226,21 @@ async function applyInTransaction(
   await c.query(`INSERT INTO ${appliedMarkerTable(ctx)} (digest, result) VALUES ($1, $2)`, [opts.approvedDigest, JSON.stringify(result)]);
   await c.query('COMMIT');
   return { kind: 'applied', result };
+}
+
+/** Runs `fn` in a read-only transaction of a connection of its own that reads the exported snapshot. */
+async function inSnapshot<T>(opts: Pick<ApplyOptions, 'url' | 'signal'>, snapshot: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = await connect(opts.url, 'tenantsafe-apply-check');
+  const stopCancelling = cancelOnAbort(opts.url, () => [c], opts.signal);
+  try {
+    await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '${snapshot}'`);
+    const result = await fn(c);
+    await c.query('COMMIT');
+    return result;
+  } finally {
+    stopCancelling();
+    await c.end().catch(() => undefined);
+  }
 }
 
 /** What applyPlan works with: the apply's transaction and its settings. */

@@ -169,8 +169,9 @@ async function assemblePlan(c: ClientBase, ctx: RestoreContext, args: PlanArgs, 
  * version that young means the same rows: in every table, so a row tied to the tenant by a parent
  * written since (moved in) shows in its parent's table. (A version can also look young without
  * being new, a frozen one from before a wraparound: then the plan is recomputed, merely slower.)
+ * `skipped`: tables not looked at, the caller proving them otherwise (apply.ts).
  */
-async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId: string, liveRows: Record<string, number>, readAt: string, skipped: string[]): Promise<boolean> {
+export async function tenantRowsUnchanged(c: ClientBase, ctx: RestoreContext, tenantId: string, liveRows: Record<string, number>, readAt: string, skipped: string[]): Promise<boolean> {
   for (const m of ctx.mappings.filter((x) => x.live && !skipped.includes(x.table))) {
     const now = await tenantRowVersions(c, ctx, m, tenantId, readAt);
     if (now.rows !== liveRows[m.table] || now.writtenSince) return false;
