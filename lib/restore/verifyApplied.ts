@@ -3,9 +3,10 @@
 //   - a full replace: the live rows' checksums equal the backup manifest's, table by table
 //     (computed from COPY text under the backup's session settings, like the backup did), which
 //     alone proves the tenant equals the backup. Where the apply left a delta and a safety
-//     backup, the checksum is had without reading every row (see fromDelta; with the apply's own
-//     proof, ApplyDelta.proven, without reading any); else, or if that does not come out equal,
-//     from every row.
+//     backup, the checksum is had without reading every row (see fromDelta: a scan for writes
+//     since the apply's snapshot, and the rows it wrote read back, or, where the apply proved the
+//     sum before it committed, ApplyDelta.proven, not even those); else, or if that does not come
+//     out equal, from every row.
 // Other tenants were checked inside the apply transaction (no row it wrote is theirs, and without
 // replica mode their row counts are unchanged), which a check out here could not do without
 // racing live writes.
@@ -78,8 +79,7 @@ export async function verifyRestore(
       if (exact) {
         const backupXmin = await diffableBackupXmin(c, ctx);
         for (const m of byDiff) remaining[m.table] = (await diffTable(c, ctx, m, args, { backupXmin })).preview;
-      }
-      else Object.assign(remaining, (await computePlan(c, ctx, args)).tables);
+      } else Object.assign(remaining, (await computePlan(c, ctx, args)).tables);
       await c.query('ROLLBACK');
       const kindsText = [...kinds].join('/');
       for (const m of byDiff) {
