@@ -205,7 +205,8 @@ export async function storedPlan(c: ClientBase, ctx: RestoreContext): Promise<St
  * transaction), when neither the tenant's rows nor the schema changed since (a scan of the
  * tenant's row versions, cheaper than a diff); else recomputed. `reused`: its diff tables are the
  * committed ones, readable from other sessions too. `unchecked`: tables whose rows are not
- * scanned here, the caller proving them otherwise (the apply's proof, see apply.ts).
+ * scanned here, the caller confirming them otherwise (the apply: its proof after the writes, and
+ * its scan beside them, see apply.ts).
  */
 export async function currentPlan(
   c: ClientBase,
