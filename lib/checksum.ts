@@ -117,6 +117,20 @@ export function adjustRowChecksum(base: string, removed: string, added: string):
 /** The row checksum of no rows. */
 export const emptyRowChecksum = new RowDigest().digest();
 
+/** A set of rows by its count and row checksum. */
+export interface RowSetDigest {
+  rows: number;
+  checksum: string;
+}
+
+/** No rows. */
+export const noRows: RowSetDigest = { rows: 0, checksum: emptyRowChecksum };
+
+/** The count and row checksum of a set of rows after some were removed from it and others added (adjustRowChecksum). */
+export function adjustRows(base: RowSetDigest, removed: RowSetDigest, added: RowSetDigest): RowSetDigest {
+  return { rows: base.rows - removed.rows + added.rows, checksum: adjustRowChecksum(base.checksum, removed.checksum, added.checksum) };
+}
+
 /** One checksum for a tenant: over every table's row count and row checksum, in table order. */
 export function tenantChecksum(tables: { table: string; rows: number; rowChecksum: string }[]): string {
   const h = createHash('sha256');

@@ -25,7 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Client, ClientBase } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { copyOut } from '../copyOut';
-import { adjustRowChecksum, emptyRowChecksum } from '../checksum';
+import { adjustRows, noRows } from '../checksum';
 import { ErrorType, TenantsafeError } from '../errors';
 import { allNotNull, cancelOnAbort, columnList, connect, joinOn, qualified, quoteIdent, quoteLiteral } from '../pg';
 import { notTenantFilter } from '../tenancy';
@@ -33,12 +33,12 @@ import { multisetMissing, multisetSurplus } from './diff';
 import { sameColumnsAsBackup, type RestoreContext, type TableMapping } from './mapping';
 import { currentPlan, snapshotXmin, storedPlan, tenantRowsUnchanged } from './plan';
 import { isExactReplace, isSelected } from './rules';
-import { appliedMarkerTable, changedRows, keySet, liveTable, scratchTable } from './sql';
+import { appliedMarkerTable, changedRows, keySet, liveTable } from './sql';
 import { hasErasures } from './erasures';
 import { copyBackupObject, type BackupSource } from './stage';
 import type { TenantManifest } from '../format/tenantManifest';
 import type { ApplyDelta, ApplyResult, RestorePreview, RestoreSelection, SafetyBackupRef, TableChanges } from './types';
-import { rowsDigest } from './verifyApplied';
+import { rowsDigest, safetyRowsOf } from './verifyApplied';
 
 export interface ApplyOptions {
   url: string;
@@ -365,20 +365,19 @@ async function proveAsBackedUp(
   safety: TenantManifest | undefined,
 ): Promise<ApplyDelta['proven']> {
   if (!safety) return undefined;
-  const none = { rows: 0, checksum: emptyRowChecksum };
   const proven: NonNullable<ApplyDelta['proven']> = {};
   for (const m of tables) {
-    const before = safety.tables.find((t) => t.table === m.table);
-    if (!before || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0')) return undefined;
+    const before = safetyRowsOf(safety, m);
+    if (!before) return undefined;
     const t = plan.tables[m.table];
     const writes = t.insert + t.update;
-    const writtenKeys = `(SELECT ${columnList('d', m.key!)} FROM ${scratchTable(ctx, m, 'diff')} d WHERE d.kind IN ('insert', 'update'))`;
     const written =
       writes === 0
-        ? none
-        : await probingKeys(c, writes, m.manifest.rows, () => rowsDigest(c, `SELECT ${columnList('l', m.manifest.copyColumns)} FROM ${liveTable(m)} l JOIN ${writtenKeys} k ON ${joinOn('l', 'k', m.key!)}`));
-    const gone = removed[m.table] ?? none;
-    const now = { rows: before.rows - gone.rows + written.rows, checksum: adjustRowChecksum(before.rowChecksum, gone.checksum, written.checksum) };
+        ? noRows
+        : await probingKeys(c, writes, m.manifest.rows, () =>
+            rowsDigest(c, `SELECT ${columnList('l', m.manifest.copyColumns)} FROM ${liveTable(m)} l JOIN ${keySet(ctx, m, ['insert', 'update'])} k ON ${joinOn('l', 'k', m.key!)}`),
+          );
+    const now = adjustRows(before, removed[m.table] ?? noRows, written);
     if (now.rows !== m.manifest.rows || now.checksum !== m.manifest.rowChecksum) return undefined;
     proven[m.table] = now;
   }
@@ -545,11 +544,11 @@ async function rowsToRemove(c: ClientBase, ctx: RestoreContext, tables: TableMap
     for (const [kind, n] of [['delete', deletes], ['update', updates]] as const) {
       if (m.key && n > 0) sets.push({ keys: n, sql: `SELECT ${columns} FROM ${liveTable(m)} l JOIN ${keySet(ctx, m, kind)} k ON ${joinOn('l', 'k', m.key)}` });
     }
-    let total = { rows: 0, checksum: emptyRowChecksum };
+    let total = noRows;
     for (const { keys, sql } of sets) {
       // the keyless delete's row match, like the delete itself, without merge joins
       const d = m.key ? await probingKeys(c, keys, m.manifest.rows, () => rowsDigest(c, sql)) : await without(c, 'enable_mergejoin', () => rowsDigest(c, sql));
-      total = { rows: total.rows + d.rows, checksum: adjustRowChecksum(total.checksum, emptyRowChecksum, d.checksum) };
+      total = adjustRows(total, noRows, d);
     }
     removed[m.table] = total;
   }

@@ -58,9 +58,10 @@ export function backedUpValue(column: string): string {
   return `+${column}`;
 }
 
-/** Keys of one kind of difference of a mapping, as a subquery (give it an alias). */
-export function keySet(ctx: RestoreContext, m: TableMapping, kind: DiffKind): string {
-  return `(SELECT ${columnList('d', m.key!)} FROM ${scratchTable(ctx, m, 'diff')} d WHERE d.kind = '${kind}')`;
+/** Keys of one kind of difference of a mapping (or of some), as a subquery (give it an alias). */
+export function keySet(ctx: RestoreContext, m: TableMapping, kinds: DiffKind | readonly DiffKind[]): string {
+  const wanted = (typeof kinds === 'string' ? [kinds] : kinds).map((k) => `'${k}'`).join(', ');
+  return `(SELECT ${columnList('d', m.key!)} FROM ${scratchTable(ctx, m, 'diff')} d WHERE d.kind IN (${wanted}))`;
 }
 
 /**

@@ -12,7 +12,7 @@
 // racing live writes.
 import { pipeline } from 'node:stream/promises';
 import { copyOut } from '../copyOut';
-import { adjustRowChecksum, emptyRowChecksum, RowDigestStream } from '../checksum';
+import { adjustRows, noRows, RowDigestStream, type RowSetDigest } from '../checksum';
 import type { TenantManifest } from '../format/tenantManifest';
 import { discard } from '../streams';
 import { columnList, connect, inLanes } from '../pg';
@@ -28,7 +28,7 @@ import type { ApplyDelta, ApplyResult, RestoreSelection, RestoreVerification, Ta
 import type { ClientBase } from 'pg';
 
 /** Row count and row checksum of a query's rows, read as COPY text (the backup's own form). */
-export async function rowsDigest(c: ClientBase, sql: string): Promise<{ rows: number; checksum: string }> {
+export async function rowsDigest(c: ClientBase, sql: string): Promise<RowSetDigest> {
   const digest = new RowDigestStream();
   await pipeline(c.query(copyOut(`COPY (${sql}) TO STDOUT`)), digest, discard());
   return { rows: digest.digest.rows, checksum: digest.digest.digest() };
@@ -112,10 +112,10 @@ type Delta = { applied: ApplyDelta; changes: ApplyResult['applied']; safety: Ten
  * snapshotXmin), other than the apply's own, or a row count that does not add up, and it is
  * undefined: the caller reads every row instead.
  */
-async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, delta: Delta): Promise<{ rows: number; checksum: string } | undefined> {
+async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, tenantId: string, delta: Delta): Promise<RowSetDigest | undefined> {
   const proven = delta.applied.proven?.[m.table];
-  const before = delta.safety.tables.find((t) => t.table === m.table);
-  if (!proven && (!before || before.copyColumns.join('\0') !== m.manifest.copyColumns.join('\0'))) return undefined;
+  const before = safetyRowsOf(delta.safety, m);
+  if (!proven && !before) return undefined;
   const written = delta.changes[m.table] ? delta.changes[m.table].insert + delta.changes[m.table].update : 0;
   // most rows written: reading them back is reading the table, and the arithmetic saves nothing
   if (!proven && written > m.manifest.rows / 2) return undefined;
@@ -129,9 +129,15 @@ async function fromDelta(c: ClientBase, ctx: RestoreContext, m: TableMapping, te
   if (now.others || Number(now.n) !== m.manifest.rows) return undefined;
   if (proven) return proven;
   // no entry: a table the apply did not change
-  const removed = delta.applied.removed[m.table] ?? { rows: 0, checksum: emptyRowChecksum };
+  const removed = delta.applied.removed[m.table] ?? noRows;
   const added = await rowsDigest(c, `${liveRowsSql(ctx, m, tenantId)} AND l.xmin = '${BigInt(xid)}'::xid`); // COPY takes no parameters
-  return { rows: before!.rows - removed.rows + added.rows, checksum: adjustRowChecksum(before!.rowChecksum, removed.checksum, added.checksum) };
+  return adjustRows(before!, removed, added);
+}
+
+/** A table's rows in a restore's safety backup (the tenant as the apply found it), where read with the backup's columns, so their checksums add up with the backup's. */
+export function safetyRowsOf(safety: TenantManifest, m: TableMapping): RowSetDigest | undefined {
+  const t = safety.tables.find((x) => x.table === m.table);
+  return t && t.copyColumns.join('\0') === m.manifest.copyColumns.join('\0') ? { rows: t.rows, checksum: t.rowChecksum } : undefined;
 }
 
 function liveRowsSql(ctx: RestoreContext, m: TableMapping, tenantId: string): string {
